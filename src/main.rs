@@ -1,0 +1,86 @@
+//! `anchorage`: one binary for the SIP proxy, the media relay, the embedded
+//! all-in-one default, the management CLI and the call generator.
+//!
+//! Subcommands that are not built yet say so and exit with status 2; they are
+//! never faked.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Command line of the `anchorage` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "anchorage",
+    version,
+    about = "SIP proxy and RTP media relay whose calls survive the loss of a relay node",
+    long_about = "Anchorage is a SIP proxy and an RTP media relay. When a relay node dies, is \
+                  drained or new nodes join, the media of calls in progress moves to another \
+                  relay within about a second by in-dialog re-INVITEs (re-anchoring)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands; see `docs/` for each.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the embedded default: proxy, two relay nodes and the management API in one process.
+    Up,
+    /// Run a SIP signalling node.
+    Proxy {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a media relay node controlled over the ng protocol.
+    Relay {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Management CLI: talks to the HTTP API of a running node.
+    Ctl {
+        /// The management command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Place calls with real media and measure every media gap.
+    Callgen {
+        /// Call generator options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Validate a configuration file and report every error with its key path.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+impl Command {
+    /// The subcommand's name as typed on the command line.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Up => "up",
+            Command::Proxy { .. } => "proxy",
+            Command::Relay { .. } => "relay",
+            Command::Ctl { .. } => "ctl",
+            Command::Callgen { .. } => "callgen",
+            Command::Check { .. } => "check",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let name = cli.command.name();
+    eprintln!(
+        "anchorage {name}: not built yet. This subcommand is planned (see the project's issues) \
+         but has no implementation in this version."
+    );
+    ExitCode::from(2)
+}
