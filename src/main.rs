@@ -77,10 +77,32 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let name = cli.command.name();
-    eprintln!(
-        "anchorage {name}: not built yet. This subcommand is planned (see the project's issues) \
-         but has no implementation in this version."
-    );
-    ExitCode::from(2)
+    match &cli.command {
+        Command::Check { config } => check(config),
+        other => {
+            let name = other.name();
+            eprintln!(
+                "anchorage {name}: not built yet. This subcommand is planned (see the project's \
+                 issues) but has no implementation in this version."
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `anchorage check -c FILE`: prints every error with its key path; exit 1 if there is any.
+fn check(path: &std::path::Path) -> ExitCode {
+    match anchorage_config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("{}: {error}", path.display());
+            }
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
 }

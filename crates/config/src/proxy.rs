@@ -1,0 +1,546 @@
+//! `[proxy]`: the SIP signalling node — listeners, timers, limits, dialogs and routing rules.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::ConfigError;
+
+/// `[proxy]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// `[[proxy.listen]]`: sockets to receive SIP on. Default: UDP and TCP on 127.0.0.1:5060.
+    pub listen: Vec<Listener>,
+    /// `[proxy.timers]`: RFC 3261 timer base values.
+    pub timers: Timers,
+    /// `[proxy.tcp]`: limits for stream transports.
+    pub tcp: TcpLimits,
+    /// `[proxy.dialog]`: dialog lifetime.
+    pub dialog: DialogConfig,
+    /// `[[proxy.route]]`: ordered routing rules; the first that matches a request applies.
+    /// With none, every request is forwarded to its Request-URI.
+    pub route: Vec<RouteRule>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 5060));
+        Self {
+            listen: vec![
+                Listener {
+                    transport: Transport::Udp,
+                    address: loopback,
+                    advertise: None,
+                },
+                Listener {
+                    transport: Transport::Tcp,
+                    address: loopback,
+                    advertise: None,
+                },
+            ],
+            timers: Timers::default(),
+            tcp: TcpLimits::default(),
+            dialog: DialogConfig::default(),
+            route: Vec::new(),
+        }
+    }
+}
+
+/// SIP transport of a listener or destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// UDP (RFC 3261 §18, one message per datagram).
+    Udp,
+    /// TCP (RFC 3261 §18, framed by Content-Length).
+    Tcp,
+}
+
+impl Transport {
+    /// Lower-case name as written in config and URIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `udp` or `tcp`.
+    pub transport: Transport,
+    /// Local address and port to bind.
+    pub address: SocketAddr,
+    /// Address written into Via and Record-Route instead of the bound one (a public address
+    /// or a keepalived virtual IP): `host` or `host:port`.
+    pub advertise: Option<String>,
+}
+
+/// RFC 3261 timer values (Appendix A). Everything else (B, D, F, H, I, J, K) derives from these.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timers {
+    /// T1, round-trip estimate, milliseconds (RFC default 500).
+    pub t1_ms: u64,
+    /// T2, cap of non-INVITE retransmission interval, milliseconds (RFC default 4000).
+    pub t2_ms: u64,
+    /// T4, maximum time a message stays in the network, milliseconds (RFC default 5000).
+    pub t4_ms: u64,
+    /// Timer C, proxy INVITE transaction timeout after the last provisional, milliseconds
+    /// (RFC: more than 3 minutes; default 180000).
+    pub timer_c_ms: u64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self {
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            timer_c_ms: 180_000,
+        }
+    }
+}
+
+/// Limits for TCP connections.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpLimits {
+    /// Most simultaneous connections; further ones are refused.
+    pub max_connections: usize,
+    /// A connection with no traffic for this long is closed, seconds.
+    pub idle_timeout_s: u64,
+    /// Largest SIP message accepted on a stream, bytes; a larger one closes the connection.
+    pub max_message_bytes: usize,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            idle_timeout_s: 600,
+            max_message_bytes: 65_535,
+        }
+    }
+}
+
+/// Dialog lifetime.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialogConfig {
+    /// A confirmed dialog older than this ends (its relay sessions are deleted), seconds.
+    pub max_age_s: u64,
+}
+
+impl Default for DialogConfig {
+    fn default() -> Self {
+        Self { max_age_s: 43_200 }
+    }
+}
+
+/// One routing rule: a match and exactly one action (`destinations`, `forward` or `reply`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// What the request must look like; an empty match matches everything.
+    #[serde(rename = "match", default)]
+    pub matches: RouteMatch,
+    /// Forward to this destination set (priority, then weight; serial failover).
+    #[serde(default)]
+    pub destinations: Vec<Destination>,
+    /// `"request-uri"`: forward to the Request-URI (RFC 3263 resolution).
+    pub forward: Option<ForwardTarget>,
+    /// Answer with this final response instead of forwarding.
+    pub reply: Option<Reply>,
+    /// When to try the next destination of the set.
+    #[serde(default)]
+    pub failover: Failover,
+}
+
+/// The conditions of a rule; all given ones must hold.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteMatch {
+    /// Request methods (upper case), e.g. `["INVITE"]`; empty = any.
+    pub methods: Vec<String>,
+    /// Request-URI user part starts with this.
+    pub user_prefix: Option<String>,
+    /// Request-URI host equals this (case-insensitive).
+    pub domain: Option<String>,
+    /// The packet's source address lies in one of these networks (CIDR); empty = any.
+    pub source: Vec<IpNet>,
+}
+
+/// Where `forward` sends a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardTarget {
+    /// Resolve the Request-URI (RFC 3263) and send there.
+    RequestUri,
+}
+
+/// One member of a destination set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port; default 5060.
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    /// Transport; default `udp`.
+    #[serde(default = "default_transport")]
+    pub transport: Transport,
+    /// Lower is tried first.
+    #[serde(default = "one")]
+    pub priority: u32,
+    /// Share among destinations of equal priority.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// A fixed final response.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reply {
+    /// Status code, 300–699.
+    pub status: u16,
+    /// Reason phrase; default the RFC's phrase for the code.
+    pub reason: Option<String>,
+}
+
+/// Serial failover policy of a destination set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Failover {
+    /// Responses that move to the next destination: codes (`"503"`), classes (`"5xx"`), or
+    /// `"timeout"` (no response within `timeout_ms`).
+    pub on: Vec<String>,
+    /// How long to wait for any response from one destination, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Self {
+            on: vec!["timeout".into(), "408".into(), "5xx".into()],
+            timeout_ms: 5000,
+        }
+    }
+}
+
+fn default_sip_port() -> u16 {
+    5060
+}
+fn default_transport() -> Transport {
+    Transport::Udp
+}
+fn one() -> u32 {
+    1
+}
+
+/// A SIP method token (RFC 3261 §25.1 `token`).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+}
+
+/// Whether `s` is `host` or `host:port` with a plausible host.
+fn is_host_port(s: &str) -> bool {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return addr.port() != 0;
+    }
+    if s.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p != 0));
+    host_ok && port_ok
+}
+
+impl ProxyConfig {
+    /// Checks what the types cannot, appending errors under `at`.
+    pub fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        if self.listen.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{at}.listen"),
+                "at least one listener is needed",
+            ));
+        }
+        for (i, l) in self.listen.iter().enumerate() {
+            if let Some(adv) = &l.advertise {
+                if !is_host_port(adv) {
+                    errors.push(ConfigError::new(
+                        format!("{at}.listen[{i}].advertise"),
+                        format!("{adv:?} is not a host or host:port"),
+                    ));
+                }
+            }
+            if self.listen[..i]
+                .iter()
+                .any(|o| o.transport == l.transport && o.address == l.address)
+            {
+                errors.push(ConfigError::new(
+                    format!("{at}.listen[{i}]"),
+                    format!("{} {} is listed twice", l.transport.as_str(), l.address),
+                ));
+            }
+        }
+        let t = &self.timers;
+        for (key, value) in [
+            ("t1_ms", t.t1_ms),
+            ("t2_ms", t.t2_ms),
+            ("t4_ms", t.t4_ms),
+            ("timer_c_ms", t.timer_c_ms),
+        ] {
+            if value == 0 {
+                errors.push(ConfigError::new(
+                    format!("{at}.timers.{key}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if t.t2_ms < t.t1_ms {
+            errors.push(ConfigError::new(
+                format!("{at}.timers.t2_ms"),
+                format!("{} must not be less than t1_ms ({})", t.t2_ms, t.t1_ms),
+            ));
+        }
+        if t.timer_c_ms < 180_000 {
+            errors.push(ConfigError::new(
+                format!("{at}.timers.timer_c_ms"),
+                format!(
+                    "{} is below RFC 3261's minimum of 3 minutes (180000)",
+                    t.timer_c_ms
+                ),
+            ));
+        }
+        if self.tcp.max_connections == 0 {
+            errors.push(ConfigError::new(
+                format!("{at}.tcp.max_connections"),
+                "must be greater than 0",
+            ));
+        }
+        if self.tcp.max_message_bytes < 1024 {
+            errors.push(ConfigError::new(
+                format!("{at}.tcp.max_message_bytes"),
+                format!(
+                    "{} is too small for SIP (at least 1024)",
+                    self.tcp.max_message_bytes
+                ),
+            ));
+        }
+        if self.dialog.max_age_s == 0 {
+            errors.push(ConfigError::new(
+                format!("{at}.dialog.max_age_s"),
+                "must be greater than 0",
+            ));
+        }
+        for (i, rule) in self.route.iter().enumerate() {
+            rule.validate(&format!("{at}.route[{i}]"), errors);
+            if rule.name.is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{at}.route[{i}].name"),
+                    "must not be empty",
+                ));
+            } else if self.route[..i].iter().any(|o| o.name == rule.name) {
+                errors.push(ConfigError::new(
+                    format!("{at}.route[{i}].name"),
+                    format!("{:?} is used by an earlier rule", rule.name),
+                ));
+            }
+        }
+    }
+}
+
+impl RouteRule {
+    fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        let actions = usize::from(!self.destinations.is_empty())
+            + usize::from(self.forward.is_some())
+            + usize::from(self.reply.is_some());
+        if actions != 1 {
+            errors.push(ConfigError::new(
+                at,
+                format!(
+                    "needs exactly one of `destinations`, `forward` or `reply` (found {actions})"
+                ),
+            ));
+        }
+        for (j, m) in self.matches.methods.iter().enumerate() {
+            if !is_token(m) || m.bytes().any(|b| b.is_ascii_lowercase()) {
+                errors.push(ConfigError::new(
+                    format!("{at}.match.methods[{j}]"),
+                    format!("{m:?} is not an upper-case SIP method"),
+                ));
+            }
+        }
+        if let Some(domain) = &self.matches.domain {
+            if domain.is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{at}.match.domain"),
+                    "must not be empty",
+                ));
+            }
+        }
+        for (j, d) in self.destinations.iter().enumerate() {
+            if !is_host_port(&d.host) || d.host.contains(':') && d.host.parse::<IpAddr>().is_err() {
+                errors.push(ConfigError::new(
+                    format!("{at}.destinations[{j}].host"),
+                    format!("{:?} is not a host name or IP address", d.host),
+                ));
+            }
+            if d.port == 0 {
+                errors.push(ConfigError::new(
+                    format!("{at}.destinations[{j}].port"),
+                    "must not be 0",
+                ));
+            }
+        }
+        if let Some(reply) = &self.reply {
+            if !(300..=699).contains(&reply.status) {
+                errors.push(ConfigError::new(
+                    format!("{at}.reply.status"),
+                    format!("{} is not a final SIP status (300-699)", reply.status),
+                ));
+            }
+            if let Some(reason) = &reply.reason {
+                if reason.is_empty() || reason.bytes().any(|b| b == b'\r' || b == b'\n') {
+                    errors.push(ConfigError::new(
+                        format!("{at}.reply.reason"),
+                        "must be one non-empty line",
+                    ));
+                }
+            }
+        }
+        for (j, on) in self.failover.on.iter().enumerate() {
+            let ok = on == "timeout"
+                || on.parse::<u16>().is_ok_and(|c| (300..=699).contains(&c))
+                || (on.len() == 3
+                    && on.ends_with("xx")
+                    && matches!(on.as_bytes().first(), Some(b'3'..=b'6')));
+            if !ok {
+                errors.push(ConfigError::new(
+                    format!("{at}.failover.on[{j}]"),
+                    format!("{on:?} is not a status (\"503\"), a class (\"5xx\") or \"timeout\""),
+                ));
+            }
+        }
+        if self.failover.timeout_ms == 0 {
+            errors.push(ConfigError::new(
+                format!("{at}.failover.timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parse;
+
+    #[test]
+    fn default_listens_on_udp_and_tcp_loopback_5060() {
+        let c = parse("").unwrap();
+        assert_eq!(c.proxy.listen.len(), 2);
+        assert_eq!(c.proxy.listen[0].address.to_string(), "127.0.0.1:5060");
+        assert_eq!(c.proxy.timers.t1_ms, 500);
+    }
+
+    #[test]
+    fn full_rule_parses() {
+        let c = parse(
+            r#"
+[[proxy.listen]]
+transport = "udp"
+address = "[::1]:5070"
+advertise = "sip.example.com:5060"
+
+[[proxy.route]]
+name = "pstn"
+match = { methods = ["INVITE"], user_prefix = "+1", source = ["192.0.2.0/24"] }
+destinations = [
+  { host = "192.0.2.10", priority = 1 },
+  { host = "gw2.example.com", port = 5080, transport = "tcp", priority = 2, weight = 3 },
+]
+failover = { on = ["503", "timeout"], timeout_ms = 2000 }
+
+[[proxy.route]]
+name = "others"
+forward = "request-uri"
+"#,
+        )
+        .unwrap();
+        let r = &c.proxy.route[0];
+        assert_eq!(r.destinations[1].port, 5080);
+        assert_eq!(r.destinations[1].weight, 3);
+        assert_eq!(r.failover.timeout_ms, 2000);
+        assert_eq!(r.matches.source[0].to_string(), "192.0.2.0/24");
+        assert_eq!(
+            c.proxy.route[1].forward,
+            Some(crate::proxy::ForwardTarget::RequestUri)
+        );
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported_with_its_path() {
+        let err = parse(
+            r#"
+[proxy.timers]
+t1_ms = 600
+t2_ms = 500
+timer_c_ms = 1000
+
+[[proxy.route]]
+name = "a"
+reply = { status = 99, reason = "x\ny" }
+forward = "request-uri"
+match = { methods = ["invite"] }
+failover = { on = ["7xx"] }
+
+[[proxy.route]]
+name = "a"
+destinations = [{ host = "bad host" }]
+"#,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "proxy.timers.t2_ms",
+                "proxy.timers.timer_c_ms",
+                "proxy.route[0]",
+                "proxy.route[0].match.methods[0]",
+                "proxy.route[0].reply.status",
+                "proxy.route[0].reply.reason",
+                "proxy.route[0].failover.on[0]",
+                "proxy.route[1].destinations[0].host",
+                "proxy.route[1].name",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_key() {
+        let err = parse("[[proxy.listen]]\ntransport = \"sctp\"\naddress = \"127.0.0.1:5060\"\n")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("proxy.listen[0].transport: "), "{text}");
+        assert!(text.contains("sctp"), "{text}");
+    }
+}

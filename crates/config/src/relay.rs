@@ -1,0 +1,208 @@
+//! `[relay]`: the media node — its ng control socket, media interfaces, port ranges and timeouts.
+//! Keys are named after rtpengine's options so operators recognise them.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Deserialize;
+
+use crate::ConfigError;
+
+/// `[relay]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// ng control socket (rtpengine's `listen-ng`).
+    pub listen_ng: SocketAddr,
+    /// `[[relay.interface]]`: media interfaces. Default: one named `default` on 127.0.0.1.
+    pub interface: Vec<Interface>,
+    /// Media worker threads; 0 = one per CPU core (rtpengine's `num-threads`).
+    pub num_threads: usize,
+    /// A session whose media stopped for this long ends, seconds (rtpengine's `timeout`).
+    pub timeout_s: u64,
+    /// A session offered but never answered ends after this long, seconds (`offer-timeout`).
+    pub offer_timeout_s: u64,
+    /// Ports of a deleted session are kept this long before reuse, seconds (`delete-delay`).
+    pub delete_delay_s: u64,
+    /// Most simultaneous sessions; 0 = no limit. Past it an offer gets
+    /// "Parallel session limit reached" (rtpengine's `max-sessions`).
+    pub max_sessions: u64,
+    /// HTTP address for `/metrics`; none = no metrics server.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            listen_ng: SocketAddr::from(([127, 0, 0, 1], 2223)),
+            interface: vec![Interface::default()],
+            num_threads: 0,
+            timeout_s: 60,
+            offer_timeout_s: 3600,
+            delete_delay_s: 30,
+            max_sessions: 0,
+            metrics_listen: None,
+        }
+    }
+}
+
+/// One media interface: where media sockets bind, what address the SDP advertises, which ports.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Interface {
+    /// Name used by the ng `interface`/`direction` keys.
+    pub name: String,
+    /// Local address media sockets bind to.
+    pub address: IpAddr,
+    /// Address written into SDP instead of `address` (public IP behind 1:1 NAT).
+    pub advertise: Option<IpAddr>,
+    /// Lowest media port (inclusive).
+    pub port_min: u16,
+    /// Highest media port (inclusive).
+    pub port_max: u16,
+}
+
+impl Default for Interface {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            address: IpAddr::from([127, 0, 0, 1]),
+            advertise: None,
+            port_min: 30000,
+            port_max: 40000,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Checks what the types cannot, appending errors under `at`.
+    pub fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        if self.interface.is_empty() {
+            errors.push(ConfigError::new(
+                format!("{at}.interface"),
+                "at least one interface is needed",
+            ));
+        }
+        for (i, iface) in self.interface.iter().enumerate() {
+            let here = format!("{at}.interface[{i}]");
+            if iface.name.is_empty() || iface.name.contains(['/', '!', ' ']) {
+                errors.push(ConfigError::new(
+                    format!("{here}.name"),
+                    format!(
+                        "{:?} must be non-empty without '/', '!' or spaces",
+                        iface.name
+                    ),
+                ));
+            }
+            if iface.port_min == 0 {
+                errors.push(ConfigError::new(
+                    format!("{here}.port_min"),
+                    "must not be 0",
+                ));
+            }
+            // RTP on an even port and RTCP on the next odd one need at least one pair.
+            let first_even = iface.port_min + iface.port_min % 2;
+            if iface.port_max < iface.port_min || first_even >= iface.port_max {
+                errors.push(ConfigError::new(
+                    format!("{here}.port_max"),
+                    format!(
+                        "{}..={} holds no even/odd port pair",
+                        iface.port_min, iface.port_max
+                    ),
+                ));
+            }
+            if let Some(adv) = iface.advertise {
+                if adv.is_unspecified() {
+                    errors.push(ConfigError::new(
+                        format!("{here}.advertise"),
+                        format!("{adv} cannot be advertised to phones"),
+                    ));
+                }
+            }
+            for (j, other) in self.interface[..i].iter().enumerate() {
+                if other.name == iface.name {
+                    errors.push(ConfigError::new(
+                        format!("{here}.name"),
+                        format!("{:?} is also the name of interface[{j}]", iface.name),
+                    ));
+                }
+                let overlap = iface.port_min <= other.port_max && other.port_min <= iface.port_max;
+                if other.address == iface.address && overlap {
+                    errors.push(ConfigError::new(
+                        here.clone(),
+                        format!(
+                            "ports {}..={} on {} overlap interface[{j}]",
+                            iface.port_min, iface.port_max, iface.address
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.timeout_s == 0 {
+            errors.push(ConfigError::new(
+                format!("{at}.timeout_s"),
+                "must be greater than 0",
+            ));
+        }
+        if self.offer_timeout_s == 0 {
+            errors.push(ConfigError::new(
+                format!("{at}.offer_timeout_s"),
+                "must be greater than 0",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parse;
+
+    #[test]
+    fn defaults_match_rtpengine() {
+        let c = parse("").unwrap();
+        assert_eq!(c.relay.listen_ng.to_string(), "127.0.0.1:2223");
+        assert_eq!(c.relay.timeout_s, 60);
+        assert_eq!(c.relay.delete_delay_s, 30);
+        assert_eq!(c.relay.interface[0].port_min, 30000);
+        assert_eq!(c.relay.interface[0].port_max, 40000);
+    }
+
+    #[test]
+    fn interfaces_are_checked() {
+        let err = parse(
+            r#"
+[[relay.interface]]
+name = "pub"
+address = "192.0.2.1"
+advertise = "0.0.0.0"
+port_min = 20001
+port_max = 20002
+
+[[relay.interface]]
+name = "pub"
+address = "192.0.2.1"
+port_min = 20000
+port_max = 30000
+"#,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "relay.interface[0].port_max",
+                "relay.interface[0].advertise",
+                "relay.interface[1].name",
+                "relay.interface[1]",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_address_names_its_key() {
+        let err = parse("[[relay.interface]]\naddress = \"not-an-ip\"\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("relay.interface[0].address: "),
+            "{err}"
+        );
+    }
+}
