@@ -1,0 +1,226 @@
+//! Test support for system tests that drive real peers (SIPp, Kamailio, rtpengine, Redis).
+//!
+//! * [`require_tool`] fails the test with a message naming the missing tool and the Debian
+//!   package that provides it — a test never skips silently.
+//! * [`free_udp_port`] / [`free_port`] pick ports nobody uses, so tests run in parallel.
+//! * [`Daemon`] runs a child process with its output in a log file and kills it (and its
+//!   process group) when dropped, so every process a test starts is stopped, even on panic.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Returns the path of `tool` on `PATH`, or panics naming it and the Debian `package` that
+/// provides it. `scripts/test` installs every such package.
+pub fn require_tool(tool: &str, package: &str) -> PathBuf {
+    find_on_path(tool).unwrap_or_else(|| {
+        panic!(
+            "missing tool `{tool}` (Debian package `{package}`): this test drives the real \
+             {tool}; run `scripts/test`, which installs it, or `apt-get install {package}`"
+        )
+    })
+}
+
+fn find_on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A UDP port on `ip` that is free at the time of the call.
+pub fn free_udp_port(ip: IpAddr) -> u16 {
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind an ephemeral UDP port");
+    socket.local_addr().expect("local address").port()
+}
+
+/// A port on `ip` that is free for both UDP and TCP (a SIP listener uses both).
+pub fn free_port(ip: IpAddr) -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind an ephemeral UDP port");
+        let port = udp.local_addr().expect("local address").port();
+        if TcpListener::bind(SocketAddr::new(ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP on {ip} after 100 tries");
+}
+
+/// 127.0.0.1.
+pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A child process that is killed, with its whole process group, when dropped.
+pub struct Daemon {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// Starts `command` in a process group of its own with stdout and stderr written to a log
+    /// file in a fresh temporary directory.
+    pub fn spawn(name: &str, command: &mut Command) -> Daemon {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let log = dir.path().join(format!("{name}.log"));
+        let mut daemon = Self::spawn_logged(name, command, &log);
+        daemon._dir = Some(dir);
+        daemon
+    }
+
+    /// Starts `command` with stdout and stderr appended to `log`.
+    pub fn spawn_logged(name: &str, command: &mut Command, log: &Path) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        let out = File::create(log).expect("create the log file");
+        let err = out.try_clone().expect("clone the log file handle");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Daemon {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we own; no memory is involved.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Waits until `ready` (given the daemon, e.g. to read its log) returns true, panicking
+    /// with the log after `timeout`, or at once if the process exits.
+    pub fn wait_until(&mut self, timeout: Duration, mut ready: impl FnMut(&Daemon) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if ready(self) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before it was ready:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!("{} not ready after {timeout:?}:\n{}", self.name, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit by itself, killing it after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: signals to the process group we created for the child.
+        unsafe {
+            libc::kill(-pid, libc::SIGCONT);
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a TCP connection to `addr` succeeds now.
+pub fn tcp_accepts(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "missing tool `anchorage-no-such-tool` (Debian package `nope`)")]
+    fn a_missing_tool_fails_naming_it() {
+        require_tool("anchorage-no-such-tool", "nope");
+    }
+
+    #[test]
+    fn a_present_tool_is_found() {
+        assert!(require_tool("sh", "dash").is_file());
+    }
+
+    /// Whether a process of group `pgid` exists that is not a zombie.
+    fn group_has_live_member(pgid: i32) -> bool {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                return false;
+            };
+            // Fields after the command name: state ppid pgrp ...
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+        })
+    }
+
+    #[test]
+    fn free_port_is_bindable_for_udp_and_tcp() {
+        let port = free_port(LOCALHOST);
+        UdpSocket::bind((LOCALHOST, port)).unwrap();
+        TcpListener::bind((LOCALHOST, port)).unwrap();
+    }
+
+    #[test]
+    fn dropping_a_daemon_kills_it_and_its_children() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 300 & echo started; wait"]);
+        let mut daemon = Daemon::spawn("sleeper", &mut cmd);
+        daemon.wait_until(Duration::from_secs(5), |d| d.log().contains("started"));
+        let pgid = daemon.pid() as i32;
+        drop(daemon);
+        // The orphaned `sleep` is reaped by init; allow it a moment. A zombie still counts
+        // for kill(0), so look at the process state instead.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && group_has_live_member(pgid) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !group_has_live_member(pgid),
+            "process group {pgid} survived the drop"
+        );
+    }
+}
