@@ -53,7 +53,9 @@ impl Section {
     /// on hold the RFC 2543 way), adding one in RFC 8866 order if there was none.
     pub fn set_connection(&mut self, ip: IpAddr) {
         let new = format!("c={}", connection_text(ip)).into_bytes();
-        if !self.replace_first_of_kind(b'c', new.clone()) {
+        if self.lines.iter().any(|l| l.kind == b'c') {
+            self.set_line(new, |l| l.kind == b'c');
+        } else {
             // Session level: after v= o= s= i= u= e= p=; media level: after m= i=.
             let at = self
                 .lines
@@ -111,23 +113,7 @@ impl Section {
     /// removed; if there was none, it is added.
     pub fn set_attribute(&mut self, name: &str, value: Option<&str>) -> Result<(), FieldError> {
         let new = attribute_line(name, value)?;
-        let mut found = false;
-        let mut index = 0;
-        while index < self.lines.len() {
-            if self.line_is_attribute(index, name) {
-                if found {
-                    self.lines.remove(index);
-                    continue;
-                }
-                found = true;
-                self.replace(index, new.clone());
-            }
-            index += 1;
-        }
-        if !found {
-            let at = self.end_position();
-            self.insert(at, new);
-        }
+        self.set_line(new, |l| l.kind == b'a' && Attribute::split(l.value()).is(name));
         Ok(())
     }
 
@@ -151,14 +137,10 @@ impl Section {
     /// Makes `direction` the only direction attribute of this level, in the place of the first
     /// existing one, or appended.
     pub fn set_direction(&mut self, direction: Direction) {
-        let position = self
-            .lines
-            .iter()
-            .position(|l| l.kind == b'a' && Direction::from_name(l.value()).is_some());
-        self.remove_direction();
         let line = format!("a={}", direction.as_str()).into_bytes();
-        let at = position.unwrap_or_else(|| self.end_position());
-        self.insert(at, line);
+        self.set_line(line, |l| {
+            l.kind == b'a' && Direction::from_name(Attribute::split(l.value()).name).is_some()
+        });
     }
 
     /// Removes every direction attribute of this level; returns how many.
@@ -317,12 +299,6 @@ impl Section {
             .transpose()
     }
 
-    pub(crate) fn line_is_attribute(&self, index: usize, name: &str) -> bool {
-        self.lines
-            .get(index)
-            .is_some_and(|l| l.kind == b'a' && Attribute::split(l.value()).is(name))
-    }
-
     /// Where a line goes to be last in this level: before any trailing blank lines.
     pub(crate) fn end_position(&self) -> usize {
         self.lines
@@ -343,19 +319,24 @@ impl Section {
         }
     }
 
-    /// Replaces the first line of kind `letter` and removes the others; false if there was none.
-    fn replace_first_of_kind(&mut self, letter: u8, text: Vec<u8>) -> bool {
-        let Some(first) = self.lines.iter().position(|l| l.kind == letter) else {
-            return false;
-        };
-        self.replace(first, text);
-        let mut index = 0;
-        self.lines.retain(|l| {
-            let keep = l.kind != letter || index == first;
-            index += 1;
-            keep
-        });
-        true
+    /// Replaces the first line matching `is_target` by `text` (keeping its terminator) and
+    /// removes the other matching lines; appends `text` if none matched.
+    fn set_line(&mut self, text: Vec<u8>, is_target: impl Fn(&Line) -> bool) {
+        match self.lines.iter().position(&is_target) {
+            Some(first) => {
+                self.replace(first, text);
+                let mut index = 0;
+                self.lines.retain(|l| {
+                    let keep = index == first || !is_target(l);
+                    index += 1;
+                    keep
+                });
+            }
+            None => {
+                let at = self.end_position();
+                self.insert(at, text);
+            }
+        }
     }
 
     pub(crate) fn remove_where(&mut self, mut remove: impl FnMut(&Line) -> bool) -> usize {
