@@ -267,9 +267,10 @@ fn describe(sdp: &Session, index: usize) -> Option<Vec<(MediaAspect, String)>> {
         })
         .collect();
     let values = |names: &[&str]| -> String {
-        media
-            .attributes()
-            .filter(|a| names.iter().any(|n| a.is(n)))
+        // Grouped by name in the order given, so moving `a=rtcp-mux` above `a=rtcp` is noise.
+        names
+            .iter()
+            .flat_map(|name| media.attributes_named(name))
             .map(|a| {
                 let name = String::from_utf8_lossy(a.name);
                 match a.value {
