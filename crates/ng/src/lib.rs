@@ -27,6 +27,8 @@
 //! 4. execute; reply with [`encode_reply`] in the request's [`Encoding`], warn with
 //!    [`Flags::warning`] about ignored flags; [`ReplyCache::complete`].
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod codec;
 pub mod command;
