@@ -1,0 +1,430 @@
+//! One media stream (one `m=` line) relayed between two legs, and the per-packet forwarding
+//! decision [`MediaPair::on_packet`].
+//!
+//! ```text
+//!   leg A (caller)            relay                        leg B (callee)
+//!   A's address  ──RTP──►  a.local_rtp ─┐      ┌─ b.local_rtp  ──RTP──►  B's destination
+//!   A's address  ──RTCP─►  a.local_rtcp ┴──────┴ b.local_rtcp ──RTCP─►  B's RTCP destination
+//! ```
+//!
+//! A packet that arrives on a port advertised to leg A came from A; it goes to leg B, sent
+//! **from the port advertised to B** (symmetric RTP: B sees the relay's packets come from the
+//! address it sends to), towards B's learned address or, before learning, B's SDP address.
+//! RTCP goes RTCP to RTCP: from B's RTCP port to B's RTCP address, or over B's RTP port and
+//! address when B uses rtcp-mux. On an RTP port, RTCP is told from RTP by RFC 5761 §4.
+//!
+//! The type holds plain values (addresses from the SDP, a flags struct) so that a later
+//! `Session` (call-id, legs by tag, several media per leg) owns a `MediaPair` per `m=` line.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::latch::{Latch, LearningFlags, Refusal};
+use crate::packet;
+use crate::stats::{StreamStats, DEFAULT_CLOCK_RATE};
+
+/// One of the two legs of a media pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The offerer (ng `from-tag`).
+    A,
+    /// The answerer (ng `to-tag`).
+    B,
+}
+
+impl Side {
+    /// The other leg.
+    #[inline]
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+/// Which of a leg's local sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SocketKind {
+    /// The even RTP port (also carries RTCP under rtcp-mux).
+    Rtp,
+    /// The odd RTCP port.
+    Rtcp,
+}
+
+/// A local socket of a media pair: the port advertised to `side`, of `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalSocket {
+    /// The leg this socket is advertised to.
+    pub side: Side,
+    /// RTP or RTCP port.
+    pub kind: SocketKind,
+}
+
+/// Where a leg's SDP says it receives media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SdpPeer {
+    /// `c=` address and `m=` port.
+    pub rtp: SocketAddr,
+    /// `a=rtcp:` address and port, or the RTP port + 1 (RFC 3550 §11).
+    pub rtcp: SocketAddr,
+}
+
+impl SdpPeer {
+    /// A peer at `rtp` with RTCP on the next port (no `a=rtcp:` line).
+    pub fn new(rtp: SocketAddr) -> Self {
+        let mut rtcp = rtp;
+        rtcp.set_port(rtp.port().wrapping_add(1));
+        Self { rtp, rtcp }
+    }
+
+    /// A peer with an explicit `a=rtcp:` address.
+    pub fn with_rtcp(rtp: SocketAddr, rtcp: SocketAddr) -> Self {
+        Self { rtp, rtcp }
+    }
+}
+
+/// Per-leg options that the ng flags set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamFlags {
+    /// Endpoint learning, strict source, media handover, asymmetric.
+    pub learning: LearningFlags,
+    /// `port latching`: keep the relay's local ports when a re-offer changes the peer's port.
+    pub port_latching: bool,
+}
+
+/// What the relay knows about one leg of a media pair when it is created or re-signalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegConfig {
+    /// Local (bind) address of the RTP port advertised to this leg.
+    pub local_rtp: SocketAddr,
+    /// Local address of the RTCP port advertised to this leg; `None` only with rtcp-mux.
+    pub local_rtcp: Option<SocketAddr>,
+    /// The leg's SDP addresses, once its SDP is known (the answerer's arrives with the answer).
+    pub remote: Option<SdpPeer>,
+    /// The leg multiplexes RTCP on its RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+    /// Learning and port options.
+    pub flags: StreamFlags,
+}
+
+/// A leg configuration that cannot be forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LegConfigError {
+    /// Without rtcp-mux a leg needs an RTCP port.
+    #[error("leg {0:?} has no local RTCP port and does not use rtcp-mux")]
+    MissingRtcpPort(Side),
+    /// The two legs may not share a local socket.
+    #[error("legs A and B use the same local address {0}")]
+    SharedLocalSocket(SocketAddr),
+}
+
+/// Why a packet is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// `strict source`: the source is not the leg's confirmed endpoint.
+    StrictSource,
+    /// `strict source` while learning heuristically: a better-ranked source was seen.
+    StrictSourceLearning,
+    /// The other leg has no address yet (no SDP, nothing learned).
+    NoDestination,
+    /// The packet's local socket is not part of this pair.
+    UnknownSocket,
+}
+
+/// Send the datagram unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// The local socket to send from (the port advertised to the destination leg).
+    pub via: LocalSocket,
+    /// That socket's local address.
+    pub from: SocketAddr,
+    /// The destination.
+    pub to: SocketAddr,
+    /// The datagram is RTCP.
+    pub rtcp: bool,
+}
+
+/// The outcome of [`MediaPair::on_packet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Send the packet.
+    Forward(Forward),
+    /// Drop it (already counted as an error on the receiving stream).
+    Drop(DropReason),
+}
+
+/// Counters of one leg: what the relay received from it.
+#[derive(Debug, Clone, Default)]
+pub struct LegStats {
+    /// RTP received from the leg.
+    pub rtp: StreamStats,
+    /// RTCP received from the leg (on the RTCP port, or demultiplexed from the RTP port).
+    pub rtcp: StreamStats,
+}
+
+impl LegStats {
+    /// The later of the RTP and RTCP last-packet times.
+    pub fn last_packet(&self) -> Option<Instant> {
+        self.rtp.last_packet().max(self.rtcp.last_packet())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Leg {
+    config: LegConfig,
+    rtp: Latch,
+    rtcp: Latch,
+    stats: LegStats,
+}
+
+impl Leg {
+    fn new(config: LegConfig, now: Instant) -> Self {
+        Self {
+            rtp: Latch::new(config.remote.map(|r| r.rtp), now),
+            rtcp: Latch::new(config.remote.map(|r| r.rtcp), now),
+            stats: LegStats {
+                rtp: StreamStats::with_clock_rate(DEFAULT_CLOCK_RATE),
+                rtcp: StreamStats::default(),
+            },
+            config,
+        }
+    }
+
+    fn local(&self, kind: SocketKind) -> Option<SocketAddr> {
+        match kind {
+            SocketKind::Rtp => Some(self.config.local_rtp),
+            SocketKind::Rtcp => self.config.local_rtcp,
+        }
+    }
+}
+
+/// One media stream relayed between leg A and leg B.
+#[derive(Debug, Clone)]
+pub struct MediaPair {
+    legs: [Leg; 2],
+}
+
+impl MediaPair {
+    /// A pair from both legs' configurations, signalled at `now` (this starts the learning
+    /// window).
+    pub fn new(a: LegConfig, b: LegConfig, now: Instant) -> Result<Self, LegConfigError> {
+        for (side, leg) in [(Side::A, &a), (Side::B, &b)] {
+            if leg.local_rtcp.is_none() && !leg.rtcp_mux {
+                return Err(LegConfigError::MissingRtcpPort(side));
+            }
+        }
+        let a_locals = [Some(a.local_rtp), a.local_rtcp];
+        for local in [Some(b.local_rtp), b.local_rtcp].into_iter().flatten() {
+            if a_locals.contains(&Some(local)) {
+                return Err(LegConfigError::SharedLocalSocket(local));
+            }
+        }
+        Ok(Self {
+            legs: [Leg::new(a, now), Leg::new(b, now)],
+        })
+    }
+
+    #[inline]
+    fn leg(&self, side: Side) -> &Leg {
+        match side {
+            Side::A => &self.legs[0],
+            Side::B => &self.legs[1],
+        }
+    }
+
+    #[inline]
+    fn leg_mut(&mut self, side: Side) -> &mut Leg {
+        match side {
+            Side::A => &mut self.legs[0],
+            Side::B => &mut self.legs[1],
+        }
+    }
+
+    /// The configuration of a leg.
+    pub fn config(&self, side: Side) -> &LegConfig {
+        &self.leg(side).config
+    }
+
+    /// The counters of what the relay received from a leg.
+    pub fn stats(&self, side: Side) -> &LegStats {
+        &self.leg(side).stats
+    }
+
+    /// Where the relay currently sends a leg's RTP.
+    pub fn rtp_destination(&self, side: Side) -> Option<SocketAddr> {
+        let leg = self.leg(side);
+        leg.rtp.destination(&leg.config.flags.learning)
+    }
+
+    /// Where the relay currently sends a leg's RTCP (its RTP destination under rtcp-mux).
+    pub fn rtcp_destination(&self, side: Side) -> Option<SocketAddr> {
+        let leg = self.leg(side);
+        if leg.config.rtcp_mux {
+            leg.rtp.destination(&leg.config.flags.learning)
+        } else {
+            leg.rtcp.destination(&leg.config.flags.learning)
+        }
+    }
+
+    /// Whether a leg's RTP endpoint is confirmed.
+    pub fn is_confirmed(&self, side: Side) -> bool {
+        self.leg(side).rtp.is_confirmed()
+    }
+
+    /// Every local socket of the pair with its address (what the I/O layer binds).
+    pub fn local_sockets(&self) -> impl Iterator<Item = (LocalSocket, SocketAddr)> + '_ {
+        [Side::A, Side::B].into_iter().flat_map(move |side| {
+            [SocketKind::Rtp, SocketKind::Rtcp]
+                .into_iter()
+                .filter_map(move |kind| {
+                    Some((LocalSocket { side, kind }, self.leg(side).local(kind)?))
+                })
+        })
+    }
+
+    /// Which local socket has address `local`, if any.
+    pub fn local_socket(&self, local: SocketAddr) -> Option<LocalSocket> {
+        self.local_sockets()
+            .find(|(_, addr)| *addr == local)
+            .map(|(s, _)| s)
+    }
+
+    /// The last packet received on either leg.
+    pub fn last_packet(&self) -> Option<Instant> {
+        self.legs[0]
+            .stats
+            .last_packet()
+            .max(self.legs[1].stats.last_packet())
+    }
+
+    /// A signalling event for leg `side` at `now` (its SDP in an offer, answer or re-INVITE):
+    /// new SDP addresses, rtcp-mux and flags. Every signalling event restarts the learning
+    /// window of both legs, as rtpengine ties it to the call's last signal.
+    pub fn update_leg(
+        &mut self,
+        side: Side,
+        remote: Option<SdpPeer>,
+        rtcp_mux: bool,
+        flags: StreamFlags,
+        now: Instant,
+    ) -> Result<(), LegConfigError> {
+        let leg = self.leg_mut(side);
+        if leg.config.local_rtcp.is_none() && !rtcp_mux {
+            return Err(LegConfigError::MissingRtcpPort(side));
+        }
+        leg.config.remote = remote;
+        leg.config.rtcp_mux = rtcp_mux;
+        leg.config.flags = flags;
+        for leg in &mut self.legs {
+            let remote = leg.config.remote;
+            leg.rtp.signalled(remote.map(|r| r.rtp), now);
+            leg.rtcp.signalled(remote.map(|r| r.rtcp), now);
+        }
+        Ok(())
+    }
+
+    /// Whether a re-offer that moves leg `side` to `new_remote` may keep the relay's local
+    /// ports: always with `port latching`; otherwise only if the peer's RTP port is unchanged
+    /// (rtpengine's default allocates new ports when the remote port changes).
+    pub fn keeps_local_ports(&self, side: Side, new_remote: Option<SdpPeer>) -> bool {
+        let leg = self.leg(side);
+        leg.config.flags.port_latching
+            || leg.config.remote.map(|r| r.rtp.port()) == new_remote.map(|r| r.rtp.port())
+    }
+
+    /// Counts a send failure for the datagram that `forward` described (on the stream it
+    /// came from).
+    pub fn record_send_error(&mut self, from: Side, rtcp: bool) {
+        let stats = &mut self.leg_mut(from).stats;
+        if rtcp {
+            stats.rtcp.record_error();
+        } else {
+            stats.rtp.record_error();
+        }
+    }
+
+    /// The forwarding decision for one datagram of `packet` that arrived at `now` from
+    /// `source` on local socket `on`: learn, count, and say where to send it.
+    #[inline]
+    pub fn on_packet(
+        &mut self,
+        on: LocalSocket,
+        source: SocketAddr,
+        packet: &[u8],
+        now: Instant,
+    ) -> Decision {
+        let ingress = self.leg_mut(on.side);
+        let rtcp = match on.kind {
+            SocketKind::Rtcp => {
+                if ingress.config.local_rtcp.is_none() {
+                    return Decision::Drop(DropReason::UnknownSocket);
+                }
+                true
+            }
+            SocketKind::Rtp => packet::is_rtcp(packet),
+        };
+        let flags = ingress.config.flags.learning;
+        let latch = match on.kind {
+            SocketKind::Rtp => &mut ingress.rtp,
+            SocketKind::Rtcp => &mut ingress.rtcp,
+        };
+        let learnable = !(rtcp && on.kind == SocketKind::Rtp);
+        let stats = if rtcp {
+            &mut ingress.stats.rtcp
+        } else {
+            &mut ingress.stats.rtp
+        };
+        if let Err(refusal) = latch.observe(&flags, source, learnable, now) {
+            stats.record_error();
+            return Decision::Drop(match refusal {
+                Refusal::NotConfirmedSource => DropReason::StrictSource,
+                Refusal::WorseThanBestSource => DropReason::StrictSourceLearning,
+            });
+        }
+        if rtcp {
+            stats.record(packet.len(), now);
+        } else {
+            stats.record_rtp(packet, now);
+        }
+
+        let side = on.side.other();
+        let egress = self.leg(side);
+        let egress_flags = &egress.config.flags.learning;
+        let (kind, from, to) = if !rtcp || egress.config.rtcp_mux {
+            (
+                SocketKind::Rtp,
+                Some(egress.config.local_rtp),
+                egress.rtp.destination(egress_flags),
+            )
+        } else {
+            (
+                SocketKind::Rtcp,
+                egress.config.local_rtcp,
+                egress.rtcp.destination(egress_flags),
+            )
+        };
+        match (from, to) {
+            (Some(from), Some(to)) => Decision::Forward(Forward {
+                via: LocalSocket { side, kind },
+                from,
+                to,
+                rtcp,
+            }),
+            _ => {
+                let ingress = self.leg_mut(on.side);
+                let stats = if rtcp {
+                    &mut ingress.stats.rtcp
+                } else {
+                    &mut ingress.stats.rtp
+                };
+                stats.record_error();
+                Decision::Drop(DropReason::NoDestination)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
