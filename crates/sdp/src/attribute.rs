@@ -25,7 +25,10 @@ impl<'a> Attribute<'a> {
                     value: Some(rest.get(1..).unwrap_or_default()),
                 }
             }
-            None => Attribute { name: value, value: None },
+            None => Attribute {
+                name: value,
+                value: None,
+            },
         }
     }
 
@@ -224,7 +227,11 @@ fn parse_key_param(param: &str) -> Result<KeyParam<'_>, FieldError> {
     let key_salt = parts.next().unwrap_or_default();
     let (mut lifetime, mut mki) = (None, None);
     for part in parts {
-        let slot = if part.contains(':') { &mut mki } else { &mut lifetime };
+        let slot = if part.contains(':') {
+            &mut mki
+        } else {
+            &mut lifetime
+        };
         if slot.replace(part).is_some() {
             return Err(FieldError::malformed(
                 "a=crypto key",
@@ -319,9 +326,13 @@ pub(crate) fn parse_candidate(value: &[u8]) -> Result<Candidate<'_>, FieldError>
     }
     Ok(Candidate {
         foundation,
-        component: component.parse().map_err(|_| bad("component is not a number"))?,
+        component: component
+            .parse()
+            .map_err(|_| bad("component is not a number"))?,
         transport,
-        priority: priority.parse().map_err(|_| bad("priority is not a number"))?,
+        priority: priority
+            .parse()
+            .map_err(|_| bad("priority is not a number"))?,
         address,
         port: port.parse().map_err(|_| bad("port is not 0-65535"))?,
         kind,
@@ -361,7 +372,11 @@ pub(crate) fn parse_setup(value: &[u8]) -> Result<Setup, FieldError> {
         b"passive" => Ok(Setup::Passive),
         b"actpass" => Ok(Setup::ActPass),
         b"holdconn" => Ok(Setup::HoldConn),
-        other => Err(FieldError::malformed("a=setup", "is not a known role", other)),
+        other => Err(FieldError::malformed(
+            "a=setup",
+            "is not a known role",
+            other,
+        )),
     }
 }
 
@@ -424,7 +439,10 @@ mod tests {
     #[test]
     fn attribute_split() {
         let a = Attribute::split(b"rtpmap:0 PCMU/8000");
-        assert_eq!((a.name, a.value), (&b"rtpmap"[..], Some(&b"0 PCMU/8000"[..])));
+        assert_eq!(
+            (a.name, a.value),
+            (&b"rtpmap"[..], Some(&b"0 PCMU/8000"[..]))
+        );
         let a = Attribute::split(b"sendonly");
         assert_eq!((a.name, a.value), (&b"sendonly"[..], None));
     }

@@ -41,11 +41,7 @@ pub(crate) fn parse_origin(value: &[u8]) -> Result<Origin<'_>, FieldError> {
     let address_type = next("has no address type")?;
     let address = next("has no address")?;
     let session_version = version.parse().map_err(|_| {
-        FieldError::malformed(
-            "o= session version",
-            "is not a number",
-            version.as_bytes(),
-        )
+        FieldError::malformed("o= session version", "is not a number", version.as_bytes())
     })?;
     Ok(Origin {
         username,
@@ -106,7 +102,11 @@ pub(crate) fn parse_connection<'a>(
     };
     let (first, second) = (parts.next(), parts.next());
     if parts.next().is_some() {
-        return Err(FieldError::malformed(field, "has too many '/' parts", full.as_bytes()));
+        return Err(FieldError::malformed(
+            field,
+            "has too many '/' parts",
+            full.as_bytes(),
+        ));
     }
     let (ttl, count) = if address_type.eq_ignore_ascii_case("IP4") {
         let ttl = first
@@ -119,7 +119,11 @@ pub(crate) fn parse_connection<'a>(
         (ttl, second.map(number).transpose()?)
     } else {
         if second.is_some() {
-            return Err(FieldError::malformed(field, "has too many '/' parts", full.as_bytes()));
+            return Err(FieldError::malformed(
+                field,
+                "has too many '/' parts",
+                full.as_bytes(),
+            ));
         }
         (None, first.map(number).transpose()?)
     };
@@ -180,10 +184,9 @@ pub(crate) fn parse_bandwidth(value: &[u8]) -> Result<Bandwidth<'_>, FieldError>
     let (kind, number) = value
         .split_once(':')
         .ok_or_else(|| FieldError::malformed(FIELD, "has no ':'", value.as_bytes()))?;
-    let value = number
-        .trim()
-        .parse()
-        .map_err(|_| FieldError::malformed(FIELD, "bandwidth is not a number", number.as_bytes()))?;
+    let value = number.trim().parse().map_err(|_| {
+        FieldError::malformed(FIELD, "bandwidth is not a number", number.as_bytes())
+    })?;
     Ok(Bandwidth {
         kind: kind.trim(),
         value,
@@ -197,7 +200,10 @@ mod tests {
     #[test]
     fn multicast_suffixes() {
         let c = parse_connection("c=", "IN IP4 224.2.1.1/127/3").unwrap();
-        assert_eq!((c.address, c.ttl, c.count), ("224.2.1.1", Some(127), Some(3)));
+        assert_eq!(
+            (c.address, c.ttl, c.count),
+            ("224.2.1.1", Some(127), Some(3))
+        );
         let c = parse_connection("c=", "IN IP6 ff15::101/3").unwrap();
         assert_eq!((c.address, c.ttl, c.count), ("ff15::101", None, Some(3)));
         assert!(parse_connection("c=", "IN IP4 224.2.1.1/300").is_err());
@@ -207,6 +213,9 @@ mod tests {
     #[test]
     fn origin_version_must_be_a_number() {
         let err = parse_origin(b"- 1 x IN IP4 192.0.2.1").unwrap_err();
-        assert_eq!(err.to_string(), "o= session version: is not a number: \"x\"");
+        assert_eq!(
+            err.to_string(),
+            "o= session version: is not a number: \"x\""
+        );
     }
 }

@@ -153,7 +153,13 @@ impl MediaSection {
     /// Sets the `m=` port, keeping any port count.
     pub fn set_port(&mut self, port: u16) {
         let media = self.media();
-        let line = m_line(media.media, port, media.port_count, media.proto, media.formats);
+        let line = m_line(
+            media.media,
+            port,
+            media.port_count,
+            media.proto,
+            media.formats,
+        );
         self.rewrite(line);
     }
 
@@ -161,7 +167,13 @@ impl MediaSection {
     pub fn set_proto(&mut self, proto: &str) -> Result<(), FieldError> {
         check_value("m= proto", proto, true)?;
         let media = self.media();
-        let line = m_line(media.media, media.port, media.port_count, proto, media.formats);
+        let line = m_line(
+            media.media,
+            media.port,
+            media.port_count,
+            proto,
+            media.formats,
+        );
         self.rewrite(line);
         Ok(())
     }
@@ -181,7 +193,13 @@ impl MediaSection {
             list.push_str(format);
         }
         let media = self.media();
-        let line = m_line(media.media, media.port, media.port_count, media.proto, &list);
+        let line = m_line(
+            media.media,
+            media.port,
+            media.port_count,
+            media.proto,
+            &list,
+        );
         self.rewrite(line);
         Ok(())
     }
@@ -198,7 +216,13 @@ impl MediaSection {
         let removed: Vec<String> = removed.into_iter().map(String::from).collect();
         let kept = kept.join(" ");
         let media = self.media();
-        let line = m_line(media.media, media.port, media.port_count, media.proto, &kept);
+        let line = m_line(
+            media.media,
+            media.port,
+            media.port_count,
+            media.proto,
+            &kept,
+        );
         self.rewrite(line);
         self.section.retain_attributes(|a| {
             !(["rtpmap", "fmtp", "rtcp-fb"].iter().any(|n| a.is(n))
@@ -237,10 +261,18 @@ impl MediaSection {
             let at = later
                 .filter_map(|f| self.rtpmap_line(f))
                 .next()
-                .or_else(|| earlier.filter_map(|f| self.rtpmap_line(f)).next().map(|i| i + 1))
+                .or_else(|| {
+                    earlier
+                        .filter_map(|f| self.rtpmap_line(f))
+                        .next()
+                        .map(|i| i + 1)
+                })
                 .or_else(|| self.section.lines.iter().position(|l| l.kind == b'a'))
                 .unwrap_or_else(|| self.section.end_position());
-            let mut text = format!("a=rtpmap:{} {}/{}", map.payload_type, map.encoding, map.clock_rate);
+            let mut text = format!(
+                "a=rtpmap:{} {}/{}",
+                map.payload_type, map.encoding, map.clock_rate
+            );
             if let Some(channels) = map.parameters {
                 text.push('/');
                 text.push_str(channels);

@@ -113,7 +113,9 @@ impl Section {
     /// removed; if there was none, it is added.
     pub fn set_attribute(&mut self, name: &str, value: Option<&str>) -> Result<(), FieldError> {
         let new = attribute_line(name, value)?;
-        self.set_line(new, |l| l.kind == b'a' && Attribute::split(l.value()).is(name));
+        self.set_line(new, |l| {
+            l.kind == b'a' && Attribute::split(l.value()).is(name)
+        });
         Ok(())
     }
 
@@ -186,7 +188,10 @@ impl Section {
 
     /// `a=rtcp` (RFC 3605).
     pub fn rtcp(&self) -> Result<Option<Rtcp<'_>>, FieldError> {
-        self.attribute_values("rtcp").next().map(parse_rtcp).transpose()
+        self.attribute_values("rtcp")
+            .next()
+            .map(parse_rtcp)
+            .transpose()
     }
 
     /// Sets `a=rtcp:<port>` or, with an address, `a=rtcp:<port> IN IP4|IP6 <address>`.
@@ -213,7 +218,10 @@ impl Section {
 
     /// `a=setup` (DTLS role).
     pub fn setup(&self) -> Result<Option<Setup>, FieldError> {
-        self.attribute_values("setup").next().map(parse_setup).transpose()
+        self.attribute_values("setup")
+            .next()
+            .map(parse_setup)
+            .transpose()
     }
 
     /// The `a=fingerprint` lines (DTLS certificate hashes).
@@ -280,11 +288,7 @@ impl Section {
             .map(|a| a.value.unwrap_or_default())
     }
 
-    fn text_attribute(
-        &self,
-        name: &str,
-        field: &'static str,
-    ) -> Result<Option<&str>, FieldError> {
+    fn text_attribute(&self, name: &str, field: &'static str) -> Result<Option<&str>, FieldError> {
         self.attribute(name)
             .map(|a| text(field, a.value.unwrap_or_default().trim_ascii()))
             .transpose()
@@ -309,7 +313,8 @@ impl Section {
 
     pub(crate) fn insert(&mut self, at: usize, text: Vec<u8>) {
         let at = at.min(self.lines.len());
-        self.lines.insert(at, Line::built(text, End::from(self.eol)));
+        self.lines
+            .insert(at, Line::built(text, End::from(self.eol)));
     }
 
     /// Replaces a line's text, keeping the terminator it had.
@@ -349,7 +354,11 @@ impl Section {
 fn attribute_line(name: &str, value: Option<&str>) -> Result<Vec<u8>, FieldError> {
     check_value("a= name", name, true)?;
     if name.contains(':') {
-        return Err(FieldError::malformed("a= name", "contains ':'", name.as_bytes()));
+        return Err(FieldError::malformed(
+            "a= name",
+            "contains ':'",
+            name.as_bytes(),
+        ));
     }
     let mut line = format!("a={name}");
     if let Some(value) = value {

@@ -7,9 +7,7 @@ use bytes::Bytes;
 
 use crate::attribute::Direction;
 use crate::error::{shown, FieldError, ParseError};
-use crate::fields::{
-    connection_text, parse_origin, parse_timing, Connection, Origin, Timing,
-};
+use crate::fields::{connection_text, parse_origin, parse_timing, Connection, Origin, Timing};
 use crate::line::{check_value, kind_of, text, End, Line, LineEnding};
 use crate::media::{MLineError, MediaSection};
 use crate::section::Section;

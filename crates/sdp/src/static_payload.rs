@@ -34,15 +34,14 @@ const TABLE: [(u8, &str, u32, Option<&str>); 24] = [
 
 /// The codec a static payload type stands for, e.g. `0` → `PCMU/8000`.
 pub fn static_rtpmap(payload_type: u8) -> Option<Rtpmap<'static>> {
-    TABLE
-        .iter()
-        .find(|(pt, ..)| *pt == payload_type)
-        .map(|&(payload_type, encoding, clock_rate, parameters)| Rtpmap {
+    TABLE.iter().find(|(pt, ..)| *pt == payload_type).map(
+        |&(payload_type, encoding, clock_rate, parameters)| Rtpmap {
             payload_type,
             encoding,
             clock_rate,
             parameters,
-        })
+        },
+    )
 }
 
 #[cfg(test)]

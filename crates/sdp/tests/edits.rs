@@ -69,7 +69,10 @@ fn origin_identity_and_version() {
     assert!(sdp.set_origin("two words", "1", 1).is_err());
     assert!(sdp.set_origin("u", "", 1).is_err());
     let mut no_origin = Session::parse_slice(b"v=0\r\n").unwrap();
-    assert_eq!(no_origin.set_origin_version(1).unwrap_err().to_string(), "no o= line");
+    assert_eq!(
+        no_origin.set_origin_version(1).unwrap_err().to_string(),
+        "no o= line"
+    );
 }
 
 #[test]
@@ -103,7 +106,11 @@ fn hold_is_representable_and_released() {
     assert!(held.contains("\r\nc=IN IP4 0.0.0.0\r\n"));
     assert!(held.ends_with("a=maxptime:150\r\na=sendonly\r\n"));
     let reparsed = Session::parse(sdp.to_bytes()).unwrap();
-    assert!(reparsed.effective_connection(0).unwrap().unwrap().is_unspecified());
+    assert!(reparsed
+        .effective_connection(0)
+        .unwrap()
+        .unwrap()
+        .is_unspecified());
     assert_eq!(reparsed.effective_direction(0), Some(Direction::SendOnly));
 
     // An SDP on hold is kept as it is and can be taken off hold in place.
@@ -128,12 +135,14 @@ fn hold_is_representable_and_released() {
 
 #[test]
 fn set_direction_replaces_every_direction_in_place_of_the_first() {
-    let mut sdp = Session::parse_slice(
-        b"v=0\r\nm=audio 1 RTP/AVP 0\r\na=recvonly\r\na=x\r\na=inactive\r\n",
-    )
-    .unwrap();
+    let mut sdp =
+        Session::parse_slice(b"v=0\r\nm=audio 1 RTP/AVP 0\r\na=recvonly\r\na=x\r\na=inactive\r\n")
+            .unwrap();
     sdp.media_mut()[0].set_direction(Direction::SendRecv);
-    assert_eq!(&sdp.to_bytes()[..], b"v=0\r\nm=audio 1 RTP/AVP 0\r\na=sendrecv\r\na=x\r\n");
+    assert_eq!(
+        &sdp.to_bytes()[..],
+        b"v=0\r\nm=audio 1 RTP/AVP 0\r\na=sendrecv\r\na=x\r\n"
+    );
 }
 
 #[test]
@@ -154,7 +163,10 @@ fn attributes_added_set_and_removed_by_name() {
     );
     let audio = &mut sdp.media_mut()[0];
     assert_eq!(
-        audio.add_attribute("bad name", None).unwrap_err().to_string(),
+        audio
+            .add_attribute("bad name", None)
+            .unwrap_err()
+            .to_string(),
         "a= name: contains whitespace or a line break: \"bad name\""
     );
     assert!(audio.add_attribute("x:y", None).is_err());
@@ -248,7 +260,9 @@ fn srtp_to_rtp_rewrites_proto_and_drops_crypto() {
     assert_eq!(audio.remove_attribute("crypto"), 2);
     assert!(audio.set_proto("RTP/AVP x").is_err());
     let out = text(&sdp);
-    assert!(out.contains("\r\nm=audio 20000 RTP/AVP 9 0 8 101\r\nb=AS:64\r\na=rtpmap:9 G722/8000\r\n"));
+    assert!(
+        out.contains("\r\nm=audio 20000 RTP/AVP 9 0 8 101\r\nb=AS:64\r\na=rtpmap:9 G722/8000\r\n")
+    );
     assert!(!out.contains("crypto"));
     assert!(out.contains("a=fmtp:101 0-15\r\na=silenceSupp:off - - - -\r\n"));
 }
@@ -266,7 +280,10 @@ fn formats_set_and_retained() {
     let mut sdp = Session::parse_slice(b"v=0\r\nm=audio 49170/2 RTP/AVP 0 8\r\n").unwrap();
     sdp.media_mut()[0].set_port(30000);
     sdp.media_mut()[0].set_formats(["8", "101"]).unwrap();
-    assert_eq!(&sdp.to_bytes()[..], b"v=0\r\nm=audio 30000/2 RTP/AVP 8 101\r\n");
+    assert_eq!(
+        &sdp.to_bytes()[..],
+        b"v=0\r\nm=audio 30000/2 RTP/AVP 8 101\r\n"
+    );
     assert_eq!(sdp.media()[0].media().port_count(), Some(2));
     assert!(sdp.media_mut()[0].set_formats(["8 9"]).is_err());
     sdp.media_mut()[0].set_port(0);

@@ -33,7 +33,14 @@ fn caller_offer() -> Session {
 }
 
 fn answer(audio_m: &str, audio_attrs: &[&str], video_m: &str) -> Session {
-    let mut lines = vec!["v=0", "o=callee 200 1 IN IP4 198.51.100.20", "s=-", "c=IN IP4 198.51.100.20", "t=0 0", audio_m];
+    let mut lines = vec![
+        "v=0",
+        "o=callee 200 1 IN IP4 198.51.100.20",
+        "s=-",
+        "c=IN IP4 198.51.100.20",
+        "t=0 0",
+        audio_m,
+    ];
     lines.extend_from_slice(audio_attrs);
     lines.push(video_m);
     parse(crlf(&lines))
@@ -50,7 +57,12 @@ fn restrict_to_the_agreed_codec_keeps_telephone_event_and_cn() {
     );
     let removed = restrict_codecs(&mut offer, &answer);
     let formats = |list: &[&str]| -> Vec<RemovedFormat> {
-        list.iter().map(|f| RemovedFormat { media: 0, format: (*f).to_owned() }).collect()
+        list.iter()
+            .map(|f| RemovedFormat {
+                media: 0,
+                format: (*f).to_owned(),
+            })
+            .collect()
     };
     assert_eq!(removed, formats(&["111", "0", "9"]));
     assert_eq!(
@@ -76,15 +88,33 @@ fn dynamic_codecs_match_by_name_and_rate_not_number() {
     let mut offer = caller_offer();
     let answer = answer(
         "m=audio 20000 RTP/AVP 107 101",
-        &["a=rtpmap:107 OPUS/48000/2", "a=rtpmap:101 telephone-event/8000"],
+        &[
+            "a=rtpmap:107 OPUS/48000/2",
+            "a=rtpmap:101 telephone-event/8000",
+        ],
         "m=video 20002 RTP/AVP 97",
     );
     let removed = restrict_codecs(&mut offer, &answer);
-    assert_eq!(removed.iter().map(|r| r.format.as_str()).collect::<Vec<_>>(), ["0", "8", "9"]);
-    assert_eq!(offer.media()[0].media().formats().collect::<Vec<_>>(), ["111", "101", "13"]);
-    assert_eq!(offer.media()[0].fmtp("111").map(|f| f.parameters), Some("useinbandfec=1"));
+    assert_eq!(
+        removed
+            .iter()
+            .map(|r| r.format.as_str())
+            .collect::<Vec<_>>(),
+        ["0", "8", "9"]
+    );
+    assert_eq!(
+        offer.media()[0].media().formats().collect::<Vec<_>>(),
+        ["111", "101", "13"]
+    );
+    assert_eq!(
+        offer.media()[0].fmtp("111").map(|f| f.parameters),
+        Some("useinbandfec=1")
+    );
     // The answer's video (H264 as 97) was not given an rtpmap, so nothing matches: unchanged.
-    assert_eq!(offer.media()[1].media().formats().collect::<Vec<_>>(), ["96"]);
+    assert_eq!(
+        offer.media()[1].media().formats().collect::<Vec<_>>(),
+        ["96"]
+    );
 }
 
 #[test]
@@ -92,7 +122,13 @@ fn sections_without_a_usable_answer_are_left_alone() {
     let original = caller_offer();
     // Fewer sections in the answer, and an audio answer with no codec in common.
     let mut offer = original.clone();
-    let answer = parse(crlf(&["v=0", "o=- 1 1 IN IP4 198.51.100.20", "s=-", "t=0 0", "m=audio 20000 RTP/AVP 18"]));
+    let answer = parse(crlf(&[
+        "v=0",
+        "o=- 1 1 IN IP4 198.51.100.20",
+        "s=-",
+        "t=0 0",
+        "m=audio 20000 RTP/AVP 18",
+    ]));
     assert_eq!(restrict_codecs(&mut offer, &answer), []);
     assert_eq!(offer.to_bytes(), original.to_bytes());
     // T.38 matches by format name.
@@ -106,7 +142,13 @@ fn origin_identity_and_next_version() {
     // What we last sent to the caller, and the new SDP the target relay produced for it.
     let last_sent = parse(fixtures::g711());
     let identity = OriginIdentity::of(&last_sent).unwrap();
-    assert_eq!(identity, OriginIdentity { username: "alice".into(), session_id: "2890844526".into() });
+    assert_eq!(
+        identity,
+        OriginIdentity {
+            username: "alice".into(),
+            session_id: "2890844526".into()
+        }
+    );
     let from_relay = parse(fixtures::hold());
     let out = with_origin(&from_relay, &identity, 2890844526 + 1).unwrap();
     assert_eq!(
@@ -192,8 +234,14 @@ fn each_media_aspect_is_reported() {
             new: "IN IP4 198.51.100.8".into(),
         }
     );
-    assert_eq!(changes[1].to_string(), "media 0 Port: \"20000\" -> \"20002\"");
-    assert_eq!((changes[2].old.as_str(), changes[2].new.as_str()), ("9 0 8 101", "9 101"));
+    assert_eq!(
+        changes[1].to_string(),
+        "media 0 Port: \"20000\" -> \"20002\""
+    );
+    assert_eq!(
+        (changes[2].old.as_str(), changes[2].new.as_str()),
+        ("9 0 8 101", "9 101")
+    );
     assert_eq!(
         changes[3].old,
         "9 G722/8000; 0 PCMU/8000; 8 PCMA/8000; 101 telephone-event/8000 0-15"
@@ -213,6 +261,9 @@ fn dtls_and_rtcp_changes_are_media_changes() {
             .replace("a=rtcp:9 IN IP4 0.0.0.0", "a=rtcp:9 IN IP4 192.0.2.50")
             .into_bytes(),
     );
-    let aspects: Vec<MediaAspect> = compare_media(&before, &after).iter().map(|c| c.aspect).collect();
+    let aspects: Vec<MediaAspect> = compare_media(&before, &after)
+        .iter()
+        .map(|c| c.aspect)
+        .collect();
     assert_eq!(aspects, [MediaAspect::Dtls, MediaAspect::Rtcp]);
 }

@@ -6,7 +6,10 @@ use proptest::prelude::*;
 
 /// Line text bytes: anything but CR and LF (non-UTF-8 included).
 fn content() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(any::<u8>().prop_filter("no line break", |b| *b != b'\r' && *b != b'\n'), 0..30)
+    prop::collection::vec(
+        any::<u8>().prop_filter("no line break", |b| *b != b'\r' && *b != b'\n'),
+        0..30,
+    )
 }
 
 fn typed_line() -> impl Strategy<Value = Vec<u8>> {
@@ -23,8 +26,17 @@ fn m_line() -> impl Strategy<Value = Vec<u8>> {
         prop::sample::select(vec!["audio", "video", "image", "application"]),
         any::<u16>(),
         prop::option::of(1u16..4),
-        prop::sample::select(vec!["RTP/AVP", "RTP/SAVP", "UDP/TLS/RTP/SAVPF", "udptl", "TCP/MRCPv2"]),
-        prop::collection::vec(prop::sample::select(vec!["0", "8", "9", "13", "18", "101", "111", "t38"]), 0..5),
+        prop::sample::select(vec![
+            "RTP/AVP",
+            "RTP/SAVP",
+            "UDP/TLS/RTP/SAVPF",
+            "udptl",
+            "TCP/MRCPv2",
+        ]),
+        prop::collection::vec(
+            prop::sample::select(vec!["0", "8", "9", "13", "18", "101", "111", "t38"]),
+            0..5,
+        ),
         prop::sample::select(vec!["", " ", "\t", "  "]),
     )
         .prop_map(|(media, port, count, proto, formats, trailing)| {
@@ -58,7 +70,11 @@ fn sdp() -> impl Strategy<Value = Vec<u8>> {
         any::<bool>(),
     )
         .prop_map(|(lines, crlf_first, final_newline)| {
-            let mut out = if crlf_first { b"v=0\r\n".to_vec() } else { b"v=0\n".to_vec() };
+            let mut out = if crlf_first {
+                b"v=0\r\n".to_vec()
+            } else {
+                b"v=0\n".to_vec()
+            };
             let count = lines.len();
             for (index, (line, crlf)) in lines.into_iter().enumerate() {
                 out.extend(line);

@@ -45,21 +45,40 @@ fn media_line_and_codecs() {
     let sdp = parse(fixtures::g711());
     let audio = &sdp.media()[0];
     let m = audio.media();
-    assert_eq!((m.media(), m.port(), m.port_count(), m.proto()), ("audio", 49170, None, "RTP/AVP"));
+    assert_eq!(
+        (m.media(), m.port(), m.port_count(), m.proto()),
+        ("audio", 49170, None, "RTP/AVP")
+    );
     assert_eq!(m.transport(), Proto::RtpAvp);
     assert_eq!(m.formats().collect::<Vec<_>>(), ["0", "8", "101"]);
     assert_eq!(
         audio.rtpmap(101),
-        Some(Rtpmap { payload_type: 101, encoding: "telephone-event", clock_rate: 8000, parameters: None })
+        Some(Rtpmap {
+            payload_type: 101,
+            encoding: "telephone-event",
+            clock_rate: 8000,
+            parameters: None
+        })
     );
-    assert_eq!(audio.fmtp("101"), Some(Fmtp { format: "101", parameters: "0-16" }));
+    assert_eq!(
+        audio.fmtp("101"),
+        Some(Fmtp {
+            format: "101",
+            parameters: "0-16"
+        })
+    );
     assert_eq!(audio.ptime(), Ok(Some(20)));
     assert_eq!(audio.maxptime(), Ok(Some(150)));
     assert_eq!(audio.direction(), Some(Direction::SendRecv));
     assert_eq!(audio.rtpmaps().count(), 3);
     // A static type without rtpmap resolves through the RFC 3551 table.
     let ipv6 = parse(fixtures::ipv6());
-    assert_eq!(ipv6.media()[0].codec("0").map(|c| (c.encoding, c.clock_rate)), Some(("PCMU", 8000)));
+    assert_eq!(
+        ipv6.media()[0]
+            .codec("0")
+            .map(|c| (c.encoding, c.clock_rate)),
+        Some(("PCMU", 8000))
+    );
     assert_eq!(ipv6.media()[0].rtpmap(0), None);
 }
 
@@ -68,7 +87,10 @@ fn sdes_crypto_bandwidth_and_rejected_video() {
     let sdp = parse(fixtures::sdes());
     assert_eq!(
         sdp.session_level().bandwidths().collect::<Vec<_>>(),
-        [Ok(Bandwidth { kind: "AS", value: 84 })]
+        [Ok(Bandwidth {
+            kind: "AS",
+            value: 84
+        })]
     );
     let audio = &sdp.media()[0];
     assert_eq!(audio.media().transport(), Proto::RtpSavp);
@@ -100,11 +122,17 @@ fn sdes_crypto_bandwidth_and_rejected_video() {
             mki: Some("1:4"),
         })]
     );
-    assert_eq!(cryptos[1].session_param_list().collect::<Vec<_>>(), ["UNENCRYPTED_SRTCP"]);
+    assert_eq!(
+        cryptos[1].session_param_list().collect::<Vec<_>>(),
+        ["UNENCRYPTED_SRTCP"]
+    );
     // An unknown attribute is visible as such.
     let unknown = audio.attribute("silenceSupp").unwrap();
     assert_eq!(unknown.value, Some(&b"off - - - -"[..]));
-    assert_eq!(sdp.session_level().attribute("X-nat").unwrap().value_str(), Ok("0"));
+    assert_eq!(
+        sdp.session_level().attribute("X-nat").unwrap().value_str(),
+        Ok("0")
+    );
     let video = &sdp.media()[1];
     assert!(video.is_rejected());
     assert_eq!(video.media().media(), "video");
@@ -114,11 +142,21 @@ fn sdes_crypto_bandwidth_and_rejected_video() {
 fn t38_image_section() {
     let sdp = parse(fixtures::t38());
     let image = &sdp.media()[0];
-    assert_eq!((image.media().media(), image.media().port(), image.media().proto()), ("image", 36000, "udptl"));
+    assert_eq!(
+        (
+            image.media().media(),
+            image.media().port(),
+            image.media().proto()
+        ),
+        ("image", 36000, "udptl")
+    );
     assert_eq!(image.media().transport(), Proto::Udptl);
     assert_eq!(image.media().formats().collect::<Vec<_>>(), ["t38"]);
     assert_eq!(image.codec("t38"), None);
-    assert_eq!(image.attribute("T38MaxBitRate").unwrap().value_str(), Ok("14400"));
+    assert_eq!(
+        image.attribute("T38MaxBitRate").unwrap().value_str(),
+        Ok("14400")
+    );
 }
 
 #[test]
@@ -146,8 +184,14 @@ fn direction_defaults_and_session_level_direction() {
         b"v=0\r\na=inactive\r\nm=audio 1 RTP/AVP 0\r\nm=audio 2 RTP/AVP 0\r\na=recvonly\r\n",
     )
     .unwrap();
-    assert_eq!(session_inactive.effective_direction(0), Some(Direction::Inactive));
-    assert_eq!(session_inactive.effective_direction(1), Some(Direction::RecvOnly));
+    assert_eq!(
+        session_inactive.effective_direction(0),
+        Some(Direction::Inactive)
+    );
+    assert_eq!(
+        session_inactive.effective_direction(1),
+        Some(Direction::RecvOnly)
+    );
 }
 
 #[test]
@@ -173,13 +217,24 @@ fn ice_rtcp_and_identification() {
     );
     assert_eq!(candidates[0].extensions, "");
     assert!(audio.has_ice());
-    assert_eq!(audio.rtcp(), Ok(Some(Rtcp { port: 10001, connection: None })));
+    assert_eq!(
+        audio.rtcp(),
+        Ok(Some(Rtcp {
+            port: 10001,
+            connection: None
+        }))
+    );
     assert!(audio.rtcp_mux());
     assert_eq!(audio.label(), Ok(Some("1")));
     assert_eq!(audio.mid(), Ok(None));
     assert_eq!(
         audio.rtpmap(111),
-        Some(Rtpmap { payload_type: 111, encoding: "opus", clock_rate: 48000, parameters: Some("2") })
+        Some(Rtpmap {
+            payload_type: 111,
+            encoding: "opus",
+            clock_rate: 48000,
+            parameters: Some("2")
+        })
     );
 }
 
@@ -201,13 +256,19 @@ fn webrtc_dtls_and_rtcp_with_address() {
     assert_eq!(rtcp.port, 9);
     assert_eq!(rtcp.connection.map(|c| c.address), Some("0.0.0.0"));
     assert_eq!(sdp.session_level().connection(), Ok(None));
-    assert_eq!(sdp.effective_connection(0).unwrap().map(|c| c.address), Some("0.0.0.0"));
+    assert_eq!(
+        sdp.effective_connection(0).unwrap().map(|c| c.address),
+        Some("0.0.0.0")
+    );
 }
 
 #[test]
 fn lf_input_views_ignore_trailing_whitespace() {
     let sdp = parse(fixtures::lf_no_final_newline());
-    assert_eq!(sdp.session_level().connection().unwrap().map(|c| c.address), Some("192.0.2.31"));
+    assert_eq!(
+        sdp.session_level().connection().unwrap().map(|c| c.address),
+        Some("192.0.2.31")
+    );
     assert_eq!(sdp.media()[0].ptime(), Ok(Some(20)));
     assert_eq!(sdp.media()[0].direction(), Some(Direction::SendRecv));
 }
@@ -220,7 +281,11 @@ fn non_utf8_is_reported_per_field_not_per_session() {
     assert_eq!(blob.value, Some(&b"\xff\xfe"[..]));
     assert_eq!(
         blob.value_str(),
-        Err(FieldError::Malformed { field: "a= value", problem: "is not UTF-8", found: "\u{fffd}\u{fffd}".into() })
+        Err(FieldError::Malformed {
+            field: "a= value",
+            problem: "is not UTF-8",
+            found: "\u{fffd}\u{fffd}".into()
+        })
     );
     assert_eq!(sdp.origin().unwrap().session_version, 8);
 }
@@ -232,14 +297,25 @@ fn malformed_lines_give_named_errors() {
     )
     .unwrap();
     assert_eq!(sdp.origin().unwrap_err().to_string(), "no o= line");
-    assert_eq!(sdp.timing().unwrap_err().to_string(), "t=: needs two numbers: \"now\"");
+    assert_eq!(
+        sdp.timing().unwrap_err().to_string(),
+        "t=: needs two numbers: \"now\""
+    );
     assert_eq!(
         sdp.session_level().connection().unwrap_err().to_string(),
         "c=: has no address: \"IN IP4\""
     );
-    assert_eq!(sdp.media()[0].ptime().unwrap_err().to_string(), "a=ptime: is not a number: \"x\"");
     assert_eq!(
-        sdp.media()[0].rtpmaps().next().unwrap().unwrap_err().to_string(),
+        sdp.media()[0].ptime().unwrap_err().to_string(),
+        "a=ptime: is not a number: \"x\""
+    );
+    assert_eq!(
+        sdp.media()[0]
+            .rtpmaps()
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string(),
         "a=rtpmap: has no clock rate: \"PCMU\""
     );
     // The malformed rtpmap does not hide the static table.
