@@ -1,0 +1,443 @@
+//! Header names, the header index entries and the generic `;param` list.
+//!
+//! The typed views of single headers live in the submodules, one per grammar of RFC 3261 §20:
+//! [`via`], [`name_addr`] (From, To, Contact, Route, Record-Route), [`cseq`] and
+//! [`token_list`] (Require, Proxy-Require, Supported, Allow, Unsupported).
+
+pub mod cseq;
+pub mod name_addr;
+pub mod token_list;
+pub mod via;
+
+use crate::syntax::{quoted_end, trim, CommaSplit};
+use std::fmt;
+
+/// The canonical identity of a header name, covering the compact forms of RFC 3261 §7.3.3
+/// and the RFCs that add compact forms (`v f t i m l c k s e o r x u b`).
+///
+/// Names are matched case-insensitively. A name this layer does not know is [`HeaderName::Other`];
+/// its spelling is read from the message with [`Header::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HeaderName {
+    /// `Via` / `v`.
+    Via,
+    /// `From` / `f`.
+    From,
+    /// `To` / `t`.
+    To,
+    /// `Call-ID` / `i`.
+    CallId,
+    /// `CSeq`.
+    CSeq,
+    /// `Max-Forwards`.
+    MaxForwards,
+    /// `Route`.
+    Route,
+    /// `Record-Route`.
+    RecordRoute,
+    /// `Contact` / `m`.
+    Contact,
+    /// `Content-Length` / `l`.
+    ContentLength,
+    /// `Content-Type` / `c`.
+    ContentType,
+    /// `Content-Encoding` / `e`.
+    ContentEncoding,
+    /// `Supported` / `k`.
+    Supported,
+    /// `Require`.
+    Require,
+    /// `Proxy-Require`.
+    ProxyRequire,
+    /// `Unsupported`.
+    Unsupported,
+    /// `Allow`.
+    Allow,
+    /// `Subject` / `s`.
+    Subject,
+    /// `Event` / `o` (RFC 6665).
+    Event,
+    /// `Allow-Events` / `u` (RFC 6665).
+    AllowEvents,
+    /// `Refer-To` / `r` (RFC 3515).
+    ReferTo,
+    /// `Referred-By` / `b` (RFC 3892).
+    ReferredBy,
+    /// `Session-Expires` / `x` (RFC 4028).
+    SessionExpires,
+    /// `Timestamp`.
+    Timestamp,
+    /// `Expires`.
+    Expires,
+    /// `Path` (RFC 3327).
+    Path,
+    /// `Authorization`.
+    Authorization,
+    /// `Proxy-Authorization`.
+    ProxyAuthorization,
+    /// `WWW-Authenticate`.
+    WwwAuthenticate,
+    /// `Proxy-Authenticate`.
+    ProxyAuthenticate,
+    /// Any other header.
+    Other,
+}
+
+/// Long names in canonical spelling, with their id; matched by length first.
+const LONG_NAMES: &[(&str, HeaderName)] = &[
+    ("Via", HeaderName::Via),
+    ("From", HeaderName::From),
+    ("To", HeaderName::To),
+    ("Call-ID", HeaderName::CallId),
+    ("CSeq", HeaderName::CSeq),
+    ("Max-Forwards", HeaderName::MaxForwards),
+    ("Route", HeaderName::Route),
+    ("Record-Route", HeaderName::RecordRoute),
+    ("Contact", HeaderName::Contact),
+    ("Content-Length", HeaderName::ContentLength),
+    ("Content-Type", HeaderName::ContentType),
+    ("Content-Encoding", HeaderName::ContentEncoding),
+    ("Supported", HeaderName::Supported),
+    ("Require", HeaderName::Require),
+    ("Proxy-Require", HeaderName::ProxyRequire),
+    ("Unsupported", HeaderName::Unsupported),
+    ("Allow", HeaderName::Allow),
+    ("Subject", HeaderName::Subject),
+    ("Event", HeaderName::Event),
+    ("Allow-Events", HeaderName::AllowEvents),
+    ("Refer-To", HeaderName::ReferTo),
+    ("Referred-By", HeaderName::ReferredBy),
+    ("Session-Expires", HeaderName::SessionExpires),
+    ("Timestamp", HeaderName::Timestamp),
+    ("Expires", HeaderName::Expires),
+    ("Path", HeaderName::Path),
+    ("Authorization", HeaderName::Authorization),
+    ("Proxy-Authorization", HeaderName::ProxyAuthorization),
+    ("WWW-Authenticate", HeaderName::WwwAuthenticate),
+    ("Proxy-Authenticate", HeaderName::ProxyAuthenticate),
+];
+
+impl HeaderName {
+    /// The id of a header name as written (long or compact form, any case).
+    pub fn from_bytes(name: &[u8]) -> HeaderName {
+        if let [c] = name {
+            return match c.to_ascii_lowercase() {
+                b'v' => HeaderName::Via,
+                b'f' => HeaderName::From,
+                b't' => HeaderName::To,
+                b'i' => HeaderName::CallId,
+                b'm' => HeaderName::Contact,
+                b'l' => HeaderName::ContentLength,
+                b'c' => HeaderName::ContentType,
+                b'e' => HeaderName::ContentEncoding,
+                b'k' => HeaderName::Supported,
+                b's' => HeaderName::Subject,
+                b'o' => HeaderName::Event,
+                b'u' => HeaderName::AllowEvents,
+                b'r' => HeaderName::ReferTo,
+                b'b' => HeaderName::ReferredBy,
+                b'x' => HeaderName::SessionExpires,
+                _ => HeaderName::Other,
+            };
+        }
+        for (long, id) in LONG_NAMES {
+            if long.len() == name.len() && long.as_bytes().eq_ignore_ascii_case(name) {
+                return *id;
+            }
+        }
+        HeaderName::Other
+    }
+
+    /// The canonical long name (`"Call-ID"`), or `"(other)"` for [`HeaderName::Other`].
+    pub fn as_str(self) -> &'static str {
+        LONG_NAMES
+            .iter()
+            .find(|(_, id)| *id == self)
+            .map_or("(other)", |(n, _)| n)
+    }
+
+    /// Whether the header's grammar is a comma-separated list, so that one header line may
+    /// carry several values (`Via: a, b`). Those headers are addressed value by value.
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            HeaderName::Via
+                | HeaderName::Route
+                | HeaderName::RecordRoute
+                | HeaderName::Contact
+                | HeaderName::Supported
+                | HeaderName::Require
+                | HeaderName::ProxyRequire
+                | HeaderName::Unsupported
+                | HeaderName::Allow
+                | HeaderName::AllowEvents
+                | HeaderName::ContentEncoding
+                | HeaderName::Path
+        )
+    }
+}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A span `start..end` into the message buffer, as `u32` to keep the index small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Span {
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+}
+
+impl Span {
+    pub(crate) fn new(start: usize, end: usize) -> Span {
+        // Message::parse rejects buffers longer than u32::MAX, so these never truncate.
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    pub(crate) fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// One header line of the index: where its line, name and value are in the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeaderEntry {
+    pub(crate) id: HeaderName,
+    /// The whole line(s) including the final CRLF.
+    pub(crate) line: Span,
+    /// The name as written.
+    pub(crate) name: Span,
+    /// The value, without surrounding LWS, with any folding inside it.
+    pub(crate) value: Span,
+}
+
+/// A view of one header line: name and value as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    id: HeaderName,
+    index: usize,
+    name: &'a [u8],
+    value: &'a [u8],
+    line: &'a [u8],
+}
+
+impl<'a> Header<'a> {
+    pub(crate) fn new(buf: &'a [u8], e: &HeaderEntry, index: usize) -> Header<'a> {
+        Header {
+            id: e.id,
+            index,
+            name: &buf[e.name.range()],
+            value: &buf[e.value.range()],
+            line: &buf[e.line.range()],
+        }
+    }
+
+    /// The canonical id of the name.
+    pub fn id(&self) -> HeaderName {
+        self.id
+    }
+
+    /// The position of this header among all headers of the message (0 = first), as used by
+    /// [`crate::Editor::set_header_value`] and [`crate::Editor::remove_header`].
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The name exactly as written (`v`, `VIA`, `X-Foo`).
+    pub fn name(&self) -> &'a [u8] {
+        self.name
+    }
+
+    /// The value without surrounding white space; a folded value keeps its CRLF and indent.
+    pub fn value(&self) -> &'a [u8] {
+        self.value
+    }
+
+    /// The whole header line(s) as written, including the final CRLF.
+    pub fn raw_line(&self) -> &'a [u8] {
+        self.line
+    }
+
+    /// The comma-separated values of this line, respecting quoted strings and `<...>`.
+    pub fn values(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let v = self.value;
+        CommaSplit::new(v).map(move |r| &v[r])
+    }
+}
+
+/// A `;name[=value]` parameter list as written, starting at its first `;` (or empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Params<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> Params<'a> {
+    pub(crate) fn new(raw: &'a [u8]) -> Params<'a> {
+        Params { raw }
+    }
+
+    /// The parameters as written, starting at the first `;` (empty if there are none).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Whether there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        trim(self.raw).is_empty()
+    }
+
+    /// The parameters in order as `(name, value)`; `value` is `None` for a bare `;lr`.
+    /// Names and values are trimmed of LWS; quoted values keep their quotes.
+    pub fn iter(&self) -> ParamIter<'a> {
+        ParamIter { rest: self.raw }
+    }
+
+    /// The first parameter named `name` (case-insensitive): `Some(None)` for a bare flag,
+    /// `Some(Some(v))` for `name=v`, `None` if absent.
+    pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Checks every parameter: `name` a token, value a token, host or quoted string.
+    pub(crate) fn check(&self, value_ok: fn(&[u8]) -> bool) -> Result<(), &'static str> {
+        let mut rest = trim(self.raw);
+        while !rest.is_empty() {
+            let Some(after) = rest.strip_prefix(b";") else {
+                return Err("text after the parameters");
+            };
+            let (item, next) = next_param(after);
+            let item = trim(item);
+            let (name, value) = split_eq(item);
+            if !crate::syntax::is_token(name) {
+                return Err("parameter name is not a token");
+            }
+            if let Some(v) = value {
+                if v.is_empty() || !(v.starts_with(b"\"") || value_ok(v)) {
+                    return Err("bad parameter value");
+                }
+                if v.starts_with(b"\"") && quoted_end(v) != Some(v.len()) {
+                    return Err("unterminated quoted parameter value");
+                }
+            }
+            rest = trim(next);
+        }
+        Ok(())
+    }
+}
+
+impl<'a> IntoIterator for Params<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+    type IntoIter = ParamIter<'a>;
+    fn into_iter(self) -> ParamIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over [`Params`].
+#[derive(Debug, Clone)]
+pub struct ParamIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let r = trim(self.rest);
+            let after = r.strip_prefix(b";")?;
+            let (item, next) = next_param(after);
+            self.rest = next;
+            let item = trim(item);
+            if item.is_empty() {
+                continue;
+            }
+            return Some(split_eq(item));
+        }
+    }
+}
+
+/// Splits at the next `;` outside quotes: (this item, rest starting at that `;`).
+fn next_param(s: &[u8]) -> (&[u8], &[u8]) {
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'"' => i += quoted_end(&s[i..]).unwrap_or(s.len() - i),
+            b';' => return (&s[..i], &s[i..]),
+            _ => i += 1,
+        }
+    }
+    (s, &[])
+}
+
+/// `name = value` with LWS around `=`.
+fn split_eq(item: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match memchr::memchr(b'=', item) {
+        Some(p) => (trim(&item[..p]), Some(trim(&item[p + 1..]))),
+        None => (item, None),
+    }
+}
+
+/// A generic-param value: token, or host (which adds `:` `[` `]` for IPv6).
+pub(crate) fn gen_value_ok(v: &[u8]) -> bool {
+    v.iter()
+        .all(|&b| crate::syntax::is_token_char(b) || matches!(b, b':' | b'[' | b']'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_and_long_names_map_to_one_id() {
+        for (n, id) in [
+            (&b"v"[..], HeaderName::Via),
+            (b"VIA", HeaderName::Via),
+            (b"i", HeaderName::CallId),
+            (b"call-id", HeaderName::CallId),
+            (b"L", HeaderName::ContentLength),
+            (b"x", HeaderName::SessionExpires),
+            (b"u", HeaderName::AllowEvents),
+            (b"max-FORWARDS", HeaderName::MaxForwards),
+            (b"X-Custom", HeaderName::Other),
+            (b"q", HeaderName::Other),
+        ] {
+            assert_eq!(
+                HeaderName::from_bytes(n),
+                id,
+                "{}",
+                String::from_utf8_lossy(n)
+            );
+        }
+        assert_eq!(HeaderName::CallId.to_string(), "Call-ID");
+    }
+
+    #[test]
+    fn params_iterate_and_lookup_case_insensitively() {
+        let p = Params::new(b" ; branch = z9hG4bK1 ;lr; x=\"a;b\" ;RPORT");
+        let all: Vec<_> = p.iter().collect();
+        assert_eq!(
+            all,
+            vec![
+                (&b"branch"[..], Some(&b"z9hG4bK1"[..])),
+                (&b"lr"[..], None),
+                (&b"x"[..], Some(&b"\"a;b\""[..])),
+                (&b"RPORT"[..], None),
+            ]
+        );
+        assert_eq!(p.get("rport"), Some(None));
+        assert_eq!(p.get("Branch"), Some(Some(&b"z9hG4bK1"[..])));
+        assert_eq!(p.get("maddr"), None);
+        assert!(p.check(gen_value_ok).is_ok());
+        assert!(Params::new(b";a b=c").check(gen_value_ok).is_err());
+        assert!(Params::new(b";a=\"open").check(gen_value_ok).is_err());
+    }
+}

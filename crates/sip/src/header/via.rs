@@ -1,0 +1,213 @@
+//! The Via header, [RFC 3261 §20.42](https://www.rfc-editor.org/rfc/rfc3261#section-20.42),
+//! with the `received`/`rport` parameters of [RFC 3581](https://www.rfc-editor.org/rfc/rfc3581).
+//!
+//! ```text
+//! via-parm     = sent-protocol LWS sent-by *( SEMI via-params )
+//! sent-protocol = protocol-name SLASH protocol-version SLASH transport
+//! sent-by      = host [ COLON port ]
+//! via-params   = via-ttl / via-maddr / via-received / via-branch / via-extension
+//! ```
+
+use super::{gen_value_ok, HeaderName, Params};
+use crate::error::ParseError;
+use crate::syntax::{ascii, is_lws, is_token, trim};
+use crate::uri::{parse_hostport, Host};
+
+/// RFC 3261 §8.1.1.7: a branch that starts with this cookie is unique per transaction.
+pub const BRANCH_MAGIC_COOKIE: &str = "z9hG4bK";
+
+/// One Via value (`SIP/2.0/UDP host:port;branch=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// Protocol name, normally `SIP`.
+    pub protocol: &'a str,
+    /// Protocol version, normally `2.0`.
+    pub version: &'a str,
+    /// Transport as written (`UDP`, `tcp`, `TLS`, `WS`…).
+    pub transport: &'a str,
+    /// The sent-by host.
+    pub host: Host<'a>,
+    /// The sent-by port, if written.
+    pub port: Option<u16>,
+    /// All parameters.
+    pub params: Params<'a>,
+}
+
+impl<'a> Via<'a> {
+    /// Parses one Via value (one element of a comma list).
+    pub fn parse(v: &'a [u8]) -> Result<Via<'a>, ParseError> {
+        let bad = |what: &str| ParseError::bad(HeaderName::Via, what);
+        let v = trim(v);
+        let (protocol, rest) = take_until_slash(v).ok_or_else(|| bad("no sent-protocol"))?;
+        let (version, rest) = take_until_slash(rest).ok_or_else(|| bad("no protocol version"))?;
+        let rest = trim(rest);
+        let t_end = rest
+            .iter()
+            .position(|&b| is_lws(b))
+            .ok_or_else(|| bad("no sent-by"))?;
+        let transport = &rest[..t_end];
+        if !is_token(protocol) || !is_token(version) || !is_token(transport) {
+            return Err(bad("sent-protocol is not SIP/2.0/transport"));
+        }
+        let rest = trim(&rest[t_end..]);
+        let (sent_by, params) = crate::syntax::split_params(rest);
+        // COLON = SWS ":" SWS, so drop LWS inside sent-by before parsing host:port.
+        let mut hp = [0u8; 300];
+        let mut n = 0;
+        for &b in sent_by {
+            if !is_lws(b) {
+                if n == hp.len() {
+                    return Err(bad("sent-by too long"));
+                }
+                hp[n] = b;
+                n += 1;
+            }
+        }
+        let (host, port) = parse_hostport(&hp[..n]).map_err(|e| bad(&format!("sent-by: {e}")))?;
+        // The host borrows the stack copy; re-borrow it from the message when it is a domain.
+        let host = match host {
+            Host::Domain(_) => {
+                let raw = trim(sent_by);
+                let end = raw
+                    .iter()
+                    .position(|&b| b == b':' || is_lws(b))
+                    .unwrap_or(raw.len());
+                Host::Domain(ascii(&raw[..end]).ok_or_else(|| bad("sent-by host"))?)
+            }
+            Host::Ipv4(a) => Host::Ipv4(a),
+            Host::Ipv6(a) => Host::Ipv6(a),
+        };
+        let params = Params::new(params);
+        params.check(gen_value_ok).map_err(bad)?;
+        let via = Via {
+            protocol: ascii(protocol).ok_or_else(|| bad("protocol"))?,
+            version: ascii(version).ok_or_else(|| bad("version"))?,
+            transport: ascii(transport).ok_or_else(|| bad("transport"))?,
+            host,
+            port,
+            params,
+        };
+        if let Some(Some(ttl)) = via.params.get("ttl") {
+            crate::syntax::parse_u64(ttl, 3)
+                .filter(|t| *t <= 255)
+                .ok_or_else(|| bad("ttl is not 0-255"))?;
+        }
+        if let Some(Some(rport)) = via.params.get("rport") {
+            crate::syntax::parse_u64(rport, 5)
+                .filter(|p| *p <= 65535)
+                .ok_or_else(|| bad("rport is not a port"))?;
+        }
+        if let Some(b) = via.params.get("branch") {
+            if !b.is_some_and(is_token) {
+                return Err(bad("branch is not a token"));
+            }
+        }
+        if let Some(r) = via.params.get("received") {
+            if r.is_none_or(|r| crate::uri::parse_host(r).is_err()) {
+                return Err(bad("received is not an address"));
+            }
+        }
+        Ok(via)
+    }
+
+    /// The `branch` parameter.
+    pub fn branch(&self) -> Option<&'a str> {
+        self.params.get("branch").flatten().and_then(ascii)
+    }
+
+    /// Whether the branch starts with the RFC 3261 magic cookie `z9hG4bK`.
+    pub fn has_magic_cookie(&self) -> bool {
+        self.branch()
+            .is_some_and(|b| b.starts_with(BRANCH_MAGIC_COOKIE))
+    }
+
+    /// The `received` parameter.
+    pub fn received(&self) -> Option<&'a str> {
+        self.params.get("received").flatten().and_then(ascii)
+    }
+
+    /// The `rport` parameter: `None` if absent, `Some(None)` if present without a value (a
+    /// request asking for it), `Some(Some(port))` if filled in.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params.get("rport").map(|v| {
+            v.and_then(|p| crate::syntax::parse_u64(p, 5))
+                .and_then(|p| u16::try_from(p).ok())
+        })
+    }
+
+    /// The `maddr` parameter.
+    pub fn maddr(&self) -> Option<&'a str> {
+        self.params.get("maddr").flatten().and_then(ascii)
+    }
+
+    /// The `ttl` parameter.
+    pub fn ttl(&self) -> Option<u8> {
+        self.params
+            .get("ttl")
+            .flatten()
+            .and_then(|t| crate::syntax::parse_u64(t, 3))
+            .and_then(|t| u8::try_from(t).ok())
+    }
+}
+
+/// `token SWS "/"` → (token, rest after the slash).
+fn take_until_slash(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let slash = memchr::memchr(b'/', s)?;
+    Some((trim(&s[..slash]), &s[slash + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_with_all_parameters() {
+        let v = Via::parse(
+            b"SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;received=192.0.2.1;rport=5070;maddr=224.2.0.1;ttl=16",
+        )
+        .unwrap();
+        assert_eq!((v.protocol, v.version, v.transport), ("SIP", "2.0", "UDP"));
+        assert_eq!(v.host, Host::Domain("pc33.atlanta.com"));
+        assert_eq!(v.port, Some(5066));
+        assert_eq!(v.branch(), Some("z9hG4bK776asdhds"));
+        assert!(v.has_magic_cookie());
+        assert_eq!(v.received(), Some("192.0.2.1"));
+        assert_eq!(v.rport(), Some(Some(5070)));
+        assert_eq!(v.maddr(), Some("224.2.0.1"));
+        assert_eq!(v.ttl(), Some(16));
+    }
+
+    #[test]
+    fn via_with_folding_and_spaces_around_slashes() {
+        let v = Via::parse(b"SIP / 2.0\r\n /UDP\r\n    192.0.2.2 : 5060 ;rport ; branch=z9hG4bK1")
+            .unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, Host::Ipv4("192.0.2.2".parse().unwrap()));
+        assert_eq!(v.port, Some(5060));
+        assert_eq!(v.rport(), Some(None));
+        assert_eq!(v.branch(), Some("z9hG4bK1"));
+    }
+
+    #[test]
+    fn via_ipv6_sent_by_and_received() {
+        let v = Via::parse(
+            b"SIP/2.0/TCP [2001:db8::9:1]:5061;received=[2001:db8::9:255];branch=z9hG4bKas3",
+        )
+        .unwrap();
+        assert_eq!(v.host, Host::Ipv6("2001:db8::9:1".parse().unwrap()));
+        assert_eq!(v.port, Some(5061));
+        assert_eq!(v.received(), Some("[2001:db8::9:255]"));
+    }
+
+    #[test]
+    fn via_errors_name_the_problem() {
+        let e = Via::parse(b"SIP/2.0/UDP").unwrap_err();
+        assert_eq!(e.to_string(), "bad Via header: no sent-by");
+        let e = Via::parse(b"SIP/2.0/UDP host:70000").unwrap_err();
+        assert_eq!(e.to_string(), "bad Via header: sent-by: bad port");
+        let e = Via::parse(b"SIP/2.0/UDP host;ttl=300").unwrap_err();
+        assert_eq!(e.to_string(), "bad Via header: ttl is not 0-255");
+        let e = Via::parse(b"SIP/2.0/UDP host;branch").unwrap_err();
+        assert_eq!(e.to_string(), "bad Via header: branch is not a token");
+    }
+}

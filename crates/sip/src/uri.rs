@@ -1,0 +1,383 @@
+//! URIs: SIP and SIPS ([RFC 3261 §19.1](https://www.rfc-editor.org/rfc/rfc3261#section-19.1)),
+//! TEL ([RFC 3966](https://www.rfc-editor.org/rfc/rfc3966)), and any other absolute URI kept
+//! opaque so a proxy can forward it.
+//!
+//! ```text
+//! SIP-URI = "sip:" [ userinfo ] hostport uri-parameters [ headers ]
+//! userinfo = ( user / telephone-subscriber ) [ ":" password ] "@"
+//! hostport = host [ ":" port ]
+//! host     = hostname / IPv4address / IPv6reference
+//! ```
+//!
+//! A [`Uri`] borrows the bytes it was parsed from; escapes stay escaped (see
+//! [`crate::unescape`]).
+
+use crate::error::UriError;
+use crate::header::Params;
+use crate::syntax::{ascii, is_escaped_run};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// A parsed URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uri<'a> {
+    /// `sip:` or `sips:`.
+    Sip(SipUri<'a>),
+    /// `tel:`.
+    Tel(TelUri<'a>),
+    /// Any other scheme, kept as written.
+    Other {
+        /// The scheme, as written.
+        scheme: &'a str,
+        /// Everything after `scheme:`.
+        rest: &'a [u8],
+    },
+}
+
+/// A `sip:` or `sips:` URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipUri<'a> {
+    /// `true` for `sips:`.
+    pub secure: bool,
+    /// The user part, still escaped.
+    pub user: Option<&'a [u8]>,
+    /// The password, still escaped.
+    pub password: Option<&'a [u8]>,
+    /// The host.
+    pub host: Host<'a>,
+    /// The port, if written.
+    pub port: Option<u16>,
+    /// The `;params`.
+    pub params: Params<'a>,
+    /// The `?headers` part without the `?`, still escaped.
+    pub headers: Option<&'a [u8]>,
+}
+
+/// A `tel:` URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TelUri<'a> {
+    /// The number as written (`+1-201-555-0123`), with visual separators.
+    pub number: &'a str,
+    /// The `;params`.
+    pub params: Params<'a>,
+}
+
+/// A host: domain name, IPv4 address or IPv6 reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host<'a> {
+    /// A domain name as written.
+    Domain(&'a str),
+    /// A dotted-quad IPv4 address.
+    Ipv4(Ipv4Addr),
+    /// An IPv6 reference (`[2001:db8::1]`), the address without brackets.
+    Ipv6(Ipv6Addr),
+}
+
+impl std::fmt::Display for Host<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Host::Domain(d) => f.write_str(d),
+            Host::Ipv4(a) => write!(f, "{a}"),
+            Host::Ipv6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+impl<'a> Uri<'a> {
+    /// Parses a URI. Whitespace anywhere is an error (the caller trims LWS first).
+    pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, UriError> {
+        if s.is_empty() || s.iter().any(|&b| b <= b' ' || b == 0x7f) {
+            return Err(UriError::Whitespace);
+        }
+        let colon = memchr::memchr(b':', s).ok_or(UriError::NoScheme)?;
+        let scheme = &s[..colon];
+        let rest = &s[colon + 1..];
+        if scheme.is_empty()
+            || !scheme[0].is_ascii_alphabetic()
+            || !scheme
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        {
+            return Err(UriError::NoScheme);
+        }
+        if scheme.eq_ignore_ascii_case(b"sip") {
+            SipUri::parse_rest(rest, false).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case(b"sips") {
+            SipUri::parse_rest(rest, true).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case(b"tel") {
+            TelUri::parse_rest(rest).map(Uri::Tel)
+        } else {
+            let scheme = ascii(scheme).ok_or(UriError::NoScheme)?;
+            if rest.is_empty() {
+                return Err(UriError::Host);
+            }
+            Ok(Uri::Other { scheme, rest })
+        }
+    }
+
+    /// The SIP/SIPS URI, if this is one.
+    pub fn as_sip(&self) -> Option<&SipUri<'a>> {
+        match self {
+            Uri::Sip(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// The URI's parameters (empty for an opaque URI).
+    pub fn params(&self) -> Params<'a> {
+        match self {
+            Uri::Sip(u) => u.params,
+            Uri::Tel(t) => t.params,
+            Uri::Other { .. } => Params::default(),
+        }
+    }
+}
+
+const USER_EXTRA: &[u8] = b"&=+$,;?/";
+const PASSWORD_EXTRA: &[u8] = b"&=+$,";
+const HEADER_EXTRA: &[u8] = b"[]/?:+$=&";
+
+impl<'a> SipUri<'a> {
+    fn parse_rest(s: &'a [u8], secure: bool) -> Result<SipUri<'a>, UriError> {
+        // user and password cannot hold an unescaped '@', nor can hostport, params or
+        // headers, so the first '@' ends the userinfo.
+        let (user, password, rest) = match memchr::memchr(b'@', s) {
+            Some(at) => {
+                let info = &s[..at];
+                let (user, password) = match memchr::memchr(b':', info) {
+                    Some(c) => (&info[..c], Some(&info[c + 1..])),
+                    None => (info, None),
+                };
+                if user.is_empty() || !is_escaped_run(user, USER_EXTRA) {
+                    return Err(UriError::User);
+                }
+                if let Some(p) = password {
+                    if !is_escaped_run(p, PASSWORD_EXTRA) {
+                        return Err(UriError::Password);
+                    }
+                }
+                (Some(user), password, &s[at + 1..])
+            }
+            None => (None, None, s),
+        };
+        let end = rest
+            .iter()
+            .position(|&b| b == b';' || b == b'?')
+            .unwrap_or(rest.len());
+        let (host, port) = parse_hostport(&rest[..end])?;
+        let tail = &rest[end..];
+        let (params, headers) = match memchr::memchr(b'?', tail) {
+            Some(q) => (&tail[..q], Some(&tail[q + 1..])),
+            None => (tail, None),
+        };
+        for p in params.split(|&b| b == b';').skip(1) {
+            let name = p.split(|&b| b == b'=').next().unwrap_or_default();
+            if name.is_empty() || !is_escaped_run(p, PARAM_EXTRA_EQ) {
+                return Err(UriError::Param);
+            }
+        }
+        if let Some(h) = headers {
+            if h.is_empty() || !is_escaped_run(h, HEADER_EXTRA) {
+                return Err(UriError::Headers);
+            }
+        }
+        Ok(SipUri {
+            secure,
+            user,
+            password,
+            host,
+            port,
+            params: Params::new(params),
+            headers,
+        })
+    }
+
+    /// The `transport` parameter, if any.
+    pub fn transport(&self) -> Option<&'a [u8]> {
+        self.params.get("transport").flatten()
+    }
+
+    /// Whether the URI carries the `lr` (loose routing) parameter.
+    pub fn lr(&self) -> bool {
+        self.params.get("lr").is_some()
+    }
+
+    /// The `maddr` parameter, if any.
+    pub fn maddr(&self) -> Option<&'a [u8]> {
+        self.params.get("maddr").flatten()
+    }
+}
+
+/// Params may hold `=` between name and value.
+const PARAM_EXTRA_EQ: &[u8] = b"[]/:&+$=";
+
+impl<'a> TelUri<'a> {
+    fn parse_rest(s: &'a [u8]) -> Result<TelUri<'a>, UriError> {
+        let end = memchr::memchr(b';', s).unwrap_or(s.len());
+        let number = &s[..end];
+        let digits = number.strip_prefix(b"+").unwrap_or(number);
+        if digits.is_empty()
+            || !digits
+                .iter()
+                .any(|b| b.is_ascii_hexdigit() || *b == b'*' || *b == b'#')
+            || !digits.iter().all(|&b| {
+                b.is_ascii_hexdigit() || matches!(b, b'*' | b'#' | b'-' | b'.' | b'(' | b')')
+            })
+        {
+            return Err(UriError::TelNumber);
+        }
+        let params = &s[end..];
+        for p in params.split(|&b| b == b';').skip(1) {
+            if p.is_empty() || !is_escaped_run(p, PARAM_EXTRA_EQ) {
+                return Err(UriError::Param);
+            }
+        }
+        Ok(TelUri {
+            number: ascii(number).ok_or(UriError::TelNumber)?,
+            params: Params::new(params),
+        })
+    }
+}
+
+/// Parses `host [":" port]` with no surrounding white space.
+pub(crate) fn parse_hostport(s: &[u8]) -> Result<(Host<'_>, Option<u16>), UriError> {
+    let (host, port) = if s.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', s).ok_or(UriError::Host)?;
+        let host = parse_host(&s[..=close])?;
+        match &s[close + 1..] {
+            [] => (host, None),
+            [b':', port @ ..] => (host, Some(parse_port(port)?)),
+            _ => return Err(UriError::Host),
+        }
+    } else {
+        match memchr::memchr(b':', s) {
+            Some(c) => (parse_host(&s[..c])?, Some(parse_port(&s[c + 1..])?)),
+            None => (parse_host(s)?, None),
+        }
+    };
+    Ok((host, port))
+}
+
+fn parse_port(s: &[u8]) -> Result<u16, UriError> {
+    crate::syntax::parse_u64(s, 5)
+        .filter(|_| !s.is_empty() && s.iter().all(u8::is_ascii_digit))
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or(UriError::Port)
+}
+
+/// Parses a host: `[IPv6]`, a dotted quad, or a domain name (RFC 3261 `hostname`).
+pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
+    if let Some(inner) = s.strip_prefix(b"[").and_then(|r| r.strip_suffix(b"]")) {
+        return ascii(inner)
+            .and_then(|t| t.parse::<Ipv6Addr>().ok())
+            .map(Host::Ipv6)
+            .ok_or(UriError::Host);
+    }
+    let text = ascii(s).ok_or(UriError::Host)?;
+    if text.is_empty() {
+        return Err(UriError::Host);
+    }
+    if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return text
+            .parse::<Ipv4Addr>()
+            .map(Host::Ipv4)
+            .map_err(|_| UriError::Host);
+    }
+    let name = text.strip_suffix('.').unwrap_or(text);
+    let labels_ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    let top_ok = name
+        .rsplit('.')
+        .next()
+        .and_then(|t| t.bytes().next())
+        .is_some_and(|b| b.is_ascii_alphabetic());
+    if labels_ok && top_ok {
+        Ok(Host::Domain(text))
+    } else {
+        Err(UriError::Host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sip(s: &str) -> SipUri<'_> {
+        match Uri::parse(s.as_bytes()) {
+            Ok(Uri::Sip(u)) => u,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sip_uri_with_every_part() {
+        let u = sip("sips:al%20ice:pa$$@Example.COM:5061;transport=tcp;lr?subject=hi&x=%41");
+        assert!(u.secure);
+        assert_eq!(u.user, Some(&b"al%20ice"[..]));
+        assert_eq!(u.password, Some(&b"pa$$"[..]));
+        assert_eq!(u.host, Host::Domain("Example.COM"));
+        assert_eq!(u.port, Some(5061));
+        assert_eq!(u.transport(), Some(&b"tcp"[..]));
+        assert!(u.lr());
+        assert_eq!(u.headers, Some(&b"subject=hi&x=%41"[..]));
+        assert_eq!(&*crate::unescape(u.user.unwrap()), b"al ice");
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_hosts() {
+        let u = sip("sip:[2001:db8::10]:5070;maddr=192.0.2.1");
+        assert_eq!(u.host, Host::Ipv6("2001:db8::10".parse().unwrap()));
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.maddr(), Some(&b"192.0.2.1"[..]));
+        let u = sip("sip:user;par=x@192.0.2.4");
+        assert_eq!(u.user, Some(&b"user;par=x"[..]));
+        assert_eq!(u.host, Host::Ipv4(Ipv4Addr::new(192, 0, 2, 4)));
+        let u = sip("sip:[2001:db8::1]");
+        assert_eq!(u.port, None);
+    }
+
+    #[test]
+    fn rejects_malformed_sip_uris() {
+        for (s, e) in [
+            ("sip:2001:db8::1", UriError::Host),
+            ("sip:[2001:db8:::192.0.2.1]", UriError::Host),
+            ("sip:host:99999", UriError::Port),
+            ("sip:host:", UriError::Port),
+            ("sip:us er@host", UriError::Whitespace),
+            ("sip:user@", UriError::Host),
+            ("sip:a@b@c", UriError::Host),
+            ("sip:1.2.3.256", UriError::Host),
+            ("sip:-bad.example.com", UriError::Host),
+            ("sip:us<er@host", UriError::User),
+            ("sip:host;=x", UriError::Param),
+            ("sip:host?", UriError::Headers),
+            ("nocolon", UriError::NoScheme),
+        ] {
+            assert_eq!(Uri::parse(s.as_bytes()), Err(e), "{s}");
+        }
+    }
+
+    #[test]
+    fn tel_and_opaque_uris() {
+        match Uri::parse(b"tel:+1-201-555-0123;ext=1") {
+            Ok(Uri::Tel(t)) => {
+                assert_eq!(t.number, "+1-201-555-0123");
+                assert_eq!(t.params.get("ext"), Some(Some(&b"1"[..])));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(Uri::parse(b"tel:+"), Err(UriError::TelNumber));
+        assert_eq!(
+            Uri::parse(b"urn:service:sos"),
+            Ok(Uri::Other {
+                scheme: "urn",
+                rest: b"service:sos"
+            })
+        );
+    }
+}
