@@ -26,6 +26,8 @@ pub struct StreamFramer {
     pings: usize,
     /// Where to resume looking for the empty line (bytes before it were scanned).
     scanned: usize,
+    /// The length of the message at the front once its headers are complete.
+    pending_total: Option<usize>,
     failed: Option<FramingError>,
 }
 
@@ -49,6 +51,7 @@ impl StreamFramer {
             max_body,
             pings: 0,
             scanned: 0,
+            pending_total: None,
             failed: None,
         }
     }
@@ -88,6 +91,9 @@ impl StreamFramer {
     }
 
     fn next_inner(&mut self) -> Result<Option<Bytes>, FramingError> {
+        if let Some(total) = self.pending_total {
+            return Ok(self.take(total));
+        }
         // Keep-alives: "\r\n\r\n" is a ping, a lone "\r\n" a pong.
         loop {
             if self.buf.starts_with(b"\r\n\r\n") {
@@ -125,13 +131,18 @@ impl StreamFramer {
                 limit: self.max_body,
             });
         }
-        let total = head_end + body_len;
+        self.pending_total = Some(head_end + body_len);
+        Ok(self.take(head_end + body_len))
+    }
+
+    /// The message of `total` bytes at the front, once it is all there.
+    fn take(&mut self, total: usize) -> Option<Bytes> {
         if self.buf.len() < total {
-            self.scanned = head_end;
-            return Ok(None);
+            return None;
         }
         self.scanned = 0;
-        Ok(Some(self.buf.split_to(total).freeze()))
+        self.pending_total = None;
+        Some(self.buf.split_to(total).freeze())
     }
 }
 
