@@ -30,9 +30,19 @@ impl Session {
         if input.is_empty() {
             return Err(ParseError::Empty);
         }
-        let mut raw = Vec::with_capacity(input.len() / 24 + 1);
+        // The style of the first terminated line is the style of lines we add.
+        let eol = match memchr::memchr(b'\n', &input) {
+            Some(i) if i > 0 && input.get(i - 1) == Some(&b'\r') => LineEnding::CrLf,
+            Some(_) => LineEnding::Lf,
+            None => LineEnding::CrLf,
+        };
+        let mut session = Section::new(eol);
+        session.lines.reserve(8);
+        let mut media: Vec<MediaSection> = Vec::new();
         let mut pos = 0;
+        let mut number = 0;
         while pos < input.len() {
+            number += 1;
             let rest = input.get(pos..).unwrap_or_default();
             let (text_end, end, next) = match memchr::memchr(b'\n', rest) {
                 Some(i) if i > 0 && rest.get(i - 1) == Some(&b'\r') => {
@@ -41,22 +51,8 @@ impl Session {
                 Some(i) => (pos + i, End::Lf, pos + i + 1),
                 None => (input.len(), End::None, input.len()),
             };
-            raw.push((input.slice(pos..text_end), end));
+            let text = input.slice(pos..text_end);
             pos = next;
-        }
-        let eol = raw
-            .iter()
-            .find_map(|(_, end)| match end {
-                End::CrLf => Some(LineEnding::CrLf),
-                End::Lf => Some(LineEnding::Lf),
-                End::None => None,
-            })
-            .unwrap_or(LineEnding::CrLf);
-
-        let mut session = Section::new(eol);
-        let mut media: Vec<MediaSection> = Vec::new();
-        for (index, (text, end)) in raw.into_iter().enumerate() {
-            let number = index + 1;
             let kind = kind_of(&text).ok_or_else(|| ParseError::NotATypedLine {
                 line: number,
                 found: shown(&text),
