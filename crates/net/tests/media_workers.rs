@@ -401,3 +401,43 @@ fn update_leg_answers_the_call_and_unknown_calls_are_errors() {
         Err(MediaError::UnknownMedia { media: 3, .. })
     ));
 }
+
+#[test]
+fn a_burst_larger_than_one_turn_is_relayed_completely_and_in_order() {
+    let (a, b) = (phone(), phone());
+    let (c, d) = (phone(), phone());
+    let mut relay = Relay::new(9);
+    let (media, ports) = relay.media(
+        Some(SdpPeer::new(a.local_addr().unwrap())),
+        Some(SdpPeer::new(b.local_addr().unwrap())),
+        [true, true],
+        StreamFlags::default(),
+    );
+    let (other, other_ports) = relay.media(
+        Some(SdpPeer::new(c.local_addr().unwrap())),
+        Some(SdpPeer::new(d.local_addr().unwrap())),
+        [true, true],
+        StreamFlags::default(),
+    );
+    let workers = workers(1);
+    add(&workers, 10, vec![media]);
+    add(&workers, 11, vec![other]);
+    // 150 datagrams: more than two turns of 64 on one socket.
+    for seq in 0..150u16 {
+        a.send_to(&rtp(seq, b"burst"), at(ports[0].rtp)).unwrap();
+    }
+    c.send_to(&rtp(0, b"other call"), at(other_ports[0].rtp))
+        .unwrap();
+    for seq in 0..150u16 {
+        assert_eq!(recv(&b).0, rtp(seq, b"burst"));
+    }
+    assert_eq!(recv(&d).0, rtp(0, b"other call"));
+    let pair = snapshot(&workers, 10);
+    assert_eq!(
+        (
+            pair.stats(Side::A).rtp.packets(),
+            pair.stats(Side::A).rtp.rtp().lost()
+        ),
+        (150, 0)
+    );
+}

@@ -44,6 +44,8 @@
 //! # Ok::<(), anchorage_relay::LegConfigError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod interface;
 pub mod latch;
 pub mod packet;

@@ -169,8 +169,15 @@ impl RtpReception {
             }
         }
         // RFC 3550 A.8: transit = arrival - timestamp, both in the RTP clock.
-        let elapsed = now.saturating_duration_since(source.epoch).as_nanos();
-        let arrival = (elapsed * u128::from(self.clock_rate) / 1_000_000_000) as u32;
+        // In u64 (whole seconds, then the fraction): a u128 division costs more than the
+        // rest of the packet's bookkeeping.
+        let elapsed = now.saturating_duration_since(source.epoch);
+        let rate = u64::from(self.clock_rate);
+        let arrival = elapsed
+            .as_secs()
+            .wrapping_mul(rate)
+            .wrapping_add(u64::from(elapsed.subsec_nanos()) * rate / 1_000_000_000)
+            as u32;
         let transit = arrival.wrapping_sub(header.timestamp);
         if let Some(last) = source.last_transit {
             let d = u64::from((transit.wrapping_sub(last) as i32).unsigned_abs());

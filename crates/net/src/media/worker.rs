@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::sync::mpsc::Receiver;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anchorage_relay::{Decision, LocalSocket, MediaPair, SdpPeer, Side, SocketKind, StreamFlags};
 use mio::net::UdpSocket;
@@ -24,6 +24,9 @@ pub(crate) const WAKER: Token = Token(usize::MAX);
 
 /// Largest UDP payload.
 const RECV_BUFFER: usize = 65_536;
+
+/// Most datagrams read from one socket before the others get their turn.
+const BURST: usize = 64;
 
 /// A request from the control plane to one worker.
 pub(crate) enum Command {
@@ -116,8 +119,13 @@ impl Worker {
     /// Runs until a `Shutdown` command or until the handle is dropped.
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        // Sockets that hit the burst limit: served again after this turn's events, with a
+        // zero poll timeout so that nothing waits while they still hold datagrams.
+        let mut pending: Vec<Token> = Vec::new();
+        let mut again: Vec<Token> = Vec::new();
         loop {
-            if let Err(error) = self.poll.poll(&mut events, None) {
+            let timeout = (!pending.is_empty()).then_some(Duration::ZERO);
+            if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() == ErrorKind::Interrupted {
                     continue;
                 }
@@ -130,28 +138,37 @@ impl Worker {
                         self.remove_all();
                         return;
                     }
-                } else {
-                    self.drain_socket(token);
+                } else if self.drain_socket(token) {
+                    again.push(token);
                 }
             }
+            for token in pending.drain(..) {
+                if self.drain_socket(token) {
+                    again.push(token);
+                }
+            }
+            std::mem::swap(&mut pending, &mut again);
         }
     }
 
-    /// Reads every datagram queued on the socket of `token` (mio is edge-triggered) and
-    /// forwards each as the relay core decides.
-    fn drain_socket(&mut self, token: Token) {
+    /// Reads the datagrams queued on the socket of `token` and forwards each as the relay
+    /// core decides. mio is edge-triggered, so a socket is read until `WouldBlock`; but at
+    /// most [`BURST`] datagrams per turn, so a flood or a media loop on one port cannot
+    /// starve the others (rtpengine's `max-recv-iters` serves the same purpose). Returns true
+    /// when the limit was hit and the socket must be served again.
+    fn drain_socket(&mut self, token: Token) -> bool {
         let Some(Some(entry)) = self.sockets.get(token.0) else {
-            return;
+            return false;
         };
         let (call, media, on) = (entry.call, entry.media, entry.on);
-        loop {
+        for _ in 0..BURST {
             let Some(Some(entry)) = self.sockets.get(token.0) else {
-                return;
+                return false;
             };
             let (len, source) = match entry.socket.recv_from(&mut self.buffer) {
                 Ok(received) => received,
                 Err(error) if error.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => return, // WouldBlock: drained; anything else: wait for the next event
+                Err(_) => return false, // WouldBlock: drained; anything else: next event
             };
             let now = Instant::now();
             let Some(media_entry) = self
@@ -160,7 +177,7 @@ impl Worker {
                 .and_then(Option::as_mut)
                 .and_then(|c| c.media.get_mut(media))
             else {
-                return;
+                return false;
             };
             let Some(packet) = self.buffer.get(..len) else {
                 continue;
@@ -183,6 +200,7 @@ impl Worker {
                 media_entry.pair.record_send_error(on.side, forward.rtcp);
             }
         }
+        true
     }
 
     /// Applies queued commands; false when the worker must stop.
