@@ -168,9 +168,10 @@ impl Message {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        self.vias()
-            .next()
-            .unwrap_or(Err(ParseError::MissingHeader(HeaderName::Via)))
+        match self.vias().next() {
+            Some(via) => via,
+            None => Err(ParseError::MissingHeader(HeaderName::Via)),
+        }
     }
 
     /// Every Route value in order.
@@ -381,9 +382,10 @@ impl Message {
     }
 
     fn first_value(&self, name: HeaderName) -> Result<&[u8], ParseError> {
-        self.header(name)
-            .map(|h| h.value())
-            .ok_or(ParseError::MissingHeader(name))
+        match self.header(name) {
+            Some(h) => Ok(h.value()),
+            None => Err(ParseError::MissingHeader(name)),
+        }
     }
 
     fn exactly_once(&self, name: HeaderName) -> Result<(), ParseError> {
@@ -439,7 +441,9 @@ fn parse(bytes: Bytes, lenient: bool) -> Result<Message, ParseError> {
         return Err(ParseError::TooLarge(buf.len()));
     }
     let b: &[u8] = &buf;
-    let nl = memchr::memchr(b'\n', b).ok_or(ParseError::NoHeaderEnd)?;
+    let Some(nl) = memchr::memchr(b'\n', b) else {
+        return Err(ParseError::NoHeaderEnd);
+    };
     if nl == 0 || b[nl - 1] != b'\r' {
         return Err(ParseError::LineEnding { line: 1 });
     }
@@ -451,9 +455,11 @@ fn parse(bytes: Bytes, lenient: bool) -> Result<Message, ParseError> {
     let mut line_no = 1;
     let body_start = loop {
         line_no += 1;
-        let nl = memchr::memchr(b'\n', &b[pos..])
-            .map(|n| pos + n)
-            .ok_or(ParseError::NoHeaderEnd)?;
+        // `let else` rather than `ok_or`: building an unused error on every line costs a
+        // drop of the enum each time.
+        let Some(nl) = memchr::memchr(b'\n', &b[pos..]).map(|n| pos + n) else {
+            return Err(ParseError::NoHeaderEnd);
+        };
         if nl == pos || b[nl - 1] != b'\r' {
             return Err(ParseError::LineEnding { line: line_no });
         }
@@ -463,10 +469,12 @@ fn parse(bytes: Bytes, lenient: bool) -> Result<Message, ParseError> {
         }
         let line = &b[pos..line_end];
         if line[0] == b' ' || line[0] == b'\t' {
-            let prev = headers.last_mut().ok_or(ParseError::HeaderLine {
-                line: line_no,
-                what: "continuation line before the first header",
-            })?;
+            let Some(prev) = headers.last_mut() else {
+                return Err(ParseError::HeaderLine {
+                    line: line_no,
+                    what: "continuation line before the first header",
+                });
+            };
             let r = crate::syntax::trim_range(line);
             if !r.is_empty() {
                 if prev.value.start == prev.value.end {
@@ -476,16 +484,20 @@ fn parse(bytes: Bytes, lenient: bool) -> Result<Message, ParseError> {
             }
             prev.line.end = (nl + 1) as u32;
         } else {
-            let colon = memchr::memchr(b':', line).ok_or(ParseError::HeaderLine {
-                line: line_no,
-                what: "no colon",
-            })?;
+            let Some(colon) = memchr::memchr(b':', line) else {
+                return Err(ParseError::HeaderLine {
+                    line: line_no,
+                    what: "no colon",
+                });
+            };
             let name_end = line[..colon]
                 .iter()
                 .rposition(|&b| b != b' ' && b != b'\t')
                 .map_or(0, |p| p + 1);
             let name = &line[..name_end];
-            if !is_token(name) {
+            let id = HeaderName::from_bytes(name);
+            // A known name is a token already; only unknown ones need the byte check.
+            if id == HeaderName::Other && !is_token(name) {
                 return Err(ParseError::HeaderLine {
                     line: line_no,
                     what: "header name is not a token",
@@ -495,7 +507,7 @@ fn parse(bytes: Bytes, lenient: bool) -> Result<Message, ParseError> {
             let vstart = pos + colon + 1 + vr.start;
             let vend = pos + colon + 1 + vr.end;
             headers.push(HeaderEntry {
-                id: HeaderName::from_bytes(name),
+                id,
                 line: Span::new(pos, nl + 1),
                 name: Span::new(pos, pos + name_end),
                 value: Span::new(vstart, vend),

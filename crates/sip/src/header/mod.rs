@@ -84,40 +84,6 @@ pub enum HeaderName {
     Other,
 }
 
-/// Long names in canonical spelling, with their id; matched by length first.
-const LONG_NAMES: &[(&str, HeaderName)] = &[
-    ("Via", HeaderName::Via),
-    ("From", HeaderName::From),
-    ("To", HeaderName::To),
-    ("Call-ID", HeaderName::CallId),
-    ("CSeq", HeaderName::CSeq),
-    ("Max-Forwards", HeaderName::MaxForwards),
-    ("Route", HeaderName::Route),
-    ("Record-Route", HeaderName::RecordRoute),
-    ("Contact", HeaderName::Contact),
-    ("Content-Length", HeaderName::ContentLength),
-    ("Content-Type", HeaderName::ContentType),
-    ("Content-Encoding", HeaderName::ContentEncoding),
-    ("Supported", HeaderName::Supported),
-    ("Require", HeaderName::Require),
-    ("Proxy-Require", HeaderName::ProxyRequire),
-    ("Unsupported", HeaderName::Unsupported),
-    ("Allow", HeaderName::Allow),
-    ("Subject", HeaderName::Subject),
-    ("Event", HeaderName::Event),
-    ("Allow-Events", HeaderName::AllowEvents),
-    ("Refer-To", HeaderName::ReferTo),
-    ("Referred-By", HeaderName::ReferredBy),
-    ("Session-Expires", HeaderName::SessionExpires),
-    ("Timestamp", HeaderName::Timestamp),
-    ("Expires", HeaderName::Expires),
-    ("Path", HeaderName::Path),
-    ("Authorization", HeaderName::Authorization),
-    ("Proxy-Authorization", HeaderName::ProxyAuthorization),
-    ("WWW-Authenticate", HeaderName::WwwAuthenticate),
-    ("Proxy-Authenticate", HeaderName::ProxyAuthenticate),
-];
-
 impl HeaderName {
     /// The id of a header name as written (long or compact form, any case).
     pub fn from_bytes(name: &[u8]) -> HeaderName {
@@ -141,20 +107,84 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        for (long, id) in LONG_NAMES {
-            if long.len() == name.len() && long.as_bytes().eq_ignore_ascii_case(name) {
-                return *id;
-            }
+        // Dispatch on length and first letter so a name costs at most one or two
+        // case-insensitive comparisons instead of a walk over the table.
+        let first = name.first().map_or(0, u8::to_ascii_lowercase);
+        let candidate = match (name.len(), first) {
+            (3, b'v') => HeaderName::Via,
+            (4, b'f') => HeaderName::From,
+            (2, b't') => HeaderName::To,
+            (7, b'c') if name.get(4) == Some(&b'-') => HeaderName::CallId,
+            (7, b'c') => HeaderName::Contact,
+            (4, b'c') => HeaderName::CSeq,
+            (12, b'm') => HeaderName::MaxForwards,
+            (5, b'r') => HeaderName::Route,
+            (12, b'r') => HeaderName::RecordRoute,
+            (14, b'c') => HeaderName::ContentLength,
+            (12, b'c') => HeaderName::ContentType,
+            (16, b'c') => HeaderName::ContentEncoding,
+            (9, b's') => HeaderName::Supported,
+            (7, b'r') => HeaderName::Require,
+            (13, b'p') => HeaderName::ProxyRequire,
+            (11, b'u') => HeaderName::Unsupported,
+            (5, b'a') => HeaderName::Allow,
+            (7, b's') => HeaderName::Subject,
+            (5, b'e') => HeaderName::Event,
+            (12, b'a') => HeaderName::AllowEvents,
+            (8, b'r') => HeaderName::ReferTo,
+            (11, b'r') => HeaderName::ReferredBy,
+            (15, b's') => HeaderName::SessionExpires,
+            (9, b't') => HeaderName::Timestamp,
+            (7, b'e') => HeaderName::Expires,
+            (4, b'p') => HeaderName::Path,
+            (13, b'a') => HeaderName::Authorization,
+            (19, b'p') => HeaderName::ProxyAuthorization,
+            (16, b'w') => HeaderName::WwwAuthenticate,
+            (18, b'p') => HeaderName::ProxyAuthenticate,
+            _ => return HeaderName::Other,
+        };
+        if candidate.as_str().as_bytes().eq_ignore_ascii_case(name) {
+            candidate
+        } else {
+            HeaderName::Other
         }
-        HeaderName::Other
     }
 
     /// The canonical long name (`"Call-ID"`), or `"(other)"` for [`HeaderName::Other`].
     pub fn as_str(self) -> &'static str {
-        LONG_NAMES
-            .iter()
-            .find(|(_, id)| *id == self)
-            .map_or("(other)", |(n, _)| n)
+        match self {
+            HeaderName::Via => "Via",
+            HeaderName::From => "From",
+            HeaderName::To => "To",
+            HeaderName::CallId => "Call-ID",
+            HeaderName::CSeq => "CSeq",
+            HeaderName::MaxForwards => "Max-Forwards",
+            HeaderName::Route => "Route",
+            HeaderName::RecordRoute => "Record-Route",
+            HeaderName::Contact => "Contact",
+            HeaderName::ContentLength => "Content-Length",
+            HeaderName::ContentType => "Content-Type",
+            HeaderName::ContentEncoding => "Content-Encoding",
+            HeaderName::Supported => "Supported",
+            HeaderName::Require => "Require",
+            HeaderName::ProxyRequire => "Proxy-Require",
+            HeaderName::Unsupported => "Unsupported",
+            HeaderName::Allow => "Allow",
+            HeaderName::Subject => "Subject",
+            HeaderName::Event => "Event",
+            HeaderName::AllowEvents => "Allow-Events",
+            HeaderName::ReferTo => "Refer-To",
+            HeaderName::ReferredBy => "Referred-By",
+            HeaderName::SessionExpires => "Session-Expires",
+            HeaderName::Timestamp => "Timestamp",
+            HeaderName::Expires => "Expires",
+            HeaderName::Path => "Path",
+            HeaderName::Authorization => "Authorization",
+            HeaderName::ProxyAuthorization => "Proxy-Authorization",
+            HeaderName::WwwAuthenticate => "WWW-Authenticate",
+            HeaderName::ProxyAuthenticate => "Proxy-Authenticate",
+            HeaderName::Other => "(other)",
+        }
     }
 
     /// Whether the header's grammar is a comma-separated list, so that one header line may
@@ -396,6 +426,39 @@ pub(crate) fn gen_value_ok(v: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    const ALL: &[HeaderName] = &[
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+        HeaderName::MaxForwards,
+        HeaderName::Route,
+        HeaderName::RecordRoute,
+        HeaderName::Contact,
+        HeaderName::ContentLength,
+        HeaderName::ContentType,
+        HeaderName::ContentEncoding,
+        HeaderName::Supported,
+        HeaderName::Require,
+        HeaderName::ProxyRequire,
+        HeaderName::Unsupported,
+        HeaderName::Allow,
+        HeaderName::Subject,
+        HeaderName::Event,
+        HeaderName::AllowEvents,
+        HeaderName::ReferTo,
+        HeaderName::ReferredBy,
+        HeaderName::SessionExpires,
+        HeaderName::Timestamp,
+        HeaderName::Expires,
+        HeaderName::Path,
+        HeaderName::Authorization,
+        HeaderName::ProxyAuthorization,
+        HeaderName::WwwAuthenticate,
+        HeaderName::ProxyAuthenticate,
+    ];
+
     #[test]
     fn compact_and_long_names_map_to_one_id() {
         for (n, id) in [
@@ -418,6 +481,20 @@ mod tests {
             );
         }
         assert_eq!(HeaderName::CallId.to_string(), "Call-ID");
+        for id in ALL {
+            let long = id.as_str();
+            assert_eq!(HeaderName::from_bytes(long.as_bytes()), *id, "{long}");
+            assert_eq!(
+                HeaderName::from_bytes(long.to_ascii_lowercase().as_bytes()),
+                *id
+            );
+            assert_eq!(
+                HeaderName::from_bytes(long.to_ascii_uppercase().as_bytes()),
+                *id
+            );
+        }
+        assert_eq!(HeaderName::from_bytes(b"Contacts"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"Call_ID"), HeaderName::Other);
     }
 
     #[test]

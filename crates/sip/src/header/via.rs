@@ -87,23 +87,25 @@ impl<'a> Via<'a> {
             port,
             params,
         };
-        if let Some(Some(ttl)) = via.params.get("ttl") {
-            crate::syntax::parse_u64(ttl, 3)
-                .filter(|t| *t <= 255)
-                .ok_or_else(|| bad("ttl is not 0-255"))?;
-        }
-        if let Some(Some(rport)) = via.params.get("rport") {
-            crate::syntax::parse_u64(rport, 5)
-                .filter(|p| *p <= 65535)
-                .ok_or_else(|| bad("rport is not a port"))?;
-        }
-        if let Some(b) = via.params.get("branch") {
-            if !b.is_some_and(is_token) {
-                return Err(bad("branch is not a token"));
-            }
-        }
-        if let Some(r) = via.params.get("received") {
-            if r.is_none_or(|r| crate::uri::parse_host(r).is_err()) {
+        // One pass over the parameters checks the ones with a grammar of their own.
+        for (name, value) in via.params.iter() {
+            let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+            if is("ttl") {
+                value
+                    .and_then(|t| crate::syntax::parse_u64(t, 3))
+                    .filter(|t| *t <= 255)
+                    .ok_or_else(|| bad("ttl is not 0-255"))?;
+            } else if is("rport") {
+                if let Some(p) = value {
+                    crate::syntax::parse_u64(p, 5)
+                        .filter(|p| *p <= 65535)
+                        .ok_or_else(|| bad("rport is not a port"))?;
+                }
+            } else if is("branch") {
+                if !value.is_some_and(is_token) {
+                    return Err(bad("branch is not a token"));
+                }
+            } else if is("received") && value.is_none_or(|r| crate::uri::parse_host(r).is_err()) {
                 return Err(bad("received is not an address"));
             }
         }
