@@ -1,0 +1,1400 @@
+//! The stateful proxy core (RFC 3261 §16), sans-IO.
+//!
+//! Where a datagram enters: [`Proxy::handle_datagram`]. Where a transaction is matched:
+//! `on_request` (server side, by [`ServerKey`]) and `on_response` (client side, by the branch
+//! of our Via). What it sends comes out of [`Proxy::poll_transmit`]; when it must be woken,
+//! [`Proxy::poll_timeout`], then [`Proxy::handle_timeout`].
+//!
+//! ```text
+//!  UAC ──request──► server tx ──► route (§16.4–16.5) ──► client tx ──request──► next hop
+//!  UAC ◄─response── server tx ◄── choose/forward (§16.7) ◄── client tx ◄─response── next hop
+//! ```
+//!
+//! Requests that match no transaction but belong to one elsewhere — a CANCEL or the ACK of a
+//! non-2xx response whose INVITE another node forwarded — are forwarded statelessly with the
+//! same deterministic branch that node used ([`crate::via`]), and responses with no client
+//! transaction are forwarded statelessly by their Via, so calls survive the loss of a node.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anchorage_sip::{HeaderName, Message, Method, RequestBuilder, Uri};
+use bytes::Bytes;
+
+use crate::dialog::Dialogs;
+use crate::routing::{default_reason, Decision, FailoverPolicy, RequestFacts, Router, Target};
+use crate::transaction::{
+    Action, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, TimerConfig,
+};
+use crate::via;
+use crate::Transport;
+
+/// A socket the proxy receives on, and the address it advertises for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// The bound address.
+    pub local: SocketAddr,
+    /// Host written in Via and Record-Route (the advertised address, or the bound IP).
+    pub advertise_host: String,
+    /// Port written in Via and Record-Route.
+    pub advertise_port: u16,
+}
+
+/// Configuration of the core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// This node's id, written in the `nid` Via parameter.
+    pub node_id: String,
+    /// Listeners; at least one.
+    pub listeners: Vec<Listener>,
+    /// Transaction timers.
+    pub timers: TimerConfig,
+    /// Routing rules for initial requests.
+    pub router: Router,
+    /// Dialogs older than this end.
+    pub dialog_max_age: Duration,
+}
+
+/// A message received from the network.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    /// The message bytes.
+    pub data: Bytes,
+    /// The packet's source.
+    pub source: SocketAddr,
+    /// The local socket it arrived on.
+    pub local: SocketAddr,
+    /// Its transport.
+    pub transport: Transport,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The bytes.
+    pub data: Bytes,
+    /// Destination.
+    pub destination: SocketAddr,
+    /// Transport.
+    pub transport: Transport,
+    /// Local socket to send from, if it matters.
+    pub local: Option<SocketAddr>,
+}
+
+/// Counters of the core, for metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests received (including retransmissions).
+    pub requests: u64,
+    /// Responses received.
+    pub responses: u64,
+    /// Messages dropped because they could not be parsed or answered.
+    pub dropped: u64,
+    /// Requests answered 4xx/5xx by the proxy itself.
+    pub rejected: u64,
+    /// Requests forwarded statelessly (CANCEL/ACK without transaction).
+    pub stateless_requests: u64,
+    /// Responses forwarded statelessly (no client transaction).
+    pub stateless_responses: u64,
+}
+
+/// Server transaction key: the top Via's branch and sent-by, and the method (ACK and CANCEL
+/// are looked up against their INVITE explicitly).
+type ServerKey = (String, String, String);
+
+enum ServerMachine {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
+}
+
+struct ServerTx {
+    machine: ServerMachine,
+    /// The request as received.
+    request: Message,
+    source: SocketAddr,
+    local: SocketAddr,
+    transport: Transport,
+    /// Last response sent upstream, for retransmission.
+    last_response: Option<Bytes>,
+    /// Status of the final response sent, if any.
+    final_status: Option<u16>,
+    /// Client branch currently tried, if any.
+    branch: Option<String>,
+    /// Remaining targets of the destination set.
+    remaining: VecDeque<Target>,
+    failover: Option<FailoverPolicy>,
+    /// Best final response received so far (already without our Via).
+    best: Option<(u16, Bytes)>,
+    /// A CANCEL was received for this INVITE.
+    cancelled: bool,
+    /// Version of the scheduled wake-up (lazy deletion in the timer heap).
+    scheduled: Option<Instant>,
+}
+
+enum ClientMachine {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+struct ClientTx {
+    machine: ClientMachine,
+    /// The request as sent.
+    request: Message,
+    destination: SocketAddr,
+    transport: Transport,
+    server: ServerKey,
+    provisional_received: bool,
+    /// CANCEL wanted but no provisional response yet (§9.1: wait for one).
+    cancel_pending: bool,
+    /// No response at all by then: move to the next destination.
+    failover_deadline: Option<Instant>,
+    /// The branch was given up (failover or cancel); only a 2xx is still forwarded.
+    abandoned: bool,
+    scheduled: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Server(ServerKey),
+    Client(String),
+    Dialogs,
+}
+
+/// The proxy core.
+pub struct Proxy {
+    config: CoreConfig,
+    servers: HashMap<ServerKey, ServerTx>,
+    clients: HashMap<String, ClientTx>,
+    timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    out: VecDeque<Transmit>,
+    dialogs: Dialogs,
+    counters: Counters,
+    /// Our sent-by values, for loop detection and recognising our Vias.
+    ours: Vec<(String, u16)>,
+    rng_state: u64,
+    dialog_sweep: Option<Instant>,
+    /// The response being handled while a client transaction's actions are drained.
+    pending_response: Option<Message>,
+}
+
+impl Proxy {
+    /// A proxy with this configuration; `seed` drives weighted destination choice.
+    pub fn new(config: CoreConfig, seed: u64) -> Proxy {
+        let ours = config
+            .listeners
+            .iter()
+            .map(|l| (l.advertise_host.clone(), l.advertise_port))
+            .collect();
+        Proxy {
+            config,
+            servers: HashMap::new(),
+            clients: HashMap::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            dialogs: Dialogs::default(),
+            counters: Counters::default(),
+            ours,
+            rng_state: seed | 1,
+            dialog_sweep: None,
+            pending_response: None,
+        }
+    }
+
+    /// The dialogs this node knows (for the management API).
+    pub fn dialogs(&self) -> &Dialogs {
+        &self.dialogs
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Live server and client transactions.
+    pub fn transaction_count(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// When [`Proxy::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, which))) = self.timers.pop() else {
+                break;
+            };
+            match which {
+                TimerRef::Server(key) => {
+                    let Some(tx) = self.servers.get_mut(&key) else {
+                        continue;
+                    };
+                    tx.scheduled = None;
+                    match &mut tx.machine {
+                        ServerMachine::Invite(m) => m.handle_timeout(now),
+                        ServerMachine::NonInvite(m) => m.handle_timeout(now),
+                    }
+                    self.drain_server(&key, now);
+                }
+                TimerRef::Client(branch) => {
+                    let Some(tx) = self.clients.get_mut(&branch) else {
+                        continue;
+                    };
+                    tx.scheduled = None;
+                    let failover_due = tx.failover_deadline.is_some_and(|d| d <= now);
+                    match &mut tx.machine {
+                        ClientMachine::Invite(m) => m.handle_timeout(now),
+                        ClientMachine::NonInvite(m) => m.handle_timeout(now),
+                    }
+                    if failover_due {
+                        self.on_failover_timeout(&branch, now);
+                    }
+                    self.drain_client(&branch, now);
+                }
+                TimerRef::Dialogs => {
+                    self.dialog_sweep = None;
+                    self.dialogs.expire(now, self.config.dialog_max_age);
+                    self.schedule_dialog_sweep(now);
+                }
+            }
+        }
+    }
+
+    /// Handles one received message.
+    pub fn handle_datagram(&mut self, d: Datagram, now: Instant) {
+        let msg = match Message::parse(d.data.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.reject_unparsable(&d, &e);
+                return;
+            }
+        };
+        if msg.is_request() {
+            self.counters.requests += 1;
+            if let Err(e) = msg.validate() {
+                self.reject_unparsable(&d, &e);
+                return;
+            }
+            self.on_request(msg, &d, now);
+        } else {
+            self.counters.responses += 1;
+            if msg.validate().is_err() {
+                self.counters.dropped += 1;
+                return;
+            }
+            self.on_response(msg, now);
+        }
+    }
+
+    // ---------------------------------------------------------------- requests
+
+    fn on_request(&mut self, req: Message, d: &Datagram, now: Instant) {
+        let Some(method) = req.method() else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let Some(key) = server_key(&req, method_key(&method)) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        // Retransmission, or ACK of a non-2xx response sent by this transaction.
+        if method == Method::Ack {
+            let invite_key = (key.0.clone(), key.1.clone(), "INVITE".to_string());
+            if let Some(tx) = self.servers.get_mut(&invite_key) {
+                if let ServerMachine::Invite(m) = &mut tx.machine {
+                    if tx.final_status.is_some_and(|s| s >= 300) {
+                        m.handle_ack(now);
+                        self.drain_server(&invite_key, now);
+                        return;
+                    }
+                }
+            }
+            self.forward_stateless(req, d, now);
+            return;
+        }
+        if let Some(tx) = self.servers.get_mut(&key) {
+            match &mut tx.machine {
+                ServerMachine::Invite(m) => m.handle_request_retransmission(now),
+                ServerMachine::NonInvite(m) => m.handle_request_retransmission(now),
+            }
+            self.drain_server(&key, now);
+            return;
+        }
+        if method == Method::Cancel {
+            self.on_cancel(req, key, d, now);
+            return;
+        }
+        // §16.3 request validation.
+        if let Some((status, reason)) = self.check_request(&req) {
+            self.reject(&req, d, status, reason, &[]);
+            return;
+        }
+        if let Some(unsupported) = self.unsupported_proxy_require(&req) {
+            let header = format!("Unsupported: {unsupported}");
+            self.reject(&req, d, 420, "Bad Extension".into(), &[header]);
+            return;
+        }
+        // A new server transaction.
+        let reliable = d.transport.is_reliable();
+        let machine = if method == Method::Invite {
+            ServerMachine::Invite(ServerInvite::new(now, reliable, &self.config.timers))
+        } else {
+            ServerMachine::NonInvite(ServerNonInvite::new(now, reliable, &self.config.timers))
+        };
+        self.servers.insert(
+            key.clone(),
+            ServerTx {
+                machine,
+                request: req,
+                source: d.source,
+                local: d.local,
+                transport: d.transport,
+                last_response: None,
+                final_status: None,
+                branch: None,
+                remaining: VecDeque::new(),
+                failover: None,
+                best: None,
+                cancelled: false,
+                scheduled: None,
+            },
+        );
+        self.drain_server(&key, now);
+    }
+
+    /// §16.3: Max-Forwards, loops, URI scheme. Returns the rejection, if any.
+    fn check_request(&self, req: &Message) -> Option<(u16, String)> {
+        if let Ok(Some(0)) = req.max_forwards() {
+            return Some((483, "Too Many Hops".into()));
+        }
+        if via::is_loop(req, &self.ours) {
+            return Some((482, "Loop Detected".into()));
+        }
+        match req.request_uri() {
+            Ok(Uri::Sip(_)) => None,
+            Ok(_) if req.routes().next().is_some() => None,
+            Ok(_) => Some((416, "Unsupported URI Scheme".into())),
+            Err(e) => Some((400, e.reason())),
+        }
+    }
+
+    /// §16.3 item 6: Proxy-Require lists extensions this proxy must support; it supports none.
+    fn unsupported_proxy_require(&self, req: &Message) -> Option<String> {
+        let list: Vec<&str> = req.proxy_require().collect();
+        if list.is_empty() {
+            None
+        } else {
+            Some(list.join(", "))
+        }
+    }
+
+    /// Routes and forwards the request of a new server transaction (called on PassRequestToTu).
+    fn route_new_request(&mut self, key: &ServerKey, now: Instant) {
+        let Some(tx) = self.servers.get(key) else {
+            return;
+        };
+        let req = tx.request.clone();
+        let source = tx.source;
+        let has_to_tag = req.to().ok().and_then(|t| t.tag()).is_some();
+        let route = match self.next_hop_by_route(&req) {
+            Some(route) => route,
+            None if has_to_tag => RouteChoice::RequestUri,
+            None => {
+                let method = req.method().map(|m| m.as_str()).unwrap_or("");
+                let uri = req.request_uri().ok();
+                let sip = uri.as_ref().and_then(|u| u.as_sip());
+                let domain = sip.map(|s| s.host.to_string());
+                let facts = RequestFacts {
+                    method,
+                    user: sip.and_then(|s| s.user),
+                    domain: domain.as_deref(),
+                    source: source.ip(),
+                };
+                let rng = &mut self.rng_state;
+                match self.config.router.decide(&facts, |n| next_random(rng, n)) {
+                    Decision::Reply { status, reason } => {
+                        self.respond(key, status, &reason, now);
+                        return;
+                    }
+                    Decision::RequestUri => RouteChoice::RequestUri,
+                    Decision::Destinations {
+                        targets, failover, ..
+                    } => RouteChoice::Set(targets, failover),
+                }
+            }
+        };
+        let targets = match route {
+            RouteChoice::RequestUri => match req.request_uri().ok().and_then(|u| Target::from_uri(&u)) {
+                Some(t) => VecDeque::from([t]),
+                None => {
+                    self.respond(key, 416, "Unsupported URI Scheme", now);
+                    return;
+                }
+            },
+            RouteChoice::Route(t) => VecDeque::from([t]),
+            RouteChoice::Set(targets, failover) => {
+                if let Some(tx) = self.servers.get_mut(key) {
+                    tx.failover = Some(failover);
+                }
+                targets.into()
+            }
+        };
+        if let Some(tx) = self.servers.get_mut(key) {
+            tx.remaining = targets;
+        }
+        self.try_next_target(key, now);
+    }
+
+    /// The next hop named by the Route set after removing our own entries, if any (§16.4,
+    /// §16.6 step 6–7), with strict-route compatibility.
+    fn next_hop_by_route(&self, req: &Message) -> Option<RouteChoice> {
+        let routes: Vec<_> = req.routes().flatten().collect();
+        let first_foreign = routes.iter().find(|r| !self.is_us(&r.uri))?;
+        Target::from_uri(&first_foreign.uri).map(RouteChoice::Route)
+    }
+
+    fn is_us(&self, uri: &Uri<'_>) -> bool {
+        let Some(sip) = uri.as_sip() else {
+            return false;
+        };
+        let host = sip.host.to_string();
+        let port = sip.port.unwrap_or(5060);
+        self.ours
+            .iter()
+            .any(|(h, p)| h.eq_ignore_ascii_case(&host) && *p == port)
+    }
+
+    /// Sends the request of `key` to its next remaining target, or answers with the best
+    /// response (or 408/503) when none is left.
+    fn try_next_target(&mut self, key: &ServerKey, now: Instant) {
+        loop {
+            let Some(tx) = self.servers.get_mut(key) else {
+                return;
+            };
+            if tx.cancelled || tx.final_status.is_some() {
+                return;
+            }
+            let Some(target) = tx.remaining.pop_front() else {
+                let (status, body) = match tx.best.take() {
+                    Some(best) => best,
+                    None => {
+                        self.respond(key, 408, "Request Timeout", now);
+                        return;
+                    }
+                };
+                self.forward_response_upstream(key, status, body, now);
+                return;
+            };
+            let Some(destination) = target.socket_addr() else {
+                // Host names need RFC 3263 resolution, which the runtime does not offer yet.
+                tracing::warn!(call_id = tx.request.call_id().unwrap_or(""), host = ?target.host, "cannot resolve host name; trying the next destination");
+                if tx.best.is_none() {
+                    tx.best = Some((503, Bytes::new()));
+                }
+                continue;
+            };
+            let request = tx.request.clone();
+            let failover = tx.failover.clone();
+            match self.forward_request(&request, key, &target, destination, now) {
+                Ok(branch) => {
+                    if let Some(policy) = failover.filter(|p| p.on_timeout) {
+                        if let Some(c) = self.clients.get_mut(&branch) {
+                            c.failover_deadline = Some(now + policy.timeout);
+                        }
+                    }
+                    if let Some(tx) = self.servers.get_mut(key) {
+                        tx.branch = Some(branch.clone());
+                    }
+                    self.drain_client(&branch, now);
+                    return;
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "cannot forward request");
+                    self.respond(key, 500, "Server Internal Error", now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// §16.6: copies the request, applies the proxy's edits, creates the client transaction.
+    fn forward_request(
+        &mut self,
+        req: &Message,
+        key: &ServerKey,
+        target: &Target,
+        destination: SocketAddr,
+        now: Instant,
+    ) -> Result<String, String> {
+        let Some(tx) = self.servers.get(key) else {
+            return Err("server transaction gone".into());
+        };
+        let (source, in_transport, in_local) = (tx.source, tx.transport, tx.local);
+        let method = req.method().ok_or("no method")?;
+        let next_hop = format!("{:?}:{destination}", target.transport);
+        let branch = via::branch(req, &next_hop);
+        let out_listener = self.listener_for(target.transport, destination, in_local);
+        let edited = self.edit_forwarded(
+            req,
+            source,
+            in_transport,
+            in_local,
+            out_listener,
+            &branch,
+            true,
+        )?;
+        let reliable = target.transport.is_reliable();
+        let machine = if method == Method::Invite {
+            ClientMachine::Invite(ClientInvite::new_proxied(
+                now,
+                reliable,
+                &self.config.timers,
+            ))
+        } else {
+            ClientMachine::NonInvite(ClientNonInvite::new(now, reliable, &self.config.timers))
+        };
+        self.clients.insert(
+            branch.clone(),
+            ClientTx {
+                machine,
+                request: edited,
+                destination,
+                transport: target.transport,
+                server: key.clone(),
+                provisional_received: false,
+                cancel_pending: false,
+                failover_deadline: None,
+                abandoned: false,
+                scheduled: None,
+            },
+        );
+        Ok(branch)
+    }
+
+    /// The listener to send from towards `destination` with `transport`: the inbound one when it
+    /// fits (same transport and family), else the first that does.
+    fn listener_for(
+        &self,
+        transport: Transport,
+        destination: SocketAddr,
+        in_local: SocketAddr,
+    ) -> Option<usize> {
+        let fits = |l: &Listener| {
+            l.transport == transport && l.local.is_ipv4() == destination.is_ipv4()
+        };
+        self.config
+            .listeners
+            .iter()
+            .position(|l| l.local == in_local && fits(l))
+            .or_else(|| self.config.listeners.iter().position(fits))
+    }
+
+    /// Applies §16.6 steps 2–8 to a request: Route processing, Max-Forwards, Record-Route,
+    /// `received`/`rport` on the previous Via, and our Via.
+    #[allow(clippy::too_many_arguments)]
+    fn edit_forwarded(
+        &self,
+        req: &Message,
+        source: SocketAddr,
+        in_transport: Transport,
+        in_local: SocketAddr,
+        out_listener: Option<usize>,
+        branch: &str,
+        record_route: bool,
+    ) -> Result<Message, String> {
+        let out = out_listener
+            .and_then(|i| self.config.listeners.get(i))
+            .ok_or("no listener for the destination's transport and address family")?;
+        let mut e = req.edit();
+        // Previous hop's Via: received / rport (RFC 3581).
+        if let (Ok(top), Some(header)) = (req.top_via(), req.header(HeaderName::Via)) {
+            if let Some(first) = header.values().next() {
+                if let Some(stamped) = via::stamp_received(first, &top, source) {
+                    let rest = header.value().get(first.len()..).unwrap_or_default();
+                    let mut value = stamped;
+                    value.extend_from_slice(rest);
+                    e.set_header_value(header.index(), &value)
+                        .map_err(|err| err.to_string())?;
+                }
+            }
+        }
+        // Our own Route entries (loose routing, §16.4).
+        for route in req.routes().flatten() {
+            if self.is_us(&route.uri) {
+                e.pop_route();
+            } else {
+                break;
+            }
+        }
+        match req.max_forwards() {
+            Ok(Some(n)) => {
+                e.set_max_forwards(n.saturating_sub(1));
+            }
+            _ => {
+                e.add_header("Max-Forwards", b"70")
+                    .map_err(|err| err.to_string())?;
+            }
+        }
+        let initial = req.to().ok().and_then(|t| t.tag()).is_none();
+        let dialog_creating = matches!(
+            req.method(),
+            Some(Method::Invite | Method::Subscribe | Method::Refer)
+        );
+        if record_route && initial && dialog_creating {
+            let inbound = self
+                .config
+                .listeners
+                .iter()
+                .find(|l| l.local == in_local && l.transport == in_transport);
+            // Two entries when the request leaves on another interface or transport (RFC 5658).
+            if let Some(inb) = inbound.filter(|inb| *inb != out) {
+                e.prepend_record_route(rr_value(inb).as_bytes())
+                    .map_err(|err| err.to_string())?;
+            }
+            e.prepend_record_route(rr_value(out).as_bytes())
+                .map_err(|err| err.to_string())?;
+        }
+        let via_value = format!(
+            "SIP/2.0/{} {}:{};branch={branch};nid={}",
+            out.transport.via_token(),
+            out.advertise_host,
+            out.advertise_port,
+            self.config.node_id
+        );
+        e.push_via(via_value.as_bytes())
+            .map_err(|err| err.to_string())?;
+        e.finish_message().map_err(|err| err.to_string())
+    }
+
+    /// §16.10: CANCEL. With the INVITE's transaction: 200 to the CANCEL, CANCEL every pending
+    /// branch. Without (another node forwarded the INVITE): forward statelessly.
+    fn on_cancel(&mut self, req: Message, key: ServerKey, d: &Datagram, now: Instant) {
+        let invite_key = (key.0.clone(), key.1.clone(), "INVITE".to_string());
+        if !self.servers.contains_key(&invite_key) {
+            self.forward_stateless(req, d, now);
+            return;
+        }
+        // The CANCEL's own transaction, answered 200 at once.
+        let mut machine = ServerNonInvite::new(now, d.transport.is_reliable(), &self.config.timers);
+        let _ = machine.send_response(now, 200);
+        let ok = req
+            .response(200, "OK")
+            .build()
+            .map(|m| m.bytes())
+            .unwrap_or_default();
+        self.servers.insert(
+            key.clone(),
+            ServerTx {
+                machine: ServerMachine::NonInvite(machine),
+                request: req,
+                source: d.source,
+                local: d.local,
+                transport: d.transport,
+                last_response: Some(ok),
+                final_status: Some(200),
+                branch: None,
+                remaining: VecDeque::new(),
+                failover: None,
+                best: None,
+                cancelled: false,
+                scheduled: None,
+            },
+        );
+        self.drain_server(&key, now);
+        let Some(invite) = self.servers.get_mut(&invite_key) else {
+            return;
+        };
+        if invite.final_status.is_some() {
+            return;
+        }
+        invite.cancelled = true;
+        invite.remaining.clear();
+        if let Some(branch) = invite.branch.clone() {
+            self.cancel_branch(&branch, now);
+        }
+    }
+
+    /// Sends a CANCEL for a client INVITE branch once it has seen a provisional (§9.1).
+    fn cancel_branch(&mut self, branch: &str, now: Instant) {
+        let Some(c) = self.clients.get_mut(branch) else {
+            return;
+        };
+        c.abandoned = true;
+        if !c.provisional_received {
+            c.cancel_pending = true;
+            return;
+        }
+        c.cancel_pending = false;
+        if let ClientMachine::Invite(m) = &mut c.machine {
+            m.handle_cancel_sent(now);
+        }
+        if let Some(cancel) = build_cancel(&c.request) {
+            let t = Transmit {
+                data: cancel,
+                destination: c.destination,
+                transport: c.transport,
+                local: None,
+            };
+            self.out.push_back(t);
+        }
+        self.drain_client(branch, now);
+    }
+
+    /// Forwards a request that has no transaction here (ACK, CANCEL): routed like its INVITE,
+    /// with the same deterministic branch, so the next hop matches it.
+    fn forward_stateless(&mut self, req: Message, d: &Datagram, _now: Instant) {
+        self.counters.stateless_requests += 1;
+        let method = req.method().map(|m| m.as_str()).unwrap_or("");
+        let target = match self.next_hop_by_route(&req) {
+            Some(RouteChoice::Route(t)) => Some(t),
+            _ => {
+                let uri = req.request_uri().ok();
+                let sip = uri.as_ref().and_then(|u| u.as_sip());
+                // A CANCEL, or the ACK of a non-2xx response, belongs to an initial INVITE:
+                // route it as that INVITE was routed. An ACK for a 2xx is in-dialog: it carries
+                // our Record-Route as Route and goes to its Request-URI (the remote target).
+                let in_dialog = method == "ACK" && req.routes().flatten().any(|r| self.is_us(&r.uri));
+                let initial = !in_dialog;
+                let decision = if initial {
+                    let domain = sip.map(|s| s.host.to_string());
+                    let facts = RequestFacts {
+                        method: "INVITE",
+                        user: sip.and_then(|s| s.user),
+                        domain: domain.as_deref(),
+                        source: d.source.ip(),
+                    };
+                    // The first destination of the set is where the INVITE went first; with no
+                    // state we cannot know of a failover that happened on the dead node.
+                    self.config.router.decide(&facts, |_| 0)
+                } else {
+                    Decision::RequestUri
+                };
+                match decision {
+                    Decision::Destinations { targets, .. } => targets.into_iter().next(),
+                    Decision::RequestUri => uri.as_ref().and_then(Target::from_uri),
+                    Decision::Reply { .. } => None,
+                }
+            }
+        };
+        let Some(target) = target else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let Some(destination) = target.socket_addr() else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let next_hop = format!("{:?}:{destination}", target.transport);
+        let branch = via::branch(&req, &next_hop);
+        let out_listener = self.listener_for(target.transport, destination, d.local);
+        match self.edit_forwarded(
+            &req,
+            d.source,
+            d.transport,
+            d.local,
+            out_listener,
+            &branch,
+            false,
+        ) {
+            Ok(m) => self.out.push_back(Transmit {
+                data: m.bytes(),
+                destination,
+                transport: target.transport,
+                local: out_listener
+                    .and_then(|i| self.config.listeners.get(i))
+                    .map(|l| l.local),
+            }),
+            Err(_) => self.counters.dropped += 1,
+        }
+    }
+
+    // --------------------------------------------------------------- responses
+
+    fn on_response(&mut self, resp: Message, now: Instant) {
+        let Ok(top) = resp.top_via() else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let sent_by = (top.host.to_string(), top.port.unwrap_or(5060));
+        if !self
+            .ours
+            .iter()
+            .any(|o| o.0.eq_ignore_ascii_case(&sent_by.0) && o.1 == sent_by.1)
+        {
+            // §18.1.2: a response whose top Via is not ours is discarded.
+            self.counters.dropped += 1;
+            return;
+        }
+        let branch = top
+            .params
+            .get("branch")
+            .flatten()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+            .to_string();
+        let Some(status) = resp.status() else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let Some(client) = self.clients.get_mut(&branch) else {
+            self.forward_response_stateless(&resp);
+            return;
+        };
+        let is_cancel_response = resp
+            .cseq()
+            .is_ok_and(|c| c.method == Method::Cancel);
+        if is_cancel_response {
+            // The 200 to our CANCEL ends nothing; the INVITE's 487 will follow.
+            return;
+        }
+        if (100..200).contains(&status) && status > 100 {
+            client.provisional_received = true;
+        }
+        if status >= 100 {
+            client.failover_deadline = None;
+        }
+        let result = match &mut client.machine {
+            ClientMachine::Invite(m) => m.handle_response(now, status),
+            ClientMachine::NonInvite(m) => m.handle_response(now, status),
+        };
+        if result.is_err() {
+            self.counters.dropped += 1;
+            return;
+        }
+        let cancel_now = client.cancel_pending && client.provisional_received;
+        // Keep the response for the TU actions drained below.
+        self.pending_response = Some(resp);
+        self.drain_client(&branch, now);
+        self.pending_response = None;
+        if cancel_now {
+            self.cancel_branch(&branch, now);
+        }
+    }
+
+    /// Forwards a response with no client transaction by its next Via (§16.7 is skipped).
+    fn forward_response_stateless(&mut self, resp: &Message) {
+        self.counters.stateless_responses += 1;
+        let popped = resp.edit().pop_via().finish_message();
+        let Ok(popped) = popped else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let Ok(next) = popped.top_via() else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let (Some(destination), Some(transport)) =
+            (via::response_destination(&next), via::via_transport(&next))
+        else {
+            self.counters.dropped += 1;
+            return;
+        };
+        self.out.push_back(Transmit {
+            data: popped.bytes(),
+            destination,
+            transport,
+            local: None,
+        });
+    }
+
+    /// The TU's handling of a response received on a client branch (§16.7).
+    fn on_branch_response(&mut self, branch: &str, status: u16, now: Instant) {
+        let Some(resp) = self.pending_response.clone() else {
+            return;
+        };
+        let Some(client) = self.clients.get(branch) else {
+            return;
+        };
+        let key = client.server.clone();
+        let abandoned = client.abandoned;
+        let Ok(popped) = resp.edit().pop_via().finish_message() else {
+            return;
+        };
+        self.track_dialog(&key, &popped, now);
+        match status {
+            100 => {}
+            101..=199 => {
+                if !abandoned {
+                    self.forward_response_upstream(&key, status, popped.bytes(), now);
+                }
+            }
+            200..=299 => {
+                // Every 2xx to an INVITE is forwarded, also on a cancelled branch (§16.7 step 5).
+                if self.servers.contains_key(&key) {
+                    self.forward_response_upstream(&key, status, popped.bytes(), now);
+                } else {
+                    self.forward_response_stateless(&resp);
+                }
+            }
+            _ => {
+                if abandoned && !self.servers.get(&key).is_some_and(|s| s.cancelled) {
+                    return;
+                }
+                let Some(server) = self.servers.get_mut(&key) else {
+                    return;
+                };
+                let better = match &server.best {
+                    None => true,
+                    Some((best, _)) => better_response(status, *best),
+                };
+                if better {
+                    server.best = Some((status, popped.bytes()));
+                }
+                let retry = !server.cancelled
+                    && status < 600
+                    && server.failover.as_ref().is_some_and(|p| p.retries(status))
+                    && !server.remaining.is_empty();
+                if retry {
+                    self.try_next_target(&key, now);
+                } else if let Some((best, body)) = server.best.take() {
+                    self.forward_response_upstream(&key, best, body, now);
+                }
+            }
+        }
+    }
+
+    fn on_failover_timeout(&mut self, branch: &str, now: Instant) {
+        let Some(client) = self.clients.get_mut(branch) else {
+            return;
+        };
+        client.failover_deadline = None;
+        let key = client.server.clone();
+        let has_more = self
+            .servers
+            .get(&key)
+            .is_some_and(|s| !s.remaining.is_empty() && !s.cancelled && s.final_status.is_none());
+        if has_more {
+            tracing::info!(%branch, "no response from destination; trying the next one");
+            if let Some(c) = self.clients.get_mut(branch) {
+                c.abandoned = true;
+            }
+            self.try_next_target(&key, now);
+        }
+    }
+
+    /// A client branch failed without a response (Timer B/F, Timer C, transport error).
+    fn on_branch_failure(&mut self, branch: &str, status: u16, now: Instant) {
+        let Some(client) = self.clients.get(branch) else {
+            return;
+        };
+        if client.abandoned {
+            return;
+        }
+        let key = client.server.clone();
+        let Some(server) = self.servers.get_mut(&key) else {
+            return;
+        };
+        if server.best.is_none() {
+            server.best = Some((status, Bytes::new()));
+        }
+        let retry = !server.cancelled
+            && !server.remaining.is_empty()
+            && server
+                .failover
+                .as_ref()
+                .is_some_and(|p| p.on_timeout || p.retries(status));
+        if retry {
+            self.try_next_target(&key, now);
+        } else if let Some((best, body)) = server.best.take() {
+            self.forward_response_upstream(&key, best, body, now);
+        }
+    }
+
+    /// Sends a response (already without our Via) upstream through the server transaction.
+    /// An empty `body` means: generate the response ourselves with this status.
+    fn forward_response_upstream(&mut self, key: &ServerKey, status: u16, data: Bytes, now: Instant) {
+        if data.is_empty() {
+            self.respond(key, status, default_reason(status), now);
+            return;
+        }
+        let Some(tx) = self.servers.get_mut(key) else {
+            return;
+        };
+        let result = match &mut tx.machine {
+            ServerMachine::Invite(m) => m.send_response(now, status),
+            ServerMachine::NonInvite(m) => m.send_response(now, status),
+        };
+        if result.is_err() {
+            // E.g. a second 2xx after the first: forward it statelessly (§16.7 step 5).
+            if (200..300).contains(&status) {
+                self.send_upstream(key, data);
+            }
+            return;
+        }
+        tx.last_response = Some(data);
+        if status >= 200 {
+            tx.final_status.get_or_insert(status);
+        }
+        self.drain_server(key, now);
+    }
+
+    /// The proxy's own response on a server transaction.
+    fn respond(&mut self, key: &ServerKey, status: u16, reason: &str, now: Instant) {
+        let Some(tx) = self.servers.get_mut(key) else {
+            return;
+        };
+        let to_tag = format!("{:016x}", via::Fnv::default().feed(key.0.as_bytes()).finish());
+        let built = tx
+            .request
+            .response(status, reason)
+            .to_tag(&to_tag)
+            .build()
+            .map(|m| m.bytes());
+        let Ok(data) = built else {
+            return;
+        };
+        if status >= 300 {
+            self.counters.rejected += 1;
+        }
+        self.forward_response_upstream(key, status, data, now);
+    }
+
+    fn send_upstream(&mut self, key: &ServerKey, data: Bytes) {
+        let Some(tx) = self.servers.get(key) else {
+            return;
+        };
+        let destination = upstream_destination(&tx.request, tx.source, tx.transport);
+        self.out.push_back(Transmit {
+            data,
+            destination,
+            transport: tx.transport,
+            local: Some(tx.local),
+        });
+    }
+
+    /// Answers a request without creating a transaction (an error found before one exists).
+    fn reject(&mut self, req: &Message, d: &Datagram, status: u16, reason: String, extra: &[String]) {
+        self.counters.rejected += 1;
+        if req.method() == Some(Method::Ack) {
+            return;
+        }
+        let to_tag = format!("{:016x}", via::Fnv::default().feed(req.as_bytes()).finish());
+        let mut builder = req.response(status, &reason).to_tag(&to_tag);
+        for h in extra {
+            if let Some((name, value)) = h.split_once(": ") {
+                builder = builder.header(name, value);
+            }
+        }
+        if let Ok(m) = builder.build() {
+            self.out.push_back(Transmit {
+                data: m.bytes(),
+                destination: upstream_destination(req, d.source, d.transport),
+                transport: d.transport,
+                local: Some(d.local),
+            });
+        }
+    }
+
+    /// A message the parser or validator refused: `400 <reason>` (or 505) when it is a
+    /// request with enough to answer, dropped otherwise.
+    fn reject_unparsable(&mut self, d: &Datagram, e: &anchorage_sip::ParseError) {
+        let Ok(lenient) = Message::parse_lenient(d.data.clone()) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        if !lenient.is_request() || !lenient.answerable() {
+            self.counters.dropped += 1;
+            return;
+        }
+        tracing::info!(call_id = lenient.call_id().unwrap_or(""), source = %d.source, error = %e, "bad request");
+        self.reject(&lenient, d, e.status(), e.reason(), &[]);
+    }
+
+    // ------------------------------------------------------------------- drain
+
+    fn drain_server(&mut self, key: &ServerKey, now: Instant) {
+        loop {
+            let Some(tx) = self.servers.get_mut(key) else {
+                return;
+            };
+            let action = match &mut tx.machine {
+                ServerMachine::Invite(m) => m.poll_action(),
+                ServerMachine::NonInvite(m) => m.poll_action(),
+            };
+            let Some(action) = action else {
+                break;
+            };
+            match action {
+                Action::Send100Trying => {
+                    if let Ok(m) = tx.request.response(100, "Trying").build() {
+                        let data = m.bytes();
+                        self.send_upstream(key, data);
+                    }
+                }
+                Action::SendResponse(_) | Action::RetransmitResponse(_) => {
+                    if let Some(data) = tx.last_response.clone() {
+                        self.send_upstream(key, data);
+                    }
+                }
+                Action::PassRequestToTu => self.route_new_request(key, now),
+                Action::Terminated => {
+                    self.servers.remove(key);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.schedule_server(key);
+    }
+
+    fn drain_client(&mut self, branch: &str, now: Instant) {
+        loop {
+            let Some(c) = self.clients.get_mut(branch) else {
+                return;
+            };
+            let action = match &mut c.machine {
+                ClientMachine::Invite(m) => m.poll_action(),
+                ClientMachine::NonInvite(m) => m.poll_action(),
+            };
+            let Some(action) = action else {
+                break;
+            };
+            let send = Transmit {
+                data: c.request.bytes(),
+                destination: c.destination,
+                transport: c.transport,
+                local: None,
+            };
+            match action {
+                Action::SendRequest | Action::RetransmitRequest => self.out.push_back(send),
+                Action::SendAck => {
+                    if let Some(resp) = &self.pending_response {
+                        if let Some(ack) = build_ack(&c.request, resp) {
+                            self.out.push_back(Transmit { data: ack, ..send });
+                        }
+                    }
+                }
+                Action::PassResponseToTu(status) => self.on_branch_response(branch, status, now),
+                Action::Timeout(_) => self.on_branch_failure(branch, 408, now),
+                Action::TimerC {
+                    provisional_received,
+                } => {
+                    if provisional_received {
+                        self.cancel_branch(branch, now);
+                    } else {
+                        self.on_branch_failure(branch, 408, now);
+                    }
+                }
+                Action::TransportError => self.on_branch_failure(branch, 503, now),
+                Action::Terminated => {
+                    self.clients.remove(branch);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.schedule_client(branch);
+    }
+
+    fn schedule_server(&mut self, key: &ServerKey) {
+        let Some(tx) = self.servers.get_mut(key) else {
+            return;
+        };
+        let next = match &tx.machine {
+            ServerMachine::Invite(m) => m.poll_timeout(),
+            ServerMachine::NonInvite(m) => m.poll_timeout(),
+        };
+        if let Some(at) = next {
+            if tx.scheduled != Some(at) {
+                tx.scheduled = Some(at);
+                self.timers.push(Reverse((at, TimerRef::Server(key.clone()))));
+            }
+        }
+    }
+
+    fn schedule_client(&mut self, branch: &str) {
+        let Some(c) = self.clients.get_mut(branch) else {
+            return;
+        };
+        let machine_next = match &c.machine {
+            ClientMachine::Invite(m) => m.poll_timeout(),
+            ClientMachine::NonInvite(m) => m.poll_timeout(),
+        };
+        let next = match (machine_next, c.failover_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = next {
+            if c.scheduled != Some(at) {
+                c.scheduled = Some(at);
+                self.timers
+                    .push(Reverse((at, TimerRef::Client(branch.to_string()))));
+            }
+        }
+    }
+
+    fn schedule_dialog_sweep(&mut self, now: Instant) {
+        if self.dialog_sweep.is_none() && !self.dialogs.is_empty() {
+            let at = now + Duration::from_secs(1);
+            self.dialog_sweep = Some(at);
+            self.timers.push(Reverse((at, TimerRef::Dialogs)));
+        }
+    }
+
+    fn track_dialog(&mut self, key: &ServerKey, response: &Message, now: Instant) {
+        let Some(server) = self.servers.get(key) else {
+            return;
+        };
+        let changed = self.dialogs.on_response(
+            &server.request,
+            server.source,
+            server.transport,
+            server.local,
+            response,
+            now,
+        );
+        if changed {
+            self.schedule_dialog_sweep(now);
+        }
+    }
+}
+
+enum RouteChoice {
+    RequestUri,
+    Route(Target),
+    Set(Vec<Target>, FailoverPolicy),
+}
+
+/// §16.7 step 6: 6xx beats everything; otherwise the lowest class wins (first one of a class).
+fn better_response(new: u16, best: u16) -> bool {
+    if best >= 600 {
+        return false;
+    }
+    if new >= 600 {
+        return true;
+    }
+    new / 100 < best / 100
+}
+
+fn method_key<'a>(method: &Method<'a>) -> &'a str {
+    method.as_str()
+}
+
+fn server_key(req: &Message, method: &str) -> Option<ServerKey> {
+    let via = req.top_via().ok()?;
+    let branch = via
+        .params
+        .get("branch")
+        .flatten()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("");
+    let branch = if branch.starts_with(anchorage_sip::BRANCH_MAGIC_COOKIE) {
+        branch.to_string()
+    } else {
+        // RFC 2543 fallback: no unique branch; identify by dialog fields and CSeq.
+        format!(
+            "2543:{}:{}:{}:{}",
+            req.request_uri_raw()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default(),
+            req.from().ok().and_then(|f| f.tag()).unwrap_or(""),
+            req.call_id().unwrap_or(""),
+            req.cseq().map(|c| c.seq).unwrap_or(0)
+        )
+    };
+    let sent_by = format!("{}:{}", via.host, via.port.unwrap_or(5060));
+    Some((branch, sent_by, method.to_string()))
+}
+
+/// Where responses to `req` go: over the connection for streams, else by its top Via with
+/// `received`/`rport` taken from the packet (§18.2.2, RFC 3581).
+fn upstream_destination(req: &Message, source: SocketAddr, transport: Transport) -> SocketAddr {
+    if transport.is_reliable() {
+        return source;
+    }
+    let Ok(via) = req.top_via() else {
+        return source;
+    };
+    if via.params.get("rport").is_some() {
+        return source;
+    }
+    let port = via.port.unwrap_or(5060);
+    SocketAddr::new(source.ip(), port)
+}
+
+fn rr_value(l: &Listener) -> String {
+    let transport = match l.transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+    };
+    format!("<sip:{}:{}{};lr>", l.advertise_host, l.advertise_port, transport)
+}
+
+/// §9.1: a CANCEL for a forwarded INVITE: same Request-URI, Call-ID, To, From, CSeq number,
+/// Route and top Via as the INVITE.
+fn build_cancel(invite: &Message) -> Option<Bytes> {
+    let uri = std::str::from_utf8(invite.request_uri_raw()?).ok()?;
+    let via = std::str::from_utf8(invite.header(HeaderName::Via)?.values().next()?).ok()?;
+    let from = std::str::from_utf8(invite.header(HeaderName::From)?.value()).ok()?;
+    let to = std::str::from_utf8(invite.header(HeaderName::To)?.value()).ok()?;
+    let seq = invite.cseq().ok()?.seq;
+    let routes: Vec<&str> = invite
+        .headers_of(HeaderName::Route)
+        .filter_map(|h| std::str::from_utf8(h.value()).ok())
+        .collect();
+    RequestBuilder::new(Method::Cancel, uri)
+        .via(via)
+        .from(from)
+        .to(to)
+        .call_id(invite.call_id().ok()?)
+        .cseq(seq)
+        .routes(routes)
+        .max_forwards(70)
+        .build()
+        .ok()
+        .map(|m| m.bytes())
+}
+
+/// §17.1.1.3: the ACK for a non-2xx final response: Request-URI, Call-ID, From, CSeq number,
+/// top Via and Route of the INVITE; To of the response.
+fn build_ack(invite: &Message, response: &Message) -> Option<Bytes> {
+    let uri = std::str::from_utf8(invite.request_uri_raw()?).ok()?;
+    let via = std::str::from_utf8(invite.header(HeaderName::Via)?.values().next()?).ok()?;
+    let from = std::str::from_utf8(invite.header(HeaderName::From)?.value()).ok()?;
+    let to = std::str::from_utf8(response.header(HeaderName::To)?.value()).ok()?;
+    let seq = invite.cseq().ok()?.seq;
+    let routes: Vec<&str> = invite
+        .headers_of(HeaderName::Route)
+        .filter_map(|h| std::str::from_utf8(h.value()).ok())
+        .collect();
+    RequestBuilder::new(Method::Ack, uri)
+        .via(via)
+        .from(from)
+        .to(to)
+        .call_id(invite.call_id().ok()?)
+        .cseq(seq)
+        .routes(routes)
+        .max_forwards(70)
+        .build()
+        .ok()
+        .map(|m| m.bytes())
+}
+
+/// xorshift64*: a small deterministic generator for weighted choice (seeded by the caller).
+fn next_random(state: &mut u64, below: u32) -> u32 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    if below == 0 {
+        0
+    } else {
+        (r % u64::from(below)) as u32
+    }
+}

@@ -1,0 +1,233 @@
+//! INVITE dialogs as a proxy sees them (RFC 3261 §12), per leg: tag, remote target, source
+//! address, transport and local socket, and the last CSeq. Early dialogs (one per to-tag when
+//! an INVITE forks) become confirmed on 2xx; the others go when the INVITE completes; a dialog
+//! ends on BYE or when it reaches its maximum age.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anchorage_sip::{HeaderName, Message, Method};
+
+use crate::Transport;
+
+/// A dialog's identity: Call-ID, caller's tag (From of the INVITE), callee's tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DialogId {
+    /// Call-ID.
+    pub call_id: String,
+    /// The caller's tag.
+    pub caller_tag: String,
+    /// The callee's tag.
+    pub callee_tag: String,
+}
+
+/// RFC 3261 §12 dialog states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogState {
+    /// A provisional response with a To tag created it.
+    Early,
+    /// A 2xx confirmed it.
+    Confirmed,
+}
+
+/// One side of a dialog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    /// The leg's tag.
+    pub tag: String,
+    /// Its remote target (Contact URI), if it sent one.
+    pub remote_target: Option<String>,
+    /// Where its messages came from (its real address, which may differ from the Contact).
+    pub source: Option<SocketAddr>,
+    /// The transport it used.
+    pub transport: Option<Transport>,
+    /// The local socket it reached us on.
+    pub local: Option<SocketAddr>,
+    /// The last CSeq number seen from it.
+    pub last_cseq: Option<u32>,
+}
+
+/// A dialog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dialog {
+    /// Identity.
+    pub id: DialogId,
+    /// State.
+    pub state: DialogState,
+    /// The calling party.
+    pub caller: Leg,
+    /// The called party.
+    pub callee: Leg,
+    /// The Record-Route set of the dialog as the callee returned it (callee side first).
+    pub record_route: Vec<String>,
+    /// When it was created.
+    pub created: Instant,
+}
+
+/// All dialogs of a node.
+#[derive(Debug, Default)]
+pub struct Dialogs {
+    dialogs: HashMap<DialogId, Dialog>,
+}
+
+impl Dialogs {
+    /// Number of dialogs.
+    pub fn len(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.dialogs.is_empty()
+    }
+
+    /// Every dialog, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Dialog> {
+        self.dialogs.values()
+    }
+
+    /// The dialogs of a Call-ID (several while an INVITE forks).
+    pub fn by_call_id<'a>(&'a self, call_id: &'a str) -> impl Iterator<Item = &'a Dialog> + 'a {
+        self.dialogs.values().filter(move |d| d.id.call_id == call_id)
+    }
+
+    /// Updates dialogs from a response to `request` (received from `source`); returns whether a
+    /// dialog was created or ended.
+    pub fn on_response(
+        &mut self,
+        request: &Message,
+        source: SocketAddr,
+        transport: Transport,
+        local: SocketAddr,
+        response: &Message,
+        now: Instant,
+    ) -> bool {
+        let (Some(method), Some(status)) = (request.method(), response.status()) else {
+            return false;
+        };
+        let Ok(call_id) = request.call_id() else {
+            return false;
+        };
+        let from_tag = request.from().ok().and_then(|f| f.tag()).unwrap_or("");
+        let request_to_tag = request.to().ok().and_then(|t| t.tag());
+        let response_to_tag = response.to().ok().and_then(|t| t.tag());
+        match (method, request_to_tag) {
+            (Method::Invite, None) => {
+                let Some(callee_tag) = response_to_tag else {
+                    return false;
+                };
+                let id = DialogId {
+                    call_id: call_id.to_string(),
+                    caller_tag: from_tag.to_string(),
+                    callee_tag: callee_tag.to_string(),
+                };
+                match status {
+                    101..=299 => {
+                        let state = if status >= 200 {
+                            DialogState::Confirmed
+                        } else {
+                            DialogState::Early
+                        };
+                        let created = !self.dialogs.contains_key(&id);
+                        let dialog = self.dialogs.entry(id.clone()).or_insert_with(|| Dialog {
+                            id: id.clone(),
+                            state,
+                            caller: Leg {
+                                tag: id.caller_tag.clone(),
+                                remote_target: contact_uri(request),
+                                source: Some(source),
+                                transport: Some(transport),
+                                local: Some(local),
+                                last_cseq: request.cseq().ok().map(|c| c.seq),
+                            },
+                            callee: Leg {
+                                tag: id.callee_tag.clone(),
+                                remote_target: None,
+                                source: None,
+                                transport: None,
+                                local: None,
+                                last_cseq: None,
+                            },
+                            record_route: Vec::new(),
+                            created: now,
+                        });
+                        dialog.callee.remote_target = contact_uri(response).or(dialog.callee.remote_target.take());
+                        dialog.record_route = response
+                            .headers_of(HeaderName::RecordRoute)
+                            .flat_map(|h| h.values())
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .collect();
+                        if status >= 200 {
+                            dialog.state = DialogState::Confirmed;
+                            // Other early dialogs of this INVITE (forking) are over.
+                            self.dialogs.retain(|k, d| {
+                                !(k.call_id == id.call_id
+                                    && k.caller_tag == id.caller_tag
+                                    && d.state == DialogState::Early)
+                            });
+                        }
+                        created
+                    }
+                    300.. => {
+                        let before = self.dialogs.len();
+                        self.dialogs.retain(|k, d| {
+                            !(k.call_id == call_id
+                                && k.caller_tag == from_tag
+                                && d.state == DialogState::Early)
+                        });
+                        before != self.dialogs.len()
+                    }
+                    _ => false,
+                }
+            }
+            (Method::Bye, Some(to_tag)) if status >= 200 => {
+                let forward = DialogId {
+                    call_id: call_id.to_string(),
+                    caller_tag: from_tag.to_string(),
+                    callee_tag: to_tag.to_string(),
+                };
+                let reverse = DialogId {
+                    call_id: call_id.to_string(),
+                    caller_tag: to_tag.to_string(),
+                    callee_tag: from_tag.to_string(),
+                };
+                self.dialogs.remove(&forward).is_some() || self.dialogs.remove(&reverse).is_some()
+            }
+            (_, Some(to_tag)) => {
+                // An in-dialog request: remember its CSeq on the leg that sent it.
+                let seq = request.cseq().ok().map(|c| c.seq);
+                for d in self.dialogs.values_mut() {
+                    if d.id.call_id != call_id {
+                        continue;
+                    }
+                    if d.id.caller_tag == from_tag && d.id.callee_tag == to_tag {
+                        d.caller.last_cseq = seq.max(d.caller.last_cseq);
+                    } else if d.id.callee_tag == from_tag && d.id.caller_tag == to_tag {
+                        d.callee.last_cseq = seq.max(d.callee.last_cseq);
+                        d.callee.source.get_or_insert(source);
+                        d.callee.transport.get_or_insert(transport);
+                        d.callee.local.get_or_insert(local);
+                    }
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends dialogs older than `max_age`.
+    pub fn expire(&mut self, now: Instant, max_age: Duration) {
+        self.dialogs
+            .retain(|_, d| now.saturating_duration_since(d.created) < max_age);
+    }
+}
+
+fn contact_uri(m: &Message) -> Option<String> {
+    match m.contacts().next()?.ok()? {
+        anchorage_sip::Contact::Address(a) => {
+            Some(String::from_utf8_lossy(a.uri_raw).into_owned())
+        }
+        _ => None,
+    }
+}
