@@ -25,7 +25,7 @@ use crate::header::name_addr::{Contact, NameAddr};
 use crate::header::via::Via;
 use crate::header::{token_list, Header, HeaderEntry, HeaderName, Span};
 use crate::method::Method;
-use crate::syntax::{ascii, is_token, trim, CommaSplit};
+use crate::syntax::{is_token, text, trim, CommaSplit};
 use crate::uri::Uri;
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -136,14 +136,19 @@ impl Message {
     /// The Call-ID (first Call-ID header), trimmed.
     pub fn call_id(&self) -> Result<&str, ParseError> {
         let v = trim(self.first_value(HeaderName::CallId)?);
-        let at_count = v.iter().filter(|&&b| b == b'@').count();
-        if v.is_empty() || at_count > 1 || !v.iter().all(|b| b.is_ascii_graphic()) {
+        let mut at_count = 0;
+        let mut graphic = true;
+        for &b in v {
+            at_count += usize::from(b == b'@');
+            graphic &= b.is_ascii_graphic();
+        }
+        if v.is_empty() || at_count > 1 || !graphic {
             return Err(ParseError::bad(
                 HeaderName::CallId,
                 "not word[@word] without white space",
             ));
         }
-        ascii(v).ok_or_else(|| ParseError::bad(HeaderName::CallId, "not ASCII"))
+        text(v).ok_or_else(|| ParseError::bad(HeaderName::CallId, "not ASCII"))
     }
 
     /// The CSeq (first CSeq header).
@@ -484,7 +489,8 @@ fn parse(bytes: Bytes, lenient: bool) -> Result<Message, ParseError> {
             }
             prev.line.end = (nl + 1) as u32;
         } else {
-            let Some(colon) = memchr::memchr(b':', line) else {
+            // Names are short: a plain scan beats memchr's set-up cost here.
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
                 return Err(ParseError::HeaderLine {
                     line: line_no,
                     what: "no colon",

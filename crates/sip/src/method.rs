@@ -1,7 +1,7 @@
 //! Request methods, [RFC 3261 §7.1](https://www.rfc-editor.org/rfc/rfc3261#section-7.1) and the
 //! extension methods a proxy meets. Methods are case-sensitive.
 
-use crate::syntax::{ascii, is_token};
+use crate::syntax::{is_token, text};
 use std::fmt;
 
 /// A request method; an extension method borrows its name from the message.
@@ -57,7 +57,7 @@ impl<'a> Method<'a> {
             b"REFER" => Method::Refer,
             b"MESSAGE" => Method::Message,
             b"PUBLISH" => Method::Publish,
-            other if is_token(other) => Method::Other(ascii(other)?),
+            other if is_token(other) => Method::Other(text(other)?),
             _ => return None,
         })
     }

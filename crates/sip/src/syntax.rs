@@ -178,13 +178,10 @@ pub(crate) fn parse_u64(s: &[u8], max_digits: usize) -> Option<u64> {
     )
 }
 
-/// The ASCII text of `s`, if it is ASCII.
-pub(crate) fn ascii(s: &[u8]) -> Option<&str> {
-    if s.is_ascii() {
-        std::str::from_utf8(s).ok()
-    } else {
-        None
-    }
+/// `s` as text, if it is UTF-8. Callers pass bytes whose grammar they checked (tokens, hosts,
+/// digits), which are ASCII; one validation pass, no second ASCII scan.
+pub(crate) fn text(s: &[u8]) -> Option<&str> {
+    std::str::from_utf8(s).ok()
 }
 
 /// Decodes `%HH` escapes; bytes that are not a valid escape are kept as they are.

@@ -14,7 +14,7 @@
 
 use crate::error::UriError;
 use crate::header::Params;
-use crate::syntax::{ascii, is_escaped_run};
+use crate::syntax::{is_escaped_run, text};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A parsed URI.
@@ -106,7 +106,7 @@ impl<'a> Uri<'a> {
         } else if scheme.eq_ignore_ascii_case(b"tel") {
             TelUri::parse_rest(rest).map(Uri::Tel)
         } else {
-            let scheme = ascii(scheme).ok_or(UriError::NoScheme)?;
+            let scheme = text(scheme).ok_or(UriError::NoScheme)?;
             if rest.is_empty() {
                 return Err(UriError::Host);
             }
@@ -232,7 +232,7 @@ impl<'a> TelUri<'a> {
             }
         }
         Ok(TelUri {
-            number: ascii(number).ok_or(UriError::TelNumber)?,
+            number: text(number).ok_or(UriError::TelNumber)?,
             params: Params::new(params),
         })
     }
@@ -267,40 +267,80 @@ fn parse_port(s: &[u8]) -> Result<u16, UriError> {
 /// Parses a host: `[IPv6]`, a dotted quad, or a domain name (RFC 3261 `hostname`).
 pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
     if let Some(inner) = s.strip_prefix(b"[").and_then(|r| r.strip_suffix(b"]")) {
-        return ascii(inner)
+        return text(inner)
             .and_then(|t| t.parse::<Ipv6Addr>().ok())
             .map(Host::Ipv6)
             .ok_or(UriError::Host);
     }
-    let text = ascii(s).ok_or(UriError::Host)?;
-    if text.is_empty() {
+    // One pass over the bytes: dotted-quad candidates go to the IPv4 parser, anything else
+    // must be a hostname (labels of alphanum, `-`, `_`, not starting or ending with `-`; the
+    // top label starts with a letter; one trailing dot allowed).
+    if s.is_empty() {
         return Err(UriError::Host);
     }
-    if text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return text
-            .parse::<Ipv4Addr>()
-            .map(Host::Ipv4)
-            .map_err(|_| UriError::Host);
+    let mut all_digits_dots = true;
+    let mut label_len = 0usize;
+    let mut label_first = 0u8;
+    let mut prev = 0u8;
+    let mut top_first = 0u8;
+    for (i, &b) in s.iter().enumerate() {
+        if b == b'.' {
+            let trailing = i + 1 == s.len();
+            if label_len == 0 || prev == b'-' {
+                return Err(UriError::Host);
+            }
+            if !trailing {
+                label_len = 0;
+            }
+        } else {
+            all_digits_dots &= b.is_ascii_digit();
+            if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(UriError::Host);
+            }
+            if label_len == 0 {
+                if b == b'-' {
+                    return Err(UriError::Host);
+                }
+                label_first = b;
+            }
+            label_len += 1;
+            top_first = label_first;
+        }
+        prev = b;
     }
-    let name = text.strip_suffix('.').unwrap_or(text);
-    let labels_ok = name.split('.').all(|label| {
-        !label.is_empty()
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    let top_ok = name
-        .rsplit('.')
-        .next()
-        .and_then(|t| t.bytes().next())
-        .is_some_and(|b| b.is_ascii_alphabetic());
-    if labels_ok && top_ok {
+    let text = text(s).ok_or(UriError::Host)?;
+    if all_digits_dots {
+        return parse_ipv4(s).map(Host::Ipv4).ok_or(UriError::Host);
+    }
+    let last_ok = if prev == b'.' {
+        s.len() >= 2 && s[s.len() - 2] != b'-'
+    } else {
+        prev != b'-'
+    };
+    if label_len > 0 && last_ok && top_first.is_ascii_alphabetic() {
         Ok(Host::Domain(text))
     } else {
         Err(UriError::Host)
     }
+}
+
+/// A dotted quad of decimal octets (no leading `+`, at most three digits each). By hand
+/// because the standard library's generic address parser costs several times more than this
+/// loop on every Via and URI host.
+fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut n = 0;
+    for part in s.split(|&b| b == b'.') {
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let v = part.iter().try_fold(0u16, |a, &d| {
+            d.is_ascii_digit().then(|| a * 10 + u16::from(d - b'0'))
+        })?;
+        *octets.get_mut(n)? = u8::try_from(v).ok()?;
+        n += 1;
+    }
+    (n == 4).then(|| Ipv4Addr::from(octets))
 }
 
 #[cfg(test)]
@@ -360,6 +400,25 @@ mod tests {
         ] {
             assert_eq!(Uri::parse(s.as_bytes()), Err(e), "{s}");
         }
+    }
+
+    #[test]
+    fn dotted_quads() {
+        assert_eq!(
+            parse_ipv4(b"192.0.2.255"),
+            Some(Ipv4Addr::new(192, 0, 2, 255))
+        );
+        for bad in [
+            &b"1.2.3"[..],
+            b"1.2.3.4.5",
+            b"1.2.3.256",
+            b"01.2.3.4",
+            b"1..3.4",
+            b"1.2.3.4.",
+        ] {
+            assert_eq!(parse_ipv4(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(Uri::parse(b"sip:1.2.3.4."), Err(UriError::Host));
     }
 
     #[test]

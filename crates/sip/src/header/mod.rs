@@ -143,7 +143,7 @@ impl HeaderName {
             (18, b'p') => HeaderName::ProxyAuthenticate,
             _ => return HeaderName::Other,
         };
-        if candidate.as_str().as_bytes().eq_ignore_ascii_case(name) {
+        if eq_canonical(name, candidate.as_str().as_bytes()) {
             candidate
         } else {
             HeaderName::Other
@@ -206,6 +206,21 @@ impl HeaderName {
                 | HeaderName::Path
         )
     }
+}
+
+/// Case-insensitive equality of a header name with a canonical name made of letters and `-`.
+/// Written out because it runs once per header line: a letter matches either case (`b | 0x20`
+/// equals the lowercase letter only for that letter's two cases), `-` matches only itself.
+fn eq_canonical(name: &[u8], canonical: &[u8]) -> bool {
+    name.len() == canonical.len()
+        && name.iter().zip(canonical).all(|(&b, &c)| {
+            let lower = c | 0x20;
+            if c == b'-' {
+                b == b'-'
+            } else {
+                b | 0x20 == lower
+            }
+        })
 }
 
 impl fmt::Display for HeaderName {
@@ -338,6 +353,15 @@ impl<'a> Params<'a> {
 
     /// Checks every parameter: `name` a token, value a token, host or quoted string.
     pub(crate) fn check(&self, value_ok: fn(&[u8]) -> bool) -> Result<(), &'static str> {
+        self.check_with(value_ok, |_, _| Ok(()))
+    }
+
+    /// [`Params::check`], also handing each `(name, value)` to `each` in the same pass.
+    pub(crate) fn check_with(
+        &self,
+        value_ok: fn(&[u8]) -> bool,
+        mut each: impl FnMut(&'a [u8], Option<&'a [u8]>) -> Result<(), &'static str>,
+    ) -> Result<(), &'static str> {
         let mut rest = trim(self.raw);
         while !rest.is_empty() {
             let Some(after) = rest.strip_prefix(b";") else {
@@ -357,6 +381,7 @@ impl<'a> Params<'a> {
                     return Err("unterminated quoted parameter value");
                 }
             }
+            each(name, value)?;
             rest = trim(next);
         }
         Ok(())

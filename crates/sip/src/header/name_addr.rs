@@ -14,7 +14,7 @@
 
 use super::{gen_value_ok, HeaderName, Params};
 use crate::error::ParseError;
-use crate::syntax::{ascii, is_lws, is_token_char, quoted_end, split_params, trim};
+use crate::syntax::{is_lws, is_token_char, quoted_end, split_params, text, trim};
 use crate::uri::Uri;
 
 /// A name-addr or addr-spec with its header parameters.
@@ -69,7 +69,7 @@ impl<'a> NameAddr<'a> {
 
     /// The `tag` parameter (From and To).
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.get("tag").flatten().and_then(ascii)
+        self.params.get("tag").flatten().and_then(text)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::HeaderName;
 use crate::error::ParseError;
-use crate::syntax::{ascii, is_token, CommaSplit};
+use crate::syntax::{is_token, text, CommaSplit};
 
 /// Checks that `v` is a comma list of tokens; an empty value is allowed (Supported may be
 /// empty, §20.37).
@@ -25,7 +25,7 @@ pub(crate) fn tokens(v: &[u8]) -> impl Iterator<Item = &str> {
     CommaSplit::new(v).filter_map(move |r| {
         let t = &v[r];
         if is_token(t) {
-            ascii(t)
+            text(t)
         } else {
             None
         }

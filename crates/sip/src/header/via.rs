@@ -10,7 +10,7 @@
 
 use super::{gen_value_ok, HeaderName, Params};
 use crate::error::ParseError;
-use crate::syntax::{ascii, is_lws, is_token, trim};
+use crate::syntax::{is_lws, is_token, text, trim};
 use crate::uri::{parse_hostport, Host};
 
 /// RFC 3261 §8.1.1.7: a branch that starts with this cookie is unique per transaction.
@@ -51,70 +51,74 @@ impl<'a> Via<'a> {
         }
         let rest = trim(&rest[t_end..]);
         let (sent_by, params) = crate::syntax::split_params(rest);
-        // COLON = SWS ":" SWS, so drop LWS inside sent-by before parsing host:port.
+        // COLON = SWS ":" SWS: white space inside sent-by is dropped (into a stack copy, only
+        // when there is any) before parsing host:port.
         let mut hp = [0u8; 300];
-        let mut n = 0;
-        for &b in sent_by {
-            if !is_lws(b) {
-                if n == hp.len() {
-                    return Err(bad("sent-by too long"));
-                }
-                hp[n] = b;
+        let compact: &[u8] = if sent_by.iter().any(|&b| is_lws(b)) {
+            let mut n = 0;
+            for &b in sent_by.iter().filter(|&&b| !is_lws(b)) {
+                *hp.get_mut(n).ok_or_else(|| bad("sent-by too long"))? = b;
                 n += 1;
             }
-        }
-        let (host, port) = parse_hostport(&hp[..n]).map_err(|e| bad(&format!("sent-by: {e}")))?;
-        // The host borrows the stack copy; re-borrow it from the message when it is a domain.
+            &hp[..n]
+        } else {
+            sent_by
+        };
+        let (host, port) = parse_hostport(compact).map_err(|e| bad(&format!("sent-by: {e}")))?;
+        // A domain borrows the copy; re-borrow it from the message.
         let host = match host {
             Host::Domain(_) => {
-                let raw = trim(sent_by);
-                let end = raw
+                let end = sent_by
                     .iter()
                     .position(|&b| b == b':' || is_lws(b))
-                    .unwrap_or(raw.len());
-                Host::Domain(ascii(&raw[..end]).ok_or_else(|| bad("sent-by host"))?)
+                    .unwrap_or(sent_by.len());
+                Host::Domain(text(&sent_by[..end]).ok_or_else(|| bad("sent-by host"))?)
             }
             Host::Ipv4(a) => Host::Ipv4(a),
             Host::Ipv6(a) => Host::Ipv6(a),
         };
         let params = Params::new(params);
-        params.check(gen_value_ok).map_err(bad)?;
         let via = Via {
-            protocol: ascii(protocol).ok_or_else(|| bad("protocol"))?,
-            version: ascii(version).ok_or_else(|| bad("version"))?,
-            transport: ascii(transport).ok_or_else(|| bad("transport"))?,
+            protocol: text(protocol).ok_or_else(|| bad("protocol"))?,
+            version: text(version).ok_or_else(|| bad("version"))?,
+            transport: text(transport).ok_or_else(|| bad("transport"))?,
             host,
             port,
             params,
         };
-        // One pass over the parameters checks the ones with a grammar of their own.
-        for (name, value) in via.params.iter() {
-            let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-            if is("ttl") {
-                value
-                    .and_then(|t| crate::syntax::parse_u64(t, 3))
-                    .filter(|t| *t <= 255)
-                    .ok_or_else(|| bad("ttl is not 0-255"))?;
-            } else if is("rport") {
-                if let Some(p) = value {
-                    crate::syntax::parse_u64(p, 5)
-                        .filter(|p| *p <= 65535)
-                        .ok_or_else(|| bad("rport is not a port"))?;
+        // One pass over the parameters checks the generic grammar and the ones with a
+        // grammar of their own.
+        via.params
+            .check_with(gen_value_ok, |name, value| {
+                let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+                if is("ttl") {
+                    value
+                        .and_then(|t| crate::syntax::parse_u64(t, 3))
+                        .filter(|t| *t <= 255)
+                        .ok_or("ttl is not 0-255")?;
+                } else if is("rport") {
+                    if let Some(p) = value {
+                        crate::syntax::parse_u64(p, 5)
+                            .filter(|p| *p <= 65535)
+                            .ok_or("rport is not a port")?;
+                    }
+                } else if is("branch") {
+                    if !value.is_some_and(is_token) {
+                        return Err("branch is not a token");
+                    }
+                } else if is("received") && value.is_none_or(|r| crate::uri::parse_host(r).is_err())
+                {
+                    return Err("received is not an address");
                 }
-            } else if is("branch") {
-                if !value.is_some_and(is_token) {
-                    return Err(bad("branch is not a token"));
-                }
-            } else if is("received") && value.is_none_or(|r| crate::uri::parse_host(r).is_err()) {
-                return Err(bad("received is not an address"));
-            }
-        }
+                Ok(())
+            })
+            .map_err(bad)?;
         Ok(via)
     }
 
     /// The `branch` parameter.
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.get("branch").flatten().and_then(ascii)
+        self.params.get("branch").flatten().and_then(text)
     }
 
     /// Whether the branch starts with the RFC 3261 magic cookie `z9hG4bK`.
@@ -125,7 +129,7 @@ impl<'a> Via<'a> {
 
     /// The `received` parameter.
     pub fn received(&self) -> Option<&'a str> {
-        self.params.get("received").flatten().and_then(ascii)
+        self.params.get("received").flatten().and_then(text)
     }
 
     /// The `rport` parameter: `None` if absent, `Some(None)` if present without a value (a
@@ -139,7 +143,7 @@ impl<'a> Via<'a> {
 
     /// The `maddr` parameter.
     pub fn maddr(&self) -> Option<&'a str> {
-        self.params.get("maddr").flatten().and_then(ascii)
+        self.params.get("maddr").flatten().and_then(text)
     }
 
     /// The `ttl` parameter.
