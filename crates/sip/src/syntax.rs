@@ -49,27 +49,70 @@ pub(crate) fn trim_range(s: &[u8]) -> Range<usize> {
     start..end
 }
 
-/// `unreserved` = alphanum / mark.
-pub(crate) fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-        )
+/// Character class of a URI part: the characters allowed besides `unreserved` and escapes.
+#[derive(Clone, Copy)]
+pub(crate) struct UriClass(u8);
+
+impl UriClass {
+    /// `user`: `& = + $ , ; ? /`.
+    pub(crate) const USER: UriClass = UriClass(2);
+    /// `password`: `& = + $ ,`.
+    pub(crate) const PASSWORD: UriClass = UriClass(4);
+    /// `uri-parameter` with its `=`: `[ ] / : & + $ =`.
+    pub(crate) const PARAM: UriClass = UriClass(8);
+    /// `headers` with `=` and `&`: `[ ] / ? : + $ = &`.
+    pub(crate) const HEADER: UriClass = UriClass(16);
 }
 
-/// Whether every byte of `s` is in `extra`, unreserved, or part of a valid `%HH` escape.
-pub(crate) fn is_escaped_run(s: &[u8], extra: &[u8]) -> bool {
+/// One bit per class and bit 0 for `unreserved`, so each byte costs one load.
+static URI_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut bits = 0;
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            )
+        {
+            bits |= 1;
+        }
+        if matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/') {
+            bits |= 2;
+        }
+        if matches!(b, b'&' | b'=' | b'+' | b'$' | b',') {
+            bits |= 4;
+        }
+        if matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b'=') {
+            bits |= 8;
+        }
+        if matches!(
+            b,
+            b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&'
+        ) {
+            bits |= 16;
+        }
+        t[i] = bits;
+        i += 1;
+    }
+    t
+};
+
+/// Whether every byte of `s` is unreserved, allowed by `class`, or part of a valid `%HH`.
+pub(crate) fn is_escaped_run(s: &[u8], class: UriClass) -> bool {
+    let allowed = 1 | class.0;
     let mut i = 0;
     while i < s.len() {
         let b = s[i];
-        if b == b'%' {
+        if URI_CLASS[b as usize] & allowed != 0 {
+            i += 1;
+        } else if b == b'%' {
             match (s.get(i + 1), s.get(i + 2)) {
                 (Some(h), Some(l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => i += 3,
                 _ => return false,
             }
-        } else if is_unreserved(b) || extra.contains(&b) {
-            i += 1;
         } else {
             return false;
         }

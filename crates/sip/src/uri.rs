@@ -14,7 +14,7 @@
 
 use crate::error::UriError;
 use crate::header::Params;
-use crate::syntax::{is_escaped_run, text};
+use crate::syntax::{is_escaped_run, text, UriClass};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A parsed URI.
@@ -132,10 +132,6 @@ impl<'a> Uri<'a> {
     }
 }
 
-const USER_EXTRA: &[u8] = b"&=+$,;?/";
-const PASSWORD_EXTRA: &[u8] = b"&=+$,";
-const HEADER_EXTRA: &[u8] = b"[]/?:+$=&";
-
 impl<'a> SipUri<'a> {
     fn parse_rest(s: &'a [u8], secure: bool) -> Result<SipUri<'a>, UriError> {
         // user and password cannot hold an unescaped '@', nor can hostport, params or
@@ -147,11 +143,11 @@ impl<'a> SipUri<'a> {
                     Some(c) => (&info[..c], Some(&info[c + 1..])),
                     None => (info, None),
                 };
-                if user.is_empty() || !is_escaped_run(user, USER_EXTRA) {
+                if user.is_empty() || !is_escaped_run(user, UriClass::USER) {
                     return Err(UriError::User);
                 }
                 if let Some(p) = password {
-                    if !is_escaped_run(p, PASSWORD_EXTRA) {
+                    if !is_escaped_run(p, UriClass::PASSWORD) {
                         return Err(UriError::Password);
                     }
                 }
@@ -171,12 +167,12 @@ impl<'a> SipUri<'a> {
         };
         for p in params.split(|&b| b == b';').skip(1) {
             let name = p.split(|&b| b == b'=').next().unwrap_or_default();
-            if name.is_empty() || !is_escaped_run(p, PARAM_EXTRA_EQ) {
+            if name.is_empty() || !is_escaped_run(p, UriClass::PARAM) {
                 return Err(UriError::Param);
             }
         }
         if let Some(h) = headers {
-            if h.is_empty() || !is_escaped_run(h, HEADER_EXTRA) {
+            if h.is_empty() || !is_escaped_run(h, UriClass::HEADER) {
                 return Err(UriError::Headers);
             }
         }
@@ -207,9 +203,6 @@ impl<'a> SipUri<'a> {
     }
 }
 
-/// Params may hold `=` between name and value.
-const PARAM_EXTRA_EQ: &[u8] = b"[]/:&+$=";
-
 impl<'a> TelUri<'a> {
     fn parse_rest(s: &'a [u8]) -> Result<TelUri<'a>, UriError> {
         let end = memchr::memchr(b';', s).unwrap_or(s.len());
@@ -227,7 +220,7 @@ impl<'a> TelUri<'a> {
         }
         let params = &s[end..];
         for p in params.split(|&b| b == b';').skip(1) {
-            if p.is_empty() || !is_escaped_run(p, PARAM_EXTRA_EQ) {
+            if p.is_empty() || !is_escaped_run(p, UriClass::PARAM) {
                 return Err(UriError::Param);
             }
         }
