@@ -438,13 +438,15 @@ impl Proxy {
             }
         };
         let targets = match route {
-            RouteChoice::RequestUri => match req.request_uri().ok().and_then(|u| Target::from_uri(&u)) {
-                Some(t) => VecDeque::from([t]),
-                None => {
-                    self.respond(key, 416, "Unsupported URI Scheme", now);
-                    return;
+            RouteChoice::RequestUri => {
+                match req.request_uri().ok().and_then(|u| Target::from_uri(&u)) {
+                    Some(t) => VecDeque::from([t]),
+                    None => {
+                        self.respond(key, 416, "Unsupported URI Scheme", now);
+                        return;
+                    }
                 }
-            },
+            }
             RouteChoice::Route(t) => VecDeque::from([t]),
             RouteChoice::Set(targets, failover) => {
                 if let Some(tx) = self.servers.get_mut(key) {
@@ -593,9 +595,8 @@ impl Proxy {
         destination: SocketAddr,
         in_local: SocketAddr,
     ) -> Option<usize> {
-        let fits = |l: &Listener| {
-            l.transport == transport && l.local.is_ipv4() == destination.is_ipv4()
-        };
+        let fits =
+            |l: &Listener| l.transport == transport && l.local.is_ipv4() == destination.is_ipv4();
         self.config
             .listeners
             .iter()
@@ -767,7 +768,8 @@ impl Proxy {
                 // A CANCEL, or the ACK of a non-2xx response, belongs to an initial INVITE:
                 // route it as that INVITE was routed. An ACK for a 2xx is in-dialog: it carries
                 // our Record-Route as Route and goes to its Request-URI (the remote target).
-                let in_dialog = method == "ACK" && req.routes().flatten().any(|r| self.is_us(&r.uri));
+                let in_dialog =
+                    method == "ACK" && req.routes().flatten().any(|r| self.is_us(&r.uri));
                 let initial = !in_dialog;
                 let decision = if initial {
                     let domain = sip.map(|s| s.host.to_string());
@@ -854,9 +856,7 @@ impl Proxy {
             self.forward_response_stateless(&resp);
             return;
         };
-        let is_cancel_response = resp
-            .cseq()
-            .is_ok_and(|c| c.method == Method::Cancel);
+        let is_cancel_response = resp.cseq().is_ok_and(|c| c.method == Method::Cancel);
         if is_cancel_response {
             // The 200 to our CANCEL ends nothing; the INVITE's 487 will follow.
             return;
@@ -1016,7 +1016,13 @@ impl Proxy {
 
     /// Sends a response (already without our Via) upstream through the server transaction.
     /// An empty `body` means: generate the response ourselves with this status.
-    fn forward_response_upstream(&mut self, key: &ServerKey, status: u16, data: Bytes, now: Instant) {
+    fn forward_response_upstream(
+        &mut self,
+        key: &ServerKey,
+        status: u16,
+        data: Bytes,
+        now: Instant,
+    ) {
         if data.is_empty() {
             self.respond(key, status, default_reason(status), now);
             return;
@@ -1047,7 +1053,10 @@ impl Proxy {
         let Some(tx) = self.servers.get_mut(key) else {
             return;
         };
-        let to_tag = format!("{:016x}", via::Fnv::default().feed(key.0.as_bytes()).finish());
+        let to_tag = format!(
+            "{:016x}",
+            via::Fnv::default().feed(key.0.as_bytes()).finish()
+        );
         let built = tx
             .request
             .response(status, reason)
@@ -1077,7 +1086,14 @@ impl Proxy {
     }
 
     /// Answers a request without creating a transaction (an error found before one exists).
-    fn reject(&mut self, req: &Message, d: &Datagram, status: u16, reason: String, extra: &[String]) {
+    fn reject(
+        &mut self,
+        req: &Message,
+        d: &Datagram,
+        status: u16,
+        reason: String,
+        extra: &[String],
+    ) {
         self.counters.rejected += 1;
         if req.method() == Some(Method::Ack) {
             return;
@@ -1211,7 +1227,8 @@ impl Proxy {
         if let Some(at) = next {
             if tx.scheduled != Some(at) {
                 tx.scheduled = Some(at);
-                self.timers.push(Reverse((at, TimerRef::Server(key.clone()))));
+                self.timers
+                    .push(Reverse((at, TimerRef::Server(key.clone()))));
             }
         }
     }
@@ -1331,7 +1348,10 @@ fn rr_value(l: &Listener) -> String {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
     };
-    format!("<sip:{}:{}{};lr>", l.advertise_host, l.advertise_port, transport)
+    format!(
+        "<sip:{}:{}{};lr>",
+        l.advertise_host, l.advertise_port, transport
+    )
 }
 
 /// §9.1: a CANCEL for a forwarded INVITE: same Request-URI, Call-ID, To, From, CSeq number,

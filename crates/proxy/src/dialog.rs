@@ -89,7 +89,9 @@ impl Dialogs {
 
     /// The dialogs of a Call-ID (several while an INVITE forks).
     pub fn by_call_id<'a>(&'a self, call_id: &'a str) -> impl Iterator<Item = &'a Dialog> + 'a {
-        self.dialogs.values().filter(move |d| d.id.call_id == call_id)
+        self.dialogs
+            .values()
+            .filter(move |d| d.id.call_id == call_id)
     }
 
     /// Updates dialogs from a response to `request` (received from `source`); returns whether a
@@ -152,7 +154,8 @@ impl Dialogs {
                             record_route: Vec::new(),
                             created: now,
                         });
-                        dialog.callee.remote_target = contact_uri(response).or(dialog.callee.remote_target.take());
+                        dialog.callee.remote_target =
+                            contact_uri(response).or(dialog.callee.remote_target.take());
                         dialog.record_route = response
                             .headers_of(HeaderName::RecordRoute)
                             .flat_map(|h| h.values())
@@ -225,9 +228,7 @@ impl Dialogs {
 
 fn contact_uri(m: &Message) -> Option<String> {
     match m.contacts().next()?.ok()? {
-        anchorage_sip::Contact::Address(a) => {
-            Some(String::from_utf8_lossy(a.uri_raw).into_owned())
-        }
+        anchorage_sip::Contact::Address(a) => Some(String::from_utf8_lossy(a.uri_raw).into_owned()),
         _ => None,
     }
 }

@@ -1,6 +1,6 @@
-//! The proxy core of Anchorage: RFC 3261 transaction state machines (and, to come,
-//! forwarding, dialogs and re-anchoring), driven by `handle_*`/`poll_*` with an injected
-//! clock.
+//! The proxy core of Anchorage: RFC 3261 transaction state machines, stateful forwarding,
+//! routing and dialogs (and, to come, media anchoring and re-anchoring), driven by
+//! `handle_*`/`poll_*` with an injected clock.
 //!
 //! This crate is sans-IO: it contains no networking code and never reads the clock or an
 //! RNG. Every input carries `now: std::time::Instant`; every output (what to send, what to
@@ -12,4 +12,38 @@
 //!   RFC 2543 fallback, and a [`transaction::TransactionTable`] whose memory is bounded by
 //!   the peak number of live transactions.
 
+//! * [`core`]: the RFC 3261 §16 proxy — validation, loose routing, Record-Route, forwarding,
+//!   response selection, CANCEL, serial failover, and stateless forwarding of what belongs to
+//!   a transaction another node holds.
+//! * [`routing`]: the `[[proxy.route]]` rules; [`via`]: branches, loops, `received`/`rport`;
+//!   [`dialog`]: INVITE dialogs per leg.
+
+pub mod core;
+pub mod dialog;
+pub mod routing;
 pub mod transaction;
+pub mod via;
+
+/// A SIP transport, as the core sees it (the I/O layer has its own type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// UDP: unreliable, retransmission timers apply.
+    Udp,
+    /// TCP: reliable.
+    Tcp,
+}
+
+impl Transport {
+    /// The token used in Via (`UDP`, `TCP`).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// Whether the transport is reliable (RFC 3261 §17: no retransmissions).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+}

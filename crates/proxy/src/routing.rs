@@ -291,10 +291,14 @@ pub fn default_reason(status: u16) -> &'static str {
         603 => "Decline",
         604 => "Does Not Exist Anywhere",
         606 => "Not Acceptable",
-        300..=399 => "Redirection",
-        400..=499 => "Client Error",
-        500..=599 => "Server Error",
-        _ => "Global Failure",
+        _ => match status / 100 {
+            1 => "Progress",
+            2 => "Success",
+            3 => "Redirection",
+            4 => "Client Error",
+            5 => "Server Error",
+            _ => "Global Failure",
+        },
     }
 }
 
@@ -357,7 +361,10 @@ failover = { on = ["503", "6xx", "timeout"], timeout_ms = 1500 }
         else {
             panic!()
         };
-        assert_eq!(targets[0].socket_addr().unwrap().to_string(), "192.0.2.11:5060");
+        assert_eq!(
+            targets[0].socket_addr().unwrap().to_string(),
+            "192.0.2.11:5060"
+        );
         assert!(failover.retries(503));
         assert!(failover.retries(603));
         assert!(!failover.retries(486));
@@ -406,11 +413,19 @@ failover = { on = ["503", "6xx", "timeout"], timeout_ms = 1500 }
             }
         );
         assert_eq!(
-            t("sip:[2001:db8::1]").unwrap().socket_addr().unwrap().to_string(),
+            t("sip:[2001:db8::1]")
+                .unwrap()
+                .socket_addr()
+                .unwrap()
+                .to_string(),
             "[2001:db8::1]:5060"
         );
         assert_eq!(
-            t("sip:bob@Example.COM;maddr=192.0.2.9").unwrap().socket_addr().unwrap().to_string(),
+            t("sip:bob@Example.COM;maddr=192.0.2.9")
+                .unwrap()
+                .socket_addr()
+                .unwrap()
+                .to_string(),
             "192.0.2.9:5060"
         );
         assert_eq!(

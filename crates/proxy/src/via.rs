@@ -102,13 +102,9 @@ pub fn is_loop(request: &Message, ours: &[(String, u16)]) -> bool {
     let here = loop_hash(request);
     request.vias().flatten().any(|via| {
         let sent_by = (via.host.to_string(), via.port.unwrap_or(5060));
-        ours.iter().any(|o| o.0.eq_ignore_ascii_case(&sent_by.0) && o.1 == sent_by.1)
-            && via
-                .params
-                .get("branch")
-                .flatten()
-                .and_then(loop_part)
-                == Some(here)
+        ours.iter()
+            .any(|o| o.0.eq_ignore_ascii_case(&sent_by.0) && o.1 == sent_by.1)
+            && via.params.get("branch").flatten().and_then(loop_part) == Some(here)
     })
 }
 
@@ -217,7 +213,10 @@ Content-Length: 0\n\n";
         let ack = msg(&INVITE
             .replace("INVITE sip", "ACK sip")
             .replace("7 INVITE", "7 ACK")
-            .replace("To: <sip:bob@example.com>", "To: <sip:bob@example.com>;tag=t9"));
+            .replace(
+                "To: <sip:bob@example.com>",
+                "To: <sip:bob@example.com>;tag=t9",
+            ));
         let b = branch(&invite, "udp:192.0.2.2:5060");
         assert!(b.starts_with("z9hG4bK"));
         assert_eq!(b.len(), 7 + 16 + 1 + 16);
@@ -240,10 +239,13 @@ Content-Length: 0\n\n";
             ),
         ));
         assert!(is_loop(&looped, &ours));
-        let spiral = msg(&looped.as_bytes().iter().map(|&c| c as char).collect::<String>().replace(
-            "INVITE sip:bob@192.0.2.2",
-            "INVITE sip:bob2@192.0.2.2",
-        ).replace("\r\n", "\n"));
+        let spiral = msg(&looped
+            .as_bytes()
+            .iter()
+            .map(|&c| c as char)
+            .collect::<String>()
+            .replace("INVITE sip:bob@192.0.2.2", "INVITE sip:bob2@192.0.2.2")
+            .replace("\r\n", "\n"));
         assert!(!is_loop(&spiral, &ours));
         assert!(!is_loop(&invite, &ours));
     }
@@ -270,7 +272,10 @@ Content-Length: 0\n\n";
     fn responses_follow_received_and_rport() {
         let via = |v: &'static str| Via::parse(v.as_bytes()).unwrap();
         let dest = |v| response_destination(&via(v)).unwrap().to_string();
-        assert_eq!(dest("SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1"), "192.0.2.1:5070");
+        assert_eq!(
+            dest("SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1"),
+            "192.0.2.1:5070"
+        );
         assert_eq!(
             dest("SIP/2.0/UDP host.example.com;branch=z9hG4bK1;received=192.0.2.7;rport=4000"),
             "192.0.2.7:4000"
@@ -279,7 +284,12 @@ Content-Length: 0\n\n";
             dest("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;received=192.0.2.7"),
             "192.0.2.7:5060"
         );
-        assert_eq!(dest("SIP/2.0/UDP [2001:db8::1]:5080;branch=z9hG4bK1"), "[2001:db8::1]:5080");
-        assert!(response_destination(&via("SIP/2.0/UDP host.example.com;branch=z9hG4bK1")).is_none());
+        assert_eq!(
+            dest("SIP/2.0/UDP [2001:db8::1]:5080;branch=z9hG4bK1"),
+            "[2001:db8::1]:5080"
+        );
+        assert!(
+            response_destination(&via("SIP/2.0/UDP host.example.com;branch=z9hG4bK1")).is_none()
+        );
     }
 }
