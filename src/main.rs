@@ -9,6 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod proxy_node;
+
 /// Command line of the `anchorage` binary.
 #[derive(Debug, Parser)]
 #[command(
@@ -29,11 +31,16 @@ struct Cli {
 enum Command {
     /// Run the embedded default: proxy, two relay nodes and the management API in one process.
     Up,
-    /// Run a SIP signalling node.
+    /// Run a SIP signalling node. Without a configuration file it listens on UDP and TCP
+    /// 127.0.0.1:5060 and forwards every request to its Request-URI.
     Proxy {
         /// Configuration file (TOML).
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Listen on `udp:IP:PORT` or `tcp:IP:PORT` instead of the configured listeners
+        /// (repeatable).
+        #[arg(long, value_name = "PROTO:IP:PORT")]
+        listen: Vec<proxy_node::ListenArg>,
     },
     /// Run a media relay node controlled over the ng protocol.
     Relay {
@@ -79,6 +86,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Check { config } => check(config),
+        Command::Proxy { config, listen } => {
+            let config = match load_or_default(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging();
+            run_async(proxy_node::run(config, listen))
+        }
         other => {
             let name = other.name();
             eprintln!(
@@ -86,6 +101,55 @@ fn main() -> ExitCode {
                  issues) but has no implementation in this version."
             );
             ExitCode::from(2)
+        }
+    }
+}
+
+/// The configuration file, or the embedded defaults without one; errors are printed with their
+/// key path.
+fn load_or_default(path: Option<&std::path::Path>) -> Result<anchorage_config::Config, ExitCode> {
+    let Some(path) = path else {
+        return Ok(anchorage_config::Config::default());
+    };
+    anchorage_config::load(path).map_err(|errors| {
+        for error in &errors.0 {
+            eprintln!("{}: {error}", path.display());
+        }
+        ExitCode::FAILURE
+    })
+}
+
+/// Structured logs on stderr; `RUST_LOG` filters (default `info`), `ANCHORAGE_LOG=json` for JSON.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("ANCHORAGE_LOG").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Runs a server on a multi-threaded tokio runtime; an error is printed and exits 1.
+fn run_async(server: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("anchorage: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("anchorage: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -6,6 +6,8 @@
 //! * [`Daemon`] runs a child process with its output in a log file and kills it (and its
 //!   process group) when dropped, so every process a test starts is stopped, even on panic.
 
+pub mod sipp;
+
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -47,6 +49,23 @@ pub fn free_port(ip: IpAddr) -> u16 {
         }
     }
     panic!("no port free for both UDP and TCP on {ip} after 100 tries");
+}
+
+/// `count` consecutive UDP ports on `ip`, starting at an even port, all free now (SIPp and
+/// media endpoints bind RTP and RTCP side by side).
+pub fn free_udp_block(ip: IpAddr, count: u16) -> u16 {
+    for _ in 0..200 {
+        let base = free_udp_port(ip) & !1;
+        if base < 1024 || base > 65535 - count {
+            continue;
+        }
+        let all_free =
+            (base..base + count).all(|p| UdpSocket::bind(SocketAddr::new(ip, p)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no block of {count} free UDP ports on {ip}");
 }
 
 /// 127.0.0.1.

@@ -1,0 +1,250 @@
+//! `anchorage proxy`: runs the sans-IO proxy core ([`anchorage_proxy::core::Proxy`]) on the
+//! tokio SIP transports. One task owns the core; received messages and timers drive it, and
+//! what it wants sent goes to the transports without waiting.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anchorage_config::Config;
+use anchorage_proxy::core::{CoreConfig, Datagram, Listener, Proxy};
+use anchorage_proxy::routing::Router;
+use anchorage_proxy::transaction::TimerConfig;
+use anchorage_sip_transport::{Limits, ListenerSpec, Outbound, Transport, Transports};
+use anyhow::{bail, Context};
+use tokio::sync::mpsc;
+
+/// A `--listen` value: `udp:IP:PORT` or `tcp:IP:PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenArg {
+    /// Transport.
+    pub transport: Transport,
+    /// Address.
+    pub address: SocketAddr,
+}
+
+impl std::str::FromStr for ListenArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (proto, addr) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?}: expected udp:IP:PORT or tcp:IP:PORT"))?;
+        let transport = match proto.to_ascii_lowercase().as_str() {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            other => return Err(format!("{s:?}: unknown transport {other:?} (udp or tcp)")),
+        };
+        let address = addr
+            .parse()
+            .map_err(|e| format!("{s:?}: bad address {addr:?}: {e}"))?;
+        Ok(ListenArg { transport, address })
+    }
+}
+
+fn proto(t: Transport) -> anchorage_proxy::Transport {
+    match t {
+        Transport::Udp => anchorage_proxy::Transport::Udp,
+        Transport::Tcp => anchorage_proxy::Transport::Tcp,
+    }
+}
+
+fn wire(t: anchorage_proxy::Transport) -> Transport {
+    match t {
+        anchorage_proxy::Transport::Udp => Transport::Udp,
+        anchorage_proxy::Transport::Tcp => Transport::Tcp,
+    }
+}
+
+/// Runs a proxy node until Ctrl-C or SIGTERM.
+pub async fn run(config: Config, listen: &[ListenArg]) -> anyhow::Result<()> {
+    let p = &config.proxy;
+    let mut specs = Vec::new();
+    let mut advertise = Vec::new();
+    if listen.is_empty() {
+        for l in &p.listen {
+            let transport = match l.transport {
+                anchorage_config::proxy::Transport::Udp => Transport::Udp,
+                anchorage_config::proxy::Transport::Tcp => Transport::Tcp,
+            };
+            specs.push(ListenerSpec {
+                transport,
+                address: l.address,
+            });
+            advertise.push(l.advertise.clone());
+        }
+    } else {
+        for l in listen {
+            specs.push(ListenerSpec {
+                transport: l.transport,
+                address: l.address,
+            });
+            advertise.push(None);
+        }
+    }
+    let limits = Limits {
+        max_connections: p.tcp.max_connections,
+        idle_timeout: Duration::from_secs(p.tcp.idle_timeout_s),
+        max_message_bytes: p.tcp.max_message_bytes,
+    };
+    let (inbound_tx, mut inbound) = mpsc::channel(8192);
+    let transports = Transports::bind(&specs, limits, inbound_tx)
+        .await
+        .context("starting the SIP listeners")?;
+    let mut listeners = Vec::new();
+    for ((transport, local), adv) in transports.local_addrs().iter().zip(&advertise) {
+        let (host, port) = match adv {
+            Some(a) => split_host_port(a, local.port()),
+            None => (ip_host(local), local.port()),
+        };
+        if local.ip().is_unspecified() && adv.is_none() {
+            bail!(
+                "listener {local} binds a wildcard address: give it an `advertise` address so \
+                 Via and Record-Route name a reachable one"
+            );
+        }
+        listeners.push(Listener {
+            transport: proto(*transport),
+            local: *local,
+            advertise_host: host,
+            advertise_port: port,
+        });
+        println!(
+            "anchorage proxy: SIP {} on {local}",
+            transport.via_token().to_ascii_lowercase()
+        );
+    }
+    let timers = TimerConfig {
+        t1: Duration::from_millis(p.timers.t1_ms),
+        t2: Duration::from_millis(p.timers.t2_ms),
+        t4: Duration::from_millis(p.timers.t4_ms),
+        timer_c: Duration::from_millis(p.timers.timer_c_ms),
+        ..TimerConfig::default()
+    };
+    let core_config = CoreConfig {
+        node_id: config.node.id.clone(),
+        listeners,
+        timers,
+        router: Router::new(p.route.clone()),
+        dialog_max_age: Duration::from_secs(p.dialog.max_age_s),
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let mut proxy = Proxy::new(core_config, seed);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tracing::info!(node = %config.node.id, "proxy started");
+    loop {
+        let wake = proxy.poll_timeout();
+        tokio::select! {
+            message = inbound.recv() => {
+                let Some(first) = message else { break };
+                let now = Instant::now();
+                proxy.handle_datagram(datagram(first), now);
+                // Take what else is queued before sending, to batch under load.
+                for _ in 0..256 {
+                    match inbound.try_recv() {
+                        Ok(m) => proxy.handle_datagram(datagram(m), now),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = sleep_until(wake) => proxy.handle_timeout(Instant::now()),
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        }
+        while let Some(t) = proxy.poll_transmit() {
+            let out = Outbound {
+                data: t.data,
+                destination: t.destination,
+                transport: wire(t.transport),
+                local: t.local,
+            };
+            if let Err(e) = transports.send(out) {
+                tracing::warn!(error = %e, "send failed");
+            }
+        }
+    }
+    tracing::info!("proxy stopped");
+    Ok(())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn datagram(m: anchorage_sip_transport::Inbound) -> Datagram {
+    Datagram {
+        data: m.data,
+        source: m.source,
+        local: m.local,
+        transport: proto(m.transport),
+    }
+}
+
+fn ip_host(addr: &SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    }
+}
+
+/// `host` or `host:port` (IPv6 in brackets) from an `advertise` value.
+fn split_host_port(s: &str, default_port: u16) -> (String, u16) {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return (ip_host(&addr), addr.port());
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return (ip_host(&SocketAddr::new(ip, default_port)), default_port);
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h.to_string(), port),
+            Err(_) => (s.to_string(), default_port),
+        },
+        _ => (s.to_string(), default_port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_arg_parses_and_names_errors() {
+        let a: ListenArg = "udp:127.0.0.1:5070".parse().unwrap();
+        assert_eq!(a.transport, Transport::Udp);
+        assert_eq!(a.address.to_string(), "127.0.0.1:5070");
+        let b: ListenArg = "TCP:[::1]:5060".parse().unwrap();
+        assert_eq!(b.address.to_string(), "[::1]:5060");
+        assert_eq!(
+            "sctp:127.0.0.1:1".parse::<ListenArg>().unwrap_err(),
+            "\"sctp:127.0.0.1:1\": unknown transport \"sctp\" (udp or tcp)"
+        );
+        assert!("udp:nowhere".parse::<ListenArg>().is_err());
+    }
+
+    #[test]
+    fn advertise_values() {
+        assert_eq!(
+            split_host_port("203.0.113.5", 5060),
+            ("203.0.113.5".into(), 5060)
+        );
+        assert_eq!(
+            split_host_port("203.0.113.5:5080", 5060),
+            ("203.0.113.5".into(), 5080)
+        );
+        assert_eq!(
+            split_host_port("sip.example.com", 5062),
+            ("sip.example.com".into(), 5062)
+        );
+        assert_eq!(
+            split_host_port("[2001:db8::1]:5061", 5060),
+            ("[2001:db8::1]".into(), 5061)
+        );
+    }
+}

@@ -1,0 +1,624 @@
+//! `anchorage proxy` against real user agents (SIPp): what each side receives, hop by hop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anchorage_testkit::sipp::{Sipp, SippRun};
+use anchorage_testkit::{free_port, free_udp_port, Daemon, LOCALHOST};
+
+fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::new(LOCALHOST, port)
+}
+
+/// A running proxy on UDP and TCP `port`, with an optional configuration file.
+struct Proxy {
+    daemon: Daemon,
+    port: u16,
+    _config: Option<tempfile::NamedTempFile>,
+}
+
+impl Proxy {
+    fn start(config: Option<&str>) -> Proxy {
+        let port = free_port(LOCALHOST);
+        Self::start_on(port, config)
+    }
+
+    fn start_on(port: u16, config: Option<&str>) -> Proxy {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+        cmd.arg("proxy")
+            .args(["--listen", &format!("udp:127.0.0.1:{port}")])
+            .args(["--listen", &format!("tcp:127.0.0.1:{port}")])
+            .env("RUST_LOG", "info");
+        let file = config.map(|text| {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+            cmd.arg("-c").arg(f.path());
+            f
+        });
+        let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
+        daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("SIP tcp on"));
+        Proxy {
+            daemon,
+            port,
+            _config: file,
+        }
+    }
+
+    fn sip(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// A UAS on a free port running `scenario` for `calls` calls.
+fn uas(scenario_name: &str, calls: u32) -> (anchorage_testkit::sipp::SippProcess, u16) {
+    let port = free_udp_port(LOCALHOST);
+    let p = Sipp::new("uas", &scenario(scenario_name), addr(port))
+        .args(["-m", &calls.to_string()])
+        .spawn();
+    // SIPp binds before it reads the scenario's first message; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    (p, port)
+}
+
+/// Runs a UAC scenario that targets `sip:service@127.0.0.1:uas_port` through the proxy.
+fn uac(scenario_name: &str, proxy: &Proxy, uas_port: u16, extra: &[&str]) -> SippRun {
+    let port = free_udp_port(LOCALHOST);
+    Sipp::new("uac", &scenario(scenario_name), addr(port))
+        .args([
+            "-rsa",
+            &proxy.sip(),
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ])
+        .args(extra)
+        .run(&format!("127.0.0.1:{uas_port}"), Duration::from_secs(40))
+}
+
+/// The values of header `name` in `message`, in order.
+fn header_values<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
+    message
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+/// Whether `branch` is what the proxy generates: z9hG4bK, 16 hex, '.', 16 hex.
+fn is_proxy_branch(branch: &str) -> bool {
+    let Some(rest) = branch.strip_prefix("z9hG4bK") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
+    parts.len() == 2
+        && parts
+            .iter()
+            .all(|p| p.len() == 16 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[test]
+fn basic_call_is_record_routed_and_each_hop_sees_the_right_vias() {
+    let proxy = Proxy::start(None);
+    let (mut callee, uas_port) = uas("uas.xml", 1);
+    let caller = uac("uac.xml", &proxy, uas_port, &[]);
+    caller.assert_success();
+    let callee = callee.finish(Duration::from_secs(10));
+    callee.assert_success();
+
+    let invite = callee
+        .received_starting("INVITE ")
+        .expect("INVITE reached the UAS");
+    let p = proxy.port;
+    assert_eq!(
+        header_values(invite, "Record-Route"),
+        [format!("<sip:127.0.0.1:{p};lr>")]
+    );
+    assert_eq!(header_values(invite, "Max-Forwards"), ["69"]);
+    let vias = header_values(invite, "Via");
+    assert_eq!(vias.len(), 2, "{invite}");
+    let (top, params) = vias[0].split_once(';').unwrap();
+    assert_eq!(top, format!("SIP/2.0/UDP 127.0.0.1:{p}"));
+    let branch = params
+        .split(';')
+        .find_map(|kv| kv.strip_prefix("branch="))
+        .unwrap();
+    assert!(is_proxy_branch(branch), "{branch}");
+    assert!(params.ends_with(";nid=node1"), "{params}");
+    // The caller asked for rport: the proxy filled it with the source port.
+    let uac_via = caller.sent[0]
+        .lines()
+        .find(|l| l.starts_with("Via:"))
+        .unwrap();
+    let uac_port = uac_via
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    assert!(
+        vias[1].ends_with(&format!(";rport={uac_port}")),
+        "{} / {uac_port}",
+        vias[1]
+    );
+
+    // The caller saw the proxy's Record-Route and sent the ACK and BYE through it; the proxy
+    // removed its own Route entry before forwarding them.
+    let ok = caller.received_starting("SIP/2.0 200 OK").unwrap();
+    assert_eq!(
+        header_values(ok, "Record-Route"),
+        [format!("<sip:127.0.0.1:{p};lr>")]
+    );
+    assert_eq!(
+        header_values(ok, "Via").len(),
+        1,
+        "the proxy's Via is gone: {ok}"
+    );
+    for method in ["ACK ", "BYE "] {
+        let m = callee.received_starting(method).unwrap();
+        assert!(header_values(m, "Route").is_empty(), "{m}");
+        assert_eq!(header_values(m, "Via").len(), 2, "{m}");
+        assert!(
+            m.starts_with(&format!(
+                "{method}sip:callee@127.0.0.1:{uas_port};transport=UDP SIP/2.0"
+            )),
+            "{m}"
+        );
+    }
+    drop(proxy.daemon);
+}
+
+#[test]
+fn cancel_while_ringing_is_answered_hop_by_hop() {
+    let proxy = Proxy::start(None);
+    let (mut callee, uas_port) = uas("uas_cancel.xml", 1);
+    let caller = uac("uac_cancel.xml", &proxy, uas_port, &[]);
+    caller.assert_success();
+    let callee = callee.finish(Duration::from_secs(10));
+    callee.assert_success();
+    // The CANCEL the UAS got names the INVITE's transaction: the same proxy branch.
+    let branch_of = |m: &str| {
+        header_values(m, "Via")[0]
+            .split(';')
+            .find_map(|p| p.strip_prefix("branch="))
+            .unwrap()
+            .to_string()
+    };
+    let invite = callee.received_starting("INVITE ").unwrap();
+    let cancel = callee.received_starting("CANCEL ").unwrap();
+    let ack = callee.received_starting("ACK ").unwrap();
+    assert_eq!(branch_of(cancel), branch_of(invite));
+    assert_eq!(
+        branch_of(ack),
+        branch_of(invite),
+        "the proxy ACKs the 487 itself"
+    );
+    assert_eq!(header_values(ack, "Via").len(), 1, "hop-by-hop ACK: {ack}");
+    assert_eq!(header_values(cancel, "CSeq"), ["1 CANCEL"]);
+}
+
+#[test]
+fn busy_callee_gets_its_486_relayed_and_acked_by_the_proxy() {
+    let proxy = Proxy::start(None);
+    let (mut callee, uas_port) = uas("uas_486.xml", 1);
+    let caller = uac("uac_busy.xml", &proxy, uas_port, &[]);
+    caller.assert_success();
+    let callee = callee.finish(Duration::from_secs(10));
+    callee.assert_success();
+    let busy = caller.received_starting("SIP/2.0 486").unwrap();
+    assert_eq!(header_values(busy, "Via").len(), 1);
+    let ack = callee.received_starting("ACK ").unwrap();
+    assert_eq!(
+        header_values(ack, "Via").len(),
+        1,
+        "the proxy's own ACK: {ack}"
+    );
+}
+
+fn failover_config(first: u16, second: u16) -> String {
+    format!(
+        r#"
+[[proxy.route]]
+name = "pbx"
+match = {{ methods = ["INVITE"] }}
+destinations = [
+  {{ host = "127.0.0.1", port = {first}, priority = 1 }},
+  {{ host = "127.0.0.1", port = {second}, priority = 2 }},
+]
+failover = {{ on = ["timeout", "503"], timeout_ms = 1000 }}
+"#
+    )
+}
+
+#[test]
+fn serial_failover_when_the_first_destination_answers_503() {
+    let (mut refusing, refusing_port) = uas("uas_503.xml", 1);
+    let (mut callee, uas_port) = uas("uas.xml", 1);
+    let proxy = Proxy::start(Some(&failover_config(refusing_port, uas_port)));
+    // The Request-URI names a host the rule overrides.
+    let caller = uac("uac.xml", &proxy, 9, &[]);
+    caller.assert_success();
+    refusing.finish(Duration::from_secs(10)).assert_success();
+    let callee = callee.finish(Duration::from_secs(10));
+    callee.assert_success();
+    assert!(callee.received_starting("INVITE ").is_some());
+    assert!(
+        caller.received_starting("SIP/2.0 503").is_none(),
+        "the 503 is not relayed when a destination is left"
+    );
+}
+
+#[test]
+fn serial_failover_when_the_first_destination_does_not_answer() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let (mut callee, uas_port) = uas("uas.xml", 1);
+    let proxy = Proxy::start(Some(&failover_config(silent_port, uas_port)));
+    let started = std::time::Instant::now();
+    let caller = uac("uac.xml", &proxy, 9, &[]);
+    caller.assert_success();
+    callee.finish(Duration::from_secs(10)).assert_success();
+    // The silent destination got the INVITE (and its retransmission), then the proxy moved on
+    // after the configured 1 s.
+    silent.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = silent
+        .recv_from(&mut buf)
+        .expect("the first destination was tried");
+    assert!(buf[..n].starts_with(b"INVITE sip:"));
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+}
+
+#[test]
+fn reinvites_from_both_sides_and_bye_from_the_callee() {
+    let proxy = Proxy::start(None);
+    let (mut callee, uas_port) = uas("uas_reinvite.xml", 1);
+    let caller = uac("uac_reinvite.xml", &proxy, uas_port, &[]);
+    caller.assert_success();
+    let callee = callee.finish(Duration::from_secs(10));
+    callee.assert_success();
+    // The callee's re-INVITE reached the caller through the proxy, without our Route entry.
+    let reinvite = caller.received_starting("INVITE ").unwrap();
+    assert!(header_values(reinvite, "Route").is_empty(), "{reinvite}");
+    assert_eq!(header_values(reinvite, "Via").len(), 2);
+    let bye = caller.received_starting("BYE ").unwrap();
+    assert_eq!(header_values(bye, "CSeq"), ["2 BYE"]);
+}
+
+/// A raw SIP endpoint on a UDP socket, for exchanges SIPp cannot script (talking to two
+/// proxies in turn).
+struct RawUa {
+    socket: std::net::UdpSocket,
+}
+
+impl RawUa {
+    fn new() -> RawUa {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        RawUa { socket }
+    }
+
+    fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
+
+    fn send(&self, to: u16, text: &str) {
+        let text = text.replace('\n', "\r\n");
+        self.socket.send_to(text.as_bytes(), addr(to)).unwrap();
+    }
+
+    /// The next message whose start line begins with `start` (others are skipped).
+    fn expect(&self, start: &str) -> String {
+        let mut buf = [0u8; 65535];
+        loop {
+            let (n, _) = self
+                .socket
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("waiting for {start:?}: {e}"));
+            let text = String::from_utf8_lossy(&buf[..n]).replace("\r\n", "\n");
+            if text.starts_with(start) {
+                return text;
+            }
+        }
+    }
+}
+
+fn branch_of(m: &str) -> String {
+    header_values(m, "Via")[0]
+        .split(';')
+        .find_map(|p| p.strip_prefix("branch="))
+        .unwrap()
+        .to_string()
+}
+
+fn invite_text(ua: &RawUa, uas_port: u16, branch: &str) -> String {
+    let p = ua.port();
+    format!(
+        "INVITE sip:bob@127.0.0.1:{uas_port} SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.1:{p};branch={branch};rport\n\
+From: <sip:alice@127.0.0.1:{p}>;tag=alice1\n\
+To: <sip:bob@127.0.0.1:{uas_port}>\n\
+Call-ID: failover-{branch}\n\
+CSeq: 1 INVITE\n\
+Contact: <sip:alice@127.0.0.1:{p}>\n\
+Max-Forwards: 70\n\
+Content-Length: 0\n\n"
+    )
+}
+
+#[test]
+fn cancel_reaches_the_callee_after_the_proxy_that_forwarded_the_invite_died() {
+    let (mut callee, uas_port) = uas("uas_cancel.xml", 1);
+    let node_a = Proxy::start(None);
+    let port = node_a.port;
+    let alice = RawUa::new();
+    alice.send(port, &invite_text(&alice, uas_port, "z9hG4bK-fo1"));
+    alice.expect("SIP/2.0 180");
+    // Node A dies; node B takes over its address (the VIP moves) knowing nothing.
+    drop(node_a);
+    let node_b = Proxy::start_on(port, None);
+    let a = alice.port();
+    alice.send(
+        port,
+        &format!(
+            "CANCEL sip:bob@127.0.0.1:{uas_port} SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.1:{a};branch=z9hG4bK-fo1;rport\n\
+From: <sip:alice@127.0.0.1:{a}>;tag=alice1\n\
+To: <sip:bob@127.0.0.1:{uas_port}>\n\
+Call-ID: failover-z9hG4bK-fo1\n\
+CSeq: 1 CANCEL\n\
+Max-Forwards: 70\n\
+Content-Length: 0\n\n"
+        ),
+    );
+    // The callee matched the CANCEL to its INVITE (same branch from both nodes) and answered;
+    // node B relayed both responses statelessly by Via.
+    let ok = alice.expect("SIP/2.0 200");
+    assert_eq!(header_values(&ok, "CSeq"), ["1 CANCEL"]);
+    let terminated = alice.expect("SIP/2.0 487");
+    alice.send(
+        port,
+        &format!(
+            "ACK sip:bob@127.0.0.1:{uas_port} SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.1:{a};branch=z9hG4bK-fo1;rport\n\
+From: <sip:alice@127.0.0.1:{a}>;tag=alice1\n\
+To: {}\n\
+Call-ID: failover-z9hG4bK-fo1\n\
+CSeq: 1 ACK\n\
+Max-Forwards: 70\n\
+Content-Length: 0\n\n",
+            header_values(&terminated, "To")[0]
+        ),
+    );
+    let callee = callee.finish(Duration::from_secs(10));
+    callee.assert_success();
+    let invite = callee.received_starting("INVITE ").unwrap();
+    let cancel = callee.received_starting("CANCEL ").unwrap();
+    let ack = callee.received_starting("ACK ").unwrap();
+    assert_eq!(branch_of(cancel), branch_of(invite));
+    assert_eq!(branch_of(ack), branch_of(invite));
+    drop(node_b);
+}
+
+#[test]
+fn ack_for_a_failure_reaches_the_callee_after_the_proxy_died() {
+    let bob = RawUa::new();
+    let node_a = Proxy::start(None);
+    let port = node_a.port;
+    let alice = RawUa::new();
+    alice.send(port, &invite_text(&alice, bob.port(), "z9hG4bK-fo2"));
+    let invite = bob.expect("INVITE ");
+    // Bob refuses; node A relays the 486 and ACKs it itself, then dies before Alice's ACK.
+    let vias: Vec<String> = header_values(&invite, "Via")
+        .iter()
+        .map(|v| format!("Via: {v}\n"))
+        .collect();
+    bob.send(
+        port,
+        &format!(
+            "SIP/2.0 486 Busy Here\n{}From: {}\nTo: {};tag=bob1\nCall-ID: {}\nCSeq: 1 INVITE\nContent-Length: 0\n\n",
+            vias.concat(),
+            header_values(&invite, "From")[0],
+            header_values(&invite, "To")[0],
+            header_values(&invite, "Call-ID")[0],
+        ),
+    );
+    let busy = alice.expect("SIP/2.0 486");
+    let hop_ack = bob.expect("ACK ");
+    assert_eq!(branch_of(&hop_ack), branch_of(&invite));
+    drop(node_a);
+    let node_b = Proxy::start_on(port, None);
+    let a = alice.port();
+    alice.send(
+        port,
+        &format!(
+            "ACK sip:bob@127.0.0.1:{} SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.1:{a};branch=z9hG4bK-fo2;rport\n\
+From: <sip:alice@127.0.0.1:{a}>;tag=alice1\n\
+To: {}\n\
+Call-ID: failover-z9hG4bK-fo2\n\
+CSeq: 1 ACK\n\
+Max-Forwards: 70\n\
+Content-Length: 0\n\n",
+            bob.port(),
+            header_values(&busy, "To")[0]
+        ),
+    );
+    let ack = bob.expect("ACK ");
+    assert_eq!(
+        branch_of(&ack),
+        branch_of(&invite),
+        "node B computed the INVITE's branch, so Bob matches the ACK to his transaction"
+    );
+    assert_eq!(
+        header_values(&ack, "Via").len(),
+        2,
+        "forwarded, not generated: {ack}"
+    );
+    drop(node_b);
+}
+
+/// A request from `ua` with `lines` as its headers after the request line (Via added first).
+fn request(ua: &RawUa, start: &str, lines: &str) -> String {
+    format!(
+        "{start}\nVia: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-{}\n{lines}\n",
+        ua.port(),
+        std::process::id()
+    )
+}
+
+#[test]
+fn malformed_and_refused_requests_get_the_rfc_answer_and_calls_still_work() {
+    let proxy = Proxy::start(None);
+    let p = proxy.port;
+    let ua = RawUa::new();
+    let common = "From: <sip:a@example.com>;tag=1\nTo: <sip:b@example.com>\nCall-ID: bad-1\n";
+    let cases: Vec<(String, &str, Vec<&str>)> = vec![
+        (
+            request(
+                &ua,
+                "OPTIONS sip:b@127.0.0.1:9 SIP/2.0",
+                &format!("{common}CSeq: 1 INVITE\nContent-Length: 0\n"),
+            ),
+            "SIP/2.0 400 CSeq method INVITE does not match request method OPTIONS",
+            vec![],
+        ),
+        (
+            request(
+                &ua,
+                "OPTIONS sip:b@127.0.0.1:9 SIP/2.0",
+                &format!("{common}CSeq: 1 OPTIONS\nMax-Forwards: 0\nContent-Length: 0\n"),
+            ),
+            "SIP/2.0 483 Too Many Hops",
+            vec![],
+        ),
+        (
+            request(
+                &ua,
+                "OPTIONS sip:b@127.0.0.1:9 SIP/2.0",
+                &format!("{common}CSeq: 1 OPTIONS\nProxy-Require: foo, bar\nContent-Length: 0\n"),
+            ),
+            "SIP/2.0 420 Bad Extension",
+            vec!["Unsupported: foo, bar"],
+        ),
+        (
+            request(
+                &ua,
+                "OPTIONS sip:b@127.0.0.1:9 SIP/3.0",
+                &format!("{common}CSeq: 1 OPTIONS\nContent-Length: 0\n"),
+            ),
+            "SIP/2.0 505",
+            vec![],
+        ),
+        (
+            request(
+                &ua,
+                "OPTIONS im:b@example.com SIP/2.0",
+                &format!("{common}CSeq: 1 OPTIONS\nContent-Length: 0\n"),
+            ),
+            "SIP/2.0 416 Unsupported URI Scheme",
+            vec![],
+        ),
+        (
+            request(
+                &ua,
+                "OPTIONS sip:b@127.0.0.1:9 SIP/2.0",
+                &format!("{common}CSeq: 1 OPTIONS\nContent-Length: 400\n"),
+            ),
+            "SIP/2.0 400 Content-Length 400",
+            vec![],
+        ),
+        (
+            // The request is addressed to the proxy itself: it comes back and is a loop.
+            request(
+                &ua,
+                &format!("OPTIONS sip:b@127.0.0.1:{p} SIP/2.0"),
+                &format!("{common}CSeq: 1 OPTIONS\nContent-Length: 0\n"),
+            ),
+            "SIP/2.0 482 Loop Detected",
+            vec![],
+        ),
+    ];
+    for (text, expected_start, expected_headers) in &cases {
+        ua.send(p, text);
+        let reply = ua.expect("SIP/2.0 ");
+        assert!(
+            reply.starts_with(expected_start),
+            "sent:\n{text}\ngot:\n{reply}"
+        );
+        for h in expected_headers {
+            assert!(reply.lines().any(|l| l == *h), "{h} missing in:\n{reply}");
+        }
+        assert!(reply.contains("\nCall-ID: bad-1\n"), "{reply}");
+    }
+    // Garbage, a request cut short, and one with no Call-ID cannot be answered: dropped.
+    for junk in [
+        "hello world\n\n".to_string(),
+        "INVITE sip:b@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bK1\nFrom: <sip:a".to_string(),
+        request(&ua, "OPTIONS sip:b@127.0.0.1:9 SIP/2.0", "From: <sip:a@x>;tag=1\nTo: <sip:b@x>\nCSeq: 1 OPTIONS\nContent-Length: 0\n"),
+    ] {
+        ua.send(p, &junk);
+    }
+    ua.socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        ua.socket.recv_from(&mut buf).is_err(),
+        "nothing answers junk"
+    );
+
+    // The proxy still serves calls.
+    let (mut callee, uas_port) = uas("uas.xml", 1);
+    uac("uac.xml", &proxy, uas_port, &[]).assert_success();
+    callee.finish(Duration::from_secs(10)).assert_success();
+}
+
+#[test]
+fn a_call_over_tcp() {
+    let port = free_port(LOCALHOST);
+    let proxy = Proxy::start(Some(&format!(
+        "[[proxy.route]]\nname = \"tcp\"\ndestinations = [{{ host = \"127.0.0.1\", port = {port}, transport = \"tcp\" }}]\n"
+    )));
+    let mut callee = Sipp::new("uas", &scenario("uas.xml"), addr(port))
+        .args(["-m", "1", "-t", "t1"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let caller_port = free_port(LOCALHOST);
+    let caller = Sipp::new("uac", &scenario("uac.xml"), addr(caller_port))
+        .args([
+            "-rsa",
+            &proxy.sip(),
+            "-m",
+            "1",
+            "-t",
+            "t1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ])
+        .run(&format!("127.0.0.1:{port}"), Duration::from_secs(40));
+    caller.assert_success();
+    let callee = callee.finish(Duration::from_secs(10));
+    callee.assert_success();
+    let invite = callee.received_starting("INVITE ").unwrap();
+    let p = proxy.port;
+    assert_eq!(
+        header_values(invite, "Record-Route"),
+        [format!("<sip:127.0.0.1:{p};transport=tcp;lr>")]
+    );
+    assert!(header_values(invite, "Via")[0].starts_with(&format!("SIP/2.0/TCP 127.0.0.1:{p};")));
+}
