@@ -622,3 +622,43 @@ fn a_call_over_tcp() {
     );
     assert!(header_values(invite, "Via")[0].starts_with(&format!("SIP/2.0/TCP 127.0.0.1:{p};")));
 }
+
+#[test]
+fn two_thousand_calls_at_200_per_second_without_a_failure() {
+    let proxy = Proxy::start(None);
+    let uas_port = free_udp_port(LOCALHOST);
+    let mut callee = Sipp::new("uas", &scenario("uas.xml"), addr(uas_port))
+        .args(["-m", "2000"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let port = free_udp_port(LOCALHOST);
+    let caller = Sipp::new("uac", &scenario("uac.xml"), addr(port))
+        .args([
+            "-rsa",
+            &proxy.sip(),
+            "-m",
+            "2000",
+            "-r",
+            "200",
+            "-rp",
+            "1000",
+        ])
+        .args(["-timeout", "60s", "-timeout_error", "-l", "1000"])
+        .run(&format!("127.0.0.1:{uas_port}"), Duration::from_secs(90));
+    caller.assert_success();
+    let callee = callee.finish(Duration::from_secs(20));
+    callee.assert_success();
+    let calls: std::collections::HashSet<&str> = callee
+        .received
+        .iter()
+        .filter(|m| m.starts_with("INVITE "))
+        .filter_map(|m| header_values(m, "Call-ID").first().copied())
+        .collect();
+    assert_eq!(calls.len(), 2000, "every call reached the callee");
+    let byes_answered = caller
+        .received
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 200") && m.contains("\nCSeq: 2 BYE"))
+        .count();
+    assert!(byes_answered >= 2000, "{byes_answered} BYEs answered");
+}
