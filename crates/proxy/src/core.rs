@@ -122,8 +122,8 @@ struct ServerTx {
     last_response: Option<Bytes>,
     /// Status of the final response sent, if any.
     final_status: Option<u16>,
-    /// Client branch currently tried, if any.
-    branch: Option<String>,
+    /// Client branches created for this request (one at a time when serial).
+    branches: Vec<String>,
     /// Remaining targets of the destination set.
     remaining: VecDeque<Target>,
     failover: Option<FailoverPolicy>,
@@ -154,6 +154,8 @@ struct ClientTx {
     failover_deadline: Option<Instant>,
     /// The branch was given up (failover or cancel); only a 2xx is still forwarded.
     abandoned: bool,
+    /// A final response (or a failure standing for one) was received on this branch.
+    completed: bool,
     scheduled: Option<Instant>,
 }
 
@@ -365,7 +367,7 @@ impl Proxy {
                 transport: d.transport,
                 last_response: None,
                 final_status: None,
-                branch: None,
+                branches: Vec::new(),
                 remaining: VecDeque::new(),
                 failover: None,
                 best: None,
@@ -511,17 +513,26 @@ impl Proxy {
             };
             let request = tx.request.clone();
             let failover = tx.failover.clone();
+            let parallel = failover.as_ref().is_some_and(|p| p.parallel);
             match self.forward_request(&request, key, &target, destination, now) {
                 Ok(branch) => {
-                    if let Some(policy) = failover.filter(|p| p.on_timeout) {
+                    if let Some(policy) = failover.filter(|p| p.on_timeout && !p.parallel) {
                         if let Some(c) = self.clients.get_mut(&branch) {
                             c.failover_deadline = Some(now + policy.timeout);
                         }
                     }
                     if let Some(tx) = self.servers.get_mut(key) {
-                        tx.branch = Some(branch.clone());
+                        tx.branches.push(branch.clone());
                     }
                     self.drain_client(&branch, now);
+                    if parallel
+                        && self
+                            .servers
+                            .get(key)
+                            .is_some_and(|s| !s.remaining.is_empty())
+                    {
+                        continue;
+                    }
                     return;
                 }
                 Err(reason) => {
@@ -581,6 +592,7 @@ impl Proxy {
                 cancel_pending: false,
                 failover_deadline: None,
                 abandoned: false,
+                completed: false,
                 scheduled: None,
             },
         );
@@ -707,7 +719,7 @@ impl Proxy {
                 transport: d.transport,
                 last_response: Some(ok),
                 final_status: Some(200),
-                branch: None,
+                branches: Vec::new(),
                 remaining: VecDeque::new(),
                 failover: None,
                 best: None,
@@ -724,7 +736,7 @@ impl Proxy {
         }
         invite.cancelled = true;
         invite.remaining.clear();
-        if let Some(branch) = invite.branch.clone() {
+        for branch in invite.branches.clone() {
             self.cancel_branch(&branch, now);
         }
     }
@@ -933,9 +945,14 @@ impl Proxy {
                 }
             }
             200..=299 => {
+                if let Some(c) = self.clients.get_mut(branch) {
+                    c.completed = true;
+                }
                 // Every 2xx to an INVITE is forwarded, also on a cancelled branch (§16.7 step 5).
                 if self.servers.contains_key(&key) {
                     self.forward_response_upstream(&key, status, popped.bytes(), now);
+                    // §16.7 step 10: the other branches of a fork are cancelled.
+                    self.cancel_other_branches(&key, branch, now);
                 } else {
                     self.forward_response_stateless(&resp);
                 }
@@ -944,25 +961,86 @@ impl Proxy {
                 if abandoned && !self.servers.get(&key).is_some_and(|s| s.cancelled) {
                     return;
                 }
-                let Some(server) = self.servers.get_mut(&key) else {
-                    return;
-                };
-                let better = match &server.best {
-                    None => true,
-                    Some((best, _)) => better_response(status, *best),
-                };
-                if better {
-                    server.best = Some((status, popped.bytes()));
-                }
-                let retry = !server.cancelled
-                    && status < 600
-                    && server.failover.as_ref().is_some_and(|p| p.retries(status))
-                    && !server.remaining.is_empty();
-                if retry {
-                    self.try_next_target(&key, now);
-                } else if let Some((best, body)) = server.best.take() {
-                    self.forward_response_upstream(&key, best, body, now);
-                }
+                self.branch_failed(&key, branch, status, popped.bytes(), false, now);
+            }
+        }
+    }
+
+    /// A branch ended without a 2xx: a final response (`body` holds it), or a timeout or
+    /// transport error (`timed_out`; `body` empty: the proxy answers itself if it is chosen).
+    /// Serial sets move on per the failover policy; a fork waits for its other branches; then
+    /// the best response goes upstream (§16.7 steps 4–6).
+    fn branch_failed(
+        &mut self,
+        key: &ServerKey,
+        branch: &str,
+        status: u16,
+        body: Bytes,
+        timed_out: bool,
+        now: Instant,
+    ) {
+        if let Some(c) = self.clients.get_mut(branch) {
+            c.completed = true;
+        }
+        let Some(server) = self.servers.get_mut(key) else {
+            return;
+        };
+        let better = match &server.best {
+            None => true,
+            Some((best, _)) => better_response(status, *best),
+        };
+        if better {
+            server.best = Some((status, body));
+        }
+        let policy = server.failover.clone();
+        let parallel = policy.as_ref().is_some_and(|p| p.parallel);
+        let retry = !parallel
+            && !server.cancelled
+            && status < 600
+            && !server.remaining.is_empty()
+            && policy
+                .as_ref()
+                .is_some_and(|p| p.retries(status) || (timed_out && p.on_timeout));
+        if retry {
+            self.try_next_target(key, now);
+            return;
+        }
+        if parallel && status >= 600 {
+            // A 6xx ends the search: no other branch may succeed (§16.7 step 5).
+            self.cancel_other_branches(key, branch, now);
+        } else if self.pending_branches(key) > 0 {
+            return;
+        }
+        if let Some((best, body)) = self.servers.get_mut(key).and_then(|s| s.best.take()) {
+            self.forward_response_upstream(key, best, body, now);
+        }
+    }
+
+    /// Branches of a request still waiting for a final response.
+    fn pending_branches(&self, key: &ServerKey) -> usize {
+        self.servers.get(key).map_or(0, |s| {
+            s.branches
+                .iter()
+                .filter_map(|b| self.clients.get(b))
+                .filter(|c| !c.completed && !c.abandoned)
+                .count()
+        })
+    }
+
+    fn cancel_other_branches(&mut self, key: &ServerKey, except: &str, now: Instant) {
+        let Some(server) = self.servers.get_mut(key) else {
+            return;
+        };
+        server.remaining.clear();
+        let others: Vec<String> = server
+            .branches
+            .iter()
+            .filter(|b| b.as_str() != except)
+            .cloned()
+            .collect();
+        for b in others {
+            if self.clients.get(&b).is_some_and(|c| !c.completed) {
+                self.cancel_branch(&b, now);
             }
         }
     }
@@ -995,23 +1073,7 @@ impl Proxy {
             return;
         }
         let key = client.server.clone();
-        let Some(server) = self.servers.get_mut(&key) else {
-            return;
-        };
-        if server.best.is_none() {
-            server.best = Some((status, Bytes::new()));
-        }
-        let retry = !server.cancelled
-            && !server.remaining.is_empty()
-            && server
-                .failover
-                .as_ref()
-                .is_some_and(|p| p.on_timeout || p.retries(status));
-        if retry {
-            self.try_next_target(&key, now);
-        } else if let Some((best, body)) = server.best.take() {
-            self.forward_response_upstream(&key, best, body, now);
-        }
+        self.branch_failed(&key, branch, status, Bytes::new(), true, now);
     }
 
     /// Sends a response (already without our Via) upstream through the server transaction.

@@ -111,9 +111,11 @@ pub enum Decision {
     },
 }
 
-/// When a destination set moves on to its next member.
+/// How a destination set is tried: all at once, or one after the other and when to move on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailoverPolicy {
+    /// Fork to every destination at once instead of trying them in turn.
+    pub parallel: bool,
     /// Codes that move on.
     pub codes: Vec<u16>,
     /// Classes (`5` for 5xx) that move on.
@@ -130,8 +132,12 @@ impl FailoverPolicy {
         self.codes.contains(&status) || self.classes.contains(&(status / 100))
     }
 
-    fn from_config(f: &anchorage_config::proxy::Failover) -> FailoverPolicy {
+    fn from_config(
+        f: &anchorage_config::proxy::Failover,
+        fork: anchorage_config::proxy::Fork,
+    ) -> FailoverPolicy {
         let mut policy = FailoverPolicy {
+            parallel: fork == anchorage_config::proxy::Fork::Parallel,
             codes: Vec::new(),
             classes: Vec::new(),
             on_timeout: false,
@@ -199,7 +205,7 @@ impl Router {
         Decision::Destinations {
             rule: rule.name.clone(),
             targets: order_destinations(&rule.destinations, &mut pick),
-            failover: FailoverPolicy::from_config(&rule.failover),
+            failover: FailoverPolicy::from_config(&rule.failover, rule.fork),
         }
     }
 }

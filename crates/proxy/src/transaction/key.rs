@@ -258,20 +258,33 @@ impl<'a> ServerKey<'a> {
 
 /// Writes a field with its length, so that field boundaries are part of the hash.
 fn write_exact<H: Hasher>(state: &mut H, bytes: &[u8]) {
-    state.write_usize(bytes.len());
-    state.write(bytes);
+    write_words(state, bytes, 0);
 }
 
-/// Writes a field lowercased (ASCII), with its length.
+/// Writes a field case-folded, with its length. Setting bit 0x20 of every byte maps each
+/// ASCII capital to its small letter, so fields equal ignoring ASCII case hash the same (a
+/// few other bytes fold together too, which only costs a comparison).
 fn write_lowercase<H: Hasher>(state: &mut H, bytes: &[u8]) {
+    write_words(state, bytes, 0x2020_2020_2020_2020);
+}
+
+/// Writes the length, then the bytes eight at a time (ORed with `fold`), the last word
+/// zero-padded.
+fn write_words<H: Hasher>(state: &mut H, bytes: &[u8], fold: u64) {
     state.write_usize(bytes.len());
-    let mut buf = [0u8; 64];
-    for chunk in bytes.chunks(buf.len()) {
-        let out = buf.get_mut(..chunk.len()).unwrap_or_default();
-        for (o, b) in out.iter_mut().zip(chunk) {
-            *o = b.to_ascii_lowercase();
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        state.write_u64(u64::from_le_bytes(w) | fold);
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut tail = [0u8; 8];
+        for (t, b) in tail.iter_mut().zip(rest) {
+            *t = *b;
         }
-        state.write(out);
+        state.write_u64(u64::from_le_bytes(tail) | fold);
     }
 }
 

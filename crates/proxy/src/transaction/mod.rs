@@ -133,14 +133,20 @@ pub(crate) fn classify(status: u16) -> Result<Class, TransactionError> {
     }
 }
 
-/// The earliest armed deadline among `timers`, with its timer.
+/// The earliest armed deadline among `timers`, with its timer (the first listed wins a tie).
 pub(crate) fn earliest<const N: usize>(
     timers: [(Option<Instant>, Timer); N],
 ) -> Option<(Instant, Timer)> {
-    timers
-        .into_iter()
-        .filter_map(|(at, timer)| at.map(|at| (at, timer)))
-        .min_by_key(|(at, _)| *at)
+    let mut best: Option<(Instant, Timer)> = None;
+    for (at, timer) in timers {
+        if let Some(at) = at {
+            match best {
+                Some((b, _)) if b <= at => {}
+                _ => best = Some((at, timer)),
+            }
+        }
+    }
+    best
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -133,16 +133,22 @@ pub struct TableCapacity {
 
 const NO_POSITION: u32 = u32::MAX;
 
-/// A min-heap of (deadline, slot) with one entry per slot, updated in place.
+/// `at` as nanoseconds since `epoch` (0 before it; saturating after 584 years).
+fn tick(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A min-heap of (deadline, slot) with one entry per slot, updated in place. Deadlines are
+/// nanoseconds since the table's epoch: integer comparisons, 12-byte entries.
 #[derive(Debug, Default)]
 struct TimerHeap {
-    heap: Vec<(Instant, u32)>,
+    heap: Vec<(u64, u32)>,
     /// `positions[slot]` is the slot's index in `heap`, or `NO_POSITION`.
     positions: Vec<u32>,
 }
 
 impl TimerHeap {
-    fn peek(&self) -> Option<(Instant, u32)> {
+    fn peek(&self) -> Option<(u64, u32)> {
         self.heap.first().copied()
     }
 
@@ -160,7 +166,7 @@ impl TimerHeap {
     }
 
     /// Sets (or clears) the deadline of `slot`.
-    fn set(&mut self, slot: u32, at: Option<Instant>) {
+    fn set(&mut self, slot: u32, at: Option<u64>) {
         if self.positions.len() <= slot as usize {
             self.positions.resize(slot as usize + 1, NO_POSITION);
         }
@@ -169,7 +175,6 @@ impl TimerHeap {
             (None, Some(at)) => {
                 let i = self.heap.len();
                 self.heap.push((at, slot));
-                self.set_position(slot, i as u32);
                 self.sift_up(i);
             }
             (Some(i), Some(at)) => {
@@ -184,53 +189,70 @@ impl TimerHeap {
                 }
             }
             (Some(i), None) => {
-                let last = self.heap.len() - 1;
-                self.swap(i, last);
-                self.heap.pop();
                 self.set_position(slot, NO_POSITION);
+                let Some(last) = self.heap.pop() else {
+                    return;
+                };
                 if i < self.heap.len() {
-                    self.sift_up(i);
-                    self.sift_down(i);
+                    // The last entry fills the hole, then finds its place.
+                    self.place(i, last);
+                    if self.sift_up(i) == i {
+                        self.sift_down(i);
+                    }
                 }
             }
         }
     }
 
-    fn swap(&mut self, i: usize, j: usize) {
-        self.heap.swap(i, j);
-        let (a, b) = (self.heap[i].1, self.heap[j].1);
-        self.set_position(a, i as u32);
-        self.set_position(b, j as u32);
+    /// Puts `item` at heap index `i` and records its position.
+    fn place(&mut self, i: usize, item: (u64, u32)) {
+        if let Some(e) = self.heap.get_mut(i) {
+            *e = item;
+        }
+        self.set_position(item.1, i as u32);
     }
 
-    fn sift_up(&mut self, mut i: usize) {
+    /// Moves the entry at `i` up to its place; returns where it ended.
+    fn sift_up(&mut self, mut i: usize) -> usize {
+        let Some(&item) = self.heap.get(i) else {
+            return i;
+        };
         while i > 0 {
             let parent = (i - 1) / 2;
-            if self.heap[i].0 >= self.heap[parent].0 {
+            let Some(&p) = self.heap.get(parent) else {
+                break;
+            };
+            if item.0 >= p.0 {
                 break;
             }
-            self.swap(i, parent);
+            self.place(i, p);
             i = parent;
         }
+        self.place(i, item);
+        i
     }
 
+    /// Moves the entry at `i` down to its place.
     fn sift_down(&mut self, mut i: usize) {
+        let Some(&item) = self.heap.get(i) else {
+            return;
+        };
         loop {
             let left = 2 * i + 1;
-            let right = left + 1;
-            let mut smallest = i;
-            if left < self.heap.len() && self.heap[left].0 < self.heap[smallest].0 {
-                smallest = left;
-            }
-            if right < self.heap.len() && self.heap[right].0 < self.heap[smallest].0 {
-                smallest = right;
-            }
-            if smallest == i {
+            let Some(&l) = self.heap.get(left) else {
+                break;
+            };
+            let (child, c) = match self.heap.get(left + 1) {
+                Some(&r) if r.0 < l.0 => (left + 1, r),
+                _ => (left, l),
+            };
+            if c.0 >= item.0 {
                 break;
             }
-            self.swap(i, smallest);
-            i = smallest;
+            self.place(i, c);
+            i = child;
         }
+        self.place(i, item);
     }
 }
 
@@ -290,6 +312,8 @@ enum Slot {
 pub struct TransactionTable<S = RandomState> {
     config: TimerConfig,
     hasher: S,
+    /// The `now` of the first insertion: timer deadlines are kept relative to it.
+    epoch: Option<Instant>,
     slots: Vec<Slot>,
     free_head: Option<u32>,
     len: usize,
@@ -314,6 +338,7 @@ impl<S: BuildHasher> TransactionTable<S> {
         Ok(Self {
             config,
             hasher,
+            epoch: None,
             slots: Vec::new(),
             free_head: None,
             len: 0,
@@ -378,7 +403,7 @@ impl<S: BuildHasher> TransactionTable<S> {
         } else {
             ClientInvite::new(now, reliable, &self.config)
         };
-        self.insert_client(key, Transaction::ClientInvite(tx))
+        self.insert_client(now, key, Transaction::ClientInvite(tx))
     }
 
     /// Creates a non-INVITE client transaction for a request sent with `key`.
@@ -392,7 +417,7 @@ impl<S: BuildHasher> TransactionTable<S> {
             return Err(TableError::MethodMismatch);
         }
         let tx = ClientNonInvite::new(now, reliable, &self.config);
-        self.insert_client(key, Transaction::ClientNonInvite(tx))
+        self.insert_client(now, key, Transaction::ClientNonInvite(tx))
     }
 
     /// Creates an INVITE server transaction for a received INVITE with `key`.
@@ -406,7 +431,7 @@ impl<S: BuildHasher> TransactionTable<S> {
             return Err(TableError::MethodMismatch);
         }
         let tx = ServerInvite::new(now, reliable, &self.config);
-        self.insert_server(key, Transaction::ServerInvite(tx))
+        self.insert_server(now, key, Transaction::ServerInvite(tx))
     }
 
     /// Creates a non-INVITE server transaction for a received request with `key` (never an
@@ -421,12 +446,15 @@ impl<S: BuildHasher> TransactionTable<S> {
             return Err(TableError::MethodMismatch);
         }
         let tx = ServerNonInvite::new(now, reliable, &self.config);
-        self.insert_server(key, Transaction::ServerNonInvite(tx))
+        self.insert_server(now, key, Transaction::ServerNonInvite(tx))
     }
 
     /// The client transaction a response with this key belongs to (§17.1.3).
     pub fn lookup_client(&self, key: &ClientKey<'_>) -> Option<TxId> {
-        let hash = self.hash_client(key);
+        self.lookup_client_hashed(key, self.hash_client(key))
+    }
+
+    fn lookup_client_hashed(&self, key: &ClientKey<'_>, hash: u64) -> Option<TxId> {
         self.find(&self.client_index, hash, |stored| {
             stored.as_client().is_some_and(|k| key.matches(&k))
         })
@@ -436,7 +464,10 @@ impl<S: BuildHasher> TransactionTable<S> {
     /// retransmission, an ACK for a non-2xx final response, or (with
     /// [`ServerKey::cancelled_invite`]) the INVITE a CANCEL cancels.
     pub fn lookup_server(&self, key: &ServerKey<'_>) -> Option<TxId> {
-        let hash = self.hash_server(key);
+        self.lookup_server_hashed(key, self.hash_server(key))
+    }
+
+    fn lookup_server_hashed(&self, key: &ServerKey<'_>, hash: u64) -> Option<TxId> {
         self.find(&self.server_index, hash, |stored| {
             stored
                 .as_server()
@@ -531,8 +562,12 @@ impl<S: BuildHasher> TransactionTable<S> {
 
     /// Fires every timer due at `now`, in deadline order.
     pub fn handle_timeouts(&mut self, now: Instant) {
+        let Some(epoch) = self.epoch else {
+            return;
+        };
+        let now_tick = tick(epoch, now);
         while let Some((at, index)) = self.timers.peek() {
-            if at > now {
+            if at > now_tick {
                 break;
             }
             match self.slots.get_mut(index as usize) {
@@ -549,7 +584,10 @@ impl<S: BuildHasher> TransactionTable<S> {
     /// The earliest deadline of any transaction: when to call
     /// [`TransactionTable::handle_timeouts`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|(at, _)| at)
+        let epoch = self.epoch?;
+        self.timers
+            .peek()
+            .map(|(at, _)| epoch + Duration::from_nanos(at))
     }
 
     /// The next action, with the transaction it concerns, in order.
@@ -595,19 +633,31 @@ impl<S: BuildHasher> TransactionTable<S> {
         }
     }
 
-    fn insert_client(&mut self, key: &ClientKey<'_>, tx: Transaction) -> Result<TxId, TableError> {
-        if let Some(existing) = self.lookup_client(key) {
+    fn insert_client(
+        &mut self,
+        now: Instant,
+        key: &ClientKey<'_>,
+        tx: Transaction,
+    ) -> Result<TxId, TableError> {
+        self.epoch.get_or_insert(now);
+        let hash = self.hash_client(key);
+        if let Some(existing) = self.lookup_client_hashed(key, hash) {
             return Err(TableError::Duplicate(existing));
         }
-        let hash = self.hash_client(key);
         self.insert(hash, StoredKey::client(key), tx)
     }
 
-    fn insert_server(&mut self, key: &ServerKey<'_>, tx: Transaction) -> Result<TxId, TableError> {
-        if let Some(existing) = self.lookup_server(key) {
+    fn insert_server(
+        &mut self,
+        now: Instant,
+        key: &ServerKey<'_>,
+        tx: Transaction,
+    ) -> Result<TxId, TableError> {
+        self.epoch.get_or_insert(now);
+        let hash = self.hash_server(key);
+        if let Some(existing) = self.lookup_server_hashed(key, hash) {
             return Err(TableError::Duplicate(existing));
         }
-        let hash = self.hash_server(key);
         self.insert(hash, StoredKey::server(key), tx)
     }
 
@@ -680,6 +730,10 @@ impl<S: BuildHasher> TransactionTable<S> {
             self.remove(index);
         } else {
             let at = entry.tx.poll_timeout();
+            let at = match (at, self.epoch) {
+                (Some(at), Some(epoch)) => Some(tick(epoch, at)),
+                _ => None,
+            };
             self.timers.set(index, at);
         }
     }
