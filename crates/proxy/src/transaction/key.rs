@@ -74,9 +74,10 @@ impl<'a> ClientKey<'a> {
 
     /// Feeds the key to a hasher consistently with [`ClientKey::matches`].
     pub fn hash_into<H: Hasher>(&self, state: &mut H) {
-        state.write_u8(1);
-        write_lowercase(state, self.branch);
-        write_exact(state, self.method);
+        let mut words = Words::new(state);
+        words.word(1);
+        words.lowercase(self.branch);
+        words.exact(self.method);
     }
 }
 
@@ -180,11 +181,12 @@ impl<'a> ServerKey<'a> {
     /// Feeds the key to a hasher consistently with matching. The To tag is left out, so an
     /// ACK (whose To tag is the response's) hashes like its INVITE.
     pub fn hash_into<H: Hasher>(&self, state: &mut H) {
+        let mut words = Words::new(state);
         match self.matching {
             ServerMatch::Rfc3261 { branch, sent_by } => {
-                state.write_u8(2);
-                write_lowercase(state, branch);
-                write_lowercase(state, sent_by);
+                words.word(2);
+                words.lowercase(branch);
+                words.lowercase(sent_by);
             }
             ServerMatch::Rfc2543 {
                 request_uri,
@@ -194,15 +196,15 @@ impl<'a> ServerKey<'a> {
                 cseq_number,
                 top_via,
             } => {
-                state.write_u8(3);
-                write_exact(state, request_uri);
-                write_exact(state, call_id);
-                write_lowercase(state, from_tag);
-                state.write_u32(cseq_number);
-                write_exact(state, top_via);
+                words.word(3);
+                words.exact(request_uri);
+                words.exact(call_id);
+                words.lowercase(from_tag);
+                words.word(u64::from(cseq_number));
+                words.exact(top_via);
             }
         }
-        write_exact(state, self.method);
+        words.exact(self.method);
     }
 
     /// Whether this key (from a received request) finds the transaction created by
@@ -256,35 +258,75 @@ impl<'a> ServerKey<'a> {
     }
 }
 
-/// Writes a field with its length, so that field boundaries are part of the hash.
-fn write_exact<H: Hasher>(state: &mut H, bytes: &[u8]) {
-    write_words(state, bytes, 0);
+/// Feeds a hasher whole 64-bit words through a small buffer, so that a key costs one or two
+/// `Hasher::write` calls whatever its number of fields.
+struct Words<'a, H: Hasher> {
+    state: &'a mut H,
+    buf: [u8; 64],
+    len: usize,
 }
 
-/// Writes a field case-folded, with its length. Setting bit 0x20 of every byte maps each
-/// ASCII capital to its small letter, so fields equal ignoring ASCII case hash the same (a
-/// few other bytes fold together too, which only costs a comparison).
-fn write_lowercase<H: Hasher>(state: &mut H, bytes: &[u8]) {
-    write_words(state, bytes, 0x2020_2020_2020_2020);
-}
-
-/// Writes the length, then the bytes eight at a time (ORed with `fold`), the last word
-/// zero-padded.
-fn write_words<H: Hasher>(state: &mut H, bytes: &[u8], fold: u64) {
-    state.write_usize(bytes.len());
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        state.write_u64(u64::from_le_bytes(w) | fold);
-    }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let mut tail = [0u8; 8];
-        for (t, b) in tail.iter_mut().zip(rest) {
-            *t = *b;
+impl<'a, H: Hasher> Words<'a, H> {
+    fn new(state: &'a mut H) -> Self {
+        Self {
+            state,
+            buf: [0; 64],
+            len: 0,
         }
-        state.write_u64(u64::from_le_bytes(tail) | fold);
+    }
+
+    fn word(&mut self, w: u64) {
+        if self.len + 8 > self.buf.len() {
+            self.flush();
+        }
+        if let Some(dst) = self.buf.get_mut(self.len..self.len + 8) {
+            dst.copy_from_slice(&w.to_le_bytes());
+            self.len += 8;
+        }
+    }
+
+    fn flush(&mut self) {
+        self.state
+            .write(self.buf.get(..self.len).unwrap_or_default());
+        self.len = 0;
+    }
+
+    /// A field byte for byte, with its length (so field boundaries are part of the hash).
+    fn exact(&mut self, bytes: &[u8]) {
+        self.field(bytes, 0);
+    }
+
+    /// A field case-folded, with its length. Setting bit 0x20 of every byte maps each
+    /// ASCII capital to its small letter, so fields equal ignoring ASCII case hash the same
+    /// (a few other bytes fold together too, which only costs a comparison).
+    fn lowercase(&mut self, bytes: &[u8]) {
+        self.field(bytes, 0x2020_2020_2020_2020);
+    }
+
+    /// The length, then the bytes eight at a time (ORed with `fold`), the last word
+    /// zero-padded.
+    fn field(&mut self, bytes: &[u8], fold: u64) {
+        self.word(bytes.len() as u64);
+        let mut words = bytes.chunks_exact(8);
+        for chunk in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            self.word(u64::from_le_bytes(w) | fold);
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut tail = [0u8; 8];
+            if let Some(dst) = tail.get_mut(..rest.len()) {
+                dst.copy_from_slice(rest);
+            }
+            self.word(u64::from_le_bytes(tail) | fold);
+        }
+    }
+}
+
+impl<H: Hasher> Drop for Words<'_, H> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
