@@ -662,3 +662,41 @@ fn two_thousand_calls_at_200_per_second_without_a_failure() {
         .count();
     assert!(byes_answered >= 2000, "{byes_answered} BYEs answered");
 }
+
+#[test]
+fn parallel_fork_to_two_callees_first_answer_wins_the_other_is_cancelled() {
+    let (mut winner, winner_port) = uas("uas_slow.xml", 1);
+    let (mut loser, loser_port) = uas("uas_cancel.xml", 1);
+    let proxy = Proxy::start(Some(&format!(
+        r#"
+[[proxy.route]]
+name = "fork"
+match = {{ methods = ["INVITE"] }}
+fork = "parallel"
+destinations = [
+  {{ host = "127.0.0.1", port = {winner_port} }},
+  {{ host = "127.0.0.1", port = {loser_port} }},
+]
+"#
+    )));
+    let caller = uac("uac.xml", &proxy, 9, &[]);
+    caller.assert_success();
+    winner.finish(Duration::from_secs(10)).assert_success();
+    let loser = loser.finish(Duration::from_secs(10));
+    loser.assert_success();
+    // Two early dialogs reached the caller: one 180 per callee, with different To tags.
+    let ringing: std::collections::HashSet<String> = caller
+        .received
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 180"))
+        .map(|m| header_values(m, "To")[0].to_string())
+        .collect();
+    assert_eq!(ringing.len(), 2, "{ringing:?}");
+    assert!(
+        caller.received_starting("SIP/2.0 487").is_none(),
+        "the loser's 487 stays at the proxy"
+    );
+    let invite = loser.received_starting("INVITE ").unwrap();
+    let cancel = loser.received_starting("CANCEL ").unwrap();
+    assert_eq!(branch_of(cancel), branch_of(invite));
+}

@@ -162,6 +162,21 @@ pub struct RouteRule {
     /// When to try the next destination of the set.
     #[serde(default)]
     pub failover: Failover,
+    /// `serial` (default): one destination after the other; `parallel`: all at once (forking),
+    /// the first 2xx wins and the other branches are cancelled.
+    #[serde(default)]
+    pub fork: Fork,
+}
+
+/// How a destination set is tried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fork {
+    /// One after the other, moving on per `failover`.
+    #[default]
+    Serial,
+    /// All at once (RFC 3261 §16.6 parallel forking).
+    Parallel,
 }
 
 /// The conditions of a rule; all given ones must hold.

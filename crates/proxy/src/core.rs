@@ -1480,3 +1480,74 @@ fn next_random(state: &mut u64, below: u32) -> u32 {
         (r % u64::from(below)) as u32
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)]
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
+    fn proxy(config: &str) -> Proxy {
+        let cfg = anchorage_config::parse(config).unwrap();
+        let local: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        Proxy::new(
+            CoreConfig {
+                node_id: "n1".into(),
+                listeners: vec![Listener {
+                    transport: Transport::Udp,
+                    local,
+                    advertise_host: "127.0.0.1".into(),
+                    advertise_port: 5060,
+                }],
+                timers: TimerConfig::default(),
+                router: Router::new(cfg.proxy.route),
+                dialog_max_age: Duration::from_secs(3600),
+            },
+            7,
+        )
+    }
+
+    fn datagram(text: &str, from: &str) -> Datagram {
+        Datagram {
+            data: Bytes::from(text.replace('\n', "\r\n")),
+            source: from.parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            transport: Transport::Udp,
+        }
+    }
+
+    fn drain(p: &mut Proxy) -> Vec<Transmit> {
+        std::iter::from_fn(|| p.poll_transmit()).collect()
+    }
+
+    const INVITE: &str = "INVITE sip:bob@127.0.0.1:9 SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\n\
+From: <sip:alice@example.com>;tag=a1\n\
+To: <sip:bob@example.com>\n\
+Call-ID: c1\n\
+CSeq: 1 INVITE\n\
+Contact: <sip:alice@127.0.0.1:5070>\n\
+Max-Forwards: 70\n\
+Content-Length: 0\n\n";
+
+    #[test]
+    fn parallel_fork_sends_to_every_destination_at_once() {
+        let mut p = proxy(
+            "[[proxy.route]]\nname = \"f\"\nfork = \"parallel\"\n\
+             destinations = [{ host = \"127.0.0.1\", port = 16001 }, { host = \"127.0.0.1\", port = 16002 }]\n",
+        );
+        p.handle_datagram(datagram(INVITE, "127.0.0.1:5070"), epoch());
+        let out = drain(&mut p);
+        let mut invites: Vec<u16> = out
+            .iter()
+            .filter(|t| t.data.starts_with(b"INVITE "))
+            .map(|t| t.destination.port())
+            .collect();
+        invites.sort_unstable();
+        assert_eq!(invites, [16001, 16002]);
+        assert!(out.iter().any(|t| t.data.starts_with(b"SIP/2.0 100 ")));
+    }
+}
