@@ -1015,6 +1015,32 @@ mod tests {
         assert!(t.is_empty());
     }
 
+    proptest::proptest! {
+        /// The indexed heap agrees with a plain map of deadlines after any sequence of
+        /// sets and clears, and every position index points at its own entry.
+        #[test]
+        fn timer_heap_matches_a_model(
+            ops in proptest::collection::vec((0u32..40, proptest::option::of(0u64..1_000)), 0..400)
+        ) {
+            let mut heap = TimerHeap::default();
+            let mut model = std::collections::BTreeMap::new();
+            for (slot, at) in ops {
+                heap.set(slot, at);
+                match at {
+                    Some(at) => { model.insert(slot, at); }
+                    None => { model.remove(&slot); }
+                }
+                let min = model.values().min().copied();
+                proptest::prop_assert_eq!(heap.peek().map(|(at, _)| at), min);
+                proptest::prop_assert_eq!(heap.heap.len(), model.len());
+                for (i, (at, slot)) in heap.heap.iter().enumerate() {
+                    proptest::prop_assert_eq!(heap.position(*slot), Some(i));
+                    proptest::prop_assert_eq!(model.get(slot), Some(at));
+                }
+            }
+        }
+    }
+
     #[test]
     fn hash_collisions_fall_back_to_full_comparison() {
         #[derive(Default)]
