@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod proxy_node;
+mod resolve;
 
 /// Command line of the `anchorage` binary.
 #[derive(Debug, Parser)]

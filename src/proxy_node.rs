@@ -132,6 +132,9 @@ pub async fn run(config: Config, listen: &[ListenArg]) -> anyhow::Result<()> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     let mut proxy = Proxy::new(core_config, seed);
+    let resolver =
+        std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);
+    let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tracing::info!(node = %config.node.id, "proxy started");
@@ -151,8 +154,17 @@ pub async fn run(config: Config, listen: &[ListenArg]) -> anyhow::Result<()> {
                 }
             }
             _ = sleep_until(wake) => proxy.handle_timeout(Instant::now()),
+            Some((id, result)) = resolved.recv() => proxy.handle_resolved(id, result, Instant::now()),
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
+        }
+        while let Some(query) = proxy.poll_resolve() {
+            let resolver = resolver.clone();
+            let done = resolved_tx.clone();
+            tokio::spawn(async move {
+                let result = crate::resolve::resolve(&resolver, &query).await;
+                let _ = done.send((query.id, result));
+            });
         }
         while let Some(t) = proxy.poll_transmit() {
             let out = Outbound {

@@ -700,3 +700,113 @@ destinations = [
     let cancel = loser.received_starting("CANCEL ").unwrap();
     assert_eq!(branch_of(cancel), branch_of(invite));
 }
+
+/// dnsmasq on a loopback port serving `records` (dnsmasq options such as `--srv-host=…`).
+fn dns_server(records: &[String]) -> (Daemon, u16) {
+    let dnsmasq = anchorage_testkit::require_tool("dnsmasq", "dnsmasq-base");
+    let port = free_port(LOCALHOST);
+    let mut cmd = Command::new(dnsmasq);
+    cmd.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+    ])
+    .args([
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        "--log-queries",
+    ])
+    .arg(format!("--port={port}"))
+    .args(records);
+    let mut daemon = Daemon::spawn("dnsmasq", &mut cmd);
+    daemon.wait_until(Duration::from_secs(5), |d| d.log().contains("started"));
+    (daemon, port)
+}
+
+fn call_by_name(
+    ruri: &str,
+    records: &[String],
+    uas_scenario: &str,
+    uas_port: u16,
+) -> (SippRun, SippRun, Daemon) {
+    let (dns, dns_port) = dns_server(records);
+    let callee = Sipp::new("uas", &scenario(uas_scenario), addr(uas_port))
+        .args(["-m", "1"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let proxy = Proxy::start(Some(&format!(
+        "[proxy.dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n"
+    )));
+    let port = free_udp_port(LOCALHOST);
+    let caller = Sipp::new("uac", &scenario("uac_ruri.xml"), addr(port))
+        .args([
+            "-rsa",
+            &proxy.sip(),
+            "-m",
+            "1",
+            "-timeout",
+            "20s",
+            "-timeout_error",
+        ])
+        .args(["-key", "ruri", ruri])
+        .run("127.0.0.1:9", Duration::from_secs(30));
+    let mut callee = callee;
+    let callee = callee.finish(Duration::from_secs(10));
+    (caller, callee, dns)
+}
+
+#[test]
+fn request_uri_without_port_is_resolved_by_srv_then_a_record() {
+    let uas_port = free_udp_port(LOCALHOST);
+    let records = [
+        format!("--srv-host=_sip._udp.pbx.test,sip1.pbx.test,{uas_port},10,10"),
+        "--host-record=sip1.pbx.test,127.0.0.1".to_string(),
+    ];
+    let (caller, callee, dns) = call_by_name("sip:bob@pbx.test", &records, "uas.xml", uas_port);
+    caller.assert_success();
+    callee.assert_success();
+    let invite = callee.received_starting("INVITE ").unwrap();
+    assert!(
+        invite.starts_with("INVITE sip:bob@pbx.test SIP/2.0"),
+        "{invite}"
+    );
+    let log = dns.log();
+    assert!(log.contains("query[SRV] _sip._udp.pbx.test"), "{log}");
+}
+
+#[test]
+fn request_uri_with_a_port_is_resolved_by_a_record_only() {
+    let uas_port = free_udp_port(LOCALHOST);
+    let records = ["--host-record=sip1.pbx.test,127.0.0.1".to_string()];
+    let ruri = format!("sip:bob@sip1.pbx.test:{uas_port}");
+    let (caller, callee, dns) = call_by_name(&ruri, &records, "uas.xml", uas_port);
+    caller.assert_success();
+    callee.assert_success();
+    let log = dns.log();
+    assert!(!log.contains("query[SRV]"), "{log}");
+    assert!(log.contains("sip1.pbx.test"), "{log}");
+}
+
+#[test]
+fn unknown_host_name_is_answered_503() {
+    let (dns, dns_port) = dns_server(&[]);
+    let proxy = Proxy::start(Some(&format!(
+        "[proxy.dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n"
+    )));
+    let ua = RawUa::new();
+    ua.send(
+        proxy.port,
+        &request(
+            &ua,
+            "OPTIONS sip:bob@nowhere.test SIP/2.0",
+            "From: <sip:a@example.com>;tag=1\nTo: <sip:bob@nowhere.test>\nCall-ID: dns-1\nCSeq: 1 OPTIONS\nContent-Length: 0\n",
+        ),
+    );
+    let reply = ua.expect("SIP/2.0 ");
+    assert!(
+        reply.starts_with("SIP/2.0 503 Service Unavailable"),
+        "{reply}"
+    );
+    drop(dns);
+}

@@ -22,6 +22,16 @@ pub struct ProxyConfig {
     /// `[[proxy.route]]`: ordered routing rules; the first that matches a request applies.
     /// With none, every request is forwarded to its Request-URI.
     pub route: Vec<RouteRule>,
+    /// `[proxy.dns]`: how host names are resolved (RFC 3263).
+    pub dns: DnsConfig,
+}
+
+/// Name resolution.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// DNS servers (`IP:PORT`) to ask; empty = the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
 }
 
 impl Default for ProxyConfig {
@@ -44,6 +54,7 @@ impl Default for ProxyConfig {
             tcp: TcpLimits::default(),
             dialog: DialogConfig::default(),
             route: Vec::new(),
+            dns: DnsConfig::default(),
         }
     }
 }

@@ -24,7 +24,9 @@ use anchorage_sip::{HeaderName, Message, Method, RequestBuilder, Uri};
 use bytes::Bytes;
 
 use crate::dialog::Dialogs;
-use crate::routing::{default_reason, Decision, FailoverPolicy, RequestFacts, Router, Target};
+use crate::routing::{
+    default_reason, Decision, FailoverPolicy, RequestFacts, Router, Target, TargetHost,
+};
 use crate::transaction::{
     Action, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, TimerConfig,
 };
@@ -83,6 +85,20 @@ pub struct Transmit {
     pub transport: Transport,
     /// Local socket to send from, if it matters.
     pub local: Option<SocketAddr>,
+}
+
+/// A host name the core needs resolved (RFC 3263): answer with [`Proxy::handle_resolved`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveQuery {
+    /// Identifies the query in [`Proxy::handle_resolved`].
+    pub id: u64,
+    /// The host name.
+    pub name: String,
+    /// The port, if given; `None`: look up SRV (`_sip._udp` / `_sip._tcp`) first, then A/AAAA
+    /// with port 5060 (RFC 3263 §4.2).
+    pub port: Option<u16>,
+    /// The transport of the request.
+    pub transport: Transport,
 }
 
 /// Counters of the core, for metrics.
@@ -181,6 +197,10 @@ pub struct Proxy {
     dialog_sweep: Option<Instant>,
     /// The response being handled while a client transaction's actions are drained.
     pending_response: Option<Message>,
+    /// Host names to resolve, and the requests waiting for them.
+    resolve_queries: VecDeque<ResolveQuery>,
+    waiting_for_resolution: HashMap<u64, ServerKey>,
+    next_query_id: u64,
 }
 
 impl Proxy {
@@ -203,6 +223,9 @@ impl Proxy {
             rng_state: seed | 1,
             dialog_sweep: None,
             pending_response: None,
+            resolve_queries: VecDeque::new(),
+            waiting_for_resolution: HashMap::new(),
+            next_query_id: 1,
         }
     }
 
@@ -224,6 +247,48 @@ impl Proxy {
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// The next host name to resolve.
+    pub fn poll_resolve(&mut self) -> Option<ResolveQuery> {
+        self.resolve_queries.pop_front()
+    }
+
+    /// The addresses of a resolved name, in the order to try them (RFC 3263: SRV priority and
+    /// weight, then A/AAAA), or the failure. The request that waited goes on.
+    pub fn handle_resolved(
+        &mut self,
+        id: u64,
+        result: Result<Vec<(SocketAddr, Transport)>, String>,
+        now: Instant,
+    ) {
+        let Some(key) = self.waiting_for_resolution.remove(&id) else {
+            return;
+        };
+        let Some(tx) = self.servers.get_mut(&key) else {
+            return;
+        };
+        match result {
+            Ok(addrs) if !addrs.is_empty() => {
+                for (addr, transport) in addrs.into_iter().rev() {
+                    tx.remaining.push_front(Target {
+                        host: TargetHost::Ip(addr.ip()),
+                        port: addr.port(),
+                        transport,
+                        srv: false,
+                    });
+                }
+            }
+            Ok(_) | Err(_) => {
+                if let Err(reason) = &result {
+                    tracing::info!(call_id = tx.request.call_id().unwrap_or(""), %reason, "resolution failed");
+                }
+                if tx.best.is_none() {
+                    tx.best = Some((503, Bytes::new()));
+                }
+            }
+        }
+        self.try_next_target(&key, now);
     }
 
     /// When [`Proxy::handle_timeout`] must next be called.
@@ -504,12 +569,19 @@ impl Proxy {
                 return;
             };
             let Some(destination) = target.socket_addr() else {
-                // Host names need RFC 3263 resolution, which the runtime does not offer yet.
-                tracing::warn!(call_id = tx.request.call_id().unwrap_or(""), host = ?target.host, "cannot resolve host name; trying the next destination");
-                if tx.best.is_none() {
-                    tx.best = Some((503, Bytes::new()));
+                // A host name: park the request until the runtime resolved it (RFC 3263).
+                if let TargetHost::Name(name) = target.host {
+                    let id = self.next_query_id;
+                    self.next_query_id += 1;
+                    self.waiting_for_resolution.insert(id, key.clone());
+                    self.resolve_queries.push_back(ResolveQuery {
+                        id,
+                        name,
+                        port: (!target.srv).then_some(target.port),
+                        transport: target.transport,
+                    });
                 }
-                continue;
+                return;
             };
             let request = tx.request.clone();
             let failover = tx.failover.clone();

@@ -23,6 +23,8 @@ pub struct Target {
     pub port: u16,
     /// Transport.
     pub transport: Transport,
+    /// The port was not given for a host name: RFC 3263 §4.2 looks up SRV records first.
+    pub srv: bool,
 }
 
 /// A target host.
@@ -61,10 +63,12 @@ impl Target {
                 Host::Domain(d) => host_from_text(d),
             },
         };
+        let srv = sip.port.is_none() && matches!(host, TargetHost::Name(_));
         Some(Target {
             host,
             port: sip.port.unwrap_or(5060),
             transport,
+            srv,
         })
     }
 
@@ -76,6 +80,8 @@ impl Target {
                 anchorage_config::proxy::Transport::Udp => Transport::Udp,
                 anchorage_config::proxy::Transport::Tcp => Transport::Tcp,
             },
+            // A configured destination always has a port (5060 by default): A/AAAA only.
+            srv: false,
         }
     }
 }
@@ -415,7 +421,8 @@ failover = { on = ["503", "6xx", "timeout"], timeout_ms = 1500 }
             Target {
                 host: TargetHost::Ip("192.0.2.1".parse().unwrap()),
                 port: 5080,
-                transport: Transport::Tcp
+                transport: Transport::Tcp,
+                srv: false,
             }
         );
         assert_eq!(
@@ -438,6 +445,8 @@ failover = { on = ["503", "6xx", "timeout"], timeout_ms = 1500 }
             t("sip:bob@Example.COM").unwrap().host,
             TargetHost::Name("example.com".into())
         );
+        assert!(t("sip:bob@example.com").unwrap().srv);
+        assert!(!t("sip:bob@example.com:5080").unwrap().srv);
         assert!(t("sip:bob@example.com;transport=sctp").is_none());
         assert!(t("tel:+15551234").is_none());
     }
