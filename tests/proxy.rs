@@ -810,3 +810,74 @@ fn unknown_host_name_is_answered_503() {
     );
     drop(dns);
 }
+
+#[test]
+fn udp_caller_to_tcp_callee_gets_two_record_routes() {
+    let uas_port = free_port(LOCALHOST);
+    let proxy = Proxy::start(Some(&format!(
+        "[[proxy.route]]\nname = \"tcp\"\ndestinations = [{{ host = \"127.0.0.1\", port = {uas_port}, transport = \"tcp\" }}]\n"
+    )));
+    let mut callee = Sipp::new("uas", &scenario("uas.xml"), addr(uas_port))
+        .args(["-m", "1", "-t", "t1"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = uac("uac.xml", &proxy, uas_port, &[]);
+    caller.assert_success();
+    let callee = callee.finish(Duration::from_secs(10));
+    callee.assert_success();
+    let p = proxy.port;
+    // RFC 3261 §16.6 step 4 / RFC 5658: one entry per side, the outbound (TCP) one on top.
+    let invite = callee.received_starting("INVITE ").unwrap();
+    assert_eq!(
+        header_values(invite, "Record-Route"),
+        [
+            format!("<sip:127.0.0.1:{p};transport=tcp;lr>"),
+            format!("<sip:127.0.0.1:{p};lr>")
+        ]
+    );
+    // In-dialog requests from the caller come back through both entries, and the proxy
+    // removes both before forwarding over TCP.
+    let bye = callee.received_starting("BYE ").unwrap();
+    assert!(header_values(bye, "Route").is_empty(), "{bye}");
+    assert!(header_values(bye, "Via")[0].starts_with(&format!("SIP/2.0/TCP 127.0.0.1:{p};")));
+}
+
+#[test]
+fn a_call_over_ipv6() {
+    let v6: std::net::IpAddr = "::1".parse().unwrap();
+    let port = free_port(v6);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args(["proxy", "--listen", &format!("udp:[::1]:{port}")]);
+    let mut daemon = Daemon::spawn("anchorage-proxy-v6", &mut cmd);
+    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("SIP udp on"));
+    let uas_port = free_udp_port(v6);
+    let mut callee = Sipp::new("uas", &scenario("uas.xml"), SocketAddr::new(v6, uas_port))
+        .args(["-m", "1"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = Sipp::new(
+        "uac",
+        &scenario("uac.xml"),
+        SocketAddr::new(v6, free_udp_port(v6)),
+    )
+    .args([
+        "-rsa",
+        &format!("[::1]:{port}"),
+        "-m",
+        "1",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+    ])
+    .run(&format!("[::1]:{uas_port}"), Duration::from_secs(30));
+    caller.assert_success();
+    let callee = callee.finish(Duration::from_secs(10));
+    callee.assert_success();
+    let invite = callee.received_starting("INVITE ").unwrap();
+    assert_eq!(
+        header_values(invite, "Record-Route"),
+        [format!("<sip:[::1]:{port};lr>")]
+    );
+    assert!(header_values(invite, "Via")[0].starts_with(&format!("SIP/2.0/UDP [::1]:{port};")));
+    drop(daemon);
+}
