@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod api;
 mod proxy_node;
 mod resolve;
 
@@ -42,6 +43,9 @@ enum Command {
         /// (repeatable).
         #[arg(long, value_name = "PROTO:IP:PORT")]
         listen: Vec<proxy_node::ListenArg>,
+        /// Serve the management API and /metrics on this address (overrides `api.listen`).
+        #[arg(long, value_name = "IP:PORT")]
+        api: Option<std::net::SocketAddr>,
     },
     /// Run a media relay node controlled over the ng protocol.
     Relay {
@@ -87,13 +91,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Check { config } => check(config),
-        Command::Proxy { config, listen } => {
+        Command::Proxy {
+            config,
+            listen,
+            api,
+        } => {
             let config = match load_or_default(config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             init_logging();
-            run_async(proxy_node::run(config, listen))
+            run_async(proxy_node::run(config, listen, *api))
         }
         other => {
             let name = other.name();

@@ -55,8 +55,12 @@ fn wire(t: anchorage_proxy::Transport) -> Transport {
     }
 }
 
-/// Runs a proxy node until Ctrl-C or SIGTERM.
-pub async fn run(config: Config, listen: &[ListenArg]) -> anyhow::Result<()> {
+/// Runs a proxy node until Ctrl-C or SIGTERM; with `api`, also the management server.
+pub async fn run(
+    config: Config,
+    listen: &[ListenArg],
+    api: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let p = &config.proxy;
     let mut specs = Vec::new();
     let mut advertise = Vec::new();
@@ -135,6 +139,13 @@ pub async fn run(config: Config, listen: &[ListenArg]) -> anyhow::Result<()> {
     let resolver =
         std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
+    let (query_tx, mut queries) = mpsc::channel(64);
+    if let Some(listen) = api.or(config.api.listen) {
+        let bound = crate::api::serve(listen, query_tx)
+            .await
+            .with_context(|| format!("starting the management server on {listen}"))?;
+        println!("anchorage proxy: management API and /metrics on http://{bound}");
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tracing::info!(node = %config.node.id, "proxy started");
@@ -155,6 +166,7 @@ pub async fn run(config: Config, listen: &[ListenArg]) -> anyhow::Result<()> {
             }
             _ = sleep_until(wake) => proxy.handle_timeout(Instant::now()),
             Some((id, result)) = resolved.recv() => proxy.handle_resolved(id, result, Instant::now()),
+            Some(query) = queries.recv() => answer(&proxy, &transports, query),
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
         }
@@ -180,6 +192,45 @@ pub async fn run(config: Config, listen: &[ListenArg]) -> anyhow::Result<()> {
     }
     tracing::info!("proxy stopped");
     Ok(())
+}
+
+/// Answers a management query from the core's state.
+fn answer(proxy: &Proxy, transports: &Transports, query: crate::api::Query) {
+    use crate::api::{CallView, ProxySnapshot, Query};
+    let now = Instant::now();
+    match query {
+        Query::Calls(reply) => {
+            let _ = reply.send(
+                proxy
+                    .dialogs()
+                    .iter()
+                    .map(|d| CallView::of(d, now))
+                    .collect(),
+            );
+        }
+        Query::Call(call_id, reply) => {
+            let _ = reply.send(
+                proxy
+                    .dialogs()
+                    .by_call_id(&call_id)
+                    .map(|d| CallView::of(d, now))
+                    .collect(),
+            );
+        }
+        Query::Metrics(reply) => {
+            let (server_transactions, client_transactions) = proxy.transaction_count();
+            let stats = transports.stats();
+            let _ = reply.send(ProxySnapshot {
+                counters: proxy.counters().clone(),
+                server_transactions,
+                client_transactions,
+                dialogs: proxy.dialogs().len(),
+                tcp_connections: transports.open_connections(),
+                sent: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
+                send_errors: stats.send_errors.load(std::sync::atomic::Ordering::Relaxed),
+            });
+        }
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

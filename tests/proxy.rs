@@ -881,3 +881,105 @@ fn a_call_over_ipv6() {
     assert!(header_values(invite, "Via")[0].starts_with(&format!("SIP/2.0/UDP [::1]:{port};")));
     drop(daemon);
 }
+
+/// A minimal HTTP/1.1 GET: (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn management_api_lists_live_calls_and_metrics_count_them() {
+    let port = free_port(LOCALHOST);
+    let api = free_port(LOCALHOST);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args(["proxy", "--listen", &format!("udp:127.0.0.1:{port}")])
+        .args(["--api", &format!("127.0.0.1:{api}")]);
+    let mut daemon = Daemon::spawn("anchorage-proxy-api", &mut cmd);
+    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
+    let api = addr(api);
+    let (mut callee, uas_port) = uas("uas.xml", 1);
+    let caller = Sipp::new("uac", &scenario("uac.xml"), addr(free_udp_port(LOCALHOST)))
+        .args([
+            "-rsa",
+            &format!("127.0.0.1:{port}"),
+            "-m",
+            "1",
+            "-d",
+            "1500",
+        ])
+        .args([
+            "-timeout",
+            "20s",
+            "-timeout_error",
+            &format!("127.0.0.1:{uas_port}"),
+        ])
+        .spawn();
+    // While the call is up, it is listed with both legs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let listed = loop {
+        let (status, body) = http_get(api, "/v1/calls");
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if let Some(call) = v["calls"].as_array().and_then(|c| c.first()).cloned() {
+            break call;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no call listed: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(listed["state"], "confirmed");
+    assert_eq!(listed["caller"]["transport"], "udp");
+    assert!(listed["callee"]["tag"]
+        .as_str()
+        .unwrap()
+        .contains("SIPpTag01"));
+    let call_id = listed["call_id"].as_str().unwrap().to_string();
+    let (status, body) = http_get(api, &format!("/v1/calls/{call_id}"));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(api, "/v1/calls/no-such-call");
+    assert_eq!(status, 404);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"],
+        "no call with Call-ID \"no-such-call\""
+    );
+    let (status, body) = http_get(api, "/v2/nothing");
+    assert_eq!(status, 404);
+    assert!(body.contains("no such endpoint: /v2/nothing"), "{body}");
+    let mut caller = caller;
+    caller.finish(Duration::from_secs(20)).assert_success();
+    callee.finish(Duration::from_secs(10)).assert_success();
+    // After the BYE the call is gone, and the metrics saw it.
+    let (_, body) = http_get(api, "/v1/calls");
+    assert_eq!(body, r#"{"calls":[]}"#);
+    let (status, metrics) = http_get(api, "/metrics");
+    assert_eq!(status, 200);
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    // INVITE, ACK, BYE from the caller, at the least.
+    assert!(value("anchorage_sip_requests_total") >= 3);
+    assert_eq!(value("anchorage_dialogs"), 0);
+    assert_eq!(value("anchorage_sip_dropped_total"), 0);
+    drop(daemon);
+}

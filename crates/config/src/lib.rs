@@ -52,24 +52,17 @@ impl Default for NodeConfig {
 }
 
 /// `[api]`: the management HTTP server (API, metrics, dashboard).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Address the HTTP server listens on.
-    pub listen: std::net::SocketAddr,
+    /// Address the HTTP server listens on; none = no server (`anchorage up` defaults to
+    /// 127.0.0.1:7060).
+    pub listen: Option<std::net::SocketAddr>,
     /// Bearer token required by every request that changes state; none means no check
     /// (only sensible on loopback).
     pub token: Option<String>,
 }
 
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7060)),
-            token: None,
-        }
-    }
-}
 
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -1,0 +1,279 @@
+//! The management HTTP server (axum): `/metrics` in Prometheus text format and the JSON API
+//! under `/v1` (see `docs/api.md`). Errors are JSON objects with an `error` message.
+//!
+//! The server never touches the proxy core: it sends a [`Query`] to the task that owns the core
+//! and waits for the answer, so the core stays single-owner and lock-free.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anchorage_proxy::core::Counters;
+use anchorage_proxy::dialog::{Dialog, DialogState, Leg};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// A question for the task that owns the proxy core.
+pub enum Query {
+    /// Every call (dialog).
+    Calls(oneshot::Sender<Vec<CallView>>),
+    /// The dialogs of one Call-ID.
+    Call(String, oneshot::Sender<Vec<CallView>>),
+    /// Numbers for `/metrics`.
+    Metrics(oneshot::Sender<ProxySnapshot>),
+}
+
+/// A dialog as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallView {
+    /// Call-ID.
+    pub call_id: String,
+    /// `early` or `confirmed`.
+    pub state: &'static str,
+    /// Seconds since the dialog was created.
+    pub age_s: u64,
+    /// The calling party.
+    pub caller: LegView,
+    /// The called party.
+    pub callee: LegView,
+    /// Record-Route set as the callee returned it.
+    pub record_route: Vec<String>,
+}
+
+/// One leg of a dialog.
+#[derive(Debug, Clone, Serialize)]
+pub struct LegView {
+    /// Its tag.
+    pub tag: String,
+    /// Its Contact.
+    pub remote_target: Option<String>,
+    /// Where its messages came from.
+    pub source: Option<String>,
+    /// `udp` or `tcp`.
+    pub transport: Option<&'static str>,
+    /// Last CSeq number seen from it.
+    pub last_cseq: Option<u32>,
+}
+
+impl CallView {
+    /// The view of a dialog at `now`.
+    pub fn of(d: &Dialog, now: Instant) -> CallView {
+        let leg = |l: &Leg| LegView {
+            tag: l.tag.clone(),
+            remote_target: l.remote_target.clone(),
+            source: l.source.map(|s| s.to_string()),
+            transport: l.transport.map(|t| match t {
+                anchorage_proxy::Transport::Udp => "udp",
+                anchorage_proxy::Transport::Tcp => "tcp",
+            }),
+            last_cseq: l.last_cseq,
+        };
+        CallView {
+            call_id: d.id.call_id.clone(),
+            state: match d.state {
+                DialogState::Early => "early",
+                DialogState::Confirmed => "confirmed",
+            },
+            age_s: now.saturating_duration_since(d.created).as_secs(),
+            caller: leg(&d.caller),
+            callee: leg(&d.callee),
+            record_route: d.record_route.clone(),
+        }
+    }
+}
+
+/// The proxy's numbers at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct ProxySnapshot {
+    /// Core counters.
+    pub counters: Counters,
+    /// Live server transactions.
+    pub server_transactions: usize,
+    /// Live client transactions.
+    pub client_transactions: usize,
+    /// Live dialogs.
+    pub dialogs: usize,
+    /// Open TCP connections.
+    pub tcp_connections: usize,
+    /// Messages sent.
+    pub sent: u64,
+    /// Sends that failed.
+    pub send_errors: u64,
+}
+
+impl Collector for ProxySnapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.counters;
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "anchorage_sip_requests",
+                "SIP requests received, retransmissions included",
+                c.requests,
+            ),
+            (
+                "anchorage_sip_responses",
+                "SIP responses received",
+                c.responses,
+            ),
+            (
+                "anchorage_sip_dropped",
+                "SIP messages dropped as unparsable or unanswerable",
+                c.dropped,
+            ),
+            (
+                "anchorage_sip_rejected",
+                "Requests answered with an error by the proxy itself",
+                c.rejected,
+            ),
+            (
+                "anchorage_sip_stateless_requests",
+                "CANCEL/ACK forwarded without a transaction",
+                c.stateless_requests,
+            ),
+            (
+                "anchorage_sip_stateless_responses",
+                "Responses forwarded without a transaction",
+                c.stateless_responses,
+            ),
+            ("anchorage_sip_sent", "SIP messages sent", self.sent),
+            (
+                "anchorage_sip_send_errors",
+                "SIP messages that could not be sent",
+                self.send_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauges: [(&str, &str, usize); 4] = [
+            (
+                "anchorage_server_transactions",
+                "Live server transactions",
+                self.server_transactions,
+            ),
+            (
+                "anchorage_client_transactions",
+                "Live client transactions",
+                self.client_transactions,
+            ),
+            ("anchorage_dialogs", "Live dialogs (calls)", self.dialogs),
+            (
+                "anchorage_tcp_connections",
+                "Open SIP TCP connections",
+                self.tcp_connections,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    queries: mpsc::Sender<Query>,
+}
+
+/// A JSON error response.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+async fn ask<T>(
+    state: &AppState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Query,
+) -> Result<T, Response> {
+    let (tx, rx) = oneshot::channel();
+    state
+        .queries
+        .send(make(tx))
+        .await
+        .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the proxy is stopping"))?;
+    rx.await
+        .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "the proxy is stopping"))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let snapshot = match ask(&state, Query::Metrics).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed");
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn calls(State(state): State<Arc<AppState>>) -> Response {
+    match ask(&state, Query::Calls).await {
+        Ok(calls) => Json(serde_json::json!({ "calls": calls })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn call(State(state): State<Arc<AppState>>, Path(call_id): Path<String>) -> Response {
+    match ask(&state, |tx| Query::Call(call_id.clone(), tx)).await {
+        Ok(dialogs) if dialogs.is_empty() => error(
+            StatusCode::NOT_FOUND,
+            format!("no call with Call-ID {call_id:?}"),
+        ),
+        Ok(dialogs) => {
+            Json(serde_json::json!({ "call_id": call_id, "dialogs": dialogs })).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+/// Binds the server and serves it in the background; returns the bound address.
+pub async fn serve(listen: SocketAddr, queries: mpsc::Sender<Query>) -> anyhow::Result<SocketAddr> {
+    let state = Arc::new(AppState { queries });
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/calls", get(calls))
+        .route("/v1/calls/{call_id}", get(call))
+        .fallback(not_found)
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "management server stopped");
+        }
+    });
+    Ok(bound)
+}
