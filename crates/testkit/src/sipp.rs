@@ -104,6 +104,34 @@ impl SippProcess {
         }
     }
 
+    /// What SIPp received so far (its message log is written as the call goes).
+    pub fn received_so_far(&self) -> Vec<String> {
+        messages(
+            &std::fs::read_to_string(&self.messages).unwrap_or_default(),
+            "received",
+        )
+    }
+
+    /// Waits until SIPp received a message starting with `start`, and returns it.
+    pub fn wait_for_received(&self, start: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(m) = self
+                .received_so_far()
+                .into_iter()
+                .find(|m| m.starts_with(start))
+            {
+                return m;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "SIPp received no {start:?} within {timeout:?}; it got {:#?}",
+                self.received_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether SIPp still runs.
     pub fn is_running(&mut self) -> bool {
         self.daemon.is_running()
