@@ -78,7 +78,7 @@ fn sdp_media(message: &str) -> SocketAddr {
     let ip = message
         .lines()
         .filter_map(|l| l.strip_prefix("c=IN IP4 "))
-        .last()
+        .next_back()
         .expect("a c= line");
     let port = message
         .lines()
