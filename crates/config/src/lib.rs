@@ -63,7 +63,6 @@ pub struct ApiConfig {
     pub token: Option<String>,
 }
 
-
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
