@@ -130,6 +130,9 @@ pub async fn run(
         timers,
         router: Router::new(p.route.clone()),
         dialog_max_age: Duration::from_secs(p.dialog.max_age_s),
+        relay_sets: p.relay_set.clone(),
+        default_media: p.media.clone(),
+        ng_client: anchorage_ng::ClientConfig::default(),
     };
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -140,6 +143,11 @@ pub async fn run(
         std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
     let (query_tx, mut queries) = mpsc::channel(64);
+    // One socket for ng towards every relay node (their replies come back to it).
+    let ng_socket = tokio::net::UdpSocket::bind(ng_bind_address(&p.relay_set))
+        .await
+        .context("binding the ng client socket")?;
+    let mut ng_buf = vec![0u8; 65_535];
     if let Some(listen) = api.or(config.api.listen) {
         let bound = crate::api::serve(listen, query_tx)
             .await
@@ -167,8 +175,18 @@ pub async fn run(
             _ = sleep_until(wake) => proxy.handle_timeout(Instant::now()),
             Some((id, result)) = resolved.recv() => proxy.handle_resolved(id, result, Instant::now()),
             Some(query) = queries.recv() => answer(&proxy, &transports, query),
+            received = ng_socket.recv_from(&mut ng_buf) => {
+                if let Ok((n, source)) = received {
+                    proxy.handle_ng_datagram(source, ng_buf.get(..n).unwrap_or_default(), Instant::now());
+                }
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
+        }
+        while let Some((relay, datagram)) = proxy.poll_ng_transmit(Instant::now()) {
+            if let Err(e) = ng_socket.try_send_to(&datagram, relay) {
+                tracing::warn!(%relay, error = %e, "ng send failed");
+            }
         }
         while let Some(query) = proxy.poll_resolve() {
             let resolver = resolver.clone();
@@ -231,6 +249,24 @@ fn answer(proxy: &Proxy, transports: &Transports, query: crate::api::Query) {
             });
         }
     }
+}
+
+/// The local address of the ng socket: loopback when every relay is on loopback, else any
+/// address of the relays' family.
+fn ng_bind_address(sets: &[anchorage_config::proxy::RelaySet]) -> SocketAddr {
+    let relays: Vec<SocketAddr> = sets
+        .iter()
+        .flat_map(|s| s.nodes.iter().map(|n| n.ng))
+        .collect();
+    let v6 = relays.first().is_some_and(|a| a.is_ipv6());
+    let loopback = relays.iter().all(|a| a.ip().is_loopback());
+    let ip: std::net::IpAddr = match (v6, loopback) {
+        (false, true) => std::net::Ipv4Addr::LOCALHOST.into(),
+        (false, false) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        (true, true) => std::net::Ipv6Addr::LOCALHOST.into(),
+        (true, false) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    SocketAddr::new(ip, 0)
 }
 
 async fn sleep_until(at: Option<Instant>) {

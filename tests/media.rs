@@ -8,9 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anchorage_testkit::sipp::{Sipp, SippProcess};
-use anchorage_testkit::{
-    free_port, free_udp_block, free_udp_port, require_tool, Daemon, LOCALHOST,
-};
+use anchorage_testkit::{free_port, free_udp_port, require_tool, Daemon, LOCALHOST};
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,34 +18,51 @@ fn scenario(name: &str) -> PathBuf {
 
 /// Kamailio with the rtpengine module pointed at `ng_port`, forwarding calls addressed to it
 /// to the UAS at `uas_port`. Returns the daemon, its SIP port and its run directory guard.
+/// A port taken by another test between choosing and binding it is retried with another.
 fn kamailio(ng_port: u16, uas_port: u16) -> (Daemon, u16, tempfile::TempDir) {
     let kamailio = require_tool("kamailio", "kamailio");
-    let run = tempfile::tempdir().unwrap();
-    let sip_port = free_port(LOCALHOST);
-    let template = include_str!("kamailio/kamailio.cfg");
-    let cfg = template
-        .replace("@SIP_PORT@", &sip_port.to_string())
-        .replace("@NG_PORT@", &ng_port.to_string())
-        .replace("@UAS_PORT@", &uas_port.to_string())
-        .replace("@RUN_DIR@", &run.path().display().to_string());
-    let cfg_path = run.path().join("kamailio.cfg");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let mut cmd = Command::new(kamailio);
-    cmd.args(["-DD", "-E", "-m", "64", "-M", "8", "-f"])
-        .arg(&cfg_path)
-        .arg("-Y")
-        .arg(run.path());
-    let mut daemon = Daemon::spawn("kamailio", &mut cmd);
-    let ctl = run.path().join("kamailio_ctl");
-    daemon.wait_until(Duration::from_secs(15), |_| ctl.exists());
-    (daemon, sip_port, run)
+    for _ in 0..5 {
+        let run = tempfile::tempdir().unwrap();
+        let sip_port = free_port(LOCALHOST);
+        let template = include_str!("kamailio/kamailio.cfg");
+        let cfg = template
+            .replace("@SIP_PORT@", &sip_port.to_string())
+            .replace("@NG_PORT@", &ng_port.to_string())
+            .replace("@UAS_PORT@", &uas_port.to_string())
+            .replace("@RUN_DIR@", &run.path().display().to_string());
+        let cfg_path = run.path().join("kamailio.cfg");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let mut cmd = Command::new(&kamailio);
+        cmd.args(["-DD", "-E", "-m", "64", "-M", "8", "-f"])
+            .arg(&cfg_path)
+            .arg("-Y")
+            .arg(run.path());
+        let mut daemon = Daemon::spawn("kamailio", &mut cmd);
+        let ctl = run.path().join("kamailio_ctl");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !ctl.exists() && daemon.is_running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if ctl.exists() {
+            return (daemon, sip_port, run);
+        }
+        let log = daemon.log();
+        assert!(
+            log.contains("Address already in use"),
+            "kamailio did not start:\n{log}"
+        );
+    }
+    panic!("kamailio could not bind a free port in 5 tries");
 }
 
 /// Debian's rtpengine in userspace mode on loopback; returns it and its ng port.
 fn rtpengine() -> (Daemon, u16) {
     let rtpengine = require_tool("rtpengine", "rtpengine-daemon");
+    static INSTANCE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let ng = free_udp_port(LOCALHOST);
-    let ports = free_udp_block(LOCALHOST, 2);
+    // A media range of its own per instance in this process, and per process.
+    let instance = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+    let base = 20000 + (std::process::id() % 10) as u16 * 1000 + instance * 100;
     let mut cmd = Command::new(rtpengine);
     cmd.args([
         "--config-file=none",
@@ -57,15 +72,8 @@ fn rtpengine() -> (Daemon, u16) {
     ])
     .args(["--interface=127.0.0.1", "--delete-delay=0", "--log-level=6"])
     .arg(format!("--listen-ng=127.0.0.1:{ng}"))
-    // A small range of its own, away from other tests' ports.
-    .arg(format!(
-        "--port-min={}",
-        20000 + (ports % 20000) / 100 * 100
-    ))
-    .arg(format!(
-        "--port-max={}",
-        20000 + (ports % 20000) / 100 * 100 + 99
-    ));
+    .arg(format!("--port-min={base}"))
+    .arg(format!("--port-max={}", base + 99));
     let mut daemon = Daemon::spawn("rtpengine", &mut cmd);
     daemon.wait_until(Duration::from_secs(10), |d| {
         d.log().contains("Startup complete")
@@ -124,13 +132,33 @@ fn rtp_flows(
     }
 }
 
-/// A call through Kamailio anchored on the relay at `ng_port`: both SDPs name the relay, RTP
-/// flows both ways through it. Returns the relay addresses seen by caller and callee.
-fn call_with_media(ng_port: u16) -> (SocketAddr, SocketAddr) {
+/// The Call-IDs a relay holds, asked over ng (`list`).
+fn relay_calls(ng_port: u16) -> Vec<String> {
+    use anchorage_ng::{Cookie, Encoding, Request, RequestKind};
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let request = Request {
+        kind: RequestKind::List,
+        flags: anchorage_ng::normalise(&Vec::new()).1,
+    };
+    let cookie = Cookie::new(&b"test-list"[..]).unwrap();
+    let datagram = anchorage_ng::encode_request(&cookie, &request, Encoding::Bencode);
+    socket.send_to(&datagram, ("127.0.0.1", ng_port)).unwrap();
+    let mut buf = [0u8; 65535];
+    let (n, _) = socket.recv_from(&mut buf).expect("the relay answers list");
+    let (_, _, reply) = anchorage_ng::decode_reply(&buf[..n]).unwrap();
+    reply.calls.unwrap_or_default()
+}
+
+/// A call anchored on the relay at `ng_port` by the SIP proxy at `127.0.0.1:sip_port` (which
+/// must send calls for the Request-URI `sip:service@127.0.0.1:UAS` to that UAS): both SDPs name
+/// the relay, RTP flows both ways through it. Returns the relay addresses seen by caller and
+/// callee.
+fn call_through(sip_port: u16, uas_port: u16) -> (SocketAddr, SocketAddr) {
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let callee_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let uas_port = free_udp_port(LOCALHOST);
-    let (kamailio, sip_port, _run) = kamailio(ng_port, uas_port);
     let callee: SippProcess = Sipp::new(
         "uas",
         &scenario("uas_media.xml"),
@@ -156,7 +184,8 @@ fn call_with_media(ng_port: u16) -> (SocketAddr, SocketAddr) {
         "rtp_port",
         &caller_rtp.local_addr().unwrap().port().to_string(),
     ])
-    .args([format!("127.0.0.1:{sip_port}")])
+    .args(["-rsa", &format!("127.0.0.1:{sip_port}")])
+    .args([format!("127.0.0.1:{uas_port}")])
     .spawn();
     // The callee's INVITE names the relay's port for the callee; the caller's 200 the relay's
     // port for the caller.
@@ -192,14 +221,97 @@ fn call_with_media(ng_port: u16) -> (SocketAddr, SocketAddr) {
     caller.finish(Duration::from_secs(20)).assert_success();
     let mut callee = callee;
     callee.finish(Duration::from_secs(10)).assert_success();
-    drop(kamailio);
     (relay_for_caller, relay_for_callee)
 }
 
 #[test]
 fn kamailio_anchors_a_call_on_debian_rtpengine() {
     let (engine, ng) = rtpengine();
-    let (a, b) = call_with_media(ng);
+    let uas_port = free_udp_port(LOCALHOST);
+    let (kamailio, sip_port, _run) = kamailio(ng, uas_port);
+    let (a, b) = call_through(sip_port, uas_port);
     assert_ne!(a.port(), b.port());
+    drop(kamailio);
+    drop(engine);
+}
+
+/// `anchorage proxy` anchoring every call on the relay set `main` (one node at `ng`).
+fn anchorage_proxy_with_relay(ng: u16) -> (Daemon, u16, tempfile::NamedTempFile) {
+    let port = free_port(LOCALHOST);
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut config,
+        format!(
+            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [{{ name = \"relay-1\", ng = \"127.0.0.1:{ng}\" }}]\n\n\
+             [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\ncallee_flags = \"replace-origin\"\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args(["proxy", "--listen", &format!("udp:127.0.0.1:{port}"), "-c"])
+        .arg(config.path());
+    let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
+    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("SIP udp on"));
+    (daemon, port, config)
+}
+
+#[test]
+fn anchorage_proxy_anchors_a_call_on_debian_rtpengine_and_deletes_it_on_bye() {
+    let (engine, ng) = rtpengine();
+    let (proxy, sip_port, _config) = anchorage_proxy_with_relay(ng);
+    let uas_port = free_udp_port(LOCALHOST);
+    let (a, b) = call_through(sip_port, uas_port);
+    assert_ne!(a.port(), b.port());
+    // The BYE deleted the session on the relay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !relay_calls(ng).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session left on rtpengine: {:?}",
+            relay_calls(ng)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(proxy);
+    drop(engine);
+}
+
+#[test]
+fn an_anchored_invite_addressed_to_the_proxy_itself_is_a_loop() {
+    let (engine, ng) = rtpengine();
+    let (proxy, sip_port, _config) = anchorage_proxy_with_relay(ng);
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let caller = Sipp::new(
+        "uac",
+        &scenario("uac_media.xml"),
+        SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST)),
+    )
+    .args(["-m", "1", "-timeout", "5s"])
+    .args([
+        "-key",
+        "rtp_port",
+        &caller_rtp.local_addr().unwrap().port().to_string(),
+    ])
+    .run(&format!("127.0.0.1:{sip_port}"), Duration::from_secs(15));
+    assert!(
+        caller
+            .received_starting("SIP/2.0 482 Loop Detected")
+            .is_some(),
+        "{:#?}\n{}",
+        caller.received,
+        proxy.log()
+    );
+    assert!(!proxy.log().contains("Message too long"), "{}", proxy.log());
+    // The loop's relay session was deleted with the failed INVITE.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !relay_calls(ng).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session left: {:?}",
+            relay_calls(ng)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(engine);
 }

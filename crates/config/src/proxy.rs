@@ -24,6 +24,48 @@ pub struct ProxyConfig {
     pub route: Vec<RouteRule>,
     /// `[proxy.dns]`: how host names are resolved (RFC 3263).
     pub dns: DnsConfig,
+    /// `[[proxy.relay_set]]`: named sets of media relay nodes driven over ng.
+    pub relay_set: Vec<RelaySet>,
+    /// `[proxy.media]`: the media policy of calls whose rule sets none.
+    pub media: MediaPolicy,
+}
+
+/// A named set of relay nodes (our relay or rtpengine: both speak ng).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySet {
+    /// Name used by media policies.
+    pub name: String,
+    /// The nodes; a new call goes to the least loaded (calls / weight).
+    pub nodes: Vec<RelayNode>,
+}
+
+/// One relay node.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayNode {
+    /// Name in logs, metrics and the API.
+    pub name: String,
+    /// Its ng control address.
+    pub ng: SocketAddr,
+    /// Share of new calls relative to the other nodes of the set.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+/// How a call's media is anchored: which relay set, and the ng flags for the SDP produced for
+/// each leg (the rtpengine `rtpp-flags` syntax, e.g. `"replace-origin ICE=remove"`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaPolicy {
+    /// Relay set; none = media is not anchored.
+    pub set: Option<String>,
+    /// Flags for the SDP sent to the caller (the answer to its offer).
+    pub caller_flags: String,
+    /// Flags for the SDP sent to the callee (the offer).
+    pub callee_flags: String,
+    /// Never anchor media for these calls, whatever `set` says.
+    pub disabled: bool,
 }
 
 /// Name resolution.
@@ -55,6 +97,8 @@ impl Default for ProxyConfig {
             dialog: DialogConfig::default(),
             route: Vec::new(),
             dns: DnsConfig::default(),
+            relay_set: Vec::new(),
+            media: MediaPolicy::default(),
         }
     }
 }
@@ -177,6 +221,8 @@ pub struct RouteRule {
     /// the first 2xx wins and the other branches are cancelled.
     #[serde(default)]
     pub fork: Fork,
+    /// Media policy of the calls this rule routes; none = `[proxy.media]`.
+    pub media: Option<MediaPolicy>,
 }
 
 /// How a destination set is tried.
@@ -377,7 +423,49 @@ impl ProxyConfig {
                 "must be greater than 0",
             ));
         }
+        for (i, set) in self.relay_set.iter().enumerate() {
+            let here = format!("{at}.relay_set[{i}]");
+            if set.name.is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{here}.name"),
+                    "must not be empty",
+                ));
+            } else if self.relay_set[..i].iter().any(|o| o.name == set.name) {
+                errors.push(ConfigError::new(
+                    format!("{here}.name"),
+                    format!("{:?} is used by an earlier relay set", set.name),
+                ));
+            }
+            if set.nodes.is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{here}.nodes"),
+                    "a relay set needs at least one node",
+                ));
+            }
+            for (j, node) in set.nodes.iter().enumerate() {
+                if node.weight == 0 {
+                    errors.push(ConfigError::new(
+                        format!("{here}.nodes[{j}].weight"),
+                        "must be greater than 0",
+                    ));
+                }
+            }
+        }
+        let check_policy = |policy: &MediaPolicy, path: String, errors: &mut Vec<ConfigError>| {
+            if let Some(set) = &policy.set {
+                if !self.relay_set.iter().any(|s| &s.name == set) {
+                    errors.push(ConfigError::new(
+                        format!("{path}.set"),
+                        format!("no relay set named {set:?}"),
+                    ));
+                }
+            }
+        };
+        check_policy(&self.media, format!("{at}.media"), errors);
         for (i, rule) in self.route.iter().enumerate() {
+            if let Some(policy) = &rule.media {
+                check_policy(policy, format!("{at}.route[{i}].media"), errors);
+            }
             rule.validate(&format!("{at}.route[{i}]"), errors);
             if rule.name.is_empty() {
                 errors.push(ConfigError::new(
@@ -557,6 +645,37 @@ destinations = [{ host = "bad host" }]
                 "proxy.route[0].failover.on[0]",
                 "proxy.route[1].destinations[0].host",
                 "proxy.route[1].name",
+            ]
+        );
+    }
+
+    #[test]
+    fn media_policies_name_existing_relay_sets() {
+        let c = parse(
+            r#"
+[[proxy.relay_set]]
+name = "main"
+nodes = [{ name = "a", ng = "127.0.0.1:2223" }, { name = "b", ng = "127.0.0.1:2224", weight = 2 }]
+
+[proxy.media]
+set = "main"
+callee_flags = "replace-origin ICE=remove"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.proxy.relay_set[0].nodes[1].weight, 2);
+        assert_eq!(c.proxy.media.set.as_deref(), Some("main"));
+        let err = parse(
+            "[[proxy.relay_set]]\nname = \"main\"\nnodes = []\n\n[proxy.media]\nset = \"other\"\n\n[[proxy.route]]\nname = \"r\"\nforward = \"request-uri\"\nmedia = { set = \"nope\" }\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "proxy.relay_set[0].nodes",
+                "proxy.media.set",
+                "proxy.route[0].media.set"
             ]
         );
     }

@@ -24,6 +24,7 @@ use anchorage_sip::{HeaderName, Message, Method, RequestBuilder, Uri};
 use bytes::Bytes;
 
 use crate::dialog::Dialogs;
+use crate::media::{self, NodeId, Policy, Relays};
 use crate::routing::{
     default_reason, Decision, FailoverPolicy, RequestFacts, Router, Target, TargetHost,
 };
@@ -59,6 +60,12 @@ pub struct CoreConfig {
     pub router: Router,
     /// Dialogs older than this end.
     pub dialog_max_age: Duration,
+    /// Media relay sets.
+    pub relay_sets: Vec<anchorage_config::proxy::RelaySet>,
+    /// Media policy of calls whose routing rule sets none.
+    pub default_media: anchorage_config::proxy::MediaPolicy,
+    /// ng client retransmission and timeout.
+    pub ng_client: anchorage_ng::ClientConfig,
 }
 
 /// A message received from the network.
@@ -201,6 +208,38 @@ pub struct Proxy {
     resolve_queries: VecDeque<ResolveQuery>,
     waiting_for_resolution: HashMap<u64, ServerKey>,
     next_query_id: u64,
+    /// Media relays, the calls anchored on them, and ng requests awaiting a reply.
+    relays: Relays,
+    call_media: HashMap<String, CallMedia>,
+    media_waits: HashMap<(NodeId, anchorage_ng::RequestId), MediaWait>,
+}
+
+/// Where a call's media is anchored.
+#[derive(Debug, Clone)]
+struct CallMedia {
+    node: NodeId,
+    policy: Policy,
+    /// The caller's tag: tells which leg an SDP comes from.
+    caller_tag: String,
+}
+
+/// What an ng request was sent for.
+enum MediaWait {
+    /// An offer for the request of a server transaction; `tried` nodes failed already.
+    Offer {
+        key: ServerKey,
+        policy: Policy,
+        tried: Vec<NodeId>,
+        initial: bool,
+    },
+    /// An answer for a response to the request of a server transaction.
+    Answer {
+        key: ServerKey,
+        status: u16,
+        response: Box<Message>,
+    },
+    /// A delete; nothing waits for it.
+    Delete,
 }
 
 impl Proxy {
@@ -211,6 +250,7 @@ impl Proxy {
             .iter()
             .map(|l| (l.advertise_host.clone(), l.advertise_port))
             .collect();
+        let relays = Relays::new(&config.relay_sets, config.ng_client);
         Proxy {
             config,
             servers: HashMap::new(),
@@ -226,6 +266,9 @@ impl Proxy {
             resolve_queries: VecDeque::new(),
             waiting_for_resolution: HashMap::new(),
             next_query_id: 1,
+            relays,
+            call_media: HashMap::new(),
+            media_waits: HashMap::new(),
         }
     }
 
@@ -293,11 +336,33 @@ impl Proxy {
 
     /// When [`Proxy::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let own = self.timers.peek().map(|Reverse((at, _))| *at);
+        match (own, self.relays.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The relay nodes, with the calls anchored on each.
+    pub fn relays(&self) -> &Relays {
+        &self.relays
+    }
+
+    /// The next ng datagram to send to a relay.
+    pub fn poll_ng_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Bytes)> {
+        self.relays.poll_transmit(now)
+    }
+
+    /// An ng datagram received from a relay.
+    pub fn handle_ng_datagram(&mut self, source: SocketAddr, datagram: &[u8], now: Instant) {
+        self.relays.handle_datagram(source, datagram, now);
+        self.drain_relay_events(now);
     }
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.relays.handle_timeout(now);
+        self.drain_relay_events(now);
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {
                 break;
@@ -415,6 +480,12 @@ impl Proxy {
             self.reject(&req, d, 420, "Bad Extension".into(), &[header]);
             return;
         }
+        if method == Method::Bye {
+            if let Ok(call_id) = req.call_id() {
+                let call_id = call_id.to_string();
+                self.delete_media(&call_id, now);
+            }
+        }
         // A new server transaction.
         let reliable = d.transport.is_reliable();
         let machine = if method == Method::Invite {
@@ -525,7 +596,294 @@ impl Proxy {
         if let Some(tx) = self.servers.get_mut(key) {
             tx.remaining = targets;
         }
+        if self.start_offer(key, &req, source, now) {
+            return;
+        }
         self.try_next_target(key, now);
+    }
+
+    /// Sends the SDP offer of a request to its relay, if its call is (or must be) anchored;
+    /// the request waits for the reply. Returns whether it waits.
+    fn start_offer(
+        &mut self,
+        key: &ServerKey,
+        req: &Message,
+        source: SocketAddr,
+        now: Instant,
+    ) -> bool {
+        if !carries_sdp(req) || !matches!(req.method(), Some(Method::Invite | Method::Update)) {
+            return false;
+        }
+        let Ok(call_id) = req.call_id() else {
+            return false;
+        };
+        let from_tag = req
+            .from()
+            .ok()
+            .and_then(|f| f.tag())
+            .unwrap_or("")
+            .to_string();
+        let to_tag = req.to().ok().and_then(|t| t.tag()).map(str::to_string);
+        if let Some(call) = self.call_media.get(call_id).cloned() {
+            // A new offer in an anchored call, from either side (a callee's offer carries its
+            // own tag as from-tag).
+            let flags = if from_tag == call.caller_tag {
+                &call.policy.callee_flags
+            } else {
+                &call.policy.caller_flags
+            };
+            let request = media::offer_answer(
+                false,
+                call_id,
+                &from_tag,
+                to_tag.as_deref(),
+                req.body_bytes(),
+                flags,
+            );
+            if let Some(id) = self.relays.send(call.node, &request, now) {
+                let wait = MediaWait::Offer {
+                    key: key.clone(),
+                    policy: call.policy,
+                    tried: vec![call.node],
+                    initial: false,
+                };
+                self.media_waits.insert((call.node, id), wait);
+                return true;
+            }
+            return false;
+        }
+        if to_tag.is_some() {
+            return false;
+        }
+        let Some(policy) = self.policy_for(req, source) else {
+            return false;
+        };
+        self.send_offer(key, req, policy, Vec::new(), now);
+        true
+    }
+
+    /// The media policy of an initial request: its rule's, else the default.
+    fn policy_for(&self, req: &Message, source: SocketAddr) -> Option<Policy> {
+        let uri = req.request_uri().ok();
+        let sip = uri.as_ref().and_then(|u| u.as_sip());
+        let domain = sip.map(|s| s.host.to_string());
+        let facts = RequestFacts {
+            method: req.method().map(|m| m.as_str()).unwrap_or(""),
+            user: sip.and_then(|s| s.user),
+            domain: domain.as_deref(),
+            source: source.ip(),
+        };
+        match self.config.router.media_for(&facts) {
+            Some(Some(rule_policy)) => Policy::of(&rule_policy),
+            _ => Policy::of(&self.config.default_media),
+        }
+    }
+
+    /// Sends an initial offer to the least loaded node of the policy's set not yet tried, or
+    /// answers 503 when none is left (never falls back to direct media).
+    fn send_offer(
+        &mut self,
+        key: &ServerKey,
+        req: &Message,
+        policy: Policy,
+        tried: Vec<NodeId>,
+        now: Instant,
+    ) {
+        let Some(node) = self.relays.pick(&policy.set, &tried) else {
+            tracing::warn!(call_id = req.call_id().unwrap_or(""), set = %policy.set, "no media relay available");
+            self.respond(key, 503, "No Media Relay Available", now);
+            return;
+        };
+        let call_id = req.call_id().unwrap_or("");
+        let from_tag = req.from().ok().and_then(|f| f.tag()).unwrap_or("");
+        let request = media::offer_answer(
+            false,
+            call_id,
+            from_tag,
+            None,
+            req.body_bytes(),
+            &policy.callee_flags,
+        );
+        if let Some(id) = self.relays.send(node, &request, now) {
+            let mut tried = tried;
+            tried.push(node);
+            let wait = MediaWait::Offer {
+                key: key.clone(),
+                policy,
+                tried,
+                initial: true,
+            };
+            self.media_waits.insert((node, id), wait);
+        }
+    }
+
+    /// Sends the SDP answer of a response to the call's relay; the response waits for the
+    /// reply. Returns whether it waits.
+    fn start_answer(
+        &mut self,
+        key: &ServerKey,
+        status: u16,
+        response: &Message,
+        now: Instant,
+    ) -> bool {
+        if !carries_sdp(response) {
+            return false;
+        }
+        let Some(server) = self.servers.get(key) else {
+            return false;
+        };
+        let req = &server.request;
+        if !matches!(req.method(), Some(Method::Invite | Method::Update)) {
+            return false;
+        }
+        let Ok(call_id) = req.call_id() else {
+            return false;
+        };
+        let Some(call) = self.call_media.get(call_id).cloned() else {
+            return false;
+        };
+        let from_tag = req.from().ok().and_then(|f| f.tag()).unwrap_or("");
+        let to_tag = response.to().ok().and_then(|t| t.tag());
+        // The answer goes back to whoever made the offer.
+        let flags = if from_tag == call.caller_tag {
+            &call.policy.caller_flags
+        } else {
+            &call.policy.callee_flags
+        };
+        let request = media::offer_answer(
+            true,
+            call_id,
+            from_tag,
+            to_tag,
+            response.body_bytes(),
+            flags,
+        );
+        match self.relays.send(call.node, &request, now) {
+            Some(id) => {
+                let wait = MediaWait::Answer {
+                    key: key.clone(),
+                    status,
+                    response: Box::new(response.clone()),
+                };
+                self.media_waits.insert((call.node, id), wait);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes a call's relay session (BYE, failed INVITE); nothing waits for the reply.
+    fn delete_media(&mut self, call_id: &str, now: Instant) {
+        let Some(call) = self.call_media.remove(call_id) else {
+            tracing::debug!(%call_id, "no relay session to delete");
+            return;
+        };
+        tracing::debug!(%call_id, node = call.node, "deleting the relay session");
+        self.relays.count_call(call.node, -1);
+        if let Some(id) = self.relays.send(call.node, &media::delete(call_id), now) {
+            self.media_waits.insert((call.node, id), MediaWait::Delete);
+        }
+    }
+
+    /// Acts on relay replies and timeouts.
+    fn drain_relay_events(&mut self, now: Instant) {
+        while let Some((node, event)) = self.relays.poll_event() {
+            let (id, reply) = match event {
+                anchorage_ng::Event::Reply(id, reply) => (id, Some(reply)),
+                anchorage_ng::Event::TimedOut(id) | anchorage_ng::Event::Failed(id, _) => {
+                    (id, None)
+                }
+            };
+            let Some(wait) = self.media_waits.remove(&(node, id)) else {
+                continue;
+            };
+            let sdp = reply
+                .as_ref()
+                .filter(|r| matches!(r.outcome, anchorage_ng::Outcome::Ok))
+                .and_then(|r| r.sdp.clone());
+            match (wait, sdp) {
+                (MediaWait::Delete, _) => {}
+                (
+                    MediaWait::Offer {
+                        key,
+                        policy,
+                        initial,
+                        ..
+                    },
+                    Some(sdp),
+                ) => {
+                    let Some(tx) = self.servers.get_mut(&key) else {
+                        continue;
+                    };
+                    if let Ok(rewritten) = tx.request.edit().set_body(sdp).finish_message() {
+                        tx.request = rewritten;
+                    }
+                    if initial {
+                        let call_id = tx.request.call_id().unwrap_or("").to_string();
+                        tracing::debug!(%call_id, node, "call anchored");
+                        let caller_tag = tx
+                            .request
+                            .from()
+                            .ok()
+                            .and_then(|f| f.tag())
+                            .unwrap_or("")
+                            .to_string();
+                        self.relays.count_call(node, 1);
+                        self.call_media.insert(
+                            call_id,
+                            CallMedia {
+                                node,
+                                policy,
+                                caller_tag,
+                            },
+                        );
+                    }
+                    self.try_next_target(&key, now);
+                }
+                (
+                    MediaWait::Offer {
+                        key,
+                        policy,
+                        tried,
+                        initial,
+                    },
+                    None,
+                ) => {
+                    let reason = reply
+                        .as_ref()
+                        .and_then(|r| r.error_reason().map(|e| e.to_string()));
+                    let name = self
+                        .relays
+                        .nodes()
+                        .get(node)
+                        .map(|n| n.name.clone())
+                        .unwrap_or_default();
+                    tracing::warn!(relay = %name, ?reason, "relay refused or did not answer an offer");
+                    match (initial, self.servers.get(&key).map(|t| t.request.clone())) {
+                        (true, Some(req)) => self.send_offer(&key, &req, policy, tried, now),
+                        _ => self.respond(&key, 503, "Media Relay Failed", now),
+                    }
+                }
+                (
+                    MediaWait::Answer {
+                        key,
+                        status,
+                        response,
+                    },
+                    Some(sdp),
+                ) => {
+                    if let Ok(rewritten) = response.edit().set_body(sdp).finish_message() {
+                        self.forward_response_upstream(&key, status, rewritten.bytes(), now);
+                    }
+                }
+                (MediaWait::Answer { key, status, .. }, None) => {
+                    tracing::warn!("relay refused or did not answer an answer; the response is not relayed unanchored");
+                    if status >= 200 {
+                        self.respond(&key, 502, "Media Relay Failed", now);
+                    }
+                }
+            }
+        }
     }
 
     /// The next hop named by the Route set after removing our own entries, if any (§16.4,
@@ -937,6 +1295,7 @@ impl Proxy {
             return;
         };
         let Some(client) = self.clients.get_mut(&branch) else {
+            tracing::debug!(call_id = resp.call_id().unwrap_or(""), %branch, status, "response without a client transaction: forwarded by its Via");
             self.forward_response_stateless(&resp);
             return;
         };
@@ -1012,7 +1371,7 @@ impl Proxy {
         match status {
             100 => {}
             101..=199 => {
-                if !abandoned {
+                if !abandoned && !self.start_answer(&key, status, &popped, now) {
                     self.forward_response_upstream(&key, status, popped.bytes(), now);
                 }
             }
@@ -1022,7 +1381,9 @@ impl Proxy {
                 }
                 // Every 2xx to an INVITE is forwarded, also on a cancelled branch (§16.7 step 5).
                 if self.servers.contains_key(&key) {
-                    self.forward_response_upstream(&key, status, popped.bytes(), now);
+                    if !self.start_answer(&key, status, &popped, now) {
+                        self.forward_response_upstream(&key, status, popped.bytes(), now);
+                    }
                     // §16.7 step 10: the other branches of a fork are cancelled.
                     self.cancel_other_branches(&key, branch, now);
                 } else {
@@ -1157,6 +1518,17 @@ impl Proxy {
         data: Bytes,
         now: Instant,
     ) {
+        if status >= 300 {
+            // A failed initial INVITE ends the call's media (a failed re-INVITE does not).
+            let failed_call = self.servers.get(key).and_then(|s| {
+                let initial = s.request.to().ok().and_then(|t| t.tag()).is_none();
+                (initial && s.request.method() == Some(Method::Invite))
+                    .then(|| s.request.call_id().unwrap_or("").to_string())
+            });
+            if let Some(call_id) = failed_call {
+                self.delete_media(&call_id, now);
+            }
+        }
         if data.is_empty() {
             self.respond(key, status, default_reason(status), now);
             return;
@@ -1420,6 +1792,13 @@ enum RouteChoice {
     Set(Vec<Target>, FailoverPolicy),
 }
 
+/// Whether a message carries an SDP body.
+fn carries_sdp(m: &Message) -> bool {
+    !m.body().is_empty()
+        && m.content_type()
+            .is_some_and(|t| t.len() >= 15 && t[..15].eq_ignore_ascii_case(b"application/sdp"))
+}
+
 /// §16.7 step 6: 6xx beats everything; otherwise the lowest class wins (first one of a class).
 fn better_response(new: u16, best: u16) -> bool {
     if best >= 600 {
@@ -1577,6 +1956,9 @@ mod tests {
                 timers: TimerConfig::default(),
                 router: Router::new(cfg.proxy.route),
                 dialog_max_age: Duration::from_secs(3600),
+                relay_sets: cfg.proxy.relay_set,
+                default_media: cfg.proxy.media,
+                ng_client: anchorage_ng::ClientConfig::default(),
             },
             7,
         )

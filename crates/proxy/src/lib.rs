@@ -20,6 +20,7 @@
 
 pub mod core;
 pub mod dialog;
+pub mod media;
 pub mod routing;
 pub mod transaction;
 pub mod via;

@@ -189,6 +189,18 @@ impl Router {
         Router { rules }
     }
 
+    /// The media policy of the first rule that matches: `Some(None)` when that rule sets none,
+    /// `None` when no rule matches.
+    pub fn media_for(
+        &self,
+        facts: &RequestFacts<'_>,
+    ) -> Option<Option<anchorage_config::proxy::MediaPolicy>> {
+        self.rules
+            .iter()
+            .find(|r| matches(r, facts))
+            .map(|r| r.media.clone())
+    }
+
     /// Decides for a request. `pick` receives the total weight of a priority group and must
     /// return a number below it (the caller's seeded RNG), so weighted choice stays
     /// deterministic in tests.
