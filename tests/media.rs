@@ -315,3 +315,91 @@ fn an_anchored_invite_addressed_to_the_proxy_itself_is_a_loop() {
     }
     drop(engine);
 }
+
+/// Runs a caller scenario through the proxy at `sip_port` against a callee scenario.
+fn run_pair(uac: &str, uas: &str, sip_port: u16) {
+    let uas_port = free_udp_port(LOCALHOST);
+    let mut callee = Sipp::new("uas", &scenario(uas), SocketAddr::new(LOCALHOST, uas_port))
+        .args(["-m", "1"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    Sipp::new(
+        "uac",
+        &scenario(uac),
+        SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST)),
+    )
+    .args(["-m", "1", "-timeout", "20s", "-timeout_error"])
+    .args(["-rsa", &format!("127.0.0.1:{sip_port}")])
+    .run(&format!("127.0.0.1:{uas_port}"), Duration::from_secs(30))
+    .assert_success();
+    callee.finish(Duration::from_secs(10)).assert_success();
+}
+
+/// Waits until the relay holds no session.
+fn relay_empties(ng: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while !relay_calls(ng).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session left: {:?}",
+            relay_calls(ng)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn relay_session_is_deleted_when_the_callee_refuses_or_the_caller_cancels() {
+    let (engine, ng) = rtpengine();
+    let (proxy, sip_port, _config) = anchorage_proxy_with_relay(ng);
+    for (uac, uas) in [
+        ("uac_busy.xml", "uas_486.xml"),
+        ("uac_cancel.xml", "uas_cancel.xml"),
+    ] {
+        let offers_before = engine.log().matches("Received command 'offer'").count();
+        run_pair(uac, uas, sip_port);
+        assert_eq!(
+            engine.log().matches("Received command 'offer'").count(),
+            offers_before + 1,
+            "{uac}: the INVITE's SDP was anchored"
+        );
+        relay_empties(ng);
+    }
+    drop(proxy);
+}
+
+#[test]
+fn a_relay_node_that_does_not_answer_is_skipped_for_the_next() {
+    let (engine, ng) = rtpengine();
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    let port = free_port(LOCALHOST);
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut config,
+        format!(
+            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n  {{ name = \"dead\", ng = \"127.0.0.1:{dead_port}\" }},\n  {{ name = \"alive\", ng = \"127.0.0.1:{ng}\" }},\n]\n\n[proxy.media]\nset = \"main\"\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args(["proxy", "--listen", &format!("udp:127.0.0.1:{port}"), "-c"])
+        .arg(config.path());
+    let mut proxy = Daemon::spawn("anchorage-proxy", &mut cmd);
+    proxy.wait_until(Duration::from_secs(10), |d| d.log().contains("SIP udp on"));
+    let started = std::time::Instant::now();
+    let (a, b) = call_through(port, free_udp_port(LOCALHOST));
+    assert_ne!(a.port(), b.port());
+    // The dead node got the offer (and its retransmissions) first; the call went on to the
+    // live node after the 1 s ng timeout.
+    dead.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = dead.recv_from(&mut buf).expect("the first node was tried");
+    assert!(buf[..n].windows(5).any(|w| w == b"offer"));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(proxy
+        .log()
+        .contains("relay refused or did not answer an offer"));
+    drop(engine);
+}
