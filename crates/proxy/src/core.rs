@@ -287,6 +287,11 @@ impl Proxy {
         (self.servers.len(), self.clients.len())
     }
 
+    /// Entries in the timer queue (live deadlines and stale ones not yet popped).
+    pub fn timer_queue_len(&self) -> usize {
+        self.timers.len()
+    }
+
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
@@ -1986,6 +1991,78 @@ CSeq: 1 INVITE\n\
 Contact: <sip:alice@127.0.0.1:5070>\n\
 Max-Forwards: 70\n\
 Content-Length: 0\n\n";
+
+    /// Answers every request in `out` that went to the callee with `status`, as the callee.
+    fn answer_all(p: &mut Proxy, out: &[Transmit], status: u16, now: Instant) {
+        for t in out.iter().filter(|t| t.destination.port() == 9) {
+            let req = Message::parse(t.data.clone()).unwrap();
+            if req.method() == Some(Method::Ack) {
+                continue;
+            }
+            let resp = req.response(status, "X").to_tag("callee").build().unwrap();
+            p.handle_datagram(
+                Datagram {
+                    data: resp.bytes(),
+                    source: "127.0.0.1:9".parse().unwrap(),
+                    local: "127.0.0.1:5060".parse().unwrap(),
+                    transport: Transport::Udp,
+                },
+                now,
+            );
+        }
+    }
+
+    #[test]
+    fn state_returns_to_empty_after_many_transactions() {
+        let mut p = proxy("");
+        let t0 = epoch();
+        let mut now = t0;
+        let (mut peak_timers, mut peak_live) = (0, 0);
+        for i in 0..10_000u32 {
+            let method = if i % 2 == 0 { "OPTIONS" } else { "INVITE" };
+            let text = INVITE
+                .replace("INVITE sip:", &format!("{method} sip:"))
+                .replace("CSeq: 1 INVITE", &format!("CSeq: 1 {method}"))
+                .replace("z9hG4bK-1", &format!("z9hG4bK-{i}"))
+                .replace("Call-ID: c1", &format!("Call-ID: c{i}"));
+            p.handle_datagram(datagram(&text, "127.0.0.1:5070"), now);
+            let out = drain(&mut p);
+            // Half the INVITEs succeed, half fail; OPTIONS get 200.
+            let status = if method == "INVITE" && i % 4 == 1 {
+                486
+            } else {
+                200
+            };
+            answer_all(&mut p, &out, status, now);
+            drain(&mut p);
+            now += Duration::from_micros(200);
+            p.handle_timeout(now);
+            drain(&mut p);
+            peak_timers = peak_timers.max(p.timer_queue_len());
+            let (servers, clients) = p.transaction_count();
+            peak_live = peak_live.max(servers + clients);
+        }
+        // Let every timer run out: Timer B/D/H/I/J/K/L/M are all below 64*T1 + 32 s.
+        for step in 1..=80 {
+            p.handle_timeout(now + Duration::from_secs(step));
+            drain(&mut p);
+        }
+        assert_eq!(p.transaction_count(), (0, 0));
+        // Only the once-a-second dialog sweep is left.
+        assert_eq!(p.timer_queue_len(), 1);
+        // The timer queue follows the live transactions (deadlines re-armed as states change
+        // leave a stale entry or two until popped), not the total ever created.
+        assert!(
+            peak_timers <= 3 * peak_live,
+            "timer queue peaked at {peak_timers} for {peak_live} live transactions"
+        );
+        // INVITEs answered 200 left confirmed dialogs; they end at the maximum age (1 h here).
+        assert_eq!(p.dialogs().len(), 2_500);
+        p.handle_timeout(now + Duration::from_secs(3601));
+        assert_eq!(p.dialogs().len(), 0);
+        p.handle_timeout(now + Duration::from_secs(3603));
+        assert_eq!(p.timer_queue_len(), 0, "no sweep without dialogs");
+    }
 
     #[test]
     fn parallel_fork_sends_to_every_destination_at_once() {

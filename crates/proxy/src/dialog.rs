@@ -65,33 +65,48 @@ pub struct Dialog {
     pub created: Instant,
 }
 
-/// All dialogs of a node.
+/// All dialogs of a node, grouped by Call-ID (a forked call has several): every update touches
+/// one call's few dialogs, never the whole table.
 #[derive(Debug, Default)]
 pub struct Dialogs {
-    dialogs: HashMap<DialogId, Dialog>,
+    calls: HashMap<String, Vec<Dialog>>,
+    count: usize,
 }
 
 impl Dialogs {
     /// Number of dialogs.
     pub fn len(&self) -> usize {
-        self.dialogs.len()
+        self.count
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.dialogs.is_empty()
+        self.count == 0
     }
 
     /// Every dialog, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Dialog> {
-        self.dialogs.values()
+        self.calls.values().flatten()
     }
 
     /// The dialogs of a Call-ID (several while an INVITE forks).
     pub fn by_call_id<'a>(&'a self, call_id: &'a str) -> impl Iterator<Item = &'a Dialog> + 'a {
-        self.dialogs
-            .values()
-            .filter(move |d| d.id.call_id == call_id)
+        self.calls.get(call_id).into_iter().flatten()
+    }
+
+    /// Keeps the dialogs of `call_id` for which `keep` holds; returns how many were removed.
+    fn retain_in_call(&mut self, call_id: &str, keep: impl Fn(&Dialog) -> bool) -> usize {
+        let Some(list) = self.calls.get_mut(call_id) else {
+            return 0;
+        };
+        let before = list.len();
+        list.retain(|d| keep(d));
+        let removed = before - list.len();
+        if list.is_empty() {
+            self.calls.remove(call_id);
+        }
+        self.count -= removed;
+        removed
     }
 
     /// Updates dialogs from a response to `request` (received from `source`); returns whether a
@@ -131,29 +146,39 @@ impl Dialogs {
                         } else {
                             DialogState::Early
                         };
-                        let created = !self.dialogs.contains_key(&id);
-                        let dialog = self.dialogs.entry(id.clone()).or_insert_with(|| Dialog {
-                            id: id.clone(),
-                            state,
-                            caller: Leg {
-                                tag: id.caller_tag.clone(),
-                                remote_target: contact_uri(request),
-                                source: Some(source),
-                                transport: Some(transport),
-                                local: Some(local),
-                                last_cseq: request.cseq().ok().map(|c| c.seq),
-                            },
-                            callee: Leg {
-                                tag: id.callee_tag.clone(),
-                                remote_target: None,
-                                source: None,
-                                transport: None,
-                                local: None,
-                                last_cseq: None,
-                            },
-                            record_route: Vec::new(),
-                            created: now,
-                        });
+                        let list = self.calls.entry(id.call_id.clone()).or_default();
+                        let (index, created) = match list.iter().position(|d| d.id == id) {
+                            Some(i) => (i, false),
+                            None => {
+                                list.push(Dialog {
+                                    id: id.clone(),
+                                    state,
+                                    caller: Leg {
+                                        tag: id.caller_tag.clone(),
+                                        remote_target: contact_uri(request),
+                                        source: Some(source),
+                                        transport: Some(transport),
+                                        local: Some(local),
+                                        last_cseq: request.cseq().ok().map(|c| c.seq),
+                                    },
+                                    callee: Leg {
+                                        tag: id.callee_tag.clone(),
+                                        remote_target: None,
+                                        source: None,
+                                        transport: None,
+                                        local: None,
+                                        last_cseq: None,
+                                    },
+                                    record_route: Vec::new(),
+                                    created: now,
+                                });
+                                self.count += 1;
+                                (list.len() - 1, true)
+                            }
+                        };
+                        let Some(dialog) = list.get_mut(index) else {
+                            return false;
+                        };
                         dialog.callee.remote_target =
                             contact_uri(response).or(dialog.callee.remote_target.take());
                         dialog.record_route = response
@@ -164,46 +189,31 @@ impl Dialogs {
                         if status >= 200 {
                             dialog.state = DialogState::Confirmed;
                             // Other early dialogs of this INVITE (forking) are over.
-                            self.dialogs.retain(|k, d| {
-                                !(k.call_id == id.call_id
-                                    && k.caller_tag == id.caller_tag
-                                    && d.state == DialogState::Early)
+                            self.retain_in_call(&id.call_id, |d| {
+                                !(d.id.caller_tag == id.caller_tag && d.state == DialogState::Early)
                             });
                         }
                         created
                     }
                     300.. => {
-                        let before = self.dialogs.len();
-                        self.dialogs.retain(|k, d| {
-                            !(k.call_id == call_id
-                                && k.caller_tag == from_tag
-                                && d.state == DialogState::Early)
-                        });
-                        before != self.dialogs.len()
+                        self.retain_in_call(call_id, |d| {
+                            !(d.id.caller_tag == from_tag && d.state == DialogState::Early)
+                        }) > 0
                     }
                     _ => false,
                 }
             }
             (Method::Bye, Some(to_tag)) if status >= 200 => {
-                let forward = DialogId {
-                    call_id: call_id.to_string(),
-                    caller_tag: from_tag.to_string(),
-                    callee_tag: to_tag.to_string(),
-                };
-                let reverse = DialogId {
-                    call_id: call_id.to_string(),
-                    caller_tag: to_tag.to_string(),
-                    callee_tag: from_tag.to_string(),
-                };
-                self.dialogs.remove(&forward).is_some() || self.dialogs.remove(&reverse).is_some()
+                // Either party may hang up: match the tags both ways.
+                self.retain_in_call(call_id, |d| {
+                    let tags = (d.id.caller_tag.as_str(), d.id.callee_tag.as_str());
+                    tags != (from_tag, to_tag) && tags != (to_tag, from_tag)
+                }) > 0
             }
             (_, Some(to_tag)) => {
                 // An in-dialog request: remember its CSeq on the leg that sent it.
                 let seq = request.cseq().ok().map(|c| c.seq);
-                for d in self.dialogs.values_mut() {
-                    if d.id.call_id != call_id {
-                        continue;
-                    }
+                for d in self.calls.get_mut(call_id).into_iter().flatten() {
                     if d.id.caller_tag == from_tag && d.id.callee_tag == to_tag {
                         d.caller.last_cseq = seq.max(d.caller.last_cseq);
                     } else if d.id.callee_tag == from_tag && d.id.caller_tag == to_tag {
@@ -221,8 +231,14 @@ impl Dialogs {
 
     /// Ends dialogs older than `max_age`.
     pub fn expire(&mut self, now: Instant, max_age: Duration) {
-        self.dialogs
-            .retain(|_, d| now.saturating_duration_since(d.created) < max_age);
+        let mut removed = 0;
+        self.calls.retain(|_, list| {
+            let before = list.len();
+            list.retain(|d| now.saturating_duration_since(d.created) < max_age);
+            removed += before - list.len();
+            !list.is_empty()
+        });
+        self.count -= removed;
     }
 }
 
