@@ -48,6 +48,49 @@ pub struct CallView {
     pub callee: LegView,
     /// Record-Route set as the callee returned it.
     pub record_route: Vec<String>,
+    /// Where the call's media is anchored, if it is.
+    pub media: Option<MediaView>,
+}
+
+/// A call's media anchoring.
+#[derive(Debug, Clone, Serialize)]
+pub struct MediaView {
+    /// Relay node.
+    pub relay: String,
+    /// Relay set.
+    pub set: String,
+    /// The caller's SDPs.
+    pub caller: LegMediaView,
+    /// The callee's SDPs.
+    pub callee: LegMediaView,
+}
+
+/// One leg's SDPs.
+#[derive(Debug, Clone, Serialize)]
+pub struct LegMediaView {
+    /// The last SDP received from the leg.
+    pub sdp_received: Option<String>,
+    /// The last SDP sent to the leg.
+    pub sdp_sent: Option<String>,
+    /// `o=` username, session id and version of the SDP sent.
+    pub origin_sent: Option<(String, String, u64)>,
+}
+
+impl MediaView {
+    /// The view of an anchored call.
+    pub fn of(call: anchorage_proxy::core::AnchoredCall) -> MediaView {
+        let leg = |l: anchorage_proxy::core::LegMedia| LegMediaView {
+            sdp_received: l.received.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            sdp_sent: l.sent.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            origin_sent: l.origin_sent,
+        };
+        MediaView {
+            relay: call.node,
+            set: call.set,
+            caller: leg(call.caller),
+            callee: leg(call.callee),
+        }
+    }
 }
 
 /// One leg of a dialog.
@@ -88,6 +131,7 @@ impl CallView {
             caller: leg(&d.caller),
             callee: leg(&d.callee),
             record_route: d.record_route.clone(),
+            media: None,
         }
     }
 }

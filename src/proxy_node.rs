@@ -214,7 +214,7 @@ pub async fn run(
 
 /// Answers a management query from the core's state.
 fn answer(proxy: &Proxy, transports: &Transports, query: crate::api::Query) {
-    use crate::api::{CallView, ProxySnapshot, Query};
+    use crate::api::{ProxySnapshot, Query};
     let now = Instant::now();
     match query {
         Query::Calls(reply) => {
@@ -222,7 +222,7 @@ fn answer(proxy: &Proxy, transports: &Transports, query: crate::api::Query) {
                 proxy
                     .dialogs()
                     .iter()
-                    .map(|d| CallView::of(d, now))
+                    .map(|d| view(proxy, d, now))
                     .collect(),
             );
         }
@@ -231,7 +231,7 @@ fn answer(proxy: &Proxy, transports: &Transports, query: crate::api::Query) {
                 proxy
                     .dialogs()
                     .by_call_id(&call_id)
-                    .map(|d| CallView::of(d, now))
+                    .map(|d| view(proxy, d, now))
                     .collect(),
             );
         }
@@ -267,6 +267,15 @@ fn ng_bind_address(sets: &[anchorage_config::proxy::RelaySet]) -> SocketAddr {
         (true, false) => std::net::Ipv6Addr::UNSPECIFIED.into(),
     };
     SocketAddr::new(ip, 0)
+}
+
+/// A dialog with its media anchoring, as the API shows it.
+fn view(proxy: &Proxy, d: &anchorage_proxy::dialog::Dialog, now: Instant) -> crate::api::CallView {
+    let mut v = crate::api::CallView::of(d, now);
+    v.media = proxy
+        .anchored_call(&d.id.call_id)
+        .map(crate::api::MediaView::of);
+    v
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -221,6 +221,66 @@ struct CallMedia {
     policy: Policy,
     /// The caller's tag: tells which leg an SDP comes from.
     caller_tag: String,
+    caller: LegMedia,
+    callee: LegMedia,
+}
+
+impl CallMedia {
+    /// (the leg with `tag`, the other leg).
+    fn legs_from(&mut self, tag: &str) -> (&mut LegMedia, &mut LegMedia) {
+        if tag == self.caller_tag {
+            (&mut self.caller, &mut self.callee)
+        } else {
+            (&mut self.callee, &mut self.caller)
+        }
+    }
+}
+
+/// What the proxy knows of one leg's media: what re-anchoring needs to rebuild the session on
+/// another relay and to give the leg an SDP it will accept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LegMedia {
+    /// The last SDP received from this leg, as it sent it.
+    pub received: Option<Bytes>,
+    /// The last SDP sent to this leg (the relay's rewrite).
+    pub sent: Option<Bytes>,
+    /// The `o=` username, session id and version of `sent`.
+    pub origin_sent: Option<(String, String, u64)>,
+}
+
+impl LegMedia {
+    fn record_sent(&mut self, sdp: &Bytes) {
+        self.origin_sent = anchorage_sdp::Session::parse(sdp.clone())
+            .ok()
+            .and_then(|s| {
+                s.origin().ok().map(|o| {
+                    (
+                        o.username.to_string(),
+                        o.session_id.to_string(),
+                        o.session_version,
+                    )
+                })
+            });
+        self.sent = Some(sdp.clone());
+    }
+}
+
+/// A call anchored on a relay, as the management API and re-anchoring see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchoredCall {
+    /// The relay node's name.
+    pub node: String,
+    /// The relay set.
+    pub set: String,
+    /// The caller's media.
+    pub caller: LegMedia,
+    /// The callee's media.
+    pub callee: LegMedia,
+}
+
+/// The tag of a From or To header, or "".
+fn tag_of(header: Result<anchorage_sip::NameAddr<'_>, anchorage_sip::ParseError>) -> String {
+    header.ok().and_then(|h| h.tag()).unwrap_or("").to_string()
 }
 
 /// What an ng request was sent for.
@@ -351,6 +411,17 @@ impl Proxy {
     /// The relay nodes, with the calls anchored on each.
     pub fn relays(&self) -> &Relays {
         &self.relays
+    }
+
+    /// Where a call's media is anchored and the SDPs of its legs, if it is anchored.
+    pub fn anchored_call(&self, call_id: &str) -> Option<AnchoredCall> {
+        let call = self.call_media.get(call_id)?;
+        Some(AnchoredCall {
+            node: self.relays.nodes().get(call.node)?.name.clone(),
+            set: call.policy.set.clone(),
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+        })
     }
 
     /// The next ng datagram to send to a relay.
@@ -820,28 +891,31 @@ impl Proxy {
                     let Some(tx) = self.servers.get_mut(&key) else {
                         continue;
                     };
-                    if let Ok(rewritten) = tx.request.edit().set_body(sdp).finish_message() {
+                    let offered = tx.request.body_bytes();
+                    let offerer = tag_of(tx.request.from());
+                    if let Ok(rewritten) = tx.request.edit().set_body(sdp.clone()).finish_message()
+                    {
                         tx.request = rewritten;
                     }
+                    let call_id = tx.request.call_id().unwrap_or("").to_string();
                     if initial {
-                        let call_id = tx.request.call_id().unwrap_or("").to_string();
                         tracing::debug!(%call_id, node, "call anchored");
-                        let caller_tag = tx
-                            .request
-                            .from()
-                            .ok()
-                            .and_then(|f| f.tag())
-                            .unwrap_or("")
-                            .to_string();
                         self.relays.count_call(node, 1);
                         self.call_media.insert(
-                            call_id,
+                            call_id.clone(),
                             CallMedia {
                                 node,
                                 policy,
-                                caller_tag,
+                                caller_tag: offerer.clone(),
+                                caller: LegMedia::default(),
+                                callee: LegMedia::default(),
                             },
                         );
+                    }
+                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                        let (from, to) = call.legs_from(&offerer);
+                        from.received = Some(offered);
+                        to.record_sent(&sdp);
                     }
                     self.try_next_target(&key, now);
                 }
@@ -877,6 +951,13 @@ impl Proxy {
                     },
                     Some(sdp),
                 ) => {
+                    let call_id = response.call_id().unwrap_or("").to_string();
+                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                        // The answer comes from the leg the offer went to.
+                        let (from, to) = call.legs_from(&tag_of(response.to()));
+                        from.received = Some(response.body_bytes());
+                        to.record_sent(&sdp);
+                    }
                     if let Ok(rewritten) = response.edit().set_body(sdp).finish_message() {
                         self.forward_response_upstream(&key, status, rewritten.bytes(), now);
                     }
@@ -2062,6 +2143,119 @@ Content-Length: 0\n\n";
         assert_eq!(p.dialogs().len(), 0);
         p.handle_timeout(now + Duration::from_secs(3603));
         assert_eq!(p.timer_queue_len(), 0, "no sweep without dialogs");
+    }
+
+    const OFFER_SDP: &str = "v=0\r\no=alice 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    const ANSWER_SDP: &str = "v=0\r\no=bob 9 9 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+
+    /// Takes the ng request the proxy sent and answers it as a relay would, with `sdp`.
+    fn relay_replies(p: &mut Proxy, sdp: &str, now: Instant) -> anchorage_ng::Request {
+        let (to, datagram) = p.poll_ng_transmit(now).expect("an ng request to the relay");
+        assert_eq!(to.to_string(), "127.0.0.1:2223");
+        let incoming = anchorage_ng::decode_request(&datagram).unwrap();
+        let reply = anchorage_ng::Reply::ok().with_sdp(Bytes::from(sdp.to_string()));
+        let bytes = anchorage_ng::encode_reply(&incoming.cookie, &reply, incoming.encoding);
+        p.handle_ng_datagram(to, &bytes, now);
+        incoming.request
+    }
+
+    #[test]
+    fn media_flow_through_a_relay_records_each_legs_sdp() {
+        let mut p = proxy(
+            "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{ name = \"r1\", ng = \"127.0.0.1:2223\" }]\n\n[proxy.media]\nset = \"m\"\ncallee_flags = \"replace-origin\"\n",
+        );
+        let now = epoch();
+        // The SDP is written with LF here; datagram() turns every LF into CRLF.
+        let invite = INVITE.replace(
+            "Content-Length: 0\n\n",
+            &format!(
+                "Content-Type: application/sdp\nContent-Length: {}\n\n{}",
+                OFFER_SDP.len(),
+                OFFER_SDP.replace("\r\n", "\n")
+            ),
+        );
+        p.handle_datagram(datagram(&invite, "127.0.0.1:5070"), now);
+        // Only the 100 Trying goes out: the INVITE waits for the relay.
+        let out = drain(&mut p);
+        assert!(out.iter().all(|t| !t.data.starts_with(b"INVITE ")));
+        let relay_offer = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nc=IN IP4 203.0.113.1\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\n";
+        let offer = relay_replies(&mut p, relay_offer, now);
+        let anchorage_ng::RequestKind::Offer(o) = &offer.kind else {
+            panic!("{offer:?}")
+        };
+        assert_eq!((o.call_id.0.as_str(), o.from_tag.0.as_str()), ("c1", "a1"));
+        assert_eq!(&o.sdp[..], OFFER_SDP.as_bytes());
+        let out = drain(&mut p);
+        let forwarded = out
+            .iter()
+            .find(|t| t.data.starts_with(b"INVITE "))
+            .expect("INVITE sent on");
+        assert!(forwarded.data.ends_with(relay_offer.as_bytes()));
+        // The callee answers; the 200 waits for the relay's answer.
+        let req = Message::parse(forwarded.data.clone()).unwrap();
+        let ok = req
+            .response(200, "OK")
+            .to_tag("b1")
+            .body("application/sdp", ANSWER_SDP.as_bytes())
+            .build()
+            .unwrap();
+        p.handle_datagram(
+            Datagram {
+                data: ok.bytes(),
+                source: "127.0.0.1:9".parse().unwrap(),
+                local: "127.0.0.1:5060".parse().unwrap(),
+                transport: Transport::Udp,
+            },
+            now,
+        );
+        assert!(drain(&mut p)
+            .iter()
+            .all(|t| !t.data.starts_with(b"SIP/2.0 200")));
+        let relay_answer = "v=0\r\no=relay 6 3 IN IP4 203.0.113.1\r\ns=-\r\nc=IN IP4 203.0.113.1\r\nt=0 0\r\nm=audio 30002 RTP/AVP 0\r\n";
+        let answer = relay_replies(&mut p, relay_answer, now);
+        let anchorage_ng::RequestKind::Answer(a) = &answer.kind else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(a.to_tag.as_ref().map(|t| t.0.as_str()), Some("b1"));
+        let out = drain(&mut p);
+        let to_caller = out
+            .iter()
+            .find(|t| t.data.starts_with(b"SIP/2.0 200"))
+            .expect("200 sent on");
+        assert!(to_caller.data.ends_with(relay_answer.as_bytes()));
+        let call = p.anchored_call("c1").unwrap();
+        assert_eq!(call.node, "r1");
+        assert_eq!(call.caller.received.as_deref(), Some(OFFER_SDP.as_bytes()));
+        assert_eq!(call.callee.sent.as_deref(), Some(relay_offer.as_bytes()));
+        assert_eq!(
+            call.callee.origin_sent,
+            Some(("relay".into(), "5".into(), 7))
+        );
+        assert_eq!(call.callee.received.as_deref(), Some(ANSWER_SDP.as_bytes()));
+        assert_eq!(call.caller.sent.as_deref(), Some(relay_answer.as_bytes()));
+        assert_eq!(
+            call.caller.origin_sent,
+            Some(("relay".into(), "6".into(), 3))
+        );
+        assert_eq!(p.relays().nodes()[0].calls, 1);
+        // A BYE deletes the session.
+        let bye = INVITE
+            .replace("INVITE sip:", "BYE sip:")
+            .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
+            .replace(
+                "To: <sip:bob@example.com>",
+                "To: <sip:bob@example.com>;tag=b1",
+            )
+            .replace("z9hG4bK-1", "z9hG4bK-2");
+        p.handle_datagram(datagram(&bye, "127.0.0.1:5070"), now);
+        let (_, delete) = p.poll_ng_transmit(now).expect("a delete");
+        let delete = anchorage_ng::decode_request(&delete).unwrap().request;
+        assert!(
+            matches!(delete.kind, anchorage_ng::RequestKind::Delete(_)),
+            "{delete:?}"
+        );
+        assert!(p.anchored_call("c1").is_none());
+        assert_eq!(p.relays().nodes()[0].calls, 0);
     }
 
     #[test]
