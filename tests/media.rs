@@ -70,7 +70,7 @@ fn rtpengine() -> (Daemon, u16) {
         "--table=-1",
         "--log-stderr",
     ])
-    .args(["--interface=127.0.0.1", "--delete-delay=0", "--log-level=6"])
+    .args(["--interface=127.0.0.1", "--delete-delay=0", "--log-level=7"])
     .arg(format!("--listen-ng=127.0.0.1:{ng}"))
     .arg(format!("--port-min={base}"))
     .arg(format!("--port-max={}", base + 99));
@@ -402,4 +402,47 @@ fn a_relay_node_that_does_not_answer_is_skipped_for_the_next() {
         .log()
         .contains("relay refused or did not answer an offer"));
     drop(engine);
+}
+
+#[test]
+fn reinvites_from_both_sides_are_anchored_with_the_senders_tag() {
+    let (engine, ng) = rtpengine();
+    let (proxy, sip_port, _config) = anchorage_proxy_with_relay(ng);
+    run_pair("uac_reinvite.xml", "uas_reinvite.xml", sip_port);
+    let log = engine.log();
+    // Initial INVITE, the caller's hold re-INVITE and the callee's re-INVITE: three offers and
+    // three answers, all on the one relay.
+    assert_eq!(log.matches("Received command 'offer'").count(), 3, "{log}");
+    assert_eq!(log.matches("Received command 'answer'").count(), 3, "{log}");
+    // The callee's offer names the callee as offerer: its tag (SIPpTag01…) is the from-tag.
+    let offers: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Dump for 'offer'"))
+        .collect();
+    assert_eq!(offers.len(), 3);
+    assert!(
+        offers[0].contains(r#""from-tag": ""#) && offers[0].contains("SIPpTag00"),
+        "{}",
+        offers[0]
+    );
+    let from_tag = |l: &str| {
+        l.split(r#""from-tag": ""#)
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(from_tag(offers[0]).contains("SIPpTag00"));
+    assert!(
+        from_tag(offers[1]).contains("SIPpTag00"),
+        "the caller's re-INVITE"
+    );
+    assert!(
+        from_tag(offers[2]).contains("SIPpTag01"),
+        "the callee's re-INVITE: {}",
+        offers[2]
+    );
+    // The callee's BYE deleted the session.
+    relay_empties(ng);
+    drop(proxy);
 }
