@@ -446,3 +446,46 @@ fn reinvites_from_both_sides_are_anchored_with_the_senders_tag() {
     relay_empties(ng);
     drop(proxy);
 }
+
+#[test]
+fn late_offer_in_the_200_and_answer_in_the_ack_are_anchored() {
+    let (engine, ng) = rtpengine();
+    let (proxy, sip_port, _config) = anchorage_proxy_with_relay(ng);
+    let uas_port = free_udp_port(LOCALHOST);
+    let mut callee = Sipp::new(
+        "uas",
+        &scenario("uas.xml"),
+        SocketAddr::new(LOCALHOST, uas_port),
+    )
+    .args(["-m", "1"])
+    .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = Sipp::new(
+        "uac",
+        &scenario("uac_late.xml"),
+        SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST)),
+    )
+    .args(["-m", "1", "-timeout", "20s", "-timeout_error"])
+    .args(["-rsa", &format!("127.0.0.1:{sip_port}")])
+    .run(&format!("127.0.0.1:{uas_port}"), Duration::from_secs(30));
+    caller.assert_success();
+    let callee = callee.finish(Duration::from_secs(10));
+    callee.assert_success();
+    // The callee's offer reached the caller rewritten by the relay, and the caller's answer
+    // reached the callee rewritten too: neither side sees the other's address.
+    let ok = caller.received_starting("SIP/2.0 200 OK").unwrap();
+    let offered_by_callee = callee
+        .sent
+        .iter()
+        .find(|m| m.starts_with("SIP/2.0 200"))
+        .unwrap();
+    assert_ne!(sdp_media(ok), sdp_media(offered_by_callee), "{ok}");
+    let ack = callee.received_starting("ACK ").unwrap();
+    let answered_by_caller = caller.sent.iter().find(|m| m.starts_with("ACK ")).unwrap();
+    assert_ne!(sdp_media(ack), sdp_media(answered_by_caller), "{ack}");
+    let log = engine.log();
+    assert_eq!(log.matches("Received command 'offer'").count(), 1);
+    assert_eq!(log.matches("Received command 'answer'").count(), 1);
+    relay_empties(ng);
+    drop(proxy);
+}

@@ -223,6 +223,8 @@ struct CallMedia {
     caller_tag: String,
     caller: LegMedia,
     callee: LegMedia,
+    /// A late offer went out in a 2xx: the ACK carries the answer.
+    answer_in_ack: bool,
 }
 
 impl CallMedia {
@@ -297,6 +299,23 @@ enum MediaWait {
         key: ServerKey,
         status: u16,
         response: Box<Message>,
+    },
+    /// A late offer: the offer in a response to a request without SDP (RFC 3264 §5); the
+    /// answer will come in the ACK.
+    ResponseOffer {
+        key: ServerKey,
+        status: u16,
+        response: Box<Message>,
+        policy: Policy,
+        /// The call is anchored by this offer.
+        initial: bool,
+    },
+    /// The answer in the ACK to a late offer, held until the relay rewrote it.
+    AckAnswer {
+        ack: Box<Message>,
+        source: SocketAddr,
+        local: SocketAddr,
+        transport: Transport,
     },
     /// A delete; nothing waits for it.
     Delete,
@@ -531,7 +550,9 @@ impl Proxy {
                     }
                 }
             }
-            self.forward_stateless(req, d, now);
+            if !self.start_ack_answer(&req, d, now) {
+                self.forward_stateless(req, d, now);
+            }
             return;
         }
         if let Some(tx) = self.servers.get_mut(&key) {
@@ -815,6 +836,9 @@ impl Proxy {
         let Ok(call_id) = req.call_id() else {
             return false;
         };
+        if !carries_sdp(req) {
+            return self.start_response_offer(key, status, response, now);
+        }
         let Some(call) = self.call_media.get(call_id).cloned() else {
             return false;
         };
@@ -842,6 +866,104 @@ impl Proxy {
                     response: Box::new(response.clone()),
                 };
                 self.media_waits.insert((call.node, id), wait);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A late offer (RFC 3264 §5: a request without SDP, the offer in its response): sent to
+    /// the call's relay — or, for an initial INVITE, to a node chosen by its policy — with the
+    /// responder as offerer. The response waits; the answer will come in the ACK.
+    fn start_response_offer(
+        &mut self,
+        key: &ServerKey,
+        status: u16,
+        response: &Message,
+        now: Instant,
+    ) -> bool {
+        let Some(server) = self.servers.get(key) else {
+            return false;
+        };
+        let (req, source) = (server.request.clone(), server.source);
+        let Ok(call_id) = req.call_id() else {
+            return false;
+        };
+        let offerer = tag_of(response.to());
+        let requester = tag_of(req.from());
+        let (node, policy, initial) = match self.call_media.get(call_id) {
+            Some(c) => (c.node, c.policy.clone(), false),
+            None => {
+                if req.to().ok().and_then(|t| t.tag()).is_some() {
+                    return false;
+                }
+                let Some(policy) = self.policy_for(&req, source) else {
+                    return false;
+                };
+                let Some(node) = self.relays.pick(&policy.set, &[]) else {
+                    return false;
+                };
+                (node, policy, true)
+            }
+        };
+        // The SDP produced goes to the requester.
+        let caller_is_requester = self
+            .call_media
+            .get(call_id)
+            .is_none_or(|c| c.caller_tag == requester);
+        let flags = if caller_is_requester {
+            &policy.caller_flags
+        } else {
+            &policy.callee_flags
+        };
+        let request =
+            media::offer_answer(false, call_id, &offerer, None, response.body_bytes(), flags);
+        match self.relays.send(node, &request, now) {
+            Some(id) => {
+                let wait = MediaWait::ResponseOffer {
+                    key: key.clone(),
+                    status,
+                    response: Box::new(response.clone()),
+                    policy,
+                    initial,
+                };
+                self.media_waits.insert((node, id), wait);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An ACK carrying the answer to a late offer: sent to the relay; the ACK waits.
+    fn start_ack_answer(&mut self, ack: &Message, d: &Datagram, now: Instant) -> bool {
+        if !carries_sdp(ack) {
+            return false;
+        }
+        let Ok(call_id) = ack.call_id() else {
+            return false;
+        };
+        let Some(call) = self.call_media.get(call_id).filter(|c| c.answer_in_ack) else {
+            return false;
+        };
+        let (node, flags) = (call.node, call.policy.callee_flags.clone());
+        // The offer came from the ACK's To party; the ACK's sender answers.
+        let request = media::offer_answer(
+            true,
+            call_id,
+            &tag_of(ack.to()),
+            Some(&tag_of(ack.from())),
+            ack.body_bytes(),
+            &flags,
+        );
+        match self.relays.send(node, &request, now) {
+            Some(id) => {
+                let wait = MediaWait::AckAnswer {
+                    ack: Box::new(ack.clone()),
+                    source: d.source,
+                    local: d.local,
+                    transport: d.transport,
+                };
+                self.media_waits.insert((node, id), wait);
                 true
             }
             None => false,
@@ -880,6 +1002,82 @@ impl Proxy {
             match (wait, sdp) {
                 (MediaWait::Delete, _) => {}
                 (
+                    MediaWait::ResponseOffer {
+                        key,
+                        status,
+                        response,
+                        policy,
+                        initial,
+                    },
+                    Some(sdp),
+                ) => {
+                    let call_id = response.call_id().unwrap_or("").to_string();
+                    if initial {
+                        let caller_tag = self
+                            .servers
+                            .get(&key)
+                            .map(|s| tag_of(s.request.from()))
+                            .unwrap_or_default();
+                        tracing::debug!(%call_id, node, "call anchored by a late offer");
+                        self.relays.count_call(node, 1);
+                        self.call_media.insert(
+                            call_id.clone(),
+                            CallMedia {
+                                node,
+                                policy,
+                                caller_tag,
+                                caller: LegMedia::default(),
+                                callee: LegMedia::default(),
+                                answer_in_ack: false,
+                            },
+                        );
+                    }
+                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                        call.answer_in_ack = status >= 200;
+                        let (from, to) = call.legs_from(&tag_of(response.to()));
+                        from.received = Some(response.body_bytes());
+                        to.record_sent(&sdp);
+                    }
+                    if let Ok(rewritten) = response.edit().set_body(sdp).finish_message() {
+                        self.forward_response_upstream(&key, status, rewritten.bytes(), now);
+                    }
+                }
+                (MediaWait::ResponseOffer { key, status, .. }, None) => {
+                    tracing::warn!("relay refused or did not answer a late offer; the response is not relayed unanchored");
+                    if status >= 200 {
+                        self.respond(&key, 502, "Media Relay Failed", now);
+                    }
+                }
+                (
+                    MediaWait::AckAnswer {
+                        ack,
+                        source,
+                        local,
+                        transport,
+                    },
+                    Some(sdp),
+                ) => {
+                    let call_id = ack.call_id().unwrap_or("").to_string();
+                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                        call.answer_in_ack = false;
+                        let (from, to) = call.legs_from(&tag_of(ack.from()));
+                        from.received = Some(ack.body_bytes());
+                        to.record_sent(&sdp);
+                    }
+                    if let Ok(rewritten) = ack.edit().set_body(sdp).finish_message() {
+                        let d = Datagram {
+                            data: rewritten.bytes(),
+                            source,
+                            local,
+                            transport,
+                        };
+                        self.forward_stateless(rewritten, &d, now);
+                    }
+                }
+                (MediaWait::AckAnswer { ack, .. }, None) => {
+                    tracing::warn!(call_id = ack.call_id().unwrap_or(""), "relay refused or did not answer the answer in an ACK; the ACK is not relayed unanchored");
+                }
+                (
                     MediaWait::Offer {
                         key,
                         policy,
@@ -909,6 +1107,7 @@ impl Proxy {
                                 caller_tag: offerer.clone(),
                                 caller: LegMedia::default(),
                                 callee: LegMedia::default(),
+                                answer_in_ack: false,
                             },
                         );
                     }
