@@ -489,3 +489,17 @@ fn late_offer_in_the_200_and_answer_in_the_ack_are_anchored() {
     relay_empties(ng);
     drop(proxy);
 }
+
+#[test]
+fn reliable_183_with_prack_and_an_update_are_anchored() {
+    let (engine, ng) = rtpengine();
+    let (proxy, sip_port, _config) = anchorage_proxy_with_relay(ng);
+    run_pair("uac_prack.xml", "uas_prack.xml", sip_port);
+    let log = engine.log();
+    // The INVITE's offer and the UPDATE's offer; the 183's answer and the UPDATE 200's answer.
+    // The 200 to the INVITE carries no SDP and the PRACK none either: nothing to anchor.
+    assert_eq!(log.matches("Received command 'offer'").count(), 2, "{log}");
+    assert_eq!(log.matches("Received command 'answer'").count(), 2, "{log}");
+    relay_empties(ng);
+    drop(proxy);
+}
