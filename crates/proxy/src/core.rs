@@ -1579,7 +1579,15 @@ impl Proxy {
             self.counters.dropped += 1;
             return;
         };
-        let Some(client) = self.clients.get_mut(&branch) else {
+        // RFC 3261 §17.1.3: the branch and the CSeq method must both match (a CANCEL shares its
+        // INVITE's branch; its responses are recognised below).
+        let method_matches = |c: &ClientTx| {
+            let (Ok(sent), Ok(got)) = (c.request.cseq(), resp.cseq()) else {
+                return false;
+            };
+            sent.method == got.method || got.method == Method::Cancel
+        };
+        let Some(client) = self.clients.get_mut(&branch).filter(|c| method_matches(c)) else {
             tracing::debug!(call_id = resp.call_id().unwrap_or(""), %branch, status, "response without a client transaction: forwarded by its Via");
             self.forward_response_stateless(&resp);
             return;
