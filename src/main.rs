@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod api;
 mod proxy_node;
 mod resolve;
+mod up;
 
 /// Command line of the `anchorage` binary.
 #[derive(Debug, Parser)]
@@ -31,8 +32,26 @@ struct Cli {
 /// The subcommands; see `docs/` for each.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the embedded default: proxy, two relay nodes and the management API in one process.
-    Up,
+    /// Run the embedded default: a proxy on 127.0.0.1:5060 (UDP and TCP) forwarding by
+    /// Request-URI, the management API on 127.0.0.1:7060, and media anchored on the relays.
+    Up {
+        /// SIP address (UDP and TCP).
+        #[arg(long, default_value = "127.0.0.1:5060", value_name = "IP:PORT")]
+        sip: std::net::SocketAddr,
+        /// Management API and /metrics address.
+        #[arg(long, default_value = "127.0.0.1:7060", value_name = "IP:PORT")]
+        api: std::net::SocketAddr,
+        /// Number of relay nodes.
+        #[arg(long, default_value_t = 2)]
+        relays: u16,
+        /// Anchor media on relays already running on the ng ports (`anchorage relay` processes
+        /// or rtpengine) instead of starting them in this process.
+        #[arg(long)]
+        external_relays: bool,
+        /// ng port of the first relay node; the others follow (relay-a 2223, relay-b 2224, …).
+        #[arg(long, default_value_t = 2223, value_name = "PORT")]
+        ng_base: u16,
+    },
     /// Run a SIP signalling node. Without a configuration file it listens on UDP and TCP
     /// 127.0.0.1:5060 and forwards every request to its Request-URI.
     Proxy {
@@ -77,7 +96,7 @@ impl Command {
     /// The subcommand's name as typed on the command line.
     fn name(&self) -> &'static str {
         match self {
-            Command::Up => "up",
+            Command::Up { .. } => "up",
             Command::Proxy { .. } => "proxy",
             Command::Relay { .. } => "relay",
             Command::Ctl { .. } => "ctl",
@@ -91,6 +110,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Check { config } => check(config),
+        Command::Up {
+            sip,
+            api,
+            relays,
+            external_relays,
+            ng_base,
+        } => {
+            init_logging();
+            let config = up::config(*relays, *external_relays, *ng_base);
+            if !*external_relays {
+                eprintln!(
+                    "anchorage up: the built-in relay nodes are not built yet, so calls are NOT \
+                     media-anchored. To anchor them, run ng relays (e.g. rtpengine) on \
+                     127.0.0.1:{ng_base}.. and use --external-relays."
+                );
+            }
+            let listen = up::listeners(*sip);
+            run_async(proxy_node::run(config, &listen, Some(*api)))
+        }
         Command::Proxy {
             config,
             listen,

@@ -138,6 +138,14 @@ pub async fn run(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
+    for set in &p.relay_set {
+        for node in &set.nodes {
+            println!(
+                "anchorage proxy: relay {} (set {}) at ng {}",
+                node.name, set.name, node.ng
+            );
+        }
+    }
     let mut proxy = Proxy::new(core_config, seed);
     let resolver =
         std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);

@@ -503,3 +503,27 @@ fn reliable_183_with_prack_and_an_update_are_anchored() {
     relay_empties(ng);
     drop(proxy);
 }
+
+#[test]
+fn up_with_external_relays_anchors_calls_on_them() {
+    let (engine, ng) = rtpengine();
+    let port = free_port(LOCALHOST);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args(["up", "--external-relays", "--relays", "1"])
+        .args(["--ng-base", &ng.to_string()])
+        .args(["--sip", &format!("127.0.0.1:{port}")])
+        .args(["--api", &format!("127.0.0.1:{}", free_port(LOCALHOST))]);
+    let mut up = Daemon::spawn("anchorage-up", &mut cmd);
+    up.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
+    assert!(
+        up.log()
+            .contains(&format!("relay relay-a (set default) at ng 127.0.0.1:{ng}")),
+        "{}",
+        up.log()
+    );
+    let (a, b) = call_through(port, free_udp_port(LOCALHOST));
+    assert_ne!(a.port(), b.port());
+    relay_empties(ng);
+    drop(up);
+    drop(engine);
+}

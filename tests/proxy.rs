@@ -983,3 +983,35 @@ fn management_api_lists_live_calls_and_metrics_count_them() {
     assert_eq!(value("anchorage_sip_dropped_total"), 0);
     drop(daemon);
 }
+
+#[test]
+fn up_runs_with_zero_config_and_carries_a_call() {
+    let port = free_port(LOCALHOST);
+    let api = free_port(LOCALHOST);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args([
+        "up",
+        "--sip",
+        &format!("127.0.0.1:{port}"),
+        "--api",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    let mut up = Daemon::spawn("anchorage-up", &mut cmd);
+    up.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
+    assert!(
+        up.log().contains("calls are NOT media-anchored"),
+        "{}",
+        up.log()
+    );
+    let proxy = Proxy {
+        daemon: up,
+        port,
+        _config: None,
+    };
+    let (mut callee, uas_port) = uas("uas.xml", 1);
+    uac("uac.xml", &proxy, uas_port, &[]).assert_success();
+    callee.finish(Duration::from_secs(10)).assert_success();
+    let (status, metrics) = http_get(addr(api), "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("anchorage_sip_requests_total"));
+}
