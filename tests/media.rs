@@ -335,6 +335,21 @@ fn run_pair(uac: &str, uas: &str, sip_port: u16) {
     callee.finish(Duration::from_secs(10)).assert_success();
 }
 
+/// Asserts how many offers and answers a relay received (rtpengine's log).
+fn assert_offers_answers(engine: &Daemon, offers: usize, answers: usize) {
+    let log = engine.log();
+    assert_eq!(
+        log.matches("Received command 'offer'").count(),
+        offers,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("Received command 'answer'").count(),
+        answers,
+        "{log}"
+    );
+}
+
 /// Waits until the relay holds no session.
 fn relay_empties(ng: u16) {
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
@@ -412,8 +427,7 @@ fn reinvites_from_both_sides_are_anchored_with_the_senders_tag() {
     let log = engine.log();
     // Initial INVITE, the caller's hold re-INVITE and the callee's re-INVITE: three offers and
     // three answers, all on the one relay.
-    assert_eq!(log.matches("Received command 'offer'").count(), 3, "{log}");
-    assert_eq!(log.matches("Received command 'answer'").count(), 3, "{log}");
+    assert_offers_answers(&engine, 3, 3);
     // The callee's offer names the callee as offerer: its tag (SIPpTag01…) is the from-tag.
     let offers: Vec<&str> = log
         .lines()
@@ -483,9 +497,7 @@ fn late_offer_in_the_200_and_answer_in_the_ack_are_anchored() {
     let ack = callee.received_starting("ACK ").unwrap();
     let answered_by_caller = caller.sent.iter().find(|m| m.starts_with("ACK ")).unwrap();
     assert_ne!(sdp_media(ack), sdp_media(answered_by_caller), "{ack}");
-    let log = engine.log();
-    assert_eq!(log.matches("Received command 'offer'").count(), 1);
-    assert_eq!(log.matches("Received command 'answer'").count(), 1);
+    assert_offers_answers(&engine, 1, 1);
     relay_empties(ng);
     drop(proxy);
 }
@@ -495,11 +507,9 @@ fn reliable_183_with_prack_and_an_update_are_anchored() {
     let (engine, ng) = rtpengine();
     let (proxy, sip_port, _config) = anchorage_proxy_with_relay(ng);
     run_pair("uac_prack.xml", "uas_prack.xml", sip_port);
-    let log = engine.log();
     // The INVITE's offer and the UPDATE's offer; the 183's answer and the UPDATE 200's answer.
     // The 200 to the INVITE carries no SDP and the PRACK none either: nothing to anchor.
-    assert_eq!(log.matches("Received command 'offer'").count(), 2, "{log}");
-    assert_eq!(log.matches("Received command 'answer'").count(), 2, "{log}");
+    assert_offers_answers(&engine, 2, 2);
     relay_empties(ng);
     drop(proxy);
 }

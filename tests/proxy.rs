@@ -587,16 +587,22 @@ fn malformed_and_refused_requests_get_the_rfc_answer_and_calls_still_work() {
     callee.finish(Duration::from_secs(10)).assert_success();
 }
 
-#[test]
-fn a_call_over_tcp() {
+/// A proxy whose one rule sends everything over TCP to a SIPp callee listening on TCP.
+fn tcp_callee_behind_proxy() -> (Proxy, anchorage_testkit::sipp::SippProcess, u16) {
     let port = free_port(LOCALHOST);
     let proxy = Proxy::start(Some(&format!(
         "[[proxy.route]]\nname = \"tcp\"\ndestinations = [{{ host = \"127.0.0.1\", port = {port}, transport = \"tcp\" }}]\n"
     )));
-    let mut callee = Sipp::new("uas", &scenario("uas.xml"), addr(port))
+    let callee = Sipp::new("uas", &scenario("uas.xml"), addr(port))
         .args(["-m", "1", "-t", "t1"])
         .spawn();
     std::thread::sleep(Duration::from_millis(300));
+    (proxy, callee, port)
+}
+
+#[test]
+fn a_call_over_tcp() {
+    let (proxy, mut callee, port) = tcp_callee_behind_proxy();
     let caller_port = free_port(LOCALHOST);
     let caller = Sipp::new("uac", &scenario("uac.xml"), addr(caller_port))
         .args([
@@ -813,14 +819,7 @@ fn unknown_host_name_is_answered_503() {
 
 #[test]
 fn udp_caller_to_tcp_callee_gets_two_record_routes() {
-    let uas_port = free_port(LOCALHOST);
-    let proxy = Proxy::start(Some(&format!(
-        "[[proxy.route]]\nname = \"tcp\"\ndestinations = [{{ host = \"127.0.0.1\", port = {uas_port}, transport = \"tcp\" }}]\n"
-    )));
-    let mut callee = Sipp::new("uas", &scenario("uas.xml"), addr(uas_port))
-        .args(["-m", "1", "-t", "t1"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(300));
+    let (proxy, mut callee, uas_port) = tcp_callee_behind_proxy();
     let caller = uac("uac.xml", &proxy, uas_port, &[]);
     caller.assert_success();
     let callee = callee.finish(Duration::from_secs(10));
