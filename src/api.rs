@@ -31,6 +31,21 @@ pub enum Query {
     Call(String, oneshot::Sender<Vec<CallView>>),
     /// Numbers for `/metrics`.
     Metrics(oneshot::Sender<ProxySnapshot>),
+    /// The relay nodes.
+    Relays(oneshot::Sender<Vec<RelayView>>),
+}
+
+/// A relay node as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayView {
+    /// Its name.
+    pub name: String,
+    /// Its ng address.
+    pub ng: String,
+    /// Its weight in its sets.
+    pub weight: u32,
+    /// Calls anchored on it by this proxy.
+    pub calls: usize,
 }
 
 /// A dialog as the API shows it.
@@ -153,6 +168,8 @@ pub struct ProxySnapshot {
     pub sent: u64,
     /// Sends that failed.
     pub send_errors: u64,
+    /// Calls per relay node.
+    pub relays: Vec<RelayView>,
 }
 
 impl Collector for ProxySnapshot {
@@ -227,6 +244,19 @@ impl Collector for ProxySnapshot {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        if !self.relays.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "anchorage_relay_calls",
+                "Calls anchored on the relay node by this proxy",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for relay in &self.relays {
+                let gauge = ConstGauge::new(i64::try_from(relay.calls).unwrap_or(i64::MAX));
+                let labels = [("relay", relay.name.as_str())];
+                gauge.encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -296,6 +326,13 @@ async fn call(State(state): State<Arc<AppState>>, Path(call_id): Path<String>) -
     }
 }
 
+async fn relays(State(state): State<Arc<AppState>>) -> Response {
+    match ask(&state, Query::Relays).await {
+        Ok(relays) => Json(serde_json::json!({ "relays": relays })).into_response(),
+        Err(r) => r,
+    }
+}
+
 async fn not_found(uri: Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -310,6 +347,7 @@ pub async fn serve(listen: SocketAddr, queries: mpsc::Sender<Query>) -> anyhow::
         .route("/metrics", get(metrics))
         .route("/v1/calls", get(calls))
         .route("/v1/calls/{call_id}", get(call))
+        .route("/v1/relays", get(relays))
         .fallback(not_found)
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen).await?;

@@ -254,7 +254,11 @@ fn answer(proxy: &Proxy, transports: &Transports, query: crate::api::Query) {
                 tcp_connections: transports.open_connections(),
                 sent: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
                 send_errors: stats.send_errors.load(std::sync::atomic::Ordering::Relaxed),
+                relays: relay_views(proxy),
             });
+        }
+        Query::Relays(reply) => {
+            let _ = reply.send(relay_views(proxy));
         }
     }
 }
@@ -275,6 +279,21 @@ fn ng_bind_address(sets: &[anchorage_config::proxy::RelaySet]) -> SocketAddr {
         (true, false) => std::net::Ipv6Addr::UNSPECIFIED.into(),
     };
     SocketAddr::new(ip, 0)
+}
+
+/// The relay nodes, as the API shows them.
+fn relay_views(proxy: &Proxy) -> Vec<crate::api::RelayView> {
+    proxy
+        .relays()
+        .nodes()
+        .iter()
+        .map(|n| crate::api::RelayView {
+            name: n.name.clone(),
+            ng: n.address.to_string(),
+            weight: n.weight,
+            calls: n.calls,
+        })
+        .collect()
 }
 
 /// A dialog with its media anchoring, as the API shows it.

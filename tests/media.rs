@@ -335,6 +335,23 @@ fn run_pair(uac: &str, uas: &str, sip_port: u16) {
     callee.finish(Duration::from_secs(10)).assert_success();
 }
 
+/// The body of an HTTP GET that must answer 200.
+fn http_body(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 /// Asserts how many offers and answers a relay received (rtpengine's log).
 fn assert_offers_answers(engine: &Daemon, offers: usize, answers: usize) {
     let log = engine.log();
@@ -518,11 +535,12 @@ fn reliable_183_with_prack_and_an_update_are_anchored() {
 fn up_with_external_relays_anchors_calls_on_them() {
     let (engine, ng) = rtpengine();
     let port = free_port(LOCALHOST);
+    let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
     cmd.args(["up", "--external-relays", "--relays", "1"])
         .args(["--ng-base", &ng.to_string()])
         .args(["--sip", &format!("127.0.0.1:{port}")])
-        .args(["--api", &format!("127.0.0.1:{}", free_port(LOCALHOST))]);
+        .args(["--api", &api.to_string()]);
     let mut up = Daemon::spawn("anchorage-up", &mut cmd);
     up.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
     assert!(
@@ -534,6 +552,13 @@ fn up_with_external_relays_anchors_calls_on_them() {
     let (a, b) = call_through(port, free_udp_port(LOCALHOST));
     assert_ne!(a.port(), b.port());
     relay_empties(ng);
+    // The API lists the relay; the call ended, so none is anchored on it now.
+    let relays: serde_json::Value = serde_json::from_str(&http_body(api, "/v1/relays")).unwrap();
+    assert_eq!(
+        relays,
+        serde_json::json!({"relays": [{"name": "relay-a", "ng": format!("127.0.0.1:{ng}"), "weight": 1, "calls": 0}]})
+    );
+    assert!(http_body(api, "/metrics").contains("anchorage_relay_calls{relay=\"relay-a\"} 0"));
     drop(up);
     drop(engine);
 }
