@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Calls per second through a SIP proxy, ours and Kamailio's in the same run (signalling only).
+#
+# SIPp UAC -> proxy -> SIPp UAS on loopback, with the scenarios Kamailio's figures in
+# ../shared/peers were measured with: INVITE/100/180/200/ACK, a 1 s hold, BYE/200, following
+# Record-Route. The caller addresses the callee and sends to the proxy (-rsa). For each system the
+# rate steps up until a step fails. A step passes when every call was placed and none failed,
+# and the achieved rate is at least 95 % of the target (the criterion of ../shared/peers).
+# CPU is the proxy's own process tree (utime+stime from /proc) over the step.
+#
+# Usage: bench/cps.sh [--quick] [RATE ...]
+#   --quick   5 s steps instead of 20 s
+#   RATE ...  the ladder (default: 500 1000 1500 2000 3000 4000 5000 6000)
+# Needs: sipp (sip-tester), kamailio; builds anchorage in release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STEP=20
+if [ "${1:-}" = "--quick" ]; then STEP=5; shift; fi
+RATES=("$@")
+[ ${#RATES[@]} -gt 0 ] || RATES=(500 1000 1500 2000 3000 4000 5000 6000)
+
+for tool in sipp kamailio; do
+  command -v "$tool" >/dev/null || { echo "missing tool: $tool (run scripts/test to install it)"; exit 1; }
+done
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release --quiet
+BIN="$CARGO_TARGET_DIR/release/anchorage"
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 -- "-$p" "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PROXY_PORT=25060
+UAS_PORT=25080
+UAC_PORT=25070
+
+# Kamailio: the peers' configuration in its no-media profile, moved to our ports.
+sed -e "s/127.0.0.1:5060/127.0.0.1:$PROXY_PORT/g" \
+    -e "s/#!define UAS_PORT \"5080\"/#!define UAS_PORT \"$UAS_PORT\"/" \
+    ../shared/peers/kamailio.cfg > "$WORK/kamailio.cfg"
+
+start_system() { # name -> sets SYS_PID
+  case "$1" in
+    anchorage)
+      setsid "$BIN" proxy --listen "udp:127.0.0.1:$PROXY_PORT" >"$WORK/anchorage.log" 2>&1 &
+      SYS_PID=$!;;
+    kamailio)
+      setsid kamailio -DD -E -f "$WORK/kamailio.cfg" -A CHILDREN=8 -A "CTL_SOCK=\"unix:$WORK/ctl\"" \
+        -m 1024 -M 16 -Y "$WORK" >"$WORK/kamailio.log" 2>&1 &
+      SYS_PID=$!;;
+  esac
+  PIDS+=("$SYS_PID")
+  # Ready when listening; Kamailio also forks its workers after binding: wait for its control
+  # socket, then a second more.
+  for _ in $(seq 1 100); do
+    if [ "$1" = anchorage ] && grep -q "SIP udp on" "$WORK/anchorage.log" 2>/dev/null; then break; fi
+    if [ "$1" = kamailio ] && [ -S "$WORK/ctl" ]; then break; fi
+    sleep 0.1
+  done
+  sleep 1
+  kill -0 "$SYS_PID" || { echo "$1 did not start:"; tail -20 "$WORK/$1.log"; exit 1; }
+}
+
+# CPU seconds (user+system) of a process tree: the group led by $1.
+cpu_of() {
+  local total=0 pid
+  for pid in $(pgrep -g "$1" 2>/dev/null || echo "$1"); do
+    if [ -r "/proc/$pid/stat" ]; then
+      local f; f=$(awk '{print $14+$15}' "/proc/$pid/stat")
+      total=$((total + f))
+    fi
+  done
+  echo "$total"
+}
+
+run_step() { # system rate -> prints result line, returns 0 on pass
+  local sys=$1 rate=$2 calls=$(( $2 * STEP ))
+  setsid sipp -sf ../shared/peers/scenarios/uas.xml -i 127.0.0.1 -p "$UAS_PORT" -mp 26000 \
+    -key rtp_ip 127.0.0.3 -key rtp_port 42000 -buff_size 4194304 -nostdin -bg >/dev/null 2>&1 || true
+  sleep 0.3
+  local ticks; ticks=$(getconf CLK_TCK)
+  local cpu0; cpu0=$(cpu_of "$SYS_PID")
+  local t0; t0=$(date +%s.%N)
+  set +e
+  timeout $((STEP + 40)) sipp -sf ../shared/peers/scenarios/uac.xml "127.0.0.1:$UAS_PORT" \
+    -rsa "127.0.0.1:$PROXY_PORT" -key rtp_ip 127.0.0.2 -key rtp_port 40000 -buff_size 4194304 \
+    -i 127.0.0.1 -p "$UAC_PORT" -mp 26100 -nostdin -m "$calls" -r "$rate" -rp 1000 -d 1000 -l $((rate * 4)) \
+    -timeout $((STEP + 30))s -trace_stat -stf "$WORK/stat.csv" \
+    -trace_err -error_file "$WORK/errors.log" >/dev/null 2>&1
+  local code=$?
+  set -e
+  local cpu1; cpu1=$(cpu_of "$SYS_PID")
+  local t1; t1=$(date +%s.%N)
+  pkill -f "sipp -sf ../shared/peers/scenarios/uas.xml" 2>/dev/null || true
+  local ok failed
+  ok=$(tail -1 "$WORK/stat.csv" | awk -F';' '{print $16}')
+  failed=$(tail -1 "$WORK/stat.csv" | awk -F';' '{print $18}')
+  # Calls are placed over STEP seconds and the last ends 1 s later (the hold): the placing rate
+  # is the calls over the elapsed time less the hold.
+  local secs; secs=$(echo "$t1 - $t0" | bc)
+  local achieved; achieved=$(echo "scale=0; $calls / ($secs - 1)" | bc)
+  local cpu_s; cpu_s=$(echo "scale=3; ($cpu1 - $cpu0) / $ticks" | bc)
+  local per_k; per_k=$(echo "scale=3; $cpu_s * 1000 / ($ok + 1)" | bc)
+  local pass=no
+  if [ "$code" -eq 0 ] && [ "${failed:-1}" -eq 0 ] && [ "${ok:-0}" -eq "$calls" ] \
+     && [ "$(echo "$achieved * 100 >= $rate * 95" | bc)" -eq 1 ]; then pass=yes; fi
+  printf '%-9s rate %5s  calls %6s ok %6s failed %4s  achieved %5s/s  cpu %6ss  cpu/1k calls %6ss  load %s  pass %s\n' \
+    "$sys" "$rate" "$calls" "${ok:-?}" "${failed:-?}" "$achieved" "$cpu_s" "$per_k" "$(cut -d' ' -f1 /proc/loadavg)" "$pass"
+  if [ "$pass" = no ] && [ -s "$WORK/errors.log" ]; then
+    echo "  first errors reported by SIPp:"; grep -v '^$' "$WORK/errors.log" | head -4 | sed 's/^/    /'
+  fi
+  rm -f "$WORK/stat.csv" "$WORK/errors.log"
+  [ "$pass" = yes ]
+}
+
+declare -A BEST
+for sys in anchorage kamailio; do
+  start_system "$sys"
+  BEST[$sys]=0
+  for rate in "${RATES[@]}"; do
+    if run_step "$sys" "$rate"; then BEST[$sys]=$rate; else break; fi
+  done
+  kill -9 -- "-$SYS_PID" "$SYS_PID" 2>/dev/null || true
+  sleep 1
+done
+
+echo "highest rate with zero failed calls (${STEP}s steps): anchorage ${BEST[anchorage]}/s, kamailio ${BEST[kamailio]}/s"
+if [ "${BEST[kamailio]}" -gt 0 ]; then
+  echo "ratio anchorage/kamailio: $(echo "scale=2; ${BEST[anchorage]} / ${BEST[kamailio]}" | bc)"
+fi
