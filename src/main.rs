@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod api;
 mod proxy_node;
+mod relay_node;
 mod resolve;
 mod up;
 
@@ -68,9 +69,12 @@ enum Command {
     },
     /// Run a media relay node controlled over the ng protocol.
     Relay {
-        /// Configuration file (TOML).
+        /// Configuration file (TOML); its `[relay]` section is used.
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Overrides of the configuration, named as rtpengine's options.
+        #[command(flatten)]
+        args: relay_node::RelayArgs,
     },
     /// Management CLI: talks to the HTTP API of a running node.
     Ctl {
@@ -140,6 +144,21 @@ fn main() -> ExitCode {
             };
             init_logging();
             run_async(proxy_node::run(config, listen, *api))
+        }
+        Command::Relay { config, args } => {
+            let config = match load_or_default(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let settings = match relay_node::settings(&config.relay, args) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("anchorage relay: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging();
+            run_async(relay_node::run(settings))
         }
         other => {
             let name = other.name();

@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 
 pub use socket::{bind_udp, BoundMedia};
 use worker::{Command, Worker, WAKER};
+pub use worker::{ForwardTotals, WorkerActivity};
 
 /// The relay's handle on a call's media, chosen by the control plane (e.g. a session
 /// counter). It also picks the worker: `key % threads`.
@@ -190,6 +191,26 @@ impl MediaWorkers {
     pub fn snapshot(&self, key: CallKey) -> Result<Reply<Option<Vec<MediaPair>>>, MediaError> {
         let (reply, answer) = oneshot::channel();
         self.send(self.worker_for(key), Command::Snapshot { key, reply })?;
+        Ok(answer)
+    }
+
+    /// Appends streams to a call on its worker (a re-offer with more `m=` lines); their
+    /// indexes follow the call's existing streams.
+    pub fn extend_call(
+        &self,
+        key: CallKey,
+        media: Vec<BoundMedia>,
+    ) -> Result<Reply<Result<(), MediaError>>, MediaError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(self.worker_for(key), Command::Extend { key, media, reply })?;
+        Ok(answer)
+    }
+
+    /// Worker `index`'s calls with their last packet times, and its forwarding totals (for
+    /// media timeouts and metrics, without copying every stream).
+    pub fn activity(&self, index: usize) -> Result<Reply<WorkerActivity>, MediaError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(index, Command::Activity { reply })?;
         Ok(answer)
     }
 

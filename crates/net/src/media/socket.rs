@@ -44,6 +44,22 @@ impl BoundMedia {
         Ok(Self { pair, sockets })
     }
 
+    /// Like [`BoundMedia::bind`], but takes the sockets already bound for these addresses
+    /// from `bound` (the control plane binds while it picks ports) and binds only the rest.
+    pub fn with_sockets(
+        pair: MediaPair,
+        bound: &mut std::collections::HashMap<SocketAddr, UdpSocket>,
+    ) -> Result<Self, MediaError> {
+        let sockets = pair
+            .local_sockets()
+            .map(|(on, local)| match bound.remove(&local) {
+                Some(socket) => Ok((on, socket)),
+                None => bind_udp(local).map(|socket| (on, socket)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { pair, sockets })
+    }
+
     /// The media pair.
     pub fn pair(&self) -> &MediaPair {
         &self.pair

@@ -19,6 +19,28 @@ use tokio::sync::oneshot;
 
 use super::{BoundMedia, CallKey, MediaError};
 
+/// What a worker forwarded since it started, whatever call it belonged to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardTotals {
+    /// Datagrams sent on.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Datagrams the relay core refused (no destination yet, strict source, ...).
+    pub dropped: u64,
+    /// Datagrams whose send failed.
+    pub send_errors: u64,
+}
+
+/// A worker's calls with their last packet times, and its totals.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerActivity {
+    /// Each call and the last packet on any of its streams.
+    pub calls: Vec<(CallKey, Option<Instant>)>,
+    /// Forwarding totals.
+    pub totals: ForwardTotals,
+}
+
 /// The waker's token; socket tokens are indices below it.
 pub(crate) const WAKER: Token = Token(usize::MAX);
 
@@ -54,6 +76,14 @@ pub(crate) enum Command {
     },
     Keys {
         reply: oneshot::Sender<Vec<CallKey>>,
+    },
+    Extend {
+        key: CallKey,
+        media: Vec<BoundMedia>,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    Activity {
+        reply: oneshot::Sender<WorkerActivity>,
     },
     Shutdown,
 }
@@ -100,6 +130,7 @@ pub(crate) struct Worker {
     free_calls: Vec<usize>,
     by_key: HashMap<CallKey, usize>,
     buffer: Box<[u8]>,
+    totals: ForwardTotals,
 }
 
 impl Worker {
@@ -113,6 +144,7 @@ impl Worker {
             free_calls: Vec::new(),
             by_key: HashMap::new(),
             buffer: vec![0; RECV_BUFFER].into_boxed_slice(),
+            totals: ForwardTotals::default(),
         }
     }
 
@@ -184,7 +216,10 @@ impl Worker {
             };
             let forward = match media_entry.pair.on_packet(on, source, packet, now) {
                 Decision::Forward(forward) => forward,
-                Decision::Drop(_) => continue,
+                Decision::Drop(_) => {
+                    self.totals.dropped += 1;
+                    continue;
+                }
             };
             let via = media_entry
                 .tokens
@@ -196,8 +231,12 @@ impl Worker {
                 .and_then(|t| self.sockets.get(t.0))
                 .and_then(Option::as_ref)
                 .map(|out| out.socket.send_to(packet, forward.to));
-            if !matches!(sent, Some(Ok(n)) if n == len) {
+            if matches!(sent, Some(Ok(n)) if n == len) {
+                self.totals.packets += 1;
+                self.totals.bytes += len as u64;
+            } else {
                 media_entry.pair.record_send_error(on.side, forward.rtcp);
+                self.totals.send_errors += 1;
             }
         }
         true
@@ -263,6 +302,24 @@ impl Worker {
             Command::Keys { reply } => {
                 let _ = reply.send(self.by_key.keys().copied().collect());
             }
+            Command::Extend { key, media, reply } => {
+                let _ = reply.send(self.extend(key, media));
+            }
+            Command::Activity { reply } => {
+                let calls = self
+                    .calls
+                    .iter()
+                    .flatten()
+                    .map(|call| {
+                        let last = call.media.iter().filter_map(|m| m.pair.last_packet()).max();
+                        (call.key, last)
+                    })
+                    .collect();
+                let _ = reply.send(WorkerActivity {
+                    calls,
+                    totals: self.totals,
+                });
+            }
             Command::Shutdown => {}
         }
     }
@@ -310,6 +367,46 @@ impl Worker {
         self.by_key.insert(key, slot);
         if result.is_err() {
             self.remove(key);
+        }
+        result
+    }
+
+    /// Appends streams to a call (a re-offer with more `m=` lines).
+    fn extend(&mut self, key: CallKey, media: Vec<BoundMedia>) -> Result<(), MediaError> {
+        let slot = *self.by_key.get(&key).ok_or(MediaError::UnknownCall(key))?;
+        let first = self
+            .calls
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map_or(0, |c| c.media.len());
+        let mut result = Ok(());
+        let mut entries = Vec::with_capacity(media.len());
+        for (offset, bound) in media.into_iter().enumerate() {
+            let mut media_entry = MediaEntry {
+                pair: bound.pair,
+                tokens: [[None; 2]; 2],
+            };
+            for (on, socket) in bound.sockets {
+                if result.is_err() {
+                    break;
+                }
+                match self.register(socket, slot, first + offset, on) {
+                    Ok(token) => {
+                        if let Some(t) = media_entry
+                            .tokens
+                            .get_mut(side_index(on.side))
+                            .and_then(|kinds| kinds.get_mut(kind_index(on.kind)))
+                        {
+                            *t = Some(token);
+                        }
+                    }
+                    Err(error) => result = Err(MediaError::Register(error)),
+                }
+            }
+            entries.push(media_entry);
+        }
+        if let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) {
+            call.media.extend(entries);
         }
         result
     }

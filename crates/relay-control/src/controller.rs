@@ -1,0 +1,1251 @@
+//! The relay's control plane: one [`Controller`] executes ng commands against the call model
+//! and says what the data plane must do ([`MediaAction`]). Sans-IO: the time comes in as
+//! [`Now`], sockets are probed through a [`PortBinder`] the I/O layer implements (so a port
+//! some other process holds is skipped, as rtpengine does), and media counters come back in
+//! through [`Controller::observe`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anchorage_ng::{
+    AddressFamily, Counters, Delete, DeleteTarget, ErrorReason, Flags, OfferAnswer, Outcome, Query,
+    Reply, Request, RequestKind, TagInfo, Totals, TransportProtocol, Value,
+};
+use anchorage_relay::{
+    EndpointLearning, Expiry, Interface, LearningFlags, LegConfig, Liveness, MediaPair, PortPair,
+    PortPool, SdpPeer, Side, StreamFlags, Timeouts,
+};
+use anchorage_sdp::Session;
+use bytes::Bytes;
+use rand::Rng;
+
+use crate::sdp_in::{self, StreamIn};
+use crate::sdp_out::{self, OriginState, Rewrite, StreamOut};
+use crate::session::{at, local, Call, Dialog, OfferTarget, SessionKey, Stream};
+
+/// How the relay runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Media interfaces; the first is the default.
+    pub interfaces: Vec<Interface>,
+    /// Media and offer timeouts.
+    pub timeouts: Timeouts,
+    /// How long released ports wait before reuse (`delete-delay`).
+    pub port_quarantine: Duration,
+    /// Most simultaneous calls; 0 = no limit.
+    pub max_sessions: u64,
+    /// Default endpoint learning.
+    pub learning: EndpointLearning,
+    /// This relay's name in `a=rtpengine:` (loop protect).
+    pub instance: String,
+}
+
+/// A configuration the controller cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No interface.
+    #[error("the relay needs at least one media interface")]
+    NoInterface,
+}
+
+/// The clock, read by the I/O layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for timers.
+    pub mono: Instant,
+    /// Wall-clock time in UNIX microseconds, for `created` and `last signal`.
+    pub unix_us: i64,
+}
+
+/// Binds the relay's sockets for a port pair, or says it cannot.
+pub trait PortBinder {
+    /// Binds RTP and RTCP sockets on these local addresses; false if either is taken (the
+    /// controller then tries another pair). Sockets bound for a request the controller then
+    /// abandons are the binder's to close.
+    fn bind(&mut self, rtp: SocketAddr, rtcp: SocketAddr) -> bool;
+}
+
+/// What the data plane must do after a command.
+#[derive(Debug, Clone)]
+pub enum MediaAction {
+    /// Start relaying a new dialog's streams (sockets: the pairs' local addresses).
+    Add {
+        /// The dialog.
+        key: SessionKey,
+        /// One per `m=` line.
+        pairs: Vec<MediaPair>,
+    },
+    /// Append streams to a dialog (a re-offer with more `m=` lines).
+    Extend {
+        /// The dialog.
+        key: SessionKey,
+        /// The new streams, in `m=` order after the existing ones.
+        pairs: Vec<MediaPair>,
+    },
+    /// Re-signal one leg of one stream.
+    Update {
+        /// The dialog.
+        key: SessionKey,
+        /// Stream index.
+        media: usize,
+        /// The leg.
+        side: Side,
+        /// Its SDP address.
+        remote: Option<SdpPeer>,
+        /// Whether its RTP port carries RTCP.
+        rtcp_mux: bool,
+        /// Learning options.
+        flags: StreamFlags,
+    },
+    /// Stop relaying a dialog and close its sockets.
+    Remove {
+        /// The dialog.
+        key: SessionKey,
+    },
+}
+
+/// The result of one command.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    /// The ng reply.
+    pub reply: Reply,
+    /// What the data plane must do, in order.
+    pub actions: Vec<MediaAction>,
+}
+
+impl Handled {
+    fn reply(reply: Reply) -> Handled {
+        Handled {
+            reply,
+            actions: Vec::new(),
+        }
+    }
+}
+
+/// Why a dialog ended without a `delete`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// Its call.
+    pub call_id: String,
+    /// The dialog.
+    pub key: SessionKey,
+    /// No media, no answer, or a delayed delete falling due.
+    pub reason: ExpiryReason,
+}
+
+/// Why [`Expired`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryReason {
+    /// No media for the media timeout.
+    Media,
+    /// No answer for the offer timeout.
+    Offer,
+    /// A `delete` with `delete delay`.
+    DelayedDelete,
+}
+
+/// Lifetime counters (ng `statistics`, `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Statistics {
+    /// Calls created.
+    pub managed_sessions: u64,
+    /// Offers refused for capacity (session limit, ports).
+    pub rejected_sessions: u64,
+    /// Dialogs ended by a timeout.
+    pub timeout_sessions: u64,
+    /// Commands by kind.
+    pub offers: u64,
+    /// `answer`s.
+    pub answers: u64,
+    /// `delete`s.
+    pub deletes: u64,
+    /// `query`s.
+    pub queries: u64,
+    /// Commands answered with an error.
+    pub errors: u64,
+}
+
+/// Port pool occupancy of one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortUsage {
+    /// Interface name.
+    pub interface: String,
+    /// Pairs in use.
+    pub in_use: usize,
+    /// Pairs free.
+    pub free: usize,
+    /// Pairs waiting out the quarantine.
+    pub quarantined: usize,
+}
+
+/// The relay's control plane.
+#[derive(Debug)]
+pub struct Controller {
+    config: Config,
+    pools: Vec<PortPool>,
+    calls: HashMap<String, Call>,
+    keys: HashMap<SessionKey, String>,
+    next_key: u64,
+    started: Now,
+    statistics: Statistics,
+}
+
+/// Why a command is refused; becomes the error reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    /// rtpengine's text.
+    Reason(ErrorReason),
+    /// Our own text, for what rtpengine has no string for.
+    Text(String),
+    /// A capacity limit (`load limit` for clients that support it).
+    Limit(ErrorReason, bool),
+}
+
+impl Refusal {
+    fn into_reply(self) -> Reply {
+        match self {
+            Refusal::Reason(reason) => Reply::error(reason),
+            Refusal::Text(text) => Reply::new(Outcome::Error(text)),
+            Refusal::Limit(reason, supported) => Reply::limit(reason, supported),
+        }
+    }
+}
+
+fn fail(reason: ErrorReason) -> Refusal {
+    Refusal::Reason(reason)
+}
+
+fn fail_text(text: impl Into<String>) -> Refusal {
+    Refusal::Text(text.into())
+}
+
+const SECOND_US: i64 = 1_000_000;
+
+impl Controller {
+    /// A controller over `config`'s interfaces, their port pools shuffled with `rng`.
+    pub fn new<R: Rng + ?Sized>(
+        config: Config,
+        rng: &mut R,
+        now: Now,
+    ) -> Result<Self, ConfigError> {
+        if config.interfaces.is_empty() {
+            return Err(ConfigError::NoInterface);
+        }
+        let pools = config
+            .interfaces
+            .iter()
+            .map(|i| PortPool::new(i.ports, config.port_quarantine, rng))
+            .collect();
+        Ok(Self {
+            config,
+            pools,
+            calls: HashMap::new(),
+            keys: HashMap::new(),
+            next_key: 1,
+            started: now,
+            statistics: Statistics::default(),
+        })
+    }
+
+    /// Executes one command.
+    pub fn handle(&mut self, request: &Request, now: Now, binder: &mut dyn PortBinder) -> Handled {
+        let flags = &request.flags;
+        let result = match &request.kind {
+            RequestKind::Ping => Ok(Handled::reply(Reply::pong())),
+            RequestKind::Offer(oa) => {
+                self.statistics.offers += 1;
+                self.offer(oa, flags, now, binder)
+            }
+            RequestKind::Answer(oa) => {
+                self.statistics.answers += 1;
+                self.answer(oa, flags, now)
+            }
+            RequestKind::Delete(delete) => {
+                self.statistics.deletes += 1;
+                self.delete(delete, flags, now)
+            }
+            RequestKind::Query(query) => {
+                self.statistics.queries += 1;
+                self.query(query).map(Handled::reply)
+            }
+            RequestKind::List => Ok(Handled::reply(self.list(flags.limit))),
+            RequestKind::Statistics => Ok(Handled::reply(self.statistics_reply(now))),
+            RequestKind::Other { command, .. } => Err(fail_text(format!(
+                "Unsupported command: {} (this relay implements ping, offer, answer, delete, \
+                 query, list and statistics)",
+                command.as_str()
+            ))),
+        };
+        match result {
+            Ok(mut handled) => {
+                if handled.reply.outcome == Outcome::Ok && handled.reply.warning.is_none() {
+                    handled.reply.warning = flags.warning();
+                }
+                handled
+            }
+            Err(refusal) => {
+                self.statistics.errors += 1;
+                Handled::reply(refusal.into_reply())
+            }
+        }
+    }
+
+    // ---- offer ---------------------------------------------------------------------------
+
+    fn offer(
+        &mut self,
+        oa: &OfferAnswer,
+        flags: &Flags,
+        now: Now,
+        binder: &mut dyn PortBinder,
+    ) -> Result<Handled, Refusal> {
+        let sdp =
+            Session::parse(oa.sdp.clone()).map_err(|_| fail(ErrorReason::FailedToParseSdp))?;
+        if flags.loop_protect && sdp_out::is_looped(&sdp, &self.config.instance) {
+            return Ok(Handled::reply(Reply::ok().with_sdp(oa.sdp.clone())));
+        }
+        refuse_srtp_conversion(&sdp, flags)?;
+        let streams_in = sdp_in::read(&sdp, source_override(flags))
+            .map_err(|_| fail(ErrorReason::IncompleteSdp))?;
+        let call_id = oa.call_id.as_str();
+        let from = oa.from_tag.as_str();
+        let to = oa.to_tag.as_ref().map(|t| t.as_str());
+        let branch = oa.via_branch.as_ref().map(|b| b.as_str());
+        let is_new_call = !self.calls.contains_key(call_id);
+        if is_new_call
+            && self.config.max_sessions > 0
+            && self.calls.len() as u64 >= self.config.max_sessions
+        {
+            self.statistics.rejected_sessions += 1;
+            return Err(Refusal::Limit(
+                ErrorReason::ParallelSessionLimit,
+                flags.supports_load_limit,
+            ));
+        }
+        let target = match self.calls.get(call_id) {
+            Some(call) => call.offer_target(from, to, branch),
+            None => OfferTarget::New,
+        };
+        let stream_flags = self.stream_flags(flags);
+        let mut actions = Vec::new();
+        let (index, offerer) = match target {
+            OfferTarget::New => {
+                let ifaces = self.pick_interfaces(flags, &streams_in)?;
+                let mut streams = Vec::with_capacity(streams_in.len());
+                for s in &streams_in {
+                    match self.new_stream(ifaces, s, Side::A, now.mono, binder) {
+                        Ok(stream) => streams.push(stream),
+                        Err(reply) => {
+                            for stream in &streams {
+                                self.release_unused(stream);
+                            }
+                            self.statistics.rejected_sessions += 1;
+                            return Err(reply);
+                        }
+                    }
+                }
+                let pairs = self.media_pairs(&streams, stream_flags, now.mono)?;
+                let key = SessionKey(self.next_key);
+                self.next_key += 1;
+                let dialog = Dialog {
+                    key,
+                    tags: [Some(from.to_owned()), to.map(str::to_owned)],
+                    branch: branch.map(str::to_owned),
+                    labels: [flags.label.clone(), None],
+                    streams,
+                    offerer: Side::A,
+                    liveness: Liveness::new(self.config.timeouts, now.mono),
+                    origin: [OriginState::default(), OriginState::default()],
+                    flags: stream_flags,
+                    created_us: now.unix_us,
+                    snapshot: Vec::new(),
+                    last_packet: None,
+                };
+                actions.push(MediaAction::Add { key, pairs });
+                self.keys.insert(key, call_id.to_owned());
+                if is_new_call {
+                    self.statistics.managed_sessions += 1;
+                }
+                let call = self
+                    .calls
+                    .entry(call_id.to_owned())
+                    .or_insert_with(|| Call {
+                        created_us: now.unix_us,
+                        last_signal: now.unix_us / SECOND_US,
+                        dialogs: Vec::new(),
+                        delete_at: None,
+                    });
+                call.dialogs.push(dialog);
+                (call.dialogs.len() - 1, Side::A)
+            }
+            OfferTarget::Existing { index, side } => {
+                self.reoffer(
+                    call_id,
+                    index,
+                    side,
+                    to,
+                    &streams_in,
+                    flags,
+                    stream_flags,
+                    now,
+                    binder,
+                    &mut actions,
+                )?;
+                (index, side)
+            }
+        };
+        let answerer = offerer.other();
+        let instance = self.config.instance.clone();
+        let interfaces = &self.config.interfaces;
+        let call = self
+            .calls
+            .get_mut(call_id)
+            .ok_or_else(|| fail(ErrorReason::UnknownCallId))?;
+        call.last_signal = now.unix_us / SECOND_US;
+        call.delete_at = None;
+        let dialog = call
+            .dialogs
+            .get_mut(index)
+            .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
+        let mux = &flags.rtcp_mux;
+        let out: Vec<Option<StreamOut>> = dialog
+            .streams
+            .iter()
+            .map(|s| {
+                let forward_mux =
+                    (s.offered_mux && !mux.demux && !mux.reject) || mux.offer || mux.require;
+                Some(StreamOut {
+                    rtp_port: s.ports[at(answerer)].rtp,
+                    rtcp_port: s.ports[at(answerer)].rtcp(),
+                    mux: forward_mux,
+                    mux_only: mux.require,
+                })
+            })
+            .collect();
+        let address = out_address(flags, interfaces, dialog, answerer);
+        let rewritten = sdp_out::rewrite(
+            &sdp,
+            &Rewrite {
+                address,
+                streams: &out,
+                flags,
+                instance: &instance,
+            },
+            &mut dialog.origin[at(answerer)],
+        )
+        .map_err(|_| fail(ErrorReason::ErrorRewritingSdp))?;
+        Ok(Handled {
+            reply: with_ice_warning(Reply::ok().with_sdp(rewritten), flags),
+            actions,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reoffer(
+        &mut self,
+        call_id: &str,
+        index: usize,
+        side: Side,
+        to: Option<&str>,
+        streams_in: &[StreamIn],
+        flags: &Flags,
+        stream_flags: StreamFlags,
+        now: Now,
+        binder: &mut dyn PortBinder,
+        actions: &mut Vec<MediaAction>,
+    ) -> Result<(), Refusal> {
+        let (existing, ifaces, key) = {
+            let dialog = self
+                .calls
+                .get(call_id)
+                .and_then(|c| c.dialogs.get(index))
+                .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
+            let ifaces = dialog.streams.first().map_or([0, 0], |s| s.iface);
+            (dialog.streams.len(), ifaces, dialog.key)
+        };
+        // New m= lines first, so that running out of ports changes nothing.
+        let mut added = Vec::new();
+        for s in streams_in.iter().skip(existing) {
+            match self.new_stream(ifaces, s, side, now.mono, binder) {
+                Ok(stream) => added.push(stream),
+                Err(reply) => {
+                    for stream in &added {
+                        self.release_unused(stream);
+                    }
+                    return Err(reply);
+                }
+            }
+        }
+        let pairs = self.media_pairs(&added, stream_flags, now.mono)?;
+        let dialog = self
+            .calls
+            .get_mut(call_id)
+            .and_then(|c| c.dialogs.get_mut(index))
+            .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
+        for (media, (stream, s_in)) in dialog.streams.iter_mut().zip(streams_in).enumerate() {
+            stream.peer[at(side)] = s_in.peer;
+            stream.mux[at(side)] = s_in.rtcp_mux;
+            stream.offered_mux = s_in.rtcp_mux;
+            actions.push(MediaAction::Update {
+                key,
+                media,
+                side,
+                remote: s_in.peer,
+                rtcp_mux: s_in.rtcp_mux,
+                flags: stream_flags,
+            });
+        }
+        dialog.streams.extend(added);
+        if !pairs.is_empty() {
+            actions.push(MediaAction::Extend { key, pairs });
+        }
+        if let Some(to) = to {
+            let other = &mut dialog.tags[at(side.other())];
+            if other.is_none() {
+                *other = Some(to.to_owned());
+            }
+        }
+        if let Some(label) = &flags.label {
+            dialog.labels[at(side)] = Some(label.clone());
+        }
+        dialog.offerer = side;
+        dialog.flags = stream_flags;
+        Ok(())
+    }
+
+    // ---- answer --------------------------------------------------------------------------
+
+    fn answer(&mut self, oa: &OfferAnswer, flags: &Flags, now: Now) -> Result<Handled, Refusal> {
+        let call_id = oa.call_id.as_str();
+        let to = oa
+            .to_tag
+            .as_ref()
+            .map(|t| t.as_str())
+            .ok_or_else(|| fail(ErrorReason::NoToTag))?;
+        let from = oa.from_tag.as_str();
+        let branch = oa.via_branch.as_ref().map(|b| b.as_str());
+        let sdp =
+            Session::parse(oa.sdp.clone()).map_err(|_| fail(ErrorReason::FailedToParseSdp))?;
+        if flags.loop_protect && sdp_out::is_looped(&sdp, &self.config.instance) {
+            return Ok(Handled::reply(Reply::ok().with_sdp(oa.sdp.clone())));
+        }
+        refuse_srtp_conversion(&sdp, flags)?;
+        let streams_in = sdp_in::read(&sdp, source_override(flags))
+            .map_err(|_| fail(ErrorReason::IncompleteSdp))?;
+        let stream_flags = self.stream_flags(flags);
+        let instance = self.config.instance.clone();
+        let interfaces = &self.config.interfaces;
+        let call = self
+            .calls
+            .get_mut(call_id)
+            .ok_or_else(|| fail(ErrorReason::UnknownCallId))?;
+        let (index, answerer) = call
+            .answer_target(from, to, branch)
+            .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
+        call.last_signal = now.unix_us / SECOND_US;
+        let dialog = call
+            .dialogs
+            .get_mut(index)
+            .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
+        let offerer = answerer.other();
+        dialog.tags[at(answerer)] = Some(to.to_owned());
+        if let Some(label) = &flags.label {
+            dialog.labels[at(answerer)] = Some(label.clone());
+        }
+        let mux = &flags.rtcp_mux;
+        let key = dialog.key;
+        let mut actions = Vec::new();
+        for (media, (stream, s_in)) in dialog.streams.iter_mut().zip(&streams_in).enumerate() {
+            stream.peer[at(answerer)] = s_in.peer;
+            stream.mux[at(answerer)] = s_in.rtcp_mux;
+            stream.mux[at(offerer)] =
+                stream.offered_mux && (s_in.rtcp_mux || mux.demux || mux.accept) && !mux.reject;
+            for side in [answerer, offerer] {
+                actions.push(MediaAction::Update {
+                    key,
+                    media,
+                    side,
+                    remote: stream.peer[at(side)],
+                    rtcp_mux: stream.mux[at(side)],
+                    flags: stream_flags,
+                });
+            }
+        }
+        dialog.flags = stream_flags;
+        dialog.liveness.answered(now.mono);
+        let out: Vec<Option<StreamOut>> = (0..streams_in.len())
+            .map(|i| {
+                dialog.streams.get(i).map(|s| StreamOut {
+                    rtp_port: s.ports[at(offerer)].rtp,
+                    rtcp_port: s.ports[at(offerer)].rtcp(),
+                    mux: s.mux[at(offerer)],
+                    mux_only: s.mux[at(offerer)],
+                })
+            })
+            .collect();
+        let address = out_address(flags, interfaces, dialog, offerer);
+        let rewritten = sdp_out::rewrite(
+            &sdp,
+            &Rewrite {
+                address,
+                streams: &out,
+                flags,
+                instance: &instance,
+            },
+            &mut dialog.origin[at(offerer)],
+        )
+        .map_err(|_| fail(ErrorReason::ErrorRewritingSdp))?;
+        Ok(Handled {
+            reply: with_ice_warning(Reply::ok().with_sdp(rewritten), flags),
+            actions,
+        })
+    }
+
+    // ---- delete, query, list, statistics ---------------------------------------------------
+
+    fn delete(&mut self, delete: &Delete, flags: &Flags, now: Now) -> Result<Handled, Refusal> {
+        let not_found = || {
+            if flags.fatal {
+                Err(fail(ErrorReason::CallNotFound))
+            } else {
+                Ok(Handled::reply(
+                    Reply::ok().with_warning(anchorage_ng::reason::CALL_NOT_FOUND),
+                ))
+            }
+        };
+        let call_id = delete.call_id.as_str();
+        let Some(call) = self.calls.get(call_id) else {
+            return not_found();
+        };
+        let target = delete.target(flags);
+        let chosen: Vec<usize> = call
+            .dialogs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| match target {
+                DeleteTarget::Call => true,
+                DeleteTarget::Dialogue { from_tag, to_tag } => d
+                    .side_of(from_tag.as_str())
+                    .is_some_and(|s| d.tag(s.other()) == Some(to_tag.as_str())),
+                DeleteTarget::Branch {
+                    from_tag,
+                    via_branch,
+                } => {
+                    d.tag(Side::A) == Some(from_tag.as_str())
+                        && d.branch.as_deref() == Some(via_branch.as_str())
+                }
+                DeleteTarget::Participant(tag) => d.side_of(tag.as_str()).is_some(),
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if chosen.is_empty() {
+            return not_found();
+        }
+        let mut reply = if flags.fast {
+            Reply::ok()
+        } else {
+            self.call_report(call_id, None, None)
+                .unwrap_or_else(Reply::ok)
+        };
+        let whole_call = chosen.len() == call.dialogs.len();
+        let delay = flags.delete_delay.filter(|&d| d > 0);
+        if let (true, Some(seconds)) = (whole_call, delay) {
+            if let Some(call) = self.calls.get_mut(call_id) {
+                call.delete_at = Some(now.mono + Duration::from_secs(seconds));
+            }
+            reply.warning = None;
+            return Ok(Handled::reply(reply));
+        }
+        let actions = self.remove_dialogs(call_id, &chosen, now.mono);
+        Ok(Handled { reply, actions })
+    }
+
+    fn query(&self, query: &Query) -> Result<Reply, Refusal> {
+        self.call_report(
+            query.call_id.as_str(),
+            query.from_tag.as_ref().map(|t| t.as_str()),
+            query.to_tag.as_ref().map(|t| t.as_str()),
+        )
+        .ok_or_else(|| fail(ErrorReason::UnknownCallId))
+    }
+
+    /// `created`, `last signal`, `totals` and `tags` of a call, restricted to the dialogs of
+    /// `from` (and `to`) when given.
+    fn call_report(&self, call_id: &str, from: Option<&str>, to: Option<&str>) -> Option<Reply> {
+        let call = self.calls.get(call_id)?;
+        let mut reply = Reply::ok();
+        reply.created = Some(call.created_us / SECOND_US);
+        reply.created_us = Some(call.created_us % SECOND_US);
+        reply.last_signal = Some(call.last_signal);
+        let mut totals = Totals::default();
+        let mut tags: Vec<(String, TagInfo)> = Vec::new();
+        let wanted = |d: &Dialog| {
+            from.is_none_or(|f| d.side_of(f).is_some()) && to.is_none_or(|t| d.side_of(t).is_some())
+        };
+        let mut untagged = 0;
+        for dialog in call.dialogs.iter().filter(|d| wanted(d)) {
+            for pair in &dialog.snapshot {
+                for side in [Side::A, Side::B] {
+                    let stats = pair.stats(side);
+                    add(
+                        &mut totals.rtp,
+                        stats.rtp.packets(),
+                        stats.rtp.bytes(),
+                        stats.rtp.errors(),
+                    );
+                    add(
+                        &mut totals.rtcp,
+                        stats.rtcp.packets(),
+                        stats.rtcp.bytes(),
+                        stats.rtcp.errors(),
+                    );
+                }
+            }
+            for side in [Side::A, Side::B] {
+                let name = match dialog.tag(side) {
+                    Some(tag) => tag.to_owned(),
+                    None => {
+                        untagged += 1;
+                        format!("<untagged {untagged}>")
+                    }
+                };
+                if tags.iter().any(|(k, _)| *k == name) {
+                    continue;
+                }
+                let info = TagInfo {
+                    tag: dialog.tag(side).unwrap_or_default().to_owned(),
+                    label: dialog.labels[at(side)].clone(),
+                    created: Some(dialog.created_us / SECOND_US),
+                    via_branch: dialog.branch.clone(),
+                    other: vec![("medias".into(), Value::List(self.medias(dialog, side)))],
+                };
+                tags.push((name, info));
+            }
+        }
+        reply.totals = Some(totals);
+        reply.tags = Some(tags);
+        Some(reply)
+    }
+
+    /// The `medias` list of one side of a dialog: per stream, the relay's port for that side,
+    /// where the relay sends to it, and what it received from it.
+    fn medias(&self, dialog: &Dialog, side: Side) -> Vec<Value> {
+        dialog
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(index, stream)| {
+                let iface = self.config.interfaces.get(stream.iface[at(side)]);
+                let pair = dialog.snapshot.get(index);
+                let endpoint = pair
+                    .and_then(|p| p.rtp_destination(side))
+                    .or(stream.peer[at(side)].map(|p| p.rtp));
+                let mut entry = vec![
+                    ("index".to_owned(), Value::Int(index as i64 + 1)),
+                    (
+                        "local port".to_owned(),
+                        Value::Int(i64::from(stream.ports[at(side)].rtp)),
+                    ),
+                ];
+                if let Some(iface) = iface {
+                    entry.push((
+                        "local address".into(),
+                        Value::text(iface.advertised.to_string()),
+                    ));
+                }
+                if let Some(endpoint) = endpoint {
+                    entry.push(("endpoint".into(), endpoint_value(endpoint)));
+                }
+                if let Some(pair) = pair {
+                    let rtp = &pair.stats(side).rtp;
+                    entry.push((
+                        "stats".into(),
+                        Value::Dict(vec![
+                            ("packets".into(), Value::Int(rtp.packets() as i64)),
+                            ("bytes".into(), Value::Int(rtp.bytes() as i64)),
+                            ("errors".into(), Value::Int(rtp.errors() as i64)),
+                        ]),
+                    ));
+                    let mut flags = vec![Value::text("RTP")];
+                    if pair.is_confirmed(side) {
+                        flags.push(Value::text("confirmed"));
+                    }
+                    entry.push(("flags".into(), Value::List(flags)));
+                }
+                Value::Dict(entry)
+            })
+            .collect()
+    }
+
+    fn list(&self, limit: Option<u64>) -> Reply {
+        let limit = limit.unwrap_or(32) as usize;
+        let mut calls: Vec<String> = self.calls.keys().cloned().collect();
+        calls.sort();
+        calls.truncate(limit);
+        let mut reply = Reply::ok();
+        reply.calls = Some(calls);
+        reply
+    }
+
+    fn statistics_reply(&self, now: Now) -> Reply {
+        let s = &self.statistics;
+        let int = |v: u64| Value::Int(v as i64);
+        let sessions = self.calls.len() as u64;
+        let uptime = now
+            .mono
+            .saturating_duration_since(self.started.mono)
+            .as_secs();
+        let statistics = Value::Dict(vec![
+            (
+                "currentstatistics".into(),
+                Value::Dict(vec![
+                    ("sessionsown".into(), int(sessions)),
+                    ("sessionsforeign".into(), int(0)),
+                    ("sessionstotal".into(), int(sessions)),
+                    ("transcodedmedia".into(), int(0)),
+                ]),
+            ),
+            (
+                "totalstatistics".into(),
+                Value::Dict(vec![
+                    ("uptime".into(), int(uptime)),
+                    ("managedsessions".into(), int(s.managed_sessions)),
+                    ("rejectedsessions".into(), int(s.rejected_sessions)),
+                    ("timeoutsessions".into(), int(s.timeout_sessions)),
+                ]),
+            ),
+            (
+                "controlstatistics".into(),
+                Value::Dict(vec![
+                    ("offercount".into(), int(s.offers)),
+                    ("answercount".into(), int(s.answers)),
+                    ("deletecount".into(), int(s.deletes)),
+                    ("querycount".into(), int(s.queries)),
+                    ("errorcount".into(), int(s.errors)),
+                ]),
+            ),
+        ]);
+        let mut reply = Reply::ok();
+        reply.statistics = Some(statistics);
+        reply
+    }
+
+    // ---- data plane feedback and timers ----------------------------------------------------
+
+    /// The dialogs of a call (to refresh their counters before a `query` or `delete`).
+    pub fn sessions_of(&self, call_id: &str) -> Vec<SessionKey> {
+        self.calls
+            .get(call_id)
+            .map(|c| c.dialogs.iter().map(|d| d.key).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every dialog.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionKey> + '_ {
+        self.keys.keys().copied()
+    }
+
+    /// The data plane's current state of a dialog's streams.
+    pub fn observe(&mut self, key: SessionKey, snapshot: Vec<MediaPair>) {
+        if let Some(dialog) = self.dialog_mut(key) {
+            dialog.last_packet = snapshot.iter().filter_map(MediaPair::last_packet).max();
+            dialog.snapshot = snapshot;
+        }
+    }
+
+    /// The last packet the data plane saw on a dialog.
+    pub fn observe_activity(&mut self, key: SessionKey, last_packet: Option<Instant>) {
+        if let Some(dialog) = self.dialog_mut(key) {
+            dialog.last_packet = dialog.last_packet.max(last_packet);
+        }
+    }
+
+    fn dialog_mut(&mut self, key: SessionKey) -> Option<&mut Dialog> {
+        let call_id = self.keys.get(&key)?;
+        self.calls
+            .get_mut(call_id)?
+            .dialogs
+            .iter_mut()
+            .find(|d| d.key == key)
+    }
+
+    /// Ends what timed out by `now` and what a delayed `delete` scheduled; the I/O layer
+    /// removes each expired dialog's media.
+    pub fn expire(&mut self, now: Instant) -> Vec<Expired> {
+        let mut due: Vec<(String, Vec<usize>, Vec<ExpiryReason>)> = Vec::new();
+        for (call_id, call) in &self.calls {
+            let mut indexes = Vec::new();
+            let mut reasons = Vec::new();
+            for (i, dialog) in call.dialogs.iter().enumerate() {
+                let reason = if call.delete_at.is_some_and(|at| at <= now) {
+                    Some(ExpiryReason::DelayedDelete)
+                } else {
+                    match dialog.liveness.check(now, dialog.last_packet) {
+                        Some(Expiry::Media) => Some(ExpiryReason::Media),
+                        Some(Expiry::Offer) => Some(ExpiryReason::Offer),
+                        None => None,
+                    }
+                };
+                if let Some(reason) = reason {
+                    indexes.push(i);
+                    reasons.push(reason);
+                }
+            }
+            if !indexes.is_empty() {
+                due.push((call_id.clone(), indexes, reasons));
+            }
+        }
+        let mut expired = Vec::new();
+        for (call_id, indexes, reasons) in due {
+            let actions = self.remove_dialogs(&call_id, &indexes, now);
+            for (action, reason) in actions.into_iter().zip(reasons) {
+                if let MediaAction::Remove { key } = action {
+                    if reason != ExpiryReason::DelayedDelete {
+                        self.statistics.timeout_sessions += 1;
+                    }
+                    expired.push(Expired {
+                        call_id: call_id.clone(),
+                        key,
+                        reason,
+                    });
+                }
+            }
+        }
+        for pool in &mut self.pools {
+            pool.reclaim(now);
+        }
+        expired
+    }
+
+    /// Lifetime counters.
+    pub fn statistics(&self) -> Statistics {
+        self.statistics
+    }
+
+    /// Calls in progress.
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Dialogs in progress (each with its own ports).
+    pub fn session_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Port pool occupancy per interface.
+    pub fn port_usage(&self) -> Vec<PortUsage> {
+        self.config
+            .interfaces
+            .iter()
+            .zip(&self.pools)
+            .map(|(iface, pool)| PortUsage {
+                interface: iface.name.clone(),
+                in_use: pool.in_use(),
+                free: pool.free(),
+                quarantined: pool.quarantined(),
+            })
+            .collect()
+    }
+
+    // ---- internals -----------------------------------------------------------------------
+
+    fn remove_dialogs(
+        &mut self,
+        call_id: &str,
+        indexes: &[usize],
+        now: Instant,
+    ) -> Vec<MediaAction> {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for &i in indexes.iter().rev() {
+            if i < call.dialogs.len() {
+                removed.push(call.dialogs.remove(i));
+            }
+        }
+        removed.reverse();
+        if call.dialogs.is_empty() {
+            self.calls.remove(call_id);
+        }
+        let mut actions = Vec::with_capacity(removed.len());
+        for dialog in removed {
+            for (iface, pair) in dialog.port_pairs() {
+                if let Some(pool) = self.pools.get_mut(iface) {
+                    let _ = pool.release(pair, now);
+                }
+            }
+            self.keys.remove(&dialog.key);
+            actions.push(MediaAction::Remove { key: dialog.key });
+        }
+        actions
+    }
+
+    fn release_unused(&mut self, stream: &Stream) {
+        for side in [Side::A, Side::B] {
+            if let Some(pool) = self.pools.get_mut(stream.iface[at(side)]) {
+                let _ = pool.release_unused(stream.ports[at(side)]);
+            }
+        }
+    }
+
+    /// A stream for a new `m=` line offered by `offerer`: ports for both sides.
+    fn new_stream(
+        &mut self,
+        ifaces: [usize; 2],
+        s: &StreamIn,
+        offerer: Side,
+        now: Instant,
+        binder: &mut dyn PortBinder,
+    ) -> Result<Stream, Refusal> {
+        let first = self.allocate(ifaces[0], now, binder)?;
+        let second = match self.allocate(ifaces[1], now, binder) {
+            Ok(pair) => pair,
+            Err(reply) => {
+                if let Some(pool) = self.pools.get_mut(ifaces[0]) {
+                    let _ = pool.release_unused(first);
+                }
+                return Err(reply);
+            }
+        };
+        let mut peer = [None, None];
+        let mut mux = [false, false];
+        peer[at(offerer)] = s.peer;
+        mux[at(offerer)] = s.rtcp_mux;
+        Ok(Stream {
+            iface: ifaces,
+            ports: [first, second],
+            peer,
+            mux,
+            offered_mux: s.rtcp_mux,
+        })
+    }
+
+    /// A port pair on interface `iface` whose sockets the binder could bind. Pairs someone
+    /// else holds go to quarantine and the next is tried.
+    fn allocate(
+        &mut self,
+        iface: usize,
+        now: Instant,
+        binder: &mut dyn PortBinder,
+    ) -> Result<PortPair, Refusal> {
+        const MOST_TRIES: usize = 64;
+        let ip = self
+            .config
+            .interfaces
+            .get(iface)
+            .map(|i| i.local)
+            .ok_or_else(|| fail(ErrorReason::RanOutOfPorts))?;
+        let pool = self
+            .pools
+            .get_mut(iface)
+            .ok_or_else(|| fail(ErrorReason::RanOutOfPorts))?;
+        let mut taken = Vec::new();
+        let mut result = Err(fail(ErrorReason::RanOutOfPorts));
+        for _ in 0..MOST_TRIES {
+            let Ok(pair) = pool.allocate(now) else {
+                break;
+            };
+            if binder.bind(local(ip, pair.rtp), local(ip, pair.rtcp())) {
+                result = Ok(pair);
+                break;
+            }
+            taken.push(pair);
+        }
+        for pair in taken {
+            let _ = pool.release(pair, now);
+        }
+        result
+    }
+
+    fn media_pairs(
+        &self,
+        streams: &[Stream],
+        flags: StreamFlags,
+        now: Instant,
+    ) -> Result<Vec<MediaPair>, Refusal> {
+        streams
+            .iter()
+            .map(|s| {
+                let leg = |side: Side| -> Result<LegConfig, Refusal> {
+                    let i = at(side);
+                    let ip = self
+                        .config
+                        .interfaces
+                        .get(s.iface[i])
+                        .map(|iface| iface.local)
+                        .ok_or_else(|| fail(ErrorReason::ErrorRewritingSdp))?;
+                    Ok(LegConfig {
+                        local_rtp: local(ip, s.ports[i].rtp),
+                        local_rtcp: Some(local(ip, s.ports[i].rtcp())),
+                        remote: s.peer[i],
+                        rtcp_mux: s.mux[i],
+                        flags,
+                    })
+                };
+                MediaPair::new(leg(Side::A)?, leg(Side::B)?, now)
+                    .map_err(|_| fail(ErrorReason::ErrorRewritingSdp))
+            })
+            .collect()
+    }
+
+    fn stream_flags(&self, flags: &Flags) -> StreamFlags {
+        let learning = flags
+            .other_keys
+            .iter()
+            .find(|(k, _)| {
+                anchorage_ng::normalise_key(k) == anchorage_ng::normalise_key("endpoint-learning")
+            })
+            .and_then(|(_, v)| v.as_text())
+            .and_then(|v| match v.to_ascii_lowercase().as_str() {
+                "delayed" => Some(EndpointLearning::Delayed),
+                "immediate" => Some(EndpointLearning::Immediate),
+                "heuristic" => Some(EndpointLearning::Heuristic),
+                "off" => Some(EndpointLearning::Off),
+                _ => None,
+            })
+            .unwrap_or(self.config.learning);
+        StreamFlags {
+            learning: LearningFlags {
+                learning,
+                strict_source: flags.strict_source,
+                media_handover: flags.media_handover,
+                asymmetric: flags.asymmetric,
+                ..LearningFlags::default()
+            },
+            port_latching: flags.port_latching,
+        }
+    }
+
+    /// Interfaces for (offerer, answerer) of a new dialog: `direction` names them; otherwise
+    /// the offerer's is the first of its SDP's address family and the answerer's the first of
+    /// `address family` (IPv4/IPv6 bridging), else the same family.
+    fn pick_interfaces(&self, flags: &Flags, streams: &[StreamIn]) -> Result<[usize; 2], Refusal> {
+        let ifaces = &self.config.interfaces;
+        let by_name = |name: &str| ifaces.iter().position(|i| i.name == name);
+        let by_family = |v6: bool| ifaces.iter().position(|i| i.local.is_ipv6() == v6);
+        let offer_v6 = streams.iter().find_map(|s| s.peer).map(|p| p.rtp.is_ipv6());
+        let mut chosen = [None, None];
+        for (slot, name) in chosen.iter_mut().zip(&flags.direction) {
+            *slot = by_name(name);
+            if slot.is_none() && !matches!(name.as_str(), "internal" | "external") {
+                return Err(fail_text(format!(
+                    "Unknown interface name \"{name}\" in direction"
+                )));
+            }
+        }
+        let offerer = chosen[0]
+            .or_else(|| offer_v6.and_then(by_family))
+            .unwrap_or(0);
+        let answerer = match (chosen[1], flags.address_family) {
+            (Some(i), _) => i,
+            (None, Some(family)) => by_family(family == AddressFamily::Ip6).ok_or_else(|| {
+                fail_text(format!(
+                    "No interface of address family {} for the address-family request",
+                    if family == AddressFamily::Ip6 {
+                        "IP6"
+                    } else {
+                        "IP4"
+                    }
+                ))
+            })?,
+            (None, None) => offerer,
+        };
+        Ok([offerer, answerer])
+    }
+}
+
+fn add(counters: &mut Counters, packets: u64, bytes: u64, errors: u64) {
+    counters.packets += packets;
+    counters.bytes += bytes;
+    counters.errors += errors;
+}
+
+fn endpoint_value(endpoint: SocketAddr) -> Value {
+    Value::Dict(vec![
+        (
+            "family".into(),
+            Value::text(if endpoint.is_ipv6() { "IPv6" } else { "IPv4" }),
+        ),
+        ("address".into(), Value::text(endpoint.ip().to_string())),
+        ("port".into(), Value::Int(i64::from(endpoint.port()))),
+    ])
+}
+
+/// `SIP source address` with `received-from`: the SIP source address replaces the SDP's.
+fn source_override(flags: &Flags) -> Option<IpAddr> {
+    flags
+        .received_from
+        .filter(|_| flags.sip_source_address && !flags.trust_address)
+}
+
+/// The address written into the SDP for `side`: `media address`, else its interface's
+/// advertised address.
+fn out_address(flags: &Flags, interfaces: &[Interface], dialog: &Dialog, side: Side) -> IpAddr {
+    flags.media_address.unwrap_or_else(|| {
+        dialog
+            .streams
+            .first()
+            .and_then(|s| interfaces.get(s.iface[at(side)]))
+            .or_else(|| interfaces.first())
+            .map_or(IpAddr::from([127, 0, 0, 1]), |i| i.advertised)
+    })
+}
+
+/// This relay forwards SRTP untouched (SDES and DTLS pass through end to end) but does not
+/// convert between RTP and SRTP; such a request is refused rather than half done.
+fn refuse_srtp_conversion(sdp: &Session, flags: &Flags) -> Result<(), Refusal> {
+    let wants_srtp = matches!(
+        flags.transport_protocol,
+        Some(
+            TransportProtocol::RtpSavp
+                | TransportProtocol::RtpSavpf
+                | TransportProtocol::UdpTlsRtpSavp
+                | TransportProtocol::UdpTlsRtpSavpf
+        )
+    );
+    let wants_rtp = matches!(
+        flags.transport_protocol,
+        Some(TransportProtocol::RtpAvp | TransportProtocol::RtpAvpf)
+    );
+    for media in sdp.media() {
+        let srtp = media.media().transport().is_srtp();
+        if (wants_srtp && !srtp) || (wants_rtp && srtp) {
+            return Err(fail_text(format!(
+                "RTP/SRTP conversion (transport-protocol {}) is not supported by this relay; \
+                 SRTP passes through unchanged without the transport-protocol option",
+                media.media().proto()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn with_ice_warning(reply: Reply, flags: &Flags) -> Reply {
+    use anchorage_ng::Ice;
+    match flags.ice {
+        Some(Ice::Force | Ice::ForceRelay | Ice::Optional) => reply.with_warning(
+            "ICE is not supported by this relay: ICE attributes were removed from the SDP",
+        ),
+        _ => reply,
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            timeouts: Timeouts::default(),
+            port_quarantine: Duration::from_secs(30),
+            max_sessions: 0,
+            learning: EndpointLearning::Delayed,
+            instance: "anchorage".into(),
+        }
+    }
+}
+
+/// A `Bytes` SDP body, for tests and callers that build requests.
+pub fn body(text: &str) -> Bytes {
+    Bytes::copy_from_slice(text.as_bytes())
+}

@@ -1,0 +1,218 @@
+//! The SDP the relay sends on, built the way rtpengine builds it (reference `rtpengine-ng.md`
+//! §2.1) but as edits of the sender's SDP, so that whatever the relay does not understand
+//! passes byte for byte:
+//!
+//! * no session-level `c=`; every `m=` gets the relay's address in its own `c=` and the relay's
+//!   port, a hold address (`0.0.0.0`/`::`) stays a hold address of the output family unless
+//!   `replace zero-address`;
+//! * an explicit direction attribute in every section (RFC 2543 hold without one becomes
+//!   `sendonly`), `a=rtpmap` for static payload types the sender left implicit;
+//! * the sender's `a=rtcp`/`a=rtcp-mux` are consumed and ours written (`no rtcp attribute`,
+//!   `full rtcp attribute`);
+//! * ICE attributes are always removed: this relay does not answer STUN checks, and leaving
+//!   the parties' candidates in would let them send media around the relay;
+//! * `o=`: kept by default; `replace origin` puts the relay's address in it; `replace username`
+//!   / `origin-full` freeze it per receiving party; `replace SDP-version` makes the relay own
+//!   the version (unchanged when the output is unchanged, +1 otherwise), and
+//!   `force-increment-sdp-ver` always adds one;
+//! * `loop protect` marks the SDP with `a=rtpengine:<instance>`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anchorage_ng::{Flags, TransportProtocol};
+use anchorage_sdp::{Direction, FieldError, Session};
+use bytes::Bytes;
+
+/// The relay's side of one `m=` line in the outgoing SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOut {
+    /// The relay's RTP port for the receiving party.
+    pub rtp_port: u16,
+    /// The relay's RTCP port for the receiving party (RTP + 1).
+    pub rtcp_port: u16,
+    /// Print `a=rtcp-mux`.
+    pub mux: bool,
+    /// RTCP only on the RTP port: `a=rtcp:` names the RTP port (an accepted mux, or `require`).
+    pub mux_only: bool,
+}
+
+/// Everything the rewrite needs besides the sender's SDP.
+#[derive(Debug, Clone, Copy)]
+pub struct Rewrite<'a> {
+    /// The address written into `c=` (the interface's advertised address, or `media address`).
+    pub address: IpAddr,
+    /// Per `m=` line, the relay's ports; `None` leaves a rejected stream rejected.
+    pub streams: &'a [Option<StreamOut>],
+    /// The request's options.
+    pub flags: &'a Flags,
+    /// This relay's instance name, for `loop protect`.
+    pub instance: &'a str,
+}
+
+/// What the relay last sent to one party, for `o=` management.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginState {
+    /// The `o=` username and session id first sent to this party.
+    frozen: Option<(String, String)>,
+    /// The version last sent and the SDP it was sent with (with the version zeroed).
+    last: Option<(u64, Bytes)>,
+}
+
+impl OriginState {
+    /// The `o=` version last sent to this party.
+    pub fn last_version(&self) -> Option<u64> {
+        self.last.as_ref().map(|(v, _)| *v)
+    }
+}
+
+/// The loop-protect attribute name.
+pub const LOOP_ATTRIBUTE: &str = "rtpengine";
+
+/// Whether `sdp` already went through this relay (`loop protect`).
+pub fn is_looped(sdp: &Session, instance: &str) -> bool {
+    sdp.session_level()
+        .attributes_named(LOOP_ATTRIBUTE)
+        .any(|a| a.value_str().is_ok_and(|v| v.trim() == instance))
+}
+
+fn zero_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Builds the SDP for the receiving party from the sender's `sdp`; `origin` is the receiving
+/// party's `o=` state and is updated.
+pub fn rewrite(
+    sdp: &Session,
+    rewrite: &Rewrite<'_>,
+    origin: &mut OriginState,
+) -> Result<Bytes, FieldError> {
+    let flags = rewrite.flags;
+    let mut out = sdp.clone();
+    out.remove_ice();
+    let session_direction = out.session_level().direction();
+    {
+        let session = out.session_level_mut();
+        session.remove_connection();
+        session.remove_direction();
+        session.remove_attribute(LOOP_ATTRIBUTE);
+        if flags.loop_protect {
+            session.add_attribute(LOOP_ATTRIBUTE, Some(rewrite.instance))?;
+        }
+    }
+    for index in 0..out.media().len() {
+        let zero_in = sdp
+            .effective_connection(index)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.is_unspecified());
+        let explicit = sdp
+            .media()
+            .get(index)
+            .and_then(|m| m.section().direction())
+            .or(session_direction);
+        let Some(media) = out.media_mut().get_mut(index) else {
+            continue;
+        };
+        let stream = rewrite.streams.get(index).copied().flatten();
+        media.remove_attribute("rtcp");
+        media.remove_attribute("rtcp-mux");
+        let Some(stream) = stream.filter(|_| !media.is_rejected()) else {
+            media.set_port(0);
+            media.set_connection(zero_of(rewrite.address));
+            continue;
+        };
+        media.set_port(stream.rtp_port);
+        let hold = zero_in && !flags.replace.zero_address;
+        media.set_connection(if hold {
+            zero_of(rewrite.address)
+        } else {
+            rewrite.address
+        });
+        if let Some(proto) = plain_rtp_profile(flags.transport_protocol) {
+            if media.media().transport().is_rtp() && !media.media().transport().is_srtp() {
+                media.set_proto(proto)?;
+            }
+        }
+        let is_rtp = media.media().transport().is_rtp();
+        if is_rtp {
+            media.add_static_rtpmaps();
+        }
+        let direction = match explicit {
+            Some(d) => d,
+            None if zero_in => Direction::SendOnly,
+            None => Direction::SendRecv,
+        };
+        media.set_direction(direction);
+        if is_rtp && !flags.no_rtcp_attribute {
+            let port = if stream.mux_only {
+                stream.rtp_port
+            } else {
+                stream.rtcp_port
+            };
+            let address = flags.full_rtcp_attribute.then_some(rewrite.address);
+            media.set_rtcp(port, address);
+        }
+        if is_rtp && stream.mux {
+            media.add_attribute("rtcp-mux", None)?;
+        }
+    }
+    if flags.replace.origin || flags.replace.origin_full {
+        out.set_origin_address(rewrite.address)?;
+    }
+    manage_origin(&mut out, flags, origin)?;
+    Ok(out.to_bytes())
+}
+
+/// `RTP/AVP` or `RTP/AVPF` when `transport-protocol` asks for one; SRTP profiles are not
+/// produced by this relay (the caller refuses them before).
+fn plain_rtp_profile(protocol: Option<TransportProtocol>) -> Option<&'static str> {
+    match protocol {
+        Some(TransportProtocol::RtpAvp) => Some("RTP/AVP"),
+        Some(TransportProtocol::RtpAvpf) => Some("RTP/AVPF"),
+        _ => None,
+    }
+}
+
+fn manage_origin(
+    out: &mut Session,
+    flags: &Flags,
+    state: &mut OriginState,
+) -> Result<(), FieldError> {
+    let sent_version = out.origin()?.session_version;
+    if flags.replace.username || flags.replace.origin_full {
+        let o = out.origin()?;
+        let current = (o.username.to_owned(), o.session_id.to_owned());
+        let (username, session_id) = state.frozen.get_or_insert(current).clone();
+        let session_id = if flags.replace.origin_full {
+            session_id
+        } else {
+            out.origin()?.session_id.to_owned()
+        };
+        out.set_origin(&username, &session_id, sent_version)?;
+    }
+    let managed = flags.replace.sdp_version
+        || flags.replace.origin_full
+        || flags.replace.force_increment_sdp_version;
+    // The SDP without its version, to tell "changed" from "the sender bumped its version".
+    let mut unversioned = out.clone();
+    unversioned.set_origin_version(0)?;
+    let body = unversioned.to_bytes();
+    let version = match (&state.last, managed) {
+        (Some((last, previous)), true) => {
+            if flags.replace.force_increment_sdp_version || *previous != body {
+                last.wrapping_add(1)
+            } else {
+                *last
+            }
+        }
+        _ => sent_version,
+    };
+    if version != sent_version {
+        out.set_origin_version(version)?;
+    }
+    state.last = Some((version, body));
+    Ok(())
+}

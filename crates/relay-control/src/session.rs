@@ -1,0 +1,179 @@
+//! The relay's call model: a [`Call`] (one SIP Call-ID) holds [`Dialog`]s, each the media
+//! between two parties — side A, the party that made the first offer, and side B — over one
+//! set of relay ports; a dialog holds one [`Stream`] per `m=` line.
+//!
+//! Parallel forks that the proxy tells apart with `via-branch` get a dialog each (their own
+//! ports); without `via-branch`, an answer from another to-tag takes over side B of the dialog
+//! (the last answer wins, as the media of a forked call can only go one way).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anchorage_relay::{Liveness, MediaPair, PortPair, SdpPeer, Side, StreamFlags};
+
+use crate::sdp_out::OriginState;
+
+/// The relay's handle on a dialog's media, unique for the relay's lifetime; the I/O layer
+/// uses it to find the dialog's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey(pub u64);
+
+/// Index of a side in the `[_; 2]` arrays.
+pub(crate) fn at(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+/// One `m=` line relayed between the two sides.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// Interface index per side (the ports advertised to that side live on it).
+    pub iface: [usize; 2],
+    /// Ports per side: `ports[A]` is advertised to A (in the answer to A's offer).
+    pub ports: [PortPair; 2],
+    /// Where each side receives, from its SDP.
+    pub peer: [Option<SdpPeer>; 2],
+    /// Whether the relay treats each side's RTP port as carrying RTCP too.
+    pub mux: [bool; 2],
+    /// The last offer asked for rtcp-mux.
+    pub offered_mux: bool,
+}
+
+/// The media between two parties of a call.
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    /// Media handle.
+    pub key: SessionKey,
+    /// Tags per side (B's is unknown until the answer, or a re-offer names it).
+    pub tags: [Option<String>; 2],
+    /// `via-branch` of the offer that created it.
+    pub branch: Option<String>,
+    /// `label` per side.
+    pub labels: [Option<String>; 2],
+    /// One per `m=` line.
+    pub streams: Vec<Stream>,
+    /// The side whose offer is the latest.
+    pub offerer: Side,
+    /// Offer/answer times for the timeouts.
+    pub liveness: Liveness,
+    /// `o=` state of what was sent to each side.
+    pub origin: [OriginState; 2],
+    /// Learning options of both legs.
+    pub flags: StreamFlags,
+    /// Creation time, UNIX µs.
+    pub created_us: i64,
+    /// The media state last read from the data plane (counters, learned addresses).
+    pub snapshot: Vec<MediaPair>,
+    /// The last packet the data plane saw on any stream.
+    pub last_packet: Option<Instant>,
+}
+
+impl Dialog {
+    /// The tag of `side`.
+    pub fn tag(&self, side: Side) -> Option<&str> {
+        self.tags[at(side)].as_deref()
+    }
+
+    /// The side tagged `tag`.
+    pub fn side_of(&self, tag: &str) -> Option<Side> {
+        [Side::A, Side::B]
+            .into_iter()
+            .find(|&s| self.tag(s) == Some(tag))
+    }
+
+    /// Every port pair with its interface.
+    pub fn port_pairs(&self) -> impl Iterator<Item = (usize, PortPair)> + '_ {
+        self.streams
+            .iter()
+            .flat_map(|s| [(s.iface[0], s.ports[0]), (s.iface[1], s.ports[1])])
+    }
+}
+
+/// One Call-ID.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Creation time, UNIX µs.
+    pub created_us: i64,
+    /// Time of the last offer or answer, UNIX s.
+    pub last_signal: i64,
+    /// The dialogs.
+    pub dialogs: Vec<Dialog>,
+    /// A `delete` with `delete delay` scheduled the end of the call.
+    pub delete_at: Option<Instant>,
+}
+
+/// Where an `offer` goes in a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferTarget {
+    /// A re-offer in dialog `index` from `side`.
+    Existing {
+        /// Dialog index.
+        index: usize,
+        /// The offering side.
+        side: Side,
+    },
+    /// A new dialog.
+    New,
+}
+
+impl Call {
+    /// Where an offer from `from` (to `to`, on `branch`) belongs: the dialog both tags name
+    /// (either direction: a callee's re-INVITE offers from B), else the dialog this party
+    /// offered on this branch (a retransmitted or repeated initial offer), else a new one.
+    pub fn offer_target(&self, from: &str, to: Option<&str>, branch: Option<&str>) -> OfferTarget {
+        if let Some(to) = to {
+            for (index, d) in self.dialogs.iter().enumerate() {
+                if let Some(side) = d.side_of(from) {
+                    if d.tag(side.other()) == Some(to) {
+                        return OfferTarget::Existing { index, side };
+                    }
+                }
+            }
+        }
+        for (index, d) in self.dialogs.iter().enumerate() {
+            let to_fits = match (to, d.tag(Side::B)) {
+                (Some(to), Some(b)) => to == b,
+                _ => true,
+            };
+            if d.tag(Side::A) == Some(from) && d.branch.as_deref() == branch && to_fits {
+                return OfferTarget::Existing {
+                    index,
+                    side: Side::A,
+                };
+            }
+        }
+        OfferTarget::New
+    }
+
+    /// The dialog and answering side of an `answer` from `to` to the offer of `from`.
+    pub fn answer_target(
+        &self,
+        from: &str,
+        to: &str,
+        branch: Option<&str>,
+    ) -> Option<(usize, Side)> {
+        for (index, d) in self.dialogs.iter().enumerate() {
+            if let Some(side) = d.side_of(from) {
+                if d.tag(side.other()) == Some(to) {
+                    return Some((index, side.other()));
+                }
+            }
+        }
+        let offered_here = |d: &Dialog| {
+            d.tag(Side::A) == Some(from) && (branch.is_none() || d.branch.as_deref() == branch)
+        };
+        // An unanswered dialog first, then (a fork answering after another) any.
+        self.dialogs
+            .iter()
+            .position(|d| offered_here(d) && d.tag(Side::B).is_none())
+            .or_else(|| self.dialogs.iter().position(offered_here))
+            .map(|index| (index, Side::B))
+    }
+}
+
+/// The local address of a port on an interface address.
+pub(crate) fn local(ip: std::net::IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(ip, port)
+}

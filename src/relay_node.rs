@@ -1,0 +1,551 @@
+//! `anchorage relay`: the ng control plane ([`anchorage_relay_control::Controller`]) on a tokio
+//! UDP socket, driving the media fast path ([`anchorage_net::media::MediaWorkers`]).
+//!
+//! One task owns the controller: it answers ng datagrams one at a time (each command is a few
+//! microseconds; the media workers' acknowledgements are awaited so that a port released by a
+//! `delete` is closed before it can be handed out again) and, once a second, reads the
+//! workers' activity for the media timeouts and the metrics.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anchorage_config::RelayConfig;
+use anchorage_net::media::{bind_udp, BoundMedia, CallKey, ForwardTotals, MediaWorkers};
+use anchorage_ng::{
+    decode_request, encode_reply, split_cookie, Begin, Cookie, ReplyCache, ReplyCacheConfig,
+    RequestKind,
+};
+use anchorage_relay::{EndpointLearning, Interface, PortRange, Timeouts};
+use anchorage_relay_control::{
+    Config as ControlConfig, Controller, MediaAction, Now, PortBinder, PortUsage, SessionKey,
+    Statistics,
+};
+use anyhow::{bail, Context};
+use tokio::net::UdpSocket;
+
+/// Command-line overrides of the `[relay]` section, named as rtpengine names its options.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RelayArgs {
+    /// ng control socket (default 127.0.0.1:2223).
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen_ng: Option<SocketAddr>,
+    /// Media interface `[NAME/]IP[!ADVERTISED]` (repeatable; replaces the configured ones).
+    #[arg(long, value_name = "[NAME/]IP[!ADVERTISED]")]
+    pub interface: Vec<String>,
+    /// Lowest media port of the `--interface`s.
+    #[arg(long)]
+    pub port_min: Option<u16>,
+    /// Highest media port of the `--interface`s.
+    #[arg(long)]
+    pub port_max: Option<u16>,
+    /// Media worker threads (default: one per core).
+    #[arg(long)]
+    pub num_threads: Option<usize>,
+    /// Seconds without media before a session ends.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Seconds an offer may wait for its answer.
+    #[arg(long, value_name = "SECONDS")]
+    pub offer_timeout: Option<u64>,
+    /// Seconds a released port waits before reuse.
+    #[arg(long, value_name = "SECONDS")]
+    pub delete_delay: Option<u64>,
+    /// Most simultaneous calls (0 = no limit).
+    #[arg(long)]
+    pub max_sessions: Option<u64>,
+    /// Serve Prometheus `/metrics` on this address.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Everything a relay node needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// ng socket.
+    pub listen_ng: SocketAddr,
+    /// Worker threads (`None`: one per core).
+    pub threads: Option<NonZeroUsize>,
+    /// The controller's configuration.
+    pub control: ControlConfig,
+    /// `/metrics` address.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The relay's settings from its config section and the command line (which wins).
+pub fn settings(config: &RelayConfig, args: &RelayArgs) -> anyhow::Result<Settings> {
+    let mut interfaces = Vec::new();
+    if args.interface.is_empty() {
+        for (i, iface) in config.interface.iter().enumerate() {
+            let ports = PortRange::new(
+                args.port_min.unwrap_or(iface.port_min),
+                args.port_max.unwrap_or(iface.port_max),
+            )
+            .with_context(|| format!("relay.interface[{i}]"))?;
+            let advertised = iface.advertise.unwrap_or(iface.address);
+            interfaces.push(
+                Interface::new(&iface.name, iface.address, advertised, ports)
+                    .with_context(|| format!("relay.interface[{i}]"))?,
+            );
+        }
+    } else {
+        let defaults = PortRange::default();
+        let ports = PortRange::new(
+            args.port_min.unwrap_or(defaults.min),
+            args.port_max.unwrap_or(defaults.max),
+        )
+        .context("--port-min/--port-max")?;
+        for spec in &args.interface {
+            interfaces.push(
+                Interface::parse(spec, ports).with_context(|| format!("--interface {spec}"))?,
+            );
+        }
+    }
+    if interfaces.is_empty() {
+        bail!("the relay needs at least one media interface");
+    }
+    let seconds =
+        |arg: Option<u64>, configured: u64| Duration::from_secs(arg.unwrap_or(configured));
+    let threads = args.num_threads.unwrap_or(config.num_threads);
+    Ok(Settings {
+        listen_ng: args.listen_ng.unwrap_or(config.listen_ng),
+        threads: NonZeroUsize::new(threads),
+        control: ControlConfig {
+            interfaces,
+            timeouts: Timeouts {
+                media: seconds(args.timeout, config.timeout_s),
+                offer: seconds(args.offer_timeout, config.offer_timeout_s),
+            },
+            port_quarantine: seconds(args.delete_delay, config.delete_delay_s),
+            max_sessions: args.max_sessions.unwrap_or(config.max_sessions),
+            learning: EndpointLearning::Delayed,
+            instance: format!("anchorage-{}", std::process::id()),
+        },
+        metrics: args.metrics.or(config.metrics_listen),
+    })
+}
+
+/// Binds real sockets for the ports the controller picks and keeps them until the media
+/// worker takes them; whatever is left when a command is done is closed.
+#[derive(Default)]
+struct SocketBinder {
+    sockets: HashMap<SocketAddr, StdUdpSocket>,
+}
+
+impl PortBinder for SocketBinder {
+    fn bind(&mut self, rtp: SocketAddr, rtcp: SocketAddr) -> bool {
+        let Ok(rtp_socket) = bind_udp(rtp) else {
+            return false;
+        };
+        let Ok(rtcp_socket) = bind_udp(rtcp) else {
+            return false;
+        };
+        self.sockets.insert(rtp, rtp_socket);
+        self.sockets.insert(rtcp, rtcp_socket);
+        true
+    }
+}
+
+/// What `/metrics` shows, refreshed every second by the relay task.
+#[derive(Debug, Clone, Default)]
+struct MetricsView {
+    calls: usize,
+    sessions: usize,
+    statistics: Statistics,
+    ports: Vec<PortUsage>,
+    forwarded: ForwardTotals,
+}
+
+fn clock() -> Now {
+    let unix_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Now {
+        mono: Instant::now(),
+        unix_us,
+    }
+}
+
+fn call_key(key: SessionKey) -> CallKey {
+    CallKey(key.0)
+}
+
+/// A running relay node's state, owned by one task.
+struct RelayNode {
+    socket: UdpSocket,
+    media: MediaWorkers,
+    controller: Controller,
+    cache: ReplyCache,
+    metrics: Arc<Mutex<MetricsView>>,
+}
+
+impl RelayNode {
+    async fn on_datagram(&mut self, datagram: &[u8], source: SocketAddr) {
+        let now = clock();
+        let Some((cookie, _)) = split_cookie(datagram) else {
+            return; // no cookie: rtpengine drops these silently
+        };
+        let Some(cookie) = Cookie::new(bytes::Bytes::copy_from_slice(cookie)) else {
+            return;
+        };
+        match self.cache.begin(source, &cookie, now.mono) {
+            Begin::Cached(reply) => {
+                let _ = self.socket.send_to(&reply, source).await;
+                return;
+            }
+            Begin::InProgress => return,
+            Begin::New => {}
+        }
+        let reply = match decode_request(datagram) {
+            Ok(incoming) => {
+                let call_id = incoming.request.call_id().map(|c| c.as_str().to_owned());
+                let command = incoming.request.command().as_str();
+                if matches!(
+                    incoming.request.kind,
+                    RequestKind::Query(_) | RequestKind::Delete(_)
+                ) {
+                    if let Some(call_id) = &call_id {
+                        self.refresh(call_id).await;
+                    }
+                }
+                let mut binder = SocketBinder::default();
+                let handled = self.controller.handle(&incoming.request, now, &mut binder);
+                self.apply(handled.actions, &mut binder).await;
+                if let anchorage_ng::Outcome::Error(reason) = &handled.reply.outcome {
+                    tracing::warn!(call_id = call_id.as_deref().unwrap_or(""), command, %source, reason = reason.as_str(), "ng command failed");
+                } else {
+                    tracing::debug!(call_id = call_id.as_deref().unwrap_or(""), command, %source, "ng command");
+                }
+                encode_reply(&incoming.cookie, &handled.reply, incoming.encoding)
+            }
+            Err(error) => {
+                tracing::warn!(%source, error = %error, "undecodable ng request");
+                match error.error_reply() {
+                    Some(reply) => reply,
+                    None => {
+                        self.cache.abandon(source, &cookie);
+                        return;
+                    }
+                }
+            }
+        };
+        self.cache
+            .complete(source, &cookie, reply.clone(), Instant::now());
+        if let Err(e) = self.socket.send_to(&reply, source).await {
+            tracing::warn!(%source, error = %e, "cannot send ng reply");
+        }
+    }
+
+    /// Reads the current counters of a call's dialogs from the workers.
+    async fn refresh(&mut self, call_id: &str) {
+        for key in self.controller.sessions_of(call_id) {
+            let Ok(answer) = self.media.snapshot(call_key(key)) else {
+                continue;
+            };
+            if let Ok(Some(pairs)) = answer.await {
+                self.controller.observe(key, pairs);
+            }
+        }
+    }
+
+    /// Carries out what the controller decided, in order.
+    async fn apply(&mut self, actions: Vec<MediaAction>, binder: &mut SocketBinder) {
+        for action in actions {
+            let result = match action {
+                MediaAction::Add { key, pairs } => match bind_all(pairs, binder) {
+                    Ok(media) => wait(self.media.add_call(call_key(key), media)).await,
+                    Err(e) => Err(e.to_string()),
+                },
+                MediaAction::Extend { key, pairs } => match bind_all(pairs, binder) {
+                    Ok(media) => wait(self.media.extend_call(call_key(key), media)).await,
+                    Err(e) => Err(e.to_string()),
+                },
+                MediaAction::Update {
+                    key,
+                    media,
+                    side,
+                    remote,
+                    rtcp_mux,
+                    flags,
+                } => {
+                    wait(
+                        self.media
+                            .update_leg(call_key(key), media, side, remote, rtcp_mux, flags),
+                    )
+                    .await
+                }
+                MediaAction::Remove { key } => match self.media.remove_call(call_key(key)) {
+                    Ok(answer) => answer.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            if let Err(error) = result {
+                tracing::error!(%error, "media worker refused a command");
+            }
+        }
+        binder.sockets.clear();
+    }
+
+    /// Once a second: media activity, timeouts, cache expiry, metrics.
+    async fn housekeeping(&mut self) {
+        let mut forwarded = ForwardTotals::default();
+        for index in 0..self.media.threads() {
+            let Ok(answer) = self.media.activity(index) else {
+                continue;
+            };
+            let Ok(activity) = answer.await else {
+                continue;
+            };
+            for (key, last) in activity.calls {
+                self.controller.observe_activity(SessionKey(key.0), last);
+            }
+            forwarded.packets += activity.totals.packets;
+            forwarded.bytes += activity.totals.bytes;
+            forwarded.dropped += activity.totals.dropped;
+            forwarded.send_errors += activity.totals.send_errors;
+        }
+        let now = Instant::now();
+        for expired in self.controller.expire(now) {
+            tracing::info!(call_id = expired.call_id.as_str(), reason = ?expired.reason, "relay session ended");
+            if let Ok(answer) = self.media.remove_call(call_key(expired.key)) {
+                let _ = answer.await;
+            }
+        }
+        self.cache.handle_timeout(now);
+        if let Ok(mut view) = self.metrics.lock() {
+            *view = MetricsView {
+                calls: self.controller.call_count(),
+                sessions: self.controller.session_count(),
+                statistics: self.controller.statistics(),
+                ports: self.controller.port_usage(),
+                forwarded,
+            };
+        }
+    }
+}
+
+fn bind_all(
+    pairs: Vec<anchorage_relay::MediaPair>,
+    binder: &mut SocketBinder,
+) -> Result<Vec<BoundMedia>, anchorage_net::media::MediaError> {
+    pairs
+        .into_iter()
+        .map(|pair| BoundMedia::with_sockets(pair, &mut binder.sockets))
+        .collect()
+}
+
+async fn wait(
+    sent: Result<
+        tokio::sync::oneshot::Receiver<Result<(), anchorage_net::media::MediaError>>,
+        anchorage_net::media::MediaError,
+    >,
+) -> Result<(), String> {
+    match sent {
+        Ok(answer) => match answer.await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("media worker stopped".into()),
+        },
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Starts a relay node in the background; returns the bound ng address.
+pub async fn spawn(settings: Settings) -> anyhow::Result<SocketAddr> {
+    let socket = UdpSocket::bind(settings.listen_ng)
+        .await
+        .with_context(|| format!("cannot bind the ng socket {}", settings.listen_ng))?;
+    let bound = socket.local_addr()?;
+    let media = MediaWorkers::start(settings.threads).context("cannot start media workers")?;
+    let controller = Controller::new(
+        settings.control.clone(),
+        &mut <rand::rngs::SmallRng as rand::SeedableRng>::from_os_rng(),
+        clock(),
+    )
+    .context("relay configuration")?;
+    let metrics = Arc::new(Mutex::new(MetricsView::default()));
+    if let Some(listen) = settings.metrics {
+        let bound_metrics = serve_metrics(listen, metrics.clone()).await?;
+        tracing::info!(metrics = %bound_metrics, "relay metrics");
+    }
+    for iface in &settings.control.interfaces {
+        tracing::info!(ng = %bound, interface = %iface, "relay listening");
+    }
+    let mut node = RelayNode {
+        socket,
+        media,
+        controller,
+        cache: ReplyCache::new(ReplyCacheConfig::default()),
+        metrics,
+    };
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 65_536];
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = node.socket.recv_from(&mut buffer) => match received {
+                    Ok((len, source)) => {
+                        let datagram = buffer.get(..len).unwrap_or_default().to_vec();
+                        node.on_datagram(&datagram, source).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ng socket receive failed"),
+                },
+                _ = tick.tick() => node.housekeeping().await,
+            }
+        }
+    });
+    Ok(bound)
+}
+
+/// Runs a relay node until Ctrl-C or SIGTERM.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let ng = spawn(settings).await?;
+    println!("anchorage relay: ng on udp:{ng}");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+// ---- /metrics ------------------------------------------------------------------------------
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+
+impl Collector for MetricsView {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.statistics;
+        let counters: [(&str, &str, u64); 10] = [
+            ("anchorage_relay_offers", "ng offers received", s.offers),
+            ("anchorage_relay_answers", "ng answers received", s.answers),
+            ("anchorage_relay_deletes", "ng deletes received", s.deletes),
+            (
+                "anchorage_relay_ng_errors",
+                "ng commands answered with an error",
+                s.errors,
+            ),
+            (
+                "anchorage_relay_sessions_managed",
+                "Calls created",
+                s.managed_sessions,
+            ),
+            (
+                "anchorage_relay_sessions_rejected",
+                "Offers refused for capacity",
+                s.rejected_sessions,
+            ),
+            (
+                "anchorage_relay_sessions_timed_out",
+                "Sessions ended by a media or offer timeout",
+                s.timeout_sessions,
+            ),
+            (
+                "anchorage_relay_forwarded_packets",
+                "Media packets relayed",
+                self.forwarded.packets,
+            ),
+            (
+                "anchorage_relay_forwarded_bytes",
+                "Media bytes relayed",
+                self.forwarded.bytes,
+            ),
+            (
+                "anchorage_relay_dropped_packets",
+                "Media packets not relayed (no destination, strict source, send failure)",
+                self.forwarded.dropped + self.forwarded.send_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauges: [(&str, &str, usize); 2] = [
+            (
+                "anchorage_relay_calls",
+                "Calls with media on this relay",
+                self.calls,
+            ),
+            (
+                "anchorage_relay_sessions",
+                "Relayed dialogs (each with its own ports)",
+                self.sessions,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "anchorage_relay_port_pairs",
+            "Media port pairs per interface and state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for usage in &self.ports {
+            for (state, value) in [
+                ("in_use", usage.in_use),
+                ("free", usage.free),
+                ("quarantined", usage.quarantined),
+            ] {
+                let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+                let labels = [("interface", usage.interface.as_str()), ("state", state)];
+                gauge.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn serve_metrics(
+    listen: SocketAddr,
+    view: Arc<Mutex<MetricsView>>,
+) -> anyhow::Result<SocketAddr> {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let handler = move || {
+        let view = view.clone();
+        async move {
+            let snapshot = view.lock().map(|v| v.clone()).unwrap_or_default();
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register_collector(Box::new(snapshot));
+            let mut text = String::new();
+            if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed")
+                    .into_response();
+            }
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response()
+        }
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(handler));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind the metrics address {listen}"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "relay metrics server stopped");
+        }
+    });
+    Ok(bound)
+}
