@@ -562,3 +562,119 @@ fn up_with_external_relays_anchors_calls_on_them() {
     drop(up);
     drop(engine);
 }
+
+/// Our own relay node (`anchorage relay`) on loopback, one worker thread, ports released at
+/// once; returns it, its ng port, its /metrics address and its media port range.
+fn anchorage_relay() -> (Daemon, u16, SocketAddr, std::ops::RangeInclusive<u16>) {
+    static INSTANCE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let ng = free_udp_port(LOCALHOST);
+    let metrics = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    let instance = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+    let base = 50000 + (std::process::id() % 10) as u16 * 1000 + instance * 100;
+    let range = base..=base + 99;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
+        .args(["--delete-delay", "0"])
+        .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
+        .args(["--metrics", &metrics.to_string()])
+        .args(["--port-min", &range.start().to_string()])
+        .args(["--port-max", &range.end().to_string()]);
+    let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
+    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("ng on udp:"));
+    (daemon, ng, metrics, range)
+}
+
+/// A counter or gauge from a Prometheus text page.
+fn metric(page: &str, name: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{page}"))
+}
+
+/// Waits (up to 5 s: the relay refreshes its metrics every second) until `name` reaches `at_least`.
+fn wait_for_metric(addr: SocketAddr, name: &str, at_least: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let value = metric(&http_body(addr, "/metrics"), name);
+        if value >= at_least || std::time::Instant::now() > deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kamailio_anchors_a_call_on_the_anchorage_relay() {
+    let (relay, ng, metrics, range) = anchorage_relay();
+    let uas_port = free_udp_port(LOCALHOST);
+    let (kamailio, sip_port, _run) = kamailio(ng, uas_port);
+    let (a, b) = call_through(sip_port, uas_port);
+    // Both parties were given our relay's ports…
+    for addr in [a, b] {
+        assert_eq!(addr.ip(), LOCALHOST);
+        assert!(
+            range.contains(&addr.port()),
+            "{addr} is not our relay's port"
+        );
+    }
+    assert_ne!(a.port(), b.port());
+    // …and our relay carried the 20 + 20 packets the phones exchanged (call_through checked
+    // each one arrived, intact, from the right relay port).
+    let forwarded = wait_for_metric(metrics, "anchorage_relay_forwarded_packets_total", 40);
+    assert!(forwarded >= 40, "relay forwarded {forwarded} packets");
+    assert_eq!(
+        wait_for_metric(metrics, "anchorage_relay_offers_total", 1),
+        1
+    );
+    assert_eq!(
+        wait_for_metric(metrics, "anchorage_relay_answers_total", 1),
+        1
+    );
+    // Kamailio's rtpengine_manage() on the BYE deleted the session.
+    relay_empties(ng);
+    assert_eq!(
+        metric(
+            &http_body(metrics, "/metrics"),
+            "anchorage_relay_ng_errors_total"
+        ),
+        0
+    );
+    drop(kamailio);
+    drop(relay);
+}
+
+#[test]
+fn anchorage_proxy_and_anchorage_relay_carry_a_call_and_both_sides_reinvites() {
+    let (relay, ng, metrics, range) = anchorage_relay();
+    let (proxy, sip_port, _config) = anchorage_proxy_with_relay(ng);
+    let uas_port = free_udp_port(LOCALHOST);
+    let (a, b) = call_through(sip_port, uas_port);
+    assert!(range.contains(&a.port()) && range.contains(&b.port()));
+    relay_empties(ng);
+    // Re-INVITEs from the caller (hold) and the callee: three offers and three answers on the
+    // same relay session, then the callee's BYE deletes it.
+    run_pair("uac_reinvite.xml", "uas_reinvite.xml", sip_port);
+    assert_eq!(
+        wait_for_metric(metrics, "anchorage_relay_offers_total", 4),
+        4
+    );
+    assert_eq!(
+        wait_for_metric(metrics, "anchorage_relay_answers_total", 4),
+        4
+    );
+    relay_empties(ng);
+    let page = http_body(metrics, "/metrics");
+    assert_eq!(
+        metric(&page, "anchorage_relay_ng_errors_total"),
+        0,
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "anchorage_relay_sessions_managed_total"),
+        2,
+        "{page}"
+    );
+    drop(proxy);
+    drop(relay);
+}
