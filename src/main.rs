@@ -52,6 +52,10 @@ enum Command {
         /// ng port of the first relay node; the others follow (relay-a 2223, relay-b 2224, …).
         #[arg(long, default_value_t = 2223, value_name = "PORT")]
         ng_base: u16,
+        /// First media port of the built-in relays; each takes 5,000 (relay-a 30000–34999,
+        /// relay-b 35000–39999, …).
+        #[arg(long, default_value_t = 30000, value_name = "PORT")]
+        media_base: u16,
     },
     /// Run a SIP signalling node. Without a configuration file it listens on UDP and TCP
     /// 127.0.0.1:5060 and forwards every request to its Request-URI.
@@ -120,18 +124,28 @@ fn main() -> ExitCode {
             relays,
             external_relays,
             ng_base,
+            media_base,
         } => {
             init_logging();
-            let config = up::config(*relays, *external_relays, *ng_base);
-            if !*external_relays {
-                eprintln!(
-                    "anchorage up: the built-in relay nodes are not built yet, so calls are NOT \
-                     media-anchored. To anchor them, run ng relays (e.g. rtpengine) on \
-                     127.0.0.1:{ng_base}.. and use --external-relays."
-                );
-            }
+            let config = up::config(*relays, *ng_base);
             let listen = up::listeners(*sip);
-            run_async(proxy_node::run(config, &listen, Some(*api)))
+            let (relays, ng_base, external, media_base) =
+                (*relays, *ng_base, *external_relays, *media_base);
+            let api = *api;
+            run_async(async move {
+                if !external {
+                    for index in 0..relays {
+                        let settings = up::relay_settings(index, ng_base, media_base)?;
+                        let (min, max) = up::relay_ports(index, media_base);
+                        let ng = relay_node::spawn(settings).await?;
+                        println!(
+                            "anchorage up: relay {} with ng on udp:{ng}, media ports {min}-{max}",
+                            up::relay_name(index)
+                        );
+                    }
+                }
+                proxy_node::run(config, &listen, Some(api)).await
+            })
         }
         Command::Proxy {
             config,

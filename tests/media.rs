@@ -678,3 +678,47 @@ fn anchorage_proxy_and_anchorage_relay_carry_a_call_and_both_sides_reinvites() {
     drop(proxy);
     drop(relay);
 }
+
+#[test]
+fn up_with_zero_config_anchors_a_call_with_rtp_on_its_built_in_relays() {
+    let port = free_port(LOCALHOST);
+    let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    // Two ng ports and media ranges of our own so this can run beside other tests.
+    let ng_base = loop {
+        let p = free_udp_port(LOCALHOST);
+        if UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let media_base = 44000 + (std::process::id() % 20) as u16 * 10;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args(["up", "--sip", &format!("127.0.0.1:{port}")])
+        .args(["--api", &api.to_string()])
+        .args(["--ng-base", &ng_base.to_string()])
+        .args(["--media-base", &media_base.to_string()]);
+    let mut up = Daemon::spawn("anchorage-up", &mut cmd);
+    up.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
+    let log = up.log();
+    assert!(
+        log.contains(&format!("relay relay-a with ng on udp:127.0.0.1:{ng_base}"))
+            && log.contains(&format!(
+                "relay relay-b with ng on udp:127.0.0.1:{}",
+                ng_base + 1
+            )),
+        "{log}"
+    );
+    let (a, b) = call_through(port, free_udp_port(LOCALHOST));
+    // Both sides were given ports of one built-in relay (the least loaded: relay-a or relay-b).
+    let relay_range = |p: u16| (p - media_base) / 5000;
+    assert_eq!(relay_range(a.port()), relay_range(b.port()), "{a} {b}");
+    assert!(a.port() >= media_base && a.port() < media_base + 10000);
+    let ng = ng_base + relay_range(a.port());
+    relay_empties(ng);
+    let relays: serde_json::Value = serde_json::from_str(&http_body(api, "/v1/relays")).unwrap();
+    assert_eq!(
+        relays["relays"].as_array().map(Vec::len),
+        Some(2),
+        "{relays}"
+    );
+    drop(up);
+}
