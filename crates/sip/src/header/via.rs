@@ -12,6 +12,7 @@ use super::{gen_value_ok, HeaderName, Params};
 use crate::error::ParseError;
 use crate::syntax::{is_lws, is_token, text, trim};
 use crate::uri::{parse_hostport, Host};
+use std::net::Ipv6Addr;
 
 /// RFC 3261 §8.1.1.7: a branch that starts with this cookie is unique per transaction.
 pub const BRANCH_MAGIC_COOKIE: &str = "z9hG4bK";
@@ -106,8 +107,7 @@ impl<'a> Via<'a> {
                     if !value.is_some_and(is_token) {
                         return Err("branch is not a token");
                     }
-                } else if is("received") && value.is_none_or(|r| crate::uri::parse_host(r).is_err())
-                {
+                } else if is("received") && !value.is_some_and(received_ok) {
                     return Err("received is not an address");
                 }
                 Ok(())
@@ -154,6 +154,13 @@ impl<'a> Via<'a> {
             .and_then(|t| crate::syntax::parse_u64(t, 3))
             .and_then(|t| u8::try_from(t).ok())
     }
+}
+
+/// `via-received = "received" EQUAL (IPv4address / IPv6address)`: RFC 3261 writes an IPv6
+/// address without brackets, many implementations with them (an `IPv6reference`), and
+/// RFC 5118 §4.5 says to accept both. A host name is accepted as before.
+fn received_ok(r: &[u8]) -> bool {
+    crate::uri::parse_host(r).is_ok() || text(r).is_some_and(|t| t.parse::<Ipv6Addr>().is_ok())
 }
 
 /// `token SWS "/"` → (token, rest after the slash).
@@ -203,6 +210,12 @@ mod tests {
         assert_eq!(v.host, Host::Ipv6("2001:db8::9:1".parse().unwrap()));
         assert_eq!(v.port, Some(5061));
         assert_eq!(v.received(), Some("[2001:db8::9:255]"));
+        // RFC 3261's own grammar: no brackets (RFC 5118 §4.5).
+        let v = Via::parse(b"SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bK2")
+            .unwrap();
+        assert_eq!(v.received(), Some("2001:db8::9:255"));
+        let e = Via::parse(b"SIP/2.0/UDP h;received=2001:db8::g;branch=z9hG4bK3").unwrap_err();
+        assert_eq!(e.to_string(), "bad Via header: received is not an address");
     }
 
     #[test]
