@@ -261,7 +261,7 @@ fn parse_port(s: &[u8]) -> Result<u16, UriError> {
 pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
     if let Some(inner) = s.strip_prefix(b"[").and_then(|r| r.strip_suffix(b"]")) {
         return text(inner)
-            .and_then(|t| t.parse::<Ipv6Addr>().ok())
+            .and_then(parse_ipv6)
             .map(Host::Ipv6)
             .ok_or(UriError::Host);
     }
@@ -315,6 +315,21 @@ pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
     } else {
         Err(UriError::Host)
     }
+}
+
+/// An IPv6 address, or the form RFC 3261's ABNF allows by mistake — a `hexpart` ending in
+/// `::`, then `":" IPv4address` (`2001:db8:::192.0.2.1`) — which RFC 5118 §4.10 says to
+/// tolerate; it is read without the extra colon.
+fn parse_ipv6(t: &str) -> Option<Ipv6Addr> {
+    if let Ok(a) = t.parse() {
+        return Some(a);
+    }
+    let p = t.find(":::")?;
+    let v4 = &t[p + 3..];
+    if v4.contains(':') || !v4.contains('.') {
+        return None;
+    }
+    format!("{}::{v4}", &t[..p]).parse().ok()
 }
 
 /// A dotted quad of decimal octets (no leading `+`, at most three digits each). By hand
@@ -372,13 +387,18 @@ mod tests {
         assert_eq!(u.host, Host::Ipv4(Ipv4Addr::new(192, 0, 2, 4)));
         let u = sip("sip:[2001:db8::1]");
         assert_eq!(u.port, None);
+        // RFC 5118 §4.10: the three-colon form of RFC 3261's ABNF is tolerated.
+        let u = sip("sip:[2001:db8:::192.0.2.1]:5060");
+        assert_eq!(u.host, Host::Ipv6("2001:db8::192.0.2.1".parse().unwrap()));
+        assert_eq!(u.port, Some(5060));
     }
 
     #[test]
     fn rejects_malformed_sip_uris() {
         for (s, e) in [
             ("sip:2001:db8::1", UriError::Host),
-            ("sip:[2001:db8:::192.0.2.1]", UriError::Host),
+            ("sip:[2001:db8:::1]", UriError::Host),
+            ("sip:[2001:db8::::192.0.2.1]", UriError::Host),
             ("sip:host:99999", UriError::Port),
             ("sip:host:", UriError::Port),
             ("sip:us er@host", UriError::Whitespace),
