@@ -133,6 +133,12 @@ pub async fn run(
         relay_sets: p.relay_set.clone(),
         default_media: p.media.clone(),
         ng_client: anchorage_ng::ClientConfig::default(),
+        relay_health: anchorage_proxy::media::HealthConfig {
+            interval: Duration::from_millis(p.relay_health.interval_ms),
+            down_after: p.relay_health.down_after,
+            up_after: p.relay_health.up_after,
+        },
+        reanchor: p.reanchor.clone(),
     };
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -146,7 +152,7 @@ pub async fn run(
             );
         }
     }
-    let mut proxy = Proxy::new(core_config, seed);
+    let mut proxy = Proxy::new(core_config, seed, Instant::now());
     let resolver =
         std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();

@@ -28,6 +28,60 @@ pub struct ProxyConfig {
     pub relay_set: Vec<RelaySet>,
     /// `[proxy.media]`: the media policy of calls whose rule sets none.
     pub media: MediaPolicy,
+    /// `[proxy.relay_health]`: how relay nodes are watched.
+    pub relay_health: RelayHealth,
+    /// `[proxy.reanchor]`: how calls are moved between relay nodes.
+    pub reanchor: Reanchor,
+}
+
+/// Relay health checks: an ng `ping` to every node every `interval_ms`; a node is down after
+/// `down_after` pings in a row go unanswered (its calls are then moved), up again after
+/// `up_after` answered in a row.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayHealth {
+    /// Ping interval, milliseconds; also how long a ping may take.
+    pub interval_ms: u64,
+    /// Missed pings in a row that make a node down.
+    pub down_after: u32,
+    /// Answered pings in a row that make a down node up.
+    pub up_after: u32,
+}
+
+impl Default for RelayHealth {
+    fn default() -> Self {
+        Self {
+            interval_ms: 200,
+            down_after: 3,
+            up_after: 3,
+        }
+    }
+}
+
+/// Re-anchoring: pacing of mass moves and the fallback set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reanchor {
+    /// Calls being moved at the same time, at most.
+    pub max_in_flight: usize,
+    /// Calls whose move starts per second, at most.
+    pub per_second: u32,
+    /// Seconds to wait for a party's answer to a re-INVITE before the move of that call
+    /// fails (RFC 3261 Timer B is 32 s; a move should not hang that long).
+    pub invite_timeout_s: u64,
+    /// Relay set that takes the calls of a dead node when their own set has no healthy node.
+    pub fallback_set: Option<String>,
+}
+
+impl Default for Reanchor {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 500,
+            per_second: 5000,
+            invite_timeout_s: 8,
+            fallback_set: None,
+        }
+    }
 }
 
 /// A named set of relay nodes (our relay or rtpengine: both speak ng).
@@ -99,6 +153,8 @@ impl Default for ProxyConfig {
             dns: DnsConfig::default(),
             relay_set: Vec::new(),
             media: MediaPolicy::default(),
+            relay_health: RelayHealth::default(),
+            reanchor: Reanchor::default(),
         }
     }
 }
@@ -422,6 +478,36 @@ impl ProxyConfig {
                 format!("{at}.dialog.max_age_s"),
                 "must be greater than 0",
             ));
+        }
+        let positive = [
+            ("relay_health.interval_ms", self.relay_health.interval_ms),
+            (
+                "relay_health.down_after",
+                u64::from(self.relay_health.down_after),
+            ),
+            (
+                "relay_health.up_after",
+                u64::from(self.relay_health.up_after),
+            ),
+            ("reanchor.max_in_flight", self.reanchor.max_in_flight as u64),
+            ("reanchor.per_second", u64::from(self.reanchor.per_second)),
+            ("reanchor.invite_timeout_s", self.reanchor.invite_timeout_s),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                errors.push(ConfigError::new(
+                    format!("{at}.{key}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if let Some(set) = &self.reanchor.fallback_set {
+            if !self.relay_set.iter().any(|s| &s.name == set) {
+                errors.push(ConfigError::new(
+                    format!("{at}.reanchor.fallback_set"),
+                    format!("no relay set named {set:?}"),
+                ));
+            }
         }
         for (i, set) in self.relay_set.iter().enumerate() {
             let here = format!("{at}.relay_set[{i}]");

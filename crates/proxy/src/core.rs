@@ -25,6 +25,8 @@ use bytes::Bytes;
 
 use crate::dialog::Dialogs;
 use crate::media::{self, NodeId, Policy, Relays};
+
+mod reanchor;
 use crate::routing::{
     default_reason, Decision, FailoverPolicy, RequestFacts, Router, Target, TargetHost,
 };
@@ -33,6 +35,7 @@ use crate::transaction::{
 };
 use crate::via;
 use crate::Transport;
+pub use reanchor::ReanchorMetrics;
 
 /// A socket the proxy receives on, and the address it advertises for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +69,10 @@ pub struct CoreConfig {
     pub default_media: anchorage_config::proxy::MediaPolicy,
     /// ng client retransmission and timeout.
     pub ng_client: anchorage_ng::ClientConfig,
+    /// Relay health checks.
+    pub relay_health: crate::media::HealthConfig,
+    /// Re-anchoring pacing and fallback.
+    pub reanchor: anchorage_config::proxy::Reanchor,
 }
 
 /// A message received from the network.
@@ -187,6 +194,12 @@ enum TimerRef {
     Server(ServerKey),
     Client(String),
     Dialogs,
+    /// One of our own requests (re-anchoring re-INVITEs, BYEs).
+    Own(String),
+    /// A call being re-anchored (idle wait, 491 back-off, deadline).
+    Move(String),
+    /// Pacing of queued re-anchoring moves.
+    Pace,
 }
 
 /// The proxy core.
@@ -212,6 +225,18 @@ pub struct Proxy {
     relays: Relays,
     call_media: HashMap<String, CallMedia>,
     media_waits: HashMap<(NodeId, anchorage_ng::RequestId), MediaWait>,
+    /// Re-anchoring: calls being moved, jobs, our own transactions, pacing and counters.
+    moves: HashMap<String, reanchor::CallMove>,
+    jobs: std::collections::BTreeMap<u64, reanchor::Job>,
+    next_job: u64,
+    own: HashMap<String, reanchor::OwnTx>,
+    own_counter: u64,
+    move_results: HashMap<(crate::reanchor::Trigger, crate::reanchor::MoveResult), u64>,
+    move_durations: Vec<u64>,
+    move_duration_sum: f64,
+    move_duration_count: u64,
+    pace_tokens: f64,
+    pace_at: Instant,
 }
 
 /// Where a call's media is anchored.
@@ -317,19 +342,29 @@ enum MediaWait {
         local: SocketAddr,
         transport: Transport,
     },
-    /// A delete; nothing waits for it.
+    /// A delete (or a relay update); nothing waits for it.
     Delete,
+    /// The new node's offer for a call being re-anchored.
+    ReanchorOffer { call_id: String },
+    /// The new node's answer for a call being re-anchored.
+    ReanchorAnswer { call_id: String },
 }
 
 impl Proxy {
-    /// A proxy with this configuration; `seed` drives weighted destination choice.
-    pub fn new(config: CoreConfig, seed: u64) -> Proxy {
+    /// A proxy with this configuration, started at `now`; `seed` drives weighted destination
+    /// choice.
+    pub fn new(config: CoreConfig, seed: u64, now: Instant) -> Proxy {
         let ours = config
             .listeners
             .iter()
             .map(|l| (l.advertise_host.clone(), l.advertise_port))
             .collect();
-        let relays = Relays::new(&config.relay_sets, config.ng_client);
+        let relays = Relays::new(
+            &config.relay_sets,
+            config.ng_client,
+            config.relay_health,
+            now,
+        );
         Proxy {
             config,
             servers: HashMap::new(),
@@ -348,6 +383,17 @@ impl Proxy {
             relays,
             call_media: HashMap::new(),
             media_waits: HashMap::new(),
+            moves: HashMap::new(),
+            jobs: std::collections::BTreeMap::new(),
+            next_job: 1,
+            own: HashMap::new(),
+            own_counter: 0,
+            move_results: HashMap::new(),
+            move_durations: vec![0; reanchor::DURATION_BOUNDS.len()],
+            move_duration_sum: 0.0,
+            move_duration_count: 0,
+            pace_tokens: 1.0,
+            pace_at: now,
         }
     }
 
@@ -497,6 +543,9 @@ impl Proxy {
                     self.dialogs.expire(now, self.config.dialog_max_age);
                     self.schedule_dialog_sweep(now);
                 }
+                TimerRef::Own(branch) => self.own_timeout(&branch, now),
+                TimerRef::Move(call_id) => self.step_move(&call_id, now),
+                TimerRef::Pace => self.pump_moves(now),
             }
         }
     }
@@ -580,6 +629,9 @@ impl Proxy {
         if method == Method::Bye {
             if let Ok(call_id) = req.call_id() {
                 let call_id = call_id.to_string();
+                if self.moves.contains_key(&call_id) {
+                    self.abandon_move(&call_id, now);
+                }
                 self.delete_media(&call_id, now);
             }
         }
@@ -645,6 +697,14 @@ impl Proxy {
         let req = tx.request.clone();
         let source = tx.source;
         let has_to_tag = req.to().ok().and_then(|t| t.tag()).is_some();
+        // A party's own offer while the proxy moves its call's media: glare (RFC 3261 §14.2).
+        if has_to_tag
+            && matches!(req.method(), Some(Method::Invite | Method::Update))
+            && req.call_id().is_ok_and(|c| self.move_in_progress(c))
+        {
+            self.respond(key, 491, "Request Pending", now);
+            return;
+        }
         let route = match self.next_hop_by_route(&req) {
             Some(route) => route,
             None if has_to_tag => RouteChoice::RequestUri,
@@ -985,6 +1045,9 @@ impl Proxy {
 
     /// Acts on relay replies and timeouts.
     fn drain_relay_events(&mut self, now: Instant) {
+        while let Some(change) = self.relays.poll_health_change() {
+            self.on_relay_health(change, now);
+        }
         while let Some((node, event)) = self.relays.poll_event() {
             let (id, reply) = match event {
                 anchorage_ng::Event::Reply(id, reply) => (id, Some(reply)),
@@ -1001,6 +1064,12 @@ impl Proxy {
                 .and_then(|r| r.sdp.clone());
             match (wait, sdp) {
                 (MediaWait::Delete, _) => {}
+                (MediaWait::ReanchorOffer { call_id }, sdp) => {
+                    self.on_reanchor_ng(&call_id, true, sdp, now);
+                }
+                (MediaWait::ReanchorAnswer { call_id }, sdp) => {
+                    self.on_reanchor_ng(&call_id, false, sdp, now);
+                }
                 (
                     MediaWait::ResponseOffer {
                         key,
@@ -1368,6 +1437,12 @@ impl Proxy {
                 break;
             }
         }
+        if let Some(offset) = self.cseq_offset(req).filter(|o| *o > 0) {
+            if let Ok(cseq) = req.cseq() {
+                e.set_cseq_number(cseq.seq.saturating_add(offset))
+                    .map_err(|err| err.to_string())?;
+            }
+        }
         match req.max_forwards() {
             Ok(Some(n)) => {
                 e.set_max_forwards(n.saturating_sub(1));
@@ -1579,6 +1654,10 @@ impl Proxy {
             self.counters.dropped += 1;
             return;
         };
+        if self.own.contains_key(&branch) {
+            self.on_own_response(&branch, resp, now);
+            return;
+        }
         // RFC 3261 §17.1.3: the branch and the CSeq method must both match (a CANCEL shares its
         // INVITE's branch; its responses are recognised below).
         let method_matches = |c: &ClientTx| {
@@ -1660,7 +1739,16 @@ impl Proxy {
         let Ok(popped) = resp.edit().pop_via().finish_message() else {
             return;
         };
+        let popped = self.restore_cseq(&key, popped);
         self.track_dialog(&key, &popped, now);
+        if (101..300).contains(&status) {
+            if let (Some(c), Ok(call_id)) = (self.clients.get(branch), popped.call_id()) {
+                let tag = tag_of(popped.to());
+                let (destination, transport) = (c.destination, c.transport);
+                self.dialogs
+                    .set_callee_hop(call_id, &tag, destination, transport);
+            }
+        }
         match status {
             100 => {}
             101..=199 => {
@@ -2061,6 +2149,34 @@ impl Proxy {
         }
     }
 
+    /// How much the CSeq of an in-dialog request must grow after requests of our own
+    /// (DESIGN.md "Dialogs": CSeq renumbering).
+    fn cseq_offset(&self, req: &Message) -> Option<u32> {
+        let to_tag = req.to().ok()?.tag()?.to_string();
+        let from_tag = tag_of(req.from());
+        let dialog = self
+            .dialogs
+            .between(req.call_id().ok()?, &from_tag, &to_tag)?;
+        Some(dialog.cseq_offset_from(&from_tag))
+    }
+
+    /// A response to a renumbered request goes back with the number its sender used.
+    fn restore_cseq(&self, key: &ServerKey, response: Message) -> Message {
+        let Some(server) = self.servers.get(key) else {
+            return response;
+        };
+        match (server.request.cseq(), response.cseq()) {
+            (Ok(sent), Ok(got)) if sent.seq != got.seq => {
+                let mut e = response.edit();
+                if e.set_cseq_number(sent.seq).is_err() {
+                    return response;
+                }
+                e.finish_message().unwrap_or(response)
+            }
+            _ => response,
+        }
+    }
+
     fn track_dialog(&mut self, key: &ServerKey, response: &Message, now: Instant) {
         let Some(server) = self.servers.get(key) else {
             return;
@@ -2252,8 +2368,11 @@ mod tests {
                 relay_sets: cfg.proxy.relay_set,
                 default_media: cfg.proxy.media,
                 ng_client: anchorage_ng::ClientConfig::default(),
+                relay_health: crate::media::HealthConfig::default(),
+                reanchor: cfg.proxy.reanchor,
             },
             7,
+            epoch(),
         )
     }
 
@@ -2463,6 +2582,310 @@ Content-Length: 0\n\n";
         );
         assert!(p.anchored_call("c1").is_none());
         assert_eq!(p.relays().nodes()[0].calls, 0);
+    }
+
+    /// Answers the next ng request, which must go to `node`, with `sdp`.
+    fn relay_at_replies(
+        p: &mut Proxy,
+        node: &str,
+        sdp: &str,
+        now: Instant,
+    ) -> anchorage_ng::Request {
+        let (to, datagram) = p.poll_ng_transmit(now).expect("an ng request");
+        assert_eq!(to.to_string(), node);
+        let incoming = anchorage_ng::decode_request(&datagram).unwrap();
+        let reply = anchorage_ng::Reply::ok().with_sdp(Bytes::from(sdp.to_string()));
+        let bytes = anchorage_ng::encode_reply(&incoming.cookie, &reply, incoming.encoding);
+        p.handle_ng_datagram(to, &bytes, now);
+        incoming.request
+    }
+
+    fn text(t: &Transmit) -> String {
+        String::from_utf8_lossy(&t.data).into_owned()
+    }
+
+    /// A 200 with `sdp` from the party a request went to (the proxy's Via popped by it).
+    fn ok_to(p: &mut Proxy, request: &Transmit, to_tag: Option<&str>, sdp: &str, now: Instant) {
+        let req = Message::parse(request.data.clone()).unwrap();
+        let mut b = req.response(200, "OK");
+        if let Some(tag) = to_tag {
+            b = b.to_tag(tag);
+        }
+        let contact = if request.destination.port() == 9 {
+            "Contact: <sip:bob@127.0.0.1:9>"
+        } else {
+            "Contact: <sip:alice@127.0.0.1:5070>"
+        };
+        let (name, value) = contact.split_once(": ").unwrap();
+        let rr: Vec<String> = req
+            .headers_of(HeaderName::RecordRoute)
+            .map(|h| String::from_utf8_lossy(h.value()).into_owned())
+            .collect();
+        b = b.header(name, value);
+        for r in &rr {
+            b = b.header("Record-Route", r);
+        }
+        if !sdp.is_empty() {
+            b = b.body("application/sdp", sdp.as_bytes());
+        }
+        let ok = b.build().unwrap();
+        p.handle_datagram(
+            Datagram {
+                data: ok.bytes(),
+                source: request.destination,
+                local: "127.0.0.1:5060".parse().unwrap(),
+                transport: Transport::Udp,
+            },
+            now,
+        );
+    }
+
+    #[test]
+    fn a_call_is_reanchored_with_both_reinvites_at_once_and_renumbered_cseqs() {
+        let mut p = proxy(
+            "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{ name = \"r1\", ng = \"127.0.0.1:2223\" }, { name = \"r2\", ng = \"127.0.0.1:2224\" }]\n\n[proxy.media]\nset = \"m\"\n",
+        );
+        let now = epoch();
+        let invite = INVITE.replace(
+            "Content-Length: 0\n\n",
+            &format!(
+                "Content-Type: application/sdp\nContent-Length: {}\n\n{}",
+                OFFER_SDP.len(),
+                OFFER_SDP.replace("\r\n", "\n")
+            ),
+        );
+        p.handle_datagram(datagram(&invite, "127.0.0.1:5070"), now);
+        drain(&mut p);
+        let r1_offer = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
+        relay_at_replies(&mut p, "127.0.0.1:2223", r1_offer, now);
+        let out = drain(&mut p);
+        let forwarded = out
+            .iter()
+            .find(|t| t.data.starts_with(b"INVITE "))
+            .unwrap()
+            .clone();
+        ok_to(&mut p, &forwarded, Some("b1"), ANSWER_SDP, now);
+        let r1_answer = "v=0\r\no=relay 6 3 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30002 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
+        relay_at_replies(&mut p, "127.0.0.1:2223", r1_answer, now);
+        drain(&mut p);
+        let ack = INVITE
+            .replace("INVITE sip:bob@127.0.0.1:9", "ACK sip:bob@127.0.0.1:9")
+            .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+            .replace(
+                "To: <sip:bob@example.com>",
+                "To: <sip:bob@example.com>;tag=b1",
+            )
+            .replace("z9hG4bK-1", "z9hG4bK-ack")
+            .replace(
+                "Max-Forwards: 70\n",
+                "Max-Forwards: 70\nRoute: <sip:127.0.0.1:5060;lr>\n",
+            );
+        p.handle_datagram(datagram(&ack, "127.0.0.1:5070"), now);
+        drain(&mut p);
+
+        // Move every call of r1 (by API).
+        let job = p
+            .start_reanchor(
+                crate::reanchor::Trigger::Api,
+                Some("r1"),
+                None,
+                None,
+                Default::default(),
+                now,
+            )
+            .unwrap();
+        let offer = relay_at_replies(
+            &mut p,
+            "127.0.0.1:2224",
+            "v=0\r\no=r2 77 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n",
+            now,
+        );
+        let anchorage_ng::RequestKind::Offer(o) = &offer.kind else {
+            panic!("{offer:?}")
+        };
+        assert_eq!(
+            (
+                o.from_tag.0.as_str(),
+                o.to_tag.as_ref().map(|t| t.0.as_str())
+            ),
+            ("a1", Some("b1"))
+        );
+        assert_eq!(
+            &o.sdp[..],
+            OFFER_SDP.as_bytes(),
+            "the caller's stored offer"
+        );
+        let answer = relay_at_replies(
+            &mut p,
+            "127.0.0.1:2224",
+            "v=0\r\no=r2 78 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n",
+            now,
+        );
+        let anchorage_ng::RequestKind::Answer(a) = &answer.kind else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(
+            &a.sdp[..],
+            ANSWER_SDP.as_bytes(),
+            "the callee's stored answer"
+        );
+        // Both re-INVITEs leave together.
+        let out = drain(&mut p);
+        let to_callee = out
+            .iter()
+            .find(|t| t.destination.port() == 9)
+            .expect("re-INVITE to the callee")
+            .clone();
+        let to_caller = out
+            .iter()
+            .find(|t| t.destination.port() == 5070)
+            .expect("re-INVITE to the caller")
+            .clone();
+        let callee_text = text(&to_callee);
+        assert!(
+            callee_text.starts_with("INVITE sip:bob@127.0.0.1:9 SIP/2.0\r\n"),
+            "{callee_text}"
+        );
+        assert!(
+            callee_text.contains("\r\nFrom: <sip:alice@example.com>;tag=a1\r\n"),
+            "{callee_text}"
+        );
+        assert!(
+            callee_text.contains("\r\nTo: <sip:bob@example.com>;tag=b1\r\n"),
+            "{callee_text}"
+        );
+        assert!(
+            callee_text.contains("\r\nCSeq: 2 INVITE\r\n"),
+            "{callee_text}"
+        );
+        assert!(callee_text.contains("\r\nContact: <sip:alice@127.0.0.1:5070>\r\n"));
+        assert!(
+            !callee_text.contains("\r\nRoute:"),
+            "only this proxy record-routed"
+        );
+        // The callee keeps the origin it knows, one version up; the media is on r2.
+        assert!(
+            callee_text.contains("o=relay 5 8 IN IP4 203.0.113.2\r\n"),
+            "{callee_text}"
+        );
+        assert!(callee_text.contains("m=audio 40000 "));
+        let caller_text = text(&to_caller);
+        assert!(
+            caller_text.starts_with("INVITE sip:alice@127.0.0.1:5070 SIP/2.0\r\n"),
+            "{caller_text}"
+        );
+        assert!(
+            caller_text.contains("\r\nFrom: <sip:bob@example.com>;tag=b1\r\n"),
+            "{caller_text}"
+        );
+        assert!(
+            caller_text.contains("\r\nTo: <sip:alice@example.com>;tag=a1\r\n"),
+            "{caller_text}"
+        );
+        assert!(
+            caller_text.contains("\r\nCSeq: 1 INVITE\r\n"),
+            "{caller_text}"
+        );
+        assert!(
+            caller_text.contains("o=relay 6 4 IN IP4 203.0.113.2\r\n"),
+            "{caller_text}"
+        );
+        assert!(caller_text.contains("m=audio 40002 "));
+        // A UA's own re-INVITE meanwhile: 491.
+        let glare = INVITE
+            .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+            .replace(
+                "To: <sip:bob@example.com>",
+                "To: <sip:bob@example.com>;tag=b1",
+            )
+            .replace("z9hG4bK-1", "z9hG4bK-glare");
+        p.handle_datagram(datagram(&glare, "127.0.0.1:5070"), now);
+        assert!(drain(&mut p)
+            .iter()
+            .any(|t| t.data.starts_with(b"SIP/2.0 491")));
+        // Both answer: each gets its ACK, the old session goes.
+        ok_to(&mut p, &to_callee, None, ANSWER_SDP, now);
+        ok_to(&mut p, &to_caller, None, OFFER_SDP, now);
+        let out = drain(&mut p);
+        let acks: Vec<String> = out
+            .iter()
+            .filter(|t| t.data.starts_with(b"ACK "))
+            .map(text)
+            .collect();
+        assert_eq!(acks.len(), 2, "{acks:?}");
+        assert!(acks
+            .iter()
+            .any(|a| a.contains("CSeq: 2 ACK") && a.starts_with("ACK sip:bob@")));
+        assert!(acks
+            .iter()
+            .any(|a| a.contains("CSeq: 1 ACK") && a.starts_with("ACK sip:alice@")));
+        let (to, delete) = p.poll_ng_transmit(now).expect("the old session's delete");
+        assert_eq!(to.to_string(), "127.0.0.1:2223");
+        assert!(matches!(
+            anchorage_ng::decode_request(&delete).unwrap().request.kind,
+            anchorage_ng::RequestKind::Delete(_)
+        ));
+        let call = p.anchored_call("c1").unwrap();
+        assert_eq!(call.node, "r2");
+        assert_eq!(
+            call.callee.origin_sent,
+            Some(("relay".into(), "5".into(), 8))
+        );
+        let status = p.job(job).unwrap();
+        assert_eq!(
+            (status.total, status.done, status.failed, status.in_flight),
+            (1, 1, 0, 0)
+        );
+        assert!(status.finished.is_some());
+        // A retransmitted 200 gets the same ACK again and nothing else.
+        ok_to(&mut p, &to_callee, None, ANSWER_SDP, now);
+        let again: Vec<Transmit> = drain(&mut p);
+        assert_eq!(
+            again.len(),
+            1,
+            "{:?}",
+            again.iter().map(text).collect::<Vec<_>>()
+        );
+        assert!(again[0].data.starts_with(b"ACK "));
+        assert!(p.poll_ng_transmit(now).is_none());
+        // The caller's BYE (its CSeq 2) reaches the callee as 3: the callee saw our 2.
+        let bye = INVITE
+            .replace("INVITE sip:bob@127.0.0.1:9", "BYE sip:bob@127.0.0.1:9")
+            .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
+            .replace(
+                "To: <sip:bob@example.com>",
+                "To: <sip:bob@example.com>;tag=b1",
+            )
+            .replace("z9hG4bK-1", "z9hG4bK-bye")
+            .replace(
+                "Max-Forwards: 70\n",
+                "Max-Forwards: 70\nRoute: <sip:127.0.0.1:5060;lr>\n",
+            );
+        p.handle_datagram(datagram(&bye, "127.0.0.1:5070"), now);
+        let out = drain(&mut p);
+        let forwarded = out
+            .iter()
+            .find(|t| t.data.starts_with(b"BYE "))
+            .expect("BYE forwarded")
+            .clone();
+        assert!(
+            text(&forwarded).contains("\r\nCSeq: 3 BYE\r\n"),
+            "{}",
+            text(&forwarded)
+        );
+        ok_to(&mut p, &forwarded, None, "", now);
+        let out = drain(&mut p);
+        let upstream = out
+            .iter()
+            .find(|t| t.data.starts_with(b"SIP/2.0 200"))
+            .expect("200 upstream");
+        assert!(
+            text(upstream).contains("\r\nCSeq: 2 BYE\r\n"),
+            "{}",
+            text(upstream)
+        );
+        let (to, _) = p.poll_ng_transmit(now).expect("the new session's delete");
+        assert_eq!(to.to_string(), "127.0.0.1:2224");
     }
 
     #[test]

@@ -63,6 +63,73 @@ pub struct Dialog {
     pub record_route: Vec<String>,
     /// When it was created.
     pub created: Instant,
+    /// The caller's From header value (name-addr and tag) as the INVITE carried it: the
+    /// identity the proxy takes on towards the callee when it re-INVITEs for the caller.
+    pub caller_identity: String,
+    /// The callee's To header value (with its tag) as the final response carried it.
+    pub callee_identity: String,
+    /// CSeq renumbering after requests the proxy sent in the dialog itself.
+    pub renumber: Renumber,
+}
+
+/// CSeq renumbering (DESIGN.md "Dialogs"): after the proxy sent `n` requests of its own into the
+/// dialog towards a leg, every request the other leg sends towards it is renumbered up by `n`
+/// so that the receiving leg sees a strictly increasing sequence; responses go back with the
+/// sender's own numbers (the server transaction holds them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Renumber {
+    /// Added to the CSeq of requests from the caller to the callee.
+    pub to_callee: u32,
+    /// Added to the CSeq of requests from the callee to the caller.
+    pub to_caller: u32,
+    /// The highest CSeq the proxy itself sent to the callee (as the caller).
+    pub own_to_callee: u32,
+    /// The highest CSeq the proxy itself sent to the caller (as the callee).
+    pub own_to_caller: u32,
+}
+
+impl Dialog {
+    /// The CSeq for a request the proxy sends to the callee as the caller: one more than the
+    /// callee has seen from the caller's side. Records it, and shifts the caller's later
+    /// requests by one.
+    pub fn next_cseq_to_callee(&mut self) -> u32 {
+        let seen = self
+            .caller
+            .last_cseq
+            .unwrap_or(0)
+            .saturating_add(self.renumber.to_callee)
+            .max(self.renumber.own_to_callee);
+        let next = seen.saturating_add(1);
+        self.renumber.own_to_callee = next;
+        self.renumber.to_callee = self.renumber.to_callee.saturating_add(1);
+        next
+    }
+
+    /// The CSeq for a request the proxy sends to the caller as the callee (see
+    /// [`Dialog::next_cseq_to_callee`]).
+    pub fn next_cseq_to_caller(&mut self) -> u32 {
+        let seen = self
+            .callee
+            .last_cseq
+            .unwrap_or(0)
+            .saturating_add(self.renumber.to_caller)
+            .max(self.renumber.own_to_caller);
+        let next = seen.saturating_add(1);
+        self.renumber.own_to_caller = next;
+        self.renumber.to_caller = self.renumber.to_caller.saturating_add(1);
+        next
+    }
+
+    /// The offset for a request from the party tagged `from_tag`.
+    pub fn cseq_offset_from(&self, from_tag: &str) -> u32 {
+        if from_tag == self.id.caller_tag {
+            self.renumber.to_callee
+        } else if from_tag == self.id.callee_tag {
+            self.renumber.to_caller
+        } else {
+            0
+        }
+    }
 }
 
 /// All dialogs of a node, grouped by Call-ID (a forked call has several): every update touches
@@ -92,6 +159,51 @@ impl Dialogs {
     /// The dialogs of a Call-ID (several while an INVITE forks).
     pub fn by_call_id<'a>(&'a self, call_id: &'a str) -> impl Iterator<Item = &'a Dialog> + 'a {
         self.calls.get(call_id).into_iter().flatten()
+    }
+
+    /// The confirmed dialog of a Call-ID (the one a call's media belongs to).
+    pub fn confirmed(&self, call_id: &str) -> Option<&Dialog> {
+        self.calls
+            .get(call_id)?
+            .iter()
+            .find(|d| d.state == DialogState::Confirmed)
+    }
+
+    /// The confirmed dialog of a Call-ID, to change.
+    pub fn confirmed_mut(&mut self, call_id: &str) -> Option<&mut Dialog> {
+        self.calls
+            .get_mut(call_id)?
+            .iter_mut()
+            .find(|d| d.state == DialogState::Confirmed)
+    }
+
+    /// The dialog between the parties tagged `a` and `b` (either way round).
+    pub fn between(&self, call_id: &str, a: &str, b: &str) -> Option<&Dialog> {
+        self.calls.get(call_id)?.iter().find(|d| {
+            (d.id.caller_tag == a && d.id.callee_tag == b)
+                || (d.id.caller_tag == b && d.id.callee_tag == a)
+        })
+    }
+
+    /// Where the callee is reached: the hop the INVITE's winning branch went to.
+    pub fn set_callee_hop(
+        &mut self,
+        call_id: &str,
+        callee_tag: &str,
+        destination: SocketAddr,
+        transport: Transport,
+    ) {
+        for d in self.calls.get_mut(call_id).into_iter().flatten() {
+            if d.id.callee_tag == callee_tag && d.callee.source.is_none() {
+                d.callee.source = Some(destination);
+                d.callee.transport = Some(transport);
+            }
+        }
+    }
+
+    /// Ends a dialog (the proxy ended it itself, e.g. after a failed re-anchoring).
+    pub fn remove(&mut self, id: &DialogId) -> bool {
+        self.retain_in_call(&id.call_id, |d| d.id != *id) > 0
     }
 
     /// Keeps the dialogs of `call_id` for which `keep` holds; returns how many were removed.
@@ -171,6 +283,9 @@ impl Dialogs {
                                     },
                                     record_route: Vec::new(),
                                     created: now,
+                                    caller_identity: header_text(request, HeaderName::From),
+                                    callee_identity: String::new(),
+                                    renumber: Renumber::default(),
                                 });
                                 self.count += 1;
                                 (list.len() - 1, true)
@@ -186,6 +301,7 @@ impl Dialogs {
                             .flat_map(|h| h.values())
                             .map(|v| String::from_utf8_lossy(v).into_owned())
                             .collect();
+                        dialog.callee_identity = header_text(response, HeaderName::To);
                         if status >= 200 {
                             dialog.state = DialogState::Confirmed;
                             // Other early dialogs of this INVITE (forking) are over.
@@ -240,6 +356,12 @@ impl Dialogs {
         });
         self.count -= removed;
     }
+}
+
+fn header_text(m: &Message, name: HeaderName) -> String {
+    m.header(name)
+        .map(|h| String::from_utf8_lossy(h.value()).trim().to_string())
+        .unwrap_or_default()
 }
 
 fn contact_uri(m: &Message) -> Option<String> {

@@ -21,6 +21,7 @@
 pub mod core;
 pub mod dialog;
 pub mod media;
+pub mod reanchor;
 pub mod routing;
 pub mod transaction;
 pub mod via;

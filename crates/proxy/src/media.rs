@@ -28,7 +28,49 @@ pub struct RelayNode {
     pub weight: u32,
     /// Calls anchored on it by this proxy.
     pub calls: usize,
+    /// Whether its health checks pass.
+    pub up: bool,
+    /// Drained by the operator: no new calls.
+    pub draining: bool,
+    /// When `up` last changed (or the proxy started).
+    pub changed_at: Instant,
     client: Client,
+    /// Health pings, on a client of their own: one transmission, the interval as timeout.
+    pinger: Client,
+    ping: Option<RequestId>,
+    next_ping: Instant,
+    misses: u32,
+    successes: u32,
+}
+
+/// How relay nodes are watched (`[proxy.relay_health]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Ping interval and ping timeout.
+    pub interval: std::time::Duration,
+    /// Missed pings in a row that make a node down.
+    pub down_after: u32,
+    /// Answered pings in a row that make a down node up.
+    pub up_after: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval: std::time::Duration::from_millis(200),
+            down_after: 3,
+            up_after: 3,
+        }
+    }
+}
+
+/// A node's health changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthChange {
+    /// The node.
+    pub node: NodeId,
+    /// Its new state.
+    pub up: bool,
 }
 
 /// Index of a node in [`Relays`].
@@ -39,6 +81,8 @@ pub type NodeId = usize;
 pub struct Relays {
     nodes: Vec<RelayNode>,
     sets: HashMap<String, Vec<NodeId>>,
+    health: HealthConfig,
+    changes: std::collections::VecDeque<HealthChange>,
 }
 
 /// The ng flags of a media policy, ready to go into requests.
@@ -67,21 +111,45 @@ impl Policy {
 }
 
 impl Relays {
-    /// The nodes of every set (a node listed in two sets is one node).
-    pub fn new(sets: &[RelaySet], client: ClientConfig) -> Relays {
-        let mut relays = Relays::default();
+    /// The nodes of every set (a node listed in two sets is one node), watched from `now`.
+    /// Nodes start up; the first missed pings take them down.
+    pub fn new(
+        sets: &[RelaySet],
+        client: ClientConfig,
+        health: HealthConfig,
+        now: Instant,
+    ) -> Relays {
+        let mut relays = Relays {
+            health,
+            ..Relays::default()
+        };
+        let ping_config = ClientConfig {
+            first_retransmit: health.interval,
+            max_transmissions: 1,
+            timeout: health.interval,
+            ..client
+        };
         for set in sets {
             let mut ids = Vec::new();
             for node in &set.nodes {
                 let id = match relays.nodes.iter().position(|n| n.address == node.ng) {
                     Some(id) => id,
                     None => {
+                        let n = relays.nodes.len();
                         relays.nodes.push(RelayNode {
                             name: node.name.clone(),
                             address: node.ng,
                             weight: node.weight.max(1),
                             calls: 0,
-                            client: Client::new(client, &format!("anc{}", relays.nodes.len())),
+                            up: true,
+                            draining: false,
+                            changed_at: now,
+                            client: Client::new(client, &format!("anc{n}")),
+                            pinger: Client::new(ping_config, &format!("anp{n}")),
+                            ping: None,
+                            next_ping: now,
+                            misses: 0,
+                            successes: 0,
                         });
                         relays.nodes.len() - 1
                     }
@@ -98,13 +166,48 @@ impl Relays {
         &self.nodes
     }
 
-    /// The least loaded node of `set` not in `exclude`.
+    /// The node named `name`.
+    pub fn by_name(&self, name: &str) -> Option<NodeId> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// The sets `node` belongs to.
+    pub fn sets_of(&self, node: NodeId) -> Vec<String> {
+        let mut sets: Vec<String> = self
+            .sets
+            .iter()
+            .filter(|(_, ids)| ids.contains(&node))
+            .map(|(name, _)| name.clone())
+            .collect();
+        sets.sort();
+        sets
+    }
+
+    /// Whether a set of this name exists.
+    pub fn has_set(&self, set: &str) -> bool {
+        self.sets.contains_key(set)
+    }
+
+    /// Whether `node` is up (health checks pass).
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.nodes.get(node).is_some_and(|n| n.up)
+    }
+
+    /// Marks a node drained (no new calls) or not.
+    pub fn set_draining(&mut self, node: NodeId, draining: bool) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.draining = draining;
+        }
+    }
+
+    /// The least loaded healthy, undrained node of `set` not in `exclude`.
     pub fn pick(&self, set: &str, exclude: &[NodeId]) -> Option<NodeId> {
         self.sets
             .get(set)?
             .iter()
             .copied()
             .filter(|id| !exclude.contains(id))
+            .filter(|id| self.nodes.get(*id).is_some_and(|n| n.up && !n.draining))
             .min_by(|a, b| {
                 let load = |id: &NodeId| {
                     self.nodes
@@ -131,31 +234,96 @@ impl Relays {
 
     /// The next ng datagram to send, with its destination.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Bytes)> {
-        self.nodes
-            .iter_mut()
-            .find_map(|n| n.client.poll_transmit(now).map(|d| (n.address, d)))
+        self.nodes.iter_mut().find_map(|n| {
+            n.client
+                .poll_transmit(now)
+                .or_else(|| n.pinger.poll_transmit(now))
+                .map(|d| (n.address, d))
+        })
     }
 
     /// An ng datagram received from `source`.
     pub fn handle_datagram(&mut self, source: SocketAddr, datagram: &[u8], now: Instant) {
         if let Some(n) = self.nodes.iter_mut().find(|n| n.address == source) {
+            // Cookies tell the two clients' replies apart; each ignores the other's.
             n.client.handle_datagram(datagram, now);
+            n.pinger.handle_datagram(datagram, now);
         }
+        self.collect_pings(now);
     }
 
-    /// The earliest retransmission or timeout.
+    /// The earliest retransmission, timeout or ping.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.nodes
             .iter()
-            .filter_map(|n| n.client.poll_timeout())
+            .flat_map(|n| {
+                [
+                    n.client.poll_timeout(),
+                    n.pinger.poll_timeout(),
+                    Some(n.next_ping),
+                ]
+            })
+            .flatten()
             .min()
     }
 
-    /// Fires retransmissions and timeouts due at `now`.
+    /// Fires retransmissions, timeouts and pings due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for n in &mut self.nodes {
             n.client.handle_timeout(now);
+            n.pinger.handle_timeout(now);
         }
+        self.collect_pings(now);
+        let ping = Request::new(RequestKind::Ping);
+        for n in &mut self.nodes {
+            if n.ping.is_none() && n.next_ping <= now {
+                n.ping = Some(n.pinger.send(&ping, now));
+                n.next_ping = now + self.health.interval;
+            }
+        }
+    }
+
+    /// Counts ping replies and misses; queues health changes.
+    fn collect_pings(&mut self, now: Instant) {
+        for (id, n) in self.nodes.iter_mut().enumerate() {
+            while let Some(event) = n.pinger.poll_event() {
+                let (request, answered) = match event {
+                    Event::Reply(r, reply) => {
+                        (r, matches!(reply.outcome, anchorage_ng::Outcome::Pong))
+                    }
+                    Event::TimedOut(r) | Event::Failed(r, _) => (r, false),
+                };
+                if n.ping != Some(request) {
+                    continue;
+                }
+                n.ping = None;
+                if answered {
+                    n.misses = 0;
+                    n.successes = n.successes.saturating_add(1);
+                    if !n.up && n.successes >= self.health.up_after {
+                        n.up = true;
+                        n.changed_at = now;
+                        self.changes.push_back(HealthChange { node: id, up: true });
+                    }
+                } else {
+                    n.successes = 0;
+                    n.misses = n.misses.saturating_add(1);
+                    if n.up && n.misses >= self.health.down_after {
+                        n.up = false;
+                        n.changed_at = now;
+                        self.changes.push_back(HealthChange {
+                            node: id,
+                            up: false,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next change of a node's health.
+    pub fn poll_health_change(&mut self) -> Option<HealthChange> {
+        self.changes.pop_front()
     }
 
     /// The next reply or timeout, with the node it came from.
@@ -232,7 +400,75 @@ nodes = [
 "#,
         )
         .unwrap();
-        Relays::new(&cfg.proxy.relay_set, ClientConfig::default())
+        Relays::new(
+            &cfg.proxy.relay_set,
+            ClientConfig::default(),
+            HealthConfig::default(),
+            epoch(),
+        )
+    }
+
+    #[allow(clippy::disallowed_methods)]
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
+    /// Answers every ping queued for node `id` with `pong`.
+    fn answer_pings(r: &mut Relays, now: Instant) {
+        while let Some((to, datagram)) = r.poll_transmit(now) {
+            let text = String::from_utf8_lossy(&datagram).to_string();
+            let cookie = text.split(' ').next().unwrap_or("").to_string();
+            if text.contains("4:ping") {
+                let reply = format!("{cookie} d6:result4:ponge");
+                r.handle_datagram(to, reply.as_bytes(), now);
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_goes_down_after_three_missed_pings_and_up_after_three_answered() {
+        let t0 = epoch();
+        let mut r = relays();
+        let ms = std::time::Duration::from_millis;
+        // Both nodes answer for a while.
+        let mut now = t0;
+        for _ in 0..5 {
+            r.handle_timeout(now);
+            answer_pings(&mut r, now);
+            now += ms(200);
+        }
+        assert_eq!(r.poll_health_change(), None);
+        // Node b stops answering: pings time out after 200 ms each; down at the third miss.
+        let mut changes = Vec::new();
+        for _ in 0..4 {
+            r.handle_timeout(now);
+            while let Some((to, datagram)) = r.poll_transmit(now) {
+                if to.port() == 2223 {
+                    let text = String::from_utf8_lossy(&datagram).to_string();
+                    let cookie = text.split(' ').next().unwrap_or("").to_string();
+                    r.handle_datagram(to, format!("{cookie} d6:result4:ponge").as_bytes(), now);
+                }
+            }
+            now += ms(200);
+            r.handle_timeout(now);
+            changes.extend(std::iter::from_fn(|| r.poll_health_change()));
+        }
+        assert_eq!(changes, vec![HealthChange { node: 1, up: false }]);
+        assert!(!r.is_up(1));
+        assert_eq!(r.pick("main", &[]), Some(0), "a down node gets no calls");
+        // b answers again: up after three answered pings.
+        for _ in 0..4 {
+            r.handle_timeout(now);
+            answer_pings(&mut r, now);
+            now += ms(200);
+        }
+        assert_eq!(
+            r.poll_health_change(),
+            Some(HealthChange { node: 1, up: true })
+        );
+        r.set_draining(1, true);
+        r.count_call(0, 5);
+        assert_eq!(r.pick("main", &[]), Some(0), "a drained node gets no calls");
     }
 
     #[test]

@@ -1,0 +1,399 @@
+//! Re-anchoring, the parts that need no proxy state (DESIGN.md "Re-anchoring"): where a
+//! request the proxy sends into a dialog goes and how it is built when it impersonates the
+//! other party, the SDP each leg is given, the RFC 3261 §14.1 back-off after a 491, and the
+//! job records the API shows. The per-call procedure itself runs in the proxy core
+//! (`core/reanchor.rs`), which owns the dialogs, transactions and relay clients it drives.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anchorage_sdp::offer_answer::{restrict_codecs, with_origin, OriginIdentity};
+use anchorage_sdp::Session;
+use anchorage_sip::{Message, Method, RequestBuilder, Uri};
+use bytes::Bytes;
+
+use crate::dialog::Dialog;
+use crate::routing::Target;
+use crate::Transport;
+
+/// One side of a dialog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Party {
+    /// The party that sent the initial INVITE.
+    Caller,
+    /// The party that answered it.
+    Callee,
+}
+
+impl Party {
+    /// The other party.
+    pub fn other(self) -> Party {
+        match self {
+            Party::Caller => Party::Callee,
+            Party::Callee => Party::Caller,
+        }
+    }
+
+    /// Index in `[caller, callee]` arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Party::Caller => 0,
+            Party::Callee => 1,
+        }
+    }
+
+    /// `caller` or `callee`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Party::Caller => "caller",
+            Party::Callee => "callee",
+        }
+    }
+}
+
+/// Where and how a request the proxy sends to one party of a dialog goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegTarget {
+    /// Request-URI: the party's remote target (its Contact).
+    pub request_uri: String,
+    /// Route headers: the Record-Route entries between this proxy and the party, nearest first.
+    pub routes: Vec<String>,
+    /// The next hop.
+    pub destination: SocketAddr,
+    /// Its transport.
+    pub transport: Transport,
+}
+
+/// The route from this proxy to `to` in dialog `d`; `is_us` recognises this proxy's own
+/// Record-Route entries. The Record-Route list as the response carried it runs from the callee
+/// side to the caller side: the entries above ours lead to the callee (nearest is the last of
+/// them), those below ours to the caller.
+pub fn leg_target(d: &Dialog, to: Party, is_us: impl Fn(&str) -> bool) -> Option<LegTarget> {
+    let rr = &d.record_route;
+    let first_ours = rr.iter().position(|r| is_us(r));
+    let last_ours = rr.iter().rposition(|r| is_us(r));
+    let routes: Vec<String> = match (to, first_ours, last_ours) {
+        (Party::Callee, Some(first), _) => rr.get(..first)?.iter().rev().cloned().collect(),
+        (Party::Caller, _, Some(last)) => rr.get(last + 1..)?.to_vec(),
+        // Not record-routed by us: we only see in-dialog requests if someone routes them here,
+        // so send straight to the party.
+        _ => Vec::new(),
+    };
+    let leg = match to {
+        Party::Caller => &d.caller,
+        Party::Callee => &d.callee,
+    };
+    let request_uri = leg.remote_target.clone()?;
+    let first_hop = routes.first().and_then(|r| route_target(r));
+    let (destination, transport) = match first_hop {
+        Some(t) => (t.socket_addr()?, t.transport),
+        None => (leg.source?, leg.transport.unwrap_or(Transport::Udp)),
+    };
+    Some(LegTarget {
+        request_uri,
+        routes,
+        destination,
+        transport,
+    })
+}
+
+/// The target of a Route/Record-Route value (`<sip:host:port;lr>`), if its host is an address.
+fn route_target(value: &str) -> Option<Target> {
+    let inner = value
+        .trim()
+        .strip_prefix('<')
+        .and_then(|v| v.split_once('>'))
+        .map_or(value.trim(), |(uri, _)| uri);
+    let uri = Uri::parse(inner.as_bytes()).ok()?;
+    Target::from_uri(&uri).filter(|t| t.socket_addr().is_some())
+}
+
+/// What the proxy writes into a request it sends to one party.
+#[derive(Debug, Clone)]
+pub struct OwnRequest<'a> {
+    /// INVITE, ACK or BYE.
+    pub method: Method<'a>,
+    /// The dialog's Call-ID.
+    pub call_id: &'a str,
+    /// From: the other party's identity (name-addr with its tag).
+    pub from: &'a str,
+    /// To: the receiving party's identity.
+    pub to: &'a str,
+    /// Contact: the other party's remote target, so the receiver's target does not change.
+    pub contact: Option<&'a str>,
+    /// CSeq number.
+    pub cseq: u32,
+    /// Our Via (with a fresh branch).
+    pub via: &'a str,
+    /// Where it goes.
+    pub target: &'a LegTarget,
+    /// SDP body, if any.
+    pub sdp: Option<&'a Bytes>,
+}
+
+/// Builds a request the proxy sends into a dialog on behalf of the other party.
+pub fn build_request(r: &OwnRequest<'_>) -> Result<Message, anchorage_sip::BuildError> {
+    let contact = r.contact.map(|c| format!("<{c}>"));
+    let mut b = RequestBuilder::new(r.method, &r.target.request_uri)
+        .via(r.via)
+        .routes(r.target.routes.iter().map(String::as_str))
+        .max_forwards(70)
+        .from(r.from)
+        .to(r.to)
+        .call_id(r.call_id)
+        .cseq(r.cseq);
+    if let Some(contact) = &contact {
+        b = b.contact(contact);
+    }
+    if let Some(sdp) = r.sdp {
+        b = b.body("application/sdp", sdp);
+    }
+    b.build()
+}
+
+/// The SDP a leg is given on the new relay: the relay's rewrite with the leg's own `o=`
+/// username and session id and the version after the last one it was sent (RFC 3264 §8: the
+/// leg must see the same origin, one version up, or it may ignore the change).
+pub fn sdp_for_leg(
+    rewritten: &Bytes,
+    last_sent: Option<&(String, String, u64)>,
+) -> Result<Bytes, anchorage_sdp::FieldError> {
+    let Ok(session) = Session::parse(rewritten.clone()) else {
+        return Ok(rewritten.clone());
+    };
+    let Some((username, session_id, version)) = last_sent else {
+        return Ok(rewritten.clone());
+    };
+    let identity = OriginIdentity {
+        username: username.clone(),
+        session_id: session_id.clone(),
+    };
+    Ok(with_origin(&session, &identity, version.saturating_add(1))?.to_bytes())
+}
+
+/// The caller's last offer restricted to the codecs the last negotiation agreed on (with
+/// telephone-event and comfort noise kept by `restrict_codecs`), for the new relay's offer.
+pub fn restricted_offer(caller_sdp: &Bytes, callee_sdp: &Bytes) -> Bytes {
+    match (
+        Session::parse(caller_sdp.clone()),
+        Session::parse(callee_sdp.clone()),
+    ) {
+        (Ok(mut offer), Ok(answer)) => {
+            restrict_codecs(&mut offer, &answer);
+            offer.to_bytes()
+        }
+        _ => caller_sdp.clone(),
+    }
+}
+
+/// Whether an answer changed what the relay must know (addresses, ports, codecs, crypto),
+/// ignoring `o=` version noise (real clients bump it on every SDP).
+pub fn media_changed(stored: Option<&Bytes>, answer: &Bytes) -> bool {
+    let Some(stored) = stored else {
+        return true;
+    };
+    match (
+        Session::parse(stored.clone()),
+        Session::parse(answer.clone()),
+    ) {
+        (Ok(old), Ok(new)) => !anchorage_sdp::offer_answer::compare_media(&old, &new).is_empty(),
+        _ => stored != answer,
+    }
+}
+
+/// RFC 3261 §14.1: after a 491, the owner of the Call-ID (towards the callee we act for the
+/// caller, who chose it) waits 2.1–4 s, the other 0–2 s, in 10 ms steps. `random` is any
+/// number (the caller's RNG).
+pub fn glare_backoff(towards: Party, random: u32) -> Duration {
+    let steps = u64::from(random % 200);
+    match towards {
+        Party::Callee => Duration::from_millis(2100 + steps * 10).min(Duration::from_secs(4)),
+        Party::Caller => Duration::from_millis(steps * 10),
+    }
+}
+
+/// What started a re-anchoring job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// A relay node failed its health checks.
+    NodeDown,
+    /// `POST /v1/reanchor` or `/v1/calls/{id}/reanchor`.
+    Api,
+    /// `POST /v1/relays/{node}/drain`.
+    Drain,
+    /// `POST /v1/rebalance`.
+    Rebalance,
+}
+
+impl Trigger {
+    /// The label used in the API and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::NodeDown => "node_down",
+            Trigger::Api => "api",
+            Trigger::Drain => "drain",
+            Trigger::Rebalance => "rebalance",
+        }
+    }
+}
+
+/// Where a job moves calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoveTarget {
+    /// A relay set (default: each call's own set).
+    pub set: Option<String>,
+    /// A node (default: the least loaded healthy node of the set, other than the current).
+    pub node: Option<String>,
+}
+
+/// A re-anchoring job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStatus {
+    /// Job id.
+    pub id: u64,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Calls to move.
+    pub total: usize,
+    /// Calls moved.
+    pub done: usize,
+    /// Calls that could not be moved.
+    pub failed: usize,
+    /// Calls being moved now.
+    pub in_flight: usize,
+    /// When it started.
+    pub started: Instant,
+    /// When the last call finished.
+    pub finished: Option<Instant>,
+}
+
+/// The result of one call's move, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MoveResult {
+    /// Both legs moved.
+    Moved,
+    /// The old relay was kept (a leg refused the move).
+    RolledBack,
+    /// A party was gone: the call was ended.
+    CallEnded,
+    /// No relay could take the call.
+    NoRelay,
+}
+
+impl MoveResult {
+    /// The label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveResult::Moved => "moved",
+            MoveResult::RolledBack => "rolled_back",
+            MoveResult::CallEnded => "call_ended",
+            MoveResult::NoRelay => "no_relay",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialog::{DialogId, DialogState, Leg, Renumber};
+
+    #[allow(clippy::disallowed_methods)]
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
+    fn dialog(record_route: &[&str]) -> Dialog {
+        let leg = |tag: &str, target: &str, source: &str| Leg {
+            tag: tag.into(),
+            remote_target: Some(target.into()),
+            source: Some(source.parse().unwrap()),
+            transport: Some(Transport::Udp),
+            local: None,
+            last_cseq: Some(1),
+        };
+        Dialog {
+            id: DialogId {
+                call_id: "c1".into(),
+                caller_tag: "a".into(),
+                callee_tag: "b".into(),
+            },
+            state: DialogState::Confirmed,
+            caller: leg("a", "sip:alice@192.0.2.1:5070", "192.0.2.1:5070"),
+            callee: leg("b", "sip:bob@198.51.100.2:5080", "198.51.100.2:5080"),
+            record_route: record_route.iter().map(|s| s.to_string()).collect(),
+            created: epoch(),
+            caller_identity: "<sip:alice@example.com>;tag=a".into(),
+            callee_identity: "<sip:bob@example.com>;tag=b".into(),
+            renumber: Renumber::default(),
+        }
+    }
+
+    #[test]
+    fn routes_towards_each_party_start_after_our_own_entry() {
+        let d = dialog(&[
+            "<sip:10.0.0.9:5060;lr>",
+            "<sip:127.0.0.1:5060;lr>",
+            "<sip:10.0.0.1:5062;lr>",
+        ]);
+        let us = |r: &str| r.contains("127.0.0.1:5060");
+        let callee = leg_target(&d, Party::Callee, us).unwrap();
+        assert_eq!(callee.routes, vec!["<sip:10.0.0.9:5060;lr>"]);
+        assert_eq!(callee.destination, "10.0.0.9:5060".parse().unwrap());
+        assert_eq!(callee.request_uri, "sip:bob@198.51.100.2:5080");
+        let caller = leg_target(&d, Party::Caller, us).unwrap();
+        assert_eq!(caller.routes, vec!["<sip:10.0.0.1:5062;lr>"]);
+        assert_eq!(caller.destination, "10.0.0.1:5062".parse().unwrap());
+        // Only us on the path: straight to where each party is.
+        let d = dialog(&["<sip:127.0.0.1:5060;lr>"]);
+        let callee = leg_target(&d, Party::Callee, us).unwrap();
+        assert!(callee.routes.is_empty());
+        assert_eq!(callee.destination, "198.51.100.2:5080".parse().unwrap());
+    }
+
+    #[test]
+    fn the_leg_keeps_its_origin_one_version_up() {
+        let relay = Bytes::from_static(
+            b"v=0\r\no=- 99 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n",
+        );
+        let out = sdp_for_leg(&relay, Some(&("bob".into(), "555".into(), 41))).unwrap();
+        assert!(out.starts_with(b"v=0\r\no=bob 555 42 IN IP4 203.0.113.1\r\n"));
+    }
+
+    #[test]
+    fn glare_backoff_follows_rfc_3261_14_1() {
+        for r in [0, 1, 199, 200, 12345] {
+            let callee = glare_backoff(Party::Callee, r);
+            assert!(callee >= Duration::from_millis(2100) && callee <= Duration::from_secs(4));
+            assert!(glare_backoff(Party::Caller, r) < Duration::from_secs(2));
+        }
+    }
+
+    #[test]
+    fn an_in_dialog_invite_impersonates_the_other_party() {
+        let d = dialog(&["<sip:127.0.0.1:5060;lr>"]);
+        let target = leg_target(&d, Party::Callee, |r| r.contains("127.0.0.1:5060")).unwrap();
+        let sdp = Bytes::from_static(b"v=0\r\n");
+        let m = build_request(&OwnRequest {
+            method: Method::Invite,
+            call_id: "c1",
+            from: &d.caller_identity,
+            to: &d.callee_identity,
+            contact: d.caller.remote_target.as_deref(),
+            cseq: 2,
+            via: "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKra1",
+            target: &target,
+            sdp: Some(&sdp),
+        })
+        .unwrap();
+        let text = String::from_utf8(m.bytes().to_vec()).unwrap();
+        assert!(
+            text.starts_with("INVITE sip:bob@198.51.100.2:5080 SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("From: <sip:alice@example.com>;tag=a\r\n"));
+        assert!(text.contains("To: <sip:bob@example.com>;tag=b\r\n"));
+        assert!(text.contains("CSeq: 2 INVITE\r\n"));
+        assert!(text.contains("Contact: <sip:alice@192.0.2.1:5070>\r\n"));
+        assert!(!text.contains("Route:"));
+    }
+}
