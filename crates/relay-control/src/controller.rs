@@ -280,7 +280,7 @@ impl Controller {
         match result {
             Ok(mut handled) => {
                 if handled.reply.outcome == Outcome::Ok && handled.reply.warning.is_none() {
-                    handled.reply.warning = flags.warning();
+                    handled.reply.warning = ignored_options(flags);
                 }
                 handled
             }
@@ -357,7 +357,7 @@ impl Controller {
                     offerer: Side::A,
                     liveness: Liveness::new(self.config.timeouts, now.mono),
                     origin: [OriginState::default(), OriginState::default()],
-                    flags: stream_flags,
+                    flags: [stream_flags; 2],
                     created_us: now.unix_us,
                     snapshot: Vec::new(),
                     last_packet: None,
@@ -409,6 +409,9 @@ impl Controller {
             .get_mut(index)
             .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
         let mux = &flags.rtcp_mux;
+        for s in &mut dialog.streams {
+            s.mux_accepted = s.offered_mux && (mux.demux || mux.accept);
+        }
         let out: Vec<Option<StreamOut>> = dialog
             .streams
             .iter()
@@ -510,7 +513,7 @@ impl Controller {
             dialog.labels[at(side)] = Some(label.clone());
         }
         dialog.offerer = side;
-        dialog.flags = stream_flags;
+        dialog.flags[at(side)] = stream_flags;
         Ok(())
     }
 
@@ -559,8 +562,9 @@ impl Controller {
         for (media, (stream, s_in)) in dialog.streams.iter_mut().zip(&streams_in).enumerate() {
             stream.peer[at(answerer)] = s_in.peer;
             stream.mux[at(answerer)] = s_in.rtcp_mux;
-            stream.mux[at(offerer)] =
-                stream.offered_mux && (s_in.rtcp_mux || mux.demux || mux.accept) && !mux.reject;
+            stream.mux[at(offerer)] = stream.offered_mux
+                && (s_in.rtcp_mux || stream.mux_accepted || mux.demux || mux.accept)
+                && !mux.reject;
             for side in [answerer, offerer] {
                 actions.push(MediaAction::Update {
                     key,
@@ -568,11 +572,15 @@ impl Controller {
                     side,
                     remote: stream.peer[at(side)],
                     rtcp_mux: stream.mux[at(side)],
-                    flags: stream_flags,
+                    flags: if side == answerer {
+                        stream_flags
+                    } else {
+                        dialog.flags[at(offerer)]
+                    },
                 });
             }
         }
-        dialog.flags = stream_flags;
+        dialog.flags[at(answerer)] = stream_flags;
         dialog.liveness.answered(now.mono);
         let out: Vec<Option<StreamOut>> = (0..streams_in.len())
             .map(|i| {
@@ -1019,6 +1027,7 @@ impl Controller {
             peer,
             mux,
             offered_mux: s.rtcp_mux,
+            mux_accepted: false,
         })
     }
 
@@ -1220,6 +1229,20 @@ fn refuse_srtp_conversion(sdp: &Session, flags: &Flags) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// The warning about ignored options: what `anchorage-ng` does not model, except the keys
+/// this relay reads itself (`endpoint-learning`, see [`Controller::stream_flags`]).
+fn ignored_options(flags: &Flags) -> Option<String> {
+    let honoured = |key: &str| {
+        anchorage_ng::normalise_key(key) == anchorage_ng::normalise_key("endpoint-learning")
+    };
+    if !flags.other_keys.iter().any(|(k, _)| honoured(k)) {
+        return flags.warning();
+    }
+    let mut shown = flags.clone();
+    shown.other_keys.retain(|(k, _)| !honoured(k));
+    shown.warning()
 }
 
 fn with_ice_warning(reply: Reply, flags: &Flags) -> Reply {

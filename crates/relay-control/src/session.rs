@@ -39,6 +39,10 @@ pub struct Stream {
     pub mux: [bool; 2],
     /// The last offer asked for rtcp-mux.
     pub offered_mux: bool,
+    /// The last offer's `rtcp-mux` options (`demux`, `accept`) accept the offerer's rtcp-mux
+    /// whatever the answer says: rtpengine decides this at the offer, and a proxy passes
+    /// the option with the offer only.
+    pub mux_accepted: bool,
 }
 
 /// The media between two parties of a call.
@@ -60,8 +64,9 @@ pub struct Dialog {
     pub liveness: Liveness,
     /// `o=` state of what was sent to each side.
     pub origin: [OriginState; 2],
-    /// Learning options of both legs.
-    pub flags: StreamFlags,
+    /// Learning options per side, from the command that carried that side's SDP (as in
+    /// rtpengine, an offer's `strict source` is the offerer's and survives the answer).
+    pub flags: [StreamFlags; 2],
     /// Creation time, UNIX µs.
     pub created_us: i64,
     /// The media state last read from the data plane (counters, learned addresses).
