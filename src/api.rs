@@ -11,10 +11,11 @@ use std::time::Instant;
 use anchorage_proxy::core::Counters;
 use anchorage_proxy::dialog::{Dialog, DialogState, Leg};
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -33,6 +34,58 @@ pub enum Query {
     Metrics(oneshot::Sender<ProxySnapshot>),
     /// The relay nodes.
     Relays(oneshot::Sender<Vec<RelayView>>),
+    /// A command that changes state (re-anchoring, drain, ...) or reads jobs.
+    Command(Command, oneshot::Sender<CommandResult>),
+}
+
+/// A management command the proxy task executes.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// `POST /v1/reanchor` or `/v1/calls/{id}/reanchor`.
+    Reanchor {
+        /// Only calls on this node.
+        node: Option<String>,
+        /// Only calls of this set.
+        set: Option<String>,
+        /// Only this call.
+        call_id: Option<String>,
+        /// Move to this set.
+        new_set: Option<String>,
+        /// Move to this node.
+        new_node: Option<String>,
+    },
+    /// `POST /v1/relays/{node}/drain`.
+    Drain(String),
+    /// `POST /v1/relays/{node}/undrain`.
+    Undrain(String),
+    /// `POST /v1/rebalance`.
+    Rebalance(String),
+    /// `GET /v1/jobs/{id}`.
+    Job(u64),
+    /// `GET /v1/jobs`.
+    Jobs,
+}
+
+/// A command's JSON answer, or an HTTP status with a message.
+pub type CommandResult = Result<serde_json::Value, (u16, String)>;
+
+/// A re-anchoring job as the API shows it.
+pub fn job_json(job: &anchorage_proxy::reanchor::JobStatus, now: Instant) -> serde_json::Value {
+    let elapsed = job
+        .finished
+        .unwrap_or(now)
+        .saturating_duration_since(job.started)
+        .as_secs_f64();
+    serde_json::json!({
+        "id": job.id,
+        "trigger": job.trigger.as_str(),
+        "total": job.total,
+        "done": job.done,
+        "failed": job.failed,
+        "in_flight": job.in_flight,
+        "finished": job.finished.is_some(),
+        "seconds": elapsed,
+    })
 }
 
 /// A relay node as the API shows it.
@@ -46,6 +99,12 @@ pub struct RelayView {
     pub weight: u32,
     /// Calls anchored on it by this proxy.
     pub calls: usize,
+    /// `up` or `down` (health checks).
+    pub state: &'static str,
+    /// Drained: it gets no new calls.
+    pub draining: bool,
+    /// Seconds since `state` last changed.
+    pub state_age_s: u64,
 }
 
 /// A dialog as the API shows it.
@@ -170,6 +229,58 @@ pub struct ProxySnapshot {
     pub send_errors: u64,
     /// Calls per relay node.
     pub relays: Vec<RelayView>,
+    /// Re-anchoring counters.
+    pub reanchor: anchorage_proxy::core::ReanchorMetrics,
+}
+
+/// `anchorage_reanchor_move_seconds`: the duration of each call's move, as a Prometheus
+/// histogram written by hand (the counts live in the core).
+fn encode_duration_histogram(
+    encoder: &mut DescriptorEncoder,
+    r: &anchorage_proxy::core::ReanchorMetrics,
+) -> Result<(), std::fmt::Error> {
+    let metric = HistogramSnapshot {
+        sum: r.duration_sum,
+        count: r.duration_count,
+        buckets: r.duration_buckets.clone(),
+    };
+    metric.encode(encoder.encode_descriptor(
+        "anchorage_reanchor_move_seconds",
+        "Time from the start of a call's move to its end",
+        Some(&prometheus_client::registry::Unit::Seconds),
+        prometheus_client::metrics::MetricType::Histogram,
+    )?)
+}
+
+/// A histogram whose counts are already known.
+#[derive(Debug)]
+struct HistogramSnapshot {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl prometheus_client::encoding::EncodeMetric for HistogramSnapshot {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        // Cumulative counts turned back into per-bucket counts, which the encoder sums.
+        let mut previous = 0;
+        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(self.buckets.len() + 1);
+        for (bound, cumulative) in &self.buckets {
+            buckets.push((*bound, cumulative.saturating_sub(previous)));
+            previous = *cumulative;
+        }
+        buckets.push((f64::MAX, self.count.saturating_sub(previous)));
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum, self.count, &buckets, None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
 }
 
 impl Collector for ProxySnapshot {
@@ -256,7 +367,34 @@ impl Collector for ProxySnapshot {
                 let labels = [("relay", relay.name.as_str())];
                 gauge.encode(family.encode_family(&labels)?)?;
             }
+            drop(family);
+            let mut family = encoder.encode_descriptor(
+                "anchorage_relay_up",
+                "1 when the relay node passes its health checks",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for relay in &self.relays {
+                let gauge = ConstGauge::new(i64::from(relay.state == "up"));
+                let labels = [("relay", relay.name.as_str())];
+                gauge.encode(family.encode_family(&labels)?)?;
+            }
         }
+        let r = &self.reanchor;
+        if !r.results.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "anchorage_reanchor_moves",
+                "Calls whose re-anchoring ended, by trigger and result",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for ((trigger, result), count) in &r.results {
+                let counter = ConstCounter::new(*count);
+                let labels = [("trigger", trigger.as_str()), ("result", result.as_str())];
+                counter.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        encode_duration_histogram(&mut encoder, r)?;
         Ok(())
     }
 }
@@ -264,6 +402,7 @@ impl Collector for ProxySnapshot {
 #[derive(Clone)]
 struct AppState {
     queries: mpsc::Sender<Query>,
+    token: Option<String>,
 }
 
 /// A JSON error response.
@@ -333,6 +472,216 @@ async fn relays(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Refuses a state-changing request without the configured bearer token.
+fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(token.as_str()) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs the API token: Authorization: Bearer <token>",
+        ))
+    }
+}
+
+async fn run_command(state: &AppState, command: Command) -> Response {
+    match ask(state, |tx| Query::Command(command, tx)).await {
+        Ok(Ok(value)) => Json(value).into_response(),
+        Ok(Err((status, message))) => error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            message,
+        ),
+        Err(r) => r,
+    }
+}
+
+/// The JSON body of a POST: empty means `{}`; anything else must be an object.
+fn body_object(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not JSON: {e}"),
+        )),
+    }
+}
+
+/// An optional string field; a field of another type, or an unknown field, is an error.
+fn fields(
+    map: &serde_json::Map<String, serde_json::Value>,
+    allowed: &[&str],
+) -> Result<std::collections::HashMap<String, String>, Response> {
+    let mut out = std::collections::HashMap::new();
+    for (key, value) in map {
+        if !allowed.contains(&key.as_str()) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown field {key:?} (known: {})", allowed.join(", ")),
+            ));
+        }
+        match value {
+            serde_json::Value::String(s) => {
+                out.insert(key.clone(), s.clone());
+            }
+            serde_json::Value::Null => {}
+            other => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("field {key:?} must be a string, not {other}"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn reanchor(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let map = match body_object(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let f = match fields(&map, &["engine", "set", "node", "new_set", "new_node"]) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if f.get("engine").is_some_and(|e| e != "ng") {
+        return error(StatusCode::BAD_REQUEST, "the only engine is \"ng\"");
+    }
+    run_command(
+        &state,
+        Command::Reanchor {
+            node: f.get("node").cloned(),
+            set: f.get("set").cloned(),
+            call_id: None,
+            new_set: f.get("new_set").cloned(),
+            new_node: f.get("new_node").cloned(),
+        },
+    )
+    .await
+}
+
+async fn reanchor_call(
+    State(state): State<Arc<AppState>>,
+    Path(call_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let map = match body_object(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    for leg in ["caller", "callee"] {
+        if map
+            .get(leg)
+            .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+        {
+            return error(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("per-leg options ({leg}: flags, type, iface, ip) are not supported yet"),
+            );
+        }
+    }
+    let mut top = map.clone();
+    top.remove("caller");
+    top.remove("callee");
+    let f = match fields(&top, &["engine", "set", "node"]) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if f.get("engine").is_some_and(|e| e != "ng") {
+        return error(StatusCode::BAD_REQUEST, "the only engine is \"ng\"");
+    }
+    run_command(
+        &state,
+        Command::Reanchor {
+            node: None,
+            set: None,
+            call_id: Some(call_id),
+            new_set: f.get("set").cloned(),
+            new_node: f.get("node").cloned(),
+        },
+    )
+    .await
+}
+
+async fn drain(
+    State(state): State<Arc<AppState>>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    run_command(&state, Command::Drain(node)).await
+}
+
+async fn undrain(
+    State(state): State<Arc<AppState>>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    run_command(&state, Command::Undrain(node)).await
+}
+
+async fn rebalance(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorized(&state, &headers) {
+        return r;
+    }
+    let map = match body_object(&body) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let f = match fields(&map, &["set"]) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let Some(set) = f.get("set").cloned() else {
+        return error(StatusCode::BAD_REQUEST, "field \"set\" is required");
+    };
+    run_command(&state, Command::Rebalance(set)).await
+}
+
+async fn job(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("job id {id:?} is not a number"),
+        );
+    };
+    run_command(&state, Command::Job(id)).await
+}
+
+async fn jobs(State(state): State<Arc<AppState>>) -> Response {
+    run_command(&state, Command::Jobs).await
+}
+
 async fn not_found(uri: Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -341,13 +690,24 @@ async fn not_found(uri: Uri) -> Response {
 }
 
 /// Binds the server and serves it in the background; returns the bound address.
-pub async fn serve(listen: SocketAddr, queries: mpsc::Sender<Query>) -> anyhow::Result<SocketAddr> {
-    let state = Arc::new(AppState { queries });
+pub async fn serve(
+    listen: SocketAddr,
+    queries: mpsc::Sender<Query>,
+    token: Option<String>,
+) -> anyhow::Result<SocketAddr> {
+    let state = Arc::new(AppState { queries, token });
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/calls", get(calls))
         .route("/v1/calls/{call_id}", get(call))
+        .route("/v1/calls/{call_id}/reanchor", post(reanchor_call))
         .route("/v1/relays", get(relays))
+        .route("/v1/relays/{node}/drain", post(drain))
+        .route("/v1/relays/{node}/undrain", post(undrain))
+        .route("/v1/reanchor", post(reanchor))
+        .route("/v1/rebalance", post(rebalance))
+        .route("/v1/jobs", get(jobs))
+        .route("/v1/jobs/{id}", get(job))
         .fallback(not_found)
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen).await?;

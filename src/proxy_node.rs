@@ -163,7 +163,7 @@ pub async fn run(
         .context("binding the ng client socket")?;
     let mut ng_buf = vec![0u8; 65_535];
     if let Some(listen) = api.or(config.api.listen) {
-        let bound = crate::api::serve(listen, query_tx)
+        let bound = crate::api::serve(listen, query_tx, config.api.token.clone())
             .await
             .with_context(|| format!("starting the management server on {listen}"))?;
         println!("anchorage proxy: management API and /metrics on http://{bound}");
@@ -188,7 +188,7 @@ pub async fn run(
             }
             _ = sleep_until(wake) => proxy.handle_timeout(Instant::now()),
             Some((id, result)) = resolved.recv() => proxy.handle_resolved(id, result, Instant::now()),
-            Some(query) = queries.recv() => answer(&proxy, &transports, query),
+            Some(query) = queries.recv() => answer(&mut proxy, &transports, query),
             received = ng_socket.recv_from(&mut ng_buf) => {
                 if let Ok((n, source)) = received {
                     proxy.handle_ng_datagram(source, ng_buf.get(..n).unwrap_or_default(), Instant::now());
@@ -227,7 +227,7 @@ pub async fn run(
 }
 
 /// Answers a management query from the core's state.
-fn answer(proxy: &Proxy, transports: &Transports, query: crate::api::Query) {
+fn answer(proxy: &mut Proxy, transports: &Transports, query: crate::api::Query) {
     use crate::api::{ProxySnapshot, Query};
     let now = Instant::now();
     match query {
@@ -261,11 +261,80 @@ fn answer(proxy: &Proxy, transports: &Transports, query: crate::api::Query) {
                 sent: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
                 send_errors: stats.send_errors.load(std::sync::atomic::Ordering::Relaxed),
                 relays: relay_views(proxy),
+                reanchor: proxy.reanchor_metrics(),
             });
+        }
+        Query::Command(command, reply) => {
+            let _ = reply.send(command_result(proxy, command, now));
         }
         Query::Relays(reply) => {
             let _ = reply.send(relay_views(proxy));
         }
+    }
+}
+
+/// Executes a management command on the core.
+fn command_result(
+    proxy: &mut Proxy,
+    command: crate::api::Command,
+    now: Instant,
+) -> crate::api::CommandResult {
+    use crate::api::{job_json, Command};
+    use anchorage_proxy::reanchor::{MoveTarget, Trigger};
+    let job = |proxy: &Proxy, id: u64| {
+        proxy
+            .job(id)
+            .map(|j| job_json(&j, now))
+            .ok_or((404, format!("no job {id}")))
+    };
+    match command {
+        Command::Reanchor {
+            node,
+            set,
+            call_id,
+            new_set,
+            new_node,
+        } => {
+            let id = proxy
+                .start_reanchor(
+                    Trigger::Api,
+                    node.as_deref(),
+                    set.as_deref(),
+                    call_id.as_deref(),
+                    MoveTarget {
+                        set: new_set,
+                        node: new_node,
+                    },
+                    now,
+                )
+                .map_err(|e| {
+                    (
+                        if e.starts_with("no anchored call") {
+                            404
+                        } else {
+                            400
+                        },
+                        e,
+                    )
+                })?;
+            job(proxy, id)
+        }
+        Command::Drain(node) => {
+            let id = proxy.drain_relay(&node, now).map_err(|e| (404, e))?;
+            job(proxy, id)
+        }
+        Command::Undrain(node) => {
+            proxy.undrain_relay(&node).map_err(|e| (404, e))?;
+            Ok(serde_json::json!({ "relay": node, "draining": false }))
+        }
+        Command::Rebalance(set) => {
+            let id = proxy.rebalance(&set, now).map_err(|e| (404, e))?;
+            job(proxy, id)
+        }
+        Command::Job(id) => job(proxy, id),
+        Command::Jobs => Ok(serde_json::json!({
+            "jobs": proxy.jobs().iter().map(|j| job_json(j, now)).collect::<Vec<_>>()
+        })),
     }
 }
 
@@ -298,6 +367,11 @@ fn relay_views(proxy: &Proxy) -> Vec<crate::api::RelayView> {
             ng: n.address.to_string(),
             weight: n.weight,
             calls: n.calls,
+            state: if n.up { "up" } else { "down" },
+            draining: n.draining,
+            state_age_s: Instant::now()
+                .saturating_duration_since(n.changed_at)
+                .as_secs(),
         })
         .collect()
 }

@@ -401,7 +401,7 @@ fn relay_session_is_deleted_when_the_callee_refuses_or_the_caller_cancels() {
 }
 
 #[test]
-fn a_relay_node_that_does_not_answer_is_skipped_for_the_next() {
+fn a_relay_node_that_does_not_answer_is_found_by_health_checks_and_skipped() {
     let (engine, ng) = rtpengine();
     let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
@@ -420,17 +420,28 @@ fn a_relay_node_that_does_not_answer_is_skipped_for_the_next() {
         .arg(config.path());
     let mut proxy = Daemon::spawn("anchorage-proxy", &mut cmd);
     proxy.wait_until(Duration::from_secs(10), |d| d.log().contains("SIP udp on"));
+    // The health checks find the dead node (three unanswered pings, 200 ms apart) before
+    // the call; without them the offer would have waited for the 1 s ng timeout.
+    proxy.wait_until(Duration::from_secs(5), |d| {
+        d.log().contains("relay node is down")
+    });
     let started = std::time::Instant::now();
     let (a, b) = call_through(port, free_udp_port(LOCALHOST));
     assert_ne!(a.port(), b.port());
-    // The dead node got the offer (and its retransmissions) first; the call went on to the
-    // live node after the 1 s ng timeout.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The dead node was pinged but never offered the call.
     dead.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 4096];
-    let (n, _) = dead.recv_from(&mut buf).expect("the first node was tried");
-    assert!(buf[..n].windows(5).any(|w| w == b"offer"));
-    assert!(started.elapsed() >= Duration::from_secs(1));
-    assert!(proxy
+    let mut pings = 0;
+    while let Ok((n, _)) = dead.recv_from(&mut buf) {
+        assert!(
+            !buf[..n].windows(5).any(|w| w == b"offer"),
+            "a down node got an offer"
+        );
+        pings += usize::from(buf[..n].windows(4).any(|w| w == b"ping"));
+    }
+    assert!(pings >= 3, "{pings} pings");
+    assert!(!proxy
         .log()
         .contains("relay refused or did not answer an offer"));
     drop(engine);
@@ -554,10 +565,15 @@ fn up_with_external_relays_anchors_calls_on_them() {
     relay_empties(ng);
     // The API lists the relay; the call ended, so none is anchored on it now.
     let relays: serde_json::Value = serde_json::from_str(&http_body(api, "/v1/relays")).unwrap();
+    let relay = &relays["relays"][0];
+    assert_eq!(relay["name"], "relay-a", "{relays}");
+    assert_eq!(relay["ng"], format!("127.0.0.1:{ng}"));
     assert_eq!(
-        relays,
-        serde_json::json!({"relays": [{"name": "relay-a", "ng": format!("127.0.0.1:{ng}"), "weight": 1, "calls": 0}]})
+        (relay["weight"].as_u64(), relay["calls"].as_u64()),
+        (Some(1), Some(0))
     );
+    assert_eq!(relay["state"], "up", "rtpengine answers the health pings");
+    assert_eq!(relay["draining"], false);
     assert!(http_body(api, "/metrics").contains("anchorage_relay_calls{relay=\"relay-a\"} 0"));
     drop(up);
     drop(engine);
