@@ -356,18 +356,19 @@ impl Collector for ProxySnapshot {
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
         if !self.relays.is_empty() {
-            let mut family = encoder.encode_descriptor(
-                "anchorage_relay_calls",
-                "Calls anchored on the relay node by this proxy",
-                None,
-                prometheus_client::metrics::MetricType::Gauge,
-            )?;
-            for relay in &self.relays {
-                let gauge = ConstGauge::new(i64::try_from(relay.calls).unwrap_or(i64::MAX));
-                let labels = [("relay", relay.name.as_str())];
-                gauge.encode(family.encode_family(&labels)?)?;
+            {
+                let mut family = encoder.encode_descriptor(
+                    "anchorage_relay_calls",
+                    "Calls anchored on the relay node by this proxy",
+                    None,
+                    prometheus_client::metrics::MetricType::Gauge,
+                )?;
+                for relay in &self.relays {
+                    let gauge = ConstGauge::new(i64::try_from(relay.calls).unwrap_or(i64::MAX));
+                    let labels = [("relay", relay.name.as_str())];
+                    gauge.encode(family.encode_family(&labels)?)?;
+                }
             }
-            drop(family);
             let mut family = encoder.encode_descriptor(
                 "anchorage_relay_up",
                 "1 when the relay node passes its health checks",
@@ -473,6 +474,7 @@ async fn relays(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// Refuses a state-changing request without the configured bearer token.
+#[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
 fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let Some(token) = &state.token else {
         return Ok(());
@@ -503,6 +505,7 @@ async fn run_command(state: &AppState, command: Command) -> Response {
 }
 
 /// The JSON body of a POST: empty means `{}`; anything else must be an object.
+#[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
 fn body_object(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(serde_json::Map::new());
@@ -521,6 +524,7 @@ fn body_object(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Value
 }
 
 /// An optional string field; a field of another type, or an unknown field, is an error.
+#[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
 fn fields(
     map: &serde_json::Map<String, serde_json::Value>,
     allowed: &[&str],
