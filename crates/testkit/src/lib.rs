@@ -6,6 +6,7 @@
 //! * [`Daemon`] runs a child process with its output in a log file and kills it (and its
 //!   process group) when dropped, so every process a test starts is stopped, even on panic.
 
+pub mod media;
 pub mod sipp;
 
 use std::fs::File;

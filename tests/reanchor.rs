@@ -1,0 +1,414 @@
+//! Re-anchoring with real peers: two `anchorage relay` processes under `anchorage proxy`,
+//! SIPp phones that take the proxy's re-INVITEs, and RTP from the test's own sockets. The
+//! tests kill a relay (`kill -9`) or drain it through the API, then check what each phone
+//! received (tags, CSeq, `o=` version, the new relay in `c=`/`m=`) and that media flows
+//! through the other relay.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anchorage_testkit::media::{rtp_flows, sdp_media};
+use anchorage_testkit::sipp::{Sipp, SippProcess};
+use anchorage_testkit::{free_port, free_udp_port, Daemon, LOCALHOST};
+
+fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+struct Relay {
+    daemon: Daemon,
+    ng: u16,
+    ports: RangeInclusive<u16>,
+}
+
+/// An `anchorage relay` with 100 media ports of its own.
+fn relay(slot: u16) -> Relay {
+    let ng = free_udp_port(LOCALHOST);
+    let base = 60000 + (std::process::id() % 20) as u16 * 200 + slot * 100;
+    let ports = base..=base + 99;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
+        .args(["--delete-delay", "0"])
+        .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
+        .args(["--port-min", &ports.start().to_string()])
+        .args(["--port-max", &ports.end().to_string()]);
+    let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
+    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("ng on udp:"));
+    Relay { daemon, ng, ports }
+}
+
+struct Proxy {
+    daemon: Daemon,
+    sip: u16,
+    api: SocketAddr,
+    _config: tempfile::NamedTempFile,
+}
+
+/// `anchorage proxy` anchoring calls on relay-a and relay-b, with its API.
+fn proxy(a: &Relay, b: &Relay, extra: &str) -> Proxy {
+    let sip = free_port(LOCALHOST);
+    let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut config,
+        format!(
+            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n  {{ name = \"relay-a\", ng = \"127.0.0.1:{}\" }},\n  {{ name = \"relay-b\", ng = \"127.0.0.1:{}\" }},\n]\n\n\
+             [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\ncallee_flags = \"replace-origin\"\n{extra}",
+            a.ng, b.ng
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args(["proxy", "--listen", &format!("udp:127.0.0.1:{sip}")])
+        .args(["--api", &api.to_string(), "-c"])
+        .arg(config.path());
+    let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
+    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
+    Proxy {
+        daemon,
+        sip,
+        api,
+        _config: config,
+    }
+}
+
+/// An HTTP request; returns the status and the body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The `n`-th (from 1) received message starting with `start`, waiting up to `timeout`.
+fn nth_received(p: &SippProcess, start: &str, n: usize, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found: Vec<String> = p
+            .received_so_far()
+            .into_iter()
+            .filter(|m| m.starts_with(start))
+            .collect();
+        if let Some(m) = found.get(n - 1) {
+            return m.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {start} number {n} after {timeout:?}; received: {:#?}",
+            p.received_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A header's value in a message.
+fn header<'a>(message: &'a str, name: &str) -> &'a str {
+    message
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+        .unwrap_or_else(|| panic!("no {name} in\n{message}"))
+}
+
+/// The `o=` line of a message's SDP.
+fn origin(message: &str) -> &str {
+    message
+        .lines()
+        .find(|l| l.trim_start().starts_with("o="))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no o= in\n{message}"))
+}
+
+/// A call set up through the proxy with RTP checked both ways; the phones wait for the
+/// re-INVITEs, then the caller hangs up after `hold_ms`.
+struct Call {
+    caller: SippProcess,
+    callee: SippProcess,
+    caller_rtp: UdpSocket,
+    callee_rtp: UdpSocket,
+    /// The relay addresses each side was given: (caller's, callee's).
+    relay: (SocketAddr, SocketAddr),
+    invite_at_callee: String,
+    ok_at_caller: String,
+}
+
+fn call(proxy: &Proxy, hold_ms: u64) -> Call {
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let callee_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uas_port = free_udp_port(LOCALHOST);
+    let callee = Sipp::new(
+        "uas",
+        &scenario("uas_reanchor.xml"),
+        SocketAddr::new(LOCALHOST, uas_port),
+    )
+    .args(["-m", "1"])
+    .args([
+        "-key",
+        "rtp_port",
+        &callee_rtp.local_addr().unwrap().port().to_string(),
+    ])
+    .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let caller = Sipp::new(
+        "uac",
+        &scenario("uac_reanchor.xml"),
+        SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST)),
+    )
+    .args([
+        "-m",
+        "1",
+        "-d",
+        &hold_ms.to_string(),
+        "-timeout",
+        "60s",
+        "-timeout_error",
+    ])
+    .args([
+        "-key",
+        "rtp_port",
+        &caller_rtp.local_addr().unwrap().port().to_string(),
+    ])
+    .args(["-rsa", &format!("127.0.0.1:{}", proxy.sip)])
+    .args([format!("127.0.0.1:{uas_port}")])
+    .spawn();
+    let invite_at_callee = callee.wait_for_received("INVITE ", Duration::from_secs(10));
+    let ok_at_caller = caller.wait_for_received("SIP/2.0 200", Duration::from_secs(10));
+    let relay = (sdp_media(&ok_at_caller), sdp_media(&invite_at_callee));
+    rtp_flows(&caller_rtp, relay.0, &callee_rtp, relay.1, 0x1111);
+    rtp_flows(&callee_rtp, relay.1, &caller_rtp, relay.0, 0x2222);
+    Call {
+        caller,
+        callee,
+        caller_rtp,
+        callee_rtp,
+        relay,
+        invite_at_callee,
+        ok_at_caller,
+    }
+}
+
+/// Both phones got the proxy's re-INVITE naming relay `to`; each impersonates the other party
+/// with the dialog's tags, the next CSeq and the leg's own `o=`, one version up. Returns the
+/// relay addresses (caller's, callee's) and the time both had arrived.
+fn assert_moved(c: &Call, to: &Relay) -> (SocketAddr, SocketAddr) {
+    let at_callee = nth_received(&c.callee, "INVITE ", 2, Duration::from_secs(10));
+    let at_caller = nth_received(&c.caller, "INVITE ", 1, Duration::from_secs(10));
+    let moved = (sdp_media(&at_caller), sdp_media(&at_callee));
+    for (who, addr) in [("caller", moved.0), ("callee", moved.1)] {
+        assert!(
+            to.ports.contains(&addr.port()),
+            "the {who} was moved to {addr}, not to the other relay ({:?})",
+            to.ports
+        );
+    }
+    // Towards the callee the proxy is the caller: the caller's From and tag, the callee's To.
+    assert_eq!(
+        header(&at_callee, "From"),
+        header(&c.invite_at_callee, "From")
+    );
+    assert_eq!(header(&at_callee, "To"), header(&c.ok_at_caller, "To"));
+    assert_eq!(
+        header(&at_callee, "Call-ID"),
+        header(&c.invite_at_callee, "Call-ID")
+    );
+    assert_eq!(
+        header(&at_callee, "CSeq"),
+        "2 INVITE",
+        "one above the caller's INVITE"
+    );
+    // The callee keeps seeing the caller's origin, one version up.
+    let first = origin(&c.invite_at_callee).to_string();
+    let bumped = first.replacen("caller 1 1 ", "caller 1 2 ", 1);
+    assert_ne!(first, bumped, "{first}");
+    assert_eq!(origin(&at_callee), bumped);
+    // Towards the caller the proxy is the callee, at the caller's Contact.
+    assert!(
+        at_caller.starts_with("INVITE sip:caller@127.0.0.1:"),
+        "{at_caller}"
+    );
+    assert_eq!(header(&at_caller, "From"), header(&c.ok_at_caller, "To"));
+    assert_eq!(
+        header(&at_caller, "To"),
+        header(&c.invite_at_callee, "From")
+    );
+    assert_eq!(
+        header(&at_caller, "CSeq"),
+        "1 INVITE",
+        "the callee had sent no request"
+    );
+    assert_eq!(
+        origin(&at_caller),
+        origin(&c.ok_at_caller).replacen("callee 1 1 ", "callee 1 2 ", 1)
+    );
+    moved
+}
+
+/// A counter's value on a Prometheus page (0 when the series is absent).
+fn metric(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn kill_9_of_the_relay_moves_the_call_and_media_resumes_through_the_other() {
+    let a = relay(0);
+    let b = relay(1);
+    let p = proxy(&a, &b, "");
+    let c = call(&p, 3000);
+    let (holder, other) = if a.ports.contains(&c.relay.0.port()) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert!(holder.ports.contains(&c.relay.1.port()));
+    let killed = Instant::now();
+    drop(holder.daemon); // SIGKILL
+    let moved = assert_moved(&c, &other);
+    let move_time = killed.elapsed();
+    // Detection (3 pings, 200 ms apart) plus the move: well under two seconds.
+    assert!(
+        move_time < Duration::from_secs(3),
+        "moved after {move_time:?}"
+    );
+    eprintln!("kill -9 to both re-INVITEs received: {move_time:?}");
+    rtp_flows(&c.caller_rtp, moved.0, &c.callee_rtp, moved.1, 0x3333);
+    rtp_flows(&c.callee_rtp, moved.1, &c.caller_rtp, moved.0, 0x4444);
+    // The caller's BYE (its CSeq 2) reaches the callee renumbered after the proxy's 2.
+    let Call {
+        mut caller,
+        mut callee,
+        ..
+    } = c;
+    caller.finish(Duration::from_secs(30)).assert_success();
+    let callee = callee.finish(Duration::from_secs(10));
+    callee.assert_success();
+    let bye = callee.received_starting("BYE ").expect("the BYE");
+    assert_eq!(header(bye, "CSeq"), "3 BYE");
+    let (_, page) = http(p.api, "GET", "/metrics", "");
+    assert_eq!(
+        metric(
+            &page,
+            "anchorage_reanchor_moves_total{trigger=\"node_down\",result=\"moved\"}"
+        ),
+        1,
+        "{page}"
+    );
+    let (_, relays) = http(p.api, "GET", "/v1/relays", "");
+    assert!(relays.contains("\"state\":\"down\""), "{relays}");
+    assert!(!p.daemon.log().contains("panicked"));
+}
+
+#[test]
+fn draining_a_relay_moves_its_call_deletes_the_old_session_and_sends_new_calls_elsewhere() {
+    let a = relay(0);
+    let b = relay(1);
+    let p = proxy(&a, &b, "");
+    let c = call(&p, 3000);
+    let (holder, holder_name, other) = if a.ports.contains(&c.relay.0.port()) {
+        (&a, "relay-a", &b)
+    } else {
+        (&b, "relay-b", &a)
+    };
+    let (status, body) = http(
+        p.api,
+        "POST",
+        &format!("/v1/relays/{holder_name}/drain"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = job["id"].as_u64().unwrap();
+    let moved = assert_moved(&c, other);
+    // Zero gap while the old node lives: media flows through the new one at once.
+    rtp_flows(&c.caller_rtp, moved.0, &c.callee_rtp, moved.1, 0x5555);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let finished = loop {
+        let (_, body) = http(p.api, "GET", &format!("/v1/jobs/{id}"), "");
+        let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if job["finished"] == true || Instant::now() > deadline {
+            break job;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        (
+            finished["total"].as_u64(),
+            finished["done"].as_u64(),
+            finished["failed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0)),
+        "{finished}"
+    );
+    assert_eq!(finished["trigger"], "drain");
+    // The old relay no longer holds the call.
+    let listed = ng_list(holder.ng);
+    assert!(listed.is_empty(), "left on the drained relay: {listed:?}");
+    let (_, relays) = http(p.api, "GET", "/v1/relays", "");
+    assert!(relays.contains("\"draining\":true"), "{relays}");
+    let Call {
+        mut caller,
+        mut callee,
+        ..
+    } = c;
+    caller.finish(Duration::from_secs(30)).assert_success();
+    callee.finish(Duration::from_secs(10)).assert_success();
+    // Bad API input: JSON errors, nothing changes.
+    let (status, body) = http(p.api, "POST", "/v1/relays/nope/drain", "");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no relay node named"), "{body}");
+    let (status, body) = http(p.api, "POST", "/v1/reanchor", "{\"node\": 5}");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(p.api, "POST", "/v1/reanchor", "not json");
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = http(p.api, "GET", "/v1/jobs/999", "");
+    assert_eq!(status, 404);
+    // Undrain: the node takes calls again.
+    let (status, _) = http(
+        p.api,
+        "POST",
+        &format!("/v1/relays/{holder_name}/undrain"),
+        "",
+    );
+    assert_eq!(status, 200);
+}
+
+/// The Call-IDs a relay holds (ng `list`).
+fn ng_list(port: u16) -> Vec<String> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    socket
+        .send_to(b"list-1 d7:command4:liste", ("127.0.0.1", port))
+        .unwrap();
+    let mut buf = [0u8; 65535];
+    let (n, _) = socket.recv_from(&mut buf).expect("the relay answers list");
+    let (_, _, reply) = anchorage_ng::decode_reply(&buf[..n]).unwrap();
+    reply.calls.unwrap_or_default()
+}
