@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod api;
+mod ctl;
 mod proxy_node;
 mod relay_node;
 mod resolve;
@@ -81,11 +82,7 @@ enum Command {
         args: relay_node::RelayArgs,
     },
     /// Management CLI: talks to the HTTP API of a running node.
-    Ctl {
-        /// The management command and its arguments.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    Ctl(ctl::CtlArgs),
     /// Place calls with real media and measure every media gap.
     Callgen {
         /// Call generator options.
@@ -107,7 +104,7 @@ impl Command {
             Command::Up { .. } => "up",
             Command::Proxy { .. } => "proxy",
             Command::Relay { .. } => "relay",
-            Command::Ctl { .. } => "ctl",
+            Command::Ctl(_) => "ctl",
             Command::Callgen { .. } => "callgen",
             Command::Check { .. } => "check",
         }
@@ -159,6 +156,7 @@ fn main() -> ExitCode {
             init_logging();
             run_async(proxy_node::run(config, listen, *api))
         }
+        Command::Ctl(args) => ctl::run(args),
         Command::Relay { config, args } => {
             let config = match load_or_default(config.as_deref()) {
                 Ok(c) => c,

@@ -335,16 +335,27 @@ fn draining_a_relay_moves_its_call_deletes_the_old_session_and_sends_new_calls_e
     } else {
         (&b, "relay-b", &a)
     };
-    let (status, body) = http(
-        p.api,
-        "POST",
-        &format!("/v1/relays/{holder_name}/drain"),
-        "",
-    );
-    assert_eq!(status, 200, "{body}");
-    let job: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let id = job["id"].as_u64().unwrap();
+    // The operator drains with `anchorage ctl`, which follows the job to its end.
+    let ctl = std::thread::spawn({
+        let api = p.api.to_string();
+        let node = holder_name.to_string();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_anchorage"))
+                .args(["ctl", "--api", &api, "drain", &node])
+                .output()
+                .unwrap()
+        }
+    });
     let moved = assert_moved(&c, other);
+    let out = ctl.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("1/1 moved, 0 failed"), "{stdout}");
+    let id: u64 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no job id in {stdout}"));
     // Zero gap while the old node lives: media flows through the new one at once.
     rtp_flows(&c.caller_rtp, moved.0, &c.callee_rtp, moved.1, 0x5555);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -371,6 +382,16 @@ fn draining_a_relay_moves_its_call_deletes_the_old_session_and_sends_new_calls_e
     assert!(listed.is_empty(), "left on the drained relay: {listed:?}");
     let (_, relays) = http(p.api, "GET", "/v1/relays", "");
     assert!(relays.contains("\"draining\":true"), "{relays}");
+    let out = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+        .args(["ctl", "--api", &p.api.to_string(), "relays"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(holder_name))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" up ") && row.contains(" yes "), "{row}");
     let Call {
         mut caller,
         mut callee,
