@@ -2640,12 +2640,12 @@ Content-Length: 0\n\n";
         );
     }
 
-    #[test]
-    fn a_call_is_reanchored_with_both_reinvites_at_once_and_renumbered_cseqs() {
+    /// A proxy with relays r1 and r2 and a confirmed call c1 anchored on r1 (caller a1 at
+    /// 127.0.0.1:5070, callee b1 at 127.0.0.1:9).
+    fn call_on_r1(now: Instant) -> Proxy {
         let mut p = proxy(
             "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{ name = \"r1\", ng = \"127.0.0.1:2223\" }, { name = \"r2\", ng = \"127.0.0.1:2224\" }]\n\n[proxy.media]\nset = \"m\"\n",
         );
-        let now = epoch();
         let invite = INVITE.replace(
             "Content-Length: 0\n\n",
             &format!(
@@ -2683,6 +2683,13 @@ Content-Length: 0\n\n";
         p.handle_datagram(datagram(&ack, "127.0.0.1:5070"), now);
         drain(&mut p);
 
+        p
+    }
+
+    /// Starts moving r1's calls and answers the new node's ng requests; returns the job and
+    /// the two re-INVITEs (to the callee, to the caller).
+    fn move_r1_calls(p: &mut Proxy, now: Instant) -> (u64, Transmit, Transmit) {
+        let p = p;
         // Move every call of r1 (by API).
         let job = p
             .start_reanchor(
@@ -2695,7 +2702,7 @@ Content-Length: 0\n\n";
             )
             .unwrap();
         let offer = relay_at_replies(
-            &mut p,
+            p,
             "127.0.0.1:2224",
             "v=0\r\no=r2 77 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n",
             now,
@@ -2716,7 +2723,7 @@ Content-Length: 0\n\n";
             "the caller's stored offer"
         );
         let answer = relay_at_replies(
-            &mut p,
+            p,
             "127.0.0.1:2224",
             "v=0\r\no=r2 78 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n",
             now,
@@ -2730,7 +2737,7 @@ Content-Length: 0\n\n";
             "the callee's stored answer"
         );
         // Both re-INVITEs leave together.
-        let out = drain(&mut p);
+        let out = drain(p);
         let to_callee = out
             .iter()
             .find(|t| t.destination.port() == 9)
@@ -2741,6 +2748,14 @@ Content-Length: 0\n\n";
             .find(|t| t.destination.port() == 5070)
             .expect("re-INVITE to the caller")
             .clone();
+        (job, to_callee, to_caller)
+    }
+
+    #[test]
+    fn a_call_is_reanchored_with_both_reinvites_at_once_and_renumbered_cseqs() {
+        let now = epoch();
+        let mut p = call_on_r1(now);
+        let (job, to_callee, to_caller) = move_r1_calls(&mut p, now);
         let callee_text = text(&to_callee);
         assert!(
             callee_text.starts_with("INVITE sip:bob@127.0.0.1:9 SIP/2.0\r\n"),
@@ -2886,6 +2901,142 @@ Content-Length: 0\n\n";
         );
         let (to, _) = p.poll_ng_transmit(now).expect("the new session's delete");
         assert_eq!(to.to_string(), "127.0.0.1:2224");
+    }
+
+    /// A final response with `status` (no body) from the party a request went to.
+    fn reply_to(p: &mut Proxy, request: &Transmit, status: u16, now: Instant) {
+        let req = Message::parse(request.data.clone()).unwrap();
+        let resp = req.response(status, "Refused").build().unwrap();
+        p.handle_datagram(
+            Datagram {
+                data: resp.bytes(),
+                source: request.destination,
+                local: "127.0.0.1:5060".parse().unwrap(),
+                transport: Transport::Udp,
+            },
+            now,
+        );
+    }
+
+    /// Every ng request sent now other than health pings, with its destination port.
+    fn ng_requests(p: &mut Proxy, now: Instant) -> Vec<(u16, anchorage_ng::Request)> {
+        std::iter::from_fn(|| p.poll_ng_transmit(now))
+            .map(|(to, d)| (to.port(), anchorage_ng::decode_request(&d).unwrap().request))
+            .filter(|(_, r)| !matches!(r.kind, anchorage_ng::RequestKind::Ping))
+            .collect()
+    }
+
+    fn is_delete(r: &anchorage_ng::Request) -> bool {
+        matches!(r.kind, anchorage_ng::RequestKind::Delete(_))
+    }
+
+    #[test]
+    fn a_refused_move_rolls_the_moved_leg_back_to_the_live_old_relay() {
+        let now = epoch();
+        let mut p = call_on_r1(now);
+        let (job, to_callee, to_caller) = move_r1_calls(&mut p, now);
+        reply_to(&mut p, &to_callee, 488, now);
+        ok_to(&mut p, &to_caller, None, OFFER_SDP, now);
+        let out = drain(&mut p);
+        // The 488 is ACKed by its transaction, the caller's 200 by us; then the caller, who
+        // took the new relay, is given the old one back, one version up again.
+        assert!(out
+            .iter()
+            .any(|t| t.destination.port() == 9 && t.data.starts_with(b"ACK ")));
+        let rollback = out
+            .iter()
+            .find(|t| t.destination.port() == 5070 && t.data.starts_with(b"INVITE "))
+            .expect("a rollback re-INVITE to the caller");
+        let rollback = text(rollback);
+        assert!(rollback.contains("\r\nCSeq: 2 INVITE\r\n"), "{rollback}");
+        assert!(rollback.contains("m=audio 30002 "), "{rollback}");
+        assert!(
+            rollback.contains("o=relay 6 5 IN IP4 203.0.113.1\r\n"),
+            "{rollback}"
+        );
+        let ng = ng_requests(&mut p, now);
+        assert_eq!(ng.len(), 1, "{ng:?}");
+        assert!(
+            ng[0].0 == 2224 && is_delete(&ng[0].1),
+            "the new session goes: {ng:?}"
+        );
+        assert_eq!(p.anchored_call("c1").unwrap().node, "r1");
+        let status = p.job(job).unwrap();
+        assert_eq!((status.done, status.failed), (0, 1));
+    }
+
+    #[test]
+    fn a_party_that_never_answers_ends_the_call_and_leaves_no_session() {
+        let now = epoch();
+        let mut p = call_on_r1(now);
+        let (job, _to_callee, to_caller) = move_r1_calls(&mut p, now);
+        ok_to(&mut p, &to_caller, None, OFFER_SDP, now);
+        drain(&mut p);
+        ng_requests(&mut p, now);
+        // The callee stays silent past the move's deadline (8 s by default).
+        let later = now + Duration::from_secs(8);
+        p.handle_timeout(later);
+        let out = drain(&mut p);
+        let byes: Vec<String> = out
+            .iter()
+            .filter(|t| t.data.starts_with(b"BYE "))
+            .map(text)
+            .collect();
+        assert_eq!(byes.len(), 2, "{byes:?}");
+        assert!(byes
+            .iter()
+            .any(|b| b.starts_with("BYE sip:bob@") && b.contains("CSeq: 3 BYE")));
+        assert!(byes
+            .iter()
+            .any(|b| b.starts_with("BYE sip:alice@") && b.contains("CSeq: 2 BYE")));
+        let mut deleted: Vec<u16> = ng_requests(&mut p, later)
+            .into_iter()
+            .filter(|(_, r)| is_delete(r))
+            .map(|(port, _)| port)
+            .collect();
+        deleted.sort();
+        assert_eq!(deleted, vec![2223, 2224], "both sessions deleted");
+        assert!(p.anchored_call("c1").is_none());
+        assert!(p.dialogs().is_empty());
+        assert_eq!(p.relays().nodes().iter().map(|n| n.calls).sum::<usize>(), 0);
+        assert_eq!(p.job(job).unwrap().failed, 1);
+    }
+
+    #[test]
+    fn glare_491_is_retried_after_the_rfc_3261_backoff() {
+        let now = epoch();
+        let mut p = call_on_r1(now);
+        let (job, to_callee, to_caller) = move_r1_calls(&mut p, now);
+        reply_to(&mut p, &to_callee, 491, now);
+        ok_to(&mut p, &to_caller, None, OFFER_SDP, now);
+        let out = drain(&mut p);
+        assert!(!out
+            .iter()
+            .any(|t| t.destination.port() == 9 && t.data.starts_with(b"INVITE ")));
+        // Towards the callee we act for the caller, the Call-ID's owner: 2.1 to 4 s.
+        p.handle_timeout(now + Duration::from_millis(2000));
+        assert!(!drain(&mut p).iter().any(|t| t.data.starts_with(b"INVITE ")));
+        p.handle_timeout(now + Duration::from_secs(4));
+        let out = drain(&mut p);
+        let retry = out
+            .iter()
+            .find(|t| t.destination.port() == 9 && t.data.starts_with(b"INVITE "))
+            .expect("the re-INVITE is retried")
+            .clone();
+        assert!(
+            text(&retry).contains("\r\nCSeq: 3 INVITE\r\n"),
+            "{}",
+            text(&retry)
+        );
+        ok_to(
+            &mut p,
+            &retry,
+            None,
+            ANSWER_SDP,
+            now + Duration::from_secs(4),
+        );
+        assert_eq!(p.anchored_call("c1").unwrap().node, "r2");
+        assert_eq!(p.job(job).unwrap().done, 1);
     }
 
     #[test]
