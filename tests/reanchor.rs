@@ -433,3 +433,53 @@ fn ng_list(port: u16) -> Vec<String> {
     let (_, _, reply) = anchorage_ng::decode_reply(&buf[..n]).unwrap();
     reply.calls.unwrap_or_default()
 }
+
+#[test]
+fn a_hung_relay_sigstop_loses_its_calls_to_the_other_and_new_calls_are_not_delayed() {
+    let a = relay(0);
+    let b = relay(1);
+    let p = proxy(&a, &b, "");
+    let c = call(&p, 2000);
+    let (holder, other) = if a.ports.contains(&c.relay.0.port()) {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    // The relay stops answering anything (ng and media) but its process and sockets live.
+    holder.daemon.signal(libc_sigstop());
+    let moved = assert_moved(&c, other);
+    rtp_flows(&c.caller_rtp, moved.0, &c.callee_rtp, moved.1, 0x6666);
+    // A new call meanwhile is set up at once on the healthy relay (no ng timeout on the hung
+    // one: it is down), and carries media.
+    let started = Instant::now();
+    let second = call(&p, 500);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(other.ports.contains(&second.relay.0.port()));
+    let Call {
+        mut caller,
+        mut callee,
+        ..
+    } = c;
+    caller.finish(Duration::from_secs(30)).assert_success();
+    callee.finish(Duration::from_secs(10)).assert_success();
+    // The second call's phones expect a re-INVITE that never comes: they are stopped here.
+    drop(second);
+    let (_, page) = http(p.api, "GET", "/metrics", "");
+    assert_eq!(
+        metric(
+            &page,
+            "anchorage_reanchor_moves_total{trigger=\"node_down\",result=\"moved\"}"
+        ),
+        1,
+        "{page}"
+    );
+}
+
+/// SIGSTOP (19 on Linux).
+fn libc_sigstop() -> i32 {
+    19
+}
