@@ -227,6 +227,8 @@ pub struct ProxySnapshot {
     pub sent: u64,
     /// Sends that failed.
     pub send_errors: u64,
+    /// UDP sends that waited for room in the socket's send buffer.
+    pub udp_send_deferred: u64,
     /// Calls per relay node.
     pub relays: Vec<RelayView>,
     /// Re-anchoring counters.
@@ -286,7 +288,12 @@ impl prometheus_client::encoding::EncodeMetric for HistogramSnapshot {
 impl Collector for ProxySnapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 9] = [
+            (
+                "anchorage_sip_udp_send_deferred",
+                "UDP sends that found the send buffer full and waited for room",
+                self.udp_send_deferred,
+            ),
             (
                 "anchorage_sip_requests",
                 "SIP requests received, retransmissions included",

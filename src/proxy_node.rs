@@ -260,6 +260,9 @@ fn answer(proxy: &mut Proxy, transports: &Transports, query: crate::api::Query) 
                 tcp_connections: transports.open_connections(),
                 sent: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
                 send_errors: stats.send_errors.load(std::sync::atomic::Ordering::Relaxed),
+                udp_send_deferred: stats
+                    .udp_send_deferred
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 relays: relay_views(proxy),
                 reanchor: proxy.reanchor_metrics(),
             });

@@ -150,6 +150,32 @@ pub struct Stats {
     pub idle_closed: AtomicU64,
     /// Sends that failed.
     pub send_errors: AtomicU64,
+    /// UDP sends that found the socket's send buffer full and waited for room.
+    pub udp_send_deferred: AtomicU64,
+}
+
+/// Socket buffers asked for on UDP listeners: bursts of thousands of messages per second must
+/// not overflow the kernel's defaults (about 200 KiB); the kernel caps the request at
+/// `net.core.rmem_max` / `wmem_max`.
+const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// A non-blocking UDP socket on `address` with large buffers, for tokio.
+fn bind_udp(address: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// Messages that may wait for a TCP connection's writer before sends fail with `QueueFull`.
@@ -196,7 +222,7 @@ impl Transports {
             };
             match spec.transport {
                 Transport::Udp => {
-                    let socket = UdpSocket::bind(spec.address).await.map_err(bind_error)?;
+                    let socket = bind_udp(spec.address).map_err(bind_error)?;
                     let addr = socket.local_addr().map_err(bind_error)?;
                     local.push((Transport::Udp, addr));
                     udp.push(Arc::new(socket));
@@ -277,6 +303,23 @@ impl Transports {
             .ok_or(TransportError::NoUdpSocket(out.destination))?;
         match socket.try_send_to(&out.data, out.destination) {
             Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The socket's send buffer is full for a moment (a burst): wait for room
+                // instead of losing the message, which would cost a retransmission interval.
+                self.shared
+                    .stats
+                    .udp_send_deferred
+                    .fetch_add(1, Ordering::Relaxed);
+                let socket = Arc::clone(socket);
+                let (data, destination) = (out.data.clone(), out.destination);
+                let shared = Arc::clone(&self.shared);
+                tokio::spawn(async move {
+                    if socket.send_to(&data, destination).await.is_err() {
+                        shared.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                Ok(())
+            }
             Err(e) => Err(TransportError::Udp(out.destination, e)),
         }
     }
