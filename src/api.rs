@@ -53,6 +53,10 @@ pub enum Command {
         new_set: Option<String>,
         /// Move to this node.
         new_node: Option<String>,
+        /// New options for the caller's leg (one call only).
+        caller: anchorage_proxy::reanchor::LegOptions,
+        /// New options for the callee's leg (one call only).
+        callee: anchorage_proxy::reanchor::LegOptions,
     },
     /// `POST /v1/relays/{node}/drain`.
     Drain(String),
@@ -583,6 +587,8 @@ async fn reanchor(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
             call_id: None,
             new_set: f.get("new_set").cloned(),
             new_node: f.get("new_node").cloned(),
+            caller: Default::default(),
+            callee: Default::default(),
         },
     )
     .await
@@ -601,17 +607,26 @@ async fn reanchor_call(
         Ok(m) => m,
         Err(r) => return r,
     };
-    for leg in ["caller", "callee"] {
-        if map
-            .get(leg)
-            .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
-        {
-            return error(
-                StatusCode::NOT_IMPLEMENTED,
-                format!("per-leg options ({leg}: flags, type, iface, ip) are not supported yet"),
-            );
+    let mut legs = [
+        anchorage_proxy::reanchor::LegOptions::default(),
+        anchorage_proxy::reanchor::LegOptions::default(),
+    ];
+    for (slot, leg) in legs.iter_mut().zip(["caller", "callee"]) {
+        match map.get(leg) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Object(options)) => match leg_options(leg, options) {
+                Ok(o) => *slot = o,
+                Err(r) => return r,
+            },
+            Some(other) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("field {leg:?} must be an object, not {other}"),
+                )
+            }
         }
     }
+    let [caller, callee] = legs;
     let mut top = map.clone();
     top.remove("caller");
     top.remove("callee");
@@ -630,9 +645,56 @@ async fn reanchor_call(
             call_id: Some(call_id),
             new_set: f.get("set").cloned(),
             new_node: f.get("node").cloned(),
+            caller,
+            callee,
         },
     )
     .await
+}
+
+/// The per-leg options of a one-call move: `flags`, `type`, `ip` (`iface` is not supported).
+#[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
+fn leg_options(
+    leg: &str,
+    options: &serde_json::Map<String, serde_json::Value>,
+) -> Result<anchorage_proxy::reanchor::LegOptions, Response> {
+    use anchorage_proxy::reanchor::{LegOptions, TRANSPORTS};
+    if options.contains_key("iface") {
+        return Err(error(
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "{leg}.iface is not supported yet; use the relay's direction flags in {leg}.flags"
+            ),
+        ));
+    }
+    let f = fields(options, &["flags", "type", "ip"]).map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{leg} takes string fields flags, type and ip"),
+        )
+    })?;
+    if let Some(t) = f.get("type") {
+        if !TRANSPORTS.contains(&t.as_str()) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("{leg}.type {t:?} is not one of {}", TRANSPORTS.join(", ")),
+            ));
+        }
+    }
+    let ip = match f.get("ip") {
+        Some(text) => Some(text.parse().map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{leg}.ip {text:?} is not an IP address"),
+            )
+        })?),
+        None => None,
+    };
+    Ok(LegOptions {
+        flags: f.get("flags").cloned(),
+        transport: f.get("type").cloned(),
+        ip,
+    })
 }
 
 async fn drain(

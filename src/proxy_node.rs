@@ -297,6 +297,8 @@ fn command_result(
             call_id,
             new_set,
             new_node,
+            caller,
+            callee,
         } => {
             let id = proxy
                 .start_reanchor(
@@ -307,6 +309,8 @@ fn command_result(
                     MoveTarget {
                         set: new_set,
                         node: new_node,
+                        caller,
+                        callee,
                     },
                     now,
                 )

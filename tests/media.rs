@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use anchorage_testkit::media::{rtp_flows, sdp_media};
+use anchorage_testkit::media::{rtp_flows, rtpengine, sdp_media};
 use anchorage_testkit::sipp::{Sipp, SippProcess};
 use anchorage_testkit::{free_port, free_udp_port, require_tool, Daemon, LOCALHOST};
 
@@ -54,32 +54,6 @@ fn kamailio(ng_port: u16, uas_port: u16) -> (Daemon, u16, tempfile::TempDir) {
         );
     }
     panic!("kamailio could not bind a free port in 5 tries");
-}
-
-/// Debian's rtpengine in userspace mode on loopback; returns it and its ng port.
-fn rtpengine() -> (Daemon, u16) {
-    let rtpengine = require_tool("rtpengine", "rtpengine-daemon");
-    static INSTANCE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let ng = free_udp_port(LOCALHOST);
-    // A media range of its own per instance in this process, and per process.
-    let instance = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
-    let base = 20000 + (std::process::id() % 10) as u16 * 1000 + instance * 100;
-    let mut cmd = Command::new(rtpengine);
-    cmd.args([
-        "--config-file=none",
-        "--foreground",
-        "--table=-1",
-        "--log-stderr",
-    ])
-    .args(["--interface=127.0.0.1", "--delete-delay=0", "--log-level=7"])
-    .arg(format!("--listen-ng=127.0.0.1:{ng}"))
-    .arg(format!("--port-min={base}"))
-    .arg(format!("--port-max={}", base + 99));
-    let mut daemon = Daemon::spawn("rtpengine", &mut cmd);
-    daemon.wait_until(Duration::from_secs(10), |d| {
-        d.log().contains("Startup complete")
-    });
-    (daemon, ng)
 }
 
 /// The Call-IDs a relay holds, asked over ng (`list`).

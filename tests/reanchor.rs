@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anchorage_testkit::media::{rtp_flows, sdp_media};
+use anchorage_testkit::media::{rtp_flows, rtpengine, sdp_media};
 use anchorage_testkit::sipp::{Sipp, SippProcess};
 use anchorage_testkit::{free_port, free_udp_port, Daemon, LOCALHOST};
 
@@ -157,25 +157,25 @@ struct Call {
 }
 
 fn call(proxy: &Proxy, hold_ms: u64) -> Call {
+    call_with(proxy, hold_ms, "uac_reanchor.xml", "uas_reanchor.xml")
+}
+
+fn call_with(proxy: &Proxy, hold_ms: u64, uac: &str, uas: &str) -> Call {
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let callee_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let uas_port = free_udp_port(LOCALHOST);
-    let callee = Sipp::new(
-        "uas",
-        &scenario("uas_reanchor.xml"),
-        SocketAddr::new(LOCALHOST, uas_port),
-    )
-    .args(["-m", "1"])
-    .args([
-        "-key",
-        "rtp_port",
-        &callee_rtp.local_addr().unwrap().port().to_string(),
-    ])
-    .spawn();
+    let callee = Sipp::new("uas", &scenario(uas), SocketAddr::new(LOCALHOST, uas_port))
+        .args(["-m", "1"])
+        .args([
+            "-key",
+            "rtp_port",
+            &callee_rtp.local_addr().unwrap().port().to_string(),
+        ])
+        .spawn();
     std::thread::sleep(Duration::from_millis(300));
     let caller = Sipp::new(
         "uac",
-        &scenario("uac_reanchor.xml"),
+        &scenario(uac),
         SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST)),
     )
     .args([
@@ -482,4 +482,109 @@ fn a_hung_relay_sigstop_loses_its_calls_to_the_other_and_new_calls_are_not_delay
 /// SIGSTOP (19 on Linux).
 fn libc_sigstop() -> i32 {
     19
+}
+
+/// Waits for a job to finish; returns it.
+fn finished_job(api: SocketAddr, job: &str) -> serde_json::Value {
+    let job: serde_json::Value = serde_json::from_str(job).unwrap();
+    let id = job["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no job id in {job}"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = http(api, "GET", &format!("/v1/jobs/{id}"), "");
+        let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if job["finished"] == true {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job not finished: {job}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn one_call_moves_to_rtpengine_with_srtp_towards_the_callee_and_back() {
+    let a = relay(0);
+    let b = relay(1);
+    let (engine, engine_ng) = rtpengine();
+    let extra = format!(
+        "\n[[proxy.relay_set]]\nname = \"srtp\"\nnodes = [{{ name = \"rtpengine\", ng = \"127.0.0.1:{engine_ng}\" }}]\n"
+    );
+    let p = proxy(&a, &b, &extra);
+    let c = call_with(&p, 0, "uac_reanchor_loop.xml", "uas_reanchor_loop.xml");
+    let call_id = header(&c.invite_at_callee, "Call-ID").to_string();
+    let ours = |port: u16| a.ports.contains(&port) || b.ports.contains(&port);
+    // To rtpengine, SRTP towards the callee only.
+    let (status, body) = http(
+        p.api,
+        "POST",
+        &format!("/v1/calls/{call_id}/reanchor"),
+        r#"{"set": "srtp", "callee": {"type": "RTP/SAVP"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let job = finished_job(p.api, &body);
+    assert_eq!(
+        (job["done"].as_u64(), job["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{job}"
+    );
+    let at_callee = nth_received(&c.callee, "INVITE ", 2, Duration::from_secs(5));
+    let at_caller = nth_received(&c.caller, "INVITE ", 1, Duration::from_secs(5));
+    assert!(at_callee.contains("RTP/SAVP"), "{at_callee}");
+    assert!(at_callee.contains("a=crypto:"), "{at_callee}");
+    assert!(!ours(sdp_media(&at_callee).port()), "{at_callee}");
+    assert!(
+        at_caller.contains("RTP/AVP") && !at_caller.contains("a=crypto"),
+        "{at_caller}"
+    );
+    assert!(!ours(sdp_media(&at_caller).port()));
+    assert!(!ng_list(a.ng).contains(&call_id) && !ng_list(b.ng).contains(&call_id));
+    // And back to our relays, plain RTP again; media flows through them.
+    let (status, body) = http(
+        p.api,
+        "POST",
+        &format!("/v1/calls/{call_id}/reanchor"),
+        r#"{"set": "main", "callee": {"type": "RTP/AVP"}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let job = finished_job(p.api, &body);
+    assert_eq!(
+        (job["done"].as_u64(), job["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{job}"
+    );
+    let at_callee = nth_received(&c.callee, "INVITE ", 3, Duration::from_secs(5));
+    let at_caller = nth_received(&c.caller, "INVITE ", 2, Duration::from_secs(5));
+    assert!(
+        at_callee.contains("RTP/AVP") && !at_callee.contains("a=crypto"),
+        "{at_callee}"
+    );
+    assert_eq!(
+        header(&at_callee, "CSeq"),
+        "3 INVITE",
+        "one per move after the caller's 1"
+    );
+    assert_eq!(header(&at_caller, "CSeq"), "2 INVITE");
+    let moved = (sdp_media(&at_caller), sdp_media(&at_callee));
+    assert!(ours(moved.0.port()) && ours(moved.1.port()), "{moved:?}");
+    rtp_flows(&c.caller_rtp, moved.0, &c.callee_rtp, moved.1, 0x7777);
+    rtp_flows(&c.callee_rtp, moved.1, &c.caller_rtp, moved.0, 0x8888);
+    // rtpengine's session was deleted when the call left it.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while ng_list(engine_ng).contains(&call_id) {
+        assert!(Instant::now() < deadline, "session left on rtpengine");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Bad per-leg options are refused with a JSON message and change nothing.
+    let (status, body) = http(
+        p.api,
+        "POST",
+        &format!("/v1/calls/{call_id}/reanchor"),
+        r#"{"callee": {"type": "RTP/XYZ"}}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("is not one of"), "{body}");
+    let (status, _) = http(p.api, "POST", "/v1/calls/no-such-call/reanchor", "");
+    assert_eq!(status, 404);
+    drop(engine);
 }

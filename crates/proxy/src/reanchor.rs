@@ -244,6 +244,57 @@ pub struct MoveTarget {
     pub set: Option<String>,
     /// A node (default: the least loaded healthy node of the set, other than the current).
     pub node: Option<String>,
+    /// New options for the SDP the caller is given (one call's move only).
+    pub caller: LegOptions,
+    /// New options for the SDP the callee is given (one call's move only).
+    pub callee: LegOptions,
+}
+
+/// Per-leg media options of a move (the `$rtp_relay` keys of OpenSIPS): they are added to the
+/// call's policy flags for that leg and kept for the rest of the call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LegOptions {
+    /// More ng flags, in `rtpp-flags` syntax.
+    pub flags: Option<String>,
+    /// Media profile for this leg: `RTP/AVP`, `RTP/AVPF`, `RTP/SAVP`, `RTP/SAVPF`,
+    /// `UDP/TLS/RTP/SAVP` or `UDP/TLS/RTP/SAVPF` (the relay converts, e.g. RTP to SRTP).
+    pub transport: Option<String>,
+    /// Address the relay advertises to this leg (ng `media-address`).
+    pub ip: Option<std::net::IpAddr>,
+}
+
+/// The media profiles a leg may be given.
+pub const TRANSPORTS: [&str; 6] = [
+    "RTP/AVP",
+    "RTP/AVPF",
+    "RTP/SAVP",
+    "RTP/SAVPF",
+    "UDP/TLS/RTP/SAVP",
+    "UDP/TLS/RTP/SAVPF",
+];
+
+impl LegOptions {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.flags.is_none() && self.transport.is_none() && self.ip.is_none()
+    }
+
+    /// `base` (the policy's flags) with these options added, in `rtpp-flags` syntax.
+    pub fn applied_to(&self, base: &str) -> String {
+        let mut words: Vec<String> = base.split_whitespace().map(str::to_string).collect();
+        if let Some(flags) = &self.flags {
+            words.extend(flags.split_whitespace().map(str::to_string));
+        }
+        if let Some(transport) = &self.transport {
+            words.retain(|w| !TRANSPORTS.contains(&w.as_str()));
+            words.push(transport.clone());
+        }
+        if let Some(ip) = self.ip {
+            words.retain(|w| !w.starts_with("media-address="));
+            words.push(format!("media-address={ip}"));
+        }
+        words.join(" ")
+    }
 }
 
 /// A re-anchoring job as the API shows it.
@@ -357,6 +408,20 @@ mod tests {
         );
         let out = sdp_for_leg(&relay, Some(&("bob".into(), "555".into(), 41))).unwrap();
         assert!(out.starts_with(b"v=0\r\no=bob 555 42 IN IP4 203.0.113.1\r\n"));
+    }
+
+    #[test]
+    fn leg_options_add_to_the_policy_flags() {
+        let o = LegOptions {
+            flags: Some("strict-source".into()),
+            transport: Some("RTP/SAVP".into()),
+            ip: Some("203.0.113.9".parse().unwrap()),
+        };
+        assert_eq!(
+            o.applied_to("replace-origin RTP/AVP"),
+            "replace-origin strict-source RTP/SAVP media-address=203.0.113.9"
+        );
+        assert_eq!(LegOptions::default().applied_to("a  b"), "a b");
     }
 
     #[test]

@@ -1,7 +1,36 @@
 //! RTP as the system tests send and check it: test sockets play the phones' media.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
 use std::time::Duration;
+
+use crate::{free_udp_port, require_tool, Daemon, LOCALHOST};
+
+/// Debian's rtpengine in userspace mode on loopback, with 100 media ports of its own (per
+/// process and per instance in it, from 20000); returns it and its ng port.
+pub fn rtpengine() -> (Daemon, u16) {
+    let rtpengine = require_tool("rtpengine", "rtpengine-daemon");
+    static INSTANCE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let ng = free_udp_port(LOCALHOST);
+    let instance = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+    let base = 20000 + (std::process::id() % 10) as u16 * 1000 + instance * 100;
+    let mut cmd = Command::new(rtpengine);
+    cmd.args([
+        "--config-file=none",
+        "--foreground",
+        "--table=-1",
+        "--log-stderr",
+    ])
+    .args(["--interface=127.0.0.1", "--delete-delay=0", "--log-level=7"])
+    .arg(format!("--listen-ng=127.0.0.1:{ng}"))
+    .arg(format!("--port-min={base}"))
+    .arg(format!("--port-max={}", base + 99));
+    let mut daemon = Daemon::spawn("rtpengine", &mut cmd);
+    daemon.wait_until(Duration::from_secs(10), |d| {
+        d.log().contains("Startup complete")
+    });
+    (daemon, ng)
+}
 
 /// The media address an SDP (or a whole SIP message carrying one) names: the last `c=IN IP4`
 /// line and the first `m=audio` port.

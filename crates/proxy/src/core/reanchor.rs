@@ -316,7 +316,7 @@ impl Proxy {
             to_move,
             MoveTarget {
                 set: Some(set.to_string()),
-                node: None,
+                ..MoveTarget::default()
             },
             now,
         ))
@@ -544,13 +544,14 @@ impl Proxy {
             return;
         };
         let offer = restricted_offer(&caller_sdp, &callee_sdp);
+        let callee_flags = m.target.callee.applied_to(&call.policy.callee_flags);
         let request = media::offer_answer(
             false,
             call_id,
             &dialog.id.caller_tag,
             Some(&dialog.id.callee_tag),
             offer,
-            &call.policy.callee_flags,
+            &callee_flags,
         );
         let Some(id) = self.relays.send(node, &request, now) else {
             self.finish_move(call_id, MoveResult::NoRelay, now);
@@ -618,13 +619,14 @@ impl Proxy {
                 self.finish_move(call_id, MoveResult::CallEnded, now);
                 return;
             };
+            let caller_flags = m.target.caller.applied_to(&call.policy.caller_flags);
             let request = media::offer_answer(
                 true,
                 call_id,
                 &dialog.id.caller_tag,
                 Some(&dialog.id.callee_tag),
                 callee_sdp,
-                &call.policy.caller_flags,
+                &caller_flags,
             );
             if let Some(id) = self.relays.send(node, &request, now) {
                 self.media_waits.insert(
@@ -1033,6 +1035,12 @@ impl Proxy {
         let Some(call) = self.call_media.get_mut(call_id) else {
             return;
         };
+        // New per-leg options stay with the call: its later offers replay them.
+        call.policy.caller_flags = m.target.caller.applied_to(&call.policy.caller_flags);
+        call.policy.callee_flags = m.target.callee.applied_to(&call.policy.callee_flags);
+        if let Some(set) = &m.target.set {
+            call.policy.set = set.clone();
+        }
         let policy = call.policy.clone();
         if let Some(sdp) = &m.sdp_for[Party::Caller.index()] {
             call.caller.record_sent(sdp);
