@@ -25,6 +25,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 /// A question for the task that owns the proxy core.
+// One value per API request, moved once through a channel: boxing the large variant would only
+// add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Query {
     /// Every call (dialog).
     Calls(oneshot::Sender<Vec<CallView>>),
@@ -40,6 +43,7 @@ pub enum Query {
 
 /// A management command the proxy task executes.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // see `Query`
 pub enum Command {
     /// `POST /v1/reanchor` or `/v1/calls/{id}/reanchor`.
     Reanchor {
