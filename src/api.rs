@@ -445,8 +445,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
+    metrics_response(snapshot)
+}
+
+/// `/metrics`: a collector's metrics in the OpenMetrics text format (every server's page).
+pub fn metrics_response(collector: impl Collector) -> Response {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(snapshot));
+    registry.register_collector(Box::new(collector));
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed");

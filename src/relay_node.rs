@@ -514,27 +514,11 @@ async fn serve_metrics(
     listen: SocketAddr,
     view: Arc<Mutex<MetricsView>>,
 ) -> anyhow::Result<SocketAddr> {
-    use axum::http::{header, StatusCode};
-    use axum::response::IntoResponse;
     let handler = move || {
         let view = view.clone();
         async move {
             let snapshot = view.lock().map(|v| v.clone()).unwrap_or_default();
-            let mut registry = prometheus_client::registry::Registry::default();
-            registry.register_collector(Box::new(snapshot));
-            let mut text = String::new();
-            if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
-                return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed")
-                    .into_response();
-            }
-            (
-                [(
-                    header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                text,
-            )
-                .into_response()
+            crate::api::metrics_response(snapshot)
         }
     };
     let app = axum::Router::new().route("/metrics", axum::routing::get(handler));

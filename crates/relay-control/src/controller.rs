@@ -426,22 +426,9 @@ impl Controller {
                 })
             })
             .collect();
-        let address = out_address(flags, interfaces, dialog, answerer);
-        let rewritten = sdp_out::rewrite(
-            &sdp,
-            &Rewrite {
-                address,
-                streams: &out,
-                flags,
-                instance: &instance,
-            },
-            &mut dialog.origin[at(answerer)],
+        rewritten_for(
+            &sdp, &out, flags, interfaces, &instance, dialog, answerer, actions,
         )
-        .map_err(|_| fail(ErrorReason::ErrorRewritingSdp))?;
-        Ok(Handled {
-            reply: with_ice_warning(Reply::ok().with_sdp(rewritten), flags),
-            actions,
-        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -592,22 +579,9 @@ impl Controller {
                 })
             })
             .collect();
-        let address = out_address(flags, interfaces, dialog, offerer);
-        let rewritten = sdp_out::rewrite(
-            &sdp,
-            &Rewrite {
-                address,
-                streams: &out,
-                flags,
-                instance: &instance,
-            },
-            &mut dialog.origin[at(offerer)],
+        rewritten_for(
+            &sdp, &out, flags, interfaces, &instance, dialog, offerer, actions,
         )
-        .map_err(|_| fail(ErrorReason::ErrorRewritingSdp))?;
-        Ok(Handled {
-            reply: with_ice_warning(Reply::ok().with_sdp(rewritten), flags),
-            actions,
-        })
     }
 
     // ---- delete, query, list, statistics ---------------------------------------------------
@@ -1163,6 +1137,36 @@ impl Controller {
         };
         Ok([offerer, answerer])
     }
+}
+
+/// The reply to an offer or answer: the SDP rebuilt for `to` from the sender's `sdp`.
+#[allow(clippy::too_many_arguments)]
+fn rewritten_for(
+    sdp: &Session,
+    streams: &[Option<StreamOut>],
+    flags: &Flags,
+    interfaces: &[Interface],
+    instance: &str,
+    dialog: &mut Dialog,
+    to: Side,
+    actions: Vec<MediaAction>,
+) -> Result<Handled, Refusal> {
+    let address = out_address(flags, interfaces, dialog, to);
+    let rewritten = sdp_out::rewrite(
+        sdp,
+        &Rewrite {
+            address,
+            streams,
+            flags,
+            instance,
+        },
+        &mut dialog.origin[at(to)],
+    )
+    .map_err(|_| fail(ErrorReason::ErrorRewritingSdp))?;
+    Ok(Handled {
+        reply: with_ice_warning(Reply::ok().with_sdp(rewritten), flags),
+        actions,
+    })
 }
 
 fn add(counters: &mut Counters, packets: u64, bytes: u64, errors: u64) {

@@ -332,39 +332,14 @@ impl Worker {
             self.calls.push(None);
             self.calls.len() - 1
         });
-        let mut entry = CallEntry {
-            key,
-            media: Vec::with_capacity(media.len()),
-        };
-        let mut result = Ok(());
-        for (index, bound) in media.into_iter().enumerate() {
-            let mut media_entry = MediaEntry {
-                pair: bound.pair,
-                tokens: [[None; 2]; 2],
-            };
-            for (on, socket) in bound.sockets {
-                if result.is_err() {
-                    break;
-                }
-                match self.register(socket, slot, index, on) {
-                    Ok(token) => {
-                        if let Some(t) = media_entry
-                            .tokens
-                            .get_mut(side_index(on.side))
-                            .and_then(|kinds| kinds.get_mut(kind_index(on.kind)))
-                        {
-                            *t = Some(token);
-                        }
-                    }
-                    Err(error) => result = Err(MediaError::Register(error)),
-                }
-            }
-            entry.media.push(media_entry);
-        }
         if let Some(place) = self.calls.get_mut(slot) {
-            *place = Some(entry);
+            *place = Some(CallEntry {
+                key,
+                media: Vec::with_capacity(media.len()),
+            });
         }
         self.by_key.insert(key, slot);
+        let result = self.register_media(slot, media);
         if result.is_err() {
             self.remove(key);
         }
@@ -374,6 +349,13 @@ impl Worker {
     /// Appends streams to a call (a re-offer with more `m=` lines).
     fn extend(&mut self, key: CallKey, media: Vec<BoundMedia>) -> Result<(), MediaError> {
         let slot = *self.by_key.get(&key).ok_or(MediaError::UnknownCall(key))?;
+        self.register_media(slot, media)
+    }
+
+    /// Registers the sockets of `media` and appends the streams to the call in `slot`; on a
+    /// registration failure the streams are still appended (so that `remove` closes every
+    /// socket registered so far) and the error is returned.
+    fn register_media(&mut self, slot: usize, media: Vec<BoundMedia>) -> Result<(), MediaError> {
         let first = self
             .calls
             .get(slot)
