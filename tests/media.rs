@@ -662,3 +662,29 @@ fn up_with_zero_config_anchors_a_call_with_rtp_on_its_built_in_relays() {
     );
     drop(up);
 }
+
+#[test]
+fn a_late_offer_in_a_reliable_183_is_answered_in_the_prack_through_the_relay() {
+    let (engine, ng) = rtpengine();
+    let (proxy, sip_port, _config) = anchorage_proxy_with_relay(ng);
+    run_pair("uac_prack_late.xml", "uas_prack_late.xml", sip_port);
+    // The callee's offer (in the 183) and the caller's answer (in the PRACK) both went through
+    // the relay; the callee's scenario fails if the PRACK reached it without an SDP.
+    assert_offers_answers(&engine, 1, 1);
+    let log = engine.log();
+    let answer = log
+        .lines()
+        .find(|l| l.contains("Dump for 'answer'"))
+        .expect("the answer");
+    let from_tag = answer
+        .split(r#""from-tag": ""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("");
+    assert!(
+        from_tag.contains("SIPpTag01"),
+        "from-tag is the offerer's (the callee's): {answer}"
+    );
+    relay_empties(ng);
+    drop(proxy);
+}

@@ -250,6 +250,9 @@ struct CallMedia {
     callee: LegMedia,
     /// A late offer went out in a 2xx: the ACK carries the answer.
     answer_in_ack: bool,
+    /// A late offer went out in a reliable provisional response: the PRACK carries the answer
+    /// (RFC 3262 §5).
+    answer_in_prack: bool,
 }
 
 impl CallMedia {
@@ -768,7 +771,12 @@ impl Proxy {
         source: SocketAddr,
         now: Instant,
     ) -> bool {
-        if !carries_sdp(req) || !matches!(req.method(), Some(Method::Invite | Method::Update)) {
+        if !carries_sdp(req)
+            || !matches!(
+                req.method(),
+                Some(Method::Invite | Method::Update | Method::Prack)
+            )
+        {
             return false;
         }
         let Ok(call_id) = req.call_id() else {
@@ -782,6 +790,32 @@ impl Proxy {
             .to_string();
         let to_tag = req.to().ok().and_then(|t| t.tag()).map(str::to_string);
         if let Some(call) = self.call_media.get(call_id).cloned() {
+            if req.method() == Some(Method::Prack) && call.answer_in_prack {
+                // The answer to a late offer made in a reliable 1xx: its from-tag is the
+                // offerer's, the PRACK's To.
+                let request = media::offer_answer(
+                    true,
+                    call_id,
+                    &tag_of(req.to()),
+                    Some(&from_tag),
+                    req.body_bytes(),
+                    &call.policy.callee_flags,
+                );
+                if let Some(c) = self.call_media.get_mut(call_id) {
+                    c.answer_in_prack = false;
+                }
+                if let Some(id) = self.relays.send(call.node, &request, now) {
+                    let wait = MediaWait::Offer {
+                        key: key.clone(),
+                        policy: call.policy,
+                        tried: vec![call.node],
+                        initial: false,
+                    };
+                    self.media_waits.insert((call.node, id), wait);
+                    return true;
+                }
+                return false;
+            }
             // A new offer in an anchored call, from either side (a callee's offer carries its
             // own tag as from-tag).
             let flags = if from_tag == call.caller_tag {
@@ -890,13 +924,21 @@ impl Proxy {
             return false;
         };
         let req = &server.request;
-        if !matches!(req.method(), Some(Method::Invite | Method::Update)) {
+        if !matches!(
+            req.method(),
+            Some(Method::Invite | Method::Update | Method::Prack)
+        ) {
             return false;
         }
         let Ok(call_id) = req.call_id() else {
             return false;
         };
         if !carries_sdp(req) {
+            // An offer in a response: to an INVITE or UPDATE without SDP (RFC 3264 §5). A
+            // PRACK's response never carries an offer.
+            if req.method() == Some(Method::Prack) {
+                return false;
+            }
             return self.start_response_offer(key, status, response, now);
         }
         let Some(call) = self.call_media.get(call_id).cloned() else {
@@ -1098,11 +1140,13 @@ impl Proxy {
                                 caller: LegMedia::default(),
                                 callee: LegMedia::default(),
                                 answer_in_ack: false,
+                                answer_in_prack: false,
                             },
                         );
                     }
                     if let Some(call) = self.call_media.get_mut(&call_id) {
                         call.answer_in_ack = status >= 200;
+                        call.answer_in_prack = status < 200;
                         let (from, to) = call.legs_from(&tag_of(response.to()));
                         from.received = Some(response.body_bytes());
                         to.record_sent(&sdp);
@@ -1177,6 +1221,7 @@ impl Proxy {
                                 caller: LegMedia::default(),
                                 callee: LegMedia::default(),
                                 answer_in_ack: false,
+                                answer_in_prack: false,
                             },
                         );
                     }
