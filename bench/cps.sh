@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Calls per second through a SIP proxy, ours and Kamailio's in the same run (signalling only).
+# Calls per second through a SIP proxy, ours and Kamailio's in the same run: signalling only,
+# or with --media every call's SDP anchored on a media relay (our proxy + `anchorage relay`
+# against Kamailio's rtpengine module + Debian's rtpengine, both relays in userspace).
 #
 # SIPp UAC -> proxy -> SIPp UAS on loopback, with the scenarios Kamailio's figures in
 # ../shared/peers were measured with: INVITE/100/180/200/ACK, a 1 s hold, BYE/200, following
@@ -8,19 +10,31 @@
 # and the achieved rate is at least 95 % of the target (the criterion of ../shared/peers).
 # CPU is the proxy's own process tree (utime+stime from /proc) over the step.
 #
-# Usage: bench/cps.sh [--quick] [RATE ...]
+# Usage: bench/cps.sh [--quick] [--steps SECONDS] [--media] [RATE ...]
 #   --quick   5 s steps instead of 20 s
+#   --steps   step length in seconds (the issues ask for 30)
+#   --media   anchor every call on a relay (offer, answer, delete per call)
 #   RATE ...  the ladder (default: 500 1000 1500 2000 3000 4000 5000 6000)
 # Needs: sipp (sip-tester), kamailio; builds anchorage in release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STEP=20
-if [ "${1:-}" = "--quick" ]; then STEP=5; shift; fi
+MEDIA=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) STEP=5; shift;;
+    --steps) STEP=$2; shift 2;;
+    --media) MEDIA=1; shift;;
+    *) break;;
+  esac
+done
 RATES=("$@")
 [ ${#RATES[@]} -gt 0 ] || RATES=(500 1000 1500 2000 3000 4000 5000 6000)
 
-for tool in sipp kamailio; do
+TOOLS=(sipp kamailio)
+[ "$MEDIA" = 1 ] && TOOLS+=(rtpengine)
+for tool in "${TOOLS[@]}"; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool (run scripts/test to install it)"; exit 1; }
 done
 
@@ -39,20 +53,60 @@ trap cleanup EXIT
 PROXY_PORT=25060
 UAS_PORT=25080
 UAC_PORT=25070
+NG_PORT=25223
 
 # Kamailio: the peers' configuration in its no-media profile, moved to our ports.
 sed -e "s/127.0.0.1:5060/127.0.0.1:$PROXY_PORT/g" \
     -e "s/#!define UAS_PORT \"5080\"/#!define UAS_PORT \"$UAS_PORT\"/" \
+    -e "s/udp:127.0.0.1:2223/udp:127.0.0.1:$NG_PORT/" \
     ../shared/peers/kamailio.cfg > "$WORK/kamailio.cfg"
+# Our proxy's configuration with media: one relay node, the flags Kamailio's script uses.
+cat > "$WORK/anchorage.toml" <<EOF
+[[proxy.listen]]
+transport = "udp"
+address = "127.0.0.1:$PROXY_PORT"
+
+[[proxy.relay_set]]
+name = "main"
+nodes = [{ name = "relay", ng = "127.0.0.1:$NG_PORT" }]
+
+[proxy.media]
+set = "main"
+caller_flags = "replace-origin ICE=remove"
+callee_flags = "replace-origin ICE=remove"
+EOF
+
+start_relay() { # name -> sets RELAY_PID
+  case "$1" in
+    anchorage)
+      setsid "$BIN" relay --listen-ng "127.0.0.1:$NG_PORT" --interface 127.0.0.1 \
+        --port-min 30000 --port-max 49999 --delete-delay 0 >"$WORK/relay.log" 2>&1 &
+      RELAY_PID=$!;;
+    kamailio)
+      setsid rtpengine --config-file=none --foreground --table=-1 \
+        --interface=127.0.0.1 --listen-ng="127.0.0.1:$NG_PORT" --port-min=30000 --port-max=49999 \
+        --delete-delay=0 --log-level=5 --log-stderr >"$WORK/relay.log" 2>&1 &
+      RELAY_PID=$!;;
+  esac
+  PIDS+=("$RELAY_PID")
+  sleep 1
+  kill -0 "$RELAY_PID" || { echo "relay for $1 did not start:"; tail -20 "$WORK/relay.log"; exit 1; }
+}
 
 start_system() { # name -> sets SYS_PID
   case "$1" in
     anchorage)
-      setsid "$BIN" proxy --listen "udp:127.0.0.1:$PROXY_PORT" >"$WORK/anchorage.log" 2>&1 &
+      if [ "$MEDIA" = 1 ]; then
+        setsid "$BIN" proxy -c "$WORK/anchorage.toml" >"$WORK/anchorage.log" 2>&1 &
+      else
+        setsid "$BIN" proxy --listen "udp:127.0.0.1:$PROXY_PORT" >"$WORK/anchorage.log" 2>&1 &
+      fi
       SYS_PID=$!;;
     kamailio)
+      local media_define=()
+      [ "$MEDIA" = 1 ] && media_define=(-A WITH_RTPENGINE)
       setsid kamailio -DD -E -f "$WORK/kamailio.cfg" -A CHILDREN=8 -A "CTL_SOCK=\"unix:$WORK/ctl\"" \
-        -m 1024 -M 16 -Y "$WORK" >"$WORK/kamailio.log" 2>&1 &
+        "${media_define[@]}" -m 1024 -M 16 -Y "$WORK" >"$WORK/kamailio.log" 2>&1 &
       SYS_PID=$!;;
   esac
   PIDS+=("$SYS_PID")
@@ -86,6 +140,7 @@ run_step() { # system rate -> prints result line, returns 0 on pass
   sleep 0.3
   local ticks; ticks=$(getconf CLK_TCK)
   local cpu0; cpu0=$(cpu_of "$SYS_PID")
+  local rcpu0=0; [ "$MEDIA" = 1 ] && rcpu0=$(cpu_of "$RELAY_PID")
   local t0; t0=$(date +%s.%N)
   set +e
   timeout $((STEP + 40)) sipp -sf ../shared/peers/scenarios/uac.xml "127.0.0.1:$UAS_PORT" \
@@ -96,6 +151,7 @@ run_step() { # system rate -> prints result line, returns 0 on pass
   local code=$?
   set -e
   local cpu1; cpu1=$(cpu_of "$SYS_PID")
+  local rcpu1=0; [ "$MEDIA" = 1 ] && rcpu1=$(cpu_of "$RELAY_PID")
   local t1; t1=$(date +%s.%N)
   pkill -f "sipp -sf ../shared/peers/scenarios/uas.xml" 2>/dev/null || true
   local ok failed
@@ -107,11 +163,12 @@ run_step() { # system rate -> prints result line, returns 0 on pass
   local achieved; achieved=$(echo "scale=0; $calls / ($secs - 1)" | bc)
   local cpu_s; cpu_s=$(echo "scale=3; ($cpu1 - $cpu0) / $ticks" | bc)
   local per_k; per_k=$(echo "scale=3; $cpu_s * 1000 / ($ok + 1)" | bc)
+  local relay_s; relay_s=$(echo "scale=3; ($rcpu1 - $rcpu0) / $ticks" | bc)
   local pass=no
   if [ "$code" -eq 0 ] && [ "${failed:-1}" -eq 0 ] && [ "${ok:-0}" -eq "$calls" ] \
      && [ "$(echo "$achieved * 100 >= $rate * 95" | bc)" -eq 1 ]; then pass=yes; fi
-  printf '%-9s rate %5s  calls %6s ok %6s failed %4s  achieved %5s/s  cpu %6ss  cpu/1k calls %6ss  load %s  pass %s\n' \
-    "$sys" "$rate" "$calls" "${ok:-?}" "${failed:-?}" "$achieved" "$cpu_s" "$per_k" "$(cut -d' ' -f1 /proc/loadavg)" "$pass"
+  printf '%-9s rate %5s  calls %6s ok %6s failed %4s  achieved %5s/s  proxy cpu %6ss  cpu/1k calls %6ss  relay cpu %6ss  load %s  pass %s\n' \
+    "$sys" "$rate" "$calls" "${ok:-?}" "${failed:-?}" "$achieved" "$cpu_s" "$per_k" "$relay_s" "$(cut -d' ' -f1 /proc/loadavg)" "$pass"
   if [ "$pass" = no ] && [ -s "$WORK/errors.log" ]; then
     echo "  first errors reported by SIPp:"; grep -v '^$' "$WORK/errors.log" | head -4 | sed 's/^/    /'
   fi
@@ -121,16 +178,20 @@ run_step() { # system rate -> prints result line, returns 0 on pass
 
 declare -A BEST
 for sys in anchorage kamailio; do
+  if [ "$MEDIA" = 1 ]; then start_relay "$sys"; fi
   start_system "$sys"
   BEST[$sys]=0
   for rate in "${RATES[@]}"; do
     if run_step "$sys" "$rate"; then BEST[$sys]=$rate; else break; fi
   done
   kill -9 -- "-$SYS_PID" "$SYS_PID" 2>/dev/null || true
+  if [ "$MEDIA" = 1 ]; then kill -9 -- "-$RELAY_PID" "$RELAY_PID" 2>/dev/null || true; fi
   sleep 1
 done
 
-echo "highest rate with zero failed calls (${STEP}s steps): anchorage ${BEST[anchorage]}/s, kamailio ${BEST[kamailio]}/s"
+PROFILE="signalling only"
+[ "$MEDIA" = 1 ] && PROFILE="media anchored on a relay (anchorage relay / rtpengine)"
+echo "highest rate with zero failed calls (${STEP}s steps, $PROFILE): anchorage ${BEST[anchorage]}/s, kamailio ${BEST[kamailio]}/s"
 if [ "${BEST[kamailio]}" -gt 0 ]; then
   echo "ratio anchorage/kamailio: $(echo "scale=2; ${BEST[anchorage]} / ${BEST[kamailio]}" | bc)"
 fi
