@@ -257,7 +257,7 @@ fn encode_duration_histogram(
     metric.encode(encoder.encode_descriptor(
         "anchorage_reanchor_move_seconds",
         "Time from the start of a call's move to its end",
-        Some(&prometheus_client::registry::Unit::Seconds),
+        None,
         prometheus_client::metrics::MetricType::Histogram,
     )?)
 }
@@ -282,7 +282,7 @@ impl prometheus_client::encoding::EncodeMetric for HistogramSnapshot {
             buckets.push((*bound, cumulative.saturating_sub(previous)));
             previous = *cumulative;
         }
-        buckets.push((f64::MAX, self.count.saturating_sub(previous)));
+        buckets.push((f64::INFINITY, self.count.saturating_sub(previous)));
         encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
             self.sum, self.count, &buckets, None,
         )
@@ -764,6 +764,13 @@ async fn jobs(State(state): State<Arc<AppState>>) -> Response {
     run_command(&state, Command::Jobs).await
 }
 
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
 async fn not_found(uri: Uri) -> Response {
     error(
         StatusCode::NOT_FOUND,
@@ -790,6 +797,7 @@ pub async fn serve(
         .route("/v1/rebalance", post(rebalance))
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{id}", get(job))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen).await?;

@@ -91,10 +91,11 @@ pub fn settings(config: &RelayConfig, args: &RelayArgs) -> anyhow::Result<Settin
             );
         }
     } else {
-        let defaults = PortRange::default();
+        // The same default range as a configured interface.
+        let defaults = anchorage_config::relay::Interface::default();
         let ports = PortRange::new(
-            args.port_min.unwrap_or(defaults.min),
-            args.port_max.unwrap_or(defaults.max),
+            args.port_min.unwrap_or(defaults.port_min),
+            args.port_max.unwrap_or(defaults.port_max),
         )
         .context("--port-min/--port-max")?;
         for spec in &args.interface {
@@ -475,12 +476,12 @@ impl Collector for MetricsView {
         }
         let gauges: [(&str, &str, usize); 2] = [
             (
-                "anchorage_relay_calls",
+                "anchorage_relay_active_calls",
                 "Calls with media on this relay",
                 self.calls,
             ),
             (
-                "anchorage_relay_sessions",
+                "anchorage_relay_active_sessions",
                 "Relayed dialogs (each with its own ports)",
                 self.sessions,
             ),

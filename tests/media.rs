@@ -571,7 +571,7 @@ fn kamailio_anchors_a_call_on_the_anchorage_relay() {
         wait_for_metric(metrics, "anchorage_relay_answers_total", 1),
         1
     );
-    // Kamailio's rtpengine_manage() on the BYE deleted the session.
+    // Kamailio's rtpengine_delete() on the BYE deleted the session.
     relay_empties(ng);
     assert_eq!(
         metric(

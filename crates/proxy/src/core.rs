@@ -843,12 +843,15 @@ impl Proxy {
             }
             return false;
         }
-        if to_tag.is_some() {
-            return false;
-        }
+        // An initial offer; or an offer in a dialog this node does not know (another proxy
+        // node set the call up and this one took over its address): it is anchored as a new
+        // call rather than let through, so media never goes direct by accident.
         let Some(policy) = self.policy_for(req, source) else {
             return false;
         };
+        if to_tag.is_some() {
+            tracing::info!(%call_id, "anchoring an offer in a dialog this node did not set up");
+        }
         self.send_offer(key, req, policy, Vec::new(), now);
         true
     }

@@ -1,5 +1,5 @@
 //! The proxy core of Anchorage: RFC 3261 transaction state machines, stateful forwarding,
-//! routing and dialogs (and, to come, media anchoring and re-anchoring), driven by
+//! routing, dialogs, media anchoring over ng and re-anchoring, driven by
 //! `handle_*`/`poll_*` with an injected clock.
 //!
 //! This crate is sans-IO: it contains no networking code and never reads the clock or an
@@ -16,7 +16,10 @@
 //!   response selection, CANCEL, serial failover, and stateless forwarding of what belongs to
 //!   a transaction another node holds.
 //! * [`routing`]: the `[[proxy.route]]` rules; [`via`]: branches, loops, `received`/`rport`;
-//!   [`dialog`]: INVITE dialogs per leg.
+//!   [`dialog`]: INVITE dialogs per leg, with CSeq renumbering.
+//! * [`media`]: relay sets, node health checks and the ng requests built from SIP;
+//!   [`reanchor`]: what moving a call's media needs (leg targets, in-dialog requests, `o=`,
+//!   back-off, job records); the procedure runs in `core/reanchor.rs`.
 
 pub mod core;
 pub mod dialog;

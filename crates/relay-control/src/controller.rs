@@ -1241,12 +1241,50 @@ fn ignored_options(flags: &Flags) -> Option<String> {
     let honoured = |key: &str| {
         anchorage_ng::normalise_key(key) == anchorage_ng::normalise_key("endpoint-learning")
     };
-    if !flags.other_keys.iter().any(|(k, _)| honoured(k)) {
-        return flags.warning();
+    let unknown = if flags.other_keys.iter().any(|(k, _)| honoured(k)) {
+        let mut shown = flags.clone();
+        shown.other_keys.retain(|(k, _)| !honoured(k));
+        shown.warning()
+    } else {
+        flags.warning()
+    };
+    let unapplied = unapplied_options(flags);
+    match (unknown, unapplied.is_empty()) {
+        (None, true) => None,
+        (Some(w), true) => Some(w),
+        (unknown, false) => {
+            let known = format!("Not applied by this relay: {}", unapplied.join(", "));
+            Some(match unknown {
+                Some(w) => format!("{w}; {known}"),
+                None => known,
+            })
+        }
     }
-    let mut shown = flags.clone();
-    shown.other_keys.retain(|(k, _)| !honoured(k));
-    shown.warning()
+}
+
+/// Options this relay understands but does not carry out (so the caller is told, not misled):
+/// codec manipulation, recording, TOS marking, and `no port latching` (ports are always kept).
+fn unapplied_options(flags: &Flags) -> Vec<&'static str> {
+    let c = &flags.codec;
+    let mut out = Vec::new();
+    if !(c.strip.is_empty()
+        && c.offer.is_empty()
+        && c.except.is_empty()
+        && c.mask.is_empty()
+        && c.transcode.is_empty())
+    {
+        out.push("codec");
+    }
+    if flags.record_call == Some(true) {
+        out.push("record-call");
+    }
+    if flags.tos.is_some() {
+        out.push("TOS");
+    }
+    if flags.no_port_latching {
+        out.push("no-port-latching");
+    }
+    out
 }
 
 fn with_ice_warning(reply: Reply, flags: &Flags) -> Reply {

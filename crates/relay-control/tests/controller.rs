@@ -628,3 +628,19 @@ fn query_list_and_statistics_report_the_calls() {
     let text = format!("{:?}", reply.statistics);
     assert!(text.contains("managedsessions"), "{text}");
 }
+
+#[test]
+fn options_understood_but_not_carried_out_are_named_in_the_warning() {
+    let mut relay = Relay::new();
+    let mut o = offer("c1", "a", ALICE);
+    o.push(("flags", list(&["no-port-latching", "bogus-flag"])));
+    o.push(("TOS", Value::Int(184)));
+    let (reply, _) = relay.send(o);
+    let warning = reply.warning.clone().unwrap_or_default();
+    assert!(warning.contains("bogus-flag"), "{warning}");
+    assert!(
+        warning.contains("Not applied by this relay: TOS, no-port-latching"),
+        "{warning}"
+    );
+    assert_eq!(reply.outcome, Outcome::Ok);
+}

@@ -120,6 +120,8 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Attempts before a call is given up.
 const MAX_ATTEMPTS: u32 = 3;
+/// How long a move waits for the parties' own open INVITE/UPDATE (Timer B is 32 s).
+const MAX_IDLE_WAIT: Duration = Duration::from_secs(32);
 
 impl Proxy {
     // ---- jobs ----------------------------------------------------------------------------
@@ -143,7 +145,7 @@ impl Proxy {
             ),
             None => None,
         };
-        if let Some(set) = from_set.or(target.set.as_deref()) {
+        for set in [from_set, target.set.as_deref()].into_iter().flatten() {
             if !self.relays.has_set(set) {
                 return Err(format!("no relay set named {set:?}"));
             }
@@ -453,6 +455,11 @@ impl Proxy {
         match m.stage {
             Stage::WaitIdle => {
                 if self.has_open_offer_transaction(call_id) {
+                    if now.saturating_duration_since(m.started) > MAX_IDLE_WAIT {
+                        tracing::warn!(%call_id, "re-anchoring: an offer of the parties stayed open too long; the call is not moved");
+                        self.finish_move(call_id, MoveResult::NoRelay, now);
+                        return;
+                    }
                     self.wake_move(call_id, now + IDLE_POLL);
                     return;
                 }
@@ -539,6 +546,16 @@ impl Proxy {
             }),
         };
         let Some(node) = node else {
+            let attempts = m.attempts;
+            let old_node = m.old_node;
+            if attempts > 0 && !self.relays.is_up(old_node) {
+                // A party took a relay whose session is gone and no relay is left: the call
+                // cannot carry media any more; end it rather than leave it silent.
+                tracing::warn!(%call_id, %set, "re-anchoring: no relay left after a refused move; ending the call");
+                self.end_call(call_id, None, old_node, now);
+                self.finish_move(call_id, MoveResult::CallEnded, now);
+                return;
+            }
             tracing::warn!(%call_id, %set, "re-anchoring: no relay node can take the call");
             self.finish_move(call_id, MoveResult::NoRelay, now);
             return;
