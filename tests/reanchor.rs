@@ -468,6 +468,18 @@ fn a_hung_relay_sigstop_loses_its_calls_to_the_other_and_new_calls_are_not_delay
     callee.finish(Duration::from_secs(10)).assert_success();
     // The second call's phones expect a re-INVITE that never comes: they are stopped here.
     drop(second);
+    // The relay wakes up: once it answers pings again, the proxy deletes the session it still
+    // holds for the call that moved away (rather than leave it to its media timeout).
+    holder.daemon.signal(18); // SIGCONT
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ng_list(holder.ng).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "stale session left on the relay that came back: {:?}",
+            ng_list(holder.ng)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (_, page) = http(p.api, "GET", "/metrics", "");
     assert_eq!(
         metric(

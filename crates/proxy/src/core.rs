@@ -237,6 +237,9 @@ pub struct Proxy {
     move_duration_count: u64,
     pace_tokens: f64,
     pace_at: Instant,
+    /// Calls moved off a node while it was down: their sessions there are deleted when it is
+    /// back up.
+    orphans: HashMap<NodeId, Vec<String>>,
 }
 
 /// Where a call's media is anchored.
@@ -397,6 +400,7 @@ impl Proxy {
             move_duration_count: 0,
             pace_tokens: 1.0,
             pace_at: now,
+            orphans: HashMap::new(),
         }
     }
 

@@ -333,7 +333,12 @@ impl Proxy {
             .map(|n| n.name.clone())
             .unwrap_or_default();
         if change.up {
-            tracing::info!(relay = %name, "relay node is up");
+            let orphans = self.orphans.remove(&change.node).unwrap_or_default();
+            tracing::info!(relay = %name, stale_sessions = orphans.len(), "relay node is up");
+            // Sessions of calls moved away while it was down: deleted now, not left to time out.
+            for call_id in orphans {
+                self.delete_on(change.node, &call_id, now);
+            }
             return;
         }
         tracing::warn!(relay = %name, "relay node is down: moving its calls");
@@ -1108,9 +1113,15 @@ impl Proxy {
                 }
             }
         }
-        // The old session goes, unless its node is dead (a delete is never sent elsewhere).
+        // The old session goes, unless its node is dead (a delete is never sent elsewhere);
+        // then it is deleted if the node comes back.
         if self.relays.is_up(old_node) {
             self.delete_on(old_node, call_id, now);
+        } else {
+            self.orphans
+                .entry(old_node)
+                .or_default()
+                .push(call_id.to_string());
         }
         let names = |n: NodeId| {
             self.relays
