@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod api;
+mod callgen;
 mod ctl;
 mod proxy_node;
 mod relay_node;
@@ -172,14 +173,7 @@ fn main() -> ExitCode {
             init_logging();
             run_async(relay_node::run(settings))
         }
-        other => {
-            let name = other.name();
-            eprintln!(
-                "anchorage {name}: not built yet. This subcommand is planned (see the project's \
-                 issues) but has no implementation in this version."
-            );
-            ExitCode::from(2)
-        }
+        command @ Command::Callgen { args } => callgen::run(command.name(), args),
     }
 }
 

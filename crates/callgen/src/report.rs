@@ -84,8 +84,9 @@ pub struct MediaReport {
     pub sent: u64,
     /// Packets received (duplicates included).
     pub received: u64,
-    /// Packets lost: missing sequence numbers, or — when the sender runs in this process —
-    /// packets it sent that never arrived, whichever is larger.
+    /// Packets lost: sequence numbers missing between the first and the highest received
+    /// (RFC 3550 §6.4.1's cumulative loss). Packets before the first or after the last one
+    /// received are not counted: the time to the first packet and the trailing gap show them.
     pub lost: u64,
     /// Duplicates.
     pub duplicated: u64,
@@ -324,23 +325,14 @@ impl ReportBuilder {
         self.entries.is_empty()
     }
 
-    fn side(
-        &self,
-        record: &CallRecord,
-        data: Option<&MediaData>,
-        peer_sent: Option<u64>,
-    ) -> SideReport {
+    fn side(&self, record: &CallRecord, data: Option<&MediaData>) -> SideReport {
         let e = self.epoch;
         let media = data.map(|m| {
             let r = &m.received;
-            let lost = match peer_sent {
-                Some(sent) => r.lost.max(sent.saturating_sub(r.unique)),
-                None => r.lost,
-            };
             MediaReport {
                 sent: m.sent,
                 received: r.received,
-                lost,
+                lost: r.lost,
                 duplicated: r.duplicated,
                 reordered: r.reordered,
                 wrong_ssrc: r.wrong_ssrc,
@@ -398,22 +390,8 @@ impl ReportBuilder {
             start(a.1).cmp(&start(b.1)).then(a.0.cmp(b.0))
         });
         for (call_id, entry) in order {
-            let uac_sent = entry
-                .uac
-                .as_ref()
-                .and_then(|(_, m)| m.as_ref().map(|m| m.sent));
-            let uas_sent = entry
-                .uas
-                .as_ref()
-                .and_then(|(_, m)| m.as_ref().map(|m| m.sent));
-            let uac = entry
-                .uac
-                .as_ref()
-                .map(|(r, m)| self.side(r, m.as_ref(), uas_sent));
-            let uas = entry
-                .uas
-                .as_ref()
-                .map(|(r, m)| self.side(r, m.as_ref(), uac_sent));
+            let uac = entry.uac.as_ref().map(|(r, m)| self.side(r, m.as_ref()));
+            let uas = entry.uas.as_ref().map(|(r, m)| self.side(r, m.as_ref()));
             let records = [entry.uac.as_ref(), entry.uas.as_ref()];
             let worst = records
                 .iter()
@@ -729,10 +707,9 @@ mod tests {
     fn both_sides_join_by_call_id_and_thresholds_break() {
         let t = t0();
         let mut b = ReportBuilder::new(t);
-        b.add(
-            record(Side::Uac, t, Outcome::Completed),
-            Some(media(t, 250, 245, 800)),
-        );
+        let mut lossy = media(t, 250, 245, 800);
+        lossy.received.lost = 5;
+        b.add(record(Side::Uac, t, Outcome::Completed), Some(lossy));
         b.add(
             record(Side::Uas, t, Outcome::Dropped),
             Some(media(t, 250, 250, 20)),
@@ -750,7 +727,6 @@ mod tests {
         assert_eq!(call.outcome, "dropped");
         assert_eq!(call.longest_gap_ms, Some(800.0));
         assert_eq!(call.setup_ms, Some(3.0));
-        // The caller missed 5 of the callee's 250 packets.
         assert_eq!(call.uac.as_ref().unwrap().media.as_ref().unwrap().lost, 5);
         assert_eq!(r.packets.lost, 5);
         let re = &call.uac.as_ref().unwrap().reinvites[0];

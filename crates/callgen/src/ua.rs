@@ -384,6 +384,9 @@ struct Call {
     sdp: LocalSdp,
     remote: Option<RemoteMedia>,
     hangs_up: bool,
+    /// Whether we send media yet: the UAC from the 2xx, the UAS from the ACK (RTP sent with
+    /// the 200 can reach the relay before the proxy has told it the answer).
+    send_ready: bool,
     /// UAC: the INVITE as first sent (CANCEL and non-2xx ACK copy it).
     invite: Option<Message>,
     /// UAS: the initial INVITE (responses are built from it) and where it came from.
@@ -789,6 +792,7 @@ impl Agent {
             sdp: LocalSdp::new(session_id, address),
             remote: None,
             hangs_up,
+            send_ready: true,
             invite: None,
             invite_source: uac.proxy,
             client: None,
@@ -1072,6 +1076,7 @@ impl Agent {
             sdp: LocalSdp::new(session_id, address),
             remote,
             hangs_up,
+            send_ready: false,
             invite: Some(msg.clone()),
             invite_source: source,
             client: None,
@@ -1243,7 +1248,7 @@ impl Agent {
         self.events.push_back(Event::Media {
             call: call.r,
             remote: remote.address,
-            send: we_send && remote.receives(),
+            send: we_send && remote.receives() && call.send_ready,
             receive: we_receive && remote.sends(),
             reinvite,
         });
@@ -1415,6 +1420,10 @@ impl Agent {
     fn establish(&mut self, now: Instant, call: &mut Call) {
         call.state = State::Established;
         call.record.established = Some(now);
+        if !call.send_ready {
+            call.send_ready = true;
+            self.media_event(call, false);
+        }
         if self.counts_up(call.r.side) {
             self.progress.up += 1;
         }
