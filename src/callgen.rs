@@ -770,7 +770,8 @@ fn show_progress(
     let mut worst = finished_worst;
     for (io, _) in media.streams.values() {
         let state = lock(&io.state);
-        worst = worst.max(state.stream.receiver.stats().longest_gap);
+        let r = &state.stream.receiver;
+        worst = worst.max(r.stats().longest_gap).max(r.current_gap(now));
     }
     eprint!(
         "\r\x1b[Kcalls up {}  placed {}  ended {} (failed {}, dropped {})  rate {:.1}/s  worst gap {:.0} ms",

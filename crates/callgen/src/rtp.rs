@@ -408,6 +408,15 @@ impl Receiver {
         self.expecting = expecting;
     }
 
+    /// The gap in progress at `now`: the time since the last packet (or media start) while
+    /// media is expected, else zero.
+    pub fn current_gap(&self, now: Instant) -> Duration {
+        match self.last {
+            Some(last) if self.is_expecting() => now.saturating_duration_since(last),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// Whether gaps are being measured.
     pub fn is_expecting(&self) -> bool {
         self.expecting && !self.stopped
@@ -760,7 +769,9 @@ mod tests {
         // No packet at all: the whole call is one gap.
         let mut silent = Receiver::new();
         silent.set_expecting(t, true);
+        assert_eq!(silent.current_gap(t + ms(1200)), ms(1200));
         silent.stop(t + ms(5000));
+        assert_eq!(silent.current_gap(t + ms(6000)), Duration::ZERO);
         assert_eq!(silent.stats().longest_gap, ms(5000));
         // After stop, late packets count but do not make gaps.
         let mut r = Receiver::new();

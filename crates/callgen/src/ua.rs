@@ -302,7 +302,7 @@ pub struct CallRecord {
     pub sent_491: u32,
 }
 
-/// Counts for the progress line.
+/// Counts for the progress line, of the UAC population when there is one, else of the UAS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     /// Calls placed (UAC) or received (UAS only).
@@ -1001,27 +1001,25 @@ impl Agent {
         let Some(uas) = self.config.uas.clone() else {
             return;
         };
-        let (Ok(call_id), Ok(from), Ok(to), Ok(cseq)) =
-            (msg.call_id(), msg.from(), msg.to(), msg.cseq())
-        else {
+        let (Ok(call_id), Ok(cseq)) = (msg.call_id(), msg.cseq()) else {
             return;
         };
         let call_id = call_id.to_string();
-        let remote_tag = from.tag().map(str::to_string);
         let (Some(from_value), Some(to_value)) = (
             header_value(msg, HeaderName::From),
             header_value(msg, HeaderName::To),
         ) else {
             return;
         };
-        let _ = (remote_tag, to);
         let id = self.next_id;
         self.next_id += 1;
         let r = CallRef {
             side: Side::Uas,
             id,
         };
-        self.progress.placed += 1;
+        if self.counts_up(Side::Uas) {
+            self.progress.placed += 1;
+        }
         let remote = if msg.body().is_empty() {
             None
         } else {
@@ -1135,8 +1133,10 @@ impl Agent {
     }
 
     fn count_unplaced_uas_failure(&mut self) {
-        self.progress.ended += 1;
-        self.progress.failed += 1;
+        if self.counts_up(Side::Uas) {
+            self.progress.ended += 1;
+            self.progress.failed += 1;
+        }
         self.uas_ended += 1;
     }
 
@@ -1401,14 +1401,16 @@ impl Agent {
         if call.r.side == Side::Uas {
             self.uas_ended += 1;
         }
-        if was_up && call.record.established.is_some() {
-            self.progress.up = self.progress.up.saturating_sub(1);
-        }
-        self.progress.ended += 1;
-        match outcome {
-            Outcome::Completed => self.progress.completed += 1,
-            Outcome::Dropped => self.progress.dropped += 1,
-            Outcome::Failed => self.progress.failed += 1,
+        if self.counts_up(call.r.side) {
+            if was_up && call.record.established.is_some() {
+                self.progress.up = self.progress.up.saturating_sub(1);
+            }
+            self.progress.ended += 1;
+            match outcome {
+                Outcome::Completed => self.progress.completed += 1,
+                Outcome::Dropped => self.progress.dropped += 1,
+                Outcome::Failed => self.progress.failed += 1,
+            }
         }
         self.events.push_back(Event::MediaStop { call: call.r });
         self.events.push_back(Event::Ended {
@@ -1465,8 +1467,7 @@ impl Agent {
                 }
                 continue;
             }
-            if let Some(at) = tx.retransmit_at.filter(|&at| at <= now) {
-                let _ = at;
+            if tx.retransmit_at.is_some_and(|at| at <= now) {
                 tx.interval = if tx.method == Method::Invite {
                     tx.interval * 2
                 } else {
@@ -2142,7 +2143,11 @@ mod tests {
         }
         assert_eq!(uac[1].started - uac[0].started, Duration::from_millis(100));
         let p = agent.progress();
-        assert_eq!((p.completed, p.failed, p.dropped, p.up), (6, 0, 0, 0));
+        // Progress follows the callers.
+        assert_eq!(
+            (p.placed, p.completed, p.failed, p.dropped, p.up),
+            (3, 3, 0, 0, 0)
+        );
         // Media was started on both sides and stopped.
         let starts = events
             .iter()
