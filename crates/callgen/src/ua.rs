@@ -1448,7 +1448,7 @@ impl Agent {
     }
 
     fn on_call_timer(&mut self, now: Instant, call: &mut Call) -> bool {
-        if call.linger_until.is_some_and(|t| t <= now) && call.server.is_none() {
+        if call.linger_until.is_some_and(|t| t <= now) {
             return true;
         }
         let t2 = self.config.t2;
@@ -1495,10 +1495,12 @@ impl Agent {
                 self.send(call.r.side, dest, data);
             }
         }
-        if call.answer_at.is_some_and(|t| t <= now) && call.state == State::Calling {
+        // Each timer that passed is consumed, acted on or not, so none fires twice.
+        let due = |t: &mut Option<Instant>| t.take_if(|t| *t <= now).is_some();
+        if due(&mut call.answer_at) && call.state == State::Calling {
             self.uas_answer(now, call);
         }
-        if call.abandon_at.is_some_and(|t| t <= now) && call.state == State::Calling {
+        if due(&mut call.abandon_at) && call.state == State::Calling {
             self.uas_final(now, call, 480, "Temporarily Unavailable");
             self.end(
                 now,
@@ -1508,13 +1510,13 @@ impl Agent {
                 "never answered nor cancelled",
             );
         }
-        if call.cancel_at.is_some_and(|t| t <= now) && call.state == State::Proceeding {
+        if due(&mut call.cancel_at) && call.state == State::Proceeding {
             self.send_cancel(now, call);
         }
-        if call.reinvite_at.is_some_and(|t| t <= now) {
+        if due(&mut call.reinvite_at) {
             self.send_reinvite(now, call);
         }
-        if call.hangup_at.is_some_and(|t| t <= now) && call.state == State::Established {
+        if due(&mut call.hangup_at) && call.state == State::Established {
             if !call.hangs_up {
                 call.record.reason = Some("no BYE from the other side at the hold time".into());
             }
