@@ -246,7 +246,10 @@ fn bar(job: &serde_json::Value) -> String {
     let total = job["total"].as_u64().unwrap_or(0);
     let finished = job["done"].as_u64().unwrap_or(0) + job["failed"].as_u64().unwrap_or(0);
     let width = 30;
-    let filled = (finished * width).checked_div(total).unwrap_or(width).min(width);
+    let filled = (finished * width)
+        .checked_div(total)
+        .unwrap_or(width)
+        .min(width);
     format!(
         "[{}{}] {}",
         "#".repeat(filled as usize),

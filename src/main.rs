@@ -1,8 +1,5 @@
 //! `anchorage`: one binary for the SIP proxy, the media relay, the embedded
 //! all-in-one default, the management CLI and the call generator.
-//!
-//! Subcommands that are not built yet say so and exit with status 2; they are
-//! never faked.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,7 +81,8 @@ enum Command {
     },
     /// Management CLI: talks to the HTTP API of a running node.
     Ctl(ctl::CtlArgs),
-    /// Place calls with real media and measure every media gap.
+    /// Place calls with real media and measure every media gap (`anchorage callgen --help`).
+    #[command(disable_help_flag = true)]
     Callgen {
         /// Call generator options.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
