@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Re-anchoring under load: live calls with media (anchorage callgen) through `anchorage proxy`
+# across two `anchorage relay` processes.
+#
+#   kill:  the relay holding more calls is killed with `kill -9`; reported: failure detection
+#          time (kill to the proxy marking the node down), time until the move job ended (the
+#          last call's re-INVITEs answered), callgen's longest media gap per call (p50/p99/max)
+#          and the gap around each re-INVITE, calls lost.
+#   drain: the same calls, the relay drained with `anchorage ctl drain` while it lives;
+#          reported: total time, calls moved per second, the media gaps (ideally none).
+#
+# Usage: bench/failover.sh [--calls N] [--rate R] [--hold SECONDS] [--phase kill|drain|both]
+#   defaults: 1000 calls set up at 200/s, held 25 s, both phases.
+# Needs: the release build (made here), python3. Results in bench/results/failover-<date>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CALLS=1000
+RATE=200
+HOLD=25
+PHASE=both
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --calls) CALLS=$2; shift 2;;
+    --rate) RATE=$2; shift 2;;
+    --hold) HOLD=$2; shift 2;;
+    --phase) PHASE=$2; shift 2;;
+    *) echo "unknown option $1"; exit 2;;
+  esac
+done
+command -v python3 >/dev/null || { echo "missing tool: python3"; exit 1; }
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+echo "== building (release)"
+cargo build --release --quiet
+BIN="$CARGO_TARGET_DIR/release/anchorage"
+OUT="bench/results/failover-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT"
+ulimit -n 65536 2>/dev/null || true
+
+SIP=26060; API=26061; NG_A=26223; NG_B=26224; UAS=26090
+PIDS=()
+stop_all() {
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] || continue
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  PIDS=()
+  sleep 0.5
+}
+trap stop_all EXIT
+
+cat > "$OUT/proxy.toml" <<EOF
+[[proxy.listen]]
+transport = "udp"
+address = "127.0.0.1:$SIP"
+
+[api]
+listen = "127.0.0.1:$API"
+
+[[proxy.relay_set]]
+name = "main"
+nodes = [
+  { name = "relay-a", ng = "127.0.0.1:$NG_A" },
+  { name = "relay-b", ng = "127.0.0.1:$NG_B" },
+]
+
+[proxy.media]
+set = "main"
+caller_flags = "replace-origin"
+callee_flags = "replace-origin"
+EOF
+
+start_system() { # phase
+  "$BIN" relay --listen-ng "127.0.0.1:$NG_A" --interface 127.0.0.1 --port-min 30000 \
+    --port-max 39999 --delete-delay 0 >"$OUT/$1-relay-a.log" 2>&1 &
+  PIDS+=($!); RELAY_A=$!
+  "$BIN" relay --listen-ng "127.0.0.1:$NG_B" --interface 127.0.0.1 --port-min 40000 \
+    --port-max 49999 --delete-delay 0 >"$OUT/$1-relay-b.log" 2>&1 &
+  PIDS+=($!); RELAY_B=$!
+  "$BIN" proxy -c "$OUT/proxy.toml" >"$OUT/$1-proxy.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 50); do
+    curl -sf "http://127.0.0.1:$API/v1/relays" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+}
+
+json() { curl -sf "http://127.0.0.1:$API$1"; }
+
+# Places the calls in the background; waits until all are up.
+start_calls() { # phase
+  "$BIN" callgen --proxy "127.0.0.1:$SIP" --uas "127.0.0.1:$UAS" --calls "$CALLS" \
+    --rate "$RATE" --hold "${HOLD}s" --json --progress >"$OUT/$1-callgen.json" \
+    2>"$OUT/$1-callgen.log" &
+  CALLGEN=$!; PIDS+=($CALLGEN)
+  local deadline=$((SECONDS + CALLS / RATE + 20))
+  while [ $SECONDS -lt $deadline ]; do
+    local up
+    up=$(json /v1/relays | python3 -c 'import json,sys; print(sum(r["calls"] for r in json.load(sys.stdin)["relays"]))')
+    printf '\r   calls anchored: %s/%s' "$up" "$CALLS"
+    [ "$up" -ge "$CALLS" ] && { echo; return 0; }
+    sleep 0.5
+  done
+  echo; echo "   not every call was set up in time (see $OUT/$1-callgen.log)"
+}
+
+# The relay holding more calls: "name pid".
+busiest() {
+  json /v1/relays | python3 -c '
+import json,sys
+r=max(json.load(sys.stdin)["relays"], key=lambda r: r["calls"])
+print(r["name"], r["calls"])'
+}
+
+wait_job_end() { # -> prints the job JSON when finished
+  local id=$1
+  while :; do
+    local j; j=$(json "/v1/jobs/$id")
+    if echo "$j" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["finished"] else 1)'; then
+      echo "$j"; return
+    fi
+    sleep 0.05
+  done
+}
+
+report_calls() { # phase
+  python3 - "$OUT/$1-callgen.json" <<'PY'
+import json,sys
+r=json.load(open(sys.argv[1]))
+c=r["calls"]
+def q(k):
+    d=r[k]
+    return "p50 %s / p99 %s / max %s ms (n=%s)" % (d["p50"], d["p99"], d["max"], d["count"])
+print("   calls: total %d, set up %d, completed %d, failed %d, dropped %d, without media %d"
+      % (c["total"], c["set_up"], c["completed"], c["failed"], c["dropped"], c["without_media"]))
+print("   longest media gap per call:", q("longest_gap_ms"))
+print("   gap around each re-INVITE: ", q("reinvite_gap_ms"))
+print("   re-INVITE to media:        ", q("reinvite_to_media_ms"))
+print("   packets:", r["packets"])
+print("   callgen's own max send lateness: %s ms" % r["max_send_late_ms"])
+PY
+}
+
+if [ "$PHASE" = kill ] || [ "$PHASE" = both ]; then
+  echo "== kill -9: $CALLS calls at $RATE/s, held ${HOLD}s"
+  start_system kill
+  start_calls kill
+  sleep 2
+  read -r NAME HELD < <(busiest)
+  PID=$RELAY_A; [ "$NAME" = relay-b ] && PID=$RELAY_B
+  echo "   killing $NAME (pid $PID) holding $HELD calls"
+  T0=$(date +%s.%N)
+  kill -9 "$PID"
+  wait "$PID" 2>/dev/null || true
+  while ! json /v1/relays | grep -q '"state":"down"'; do sleep 0.01; done
+  T1=$(date +%s.%N)
+  echo "   detected down after $(echo "$T1 - $T0" | bc) s"
+  # The job the proxy started for the dead node is the newest one.
+  JOB=$(json /v1/jobs | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][-1]["id"])')
+  J=$(wait_job_end "$JOB")
+  T2=$(date +%s.%N)
+  echo "   move job: $J"
+  echo "   kill to last call moved: $(echo "$T2 - $T0" | bc) s"
+  echo "   waiting for the calls to end"
+  wait "$CALLGEN" || true
+  report_calls kill
+  stop_all
+fi
+
+if [ "$PHASE" = drain ] || [ "$PHASE" = both ]; then
+  echo "== drain: $CALLS calls at $RATE/s, held ${HOLD}s"
+  start_system drain
+  start_calls drain
+  sleep 2
+  read -r NAME HELD < <(busiest)
+  echo "   draining $NAME holding $HELD calls"
+  T0=$(date +%s.%N)
+  "$BIN" ctl --api "127.0.0.1:$API" drain "$NAME" | tee "$OUT/drain-ctl.txt" | sed 's/^/   /'
+  T1=$(date +%s.%N)
+  SECS=$(echo "$T1 - $T0" | bc)
+  echo "   drain of $HELD calls: $SECS s, $(echo "scale=0; $HELD / $SECS" | bc) calls/s"
+  wait "$CALLGEN" || true
+  report_calls drain
+  stop_all
+fi
+echo "results in $OUT"
