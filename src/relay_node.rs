@@ -107,8 +107,13 @@ pub fn settings(config: &RelayConfig, args: &RelayArgs) -> anyhow::Result<Settin
     if interfaces.is_empty() {
         bail!("the relay needs at least one media interface");
     }
-    let seconds =
-        |arg: Option<u64>, configured: u64| Duration::from_secs(arg.unwrap_or(configured));
+    // Command-line values are held to the config's bounds (a year) so no timer overflows.
+    let seconds = |arg: Option<u64>, configured: u64| {
+        Duration::from_secs(
+            arg.unwrap_or(configured)
+                .min(anchorage_config::relay::MAX_SECONDS),
+        )
+    };
     let threads = args.num_threads.unwrap_or(config.num_threads);
     Ok(Settings {
         listen_ng: args.listen_ng.unwrap_or(config.listen_ng),

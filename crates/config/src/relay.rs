@@ -149,8 +149,23 @@ impl RelayConfig {
                 "must be greater than 0",
             ));
         }
+        for (key, value) in [
+            ("timeout_s", self.timeout_s),
+            ("offer_timeout_s", self.offer_timeout_s),
+            ("delete_delay_s", self.delete_delay_s),
+        ] {
+            if value > MAX_SECONDS {
+                errors.push(ConfigError::new(
+                    format!("{at}.{key}"),
+                    format!("{value} is more than a year ({MAX_SECONDS} s)"),
+                ));
+            }
+        }
     }
 }
+
+/// The longest time any relay setting may name: a year.
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
 
 #[cfg(test)]
 mod tests {

@@ -222,6 +222,9 @@ fn fail_text(text: impl Into<String>) -> Refusal {
 
 const SECOND_US: i64 = 1_000_000;
 
+/// The longest `delete delay` honoured, seconds.
+const MAX_DELETE_DELAY_S: u64 = 3600;
+
 impl Controller {
     /// A controller over `config`'s interfaces, their port pools shuffled with `rng`.
     pub fn new<R: Rng + ?Sized>(
@@ -631,7 +634,12 @@ impl Controller {
                 .unwrap_or_else(Reply::ok)
         };
         let whole_call = chosen.len() == call.dialogs.len();
-        let delay = flags.delete_delay.filter(|&d| d > 0);
+        // At most an hour: a session kept longer only holds ports (and a huge value must not
+        // overflow the clock).
+        let delay = flags
+            .delete_delay
+            .filter(|&d| d > 0)
+            .map(|d| d.min(MAX_DELETE_DELAY_S));
         if let (true, Some(seconds)) = (whole_call, delay) {
             if let Some(call) = self.calls.get_mut(call_id) {
                 call.delete_at = Some(now.mono + Duration::from_secs(seconds));

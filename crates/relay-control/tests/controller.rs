@@ -644,3 +644,27 @@ fn options_understood_but_not_carried_out_are_named_in_the_warning() {
     );
     assert_eq!(reply.outcome, Outcome::Ok);
 }
+
+#[test]
+fn a_huge_delete_delay_is_capped_at_an_hour() {
+    let mut relay = Relay::new();
+    relay.send(offer("c1", "a", ALICE));
+    let (reply, _) = relay.send(vec![
+        ("command", text("delete")),
+        ("call-id", text("c1")),
+        ("delete delay", Value::Int(i64::MAX)),
+    ]);
+    assert_eq!(reply.outcome, Outcome::Ok);
+    let t0 = relay.t0;
+    assert!(relay
+        .controller
+        .expire(t0 + Duration::from_secs(3599))
+        .is_empty());
+    assert_eq!(
+        relay
+            .controller
+            .expire(t0 + Duration::from_secs(3600))
+            .len(),
+        1
+    );
+}
