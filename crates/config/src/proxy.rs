@@ -442,6 +442,29 @@ impl ProxyConfig {
                     "must be greater than 0",
                 ));
             }
+            // Timer B and friends are 64 * T1: keep every timer within a day.
+            if value > 86_400_000 / 64 {
+                errors.push(ConfigError::new(
+                    format!("{at}.timers.{key}"),
+                    format!("{value} ms is too long (at most {} ms)", 86_400_000 / 64),
+                ));
+            }
+        }
+        let long = [
+            ("dialog.max_age_s", self.dialog.max_age_s),
+            ("reanchor.invite_timeout_s", self.reanchor.invite_timeout_s),
+            (
+                "relay_health.interval_ms",
+                self.relay_health.interval_ms / 1000,
+            ),
+        ];
+        for (key, value) in long {
+            if value > 365 * 24 * 3600 {
+                errors.push(ConfigError::new(
+                    format!("{at}.{key}"),
+                    "is more than a year",
+                ));
+            }
         }
         if t.t2_ms < t.t1_ms {
             errors.push(ConfigError::new(
