@@ -10,7 +10,9 @@
 #          reported: total time, calls moved per second, the media gaps (ideally none).
 #
 # Usage: bench/failover.sh [--calls N] [--rate R] [--hold SECONDS] [--phase kill|drain|both]
-#   defaults: 1000 calls set up at 200/s, held 25 s, both phases.
+#                          [--health-ms MS]
+#   defaults: 1000 calls set up at 200/s, held 25 s, both phases, health pings every 200 ms
+#   (the proxy's default; a node is down after 3 unanswered pings).
 # Needs: the release build (made here), python3. Results in bench/results/failover-<date>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,12 +21,14 @@ CALLS=1000
 RATE=200
 HOLD=25
 PHASE=both
+HEALTH_MS=200
 while [ $# -gt 0 ]; do
   case "$1" in
     --calls) CALLS=$2; shift 2;;
     --rate) RATE=$2; shift 2;;
     --hold) HOLD=$2; shift 2;;
     --phase) PHASE=$2; shift 2;;
+    --health-ms) HEALTH_MS=$2; shift 2;;
     *) echo "unknown option $1"; exit 2;;
   esac
 done
@@ -70,6 +74,9 @@ nodes = [
 set = "main"
 caller_flags = "replace-origin"
 callee_flags = "replace-origin"
+
+[proxy.relay_health]
+interval_ms = $HEALTH_MS
 EOF
 
 start_system() { # phase
@@ -144,7 +151,7 @@ PY
 }
 
 if [ "$PHASE" = kill ] || [ "$PHASE" = both ]; then
-  echo "== kill -9: $CALLS calls at $RATE/s, held ${HOLD}s"
+  echo "== kill -9: $CALLS calls at $RATE/s, held ${HOLD}s, health pings every ${HEALTH_MS} ms"
   start_system kill
   start_calls kill
   sleep 2

@@ -260,14 +260,18 @@ impl RelayNode {
     /// Carries out what the controller decided, in order.
     async fn apply(&mut self, actions: Vec<MediaAction>, binder: &mut SocketBinder) {
         for action in actions {
-            let result = match action {
+            match action {
+                // Adds, extensions and updates are not waited for: the worker applies its
+                // commands in order, the sockets are already bound (a bind failure was met
+                // while choosing ports), so the reply need not wait for the worker's
+                // acknowledgement; a refusal is still logged.
                 MediaAction::Add { key, pairs } => match bind_all(pairs, binder) {
-                    Ok(media) => wait(self.media.add_call(call_key(key), media)).await,
-                    Err(e) => Err(e.to_string()),
+                    Ok(media) => report(self.media.add_call(call_key(key), media)),
+                    Err(e) => tracing::error!(error = %e, "cannot bind a media socket"),
                 },
                 MediaAction::Extend { key, pairs } => match bind_all(pairs, binder) {
-                    Ok(media) => wait(self.media.extend_call(call_key(key), media)).await,
-                    Err(e) => Err(e.to_string()),
+                    Ok(media) => report(self.media.extend_call(call_key(key), media)),
+                    Err(e) => tracing::error!(error = %e, "cannot bind a media socket"),
                 },
                 MediaAction::Update {
                     key,
@@ -276,20 +280,20 @@ impl RelayNode {
                     remote,
                     rtcp_mux,
                     flags,
-                } => {
-                    wait(
-                        self.media
-                            .update_leg(call_key(key), media, side, remote, rtcp_mux, flags),
-                    )
-                    .await
+                } => report(
+                    self.media
+                        .update_leg(call_key(key), media, side, remote, rtcp_mux, flags),
+                ),
+                // A removal is waited for: its ports may be handed out again as soon as the
+                // next command, and their sockets must be closed by then.
+                MediaAction::Remove { key } => {
+                    if let Err(error) = match self.media.remove_call(call_key(key)) {
+                        Ok(answer) => answer.await.map(|_| ()).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    } {
+                        tracing::error!(%error, "media worker refused a command");
+                    }
                 }
-                MediaAction::Remove { key } => match self.media.remove_call(call_key(key)) {
-                    Ok(answer) => answer.await.map(|_| ()).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-            };
-            if let Err(error) = result {
-                tracing::error!(%error, "media worker refused a command");
             }
         }
         binder.sockets.clear();
@@ -343,18 +347,24 @@ fn bind_all(
         .collect()
 }
 
-async fn wait(
+/// Logs a media worker's refusal of a command, without holding up the control plane.
+fn report(
     sent: Result<
         tokio::sync::oneshot::Receiver<Result<(), anchorage_net::media::MediaError>>,
         anchorage_net::media::MediaError,
     >,
-) -> Result<(), String> {
+) {
     match sent {
-        Ok(answer) => match answer.await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err("media worker stopped".into()),
-        },
-        Err(e) => Err(e.to_string()),
+        Ok(answer) => {
+            tokio::spawn(async move {
+                match answer.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::error!(%error, "media worker refused a command"),
+                    Err(_) => tracing::error!("media worker stopped"),
+                }
+            });
+        }
+        Err(error) => tracing::error!(%error, "media worker refused a command"),
     }
 }
 
