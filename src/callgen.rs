@@ -437,7 +437,9 @@ async fn bind_sip(address: SocketAddr, what: &str) -> anyhow::Result<UdpSocket> 
         !address.ip().is_unspecified(),
         "--{what} {address}: give a specific IP address (it goes into Via and Contact)"
     );
-    let socket = UdpSocket::bind(address).await.with_context(|| {
+    // Large buffers: a proxy moving hundreds of calls re-INVITEs them all at once, and a
+    // default 200 KiB buffer would drop part of the burst (a real phone gets one at a time).
+    let socket = anchorage_sip_transport::bind_udp(address).with_context(|| {
         format!(
             "cannot bind the {} SIP socket to udp:{address}",
             what.to_uppercase()

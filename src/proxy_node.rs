@@ -158,8 +158,7 @@ pub async fn run(
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
     let (query_tx, mut queries) = mpsc::channel(64);
     // One socket for ng towards every relay node (their replies come back to it).
-    let ng_socket = tokio::net::UdpSocket::bind(ng_bind_address(&p.relay_set))
-        .await
+    let ng_socket = anchorage_sip_transport::bind_udp(ng_bind_address(&p.relay_set))
         .context("binding the ng client socket")?;
     let mut ng_buf = vec![0u8; 65_535];
     if let Some(listen) = api.or(config.api.listen) {

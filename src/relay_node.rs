@@ -370,8 +370,7 @@ fn report(
 
 /// Starts a relay node in the background; returns the bound ng address.
 pub async fn spawn(settings: Settings) -> anyhow::Result<SocketAddr> {
-    let socket = UdpSocket::bind(settings.listen_ng)
-        .await
+    let socket = anchorage_sip_transport::bind_udp(settings.listen_ng)
         .with_context(|| format!("cannot bind the ng socket {}", settings.listen_ng))?;
     let bound = socket.local_addr()?;
     let media = MediaWorkers::start(settings.threads).context("cannot start media workers")?;

@@ -159,8 +159,10 @@ pub struct Stats {
 /// `net.core.rmem_max` / `wmem_max`.
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
-/// A non-blocking UDP socket on `address` with large buffers, for tokio.
-fn bind_udp(address: SocketAddr) -> io::Result<UdpSocket> {
+/// A non-blocking UDP socket on `address` with large (4 MiB) buffers, for tokio. Also used
+/// for the ng control sockets: a proxy moving hundreds of calls sends hundreds of ng requests
+/// at once, and a relay's default 200 KiB receive buffer would drop most of them.
+pub fn bind_udp(address: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(address),
