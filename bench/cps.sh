@@ -138,6 +138,7 @@ run_step() { # system rate -> prints result line, returns 0 on pass
   setsid sipp -sf ../shared/peers/scenarios/uas.xml -i 127.0.0.1 -p "$UAS_PORT" -mp 26000 \
     -key rtp_ip 127.0.0.3 -key rtp_port 42000 -buff_size 4194304 -nostdin -bg >/dev/null 2>&1 || true
   sleep 0.3
+  ss -Huln "sport = :$UAS_PORT" 2>/dev/null | grep -q . || { echo "the SIPp UAS did not start on port $UAS_PORT"; return 1; }
   local ticks; ticks=$(getconf CLK_TCK)
   local cpu0; cpu0=$(cpu_of "$SYS_PID")
   local rcpu0=0; [ "$MEDIA" = 1 ] && rcpu0=$(cpu_of "$RELAY_PID")
@@ -153,7 +154,13 @@ run_step() { # system rate -> prints result line, returns 0 on pass
   local cpu1; cpu1=$(cpu_of "$SYS_PID")
   local rcpu1=0; [ "$MEDIA" = 1 ] && rcpu1=$(cpu_of "$RELAY_PID")
   local t1; t1=$(date +%s.%N)
-  pkill -f "sipp -sf ../shared/peers/scenarios/uas.xml" 2>/dev/null || true
+  # The UAS must be gone (and its port free) before the next step starts its own: a UAS that
+  # lingers makes the next one fail to bind, and every call of that step time out.
+  pkill -9 -f "sipp -sf ../shared/peers/scenarios/uas.xml" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    ss -Huln "sport = :$UAS_PORT" 2>/dev/null | grep -q . || break
+    sleep 0.1
+  done
   local ok failed
   ok=$(tail -1 "$WORK/stat.csv" | awk -F';' '{print $16}')
   failed=$(tail -1 "$WORK/stat.csv" | awk -F';' '{print $18}')
