@@ -3055,6 +3055,43 @@ Content-Length: 0\n\n";
     }
 
     #[test]
+    fn a_new_relay_that_does_not_answer_is_given_up_and_the_call_stays_on_the_old_one() {
+        let now = epoch();
+        let mut p = call_on_r1(now);
+        let job = p
+            .start_reanchor(
+                crate::reanchor::Trigger::Api,
+                Some("r1"),
+                None,
+                None,
+                Default::default(),
+                now,
+            )
+            .unwrap();
+        let sent = ng_requests(&mut p, now);
+        assert!(sent.iter().any(
+            |(port, r)| *port == 2224 && matches!(r.kind, anchorage_ng::RequestKind::Offer(_))
+        ));
+        // r2 dies before answering: after the ng timeout (1 s) the move gives r2 up; the set
+        // has no other node, so the call stays where it is.
+        let later = now + Duration::from_millis(1100);
+        p.handle_timeout(later);
+        let sent = ng_requests(&mut p, later);
+        assert!(
+            sent.iter().any(|(port, r)| *port == 2224 && is_delete(r)),
+            "whatever r2 may hold is deleted there: {sent:?}"
+        );
+        assert!(
+            !sent.iter().any(|(port, _)| *port == 2223),
+            "nothing is sent to the live old relay: {sent:?}"
+        );
+        assert!(!drain(&mut p).iter().any(|t| t.data.starts_with(b"INVITE ")));
+        assert_eq!(p.anchored_call("c1").unwrap().node, "r1");
+        let status = p.job(job).unwrap();
+        assert_eq!((status.done, status.failed, status.in_flight), (0, 1, 0));
+    }
+
+    #[test]
     fn glare_491_is_retried_after_the_rfc_3261_backoff() {
         let now = epoch();
         let mut p = call_on_r1(now);
