@@ -280,10 +280,14 @@ impl RelayNode {
                     remote,
                     rtcp_mux,
                     flags,
-                } => report(
-                    self.media
-                        .update_leg(call_key(key), media, side, remote, rtcp_mux, flags),
-                ),
+                } => report(self.media.update_leg(
+                    call_key(key),
+                    media,
+                    side,
+                    remote,
+                    rtcp_mux,
+                    flags,
+                )),
                 // A removal is waited for: its ports may be handed out again as soon as the
                 // next command, and their sockets must be closed by then.
                 MediaAction::Remove { key } => {
