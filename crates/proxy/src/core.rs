@@ -2741,7 +2741,6 @@ Content-Length: 0\n\n";
     /// Starts moving r1's calls and answers the new node's ng requests; returns the job and
     /// the two re-INVITEs (to the callee, to the caller).
     fn move_r1_calls(p: &mut Proxy, now: Instant) -> (u64, Transmit, Transmit) {
-        let p = p;
         // Move every call of r1 (by API).
         let job = p
             .start_reanchor(
