@@ -4,7 +4,6 @@
 //! re-INVITEd by SIPp. Each test reads callgen's `--json` report.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anchorage_testkit::sipp::Sipp;
-use anchorage_testkit::{free_port, free_udp_block, free_udp_port, Daemon, LOCALHOST};
+use anchorage_testkit::{
+    free_port, free_udp_block, free_udp_port, AnchorageRelay, Daemon, LOCALHOST,
+};
 use serde_json::Value;
 
 fn anchorage() -> Command {
@@ -99,25 +100,10 @@ fn port_of(v: &Value) -> u16 {
 }
 
 /// An `anchorage relay` with 100 media ports of its own.
-struct Relay {
-    daemon: Daemon,
-    ng: u16,
-    ports: RangeInclusive<u16>,
-}
+type Relay = AnchorageRelay;
 
 fn relay() -> Relay {
-    let ng = free_udp_port(LOCALHOST);
-    let base = free_udp_block(LOCALHOST, 100);
-    let ports = base..=base + 99;
-    let mut cmd = anchorage();
-    cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
-        .args(["--delete-delay", "0"])
-        .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
-        .args(["--port-min", &ports.start().to_string()])
-        .args(["--port-max", &ports.end().to_string()]);
-    let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
-    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("ng on udp:"));
-    Relay { daemon, ng, ports }
+    AnchorageRelay::start(std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")), &[])
 }
 
 /// `anchorage proxy` anchoring calls on relay-a and relay-b (as in tests/reanchor.rs).

@@ -506,22 +506,12 @@ fn up_with_external_relays_anchors_calls_on_them() {
 /// Our own relay node (`anchorage relay`) on loopback, one worker thread, ports released at
 /// once; returns it, its ng port, its /metrics address and its media port range.
 fn anchorage_relay() -> (Daemon, u16, SocketAddr, std::ops::RangeInclusive<u16>) {
-    static INSTANCE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let ng = free_udp_port(LOCALHOST);
     let metrics = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-    let instance = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
-    let base = 50000 + (std::process::id() % 10) as u16 * 1000 + instance * 100;
-    let range = base..=base + 99;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
-    cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
-        .args(["--delete-delay", "0"])
-        .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
-        .args(["--metrics", &metrics.to_string()])
-        .args(["--port-min", &range.start().to_string()])
-        .args(["--port-max", &range.end().to_string()]);
-    let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
-    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("ng on udp:"));
-    (daemon, ng, metrics, range)
+    let relay = anchorage_testkit::AnchorageRelay::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")),
+        &["--metrics", &metrics.to_string()],
+    );
+    (relay.daemon, relay.ng, metrics, relay.ports)
 }
 
 /// A counter or gauge from a Prometheus text page.

@@ -5,14 +5,13 @@
 //! through the other relay.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anchorage_testkit::media::{rtp_flows, rtpengine, sdp_media};
 use anchorage_testkit::sipp::{Sipp, SippProcess};
-use anchorage_testkit::{free_port, free_udp_port, Daemon, LOCALHOST};
+use anchorage_testkit::{free_port, free_udp_port, AnchorageRelay, Daemon, LOCALHOST};
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,26 +19,11 @@ fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-struct Relay {
-    daemon: Daemon,
-    ng: u16,
-    ports: RangeInclusive<u16>,
-}
+type Relay = AnchorageRelay;
 
-/// An `anchorage relay` with 100 media ports of its own.
-fn relay(slot: u16) -> Relay {
-    let ng = free_udp_port(LOCALHOST);
-    let base = 60000 + (std::process::id() % 20) as u16 * 200 + slot * 100;
-    let ports = base..=base + 99;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
-    cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
-        .args(["--delete-delay", "0"])
-        .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
-        .args(["--port-min", &ports.start().to_string()])
-        .args(["--port-max", &ports.end().to_string()]);
-    let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
-    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("ng on udp:"));
-    Relay { daemon, ng, ports }
+/// An `anchorage relay` process with 100 media ports of its own.
+fn relay() -> Relay {
+    AnchorageRelay::start(std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")), &[])
 }
 
 struct Proxy {
@@ -277,8 +261,8 @@ fn metric(page: &str, series: &str) -> u64 {
 
 #[test]
 fn kill_9_of_the_relay_moves_the_call_and_media_resumes_through_the_other() {
-    let a = relay(0);
-    let b = relay(1);
+    let a = relay();
+    let b = relay();
     let p = proxy(&a, &b, "");
     let c = call(&p, 3000);
     let (holder, other) = if a.ports.contains(&c.relay.0.port()) {
@@ -326,8 +310,8 @@ fn kill_9_of_the_relay_moves_the_call_and_media_resumes_through_the_other() {
 
 #[test]
 fn draining_a_relay_moves_its_call_deletes_the_old_session_and_sends_new_calls_elsewhere() {
-    let a = relay(0);
-    let b = relay(1);
+    let a = relay();
+    let b = relay();
     let p = proxy(&a, &b, "");
     let c = call(&p, 3000);
     let (holder, holder_name, other) = if a.ports.contains(&c.relay.0.port()) {
@@ -436,8 +420,8 @@ fn ng_list(port: u16) -> Vec<String> {
 
 #[test]
 fn a_hung_relay_sigstop_loses_its_calls_to_the_other_and_new_calls_are_not_delayed() {
-    let a = relay(0);
-    let b = relay(1);
+    let a = relay();
+    let b = relay();
     let p = proxy(&a, &b, "");
     let c = call(&p, 2000);
     let (holder, other) = if a.ports.contains(&c.relay.0.port()) {
@@ -516,8 +500,8 @@ fn finished_job(api: SocketAddr, job: &str) -> serde_json::Value {
 
 #[test]
 fn one_call_moves_to_rtpengine_with_srtp_towards_the_callee_and_back() {
-    let a = relay(0);
-    let b = relay(1);
+    let a = relay();
+    let b = relay();
     let (engine, engine_ng) = rtpengine();
     let extra = format!(
         "\n[[proxy.relay_set]]\nname = \"srtp\"\nnodes = [{{ name = \"rtpengine\", ng = \"127.0.0.1:{engine_ng}\" }}]\n"

@@ -187,6 +187,36 @@ pub fn tcp_accepts(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
 }
 
+/// An `anchorage relay` process with 100 media ports of its own (a free block on loopback),
+/// one worker thread and no delete delay; stopped on drop.
+pub struct AnchorageRelay {
+    /// The process.
+    pub daemon: Daemon,
+    /// Its ng port on 127.0.0.1.
+    pub ng: u16,
+    /// Its media ports.
+    pub ports: std::ops::RangeInclusive<u16>,
+}
+
+impl AnchorageRelay {
+    /// Starts `bin relay …` with `extra` arguments and waits until its ng socket is bound.
+    pub fn start(bin: &std::path::Path, extra: &[&str]) -> AnchorageRelay {
+        let ng = free_udp_port(LOCALHOST);
+        let base = free_udp_block(LOCALHOST, 100);
+        let ports = base..=base + 99;
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
+            .args(["--delete-delay", "0"])
+            .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
+            .args(["--port-min", &ports.start().to_string()])
+            .args(["--port-max", &ports.end().to_string()])
+            .args(extra);
+        let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
+        daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("ng on udp:"));
+        AnchorageRelay { daemon, ng, ports }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
