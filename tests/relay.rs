@@ -1078,3 +1078,79 @@ fn a_call_without_media_times_out_and_one_with_media_does_not() {
     assert_eq!(still, vec![busy.id.clone()], "the call with media stays");
     assert!(receive(&d.rtp).is_some(), "the busy call relayed");
 }
+
+// ---- ICE-lite ----------------------------------------------------------------------------
+
+/// An attribute line's value in an SDP.
+fn sdp_attribute<'a>(sdp: &'a str, name: &str) -> &'a str {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix(&format!("a={name}:")))
+        .unwrap_or_else(|| panic!("no a={name} in\n{sdp}"))
+}
+
+#[test]
+fn ice_force_answers_the_parties_connectivity_checks_and_media_still_flows() {
+    use anchorage_relay::stun;
+    let relay = Relay::start(4, &[]);
+    let call = CallIds::new("ice");
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let options = [("ICE", text("force"))];
+    let to_b = relay.offer(&call, &ua_sdp(a.ip(), a.port(), 1, ""), &options);
+    let to_a = relay.answer(&call, &ua_sdp(b.ip(), b.port(), 1, ""), &options);
+    let (for_a, for_b) = (media_port(&to_a), media_port(&to_b));
+    assert!(to_b.contains("a=ice-lite") && to_a.contains("a=ice-lite"));
+    // B checks the candidate it was given, with the credentials it was given.
+    let (ufrag, pwd) = (
+        sdp_attribute(&to_b, "ice-ufrag"),
+        sdp_attribute(&to_b, "ice-pwd"),
+    );
+    let candidate = sdp_attribute(&to_b, "candidate");
+    assert!(
+        candidate.contains(&format!(" {for_b} typ host")),
+        "{candidate}"
+    );
+    let request = stun::binding_request(ufrag, pwd.as_bytes(), [9; 12]);
+    b.rtp.send_to(&request, (LOCALHOST, for_b)).unwrap();
+    let (response, from) = receive(&b.rtp).expect("a STUN response");
+    assert_eq!(
+        from.port(),
+        for_b,
+        "answered from the port that was checked"
+    );
+    assert_eq!(&response[0..2], &[0x01, 0x01], "Binding Success");
+    assert_eq!(&response[8..20], &[9; 12], "same transaction");
+    // XOR-MAPPED-ADDRESS: B's own address.
+    let port = u16::from_be_bytes([response[26], response[27]]) ^ 0x2112;
+    assert_eq!(port, b.port());
+    // A check with A's credentials on B's port, or a wrong password, gets nothing.
+    let (a_ufrag, a_pwd) = (
+        sdp_attribute(&to_a, "ice-ufrag"),
+        sdp_attribute(&to_a, "ice-pwd"),
+    );
+    assert_ne!(a_ufrag, ufrag);
+    b.rtp
+        .send_to(
+            &stun::binding_request(a_ufrag, a_pwd.as_bytes(), [1; 12]),
+            (LOCALHOST, for_b),
+        )
+        .unwrap();
+    b.rtp
+        .send_to(
+            &stun::binding_request(ufrag, b"0123456789012345678901ab", [2; 12]),
+            (LOCALHOST, for_b),
+        )
+        .unwrap();
+    silent(&b.rtp, "a check with the wrong credentials");
+    silent(&a.rtp, "a STUN check is not relayed");
+    // A's check on its own port works too, and RTP flows both ways afterwards.
+    a.rtp
+        .send_to(
+            &stun::binding_request(a_ufrag, a_pwd.as_bytes(), [3; 12]),
+            (LOCALHOST, for_a),
+        )
+        .unwrap();
+    let (response, _) = receive(&a.rtp).expect("A's check answered");
+    assert_eq!(&response[0..2], &[0x01, 0x01]);
+    relays(&a.rtp, &rtp(1, 0xA1), for_a, &b.rtp, for_b);
+    relays(&b.rtp, &rtp(1, 0xB1), for_b, &a.rtp, for_a);
+}

@@ -12,6 +12,7 @@ use anchorage_ng::{
     AddressFamily, Counters, Delete, DeleteTarget, ErrorReason, Flags, OfferAnswer, Outcome, Query,
     Reply, Request, RequestKind, TagInfo, Totals, TransportProtocol, Value,
 };
+use anchorage_relay::stun::IceCredentials;
 use anchorage_relay::{
     EndpointLearning, Expiry, Interface, LearningFlags, LegConfig, Liveness, MediaPair, PortPair,
     PortPool, SdpPeer, Side, StreamFlags, Timeouts,
@@ -189,6 +190,8 @@ pub struct Controller {
     next_key: u64,
     started: Now,
     statistics: Statistics,
+    /// Draws ICE credentials.
+    rng: rand::rngs::SmallRng,
 }
 
 /// Why a command is refused; becomes the error reply.
@@ -248,6 +251,7 @@ impl Controller {
             next_key: 1,
             started: now,
             statistics: Statistics::default(),
+            rng: <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(rng.random()),
         })
     }
 
@@ -348,7 +352,16 @@ impl Controller {
                         }
                     }
                 }
-                let pairs = self.media_pairs(&streams, stream_flags, now.mono)?;
+                // `ICE=force`: the answerer gets our ICE credentials with the offer.
+                let answerer_ice = wants_ice(flags).then(|| IceCredentials::random(&mut self.rng));
+                let side_flags = [
+                    stream_flags,
+                    StreamFlags {
+                        ice: answerer_ice,
+                        ..stream_flags
+                    },
+                ];
+                let pairs = self.media_pairs(&streams, side_flags, now.mono)?;
                 let key = SessionKey(self.next_key);
                 self.next_key += 1;
                 let dialog = Dialog {
@@ -360,7 +373,8 @@ impl Controller {
                     offerer: Side::A,
                     liveness: Liveness::new(self.config.timeouts, now.mono),
                     origin: [OriginState::default(), OriginState::default()],
-                    flags: [stream_flags; 2],
+                    flags: side_flags,
+                    ice: [None, answerer_ice],
                     created_us: now.unix_us,
                     snapshot: Vec::new(),
                     last_packet: None,
@@ -415,6 +429,13 @@ impl Controller {
         for s in &mut dialog.streams {
             s.mux_accepted = s.offered_mux && (mux.demux || mux.accept);
         }
+        if wants_ice(flags) && dialog.ice[at(answerer)].is_none() {
+            let creds = IceCredentials::random(&mut self.rng);
+            give_ice(dialog, answerer, creds, &mut actions);
+        }
+        let ice = wants_ice(flags)
+            .then_some(dialog.ice[at(answerer)])
+            .flatten();
         let out: Vec<Option<StreamOut>> = dialog
             .streams
             .iter()
@@ -430,7 +451,7 @@ impl Controller {
             })
             .collect();
         rewritten_for(
-            &sdp, &out, flags, interfaces, &instance, dialog, answerer, actions,
+            &sdp, &out, flags, interfaces, &instance, ice, dialog, answerer, actions,
         )
     }
 
@@ -448,15 +469,26 @@ impl Controller {
         binder: &mut dyn PortBinder,
         actions: &mut Vec<MediaAction>,
     ) -> Result<(), Refusal> {
-        let (existing, ifaces, key) = {
+        let (existing, ifaces, key, ice) = {
             let dialog = self
                 .calls
                 .get(call_id)
                 .and_then(|c| c.dialogs.get(index))
                 .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
             let ifaces = dialog.streams.first().map_or([0, 0], |s| s.iface);
-            (dialog.streams.len(), ifaces, dialog.key)
+            (dialog.streams.len(), ifaces, dialog.key, dialog.ice)
         };
+        // The ICE credentials each side was given stay with it.
+        let side_flags = [
+            StreamFlags {
+                ice: ice[0],
+                ..stream_flags
+            },
+            StreamFlags {
+                ice: ice[1],
+                ..stream_flags
+            },
+        ];
         // New m= lines first, so that running out of ports changes nothing.
         let mut added = Vec::new();
         for s in streams_in.iter().skip(existing) {
@@ -470,7 +502,7 @@ impl Controller {
                 }
             }
         }
-        let pairs = self.media_pairs(&added, stream_flags, now.mono)?;
+        let pairs = self.media_pairs(&added, side_flags, now.mono)?;
         let dialog = self
             .calls
             .get_mut(call_id)
@@ -486,7 +518,7 @@ impl Controller {
                 side,
                 remote: s_in.peer,
                 rtcp_mux: s_in.rtcp_mux,
-                flags: stream_flags,
+                flags: side_flags[at(side)],
             });
         }
         dialog.streams.extend(added);
@@ -503,7 +535,7 @@ impl Controller {
             dialog.labels[at(side)] = Some(label.clone());
         }
         dialog.offerer = side;
-        dialog.flags[at(side)] = stream_flags;
+        dialog.flags[at(side)] = side_flags[at(side)];
         Ok(())
     }
 
@@ -549,6 +581,11 @@ impl Controller {
         let mux = &flags.rtcp_mux;
         let key = dialog.key;
         let mut actions = Vec::new();
+        if wants_ice(flags) && dialog.ice[at(offerer)].is_none() {
+            let creds = IceCredentials::random(&mut self.rng);
+            dialog.ice[at(offerer)] = Some(creds);
+            dialog.flags[at(offerer)].ice = Some(creds);
+        }
         for (media, (stream, s_in)) in dialog.streams.iter_mut().zip(&streams_in).enumerate() {
             stream.peer[at(answerer)] = s_in.peer;
             stream.mux[at(answerer)] = s_in.rtcp_mux;
@@ -563,14 +600,20 @@ impl Controller {
                     remote: stream.peer[at(side)],
                     rtcp_mux: stream.mux[at(side)],
                     flags: if side == answerer {
-                        stream_flags
+                        StreamFlags {
+                            ice: dialog.ice[at(answerer)],
+                            ..stream_flags
+                        }
                     } else {
                         dialog.flags[at(offerer)]
                     },
                 });
             }
         }
-        dialog.flags[at(answerer)] = stream_flags;
+        dialog.flags[at(answerer)] = StreamFlags {
+            ice: dialog.ice[at(answerer)],
+            ..stream_flags
+        };
         dialog.liveness.answered(now.mono);
         let out: Vec<Option<StreamOut>> = (0..streams_in.len())
             .map(|i| {
@@ -582,8 +625,11 @@ impl Controller {
                 })
             })
             .collect();
+        let ice = wants_ice(flags)
+            .then_some(dialog.ice[at(offerer)])
+            .flatten();
         rewritten_for(
-            &sdp, &out, flags, interfaces, &instance, dialog, offerer, actions,
+            &sdp, &out, flags, interfaces, &instance, ice, dialog, offerer, actions,
         )
     }
 
@@ -1053,7 +1099,7 @@ impl Controller {
     fn media_pairs(
         &self,
         streams: &[Stream],
-        flags: StreamFlags,
+        side_flags: [StreamFlags; 2],
         now: Instant,
     ) -> Result<Vec<MediaPair>, Refusal> {
         streams
@@ -1072,7 +1118,7 @@ impl Controller {
                         local_rtcp: Some(local(ip, s.ports[i].rtcp())),
                         remote: s.peer[i],
                         rtcp_mux: s.mux[i],
-                        flags,
+                        flags: side_flags[i],
                     })
                 };
                 MediaPair::new(leg(Side::A)?, leg(Side::B)?, now)
@@ -1106,6 +1152,7 @@ impl Controller {
                 ..LearningFlags::default()
             },
             port_latching: flags.port_latching,
+            ice: None,
         }
     }
 
@@ -1155,6 +1202,7 @@ fn rewritten_for(
     flags: &Flags,
     interfaces: &[Interface],
     instance: &str,
+    ice: Option<IceCredentials>,
     dialog: &mut Dialog,
     to: Side,
     actions: Vec<MediaAction>,
@@ -1167,6 +1215,7 @@ fn rewritten_for(
             streams,
             flags,
             instance,
+            ice,
         },
         &mut dialog.origin[at(to)],
     )
@@ -1298,10 +1347,38 @@ fn unapplied_options(flags: &Flags) -> Vec<&'static str> {
 fn with_ice_warning(reply: Reply, flags: &Flags) -> Reply {
     use anchorage_ng::Ice;
     match flags.ice {
-        Some(Ice::Force | Ice::ForceRelay | Ice::Optional) => reply.with_warning(
-            "ICE is not supported by this relay: ICE attributes were removed from the SDP",
+        Some(Ice::ForceRelay | Ice::Optional) => reply.with_warning(
+            "ICE force-relay and optional are not supported by this relay: the parties' ICE \
+             attributes were removed (ICE=force gives them the relay as an ICE-lite peer)",
         ),
         _ => reply,
+    }
+}
+
+/// `ICE=force`: the relay takes part in ICE as an ICE-lite agent with host candidates.
+fn wants_ice(flags: &Flags) -> bool {
+    flags.ice == Some(anchorage_ng::Ice::Force)
+}
+
+/// Gives `side` ICE credentials: remembered, and handed to the data plane with the leg's
+/// options so its connectivity checks are answered.
+fn give_ice(
+    dialog: &mut Dialog,
+    side: Side,
+    creds: IceCredentials,
+    actions: &mut Vec<MediaAction>,
+) {
+    dialog.ice[at(side)] = Some(creds);
+    dialog.flags[at(side)].ice = Some(creds);
+    for (media, stream) in dialog.streams.iter().enumerate() {
+        actions.push(MediaAction::Update {
+            key: dialog.key,
+            media,
+            side,
+            remote: stream.peer[at(side)],
+            rtcp_mux: stream.mux[at(side)],
+            flags: dialog.flags[at(side)],
+        });
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Rewrite<'a> {
     pub flags: &'a Flags,
     /// This relay's instance name, for `loop protect`.
     pub instance: &'a str,
+    /// ICE-lite towards the receiving party (`ICE=force`): its credentials.
+    pub ice: Option<anchorage_relay::stun::IceCredentials>,
 }
 
 /// What the relay last sent to one party, for `o=` management.
@@ -100,6 +102,9 @@ pub fn rewrite(
         session.remove_attribute(LOOP_ATTRIBUTE);
         if flags.loop_protect {
             session.add_attribute(LOOP_ATTRIBUTE, Some(rewrite.instance))?;
+        }
+        if rewrite.ice.is_some() {
+            session.add_attribute("ice-lite", None)?;
         }
     }
     for index in 0..out.media().len() {
@@ -157,6 +162,22 @@ pub fn rewrite(
         }
         if is_rtp && stream.mux {
             media.add_attribute("rtcp-mux", None)?;
+        }
+        if let Some(ice) = &rewrite.ice {
+            // Host candidates only (RFC 8445 §5.1.2: type preference 126, local 65535).
+            media.add_attribute("ice-ufrag", Some(ice.ufrag_str()))?;
+            media.add_attribute("ice-pwd", Some(ice.pwd_str()))?;
+            let candidate = |component: u8, port: u16| {
+                let priority = (126u32 << 24) | (65535 << 8) | (256 - u32::from(component));
+                format!(
+                    "1 {component} UDP {priority} {} {port} typ host",
+                    rewrite.address
+                )
+            };
+            media.add_attribute("candidate", Some(&candidate(1, stream.rtp_port)))?;
+            if !stream.mux_only {
+                media.add_attribute("candidate", Some(&candidate(2, stream.rtcp_port)))?;
+            }
         }
     }
     if flags.replace.origin || flags.replace.origin_full {

@@ -67,6 +67,8 @@ pub struct Dialog {
     /// Learning options per side, from the command that carried that side's SDP (as in
     /// rtpengine, an offer's `strict source` is the offerer's and survives the answer).
     pub flags: [StreamFlags; 2],
+    /// ICE credentials the relay gave each side (`ICE=force`).
+    pub ice: [Option<anchorage_relay::stun::IceCredentials>; 2],
     /// Creation time, UNIX µs.
     pub created_us: i64,
     /// The media state last read from the data plane (counters, learned addresses).

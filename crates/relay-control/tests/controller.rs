@@ -668,3 +668,69 @@ fn a_huge_delete_delay_is_capped_at_an_hour() {
         1
     );
 }
+
+#[test]
+fn ice_force_makes_the_relay_an_ice_lite_peer_of_each_side() {
+    let mut relay = Relay::new();
+    let mut o = offer("c1", "a", ALICE);
+    o.push(("ICE", text("force")));
+    let (reply, actions) = relay.send(o);
+    let to_bob = sdp_of(&reply);
+    let p = port(&to_bob, 0);
+    assert!(to_bob.contains("a=ice-lite\r\n"), "{to_bob}");
+    assert!(
+        !to_bob.contains("a=ice-ufrag:F7gI"),
+        "Alice's own ICE lines are gone: {to_bob}"
+    );
+    let ufrag = to_bob
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("our ufrag");
+    let pwd = to_bob
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-pwd:"))
+        .expect("our pwd");
+    assert_eq!((ufrag.len(), pwd.len()), (8, 24));
+    assert!(to_bob.contains(&format!(
+        "a=candidate:1 1 UDP 2130706431 203.0.113.1 {p} typ host\r\n"
+    )));
+    assert!(to_bob.contains(&format!(
+        "a=candidate:1 2 UDP 2130706430 203.0.113.1 {} typ host\r\n",
+        p + 1
+    )));
+    // The data plane knows the credentials given to Bob (leg B) and none for Alice yet.
+    let [MediaAction::Add { pairs, .. }] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    let given = pairs[0].ice(Side::B).expect("B's credentials");
+    assert_eq!((given.ufrag_str(), given.pwd_str()), (ufrag, pwd));
+    assert_eq!(pairs[0].ice(Side::A), None);
+    // The answer with ICE=force gives Alice credentials of her own.
+    let mut a = answer("c1", "a", "b", BOB);
+    a.push(("ICE", text("force")));
+    let (reply, actions) = relay.send(a);
+    let to_alice = sdp_of(&reply);
+    let alice_ufrag = to_alice
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("Alice's ufrag");
+    assert_ne!(alice_ufrag, ufrag);
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        MediaAction::Update { side: Side::A, flags, .. }
+            if flags.ice.is_some_and(|c| c.ufrag_str() == alice_ufrag)
+    )));
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            MediaAction::Update { side: Side::B, flags, .. } if flags.ice == Some(given)
+        )),
+        "B keeps its credentials: {actions:?}"
+    );
+    // Without the flag ICE is removed, as before.
+    let plain = sdp_of(&relay.send(offer("c2", "a", ALICE)).0);
+    assert!(
+        !plain.contains("a=ice") && !plain.contains("a=candidate"),
+        "{plain}"
+    );
+}

@@ -52,6 +52,7 @@ pub mod packet;
 pub mod ports;
 pub mod stats;
 pub mod stream;
+pub mod stun;
 pub mod timeout;
 
 pub use interface::{Interface, InterfaceError};

@@ -91,6 +91,9 @@ pub struct StreamFlags {
     pub learning: LearningFlags,
     /// `port latching`: keep the relay's local ports when a re-offer changes the peer's port.
     pub port_latching: bool,
+    /// ICE credentials the relay gave this leg (`ICE=force`): its STUN checks on the leg's
+    /// ports are answered ([`crate::stun`]).
+    pub ice: Option<crate::stun::IceCredentials>,
 }
 
 /// What the relay knows about one leg of a media pair when it is created or re-signalled.
@@ -323,6 +326,11 @@ impl MediaPair {
             leg.rtcp.signalled(remote.map(|r| r.rtcp), now);
         }
         Ok(())
+    }
+
+    /// The ICE credentials the relay gave leg `side`, if any.
+    pub fn ice(&self, side: Side) -> Option<crate::stun::IceCredentials> {
+        self.leg(side).config.flags.ice
     }
 
     /// Whether a re-offer that moves leg `side` to `new_remote` may keep the relay's local

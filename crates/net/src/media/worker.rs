@@ -214,6 +214,20 @@ impl Worker {
             let Some(packet) = self.buffer.get(..len) else {
                 continue;
             };
+            // ICE-lite: a connectivity check from a leg the relay gave ICE credentials is
+            // answered from the socket it arrived on, and not relayed.
+            if anchorage_relay::stun::is_stun(packet) {
+                if let Some(creds) = media_entry.pair.ice(on.side) {
+                    if let Ok(reply) =
+                        anchorage_relay::stun::answer_binding_request(packet, source, &creds)
+                    {
+                        if let Some(Some(socket)) = self.sockets.get(token.0) {
+                            let _ = socket.socket.send_to(&reply, source);
+                        }
+                    }
+                    continue;
+                }
+            }
             let forward = match media_entry.pair.on_packet(on, source, packet, now) {
                 Decision::Forward(forward) => forward,
                 Decision::Drop(_) => {
