@@ -661,27 +661,31 @@ async fn reanchor_call(
     .await
 }
 
-/// The per-leg options of a one-call move: `flags`, `type`, `ip` (`iface` is not supported).
+/// The per-leg options of a one-call move: `flags`, `type`, `ip`, `iface`.
 #[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
 fn leg_options(
     leg: &str,
     options: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<anchorage_proxy::reanchor::LegOptions, Response> {
     use anchorage_proxy::reanchor::{LegOptions, TRANSPORTS};
-    if options.contains_key("iface") {
-        return Err(error(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "{leg}.iface is not supported yet; use the relay's direction flags in {leg}.flags"
-            ),
-        ));
-    }
-    let f = fields(options, &["flags", "type", "ip"]).map_err(|_| {
+    let f = fields(options, &["flags", "type", "ip", "iface"]).map_err(|_| {
         error(
             StatusCode::BAD_REQUEST,
-            format!("{leg} takes string fields flags, type and ip"),
+            format!("{leg} takes string fields flags, type, ip and iface"),
         )
     })?;
+    if let Some(iface) = f.get("iface") {
+        let ok = !iface.is_empty()
+            && iface
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !ok {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("{leg}.iface {iface:?} is not an interface name (letters, digits, - _ .)"),
+            ));
+        }
+    }
     if let Some(t) = f.get("type") {
         if !TRANSPORTS.contains(&t.as_str()) {
             return Err(error(
@@ -703,6 +707,7 @@ fn leg_options(
         flags: f.get("flags").cloned(),
         transport: f.get("type").cloned(),
         ip,
+        iface: f.get("iface").cloned(),
     })
 }
 

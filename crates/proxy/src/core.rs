@@ -3091,6 +3091,45 @@ Content-Length: 0\n\n";
     }
 
     #[test]
+    fn a_move_with_a_leg_interface_names_it_in_the_new_relays_offer() {
+        let now = epoch();
+        let mut p = call_on_r1(now);
+        let target = crate::reanchor::MoveTarget {
+            callee: crate::reanchor::LegOptions {
+                iface: Some("pub".into()),
+                transport: Some("RTP/SAVP".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        p.start_reanchor(
+            crate::reanchor::Trigger::Api,
+            None,
+            None,
+            Some("c1"),
+            target,
+            now,
+        )
+        .unwrap();
+        let sent = ng_requests(&mut p, now);
+        let offer = sent
+            .iter()
+            .find(|(port, r)| {
+                *port == 2224 && matches!(r.kind, anchorage_ng::RequestKind::Offer(_))
+            })
+            .map(|(_, r)| r)
+            .expect("the new relay's offer");
+        assert_eq!(
+            offer.flags.direction,
+            vec!["default".to_string(), "pub".to_string()]
+        );
+        assert_eq!(
+            offer.flags.transport_protocol,
+            Some(anchorage_ng::TransportProtocol::RtpSavp)
+        );
+    }
+
+    #[test]
     fn glare_491_is_retried_after_the_rfc_3261_backoff() {
         let now = epoch();
         let mut p = call_on_r1(now);

@@ -261,6 +261,23 @@ pub struct LegOptions {
     pub transport: Option<String>,
     /// Address the relay advertises to this leg (ng `media-address`).
     pub ip: Option<std::net::IpAddr>,
+    /// The relay interface that faces this leg (ng `direction`, by interface name).
+    pub iface: Option<String>,
+}
+
+/// The ng `direction` pair for a new session whose legs ask for interfaces (`caller`,
+/// `callee`): the sender's (the caller's) interface first; a leg that names none gets the
+/// relay's unnamed interface, `default` (the name rtpengine and our relay give it).
+pub fn direction_flags(caller: &LegOptions, callee: &LegOptions) -> Option<String> {
+    if caller.iface.is_none() && callee.iface.is_none() {
+        return None;
+    }
+    let name = |o: &LegOptions| o.iface.clone().unwrap_or_else(|| "default".into());
+    Some(format!(
+        "direction={} direction={}",
+        name(caller),
+        name(callee)
+    ))
 }
 
 /// The media profiles a leg may be given.
@@ -276,7 +293,10 @@ pub const TRANSPORTS: [&str; 6] = [
 impl LegOptions {
     /// Whether nothing is set.
     pub fn is_empty(&self) -> bool {
-        self.flags.is_none() && self.transport.is_none() && self.ip.is_none()
+        self.flags.is_none()
+            && self.transport.is_none()
+            && self.ip.is_none()
+            && self.iface.is_none()
     }
 
     /// `base` (the policy's flags) with these options added, in `rtpp-flags` syntax.
@@ -416,12 +436,25 @@ mod tests {
             flags: Some("strict-source".into()),
             transport: Some("RTP/SAVP".into()),
             ip: Some("203.0.113.9".parse().unwrap()),
+            iface: None,
         };
         assert_eq!(
             o.applied_to("replace-origin RTP/AVP"),
             "replace-origin strict-source RTP/SAVP media-address=203.0.113.9"
         );
         assert_eq!(LegOptions::default().applied_to("a  b"), "a b");
+        let callee = LegOptions {
+            iface: Some("pub".into()),
+            ..LegOptions::default()
+        };
+        assert_eq!(
+            direction_flags(&LegOptions::default(), &callee).as_deref(),
+            Some("direction=default direction=pub")
+        );
+        assert_eq!(
+            direction_flags(&LegOptions::default(), &LegOptions::default()),
+            None
+        );
     }
 
     #[test]

@@ -566,7 +566,12 @@ impl Proxy {
             return;
         };
         let offer = restricted_offer(&caller_sdp, &callee_sdp);
-        let callee_flags = m.target.callee.applied_to(&call.policy.callee_flags);
+        let mut callee_flags = m.target.callee.applied_to(&call.policy.callee_flags);
+        if let Some(direction) =
+            crate::reanchor::direction_flags(&m.target.caller, &m.target.callee)
+        {
+            callee_flags = format!("{callee_flags} {direction}");
+        }
         let request = media::offer_answer(
             false,
             call_id,
