@@ -354,6 +354,12 @@ enum MediaWait {
     ReanchorOffer { call_id: String },
     /// The new node's answer for a call being re-anchored.
     ReanchorAnswer { call_id: String },
+    /// A party's answer to a move changed its codecs: the relay's rewrite goes to the other
+    /// party in a follow-up offer.
+    FollowUp {
+        call_id: String,
+        party: crate::reanchor::Party,
+    },
 }
 
 impl Proxy {
@@ -1119,6 +1125,10 @@ impl Proxy {
                 (MediaWait::ReanchorAnswer { call_id }, sdp) => {
                     self.on_reanchor_ng(&call_id, false, sdp, now);
                 }
+                (MediaWait::FollowUp { call_id, party }, Some(sdp)) => {
+                    self.send_follow_up_offer(&call_id, party, sdp, now);
+                }
+                (MediaWait::FollowUp { .. }, None) => {}
                 (
                     MediaWait::ResponseOffer {
                         key,
@@ -3127,6 +3137,50 @@ Content-Length: 0\n\n";
             offer.flags.transport_protocol,
             Some(anchorage_ng::TransportProtocol::RtpSavp)
         );
+    }
+
+    #[test]
+    fn an_answer_with_other_codecs_after_a_move_gets_the_other_party_a_follow_up_offer() {
+        let now = epoch();
+        let mut p = call_on_r1(now);
+        let (_job, to_callee, to_caller) = move_r1_calls(&mut p, now);
+        // The callee now answers with PCMA only; the caller answers as before.
+        let pcma = ANSWER_SDP.replace("RTP/AVP 0", "RTP/AVP 8");
+        ok_to(&mut p, &to_callee, None, &pcma, now);
+        ok_to(&mut p, &to_caller, None, OFFER_SDP, now);
+        drain(&mut p);
+        // The new relay learns the callee's new answer; its rewrite is for the caller.
+        let rewrite = "v=0\r\no=r2 78 2 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40002 RTP/AVP 8\r\nc=IN IP4 203.0.113.2\r\n";
+        let mut answered = false;
+        while let Some((to, datagram)) = p.poll_ng_transmit(now) {
+            let incoming = anchorage_ng::decode_request(&datagram).unwrap();
+            if let anchorage_ng::RequestKind::Answer(a) = &incoming.request.kind {
+                assert_eq!(to.port(), 2224);
+                assert_eq!(&a.sdp[..], pcma.as_bytes());
+                let reply = anchorage_ng::Reply::ok().with_sdp(Bytes::from(rewrite));
+                let bytes = anchorage_ng::encode_reply(&incoming.cookie, &reply, incoming.encoding);
+                p.handle_ng_datagram(to, &bytes, now);
+                answered = true;
+            }
+        }
+        assert!(answered, "no ng answer for the callee's new SDP");
+        let out = drain(&mut p);
+        let follow_up = out
+            .iter()
+            .find(|t| t.destination.port() == 5070 && t.data.starts_with(b"INVITE "))
+            .expect("a follow-up re-INVITE to the caller");
+        let text = text(follow_up);
+        assert!(text.contains("\r\nCSeq: 2 INVITE\r\n"), "{text}");
+        assert!(text.contains("m=audio 40002 RTP/AVP 8\r\n"), "{text}");
+        // The caller's origin, one above the move's (which was 4).
+        assert!(
+            text.contains("o=relay 6 5 IN IP4 203.0.113.2\r\n"),
+            "{text}"
+        );
+        // A new address alone would not have needed one: nothing went to the callee.
+        assert!(!out
+            .iter()
+            .any(|t| t.destination.port() == 9 && t.data.starts_with(b"INVITE ")));
     }
 
     #[test]

@@ -201,6 +201,36 @@ pub fn media_changed(stored: Option<&Bytes>, answer: &Bytes) -> bool {
     }
 }
 
+/// Whether an answer changed what the *other* party must know: formats, codecs, crypto,
+/// direction or media sections (an address or port change stays between the party and the
+/// relay). Then the other party needs a follow-up offer.
+pub fn other_party_must_know(stored: Option<&Bytes>, answer: &Bytes) -> bool {
+    use anchorage_sdp::offer_answer::{compare_media, MediaAspect};
+    let Some(stored) = stored else {
+        return false;
+    };
+    let (Ok(old), Ok(new)) = (
+        Session::parse(stored.clone()),
+        Session::parse(answer.clone()),
+    ) else {
+        return false;
+    };
+    compare_media(&old, &new).iter().any(|c| {
+        matches!(
+            c.aspect,
+            MediaAspect::Added
+                | MediaAspect::Removed
+                | MediaAspect::Kind
+                | MediaAspect::Proto
+                | MediaAspect::Formats
+                | MediaAspect::Codecs
+                | MediaAspect::Crypto
+                | MediaAspect::Dtls
+                | MediaAspect::Direction
+        )
+    })
+}
+
 /// RFC 3261 §14.1: after a 491, the owner of the Call-ID (towards the callee we act for the
 /// caller, who chose it) waits 2.1–4 s, the other 0–2 s, in 10 ms steps. `random` is any
 /// number (the caller's RNG).
@@ -455,6 +485,22 @@ mod tests {
             direction_flags(&LegOptions::default(), &LegOptions::default()),
             None
         );
+    }
+
+    #[test]
+    fn only_codec_like_changes_need_a_follow_up_offer() {
+        let stored = Bytes::from_static(
+            b"v=0\r\no=b 1 1 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0 8\r\n",
+        );
+        let moved = Bytes::from_static(
+            b"v=0\r\no=b 1 2 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 8\r\n",
+        );
+        let fewer = Bytes::from_static(
+            b"v=0\r\no=b 1 2 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 8\r\n",
+        );
+        assert!(!other_party_must_know(Some(&stored), &moved));
+        assert!(other_party_must_know(Some(&stored), &fewer));
+        assert!(!other_party_must_know(None, &fewer));
     }
 
     #[test]

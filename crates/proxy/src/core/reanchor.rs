@@ -24,8 +24,8 @@ use super::{next_random, ClientInvite, ClientNonInvite, MediaWait, Proxy, TimerR
 use crate::dialog::Dialog;
 use crate::media::{self, NodeId};
 use crate::reanchor::{
-    build_request, glare_backoff, leg_target, media_changed, restricted_offer, sdp_for_leg,
-    JobStatus, MoveResult, MoveTarget, OwnRequest, Party, Trigger,
+    build_request, glare_backoff, leg_target, media_changed, other_party_must_know,
+    restricted_offer, sdp_for_leg, JobStatus, MoveResult, MoveTarget, OwnRequest, Party, Trigger,
 };
 use crate::transaction::Action;
 use crate::Transport;
@@ -1079,6 +1079,11 @@ impl Proxy {
             && media_changed(call.caller.received.as_ref(), caller_answer);
         let callee_changed = carries_body(callee_answer)
             && media_changed(call.callee.received.as_ref(), callee_answer);
+        // A codec-like change must reach the other party too (a follow-up offer).
+        let tell_caller = carries_body(callee_answer)
+            && other_party_must_know(call.callee.received.as_ref(), callee_answer);
+        let tell_callee = carries_body(caller_answer)
+            && other_party_must_know(call.caller.received.as_ref(), caller_answer);
         if carries_body(caller_answer) {
             call.caller.received = Some(caller_answer.clone());
         }
@@ -1092,6 +1097,7 @@ impl Proxy {
         // An answer that moved a party's media: tell the new relay where it now is.
         if let Some((caller_tag, callee_tag)) = dialog_tags {
             if callee_changed {
+                // The callee's new SDP, as an answer: the relay's rewrite is for the caller.
                 let r = media::offer_answer(
                     true,
                     call_id,
@@ -1101,10 +1107,19 @@ impl Proxy {
                     &policy.caller_flags,
                 );
                 if let Some(id) = self.relays.send(new_node, &r, now) {
-                    self.media_waits.insert((new_node, id), MediaWait::Delete);
+                    let wait = if tell_caller {
+                        MediaWait::FollowUp {
+                            call_id: call_id.to_string(),
+                            party: Party::Caller,
+                        }
+                    } else {
+                        MediaWait::Delete
+                    };
+                    self.media_waits.insert((new_node, id), wait);
                 }
             }
             if caller_changed {
+                // The caller's new SDP, as a re-offer: the relay's rewrite is for the callee.
                 let r = media::offer_answer(
                     false,
                     call_id,
@@ -1114,7 +1129,15 @@ impl Proxy {
                     &policy.callee_flags,
                 );
                 if let Some(id) = self.relays.send(new_node, &r, now) {
-                    self.media_waits.insert((new_node, id), MediaWait::Delete);
+                    let wait = if tell_callee {
+                        MediaWait::FollowUp {
+                            call_id: call_id.to_string(),
+                            party: Party::Callee,
+                        }
+                    } else {
+                        MediaWait::Delete
+                    };
+                    self.media_waits.insert((new_node, id), wait);
                 }
             }
         }
@@ -1187,6 +1210,28 @@ impl Proxy {
         self.move_duration_count += 1;
         self.count_job(m.job, result == MoveResult::Moved, now);
         self.pump_moves(now);
+    }
+
+    /// After a move, a party's answer changed its codecs: the other party gets the relay's
+    /// rewrite of it in a re-INVITE of ours (its own `o=`, one version up).
+    pub(super) fn send_follow_up_offer(
+        &mut self,
+        call_id: &str,
+        party: Party,
+        sdp: Bytes,
+        now: Instant,
+    ) {
+        let Some(call) = self.call_media.get_mut(call_id) else {
+            return;
+        };
+        let leg = match party {
+            Party::Caller => &mut call.caller,
+            Party::Callee => &mut call.callee,
+        };
+        let sdp = sdp_for_leg(&sdp, leg.origin_sent.as_ref()).unwrap_or(sdp);
+        leg.record_sent(&sdp);
+        tracing::info!(%call_id, party = party.as_str(), "follow-up offer after a move: the other party's codecs changed");
+        self.send_own_request(call_id, party, Method::Invite, Some(&sdp), now);
     }
 
     /// A BYE ended a call being moved: the session the move created goes too.
