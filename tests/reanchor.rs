@@ -584,3 +584,48 @@ fn one_call_moves_to_rtpengine_with_srtp_towards_the_callee_and_back() {
     assert_eq!(status, 404);
     drop(engine);
 }
+
+#[test]
+fn a_callee_refusing_the_move_488_keeps_the_call_on_the_old_relay_with_media() {
+    let a = relay();
+    let b = relay();
+    let p = proxy(&a, &b, "");
+    let c = call_with(&p, 0, "uac_reanchor_loop.xml", "uas_reanchor_488.xml");
+    let (holder_name, holder) = if a.ports.contains(&c.relay.0.port()) {
+        ("relay-a", &a)
+    } else {
+        ("relay-b", &b)
+    };
+    let (status, body) = http(
+        p.api,
+        "POST",
+        &format!("/v1/relays/{holder_name}/drain"),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let job = finished_job(p.api, &body);
+    assert_eq!(
+        (job["done"].as_u64(), job["failed"].as_u64()),
+        (Some(0), Some(1)),
+        "{job}"
+    );
+    // The caller took the move, then was given the old relay back (one more o= version).
+    let moved = nth_received(&c.caller, "INVITE ", 1, Duration::from_secs(5));
+    let back = nth_received(&c.caller, "INVITE ", 2, Duration::from_secs(5));
+    assert!(!holder.ports.contains(&sdp_media(&moved).port()), "{moved}");
+    assert_eq!(
+        sdp_media(&back),
+        c.relay.0,
+        "the caller is back on its old relay port"
+    );
+    assert_eq!(header(&back, "CSeq"), "2 INVITE");
+    assert!(origin(&back).contains("callee 1 3 "), "{back}");
+    // The callee never left: media flows through the old relay both ways.
+    rtp_flows(&c.caller_rtp, c.relay.0, &c.callee_rtp, c.relay.1, 0x9999);
+    rtp_flows(&c.callee_rtp, c.relay.1, &c.caller_rtp, c.relay.0, 0xAAAA);
+    // The session the move made on the other relay is gone; the old one stays.
+    let other = if holder_name == "relay-a" { &b } else { &a };
+    let call_id = header(&c.invite_at_callee, "Call-ID").to_string();
+    assert!(!ng_list(other.ng).contains(&call_id));
+    assert!(ng_list(holder.ng).contains(&call_id));
+}
