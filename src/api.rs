@@ -716,10 +716,7 @@ async fn drain(
     Path(node): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return r;
-    }
-    run_command(&state, Command::Drain(node)).await
+    authorized_command(&state, &headers, Command::Drain(node)).await
 }
 
 async fn undrain(
@@ -727,10 +724,15 @@ async fn undrain(
     Path(node): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return r;
+    authorized_command(&state, &headers, Command::Undrain(node)).await
+}
+
+/// A state-changing command without a body: the token is checked, then it runs.
+async fn authorized_command(state: &AppState, headers: &HeaderMap, command: Command) -> Response {
+    match authorized(state, headers) {
+        Ok(()) => run_command(state, command).await,
+        Err(r) => r,
     }
-    run_command(&state, Command::Undrain(node)).await
 }
 
 async fn rebalance(
