@@ -161,13 +161,18 @@ fn kamailio_anchors_a_call_on_debian_rtpengine() {
 
 /// `anchorage proxy` anchoring every call on the relay set `main` (one node at `ng`).
 fn anchorage_proxy_with_relay(ng: u16) -> (Daemon, u16, tempfile::NamedTempFile) {
+    anchorage_proxy_with_relay_and(ng, "")
+}
+
+/// The same, with more configuration (e.g. routing rules).
+fn anchorage_proxy_with_relay_and(ng: u16, extra: &str) -> (Daemon, u16, tempfile::NamedTempFile) {
     let port = free_port(LOCALHOST);
     let mut config = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(
         &mut config,
         format!(
             "[[proxy.relay_set]]\nname = \"main\"\nnodes = [{{ name = \"relay-1\", ng = \"127.0.0.1:{ng}\" }}]\n\n\
-             [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\ncallee_flags = \"replace-origin\"\n"
+             [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\ncallee_flags = \"replace-origin\"\n{extra}"
         )
         .as_bytes(),
     )
@@ -677,4 +682,83 @@ fn a_late_offer_in_a_reliable_183_is_answered_in_the_prack_through_the_relay() {
     );
     relay_empties(ng);
     drop(proxy);
+}
+
+#[test]
+fn a_parallel_fork_gives_each_callee_its_own_relay_ports_and_the_loser_is_deleted() {
+    let (relay, ng, metrics, range) = anchorage_relay();
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let callee_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (winner_port, loser_port) = (free_udp_port(LOCALHOST), free_udp_port(LOCALHOST));
+    let (proxy, sip_port, _config) = anchorage_proxy_with_relay_and(
+        ng,
+        &format!(
+            "\n[[proxy.route]]\nname = \"fork\"\nmatch = {{ methods = [\"INVITE\"] }}\n\
+             fork = \"parallel\"\ndestinations = [{{ host = \"127.0.0.1\", port = {winner_port} }}, \
+             {{ host = \"127.0.0.1\", port = {loser_port} }}]\n"
+        ),
+    );
+    let mut winner = Sipp::new(
+        "uas",
+        &scenario("uas_media.xml"),
+        SocketAddr::new(LOCALHOST, winner_port),
+    )
+    .args([
+        "-m",
+        "1",
+        "-key",
+        "rtp_port",
+        &callee_rtp.local_addr().unwrap().port().to_string(),
+    ])
+    .spawn();
+    let mut loser = Sipp::new(
+        "uas",
+        &scenario("uas_cancel.xml"),
+        SocketAddr::new(LOCALHOST, loser_port),
+    )
+    .args(["-m", "1"])
+    .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = Sipp::new(
+        "uac",
+        &scenario("uac_media.xml"),
+        SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST)),
+    )
+    .args(["-m", "1", "-d", "2000", "-timeout", "20s", "-timeout_error"])
+    .args([
+        "-key",
+        "rtp_port",
+        &caller_rtp.local_addr().unwrap().port().to_string(),
+    ])
+    .args(["-rsa", &format!("127.0.0.1:{sip_port}")])
+    .args([format!("127.0.0.1:{winner_port}")])
+    .spawn();
+    let at_winner = winner.wait_for_received("INVITE ", Duration::from_secs(10));
+    let at_loser = loser.wait_for_received("INVITE ", Duration::from_secs(10));
+    let (winner_relay, loser_relay) = (sdp_media(&at_winner), sdp_media(&at_loser));
+    assert_ne!(
+        winner_relay, loser_relay,
+        "each fork branch has its own relay ports"
+    );
+    assert!(range.contains(&winner_relay.port()) && range.contains(&loser_relay.port()));
+    let ok = caller.wait_for_received("SIP/2.0 200", Duration::from_secs(10));
+    let caller_relay = sdp_media(&ok);
+    rtp_flows(&caller_rtp, caller_relay, &callee_rtp, winner_relay, 0x5151);
+    rtp_flows(&callee_rtp, winner_relay, &caller_rtp, caller_relay, 0x5252);
+    // The losing branch's session is gone: one dialog left on the relay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let page = http_body(metrics, "/metrics");
+        if metric(&page, "anchorage_relay_active_sessions") == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    caller.finish(Duration::from_secs(20)).assert_success();
+    winner.finish(Duration::from_secs(10)).assert_success();
+    loser.finish(Duration::from_secs(10)).assert_success();
+    relay_empties(ng);
+    drop(proxy);
+    drop(relay);
 }

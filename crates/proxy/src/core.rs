@@ -256,6 +256,20 @@ struct CallMedia {
     /// A late offer went out in a reliable provisional response: the PRACK carries the answer
     /// (RFC 3262 §5).
     answer_in_prack: bool,
+    /// The branches of a parallel fork, each with its own relay session (`via-branch`), until a
+    /// 2xx picks one.
+    forks: Vec<ForkBranch>,
+}
+
+/// One branch of a forked INVITE with media.
+#[derive(Debug, Clone)]
+struct ForkBranch {
+    /// The `via-branch` given to the relay.
+    via_branch: String,
+    /// Our client transaction's branch for it.
+    client_branch: Option<String>,
+    /// The offer SDP this branch's callee got.
+    sent: Option<Bytes>,
 }
 
 impl CallMedia {
@@ -354,6 +368,13 @@ enum MediaWait {
     ReanchorOffer { call_id: String },
     /// The new node's answer for a call being re-anchored.
     ReanchorAnswer { call_id: String },
+    /// The offer for one target of a parallel fork (its own relay session).
+    ForkOffer {
+        key: ServerKey,
+        target: Target,
+        via_branch: String,
+        policy: Policy,
+    },
     /// A party's answer to a move changed its codecs: the relay's rewrite goes to the other
     /// party in a follow-up offer.
     FollowUp {
@@ -766,10 +787,216 @@ impl Proxy {
         if let Some(tx) = self.servers.get_mut(key) {
             tx.remaining = targets;
         }
-        if self.start_offer(key, &req, source, now) {
+        if self.start_forked_offers(key, &req, source, now)
+            || self.start_offer(key, &req, source, now)
+        {
             return;
         }
         self.try_next_target(key, now);
+    }
+
+    /// An initial INVITE with SDP forked in parallel to several targets, with media anchored:
+    /// one relay offer per target, each with its own `via-branch`, so each callee gets its own
+    /// relay ports; each target is forwarded when its offer is back. Returns whether it did.
+    fn start_forked_offers(
+        &mut self,
+        key: &ServerKey,
+        req: &Message,
+        source: SocketAddr,
+        now: Instant,
+    ) -> bool {
+        let Some(tx) = self.servers.get(key) else {
+            return false;
+        };
+        let parallel = tx.failover.as_ref().is_some_and(|f| f.parallel);
+        let initial = req.to().ok().and_then(|t| t.tag()).is_none();
+        if !parallel
+            || tx.remaining.len() < 2
+            || !initial
+            || req.method() != Some(Method::Invite)
+            || !carries_sdp(req)
+        {
+            return false;
+        }
+        let Ok(call_id) = req.call_id() else {
+            return false;
+        };
+        if self.call_media.contains_key(call_id) {
+            return false;
+        }
+        let Some(policy) = self.policy_for(req, source) else {
+            return false;
+        };
+        let Some(node) = self.relays.pick(&policy.set, &[]) else {
+            return false;
+        };
+        let from_tag = tag_of(req.from());
+        let targets: Vec<Target> = match self.servers.get_mut(key) {
+            Some(tx) => tx.remaining.drain(..).collect(),
+            None => return false,
+        };
+        for (index, target) in targets.into_iter().enumerate() {
+            let via_branch = format!("fork{index}");
+            let request = media::on_branch(
+                media::offer_answer(
+                    false,
+                    call_id,
+                    &from_tag,
+                    None,
+                    req.body_bytes(),
+                    &policy.callee_flags,
+                ),
+                &via_branch,
+            );
+            if let Some(id) = self.relays.send(node, &request, now) {
+                let wait = MediaWait::ForkOffer {
+                    key: key.clone(),
+                    target,
+                    via_branch,
+                    policy: policy.clone(),
+                };
+                self.media_waits.insert((node, id), wait);
+            }
+        }
+        true
+    }
+
+    /// One fork branch's offer came back: the call is anchored (on its first), and the target
+    /// gets the INVITE with its own relay SDP.
+    #[allow(clippy::too_many_arguments)]
+    fn on_fork_offer(
+        &mut self,
+        node: NodeId,
+        key: ServerKey,
+        target: Target,
+        via_branch: String,
+        policy: Policy,
+        sdp: Option<Bytes>,
+        now: Instant,
+    ) {
+        let Some(tx) = self.servers.get(&key) else {
+            return;
+        };
+        let request = tx.request.clone();
+        let call_id = request.call_id().unwrap_or("").to_string();
+        let Some(sdp) = sdp else {
+            tracing::warn!(%call_id, %via_branch, "relay refused or did not answer a fork branch's offer");
+            let pending = self
+                .media_waits
+                .values()
+                .any(|w| matches!(w, MediaWait::ForkOffer { key: k, .. } if *k == key));
+            if !pending && tx.branches.is_empty() {
+                self.respond(&key, 503, "Media Relay Failed", now);
+            }
+            return;
+        };
+        if tx.cancelled || tx.final_status.is_some() {
+            let from_tag = tag_of(request.from());
+            self.send_ng_quietly(
+                node,
+                &media::delete_branch(&call_id, &from_tag, &via_branch),
+                now,
+            );
+            return;
+        }
+        if !self.call_media.contains_key(&call_id) {
+            self.relays.count_call(node, 1);
+            self.call_media.insert(
+                call_id.clone(),
+                CallMedia {
+                    node,
+                    policy,
+                    caller_tag: tag_of(request.from()),
+                    caller: LegMedia {
+                        received: Some(request.body_bytes()),
+                        ..LegMedia::default()
+                    },
+                    callee: LegMedia::default(),
+                    answer_in_ack: false,
+                    answer_in_prack: false,
+                    forks: Vec::new(),
+                },
+            );
+        }
+        let Some(destination) = target.socket_addr() else {
+            return;
+        };
+        let Ok(rewritten) = request.edit().set_body(sdp.clone()).finish_message() else {
+            return;
+        };
+        match self.forward_request(&rewritten, &key, &target, destination, now) {
+            Ok(branch) => {
+                if let Some(call) = self.call_media.get_mut(&call_id) {
+                    call.forks.push(ForkBranch {
+                        via_branch,
+                        client_branch: Some(branch.clone()),
+                        sent: Some(sdp),
+                    });
+                }
+                if let Some(tx) = self.servers.get_mut(&key) {
+                    tx.branches.push(branch.clone());
+                }
+                self.drain_client(&branch, now);
+            }
+            Err(reason) => tracing::warn!(%reason, "cannot forward a fork branch"),
+        }
+    }
+
+    /// Sends an ng request whose reply nobody waits for.
+    fn send_ng_quietly(&mut self, node: NodeId, request: &anchorage_ng::Request, now: Instant) {
+        if let Some(id) = self.relays.send(node, request, now) {
+            self.media_waits.insert((node, id), MediaWait::Delete);
+        }
+    }
+
+    /// A 2xx on fork branch `winner`: the other branches' relay sessions are deleted, and the
+    /// callee leg's sent SDP is the winner's.
+    fn settle_forks(&mut self, call_id: &str, winner: &str, now: Instant) {
+        let Some(call) = self.call_media.get_mut(call_id) else {
+            return;
+        };
+        let forks = std::mem::take(&mut call.forks);
+        let (node, caller_tag) = (call.node, call.caller_tag.clone());
+        if let Some(sent) = forks
+            .iter()
+            .find(|f| f.via_branch == winner)
+            .and_then(|f| f.sent.clone())
+        {
+            call.callee.record_sent(&sent);
+        }
+        for fork in forks.into_iter().filter(|f| f.via_branch != winner) {
+            tracing::debug!(%call_id, via_branch = %fork.via_branch, "deleting a losing fork branch's relay session");
+            let delete = media::delete_branch(call_id, &caller_tag, &fork.via_branch);
+            self.send_ng_quietly(node, &delete, now);
+        }
+    }
+
+    /// A fork branch failed: its relay session goes.
+    fn drop_fork(&mut self, call_id: &str, branch: &str, now: Instant) {
+        let Some(call) = self.call_media.get_mut(call_id) else {
+            return;
+        };
+        let Some(at) = call
+            .forks
+            .iter()
+            .position(|f| f.client_branch.as_deref() == Some(branch))
+        else {
+            return;
+        };
+        let fork = call.forks.remove(at);
+        let (node, caller_tag) = (call.node, call.caller_tag.clone());
+        let delete = media::delete_branch(call_id, &caller_tag, &fork.via_branch);
+        self.send_ng_quietly(node, &delete, now);
+    }
+
+    /// The fork branch (its `via-branch`) a response on client branch `branch` belongs to.
+    fn fork_of(&self, call_id: &str, branch: &str) -> Option<String> {
+        self.call_media
+            .get(call_id)?
+            .forks
+            .iter()
+            .find(|f| f.client_branch.as_deref() == Some(branch))
+            .map(|f| f.via_branch.clone())
     }
 
     /// Sends the SDP offer of a request to its relay, if its call is (or must be) anchored;
@@ -926,6 +1153,7 @@ impl Proxy {
     fn start_answer(
         &mut self,
         key: &ServerKey,
+        branch: &str,
         status: u16,
         response: &Message,
         now: Instant,
@@ -973,6 +1201,17 @@ impl Proxy {
             response.body_bytes(),
             flags,
         );
+        // A fork branch answers on its own relay session; its 2xx ends the other branches'.
+        let call_id = call_id.to_string();
+        let call_id = call_id.as_str();
+        let fork = self.fork_of(call_id, branch);
+        let request = match &fork {
+            Some(via_branch) => media::on_branch(request, via_branch),
+            None => request,
+        };
+        if let (Some(winner), true) = (&fork, (200..300).contains(&status)) {
+            self.settle_forks(call_id, winner, now);
+        }
         match self.relays.send(call.node, &request, now) {
             Some(id) => {
                 let wait = MediaWait::Answer {
@@ -1130,6 +1369,17 @@ impl Proxy {
                 }
                 (MediaWait::FollowUp { .. }, None) => {}
                 (
+                    MediaWait::ForkOffer {
+                        key,
+                        target,
+                        via_branch,
+                        policy,
+                    },
+                    sdp,
+                ) => {
+                    self.on_fork_offer(node, key, target, via_branch, policy, sdp, now);
+                }
+                (
                     MediaWait::ResponseOffer {
                         key,
                         status,
@@ -1158,6 +1408,7 @@ impl Proxy {
                                 callee: LegMedia::default(),
                                 answer_in_ack: false,
                                 answer_in_prack: false,
+                                forks: Vec::new(),
                             },
                         );
                     }
@@ -1239,6 +1490,7 @@ impl Proxy {
                                 callee: LegMedia::default(),
                                 answer_in_ack: false,
                                 answer_in_prack: false,
+                                forks: Vec::new(),
                             },
                         );
                     }
@@ -1814,7 +2066,7 @@ impl Proxy {
         match status {
             100 => {}
             101..=199 => {
-                if !abandoned && !self.start_answer(&key, status, &popped, now) {
+                if !abandoned && !self.start_answer(&key, branch, status, &popped, now) {
                     self.forward_response_upstream(&key, status, popped.bytes(), now);
                 }
             }
@@ -1824,7 +2076,7 @@ impl Proxy {
                 }
                 // Every 2xx to an INVITE is forwarded, also on a cancelled branch (§16.7 step 5).
                 if self.servers.contains_key(&key) {
-                    if !self.start_answer(&key, status, &popped, now) {
+                    if !self.start_answer(&key, branch, status, &popped, now) {
                         self.forward_response_upstream(&key, status, popped.bytes(), now);
                     }
                     // §16.7 step 10: the other branches of a fork are cancelled.
@@ -1834,6 +2086,11 @@ impl Proxy {
                 }
             }
             _ => {
+                // A fork branch that failed gives up its relay session.
+                if let Ok(call_id) = popped.call_id() {
+                    let call_id = call_id.to_string();
+                    self.drop_fork(&call_id, branch, now);
+                }
                 if abandoned && !self.servers.get(&key).is_some_and(|s| s.cancelled) {
                     return;
                 }

@@ -361,6 +361,28 @@ pub fn offer_answer(
     }
 }
 
+/// `request` (an offer or answer) for one fork branch (`via-branch`): each branch of a parallel
+/// fork gets its own relay ports, and a losing branch can be deleted alone.
+pub fn on_branch(mut request: Request, via_branch: &str) -> Request {
+    if let RequestKind::Offer(body) | RequestKind::Answer(body) = &mut request.kind {
+        body.via_branch = Some(anchorage_ng::Branch(via_branch.to_string()));
+    }
+    request
+}
+
+/// A `delete` of one fork branch's session (`from-tag` + `via-branch`).
+pub fn delete_branch(call_id: &str, from_tag: &str, via_branch: &str) -> Request {
+    Request {
+        kind: RequestKind::Delete(Delete {
+            call_id: CallId(call_id.to_string()),
+            from_tag: Some(Tag(from_tag.to_string())),
+            to_tag: None,
+            via_branch: Some(anchorage_ng::Branch(via_branch.to_string())),
+        }),
+        flags: flags_of(""),
+    }
+}
+
 /// A `delete` of a whole call.
 pub fn delete(call_id: &str) -> Request {
     Request {
