@@ -69,7 +69,7 @@ pub fn config(relays: u16, ng_base: u16) -> Config {
             set: Some("default".into()),
             caller_flags: DEFAULT_FLAGS.into(),
             callee_flags: DEFAULT_FLAGS.into(),
-            disabled: false,
+            ..MediaPolicy::default()
         };
     }
     config

@@ -120,7 +120,37 @@ pub struct MediaPolicy {
     pub callee_flags: String,
     /// Never anchor media for these calls, whatever `set` says.
     pub disabled: bool,
+    /// `caller = { type, ip, iface }`: the media profile, advertised address and relay
+    /// interface of the caller's leg.
+    pub caller: LegMedia,
+    /// `callee = { type, ip, iface }`: the same for the callee's leg.
+    pub callee: LegMedia,
 }
+
+/// Per-leg media options of a policy (OpenSIPS' `$rtp_relay` keys): each becomes an ng option
+/// for the SDP that leg is given.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LegMedia {
+    /// Media profile: `RTP/AVP`, `RTP/AVPF`, `RTP/SAVP`, `RTP/SAVPF`, `UDP/TLS/RTP/SAVP` or
+    /// `UDP/TLS/RTP/SAVPF` (the relay converts when it can).
+    #[serde(rename = "type")]
+    pub transport: Option<String>,
+    /// Address the relay advertises to this leg (ng `media-address`).
+    pub ip: Option<IpAddr>,
+    /// Relay interface facing this leg, by name (ng `direction`).
+    pub iface: Option<String>,
+}
+
+/// The media profiles a leg may be given.
+pub const MEDIA_PROFILES: [&str; 6] = [
+    "RTP/AVP",
+    "RTP/AVPF",
+    "RTP/SAVP",
+    "RTP/SAVPF",
+    "UDP/TLS/RTP/SAVP",
+    "UDP/TLS/RTP/SAVPF",
+];
 
 /// Name resolution.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -569,6 +599,28 @@ impl ProxyConfig {
                     ));
                 }
             }
+            for (leg, options) in [("caller", &policy.caller), ("callee", &policy.callee)] {
+                if let Some(t) = &options.transport {
+                    if !MEDIA_PROFILES.contains(&t.as_str()) {
+                        errors.push(ConfigError::new(
+                            format!("{path}.{leg}.type"),
+                            format!("{t:?} is not one of {}", MEDIA_PROFILES.join(", ")),
+                        ));
+                    }
+                }
+                if let Some(iface) = &options.iface {
+                    let ok = !iface.is_empty()
+                        && iface
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                    if !ok {
+                        errors.push(ConfigError::new(
+                            format!("{path}.{leg}.iface"),
+                            format!("{iface:?} is not an interface name (letters, digits, - _ .)"),
+                        ));
+                    }
+                }
+            }
         };
         check_policy(&self.media, format!("{at}.media"), errors);
         for (i, rule) in self.route.iter().enumerate() {
@@ -756,6 +808,23 @@ destinations = [{ host = "bad host" }]
                 "proxy.route[1].name",
             ]
         );
+    }
+
+    #[test]
+    fn per_leg_media_options_are_checked() {
+        let c = parse(
+            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [{ name = \"a\", ng = \"127.0.0.1:2223\" }]\n\n\
+             [proxy.media]\nset = \"main\"\ncallee = { type = \"RTP/SAVP\", ip = \"203.0.113.5\", iface = \"pub\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.proxy.media.callee.transport.as_deref(), Some("RTP/SAVP"));
+        let errors = parse(
+            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [{ name = \"a\", ng = \"127.0.0.1:2223\" }]\n\n\
+             [proxy.media]\nset = \"main\"\ncaller = { type = \"RTP/XYZ\", iface = \"a b\" }\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(keys, vec!["proxy.media.caller.type", "proxy.media.caller.iface"]);
     }
 
     #[test]

@@ -99,13 +99,27 @@ pub struct Policy {
 impl Policy {
     /// The active policy of a configured one (`None`: no anchoring).
     pub fn of(p: &MediaPolicy) -> Option<Policy> {
+        use crate::reanchor::{direction_flags, LegOptions};
         if p.disabled {
             return None;
         }
+        // The per-leg `type`, `ip` and `iface` become ng options of the SDP that leg gets;
+        // the interfaces go into the offer as a `direction` pair.
+        let leg = |l: &anchorage_config::proxy::LegMedia| LegOptions {
+            flags: None,
+            transport: l.transport.clone(),
+            ip: l.ip,
+            iface: l.iface.clone(),
+        };
+        let (caller, callee) = (leg(&p.caller), leg(&p.callee));
+        let mut callee_flags = callee.applied_to(&p.callee_flags);
+        if let Some(direction) = direction_flags(&caller, &callee) {
+            callee_flags = format!("{callee_flags} {direction}").trim().to_string();
+        }
         Some(Policy {
             set: p.set.clone()?,
-            caller_flags: p.caller_flags.clone(),
-            callee_flags: p.callee_flags.clone(),
+            caller_flags: caller.applied_to(&p.caller_flags),
+            callee_flags,
         })
     }
 }
@@ -507,6 +521,26 @@ nodes = [
         assert_eq!(r.pick("main", &[0]), Some(1));
         assert_eq!(r.pick("main", &[0, 1]), None);
         assert_eq!(r.pick("nope", &[]), None);
+    }
+
+    #[test]
+    fn per_leg_policy_options_become_ng_options() {
+        let cfg = anchorage_config::parse(
+            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [{ name = \"a\", ng = \"127.0.0.1:2223\" }]\n\n\
+             [proxy.media]\nset = \"main\"\ncallee_flags = \"replace-origin\"\n\
+             caller = { ip = \"203.0.113.5\" }\ncallee = { type = \"RTP/SAVP\", iface = \"pub\" }\n",
+        )
+        .unwrap();
+        let policy = Policy::of(&cfg.proxy.media).unwrap();
+        let offer = flags_of(&policy.callee_flags);
+        assert!(offer.replace.origin);
+        assert_eq!(
+            offer.transport_protocol,
+            Some(anchorage_ng::TransportProtocol::RtpSavp)
+        );
+        assert_eq!(offer.direction, vec!["default".to_string(), "pub".to_string()]);
+        let answer = flags_of(&policy.caller_flags);
+        assert_eq!(answer.media_address, Some("203.0.113.5".parse().unwrap()));
     }
 
     #[test]
