@@ -574,7 +574,13 @@ impl Proxy {
                 }
                 TimerRef::Dialogs => {
                     self.dialog_sweep = None;
-                    self.dialogs.expire(now, self.config.dialog_max_age);
+                    // A dialog at its maximum age ends, and so does its call's relay session.
+                    for call_id in self.dialogs.expire(now, self.config.dialog_max_age) {
+                        if self.call_media.contains_key(&call_id) {
+                            tracing::info!(%call_id, "dialog reached its maximum age: deleting its relay session");
+                            self.delete_media(&call_id, now);
+                        }
+                    }
                     self.schedule_dialog_sweep(now);
                 }
                 TimerRef::Own(branch) => self.own_timeout(&branch, now),
@@ -3438,6 +3444,25 @@ Content-Length: 0\n\n";
         assert!(!out
             .iter()
             .any(|t| t.destination.port() == 9 && t.data.starts_with(b"INVITE ")));
+    }
+
+    #[test]
+    fn a_dialog_at_its_maximum_age_takes_its_relay_session_with_it() {
+        let now = epoch();
+        let mut p = call_on_r1(now);
+        ng_requests(&mut p, now);
+        assert!(p.anchored_call("c1").is_some());
+        // The test proxy's dialogs live an hour.
+        let later = now + Duration::from_secs(3601);
+        p.handle_timeout(later);
+        assert!(p.dialogs().is_empty());
+        assert!(p.anchored_call("c1").is_none());
+        let sent = ng_requests(&mut p, later);
+        assert!(
+            sent.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
+            "{sent:?}"
+        );
+        assert_eq!(p.relays().nodes()[0].calls, 0);
     }
 
     #[test]

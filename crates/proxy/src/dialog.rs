@@ -346,15 +346,21 @@ impl Dialogs {
     }
 
     /// Ends dialogs older than `max_age`.
-    pub fn expire(&mut self, now: Instant, max_age: Duration) {
+    /// Returns the Call-IDs left with no dialog (their media can go).
+    pub fn expire(&mut self, now: Instant, max_age: Duration) -> Vec<String> {
         let mut removed = 0;
-        self.calls.retain(|_, list| {
+        let mut ended = Vec::new();
+        self.calls.retain(|call_id, list| {
             let before = list.len();
             list.retain(|d| now.saturating_duration_since(d.created) < max_age);
             removed += before - list.len();
+            if list.is_empty() {
+                ended.push(call_id.clone());
+            }
             !list.is_empty()
         });
         self.count -= removed;
+        ended
     }
 }
 
