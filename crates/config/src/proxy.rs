@@ -824,7 +824,10 @@ destinations = [{ host = "bad host" }]
         )
         .unwrap_err();
         let keys: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(keys, vec!["proxy.media.caller.type", "proxy.media.caller.iface"]);
+        assert_eq!(
+            keys,
+            vec!["proxy.media.caller.type", "proxy.media.caller.iface"]
+        );
     }
 
     #[test]

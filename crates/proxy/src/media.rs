@@ -538,7 +538,10 @@ nodes = [
             offer.transport_protocol,
             Some(anchorage_ng::TransportProtocol::RtpSavp)
         );
-        assert_eq!(offer.direction, vec!["default".to_string(), "pub".to_string()]);
+        assert_eq!(
+            offer.direction,
+            vec!["default".to_string(), "pub".to_string()]
+        );
         let answer = flags_of(&policy.caller_flags);
         assert_eq!(answer.media_address, Some("203.0.113.5".parse().unwrap()));
     }
