@@ -266,19 +266,9 @@ fn run_pair(uac: &str, uas: &str, sip_port: u16) {
 
 /// The body of an HTTP GET that must answer 200.
 fn http_body(addr: SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
+    let (status, body) = anchorage_testkit::http(addr, "GET", path, "");
+    assert_eq!(status, 200, "{path}: {body}");
+    body
 }
 
 /// Asserts how many offers and answers a relay received (rtpengine's log).

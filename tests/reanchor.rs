@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anchorage_testkit::media::{rtp_flows, rtpengine, sdp_media};
 use anchorage_testkit::sipp::{Sipp, SippProcess};
-use anchorage_testkit::{free_port, free_udp_port, AnchorageRelay, Daemon, LOCALHOST};
+use anchorage_testkit::{free_port, free_udp_port, http, AnchorageRelay, Daemon, LOCALHOST};
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -60,30 +60,6 @@ fn proxy(a: &Relay, b: &Relay, extra: &str) -> Proxy {
         api,
         _config: config,
     }
-}
-
-/// An HTTP request; returns the status and the body.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// The `n`-th (from 1) received message starting with `start`, waiting up to `timeout`.

@@ -187,6 +187,34 @@ pub fn tcp_accepts(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
 }
 
+/// One HTTP/1.1 request (a JSON body when `body` is not empty); returns the status and the
+/// body. For the management API and `/metrics` of the servers under test.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap_or_else(|e| panic!("cannot send to {addr}: {e}"));
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("cannot read from {addr}: {e}"));
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// An `anchorage relay` process with 100 media ports of its own (a free block on loopback),
 /// one worker thread and no delete delay; stopped on drop.
 pub struct AnchorageRelay {
