@@ -76,6 +76,33 @@ fn relay_calls(ng_port: u16) -> Vec<String> {
     reply.calls.unwrap_or_default()
 }
 
+/// A SIPp caller whose SDP names `rtp` (a socket of the test), calling the UAS at
+/// `127.0.0.1:uas_port` through the proxy at `127.0.0.1:sip_port`, holding `hold_ms`.
+fn media_caller(sip_port: u16, uas_port: u16, rtp: &UdpSocket, hold_ms: u64) -> SippProcess {
+    Sipp::new(
+        "uac",
+        &scenario("uac_media.xml"),
+        SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST)),
+    )
+    .args([
+        "-m",
+        "1",
+        "-d",
+        &hold_ms.to_string(),
+        "-timeout",
+        "20s",
+        "-timeout_error",
+    ])
+    .args([
+        "-key",
+        "rtp_port",
+        &rtp.local_addr().unwrap().port().to_string(),
+    ])
+    .args(["-rsa", &format!("127.0.0.1:{sip_port}")])
+    .args([format!("127.0.0.1:{uas_port}")])
+    .spawn()
+}
+
 /// A call anchored on the relay at `ng_port` by the SIP proxy at `127.0.0.1:sip_port` (which
 /// must send calls for the Request-URI `sip:service@127.0.0.1:UAS` to that UAS): both SDPs name
 /// the relay, RTP flows both ways through it. Returns the relay addresses seen by caller and
@@ -97,20 +124,7 @@ fn call_through(sip_port: u16, uas_port: u16) -> (SocketAddr, SocketAddr) {
     ])
     .spawn();
     std::thread::sleep(Duration::from_millis(300));
-    let mut caller = Sipp::new(
-        "uac",
-        &scenario("uac_media.xml"),
-        SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST)),
-    )
-    .args(["-m", "1", "-d", "3000", "-timeout", "20s", "-timeout_error"])
-    .args([
-        "-key",
-        "rtp_port",
-        &caller_rtp.local_addr().unwrap().port().to_string(),
-    ])
-    .args(["-rsa", &format!("127.0.0.1:{sip_port}")])
-    .args([format!("127.0.0.1:{uas_port}")])
-    .spawn();
+    let mut caller = media_caller(sip_port, uas_port, &caller_rtp, 3000);
     // The callee's INVITE names the relay's port for the callee; the caller's 200 the relay's
     // port for the caller.
     let invite = callee.wait_for_received("INVITE ", Duration::from_secs(10));
@@ -709,20 +723,7 @@ fn a_parallel_fork_gives_each_callee_its_own_relay_ports_and_the_loser_is_delete
     .args(["-m", "1"])
     .spawn();
     std::thread::sleep(Duration::from_millis(300));
-    let mut caller = Sipp::new(
-        "uac",
-        &scenario("uac_media.xml"),
-        SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST)),
-    )
-    .args(["-m", "1", "-d", "2000", "-timeout", "20s", "-timeout_error"])
-    .args([
-        "-key",
-        "rtp_port",
-        &caller_rtp.local_addr().unwrap().port().to_string(),
-    ])
-    .args(["-rsa", &format!("127.0.0.1:{sip_port}")])
-    .args([format!("127.0.0.1:{winner_port}")])
-    .spawn();
+    let mut caller = media_caller(sip_port, winner_port, &caller_rtp, 2000);
     let at_winner = winner.wait_for_received("INVITE ", Duration::from_secs(10));
     let at_loser = loser.wait_for_received("INVITE ", Duration::from_secs(10));
     let (winner_relay, loser_relay) = (sdp_media(&at_winner), sdp_media(&at_loser));
