@@ -1563,9 +1563,9 @@ impl Proxy {
     /// The next hop named by the Route set after removing our own entries, if any (§16.4,
     /// §16.6 step 6–7), with strict-route compatibility.
     fn next_hop_by_route(&self, req: &Message) -> Option<RouteChoice> {
-        let routes: Vec<_> = req.routes().flatten().collect();
-        let first_foreign = routes.iter().find(|r| !self.is_us(&r.uri))?;
-        Target::from_uri(&first_foreign.uri).map(RouteChoice::Route)
+        let routes: Vec<_> = req.routes().filter_map(|r| r.ok()?.uri().ok()).collect();
+        let first_foreign = routes.iter().find(|uri| !self.is_us(uri))?;
+        Target::from_uri(first_foreign).map(RouteChoice::Route)
     }
 
     fn is_us(&self, uri: &Uri<'_>) -> bool {
@@ -1750,8 +1750,8 @@ impl Proxy {
             }
         }
         // Our own Route entries (loose routing, §16.4).
-        for route in req.routes().flatten() {
-            if self.is_us(&route.uri) {
+        for route in req.routes().filter_map(|r| r.ok()?.uri().ok()) {
+            if self.is_us(&route) {
                 e.pop_route();
             } else {
                 break;
@@ -1890,8 +1890,11 @@ impl Proxy {
                 // A CANCEL, or the ACK of a non-2xx response, belongs to an initial INVITE:
                 // route it as that INVITE was routed. An ACK for a 2xx is in-dialog: it carries
                 // our Record-Route as Route and goes to its Request-URI (the remote target).
-                let in_dialog =
-                    method == "ACK" && req.routes().flatten().any(|r| self.is_us(&r.uri));
+                let in_dialog = method == "ACK"
+                    && req
+                        .routes()
+                        .filter_map(|r| r.ok()?.uri().ok())
+                        .any(|uri| self.is_us(&uri));
                 let initial = !in_dialog;
                 let decision = if initial {
                     let domain = sip.map(|s| s.host.to_string());

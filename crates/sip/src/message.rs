@@ -291,10 +291,11 @@ impl Message {
     ///
     /// 1. the version is `SIP/2.0` ([`ParseError::UnsupportedVersion`] → `505`);
     /// 2. a response's status is 100–699; a request's Request-URI parses (any scheme);
-    /// 3. Call-ID, CSeq, From and To are present exactly once and parse; Via at least once
+    /// 3. Call-ID, CSeq, From and To are present exactly once and parse (with their URIs);
+    ///    Via at least once
     ///    and every value parses; the CSeq method equals the request method;
     /// 4. Max-Forwards and Content-Type appear at most once, Max-Forwards is a number;
-    /// 5. every Route, Record-Route and Contact value parses (`*` only alone);
+    /// 5. every Route, Record-Route and Contact value parses, URI included (`*` only alone);
     /// 6. Require, Proxy-Require, Supported, Unsupported and Allow are token lists.
     pub fn validate(&self) -> Result<(), ParseError> {
         if !self.version().eq_ignore_ascii_case(b"SIP/2.0") {
@@ -320,8 +321,8 @@ impl Message {
         }
         self.call_id()?;
         let cseq = self.cseq()?;
-        self.from()?;
-        self.to()?;
+        self.from()?.uri()?;
+        self.to()?.uri()?;
         if let Some(method) = self.method() {
             if cseq.method != method {
                 return Err(ParseError::CSeqMethodMismatch {
@@ -339,17 +340,19 @@ impl Message {
         self.at_most_once(HeaderName::MaxForwards)?;
         self.max_forwards()?;
         self.at_most_once(HeaderName::ContentType)?;
-        for r in self.routes() {
-            r?;
-        }
-        for r in self.record_routes() {
-            r?;
+        for r in self.routes().chain(self.record_routes()) {
+            r?.uri()?;
         }
         let mut contacts = 0;
         let mut wildcard = false;
         for c in self.contacts() {
             contacts += 1;
-            wildcard |= c? == Contact::Wildcard;
+            match c? {
+                Contact::Wildcard => wildcard = true,
+                Contact::Address(a) => {
+                    a.uri()?;
+                }
+            }
         }
         if wildcard && contacts > 1 {
             return Err(ParseError::bad(

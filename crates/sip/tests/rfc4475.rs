@@ -595,7 +595,7 @@ fn wsinv(m: &Message) {
     // Unknown URI parameters with and without a value.
     let routes: Vec<_> = m.routes().map(|r| r.unwrap()).collect();
     assert_eq!(routes.len(), 1);
-    let route = sip(routes[0].uri);
+    let route = sip(routes[0].uri().unwrap());
     assert!(route.lr());
     assert_eq!(route.params.get("futureparam"), Some(Some(&b"x"[..])));
     assert_eq!(route.params.get("futureflag"), Some(None));
@@ -636,7 +636,7 @@ fn intmeth(m: &Message) {
         to.display_name,
         Some(&b"\"ring:\\\x07 zero:\\\x00 rub:\\\x7f\""[..])
     );
-    assert_eq!(sip(to.uri).user, Some(INTMETH_USER));
+    assert_eq!(sip(to.uri().unwrap()).user, Some(INTMETH_USER));
     // A display name of odd tokens; an odd parameter name with a UTF-8 quoted value.
     let from = m.from().unwrap();
     assert_eq!(from.display_name, Some(&b"tok1~` tok2'+_ tok3*%!.-"[..]));
@@ -664,14 +664,17 @@ fn esc01(m: &Message) {
     assert_eq!(r.user, Some(&b"sips%3Aann%40example.org"[..]));
     assert_eq!(&*unescape(r.user.unwrap()), b"sips:ann@example.org");
     assert_eq!(r.host, Host::Domain("example.net"));
-    let to = sip(m.to().unwrap().uri);
+    let to = sip(m.to().unwrap().uri().unwrap());
     assert_eq!(&*unescape(to.user.unwrap()), b"ann");
     let from = m.from().unwrap();
-    assert_eq!(&*unescape(sip(from.uri).user.unwrap()), b"I am spaced");
+    assert_eq!(
+        &*unescape(sip(from.uri().unwrap()).user.unwrap()),
+        b"I am spaced"
+    );
     assert_eq!(from.tag(), Some("5151"));
     // Escaped URI parameter names and values; unescaping is done once: value%41, not valueA.
     let c = contacts(m);
-    let u = sip(c[0].uri);
+    let u = sip(c[0].uri().unwrap());
     assert_eq!(&*unescape(u.user.unwrap()), b"caller");
     let params: Vec<_> = u.params.iter().collect();
     assert_eq!(
@@ -693,14 +696,14 @@ fn esc01(m: &Message) {
 fn escnull(m: &Message) {
     assert_eq!(m.method(), Some(Method::Register));
     // The AOR keeps its NUL: not shortened to "zero-".
-    let to = sip(m.to().unwrap().uri);
+    let to = sip(m.to().unwrap().uri().unwrap());
     assert_eq!(&*unescape(to.user.unwrap()), b"zero-\0-zero");
-    let from = sip(m.from().unwrap().uri);
+    let from = sip(m.from().unwrap().uri().unwrap());
     assert_eq!(&*unescape(from.user.unwrap()), b"zero-\0-zero");
     // Two distinct contacts.
     let users: Vec<_> = contacts(m)
         .iter()
-        .map(|c| unescape(sip(c.uri).user.unwrap()).into_owned())
+        .map(|c| unescape(sip(c.uri().unwrap()).user.unwrap()).into_owned())
         .collect();
     assert_eq!(users, [b"\0".to_vec(), b"\0\0".to_vec()]);
     assert_eq!(m.content_length(), Some(0));
@@ -715,7 +718,10 @@ fn esc02(m: &Message) {
     assert_eq!(m.from().unwrap().display_name, Some(&b"\"%Z%45\""[..]));
     assert_eq!(vias(m)[0].branch(), Some("z9hG4bK77%gzhost1"));
     // Two Contact values, not three: C%6Fntact is another header.
-    let hosts: Vec<_> = contacts(m).iter().map(|c| sip(c.uri).host).collect();
+    let hosts: Vec<_> = contacts(m)
+        .iter()
+        .map(|c| sip(c.uri().unwrap()).host)
+        .collect();
     assert_eq!(
         hosts,
         [
@@ -743,7 +749,7 @@ fn longreq(m: &Message) {
         "hugehuge".repeat(12)
     );
     assert_eq!(to.display_name, Some(dn.as_bytes()));
-    let u = sip(to.uri);
+    let u = sip(to.uri().unwrap());
     assert_eq!(u.port, Some(6000));
     let p1 = format!("very{}value", "long".repeat(24));
     let p2 = format!("param{}", "name".repeat(28));
@@ -754,7 +760,7 @@ fn longreq(m: &Message) {
     assert_eq!(u.params.iter().count(), 3);
     let from = m.from().unwrap();
     let user = "remarkablylongcallername".repeat(5);
-    assert_eq!(sip(from.uri).user, Some(user.as_bytes()));
+    assert_eq!(sip(from.uri().unwrap()).user, Some(user.as_bytes()));
     let tag = format!("{}42", "3141592653".repeat(16));
     assert_eq!(from.tag(), Some(tag.as_str()));
     let hp = format!("unknownhdrparam{}", "name".repeat(20));
@@ -841,7 +847,7 @@ fn mpart01(m: &Message) {
     assert_eq!((via.host, via.port), (v4("127.0.0.1"), Some(5071)));
     assert_eq!(via.rport(), Some(None));
     let route = m.routes().next().unwrap().unwrap();
-    let u = sip(route.uri);
+    let u = sip(route.uri().unwrap());
     assert_eq!((u.host, u.port), (v4("127.0.0.1"), Some(5081)));
     assert_eq!(
         m.content_type(),
@@ -895,7 +901,7 @@ fn regbadct(m: &Message) {
         b"sip:yuri@example.org?Route=%3Csip:sip.example.org%3E"
     );
     assert_eq!(
-        sip(c[0].uri).headers,
+        sip(c[0].uri().unwrap()).headers,
         Some(&b"Route=%3Csip:sip.example.org%3E"[..])
     );
     assert!(c[0].params.is_empty());
@@ -932,7 +938,7 @@ fn unkscm(m: &Message) {
         }
     );
     // Routing must not fall back to the To header, which is a SIP URI here.
-    assert!(matches!(m.to().unwrap().uri, Uri::Sip(_)));
+    assert!(matches!(m.to().unwrap().uri().unwrap(), Uri::Sip(_)));
 }
 
 fn novelsc(m: &Message) {
@@ -947,17 +953,20 @@ fn novelsc(m: &Message) {
 
 fn unksm2(m: &Message) {
     assert!(matches!(
-        m.to().unwrap().uri,
+        m.to().unwrap().uri().unwrap(),
         Uri::Other {
             scheme: "isbn",
             rest: b"9780000000002"
         }
     ));
     let from = m.from().unwrap();
-    assert!(matches!(from.uri, Uri::Other { scheme: "http", .. }));
+    assert!(matches!(
+        from.uri().unwrap(),
+        Uri::Other { scheme: "http", .. }
+    ));
     assert_eq!(from.tag(), Some("3939"));
     assert!(matches!(
-        contacts(m)[0].uri,
+        contacts(m)[0].uri().unwrap(),
         Uri::Other {
             scheme: "name",
             rest: b"Some_Person"
@@ -1004,7 +1013,7 @@ fn cparam01(m: &Message) {
     // addr-spec form: ;mysteryparam is a Contact parameter, not a URI parameter.
     let c = contacts(m);
     assert_eq!(c[0].uri_raw, b"sip:+15550100@gw1.example.net");
-    assert!(sip(c[0].uri).params.is_empty());
+    assert!(sip(c[0].uri().unwrap()).params.is_empty());
     assert_eq!(c[0].params.get("mysteryparam"), Some(None));
 }
 
@@ -1012,13 +1021,16 @@ fn cparam02(m: &Message) {
     // name-addr form: ;mysteryparam is a URI parameter.
     let c = contacts(m);
     assert_eq!(c[0].uri_raw, b"sip:+15550100@gw1.example.net;mysteryparam");
-    assert_eq!(sip(c[0].uri).params.get("mysteryparam"), Some(None));
+    assert_eq!(
+        sip(c[0].uri().unwrap()).params.get("mysteryparam"),
+        Some(None)
+    );
     assert!(c[0].params.is_empty());
 }
 
 fn regescrt(m: &Message) {
     assert_eq!(m.header(HeaderName::Contact).unwrap().name(), b"M");
-    let u = sip(contacts(m)[0].uri);
+    let u = sip(contacts(m)[0].uri().unwrap());
     assert_eq!(u.headers, Some(&b"Route=%3Csip:sip.example.org%3E"[..]));
     assert_eq!(
         &*unescape(u.headers.unwrap()),
@@ -1044,7 +1056,10 @@ fn inv2543(m: &Message) {
     assert!(m.body().starts_with(b"v=0\r\n"));
     assert!(m.body().ends_with(b"m=audio 40000 RTP/AVP 0\r\n"));
     let rr = m.record_routes().next().unwrap().unwrap();
-    assert_eq!(sip(rr.uri).maddr(), Some(&b"ss2.example.org"[..]));
+    assert_eq!(
+        sip(rr.uri().unwrap()).maddr(),
+        Some(&b"ss2.example.org"[..])
+    );
     // addr-spec To: ;user=phone is a header parameter.
     assert_eq!(
         m.to().unwrap().params.get("user"),

@@ -113,7 +113,7 @@ fn register_with_v6_contact(m: &Message) {
     assert_eq!((via.host, via.port), (v6("2001:db8::a:1"), None));
     let c = contacts(m);
     assert_eq!(c[0].display_name, Some(&b"\"Amy\""[..]));
-    assert_eq!(sip(c[0].uri).host, v6("2001:db8::1:2"));
+    assert_eq!(sip(c[0].uri().unwrap()).host, v6("2001:db8::1:2"));
 }
 
 fn ipv6_good(m: &Message) {
@@ -149,13 +149,13 @@ fn received_no_delim(m: &Message) {
     assert_eq!(via.host, v6("2001:db8::a:1"));
     assert_eq!(via.received(), Some("2001:db8::a:ff"));
     assert_eq!(via.branch(), Some("z9hG4bKv6rcv2"));
-    assert_eq!(sip(contacts(m)[0].uri).host, v6("2001:db8::a:1"));
+    assert_eq!(sip(contacts(m)[0].uri().unwrap()).host, v6("2001:db8::a:1"));
 }
 
 fn ipv6_in_sdp(m: &Message) {
     let r = sip(m.request_uri().unwrap());
     assert_eq!((r.user, r.host), (Some(&b"amy"[..]), v6("2001:db8::20")));
-    assert_eq!(sip(m.to().unwrap().uri).host, v6("2001:db8::20"));
+    assert_eq!(sip(m.to().unwrap().uri().unwrap()).host, v6("2001:db8::20"));
     assert_eq!(m.top_via().unwrap().host, v6("2001:db8::30"));
     // SDP writes IPv6 addresses without brackets.
     let body = m.body();
@@ -206,14 +206,17 @@ fn ipv4_mapped_ipv6(m: &Message) {
     assert_eq!((v[1].host, v[1].port), (v6("::ffff:192.0.2.2"), None));
     let c = contacts(m);
     assert_eq!(c[0].display_name, Some(&b"\"Cy desk\""[..]));
-    assert_eq!(sip(c[0].uri).host, v6("::ffff:192.0.2.2"));
+    assert_eq!(sip(c[0].uri().unwrap()).host, v6("::ffff:192.0.2.2"));
     assert!(memchr::memmem::find(m.body(), b"c=IN IP6 ::ffff:192.0.2.2\r\n").is_some());
 }
 
 fn abnf_3_colons(m: &Message) {
     let r = sip(m.request_uri().unwrap());
     assert_eq!(r.host, v6("2001:db8::192.0.2.1"));
-    assert_eq!(sip(m.to().unwrap().uri).host, v6("2001:db8::192.0.2.1"));
+    assert_eq!(
+        sip(m.to().unwrap().uri().unwrap()).host,
+        v6("2001:db8::192.0.2.1")
+    );
     // Forwarded as received: the extra colon stays in the bytes.
     assert_eq!(
         m.request_uri_raw(),
@@ -224,5 +227,8 @@ fn abnf_3_colons(m: &Message) {
 fn abnf_2_colons(m: &Message) {
     let r = sip(m.request_uri().unwrap());
     assert_eq!(r.host, v6("2001:db8::192.0.2.1"));
-    assert_eq!(sip(m.to().unwrap().uri).host, v6("2001:db8::192.0.2.1"));
+    assert_eq!(
+        sip(m.to().unwrap().uri().unwrap()).host,
+        v6("2001:db8::192.0.2.1")
+    );
 }

@@ -11,6 +11,10 @@
 //!
 //! In the `addr-spec` form (no angle brackets) everything after the first `;` is a header
 //! parameter, not a URI parameter (§20.10).
+//!
+//! The URI is parsed on access ([`NameAddr::uri`]): a proxy reading a From tag or looking for
+//! its own Route entry does not pay for parsing every URI of the message.
+//! [`crate::Message::validate`] parses them all.
 
 use super::{gen_value_ok, HeaderName, Params};
 use crate::error::ParseError;
@@ -22,17 +26,18 @@ use crate::uri::Uri;
 pub struct NameAddr<'a> {
     /// The display name as written: a quoted string keeps its quotes; `None` if absent.
     pub display_name: Option<&'a [u8]>,
-    /// The URI as written (without `<>`).
+    /// The URI as written (without `<>`); [`NameAddr::uri`] parses it.
     pub uri_raw: &'a [u8],
-    /// The parsed URI.
-    pub uri: Uri<'a>,
     /// The header parameters (`;tag=…`, `;expires=…`, `;q=…`).
     pub params: Params<'a>,
+    /// The header this value came from, to name it in errors.
+    header: HeaderName,
 }
 
 impl<'a> NameAddr<'a> {
-    /// Parses one value of a From, To, Contact, Route or Record-Route header; `name` is only
-    /// used to name the header in errors.
+    /// Parses one value of a From, To, Contact, Route or Record-Route header: the display
+    /// name, the `<>` and the header parameters. The URI is checked by [`NameAddr::uri`].
+    /// `name` names the header in errors.
     pub fn parse(v: &'a [u8], name: HeaderName) -> Result<NameAddr<'a>, ParseError> {
         let bad = |what: &str| ParseError::bad(name, what);
         let v = trim(v);
@@ -56,15 +61,19 @@ impl<'a> NameAddr<'a> {
             let uri = trim(uri);
             (None, uri, params)
         };
-        let uri = Uri::parse(uri_raw).map_err(|e| bad(&format!("URI: {e}")))?;
         let params = Params::new(after);
         params.check(gen_value_ok).map_err(bad)?;
         Ok(NameAddr {
             display_name,
             uri_raw,
-            uri,
             params,
+            header: name,
         })
+    }
+
+    /// The URI, parsed now (unknown schemes parse as [`Uri::Other`]).
+    pub fn uri(&self) -> Result<Uri<'a>, ParseError> {
+        Uri::parse(self.uri_raw).map_err(|e| ParseError::bad(self.header, &format!("URI: {e}")))
     }
 
     /// The `tag` parameter (From and To).
@@ -115,7 +124,10 @@ mod tests {
         assert_eq!(n.display_name, Some(&b"\"Bob \\\"the\\\" <Builder>\""[..]));
         assert_eq!(n.uri_raw, b"sip:bob@biloxi.com;transport=tcp");
         assert_eq!(n.tag(), Some("a6c85cf"));
-        assert_eq!(n.uri.params().get("transport"), Some(Some(&b"tcp"[..])));
+        assert_eq!(
+            n.uri().unwrap().params().get("transport"),
+            Some(Some(&b"tcp"[..]))
+        );
     }
 
     #[test]
@@ -124,7 +136,7 @@ mod tests {
         assert_eq!(n.display_name, None);
         assert_eq!(n.uri_raw, b"sip:alice@atlanta.com");
         assert_eq!(n.tag(), Some("1928301774"));
-        match n.uri {
+        match n.uri().unwrap() {
             Uri::Sip(u) => {
                 assert_eq!(u.host, Host::Domain("atlanta.com"));
                 assert!(u.params.is_empty());
@@ -151,6 +163,8 @@ mod tests {
         );
         assert_eq!(
             NameAddr::parse(b"<sip:[::1>", HeaderName::Route)
+                .unwrap()
+                .uri()
                 .unwrap_err()
                 .to_string(),
             "bad Route header: URI: bad host"
