@@ -15,7 +15,6 @@ use crate::header::{HeaderName, Span};
 use crate::message::{Message, StartLine};
 use bytes::Bytes;
 use smallvec::SmallVec;
-use std::io::Write as _;
 
 /// One recorded change.
 #[derive(Debug, Clone, Copy)]
@@ -397,17 +396,22 @@ impl<'m> Editor<'m> {
 
 /// A header value to insert: no CR, LF or NUL (this layer never generates folding).
 fn check_value(v: &[u8]) -> Result<(), BuildError> {
-    if v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+    if memchr::memchr3(b'\r', b'\n', 0, v).is_some() {
         return Err(BuildError::ControlCharacter("header value"));
     }
     Ok(())
 }
 
-/// Decimal digits of `n` without allocating.
-fn format_u32(n: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    // Ten bytes hold every u32, so this write cannot fail.
-    let _ = write!(cursor, "{n}");
-    let len = cursor.position() as usize;
-    &buf[..len]
+/// Decimal digits of `n` without allocating (by hand: `write!` costs more than the rest of a
+/// Max-Forwards edit).
+fn format_u32(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }

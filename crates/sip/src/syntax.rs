@@ -164,7 +164,20 @@ impl Iterator for CommaSplit<'_> {
         let start = self.pos;
         let mut i = start;
         let mut in_angle = false;
+        // Jump from one byte that matters to the next: a comma (outside `<>`), a quote, an
+        // angle bracket.
         while i < s.len() {
+            let rest = &s[i..];
+            let hit = if in_angle {
+                memchr::memchr2(b'>', b'"', rest)
+            } else {
+                memchr::memchr3(b',', b'"', b'<', rest)
+            };
+            let Some(off) = hit else {
+                i = s.len();
+                break;
+            };
+            i += off;
             match s[i] {
                 b'"' => match quoted_end(&s[i..]) {
                     Some(n) => i += n,
@@ -178,8 +191,7 @@ impl Iterator for CommaSplit<'_> {
                     in_angle = false;
                     i += 1;
                 }
-                b',' if !in_angle => break,
-                _ => i += 1,
+                _ => break,
             }
         }
         let end = i.min(s.len());

@@ -54,8 +54,9 @@ impl<'a> Via<'a> {
         let (sent_by, params) = crate::syntax::split_params(rest);
         // COLON = SWS ":" SWS: white space inside sent-by is dropped (into a stack copy, only
         // when there is any) before parsing host:port.
-        let mut hp = [0u8; 300];
+        let mut hp;
         let compact: &[u8] = if sent_by.iter().any(|&b| is_lws(b)) {
+            hp = [0u8; 300];
             let mut n = 0;
             for &b in sent_by.iter().filter(|&&b| !is_lws(b)) {
                 *hp.get_mut(n).ok_or_else(|| bad("sent-by too long"))? = b;
