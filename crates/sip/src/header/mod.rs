@@ -250,16 +250,27 @@ impl Span {
     }
 }
 
-/// One header line of the index: where its line, name and value are in the buffer.
+/// One header line of the index: where its line, name and value are in the buffer. Kept
+/// small (20 bytes): the index lives inline in every [`crate::Message`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HeaderEntry {
     pub(crate) id: HeaderName,
+    /// The length of the name as written; the name starts the line.
+    pub(crate) name_len: u16,
     /// The whole line(s) including the final CRLF.
     pub(crate) line: Span,
-    /// The name as written.
-    pub(crate) name: Span,
     /// The value, without surrounding LWS, with any folding inside it.
     pub(crate) value: Span,
+}
+
+impl HeaderEntry {
+    /// The name as written.
+    pub(crate) fn name(&self) -> Span {
+        Span {
+            start: self.line.start,
+            end: self.line.start + u32::from(self.name_len),
+        }
+    }
 }
 
 /// A view of one header line: name and value as written.
@@ -277,7 +288,7 @@ impl<'a> Header<'a> {
         Header {
             id: e.id,
             index,
-            name: &buf[e.name.range()],
+            name: &buf[e.name().range()],
             value: &buf[e.value.range()],
             line: &buf[e.line.range()],
         }
