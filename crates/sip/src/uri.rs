@@ -271,7 +271,12 @@ pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
     if s.is_empty() {
         return Err(UriError::Host);
     }
-    let mut all_digits_dots = true;
+    if s[0].is_ascii_digit() {
+        if let Some(a) = parse_ipv4(s) {
+            return Ok(Host::Ipv4(a));
+        }
+        // Not a dotted quad: a name whose top label starts with a letter, or nothing.
+    }
     let mut label_len = 0usize;
     let mut label_first = 0u8;
     let mut prev = 0u8;
@@ -286,7 +291,6 @@ pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
                 label_len = 0;
             }
         } else {
-            all_digits_dots &= b.is_ascii_digit();
             if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                 return Err(UriError::Host);
             }
@@ -302,9 +306,6 @@ pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
         prev = b;
     }
     let text = text(s).ok_or(UriError::Host)?;
-    if all_digits_dots {
-        return parse_ipv4(s).map(Host::Ipv4).ok_or(UriError::Host);
-    }
     let last_ok = if prev == b'.' {
         s.len() >= 2 && s[s.len() - 2] != b'-'
     } else {
@@ -338,17 +339,30 @@ fn parse_ipv6(t: &str) -> Option<Ipv6Addr> {
 fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let mut n = 0;
-    for part in s.split(|&b| b == b'.') {
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+    // The current octet's value and digit count.
+    let mut value = 0u16;
+    let mut digits = 0;
+    for &b in s {
+        if b == b'.' {
+            if digits == 0 || n == 3 {
+                return None;
+            }
+            octets[n] = u8::try_from(value).ok()?;
+            n += 1;
+            value = 0;
+            digits = 0;
+        } else if b.is_ascii_digit() && digits < 3 && !(digits == 1 && value == 0) {
+            value = value * 10 + u16::from(b - b'0');
+            digits += 1;
+        } else {
             return None;
         }
-        let v = part.iter().try_fold(0u16, |a, &d| {
-            d.is_ascii_digit().then(|| a * 10 + u16::from(d - b'0'))
-        })?;
-        *octets.get_mut(n)? = u8::try_from(v).ok()?;
-        n += 1;
     }
-    (n == 4).then(|| Ipv4Addr::from(octets))
+    if digits == 0 || n != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 #[cfg(test)]
@@ -428,10 +442,27 @@ mod tests {
             b"01.2.3.4",
             b"1..3.4",
             b"1.2.3.4.",
+            b".1.2.3",
+            b"1.2.3.4444",
+            b"1.2.3.00",
+            b"1.2.3.-4",
         ] {
             assert_eq!(parse_ipv4(bad), None, "{}", String::from_utf8_lossy(bad));
         }
+        assert_eq!(parse_ipv4(b"0.0.0.0"), Some(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(
+            parse_ipv4(b"10.0.100.9"),
+            Some(Ipv4Addr::new(10, 0, 100, 9))
+        );
         assert_eq!(Uri::parse(b"sip:1.2.3.4."), Err(UriError::Host));
+        // Digits first but no dotted quad: a host name only if the top label is one.
+        for bad in [&b"sip:1.2.3"[..], b"sip:999.1.1.1", b"sip:10.0.0.1x"] {
+            assert_eq!(Uri::parse(bad), Err(UriError::Host));
+        }
+        assert_eq!(
+            parse_host(b"3com.example"),
+            Ok(Host::Domain("3com.example"))
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct NameAddr<'a> {
     pub params: Params<'a>,
     /// The header this value came from, to name it in errors.
     header: HeaderName,
+    /// The `tag` parameter, found while the parameters were checked.
+    tag: Option<&'a str>,
 }
 
 impl<'a> NameAddr<'a> {
@@ -62,12 +64,24 @@ impl<'a> NameAddr<'a> {
             (None, uri, params)
         };
         let params = Params::new(after);
-        params.check(gen_value_ok).map_err(bad)?;
+        // The first `tag` parameter, as `Params::get` would find it.
+        let mut tag = None;
+        let mut tag_seen = false;
+        params
+            .check_with(gen_value_ok, |name, value| {
+                if !tag_seen && name.eq_ignore_ascii_case(b"tag") {
+                    tag_seen = true;
+                    tag = value.and_then(text);
+                }
+                Ok(())
+            })
+            .map_err(bad)?;
         Ok(NameAddr {
             display_name,
             uri_raw,
             params,
             header: name,
+            tag,
         })
     }
 
@@ -78,7 +92,7 @@ impl<'a> NameAddr<'a> {
 
     /// The `tag` parameter (From and To).
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.get("tag").flatten().and_then(text)
+        self.tag
     }
 }
 
@@ -169,6 +183,20 @@ mod tests {
                 .to_string(),
             "bad Route header: URI: bad host"
         );
+    }
+
+    #[test]
+    fn the_tag_is_the_first_tag_parameter() {
+        for (value, tag) in [
+            (&b"<sip:a@h>;TAG=x;tag=y"[..], Some("x")),
+            (b"<sip:a@h>;tag;tag=y", None),
+            (b"<sip:a@h;tag=uri-param>", None),
+            (b"sip:a@h;tag=z", Some("z")),
+        ] {
+            let n = NameAddr::parse(value, HeaderName::To).unwrap();
+            assert_eq!(n.tag(), tag, "{}", String::from_utf8_lossy(value));
+            assert_eq!(n.tag(), n.params.get("tag").flatten().and_then(text));
+        }
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     /// All parameters.
     pub params: Params<'a>,
+    /// The `branch` value, found while the parameters were checked.
+    branch: Option<&'a str>,
 }
 
 impl<'a> Via<'a> {
@@ -39,17 +41,44 @@ impl<'a> Via<'a> {
     pub fn parse(v: &'a [u8]) -> Result<Via<'a>, ParseError> {
         let bad = |what: &str| ParseError::bad(HeaderName::Via, what);
         let v = trim(v);
-        let (protocol, rest) = take_until_slash(v).ok_or_else(|| bad("no sent-protocol"))?;
-        let (version, rest) = take_until_slash(rest).ok_or_else(|| bad("no protocol version"))?;
+        let (protocol, version, rest) = match v.get(..8) {
+            // Nearly every Via starts so: no slash search, no UTF-8 checks.
+            Some(sip) if sip.eq_ignore_ascii_case(b"SIP/2.0/") => {
+                let protocol = if &v[..3] == b"SIP" {
+                    "SIP"
+                } else {
+                    text(&v[..3]).ok_or_else(|| bad("protocol"))?
+                };
+                (protocol, "2.0", &v[8..])
+            }
+            _ => {
+                let (protocol, rest) =
+                    take_until_slash(v).ok_or_else(|| bad("no sent-protocol"))?;
+                let (version, rest) =
+                    take_until_slash(rest).ok_or_else(|| bad("no protocol version"))?;
+                if !is_token(protocol) || !is_token(version) {
+                    return Err(bad("sent-protocol is not SIP/2.0/transport"));
+                }
+                let protocol = text(protocol).ok_or_else(|| bad("protocol"))?;
+                let version = text(version).ok_or_else(|| bad("version"))?;
+                (protocol, version, rest)
+            }
+        };
         let rest = trim(rest);
         let t_end = rest
             .iter()
             .position(|&b| is_lws(b))
             .ok_or_else(|| bad("no sent-by"))?;
-        let transport = &rest[..t_end];
-        if !is_token(protocol) || !is_token(version) || !is_token(transport) {
-            return Err(bad("sent-protocol is not SIP/2.0/transport"));
-        }
+        let transport = match &rest[..t_end] {
+            b"UDP" => "UDP",
+            b"TCP" => "TCP",
+            b"TLS" => "TLS",
+            b"SCTP" => "SCTP",
+            b"WS" => "WS",
+            b"WSS" => "WSS",
+            other if is_token(other) => text(other).ok_or_else(|| bad("transport"))?,
+            _ => return Err(bad("sent-protocol is not SIP/2.0/transport")),
+        };
         let rest = trim(&rest[t_end..]);
         let (sent_by, params) = crate::syntax::split_params(rest);
         // COLON = SWS ":" SWS: white space inside sent-by is dropped (into a stack copy, only
@@ -80,17 +109,10 @@ impl<'a> Via<'a> {
             Host::Ipv6(a) => Host::Ipv6(a),
         };
         let params = Params::new(params);
-        let via = Via {
-            protocol: text(protocol).ok_or_else(|| bad("protocol"))?,
-            version: text(version).ok_or_else(|| bad("version"))?,
-            transport: text(transport).ok_or_else(|| bad("transport"))?,
-            host,
-            port,
-            params,
-        };
+        let mut branch = None;
         // One pass over the parameters checks the generic grammar and the ones with a
-        // grammar of their own.
-        via.params
+        // grammar of their own, and finds the branch.
+        params
             .check_with(gen_value_ok, |name, value| {
                 let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
                 if is("ttl") {
@@ -105,8 +127,10 @@ impl<'a> Via<'a> {
                             .ok_or("rport is not a port")?;
                     }
                 } else if is("branch") {
-                    if !value.is_some_and(is_token) {
-                        return Err("branch is not a token");
+                    match value.filter(|b| is_token(b)).and_then(text) {
+                        Some(b) if branch.is_none() => branch = Some(b),
+                        Some(_) => {}
+                        None => return Err("branch is not a token"),
                     }
                 } else if is("received") && !value.is_some_and(received_ok) {
                     return Err("received is not an address");
@@ -114,12 +138,20 @@ impl<'a> Via<'a> {
                 Ok(())
             })
             .map_err(bad)?;
-        Ok(via)
+        Ok(Via {
+            protocol,
+            version,
+            transport,
+            host,
+            port,
+            params,
+            branch,
+        })
     }
 
     /// The `branch` parameter.
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.get("branch").flatten().and_then(text)
+        self.branch
     }
 
     /// Whether the branch starts with the RFC 3261 magic cookie `z9hG4bK`.
@@ -217,6 +249,24 @@ mod tests {
         assert_eq!(v.received(), Some("2001:db8::9:255"));
         let e = Via::parse(b"SIP/2.0/UDP h;received=2001:db8::g;branch=z9hG4bK3").unwrap_err();
         assert_eq!(e.to_string(), "bad Via header: received is not an address");
+    }
+
+    #[test]
+    fn via_sent_protocol_in_any_case_and_the_first_branch() {
+        let v = Via::parse(b"sip/2.0/udp h;branch=z9hG4bKa;branch=z9hG4bKb").unwrap();
+        assert_eq!((v.protocol, v.version, v.transport), ("sip", "2.0", "udp"));
+        assert_eq!(v.branch(), Some("z9hG4bKa"));
+        assert_eq!(v.branch(), v.params.get("branch").flatten().and_then(text));
+        let v = Via::parse(b"SIP/2.0/WSS h").unwrap();
+        assert_eq!((v.transport, v.branch()), ("WSS", None));
+        let v = Via::parse(b"SIP/3.0/X-NEW h;BRANCH=z9hG4bK1").unwrap();
+        assert_eq!((v.version, v.transport), ("3.0", "X-NEW"));
+        assert_eq!(v.branch(), Some("z9hG4bK1"));
+        let e = Via::parse(b"SIP/2.0/U{P h").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bad Via header: sent-protocol is not SIP/2.0/transport"
+        );
     }
 
     #[test]
