@@ -87,7 +87,7 @@ impl<'a> NameAddr<'a> {
 
     /// The URI, parsed now (unknown schemes parse as [`Uri::Other`]).
     pub fn uri(&self) -> Result<Uri<'a>, ParseError> {
-        Uri::parse(self.uri_raw).map_err(|e| ParseError::bad(self.header, &format!("URI: {e}")))
+        Uri::parse(self.uri_raw).map_err(|e| ParseError::bad(self.header, format!("URI: {e}")))
     }
 
     /// The `tag` parameter (From and To).
