@@ -23,6 +23,18 @@ fn exercise(m: &Message) {
     let _ = m.request_uri();
     let _ = (m.call_id(), m.cseq(), m.from(), m.to(), m.max_forwards());
     let _ = m.top_via().map(|v| (v.branch(), v.received(), v.rport(), v.maddr(), v.ttl()));
+    // The values found while parsing agree with a fresh lookup of the parameters.
+    fn first_text<'a>(p: anchorage_sip::Params<'a>, name: &str) -> Option<&'a str> {
+        p.get(name).flatten().and_then(|v| std::str::from_utf8(v).ok())
+    }
+    for v in m.vias().flatten() {
+        assert_eq!(v.branch(), first_text(v.params, "branch"));
+    }
+    let name_addrs = [m.from(), m.to()].into_iter().chain(m.routes()).chain(m.record_routes());
+    for n in name_addrs.flatten() {
+        assert_eq!(n.tag(), first_text(n.params, "tag"));
+        let _ = n.uri();
+    }
     let _ = m.vias().count() + m.routes().count() + m.record_routes().count() + m.contacts().count();
     let _ = m.require().count() + m.proxy_require().count() + m.supported().count() + m.allow().count();
     let _ = (m.content_length(), m.content_type(), m.body().len());

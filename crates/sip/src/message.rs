@@ -308,13 +308,23 @@ impl Message {
                 self.request_uri()?;
             }
         }
+        // How often each header appears, in one pass over the index.
+        let mut counts = [0u32; HeaderName::Other as usize + 1];
+        for e in &self.headers {
+            counts[e.id as usize] += 1;
+        }
+        let count = |name: HeaderName| counts[name as usize];
         for name in [
             HeaderName::CallId,
             HeaderName::CSeq,
             HeaderName::From,
             HeaderName::To,
         ] {
-            self.exactly_once(name)?;
+            match count(name) {
+                0 => return Err(ParseError::MissingHeader(name)),
+                1 => {}
+                _ => return Err(ParseError::DuplicateHeader(name)),
+            }
         }
         self.call_id()?;
         let cseq = self.cseq()?;
@@ -328,15 +338,18 @@ impl Message {
                 });
             }
         }
-        if self.header(HeaderName::Via).is_none() {
+        if count(HeaderName::Via) == 0 {
             return Err(ParseError::MissingHeader(HeaderName::Via));
         }
         for via in self.vias() {
             via?;
         }
-        self.at_most_once(HeaderName::MaxForwards)?;
+        for name in [HeaderName::MaxForwards, HeaderName::ContentType] {
+            if count(name) > 1 {
+                return Err(ParseError::DuplicateHeader(name));
+            }
+        }
         self.max_forwards()?;
-        self.at_most_once(HeaderName::ContentType)?;
         for r in self.routes().chain(self.record_routes()) {
             r?.uri()?;
         }
@@ -357,15 +370,16 @@ impl Message {
                 "* must be the only Contact",
             ));
         }
-        for name in [
-            HeaderName::Require,
-            HeaderName::ProxyRequire,
-            HeaderName::Supported,
-            HeaderName::Unsupported,
-            HeaderName::Allow,
-        ] {
-            for h in self.headers_of(name) {
-                token_list::check(h.value(), name)?;
+        for e in &self.headers {
+            if matches!(
+                e.id,
+                HeaderName::Require
+                    | HeaderName::ProxyRequire
+                    | HeaderName::Supported
+                    | HeaderName::Unsupported
+                    | HeaderName::Allow
+            ) {
+                token_list::check(&self.buf[e.value.range()], e.id)?;
             }
         }
         Ok(())
@@ -391,21 +405,6 @@ impl Message {
             Some(h) => Ok(h.value()),
             None => Err(ParseError::MissingHeader(name)),
         }
-    }
-
-    fn exactly_once(&self, name: HeaderName) -> Result<(), ParseError> {
-        match self.headers_of(name).count() {
-            0 => Err(ParseError::MissingHeader(name)),
-            1 => Ok(()),
-            _ => Err(ParseError::DuplicateHeader(name)),
-        }
-    }
-
-    fn at_most_once(&self, name: HeaderName) -> Result<(), ParseError> {
-        if self.headers_of(name).nth(1).is_some() {
-            return Err(ParseError::DuplicateHeader(name));
-        }
-        Ok(())
     }
 
     fn tokens(&self, name: HeaderName) -> impl Iterator<Item = &str> + '_ {

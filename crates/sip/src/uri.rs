@@ -85,7 +85,11 @@ impl std::fmt::Display for Host<'_> {
 impl<'a> Uri<'a> {
     /// Parses a URI. Whitespace anywhere is an error (the caller trims LWS first).
     pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, UriError> {
-        if s.is_empty() || s.iter().any(|&b| b <= b' ' || b == 0x7f) {
+        // A fold rather than `any`: no early exit, so it vectorizes.
+        let blank = s
+            .iter()
+            .fold(false, |seen, &b| seen | (b <= b' ' || b == 0x7f));
+        if s.is_empty() || blank {
             return Err(UriError::Whitespace);
         }
         let colon = memchr::memchr(b':', s).ok_or(UriError::NoScheme)?;
@@ -265,9 +269,9 @@ pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
             .map(Host::Ipv6)
             .ok_or(UriError::Host);
     }
-    // One pass over the bytes: dotted-quad candidates go to the IPv4 parser, anything else
-    // must be a hostname (labels of alphanum, `-`, `_`, not starting or ending with `-`; the
-    // top label starts with a letter; one trailing dot allowed).
+    // A dotted quad goes to the IPv4 parser; anything else must be a hostname: labels of
+    // alphanum, `-`, `_`, not starting or ending with `-`; the top label starts with a letter;
+    // one trailing dot allowed.
     if s.is_empty() {
         return Err(UriError::Host);
     }
@@ -277,45 +281,26 @@ pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
         }
         // Not a dotted quad: a name whose top label starts with a letter, or nothing.
     }
-    let mut label_len = 0usize;
-    let mut label_first = 0u8;
-    let mut prev = 0u8;
+    let name = s.strip_suffix(b".").unwrap_or(s);
+    // The characters first (a tight loop), then the labels' ends (a few per name).
+    if name.is_empty()
+        || !name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(UriError::Host);
+    }
     let mut top_first = 0u8;
-    for (i, &b) in s.iter().enumerate() {
-        if b == b'.' {
-            let trailing = i + 1 == s.len();
-            if label_len == 0 || prev == b'-' {
-                return Err(UriError::Host);
-            }
-            if !trailing {
-                label_len = 0;
-            }
-        } else {
-            if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(UriError::Host);
-            }
-            if label_len == 0 {
-                if b == b'-' {
-                    return Err(UriError::Host);
-                }
-                label_first = b;
-            }
-            label_len += 1;
-            top_first = label_first;
+    for label in name.split(|&b| b == b'.') {
+        match (label.first(), label.last()) {
+            (Some(&first), Some(&last)) if first != b'-' && last != b'-' => top_first = first,
+            _ => return Err(UriError::Host),
         }
-        prev = b;
     }
-    let text = text(s).ok_or(UriError::Host)?;
-    let last_ok = if prev == b'.' {
-        s.len() >= 2 && s[s.len() - 2] != b'-'
-    } else {
-        prev != b'-'
-    };
-    if label_len > 0 && last_ok && top_first.is_ascii_alphabetic() {
-        Ok(Host::Domain(text))
-    } else {
-        Err(UriError::Host)
+    if !top_first.is_ascii_alphabetic() {
+        return Err(UriError::Host);
     }
+    text(s).map(Host::Domain).ok_or(UriError::Host)
 }
 
 /// An IPv6 address, or the form RFC 3261's ABNF allows by mistake — a `hexpart` ending in
