@@ -41,20 +41,6 @@ impl std::str::FromStr for ListenArg {
     }
 }
 
-fn proto(t: Transport) -> anchorage_proxy::Transport {
-    match t {
-        Transport::Udp => anchorage_proxy::Transport::Udp,
-        Transport::Tcp => anchorage_proxy::Transport::Tcp,
-    }
-}
-
-fn wire(t: anchorage_proxy::Transport) -> Transport {
-    match t {
-        anchorage_proxy::Transport::Udp => Transport::Udp,
-        anchorage_proxy::Transport::Tcp => Transport::Tcp,
-    }
-}
-
 /// Runs a proxy node until Ctrl-C or SIGTERM; with `api`, also the management server.
 pub async fn run(
     config: Config,
@@ -107,7 +93,7 @@ pub async fn run(
             );
         }
         listeners.push(Listener {
-            transport: proto(*transport),
+            transport: *transport,
             local: *local,
             advertise_host: host,
             advertise_port: port,
@@ -213,7 +199,7 @@ pub async fn run(
             let out = Outbound {
                 data: t.data,
                 destination: t.destination,
-                transport: wire(t.transport),
+                transport: t.transport,
                 local: t.local,
             };
             if let Err(e) = transports.send(out) {
@@ -403,7 +389,7 @@ fn datagram(m: anchorage_sip_transport::Inbound) -> Datagram {
         data: m.data,
         source: m.source,
         local: m.local,
-        transport: proto(m.transport),
+        transport: m.transport,
     }
 }
 

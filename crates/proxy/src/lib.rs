@@ -29,26 +29,5 @@ pub mod routing;
 pub mod transaction;
 pub mod via;
 
-/// A SIP transport, as the core sees it (the I/O layer has its own type).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Transport {
-    /// UDP: unreliable, retransmission timers apply.
-    Udp,
-    /// TCP: reliable.
-    Tcp,
-}
-
-impl Transport {
-    /// The token used in Via (`UDP`, `TCP`).
-    pub fn via_token(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        }
-    }
-
-    /// Whether the transport is reliable (RFC 3261 §17: no retransmissions).
-    pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
-    }
-}
+/// The SIP transport (one type for the core and the I/O layer).
+pub use anchorage_sip::Transport;

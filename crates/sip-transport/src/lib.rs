@@ -25,29 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-/// A SIP transport protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// UDP: one message per datagram.
-    Udp,
-    /// TCP: a byte stream framed by Content-Length.
-    Tcp,
-}
-
-impl Transport {
-    /// The token used in Via (`UDP`, `TCP`).
-    pub fn via_token(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        }
-    }
-
-    /// Whether the transport is reliable (no retransmission timers, RFC 3261 §17).
-    pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
-    }
-}
+/// The SIP transport (one type for the core and the I/O layer).
+pub use anchorage_sip::Transport;
 
 /// A socket to listen on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -42,6 +42,7 @@ mod message;
 mod method;
 mod stream;
 mod syntax;
+mod transport;
 mod uri;
 
 pub use build::{RequestBuilder, ResponseBuilder};
@@ -55,4 +56,5 @@ pub use message::Message;
 pub use method::Method;
 pub use stream::{StreamFramer, DEFAULT_MAX_BODY, DEFAULT_MAX_HEADERS};
 pub use syntax::unescape;
+pub use transport::Transport;
 pub use uri::{Host, SipUri, TelUri, Uri};
