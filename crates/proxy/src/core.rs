@@ -15,8 +15,7 @@
 //! same deterministic branch that node used ([`crate::via`]), and responses with no client
 //! transaction are forwarded statelessly by their Via, so calls survive the loss of a node.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -27,6 +26,7 @@ use crate::dialog::Dialogs;
 use crate::media::{self, NodeId, Policy, Relays};
 
 mod reanchor;
+mod timers;
 use crate::routing::{
     default_reason, Decision, FailoverPolicy, RequestFacts, Router, Target, TargetHost,
 };
@@ -36,6 +36,7 @@ use crate::transaction::{
 use crate::via;
 use crate::Transport;
 pub use reanchor::ReanchorMetrics;
+use timers::TimerQueue;
 
 /// A socket the proxy receives on, and the address it advertises for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +190,8 @@ struct ClientTx {
     scheduled: Option<Instant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// What a deadline in the [`TimerQueue`] is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum TimerRef {
     Server(ServerKey),
     Client(String),
@@ -207,7 +209,7 @@ pub struct Proxy {
     config: CoreConfig,
     servers: HashMap<ServerKey, ServerTx>,
     clients: HashMap<String, ClientTx>,
-    timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    timers: TimerQueue,
     out: VecDeque<Transmit>,
     dialogs: Dialogs,
     counters: Counters,
@@ -402,7 +404,7 @@ impl Proxy {
             config,
             servers: HashMap::new(),
             clients: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: TimerQueue::default(),
             out: VecDeque::new(),
             dialogs: Dialogs::default(),
             counters: Counters::default(),
@@ -500,7 +502,7 @@ impl Proxy {
 
     /// When [`Proxy::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let own = self.timers.peek().map(|Reverse((at, _))| *at);
+        let own = self.timers.next_deadline();
         match (own, self.relays.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -538,13 +540,7 @@ impl Proxy {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.relays.handle_timeout(now);
         self.drain_relay_events(now);
-        while let Some(Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((_, which))) = self.timers.pop() else {
-                break;
-            };
+        while let Some(which) = self.timers.pop_due(now) {
             match which {
                 TimerRef::Server(key) => {
                     let Some(tx) = self.servers.get_mut(&key) else {
@@ -2442,8 +2438,7 @@ impl Proxy {
         if let Some(at) = next {
             if tx.scheduled != Some(at) {
                 tx.scheduled = Some(at);
-                self.timers
-                    .push(Reverse((at, TimerRef::Server(key.clone()))));
+                self.timers.push(at, TimerRef::Server(key.clone()));
             }
         }
     }
@@ -2463,8 +2458,7 @@ impl Proxy {
         if let Some(at) = next {
             if c.scheduled != Some(at) {
                 c.scheduled = Some(at);
-                self.timers
-                    .push(Reverse((at, TimerRef::Client(branch.to_string()))));
+                self.timers.push(at, TimerRef::Client(branch.to_string()));
             }
         }
     }
@@ -2473,7 +2467,7 @@ impl Proxy {
         if self.dialog_sweep.is_none() && !self.dialogs.is_empty() {
             let at = now + Duration::from_secs(1);
             self.dialog_sweep = Some(at);
-            self.timers.push(Reverse((at, TimerRef::Dialogs)));
+            self.timers.push(at, TimerRef::Dialogs);
         }
     }
 

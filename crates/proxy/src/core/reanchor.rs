@@ -369,8 +369,7 @@ impl Proxy {
                 }
                 if self.pace_tokens < 1.0 {
                     let wait = Duration::from_secs_f64((1.0 - self.pace_tokens) / per_second);
-                    self.timers
-                        .push(std::cmp::Reverse((now + wait, TimerRef::Pace)));
+                    self.timers.push(now + wait, TimerRef::Pace);
                     return;
                 }
                 let Some(job) = self.jobs.get_mut(&id) else {
@@ -500,8 +499,7 @@ impl Proxy {
     }
 
     fn wake_move(&mut self, call_id: &str, at: Instant) {
-        self.timers
-            .push(std::cmp::Reverse((at, TimerRef::Move(call_id.to_string()))));
+        self.timers.push(at, TimerRef::Move(call_id.to_string()));
     }
 
     /// Whether an INVITE or UPDATE of the call is still without a final response.
@@ -878,8 +876,7 @@ impl Proxy {
         if let Some(at) = next {
             if tx.scheduled != Some(at) {
                 tx.scheduled = Some(at);
-                self.timers
-                    .push(std::cmp::Reverse((at, TimerRef::Own(branch.to_string()))));
+                self.timers.push(at, TimerRef::Own(branch.to_string()));
             }
         }
     }
