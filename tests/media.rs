@@ -178,7 +178,7 @@ fn anchorage_proxy_with_relay(ng: u16) -> (Daemon, u16, tempfile::NamedTempFile)
     anchorage_proxy_with_relay_and(ng, "")
 }
 
-/// The same, with more configuration (e.g. routing rules).
+/// The same, with more configuration (e.g. routing rules; `$PORT` stands for the proxy's port).
 fn anchorage_proxy_with_relay_and(ng: u16, extra: &str) -> (Daemon, u16, tempfile::NamedTempFile) {
     let port = free_port(LOCALHOST);
     let mut config = tempfile::NamedTempFile::new().unwrap();
@@ -186,7 +186,8 @@ fn anchorage_proxy_with_relay_and(ng: u16, extra: &str) -> (Daemon, u16, tempfil
         &mut config,
         format!(
             "[[proxy.relay_set]]\nname = \"main\"\nnodes = [{{ name = \"relay-1\", ng = \"127.0.0.1:{ng}\" }}]\n\n\
-             [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\ncallee_flags = \"replace-origin\"\n{extra}"
+             [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\ncallee_flags = \"replace-origin\"\n{}",
+            extra.replace("$PORT", &port.to_string())
         )
         .as_bytes(),
     )
@@ -221,9 +222,13 @@ fn anchorage_proxy_anchors_a_call_on_debian_rtpengine_and_deletes_it_on_bye() {
 }
 
 #[test]
-fn an_anchored_invite_addressed_to_the_proxy_itself_is_a_loop() {
+fn an_anchored_invite_routed_back_to_the_proxy_is_a_loop() {
     let (engine, ng) = rtpengine();
-    let (proxy, sip_port, _config) = anchorage_proxy_with_relay(ng);
+    // Every request goes to the proxy's own address: a routing rule that loops.
+    let (proxy, sip_port, _config) = anchorage_proxy_with_relay_and(
+        ng,
+        "[[proxy.route]]\nname = \"loop\"\ndestinations = [{ host = \"127.0.0.1\", port = $PORT }]\n",
+    );
     let caller_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let caller = Sipp::new(
         "uac",

@@ -542,13 +542,27 @@ fn malformed_and_refused_requests_get_the_rfc_answer_and_calls_still_work() {
             vec![],
         ),
         (
-            // The request is addressed to the proxy itself: it comes back and is a loop.
+            // An OPTIONS addressed to the proxy itself (a trunk's or a monitor's keep-alive)
+            // is answered by the proxy rather than sent back to itself as a loop.
             request(
                 &ua,
-                &format!("OPTIONS sip:b@127.0.0.1:{p} SIP/2.0"),
+                &format!("OPTIONS sip:127.0.0.1:{p} SIP/2.0"),
                 &format!("{common}CSeq: 1 OPTIONS\nContent-Length: 0\n"),
             ),
-            "SIP/2.0 482 Loop Detected",
+            "SIP/2.0 200 OK",
+            vec![
+                "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK, INFO, REFER, NOTIFY, SUBSCRIBE, MESSAGE",
+                "Accept: application/sdp",
+            ],
+        ),
+        (
+            // Any other request for a user at the proxy's own address: nobody is here.
+            request(
+                &ua,
+                &format!("MESSAGE sip:b@127.0.0.1:{p} SIP/2.0"),
+                &format!("{common}CSeq: 1 MESSAGE\nContent-Length: 0\n"),
+            ),
+            "SIP/2.0 404 Not Found",
             vec![],
         ),
     ];

@@ -133,6 +133,11 @@ pub struct Counters {
     pub stateless_responses: u64,
 }
 
+/// The methods this proxy forwards (any method is forwarded; these are the ones it knows),
+/// listed in the `Allow` of its answer to an OPTIONS addressed to itself.
+const PROXIED_METHODS: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK, INFO, REFER, NOTIFY, SUBSCRIBE, MESSAGE";
+
 /// Server transaction key: the top Via's branch and sent-by, and the method (ACK and CANCEL
 /// are looked up against their INVITE explicitly).
 type ServerKey = (String, String, String);
@@ -770,7 +775,12 @@ impl Proxy {
         };
         let targets = match route {
             RouteChoice::RequestUri => {
-                match req.request_uri().ok().and_then(|u| Target::from_uri(&u)) {
+                let uri = req.request_uri().ok();
+                if uri.as_ref().is_some_and(|u| self.is_us(u)) {
+                    self.answer_for_ourselves(key, &req, has_to_tag, now);
+                    return;
+                }
+                match uri.as_ref().and_then(Target::from_uri) {
                     Some(t) => VecDeque::from([t]),
                     None => {
                         self.respond(key, 416, "Unsupported URI Scheme", now);
@@ -1575,6 +1585,32 @@ impl Proxy {
             .any(|(h, p)| h.eq_ignore_ascii_case(&host) && *p == port)
     }
 
+    /// A request addressed to this proxy itself, with nothing to route it elsewhere: forwarding
+    /// it by its Request-URI would send it back here (482). An OPTIONS is a keep-alive or
+    /// capability query (a trunk, an SBC, a monitor): answered 200 with what we accept
+    /// (RFC 3261 §11.2). Anything else has no user here: 481 inside a dialog, 404 otherwise.
+    fn answer_for_ourselves(
+        &mut self,
+        key: &ServerKey,
+        req: &Message,
+        in_dialog: bool,
+        now: Instant,
+    ) {
+        if req.method() == Some(Method::Options) {
+            self.respond_with(
+                key,
+                200,
+                "OK",
+                &[("Allow", PROXIED_METHODS), ("Accept", "application/sdp")],
+                now,
+            );
+        } else if in_dialog {
+            self.respond(key, 481, "Call/Transaction Does Not Exist", now);
+        } else {
+            self.respond(key, 404, "Not Found", now);
+        }
+    }
+
     /// Sends the request of `key` to its next remaining target, or answers with the best
     /// response (or 408/503) when none is left.
     fn try_next_target(&mut self, key: &ServerKey, now: Instant) {
@@ -2261,6 +2297,18 @@ impl Proxy {
 
     /// The proxy's own response on a server transaction.
     fn respond(&mut self, key: &ServerKey, status: u16, reason: &str, now: Instant) {
+        self.respond_with(key, status, reason, &[], now);
+    }
+
+    /// [`Proxy::respond`] with extra header fields.
+    fn respond_with(
+        &mut self,
+        key: &ServerKey,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+        now: Instant,
+    ) {
         let Some(tx) = self.servers.get_mut(key) else {
             return;
         };
@@ -2268,12 +2316,11 @@ impl Proxy {
             "{:016x}",
             via::Fnv::default().feed(key.0.as_bytes()).finish()
         );
-        let built = tx
-            .request
-            .response(status, reason)
-            .to_tag(&to_tag)
-            .build()
-            .map(|m| m.bytes());
+        let mut builder = tx.request.response(status, reason).to_tag(&to_tag);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        let built = builder.build().map(|m| m.bytes());
         let Ok(data) = built else {
             return;
         };
@@ -2739,6 +2786,72 @@ Content-Length: 0\n\n";
                 now,
             );
         }
+    }
+
+    /// Final responses among `out`, as (status, message).
+    fn finals(out: &[Transmit]) -> Vec<(u16, Message)> {
+        out.iter()
+            .filter_map(|t| Message::parse(t.data.clone()).ok())
+            .filter_map(|m| m.status().filter(|s| *s >= 200).map(|s| (s, m)))
+            .collect()
+    }
+
+    #[test]
+    fn a_request_addressed_to_the_proxy_itself_is_answered_not_looped() {
+        let mut p = proxy("");
+        let now = epoch();
+        // A keep-alive OPTIONS from a trunk or a monitor: 200 with what we take.
+        let options = INVITE
+            .replace("INVITE sip:bob@127.0.0.1:9", "OPTIONS sip:127.0.0.1:5060")
+            .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS");
+        p.handle_datagram(datagram(&options, "127.0.0.1:5070"), now);
+        let out = drain(&mut p);
+        assert_eq!(out.len(), 1, "answered, nothing forwarded");
+        assert_eq!(out[0].destination, "127.0.0.1:5070".parse().unwrap());
+        let (status, ok) = finals(&out).remove(0);
+        assert_eq!(status, 200);
+        assert_eq!(ok.cseq().unwrap().method, Method::Options);
+        assert!(ok.to().unwrap().tag().is_some());
+        let allow: Vec<&str> = ok.allow().collect();
+        assert!(
+            allow.contains(&"INVITE") && allow.contains(&"OPTIONS"),
+            "{allow:?}"
+        );
+        let accept = ok.headers_named(b"Accept").next().map(|h| h.value());
+        assert_eq!(accept, Some(&b"application/sdp"[..]));
+        // An OPTIONS with a user part is answered the same; an INVITE for a user at our
+        // address finds nobody here (404). Nothing is sent back to ourselves.
+        for (i, (method, ruri)) in [
+            ("OPTIONS", "sip:ping@127.0.0.1:5060"),
+            ("INVITE", "sip:bob@127.0.0.1:5060"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let req = INVITE
+                .replace("INVITE sip:bob@127.0.0.1:9", &format!("{method} {ruri}"))
+                .replace("CSeq: 1 INVITE", &format!("CSeq: 1 {method}"))
+                .replace("z9hG4bK-1", &format!("z9hG4bK-self{i}"))
+                .replace("Call-ID: c1", &format!("Call-ID: self{i}"));
+            p.handle_datagram(datagram(&req, "127.0.0.1:5070"), now);
+            let out = drain(&mut p);
+            assert!(out.iter().all(|t| t.destination.port() == 5070), "{method}");
+            let expected = if method == "OPTIONS" { 200 } else { 404 };
+            let statuses: Vec<u16> = finals(&out).iter().map(|(s, _)| *s).collect();
+            assert_eq!(statuses, vec![expected], "{method} {ruri}");
+        }
+        // Inside a dialog this node does not know: 481.
+        let bye = INVITE
+            .replace("INVITE sip:bob@127.0.0.1:9", "BYE sip:bob@127.0.0.1:5060")
+            .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
+            .replace(
+                "To: <sip:bob@example.com>",
+                "To: <sip:bob@example.com>;tag=b1",
+            )
+            .replace("z9hG4bK-1", "z9hG4bK-selfbye");
+        p.handle_datagram(datagram(&bye, "127.0.0.1:5070"), now);
+        let statuses: Vec<u16> = finals(&drain(&mut p)).iter().map(|(s, _)| *s).collect();
+        assert_eq!(statuses, vec![481]);
     }
 
     #[test]
