@@ -296,7 +296,7 @@ impl prometheus_client::encoding::EncodeMetric for HistogramSnapshot {
 impl Collector for ProxySnapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 11] = [
             (
                 "anchorage_sip_udp_send_deferred",
                 "UDP sends that found the send buffer full and waited for room",
@@ -331,6 +331,16 @@ impl Collector for ProxySnapshot {
                 "anchorage_sip_stateless_responses",
                 "Responses forwarded without a transaction",
                 c.stateless_responses,
+            ),
+            (
+                "anchorage_sip_flood_dropped",
+                "Requests dropped because their source went over [proxy.flood]'s rate limit",
+                c.flood_dropped,
+            ),
+            (
+                "anchorage_sip_flood_blocks",
+                "Times a source was blocked by [proxy.flood]'s rate limit",
+                c.flood_blocks,
             ),
             ("anchorage_sip_sent", "SIP messages sent", self.sent),
             (

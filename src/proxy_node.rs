@@ -125,6 +125,7 @@ pub async fn run(
             up_after: p.relay_health.up_after,
         },
         reanchor: p.reanchor.clone(),
+        flood: p.flood.clone(),
     };
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

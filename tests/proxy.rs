@@ -304,11 +304,44 @@ struct RawUa {
 
 impl RawUa {
     fn new() -> RawUa {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        RawUa::on("127.0.0.1")
+    }
+
+    /// A UA on another loopback address (Linux answers on all of 127/8): another source IP.
+    fn on(ip: &str) -> RawUa {
+        let socket = std::net::UdpSocket::bind((ip, 0)).unwrap();
         socket
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         RawUa { socket }
+    }
+
+    /// Sends `n` OPTIONS to the proxy itself, each its own transaction, and counts the 200s
+    /// that come back within `wait`.
+    fn options_answered(&self, proxy: u16, n: usize, wait: Duration) -> usize {
+        let local = self.socket.local_addr().unwrap();
+        for i in 0..n {
+            self.send(
+                proxy,
+                &format!(
+                    "OPTIONS sip:127.0.0.1:{proxy} SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-o{}-{i}\n\
+                     Max-Forwards: 70\nFrom: <sip:mon@example.com>;tag=m\nTo: <sip:127.0.0.1:{proxy}>\n\
+                     Call-ID: opt-{}-{i}\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n",
+                    local.port(),
+                    local.port()
+                ),
+            );
+        }
+        self.socket.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = [0u8; 65535];
+        let mut answered = 0;
+        while let Ok((len, _)) = self.socket.recv_from(&mut buf) {
+            answered += usize::from(buf[..len].starts_with(b"SIP/2.0 200 "));
+        }
+        self.socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        answered
     }
 
     fn port(&self) -> u16 {
@@ -334,6 +367,49 @@ impl RawUa {
             }
         }
     }
+}
+
+#[test]
+fn a_source_over_the_request_rate_is_blocked_while_others_are_served() {
+    let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    let proxy = Proxy::start(Some(&format!(
+        "[api]\nlisten = \"{api}\"\n\n[proxy.flood]\nrequests_per_second = 10\nburst = 10\nblock_s = 2\ntrusted = [\"127.0.0.3/32\"]\n",
+    )));
+    let p = proxy.port;
+    let wait = Duration::from_millis(700);
+    // A burst of 30 at once: the first 10 are answered, then the source is blocked.
+    let flooder = RawUa::on("127.0.0.2");
+    let answered = flooder.options_answered(p, 30, wait);
+    assert!((10..=11).contains(&answered), "{answered} answered");
+    assert_eq!(flooder.options_answered(p, 3, wait), 0, "blocked");
+    // Meanwhile another source is served, and a trusted one is never limited.
+    assert_eq!(RawUa::on("127.0.0.1").options_answered(p, 5, wait), 5);
+    assert_eq!(RawUa::on("127.0.0.3").options_answered(p, 30, wait), 30);
+    let log = proxy.daemon.log();
+    assert!(
+        log.contains("request rate limit exceeded") && log.contains("127.0.0.2"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("127.0.0.3"),
+        "the trusted source was never blocked:\n{log}"
+    );
+    let (status, metrics) = anchorage_testkit::http(api, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert_eq!(value("anchorage_sip_flood_blocks_total"), 1);
+    assert_eq!(
+        value("anchorage_sip_flood_dropped_total"),
+        (30 - answered as u64) + 3
+    );
+    // When the block ends the source is served again.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(flooder.options_answered(p, 5, wait), 5);
 }
 
 fn branch_of(m: &str) -> String {

@@ -32,6 +32,39 @@ pub struct ProxyConfig {
     pub relay_health: RelayHealth,
     /// `[proxy.reanchor]`: how calls are moved between relay nodes.
     pub reanchor: Reanchor,
+    /// `[proxy.flood]`: per-source request rate limit (off by default).
+    pub flood: Flood,
+}
+
+/// A request rate limit per source address, against floods and scanners (what Kamailio's
+/// `pike` module does): a source that sends more than `requests_per_second` (with bursts up to
+/// `burst`) is blocked for `block_s` seconds, during which its requests are dropped without an
+/// answer. Responses are never counted. Off while `requests_per_second` is 0.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Flood {
+    /// Sustained requests per second allowed from one source IP; 0 turns the limit off.
+    pub requests_per_second: u32,
+    /// Requests a source may send at once above the sustained rate; 0 means twice the rate.
+    pub burst: u32,
+    /// How long a source that went over the limit stays blocked, seconds.
+    pub block_s: u64,
+    /// Networks (CIDR) never limited: trunks, SBCs, your own servers.
+    pub trusted: Vec<IpNet>,
+    /// Sources tracked at most; beyond it, sources in good standing are forgotten first.
+    pub max_sources: usize,
+}
+
+impl Default for Flood {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 0,
+            burst: 0,
+            block_s: 60,
+            trusted: Vec::new(),
+            max_sources: 100_000,
+        }
+    }
 }
 
 /// Relay health checks: an ng `ping` to every node every `interval_ms`; a node is down after
@@ -185,6 +218,7 @@ impl Default for ProxyConfig {
             media: MediaPolicy::default(),
             relay_health: RelayHealth::default(),
             reanchor: Reanchor::default(),
+            flood: Flood::default(),
         }
     }
 }
@@ -526,6 +560,29 @@ impl ProxyConfig {
                 ),
             ));
         }
+        if self.flood.requests_per_second > 0 {
+            if self.flood.block_s == 0 || self.flood.block_s > 86_400 {
+                errors.push(ConfigError::new(
+                    format!("{at}.flood.block_s"),
+                    format!("{} is not 1 to 86400 seconds", self.flood.block_s),
+                ));
+            }
+            if self.flood.burst != 0 && self.flood.burst < self.flood.requests_per_second {
+                errors.push(ConfigError::new(
+                    format!("{at}.flood.burst"),
+                    format!(
+                        "{} is below requests_per_second ({}): a source could never send a second's worth",
+                        self.flood.burst, self.flood.requests_per_second
+                    ),
+                ));
+            }
+            if self.flood.max_sources == 0 {
+                errors.push(ConfigError::new(
+                    format!("{at}.flood.max_sources"),
+                    "must be greater than 0",
+                ));
+            }
+        }
         if self.dialog.max_age_s == 0 {
             errors.push(ConfigError::new(
                 format!("{at}.dialog.max_age_s"),
@@ -769,6 +826,33 @@ forward = "request-uri"
             c.proxy.route[1].forward,
             Some(crate::proxy::ForwardTarget::RequestUri)
         );
+    }
+
+    #[test]
+    fn flood_limit_parses_and_its_errors_name_the_key() {
+        let c = parse(
+            "[proxy.flood]\nrequests_per_second = 20\nburst = 50\nblock_s = 30\ntrusted = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.proxy.flood.requests_per_second, 20);
+        assert_eq!(c.proxy.flood.burst, 50);
+        assert_eq!(c.proxy.flood.trusted[0].to_string(), "10.0.0.0/8");
+        assert_eq!(parse("").unwrap().proxy.flood.requests_per_second, 0);
+        let err = parse(
+            "[proxy.flood]\nrequests_per_second = 20\nburst = 5\nblock_s = 0\nmax_sources = 0\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "proxy.flood.block_s",
+                "proxy.flood.burst",
+                "proxy.flood.max_sources"
+            ]
+        );
+        let err = parse("[proxy.flood]\ntrusted = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(err.to_string().contains("proxy.flood.trusted"), "{err}");
     }
 
     #[test]

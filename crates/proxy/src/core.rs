@@ -23,6 +23,7 @@ use anchorage_sip::{HeaderName, Message, Method, RequestBuilder, Uri};
 use bytes::Bytes;
 
 use crate::dialog::Dialogs;
+use crate::flood::{self, FloodGuard};
 use crate::media::{self, NodeId, Policy, Relays};
 
 mod reanchor;
@@ -74,6 +75,8 @@ pub struct CoreConfig {
     pub relay_health: crate::media::HealthConfig,
     /// Re-anchoring pacing and fallback.
     pub reanchor: anchorage_config::proxy::Reanchor,
+    /// The per-source request rate limit.
+    pub flood: anchorage_config::proxy::Flood,
 }
 
 /// A message received from the network.
@@ -131,6 +134,10 @@ pub struct Counters {
     pub stateless_requests: u64,
     /// Responses forwarded statelessly (no client transaction).
     pub stateless_responses: u64,
+    /// Requests dropped because their source went over the rate limit (`[proxy.flood]`).
+    pub flood_dropped: u64,
+    /// Times a source was blocked by the rate limit.
+    pub flood_blocks: u64,
 }
 
 /// The methods this proxy forwards (any method is forwarded; these are the ones it knows),
@@ -215,6 +222,7 @@ pub struct Proxy {
     servers: HashMap<ServerKey, ServerTx>,
     clients: HashMap<String, ClientTx>,
     timers: TimerQueue,
+    flood: FloodGuard,
     out: VecDeque<Transmit>,
     dialogs: Dialogs,
     counters: Counters,
@@ -399,6 +407,7 @@ impl Proxy {
             .iter()
             .map(|l| (l.advertise_host.clone(), l.advertise_port))
             .collect();
+        let flood = FloodGuard::new(config.flood.clone());
         let relays = Relays::new(
             &config.relay_sets,
             config.ng_client,
@@ -410,6 +419,7 @@ impl Proxy {
             servers: HashMap::new(),
             clients: HashMap::new(),
             timers: TimerQueue::default(),
+            flood,
             out: VecDeque::new(),
             dialogs: Dialogs::default(),
             counters: Counters::default(),
@@ -593,7 +603,13 @@ impl Proxy {
 
     /// Handles one received message.
     pub fn handle_datagram(&mut self, d: Datagram, now: Instant) {
-        let msg = match Message::parse(d.data.clone()) {
+        let parsed = Message::parse(d.data.clone());
+        // Everything but a response counts against its source's rate, garbage included.
+        let response = matches!(&parsed, Ok(m) if !m.is_request());
+        if !response && !self.flood_allows(&d, now) {
+            return;
+        }
+        let msg = match parsed {
             Ok(m) => m,
             Err(e) => {
                 self.reject_unparsable(&d, &e);
@@ -614,6 +630,26 @@ impl Proxy {
                 return;
             }
             self.on_response(msg, now);
+        }
+    }
+
+    /// The `[proxy.flood]` verdict for a request from `d`'s source: counted, and logged once
+    /// when the source gets blocked.
+    fn flood_allows(&mut self, d: &Datagram, now: Instant) -> bool {
+        match self.flood.check(d.source.ip(), now) {
+            flood::Verdict::Pass => true,
+            flood::Verdict::Drop { newly_blocked } => {
+                self.counters.flood_dropped += 1;
+                if newly_blocked {
+                    self.counters.flood_blocks += 1;
+                    tracing::warn!(
+                        source = %d.source.ip(),
+                        block_s = self.config.flood.block_s,
+                        "request rate limit exceeded: dropping this source's requests"
+                    );
+                }
+                false
+            }
         }
     }
 
@@ -2739,6 +2775,7 @@ mod tests {
                 ng_client: anchorage_ng::ClientConfig::default(),
                 relay_health: crate::media::HealthConfig::default(),
                 reanchor: cfg.proxy.reanchor,
+                flood: cfg.proxy.flood,
             },
             7,
             epoch(),
@@ -2852,6 +2889,53 @@ Content-Length: 0\n\n";
         p.handle_datagram(datagram(&bye, "127.0.0.1:5070"), now);
         let statuses: Vec<u16> = finals(&drain(&mut p)).iter().map(|(s, _)| *s).collect();
         assert_eq!(statuses, vec![481]);
+    }
+
+    #[test]
+    fn a_source_over_the_rate_limit_is_dropped_and_others_are_served() {
+        let mut p = proxy("[proxy.flood]\nrequests_per_second = 5\nburst = 5\nblock_s = 2\n");
+        let t0 = epoch();
+        let options = |i: usize, port: u16| {
+            datagram(
+                &INVITE
+                    .replace("INVITE sip:bob@127.0.0.1:9", "OPTIONS sip:127.0.0.1:5060")
+                    .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS")
+                    .replace("127.0.0.1:5070", &format!("127.0.0.1:{port}"))
+                    .replace("z9hG4bK-1", &format!("z9hG4bK-flood{port}-{i}")),
+                &format!("192.0.2.{}:{port}", port - 5000),
+            )
+        };
+        // 192.0.2.70 sends 8 at once: 5 answered, the 6th blocks it, nothing more answered.
+        let mut answered = 0;
+        for i in 0..8 {
+            p.handle_datagram(options(i, 5070), t0);
+            answered += finals(&drain(&mut p)).len();
+        }
+        assert_eq!(answered, 5);
+        assert_eq!(
+            (p.counters().flood_dropped, p.counters().flood_blocks),
+            (3, 1)
+        );
+        // Garbage from it is dropped too, unanswered; responses are not requests and pass.
+        p.handle_datagram(datagram("OPTIONS nonsense\n\n", "192.0.2.70:5070"), t0);
+        assert!(drain(&mut p).is_empty());
+        assert_eq!(p.counters().flood_dropped, 4);
+        let responses = p.counters().responses;
+        p.handle_datagram(
+            datagram(
+                "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\nFrom: <sip:a@h>;tag=1\nTo: <sip:b@h>;tag=2\nCall-ID: r\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n",
+                "192.0.2.70:5070",
+            ),
+            t0,
+        );
+        assert_eq!(p.counters().responses, responses + 1);
+        // Another source is served meanwhile.
+        p.handle_datagram(options(0, 5071), t0);
+        assert_eq!(finals(&drain(&mut p)).len(), 1);
+        // After block_s the first source is served again.
+        let later = t0 + Duration::from_secs(2);
+        p.handle_datagram(options(100, 5070), later);
+        assert_eq!(finals(&drain(&mut p)).len(), 1);
     }
 
     #[test]

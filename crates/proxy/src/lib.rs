@@ -20,9 +20,11 @@
 //! * [`media`]: relay sets, node health checks and the ng requests built from SIP;
 //!   [`reanchor`]: what moving a call's media needs (leg targets, in-dialog requests, `o=`,
 //!   back-off, job records); the procedure runs in `core/reanchor.rs`.
+//! * [`flood`]: the per-source request rate limit (`[proxy.flood]`).
 
 pub mod core;
 pub mod dialog;
+pub mod flood;
 pub mod media;
 pub mod reanchor;
 pub mod routing;
