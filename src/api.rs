@@ -296,7 +296,7 @@ impl prometheus_client::encoding::EncodeMetric for HistogramSnapshot {
 impl Collector for ProxySnapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 12] = [
             (
                 "anchorage_sip_udp_send_deferred",
                 "UDP sends that found the send buffer full and waited for room",
@@ -341,6 +341,11 @@ impl Collector for ProxySnapshot {
                 "anchorage_sip_flood_blocks",
                 "Times a source was blocked by [proxy.flood]'s rate limit",
                 c.flood_blocks,
+            ),
+            (
+                "anchorage_sip_user_agent_dropped",
+                "Requests dropped for a User-Agent in [proxy.flood] drop_user_agents",
+                c.user_agent_dropped,
             ),
             ("anchorage_sip_sent", "SIP messages sent", self.sent),
             (

@@ -40,6 +40,7 @@ pub struct ProxyConfig {
 /// `pike` module does): a source that sends more than `requests_per_second` (with bursts up to
 /// `burst`) is blocked for `block_s` seconds, during which its requests are dropped without an
 /// answer. Responses are never counted. Off while `requests_per_second` is 0.
+/// `drop_user_agents` drops requests from scanners that name themselves, at any rate.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Flood {
@@ -53,6 +54,9 @@ pub struct Flood {
     pub trusted: Vec<IpNet>,
     /// Sources tracked at most; beyond it, sources in good standing are forgotten first.
     pub max_sources: usize,
+    /// Requests whose User-Agent contains one of these (case-insensitive) are dropped
+    /// unanswered, whatever their rate: the names SIP scanners announce themselves with.
+    pub drop_user_agents: Vec<String>,
 }
 
 impl Default for Flood {
@@ -63,6 +67,7 @@ impl Default for Flood {
             block_s: 60,
             trusted: Vec::new(),
             max_sources: 100_000,
+            drop_user_agents: Vec::new(),
         }
     }
 }
@@ -583,6 +588,14 @@ impl ProxyConfig {
                 ));
             }
         }
+        for (i, ua) in self.flood.drop_user_agents.iter().enumerate() {
+            if ua.trim().is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{at}.flood.drop_user_agents[{i}]"),
+                    "is empty: it would drop every request with a User-Agent",
+                ));
+            }
+        }
         if self.dialog.max_age_s == 0 {
             errors.push(ConfigError::new(
                 format!("{at}.dialog.max_age_s"),
@@ -851,6 +864,8 @@ forward = "request-uri"
                 "proxy.flood.max_sources"
             ]
         );
+        let err = parse("[proxy.flood]\ndrop_user_agents = [\"sipvicious\", \" \"]\n").unwrap_err();
+        assert_eq!(err.0[0].path, "proxy.flood.drop_user_agents[1]");
         let err = parse("[proxy.flood]\ntrusted = [\"10.0.0.0/33\"]\n").unwrap_err();
         assert!(err.to_string().contains("proxy.flood.trusted"), "{err}");
     }

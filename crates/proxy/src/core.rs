@@ -138,6 +138,8 @@ pub struct Counters {
     pub flood_dropped: u64,
     /// Times a source was blocked by the rate limit.
     pub flood_blocks: u64,
+    /// Requests dropped for their User-Agent (`[proxy.flood] drop_user_agents`).
+    pub user_agent_dropped: u64,
 }
 
 /// The methods this proxy forwards (any method is forwarded; these are the ones it knows),
@@ -618,6 +620,10 @@ impl Proxy {
         };
         if msg.is_request() {
             self.counters.requests += 1;
+            if self.dropped_user_agent(&msg) {
+                self.counters.user_agent_dropped += 1;
+                return;
+            }
             if let Err(e) = msg.validate() {
                 self.reject_unparsable(&d, &e);
                 return;
@@ -651,6 +657,20 @@ impl Proxy {
                 false
             }
         }
+    }
+
+    /// Whether the request's User-Agent names one of `[proxy.flood] drop_user_agents`.
+    fn dropped_user_agent(&self, msg: &Message) -> bool {
+        let names = &self.config.flood.drop_user_agents;
+        if names.is_empty() {
+            return false;
+        }
+        msg.headers_named(b"User-Agent").any(|h| {
+            let ua = String::from_utf8_lossy(h.value()).to_ascii_lowercase();
+            names
+                .iter()
+                .any(|n| ua.contains(&n.trim().to_ascii_lowercase()))
+        })
     }
 
     // ---------------------------------------------------------------- requests
@@ -2889,6 +2909,33 @@ Content-Length: 0\n\n";
         p.handle_datagram(datagram(&bye, "127.0.0.1:5070"), now);
         let statuses: Vec<u16> = finals(&drain(&mut p)).iter().map(|(s, _)| *s).collect();
         assert_eq!(statuses, vec![481]);
+    }
+
+    #[test]
+    fn a_scanner_announcing_itself_is_dropped_unanswered() {
+        let mut p =
+            proxy("[proxy.flood]\ndrop_user_agents = [\"friendly-scanner\", \"sipvicious\"]\n");
+        let t0 = epoch();
+        let options = |ua: &str, i: usize| {
+            datagram(
+                &INVITE
+                    .replace("INVITE sip:bob@127.0.0.1:9", "OPTIONS sip:127.0.0.1:5060")
+                    .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS")
+                    .replace("z9hG4bK-1", &format!("z9hG4bK-ua{i}"))
+                    .replace(
+                        "Max-Forwards: 70\n",
+                        &format!("Max-Forwards: 70\nUser-Agent: {ua}\n"),
+                    ),
+                "127.0.0.1:5070",
+            )
+        };
+        p.handle_datagram(options("Friendly-Scanner", 0), t0);
+        p.handle_datagram(options("sipvicious 0.3.4", 1), t0);
+        assert!(drain(&mut p).is_empty());
+        assert_eq!(p.counters().user_agent_dropped, 2);
+        p.handle_datagram(options("Yealink SIP-T46S", 2), t0);
+        assert_eq!(finals(&drain(&mut p)).len(), 1);
+        assert_eq!(p.counters().user_agent_dropped, 2);
     }
 
     #[test]
