@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use anchorage_config::Config;
 use anchorage_proxy::core::{CoreConfig, Datagram, Listener, Proxy};
-use anchorage_proxy::routing::Router;
-use anchorage_proxy::transaction::TimerConfig;
 use anchorage_sip_transport::{Limits, ListenerSpec, Outbound, Transport, Transports};
 use anyhow::{bail, Context};
 use tokio::sync::mpsc;
@@ -103,30 +101,7 @@ pub async fn run(
             transport.via_token().to_ascii_lowercase()
         );
     }
-    let timers = TimerConfig {
-        t1: Duration::from_millis(p.timers.t1_ms),
-        t2: Duration::from_millis(p.timers.t2_ms),
-        t4: Duration::from_millis(p.timers.t4_ms),
-        timer_c: Duration::from_millis(p.timers.timer_c_ms),
-        ..TimerConfig::default()
-    };
-    let core_config = CoreConfig {
-        node_id: config.node.id.clone(),
-        listeners,
-        timers,
-        router: Router::new(p.route.clone()),
-        dialog_max_age: Duration::from_secs(p.dialog.max_age_s),
-        relay_sets: p.relay_set.clone(),
-        default_media: p.media.clone(),
-        ng_client: anchorage_ng::ClientConfig::default(),
-        relay_health: anchorage_proxy::media::HealthConfig {
-            interval: Duration::from_millis(p.relay_health.interval_ms),
-            down_after: p.relay_health.down_after,
-            up_after: p.relay_health.up_after,
-        },
-        reanchor: p.reanchor.clone(),
-        flood: p.flood.clone(),
-    };
+    let core_config = CoreConfig::from_config(&config, listeners);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)

@@ -79,6 +79,37 @@ pub struct CoreConfig {
     pub flood: anchorage_config::proxy::Flood,
 }
 
+impl CoreConfig {
+    /// The core's configuration from a configuration file (`[node]` and `[proxy]`), with the
+    /// listeners the I/O layer bound.
+    pub fn from_config(config: &anchorage_config::Config, listeners: Vec<Listener>) -> CoreConfig {
+        let p = &config.proxy;
+        CoreConfig {
+            node_id: config.node.id.clone(),
+            listeners,
+            timers: TimerConfig {
+                t1: Duration::from_millis(p.timers.t1_ms),
+                t2: Duration::from_millis(p.timers.t2_ms),
+                t4: Duration::from_millis(p.timers.t4_ms),
+                timer_c: Duration::from_millis(p.timers.timer_c_ms),
+                ..TimerConfig::default()
+            },
+            router: Router::new(p.route.clone()),
+            dialog_max_age: Duration::from_secs(p.dialog.max_age_s),
+            relay_sets: p.relay_set.clone(),
+            default_media: p.media.clone(),
+            ng_client: anchorage_ng::ClientConfig::default(),
+            relay_health: crate::media::HealthConfig {
+                interval: Duration::from_millis(p.relay_health.interval_ms),
+                down_after: p.relay_health.down_after,
+                up_after: p.relay_health.up_after,
+            },
+            reanchor: p.reanchor.clone(),
+            flood: p.flood.clone(),
+        }
+    }
+}
+
 /// A message received from the network.
 #[derive(Debug, Clone)]
 pub struct Datagram {
@@ -2845,6 +2876,16 @@ Content-Length: 0\n\n";
         }
     }
 
+    /// The [`INVITE`] template as a `method` request for `ruri`, with `id` in its branch and
+    /// Call-ID (its own transaction).
+    fn request_text(method: &str, ruri: &str, id: &str) -> String {
+        INVITE
+            .replace("INVITE sip:bob@127.0.0.1:9", &format!("{method} {ruri}"))
+            .replace("CSeq: 1 INVITE", &format!("CSeq: 1 {method}"))
+            .replace("z9hG4bK-1", &format!("z9hG4bK-{id}"))
+            .replace("Call-ID: c1", &format!("Call-ID: {id}"))
+    }
+
     /// Final responses among `out`, as (status, message).
     fn finals(out: &[Transmit]) -> Vec<(u16, Message)> {
         out.iter()
@@ -2858,9 +2899,7 @@ Content-Length: 0\n\n";
         let mut p = proxy("");
         let now = epoch();
         // A keep-alive OPTIONS from a trunk or a monitor: 200 with what we take.
-        let options = INVITE
-            .replace("INVITE sip:bob@127.0.0.1:9", "OPTIONS sip:127.0.0.1:5060")
-            .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS");
+        let options = request_text("OPTIONS", "sip:127.0.0.1:5060", "self");
         p.handle_datagram(datagram(&options, "127.0.0.1:5070"), now);
         let out = drain(&mut p);
         assert_eq!(out.len(), 1, "answered, nothing forwarded");
@@ -2885,11 +2924,7 @@ Content-Length: 0\n\n";
         .into_iter()
         .enumerate()
         {
-            let req = INVITE
-                .replace("INVITE sip:bob@127.0.0.1:9", &format!("{method} {ruri}"))
-                .replace("CSeq: 1 INVITE", &format!("CSeq: 1 {method}"))
-                .replace("z9hG4bK-1", &format!("z9hG4bK-self{i}"))
-                .replace("Call-ID: c1", &format!("Call-ID: self{i}"));
+            let req = request_text(method, ruri, &format!("self{i}"));
             p.handle_datagram(datagram(&req, "127.0.0.1:5070"), now);
             let out = drain(&mut p);
             assert!(out.iter().all(|t| t.destination.port() == 5070), "{method}");
@@ -2898,14 +2933,10 @@ Content-Length: 0\n\n";
             assert_eq!(statuses, vec![expected], "{method} {ruri}");
         }
         // Inside a dialog this node does not know: 481.
-        let bye = INVITE
-            .replace("INVITE sip:bob@127.0.0.1:9", "BYE sip:bob@127.0.0.1:5060")
-            .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
-            .replace(
-                "To: <sip:bob@example.com>",
-                "To: <sip:bob@example.com>;tag=b1",
-            )
-            .replace("z9hG4bK-1", "z9hG4bK-selfbye");
+        let bye = request_text("BYE", "sip:bob@127.0.0.1:5060", "selfbye").replace(
+            "To: <sip:bob@example.com>",
+            "To: <sip:bob@example.com>;tag=b1",
+        );
         p.handle_datagram(datagram(&bye, "127.0.0.1:5070"), now);
         let statuses: Vec<u16> = finals(&drain(&mut p)).iter().map(|(s, _)| *s).collect();
         assert_eq!(statuses, vec![481]);
@@ -2918,14 +2949,10 @@ Content-Length: 0\n\n";
         let t0 = epoch();
         let options = |ua: &str, i: usize| {
             datagram(
-                &INVITE
-                    .replace("INVITE sip:bob@127.0.0.1:9", "OPTIONS sip:127.0.0.1:5060")
-                    .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS")
-                    .replace("z9hG4bK-1", &format!("z9hG4bK-ua{i}"))
-                    .replace(
-                        "Max-Forwards: 70\n",
-                        &format!("Max-Forwards: 70\nUser-Agent: {ua}\n"),
-                    ),
+                &request_text("OPTIONS", "sip:127.0.0.1:5060", &format!("ua{i}")).replace(
+                    "Max-Forwards: 70\n",
+                    &format!("Max-Forwards: 70\nUser-Agent: {ua}\n"),
+                ),
                 "127.0.0.1:5070",
             )
         };
@@ -2944,11 +2971,8 @@ Content-Length: 0\n\n";
         let t0 = epoch();
         let options = |i: usize, port: u16| {
             datagram(
-                &INVITE
-                    .replace("INVITE sip:bob@127.0.0.1:9", "OPTIONS sip:127.0.0.1:5060")
-                    .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS")
-                    .replace("127.0.0.1:5070", &format!("127.0.0.1:{port}"))
-                    .replace("z9hG4bK-1", &format!("z9hG4bK-flood{port}-{i}")),
+                &request_text("OPTIONS", "sip:127.0.0.1:5060", &format!("flood{port}-{i}"))
+                    .replace("127.0.0.1:5070", &format!("127.0.0.1:{port}")),
                 &format!("192.0.2.{}:{port}", port - 5000),
             )
         };
@@ -2993,11 +3017,7 @@ Content-Length: 0\n\n";
         let (mut peak_timers, mut peak_live) = (0, 0);
         for i in 0..10_000u32 {
             let method = if i % 2 == 0 { "OPTIONS" } else { "INVITE" };
-            let text = INVITE
-                .replace("INVITE sip:", &format!("{method} sip:"))
-                .replace("CSeq: 1 INVITE", &format!("CSeq: 1 {method}"))
-                .replace("z9hG4bK-1", &format!("z9hG4bK-{i}"))
-                .replace("Call-ID: c1", &format!("Call-ID: c{i}"));
+            let text = request_text(method, "sip:bob@127.0.0.1:9", &format!("c{i}"));
             p.handle_datagram(datagram(&text, "127.0.0.1:5070"), now);
             let out = drain(&mut p);
             // Half the INVITEs succeed, half fail; OPTIONS get 200.
