@@ -2681,12 +2681,7 @@ fn method_key<'a>(method: &Method<'a>) -> &'a str {
 
 fn server_key(req: &Message, method: &str) -> Option<ServerKey> {
     let via = req.top_via().ok()?;
-    let branch = via
-        .params
-        .get("branch")
-        .flatten()
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .unwrap_or("");
+    let branch = via.branch().unwrap_or("");
     let branch = if branch.starts_with(anchorage_sip::BRANCH_MAGIC_COOKIE) {
         branch.to_string()
     } else {
