@@ -72,6 +72,10 @@ pub enum Command {
     Job(u64),
     /// `GET /v1/jobs`.
     Jobs,
+    /// `GET /v1/flood`: the sources `[proxy.flood]` blocks.
+    FloodBlocked,
+    /// `POST /v1/flood/{ip}/unblock`.
+    FloodUnblock(std::net::IpAddr),
 }
 
 /// A command's JSON answer, or an HTTP status with a message.
@@ -786,6 +790,24 @@ async fn jobs(State(state): State<Arc<AppState>>) -> Response {
     run_command(&state, Command::Jobs).await
 }
 
+async fn flood_blocked(State(state): State<Arc<AppState>>) -> Response {
+    run_command(&state, Command::FloodBlocked).await
+}
+
+async fn flood_unblock(
+    State(state): State<Arc<AppState>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match source.parse() {
+        Ok(ip) => authorized_command(&state, &headers, Command::FloodUnblock(ip)).await,
+        Err(_) => error(
+            StatusCode::BAD_REQUEST,
+            format!("{source:?} is not an IP address"),
+        ),
+    }
+}
+
 async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -818,6 +840,8 @@ pub async fn serve(
         .route("/v1/reanchor", post(reanchor))
         .route("/v1/rebalance", post(rebalance))
         .route("/v1/jobs", get(jobs))
+        .route("/v1/flood", get(flood_blocked))
+        .route("/v1/flood/{source}/unblock", post(flood_unblock))
         .route("/v1/jobs/{id}", get(job))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

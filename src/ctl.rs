@@ -74,6 +74,13 @@ pub enum CtlCommand {
         /// Job id.
         id: u64,
     },
+    /// The sources `[proxy.flood]` blocks, with the time left.
+    Blocked,
+    /// End the block of a source at once.
+    Unblock {
+        /// Source IP address.
+        source: String,
+    },
 }
 
 /// Runs a ctl command; prints errors and returns the exit status.
@@ -190,6 +197,36 @@ fn execute(args: &CtlArgs) -> anyhow::Result<ExitCode> {
             let body = serde_json::json!({ "set": set });
             let job = api.post("/v1/rebalance", &body.to_string())?;
             follow(&api, &job, args.json)
+        }
+        CtlCommand::Blocked => {
+            let value = api.get("/v1/flood")?;
+            if args.json {
+                show(&value);
+            } else {
+                let blocked = value["blocked"].as_array().cloned().unwrap_or_default();
+                if value["enabled"] == serde_json::Value::Bool(false) {
+                    println!("the rate limit is off ([proxy.flood] requests_per_second = 0)");
+                }
+                println!("{:<40} {:>10}", "SOURCE", "LEFT_S");
+                for b in &blocked {
+                    println!(
+                        "{:<40} {:>10.1}",
+                        b["source"].as_str().unwrap_or(""),
+                        b["remaining_s"].as_f64().unwrap_or(0.0)
+                    );
+                }
+                println!("{} source(s) blocked", blocked.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CtlCommand::Unblock { source } => {
+            let value = api.post(&format!("/v1/flood/{source}/unblock"), "")?;
+            if args.json {
+                show(&value);
+            } else {
+                println!("{source}: no longer blocked");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         CtlCommand::Job { id } => {
             let value = api.get(&format!("/v1/jobs/{id}"))?;

@@ -303,6 +303,24 @@ fn command_result(
         Command::Jobs => Ok(serde_json::json!({
             "jobs": proxy.jobs().iter().map(|j| job_json(j, now)).collect::<Vec<_>>()
         })),
+        Command::FloodBlocked => {
+            let blocked: Vec<_> = proxy
+                .flood_blocked(now)
+                .into_iter()
+                .map(|(ip, left)| {
+                    serde_json::json!({ "source": ip.to_string(), "remaining_s": left.as_secs_f64() })
+                })
+                .collect();
+            Ok(serde_json::json!({ "enabled": proxy.flood_enabled(), "blocked": blocked }))
+        }
+        Command::FloodUnblock(ip) => {
+            if proxy.flood_unblock(ip, now) {
+                tracing::info!(source = %ip, "rate limit block ended by the API");
+                Ok(serde_json::json!({ "source": ip.to_string(), "blocked": false }))
+            } else {
+                Err((404, format!("{ip} is not blocked")))
+            }
+        }
     }
 }
 

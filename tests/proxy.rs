@@ -373,10 +373,10 @@ impl RawUa {
 fn a_source_over_the_request_rate_is_blocked_while_others_are_served() {
     let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
     let proxy = Proxy::start(Some(&format!(
-        "[api]\nlisten = \"{api}\"\n\n[proxy.flood]\nrequests_per_second = 10\nburst = 10\nblock_s = 2\ntrusted = [\"127.0.0.3/32\"]\n",
+        "[api]\nlisten = \"{api}\"\n\n[proxy.flood]\nrequests_per_second = 10\nburst = 10\nblock_s = 6\ntrusted = [\"127.0.0.3/32\"]\n",
     )));
     let p = proxy.port;
-    let wait = Duration::from_millis(700);
+    let wait = Duration::from_millis(400);
     // A burst of 30 at once: the first 10 are answered, then the source is blocked.
     let flooder = RawUa::on("127.0.0.2");
     let answered = flooder.options_answered(p, 30, wait);
@@ -407,8 +407,50 @@ fn a_source_over_the_request_rate_is_blocked_while_others_are_served() {
         value("anchorage_sip_flood_dropped_total"),
         (30 - answered as u64) + 3
     );
-    // When the block ends the source is served again.
-    std::thread::sleep(Duration::from_millis(2100));
+    // The operator sees the block and ends it (`anchorage ctl blocked` / `unblock`).
+    let ctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+            .args(["ctl", "--api", &api.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        (
+            out.status.success(),
+            stdout + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, table) = ctl(&["blocked"]);
+    assert!(ok, "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("127.0.0.2"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let left: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(left > 0.0 && left <= 6.0, "{row}");
+    assert!(table.contains("1 source(s) blocked"), "{table}");
+    let (ok, out) = ctl(&["unblock", "127.0.0.2"]);
+    assert!(ok && out.contains("127.0.0.2: no longer blocked"), "{out}");
+    assert_eq!(flooder.options_answered(p, 5, wait), 5);
+    // Unblocking what is not blocked, or something that is not an address: JSON errors.
+    let (status, body) = anchorage_testkit::http(api, "POST", "/v1/flood/127.0.0.2/unblock", "");
+    assert_eq!(
+        (status, body.as_str()),
+        (404, r#"{"error":"127.0.0.2 is not blocked"}"#)
+    );
+    let (status, body) = anchorage_testkit::http(api, "POST", "/v1/flood/nonsense/unblock", "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("is not an IP address"), "{body}");
+    let (ok, out) = ctl(&["unblock", "127.0.0.9"]);
+    assert!(!ok && out.contains("not blocked"), "{out}");
+    // A block also ends by itself after block_s.
+    let again = flooder.options_answered(p, 30, wait);
+    assert!(
+        (1..=11).contains(&again),
+        "{again} answered: its bucket was partly used"
+    );
+    assert_eq!(flooder.options_answered(p, 3, wait), 0, "blocked again");
+    std::thread::sleep(Duration::from_millis(6100));
     assert_eq!(flooder.options_answered(p, 5, wait), 5);
 }
 

@@ -491,6 +491,21 @@ impl Proxy {
         &self.counters
     }
 
+    /// Whether `[proxy.flood]`'s rate limit is on.
+    pub fn flood_enabled(&self) -> bool {
+        self.flood.enabled()
+    }
+
+    /// The sources `[proxy.flood]` blocks at `now`, with the time left.
+    pub fn flood_blocked(&self, now: Instant) -> Vec<(std::net::IpAddr, Duration)> {
+        self.flood.blocked_sources(now)
+    }
+
+    /// Ends the block of a source at once; `false` if it was not blocked.
+    pub fn flood_unblock(&mut self, source: std::net::IpAddr, now: Instant) -> bool {
+        self.flood.unblock(source, now)
+    }
+
     /// Live server and client transactions.
     pub fn transaction_count(&self) -> (usize, usize) {
         (self.servers.len(), self.clients.len())

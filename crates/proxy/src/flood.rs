@@ -117,6 +117,32 @@ impl FloodGuard {
             .count()
     }
 
+    /// The sources blocked at `now`, with the time left, longest first.
+    pub fn blocked_sources(&self, now: Instant) -> Vec<(IpAddr, Duration)> {
+        let mut list: Vec<(IpAddr, Duration)> = self
+            .sources
+            .iter()
+            .filter_map(|(ip, b)| {
+                let until = b.blocked_until.filter(|u| now < *u)?;
+                Some((*ip, until - now))
+            })
+            .collect();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        list
+    }
+
+    /// Ends the block of `source` at once (it starts again with a full bucket); `false` if it
+    /// was not blocked.
+    pub fn unblock(&mut self, source: IpAddr, now: Instant) -> bool {
+        match self.sources.get(&source) {
+            Some(b) if b.blocked_until.is_some_and(|u| now < u) => {
+                self.sources.remove(&source);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Sources tracked (blocked or recently seen).
     pub fn tracked(&self) -> usize {
         self.sources.len()
@@ -183,6 +209,14 @@ mod tests {
         let after = t0 + Duration::from_secs(10);
         assert_eq!(passes(&mut g, "192.0.2.1", 25, after), 20);
         assert_eq!(g.blocked(after), 1);
+        // An operator ends a block early.
+        let ip1: IpAddr = "192.0.2.1".parse().unwrap();
+        let soon = after + Duration::from_secs(4);
+        assert_eq!(g.blocked_sources(soon), vec![(ip1, Duration::from_secs(6))]);
+        assert!(g.unblock(ip1, soon));
+        assert!(!g.unblock(ip1, soon), "no longer blocked");
+        assert!(!g.unblock("192.0.2.2".parse().unwrap(), soon));
+        assert_eq!(passes(&mut g, "192.0.2.1", 25, soon), 20);
     }
 
     #[test]
