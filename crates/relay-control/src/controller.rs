@@ -286,8 +286,10 @@ impl Controller {
         };
         match result {
             Ok(mut handled) => {
-                if handled.reply.outcome == Outcome::Ok && handled.reply.warning.is_none() {
-                    handled.reply.warning = ignored_options(flags);
+                if handled.reply.outcome == Outcome::Ok {
+                    if let Some(more) = ignored_options(flags) {
+                        add_warning(&mut handled.reply, more);
+                    }
                 }
                 handled
             }
@@ -1208,7 +1210,7 @@ fn rewritten_for(
     actions: Vec<MediaAction>,
 ) -> Result<Handled, Refusal> {
     let address = out_address(flags, interfaces, dialog, to);
-    let rewritten = sdp_out::rewrite(
+    let (rewritten, notes) = sdp_out::rewrite_with_notes(
         sdp,
         &Rewrite {
             address,
@@ -1220,10 +1222,19 @@ fn rewritten_for(
         &mut dialog.origin[at(to)],
     )
     .map_err(|_| fail(ErrorReason::ErrorRewritingSdp))?;
-    Ok(Handled {
-        reply: with_ice_warning(Reply::ok().with_sdp(rewritten), flags),
-        actions,
-    })
+    let mut reply = with_ice_warning(Reply::ok().with_sdp(rewritten), flags);
+    if !notes.is_empty() {
+        add_warning(&mut reply, notes.join("; "));
+    }
+    Ok(Handled { reply, actions })
+}
+
+/// Appends to a reply's warning.
+fn add_warning(reply: &mut Reply, more: String) {
+    reply.warning = Some(match reply.warning.take() {
+        Some(w) => format!("{w}; {more}"),
+        None => more,
+    });
 }
 
 fn add(counters: &mut Counters, packets: u64, bytes: u64, errors: u64) {
@@ -1320,17 +1331,12 @@ fn ignored_options(flags: &Flags) -> Option<String> {
 }
 
 /// Options this relay understands but does not carry out (so the caller is told, not misled):
-/// codec manipulation, recording, TOS marking, and `no port latching` (ports are always kept).
+/// transcoding, recording, TOS marking, and `no port latching` (ports are always kept).
+/// (`codec-strip`/`except`/`mask`/`offer` are applied: see `sdp_out`.)
 fn unapplied_options(flags: &Flags) -> Vec<&'static str> {
-    let c = &flags.codec;
     let mut out = Vec::new();
-    if !(c.strip.is_empty()
-        && c.offer.is_empty()
-        && c.except.is_empty()
-        && c.mask.is_empty()
-        && c.transcode.is_empty())
-    {
-        out.push("codec");
+    if !flags.codec.transcode.is_empty() {
+        out.push("codec-transcode");
     }
     if flags.record_call == Some(true) {
         out.push("record-call");

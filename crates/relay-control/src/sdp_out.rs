@@ -15,7 +15,11 @@
 //!   / `origin-full` freeze it per receiving party; `replace SDP-version` makes the relay own
 //!   the version (unchanged when the output is unchanged, +1 otherwise), and
 //!   `force-increment-sdp-ver` always adds one;
-//! * `loop protect` marks the SDP with `a=rtpengine:<instance>`.
+//! * `loop protect` marks the SDP with `a=rtpengine:<instance>`;
+//! * `codec-strip` / `codec-except` / `codec-mask` / `codec-offer` remove codecs from the
+//!   offer or answer the party receives (with their `rtpmap`/`fmtp`/`rtcp-fb` lines), without
+//!   transcoding: media passes as sent. A filter that would leave a section with no codec leaves
+//!   it as it was (the reply's warning says so).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -91,6 +95,17 @@ pub fn rewrite(
     rewrite: &Rewrite<'_>,
     origin: &mut OriginState,
 ) -> Result<Bytes, FieldError> {
+    rewrite_with_notes(sdp, rewrite, origin).map(|(bytes, _)| bytes)
+}
+
+/// [`rewrite`], also returning what the caller should be warned of (codec filters that were
+/// not applied because they would have left a section without codecs).
+pub fn rewrite_with_notes(
+    sdp: &Session,
+    rewrite: &Rewrite<'_>,
+    origin: &mut OriginState,
+) -> Result<(Bytes, Vec<String>), FieldError> {
+    let mut notes = Vec::new();
     let flags = rewrite.flags;
     let mut out = sdp.clone();
     out.remove_ice();
@@ -144,6 +159,9 @@ pub fn rewrite(
         let is_rtp = media.media().transport().is_rtp();
         if is_rtp {
             media.add_static_rtpmaps();
+            if let Some(note) = filter_codecs(media, &flags.codec) {
+                notes.push(format!("m={index}: {note}"));
+            }
         }
         let direction = match explicit {
             Some(d) => d,
@@ -184,7 +202,71 @@ pub fn rewrite(
         out.set_origin_address(rewrite.address)?;
     }
     manage_origin(&mut out, flags, origin)?;
-    Ok(out.to_bytes())
+    Ok((out.to_bytes(), notes))
+}
+
+/// Applies `codec-strip`, `-except`, `-offer` and `-mask` to one RTP section: a format goes
+/// when `strip` names it (or says `all`) or `mask` names it, unless `except` or `offer` names
+/// it. Without transcoding, `mask` (hide from the receiver, still accept) comes to the same as
+/// `strip`, and `offer` only keeps a codec the sender offered. Returns a note when the filter
+/// would have left no codec (the section is then left as it was).
+fn filter_codecs(
+    media: &mut anchorage_sdp::MediaSection,
+    codec: &anchorage_ng::flags::Codec,
+) -> Option<String> {
+    if codec.strip.is_empty() && codec.mask.is_empty() {
+        return None;
+    }
+    let formats: Vec<String> = media.media().formats().map(String::from).collect();
+    let names = |list: &[String], format: &str| -> bool {
+        let rtpmap = media.codec(format);
+        list.iter()
+            .any(|entry| codec_matches(entry, format, rtpmap.as_ref()))
+    };
+    let keep: Vec<bool> = formats
+        .iter()
+        .map(|f| {
+            let stripped = codec.strip.iter().any(|s| s.eq_ignore_ascii_case("all"))
+                || names(&codec.strip, f)
+                || names(&codec.mask, f);
+            !stripped || names(&codec.except, f) || names(&codec.offer, f)
+        })
+        .collect();
+    if !keep.iter().any(|k| *k) {
+        return Some(format!(
+            "the codec filter would remove every codec ({}): left unchanged",
+            formats.join(" ")
+        ));
+    }
+    let mut index = 0;
+    media.retain_formats(|_| {
+        let k = keep.get(index).copied().unwrap_or(true);
+        index += 1;
+        k
+    });
+    None
+}
+
+/// Whether a codec-list entry names this format: its payload type number, its encoding name
+/// (`PCMU`, case-insensitive), or encoding/clock rate[/channels] (`opus/48000/2`).
+fn codec_matches(entry: &str, format: &str, rtpmap: Option<&anchorage_sdp::Rtpmap<'_>>) -> bool {
+    if entry == format {
+        return true;
+    }
+    let Some(map) = rtpmap else {
+        return false;
+    };
+    let mut parts = entry.split('/');
+    let name_ok = parts
+        .next()
+        .is_some_and(|n| n.eq_ignore_ascii_case(map.encoding));
+    let rate_ok = parts
+        .next()
+        .is_none_or(|r| r.parse::<u32>().is_ok_and(|r| r == map.clock_rate));
+    let params_ok = parts
+        .next()
+        .is_none_or(|p| map.parameters.unwrap_or("1") == p);
+    name_ok && rate_ok && params_ok
 }
 
 /// `RTP/AVP` or `RTP/AVPF` when `transport-protocol` asks for one; SRTP profiles are not

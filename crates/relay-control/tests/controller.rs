@@ -629,6 +629,145 @@ fn query_list_and_statistics_report_the_calls() {
     assert!(text.contains("managedsessions"), "{text}");
 }
 
+/// An offer with four codecs (two static without rtpmap), DTMF and an fmtp.
+const CAROL: &str = "v=0\r\n\
+o=carol 1 1 IN IP4 192.0.2.30\r\n\
+s=-\r\n\
+c=IN IP4 192.0.2.30\r\n\
+t=0 0\r\n\
+m=audio 6000 RTP/AVP 96 0 8 101\r\n\
+a=rtpmap:96 opus/48000/2\r\n\
+a=fmtp:96 useinbandfec=1\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-16\r\n";
+
+/// The `m=` formats and the `a=rtpmap`/`a=fmtp` lines of the single section of `sdp`.
+fn codec_lines(sdp: &str) -> Vec<&str> {
+    sdp.lines()
+        .filter(|l| l.starts_with("m=") || l.starts_with("a=rtpmap") || l.starts_with("a=fmtp"))
+        .map(|l| {
+            if l.starts_with("m=") {
+                l.splitn(4, ' ').nth(3).unwrap_or("")
+            } else {
+                l
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn codec_strip_except_mask_and_offer_filter_what_the_receiver_gets() {
+    let cases: &[(&[&str], &[&str])] = &[
+        // rtpp-flags words, as Kamailio sends them.
+        (
+            &["codec-strip-PCMA"],
+            &[
+                "96 0 101",
+                "a=rtpmap:96 opus/48000/2",
+                "a=fmtp:96 useinbandfec=1",
+                "a=rtpmap:0 PCMU/8000",
+                "a=rtpmap:101 telephone-event/8000",
+                "a=fmtp:101 0-16",
+            ],
+        ),
+        (
+            &[
+                "codec-strip-all",
+                "codec-except-pcmu",
+                "codec-except-telephone-event",
+            ],
+            &[
+                "0 101",
+                "a=rtpmap:0 PCMU/8000",
+                "a=rtpmap:101 telephone-event/8000",
+                "a=fmtp:101 0-16",
+            ],
+        ),
+        (
+            &["codec-mask-opus/48000/2", "codec-strip-101"],
+            &["0 8", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000"],
+        ),
+        // `offer` keeps a codec the sender has; G722 it does not have is not added.
+        (
+            &["codec-strip-all", "codec-offer-PCMA", "codec-offer-G722"],
+            &["8", "a=rtpmap:8 PCMA/8000"],
+        ),
+        // A clock rate that does not match names nothing.
+        (
+            &["codec-strip-opus/16000"],
+            &[
+                "96 0 8 101",
+                "a=rtpmap:96 opus/48000/2",
+                "a=fmtp:96 useinbandfec=1",
+                "a=rtpmap:0 PCMU/8000",
+                "a=rtpmap:8 PCMA/8000",
+                "a=rtpmap:101 telephone-event/8000",
+                "a=fmtp:101 0-16",
+            ],
+        ),
+    ];
+    for (words, expected) in cases {
+        let mut relay = Relay::new();
+        let mut o = offer("c1", "a", CAROL);
+        o.push(("flags", list(words)));
+        let (reply, _) = relay.send(o);
+        let to_bob = sdp_of(&reply);
+        assert_eq!(codec_lines(&to_bob), *expected, "{words:?}:\n{to_bob}");
+        assert!(reply.warning.is_none(), "{words:?}: {:?}", reply.warning);
+    }
+    // The same through the `codec` dictionary, and in an answer (towards the offerer).
+    let mut relay = Relay::new();
+    relay.send(offer("c2", "a", ALICE));
+    let mut a = answer("c2", "a", "b", CAROL);
+    a.push((
+        "codec",
+        Value::Dict(
+            [("strip".to_string(), list(&["opus", "PCMU"]))]
+                .into_iter()
+                .collect(),
+        ),
+    ));
+    let (reply, _) = relay.send(a);
+    let to_alice = sdp_of(&reply);
+    assert_eq!(
+        codec_lines(&to_alice),
+        [
+            "8 101",
+            "a=rtpmap:8 PCMA/8000",
+            "a=rtpmap:101 telephone-event/8000",
+            "a=fmtp:101 0-16"
+        ],
+        "{to_alice}"
+    );
+}
+
+#[test]
+fn a_codec_filter_that_would_leave_no_codec_leaves_the_section_and_says_so() {
+    let mut relay = Relay::new();
+    let mut o = offer("c1", "a", CAROL);
+    o.push(("flags", list(&["codec-strip-all", "bogus-flag"])));
+    let (reply, _) = relay.send(o);
+    let to_bob = sdp_of(&reply);
+    assert!(to_bob.contains(" RTP/AVP 96 0 8 101\r\n"), "{to_bob}");
+    let warning = reply.warning.unwrap_or_default();
+    assert!(
+        warning.contains(
+            "m=0: the codec filter would remove every codec (96 0 8 101): left unchanged"
+        ),
+        "{warning}"
+    );
+    assert!(warning.contains("bogus-flag"), "both warnings: {warning}");
+    // Transcoding is not done, and said.
+    let mut relay = Relay::new();
+    let mut o = offer("c1", "a", CAROL);
+    o.push(("flags", list(&["codec-transcode-G729"])));
+    let (reply, _) = relay.send(o);
+    assert!(reply
+        .warning
+        .unwrap_or_default()
+        .contains("Not applied by this relay: codec-transcode"),);
+}
+
 #[test]
 fn options_understood_but_not_carried_out_are_named_in_the_warning() {
     let mut relay = Relay::new();
