@@ -59,6 +59,9 @@ pub struct RelayArgs {
     /// Serve Prometheus `/metrics` on this address.
     #[arg(long, value_name = "IP:PORT")]
     pub metrics: Option<SocketAddr>,
+    /// TOS / traffic class of media packets, e.g. 184 (DSCP EF); a request's `TOS` wins.
+    #[arg(long)]
+    pub tos: Option<u8>,
 }
 
 /// Everything a relay node needs to start.
@@ -72,6 +75,8 @@ pub struct Settings {
     pub control: ControlConfig,
     /// `/metrics` address.
     pub metrics: Option<SocketAddr>,
+    /// TOS of media packets when a request gives none.
+    pub tos: Option<u8>,
 }
 
 /// The relay's settings from its config section and the command line (which wins).
@@ -130,6 +135,7 @@ pub fn settings(config: &RelayConfig, args: &RelayArgs) -> anyhow::Result<Settin
             instance: format!("anchorage-{}", std::process::id()),
         },
         metrics: args.metrics.or(config.metrics_listen),
+        tos: args.tos.or(config.tos),
     })
 }
 
@@ -186,6 +192,8 @@ struct RelayNode {
     controller: Controller,
     cache: ReplyCache,
     metrics: Arc<Mutex<MetricsView>>,
+    /// TOS of media packets when a request gives none.
+    tos: Option<u8>,
 }
 
 impl RelayNode {
@@ -265,14 +273,18 @@ impl RelayNode {
                 // commands in order, the sockets are already bound (a bind failure was met
                 // while choosing ports), so the reply need not wait for the worker's
                 // acknowledgement; a refusal is still logged.
-                MediaAction::Add { key, pairs } => match bind_all(pairs, binder) {
-                    Ok(media) => report(self.media.add_call(call_key(key), media)),
-                    Err(e) => tracing::error!(error = %e, "cannot bind a media socket"),
-                },
-                MediaAction::Extend { key, pairs } => match bind_all(pairs, binder) {
-                    Ok(media) => report(self.media.extend_call(call_key(key), media)),
-                    Err(e) => tracing::error!(error = %e, "cannot bind a media socket"),
-                },
+                MediaAction::Add { key, pairs, tos } => {
+                    match bind_all(pairs, binder, tos.or(self.tos)) {
+                        Ok(media) => report(self.media.add_call(call_key(key), media)),
+                        Err(e) => tracing::error!(error = %e, "cannot bind a media socket"),
+                    }
+                }
+                MediaAction::Extend { key, pairs, tos } => {
+                    match bind_all(pairs, binder, tos.or(self.tos)) {
+                        Ok(media) => report(self.media.extend_call(call_key(key), media)),
+                        Err(e) => tracing::error!(error = %e, "cannot bind a media socket"),
+                    }
+                }
                 MediaAction::Update {
                     key,
                     media,
@@ -344,11 +356,29 @@ impl RelayNode {
 fn bind_all(
     pairs: Vec<anchorage_relay::MediaPair>,
     binder: &mut SocketBinder,
+    tos: Option<u8>,
 ) -> Result<Vec<BoundMedia>, anchorage_net::media::MediaError> {
+    if let Some(tos) = tos {
+        for (local, socket) in &binder.sockets {
+            if let Err(e) = set_tos(socket, *local, tos) {
+                tracing::warn!(%local, tos, error = %e, "cannot set the TOS of a media socket");
+            }
+        }
+    }
     pairs
         .into_iter()
         .map(|pair| BoundMedia::with_sockets(pair, &mut binder.sockets))
         .collect()
+}
+
+/// Marks the packets a media socket sends: IP TOS on IPv4, the traffic class on IPv6.
+fn set_tos(socket: &StdUdpSocket, local: SocketAddr, tos: u8) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(socket);
+    if local.is_ipv4() {
+        socket.set_tos_v4(u32::from(tos))
+    } else {
+        socket.set_tclass_v6(u32::from(tos))
+    }
 }
 
 /// Logs a media worker's refusal of a command, without holding up the control plane.
@@ -398,6 +428,7 @@ pub async fn spawn(settings: Settings) -> anyhow::Result<SocketAddr> {
         controller,
         cache: ReplyCache::new(ReplyCacheConfig::default()),
         metrics,
+        tos: settings.tos,
     };
     tokio::spawn(async move {
         let mut buffer = vec![0u8; 65_536];

@@ -550,6 +550,38 @@ fn rtp_flows_both_ways_unchanged_from_the_advertised_ports() {
     silent(&b.rtcp, "B's RTCP port");
 }
 
+/// The TOS byte of the next packet the relay forwards from `from` (via relay port `to`) to
+/// `at`.
+fn forwarded_tos(from: &UdpSocket, to: u16, at: &UdpSocket, seq: u16) -> Option<u8> {
+    from.send_to(&rtp(seq, 0x70), (LOCALHOST, to)).unwrap();
+    at.set_read_timeout(Some(ARRIVAL)).unwrap();
+    let (data, tos) = anchorage_testkit::media::recv_with_tos(at)
+        .unwrap_or_else(|e| panic!("nothing arrived at {}: {e}", at.local_addr().unwrap()));
+    assert_eq!(data, rtp(seq, 0x70));
+    tos
+}
+
+#[test]
+fn media_packets_carry_the_relays_tos_or_the_calls_own() {
+    // The relay's default (rtpengine's `--tos`): 184, DSCP EF.
+    let relay = Relay::start(4, &["--tos", "184"]);
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let (for_a, for_b) = establish(&relay, &CallIds::new("tos-default"), &a, &b, &[]);
+    assert_eq!(forwarded_tos(&a.rtp, for_a, &b.rtp, 1), Some(184));
+    assert_eq!(forwarded_tos(&b.rtp, for_b, &a.rtp, 2), Some(184));
+    // A request's `TOS` key wins for its call (AF41 = 136).
+    let (c, d) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let options = [("TOS", Value::Int(136))];
+    let (for_c, for_d) = establish(&relay, &CallIds::new("tos-own"), &c, &d, &options);
+    assert_eq!(forwarded_tos(&c.rtp, for_c, &d.rtp, 3), Some(136));
+    assert_eq!(forwarded_tos(&d.rtp, for_d, &c.rtp, 4), Some(136));
+    // Without either, the system default (0).
+    let plain = Relay::start(4, &[]);
+    let (e, f) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let (for_e, _) = establish(&plain, &CallIds::new("tos-none"), &e, &f, &[]);
+    assert_eq!(forwarded_tos(&e.rtp, for_e, &f.rtp, 5), Some(0));
+}
+
 // ---- 3. latching -----------------------------------------------------------------------------
 
 #[test]

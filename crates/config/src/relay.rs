@@ -28,6 +28,9 @@ pub struct RelayConfig {
     pub max_sessions: u64,
     /// HTTP address for `/metrics`; none = no metrics server.
     pub metrics_listen: Option<SocketAddr>,
+    /// IP TOS / traffic class byte of the media packets sent (rtpengine's `tos`), e.g. 184 for
+    /// DSCP EF; none = the system default. A request's `TOS` key overrides it per call.
+    pub tos: Option<u8>,
 }
 
 impl Default for RelayConfig {
@@ -41,6 +44,7 @@ impl Default for RelayConfig {
             delete_delay_s: 30,
             max_sessions: 0,
             metrics_listen: None,
+            tos: None,
         }
     }
 }

@@ -76,6 +76,8 @@ pub enum MediaAction {
         key: SessionKey,
         /// One per `m=` line.
         pairs: Vec<MediaPair>,
+        /// The request's `TOS` for the streams' packets (the relay's default when `None`).
+        tos: Option<u8>,
     },
     /// Append streams to a dialog (a re-offer with more `m=` lines).
     Extend {
@@ -83,6 +85,8 @@ pub enum MediaAction {
         key: SessionKey,
         /// The new streams, in `m=` order after the existing ones.
         pairs: Vec<MediaPair>,
+        /// The request's `TOS` for the new streams' packets.
+        tos: Option<u8>,
     },
     /// Re-signal one leg of one stream.
     Update {
@@ -381,7 +385,11 @@ impl Controller {
                     snapshot: Vec::new(),
                     last_packet: None,
                 };
-                actions.push(MediaAction::Add { key, pairs });
+                actions.push(MediaAction::Add {
+                    key,
+                    pairs,
+                    tos: flags.tos,
+                });
                 self.keys.insert(key, call_id.to_owned());
                 if is_new_call {
                     self.statistics.managed_sessions += 1;
@@ -525,7 +533,11 @@ impl Controller {
         }
         dialog.streams.extend(added);
         if !pairs.is_empty() {
-            actions.push(MediaAction::Extend { key, pairs });
+            actions.push(MediaAction::Extend {
+                key,
+                pairs,
+                tos: flags.tos,
+            });
         }
         if let Some(to) = to {
             let other = &mut dialog.tags[at(side.other())];
@@ -1331,7 +1343,7 @@ fn ignored_options(flags: &Flags) -> Option<String> {
 }
 
 /// Options this relay understands but does not carry out (so the caller is told, not misled):
-/// transcoding, recording, TOS marking, and `no port latching` (ports are always kept).
+/// transcoding, recording, and `no port latching` (ports are always kept).
 /// (`codec-strip`/`except`/`mask`/`offer` are applied: see `sdp_out`.)
 fn unapplied_options(flags: &Flags) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -1340,9 +1352,6 @@ fn unapplied_options(flags: &Flags) -> Vec<&'static str> {
     }
     if flags.record_call == Some(true) {
         out.push("record-call");
-    }
-    if flags.tos.is_some() {
-        out.push("TOS");
     }
     if flags.no_port_latching {
         out.push("no-port-latching");

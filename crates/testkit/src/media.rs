@@ -86,3 +86,57 @@ pub fn rtp_flows(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Receives one datagram on an IPv4 socket together with the IP TOS byte it arrived with
+/// (`IP_RECVTOS`); the socket's read timeout applies. `None` for the TOS when the kernel
+/// gave none.
+pub fn recv_with_tos(socket: &std::net::UdpSocket) -> std::io::Result<(Vec<u8>, Option<u8>)> {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let on: libc::c_int = 1;
+    // SAFETY: `fd` is an open socket; the option value is a c_int that outlives the call.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_RECVTOS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut data = vec![0u8; 65_536];
+    let mut control = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty header; the pointers set below point into
+    // `iov` and `control`, which live until the end of this function.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len() as _;
+    // SAFETY: `msg` describes buffers we own for the duration of the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    data.truncate(n as usize);
+    let mut tos = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+    // `msg_controllen`; IP_TOS data is one byte.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_TOS {
+                tos = Some(*libc::CMSG_DATA(cmsg));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((data, tos))
+}
