@@ -9,6 +9,7 @@
 //! (`proxy.route[1].reply.status: 99 is not a final SIP status (300-699)`), and the line for
 //! syntax errors, so `anchorage check -c FILE` can list them all at once. Unknown keys are
 //! errors: a typo must not silently fall back to a default.
+#![warn(missing_docs)]
 
 mod error;
 pub mod proxy;

@@ -11,6 +11,7 @@
 //!   with RFC 6026's `Accepted` state, timers A–M and Timer C, matching by branch with the
 //!   RFC 2543 fallback, and a [`transaction::TransactionTable`] whose memory is bounded by
 //!   the peak number of live transactions.
+#![warn(missing_docs)]
 
 //! * [`core`]: the RFC 3261 §16 proxy — validation, loose routing, Record-Route, forwarding,
 //!   response selection, CANCEL, serial failover, and stateless forwarding of what belongs to

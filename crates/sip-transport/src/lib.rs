@@ -12,6 +12,7 @@
 //! timeout is closed, at most `max_connections` are open at once, and a stream whose message
 //! exceeds `max_message_bytes` or breaks framing is closed (never a hang waiting for a body
 //! that will not come).
+#![warn(missing_docs)]
 
 use std::collections::HashMap;
 use std::io;

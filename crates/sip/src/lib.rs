@@ -33,6 +33,7 @@
 //! let reply = reply.unwrap().unwrap();
 //! assert!(reply.starts_with(b"SIP/2.0 400 CSeq method INVITE does not match request method OPTIONS\r\n"));
 //! ```
+#![warn(missing_docs)]
 
 mod build;
 mod edit;

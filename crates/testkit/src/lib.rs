@@ -5,6 +5,7 @@
 //! * [`free_udp_port`] / [`free_port`] pick ports nobody uses, so tests run in parallel.
 //! * [`Daemon`] runs a child process with its output in a log file and kills it (and its
 //!   process group) when dropped, so every process a test starts is stopped, even on panic.
+#![warn(missing_docs)]
 
 pub mod media;
 pub mod sipp;
