@@ -1677,14 +1677,8 @@ impl Proxy {
     }
 
     fn is_us(&self, uri: &Uri<'_>) -> bool {
-        let Some(sip) = uri.as_sip() else {
-            return false;
-        };
-        let host = sip.host.to_string();
-        let port = sip.port.unwrap_or(5060);
-        self.ours
-            .iter()
-            .any(|(h, p)| h.eq_ignore_ascii_case(&host) && *p == port)
+        uri.as_sip()
+            .is_some_and(|sip| via::is_ours(&self.ours, &sip.host, sip.port))
     }
 
     /// A request addressed to this proxy itself, with nothing to route it elsewhere: forwarding
@@ -2090,12 +2084,7 @@ impl Proxy {
             self.counters.dropped += 1;
             return;
         };
-        let sent_by = (top.host.to_string(), top.port.unwrap_or(5060));
-        if !self
-            .ours
-            .iter()
-            .any(|o| o.0.eq_ignore_ascii_case(&sent_by.0) && o.1 == sent_by.1)
-        {
+        if !via::is_ours(&self.ours, &top.host, top.port) {
             // §18.1.2: a response whose top Via is not ours is discarded.
             self.counters.dropped += 1;
             return;

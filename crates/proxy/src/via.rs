@@ -101,10 +101,27 @@ fn loop_part(branch: &[u8]) -> Option<u64> {
 pub fn is_loop(request: &Message, ours: &[(String, u16)]) -> bool {
     let here = loop_hash(request);
     request.vias().flatten().any(|via| {
-        let sent_by = (via.host.to_string(), via.port.unwrap_or(5060));
-        ours.iter()
-            .any(|o| o.0.eq_ignore_ascii_case(&sent_by.0) && o.1 == sent_by.1)
+        is_ours(ours, &via.host, via.port)
             && via.params.get("branch").flatten().and_then(loop_part) == Some(here)
+    })
+}
+
+/// Whether `host` and `port` (5060 when absent) name one of `ours` (advertised host, port):
+/// a name compares case-insensitively, an address as an address (`[::1]` = `[0::1]`). Runs for
+/// every Via and Route a request carries, so it does not allocate.
+pub fn is_ours(ours: &[(String, u16)], host: &Host<'_>, port: Option<u16>) -> bool {
+    let port = port.unwrap_or(5060);
+    ours.iter().any(|(name, p)| {
+        *p == port
+            && match host {
+                Host::Domain(d) => d.eq_ignore_ascii_case(name),
+                Host::Ipv4(a) => name.parse::<std::net::Ipv4Addr>().is_ok_and(|n| n == *a),
+                Host::Ipv6(a) => name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|n| n == *a),
+            }
     })
 }
 
@@ -225,6 +242,29 @@ Content-Length: 0\n\n";
         assert_ne!(branch(&invite, "udp:192.0.2.3:5060"), b, "another hop");
         let other_tx = msg(&INVITE.replace("branch=z9hG4bK-a", "branch=z9hG4bK-b"));
         assert_ne!(branch(&other_tx, "udp:192.0.2.2:5060"), b);
+    }
+
+    #[test]
+    fn ours_compares_names_by_case_and_addresses_by_value() {
+        let ours = vec![
+            ("192.0.2.9".to_string(), 5060),
+            ("[2001:db8::9]".to_string(), 5080),
+            ("Proxy.Example.com".to_string(), 5060),
+        ];
+        let v4: Host<'_> = Host::Ipv4("192.0.2.9".parse().unwrap());
+        assert!(is_ours(&ours, &v4, None));
+        assert!(is_ours(&ours, &v4, Some(5060)));
+        assert!(!is_ours(&ours, &v4, Some(5061)));
+        let v6: Host<'_> = Host::Ipv6("2001:db8:0::9".parse().unwrap());
+        assert!(is_ours(&ours, &v6, Some(5080)));
+        assert!(!is_ours(&ours, &v6, None));
+        assert!(is_ours(&ours, &Host::Domain("proxy.example.COM"), None));
+        assert!(!is_ours(&ours, &Host::Domain("192.0.2.99"), None));
+        assert!(!is_ours(
+            &ours,
+            &Host::Ipv4("192.0.2.10".parse().unwrap()),
+            None
+        ));
     }
 
     #[test]
