@@ -16,10 +16,10 @@
 //! transaction are forwarded statelessly by their Via, so calls survive the loss of a node.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use anchorage_sip::{HeaderName, Message, Method, RequestBuilder, Uri};
+use anchorage_sip::{HeaderName, Host, Message, Method, RequestBuilder, Uri};
 use bytes::Bytes;
 
 use crate::dialog::Dialogs;
@@ -882,7 +882,8 @@ impl Proxy {
                     self.answer_for_ourselves(key, &req, has_to_tag, now);
                     return;
                 }
-                match uri.as_ref().and_then(Target::from_uri) {
+                let nat = has_to_tag.then(|| self.behind_nat(&req)).flatten();
+                match nat.or_else(|| uri.as_ref().and_then(Target::from_uri)) {
                     Some(t) => VecDeque::from([t]),
                     None => {
                         self.respond(key, 416, "Unsupported URI Scheme", now);
@@ -1676,6 +1677,43 @@ impl Proxy {
         Target::from_uri(first_foreign).map(RouteChoice::Route)
     }
 
+    /// Where an in-dialog request really reaches its recipient when the recipient is behind
+    /// NAT: its Request-URI (the leg's Contact) holds a private address (RFC 1918, CGNAT,
+    /// link-local, IPv6 ULA) other than the address the leg's messages come from. The request
+    /// then goes to that address — the NAT binding the leg keeps open — as Kamailio's nathelper
+    /// does with `fix_nated_contact`. `None` when the Contact is reachable as written.
+    fn behind_nat(&self, req: &Message) -> Option<Target> {
+        let uri = req.request_uri().ok()?;
+        let sip = uri.as_sip()?;
+        let contact_ip = match sip.host {
+            Host::Ipv4(a) => IpAddr::V4(a),
+            Host::Ipv6(a) => IpAddr::V6(a),
+            Host::Domain(_) => return None,
+        };
+        if !is_private(contact_ip) {
+            return None;
+        }
+        let call_id = req.call_id().ok()?;
+        let from_tag = req.from().ok()?.tag()?;
+        let to_tag = req.to().ok()?.tag()?;
+        let dialog = self.dialogs.between(call_id, from_tag, to_tag)?;
+        let leg = if dialog.id.caller_tag == to_tag {
+            &dialog.caller
+        } else {
+            &dialog.callee
+        };
+        let source = leg.source?;
+        if source.ip() == contact_ip {
+            return None;
+        }
+        Some(Target {
+            host: TargetHost::Ip(source.ip()),
+            port: source.port(),
+            transport: leg.transport.unwrap_or(Transport::Udp),
+            srv: false,
+        })
+    }
+
     fn is_us(&self, uri: &Uri<'_>) -> bool {
         uri.as_sip()
             .is_some_and(|sip| via::is_ours(&self.ours, &sip.host, sip.port))
@@ -2040,7 +2078,10 @@ impl Proxy {
                 };
                 match decision {
                     Decision::Destinations { targets, .. } => targets.into_iter().next(),
-                    Decision::RequestUri => uri.as_ref().and_then(Target::from_uri),
+                    Decision::RequestUri => self
+                        .behind_nat(&req)
+                        .filter(|_| in_dialog)
+                        .or_else(|| uri.as_ref().and_then(Target::from_uri)),
                     Decision::Reply { .. } => None,
                 }
             }
@@ -2679,6 +2720,21 @@ fn better_response(new: u16, best: u16) -> bool {
     new / 100 < best / 100
 }
 
+/// An address a party behind NAT writes in its Contact: RFC 1918, RFC 6598 (CGNAT), link-local,
+/// and IPv6 unique-local or link-local.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let [first, second, ..] = a.octets();
+            a.is_private() || a.is_link_local() || (first == 100 && (64..128).contains(&second))
+        }
+        IpAddr::V6(a) => {
+            let first = a.segments()[0];
+            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 fn method_key<'a>(method: &Method<'a>) -> &'a str {
     method.as_str()
 }
@@ -2939,6 +2995,136 @@ Content-Length: 0\n\n";
         p.handle_datagram(datagram(&bye, "127.0.0.1:5070"), now);
         let statuses: Vec<u16> = finals(&drain(&mut p)).iter().map(|(s, _)| *s).collect();
         assert_eq!(statuses, vec![481]);
+    }
+
+    /// Sets up call `call_id` from a caller at `caller_source` whose Contact is
+    /// `caller_contact`, answered by the callee (reached at 127.0.0.1:9) with `callee_contact`
+    /// in its 200; returns the Route set the parties use (our Record-Route).
+    fn call_with_contacts(
+        p: &mut Proxy,
+        call_id: &str,
+        caller_source: &str,
+        caller_contact: &str,
+        callee_contact: &str,
+        now: Instant,
+    ) -> String {
+        let invite = request_text("INVITE", "sip:bob@127.0.0.1:9", call_id)
+            .replace("<sip:alice@127.0.0.1:5070>", caller_contact);
+        p.handle_datagram(datagram(&invite, caller_source), now);
+        let out = drain(p);
+        let forwarded = out.iter().find(|t| t.data.starts_with(b"INVITE ")).unwrap();
+        let req = Message::parse(forwarded.data.clone()).unwrap();
+        let rr = String::from_utf8_lossy(req.header(HeaderName::RecordRoute).unwrap().value())
+            .into_owned();
+        let ok = req
+            .response(200, "OK")
+            .to_tag("b1")
+            .header("Contact", callee_contact)
+            .header("Record-Route", &rr)
+            .build()
+            .unwrap();
+        p.handle_datagram(
+            Datagram {
+                data: ok.bytes(),
+                source: forwarded.destination,
+                local: "127.0.0.1:5060".parse().unwrap(),
+                transport: Transport::Udp,
+            },
+            now,
+        );
+        drain(p);
+        rr
+    }
+
+    #[test]
+    fn in_dialog_requests_reach_a_party_behind_nat_at_its_real_address() {
+        let mut p = proxy("");
+        let now = epoch();
+        // The caller is behind NAT: its Contact says 10.0.0.5:5062, its packets come from
+        // 203.0.113.7:40000. The callee's Contact is private too; it is reached at 127.0.0.1:9.
+        let rr = call_with_contacts(
+            &mut p,
+            "nat1",
+            "203.0.113.7:40000",
+            "<sip:alice@10.0.0.5:5062>",
+            "<sip:bob@192.168.1.20:5060>",
+            now,
+        );
+        let bye = format!(
+            "BYE sip:alice@10.0.0.5:5062 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-nbye\n\
+             Route: {rr}\nFrom: <sip:bob@example.com>;tag=b1\nTo: <sip:alice@example.com>;tag=a1\n\
+             Call-ID: nat1\nCSeq: 7 BYE\nMax-Forwards: 70\nContent-Length: 0\n\n"
+        );
+        p.handle_datagram(datagram(&bye, "127.0.0.1:9"), now);
+        let out = drain(&mut p);
+        let sent = out
+            .iter()
+            .find(|t| t.data.starts_with(b"BYE "))
+            .expect("BYE forwarded");
+        assert_eq!(sent.destination, "203.0.113.7:40000".parse().unwrap());
+        assert!(sent
+            .data
+            .starts_with(b"BYE sip:alice@10.0.0.5:5062 SIP/2.0\r\n"));
+        // The caller's ACK for the 2xx goes to where the callee's 200 came from.
+        let ack = format!(
+            "ACK sip:bob@192.168.1.20:5060 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bK-nack\n\
+             Route: {rr}\nFrom: <sip:alice@example.com>;tag=a1\nTo: <sip:bob@example.com>;tag=b1\n\
+             Call-ID: nat1\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n"
+        );
+        p.handle_datagram(datagram(&ack, "203.0.113.7:40000"), now);
+        let out = drain(&mut p);
+        let sent = out
+            .iter()
+            .find(|t| t.data.starts_with(b"ACK "))
+            .expect("ACK forwarded");
+        assert_eq!(sent.destination, "127.0.0.1:9".parse().unwrap());
+
+        // A party on the proxy's own LAN (Contact = where it sends from) is reached as
+        // written.
+        let lan_rr = call_with_contacts(
+            &mut p,
+            "lan1",
+            "10.0.0.5:5062",
+            "<sip:alice@10.0.0.5:5062>",
+            "<sip:bob@127.0.0.1:9>",
+            now,
+        );
+        assert_eq!(lan_rr, rr, "one proxy, one Record-Route");
+        let bye = bye
+            .replace("Call-ID: nat1", "Call-ID: lan1")
+            .replace("z9hG4bK-nbye", "z9hG4bK-lbye");
+        p.handle_datagram(datagram(&bye, "127.0.0.1:9"), now);
+        let out = drain(&mut p);
+        let sent = out
+            .iter()
+            .find(|t| t.data.starts_with(b"BYE "))
+            .expect("BYE forwarded");
+        assert_eq!(sent.destination, "10.0.0.5:5062".parse().unwrap());
+    }
+
+    #[test]
+    fn private_addresses_are_the_ones_nat_hides() {
+        for ip in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.254.1.1",
+            "fd00::1",
+            "fe80::1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "203.0.113.7",
+            "100.128.0.1",
+            "127.0.0.1",
+            "172.32.0.1",
+            "2001:db8::1",
+            "::1",
+        ] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]
