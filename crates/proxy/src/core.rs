@@ -3036,6 +3036,35 @@ Content-Length: 0\n\n";
         rr
     }
 
+    /// An in-dialog request: `method_cseq` is e.g. `"BYE 7"`; `from`/`to` are (user, tag).
+    fn in_dialog(
+        method_cseq: &str,
+        ruri: &str,
+        via: &str,
+        route: &str,
+        from: (&str, &str),
+        to: (&str, &str),
+        call_id: &str,
+    ) -> String {
+        let (method, cseq) = method_cseq.split_once(' ').unwrap();
+        format!(
+            "{method} {ruri} SIP/2.0\nVia: SIP/2.0/UDP {via};branch=z9hG4bK-{call_id}-{cseq}\n\
+             Route: {route}\nFrom: <sip:{}@example.com>;tag={}\nTo: <sip:{}@example.com>;tag={}\n\
+             Call-ID: {call_id}\nCSeq: {cseq} {method}\nMax-Forwards: 70\nContent-Length: 0\n\n",
+            from.0, from.1, to.0, to.1
+        )
+    }
+
+    /// Hands `text` from `source` to the proxy; returns the request it forwarded (same method).
+    fn forwarded(p: &mut Proxy, text: &str, source: &str, now: Instant) -> Transmit {
+        let method = text.split(' ').next().unwrap_or("").as_bytes().to_vec();
+        p.handle_datagram(datagram(text, source), now);
+        drain(p)
+            .into_iter()
+            .find(|t| t.data.starts_with(&method))
+            .expect("the request forwarded")
+    }
+
     #[test]
     fn in_dialog_requests_reach_a_party_behind_nat_at_its_real_address() {
         let mut p = proxy("");
@@ -3050,33 +3079,35 @@ Content-Length: 0\n\n";
             "<sip:bob@192.168.1.20:5060>",
             now,
         );
-        let bye = format!(
-            "BYE sip:alice@10.0.0.5:5062 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-nbye\n\
-             Route: {rr}\nFrom: <sip:bob@example.com>;tag=b1\nTo: <sip:alice@example.com>;tag=a1\n\
-             Call-ID: nat1\nCSeq: 7 BYE\nMax-Forwards: 70\nContent-Length: 0\n\n"
-        );
-        p.handle_datagram(datagram(&bye, "127.0.0.1:9"), now);
-        let out = drain(&mut p);
-        let sent = out
-            .iter()
-            .find(|t| t.data.starts_with(b"BYE "))
-            .expect("BYE forwarded");
+        // The callee's BYE to the caller.
+        let bye_to_alice = |call_id: &str| {
+            let route = &rr;
+            in_dialog(
+                "BYE 7",
+                "sip:alice@10.0.0.5:5062",
+                "127.0.0.1:9",
+                route,
+                ("bob", "b1"),
+                ("alice", "a1"),
+                call_id,
+            )
+        };
+        let sent = forwarded(&mut p, &bye_to_alice("nat1"), "127.0.0.1:9", now);
         assert_eq!(sent.destination, "203.0.113.7:40000".parse().unwrap());
         assert!(sent
             .data
             .starts_with(b"BYE sip:alice@10.0.0.5:5062 SIP/2.0\r\n"));
         // The caller's ACK for the 2xx goes to where the callee's 200 came from.
-        let ack = format!(
-            "ACK sip:bob@192.168.1.20:5060 SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bK-nack\n\
-             Route: {rr}\nFrom: <sip:alice@example.com>;tag=a1\nTo: <sip:bob@example.com>;tag=b1\n\
-             Call-ID: nat1\nCSeq: 1 ACK\nMax-Forwards: 70\nContent-Length: 0\n\n"
+        let ack = in_dialog(
+            "ACK 1",
+            "sip:bob@192.168.1.20:5060",
+            "10.0.0.5:5062",
+            &rr,
+            ("alice", "a1"),
+            ("bob", "b1"),
+            "nat1",
         );
-        p.handle_datagram(datagram(&ack, "203.0.113.7:40000"), now);
-        let out = drain(&mut p);
-        let sent = out
-            .iter()
-            .find(|t| t.data.starts_with(b"ACK "))
-            .expect("ACK forwarded");
+        let sent = forwarded(&mut p, &ack, "203.0.113.7:40000", now);
         assert_eq!(sent.destination, "127.0.0.1:9".parse().unwrap());
 
         // A party on the proxy's own LAN (Contact = where it sends from) is reached as
@@ -3090,15 +3121,7 @@ Content-Length: 0\n\n";
             now,
         );
         assert_eq!(lan_rr, rr, "one proxy, one Record-Route");
-        let bye = bye
-            .replace("Call-ID: nat1", "Call-ID: lan1")
-            .replace("z9hG4bK-nbye", "z9hG4bK-lbye");
-        p.handle_datagram(datagram(&bye, "127.0.0.1:9"), now);
-        let out = drain(&mut p);
-        let sent = out
-            .iter()
-            .find(|t| t.data.starts_with(b"BYE "))
-            .expect("BYE forwarded");
+        let sent = forwarded(&mut p, &bye_to_alice("lan1"), "127.0.0.1:9", now);
         assert_eq!(sent.destination, "10.0.0.5:5062".parse().unwrap());
     }
 
