@@ -278,6 +278,7 @@ fn run_pair(uac: &str, uas: &str, sip_port: u16) {
     )
     .args(["-m", "1", "-timeout", "20s", "-timeout_error"])
     .args(["-rsa", &format!("127.0.0.1:{sip_port}")])
+    .args(["-key", "contact_host", "127.0.0.1"])
     .run(&format!("127.0.0.1:{uas_port}"), Duration::from_secs(30))
     .assert_success();
     callee.finish(Duration::from_secs(10)).assert_success();

@@ -284,7 +284,12 @@ fn serial_failover_when_the_first_destination_does_not_answer() {
 fn reinvites_from_both_sides_and_bye_from_the_callee() {
     let proxy = Proxy::start(None);
     let (mut callee, uas_port) = uas("uas_reinvite.xml", 1);
-    let caller = uac("uac_reinvite.xml", &proxy, uas_port, &[]);
+    let caller = uac(
+        "uac_reinvite.xml",
+        &proxy,
+        uas_port,
+        &["-key", "contact_host", "127.0.0.1"],
+    );
     caller.assert_success();
     let callee = callee.finish(Duration::from_secs(10));
     callee.assert_success();
@@ -294,6 +299,30 @@ fn reinvites_from_both_sides_and_bye_from_the_callee() {
     assert_eq!(header_values(reinvite, "Via").len(), 2);
     let bye = caller.received_starting("BYE ").unwrap();
     assert_eq!(header_values(bye, "CSeq"), ["2 BYE"]);
+}
+
+#[test]
+fn a_caller_behind_nat_gets_the_callees_requests_at_its_real_address() {
+    // The caller writes a private address in its Contact, as a phone behind NAT does, but its
+    // packets come from 127.0.0.1: the callee's re-INVITE and BYE (sent to that Contact) must
+    // reach it there, with the Request-URI as the callee wrote it.
+    let proxy = Proxy::start(None);
+    let (mut callee, uas_port) = uas("uas_reinvite.xml", 1);
+    let caller = uac(
+        "uac_reinvite.xml",
+        &proxy,
+        uas_port,
+        &["-key", "contact_host", "10.0.0.5"],
+    );
+    caller.assert_success();
+    callee.finish(Duration::from_secs(10)).assert_success();
+    let reinvite = caller.received_starting("INVITE ").unwrap();
+    assert!(
+        reinvite.starts_with("INVITE sip:caller@10.0.0.5:"),
+        "{reinvite}"
+    );
+    let bye = caller.received_starting("BYE ").unwrap();
+    assert!(bye.starts_with("BYE sip:caller@10.0.0.5:"), "{bye}");
 }
 
 /// A raw SIP endpoint on a UDP socket, for exchanges SIPp cannot script (talking to two
