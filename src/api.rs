@@ -564,6 +564,18 @@ fn body_object(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Value
 
 /// An optional string field; a field of another type, or an unknown field, is an error.
 #[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
+/// The string fields of a move request, with `engine` checked: `ng` is the only one.
+fn move_fields(
+    map: &serde_json::Map<String, serde_json::Value>,
+    allowed: &[&str],
+) -> Result<std::collections::HashMap<String, String>, Response> {
+    let f = fields(map, allowed)?;
+    if f.get("engine").is_some_and(|e| e != "ng") {
+        return Err(error(StatusCode::BAD_REQUEST, "the only engine is \"ng\""));
+    }
+    Ok(f)
+}
+
 fn fields(
     map: &serde_json::Map<String, serde_json::Value>,
     allowed: &[&str],
@@ -600,13 +612,10 @@ async fn reanchor(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         Ok(m) => m,
         Err(r) => return r,
     };
-    let f = match fields(&map, &["engine", "set", "node", "new_set", "new_node"]) {
+    let f = match move_fields(&map, &["engine", "set", "node", "new_set", "new_node"]) {
         Ok(f) => f,
         Err(r) => return r,
     };
-    if f.get("engine").is_some_and(|e| e != "ng") {
-        return error(StatusCode::BAD_REQUEST, "the only engine is \"ng\"");
-    }
     run_command(
         &state,
         Command::Reanchor {
@@ -658,13 +667,10 @@ async fn reanchor_call(
     let mut top = map.clone();
     top.remove("caller");
     top.remove("callee");
-    let f = match fields(&top, &["engine", "set", "node"]) {
+    let f = match move_fields(&top, &["engine", "set", "node"]) {
         Ok(f) => f,
         Err(r) => return r,
     };
-    if f.get("engine").is_some_and(|e| e != "ng") {
-        return error(StatusCode::BAD_REQUEST, "the only engine is \"ng\"");
-    }
     run_command(
         &state,
         Command::Reanchor {

@@ -367,6 +367,17 @@ fn draining_a_relay_moves_its_call_deletes_the_old_session_and_sends_new_calls_e
     assert_eq!(status, 400, "{body}");
     let (status, body) = http(p.api, "POST", "/v1/reanchor", "not json");
     assert_eq!(status, 400, "{body}");
+    for path in [
+        "/v1/reanchor".to_string(),
+        format!("/v1/calls/{}/reanchor", "x"),
+    ] {
+        let (status, body) = http(p.api, "POST", &path, "{\"engine\": \"rtpproxy\"}");
+        assert_eq!(
+            (status, body.as_str()),
+            (400, r#"{"error":"the only engine is \"ng\""}"#),
+            "{path}"
+        );
+    }
     let (status, _) = http(p.api, "GET", "/v1/jobs/999", "");
     assert_eq!(status, 404);
     // Undrain: the node takes calls again.
