@@ -562,9 +562,8 @@ fn body_object(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Value
     }
 }
 
-/// An optional string field; a field of another type, or an unknown field, is an error.
-#[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
 /// The string fields of a move request, with `engine` checked: `ng` is the only one.
+#[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
 fn move_fields(
     map: &serde_json::Map<String, serde_json::Value>,
     allowed: &[&str],
@@ -576,6 +575,8 @@ fn move_fields(
     Ok(f)
 }
 
+/// An optional string field; a field of another type, or an unknown field, is an error.
+#[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
 fn fields(
     map: &serde_json::Map<String, serde_json::Value>,
     allowed: &[&str],
