@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anchorage_testkit::sipp::Sipp;
 use anchorage_testkit::{
-    free_port, free_udp_block, free_udp_port, AnchorageRelay, Daemon, LOCALHOST,
+    free_port, free_udp_block, free_udp_port, AnchorageProxy, AnchorageRelay, Daemon, LOCALHOST,
 };
 use serde_json::Value;
 
@@ -106,40 +106,15 @@ fn relay() -> Relay {
     AnchorageRelay::start(std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")), &[])
 }
 
-/// `anchorage proxy` anchoring calls on relay-a and relay-b (as in tests/reanchor.rs).
-struct Proxy {
-    daemon: Daemon,
-    sip: SocketAddr,
-    api: SocketAddr,
-    _config: tempfile::NamedTempFile,
-}
+/// `anchorage proxy` anchoring calls on relay-a and relay-b.
+type Proxy = AnchorageProxy;
 
 fn proxy(a: &Relay, b: &Relay) -> Proxy {
-    let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-    let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-    let mut config = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut config,
-        format!(
-            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n  {{ name = \"relay-a\", ng = \"127.0.0.1:{}\" }},\n  {{ name = \"relay-b\", ng = \"127.0.0.1:{}\" }},\n]\n\n\
-             [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\ncallee_flags = \"replace-origin\"\n",
-            a.ng, b.ng
-        )
-        .as_bytes(),
+    AnchorageProxy::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")),
+        &[a.ng, b.ng],
+        "",
     )
-    .unwrap();
-    let mut cmd = anchorage();
-    cmd.args(["proxy", "--listen", &format!("udp:{sip}")])
-        .args(["--api", &api.to_string(), "-c"])
-        .arg(config.path());
-    let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
-    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
-    Proxy {
-        daemon,
-        sip,
-        api,
-        _config: config,
-    }
 }
 
 /// An HTTP request; returns the status and the body.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anchorage_testkit::media::{rtp_flows, rtpengine, sdp_media};
 use anchorage_testkit::sipp::{Sipp, SippProcess};
-use anchorage_testkit::{free_port, free_udp_port, http, AnchorageRelay, Daemon, LOCALHOST};
+use anchorage_testkit::{free_udp_port, http, AnchorageProxy, AnchorageRelay, LOCALHOST};
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -26,40 +26,15 @@ fn relay() -> Relay {
     AnchorageRelay::start(std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")), &[])
 }
 
-struct Proxy {
-    daemon: Daemon,
-    sip: u16,
-    api: SocketAddr,
-    _config: tempfile::NamedTempFile,
-}
+type Proxy = AnchorageProxy;
 
 /// `anchorage proxy` anchoring calls on relay-a and relay-b, with its API.
 fn proxy(a: &Relay, b: &Relay, extra: &str) -> Proxy {
-    let sip = free_port(LOCALHOST);
-    let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-    let mut config = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut config,
-        format!(
-            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n  {{ name = \"relay-a\", ng = \"127.0.0.1:{}\" }},\n  {{ name = \"relay-b\", ng = \"127.0.0.1:{}\" }},\n]\n\n\
-             [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\ncallee_flags = \"replace-origin\"\n{extra}",
-            a.ng, b.ng
-        )
-        .as_bytes(),
+    AnchorageProxy::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")),
+        &[a.ng, b.ng],
+        extra,
     )
-    .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
-    cmd.args(["proxy", "--listen", &format!("udp:127.0.0.1:{sip}")])
-        .args(["--api", &api.to_string(), "-c"])
-        .arg(config.path());
-    let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
-    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
-    Proxy {
-        daemon,
-        sip,
-        api,
-        _config: config,
-    }
 }
 
 /// The `n`-th (from 1) received message starting with `start`, waiting up to `timeout`.
@@ -152,7 +127,7 @@ fn call_with(proxy: &Proxy, hold_ms: u64, uac: &str, uas: &str) -> Call {
         "rtp_port",
         &caller_rtp.local_addr().unwrap().port().to_string(),
     ])
-    .args(["-rsa", &format!("127.0.0.1:{}", proxy.sip)])
+    .args(["-rsa", &proxy.sip.to_string()])
     .args([format!("127.0.0.1:{uas_port}")])
     .spawn();
     let invite_at_callee = callee.wait_for_received("INVITE ", Duration::from_secs(10));

@@ -246,6 +246,58 @@ impl AnchorageRelay {
     }
 }
 
+/// A running `anchorage proxy` with its management API, anchoring every call on a relay set
+/// `main` of the given ng ports (nodes `relay-a`, `relay-b`, …), with `replace-origin` both ways.
+pub struct AnchorageProxy {
+    /// The process.
+    pub daemon: Daemon,
+    /// Its SIP address (UDP on 127.0.0.1).
+    pub sip: SocketAddr,
+    /// Its API address.
+    pub api: SocketAddr,
+    _config: tempfile::NamedTempFile,
+}
+
+impl AnchorageProxy {
+    /// Starts `bin proxy` on free ports with relays at `relay_ng` ports and `extra`
+    /// configuration appended; waits until its API serves.
+    pub fn start(bin: &std::path::Path, relay_ng: &[u16], extra: &str) -> AnchorageProxy {
+        let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+        let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+        let nodes: Vec<String> = relay_ng
+            .iter()
+            .enumerate()
+            .map(|(i, ng)| {
+                let name = char::from(b'a' + i as u8);
+                format!("  {{ name = \"relay-{name}\", ng = \"127.0.0.1:{ng}\" }},\n")
+            })
+            .collect();
+        let mut config = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::io::Write::write_all(
+            &mut config,
+            format!(
+                "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n{}]\n\n\
+                 [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\ncallee_flags = \"replace-origin\"\n{extra}",
+                nodes.concat()
+            )
+            .as_bytes(),
+        )
+        .expect("the configuration written");
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["proxy", "--listen", &format!("udp:{sip}")])
+            .args(["--api", &api.to_string(), "-c"])
+            .arg(config.path());
+        let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
+        daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
+        AnchorageProxy {
+            daemon,
+            sip,
+            api,
+            _config: config,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
