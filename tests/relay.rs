@@ -421,6 +421,16 @@ fn silent(socket: &UdpSocket, what: &str) {
     }
 }
 
+/// A's endpoint, a second one on A's address (another source for A: a NAT's, a new network's),
+/// and B's.
+fn a_twice_and_b() -> (Endpoint, Endpoint, Endpoint) {
+    (
+        Endpoint::bind(A_IP),
+        Endpoint::bind(A_IP),
+        Endpoint::bind(B_IP),
+    )
+}
+
 /// An offer from A and an answer from B with the given options (both carry them, as a
 /// proxy's `rtpengine_manage` does); returns (relay port advertised to A, to B).
 fn establish(
@@ -589,11 +599,7 @@ fn delayed_learning_sends_to_where_a_party_really_sends_from() {
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("latch");
     // A's SDP names `a`; A really sends from `a_nat` (a NAT rewrote its port).
-    let (a, a_nat, b) = (
-        Endpoint::bind(A_IP),
-        Endpoint::bind(A_IP),
-        Endpoint::bind(B_IP),
-    );
+    let (a, a_nat, b) = a_twice_and_b();
     let (for_a, for_b) = establish(&relay, &call, &a, &b, &[]);
     // Before A sends anything, the relay can only use the SDP address.
     relays(&b.rtp, &rtp(1, 0xb), for_b, &a.rtp, for_a);
@@ -608,11 +614,7 @@ fn delayed_learning_sends_to_where_a_party_really_sends_from() {
 fn strict_source_drops_packets_from_another_source_once_confirmed() {
     let relay = Relay::start(6, &[]);
     let call = CallIds::new("strict");
-    let (a, other, b) = (
-        Endpoint::bind(A_IP),
-        Endpoint::bind(A_IP),
-        Endpoint::bind(B_IP),
-    );
+    let (a, other, b) = a_twice_and_b();
     let options = [
         ("flags", list(&["strict-source"])),
         ("endpoint-learning", text("immediate")),
@@ -650,11 +652,7 @@ fn strict_source_drops_packets_from_another_source_once_confirmed() {
     // The options of an offer are A's: an answer without them (Kamailio's
     // `rtpengine_offer("strict-source")` then `rtpengine_answer()`) leaves them in force.
     let call = CallIds::new("offeronly");
-    let (a, other, b) = (
-        Endpoint::bind(A_IP),
-        Endpoint::bind(A_IP),
-        Endpoint::bind(B_IP),
-    );
+    let (a, other, b) = a_twice_and_b();
     let to_b = relay.offer(&call, &ua_sdp(a.ip(), a.port(), 1, ""), &options);
     let to_a = relay.answer(&call, &ua_sdp(b.ip(), b.port(), 1, ""), &[]);
     let (for_a, for_b) = (media_port(&to_a), media_port(&to_b));
@@ -671,11 +669,7 @@ fn strict_source_drops_packets_from_another_source_once_confirmed() {
 
     // Without strict-source the same packet is forwarded (but does not move A's endpoint).
     let call = CallIds::new("loose");
-    let (a, other, b) = (
-        Endpoint::bind(A_IP),
-        Endpoint::bind(A_IP),
-        Endpoint::bind(B_IP),
-    );
+    let (a, other, b) = a_twice_and_b();
     let options = [("endpoint-learning", text("immediate"))];
     let (for_a, for_b) = establish(&relay, &call, &a, &b, &options);
     relays(&a.rtp, &rtp(1, 0xa), for_a, &b.rtp, for_b);
@@ -691,11 +685,7 @@ fn strict_source_drops_packets_from_another_source_once_confirmed() {
 fn media_handover_moves_the_endpoint_to_a_new_source() {
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("handover");
-    let (a, moved, b) = (
-        Endpoint::bind(A_IP),
-        Endpoint::bind(A_IP),
-        Endpoint::bind(B_IP),
-    );
+    let (a, moved, b) = a_twice_and_b();
     let options = [
         ("flags", list(&["media-handover"])),
         ("endpoint-learning", text("immediate")),
@@ -713,11 +703,7 @@ fn media_handover_moves_the_endpoint_to_a_new_source() {
 fn asymmetric_keeps_sending_to_the_sdp_address() {
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("asym");
-    let (a, a_send, b) = (
-        Endpoint::bind(A_IP),
-        Endpoint::bind(A_IP),
-        Endpoint::bind(B_IP),
-    );
+    let (a, a_send, b) = a_twice_and_b();
     let options = [("flags", list(&["asymmetric"]))];
     let (for_a, for_b) = establish(&relay, &call, &a, &b, &options);
     // A sends from one port and receives on another (its SDP's): the relay must not learn.
