@@ -562,6 +562,17 @@ fn body_object(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Value
     }
 }
 
+/// A state-changing request's JSON object body, once the token is checked.
+#[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
+fn authorized_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
+    authorized(state, headers)?;
+    body_object(body)
+}
+
 /// The string fields of a move request, with `engine` checked: `ng` is the only one.
 #[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
 fn move_fields(
@@ -606,10 +617,7 @@ fn fields(
 }
 
 async fn reanchor(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return r;
-    }
-    let map = match body_object(&body) {
+    let map = match authorized_body(&state, &headers, &body) {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -638,10 +646,7 @@ async fn reanchor_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return r;
-    }
-    let map = match body_object(&body) {
+    let map = match authorized_body(&state, &headers, &body) {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -766,10 +771,7 @@ async fn rebalance(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&state, &headers) {
-        return r;
-    }
-    let map = match body_object(&body) {
+    let map = match authorized_body(&state, &headers, &body) {
         Ok(m) => m,
         Err(r) => return r,
     };

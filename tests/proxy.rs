@@ -483,6 +483,66 @@ fn a_source_over_the_request_rate_is_blocked_while_others_are_served() {
     assert_eq!(flooder.options_answered(p, 5, wait), 5);
 }
 
+#[test]
+fn the_api_token_guards_every_state_change_and_nothing_else() {
+    let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    let proxy = Proxy::start(Some(&format!(
+        "[api]\nlisten = \"{api}\"\ntoken = \"s3cret\"\n"
+    )));
+    let refused = r#"{"error":"this endpoint needs the API token: Authorization: Bearer <token>"}"#;
+    for path in [
+        "/v1/reanchor",
+        "/v1/calls/c1/reanchor",
+        "/v1/relays/r1/drain",
+        "/v1/relays/r1/undrain",
+        "/v1/rebalance",
+        "/v1/flood/192.0.2.1/unblock",
+    ] {
+        let none = anchorage_testkit::http(api, "POST", path, "");
+        assert_eq!((none.0, none.1.as_str()), (401, refused), "{path}");
+        let wrong =
+            anchorage_testkit::http_with(api, "POST", path, "", &["Authorization: Bearer nope"]);
+        assert_eq!(wrong.0, 401, "{path}");
+        // With the token the request goes through to what it asks: a job for no calls, or
+        // what does not exist here.
+        let right =
+            anchorage_testkit::http_with(api, "POST", path, "", &["Authorization: Bearer s3cret"]);
+        assert!(matches!(right.0, 200 | 400 | 404), "{path}: {right:?}");
+        assert!(right.1.starts_with('{'), "{path}: {right:?}");
+    }
+    for path in [
+        "/v1/calls",
+        "/v1/relays",
+        "/v1/jobs",
+        "/v1/flood",
+        "/metrics",
+    ] {
+        assert_eq!(
+            anchorage_testkit::http(api, "GET", path, "").0,
+            200,
+            "{path}"
+        );
+    }
+    // ctl takes the token from --token or ANCHORAGE_API_TOKEN.
+    let ctl = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+        cmd.args(["ctl", "--api", &api.to_string(), "unblock", "192.0.2.1"]);
+        cmd.env_remove("ANCHORAGE_API_TOKEN");
+        if let Some(t) = token {
+            cmd.env("ANCHORAGE_API_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
+    };
+    assert!(ctl(None).contains("needs the API token"), "{}", ctl(None));
+    assert!(
+        ctl(Some("s3cret")).contains("192.0.2.1 is not blocked"),
+        "{}",
+        ctl(Some("s3cret"))
+    );
+    drop(proxy);
+}
+
 fn branch_of(m: &str) -> String {
     header_values(m, "Via")[0]
         .split(';')

@@ -191,12 +191,24 @@ pub fn tcp_accepts(addr: SocketAddr) -> bool {
 /// One HTTP/1.1 request (a JSON body when `body` is not empty); returns the status and the
 /// body. For the management API and `/metrics` of the servers under test.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with(addr, method, path, body, &[])
+}
+
+/// [`http`] with extra request header lines (`"Authorization: Bearer x"`).
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[&str],
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)
         .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
