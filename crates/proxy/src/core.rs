@@ -3480,6 +3480,25 @@ Content-Length: 0\n\n";
         p
     }
 
+    /// Asserts that `out` holds exactly two `method` requests: one to the callee (bob) with CSeq
+    /// `to_callee`, one to the caller (alice) with CSeq `to_caller`.
+    fn assert_one_to_each(out: &[Transmit], method: &str, to_callee: u32, to_caller: u32) {
+        let sent: Vec<String> = out
+            .iter()
+            .filter(|t| t.data.starts_with(format!("{method} ").as_bytes()))
+            .map(text)
+            .collect();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        for (user, cseq) in [("bob", to_callee), ("alice", to_caller)] {
+            assert!(
+                sent.iter()
+                    .any(|m| m.starts_with(&format!("{method} sip:{user}@"))
+                        && m.contains(&format!("CSeq: {cseq} {method}"))),
+                "{method} to {user} with CSeq {cseq}: {sent:?}"
+            );
+        }
+    }
+
     /// Starts moving r1's calls and answers the new node's ng requests; returns the job and
     /// the two re-INVITEs (to the callee, to the caller).
     fn move_r1_calls(p: &mut Proxy, now: Instant) -> (u64, Transmit, Transmit) {
@@ -3615,18 +3634,7 @@ Content-Length: 0\n\n";
         ok_to(&mut p, &to_callee, None, ANSWER_SDP, now);
         ok_to(&mut p, &to_caller, None, OFFER_SDP, now);
         let out = drain(&mut p);
-        let acks: Vec<String> = out
-            .iter()
-            .filter(|t| t.data.starts_with(b"ACK "))
-            .map(text)
-            .collect();
-        assert_eq!(acks.len(), 2, "{acks:?}");
-        assert!(acks
-            .iter()
-            .any(|a| a.contains("CSeq: 2 ACK") && a.starts_with("ACK sip:bob@")));
-        assert!(acks
-            .iter()
-            .any(|a| a.contains("CSeq: 1 ACK") && a.starts_with("ACK sip:alice@")));
+        assert_one_to_each(&out, "ACK", 2, 1);
         let (to, delete) = p.poll_ng_transmit(now).expect("the old session's delete");
         assert_eq!(to.to_string(), "127.0.0.1:2223");
         assert!(matches!(
@@ -3770,18 +3778,7 @@ Content-Length: 0\n\n";
         let later = now + Duration::from_secs(8);
         p.handle_timeout(later);
         let out = drain(&mut p);
-        let byes: Vec<String> = out
-            .iter()
-            .filter(|t| t.data.starts_with(b"BYE "))
-            .map(text)
-            .collect();
-        assert_eq!(byes.len(), 2, "{byes:?}");
-        assert!(byes
-            .iter()
-            .any(|b| b.starts_with("BYE sip:bob@") && b.contains("CSeq: 3 BYE")));
-        assert!(byes
-            .iter()
-            .any(|b| b.starts_with("BYE sip:alice@") && b.contains("CSeq: 2 BYE")));
+        assert_one_to_each(&out, "BYE", 3, 2);
         let mut deleted: Vec<u16> = ng_requests(&mut p, later)
             .into_iter()
             .filter(|(_, r)| is_delete(r))
