@@ -460,6 +460,23 @@ fn finished_job(api: SocketAddr, job: &str) -> serde_json::Value {
     }
 }
 
+/// Moves one call through the API with `body` and asserts the move succeeded.
+fn move_call(p: &Proxy, call_id: &str, body: &str) {
+    let (status, job) = http(
+        p.api,
+        "POST",
+        &format!("/v1/calls/{call_id}/reanchor"),
+        body,
+    );
+    assert_eq!(status, 200, "{job}");
+    let job = finished_job(p.api, &job);
+    assert_eq!(
+        (job["done"].as_u64(), job["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{job}"
+    );
+}
+
 #[test]
 fn one_call_moves_to_rtpengine_with_srtp_towards_the_callee_and_back() {
     let a = relay();
@@ -473,18 +490,10 @@ fn one_call_moves_to_rtpengine_with_srtp_towards_the_callee_and_back() {
     let call_id = header(&c.invite_at_callee, "Call-ID").to_string();
     let ours = |port: u16| a.ports.contains(&port) || b.ports.contains(&port);
     // To rtpengine, SRTP towards the callee only.
-    let (status, body) = http(
-        p.api,
-        "POST",
-        &format!("/v1/calls/{call_id}/reanchor"),
+    move_call(
+        &p,
+        &call_id,
         r#"{"set": "srtp", "callee": {"type": "RTP/SAVP"}}"#,
-    );
-    assert_eq!(status, 200, "{body}");
-    let job = finished_job(p.api, &body);
-    assert_eq!(
-        (job["done"].as_u64(), job["failed"].as_u64()),
-        (Some(1), Some(0)),
-        "{job}"
     );
     let at_callee = nth_received(&c.callee, "INVITE ", 2, Duration::from_secs(5));
     let at_caller = nth_received(&c.caller, "INVITE ", 1, Duration::from_secs(5));
@@ -498,18 +507,10 @@ fn one_call_moves_to_rtpengine_with_srtp_towards_the_callee_and_back() {
     assert!(!ours(sdp_media(&at_caller).port()));
     assert!(!ng_list(a.ng).contains(&call_id) && !ng_list(b.ng).contains(&call_id));
     // And back to our relays, plain RTP again; media flows through them.
-    let (status, body) = http(
-        p.api,
-        "POST",
-        &format!("/v1/calls/{call_id}/reanchor"),
+    move_call(
+        &p,
+        &call_id,
         r#"{"set": "main", "callee": {"type": "RTP/AVP"}}"#,
-    );
-    assert_eq!(status, 200, "{body}");
-    let job = finished_job(p.api, &body);
-    assert_eq!(
-        (job["done"].as_u64(), job["failed"].as_u64()),
-        (Some(1), Some(0)),
-        "{job}"
     );
     let at_callee = nth_received(&c.callee, "INVITE ", 3, Duration::from_secs(5));
     let at_caller = nth_received(&c.caller, "INVITE ", 2, Duration::from_secs(5));
