@@ -252,8 +252,10 @@ enum TimerRef {
 /// The proxy core.
 pub struct Proxy {
     config: CoreConfig,
-    servers: HashMap<ServerKey, ServerTx>,
-    clients: HashMap<String, ClientTx>,
+    /// Boxed: a transaction holds its request (a few hundred bytes); the maps move only
+    /// pointers when they insert and grow.
+    servers: HashMap<ServerKey, Box<ServerTx>>,
+    clients: HashMap<String, Box<ClientTx>>,
     timers: TimerQueue,
     flood: FloodGuard,
     out: VecDeque<Transmit>,
@@ -787,7 +789,7 @@ impl Proxy {
         };
         self.servers.insert(
             key.clone(),
-            ServerTx {
+            Box::new(ServerTx {
                 machine,
                 request: req,
                 source: d.source,
@@ -801,7 +803,7 @@ impl Proxy {
                 best: None,
                 cancelled: false,
                 scheduled: None,
-            },
+            }),
         );
         self.drain_server(&key, now);
     }
@@ -1852,7 +1854,7 @@ impl Proxy {
         };
         self.clients.insert(
             branch.clone(),
-            ClientTx {
+            Box::new(ClientTx {
                 machine,
                 request: edited,
                 destination,
@@ -1864,7 +1866,7 @@ impl Proxy {
                 abandoned: false,
                 completed: false,
                 scheduled: None,
-            },
+            }),
         );
         Ok(branch)
     }
@@ -1987,7 +1989,7 @@ impl Proxy {
             .unwrap_or_default();
         self.servers.insert(
             key.clone(),
-            ServerTx {
+            Box::new(ServerTx {
                 machine: ServerMachine::NonInvite(machine),
                 request: req,
                 source: d.source,
@@ -2001,7 +2003,7 @@ impl Proxy {
                 best: None,
                 cancelled: false,
                 scheduled: None,
-            },
+            }),
         );
         self.drain_server(&key, now);
         let Some(invite) = self.servers.get_mut(&invite_key) else {
