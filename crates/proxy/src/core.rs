@@ -1158,17 +1158,7 @@ impl Proxy {
                 if let Some(c) = self.call_media.get_mut(call_id) {
                     c.answer_in_prack = false;
                 }
-                if let Some(id) = self.relays.send(call.node, &request, now) {
-                    let wait = MediaWait::Offer {
-                        key: key.clone(),
-                        policy: call.policy,
-                        tried: vec![call.node],
-                        initial: false,
-                    };
-                    self.media_waits.insert((call.node, id), wait);
-                    return true;
-                }
-                return false;
+                return self.send_reoffer(key, call.node, call.policy, &request, now);
             }
             // A new offer in an anchored call, from either side (a callee's offer carries its
             // own tag as from-tag).
@@ -1185,17 +1175,7 @@ impl Proxy {
                 req.body_bytes(),
                 flags,
             );
-            if let Some(id) = self.relays.send(call.node, &request, now) {
-                let wait = MediaWait::Offer {
-                    key: key.clone(),
-                    policy: call.policy,
-                    tried: vec![call.node],
-                    initial: false,
-                };
-                self.media_waits.insert((call.node, id), wait);
-                return true;
-            }
-            return false;
+            return self.send_reoffer(key, call.node, call.policy, &request, now);
         }
         // An initial offer; or an offer in a dialog this node does not know (another proxy
         // node set the call up and this one took over its address): it is anchored as a new
@@ -1207,6 +1187,29 @@ impl Proxy {
             tracing::info!(%call_id, "anchoring an offer in a dialog this node did not set up");
         }
         self.send_offer(key, req, policy, Vec::new(), now);
+        true
+    }
+
+    /// Sends an offer in an anchored call to the node holding it; the request of `key` waits
+    /// for the reply. Returns whether it was sent.
+    fn send_reoffer(
+        &mut self,
+        key: &ServerKey,
+        node: NodeId,
+        policy: Policy,
+        request: &anchorage_ng::Request,
+        now: Instant,
+    ) -> bool {
+        let Some(id) = self.relays.send(node, request, now) else {
+            return false;
+        };
+        let wait = MediaWait::Offer {
+            key: key.clone(),
+            policy,
+            tried: vec![node],
+            initial: false,
+        };
+        self.media_waits.insert((node, id), wait);
         true
     }
 
