@@ -1134,18 +1134,20 @@ fn management_api_lists_live_calls_and_metrics_count_them() {
             &format!("127.0.0.1:{uas_port}"),
         ])
         .spawn();
-    // While the call is up, it is listed with both legs.
+    // While the call is up, it is listed with both legs (first early, after the 180, then
+    // confirmed once the 200 went through: wait for that).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let listed = loop {
         let (status, body) = http_get(api, "/v1/calls");
         assert_eq!(status, 200);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if let Some(call) = v["calls"].as_array().and_then(|c| c.first()).cloned() {
+        let first = v["calls"].as_array().and_then(|c| c.first()).cloned();
+        if let Some(call) = first.filter(|c| c["state"] == "confirmed") {
             break call;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no call listed: {body}"
+            "no confirmed call listed: {body}"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
