@@ -401,9 +401,12 @@ impl RawUa {
 #[test]
 fn a_source_over_the_request_rate_is_blocked_while_others_are_served() {
     let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-    let proxy = Proxy::start(Some(&format!(
+    let mut proxy = Proxy::start(Some(&format!(
         "[api]\nlisten = \"{api}\"\n\n[proxy.flood]\nrequests_per_second = 10\nburst = 10\nblock_s = 6\ntrusted = [\"127.0.0.3/32\"]\n",
     )));
+    proxy
+        .daemon
+        .wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
     let p = proxy.port;
     let wait = Duration::from_millis(400);
     // A burst of 30 at once: the first 10 are answered, then the source is blocked.
@@ -486,9 +489,13 @@ fn a_source_over_the_request_rate_is_blocked_while_others_are_served() {
 #[test]
 fn the_api_token_guards_every_state_change_and_nothing_else() {
     let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-    let proxy = Proxy::start(Some(&format!(
+    let mut proxy = Proxy::start(Some(&format!(
         "[api]\nlisten = \"{api}\"\ntoken = \"s3cret\"\n"
     )));
+    // The API starts after the SIP listeners.
+    proxy
+        .daemon
+        .wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
     let refused = r#"{"error":"this endpoint needs the API token: Authorization: Bearer <token>"}"#;
     for path in [
         "/v1/reanchor",
