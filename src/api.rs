@@ -94,6 +94,7 @@ pub fn job_json(job: &anchorage_proxy::reanchor::JobStatus, now: Instant) -> ser
         "total": job.total,
         "done": job.done,
         "failed": job.failed,
+        "waiting": job.waiting,
         "in_flight": job.in_flight,
         "finished": job.finished.is_some(),
         "seconds": elapsed,
@@ -117,6 +118,16 @@ pub struct RelayView {
     pub draining: bool,
     /// Seconds since `state` last changed.
     pub state_age_s: u64,
+    /// Why it went down the last time: `refused` (no process on its port) or `timed_out`.
+    pub down_reason: Option<&'static str>,
+    /// With `timed_out`: how long it had been silent when it was declared down, ms.
+    pub down_silent_ms: Option<u64>,
+    /// Smoothed round trip of its health pings, ms.
+    pub rtt_ms: Option<f64>,
+    /// How long it may now stay silent before it is down, ms (adapts to its round trips).
+    pub window_ms: u64,
+    /// ng requests sent to it awaiting a reply.
+    pub pending: usize,
 }
 
 /// A dialog as the API shows it.
@@ -145,6 +156,9 @@ pub struct MediaView {
     pub relay: String,
     /// Relay set.
     pub set: String,
+    /// Seconds this call has waited for a relay (its relay died and no node could take it
+    /// yet); absent when it is not waiting.
+    pub waiting_for_relay_s: Option<u64>,
     /// The caller's SDPs.
     pub caller: LegMediaView,
     /// The callee's SDPs.
@@ -173,6 +187,7 @@ impl MediaView {
         MediaView {
             relay: call.node,
             set: call.set,
+            waiting_for_relay_s: None,
             caller: leg(call.caller),
             callee: leg(call.callee),
         }
@@ -245,6 +260,8 @@ pub struct ProxySnapshot {
     pub relays: Vec<RelayView>,
     /// Re-anchoring counters.
     pub reanchor: anchorage_proxy::core::ReanchorMetrics,
+    /// Calls waiting for a relay.
+    pub waiting_calls: usize,
 }
 
 /// `anchorage_reanchor_move_seconds`: the duration of each call's move, as a Prometheus
@@ -300,7 +317,12 @@ impl prometheus_client::encoding::EncodeMetric for HistogramSnapshot {
 impl Collector for ProxySnapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
-        let counters: [(&str, &str, u64); 12] = [
+        let counters: [(&str, &str, u64); 13] = [
+            (
+                "anchorage_sip_overload_rejected",
+                "New INVITEs answered 503 because the proxy was over a [proxy.overload] bound",
+                c.overload_rejected,
+            ),
             (
                 "anchorage_sip_udp_send_deferred",
                 "UDP sends that found the send buffer full and waited for room",
@@ -367,7 +389,12 @@ impl Collector for ProxySnapshot {
                 counter.metric_type(),
             )?)?;
         }
-        let gauges: [(&str, &str, usize); 4] = [
+        let gauges: [(&str, &str, usize); 5] = [
+            (
+                "anchorage_calls_waiting_for_relay",
+                "Calls whose relay died while no node could take them; moved when one can",
+                self.waiting_calls,
+            ),
             (
                 "anchorage_server_transactions",
                 "Live server transactions",

@@ -119,18 +119,29 @@ fn execute(args: &CtlArgs) -> anyhow::Result<ExitCode> {
                 show(&value);
             } else {
                 println!(
-                    "{:<16} {:<22} {:>6} {:<5} {:>8} {:>7}",
-                    "RELAY", "NG", "WEIGHT", "STATE", "DRAINING", "CALLS"
+                    "{:<16} {:<22} {:>6} {:<5} {:>8} {:>7} {:>8} {:>9}  WHY DOWN",
+                    "RELAY", "NG", "WEIGHT", "STATE", "DRAINING", "CALLS", "RTT_MS", "WINDOW_MS"
                 );
                 for r in value["relays"].as_array().into_iter().flatten() {
+                    let why = match (r["state"].as_str(), r["down_reason"].as_str()) {
+                        (Some("down"), Some("timed_out")) => {
+                            format!("timed out (silent {} ms)", r["down_silent_ms"])
+                        }
+                        (Some("down"), Some(reason)) => reason.to_string(),
+                        _ => "-".to_string(),
+                    };
                     println!(
-                        "{:<16} {:<22} {:>6} {:<5} {:>8} {:>7}",
+                        "{:<16} {:<22} {:>6} {:<5} {:>8} {:>7} {:>8} {:>9}  {why}",
                         r["name"].as_str().unwrap_or(""),
                         r["ng"].as_str().unwrap_or(""),
                         r["weight"],
                         r["state"].as_str().unwrap_or(""),
                         if r["draining"] == true { "yes" } else { "no" },
-                        r["calls"]
+                        r["calls"],
+                        r["rtt_ms"]
+                            .as_f64()
+                            .map_or("-".to_string(), |v| format!("{v:.1}")),
+                        r["window_ms"],
                     );
                 }
             }
@@ -143,19 +154,23 @@ fn execute(args: &CtlArgs) -> anyhow::Result<ExitCode> {
             } else {
                 let calls = value["calls"].as_array().cloned().unwrap_or_default();
                 println!(
-                    "{:<40} {:<10} {:>7} {:<16}",
+                    "{:<40} {:<10} {:>7} {:<16} WAITING_FOR_RELAY_S",
                     "CALL-ID", "STATE", "AGE_S", "RELAY"
                 );
+                let mut waiting = 0;
                 for c in &calls {
+                    let wait = c["media"]["waiting_for_relay_s"].as_u64();
+                    waiting += usize::from(wait.is_some());
                     println!(
-                        "{:<40} {:<10} {:>7} {:<16}",
+                        "{:<40} {:<10} {:>7} {:<16} {}",
                         c["call_id"].as_str().unwrap_or(""),
                         c["state"].as_str().unwrap_or(""),
                         c["age_s"],
-                        c["media"]["relay"].as_str().unwrap_or("-")
+                        c["media"]["relay"].as_str().unwrap_or("-"),
+                        wait.map_or("-".to_string(), |s| s.to_string())
                     );
                 }
-                println!("{} call(s)", calls.len());
+                println!("{} call(s), {waiting} waiting for a relay", calls.len());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -281,7 +296,9 @@ fn follow(api: &Api, job: &serde_json::Value, json: bool) -> anyhow::Result<Exit
 
 fn bar(job: &serde_json::Value) -> String {
     let total = job["total"].as_u64().unwrap_or(0);
-    let finished = job["done"].as_u64().unwrap_or(0) + job["failed"].as_u64().unwrap_or(0);
+    let finished = job["done"].as_u64().unwrap_or(0)
+        + job["failed"].as_u64().unwrap_or(0)
+        + job["waiting"].as_u64().unwrap_or(0);
     let width = 30;
     let filled = (finished * width)
         .checked_div(total)
@@ -297,12 +314,13 @@ fn bar(job: &serde_json::Value) -> String {
 
 fn summary(job: &serde_json::Value) -> String {
     format!(
-        "job {} ({}): {}/{} moved, {} failed, {} in flight, {:.2} s{}",
+        "job {} ({}): {}/{} moved, {} failed, {} waiting for a relay, {} in flight, {:.2} s{}",
         job["id"],
         job["trigger"].as_str().unwrap_or(""),
         job["done"],
         job["total"],
         job["failed"],
+        job["waiting"].as_u64().unwrap_or(0),
         job["in_flight"],
         job["seconds"].as_f64().unwrap_or(0.0),
         if job["finished"] == true {

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod api;
 mod callgen;
 mod ctl;
+mod ng_link;
 mod proxy_node;
 mod relay_node;
 mod resolve;

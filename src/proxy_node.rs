@@ -11,6 +11,8 @@ use anchorage_sip_transport::{Limits, ListenerSpec, Outbound, Transport, Transpo
 use anyhow::{bail, Context};
 use tokio::sync::mpsc;
 
+use crate::ng_link::{NgInput, NgLinks};
+
 /// A `--listen` value: `udp:IP:PORT` or `tcp:IP:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenArg {
@@ -119,10 +121,13 @@ pub async fn run(
         std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
     let (query_tx, mut queries) = mpsc::channel(64);
-    // One socket for ng towards every relay node (their replies come back to it).
-    let ng_socket = anchorage_sip_transport::bind_udp(ng_bind_address(&p.relay_set))
-        .context("binding the ng client socket")?;
-    let mut ng_buf = vec![0u8; 65_535];
+    // One socket connected to each relay node: replies, and the refusals of a dead one.
+    let (ng_links, mut ng_inputs) = NgLinks::connect(
+        p.relay_set
+            .iter()
+            .flat_map(|s| s.nodes.iter().map(|n| n.ng)),
+    )
+    .context("connecting the ng sockets")?;
     if let Some(listen) = api.or(config.api.listen) {
         let bound = crate::api::serve(listen, query_tx, config.api.token.clone())
             .await
@@ -138,6 +143,8 @@ pub async fn run(
             message = inbound.recv() => {
                 let Some(first) = message else { break };
                 let now = Instant::now();
+                // How far behind the proxy is: new calls are shed while it is too far.
+                proxy.set_input_delay(now.saturating_duration_since(first.received));
                 proxy.handle_datagram(datagram(first), now);
                 // Take what else is queued before sending, to batch under load.
                 for _ in 0..256 {
@@ -147,20 +154,37 @@ pub async fn run(
                     }
                 }
             }
-            _ = sleep_until(wake) => proxy.handle_timeout(Instant::now()),
+            _ = sleep_until(wake) => {
+                // Evidence first: relay replies already received are taken before a silence
+                // window can run out, so a busy proxy never declares a living relay dead.
+                let now = Instant::now();
+                while let Ok(input) = ng_inputs.try_recv() {
+                    ng_input(&mut proxy, input, now);
+                }
+                proxy.handle_timeout(now);
+            }
             Some((id, result)) = resolved.recv() => proxy.handle_resolved(id, result, Instant::now()),
             Some(query) = queries.recv() => answer(&mut proxy, &transports, query),
-            received = ng_socket.recv_from(&mut ng_buf) => {
-                if let Ok((n, source)) = received {
-                    proxy.handle_ng_datagram(source, ng_buf.get(..n).unwrap_or_default(), Instant::now());
+            Some(input) = ng_inputs.recv() => {
+                let now = Instant::now();
+                ng_input(&mut proxy, input, now);
+                for _ in 0..256 {
+                    match ng_inputs.try_recv() {
+                        Ok(input) => ng_input(&mut proxy, input, now),
+                        Err(_) => break,
+                    }
                 }
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
         }
         while let Some((relay, datagram)) = proxy.poll_ng_transmit(Instant::now()) {
-            if let Err(e) = ng_socket.try_send_to(&datagram, relay) {
-                tracing::warn!(%relay, error = %e, "ng send failed");
+            match ng_links.send(relay, &datagram) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    proxy.handle_relay_refused(relay, Instant::now());
+                }
+                Err(e) => tracing::warn!(%relay, error = %e, "ng send failed"),
             }
         }
         while let Some(query) = proxy.poll_resolve() {
@@ -226,6 +250,7 @@ fn answer(proxy: &mut Proxy, transports: &Transports, query: crate::api::Query) 
                     .load(std::sync::atomic::Ordering::Relaxed),
                 relays: relay_views(proxy),
                 reanchor: proxy.reanchor_metrics(),
+                waiting_calls: proxy.waiting_calls(),
             });
         }
         Query::Command(command, reply) => {
@@ -292,7 +317,7 @@ fn command_result(
             job(proxy, id)
         }
         Command::Undrain(node) => {
-            proxy.undrain_relay(&node).map_err(|e| (404, e))?;
+            proxy.undrain_relay(&node, now).map_err(|e| (404, e))?;
             Ok(serde_json::json!({ "relay": node, "draining": false }))
         }
         Command::Rebalance(set) => {
@@ -324,31 +349,31 @@ fn command_result(
     }
 }
 
-/// The local address of the ng socket: loopback when every relay is on loopback, else any
-/// address of the relays' family.
-fn ng_bind_address(sets: &[anchorage_config::proxy::RelaySet]) -> SocketAddr {
-    let relays: Vec<SocketAddr> = sets
-        .iter()
-        .flat_map(|s| s.nodes.iter().map(|n| n.ng))
-        .collect();
-    let v6 = relays.first().is_some_and(|a| a.is_ipv6());
-    let loopback = relays.iter().all(|a| a.ip().is_loopback());
-    let ip: std::net::IpAddr = match (v6, loopback) {
-        (false, true) => std::net::Ipv4Addr::LOCALHOST.into(),
-        (false, false) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        (true, true) => std::net::Ipv6Addr::LOCALHOST.into(),
-        (true, false) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-    };
-    SocketAddr::new(ip, 0)
+/// Hands the core what a relay's socket brought.
+fn ng_input(proxy: &mut Proxy, input: NgInput, now: Instant) {
+    match input {
+        NgInput::Datagram(relay, data) => proxy.handle_ng_datagram(relay, &data, now),
+        NgInput::Refused(relay) => proxy.handle_relay_refused(relay, now),
+    }
 }
 
 /// The relay nodes, as the API shows them.
 fn relay_views(proxy: &Proxy) -> Vec<crate::api::RelayView> {
+    use anchorage_proxy::media::DownReason;
+    let health = proxy.relay_health();
     proxy
         .relays()
         .nodes()
         .iter()
         .map(|n| crate::api::RelayView {
+            down_reason: n.down_reason.map(DownReason::as_str),
+            down_silent_ms: match n.down_reason {
+                Some(DownReason::TimedOut { silent }) => Some(silent.as_millis() as u64),
+                _ => None,
+            },
+            rtt_ms: n.rtt().map(|r| r.as_secs_f64() * 1000.0),
+            window_ms: n.window(&health).as_millis() as u64,
+            pending: n.pending(),
             name: n.name.clone(),
             ng: n.address.to_string(),
             weight: n.weight,
@@ -368,6 +393,11 @@ fn view(proxy: &Proxy, d: &anchorage_proxy::dialog::Dialog, now: Instant) -> cra
     v.media = proxy
         .anchored_call(&d.id.call_id)
         .map(crate::api::MediaView::of);
+    if let Some(media) = v.media.as_mut() {
+        media.waiting_for_relay_s = proxy
+            .waiting_since(&d.id.call_id)
+            .map(|since| now.saturating_duration_since(since).as_secs());
+    }
     v
 }
 

@@ -34,6 +34,38 @@ pub struct ProxyConfig {
     pub reanchor: Reanchor,
     /// `[proxy.flood]`: per-source request rate limit (off by default).
     pub flood: Flood,
+    /// `[proxy.overload]`: when new calls are turned away with 503 instead of queued.
+    pub overload: Overload,
+}
+
+/// Load shedding: beyond these bounds a new INVITE (one without a To tag) is answered
+/// `503 Service Unavailable` with `Retry-After`, while requests inside dialogs, BYEs, CANCELs
+/// and responses are still served. Each bound is checked when the INVITE arrives; the proxy
+/// takes new calls again by itself as soon as it is back under them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Overload {
+    /// Server transactions alive at most (each holds a request until its timers end).
+    pub max_transactions: usize,
+    /// ng requests awaiting a relay's reply, per relay node, at most: a node with more is
+    /// not given new calls (it is busy, not dead).
+    pub max_pending_ng: usize,
+    /// A message that waited longer than this in the proxy's input queue means the proxy is
+    /// behind: new INVITEs are shed until the queue drains. Milliseconds; 0 turns it off.
+    pub max_queue_delay_ms: u64,
+    /// The `Retry-After` value of every 503 the proxy makes (overload, no relay), seconds.
+    pub retry_after_s: u32,
+}
+
+impl Default for Overload {
+    fn default() -> Self {
+        Self {
+            max_transactions: 200_000,
+            max_pending_ng: 2_000,
+            max_queue_delay_ms: 500,
+            retry_after_s: 5,
+        }
+    }
 }
 
 /// A request rate limit per source address, against floods and scanners (what Kamailio's
@@ -72,18 +104,24 @@ impl Default for Flood {
     }
 }
 
-/// Relay health checks: an ng `ping` to every node every `interval_ms`; a node is down after
-/// `down_after` pings in a row go unanswered (its calls are then moved), up again after
-/// `up_after` answered in a row.
+/// Relay health checks. Every node gets an ng `ping` every `interval_ms`; any reply from it
+/// (to a ping or to any other command) shows it lives. A node is down when it stays silent
+/// for its window after a request was sent: at least `down_after` × `interval_ms`, more when
+/// the node has shown slow round trips (the window adapts to them, up to `max_window_ms`), so
+/// a busy relay is slow, not dead. A refused ping (ICMP port unreachable: no process on the
+/// port), confirmed by a second one, takes a node down at once. A down node is up again after
+/// `up_after` pings answered in a row.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RelayHealth {
-    /// Ping interval, milliseconds; also how long a ping may take.
+    /// Ping interval, milliseconds.
     pub interval_ms: u64,
-    /// Missed pings in a row that make a node down.
+    /// The shortest silence that makes a node down, in ping intervals.
     pub down_after: u32,
     /// Answered pings in a row that make a down node up.
     pub up_after: u32,
+    /// The longest silence window, milliseconds, however slow the node has been.
+    pub max_window_ms: u64,
 }
 
 impl Default for RelayHealth {
@@ -92,6 +130,7 @@ impl Default for RelayHealth {
             interval_ms: 200,
             down_after: 3,
             up_after: 3,
+            max_window_ms: 5_000,
         }
     }
 }
@@ -109,6 +148,10 @@ pub struct Reanchor {
     pub invite_timeout_s: u64,
     /// Relay set that takes the calls of a dead node when their own set has no healthy node.
     pub fallback_set: Option<String>,
+    /// A call whose relay died while no node could take it waits for one (it is moved as
+    /// soon as a node of its set or the fallback set is healthy). After this many seconds of
+    /// waiting it is ended with a BYE to both parties; 0 (the default) waits for ever.
+    pub give_up_s: u64,
 }
 
 impl Default for Reanchor {
@@ -118,6 +161,7 @@ impl Default for Reanchor {
             per_second: 5000,
             invite_timeout_s: 8,
             fallback_set: None,
+            give_up_s: 0,
         }
     }
 }
@@ -224,6 +268,7 @@ impl Default for ProxyConfig {
             relay_health: RelayHealth::default(),
             reanchor: Reanchor::default(),
             flood: Flood::default(),
+            overload: Overload::default(),
         }
     }
 }
@@ -522,9 +567,22 @@ impl ProxyConfig {
         let long = [
             ("dialog.max_age_s", self.dialog.max_age_s),
             ("reanchor.invite_timeout_s", self.reanchor.invite_timeout_s),
+            ("reanchor.give_up_s", self.reanchor.give_up_s),
             (
                 "relay_health.interval_ms",
                 self.relay_health.interval_ms / 1000,
+            ),
+            (
+                "relay_health.max_window_ms",
+                self.relay_health.max_window_ms / 1000,
+            ),
+            (
+                "overload.max_queue_delay_ms",
+                self.overload.max_queue_delay_ms / 1000,
+            ),
+            (
+                "overload.retry_after_s",
+                u64::from(self.overload.retry_after_s),
             ),
         ];
         for (key, value) in long {
@@ -615,6 +673,14 @@ impl ProxyConfig {
             ("reanchor.max_in_flight", self.reanchor.max_in_flight as u64),
             ("reanchor.per_second", u64::from(self.reanchor.per_second)),
             ("reanchor.invite_timeout_s", self.reanchor.invite_timeout_s),
+            (
+                "overload.max_transactions",
+                self.overload.max_transactions as u64,
+            ),
+            (
+                "overload.max_pending_ng",
+                self.overload.max_pending_ng as u64,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -623,6 +689,19 @@ impl ProxyConfig {
                     "must be greater than 0",
                 ));
             }
+        }
+        let health = &self.relay_health;
+        let shortest = health
+            .interval_ms
+            .saturating_mul(u64::from(health.down_after));
+        if health.max_window_ms < shortest {
+            errors.push(ConfigError::new(
+                format!("{at}.relay_health.max_window_ms"),
+                format!(
+                    "{} is below down_after x interval_ms ({shortest}): the window could never be that short",
+                    health.max_window_ms
+                ),
+            ));
         }
         if let Some(set) = &self.reanchor.fallback_set {
             if !self.relay_set.iter().any(|s| &s.name == set) {

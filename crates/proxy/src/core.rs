@@ -28,6 +28,7 @@ use crate::media::{self, NodeId, Policy, Relays};
 
 mod reanchor;
 mod timers;
+mod waiting;
 use crate::routing::{
     default_reason, Decision, FailoverPolicy, RequestFacts, Router, Target, TargetHost,
 };
@@ -77,6 +78,8 @@ pub struct CoreConfig {
     pub reanchor: anchorage_config::proxy::Reanchor,
     /// The per-source request rate limit.
     pub flood: anchorage_config::proxy::Flood,
+    /// `[proxy.overload]`: load shedding bounds and the `Retry-After` of every 503.
+    pub overload: anchorage_config::proxy::Overload,
 }
 
 impl CoreConfig {
@@ -103,9 +106,12 @@ impl CoreConfig {
                 interval: Duration::from_millis(p.relay_health.interval_ms),
                 down_after: p.relay_health.down_after,
                 up_after: p.relay_health.up_after,
+                max_window: Duration::from_millis(p.relay_health.max_window_ms),
+                max_pending: p.overload.max_pending_ng,
             },
             reanchor: p.reanchor.clone(),
             flood: p.flood.clone(),
+            overload: p.overload.clone(),
         }
     }
 }
@@ -171,12 +177,21 @@ pub struct Counters {
     pub flood_blocks: u64,
     /// Requests dropped for their User-Agent (`[proxy.flood] drop_user_agents`).
     pub user_agent_dropped: u64,
+    /// New INVITEs answered 503 because the proxy was over a `[proxy.overload]` bound.
+    pub overload_rejected: u64,
 }
 
 /// The methods this proxy forwards (any method is forwarded; these are the ones it knows),
 /// listed in the `Allow` of its answer to an OPTIONS addressed to itself.
 const PROXIED_METHODS: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK, INFO, REFER, NOTIFY, SUBSCRIBE, MESSAGE";
+
+/// The Call-ID of an INVITE or UPDATE (the requests that carry offers a move must wait for).
+fn offer_call_id(req: &Message) -> Option<String> {
+    matches!(req.method(), Some(Method::Invite | Method::Update))
+        .then(|| req.call_id().ok().map(str::to_string))
+        .flatten()
+}
 
 /// Server transaction key: the top Via's branch and sent-by, and the method (ACK and CANCEL
 /// are looked up against their INVITE explicitly).
@@ -247,6 +262,8 @@ enum TimerRef {
     Move(String),
     /// Pacing of queued re-anchoring moves.
     Pace,
+    /// Calls waiting for a relay that have waited past `[proxy.reanchor] give_up_s`.
+    WaitingGiveUp,
 }
 
 /// The proxy core.
@@ -290,6 +307,23 @@ pub struct Proxy {
     /// Calls moved off a node while it was down: their sessions there are deleted when it is
     /// back up.
     orphans: HashMap<NodeId, Vec<String>>,
+    /// A move ended or a slot freed: queued moves are pumped before the event returns. Moves
+    /// are never started from inside the code that ends one (no recursion through the queue).
+    pump_due: bool,
+    /// The pace timer set, if any (one at a time).
+    pace_timer: Option<Instant>,
+    /// Calls whose relay died while no node could take them, with since when they wait.
+    waiting: HashMap<String, Instant>,
+    /// The same calls in the order they started waiting (for the give-up time); entries of
+    /// calls no longer waiting are skipped when met.
+    waiting_order: VecDeque<(Instant, String)>,
+    /// The give-up timer set, if any.
+    give_up_timer: Option<Instant>,
+    /// INVITE and UPDATE server transactions without a final response, per Call-ID: a move
+    /// waits until its call has none (looked up, never scanned for).
+    open_offers: HashMap<String, u32>,
+    /// How long the messages of the driver's latest batch waited before the core saw them.
+    input_delay: Duration,
 }
 
 /// Where a call's media is anchored.
@@ -480,6 +514,13 @@ impl Proxy {
             pace_tokens: 1.0,
             pace_at: now,
             orphans: HashMap::new(),
+            pump_due: false,
+            pace_timer: None,
+            waiting: HashMap::new(),
+            waiting_order: VecDeque::new(),
+            give_up_timer: None,
+            open_offers: HashMap::new(),
+            input_delay: Duration::ZERO,
         }
     }
 
@@ -539,6 +580,16 @@ impl Proxy {
         let Some(key) = self.waiting_for_resolution.remove(&id) else {
             return;
         };
+        self.on_resolved(key, result, now);
+        self.settle(now);
+    }
+
+    fn on_resolved(
+        &mut self,
+        key: ServerKey,
+        result: Result<Vec<(SocketAddr, Transport)>, String>,
+        now: Instant,
+    ) {
         let Some(tx) = self.servers.get_mut(&key) else {
             return;
         };
@@ -579,6 +630,11 @@ impl Proxy {
         &self.relays
     }
 
+    /// How relay nodes are watched (for [`media::RelayNode::window`]).
+    pub fn relay_health(&self) -> media::HealthConfig {
+        self.config.relay_health
+    }
+
     /// Where a call's media is anchored and the SDPs of its legs, if it is anchored.
     pub fn anchored_call(&self, call_id: &str) -> Option<AnchoredCall> {
         let call = self.call_media.get(call_id)?;
@@ -599,6 +655,17 @@ impl Proxy {
     pub fn handle_ng_datagram(&mut self, source: SocketAddr, datagram: &[u8], now: Instant) {
         self.relays.handle_datagram(source, datagram, now);
         self.drain_relay_events(now);
+        self.settle(now);
+    }
+
+    /// Sending to or receiving from the relay at `address` failed with "connection refused"
+    /// (the driver sends ng on a socket connected to each relay, so the ICMP port unreachable
+    /// of a dead relay process comes back as this error). Confirmed by a second refusal, the
+    /// node is down at once.
+    pub fn handle_relay_refused(&mut self, address: SocketAddr, now: Instant) {
+        self.relays.handle_refused(address, now);
+        self.drain_relay_events(now);
+        self.settle(now);
     }
 
     /// Fires every timer due at `now`.
@@ -646,13 +713,33 @@ impl Proxy {
                 }
                 TimerRef::Own(branch) => self.own_timeout(&branch, now),
                 TimerRef::Move(call_id) => self.step_move(&call_id, now),
-                TimerRef::Pace => self.pump_moves(now),
+                TimerRef::Pace => {
+                    self.pace_timer = None;
+                    self.pump_due = true;
+                }
+                TimerRef::WaitingGiveUp => {
+                    self.give_up_timer = None;
+                    self.give_up_waiting(now);
+                }
             }
         }
+        self.settle(now);
+    }
+
+    /// How long the messages now being handed in waited in the driver's input queue (from
+    /// the socket read to [`Proxy::handle_datagram`]). Over `[proxy.overload]
+    /// max_queue_delay_ms`, new INVITEs are answered 503 until the queue catches up.
+    pub fn set_input_delay(&mut self, delay: Duration) {
+        self.input_delay = delay;
     }
 
     /// Handles one received message.
     pub fn handle_datagram(&mut self, d: Datagram, now: Instant) {
+        self.on_datagram(d, now);
+        self.settle(now);
+    }
+
+    fn on_datagram(&mut self, d: Datagram, now: Instant) {
         let parsed = Message::parse(d.data.clone());
         // Everything but a response counts against its source's rate, garbage included.
         let response = matches!(&parsed, Ok(m) if !m.is_request());
@@ -771,6 +858,19 @@ impl Proxy {
             self.reject(&req, d, 420, "Bad Extension".into(), &[header]);
             return;
         }
+        if method == Method::Invite && req.to().ok().is_none_or(|t| t.tag().is_none()) {
+            if let Some(why) = self.overloaded() {
+                self.counters.overload_rejected += 1;
+                tracing::debug!(
+                    call_id = req.call_id().unwrap_or(""),
+                    why,
+                    "overloaded: new call refused"
+                );
+                let retry = format!("Retry-After: {}", self.config.overload.retry_after_s);
+                self.reject(&req, d, 503, "Overloaded".into(), &[retry]);
+                return;
+            }
+        }
         if method == Method::Bye {
             if let Ok(call_id) = req.call_id() {
                 let call_id = call_id.to_string();
@@ -781,6 +881,11 @@ impl Proxy {
             }
         }
         // A new server transaction.
+        if matches!(method, Method::Invite | Method::Update) {
+            if let Ok(call_id) = req.call_id() {
+                *self.open_offers.entry(call_id.to_string()).or_default() += 1;
+            }
+        }
         let reliable = d.transport.is_reliable();
         let machine = if method == Method::Invite {
             ServerMachine::Invite(ServerInvite::new(now, reliable, &self.config.timers))
@@ -1241,8 +1346,13 @@ impl Proxy {
         now: Instant,
     ) {
         let Some(node) = self.relays.pick(&policy.set, &tried) else {
-            tracing::warn!(call_id = req.call_id().unwrap_or(""), set = %policy.set, "no media relay available");
-            self.respond(key, 503, "No Media Relay Available", now);
+            let reason = if self.relays.has_live_node(&policy.set) {
+                "Media Relays Busy"
+            } else {
+                "No Media Relay Available"
+            };
+            tracing::warn!(call_id = req.call_id().unwrap_or(""), set = %policy.set, reason, "no media relay can take the call");
+            self.respond(key, 503, reason, now);
             return;
         };
         let call_id = req.call_id().unwrap_or("");
@@ -1452,6 +1562,15 @@ impl Proxy {
         };
         tracing::debug!(%call_id, node = call.node, "deleting the relay session");
         self.relays.count_call(call.node, -1);
+        self.waiting.remove(call_id);
+        if !self.relays.is_up(call.node) {
+            // Not sent to a dead node: deleted there when it is back.
+            self.orphans
+                .entry(call.node)
+                .or_default()
+                .push(call_id.to_string());
+            return;
+        }
         if let Some(id) = self.relays.send(call.node, &media::delete(call_id), now) {
             self.media_waits.insert((call.node, id), MediaWait::Delete);
         }
@@ -2426,15 +2545,48 @@ impl Proxy {
             return;
         }
         tx.last_response = Some(data);
-        if status >= 200 {
-            tx.final_status.get_or_insert(status);
+        if status >= 200 && tx.final_status.is_none() {
+            tx.final_status = Some(status);
+            if let Some(call_id) = offer_call_id(&tx.request) {
+                self.offer_closed(&call_id);
+            }
         }
         self.drain_server(key, now);
     }
 
     /// The proxy's own response on a server transaction.
     fn respond(&mut self, key: &ServerKey, status: u16, reason: &str, now: Instant) {
-        self.respond_with(key, status, reason, &[], now);
+        if status == 503 {
+            // Every 503 of ours says when to come back (RFC 3261 §21.5.4).
+            let retry = self.config.overload.retry_after_s.to_string();
+            self.respond_with(key, status, reason, &[("Retry-After", &retry)], now);
+        } else {
+            self.respond_with(key, status, reason, &[], now);
+        }
+    }
+
+    /// An INVITE or UPDATE of the call got its final response (or its transaction ended).
+    fn offer_closed(&mut self, call_id: &str) {
+        if let Some(open) = self.open_offers.get_mut(call_id) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.open_offers.remove(call_id);
+            }
+        }
+    }
+
+    /// Which `[proxy.overload]` bound a new call would go over now, if any.
+    fn overloaded(&self) -> Option<&'static str> {
+        let bounds = &self.config.overload;
+        if self.servers.len() >= bounds.max_transactions {
+            return Some("transactions");
+        }
+        if bounds.max_queue_delay_ms > 0
+            && self.input_delay > Duration::from_millis(bounds.max_queue_delay_ms)
+        {
+            return Some("input queue delay");
+        }
+        None
     }
 
     /// [`Proxy::respond`] with extra header fields.
@@ -2553,7 +2705,13 @@ impl Proxy {
                 }
                 Action::PassRequestToTu => self.route_new_request(key, now),
                 Action::Terminated => {
-                    self.servers.remove(key);
+                    if let Some(tx) = self.servers.remove(key) {
+                        if tx.final_status.is_none() {
+                            if let Some(call_id) = offer_call_id(&tx.request) {
+                                self.offer_closed(&call_id);
+                            }
+                        }
+                    }
                     return;
                 }
                 _ => {}
@@ -2887,6 +3045,7 @@ mod tests {
                 relay_health: crate::media::HealthConfig::default(),
                 reanchor: cfg.proxy.reanchor,
                 flood: cfg.proxy.flood,
+                overload: cfg.proxy.overload,
             },
             7,
             epoch(),

@@ -6,9 +6,9 @@
 //! of the Call-ID, so adding a node never moves existing calls. A node that times out or
 //! answers with a capacity error is skipped for that call and the next one is tried.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anchorage_config::proxy::{MediaPolicy, RelaySet};
 use anchorage_ng::{
@@ -34,32 +34,134 @@ pub struct RelayNode {
     pub draining: bool,
     /// When `up` last changed (or the proxy started).
     pub changed_at: Instant,
+    /// Why it went down, the last time it did.
+    pub down_reason: Option<DownReason>,
     client: Client,
-    /// Health pings, on a client of their own: one transmission, the interval as timeout.
+    /// Health pings, on a client of their own: one transmission each, answered or not
+    /// within the longest window.
     pinger: Client,
-    ping: Option<RequestId>,
+    /// Pings awaiting their pong, with when each was sent (oldest first, bounded).
+    pings: VecDeque<(RequestId, Instant)>,
     next_ping: Instant,
-    misses: u32,
+    /// The first request sent since the node was last heard from.
+    silent_since: Option<Instant>,
+    /// When a reply of any kind last came from it.
+    last_heard: Option<Instant>,
+    /// Smoothed ping round trip and its variation (RFC 6298's estimator).
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    /// Refusals (ICMP port unreachable) in a row, not yet answered by a reply.
+    refused: u32,
+    /// Pongs in a row (a down node comes back after `up_after`).
     successes: u32,
+    /// When the latest answered ping was sent: a ping sent before it that times out later is
+    /// old news and does not break the run of pongs.
+    last_pong_sent: Option<Instant>,
+}
+
+/// Why a relay node was declared down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownReason {
+    /// Its address refused our datagrams twice in a row (ICMP port unreachable: no process
+    /// listens there).
+    Refused,
+    /// It answered nothing for its whole window; `silent` is how long it had been silent.
+    TimedOut {
+        /// Time since its last reply (or since the first unanswered request).
+        silent: Duration,
+    },
+}
+
+impl DownReason {
+    /// The label used in logs and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DownReason::Refused => "refused",
+            DownReason::TimedOut { .. } => "timed_out",
+        }
+    }
+}
+
+impl RelayNode {
+    /// How long this node may stay silent before it is down: `down_after` ping intervals,
+    /// or twice its retransmission timeout (SRTT + 4·RTTVAR) when it has been slower, capped
+    /// at the configured maximum.
+    pub fn window(&self, health: &HealthConfig) -> Duration {
+        let base = health.interval.saturating_mul(health.down_after.max(1));
+        let slow = self
+            .srtt
+            .map_or(Duration::ZERO, |srtt| (srtt + self.rttvar * 4) * 2);
+        base.max(slow).min(health.max_window.max(base))
+    }
+
+    /// The smoothed round trip of its pings, once one was answered.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    /// ng requests sent to it that await a reply (health pings aside).
+    pub fn pending(&self) -> usize {
+        self.client.pending()
+    }
+
+    /// Time since it was last heard from (or since the proxy started, if never).
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_heard.unwrap_or(self.changed_at))
+    }
+
+    /// A request goes to it: the silence clock starts unless one is already running.
+    fn asked(&mut self, now: Instant) {
+        if self.silent_since.is_none() {
+            self.silent_since = Some(now);
+        }
+    }
+
+    /// A reply came from it: it lives.
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = Some(now);
+        self.silent_since = None;
+        self.refused = 0;
+    }
+
+    /// One more round-trip sample (RFC 6298 §2).
+    fn sample_rtt(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(rtt);
+                self.rttvar = (self.rttvar * 3 + delta) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
 }
 
 /// How relay nodes are watched (`[proxy.relay_health]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthConfig {
-    /// Ping interval and ping timeout.
-    pub interval: std::time::Duration,
-    /// Missed pings in a row that make a node down.
+    /// Ping interval.
+    pub interval: Duration,
+    /// The shortest silence that makes a node down, in ping intervals.
     pub down_after: u32,
     /// Answered pings in a row that make a down node up.
     pub up_after: u32,
+    /// The longest silence window, however slow the node has been.
+    pub max_window: Duration,
+    /// ng requests awaiting a reply from one node beyond which it gets no new calls.
+    pub max_pending: usize,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
-            interval: std::time::Duration::from_millis(200),
+            interval: Duration::from_millis(200),
             down_after: 3,
             up_after: 3,
+            max_window: Duration::from_secs(5),
+            max_pending: 2_000,
         }
     }
 }
@@ -76,13 +178,16 @@ pub struct HealthChange {
 /// Index of a node in [`Relays`].
 pub type NodeId = usize;
 
+/// Pings awaiting their pong per node, at most (a node that answers none is down long before).
+const MAX_OUTSTANDING_PINGS: usize = 64;
+
 /// The relay nodes and sets of a proxy.
 #[derive(Debug, Default)]
 pub struct Relays {
     nodes: Vec<RelayNode>,
     sets: HashMap<String, Vec<NodeId>>,
     health: HealthConfig,
-    changes: std::collections::VecDeque<HealthChange>,
+    changes: VecDeque<HealthChange>,
 }
 
 /// The ng flags of a media policy, ready to go into requests.
@@ -137,10 +242,12 @@ impl Relays {
             health,
             ..Relays::default()
         };
+        // One transmission per ping; a ping is forgotten after the longest window (a node
+        // silent that long is down whatever it answers later).
         let ping_config = ClientConfig {
-            first_retransmit: health.interval,
+            first_retransmit: health.max_window,
             max_transmissions: 1,
-            timeout: health.interval,
+            timeout: health.max_window.max(health.interval),
             ..client
         };
         for set in sets {
@@ -158,12 +265,18 @@ impl Relays {
                             up: true,
                             draining: false,
                             changed_at: now,
+                            down_reason: None,
                             client: Client::new(client, &format!("anc{n}")),
                             pinger: Client::new(ping_config, &format!("anp{n}")),
-                            ping: None,
+                            pings: VecDeque::new(),
                             next_ping: now,
-                            misses: 0,
+                            silent_since: None,
+                            last_heard: None,
+                            srtt: None,
+                            rttvar: Duration::ZERO,
+                            refused: 0,
                             successes: 0,
+                            last_pong_sent: None,
                         });
                         relays.nodes.len() - 1
                     }
@@ -214,14 +327,20 @@ impl Relays {
         }
     }
 
-    /// The least loaded healthy, undrained node of `set` not in `exclude`.
+    /// The least loaded healthy, undrained node of `set` not in `exclude` and not busy (fewer
+    /// ng requests awaiting its reply than the bound).
     pub fn pick(&self, set: &str, exclude: &[NodeId]) -> Option<NodeId> {
+        let max_pending = self.health.max_pending;
         self.sets
             .get(set)?
             .iter()
             .copied()
             .filter(|id| !exclude.contains(id))
-            .filter(|id| self.nodes.get(*id).is_some_and(|n| n.up && !n.draining))
+            .filter(|id| {
+                self.nodes
+                    .get(*id)
+                    .is_some_and(|n| n.up && !n.draining && n.client.pending() < max_pending)
+            })
             .min_by(|a, b| {
                 let load = |id: &NodeId| {
                     self.nodes
@@ -239,11 +358,21 @@ impl Relays {
         }
     }
 
+    /// Whether `set` has a node that could take a call now, were it not busy: up and not
+    /// drained. (A set whose nodes are all busy is overloaded, not out of relays.)
+    pub fn has_live_node(&self, set: &str) -> bool {
+        self.sets.get(set).is_some_and(|ids| {
+            ids.iter()
+                .any(|id| self.nodes.get(*id).is_some_and(|n| n.up && !n.draining))
+        })
+    }
+
     /// Sends `request` to `node`.
     pub fn send(&mut self, node: NodeId, request: &Request, now: Instant) -> Option<RequestId> {
-        self.nodes
-            .get_mut(node)
-            .map(|n| n.client.send(request, now))
+        self.nodes.get_mut(node).map(|n| {
+            n.asked(now);
+            n.client.send(request, now)
+        })
     }
 
     /// The next ng datagram to send, with its destination.
@@ -256,9 +385,11 @@ impl Relays {
         })
     }
 
-    /// An ng datagram received from `source`.
+    /// An ng datagram received from `source`. Anything the node sends — a reply to a ping or
+    /// to any command, even one we gave up waiting for — shows it lives.
     pub fn handle_datagram(&mut self, source: SocketAddr, datagram: &[u8], now: Instant) {
         if let Some(n) = self.nodes.iter_mut().find(|n| n.address == source) {
+            n.heard(now);
             // Cookies tell the two clients' replies apart; each ignores the other's.
             n.client.handle_datagram(datagram, now);
             n.pinger.handle_datagram(datagram, now);
@@ -266,22 +397,53 @@ impl Relays {
         self.collect_pings(now);
     }
 
-    /// The earliest retransmission, timeout or ping.
+    /// Sending to or receiving from `address` failed with "connection refused": an ICMP
+    /// port unreachable came back, so no process listens there. The first refusal is
+    /// confirmed by a ping sent at once; a second one in a row takes the node down.
+    pub fn handle_refused(&mut self, address: SocketAddr, now: Instant) {
+        let Some((id, n)) = self
+            .nodes
+            .iter_mut()
+            .enumerate()
+            .find(|(_, n)| n.address == address)
+        else {
+            return;
+        };
+        n.refused = n.refused.saturating_add(1);
+        n.successes = 0;
+        if n.refused == 1 {
+            if n.pings.len() < MAX_OUTSTANDING_PINGS {
+                let ping = n.pinger.send(&Request::new(RequestKind::Ping), now);
+                n.pings.push_back((ping, now));
+                n.asked(now);
+            }
+        } else if n.up {
+            Self::mark_down(&mut self.changes, id, n, DownReason::Refused, now);
+        }
+    }
+
+    /// The earliest retransmission, timeout, ping or end of a silence window.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.nodes
             .iter()
             .flat_map(|n| {
+                let window_end = n
+                    .silent_since
+                    .filter(|_| n.up)
+                    .map(|since| since + n.window(&self.health));
                 [
                     n.client.poll_timeout(),
                     n.pinger.poll_timeout(),
                     Some(n.next_ping),
+                    window_end,
                 ]
             })
             .flatten()
             .min()
     }
 
-    /// Fires retransmissions, timeouts and pings due at `now`.
+    /// Fires retransmissions, timeouts and pings due at `now`, and declares down the nodes
+    /// silent for longer than their window.
     pub fn handle_timeout(&mut self, now: Instant) {
         for n in &mut self.nodes {
             n.client.handle_timeout(now);
@@ -289,15 +451,49 @@ impl Relays {
         }
         self.collect_pings(now);
         let ping = Request::new(RequestKind::Ping);
-        for n in &mut self.nodes {
-            if n.ping.is_none() && n.next_ping <= now {
-                n.ping = Some(n.pinger.send(&ping, now));
-                n.next_ping = now + self.health.interval;
+        let health = self.health;
+        for (id, n) in self.nodes.iter_mut().enumerate() {
+            if n.next_ping <= now {
+                if n.pings.len() < MAX_OUTSTANDING_PINGS {
+                    let request = n.pinger.send(&ping, now);
+                    n.pings.push_back((request, now));
+                    n.asked(now);
+                }
+                n.next_ping = now + health.interval;
+            }
+            let window = n.window(&health);
+            if n.up && n.silent_since.is_some_and(|since| now >= since + window) {
+                let silent = n.silent_for(now);
+                Self::mark_down(
+                    &mut self.changes,
+                    id,
+                    n,
+                    DownReason::TimedOut { silent },
+                    now,
+                );
             }
         }
     }
 
-    /// Counts ping replies and misses; queues health changes.
+    fn mark_down(
+        changes: &mut VecDeque<HealthChange>,
+        id: NodeId,
+        n: &mut RelayNode,
+        reason: DownReason,
+        now: Instant,
+    ) {
+        n.up = false;
+        n.changed_at = now;
+        n.successes = 0;
+        n.down_reason = Some(reason);
+        changes.push_back(HealthChange {
+            node: id,
+            up: false,
+        });
+    }
+
+    /// Takes the pongs (round-trip samples; a down node comes back after enough in a row)
+    /// and the pings given up.
     fn collect_pings(&mut self, now: Instant) {
         for (id, n) in self.nodes.iter_mut().enumerate() {
             while let Some(event) = n.pinger.poll_event() {
@@ -307,29 +503,23 @@ impl Relays {
                     }
                     Event::TimedOut(r) | Event::Failed(r, _) => (r, false),
                 };
-                if n.ping != Some(request) {
+                let Some(at) = n.pings.iter().position(|(r, _)| *r == request) else {
+                    continue;
+                };
+                let sent = n.pings.remove(at).map_or(now, |(_, sent)| sent);
+                if !answered {
+                    if n.last_pong_sent.is_none_or(|pong| sent > pong) {
+                        n.successes = 0;
+                    }
                     continue;
                 }
-                n.ping = None;
-                if answered {
-                    n.misses = 0;
-                    n.successes = n.successes.saturating_add(1);
-                    if !n.up && n.successes >= self.health.up_after {
-                        n.up = true;
-                        n.changed_at = now;
-                        self.changes.push_back(HealthChange { node: id, up: true });
-                    }
-                } else {
-                    n.successes = 0;
-                    n.misses = n.misses.saturating_add(1);
-                    if n.up && n.misses >= self.health.down_after {
-                        n.up = false;
-                        n.changed_at = now;
-                        self.changes.push_back(HealthChange {
-                            node: id,
-                            up: false,
-                        });
-                    }
+                n.last_pong_sent = Some(n.last_pong_sent.map_or(sent, |p| p.max(sent)));
+                n.sample_rtt(now.saturating_duration_since(sent));
+                n.successes = n.successes.saturating_add(1);
+                if !n.up && n.successes >= self.health.up_after {
+                    n.up = true;
+                    n.changed_at = now;
+                    self.changes.push_back(HealthChange { node: id, up: true });
                 }
             }
         }

@@ -253,6 +253,8 @@ pub enum Trigger {
     Drain,
     /// `POST /v1/rebalance`.
     Rebalance,
+    /// A relay node became available to calls that were waiting for one.
+    RelayAvailable,
 }
 
 impl Trigger {
@@ -263,6 +265,7 @@ impl Trigger {
             Trigger::Api => "api",
             Trigger::Drain => "drain",
             Trigger::Rebalance => "rebalance",
+            Trigger::RelayAvailable => "relay_available",
         }
     }
 }
@@ -360,6 +363,9 @@ pub struct JobStatus {
     pub done: usize,
     /// Calls that could not be moved.
     pub failed: usize,
+    /// Calls left waiting for a relay: their node is dead and no node could take them; they
+    /// move, in a job of their own, as soon as one can.
+    pub waiting: usize,
     /// Calls being moved now.
     pub in_flight: usize,
     /// When it started.
@@ -377,8 +383,10 @@ pub enum MoveResult {
     RolledBack,
     /// A party was gone: the call was ended.
     CallEnded,
-    /// No relay could take the call.
+    /// No relay could take the call (its old relay still carries it).
     NoRelay,
+    /// Its relay is dead and no node could take it: it waits for one.
+    Waiting,
 }
 
 impl MoveResult {
@@ -389,6 +397,7 @@ impl MoveResult {
             MoveResult::RolledBack => "rolled_back",
             MoveResult::CallEnded => "call_ended",
             MoveResult::NoRelay => "no_relay",
+            MoveResult::Waiting => "waiting",
         }
     }
 }

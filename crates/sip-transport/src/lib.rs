@@ -70,6 +70,9 @@ pub struct Inbound {
     pub local: SocketAddr,
     /// How it arrived.
     pub transport: Transport,
+    /// When it was read from the socket: the time it then waits in the channel tells the
+    /// proxy how far behind it is.
+    pub received: std::time::Instant,
 }
 
 /// A message to send.
@@ -383,6 +386,7 @@ async fn udp_receive_loop(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
             source,
             local,
             transport: Transport::Udp,
+            received: std::time::Instant::now(),
         };
         if shared.inbound.send(inbound).await.is_err() {
             return;
@@ -476,6 +480,7 @@ async fn run_connection(
                         source: peer,
                         local,
                         transport: Transport::Tcp,
+                        received: std::time::Instant::now(),
                     };
                     if shared.inbound.send(inbound).await.is_err() {
                         broken = true;

@@ -174,7 +174,7 @@ impl Proxy {
         Ok(self.queue_job(trigger, calls, target, now))
     }
 
-    fn queue_job(
+    pub(super) fn queue_job(
         &mut self,
         trigger: Trigger,
         calls: Vec<String>,
@@ -197,6 +197,7 @@ impl Proxy {
                 total,
                 done: 0,
                 failed: 0,
+                waiting: 0,
                 in_flight: 0,
                 started: now,
                 finished: (total == 0).then_some(now),
@@ -219,7 +220,8 @@ impl Proxy {
                 None => break,
             }
         }
-        self.pump_moves(now);
+        self.pump_due = true;
+        self.settle(now);
         id
     }
 
@@ -273,13 +275,14 @@ impl Proxy {
     }
 
     /// Gives a drained node new calls again.
-    pub fn undrain_relay(&mut self, name: &str) -> Result<(), String> {
+    pub fn undrain_relay(&mut self, name: &str, now: Instant) -> Result<(), String> {
         let node = self
             .relays
             .by_name(name)
             .ok_or_else(|| format!("no relay node named {name:?}"))?;
         self.relays.set_draining(node, false);
         tracing::info!(relay = name, "relay undrained");
+        self.resume_waiting(now);
         Ok(())
     }
 
@@ -339,9 +342,19 @@ impl Proxy {
             for call_id in orphans {
                 self.delete_on(change.node, &call_id, now);
             }
+            self.resume_waiting(now);
             return;
         }
-        tracing::warn!(relay = %name, "relay node is down: moving its calls");
+        let (reason, silent_ms) = self
+            .relays
+            .nodes()
+            .get(change.node)
+            .and_then(|n| n.down_reason)
+            .map_or(("unknown", 0), |r| match r {
+                media::DownReason::Refused => (r.as_str(), 0),
+                media::DownReason::TimedOut { silent } => (r.as_str(), silent.as_millis() as u64),
+            });
+        tracing::warn!(relay = %name, reason, silent_ms, "relay node is down: moving its calls");
         let calls: Vec<String> = {
             let mut c: Vec<String> = self
                 .call_media
@@ -355,13 +368,22 @@ impl Proxy {
         self.queue_job(Trigger::NodeDown, calls, MoveTarget::default(), now);
     }
 
-    /// Starts queued moves while the pacing allows.
+    /// Starts queued moves while the pacing and the in-flight bound allow. Runs only at the
+    /// end of an event ([`Proxy::settle`]), never from inside a move's own code, so that a
+    /// move ending at once (no node can take the call) frees its slot for the next one in
+    /// this loop rather than in a nested call: the stack stays flat however long the queue.
     pub(super) fn pump_moves(&mut self, now: Instant) {
+        self.pump_due = false;
         let per_second = f64::from(self.config.reanchor.per_second.max(1));
         let elapsed = now.saturating_duration_since(self.pace_at).as_secs_f64();
         self.pace_tokens = (self.pace_tokens + elapsed * per_second).min(per_second.max(1.0));
         self.pace_at = now;
-        let ids: Vec<u64> = self.jobs.keys().copied().collect();
+        let ids: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| !j.queue.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             loop {
                 if self.moves.len() >= self.config.reanchor.max_in_flight {
@@ -369,7 +391,10 @@ impl Proxy {
                 }
                 if self.pace_tokens < 1.0 {
                     let wait = Duration::from_secs_f64((1.0 - self.pace_tokens) / per_second);
-                    self.timers.push(now + wait, TimerRef::Pace);
+                    if self.pace_timer.is_none() {
+                        self.pace_timer = Some(now + wait);
+                        self.timers.push(now + wait, TimerRef::Pace);
+                    }
                     return;
                 }
                 let Some(job) = self.jobs.get_mut(&id) else {
@@ -396,14 +421,21 @@ impl Proxy {
     ) {
         let Some(old_node) = self.call_media.get(&call_id).map(|c| c.node) else {
             // The call ended while queued: nothing to move.
-            self.count_job(job, true, now);
+            self.count_job(job, MoveResult::Moved, now);
             return;
         };
         if self.moves.contains_key(&call_id) {
             // One move per call at a time; the running one serves this job too.
-            self.count_job(job, true, now);
+            self.count_job(job, MoveResult::Moved, now);
             return;
         }
+        // A call that waited for a relay may go back to its old node, if that is the one that
+        // came back: its session there is gone (or stale), and the move makes it anew.
+        let tried = if self.waiting.remove(&call_id).is_some() {
+            Vec::new()
+        } else {
+            vec![old_node]
+        };
         if let Some(j) = self.jobs.get_mut(&job) {
             j.status.in_flight += 1;
         }
@@ -414,7 +446,7 @@ impl Proxy {
                 trigger,
                 old_node,
                 target,
-                tried: vec![old_node],
+                tried,
                 new_node: None,
                 stage: Stage::WaitIdle,
                 started: now,
@@ -427,19 +459,21 @@ impl Proxy {
         self.step_move(&call_id, now);
     }
 
-    fn count_job(&mut self, job: u64, ok: bool, now: Instant) {
+    fn count_job(&mut self, job: u64, result: MoveResult, now: Instant) {
         if let Some(j) = self.jobs.get_mut(&job) {
-            if ok {
-                j.status.done += 1;
-            } else {
-                j.status.failed += 1;
+            match result {
+                MoveResult::Moved => j.status.done += 1,
+                MoveResult::Waiting => j.status.waiting += 1,
+                _ => j.status.failed += 1,
             }
-            if j.status.done + j.status.failed >= j.status.total && j.status.finished.is_none() {
+            let counted = j.status.done + j.status.failed + j.status.waiting;
+            if counted >= j.status.total && j.status.finished.is_none() {
                 j.status.finished = Some(now);
                 tracing::info!(
                     job,
                     done = j.status.done,
                     failed = j.status.failed,
+                    waiting = j.status.waiting,
                     seconds = now
                         .saturating_duration_since(j.status.started)
                         .as_secs_f64(),
@@ -504,11 +538,7 @@ impl Proxy {
 
     /// Whether an INVITE or UPDATE of the call is still without a final response.
     fn has_open_offer_transaction(&self, call_id: &str) -> bool {
-        self.servers.values().any(|s| {
-            s.final_status.is_none()
-                && matches!(s.request.method(), Some(Method::Invite | Method::Update))
-                && s.request.call_id().is_ok_and(|c| c == call_id)
-        })
+        self.open_offers.contains_key(call_id)
     }
 
     /// Picks the new node and sends it the offer built from the caller's stored SDP.
@@ -549,14 +579,11 @@ impl Proxy {
             }),
         };
         let Some(node) = node else {
-            let attempts = m.attempts;
             let old_node = m.old_node;
-            if attempts > 0 && !self.relays.is_up(old_node) {
-                // A party took a relay whose session is gone and no relay is left: the call
-                // cannot carry media any more; end it rather than leave it silent.
-                tracing::warn!(%call_id, %set, "re-anchoring: no relay left after a refused move; ending the call");
-                self.end_call(call_id, None, old_node, now);
-                self.finish_move(call_id, MoveResult::CallEnded, now);
+            let explicit = m.target.node.is_some();
+            if !explicit && !self.relays.is_up(old_node) {
+                // Its relay is dead and none can take it: the call is kept, waiting for one.
+                self.wait_for_relay(call_id, now);
                 return;
             }
             tracing::warn!(%call_id, %set, "re-anchoring: no relay node can take the call");
@@ -618,12 +645,16 @@ impl Proxy {
                 m.new_node = None;
                 m.attempts += 1;
             }
-            if self
+            let exhausted = self
                 .moves
                 .get(call_id)
-                .is_some_and(|m| m.attempts >= MAX_ATTEMPTS)
-            {
-                self.finish_move(call_id, MoveResult::NoRelay, now);
+                .filter(|m| m.attempts >= MAX_ATTEMPTS);
+            if let Some(m) = exhausted {
+                if !self.relays.is_up(m.old_node) && m.target.node.is_none() {
+                    self.wait_for_relay(call_id, now);
+                } else {
+                    self.finish_move(call_id, MoveResult::NoRelay, now);
+                }
             } else {
                 self.step_move(call_id, now);
             }
@@ -1139,14 +1170,17 @@ impl Proxy {
             }
         }
         // The old session goes, unless its node is dead (a delete is never sent elsewhere);
-        // then it is deleted if the node comes back.
-        if self.relays.is_up(old_node) {
-            self.delete_on(old_node, call_id, now);
-        } else {
-            self.orphans
-                .entry(old_node)
-                .or_default()
-                .push(call_id.to_string());
+        // then it is deleted if the node comes back. A call that waited for its own node to
+        // come back stays on it: nothing to delete.
+        if old_node != new_node {
+            if self.relays.is_up(old_node) {
+                self.delete_on(old_node, call_id, now);
+            } else {
+                self.orphans
+                    .entry(old_node)
+                    .or_default()
+                    .push(call_id.to_string());
+            }
         }
         let names = |n: NodeId| {
             self.relays
@@ -1159,7 +1193,7 @@ impl Proxy {
     }
 
     /// Ends a call the proxy can no longer carry: BYE to both parties, relay sessions deleted.
-    fn end_call(
+    pub(super) fn end_call(
         &mut self,
         call_id: &str,
         new_node: Option<NodeId>,
@@ -1175,8 +1209,14 @@ impl Proxy {
         if let Some(call) = self.call_media.remove(call_id) {
             self.relays.count_call(call.node, -1);
         }
+        self.waiting.remove(call_id);
         if self.relays.is_up(old_node) {
             self.delete_on(old_node, call_id, now);
+        } else {
+            self.orphans
+                .entry(old_node)
+                .or_default()
+                .push(call_id.to_string());
         }
         if let Some(id) = self.dialogs.confirmed(call_id).map(|d| d.id.clone()) {
             self.dialogs.remove(&id);
@@ -1189,7 +1229,7 @@ impl Proxy {
         }
     }
 
-    fn finish_move(&mut self, call_id: &str, result: MoveResult, now: Instant) {
+    pub(super) fn finish_move(&mut self, call_id: &str, result: MoveResult, now: Instant) {
         let Some(m) = self.moves.remove(call_id) else {
             return;
         };
@@ -1205,8 +1245,9 @@ impl Proxy {
         }
         self.move_duration_sum += seconds;
         self.move_duration_count += 1;
-        self.count_job(m.job, result == MoveResult::Moved, now);
-        self.pump_moves(now);
+        self.count_job(m.job, result, now);
+        // A slot is free: the queue is pumped when this event ends, not from here.
+        self.pump_due = true;
     }
 
     /// After a move, a party's answer changed its codecs: the other party gets the relay's
