@@ -73,6 +73,8 @@ pub async fn run(
         max_connections: p.tcp.max_connections,
         idle_timeout: Duration::from_secs(p.tcp.idle_timeout_s),
         max_message_bytes: p.tcp.max_message_bytes,
+        max_connections_per_source: p.tcp.max_connections_per_source,
+        message_timeout: Duration::from_secs(p.tcp.message_timeout_s),
     };
     let (inbound_tx, mut inbound) = mpsc::channel(8192);
     let transports = Transports::bind(&specs, limits, inbound_tx)
