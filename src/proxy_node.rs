@@ -45,6 +45,10 @@ pub async fn run(
     listen: &[ListenArg],
     api: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
+    // Before anything is bound: an API open to strangers is refused (issue 18).
+    if let Some(listen) = api.or(config.api.listen) {
+        crate::security::check_api_exposure(listen, &config.api)?;
+    }
     let p = &config.proxy;
     let mut specs = Vec::new();
     let mut advertise = Vec::new();
@@ -126,7 +130,7 @@ pub async fn run(
         .context("binding the ng client socket")?;
     let mut ng_buf = vec![0u8; 65_535];
     if let Some(listen) = api.or(config.api.listen) {
-        let bound = crate::api::serve(listen, query_tx, config.api.token.clone())
+        let bound = crate::api::serve(listen, query_tx, &config.api)
             .await
             .with_context(|| format!("starting the management server on {listen}"))?;
         println!("anchorage proxy: management API and /metrics on http://{bound}");
@@ -221,6 +225,15 @@ fn answer(proxy: &mut Proxy, transports: &Transports, query: crate::api::Query) 
                 client_transactions,
                 dialogs: proxy.dialogs().len(),
                 tcp_connections: transports.open_connections(),
+                tcp_refused: stats
+                    .connections_refused
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                tcp_refused_per_source: stats
+                    .connections_refused_per_source
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                tcp_message_timeouts: stats
+                    .message_timeouts
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 sent: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
                 send_errors: stats.send_errors.load(std::sync::atomic::Ordering::Relaxed),
                 udp_send_deferred: stats
