@@ -570,6 +570,7 @@ impl Collector for MetricsView {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        crate::security::encode_refused(&mut encoder, &self.control_refused)?;
         let mut family = encoder.encode_descriptor(
             "anchorage_relay_port_pairs",
             "Media port pairs per interface and state",
@@ -587,8 +588,6 @@ impl Collector for MetricsView {
                 gauge.encode(family.encode_family(&labels)?)?;
             }
         }
-        drop(family);
-        crate::security::encode_refused(&mut encoder, &self.control_refused)?;
         Ok(())
     }
 }

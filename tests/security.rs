@@ -65,7 +65,7 @@ fn lines_containing(log: &str, needle: &str) -> usize {
 
 #[test]
 fn an_api_off_loopback_needs_a_token_or_an_explicit_waiver_and_counts_bad_tokens() {
-    let ns = Netns::new();
+    let ns = Netns::create();
     let (sip, api) = ns.run(|| (free_port(A), free_port(A)));
     let sip_arg = format!("udp:{A}:{sip}");
     let api_addr = SocketAddr::new(A, api);
@@ -208,7 +208,7 @@ fn ng(socket: &UdpSocket, to: SocketAddr, datagram: &[u8], wait: Duration) -> Op
 
 #[test]
 fn a_relay_control_socket_off_loopback_needs_an_allow_list_and_drops_other_sources() {
-    let ns = Netns::new();
+    let ns = Netns::create();
     let (ng_port, media, metrics_port) = ns.run(|| {
         (
             free_udp_port(A),
@@ -340,7 +340,7 @@ fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
 
 #[test]
 fn one_tcp_source_cannot_take_every_connection_nor_hold_them_with_half_messages() {
-    let ns = Netns::new();
+    let ns = Netns::create();
     let (sip, api, uas_port, uac_port) = ns.run(|| {
         (
             free_port(A),

@@ -28,7 +28,7 @@ impl Netns {
 
     /// Creates the namespace with its veth pair (both ends inside) and addresses. Fails the
     /// test naming `ip` (Debian `iproute2`) if it is missing, or with `ip`'s error.
-    pub fn new() -> Netns {
+    pub fn create() -> Netns {
         let ip = require_tool("ip", "iproute2");
         let name = format!(
             "anch-t{}-{}",
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn sockets_made_inside_see_the_namespace_addresses_and_it_is_deleted_on_drop() {
-        let ns = Netns::new();
+        let ns = Netns::create();
         let name = ns.name().to_string();
         let (a, b) = ns.run(|| {
             let a = std::net::UdpSocket::bind((Netns::A, 0)).unwrap();
