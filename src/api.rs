@@ -905,6 +905,7 @@ pub async fn serve(
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
+    crate::security::warn_if_unauthenticated(bound, api);
     let listener =
         crate::security::LimitedListener::new(listener, api.max_connections_per_source, counters);
     tokio::spawn(async move {

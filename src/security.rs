@@ -1,7 +1,8 @@
 //! What keeps the network-facing control surfaces closed by default (issue 18):
 //!
 //! * [`check_api_exposure`]: the management API refuses to start on a non-loopback address
-//!   without `api.token`, unless `api.allow_unauthenticated` says otherwise (then it warns);
+//!   without `api.token`, unless `api.allow_unauthenticated` says otherwise (then
+//!   [`warn_if_unauthenticated`] warns at every start);
 //! * [`token_matches`]: the token compared in constant time;
 //! * [`ApiCounters`]: failed token checks and refused connections, for `/metrics`;
 //! * [`LimitedListener`]: the API's TCP listener with a per-source connection limit and an
@@ -44,12 +45,17 @@ pub enum ExposureError {
     OpenControl(SocketAddr),
 }
 
-/// Refuses an API on a non-loopback `listen` without a token unless the operator waived it;
-/// a waiver in use is logged as a warning (at every start).
+/// Refuses an API on a non-loopback `listen` without a token unless the operator waived it.
 pub fn check_api_exposure(listen: SocketAddr, api: &ApiConfig) -> Result<(), ExposureError> {
-    if let Some(message) = api.exposure_error(listen) {
-        return Err(ExposureError::UnauthenticatedApi(message));
+    match api.exposure_error(listen) {
+        Some(message) => Err(ExposureError::UnauthenticatedApi(message)),
+        None => Ok(()),
     }
+}
+
+/// Logs the waiver `api.allow_unauthenticated` as a warning when it is in use (no token): the
+/// API server calls it once at every start.
+pub fn warn_if_unauthenticated(listen: SocketAddr, api: &ApiConfig) {
     if api.token.is_none() && api.allow_unauthenticated {
         tracing::warn!(
             %listen,
@@ -57,7 +63,6 @@ pub fn check_api_exposure(listen: SocketAddr, api: &ApiConfig) -> Result<(), Exp
              who reaches {listen} can move calls, drain relays and unblock sources"
         );
     }
-    Ok(())
 }
 
 /// Refuses an ng socket on a non-loopback `listen` with an empty allow-list.

@@ -122,11 +122,12 @@ fn an_api_off_loopback_needs_a_token_or_an_explicit_waiver_and_counts_bad_tokens
         );
         proxy.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
         let log = proxy.log();
-        let warning = log
+        let warnings: Vec<&str> = log
             .lines()
-            .find(|l| l.contains("api.allow_unauthenticated = true"))
-            .unwrap_or_else(|| panic!("no warning:\n{log}"));
-        assert!(warning.contains("WARN"), "{warning}");
+            .filter(|l| l.contains("api.allow_unauthenticated = true"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "one warning per start:\n{log}");
+        assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
         let (status, body) = ns.run(|| http(api_addr, "POST", "/v1/relays/nope/undrain", ""));
         assert_eq!(status, 404, "the request ran: {body}");
     }
@@ -473,6 +474,60 @@ fn one_tcp_source_cannot_take_every_connection_nor_hold_them_with_half_messages(
     assert_eq!(lines_containing(&log, "TCP connection refused"), 1, "{log}");
     assert_eq!(lines_containing(&log, "still incomplete"), 1, "{log}");
     assert!(log.lines().count() < 40, "{log}");
+    drop(proxy);
+    drop(ns);
+}
+
+#[test]
+fn one_source_holds_at_most_its_share_of_api_connections() {
+    let ns = Netns::create();
+    let (sip, api) = ns.run(|| (free_port(A), free_port(A)));
+    let api_addr = SocketAddr::new(A, api);
+    let config = config_file(&format!(
+        "[api]\nlisten = \"{api_addr}\"\ntoken = \"t0ken\"\nmax_connections_per_source = 2\n"
+    ));
+    let path = config.path().to_string_lossy().to_string();
+    let mut proxy = spawn(
+        &ns,
+        "proxy",
+        &["proxy", "--listen", &format!("udp:{A}:{sip}"), "-c", &path],
+    );
+    proxy.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
+    let (third_closed, refused_later, held_answer, page) = ns.run(|| {
+        let mut held: Vec<TcpStream> = (0..2)
+            .map(|_| connect_from(B, api_addr).expect("connected"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut third = connect_from(B, api_addr).expect("the kernel accepts the connection");
+        let third_closed = closed_within(&mut third, Duration::from_secs(2));
+        let refused_later = (0..20)
+            .filter(|_| {
+                connect_from(B, api_addr)
+                    .is_some_and(|mut s| closed_within(&mut s, Duration::from_secs(2)))
+            })
+            .count();
+        // The connections it holds still work.
+        let mut answer = String::new();
+        let first = &mut held[0];
+        first
+            .write_all(b"GET /v1/relays HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .expect("request sent");
+        let _ = first.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = first.read_to_string(&mut answer);
+        // Another source is served.
+        let page = http(api_addr, "GET", "/metrics", "").1;
+        (third_closed, refused_later, answer, page)
+    });
+    assert!(third_closed, "the third connection was kept");
+    assert_eq!(refused_later, 20);
+    assert!(held_answer.starts_with("HTTP/1.1 200"), "{held_answer}");
+    assert_eq!(
+        metric(&page, "anchorage_api_connections_refused_total"),
+        Some(21),
+        "{page}"
+    );
+    let log = proxy.log();
+    assert_eq!(lines_containing(&log, "API connection refused"), 1, "{log}");
     drop(proxy);
     drop(ns);
 }
