@@ -250,6 +250,12 @@ pub struct ProxySnapshot {
     pub dialogs: usize,
     /// Open TCP connections.
     pub tcp_connections: usize,
+    /// TCP connections refused or not opened at `proxy.tcp.max_connections`.
+    pub tcp_refused: u64,
+    /// Inbound TCP connections refused at `proxy.tcp.max_connections_per_source`.
+    pub tcp_refused_per_source: u64,
+    /// TCP connections closed for a message incomplete past `proxy.tcp.message_timeout_s`.
+    pub tcp_message_timeouts: u64,
     /// Messages sent.
     pub sent: u64,
     /// Sends that failed.
@@ -317,7 +323,7 @@ impl prometheus_client::encoding::EncodeMetric for HistogramSnapshot {
 impl Collector for ProxySnapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
-        let counters: [(&str, &str, u64); 13] = [
+        let counters: [(&str, &str, u64); 14] = [
             (
                 "anchorage_sip_overload_rejected",
                 "New INVITEs answered 503 because the proxy was over a [proxy.overload] bound",
@@ -373,6 +379,12 @@ impl Collector for ProxySnapshot {
                 "Requests dropped for a User-Agent in [proxy.flood] drop_user_agents",
                 c.user_agent_dropped,
             ),
+            (
+                "anchorage_sip_tcp_message_timeouts",
+                "TCP connections closed because a message stayed incomplete past \
+                 proxy.tcp.message_timeout_s",
+                self.tcp_message_timeouts,
+            ),
             ("anchorage_sip_sent", "SIP messages sent", self.sent),
             (
                 "anchorage_sip_send_errors",
@@ -415,6 +427,22 @@ impl Collector for ProxySnapshot {
         for (name, help, value) in gauges {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "anchorage_sip_tcp_refused",
+                "TCP connections refused, by the limit reached (proxy.tcp.max_connections: \
+                 node; max_connections_per_source: source)",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (limit, value) in [
+                ("node", self.tcp_refused),
+                ("source", self.tcp_refused_per_source),
+            ] {
+                let counter = ConstCounter::new(value);
+                counter.encode(family.encode_family(&[("limit", limit)])?)?;
+            }
         }
         if !self.relays.is_empty() {
             {
@@ -465,6 +493,8 @@ impl Collector for ProxySnapshot {
 struct AppState {
     queries: mpsc::Sender<Query>,
     token: Option<String>,
+    /// Failed token checks and refused connections (`crate::security`).
+    counters: Arc<crate::security::ApiCounters>,
 }
 
 /// A JSON error response.
@@ -491,13 +521,20 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    metrics_response(snapshot)
+    metrics_page(vec![Box::new(snapshot), Box::new(state.counters.clone())])
 }
 
 /// `/metrics`: a collector's metrics in the OpenMetrics text format (every server's page).
 pub fn metrics_response(collector: impl Collector) -> Response {
+    metrics_page(vec![Box::new(collector)])
+}
+
+/// `/metrics` from several collectors.
+pub fn metrics_page(collectors: Vec<Box<dyn Collector>>) -> Response {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(collector));
+    for collector in collectors {
+        registry.register_collector(collector);
+    }
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed");
@@ -549,9 +586,13 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_str()) {
+    if crate::security::token_matches(given, token) {
         Ok(())
     } else {
+        state
+            .counters
+            .auth_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Err(error(
             StatusCode::UNAUTHORIZED,
             "this endpoint needs the API token: Authorization: Bearer <token>",
@@ -858,13 +899,20 @@ async fn not_found(uri: Uri) -> Response {
     )
 }
 
-/// Binds the server and serves it in the background; returns the bound address.
+/// Binds the server and serves it in the background; returns the bound address. `api` gives
+/// the token and the per-source connection limit (its `listen` is not read: `listen` wins).
 pub async fn serve(
     listen: SocketAddr,
     queries: mpsc::Sender<Query>,
-    token: Option<String>,
+    api: &anchorage_config::ApiConfig,
 ) -> anyhow::Result<SocketAddr> {
-    let state = Arc::new(AppState { queries, token });
+    crate::security::check_api_exposure(listen, api)?;
+    let counters = Arc::new(crate::security::ApiCounters::default());
+    let state = Arc::new(AppState {
+        queries,
+        token: api.token.clone(),
+        counters: counters.clone(),
+    });
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/calls", get(calls))
@@ -884,6 +932,9 @@ pub async fn serve(
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
+    crate::security::warn_if_unauthenticated(bound, api);
+    let listener =
+        crate::security::LimitedListener::new(listener, api.max_connections_per_source, counters);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "management server stopped");

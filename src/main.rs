@@ -13,6 +13,7 @@ mod ng_link;
 mod proxy_node;
 mod relay_node;
 mod resolve;
+mod security;
 mod up;
 
 /// Command line of the `anchorage` binary.
@@ -56,6 +57,14 @@ enum Command {
         /// relay-b 35000–39999, …).
         #[arg(long, default_value_t = 30000, value_name = "PORT")]
         media_base: u16,
+        /// Bearer token of the management API (`api.token`); required when `--api` is not a
+        /// loopback address, unless `--api-allow-unauthenticated`.
+        #[arg(long, value_name = "TOKEN")]
+        api_token: Option<String>,
+        /// Serve the API without a token on a non-loopback address
+        /// (`api.allow_unauthenticated`): anyone who reaches it can move calls.
+        #[arg(long)]
+        api_allow_unauthenticated: bool,
     },
     /// Run a SIP signalling node. Without a configuration file it listens on UDP and TCP
     /// 127.0.0.1:5060 and forwards every request to its Request-URI.
@@ -122,9 +131,18 @@ fn main() -> ExitCode {
             external_relays,
             ng_base,
             media_base,
+            api_token,
+            api_allow_unauthenticated,
         } => {
             init_logging();
-            let config = up::config(*relays, *ng_base);
+            let mut config = up::config(*relays, *ng_base);
+            config.api.token = api_token.clone().filter(|t| !t.is_empty());
+            config.api.allow_unauthenticated = *api_allow_unauthenticated;
+            // Before the relays start: an API open to strangers is refused (issue 18).
+            if let Err(e) = security::check_api_exposure(*api, &config.api) {
+                eprintln!("anchorage up: {e} (on the command line: --api-token TOKEN or --api-allow-unauthenticated)");
+                return ExitCode::FAILURE;
+            }
             let listen = up::listeners(*sip);
             let (relays, ng_base, external, media_base) =
                 (*relays, *ng_base, *external_relays, *media_base);
@@ -226,9 +244,13 @@ fn run_async(server: impl std::future::Future<Output = anyhow::Result<()>>) -> E
 }
 
 /// `anchorage check -c FILE`: prints every error with its key path; exit 1 if there is any.
+/// A valid file's warnings (what it leaves open to strangers) are printed too, exit 0.
 fn check(path: &std::path::Path) -> ExitCode {
     match anchorage_config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            for warning in anchorage_config::warnings(&config) {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }

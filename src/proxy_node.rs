@@ -47,6 +47,10 @@ pub async fn run(
     listen: &[ListenArg],
     api: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
+    // Before anything is bound: an API open to strangers is refused (issue 18).
+    if let Some(listen) = api.or(config.api.listen) {
+        crate::security::check_api_exposure(listen, &config.api)?;
+    }
     let p = &config.proxy;
     let mut specs = Vec::new();
     let mut advertise = Vec::new();
@@ -75,6 +79,8 @@ pub async fn run(
         max_connections: p.tcp.max_connections,
         idle_timeout: Duration::from_secs(p.tcp.idle_timeout_s),
         max_message_bytes: p.tcp.max_message_bytes,
+        max_connections_per_source: p.tcp.max_connections_per_source,
+        message_timeout: Duration::from_secs(p.tcp.message_timeout_s),
     };
     let (inbound_tx, mut inbound) = mpsc::channel(8192);
     let transports = Transports::bind(&specs, limits, inbound_tx)
@@ -129,7 +135,7 @@ pub async fn run(
     )
     .context("connecting the ng sockets")?;
     if let Some(listen) = api.or(config.api.listen) {
-        let bound = crate::api::serve(listen, query_tx, config.api.token.clone())
+        let bound = crate::api::serve(listen, query_tx, &config.api)
             .await
             .with_context(|| format!("starting the management server on {listen}"))?;
         println!("anchorage proxy: management API and /metrics on http://{bound}");
@@ -243,6 +249,15 @@ fn answer(proxy: &mut Proxy, transports: &Transports, query: crate::api::Query) 
                 client_transactions,
                 dialogs: proxy.dialogs().len(),
                 tcp_connections: transports.open_connections(),
+                tcp_refused: stats
+                    .connections_refused
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                tcp_refused_per_source: stats
+                    .connections_refused_per_source
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                tcp_message_timeouts: stats
+                    .message_timeouts
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 sent: stats.sent.load(std::sync::atomic::Ordering::Relaxed),
                 send_errors: stats.send_errors.load(std::sync::atomic::Ordering::Relaxed),
                 udp_send_deferred: stats

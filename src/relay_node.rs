@@ -32,6 +32,10 @@ pub struct RelayArgs {
     /// ng control socket (default 127.0.0.1:2223).
     #[arg(long, value_name = "IP:PORT")]
     pub listen_ng: Option<SocketAddr>,
+    /// Network whose hosts may send ng commands (repeatable; replaces `relay.control_allow`).
+    /// Required when the ng socket is not on loopback.
+    #[arg(long, value_name = "CIDR")]
+    pub control_allow: Vec<ipnet::IpNet>,
     /// Media interface `[NAME/]IP[!ADVERTISED]` (repeatable; replaces the configured ones).
     #[arg(long, value_name = "[NAME/]IP[!ADVERTISED]")]
     pub interface: Vec<String>,
@@ -69,6 +73,8 @@ pub struct RelayArgs {
 pub struct Settings {
     /// ng socket.
     pub listen_ng: SocketAddr,
+    /// Networks allowed to send ng commands; empty = any (loopback only).
+    pub control_allow: Vec<ipnet::IpNet>,
     /// Worker threads (`None`: one per core).
     pub threads: Option<NonZeroUsize>,
     /// The controller's configuration.
@@ -120,8 +126,16 @@ pub fn settings(config: &RelayConfig, args: &RelayArgs) -> anyhow::Result<Settin
         )
     };
     let threads = args.num_threads.unwrap_or(config.num_threads);
+    let listen_ng = args.listen_ng.unwrap_or(config.listen_ng);
+    let control_allow = if args.control_allow.is_empty() {
+        config.control_allow.clone()
+    } else {
+        args.control_allow.clone()
+    };
+    crate::security::check_control_exposure(listen_ng, &control_allow)?;
     Ok(Settings {
-        listen_ng: args.listen_ng.unwrap_or(config.listen_ng),
+        listen_ng,
+        control_allow,
         threads: NonZeroUsize::new(threads),
         control: ControlConfig {
             interfaces,
@@ -168,6 +182,8 @@ struct MetricsView {
     statistics: Statistics,
     ports: Vec<PortUsage>,
     forwarded: ForwardTotals,
+    /// ng commands dropped per source (bounded labels).
+    control_refused: std::collections::BTreeMap<String, u64>,
 }
 
 fn clock() -> Now {
@@ -194,11 +210,16 @@ struct RelayNode {
     metrics: Arc<Mutex<MetricsView>>,
     /// TOS of media packets when a request gives none.
     tos: Option<u8>,
+    /// The ng allow-list: what it refuses gets no answer at all.
+    gate: crate::security::ControlGate,
 }
 
 impl RelayNode {
     async fn on_datagram(&mut self, datagram: &[u8], source: SocketAddr) {
         let now = clock();
+        if !self.gate.admits(source, now.mono) {
+            return;
+        }
         let Some((cookie, _)) = split_cookie(datagram) else {
             return; // no cookie: rtpengine drops these silently
         };
@@ -348,6 +369,7 @@ impl RelayNode {
                 statistics: self.controller.statistics(),
                 ports: self.controller.port_usage(),
                 forwarded,
+                control_refused: self.gate.refused().clone(),
             };
         }
     }
@@ -422,6 +444,14 @@ pub async fn spawn(settings: Settings) -> anyhow::Result<SocketAddr> {
     for iface in &settings.control.interfaces {
         tracing::info!(ng = %bound, interface = %iface, "relay listening");
     }
+    if !settings.control_allow.is_empty() {
+        let allow: Vec<String> = settings
+            .control_allow
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        tracing::info!(ng = %bound, allow = allow.join(" "), "ng commands accepted only from relay.control_allow");
+    }
     let mut node = RelayNode {
         socket,
         media,
@@ -429,6 +459,7 @@ pub async fn spawn(settings: Settings) -> anyhow::Result<SocketAddr> {
         cache: ReplyCache::new(ReplyCacheConfig::default()),
         metrics,
         tos: settings.tos,
+        gate: crate::security::ControlGate::new(settings.control_allow.clone()),
     };
     tokio::spawn(async move {
         let mut buffer = vec![0u8; 65_536];
@@ -539,6 +570,7 @@ impl Collector for MetricsView {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        crate::security::encode_refused(&mut encoder, &self.control_refused)?;
         let mut family = encoder.encode_descriptor(
             "anchorage_relay_port_pairs",
             "Media port pairs per interface and state",

@@ -47,6 +47,52 @@ fn check_accepts_a_valid_file() {
 }
 
 #[test]
+fn check_warns_about_a_relay_exposed_with_learning_on_but_accepts_the_file() {
+    let path = temp_file(
+        "exposed.toml",
+        "[relay]\nlisten_ng = \"10.0.0.21:2223\"\n\n[[relay.interface]]\naddress = \"203.0.113.21\"\n",
+    );
+    let out = anchorage()
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shown = path.display();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{shown}: ok\n")
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let warnings: Vec<&str> = stderr.lines().collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "{shown}: warning: relay.control_allow: listen_ng 10.0.0.21:2223 is not loopback"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        warnings[1].starts_with(&format!(
+            "{shown}: warning: relay.interface[0].address: 203.0.113.21 is not loopback and endpoint learning is on"
+        )),
+        "{stderr}"
+    );
+    assert!(warnings[1].contains("strict-source"), "{stderr}");
+    // Closed: control on a listed network, media on loopback: no warning.
+    let path = temp_file(
+        "closed.toml",
+        "[relay]\nlisten_ng = \"10.0.0.21:2223\"\ncontrol_allow = [\"10.0.0.0/24\"]\n",
+    );
+    let out = anchorage()
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+}
+
+#[test]
 fn check_reports_every_error_with_its_key_path() {
     let path = temp_file(
         "bad.toml",

@@ -53,15 +53,54 @@ impl Default for NodeConfig {
 }
 
 /// `[api]`: the management HTTP server (API, metrics, dashboard).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Address the HTTP server listens on; none = no server (`anchorage up` defaults to
     /// 127.0.0.1:7060).
     pub listen: Option<std::net::SocketAddr>,
-    /// Bearer token required by every request that changes state; none means no check
-    /// (only sensible on loopback).
+    /// Bearer token required by every request that changes state; none means no check,
+    /// which is refused on a non-loopback address unless `allow_unauthenticated` is set.
     pub token: Option<String>,
+    /// Lets the server run without a token on a non-loopback address: anyone who reaches it
+    /// can move calls and drain relays. Logged as a warning at every start.
+    pub allow_unauthenticated: bool,
+    /// Most simultaneous HTTP connections from one source address; further ones are closed
+    /// at once.
+    pub max_connections_per_source: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token: None,
+            allow_unauthenticated: false,
+            max_connections_per_source: 64,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Whether a server on `listen` with this configuration would accept state changes from
+    /// other hosts without a token while the operator did not ask for it: then the error that
+    /// names `api.token`.
+    pub fn exposure_error(&self, listen: std::net::SocketAddr) -> Option<String> {
+        if self.token.is_some() || self.allow_unauthenticated || is_loopback(listen.ip()) {
+            return None;
+        }
+        Some(format!(
+            "the management API on {listen} is not on loopback and has no token: anyone who \
+             reaches it could move calls and drain relays. Set `api.token` (or, knowingly, \
+             `api.allow_unauthenticated = true`)"
+        ))
+    }
+}
+
+/// Whether `ip` is a loopback address (127.0.0.0/8, ::1, or ::ffff:127.x.y.z). The
+/// unspecified address (0.0.0.0, ::) binds every interface, so it is not loopback.
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 /// Reads and validates a configuration file.
@@ -90,11 +129,42 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             ));
         }
     }
+    if let Some(message) = config.api.listen.and_then(|l| config.api.exposure_error(l)) {
+        errors.push(ConfigError::new("api.token", message));
+    }
+    if config.api.max_connections_per_source == 0 {
+        errors.push(ConfigError::new(
+            "api.max_connections_per_source",
+            "must be greater than 0",
+        ));
+    }
     if errors.is_empty() {
         Ok(config)
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// What a valid configuration leaves open to strangers: each warning names its key path.
+/// `anchorage check` prints them; none stops a process from starting.
+pub fn warnings(config: &Config) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    if let Some(listen) = config.api.listen {
+        if config.api.token.is_none()
+            && config.api.allow_unauthenticated
+            && !is_loopback(listen.ip())
+        {
+            out.push(ConfigError::new(
+                "api.allow_unauthenticated",
+                format!(
+                    "the management API on {listen} takes state changes from anyone who reaches \
+                     it (no api.token)"
+                ),
+            ));
+        }
+    }
+    config.relay.warnings("relay", &mut out);
+    out
 }
 
 /// Deserializes TOML with the key path of the first type error, and the line of a syntax error.
@@ -173,6 +243,29 @@ mod tests {
     fn empty_token_is_reported() {
         let err = parse("[api]\ntoken = \"\"\n").unwrap_err();
         assert_eq!(err.0[0].path, "api.token");
+    }
+
+    #[test]
+    fn an_api_off_loopback_needs_a_token_or_an_explicit_waiver() {
+        let err = parse("[api]\nlisten = \"10.0.0.1:7060\"\n").unwrap_err();
+        assert_eq!(err.0[0].path, "api.token");
+        assert!(
+            err.0[0].message.contains("api.allow_unauthenticated"),
+            "{err}"
+        );
+        assert!(parse("[api]\nlisten = \"0.0.0.0:7060\"\n").is_err());
+        let ok = parse("[api]\nlisten = \"127.0.0.1:7060\"\n").unwrap();
+        assert!(warnings(&ok).is_empty());
+        let ok = parse("[api]\nlisten = \"[::ffff:127.0.0.1]:7060\"\n").unwrap();
+        assert!(warnings(&ok).is_empty());
+        let ok = parse("[api]\nlisten = \"10.0.0.1:7060\"\ntoken = \"t\"\n").unwrap();
+        assert!(warnings(&ok).is_empty());
+        let waived =
+            parse("[api]\nlisten = \"10.0.0.1:7060\"\nallow_unauthenticated = true\n").unwrap();
+        assert_eq!(warnings(&waived)[0].path, "api.allow_unauthenticated");
+        assert_eq!(waived.api.max_connections_per_source, 64);
+        let err = parse("[api]\nmax_connections_per_source = 0\n").unwrap_err();
+        assert_eq!(err.0[0].path, "api.max_connections_per_source");
     }
 
     #[test]

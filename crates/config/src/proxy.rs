@@ -342,6 +342,12 @@ pub struct TcpLimits {
     pub idle_timeout_s: u64,
     /// Largest SIP message accepted on a stream, bytes; a larger one closes the connection.
     pub max_message_bytes: usize,
+    /// Most simultaneous connections one source address may open to this node; further ones
+    /// are closed at once, so one host cannot take every slot of `max_connections`.
+    pub max_connections_per_source: usize,
+    /// A message whose first byte arrived this long ago and is still incomplete closes its
+    /// connection (against slowloris: a client that sends half a message and stops), seconds.
+    pub message_timeout_s: u64,
 }
 
 impl Default for TcpLimits {
@@ -350,6 +356,8 @@ impl Default for TcpLimits {
             max_connections: 4096,
             idle_timeout_s: 600,
             max_message_bytes: 65_535,
+            max_connections_per_source: 64,
+            message_timeout_s: 10,
         }
     }
 }
@@ -612,6 +620,18 @@ impl ProxyConfig {
             errors.push(ConfigError::new(
                 format!("{at}.tcp.max_connections"),
                 "must be greater than 0",
+            ));
+        }
+        if self.tcp.max_connections_per_source == 0 {
+            errors.push(ConfigError::new(
+                format!("{at}.tcp.max_connections_per_source"),
+                "must be greater than 0",
+            ));
+        }
+        if self.tcp.message_timeout_s == 0 || self.tcp.message_timeout_s > 3600 {
+            errors.push(ConfigError::new(
+                format!("{at}.tcp.message_timeout_s"),
+                format!("{} is not 1 to 3600 seconds", self.tcp.message_timeout_s),
             ));
         }
         if self.tcp.max_message_bytes < 1024 {
@@ -1035,6 +1055,23 @@ callee_flags = "replace-origin ICE=remove"
                 "proxy.relay_set[0].nodes",
                 "proxy.media.set",
                 "proxy.route[0].media.set"
+            ]
+        );
+    }
+
+    #[test]
+    fn tcp_per_source_limit_and_message_deadline() {
+        let c = parse("").unwrap();
+        assert_eq!(c.proxy.tcp.max_connections_per_source, 64);
+        assert_eq!(c.proxy.tcp.message_timeout_s, 10);
+        let err = parse("[proxy.tcp]\nmax_connections_per_source = 0\nmessage_timeout_s = 0\n")
+            .unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "proxy.tcp.max_connections_per_source",
+                "proxy.tcp.message_timeout_s"
             ]
         );
     }

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::ConfigError;
@@ -13,6 +14,10 @@ use crate::ConfigError;
 pub struct RelayConfig {
     /// ng control socket (rtpengine's `listen-ng`).
     pub listen_ng: SocketAddr,
+    /// Networks (CIDR) whose hosts may send ng commands; commands from anywhere else are
+    /// dropped unanswered. Empty: every source, which is allowed only while `listen_ng` is a
+    /// loopback address — on any other the relay refuses to start without a list.
+    pub control_allow: Vec<IpNet>,
     /// `[[relay.interface]]`: media interfaces. Default: one named `default` on 127.0.0.1.
     pub interface: Vec<Interface>,
     /// Media worker threads; 0 = one per CPU core (rtpengine's `num-threads`).
@@ -37,6 +42,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             listen_ng: SocketAddr::from(([127, 0, 0, 1], 2223)),
+            control_allow: Vec::new(),
             interface: vec![Interface::default()],
             num_threads: 0,
             timeout_s: 60,
@@ -168,6 +174,41 @@ impl RelayConfig {
     }
 }
 
+impl RelayConfig {
+    /// What this section leaves open to strangers, appended under `at`: a control socket off
+    /// loopback with no allow-list (the relay will refuse to start unless `--control-allow`
+    /// gives one), and media interfaces off loopback, where endpoint learning — on for every
+    /// call that does not ask for `strict-source` or `endpoint-learning=off` — lets whoever
+    /// sends first to a relay port take that party's media.
+    pub fn warnings(&self, at: &str, out: &mut Vec<ConfigError>) {
+        if self.control_allow.is_empty() && !crate::is_loopback(self.listen_ng.ip()) {
+            out.push(ConfigError::new(
+                format!("{at}.control_allow"),
+                format!(
+                    "listen_ng {} is not loopback and no controller network is listed: \
+                     `anchorage relay` refuses to start unless --control-allow gives one",
+                    self.listen_ng
+                ),
+            ));
+        }
+        for (i, iface) in self.interface.iter().enumerate() {
+            if !crate::is_loopback(iface.address) {
+                out.push(ConfigError::new(
+                    format!("{at}.interface[{i}].address"),
+                    format!(
+                        "{} is not loopback and endpoint learning is on (the default of every call \
+                         whose flags do not set `endpoint-learning=off` with `strict-source`): \
+                         a stranger who sends first to a relay port can be learned as the \
+                         party, receive its media and inject their own (docs/relay.md, \
+                         \"Who can take a call's media\")",
+                        iface.address
+                    ),
+                ));
+            }
+        }
+    }
+}
+
 /// The longest time any relay setting may name: a year.
 pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
 
@@ -214,6 +255,25 @@ port_max = 30000
                 "relay.interface[1]",
             ]
         );
+    }
+
+    #[test]
+    fn exposed_control_and_media_are_warned_about() {
+        let c = parse("").unwrap();
+        assert!(crate::warnings(&c).is_empty(), "loopback defaults warn");
+        let c = parse(
+            "[relay]\nlisten_ng = \"10.0.0.5:2223\"\n[[relay.interface]]\naddress = \"203.0.113.7\"\n",
+        )
+        .unwrap();
+        let paths: Vec<String> = crate::warnings(&c).into_iter().map(|w| w.path).collect();
+        assert_eq!(paths, ["relay.control_allow", "relay.interface[0].address"]);
+        let c =
+            parse("[relay]\nlisten_ng = \"10.0.0.5:2223\"\ncontrol_allow = [\"10.0.0.0/24\"]\n")
+                .unwrap();
+        assert_eq!(c.relay.control_allow[0].to_string(), "10.0.0.0/24");
+        assert!(crate::warnings(&c).is_empty());
+        let err = parse("[relay]\ncontrol_allow = [\"10.0.0.1\"]\n").unwrap_err();
+        assert!(err.to_string().starts_with("relay.control_allow"), "{err}");
     }
 
     #[test]

@@ -12,14 +12,24 @@
 //! timeout is closed, at most `max_connections` are open at once, and a stream whose message
 //! exceeds `max_message_bytes` or breaks framing is closed (never a hang waiting for a body
 //! that will not come).
+//!
+//! Against one host taking every slot (issue 18): one source address may hold at most
+//! `max_connections_per_source` inbound connections, and a message whose first byte arrived
+//! more than `message_timeout` ago and is still incomplete closes its connection (slowloris).
+//! Refusals and such closes are counted in [`Stats`] and logged at most once per source per
+//! [`REFUSAL_LOG_INTERVAL`] ([`SourceLogLimiter`]), so an attack cannot flood the log either.
 #![warn(missing_docs)]
+
+mod log_limit;
+
+pub use log_limit::{LogLine, SourceLogLimiter, REFUSAL_LOG_INTERVAL, REFUSAL_LOG_SOURCES};
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,6 +57,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Largest message accepted on a stream.
     pub max_message_bytes: usize,
+    /// Most simultaneous inbound TCP connections from one source address.
+    pub max_connections_per_source: usize,
+    /// A message still incomplete this long after its first byte arrived closes its
+    /// connection.
+    pub message_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +70,8 @@ impl Default for Limits {
             max_connections: 4096,
             idle_timeout: Duration::from_secs(600),
             max_message_bytes: 65_535,
+            max_connections_per_source: 64,
+            message_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -129,6 +146,11 @@ pub struct Stats {
     pub framing_errors: AtomicU64,
     /// TCP connections refused or not opened because of the connection limit.
     pub connections_refused: AtomicU64,
+    /// Inbound TCP connections refused because their source already held
+    /// `max_connections_per_source`.
+    pub connections_refused_per_source: AtomicU64,
+    /// TCP connections closed because a message stayed incomplete past `message_timeout`.
+    pub message_timeouts: AtomicU64,
     /// TCP connections closed for idleness.
     pub idle_closed: AtomicU64,
     /// Sends that failed.
@@ -175,6 +197,13 @@ struct Shared {
     udp: Vec<Arc<UdpSocket>>,
     connections: Mutex<HashMap<SocketAddr, Connection>>,
     open_connections: AtomicUsize,
+    /// Inbound connections per source address; an address is removed at zero, so the map
+    /// holds at most `max_connections` entries.
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+    /// Log lines about refused connections, limited per source.
+    refusal_log: Mutex<SourceLogLimiter>,
+    /// Log lines about messages that missed their deadline, limited per source.
+    timeout_log: Mutex<SourceLogLimiter>,
     next_connection_id: AtomicU64,
     limits: Limits,
     inbound: mpsc::Sender<Inbound>,
@@ -224,6 +253,9 @@ impl Transports {
             udp,
             connections: Mutex::new(HashMap::new()),
             open_connections: AtomicUsize::new(0),
+            per_source: Mutex::new(HashMap::new()),
+            refusal_log: Mutex::new(SourceLogLimiter::default()),
+            timeout_log: Mutex::new(SourceLogLimiter::default()),
             next_connection_id: AtomicU64::new(1),
             limits,
             inbound,
@@ -341,7 +373,9 @@ impl Transports {
         let shared = shared.clone();
         tokio::spawn(async move {
             match TcpStream::connect(destination).await {
-                Ok(stream) => run_connection(shared, stream, destination, id, pong, queue).await,
+                Ok(stream) => {
+                    run_connection(shared, stream, destination, id, pong, queue, None).await
+                }
                 Err(e) => {
                     tracing::warn!(%destination, error = %e, "TCP connect failed");
                     shared.stats.send_errors.fetch_add(1, Ordering::Relaxed);
@@ -404,15 +438,30 @@ async fn tcp_accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        if shared.open_connections.load(Ordering::Relaxed) >= shared.limits.max_connections {
+        let limits = &shared.limits;
+        if shared.open_connections.load(Ordering::Relaxed) >= limits.max_connections {
             shared
                 .stats
                 .connections_refused
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, limit = shared.limits.max_connections, "TCP connection refused: limit reached");
+            log_refusal(&shared, peer, "the node's limit", limits.max_connections);
             drop(stream);
             continue;
         }
+        let Some(slot) = SourceSlot::take(&shared, peer.ip()) else {
+            shared
+                .stats
+                .connections_refused_per_source
+                .fetch_add(1, Ordering::Relaxed);
+            log_refusal(
+                &shared,
+                peer,
+                "the per-source limit",
+                limits.max_connections_per_source,
+            );
+            drop(stream);
+            continue;
+        };
         let (writer, queue) = mpsc::channel(TCP_QUEUE);
         let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let pong = writer.clone();
@@ -425,7 +474,68 @@ async fn tcp_accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             id,
             pong,
             queue,
+            Some(slot),
         ));
+    }
+}
+
+/// One WARN line for a refused connection, unless its source had one within the interval.
+fn log_refusal(shared: &Shared, peer: SocketAddr, which: &str, limit: usize) {
+    let line = lock(&shared.refusal_log).check(peer.ip(), Instant::now());
+    match line {
+        Some(LogLine {
+            source: Some(source),
+            suppressed,
+        }) => tracing::warn!(
+            %source,
+            limit,
+            suppressed,
+            "TCP connection refused: {which} is reached (one line per source per {} s)",
+            REFUSAL_LOG_INTERVAL.as_secs()
+        ),
+        Some(LogLine {
+            source: None,
+            suppressed,
+        }) => tracing::warn!(
+            suppressed,
+            "TCP connections refused from more sources than the log follows"
+        ),
+        None => {}
+    }
+}
+
+/// An inbound connection's place in its source's count, given back when dropped.
+struct SourceSlot {
+    shared: Arc<Shared>,
+    source: IpAddr,
+}
+
+impl SourceSlot {
+    /// Counts one more connection from `source`, or `None` if it already has its limit.
+    fn take(shared: &Arc<Shared>, source: IpAddr) -> Option<SourceSlot> {
+        let source = source.to_canonical();
+        let mut counts = lock(&shared.per_source);
+        let count = counts.entry(source).or_insert(0);
+        if *count >= shared.limits.max_connections_per_source {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            shared: shared.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.shared.per_source);
+        if let Some(count) = counts.get_mut(&self.source) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.source);
+            }
+        }
     }
 }
 
@@ -437,6 +547,8 @@ async fn run_connection(
     id: u64,
     pong: mpsc::Sender<Bytes>,
     mut queue: mpsc::Receiver<Bytes>,
+    // Held until the connection ends: its source's count goes down then.
+    _slot: Option<SourceSlot>,
 ) {
     let _ = stream.set_nodelay(true);
     let Ok(local) = stream.local_addr() else {
@@ -454,22 +566,46 @@ async fn run_connection(
     let max = shared.limits.max_message_bytes;
     let mut framer = anchorage_sip::StreamFramer::with_limits(max, max);
     let mut buf = vec![0u8; 16 * 1024];
+    // When the first byte of the message still incomplete arrived.
+    let mut started: Option<Instant> = None;
     loop {
-        let read = tokio::time::timeout(shared.limits.idle_timeout, reader.read(&mut buf)).await;
+        let limits = &shared.limits;
+        let wait = match started {
+            Some(at) => limits
+                .message_timeout
+                .saturating_sub(at.elapsed())
+                .min(limits.idle_timeout),
+            None => limits.idle_timeout,
+        };
+        let read = tokio::time::timeout(wait, reader.read(&mut buf)).await;
         let n = match read {
             Err(_) => {
-                shared.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%peer, "TCP connection idle; closing");
+                match started {
+                    Some(at) if at.elapsed() >= limits.message_timeout => {
+                        shared
+                            .stats
+                            .message_timeouts
+                            .fetch_add(1, Ordering::Relaxed);
+                        log_message_timeout(&shared, peer);
+                    }
+                    _ => {
+                        shared.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "TCP connection idle; closing");
+                    }
+                }
                 break;
             }
             Ok(Err(_)) | Ok(Ok(0)) => break,
             Ok(Ok(n)) => n,
         };
+        let arrived = Instant::now();
         framer.push(buf.get(..n).unwrap_or_default());
         let mut broken = false;
         loop {
             match framer.next_message() {
                 Ok(Some(data)) => {
+                    // What is left belongs to a later message, begun in this read at most.
+                    started = None;
                     if data.len() > shared.limits.max_message_bytes {
                         broken = true;
                         break;
@@ -503,9 +639,42 @@ async fn run_connection(
             shared.stats.framing_errors.fetch_add(1, Ordering::Relaxed);
             break;
         }
+        started = if framer.in_message() {
+            Some(started.unwrap_or(arrived))
+        } else {
+            None
+        };
     }
     forget_connection(&shared, peer, id);
     write_task.abort();
+}
+
+/// One INFO line for a connection closed for a message that missed its deadline, unless its
+/// source had one within the interval.
+fn log_message_timeout(shared: &Shared, peer: SocketAddr) {
+    let line = lock(&shared.timeout_log).check(peer.ip(), Instant::now());
+    let limit_s = shared.limits.message_timeout.as_secs_f64();
+    match line {
+        Some(LogLine {
+            source: Some(source),
+            suppressed,
+        }) => tracing::warn!(
+            %source,
+            suppressed,
+            "closing TCP connection: a message is still incomplete {limit_s} s after its first \
+             byte (one line per source per {} s)",
+            REFUSAL_LOG_INTERVAL.as_secs()
+        ),
+        Some(LogLine {
+            source: None,
+            suppressed,
+        }) => tracing::warn!(
+            suppressed,
+            "closing TCP connections with incomplete messages from more sources than the log \
+             follows"
+        ),
+        None => {}
+    }
 }
 
 fn forget_connection(shared: &Shared, peer: SocketAddr, id: u64) {

@@ -252,3 +252,76 @@ async fn outbound_tcp_opens_one_connection_and_reuses_it() {
     assert!(second.is_err(), "no second connection is opened");
     assert_eq!(transports.open_connections(), 1);
 }
+
+#[tokio::test]
+async fn one_source_holds_at_most_its_share_of_connections() {
+    let limits = Limits {
+        max_connections_per_source: 2,
+        ..Limits::default()
+    };
+    let (transports, addr, mut rx) = start(Transport::Tcp, limits).await;
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(OPTIONS).await.unwrap();
+    recv(&mut rx).await;
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    second.write_all(OPTIONS).await.unwrap();
+    recv(&mut rx).await;
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    read_until_closed(&mut third).await;
+    let refused = || {
+        transports
+            .stats()
+            .connections_refused_per_source
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(refused(), 1);
+    // A closed connection gives its place back.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while transports.open_connections() > 1 {
+        assert!(std::time::Instant::now() < deadline, "never closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut again = TcpStream::connect(addr).await.unwrap();
+    again.write_all(OPTIONS).await.unwrap();
+    assert_eq!(&recv(&mut rx).await.data[..], OPTIONS);
+    assert_eq!(refused(), 1);
+}
+
+#[tokio::test]
+async fn a_message_left_half_sent_closes_its_connection_at_the_deadline() {
+    let limits = Limits {
+        message_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (transports, addr, mut rx) = start(Transport::Tcp, limits).await;
+    // A connection that completes each message (slowly) and keeps pinging is left alone.
+    let mut good = TcpStream::connect(addr).await.unwrap();
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    slow.write_all(&OPTIONS[..40]).await.unwrap();
+    // Bytes that keep trickling in do not move the deadline.
+    for chunk in OPTIONS[40..60].chunks(4) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        slow.write_all(chunk).await.unwrap();
+        good.write_all(b"\r\n\r\n").await.unwrap();
+    }
+    read_until_closed(&mut slow).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(280) && waited < Duration::from_millis(1500),
+        "closed after {waited:?}"
+    );
+    assert_eq!(
+        transports
+            .stats()
+            .message_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    good.write_all(&OPTIONS[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    good.write_all(&OPTIONS[10..]).await.unwrap();
+    assert_eq!(&recv(&mut rx).await.data[..], OPTIONS);
+}

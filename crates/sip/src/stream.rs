@@ -68,6 +68,13 @@ impl StreamFramer {
         self.buf.len()
     }
 
+    /// Whether the buffered bytes hold the start of a message that is not complete yet
+    /// (keep-alive CRLFs waiting to be told apart do not count). A stream transport puts a
+    /// deadline on such a message (slowloris).
+    pub fn in_message(&self) -> bool {
+        self.failed.is_none() && self.buf.iter().any(|&b| b != b'\r' && b != b'\n')
+    }
+
     /// How many double-CRLF keep-alive pings were seen since the last call; answer each with
     /// `\r\n` (RFC 5626 §4.4.1).
     pub fn take_pings(&mut self) -> usize {

@@ -78,3 +78,25 @@ fn folded_content_length_is_read() {
         Some(&b"OPTIONS sip:h SIP/2.0\r\nContent-Length:\r\n 2\r\n\r\nab"[..])
     );
 }
+
+#[test]
+fn in_message_is_true_only_while_a_message_is_partly_received() {
+    let mut f = StreamFramer::new();
+    assert!(!f.in_message());
+    f.push(b"\r\n");
+    assert_eq!(f.next_message().unwrap(), None);
+    assert!(
+        !f.in_message(),
+        "a lone CRLF (maybe a ping arriving) is no message"
+    );
+    f.push(b"\r\nOPTIONS sip:a@b SIP/2.0\r\nContent-Length: 2\r\n");
+    assert_eq!(f.next_message().unwrap(), None);
+    assert_eq!(f.take_pings(), 1);
+    assert!(f.in_message(), "headers started");
+    f.push(b"\r\nx");
+    assert_eq!(f.next_message().unwrap(), None);
+    assert!(f.in_message(), "body incomplete");
+    f.push(b"y");
+    assert!(f.next_message().unwrap().is_some());
+    assert!(!f.in_message());
+}

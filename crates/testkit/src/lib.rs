@@ -3,11 +3,13 @@
 //! * [`require_tool`] fails the test with a message naming the missing tool and the Debian
 //!   package that provides it — a test never skips silently.
 //! * [`free_udp_port`] / [`free_port`] pick ports nobody uses, so tests run in parallel.
+//! * [`netns::Netns`] gives a test non-loopback addresses in a network namespace of its own.
 //! * [`Daemon`] runs a child process with its output in a log file and kills it (and its
 //!   process group) when dropped, so every process a test starts is stopped, even on panic.
 #![warn(missing_docs)]
 
 pub mod media;
+pub mod netns;
 pub mod sipp;
 
 use std::fs::File;

@@ -38,9 +38,30 @@ impl Sipp {
     /// free block of media ports.
     pub fn new(name: &str, scenario: &Path, local: SocketAddr) -> Sipp {
         let sipp = require_tool("sipp", "sip-tester");
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let mut command = Command::new(sipp);
         let media = crate::free_udp_block(local.ip(), 4);
+        Self::with_command(name, Command::new(sipp), scenario, local, media)
+    }
+
+    /// [`Sipp::new`] inside a test's network namespace (`local` is one of its addresses).
+    pub fn in_netns(
+        ns: &crate::netns::Netns,
+        name: &str,
+        scenario: &Path,
+        local: SocketAddr,
+    ) -> Sipp {
+        let sipp = require_tool("sipp", "sip-tester");
+        let media = ns.run(|| crate::free_udp_block(local.ip(), 4));
+        Self::with_command(name, ns.command(sipp), scenario, local, media)
+    }
+
+    fn with_command(
+        name: &str,
+        mut command: Command,
+        scenario: &Path,
+        local: SocketAddr,
+        media: u16,
+    ) -> Sipp {
+        let dir = tempfile::tempdir().expect("temporary directory");
         command
             .arg("-sf")
             .arg(scenario)
