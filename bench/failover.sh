@@ -6,13 +6,15 @@
 #          time (kill to the proxy marking the node down), time until the move job ended (the
 #          last call's re-INVITEs answered), callgen's longest media gap per call (p50/p99/max)
 #          and the gap around each re-INVITE, calls lost.
+#   stop:  the same with `kill -STOP` (a hung relay: no ICMP, found by its silence window).
 #   drain: the same calls, the relay drained with `anchorage ctl drain` while it lives;
 #          reported: total time, calls moved per second, the media gaps (ideally none).
 #
-# Usage: bench/failover.sh [--calls N] [--rate R] [--hold SECONDS] [--phase kill|drain|both]
-#                          [--health-ms MS] [--no-media]
-#   defaults: 1000 calls set up at 200/s, held 25 s, both phases, health pings every 200 ms
-#   (the proxy's default; a node is down after 3 unanswered pings).
+# Usage: bench/failover.sh [--calls N] [--rate R] [--hold SECONDS]
+#                          [--phase kill|stop|drain|both|all] [--health-ms MS] [--no-media]
+#   defaults: 1000 calls set up at 200/s, held 25 s, phases kill and drain ("both"; "all" adds
+#   stop), health pings every 200 ms (the proxy's default).
+#   ANCHORAGE_BIN=path runs another build (e.g. the previous one, for a side-by-side run).
 # Needs: the release build (made here), python3. Results in bench/results/failover-<date>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,9 +39,13 @@ done
 command -v python3 >/dev/null || { echo "missing tool: python3"; exit 1; }
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-echo "== building (release)"
-cargo build --release --quiet
-BIN="$CARGO_TARGET_DIR/release/anchorage"
+if [ -n "${ANCHORAGE_BIN:-}" ]; then
+  BIN=$ANCHORAGE_BIN
+else
+  echo "== building (release)"
+  cargo build --release --quiet
+  BIN="$CARGO_TARGET_DIR/release/anchorage"
+fi
 OUT="bench/results/failover-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 ulimit -n 65536 2>/dev/null || true
@@ -152,33 +158,45 @@ print("   callgen's own max send lateness: %s ms" % r["max_send_late_ms"])
 PY
 }
 
-if [ "$PHASE" = kill ] || [ "$PHASE" = both ]; then
-  echo "== kill -9: $CALLS calls at $RATE/s, held ${HOLD}s, health pings every ${HEALTH_MS} ms"
-  start_system kill
-  start_calls kill
+# A relay failure: signal 9 (kill) or STOP (hang) to the relay holding more calls.
+fail_phase() { # phase signal
+  local phase=$1 sig=$2
+  echo "== $phase ($sig): $CALLS calls at $RATE/s, held ${HOLD}s, health pings every ${HEALTH_MS} ms"
+  start_system "$phase"
+  start_calls "$phase"
   sleep 2
   read -r NAME HELD < <(busiest)
   PID=$RELAY_A; [ "$NAME" = relay-b ] && PID=$RELAY_B
-  echo "   killing $NAME (pid $PID) holding $HELD calls"
+  echo "   signal $sig to $NAME (pid $PID) holding $HELD calls"
   T0=$(date +%s.%N)
-  kill -9 "$PID"
-  wait "$PID" 2>/dev/null || true
-  while ! json /v1/relays | grep -q '"state":"down"'; do sleep 0.01; done
+  kill "-$sig" "$PID"
+  while ! json /v1/relays | grep -q '"state":"down"'; do sleep 0.005; done
   T1=$(date +%s.%N)
-  echo "   detected down after $(echo "$T1 - $T0" | bc) s"
+  echo "   detected down after $(echo "$T1 - $T0" | bc) s ($(json /v1/relays | python3 -c '
+import json,sys
+r=[r for r in json.load(sys.stdin)["relays"] if r["state"]=="down"][0]
+print("reason %s, silent %s ms" % (r.get("down_reason"), r.get("down_silent_ms")))' 2>/dev/null || echo "reason not reported"))"
   # The job the proxy started for the dead node is the newest one.
   JOB=$(json /v1/jobs | python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][-1]["id"])')
   J=$(wait_job_end "$JOB")
   T2=$(date +%s.%N)
   echo "   move job: $J"
-  echo "   kill to last call moved: $(echo "$T2 - $T0" | bc) s"
+  echo "   detection to last call moved: $(echo "$T2 - $T1" | bc) s; $sig to last call moved: $(echo "$T2 - $T0" | bc) s"
   echo "   waiting for the calls to end"
   wait "$CALLGEN" || true
-  report_calls kill
+  report_calls "$phase"
+  [ "$sig" = STOP ] && kill -CONT "$PID" 2>/dev/null
   stop_all
+}
+
+if [ "$PHASE" = kill ] || [ "$PHASE" = both ] || [ "$PHASE" = all ]; then
+  fail_phase kill 9
+fi
+if [ "$PHASE" = stop ] || [ "$PHASE" = all ]; then
+  fail_phase stop STOP
 fi
 
-if [ "$PHASE" = drain ] || [ "$PHASE" = both ]; then
+if [ "$PHASE" = drain ] || [ "$PHASE" = both ] || [ "$PHASE" = all ]; then
   echo "== drain: $CALLS calls at $RATE/s, held ${HOLD}s"
   start_system drain
   start_calls drain

@@ -264,6 +264,8 @@ enum TimerRef {
     Pace,
     /// Calls waiting for a relay that have waited past `[proxy.reanchor] give_up_s`.
     WaitingGiveUp,
+    /// Calls waiting for a relay are looked at again.
+    WaitingRetry,
 }
 
 /// The proxy core.
@@ -319,6 +321,10 @@ pub struct Proxy {
     waiting_order: VecDeque<(Instant, String)>,
     /// The give-up timer set, if any.
     give_up_timer: Option<Instant>,
+    /// Calls taken from `waiting` into a job that has not started their move yet.
+    resuming: std::collections::HashSet<String>,
+    /// The waiting-retry timer set, if any.
+    retry_timer: Option<Instant>,
     /// INVITE and UPDATE server transactions without a final response, per Call-ID: a move
     /// waits until its call has none (looked up, never scanned for).
     open_offers: HashMap<String, u32>,
@@ -519,6 +525,8 @@ impl Proxy {
             waiting: HashMap::new(),
             waiting_order: VecDeque::new(),
             give_up_timer: None,
+            resuming: std::collections::HashSet::new(),
+            retry_timer: None,
             open_offers: HashMap::new(),
             input_delay: Duration::ZERO,
         }
@@ -721,6 +729,7 @@ impl Proxy {
                     self.give_up_timer = None;
                     self.give_up_waiting(now);
                 }
+                TimerRef::WaitingRetry => self.on_waiting_retry(now),
             }
         }
         self.settle(now);
@@ -1563,6 +1572,7 @@ impl Proxy {
         tracing::debug!(%call_id, node = call.node, "deleting the relay session");
         self.relays.count_call(call.node, -1);
         self.waiting.remove(call_id);
+        self.resuming.remove(call_id);
         if !self.relays.is_up(call.node) {
             // Not sent to a dead node: deleted there when it is back.
             self.orphans

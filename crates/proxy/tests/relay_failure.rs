@@ -428,3 +428,32 @@ fn a_busy_relay_gets_no_new_calls_and_they_are_refused_with_503_busy() {
     assert!(node_up(&b, "r1"), "busy is not dead");
     assert!(b.try_call("p4").is_empty(), "taken again once it caught up");
 }
+
+#[test]
+fn a_relay_out_of_ports_is_skipped_for_the_next_node_then_the_call_gets_503() {
+    let mut b = Bench::new(TWO_RELAYS);
+    b.set_relay(
+        "127.0.0.1:2223",
+        Relay::Errors(anchorage_ng::ErrorReason::RanOutOfPorts),
+    );
+    // r1 has no ports: the offer goes on to r2 and the call is anchored there.
+    b.place_call("q1");
+    assert_eq!(b.proxy.anchored_call("q1").unwrap().node, "r2");
+    let tried: Vec<u16> = b
+        .take_ng()
+        .iter()
+        .filter(|n| matches!(n.request.kind, anchorage_ng::RequestKind::Offer(_)))
+        .map(|n| n.to.port())
+        .collect();
+    assert!(tried.contains(&2224), "{tried:?}");
+    // Neither has ports: 503 with Retry-After, and neither node is taken for dead.
+    b.set_relay(
+        "127.0.0.1:2224",
+        Relay::Errors(anchorage_ng::ErrorReason::RanOutOfPorts),
+    );
+    let finals = b.try_call("q2");
+    assert_eq!(finals.first().and_then(|m| m.status()), Some(503));
+    assert!(finals[0].headers_named(b"Retry-After").next().is_some());
+    b.advance(Duration::from_secs(2));
+    assert!(node_up(&b, "r1") && node_up(&b, "r2"));
+}

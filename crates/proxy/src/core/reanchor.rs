@@ -419,6 +419,7 @@ impl Proxy {
         target: MoveTarget,
         now: Instant,
     ) {
+        let resumed = self.resuming.remove(&call_id);
         let Some(old_node) = self.call_media.get(&call_id).map(|c| c.node) else {
             // The call ended while queued: nothing to move.
             self.count_job(job, MoveResult::Moved, now);
@@ -431,7 +432,7 @@ impl Proxy {
         }
         // A call that waited for a relay may go back to its old node, if that is the one that
         // came back: its session there is gone (or stale), and the move makes it anew.
-        let tried = if self.waiting.remove(&call_id).is_some() {
+        let tried = if resumed || self.waiting.remove(&call_id).is_some() {
             Vec::new()
         } else {
             vec![old_node]
@@ -1210,6 +1211,7 @@ impl Proxy {
             self.relays.count_call(call.node, -1);
         }
         self.waiting.remove(call_id);
+        self.resuming.remove(call_id);
         if self.relays.is_up(old_node) {
             self.delete_on(old_node, call_id, now);
         } else {

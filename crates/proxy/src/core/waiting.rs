@@ -15,6 +15,8 @@ use crate::reanchor::{MoveResult, MoveTarget, Trigger};
 
 /// Calls given up per give-up timer; the rest wait for the next one, set at once.
 const GIVE_UP_BATCH: usize = 1_000;
+/// How often waiting calls are looked at again, besides when a node comes up.
+const WAITING_RETRY: Duration = Duration::from_secs(1);
 
 impl Proxy {
     /// The end of an event: queued moves start if a slot or the pace allows. Never called
@@ -35,6 +37,11 @@ impl Proxy {
         }
         self.waiting.insert(call_id.to_string(), now);
         self.waiting_order.push_back((now, call_id.to_string()));
+        if self.retry_timer.is_none() {
+            self.retry_timer = Some(now + WAITING_RETRY);
+            self.timers
+                .push(now + WAITING_RETRY, TimerRef::WaitingRetry);
+        }
         let give_up = self.config.reanchor.give_up_s;
         if give_up > 0 && self.give_up_timer.is_none() {
             let at = now + Duration::from_secs(give_up);
@@ -43,8 +50,21 @@ impl Proxy {
         }
     }
 
+    /// The retry timer: waiting calls are looked at again (a node may have become able to
+    /// take them without changing state, e.g. no longer busy); set again while any wait.
+    pub(super) fn on_waiting_retry(&mut self, now: Instant) {
+        self.retry_timer = None;
+        self.resume_waiting(now);
+        if !self.waiting.is_empty() {
+            self.retry_timer = Some(now + WAITING_RETRY);
+            self.timers
+                .push(now + WAITING_RETRY, TimerRef::WaitingRetry);
+        }
+    }
+
     /// A node became available (up, or undrained): every waiting call whose set (or the
-    /// fallback set) can take calls now is moved, in one job.
+    /// fallback set) can take calls now is moved, in one job. Costs one look at each set
+    /// when none can, so the retry timer is cheap while every relay is down.
     pub(super) fn resume_waiting(&mut self, now: Instant) {
         if self.waiting.is_empty() {
             return;
@@ -55,6 +75,16 @@ impl Proxy {
             .fallback_set
             .as_deref()
             .is_some_and(|set| self.relays.pick(set, &[]).is_some());
+        let open_sets: std::collections::HashSet<&str> = self
+            .config
+            .relay_sets
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|set| self.relays.pick(set, &[]).is_some())
+            .collect();
+        if !fallback_open && open_sets.is_empty() {
+            return;
+        }
         let mut calls: Vec<String> = self
             .waiting
             .keys()
@@ -63,7 +93,7 @@ impl Proxy {
                     || self
                         .call_media
                         .get(id.as_str())
-                        .is_some_and(|c| self.relays.pick(&c.policy.set, &[]).is_some())
+                        .is_some_and(|c| open_sets.contains(c.policy.set.as_str()))
             })
             .cloned()
             .collect();
@@ -71,6 +101,12 @@ impl Proxy {
             return;
         }
         calls.sort();
+        // Taken out of the waiting list while their job runs (so the retry timer does not
+        // queue them twice); a call no node can take after all waits again.
+        for call_id in &calls {
+            self.waiting.remove(call_id);
+            self.resuming.insert(call_id.clone());
+        }
         tracing::info!(
             calls = calls.len(),
             "a relay node is available: moving the calls that waited for one"

@@ -36,6 +36,8 @@ pub enum Relay {
     Silent,
     /// Its port is closed: every datagram draws "connection refused".
     Refuses,
+    /// Answers pings, and every other request with this error (e.g. "Ran out of ports").
+    Errors(anchorage_ng::ErrorReason),
 }
 
 /// An ng request the proxy sent, as decoded.
@@ -161,6 +163,12 @@ impl Bench {
         let behaviour = self.relays.get(&to).copied().unwrap_or(Relay::Silent);
         let reply = match &incoming.request.kind {
             anchorage_ng::RequestKind::Ping => anchorage_ng::Reply::pong(),
+            _ if matches!(behaviour, Relay::Errors(_)) => {
+                let Relay::Errors(reason) = behaviour else {
+                    unreachable!("matched above")
+                };
+                anchorage_ng::Reply::error(reason)
+            }
             anchorage_ng::RequestKind::Offer(_) | anchorage_ng::RequestKind::Answer(_) => {
                 self.next_port = self.next_port.wrapping_add(2).max(1024);
                 let sdp = format!(
@@ -174,7 +182,7 @@ impl Bench {
         };
         let bytes = anchorage_ng::encode_reply(&incoming.cookie, &reply, incoming.encoding);
         match behaviour {
-            Relay::Answers => self.delayed.push((self.now, to, bytes)),
+            Relay::Answers | Relay::Errors(_) => self.delayed.push((self.now, to, bytes)),
             Relay::Slow(delay) => self.delayed.push((self.now + delay, to, bytes)),
             Relay::Silent => {}
             Relay::Refuses => self.proxy.handle_relay_refused(to, self.now),
