@@ -10,10 +10,14 @@
 # and the achieved rate is at least 95 % of the target (the criterion of ../shared/peers).
 # CPU is the proxy's own process tree (utime+stime from /proc) over the step.
 #
-# Usage: bench/cps.sh [--quick] [--steps SECONDS] [--media] [RATE ...]
+# Usage: bench/cps.sh [--quick] [--steps SECONDS] [--media] [--overload] [RATE ...]
 #   --quick   5 s steps instead of 20 s
 #   --steps   step length in seconds (the issues ask for 30)
 #   --media   anchor every call on a relay (offer, answer, delete per call)
+#   --overload after each system's ladder, steps at 1.2x, 1.5x and 2x its highest clean rate,
+#             then a recovery step at 1000/s: calls ok, failed, answered 503, whether the
+#             proxy (and relay) lived through it, the proxy's peak RSS, and whether the relay
+#             was ever marked down (ours)
 #   RATE ...  the ladder (default: 500 1000 1500 2000 3000 4000 5000 6000)
 # Needs: sipp (sip-tester), kamailio; builds anchorage in release.
 set -euo pipefail
@@ -21,11 +25,13 @@ cd "$(dirname "$0")/.."
 
 STEP=20
 MEDIA=0
+OVERLOAD=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) STEP=5; shift;;
     --steps) STEP=$2; shift 2;;
     --media) MEDIA=1; shift;;
+    --overload) OVERLOAD=1; shift;;
     *) break;;
   esac
 done
@@ -39,8 +45,12 @@ for tool in "${TOOLS[@]}"; do
 done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release --quiet
-BIN="$CARGO_TARGET_DIR/release/anchorage"
+if [ -n "${ANCHORAGE_BIN:-}" ]; then
+  BIN=$ANCHORAGE_BIN
+else
+  cargo build --release --quiet
+  BIN="$CARGO_TARGET_DIR/release/anchorage"
+fi
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -164,6 +174,8 @@ run_step() { # system rate -> prints result line, returns 0 on pass
   local ok failed
   ok=$(tail -1 "$WORK/stat.csv" | awk -F';' '{print $16}')
   failed=$(tail -1 "$WORK/stat.csv" | awk -F';' '{print $18}')
+  # 503s the callers got (SIPp logs each unexpected message with its status line).
+  REFUSED_503=$(grep -c "SIP/2.0 503" "$WORK/errors.log" 2>/dev/null || true)
   # Calls are placed over STEP seconds and the last ends 1 s later (the hold): the placing rate
   # is the calls over the elapsed time less the hold.
   local secs; secs=$(echo "$t1 - $t0" | bc)
@@ -183,6 +195,42 @@ run_step() { # system rate -> prints result line, returns 0 on pass
   [ "$pass" = yes ]
 }
 
+rss_kb() { # process tree led by $1: the largest RSS in it
+  local best=0 pid r
+  for pid in $(pgrep -g "$1" 2>/dev/null || echo "$1"); do
+    r=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${r:-0}" -gt "$best" ] && best=$r
+  done
+  echo "$best"
+}
+
+# Past capacity: 1.2x, 1.5x and 2x the highest clean rate, then 1000/s again.
+overload_steps() { # system best
+  local sys=$1 best=$2 peak=0
+  [ "$best" -gt 0 ] || { echo "$sys: no clean rate to multiply"; return; }
+  for mult in 1.2 1.5 2.0 recovery; do
+    local rate
+    if [ "$mult" = recovery ]; then rate=1000; else rate=$(echo "$best * $mult / 1" | bc); fi
+    ( while kill -0 "$SYS_PID" 2>/dev/null; do rss_kb "$SYS_PID" >>"$WORK/rss"; sleep 1; done ) &
+    local sampler=$!
+    run_step "$sys" "$rate" >"$WORK/step.txt" || true
+    kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+    peak=$(sort -n "$WORK/rss" 2>/dev/null | tail -1); rm -f "$WORK/rss"
+    local alive=yes relay_alive=-
+    kill -0 "$SYS_PID" 2>/dev/null || alive=no
+    if [ "$MEDIA" = 1 ]; then relay_alive=yes; kill -0 "$RELAY_PID" 2>/dev/null || relay_alive=no; fi
+    local marked_down=-
+    if [ "$sys" = anchorage ]; then
+      marked_down=no
+      grep -q "relay node is down" "$WORK/anchorage.log" && marked_down=yes
+    fi
+    printf '  overload %-8s %-9s %s  503s %6s  proxy alive %s (peak RSS %s MiB)  relay alive %s  relay marked down %s
+'       "$mult" "$sys" "$(head -1 "$WORK/step.txt" | sed 's/  load .*//')" "$REFUSED_503" "$alive"       "$(( ${peak:-0} / 1024 ))" "$relay_alive" "$marked_down"
+    [ "$alive" = yes ] || break
+    sleep 2
+  done
+}
+
 declare -A BEST
 for sys in anchorage kamailio; do
   if [ "$MEDIA" = 1 ]; then start_relay "$sys"; fi
@@ -191,6 +239,7 @@ for sys in anchorage kamailio; do
   for rate in "${RATES[@]}"; do
     if run_step "$sys" "$rate"; then BEST[$sys]=$rate; else break; fi
   done
+  if [ "$OVERLOAD" = 1 ]; then overload_steps "$sys" "${BEST[$sys]}"; fi
   kill -9 -- "-$SYS_PID" "$SYS_PID" 2>/dev/null || true
   if [ "$MEDIA" = 1 ]; then kill -9 -- "-$RELAY_PID" "$RELAY_PID" 2>/dev/null || true; fi
   sleep 1

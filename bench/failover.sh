@@ -13,7 +13,7 @@
 # Usage: bench/failover.sh [--calls N] [--rate R] [--hold SECONDS]
 #                          [--phase kill|stop|drain|both|all] [--health-ms MS] [--no-media]
 #   defaults: 1000 calls set up at 200/s, held 25 s, phases kill and drain ("both"; "all" adds
-#   stop), health pings every 200 ms (the proxy's default).
+#   stop), health pings every 100 ms (the proxy's default).
 #   ANCHORAGE_BIN=path runs another build (e.g. the previous one, for a side-by-side run).
 # Needs: the release build (made here), python3. Results in bench/results/failover-<date>/.
 set -euo pipefail
@@ -23,7 +23,7 @@ CALLS=1000
 RATE=200
 HOLD=25
 PHASE=both
-HEALTH_MS=200
+HEALTH_MS=100
 MEDIA_ARG=()
 while [ $# -gt 0 ]; do
   case "$1" in

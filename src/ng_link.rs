@@ -82,6 +82,30 @@ impl NgLinks {
     }
 }
 
+impl NgLinks {
+    /// Reads what the sockets already hold, without waiting: replies (and refusals) that
+    /// arrived but that a busy reader task has not passed on yet. The proxy task calls this
+    /// before its timers run, so a silence window never ends while a reply sits unread.
+    pub fn take_ready(&self, mut each: impl FnMut(NgInput)) {
+        let mut buf = vec![0u8; 65_535];
+        for (relay, socket) in &self.sockets {
+            // Bounded: a flood cannot keep the proxy task here.
+            for _ in 0..256 {
+                match socket.try_recv(&mut buf) {
+                    Ok(n) => each(NgInput::Datagram(
+                        *relay,
+                        Bytes::copy_from_slice(buf.get(..n).unwrap_or_default()),
+                    )),
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                        each(NgInput::Refused(*relay))
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}
+
 impl Drop for NgLinks {
     fn drop(&mut self) {
         for reader in &self.readers {

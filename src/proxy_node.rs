@@ -167,6 +167,7 @@ pub async fn run(
                 while let Ok(input) = ng_inputs.try_recv() {
                     ng_input(&mut proxy, input, now);
                 }
+                ng_links.take_ready(|input| ng_input(&mut proxy, input, now));
                 proxy.handle_timeout(now);
             }
             Some((id, result)) = resolved.recv() => proxy.handle_resolved(id, result, Instant::now()),

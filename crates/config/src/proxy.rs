@@ -127,8 +127,8 @@ pub struct RelayHealth {
 impl Default for RelayHealth {
     fn default() -> Self {
         Self {
-            interval_ms: 200,
-            down_after: 3,
+            interval_ms: 100,
+            down_after: 6,
             up_after: 3,
             max_window_ms: 5_000,
         }

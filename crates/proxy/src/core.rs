@@ -3052,7 +3052,13 @@ mod tests {
                 relay_sets: cfg.proxy.relay_set,
                 default_media: cfg.proxy.media,
                 ng_client: anchorage_ng::ClientConfig::default(),
-                relay_health: crate::media::HealthConfig::default(),
+                // These scenarios jump the clock by seconds without answering health pings:
+                // pings once an hour keep every relay up (the detector has its own tests).
+                relay_health: crate::media::HealthConfig {
+                    interval: Duration::from_secs(3600),
+                    max_window: Duration::from_secs(6 * 3600),
+                    ..crate::media::HealthConfig::default()
+                },
                 reanchor: cfg.proxy.reanchor,
                 flood: cfg.proxy.flood,
                 overload: cfg.proxy.overload,

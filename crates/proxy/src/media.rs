@@ -84,14 +84,18 @@ impl DownReason {
 
 impl RelayNode {
     /// How long this node may stay silent before it is down: `down_after` ping intervals,
-    /// or twice its retransmission timeout (SRTT + 4·RTTVAR) when it has been slower, capped
+    /// or twice its retransmission timeout (SRTT + 4·RTTVAR) when it has been slower, plus an
+    /// allowance for the commands it has been sent and not answered yet (a relay working
+    /// through a burst of hundreds of deletes answers its pings late: busy, not dead), capped
     /// at the configured maximum.
     pub fn window(&self, health: &HealthConfig) -> Duration {
         let base = health.interval.saturating_mul(health.down_after.max(1));
         let slow = self
             .srtt
             .map_or(Duration::ZERO, |srtt| (srtt + self.rttvar * 4) * 2);
-        base.max(slow).min(health.max_window.max(base))
+        let backlog = BACKLOG_ALLOWANCE
+            .saturating_mul(u32::try_from(self.client.pending()).unwrap_or(u32::MAX));
+        (base.max(slow) + backlog).min(health.max_window.max(base))
     }
 
     /// The smoothed round trip of its pings, once one was answered.
@@ -107,6 +111,14 @@ impl RelayNode {
     /// Time since it was last heard from (or since the proxy started, if never).
     pub fn silent_for(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.last_heard.unwrap_or(self.changed_at))
+    }
+
+    /// When its current silence began, if it is silent (a request sent since its last reply):
+    /// its last reply, or the first request if it never answered. Pings go out every
+    /// interval, so a node that lives answers again within an interval and a round trip.
+    fn silence_started(&self) -> Option<Instant> {
+        let first_unanswered = self.silent_since?;
+        Some(self.last_heard.unwrap_or(first_unanswered))
     }
 
     /// A request goes to it: the silence clock starts unless one is already running.
@@ -157,8 +169,8 @@ pub struct HealthConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
-            interval: Duration::from_millis(200),
-            down_after: 3,
+            interval: Duration::from_millis(100),
+            down_after: 6,
             up_after: 3,
             max_window: Duration::from_secs(5),
             max_pending: 2_000,
@@ -177,6 +189,10 @@ pub struct HealthChange {
 
 /// Index of a node in [`Relays`].
 pub type NodeId = usize;
+
+/// Extra silence allowed per command awaiting the node's reply. Our relay and rtpengine take
+/// well under a millisecond per command on an idle core; two leave room for a loaded one.
+const BACKLOG_ALLOWANCE: Duration = Duration::from_millis(2);
 
 /// Pings awaiting their pong per node, at most (a node that answers none is down long before).
 const MAX_OUTSTANDING_PINGS: usize = 64;
@@ -428,7 +444,7 @@ impl Relays {
             .iter()
             .flat_map(|n| {
                 let window_end = n
-                    .silent_since
+                    .silence_started()
                     .filter(|_| n.up)
                     .map(|since| since + n.window(&self.health));
                 [
@@ -462,7 +478,10 @@ impl Relays {
                 n.next_ping = now + health.interval;
             }
             let window = n.window(&health);
-            if n.up && n.silent_since.is_some_and(|since| now >= since + window) {
+            if n.up
+                && n.silence_started()
+                    .is_some_and(|since| now >= since + window)
+            {
                 let silent = n.silent_for(now);
                 Self::mark_down(
                     &mut self.changes,

@@ -354,7 +354,18 @@ impl Proxy {
                 media::DownReason::Refused => (r.as_str(), 0),
                 media::DownReason::TimedOut { silent } => (r.as_str(), silent.as_millis() as u64),
             });
-        tracing::warn!(relay = %name, reason, silent_ms, "relay node is down: moving its calls");
+        let (rtt_ms, window_ms, pending) =
+            self.relays
+                .nodes()
+                .get(change.node)
+                .map_or((None, 0, 0), |n| {
+                    (
+                        n.rtt().map(|r| r.as_secs_f64() * 1000.0),
+                        n.window(&self.config.relay_health).as_millis() as u64,
+                        n.pending(),
+                    )
+                });
+        tracing::warn!(relay = %name, reason, silent_ms, ?rtt_ms, window_ms, pending, "relay node is down: moving its calls");
         let calls: Vec<String> = {
             let mut c: Vec<String> = self
                 .call_media
