@@ -8,7 +8,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anchorage_testkit::sipp::Sipp;
-use anchorage_testkit::{free_udp_block, free_udp_port, http, AnchorageProxy, Daemon, LOCALHOST};
+use anchorage_testkit::{
+    free_udp_block, free_udp_block_below_ephemeral, free_udp_port, http, AnchorageProxy, Daemon,
+    LOCALHOST,
+};
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -31,24 +34,6 @@ fn relay(ng: u16, ports: (u16, u16)) -> Daemon {
     let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
     daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("ng on udp:"));
     daemon
-}
-
-/// `count` consecutive free UDP ports below the kernel's ephemeral range (which starts at
-/// 32768 by default), so that no other test's ephemeral port lands inside the relay's range.
-fn low_udp_block(count: u16) -> u16 {
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let mut base = 2_000;
-    while base + count <= ephemeral_start {
-        let free = (base..base + count).all(|p| UdpSocket::bind((LOCALHOST, p)).is_ok());
-        if free {
-            return base;
-        }
-        base += 1_000;
-    }
-    panic!("no block of {count} free UDP ports below {ephemeral_start}");
 }
 
 /// A gauge's value on a Prometheus page (0 when absent).
@@ -157,7 +142,7 @@ fn kill_9_of_the_only_relay_with_4900_calls_keeps_the_proxy_and_every_call() {
         .unwrap_or(4_900);
     const SURVIVORS: u32 = 5;
     let ng = free_udp_port(LOCALHOST);
-    let base = low_udp_block(24_000);
+    let base = free_udp_block_below_ephemeral(24_000);
     let ports = (base, base + 23_999);
     let relay_a = relay(ng, ports);
     let proxy = AnchorageProxy::start(bin(), &[ng], "");

@@ -72,6 +72,25 @@ pub fn free_udp_block(ip: IpAddr, count: u16) -> u16 {
     panic!("no block of {count} free UDP ports on {ip}");
 }
 
+/// `count` consecutive free UDP ports on loopback below the kernel's ephemeral range (32768
+/// by default), so that no ephemeral port another test or tool binds meanwhile lands inside:
+/// for relays that need thousands of media ports.
+pub fn free_udp_block_below_ephemeral(count: u16) -> u16 {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let mut base: u16 = 2_000;
+    while u32::from(base) + u32::from(count) <= u32::from(ephemeral_start) {
+        let free = (base..base + count).all(|p| UdpSocket::bind((LOCALHOST, p)).is_ok());
+        if free {
+            return base;
+        }
+        base += 1_000;
+    }
+    panic!("no block of {count} free UDP ports below {ephemeral_start}");
+}
+
 /// 127.0.0.1.
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
