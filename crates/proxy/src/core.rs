@@ -487,6 +487,7 @@ impl Proxy {
             &config.relay_sets,
             config.ng_client,
             config.relay_health,
+            &media::cookie_prefix(&config.node_id, seed),
             now,
         );
         Proxy {

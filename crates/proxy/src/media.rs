@@ -206,6 +206,22 @@ pub struct Relays {
     changes: VecDeque<HealthChange>,
 }
 
+/// The prefix of a proxy's ng cookies: its node id (spaces and other characters a cookie cannot
+/// hold replaced by `-`) and a per-start epoch drawn from the proxy's seed, e.g. `node1-5f3a9c1e`.
+pub fn cookie_prefix(node_id: &str, seed: u64) -> String {
+    let id: String = node_id
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '-' })
+        .take(32)
+        .collect();
+    // splitmix64 of the seed: neighbouring seeds give unrelated epochs.
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    format!("{id}-{:08x}", z as u32)
+}
+
 /// The ng flags of a media policy, ready to go into requests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -248,10 +264,16 @@ impl Policy {
 impl Relays {
     /// The nodes of every set (a node listed in two sets is one node), watched from `now`.
     /// Nodes start up; the first missed pings take them down.
+    ///
+    /// `cookie_prefix` starts every ng cookie this proxy sends: it must be unique per proxy
+    /// node and per process start (see [`cookie_prefix`]), because rtpengine caches replies by
+    /// cookie alone for up to a minute: a restarted proxy reusing a cookie would be handed the
+    /// reply to an old command.
     pub fn new(
         sets: &[RelaySet],
         client: ClientConfig,
         health: HealthConfig,
+        cookie_prefix: &str,
         now: Instant,
     ) -> Relays {
         let mut relays = Relays {
@@ -282,8 +304,8 @@ impl Relays {
                             draining: false,
                             changed_at: now,
                             down_reason: None,
-                            client: Client::new(client, &format!("anc{n}")),
-                            pinger: Client::new(ping_config, &format!("anp{n}")),
+                            client: Client::new(client, &format!("{cookie_prefix}-c{n}")),
+                            pinger: Client::new(ping_config, &format!("{cookie_prefix}-p{n}")),
                             pings: VecDeque::new(),
                             next_ping: now,
                             silent_since: None,
@@ -649,6 +671,7 @@ nodes = [
             &cfg.proxy.relay_set,
             ClientConfig::default(),
             HealthConfig::default(),
+            "n1-00000001",
             epoch(),
         )
     }
@@ -714,6 +737,21 @@ nodes = [
         r.set_draining(1, true);
         r.count_call(0, 5);
         assert_eq!(r.pick("main", &[]), Some(0), "a drained node gets no calls");
+    }
+
+    #[test]
+    fn cookies_carry_the_node_id_and_differ_between_process_starts() {
+        let a = cookie_prefix("node one", 1);
+        let b = cookie_prefix("node one", 2);
+        assert!(a.starts_with("node-one-"), "{a}");
+        assert_ne!(a, b, "two starts of one node");
+        assert_ne!(cookie_prefix("n1", 7), cookie_prefix("n2", 7), "two nodes");
+        // What goes on the wire: the prefix, then the client and node, then a counter.
+        let mut r = relays();
+        r.handle_timeout(epoch());
+        let (_, ping) = r.poll_transmit(epoch()).unwrap();
+        let text = String::from_utf8_lossy(&ping).to_string();
+        assert!(text.starts_with("n1-00000001-p0_0 "), "{text}");
     }
 
     #[test]
