@@ -39,23 +39,12 @@ fn proxy(a: &Relay, b: &Relay, extra: &str) -> Proxy {
 
 /// The `n`-th (from 1) received message starting with `start`, waiting up to `timeout`.
 fn nth_received(p: &SippProcess, start: &str, n: usize, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let found: Vec<String> = p
-            .received_so_far()
-            .into_iter()
-            .filter(|m| m.starts_with(start))
-            .collect();
-        if let Some(m) = found.get(n - 1) {
-            return m.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
+    p.nth_received(start, n, timeout).unwrap_or_else(|| {
+        panic!(
             "no {start} number {n} after {timeout:?}; received: {:#?}",
             p.received_so_far()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        )
+    })
 }
 
 /// A header's value in a message.

@@ -274,30 +274,21 @@ fn proxy_alive(proxy: &AnchorageProxy) -> bool {
     status == 200
 }
 
-/// The `n`-th INVITE a SIPp process received, waiting up to 30 s.
+/// The `n`-th message starting with `start` a SIPp process received, waiting up to 30 s; on
+/// failure the proxy's log tells why.
 fn nth_received(
     p: &anchorage_testkit::sipp::SippProcess,
     start: &str,
     n: usize,
     proxy: &AnchorageProxy,
 ) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let found: Vec<String> = p
-            .received_so_far()
-            .into_iter()
-            .filter(|m| m.starts_with(start))
-            .collect();
-        if let Some(m) = found.get(n - 1) {
-            return m.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {start} number {n}; the proxy's log ends with:\n{}",
-            tail(&proxy.daemon.log(), 40)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    p.nth_received(start, n, Duration::from_secs(30))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {start} number {n}; the proxy's log ends with:\n{}",
+                tail(&proxy.daemon.log(), 40)
+            )
+        })
 }
 
 /// A UDP forwarder in front of a relay's ng port that delays every reply by 300–500 ms (a relay

@@ -1574,17 +1574,7 @@ impl Proxy {
         self.relays.count_call(call.node, -1);
         self.waiting.remove(call_id);
         self.resuming.remove(call_id);
-        if !self.relays.is_up(call.node) {
-            // Not sent to a dead node: deleted there when it is back.
-            self.orphans
-                .entry(call.node)
-                .or_default()
-                .push(call_id.to_string());
-            return;
-        }
-        if let Some(id) = self.relays.send(call.node, &media::delete(call_id), now) {
-            self.media_waits.insert((call.node, id), MediaWait::Delete);
-        }
+        self.delete_or_orphan(call.node, call_id, now);
     }
 
     /// Acts on relay replies and timeouts.

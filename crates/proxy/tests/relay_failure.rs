@@ -48,6 +48,30 @@ fn time_until_state(
     b.now.saturating_duration_since(start)
 }
 
+/// The relay at `ng` answers again; waits until `name` is up.
+fn relay_back(b: &mut Bench, ng: &str, name: &str) {
+    b.set_relay(ng, Relay::Answers);
+    time_until_state(
+        b,
+        name,
+        true,
+        Duration::from_millis(50),
+        Duration::from_secs(2),
+    );
+}
+
+/// The relay at `ng` fails as `how`; waits until `name` is down.
+fn relay_fails(b: &mut Bench, ng: &str, name: &str, how: Relay) {
+    b.set_relay(ng, how);
+    time_until_state(
+        b,
+        name,
+        false,
+        Duration::from_millis(50),
+        Duration::from_secs(2),
+    );
+}
+
 #[test]
 fn the_death_of_the_only_relay_with_100000_calls_keeps_every_call_on_a_flat_stack() {
     // The core runs on a thread with a small stack: a pump that recursed once per queued call
@@ -180,14 +204,7 @@ fn a_waiting_call_is_moved_back_onto_its_relay_when_it_returns_and_a_bye_still_g
     assert!(b.take_ng().is_empty());
     // The relay process is back (its sessions are gone): w1 gets a new session there and
     // both parties a re-INVITE naming it.
-    b.set_relay("127.0.0.1:2223", Relay::Answers);
-    time_until_state(
-        &mut b,
-        "r1",
-        true,
-        Duration::from_millis(50),
-        Duration::from_secs(2),
-    );
+    relay_back(&mut b, "127.0.0.1:2223", "r1");
     b.advance(Duration::from_millis(10));
     let ng = b.take_ng();
     let deletes: Vec<_> = ng
@@ -237,35 +254,14 @@ fn a_waiting_call_is_moved_back_onto_its_relay_when_it_returns_and_a_bye_still_g
 #[test]
 fn waiting_calls_go_to_another_node_of_their_set_when_one_comes_up() {
     let mut b = Bench::new(TWO_RELAYS);
-    b.set_relay("127.0.0.1:2224", Relay::Silent);
-    time_until_state(
-        &mut b,
-        "r2",
-        false,
-        Duration::from_millis(50),
-        Duration::from_secs(2),
-    );
+    relay_fails(&mut b, "127.0.0.1:2224", "r2", Relay::Silent);
     b.place_call("x1");
     assert_eq!(b.proxy.anchored_call("x1").unwrap().node, "r1");
     b.take_ng();
-    b.set_relay("127.0.0.1:2223", Relay::Silent);
-    time_until_state(
-        &mut b,
-        "r1",
-        false,
-        Duration::from_millis(50),
-        Duration::from_secs(2),
-    );
+    relay_fails(&mut b, "127.0.0.1:2223", "r1", Relay::Silent);
     b.advance(Duration::from_millis(100));
     assert_eq!(b.proxy.waiting_calls(), 1);
-    b.set_relay("127.0.0.1:2224", Relay::Answers);
-    time_until_state(
-        &mut b,
-        "r2",
-        true,
-        Duration::from_millis(50),
-        Duration::from_secs(2),
-    );
+    relay_back(&mut b, "127.0.0.1:2224", "r2");
     b.advance(Duration::from_millis(10));
     let sent = b.take_sip_with_destination();
     assert_eq!(b.answer_invites(&sent), 2, "{sent:?}");
@@ -278,14 +274,7 @@ fn waiting_calls_go_to_another_node_of_their_set_when_one_comes_up() {
 fn waiting_calls_are_ended_after_the_give_up_time_when_one_is_set() {
     let mut b = Bench::new(&format!("{ONE_RELAY}\n[proxy.reanchor]\ngive_up_s = 30\n"));
     b.place_call("g1");
-    b.set_relay("127.0.0.1:2223", Relay::Silent);
-    time_until_state(
-        &mut b,
-        "r1",
-        false,
-        Duration::from_millis(50),
-        Duration::from_secs(2),
-    );
+    relay_fails(&mut b, "127.0.0.1:2223", "r1", Relay::Silent);
     b.advance(Duration::from_secs(29));
     assert_eq!(b.proxy.waiting_calls(), 1);
     assert!(b.take_sip().iter().all(|m| m.method() != Some(Method::Bye)));

@@ -153,6 +153,23 @@ impl SippProcess {
         }
     }
 
+    /// The `n`-th (from 1) received message starting with `start`, waiting up to `timeout`;
+    /// `None` if it did not come.
+    pub fn nth_received(&self, start: &str, n: usize, timeout: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let found = self
+                .received_so_far()
+                .into_iter()
+                .filter(|m| m.starts_with(start))
+                .nth(n.saturating_sub(1));
+            if found.is_some() || std::time::Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether SIPp still runs.
     pub fn is_running(&mut self) -> bool {
         self.daemon.is_running()

@@ -1185,14 +1185,7 @@ impl Proxy {
         // then it is deleted if the node comes back. A call that waited for its own node to
         // come back stays on it: nothing to delete.
         if old_node != new_node {
-            if self.relays.is_up(old_node) {
-                self.delete_on(old_node, call_id, now);
-            } else {
-                self.orphans
-                    .entry(old_node)
-                    .or_default()
-                    .push(call_id.to_string());
-            }
+            self.delete_or_orphan(old_node, call_id, now);
         }
         let names = |n: NodeId| {
             self.relays
@@ -1223,16 +1216,22 @@ impl Proxy {
         }
         self.waiting.remove(call_id);
         self.resuming.remove(call_id);
-        if self.relays.is_up(old_node) {
-            self.delete_on(old_node, call_id, now);
-        } else {
-            self.orphans
-                .entry(old_node)
-                .or_default()
-                .push(call_id.to_string());
-        }
+        self.delete_or_orphan(old_node, call_id, now);
         if let Some(id) = self.dialogs.confirmed(call_id).map(|d| d.id.clone()) {
             self.dialogs.remove(&id);
+        }
+    }
+
+    /// Deletes the call's session on `node` if it is up; a down node's session is deleted
+    /// when it comes back (a delete is never sent to a dead node, nor elsewhere).
+    pub(super) fn delete_or_orphan(&mut self, node: NodeId, call_id: &str, now: Instant) {
+        if self.relays.is_up(node) {
+            self.delete_on(node, call_id, now);
+        } else {
+            self.orphans
+                .entry(node)
+                .or_default()
+                .push(call_id.to_string());
         }
     }
 

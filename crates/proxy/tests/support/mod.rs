@@ -239,18 +239,7 @@ impl Bench {
     /// (INVITE, 200, ACK). Returns the Record-Route the proxy put in the INVITE.
     pub fn place_call(&mut self, id: &str) -> String {
         let from = format!("<sip:alice@example.com>;tag=a-{id}");
-        let via = format!("SIP/2.0/UDP {CALLER};branch=z9hG4bK-{id}");
-        let invite = RequestBuilder::new(Method::Invite, "sip:bob@127.0.0.1:9")
-            .via(&via)
-            .from(&from)
-            .to("<sip:bob@example.com>")
-            .call_id(id)
-            .cseq(1)
-            .contact("<sip:alice@127.0.0.1:5070>")
-            .max_forwards(70)
-            .body("application/sdp", OFFER_SDP.as_bytes())
-            .build()
-            .expect("an INVITE");
+        let invite = initial_invite(id);
         self.receive(&invite, CALLER);
         let forwarded = self
             .take_sip()
@@ -292,19 +281,7 @@ impl Bench {
 
     /// A new INVITE with SDP for call `id`; returns the final responses the caller got.
     pub fn try_call(&mut self, id: &str) -> Vec<Message> {
-        let from = format!("<sip:alice@example.com>;tag=a-{id}");
-        let via = format!("SIP/2.0/UDP {CALLER};branch=z9hG4bK-{id}");
-        let invite = RequestBuilder::new(Method::Invite, "sip:bob@127.0.0.1:9")
-            .via(&via)
-            .from(&from)
-            .to("<sip:bob@example.com>")
-            .call_id(id)
-            .cseq(1)
-            .contact("<sip:alice@127.0.0.1:5070>")
-            .max_forwards(70)
-            .body("application/sdp", OFFER_SDP.as_bytes())
-            .build()
-            .expect("an INVITE");
+        let invite = initial_invite(id);
         self.receive(&invite, CALLER);
         self.take_sip()
             .into_iter()
@@ -354,6 +331,23 @@ impl Bench {
         }
         answered
     }
+}
+
+/// The caller's initial INVITE with SDP for call `id` (its tag `a-<id>`, its branch from `id`).
+pub fn initial_invite(id: &str) -> Message {
+    let from = format!("<sip:alice@example.com>;tag=a-{id}");
+    let via = format!("SIP/2.0/UDP {CALLER};branch=z9hG4bK-{id}");
+    RequestBuilder::new(Method::Invite, "sip:bob@127.0.0.1:9")
+        .via(&via)
+        .from(&from)
+        .to("<sip:bob@example.com>")
+        .call_id(id)
+        .cseq(1)
+        .contact("<sip:alice@127.0.0.1:5070>")
+        .max_forwards(70)
+        .body("application/sdp", OFFER_SDP.as_bytes())
+        .build()
+        .expect("an INVITE")
 }
 
 /// Node names of `(ng address, name)` pairs, for readable assertions.
