@@ -38,54 +38,17 @@ while [ $# -gt 0 ]; do
 done
 command -v python3 >/dev/null || { echo "missing tool: python3"; exit 1; }
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-if [ -n "${ANCHORAGE_BIN:-}" ]; then
-  BIN=$ANCHORAGE_BIN
-else
-  echo "== building (release)"
-  cargo build --release --quiet
-  BIN="$CARGO_TARGET_DIR/release/anchorage"
-fi
+. bench/common.sh
+anchorage_bin
 OUT="bench/results/failover-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 ulimit -n 65536 2>/dev/null || true
 
 SIP=26060; API=26061; NG_A=26223; NG_B=26224; UAS=26090
-PIDS=()
-stop_all() {
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] || continue
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  PIDS=()
-  sleep 0.5
-}
 trap stop_all EXIT
 
-cat > "$OUT/proxy.toml" <<EOF
-[[proxy.listen]]
-transport = "udp"
-address = "127.0.0.1:$SIP"
-
-[api]
-listen = "127.0.0.1:$API"
-
-[[proxy.relay_set]]
-name = "main"
-nodes = [
-  { name = "relay-a", ng = "127.0.0.1:$NG_A" },
-  { name = "relay-b", ng = "127.0.0.1:$NG_B" },
-]
-
-[proxy.media]
-set = "main"
-caller_flags = "replace-origin"
-callee_flags = "replace-origin"
-
-[proxy.relay_health]
-interval_ms = $HEALTH_MS
-EOF
+two_relay_config "$OUT/proxy.toml" "$SIP" "$API" "$NG_A" "$NG_B" "[proxy.relay_health]
+interval_ms = $HEALTH_MS"
 
 start_system() { # phase
   "$BIN" relay --listen-ng "127.0.0.1:$NG_A" --interface 127.0.0.1 --port-min 30000 \
