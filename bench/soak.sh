@@ -30,50 +30,16 @@ for tool in python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool"; exit 1; }
 done
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-if [ -n "${ANCHORAGE_BIN:-}" ]; then
-  BIN=$ANCHORAGE_BIN
-else
-  echo "== building (release)"
-  cargo build --release --quiet
-  BIN="$CARGO_TARGET_DIR/release/anchorage"
-fi
+. bench/common.sh
+anchorage_bin
 OUT="bench/results/soak-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 SIP=27060; API=27061; NG_A=27223; NG_B=27224; MET_A=27225; MET_B=27226; UAS=27090
-PIDS=()
-stop_all() {
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] || continue
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  PIDS=()
-}
 trap stop_all EXIT
 
-cat > "$OUT/proxy.toml" <<EOF
-[[proxy.listen]]
-transport = "udp"
-address = "127.0.0.1:$SIP"
-
-[api]
-listen = "127.0.0.1:$API"
-
-[[proxy.relay_set]]
-name = "main"
-nodes = [
-  { name = "relay-a", ng = "127.0.0.1:$NG_A" },
-  { name = "relay-b", ng = "127.0.0.1:$NG_B" },
-]
-
-[proxy.media]
-set = "main"
-caller_flags = "replace-origin"
-callee_flags = "replace-origin"
-EOF
+two_relay_config "$OUT/proxy.toml" "$SIP" "$API" "$NG_A" "$NG_B"
 
 "$BIN" relay --listen-ng "127.0.0.1:$NG_A" --interface 127.0.0.1 --port-min 30000 \
   --port-max 39999 --delete-delay 0 --metrics "127.0.0.1:$MET_A" >"$OUT/relay-a.log" 2>&1 &
