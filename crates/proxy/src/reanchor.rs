@@ -1,8 +1,9 @@
 //! Re-anchoring, the parts that need no proxy state (DESIGN.md "Re-anchoring"): where a
 //! request the proxy sends into a dialog goes and how it is built when it impersonates the
 //! other party, the SDP each leg is given, the RFC 3261 §14.1 back-off after a 491, and the
-//! job records the API shows. The per-call procedure itself runs in the proxy core
-//! (`core/reanchor.rs`), which owns the dialogs, transactions and relay clients it drives.
+//! job records the API shows. The per-call procedure itself runs in the proxy node
+//! ([`crate::node`], `node/moves/`), which owns the dialogs, transactions and relay clients it
+//! drives.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anchorage_proxy::core::{CoreConfig, Datagram, Listener, Proxy, Transmit};
+use anchorage_proxy::node::{CoreConfig, Datagram, Listener, Proxy, Transmit};
 use anchorage_proxy::Transport;
 use anchorage_sip::{Message, Method, RequestBuilder};
 use bytes::Bytes;

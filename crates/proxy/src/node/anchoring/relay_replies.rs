@@ -1,0 +1,228 @@
+//! ng replies and failures back to what waited for them: one arm per `MediaWait` variant and
+//! outcome. A refused or unanswered initial offer tries the next node of the set; no path
+//! relays a message unanchored.
+
+use std::time::Instant;
+
+use crate::node::anchoring::{tag_of, CallMedia, LegMedia, MediaWait};
+use crate::node::io::Datagram;
+use crate::node::Proxy;
+
+impl Proxy {
+    /// Acts on relay replies and timeouts.
+    pub(in crate::node) fn drain_relay_events(&mut self, now: Instant) {
+        while let Some(change) = self.relays.poll_health_change() {
+            self.on_relay_health(change, now);
+        }
+        while let Some((node, event)) = self.relays.poll_event() {
+            let (id, reply) = match event {
+                anchorage_ng::Event::Reply(id, reply) => (id, Some(reply)),
+                anchorage_ng::Event::TimedOut(id) | anchorage_ng::Event::Failed(id, _) => {
+                    (id, None)
+                }
+            };
+            let Some(wait) = self.media_waits.remove(&(node, id)) else {
+                continue;
+            };
+            let sdp = reply
+                .as_ref()
+                .filter(|r| matches!(r.outcome, anchorage_ng::Outcome::Ok))
+                .and_then(|r| r.sdp.clone());
+            match (wait, sdp) {
+                (MediaWait::Delete, _) => {}
+                (MediaWait::ReanchorOffer { call_id }, sdp) => {
+                    self.on_reanchor_ng(&call_id, true, sdp, now);
+                }
+                (MediaWait::ReanchorAnswer { call_id }, sdp) => {
+                    self.on_reanchor_ng(&call_id, false, sdp, now);
+                }
+                (MediaWait::FollowUp { call_id, party }, Some(sdp)) => {
+                    self.send_follow_up_offer(&call_id, party, sdp, now);
+                }
+                (MediaWait::FollowUp { .. }, None) => {}
+                (
+                    MediaWait::ForkOffer {
+                        key,
+                        target,
+                        via_branch,
+                        policy,
+                    },
+                    sdp,
+                ) => {
+                    self.on_fork_offer(node, key, target, via_branch, policy, sdp, now);
+                }
+                (
+                    MediaWait::ResponseOffer {
+                        key,
+                        status,
+                        response,
+                        policy,
+                        initial,
+                    },
+                    Some(sdp),
+                ) => {
+                    let call_id = response.call_id().unwrap_or("").to_string();
+                    if initial {
+                        let caller_tag = self
+                            .servers
+                            .get(&key)
+                            .map(|s| tag_of(s.request.from()))
+                            .unwrap_or_default();
+                        tracing::debug!(%call_id, node, "call anchored by a late offer");
+                        self.relays.count_call(node, 1);
+                        self.call_media.insert(
+                            call_id.clone(),
+                            CallMedia {
+                                node,
+                                policy,
+                                caller_tag,
+                                caller: LegMedia::default(),
+                                callee: LegMedia::default(),
+                                answer_in_ack: false,
+                                answer_in_prack: false,
+                                forks: Vec::new(),
+                            },
+                        );
+                    }
+                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                        call.answer_in_ack = status >= 200;
+                        call.answer_in_prack = status < 200;
+                        let (from, to) = call.legs_from(&tag_of(response.to()));
+                        from.received = Some(response.body_bytes());
+                        to.record_sent(&sdp);
+                    }
+                    if let Ok(rewritten) = response.edit().set_body(sdp).finish_message() {
+                        self.forward_response_upstream(&key, status, rewritten.bytes(), now);
+                    }
+                }
+                (MediaWait::ResponseOffer { key, status, .. }, None) => {
+                    tracing::warn!("relay refused or did not answer a late offer; the response is not relayed unanchored");
+                    if status >= 200 {
+                        self.respond(&key, 502, "Media Relay Failed", now);
+                    }
+                }
+                (
+                    MediaWait::AckAnswer {
+                        ack,
+                        source,
+                        local,
+                        transport,
+                    },
+                    Some(sdp),
+                ) => {
+                    let call_id = ack.call_id().unwrap_or("").to_string();
+                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                        call.answer_in_ack = false;
+                        let (from, to) = call.legs_from(&tag_of(ack.from()));
+                        from.received = Some(ack.body_bytes());
+                        to.record_sent(&sdp);
+                    }
+                    if let Ok(rewritten) = ack.edit().set_body(sdp).finish_message() {
+                        let d = Datagram {
+                            data: rewritten.bytes(),
+                            source,
+                            local,
+                            transport,
+                        };
+                        self.forward_stateless(rewritten, &d, now);
+                    }
+                }
+                (MediaWait::AckAnswer { ack, .. }, None) => {
+                    tracing::warn!(call_id = ack.call_id().unwrap_or(""), "relay refused or did not answer the answer in an ACK; the ACK is not relayed unanchored");
+                }
+                (
+                    MediaWait::Offer {
+                        key,
+                        policy,
+                        initial,
+                        ..
+                    },
+                    Some(sdp),
+                ) => {
+                    let Some(tx) = self.servers.get_mut(&key) else {
+                        continue;
+                    };
+                    let offered = tx.request.body_bytes();
+                    let offerer = tag_of(tx.request.from());
+                    if let Ok(rewritten) = tx.request.edit().set_body(sdp.clone()).finish_message()
+                    {
+                        tx.request = rewritten;
+                    }
+                    let call_id = tx.request.call_id().unwrap_or("").to_string();
+                    if initial {
+                        tracing::debug!(%call_id, node, "call anchored");
+                        self.relays.count_call(node, 1);
+                        self.call_media.insert(
+                            call_id.clone(),
+                            CallMedia {
+                                node,
+                                policy,
+                                caller_tag: offerer.clone(),
+                                caller: LegMedia::default(),
+                                callee: LegMedia::default(),
+                                answer_in_ack: false,
+                                answer_in_prack: false,
+                                forks: Vec::new(),
+                            },
+                        );
+                    }
+                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                        let (from, to) = call.legs_from(&offerer);
+                        from.received = Some(offered);
+                        to.record_sent(&sdp);
+                    }
+                    self.try_next_target(&key, now);
+                }
+                (
+                    MediaWait::Offer {
+                        key,
+                        policy,
+                        tried,
+                        initial,
+                    },
+                    None,
+                ) => {
+                    let reason = reply
+                        .as_ref()
+                        .and_then(|r| r.error_reason().map(|e| e.to_string()));
+                    let name = self
+                        .relays
+                        .nodes()
+                        .get(node)
+                        .map(|n| n.name.clone())
+                        .unwrap_or_default();
+                    tracing::warn!(relay = %name, ?reason, "relay refused or did not answer an offer");
+                    match (initial, self.servers.get(&key).map(|t| t.request.clone())) {
+                        (true, Some(req)) => self.send_offer(&key, &req, policy, tried, now),
+                        _ => self.respond(&key, 503, "Media Relay Failed", now),
+                    }
+                }
+                (
+                    MediaWait::Answer {
+                        key,
+                        status,
+                        response,
+                    },
+                    Some(sdp),
+                ) => {
+                    let call_id = response.call_id().unwrap_or("").to_string();
+                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                        // The answer comes from the leg the offer went to.
+                        let (from, to) = call.legs_from(&tag_of(response.to()));
+                        from.received = Some(response.body_bytes());
+                        to.record_sent(&sdp);
+                    }
+                    if let Ok(rewritten) = response.edit().set_body(sdp).finish_message() {
+                        self.forward_response_upstream(&key, status, rewritten.bytes(), now);
+                    }
+                }
+                (MediaWait::Answer { key, status, .. }, None) => {
+                    tracing::warn!("relay refused or did not answer an answer; the response is not relayed unanchored");
+                    if status >= 200 {
+                        self.respond(&key, 502, "Media Relay Failed", now);
+                    }
+                }
+            }
+        }
+    }
+}
