@@ -47,9 +47,6 @@ mod transactions;
 mod validate;
 mod waiting;
 
-#[cfg(test)]
-mod tests;
-
 pub use anchoring::{AnchoredCall, LegMedia};
 pub use io::{CoreConfig, Counters, Datagram, Listener, ResolveQuery, Transmit};
 pub use moves::ReanchorMetrics;

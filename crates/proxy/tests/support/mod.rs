@@ -13,6 +13,8 @@ use anchorage_proxy::Transport;
 use anchorage_sip::{Message, Method, RequestBuilder};
 use bytes::Bytes;
 
+pub mod scenario;
+
 /// The proxy's address.
 pub const PROXY: &str = "127.0.0.1:5060";
 /// The caller's address.
