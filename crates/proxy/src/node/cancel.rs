@@ -86,8 +86,16 @@ impl Proxy {
         }
         invite.cancelled = true;
         invite.remaining.clear();
-        for branch in invite.branches.clone() {
+        let branches = invite.branches.clone();
+        let live = self.pending_branches(&invite_key);
+        for branch in branches {
             self.cancel_branch(&branch, now);
+        }
+        if live == 0 {
+            // No branch will answer with a 487 (the INVITE still waits for its relay, a fork
+            // offer or DNS, or its branches are done): the proxy answers it itself (§9.2), so
+            // every INVITE ends in a final response.
+            self.respond(&invite_key, 487, "Request Terminated", now);
         }
     }
 

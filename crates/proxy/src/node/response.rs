@@ -306,10 +306,15 @@ impl Proxy {
         let Some(client) = self.clients.get(branch) else {
             return;
         };
-        if client.abandoned {
+        let key = client.server.clone();
+        let cancelled = self.servers.get(&key).is_some_and(|s| s.cancelled);
+        if client.abandoned && !cancelled {
+            // Given up for the next target, which answers instead.
             return;
         }
-        let key = client.server.clone();
+        // A CANCELled branch that never answered (no 487 will come): it stands for a 487, so
+        // the INVITE still ends in a final response.
+        let status = if cancelled { 487 } else { status };
         self.branch_failed(&key, branch, status, Bytes::new(), true, now);
     }
 

@@ -233,19 +233,7 @@ impl Bench {
     /// (INVITE, 200, ACK). Returns the Record-Route the proxy put in the INVITE.
     pub fn place_call(&mut self, id: &str) -> String {
         let from = format!("<sip:alice@example.com>;tag=a-{id}");
-        let via = format!("SIP/2.0/UDP {CALLER};branch=z9hG4bK-{id}");
-        let invite = RequestBuilder::new(Method::Invite, "sip:bob@127.0.0.1:9")
-            .via(&via)
-            .from(&from)
-            .to("<sip:bob@example.com>")
-            .call_id(id)
-            .cseq(1)
-            .contact("<sip:alice@127.0.0.1:5070>")
-            .max_forwards(70)
-            .body("application/sdp", OFFER_SDP.as_bytes())
-            .build()
-            .expect("an INVITE");
-        self.receive(&invite, CALLER);
+        self.receive(&invite(id), CALLER);
         let forwarded = self
             .take_sip()
             .into_iter()
@@ -286,19 +274,7 @@ impl Bench {
 
     /// A new INVITE with SDP for call `id`; returns the final responses the caller got.
     pub fn try_call(&mut self, id: &str) -> Vec<Message> {
-        let from = format!("<sip:alice@example.com>;tag=a-{id}");
-        let via = format!("SIP/2.0/UDP {CALLER};branch=z9hG4bK-{id}");
-        let invite = RequestBuilder::new(Method::Invite, "sip:bob@127.0.0.1:9")
-            .via(&via)
-            .from(&from)
-            .to("<sip:bob@example.com>")
-            .call_id(id)
-            .cseq(1)
-            .contact("<sip:alice@127.0.0.1:5070>")
-            .max_forwards(70)
-            .body("application/sdp", OFFER_SDP.as_bytes())
-            .build()
-            .expect("an INVITE");
+        let invite = invite(id);
         self.receive(&invite, CALLER);
         self.take_sip()
             .into_iter()
@@ -361,4 +337,50 @@ pub fn names(pairs: &[(&str, &str)]) -> HashMap<SocketAddr, String> {
 /// Distinct values.
 pub fn distinct<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> usize {
     items.into_iter().collect::<HashSet<_>>().len()
+}
+
+/// The caller's initial INVITE with SDP for call `id` (branch `z9hG4bK-<id>`, from-tag
+/// `a-<id>`), to bob at the callee's address.
+pub fn invite(id: &str) -> Message {
+    let from = format!("<sip:alice@example.com>;tag=a-{id}");
+    let via = format!("SIP/2.0/UDP {CALLER};branch=z9hG4bK-{id}");
+    RequestBuilder::new(Method::Invite, "sip:bob@127.0.0.1:9")
+        .via(&via)
+        .from(&from)
+        .to("<sip:bob@example.com>")
+        .call_id(id)
+        .cseq(1)
+        .contact("<sip:alice@127.0.0.1:5070>")
+        .max_forwards(70)
+        .body("application/sdp", OFFER_SDP.as_bytes())
+        .build()
+        .expect("an INVITE")
+}
+
+/// The caller's CANCEL of [`invite`]`(id)` (RFC 3261 §9.1: same Request-URI, top Via, From,
+/// To, Call-ID and CSeq number).
+pub fn cancel(id: &str) -> Message {
+    let from = format!("<sip:alice@example.com>;tag=a-{id}");
+    let via = format!("SIP/2.0/UDP {CALLER};branch=z9hG4bK-{id}");
+    RequestBuilder::new(Method::Cancel, "sip:bob@127.0.0.1:9")
+        .via(&via)
+        .from(&from)
+        .to("<sip:bob@example.com>")
+        .call_id(id)
+        .cseq(1)
+        .max_forwards(70)
+        .build()
+        .expect("a CANCEL")
+}
+
+/// The final responses among `sent`, as (status, CSeq method, reason phrase).
+pub fn finals(sent: &[Message]) -> Vec<(u16, String, String)> {
+    sent.iter()
+        .filter_map(|m| {
+            let status = m.status().filter(|s| *s >= 200)?;
+            let method = m.cseq().ok()?.method.as_str().to_string();
+            let reason = String::from_utf8_lossy(m.reason_phrase()?).into_owned();
+            Some((status, method, reason))
+        })
+        .collect()
 }

@@ -15,6 +15,20 @@ use crate::node::anchoring::{carries_sdp, tag_of, CallMedia, ForkBranch, LegMedi
 use crate::node::transactions::ServerKey;
 use crate::node::Proxy;
 
+/// A fork branch's relay reply, with what its `MediaWait::ForkOffer` held.
+pub(in crate::node) struct ForkWait {
+    /// The forked INVITE's server transaction.
+    pub(in crate::node) key: ServerKey,
+    /// The branch's destination.
+    pub(in crate::node) target: Target,
+    /// The relay session's `via-branch`.
+    pub(in crate::node) via_branch: String,
+    /// The call's media policy.
+    pub(in crate::node) policy: Policy,
+    /// The relay's SDP for the branch's callee; `None`: refused or unanswered.
+    pub(in crate::node) sdp: Option<Bytes>,
+}
+
 impl Proxy {
     /// An initial INVITE with SDP forked in parallel to several targets, with media anchored:
     /// one relay offer per target, each with its own `via-branch`, so each callee gets its own
@@ -31,8 +45,12 @@ impl Proxy {
         };
         let parallel = tx.failover.as_ref().is_some_and(|f| f.parallel);
         let initial = req.to().ok().and_then(|t| t.tag()).is_none();
+        // A fork branch is forwarded straight from its relay reply, so every target must be
+        // an address: a set with host names takes the one-session path, which resolves them
+        // (RFC 3263) before forwarding.
         if !parallel
             || tx.remaining.len() < 2
+            || tx.remaining.iter().any(|t| t.socket_addr().is_none())
             || !initial
             || req.method() != Some(Method::Invite)
             || !carries_sdp(req)
@@ -83,36 +101,30 @@ impl Proxy {
     }
 
     /// One fork branch's offer came back: the call is anchored (on its first), and the target
-    /// gets the INVITE with its own relay SDP.
-    #[allow(clippy::too_many_arguments)]
-    pub(in crate::node) fn on_fork_offer(
-        &mut self,
-        node: NodeId,
-        key: ServerKey,
-        target: Target,
-        via_branch: String,
-        policy: Policy,
-        sdp: Option<Bytes>,
-        now: Instant,
-    ) {
+    /// gets the INVITE with its own relay SDP. A branch that cannot go on gives up its relay
+    /// session; the last one left answers the INVITE (every INVITE ends in a final response).
+    pub(in crate::node) fn on_fork_offer(&mut self, node: NodeId, wait: ForkWait, now: Instant) {
+        let ForkWait {
+            key,
+            target,
+            via_branch,
+            policy,
+            sdp,
+        } = wait;
         let Some(tx) = self.servers.get(&key) else {
             return;
         };
         let request = tx.request.clone();
-        let call_id = request.call_id().unwrap_or("").to_string();
+        let (Ok(call_id), from_tag) = (request.call_id(), tag_of(request.from())) else {
+            return;
+        };
+        let call_id = call_id.to_string();
         let Some(sdp) = sdp else {
             tracing::warn!(%call_id, %via_branch, "relay refused or did not answer a fork branch's offer");
-            let pending = self
-                .media_waits
-                .values()
-                .any(|w| matches!(w, MediaWait::ForkOffer { key: k, .. } if *k == key));
-            if !pending && tx.branches.is_empty() {
-                self.respond(&key, 503, "Media Relay Failed", now);
-            }
+            self.answer_if_no_fork_left(&key, 503, "Media Relay Failed", now);
             return;
         };
         if tx.cancelled || tx.final_status.is_some() {
-            let from_tag = tag_of(request.from());
             self.send_ng_quietly(
                 node,
                 &media::delete_branch(&call_id, &from_tag, &via_branch),
@@ -127,7 +139,7 @@ impl Proxy {
                 CallMedia {
                     node,
                     policy,
-                    caller_tag: tag_of(request.from()),
+                    caller_tag: from_tag.clone(),
                     caller: LegMedia {
                         received: Some(request.body_bytes()),
                         ..LegMedia::default()
@@ -139,11 +151,17 @@ impl Proxy {
                 },
             );
         }
+        let session = (call_id.as_str(), from_tag.as_str(), via_branch.as_str());
         let Some(destination) = target.socket_addr() else {
-            return;
+            let why = "the target has no address";
+            return self.fork_branch_lost(node, &key, session, why, now);
         };
-        let Ok(rewritten) = request.edit().set_body(sdp.clone()).finish_message() else {
-            return;
+        let rewritten = match request.edit().set_body(sdp.clone()).finish_message() {
+            Ok(rewritten) => rewritten,
+            Err(e) => {
+                let why = format!("the relay's SDP: {e}");
+                return self.fork_branch_lost(node, &key, session, &why, now);
+            }
         };
         match self.forward_request(&rewritten, &key, &target, destination, now) {
             Ok(branch) => {
@@ -159,7 +177,43 @@ impl Proxy {
                 }
                 self.drain_client(&branch, now);
             }
-            Err(reason) => tracing::warn!(%reason, "cannot forward a fork branch"),
+            Err(why) => {
+                let session = (call_id.as_str(), from_tag.as_str(), via_branch.as_str());
+                self.fork_branch_lost(node, &key, session, &why, now);
+            }
+        }
+    }
+
+    /// A fork branch whose relay offer came back but which cannot be forwarded (`why`): its
+    /// relay session (`(call_id, from_tag, via_branch)`) is deleted, and if it was the
+    /// request's last chance the INVITE is answered `500 Fork Branch Not Forwarded`.
+    fn fork_branch_lost(
+        &mut self,
+        node: NodeId,
+        key: &ServerKey,
+        (call_id, from_tag, via_branch): (&str, &str, &str),
+        why: &str,
+        now: Instant,
+    ) {
+        tracing::warn!(%call_id, %via_branch, %why, "cannot forward a fork branch");
+        let delete = media::delete_branch(call_id, from_tag, via_branch);
+        self.send_ng_quietly(node, &delete, now);
+        self.answer_if_no_fork_left(key, 500, "Fork Branch Not Forwarded", now);
+    }
+
+    /// Answers a forked INVITE with `status reason` when nothing else ever will: no branch was
+    /// forwarded, no other fork offer is pending, and no final response went out.
+    fn answer_if_no_fork_left(&mut self, key: &ServerKey, status: u16, reason: &str, now: Instant) {
+        let pending = self
+            .media_waits
+            .values()
+            .any(|w| matches!(w, MediaWait::ForkOffer { key: k, .. } if k == key));
+        let stranded = self
+            .servers
+            .get(key)
+            .is_some_and(|tx| tx.branches.is_empty() && tx.final_status.is_none());
+        if !pending && stranded {
+            self.respond(key, status, reason, now);
         }
     }
 

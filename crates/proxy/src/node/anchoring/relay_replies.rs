@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use crate::media;
+use crate::node::anchoring::forks::ForkWait;
 use crate::node::anchoring::{tag_of, CallMedia, LegMedia, MediaWait};
 use crate::node::io::Datagram;
 use crate::node::Proxy;
@@ -49,7 +51,14 @@ impl Proxy {
                     },
                     sdp,
                 ) => {
-                    self.on_fork_offer(node, key, target, via_branch, policy, sdp, now);
+                    let wait = ForkWait {
+                        key,
+                        target,
+                        via_branch,
+                        policy,
+                        sdp,
+                    };
+                    self.on_fork_offer(node, wait, now);
                 }
                 (
                     MediaWait::ResponseOffer {
@@ -142,13 +151,32 @@ impl Proxy {
                     let Some(tx) = self.servers.get_mut(&key) else {
                         continue;
                     };
+                    let Ok(call_id) = tx.request.call_id().map(str::to_string) else {
+                        continue;
+                    };
+                    if tx.final_status.is_some() || tx.cancelled {
+                        // Answered (e.g. CANCELled) while the relay was asked: the session it
+                        // has just made for a new call is not left behind.
+                        if initial {
+                            self.send_ng_quietly(node, &media::delete(&call_id), now);
+                        }
+                        continue;
+                    }
                     let offered = tx.request.body_bytes();
                     let offerer = tag_of(tx.request.from());
-                    if let Ok(rewritten) = tx.request.edit().set_body(sdp.clone()).finish_message()
-                    {
-                        tx.request = rewritten;
+                    match tx.request.edit().set_body(sdp.clone()).finish_message() {
+                        Ok(rewritten) => tx.request = rewritten,
+                        Err(e) => {
+                            // Never forwarded with the party's own SDP: its media would bypass
+                            // the relay.
+                            tracing::warn!(%call_id, error = %e, "cannot put the relay's SDP in the request");
+                            if initial {
+                                self.send_ng_quietly(node, &media::delete(&call_id), now);
+                            }
+                            self.respond(&key, 500, "SDP Rewrite Failed", now);
+                            continue;
+                        }
                     }
-                    let call_id = tx.request.call_id().unwrap_or("").to_string();
                     if initial {
                         tracing::debug!(%call_id, node, "call anchored");
                         self.relays.count_call(node, 1);
@@ -192,9 +220,16 @@ impl Proxy {
                         .map(|n| n.name.clone())
                         .unwrap_or_default();
                     tracing::warn!(relay = %name, ?reason, "relay refused or did not answer an offer");
-                    match (initial, self.servers.get(&key).map(|t| t.request.clone())) {
+                    // Not tried again (nor answered twice) once the request has its answer.
+                    let open = self
+                        .servers
+                        .get(&key)
+                        .filter(|t| t.final_status.is_none() && !t.cancelled)
+                        .map(|t| t.request.clone());
+                    match (initial, open) {
                         (true, Some(req)) => self.send_offer(&key, &req, policy, tried, now),
-                        _ => self.respond(&key, 503, "Media Relay Failed", now),
+                        (false, Some(_)) => self.respond(&key, 503, "Media Relay Failed", now),
+                        (_, None) => {}
                     }
                 }
                 (

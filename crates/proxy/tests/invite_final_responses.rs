@@ -1,0 +1,207 @@
+//! Every INVITE the proxy takes ends in a final response, whatever fails on the way: a fork
+//! branch that cannot be forwarded after its relay offer (no address, no listener for it), a
+//! fork whose every offer is refused, a fork to host names, and a CANCEL that arrives while
+//! the INVITE still waits for its relay or after its branch went silent. None of them leaves a
+//! relay session behind.
+
+mod support;
+
+use std::time::Duration;
+
+use anchorage_sip::Method;
+use support::{cancel, finals, invite, Bench, Relay, CALLEE, CALLER};
+
+const RELAY: &str = "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{ name = \"r1\", ng = \"127.0.0.1:2223\" }]\n\n[proxy.media]\nset = \"m\"\n";
+
+/// [`RELAY`] with a rule forking every request in parallel to `destinations` (TOML inline
+/// tables).
+fn forking_to(destinations: &str) -> String {
+    format!(
+        "{RELAY}\n[[proxy.route]]\nname = \"f\"\nfork = \"parallel\"\ndestinations = [{destinations}]\n"
+    )
+}
+
+/// The `via-branch`es of the ng deletes among `sent` (retransmissions counted once).
+fn branch_deletes(sent: &[support::NgSent]) -> Vec<String> {
+    let mut deleted: Vec<String> = sent
+        .iter()
+        .filter_map(|n| match &n.request.kind {
+            anchorage_ng::RequestKind::Delete(d) => d.via_branch.as_ref().map(|b| b.0.clone()),
+            _ => None,
+        })
+        .collect();
+    deleted.sort();
+    deleted.dedup();
+    deleted
+}
+
+/// Whether any ng delete of the whole call (no `via-branch`) is among `sent`.
+fn call_deleted(sent: &[support::NgSent]) -> bool {
+    sent.iter().any(|n| {
+        matches!(&n.request.kind, anchorage_ng::RequestKind::Delete(d) if d.via_branch.is_none())
+    })
+}
+
+/// The distinct final responses among what the proxy sent (over UDP a final response is
+/// retransmitted until its ACK).
+fn distinct_finals(sent: &[anchorage_sip::Message]) -> Vec<(u16, String, String)> {
+    let mut all = finals(sent);
+    all.sort();
+    all.dedup();
+    all
+}
+
+fn calls_on_relays(b: &Bench) -> usize {
+    b.proxy.relays().nodes().iter().map(|n| n.calls).sum()
+}
+
+#[test]
+fn a_fork_whose_every_branch_has_no_listener_is_answered_500_and_leaves_no_session() {
+    // IPv6 destinations, and the proxy listens on IPv4 only: neither branch can be forwarded
+    // once its relay offer is back.
+    let mut b = Bench::new(&forking_to(
+        "{ host = \"2001:db8::5\", port = 5060 }, { host = \"2001:db8::6\", port = 5060 }",
+    ));
+    b.receive(&invite("f1"), CALLER);
+    let sent = b.take_sip();
+    assert!(!sent.iter().any(|m| m.method() == Some(Method::Invite)));
+    assert_eq!(
+        distinct_finals(&sent),
+        [(500, "INVITE".into(), "Fork Branch Not Forwarded".into())]
+    );
+    let ng = b.take_ng();
+    assert_eq!(branch_deletes(&ng), ["fork0", "fork1"]);
+    assert!(call_deleted(&ng), "the failed call's session is deleted");
+    assert_eq!(calls_on_relays(&b), 0);
+}
+
+#[test]
+fn a_fork_branch_without_a_listener_gives_up_its_session_and_the_other_branch_goes_on() {
+    let mut b = Bench::new(&forking_to(
+        "{ host = \"127.0.0.1\", port = 9 }, { host = \"2001:db8::6\", port = 5060 }",
+    ));
+    b.receive(&invite("f2"), CALLER);
+    let sent = b.take_sip_with_destination();
+    let invites: Vec<_> = sent
+        .iter()
+        .filter(|(_, m)| m.method() == Some(Method::Invite))
+        .map(|(to, _)| to.to_string())
+        .collect();
+    assert_eq!(invites, [CALLEE]);
+    let messages: Vec<_> = sent.into_iter().map(|(_, m)| m).collect();
+    assert!(
+        distinct_finals(&messages).is_empty(),
+        "the other branch answers"
+    );
+    assert_eq!(branch_deletes(&b.take_ng()), ["fork1"]);
+    assert_eq!(calls_on_relays(&b), 1);
+}
+
+#[test]
+fn a_fork_whose_every_offer_goes_unanswered_is_answered_503() {
+    let mut b = Bench::new(&forking_to(
+        "{ host = \"127.0.0.1\", port = 9 }, { host = \"127.0.0.1\", port = 10 }",
+    ));
+    b.set_relay("127.0.0.1:2223", Relay::Silent);
+    b.receive(&invite("f3"), CALLER);
+    b.advance(Duration::from_secs(30));
+    let sent = b.take_sip();
+    assert!(!sent.iter().any(|m| m.method() == Some(Method::Invite)));
+    assert_eq!(
+        distinct_finals(&sent),
+        [(503, "INVITE".into(), "Media Relay Failed".into())]
+    );
+    assert_eq!(calls_on_relays(&b), 0);
+}
+
+#[test]
+fn a_fork_to_host_names_is_resolved_and_forwarded_not_stranded() {
+    // A fork branch is forwarded straight from its relay reply, which cannot wait for DNS: a
+    // set with names takes the one-session path, which resolves them (RFC 3263).
+    let mut b = Bench::new(&forking_to(
+        "{ host = \"a.example.com\", port = 5060 }, { host = \"b.example.com\", port = 5060 }",
+    ));
+    b.receive(&invite("f4"), CALLER);
+    let query = b.proxy.poll_resolve().expect("a.example.com is resolved");
+    assert_eq!(query.name, "a.example.com");
+    let now = b.now;
+    b.proxy.handle_resolved(
+        query.id,
+        Ok(vec![(
+            CALLEE.parse().unwrap(),
+            anchorage_proxy::Transport::Udp,
+        )]),
+        now,
+    );
+    b.settle();
+    let sent = b.take_sip_with_destination();
+    assert!(sent
+        .iter()
+        .any(|(to, m)| m.method() == Some(Method::Invite) && to.to_string() == CALLEE));
+}
+
+#[test]
+fn an_invite_cancelled_while_its_relay_offer_is_pending_is_answered_487_and_leaves_no_session() {
+    let mut b = Bench::new(RELAY);
+    b.set_relay("127.0.0.1:2223", Relay::Slow(Duration::from_millis(300)));
+    b.receive(&invite("c1"), CALLER);
+    b.receive(&cancel("c1"), CALLER);
+    assert_eq!(
+        distinct_finals(&b.take_sip()),
+        [
+            (200, "CANCEL".into(), "OK".into()),
+            (487, "INVITE".into(), "Request Terminated".into())
+        ]
+    );
+    // The relay's late reply: its session goes, and nothing is forwarded.
+    b.advance(Duration::from_secs(1));
+    assert!(!b
+        .take_sip()
+        .iter()
+        .any(|m| m.method() == Some(Method::Invite)));
+    assert!(call_deleted(&b.take_ng()));
+    assert_eq!(calls_on_relays(&b), 0);
+}
+
+#[test]
+fn a_fork_cancelled_while_its_offers_are_pending_is_answered_487_and_deletes_every_branch() {
+    let mut b = Bench::new(&forking_to(
+        "{ host = \"127.0.0.1\", port = 9 }, { host = \"127.0.0.1\", port = 10 }",
+    ));
+    b.set_relay("127.0.0.1:2223", Relay::Slow(Duration::from_millis(300)));
+    b.receive(&invite("c2"), CALLER);
+    b.receive(&cancel("c2"), CALLER);
+    assert!(distinct_finals(&b.take_sip()).contains(&(
+        487,
+        "INVITE".into(),
+        "Request Terminated".into()
+    )));
+    b.advance(Duration::from_secs(1));
+    assert!(!b
+        .take_sip()
+        .iter()
+        .any(|m| m.method() == Some(Method::Invite)));
+    assert_eq!(branch_deletes(&b.take_ng()), ["fork0", "fork1"]);
+}
+
+#[test]
+fn a_cancelled_branch_that_never_answers_ends_in_a_487() {
+    // No media: the INVITE goes to the callee at once; the callee says nothing at all, so no
+    // CANCEL can be sent (§9.1) and no 487 will come from it.
+    let mut b = Bench::new("");
+    b.receive(&invite("c3"), CALLER);
+    assert!(b
+        .take_sip()
+        .iter()
+        .any(|m| m.method() == Some(Method::Invite)));
+    b.receive(&cancel("c3"), CALLER);
+    assert_eq!(
+        distinct_finals(&b.take_sip()),
+        [(200, "CANCEL".into(), "OK".into())]
+    );
+    b.advance(Duration::from_secs(40));
+    assert_eq!(
+        distinct_finals(&b.take_sip()),
+        [(487, "INVITE".into(), "Request Terminated".into())]
+    );
+}
