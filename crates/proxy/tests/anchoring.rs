@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anchorage_proxy::node::{Datagram, Proxy};
 use anchorage_proxy::Transport;
-use anchorage_sip::Message;
+use anchorage_sip::{Message, Method};
 use bytes::Bytes;
 
 use support::scenario::*;
@@ -29,16 +29,7 @@ fn media_flow_through_a_relay_records_each_legs_sdp() {
         "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{ name = \"r1\", ng = \"127.0.0.1:2223\" }]\n\n[proxy.media]\nset = \"m\"\ncallee_flags = \"replace-origin\"\n",
     );
     let now = epoch();
-    // The SDP is written with LF here; datagram() turns every LF into CRLF.
-    let invite = INVITE.replace(
-        "Content-Length: 0\n\n",
-        &format!(
-            "Content-Type: application/sdp\nContent-Length: {}\n\n{}",
-            OFFER_SDP.len(),
-            OFFER_SDP.replace("\r\n", "\n")
-        ),
-    );
-    p.handle_datagram(datagram(&invite, "127.0.0.1:5070"), now);
+    p.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
     // Only the 100 Trying goes out: the INVITE waits for the relay.
     let out = drain(&mut p);
     assert!(out.iter().all(|t| !t.data.starts_with(b"INVITE ")));
@@ -103,15 +94,12 @@ fn media_flow_through_a_relay_records_each_legs_sdp() {
     );
     assert_eq!(p.relays().nodes()[0].calls, 1);
     // A BYE deletes the session.
-    let bye = INVITE
-        .replace("INVITE sip:", "BYE sip:")
-        .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
-        .replace(
-            "To: <sip:bob@example.com>",
-            "To: <sip:bob@example.com>;tag=b1",
-        )
-        .replace("z9hG4bK-1", "z9hG4bK-2");
-    p.handle_datagram(datagram(&bye, "127.0.0.1:5070"), now);
+    let bye = Req::invite()
+        .method(Method::Bye)
+        .cseq(2)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch("z9hG4bK-2");
+    p.handle_datagram(bye.datagram("127.0.0.1:5070"), now);
     let (_, delete) = p.poll_ng_transmit(now).expect("a delete");
     let delete = anchorage_ng::decode_request(&delete).unwrap().request;
     assert!(

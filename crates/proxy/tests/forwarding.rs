@@ -31,14 +31,11 @@ fn answer_all(p: &mut Proxy, out: &[Transmit], status: u16, now: Instant) {
     }
 }
 
-/// The [`INVITE`] template as a `method` request for `ruri`, with `id` in its branch and
-/// Call-ID (its own transaction).
-fn request_text(method: &str, ruri: &str, id: &str) -> String {
-    INVITE
-        .replace("INVITE sip:bob@127.0.0.1:9", &format!("{method} {ruri}"))
-        .replace("CSeq: 1 INVITE", &format!("CSeq: 1 {method}"))
-        .replace("z9hG4bK-1", &format!("z9hG4bK-{id}"))
-        .replace("Call-ID: c1", &format!("Call-ID: {id}"))
+/// A `method` request for `ruri` with `id` as its Call-ID and in its branch (its own
+/// transaction).
+fn request(method: &'static str, ruri: &str, id: &str) -> Req {
+    let method = Method::parse(method.as_bytes()).expect("a method");
+    Req::new(method, ruri, id)
 }
 
 /// Final responses among `out`, as (status, message).
@@ -60,9 +57,8 @@ fn call_with_contacts(
     callee_contact: &str,
     now: Instant,
 ) -> String {
-    let invite = request_text("INVITE", "sip:bob@127.0.0.1:9", call_id)
-        .replace("<sip:alice@127.0.0.1:5070>", caller_contact);
-    p.handle_datagram(datagram(&invite, caller_source), now);
+    let invite = request("INVITE", "sip:bob@127.0.0.1:9", call_id).contact(Some(caller_contact));
+    p.handle_datagram(invite.datagram(caller_source), now);
     let out = drain(p);
     let forwarded = out.iter().find(|t| t.data.starts_with(b"INVITE ")).unwrap();
     let req = Message::parse(forwarded.data.clone()).unwrap();
@@ -90,21 +86,23 @@ fn call_with_contacts(
 
 /// An in-dialog request: `method_cseq` is e.g. `"BYE 7"`; `from`/`to` are (user, tag).
 fn in_dialog(
-    method_cseq: &str,
+    method_cseq: &'static str,
     ruri: &str,
     via: &str,
     route: &str,
     from: (&str, &str),
     to: (&str, &str),
     call_id: &str,
-) -> String {
+) -> Req {
     let (method, cseq) = method_cseq.split_once(' ').unwrap();
-    format!(
-        "{method} {ruri} SIP/2.0\nVia: SIP/2.0/UDP {via};branch=z9hG4bK-{call_id}-{cseq}\n\
-         Route: {route}\nFrom: <sip:{}@example.com>;tag={}\nTo: <sip:{}@example.com>;tag={}\n\
-         Call-ID: {call_id}\nCSeq: {cseq} {method}\nMax-Forwards: 70\nContent-Length: 0\n\n",
-        from.0, from.1, to.0, to.1
-    )
+    request(method, ruri, call_id)
+        .sent_by(via)
+        .branch(&format!("z9hG4bK-{call_id}-{cseq}"))
+        .route(route)
+        .from(&format!("<sip:{}@example.com>;tag={}", from.0, from.1))
+        .to(&format!("<sip:{}@example.com>;tag={}", to.0, to.1))
+        .cseq(cseq.parse().unwrap())
+        .contact(None)
 }
 
 #[test]
@@ -112,8 +110,8 @@ fn a_request_addressed_to_the_proxy_itself_is_answered_not_looped() {
     let mut p = proxy("");
     let now = epoch();
     // A keep-alive OPTIONS from a trunk or a monitor: 200 with what we take.
-    let options = request_text("OPTIONS", "sip:127.0.0.1:5060", "self");
-    p.handle_datagram(datagram(&options, "127.0.0.1:5070"), now);
+    let options = request("OPTIONS", "sip:127.0.0.1:5060", "self");
+    p.handle_datagram(options.datagram("127.0.0.1:5070"), now);
     let out = drain(&mut p);
     assert_eq!(out.len(), 1, "answered, nothing forwarded");
     assert_eq!(out[0].destination, "127.0.0.1:5070".parse().unwrap());
@@ -137,8 +135,8 @@ fn a_request_addressed_to_the_proxy_itself_is_answered_not_looped() {
     .into_iter()
     .enumerate()
     {
-        let req = request_text(method, ruri, &format!("self{i}"));
-        p.handle_datagram(datagram(&req, "127.0.0.1:5070"), now);
+        let req = request(method, ruri, &format!("self{i}"));
+        p.handle_datagram(req.datagram("127.0.0.1:5070"), now);
         let out = drain(&mut p);
         assert!(out.iter().all(|t| t.destination.port() == 5070), "{method}");
         let expected = if method == "OPTIONS" { 200 } else { 404 };
@@ -146,11 +144,9 @@ fn a_request_addressed_to_the_proxy_itself_is_answered_not_looped() {
         assert_eq!(statuses, vec![expected], "{method} {ruri}");
     }
     // Inside a dialog this node does not know: 481.
-    let bye = request_text("BYE", "sip:bob@127.0.0.1:5060", "selfbye").replace(
-        "To: <sip:bob@example.com>",
-        "To: <sip:bob@example.com>;tag=b1",
-    );
-    p.handle_datagram(datagram(&bye, "127.0.0.1:5070"), now);
+    let bye =
+        request("BYE", "sip:bob@127.0.0.1:5060", "selfbye").to("<sip:bob@example.com>;tag=b1");
+    p.handle_datagram(bye.datagram("127.0.0.1:5070"), now);
     let statuses: Vec<u16> = finals(&drain(&mut p)).iter().map(|(s, _)| *s).collect();
     assert_eq!(statuses, vec![481]);
 }
@@ -220,13 +216,9 @@ fn a_scanner_announcing_itself_is_dropped_unanswered() {
     let mut p = proxy("[proxy.flood]\ndrop_user_agents = [\"friendly-scanner\", \"sipvicious\"]\n");
     let t0 = epoch();
     let options = |ua: &str, i: usize| {
-        datagram(
-            &request_text("OPTIONS", "sip:127.0.0.1:5060", &format!("ua{i}")).replace(
-                "Max-Forwards: 70\n",
-                &format!("Max-Forwards: 70\nUser-Agent: {ua}\n"),
-            ),
-            "127.0.0.1:5070",
-        )
+        request("OPTIONS", "sip:127.0.0.1:5060", &format!("ua{i}"))
+            .header("User-Agent", ua)
+            .datagram("127.0.0.1:5070")
     };
     p.handle_datagram(options("Friendly-Scanner", 0), t0);
     p.handle_datagram(options("sipvicious 0.3.4", 1), t0);
@@ -242,11 +234,10 @@ fn a_source_over_the_rate_limit_is_dropped_and_others_are_served() {
     let mut p = proxy("[proxy.flood]\nrequests_per_second = 5\nburst = 5\nblock_s = 2\n");
     let t0 = epoch();
     let options = |i: usize, port: u16| {
-        datagram(
-            &request_text("OPTIONS", "sip:127.0.0.1:5060", &format!("flood{port}-{i}"))
-                .replace("127.0.0.1:5070", &format!("127.0.0.1:{port}")),
-            &format!("192.0.2.{}:{port}", port - 5000),
-        )
+        request("OPTIONS", "sip:127.0.0.1:5060", &format!("flood{port}-{i}"))
+            .sent_by(&format!("127.0.0.1:{port}"))
+            .contact(Some(&format!("<sip:alice@127.0.0.1:{port}>")))
+            .datagram(&format!("192.0.2.{}:{port}", port - 5000))
     };
     // 192.0.2.70 sends 8 at once: 5 answered, the 6th blocks it, nothing more answered.
     let mut answered = 0;
@@ -289,8 +280,8 @@ fn state_returns_to_empty_after_many_transactions() {
     let (mut peak_timers, mut peak_live) = (0, 0);
     for i in 0..10_000u32 {
         let method = if i % 2 == 0 { "OPTIONS" } else { "INVITE" };
-        let text = request_text(method, "sip:bob@127.0.0.1:9", &format!("c{i}"));
-        p.handle_datagram(datagram(&text, "127.0.0.1:5070"), now);
+        let req = request(method, "sip:bob@127.0.0.1:9", &format!("c{i}"));
+        p.handle_datagram(req.datagram("127.0.0.1:5070"), now);
         let out = drain(&mut p);
         // Half the INVITEs succeed, half fail; OPTIONS get 200.
         let status = if method == "INVITE" && i % 4 == 1 {
@@ -335,7 +326,7 @@ fn parallel_fork_sends_to_every_destination_at_once() {
         "[[proxy.route]]\nname = \"f\"\nfork = \"parallel\"\n\
          destinations = [{ host = \"127.0.0.1\", port = 16001 }, { host = \"127.0.0.1\", port = 16002 }]\n",
     );
-    p.handle_datagram(datagram(INVITE, "127.0.0.1:5070"), epoch());
+    p.handle_datagram(Req::invite().datagram("127.0.0.1:5070"), epoch());
     let out = drain(&mut p);
     let mut invites: Vec<u16> = out
         .iter()

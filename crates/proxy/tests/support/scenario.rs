@@ -9,7 +9,7 @@ use anchorage_proxy::node::{CoreConfig, Datagram, Listener, Proxy, Transmit};
 use anchorage_proxy::routing::Router;
 use anchorage_proxy::transaction::TimerConfig;
 use anchorage_proxy::Transport;
-use anchorage_sip::{HeaderName, Message};
+use anchorage_sip::{HeaderName, Message, Method, RequestBuilder};
 use bytes::Bytes;
 
 pub use super::{ANSWER_SDP, OFFER_SDP};
@@ -50,7 +50,8 @@ pub fn proxy(config: &str) -> Proxy {
     )
 }
 
-/// `text` (LF line ends, turned into CRLF) received over UDP from `from` on the proxy's listener.
+/// Raw `text` (LF line ends, turned into CRLF) received over UDP from `from` on the proxy's
+/// listener: for what no phone would build (garbage, a stray response).
 pub fn datagram(text: &str, from: &str) -> Datagram {
     Datagram {
         data: Bytes::from(text.replace('\n', "\r\n")),
@@ -65,24 +66,157 @@ pub fn drain(p: &mut Proxy) -> Vec<Transmit> {
     std::iter::from_fn(|| p.poll_transmit()).collect()
 }
 
-/// An initial INVITE from alice (127.0.0.1:5070) to bob (127.0.0.1:9), without a body.
-pub const INVITE: &str = "INVITE sip:bob@127.0.0.1:9 SIP/2.0\n\
-Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\n\
-From: <sip:alice@example.com>;tag=a1\n\
-To: <sip:bob@example.com>\n\
-Call-ID: c1\n\
-CSeq: 1 INVITE\n\
-Contact: <sip:alice@127.0.0.1:5070>\n\
-Max-Forwards: 70\n\
-Content-Length: 0\n\n";
+/// A phone's request, built with `anchorage_sip::RequestBuilder` (no text templates). By
+/// default: call `c1`'s INVITE from alice (127.0.0.1:5070, tag `a1`) to bob at 127.0.0.1:9,
+/// branch `z9hG4bK-1`, CSeq 1, Max-Forwards 70, no body; each method changes one field.
+#[derive(Debug, Clone)]
+pub struct Req {
+    method: Method<'static>,
+    ruri: String,
+    sent_by: String,
+    branch: String,
+    from: String,
+    to: String,
+    call_id: String,
+    cseq: u32,
+    contact: Option<String>,
+    routes: Vec<String>,
+    headers: Vec<(String, String)>,
+    sdp: Option<String>,
+}
 
-/// Hands `text` from `source` to the proxy; returns the request it forwarded (same method).
-pub fn forwarded(p: &mut Proxy, text: &str, source: &str, now: Instant) -> Transmit {
-    let method = text.split(' ').next().unwrap_or("").as_bytes().to_vec();
-    p.handle_datagram(datagram(text, source), now);
+impl Req {
+    /// Call `c1`'s initial INVITE, without a body.
+    pub fn invite() -> Req {
+        Req {
+            method: Method::Invite,
+            ruri: "sip:bob@127.0.0.1:9".into(),
+            sent_by: "127.0.0.1:5070".into(),
+            branch: "z9hG4bK-1".into(),
+            from: "<sip:alice@example.com>;tag=a1".into(),
+            to: "<sip:bob@example.com>".into(),
+            call_id: "c1".into(),
+            cseq: 1,
+            contact: Some("<sip:alice@127.0.0.1:5070>".into()),
+            routes: Vec::new(),
+            headers: Vec::new(),
+            sdp: None,
+        }
+    }
+
+    /// A `method` request for `ruri` with `id` as its Call-ID and in its branch
+    /// (`z9hG4bK-<id>`: its own transaction); the rest as [`Req::invite`].
+    pub fn new(method: Method<'static>, ruri: &str, id: &str) -> Req {
+        Req {
+            method,
+            ruri: ruri.into(),
+            branch: format!("z9hG4bK-{id}"),
+            call_id: id.into(),
+            ..Req::invite()
+        }
+    }
+
+    /// Another method.
+    pub fn method(mut self, method: Method<'static>) -> Req {
+        self.method = method;
+        self
+    }
+
+    /// The Via branch (with its magic cookie).
+    pub fn branch(mut self, branch: &str) -> Req {
+        self.branch = branch.into();
+        self
+    }
+
+    /// The Via sent-by (`host:port`).
+    pub fn sent_by(mut self, sent_by: &str) -> Req {
+        self.sent_by = sent_by.into();
+        self
+    }
+
+    /// The From header field value.
+    pub fn from(mut self, from: &str) -> Req {
+        self.from = from.into();
+        self
+    }
+
+    /// The To header field value.
+    pub fn to(mut self, to: &str) -> Req {
+        self.to = to.into();
+        self
+    }
+
+    /// The CSeq number (its method is the request's).
+    pub fn cseq(mut self, cseq: u32) -> Req {
+        self.cseq = cseq;
+        self
+    }
+
+    /// The Contact (`None`: no Contact header field).
+    pub fn contact(mut self, contact: Option<&str>) -> Req {
+        self.contact = contact.map(str::to_string);
+        self
+    }
+
+    /// Adds a Route header field value.
+    pub fn route(mut self, route: &str) -> Req {
+        self.routes.push(route.into());
+        self
+    }
+
+    /// Adds a header field.
+    pub fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// An `application/sdp` body.
+    pub fn sdp(mut self, sdp: &str) -> Req {
+        self.sdp = Some(sdp.into());
+        self
+    }
+
+    /// The message.
+    pub fn message(&self) -> Message {
+        let via = format!("SIP/2.0/UDP {};branch={}", self.sent_by, self.branch);
+        let mut b = RequestBuilder::new(self.method, &self.ruri)
+            .via(&via)
+            .routes(self.routes.iter().map(String::as_str))
+            .from(&self.from)
+            .to(&self.to)
+            .call_id(&self.call_id)
+            .cseq(self.cseq)
+            .max_forwards(70);
+        if let Some(contact) = &self.contact {
+            b = b.contact(contact);
+        }
+        for (name, value) in &self.headers {
+            b = b.header(name, value);
+        }
+        if let Some(sdp) = &self.sdp {
+            b = b.body("application/sdp", sdp.as_bytes());
+        }
+        b.build().expect("a valid test request")
+    }
+
+    /// The message received over UDP from `from` on the proxy's listener.
+    pub fn datagram(&self, from: &str) -> Datagram {
+        Datagram {
+            data: self.message().bytes(),
+            source: from.parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            transport: Transport::Udp,
+        }
+    }
+}
+
+/// Hands `req` from `source` to the proxy; returns the request it forwarded (same method).
+pub fn forwarded(p: &mut Proxy, req: &Req, source: &str, now: Instant) -> Transmit {
+    let method = format!("{} ", req.method.as_str());
+    p.handle_datagram(req.datagram(source), now);
     drain(p)
         .into_iter()
-        .find(|t| t.data.starts_with(&method))
+        .find(|t| t.data.starts_with(method.as_bytes()))
         .expect("the request forwarded")
 }
 
@@ -149,15 +283,7 @@ pub fn call_on_r1(now: Instant) -> Proxy {
     let mut p = proxy(
         "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{ name = \"r1\", ng = \"127.0.0.1:2223\" }, { name = \"r2\", ng = \"127.0.0.1:2224\" }]\n\n[proxy.media]\nset = \"m\"\n",
     );
-    let invite = INVITE.replace(
-        "Content-Length: 0\n\n",
-        &format!(
-            "Content-Type: application/sdp\nContent-Length: {}\n\n{}",
-            OFFER_SDP.len(),
-            OFFER_SDP.replace("\r\n", "\n")
-        ),
-    );
-    p.handle_datagram(datagram(&invite, "127.0.0.1:5070"), now);
+    p.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
     drain(&mut p);
     let r1_offer = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
     relay_at_replies(&mut p, "127.0.0.1:2223", r1_offer, now);
@@ -171,19 +297,12 @@ pub fn call_on_r1(now: Instant) -> Proxy {
     let r1_answer = "v=0\r\no=relay 6 3 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30002 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
     relay_at_replies(&mut p, "127.0.0.1:2223", r1_answer, now);
     drain(&mut p);
-    let ack = INVITE
-        .replace("INVITE sip:bob@127.0.0.1:9", "ACK sip:bob@127.0.0.1:9")
-        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
-        .replace(
-            "To: <sip:bob@example.com>",
-            "To: <sip:bob@example.com>;tag=b1",
-        )
-        .replace("z9hG4bK-1", "z9hG4bK-ack")
-        .replace(
-            "Max-Forwards: 70\n",
-            "Max-Forwards: 70\nRoute: <sip:127.0.0.1:5060;lr>\n",
-        );
-    p.handle_datagram(datagram(&ack, "127.0.0.1:5070"), now);
+    let ack = Req::invite()
+        .method(Method::Ack)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch("z9hG4bK-ack")
+        .route("<sip:127.0.0.1:5060;lr>");
+    p.handle_datagram(ack.datagram("127.0.0.1:5070"), now);
     drain(&mut p);
 
     p
