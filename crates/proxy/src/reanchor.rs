@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anchorage_sdp::offer_answer::{restrict_codecs, with_origin, OriginIdentity};
 use anchorage_sdp::Session;
-use anchorage_sip::{Message, Method, RequestBuilder, Uri};
+use anchorage_sip::{Message, Method, RequestBuilder};
 use bytes::Bytes;
 
 use crate::dialog::Dialog;
@@ -100,12 +100,7 @@ pub fn leg_target(d: &Dialog, to: Party, is_us: impl Fn(&str) -> bool) -> Option
 
 /// The target of a Route/Record-Route value (`<sip:host:port;lr>`), if its host is an address.
 fn route_target(value: &str) -> Option<Target> {
-    let inner = value
-        .trim()
-        .strip_prefix('<')
-        .and_then(|v| v.split_once('>'))
-        .map_or(value.trim(), |(uri, _)| uri);
-    let uri = Uri::parse(inner.as_bytes()).ok()?;
+    let uri = crate::via::route_uri(value)?;
     Target::from_uri(&uri).filter(|t| t.socket_addr().is_some())
 }
 

@@ -200,8 +200,7 @@ impl Proxy {
     }
 
     pub(super) fn is_us(&self, uri: &Uri<'_>) -> bool {
-        uri.as_sip()
-            .is_some_and(|sip| via::is_ours(&self.ours, &sip.host, sip.port))
+        via::uri_is_ours(&self.ours, uri)
     }
 
     /// A request addressed to this proxy itself, with nothing to route it elsewhere: forwarding

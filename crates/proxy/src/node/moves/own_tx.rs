@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use anchorage_sip::{Message, Method, Uri};
+use anchorage_sip::{Message, Method};
 use bytes::Bytes;
 
 use crate::dialog::Dialog;
@@ -34,25 +34,6 @@ pub(in crate::node) struct OwnTx {
 pub(in crate::node) enum OwnMachine {
     Invite(ClientInvite),
     NonInvite(ClientNonInvite),
-}
-
-/// Whether a Route/Record-Route value names this proxy.
-pub(in crate::node) fn route_is_us(value: &str, ours: &[(String, u16)]) -> bool {
-    let inner = value
-        .trim()
-        .strip_prefix('<')
-        .and_then(|v| v.split_once('>'))
-        .map_or(value.trim(), |(uri, _)| uri);
-    let Ok(uri) = Uri::parse(inner.as_bytes()) else {
-        return false;
-    };
-    let Some(sip) = uri.as_sip() else {
-        return false;
-    };
-    let host = sip.host.to_string();
-    let port = sip.port.unwrap_or(5060);
-    ours.iter()
-        .any(|(h, p)| h.eq_ignore_ascii_case(&host) && *p == port)
 }
 
 impl Proxy {
@@ -86,7 +67,7 @@ impl Proxy {
         now: Instant,
     ) -> Option<String> {
         let ours = self.ours.clone();
-        let is_us = |value: &str| route_is_us(value, &ours);
+        let is_us = |value: &str| crate::via::route_is_ours(value, &ours);
         let dialog: &mut Dialog = self.dialogs.confirmed_mut(call_id)?;
         let target = leg_target(dialog, party, is_us)?;
         let cseq = match party {
