@@ -5,8 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use anchorage_sip::{HeaderName, Message, Method, RequestBuilder};
-use bytes::Bytes;
+use anchorage_sip::Message;
 
 use crate::routing::{Decision, RequestFacts, Target};
 use crate::transaction::ServerNonInvite;
@@ -16,31 +15,6 @@ use crate::node::io::{Datagram, Transmit};
 use crate::node::route::RouteChoice;
 use crate::node::transactions::{ClientMachine, ServerKey, ServerMachine, ServerTx};
 use crate::node::Proxy;
-
-/// §9.1: a CANCEL for a forwarded INVITE: same Request-URI, Call-ID, To, From, CSeq number,
-/// Route and top Via as the INVITE.
-pub(super) fn build_cancel(invite: &Message) -> Option<Bytes> {
-    let uri = std::str::from_utf8(invite.request_uri_raw()?).ok()?;
-    let via = std::str::from_utf8(invite.header(HeaderName::Via)?.values().next()?).ok()?;
-    let from = std::str::from_utf8(invite.header(HeaderName::From)?.value()).ok()?;
-    let to = std::str::from_utf8(invite.header(HeaderName::To)?.value()).ok()?;
-    let seq = invite.cseq().ok()?.seq;
-    let routes: Vec<&str> = invite
-        .headers_of(HeaderName::Route)
-        .filter_map(|h| std::str::from_utf8(h.value()).ok())
-        .collect();
-    RequestBuilder::new(Method::Cancel, uri)
-        .via(via)
-        .from(from)
-        .to(to)
-        .call_id(invite.call_id().ok()?)
-        .cseq(seq)
-        .routes(routes)
-        .max_forwards(70)
-        .build()
-        .ok()
-        .map(|m| m.bytes())
-}
 
 impl Proxy {
     /// §16.10: CANCEL. With the INVITE's transaction: 200 to the CANCEL, CANCEL every pending
@@ -113,7 +87,7 @@ impl Proxy {
         if let ClientMachine::Invite(m) = &mut c.machine {
             m.handle_cancel_sent(now);
         }
-        if let Some(cancel) = build_cancel(&c.request) {
+        if let Ok(cancel) = c.request.cancel().map(|m| m.bytes()) {
             let t = Transmit {
                 data: cancel,
                 destination: c.destination,

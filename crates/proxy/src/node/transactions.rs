@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use anchorage_sip::{HeaderName, Message, Method, RequestBuilder};
+use anchorage_sip::{Message, Method};
 use bytes::Bytes;
 
 use crate::routing::{FailoverPolicy, Target};
@@ -108,31 +108,6 @@ pub(super) fn server_key(req: &Message, method: &str) -> Option<ServerKey> {
     Some((branch, sent_by, method.to_string()))
 }
 
-/// §17.1.1.3: the ACK for a non-2xx final response: Request-URI, Call-ID, From, CSeq number,
-/// top Via and Route of the INVITE; To of the response.
-pub(super) fn build_ack(invite: &Message, response: &Message) -> Option<Bytes> {
-    let uri = std::str::from_utf8(invite.request_uri_raw()?).ok()?;
-    let via = std::str::from_utf8(invite.header(HeaderName::Via)?.values().next()?).ok()?;
-    let from = std::str::from_utf8(invite.header(HeaderName::From)?.value()).ok()?;
-    let to = std::str::from_utf8(response.header(HeaderName::To)?.value()).ok()?;
-    let seq = invite.cseq().ok()?.seq;
-    let routes: Vec<&str> = invite
-        .headers_of(HeaderName::Route)
-        .filter_map(|h| std::str::from_utf8(h.value()).ok())
-        .collect();
-    RequestBuilder::new(Method::Ack, uri)
-        .via(via)
-        .from(from)
-        .to(to)
-        .call_id(invite.call_id().ok()?)
-        .cseq(seq)
-        .routes(routes)
-        .max_forwards(70)
-        .build()
-        .ok()
-        .map(|m| m.bytes())
-}
-
 impl Proxy {
     pub(super) fn drain_server(&mut self, key: &ServerKey, now: Instant) {
         loop {
@@ -197,7 +172,7 @@ impl Proxy {
                 Action::SendRequest | Action::RetransmitRequest => self.out.push_back(send),
                 Action::SendAck => {
                     if let Some(resp) = &self.pending_response {
-                        if let Some(ack) = build_ack(&c.request, resp) {
+                        if let Ok(ack) = c.request.ack(resp, None).map(|m| m.bytes()) {
                             self.out.push_back(Transmit { data: ack, ..send });
                         }
                     }

@@ -35,8 +35,6 @@ use bytes::Bytes;
 use crate::media::NodeId;
 use crate::reanchor::{JobStatus, MoveResult, MoveTarget, Trigger};
 
-use crate::node::transactions::build_ack;
-
 /// A job: calls queued for moving, and its counts.
 #[derive(Debug, Clone)]
 pub(in crate::node) struct Job {

@@ -185,7 +185,9 @@ impl Proxy {
             match action {
                 Action::SendRequest | Action::RetransmitRequest => self.out.push_back(send),
                 Action::SendAck => {
-                    if let Some(ack) = resp.and_then(|r| super::build_ack(&tx.request, r)) {
+                    if let Some(ack) =
+                        resp.and_then(|r| tx.request.ack(r, None).ok().map(|m| m.bytes()))
+                    {
                         self.out.push_back(Transmit { data: ack, ..send });
                     }
                 }
@@ -263,33 +265,16 @@ impl Proxy {
         resp: &Message,
     ) -> Option<Transmit> {
         let tx = self.own.get(branch)?;
-        let invite = &tx.request;
-        let uri = std::str::from_utf8(invite.request_uri_raw()?).ok()?;
+        // A transaction of its own (§13.2.2.4): our Via with a branch of its own.
         let via = std::str::from_utf8(
-            invite
+            tx.request
                 .header(anchorage_sip::HeaderName::Via)?
                 .values()
                 .next()?,
         )
         .ok()?
         .replace(branch, &format!("{branch}a"));
-        let from =
-            std::str::from_utf8(invite.header(anchorage_sip::HeaderName::From)?.value()).ok()?;
-        let to = std::str::from_utf8(resp.header(anchorage_sip::HeaderName::To)?.value()).ok()?;
-        let routes: Vec<&str> = invite
-            .headers_of(anchorage_sip::HeaderName::Route)
-            .filter_map(|h| std::str::from_utf8(h.value()).ok())
-            .collect();
-        let ack = anchorage_sip::RequestBuilder::new(Method::Ack, uri)
-            .via(&via)
-            .routes(routes)
-            .max_forwards(70)
-            .from(from)
-            .to(to)
-            .call_id(invite.call_id().ok()?)
-            .cseq(invite.cseq().ok()?.seq)
-            .build()
-            .ok()?;
+        let ack = tx.request.ack(resp, Some(&via)).ok()?;
         Some(Transmit {
             data: ack.bytes(),
             destination: tx.destination,
