@@ -136,7 +136,7 @@ impl Proxy {
             if let Some(why) = self.overloaded() {
                 self.counters.overload_rejected += 1;
                 tracing::debug!(
-                    call_id = req.call_id().unwrap_or(""),
+                    call_id = ?req.call_id().ok(),
                     why,
                     "overloaded: new call refused"
                 );

@@ -85,7 +85,7 @@ impl Proxy {
             sent.method == got.method || got.method == Method::Cancel
         };
         let Some(client) = self.clients.get_mut(&branch).filter(|c| method_matches(c)) else {
-            tracing::debug!(call_id = resp.call_id().unwrap_or(""), %branch, status, "response without a client transaction: forwarded by its Via");
+            tracing::debug!(call_id = ?resp.call_id().ok(), %branch, status, "response without a client transaction: forwarded by its Via");
             self.forward_response_stateless(&resp);
             return;
         };
@@ -332,7 +332,8 @@ impl Proxy {
             let failed_call = self.servers.get(key).and_then(|s| {
                 let initial = s.request.to().ok().and_then(|t| t.tag()).is_none();
                 (initial && s.request.method() == Some(Method::Invite))
-                    .then(|| s.request.call_id().unwrap_or("").to_string())
+                    .then(|| s.request.call_id().ok().map(str::to_string))
+                    .flatten()
             });
             if let Some(call_id) = failed_call {
                 self.delete_media(&call_id, now);

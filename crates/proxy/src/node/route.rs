@@ -66,7 +66,7 @@ impl Proxy {
             }
             Ok(_) | Err(_) => {
                 if let Err(reason) = &result {
-                    tracing::info!(call_id = tx.request.call_id().unwrap_or(""), %reason, "resolution failed");
+                    tracing::info!(call_id = ?tx.request.call_id().ok(), %reason, "resolution failed");
                 }
                 if tx.best.is_none() {
                     tx.best = Some((503, Bytes::new()));

@@ -100,7 +100,7 @@ pub(super) fn server_key(req: &Message, method: &str) -> Option<ServerKey> {
                 .map(String::from_utf8_lossy)
                 .unwrap_or_default(),
             req.from().ok().and_then(|f| f.tag()).unwrap_or(""),
-            req.call_id().unwrap_or(""),
+            req.call_id().ok()?,
             req.cseq().map(|c| c.seq).unwrap_or(0)
         )
     };

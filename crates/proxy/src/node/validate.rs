@@ -94,7 +94,7 @@ impl Proxy {
             self.counters.dropped += 1;
             return;
         }
-        tracing::info!(call_id = lenient.call_id().unwrap_or(""), source = %d.source, error = %e, "bad request");
+        tracing::info!(call_id = ?lenient.call_id().ok(), source = %d.source, error = %e, "bad request");
         self.reject(&lenient, d, e.status(), e.reason(), &[]);
     }
 }

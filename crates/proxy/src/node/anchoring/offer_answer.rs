@@ -147,11 +147,15 @@ impl Proxy {
             } else {
                 "No Media Relay Available"
             };
-            tracing::warn!(call_id = req.call_id().unwrap_or(""), set = %policy.set, reason, "no media relay can take the call");
+            tracing::warn!(call_id = ?req.call_id().ok(), set = %policy.set, reason, "no media relay can take the call");
             self.respond(key, 503, reason, now);
             return;
         };
-        let call_id = req.call_id().unwrap_or("");
+        let Ok(call_id) = req.call_id() else {
+            // Never reached: a request without a Call-ID does not pass validation.
+            self.respond(key, 400, "Missing Call-ID", now);
+            return;
+        };
         let from_tag = req.from().ok().and_then(|f| f.tag()).unwrap_or("");
         let request = media::offer_answer(
             false,

@@ -70,8 +70,9 @@ impl Proxy {
                     },
                     Some(sdp),
                 ) => {
-                    let call_id = response.call_id().unwrap_or("").to_string();
-                    if initial {
+                    // A message without a Call-ID never gets past validation.
+                    let call_id = response.call_id().ok().map(str::to_string);
+                    if let (true, Some(call_id)) = (initial, &call_id) {
                         let caller_tag = self
                             .servers
                             .get(&key)
@@ -93,7 +94,7 @@ impl Proxy {
                             },
                         );
                     }
-                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                    if let Some(call) = call_id.and_then(|c| self.call_media.get_mut(&c)) {
                         call.answer_in_ack = status >= 200;
                         call.answer_in_prack = status < 200;
                         let (from, to) = call.legs_from(&tag_of(response.to()));
@@ -119,8 +120,8 @@ impl Proxy {
                     },
                     Some(sdp),
                 ) => {
-                    let call_id = ack.call_id().unwrap_or("").to_string();
-                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                    let call = ack.call_id().ok().and_then(|c| self.call_media.get_mut(c));
+                    if let Some(call) = call {
                         call.answer_in_ack = false;
                         let (from, to) = call.legs_from(&tag_of(ack.from()));
                         from.received = Some(ack.body_bytes());
@@ -137,7 +138,7 @@ impl Proxy {
                     }
                 }
                 (MediaWait::AckAnswer { ack, .. }, None) => {
-                    tracing::warn!(call_id = ack.call_id().unwrap_or(""), "relay refused or did not answer the answer in an ACK; the ACK is not relayed unanchored");
+                    tracing::warn!(call_id = ?ack.call_id().ok(), "relay refused or did not answer the answer in an ACK; the ACK is not relayed unanchored");
                 }
                 (
                     MediaWait::Offer {
@@ -240,8 +241,11 @@ impl Proxy {
                     },
                     Some(sdp),
                 ) => {
-                    let call_id = response.call_id().unwrap_or("").to_string();
-                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                    let call = response
+                        .call_id()
+                        .ok()
+                        .and_then(|c| self.call_media.get_mut(c));
+                    if let Some(call) = call {
                         // The answer comes from the leg the offer went to.
                         let (from, to) = call.legs_from(&tag_of(response.to()));
                         from.received = Some(response.body_bytes());
