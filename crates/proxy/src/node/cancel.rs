@@ -11,6 +11,7 @@ use crate::routing::{Decision, RequestFacts, Target};
 use crate::transaction::ServerNonInvite;
 use crate::via;
 
+use crate::node::forward::Arrival;
 use crate::node::io::{Datagram, Transmit};
 use crate::node::route::RouteChoice;
 use crate::node::transactions::{ClientMachine, ServerKey, ServerMachine, ServerTx};
@@ -153,15 +154,12 @@ impl Proxy {
         let next_hop = format!("{:?}:{destination}", target.transport);
         let branch = via::branch(&req, &next_hop);
         let out_listener = self.listener_for(target.transport, destination, d.local);
-        match self.edit_forwarded(
-            &req,
-            d.source,
-            d.transport,
-            d.local,
-            out_listener,
-            &branch,
-            false,
-        ) {
+        let arrival = Arrival {
+            source: d.source,
+            transport: d.transport,
+            local: d.local,
+        };
+        match self.edit_forwarded(&req, arrival, out_listener, &branch, false) {
             Ok(m) => self.out.push_back(Transmit {
                 data: m.bytes(),
                 destination,

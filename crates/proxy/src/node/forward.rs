@@ -28,6 +28,17 @@ pub(super) fn rr_value(l: &Listener) -> String {
     )
 }
 
+/// Where a request came in: the previous hop's address, the transport, and our socket.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Arrival {
+    /// The packet's source (for `received`/`rport`, RFC 3581).
+    pub(super) source: SocketAddr,
+    /// The transport it came over.
+    pub(super) transport: Transport,
+    /// The local socket it arrived on (the inbound listener, for Record-Route).
+    pub(super) local: SocketAddr,
+}
+
 impl Proxy {
     /// Sends the request of `key` to its next remaining target, or answers with the best
     /// response (or 408/503) when none is left.
@@ -115,15 +126,12 @@ impl Proxy {
         let next_hop = format!("{:?}:{destination}", target.transport);
         let branch = via::branch(req, &next_hop);
         let out_listener = self.listener_for(target.transport, destination, in_local);
-        let edited = self.edit_forwarded(
-            req,
+        let arrival = Arrival {
             source,
-            in_transport,
-            in_local,
-            out_listener,
-            &branch,
-            true,
-        )?;
+            transport: in_transport,
+            local: in_local,
+        };
+        let edited = self.edit_forwarded(req, arrival, out_listener, &branch, true)?;
         let reliable = target.transport.is_reliable();
         let machine = if method == Method::Invite {
             ClientMachine::Invite(ClientInvite::new_proxied(
@@ -172,17 +180,19 @@ impl Proxy {
 
     /// Applies §16.6 steps 2–8 to a request: Route processing, Max-Forwards, Record-Route,
     /// `received`/`rport` on the previous Via, and our Via.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn edit_forwarded(
         &self,
         req: &Message,
-        source: SocketAddr,
-        in_transport: Transport,
-        in_local: SocketAddr,
+        arrival: Arrival,
         out_listener: Option<usize>,
         branch: &str,
         record_route: bool,
     ) -> Result<Message, String> {
+        let Arrival {
+            source,
+            transport: in_transport,
+            local: in_local,
+        } = arrival;
         let out = out_listener
             .and_then(|i| self.config.listeners.get(i))
             .ok_or("no listener for the destination's transport and address family")?;
