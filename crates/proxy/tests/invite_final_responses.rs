@@ -205,3 +205,39 @@ fn a_cancelled_branch_that_never_answers_ends_in_a_487() {
         [(487, "INVITE".into(), "Request Terminated".into())]
     );
 }
+
+#[test]
+fn a_branch_cancelled_by_timer_c_passes_its_487_upstream() {
+    // RFC 3261 §16.8: Timer C fires on a branch that rang and never answered; the proxy
+    // CANCELs it, and the callee's 487 is the INVITE's final response.
+    let mut b = Bench::new("[proxy.timers]\ntimer_c_ms = 200000\n");
+    b.receive(&invite("t1"), CALLER);
+    let forwarded = b
+        .take_sip()
+        .into_iter()
+        .find(|m| m.method() == Some(Method::Invite))
+        .expect("the INVITE forwarded");
+    let ringing = forwarded
+        .response(180, "Ringing")
+        .to_tag("b1")
+        .build()
+        .unwrap();
+    b.receive(&ringing, CALLEE);
+    b.take_sip();
+    b.advance(Duration::from_secs(201));
+    let sent = b.take_sip();
+    assert!(
+        sent.iter().any(|m| m.method() == Some(Method::Cancel)),
+        "Timer C cancels the branch"
+    );
+    let terminated = forwarded
+        .response(487, "Request Terminated")
+        .to_tag("b1")
+        .build()
+        .unwrap();
+    b.receive(&terminated, CALLEE);
+    assert_eq!(
+        distinct_finals(&b.take_sip()),
+        [(487, "INVITE".into(), "Request Terminated".into())]
+    );
+}

@@ -195,7 +195,8 @@ impl Proxy {
                     let call_id = call_id.to_string();
                     self.drop_fork(&call_id, branch, now);
                 }
-                if abandoned && !self.servers.get(&key).is_some_and(|s| s.cancelled) {
+                let cancelled = self.servers.get(&key).is_some_and(|s| s.cancelled);
+                if abandoned && !cancelled && self.superseded(&key) {
                     return;
                 }
                 self.branch_failed(&key, branch, status, popped.bytes(), false, now);
@@ -253,6 +254,20 @@ impl Proxy {
         }
     }
 
+    /// Whether the failure of a branch given up (failover, Timer C, a fork's winner) no longer
+    /// concerns its request: the request has its final response, or went on to another
+    /// target (a live branch, targets left, or one being resolved). A branch cancelled by
+    /// Timer C was replaced by nothing: its 487 (or timeout) is the request's answer (§16.8).
+    fn superseded(&self, key: &ServerKey) -> bool {
+        let Some(server) = self.servers.get(key) else {
+            return true;
+        };
+        server.final_status.is_some()
+            || !server.remaining.is_empty()
+            || self.pending_branches(key) > 0
+            || self.waiting_for_resolution.values().any(|k| k == key)
+    }
+
     /// Branches of a request still waiting for a final response.
     pub(super) fn pending_branches(&self, key: &ServerKey) -> usize {
         self.servers.get(key).map_or(0, |s| {
@@ -308,7 +323,7 @@ impl Proxy {
         };
         let key = client.server.clone();
         let cancelled = self.servers.get(&key).is_some_and(|s| s.cancelled);
-        if client.abandoned && !cancelled {
+        if client.abandoned && !cancelled && self.superseded(&key) {
             // Given up for the next target, which answers instead.
             return;
         }
