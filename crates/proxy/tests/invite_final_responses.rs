@@ -1,8 +1,8 @@
 //! Every INVITE the proxy takes ends in a final response, whatever fails on the way: a fork
 //! branch that cannot be forwarded after its relay offer (no address, no listener for it), a
 //! fork whose every offer is refused, a fork to host names, and a CANCEL that arrives while
-//! the INVITE still waits for its relay or after its branch went silent. None of them leaves a
-//! relay session behind.
+//! the INVITE still waits for its relay or after its branch went silent, and a branch that
+//! Timer C cancelled. None of them leaves a relay session behind.
 
 mod support;
 
