@@ -241,3 +241,58 @@ fn a_branch_cancelled_by_timer_c_passes_its_487_upstream() {
         [(487, "INVITE".into(), "Request Terminated".into())]
     );
 }
+
+#[test]
+fn a_fork_losers_487_does_not_beat_the_winners_2xx_waiting_for_the_relay() {
+    // The winner's 200 waits for the relay's answer; meanwhile the loser is cancelled and
+    // its 487 comes back. The caller gets the 200, never the 487.
+    let mut b = Bench::new(&forking_to(
+        "{ host = \"127.0.0.1\", port = 9 }, { host = \"127.0.0.1\", port = 10 }",
+    ));
+    b.receive(&invite("w1"), CALLER);
+    let invites: Vec<_> = b
+        .take_sip_with_destination()
+        .into_iter()
+        .filter(|(_, m)| m.method() == Some(Method::Invite))
+        .collect();
+    assert_eq!(invites.len(), 2);
+    b.set_relay("127.0.0.1:2223", Relay::Slow(Duration::from_millis(300)));
+    let (winner, loser) = if invites[0].0.port() == 9 {
+        (&invites[0].1, &invites[1].1)
+    } else {
+        (&invites[1].1, &invites[0].1)
+    };
+    // The loser rings (a CANCEL waits for a provisional, §9.1).
+    let ringing = loser
+        .response(180, "Ringing")
+        .to_tag("lose")
+        .build()
+        .unwrap();
+    b.receive(&ringing, "127.0.0.1:10");
+    b.take_sip();
+    let ok = winner
+        .response(200, "OK")
+        .to_tag("win")
+        .header("Contact", "<sip:bob@127.0.0.1:9>")
+        .body("application/sdp", support::ANSWER_SDP.as_bytes())
+        .build()
+        .unwrap();
+    b.receive(&ok, CALLEE);
+    assert!(b
+        .take_sip()
+        .iter()
+        .any(|m| m.method() == Some(Method::Cancel)));
+    let terminated = loser
+        .response(487, "Request Terminated")
+        .to_tag("lose")
+        .build()
+        .unwrap();
+    b.receive(&terminated, "127.0.0.1:10");
+    assert!(distinct_finals(&b.take_sip()).is_empty());
+    b.advance(Duration::from_secs(1));
+    assert_eq!(
+        distinct_finals(&b.take_sip()),
+        [(200, "INVITE".into(), "OK".into())]
+    );
+    assert_eq!(calls_on_relays(&b), 1);
+}

@@ -49,6 +49,7 @@ impl Proxy {
                 failover: None,
                 best: None,
                 cancelled: false,
+                succeeded: false,
                 scheduled: None,
             }),
         );

@@ -178,6 +178,9 @@ impl Proxy {
                 if let Some(c) = self.clients.get_mut(branch) {
                     c.completed = true;
                 }
+                if let Some(s) = self.servers.get_mut(&key) {
+                    s.succeeded = true;
+                }
                 // Every 2xx to an INVITE is forwarded, also on a cancelled branch (§16.7 step 5).
                 if self.servers.contains_key(&key) {
                     if !self.start_answer(&key, branch, status, &popped, now) {
@@ -254,15 +257,17 @@ impl Proxy {
         }
     }
 
-    /// Whether the failure of a branch given up (failover, Timer C, a fork's winner) no longer
-    /// concerns its request: the request has its final response, or went on to another
-    /// target (a live branch, targets left, or one being resolved). A branch cancelled by
-    /// Timer C was replaced by nothing: its 487 (or timeout) is the request's answer (§16.8).
+    /// Whether the failure of a branch given up (failover, Timer C, the losers of a fork) no
+    /// longer concerns its request: the request has its final response, a branch got a 2xx
+    /// (whose forwarding may wait for the relay's answer), or it went on to another target (a
+    /// live branch, targets left, or one being resolved). A branch cancelled by Timer C was
+    /// replaced by nothing: its 487 (or timeout) is the request's answer (§16.8).
     fn superseded(&self, key: &ServerKey) -> bool {
         let Some(server) = self.servers.get(key) else {
             return true;
         };
         server.final_status.is_some()
+            || server.succeeded
             || !server.remaining.is_empty()
             || self.pending_branches(key) > 0
             || self.waiting_for_resolution.values().any(|k| k == key)

@@ -55,6 +55,8 @@ pub(super) struct ServerTx {
     pub(super) best: Option<(u16, Bytes)>,
     /// A CANCEL was received for this INVITE.
     pub(super) cancelled: bool,
+    /// A branch got a 2xx (its final response may still wait for the relay's answer).
+    pub(super) succeeded: bool,
     /// Version of the scheduled wake-up (lazy deletion in the timer heap).
     pub(super) scheduled: Option<Instant>,
 }
