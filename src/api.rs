@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anchorage_proxy::core::Counters;
 use anchorage_proxy::dialog::{Dialog, DialogState, Leg};
+use anchorage_proxy::node::Counters;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -178,8 +178,8 @@ pub struct LegMediaView {
 
 impl MediaView {
     /// The view of an anchored call.
-    pub fn of(call: anchorage_proxy::core::AnchoredCall) -> MediaView {
-        let leg = |l: anchorage_proxy::core::LegMedia| LegMediaView {
+    pub fn of(call: anchorage_proxy::node::AnchoredCall) -> MediaView {
+        let leg = |l: anchorage_proxy::node::LegMedia| LegMediaView {
             sdp_received: l.received.map(|b| String::from_utf8_lossy(&b).into_owned()),
             sdp_sent: l.sent.map(|b| String::from_utf8_lossy(&b).into_owned()),
             origin_sent: l.origin_sent,
@@ -265,7 +265,7 @@ pub struct ProxySnapshot {
     /// Calls per relay node.
     pub relays: Vec<RelayView>,
     /// Re-anchoring counters.
-    pub reanchor: anchorage_proxy::core::ReanchorMetrics,
+    pub reanchor: anchorage_proxy::node::ReanchorMetrics,
     /// Calls waiting for a relay.
     pub waiting_calls: usize,
 }
@@ -274,7 +274,7 @@ pub struct ProxySnapshot {
 /// histogram written by hand (the counts live in the core).
 fn encode_duration_histogram(
     encoder: &mut DescriptorEncoder,
-    r: &anchorage_proxy::core::ReanchorMetrics,
+    r: &anchorage_proxy::node::ReanchorMetrics,
 ) -> Result<(), std::fmt::Error> {
     let metric = HistogramSnapshot {
         sum: r.duration_sum,

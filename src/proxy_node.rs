@@ -1,4 +1,4 @@
-//! `anchorage proxy`: runs the sans-IO proxy core ([`anchorage_proxy::core::Proxy`]) on the
+//! `anchorage proxy`: runs the sans-IO proxy core ([`anchorage_proxy::node::Proxy`]) on the
 //! tokio SIP transports. One task owns the core; received messages and timers drive it, and
 //! what it wants sent goes to the transports without waiting.
 
@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anchorage_config::Config;
-use anchorage_proxy::core::{CoreConfig, Datagram, Listener, Proxy};
+use anchorage_proxy::node::{CoreConfig, Datagram, Listener, Proxy};
 use anchorage_sip_transport::{Limits, ListenerSpec, Outbound, Transport, Transports};
 use anyhow::{bail, Context};
 use tokio::sync::mpsc;

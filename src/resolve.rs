@@ -1,11 +1,11 @@
 //! RFC 3263 §4 resolution of SIP host names for the proxy core, with `hickory-resolver`:
 //! SRV (`_sip._udp` / `_sip._tcp`) ordered by priority and weight when no port was given, then
-//! A/AAAA. The core asks through [`anchorage_proxy::core::ResolveQuery`] and gets the ordered
+//! A/AAAA. The core asks through [`anchorage_proxy::node::ResolveQuery`] and gets the ordered
 //! addresses back; it never waits on DNS, so a slow server delays only the requests that need it.
 
 use std::net::SocketAddr;
 
-use anchorage_proxy::core::ResolveQuery;
+use anchorage_proxy::node::ResolveQuery;
 use anchorage_proxy::Transport;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use anchorage_proxy::core::{CoreConfig, Listener, Proxy};
+use anchorage_proxy::node::{CoreConfig, Listener, Proxy};
 use anchorage_proxy::Transport;
 use libfuzzer_sys::fuzz_target;
 

@@ -11,22 +11,23 @@
 //!   with RFC 6026's `Accepted` state, timers A–M and Timer C, matching by branch with the
 //!   RFC 2543 fallback, and a [`transaction::TransactionTable`] whose memory is bounded by
 //!   the peak number of live transactions.
-#![warn(missing_docs)]
-
-//! * [`core`]: the RFC 3261 §16 proxy — validation, loose routing, Record-Route, forwarding,
-//!   response selection, CANCEL, serial failover, and stateless forwarding of what belongs to
-//!   a transaction another node holds.
+//! * [`node`]: the RFC 3261 §16 proxy node, [`node::Proxy`] — validation, loose routing,
+//!   Record-Route, forwarding, response selection, CANCEL, serial failover, stateless
+//!   forwarding of what belongs to a transaction another node holds, media anchoring and
+//!   re-anchoring; one file per RFC concern (see the module's table). Named `node`, not
+//!   `core`, so that it does not shadow the `core` crate.
 //! * [`routing`]: the `[[proxy.route]]` rules; [`via`]: branches, loops, `received`/`rport`;
 //!   [`dialog`]: INVITE dialogs per leg, with CSeq renumbering.
 //! * [`media`]: relay sets, node health checks and the ng requests built from SIP;
 //!   [`reanchor`]: what moving a call's media needs (leg targets, in-dialog requests, `o=`,
-//!   back-off, job records); the procedure runs in `core/reanchor.rs`.
+//!   back-off, job records); the procedure runs in `node/moves/`.
 //! * [`flood`]: the per-source request rate limit (`[proxy.flood]`).
+#![warn(missing_docs)]
 
-pub mod core;
 pub mod dialog;
 pub mod flood;
 pub mod media;
+pub mod node;
 pub mod reanchor;
 pub mod routing;
 pub mod transaction;

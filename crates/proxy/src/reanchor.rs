@@ -1,15 +1,16 @@
 //! Re-anchoring, the parts that need no proxy state (DESIGN.md "Re-anchoring"): where a
 //! request the proxy sends into a dialog goes and how it is built when it impersonates the
 //! other party, the SDP each leg is given, the RFC 3261 §14.1 back-off after a 491, and the
-//! job records the API shows. The per-call procedure itself runs in the proxy core
-//! (`core/reanchor.rs`), which owns the dialogs, transactions and relay clients it drives.
+//! job records the API shows. The per-call procedure itself runs in the proxy node
+//! ([`crate::node`], `node/moves/`), which owns the dialogs, transactions and relay clients it
+//! drives.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anchorage_sdp::offer_answer::{restrict_codecs, with_origin, OriginIdentity};
 use anchorage_sdp::Session;
-use anchorage_sip::{Message, Method, RequestBuilder, Uri};
+use anchorage_sip::{Message, Method, RequestBuilder};
 use bytes::Bytes;
 
 use crate::dialog::Dialog;
@@ -99,12 +100,7 @@ pub fn leg_target(d: &Dialog, to: Party, is_us: impl Fn(&str) -> bool) -> Option
 
 /// The target of a Route/Record-Route value (`<sip:host:port;lr>`), if its host is an address.
 fn route_target(value: &str) -> Option<Target> {
-    let inner = value
-        .trim()
-        .strip_prefix('<')
-        .and_then(|v| v.split_once('>'))
-        .map_or(value.trim(), |(uri, _)| uri);
-    let uri = Uri::parse(inner.as_bytes()).ok()?;
+    let uri = crate::via::route_uri(value)?;
     Target::from_uri(&uri).filter(|t| t.socket_addr().is_some())
 }
 

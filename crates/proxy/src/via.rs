@@ -21,7 +21,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use anchorage_sip::{Host, Message, Via, BRANCH_MAGIC_COOKIE};
+use anchorage_sip::{HeaderName, Host, Message, NameAddr, Uri, Via, BRANCH_MAGIC_COOKIE};
 
 use crate::Transport;
 
@@ -123,6 +123,28 @@ pub fn is_ours(ours: &[(String, u16)], host: &Host<'_>, port: Option<u16>) -> bo
                     .is_ok_and(|n| n == *a),
             }
     })
+}
+
+/// Whether a SIP URI names this proxy: its host and port are one of `ours` ([`is_ours`]).
+pub fn uri_is_ours(ours: &[(String, u16)], uri: &Uri<'_>) -> bool {
+    uri.as_sip()
+        .is_some_and(|sip| is_ours(ours, &sip.host, sip.port))
+}
+
+/// The URI of one Route or Record-Route header field value (`<sip:host:port;lr>`, with or
+/// without a display name), parsed as the SIP layer parses a name-addr.
+pub fn route_uri(value: &str) -> Option<Uri<'_>> {
+    NameAddr::parse(value.trim().as_bytes(), HeaderName::Route)
+        .ok()?
+        .uri()
+        .ok()
+}
+
+/// Whether one Route or Record-Route header field value names this proxy: the one answer to
+/// "is this Route ours", for the Route of a request ([`uri_is_ours`] on its parsed entries)
+/// and the Record-Route a dialog stored as text alike.
+pub fn route_is_ours(value: &str, ours: &[(String, u16)]) -> bool {
+    route_uri(value).is_some_and(|uri| uri_is_ours(ours, &uri))
 }
 
 /// The top Via value of a request as it must be forwarded: with `received` when the sent-by
@@ -331,5 +353,36 @@ Content-Length: 0\n\n";
         assert!(
             response_destination(&via("SIP/2.0/UDP host.example.com;branch=z9hG4bK1")).is_none()
         );
+    }
+
+    #[test]
+    fn a_route_is_ours_by_host_and_port_whatever_its_spelling() {
+        let ours = vec![
+            ("192.0.2.10".to_string(), 5060),
+            ("[2001:db8::1]".to_string(), 5070),
+            ("Proxy.Example.com".to_string(), 5060),
+        ];
+        for value in [
+            "<sip:192.0.2.10;lr>",
+            " <sip:192.0.2.10:5060;lr;transport=tcp> ",
+            "\"edge\" <sip:192.0.2.10:5060;lr>",
+            "<sip:[2001:db8:0::1]:5070;lr>",
+            "<sip:proxy.example.COM;lr>",
+            "sip:192.0.2.10;lr",
+        ] {
+            assert!(route_is_ours(value, &ours), "{value}");
+        }
+        for value in [
+            "<sip:192.0.2.10:5061;lr>",
+            "<sip:192.0.2.11;lr>",
+            "<sip:[2001:db8::1];lr>",
+            "<tel:+15551234>",
+            "<sip:192.0.2.10",
+            "",
+        ] {
+            assert!(!route_is_ours(value, &ours), "{value}");
+        }
+        let uri = route_uri("<sip:192.0.2.10:5080;lr>").unwrap();
+        assert_eq!(uri.as_sip().unwrap().port, Some(5080));
     }
 }

@@ -323,4 +323,72 @@ impl Message {
     pub fn response<'r>(&'r self, status: u16, reason: &'r str) -> ResponseBuilder<'r> {
         ResponseBuilder::new(self, status, reason)
     }
+
+    /// The CANCEL of this INVITE (RFC 3261 §9.1): the same Request-URI, top Via, From, To,
+    /// Call-ID, CSeq number and Route set, method CANCEL, Max-Forwards 70.
+    pub fn cancel(&self) -> Result<Message, BuildError> {
+        self.invite_follow_up(Method::Cancel, None, None)
+    }
+
+    /// The ACK of a final `response` to this INVITE: its Request-URI, From, Call-ID, CSeq
+    /// number and Route set, with the response's To (the callee's tag). For a non-2xx
+    /// response (`via` `None`, RFC 3261 §17.1.1.3) the ACK belongs to the INVITE's transaction
+    /// and carries its top Via; for a 2xx (RFC 3261 §13.2.2.4) it is a transaction of its own
+    /// and `via` is its new top Via.
+    pub fn ack(&self, response: &Message, via: Option<&str>) -> Result<Message, BuildError> {
+        self.invite_follow_up(Method::Ack, Some(response), via)
+    }
+
+    /// The one builder of the requests RFC 3261 derives from an INVITE: [`Message::cancel`]
+    /// and [`Message::ack`].
+    fn invite_follow_up(
+        &self,
+        method: Method<'_>,
+        response: Option<&Message>,
+        via: Option<&str>,
+    ) -> Result<Message, BuildError> {
+        fn text<'m>(value: &'m [u8], what: &'static str) -> Result<&'m str, BuildError> {
+            std::str::from_utf8(value).map_err(|_| BuildError::Missing(what))
+        }
+        let uri = text(
+            self.request_uri_raw().ok_or(BuildError::NotARequest)?,
+            "Request-URI",
+        )?;
+        let top_via = match via {
+            Some(via) => via,
+            None => text(
+                self.header(HeaderName::Via)
+                    .and_then(|h| h.values().next())
+                    .ok_or(BuildError::Missing("Via"))?,
+                "Via",
+            )?,
+        };
+        fn value<'m>(
+            m: &'m Message,
+            name: HeaderName,
+            what: &'static str,
+        ) -> Result<&'m str, BuildError> {
+            text(
+                m.header(name).ok_or(BuildError::Missing(what))?.value(),
+                what,
+            )
+        }
+        let from = value(self, HeaderName::From, "From")?;
+        let to = value(response.unwrap_or(self), HeaderName::To, "To")?;
+        let call_id = self.call_id().map_err(BuildError::Request)?;
+        let seq = self.cseq().map_err(BuildError::Request)?.seq;
+        let routes: Vec<&str> = self
+            .headers_of(HeaderName::Route)
+            .filter_map(|h| std::str::from_utf8(h.value()).ok())
+            .collect();
+        RequestBuilder::new(method, uri)
+            .via(top_via)
+            .from(from)
+            .to(to)
+            .call_id(call_id)
+            .cseq(seq)
+            .routes(routes)
+            .max_forwards(70)
+            .build()
+    }
 }

@@ -145,3 +145,73 @@ fn request_builder_errors() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An INVITE as a proxy forwards it: a Route set, two Vias, compact forms.
+const FORWARDED: &str = "INVITE sip:bob@192.0.2.9:5060 SIP/2.0\r\n\
+v: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp, SIP/2.0/UDP a.example.com;branch=z9hG4bKa\r\n\
+Route: <sip:edge1.example.com;lr>\r\n\
+Route: <sip:edge2.example.com;lr>\r\n\
+Max-Forwards: 69\r\n\
+f: <sip:alice@example.com>;tag=a\r\n\
+t: Bob <sip:bob@example.com>\r\n\
+i: c@h\r\n\
+CSeq: 41 INVITE\r\n\
+Content-Length: 0\r\n\
+\r\n";
+
+#[test]
+fn the_cancel_of_an_invite_copies_what_rfc_3261_section_9_1_lists() {
+    let invite = Message::parse(Bytes::from_static(FORWARDED.as_bytes())).unwrap();
+    let cancel = invite.cancel().unwrap();
+    assert_eq!(
+        cancel.as_bytes(),
+        b"CANCEL sip:bob@192.0.2.9:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp\r\n\
+Max-Forwards: 70\r\n\
+Route: <sip:edge1.example.com;lr>\r\n\
+Route: <sip:edge2.example.com;lr>\r\n\
+From: <sip:alice@example.com>;tag=a\r\n\
+To: Bob <sip:bob@example.com>\r\n\
+Call-ID: c@h\r\n\
+CSeq: 41 CANCEL\r\n\
+Content-Length: 0\r\n\
+\r\n"
+    );
+}
+
+#[test]
+fn the_ack_of_a_failure_shares_the_invites_via_and_takes_the_responses_to() {
+    let invite = Message::parse(Bytes::from_static(FORWARDED.as_bytes())).unwrap();
+    let busy = invite
+        .response(486, "Busy Here")
+        .to_tag("b")
+        .build()
+        .unwrap();
+    let ack = invite.ack(&busy, None).unwrap();
+    assert_eq!(ack.method(), Some(Method::Ack));
+    assert_eq!(ack.top_via().unwrap().branch(), Some("z9hG4bKp"));
+    assert_eq!(ack.to().unwrap().tag(), Some("b"));
+    assert_eq!(ack.cseq().unwrap().seq, 41);
+    assert_eq!(ack.cseq().unwrap().method, Method::Ack);
+    assert_eq!(ack.routes().count(), 2);
+}
+
+#[test]
+fn the_ack_of_a_2xx_is_a_transaction_of_its_own() {
+    let invite = Message::parse(Bytes::from_static(FORWARDED.as_bytes())).unwrap();
+    let ok = invite.response(200, "OK").to_tag("b").build().unwrap();
+    let ack = invite
+        .ack(&ok, Some("SIP/2.0/UDP proxy.example.com;branch=z9hG4bKpa"))
+        .unwrap();
+    assert_eq!(ack.top_via().unwrap().branch(), Some("z9hG4bKpa"));
+    assert_eq!(ack.headers_of(anchorage_sip::HeaderName::Via).count(), 1);
+    assert_eq!(ack.to().unwrap().tag(), Some("b"));
+    assert_eq!(ack.request_uri_raw(), Some(&b"sip:bob@192.0.2.9:5060"[..]));
+}
+
+#[test]
+fn a_response_has_no_cancel() {
+    let invite = Message::parse(Bytes::from_static(FORWARDED.as_bytes())).unwrap();
+    let ok = invite.response(200, "OK").build().unwrap();
+    assert!(matches!(ok.cancel(), Err(BuildError::NotARequest)));
+}

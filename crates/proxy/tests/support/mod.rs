@@ -8,10 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anchorage_proxy::core::{CoreConfig, Datagram, Listener, Proxy, Transmit};
+use anchorage_proxy::node::{CoreConfig, Datagram, Listener, Proxy, Transmit};
 use anchorage_proxy::Transport;
 use anchorage_sip::{Message, Method, RequestBuilder};
 use bytes::Bytes;
+
+pub mod scenario;
 
 /// The proxy's address.
 pub const PROXY: &str = "127.0.0.1:5060";
@@ -239,8 +241,7 @@ impl Bench {
     /// (INVITE, 200, ACK). Returns the Record-Route the proxy put in the INVITE.
     pub fn place_call(&mut self, id: &str) -> String {
         let from = format!("<sip:alice@example.com>;tag=a-{id}");
-        let invite = initial_invite(id);
-        self.receive(&invite, CALLER);
+        self.receive(&invite(id), CALLER);
         let forwarded = self
             .take_sip()
             .into_iter()
@@ -281,7 +282,7 @@ impl Bench {
 
     /// A new INVITE with SDP for call `id`; returns the final responses the caller got.
     pub fn try_call(&mut self, id: &str) -> Vec<Message> {
-        let invite = initial_invite(id);
+        let invite = invite(id);
         self.receive(&invite, CALLER);
         self.take_sip()
             .into_iter()
@@ -333,8 +334,22 @@ impl Bench {
     }
 }
 
-/// The caller's initial INVITE with SDP for call `id` (its tag `a-<id>`, its branch from `id`).
-pub fn initial_invite(id: &str) -> Message {
+/// Node names of `(ng address, name)` pairs, for readable assertions.
+pub fn names(pairs: &[(&str, &str)]) -> HashMap<SocketAddr, String> {
+    pairs
+        .iter()
+        .map(|(a, n)| (a.parse().unwrap(), n.to_string()))
+        .collect()
+}
+
+/// Distinct values.
+pub fn distinct<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> usize {
+    items.into_iter().collect::<HashSet<_>>().len()
+}
+
+/// The caller's initial INVITE with SDP for call `id` (branch `z9hG4bK-<id>`, from-tag
+/// `a-<id>`), to bob at the callee's address.
+pub fn invite(id: &str) -> Message {
     let from = format!("<sip:alice@example.com>;tag=a-{id}");
     let via = format!("SIP/2.0/UDP {CALLER};branch=z9hG4bK-{id}");
     RequestBuilder::new(Method::Invite, "sip:bob@127.0.0.1:9")
@@ -350,15 +365,30 @@ pub fn initial_invite(id: &str) -> Message {
         .expect("an INVITE")
 }
 
-/// Node names of `(ng address, name)` pairs, for readable assertions.
-pub fn names(pairs: &[(&str, &str)]) -> HashMap<SocketAddr, String> {
-    pairs
-        .iter()
-        .map(|(a, n)| (a.parse().unwrap(), n.to_string()))
-        .collect()
+/// The caller's CANCEL of [`invite`]`(id)` (RFC 3261 §9.1: same Request-URI, top Via, From,
+/// To, Call-ID and CSeq number).
+pub fn cancel(id: &str) -> Message {
+    let from = format!("<sip:alice@example.com>;tag=a-{id}");
+    let via = format!("SIP/2.0/UDP {CALLER};branch=z9hG4bK-{id}");
+    RequestBuilder::new(Method::Cancel, "sip:bob@127.0.0.1:9")
+        .via(&via)
+        .from(&from)
+        .to("<sip:bob@example.com>")
+        .call_id(id)
+        .cseq(1)
+        .max_forwards(70)
+        .build()
+        .expect("a CANCEL")
 }
 
-/// Distinct values.
-pub fn distinct<T: std::hash::Hash + Eq>(items: impl IntoIterator<Item = T>) -> usize {
-    items.into_iter().collect::<HashSet<_>>().len()
+/// The final responses among `sent`, as (status, CSeq method, reason phrase).
+pub fn finals(sent: &[Message]) -> Vec<(u16, String, String)> {
+    sent.iter()
+        .filter_map(|m| {
+            let status = m.status().filter(|s| *s >= 200)?;
+            let method = m.cseq().ok()?.method.as_str().to_string();
+            let reason = String::from_utf8_lossy(m.reason_phrase()?).into_owned();
+            Some((status, method, reason))
+        })
+        .collect()
 }

@@ -10,7 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Proxy, TimerRef};
+use super::timers::TimerRef;
+use super::Proxy;
 use crate::reanchor::{MoveResult, MoveTarget, Trigger};
 
 /// Calls given up per give-up timer; the rest wait for the next one, set at once.

@@ -1,4 +1,4 @@
-//! The proxy core's deadlines: what is due next, cheaply.
+//! The proxy node's deadlines: what is due next, cheaply.
 //!
 //! The heap holds only `(deadline, sequence, slot)`: 24 bytes, compared by deadline and then
 //! by the order the timers were set (a timer set earlier fires first among equal deadlines).
@@ -10,7 +10,25 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use super::TimerRef;
+use super::transactions::ServerKey;
+
+/// What a deadline in the [`TimerQueue`] is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum TimerRef {
+    Server(ServerKey),
+    Client(String),
+    Dialogs,
+    /// One of our own requests (re-anchoring re-INVITEs, BYEs).
+    Own(String),
+    /// A call being re-anchored (idle wait, 491 back-off, deadline).
+    Move(String),
+    /// Pacing of queued re-anchoring moves.
+    Pace,
+    /// Calls waiting for a relay that have waited past `[proxy.reanchor] give_up_s`.
+    WaitingGiveUp,
+    /// Calls waiting for a relay are looked at again.
+    WaitingRetry,
+}
 
 /// Deadlines and what each is for.
 #[derive(Default)]

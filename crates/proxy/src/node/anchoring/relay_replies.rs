@@ -1,0 +1,267 @@
+//! ng replies and failures back to what waited for them: one arm per `MediaWait` variant and
+//! outcome. A refused or unanswered initial offer tries the next node of the set; no path
+//! relays a message unanchored.
+
+use std::time::Instant;
+
+use crate::media;
+use crate::node::anchoring::forks::ForkWait;
+use crate::node::anchoring::{tag_of, CallMedia, LegMedia, MediaWait};
+use crate::node::io::Datagram;
+use crate::node::Proxy;
+
+impl Proxy {
+    /// Acts on relay replies and timeouts.
+    pub(in crate::node) fn drain_relay_events(&mut self, now: Instant) {
+        while let Some(change) = self.relays.poll_health_change() {
+            self.on_relay_health(change, now);
+        }
+        while let Some((node, event)) = self.relays.poll_event() {
+            let (id, reply) = match event {
+                anchorage_ng::Event::Reply(id, reply) => (id, Some(reply)),
+                anchorage_ng::Event::TimedOut(id) | anchorage_ng::Event::Failed(id, _) => {
+                    (id, None)
+                }
+            };
+            let Some(wait) = self.media_waits.remove(&(node, id)) else {
+                continue;
+            };
+            let sdp = reply
+                .as_ref()
+                .filter(|r| matches!(r.outcome, anchorage_ng::Outcome::Ok))
+                .and_then(|r| r.sdp.clone());
+            match (wait, sdp) {
+                (MediaWait::Delete, _) => {}
+                (MediaWait::ReanchorOffer { call_id }, sdp) => {
+                    self.on_reanchor_ng(&call_id, true, sdp, now);
+                }
+                (MediaWait::ReanchorAnswer { call_id }, sdp) => {
+                    self.on_reanchor_ng(&call_id, false, sdp, now);
+                }
+                (MediaWait::FollowUp { call_id, party }, Some(sdp)) => {
+                    self.send_follow_up_offer(&call_id, party, sdp, now);
+                }
+                (MediaWait::FollowUp { .. }, None) => {}
+                (
+                    MediaWait::ForkOffer {
+                        key,
+                        target,
+                        via_branch,
+                        policy,
+                    },
+                    sdp,
+                ) => {
+                    let wait = ForkWait {
+                        key,
+                        target,
+                        via_branch,
+                        policy,
+                        sdp,
+                    };
+                    self.on_fork_offer(node, wait, now);
+                }
+                (
+                    MediaWait::ResponseOffer {
+                        key,
+                        status,
+                        response,
+                        policy,
+                        initial,
+                    },
+                    Some(sdp),
+                ) => {
+                    // A message without a Call-ID never gets past validation.
+                    let call_id = response.call_id().ok().map(str::to_string);
+                    if let (true, Some(call_id)) = (initial, &call_id) {
+                        let caller_tag = self
+                            .servers
+                            .get(&key)
+                            .map(|s| tag_of(s.request.from()))
+                            .unwrap_or_default();
+                        tracing::debug!(%call_id, node, "call anchored by a late offer");
+                        self.relays.count_call(node, 1);
+                        self.call_media.insert(
+                            call_id.clone(),
+                            CallMedia {
+                                node,
+                                policy,
+                                caller_tag,
+                                caller: LegMedia::default(),
+                                callee: LegMedia::default(),
+                                answer_in_ack: false,
+                                answer_in_prack: false,
+                                forks: Vec::new(),
+                            },
+                        );
+                    }
+                    if let Some(call) = call_id.and_then(|c| self.call_media.get_mut(&c)) {
+                        call.answer_in_ack = status >= 200;
+                        call.answer_in_prack = status < 200;
+                        let (from, to) = call.legs_from(&tag_of(response.to()));
+                        from.received = Some(response.body_bytes());
+                        to.record_sent(&sdp);
+                    }
+                    if let Ok(rewritten) = response.edit().set_body(sdp).finish_message() {
+                        self.forward_response_upstream(&key, status, rewritten.bytes(), now);
+                    }
+                }
+                (MediaWait::ResponseOffer { key, status, .. }, None) => {
+                    tracing::warn!("relay refused or did not answer a late offer; the response is not relayed unanchored");
+                    if status >= 200 {
+                        self.respond(&key, 502, "Media Relay Failed", now);
+                    }
+                }
+                (
+                    MediaWait::AckAnswer {
+                        ack,
+                        source,
+                        local,
+                        transport,
+                    },
+                    Some(sdp),
+                ) => {
+                    let call = ack.call_id().ok().and_then(|c| self.call_media.get_mut(c));
+                    if let Some(call) = call {
+                        call.answer_in_ack = false;
+                        let (from, to) = call.legs_from(&tag_of(ack.from()));
+                        from.received = Some(ack.body_bytes());
+                        to.record_sent(&sdp);
+                    }
+                    if let Ok(rewritten) = ack.edit().set_body(sdp).finish_message() {
+                        let d = Datagram {
+                            data: rewritten.bytes(),
+                            source,
+                            local,
+                            transport,
+                        };
+                        self.forward_stateless(rewritten, &d, now);
+                    }
+                }
+                (MediaWait::AckAnswer { ack, .. }, None) => {
+                    tracing::warn!(call_id = ?ack.call_id().ok(), "relay refused or did not answer the answer in an ACK; the ACK is not relayed unanchored");
+                }
+                (
+                    MediaWait::Offer {
+                        key,
+                        policy,
+                        initial,
+                        ..
+                    },
+                    Some(sdp),
+                ) => {
+                    let Some(tx) = self.servers.get_mut(&key) else {
+                        continue;
+                    };
+                    let Ok(call_id) = tx.request.call_id().map(str::to_string) else {
+                        continue;
+                    };
+                    if tx.final_status.is_some() || tx.cancelled {
+                        // Answered (e.g. CANCELled) while the relay was asked: the session it
+                        // has just made for a new call is not left behind.
+                        if initial {
+                            self.send_ng_quietly(node, &media::delete(&call_id), now);
+                        }
+                        continue;
+                    }
+                    let offered = tx.request.body_bytes();
+                    let offerer = tag_of(tx.request.from());
+                    match tx.request.edit().set_body(sdp.clone()).finish_message() {
+                        Ok(rewritten) => tx.request = rewritten,
+                        Err(e) => {
+                            // Never forwarded with the party's own SDP: its media would bypass
+                            // the relay.
+                            tracing::warn!(%call_id, error = %e, "cannot put the relay's SDP in the request");
+                            if initial {
+                                self.send_ng_quietly(node, &media::delete(&call_id), now);
+                            }
+                            self.respond(&key, 500, "SDP Rewrite Failed", now);
+                            continue;
+                        }
+                    }
+                    if initial {
+                        tracing::debug!(%call_id, node, "call anchored");
+                        self.relays.count_call(node, 1);
+                        self.call_media.insert(
+                            call_id.clone(),
+                            CallMedia {
+                                node,
+                                policy,
+                                caller_tag: offerer.clone(),
+                                caller: LegMedia::default(),
+                                callee: LegMedia::default(),
+                                answer_in_ack: false,
+                                answer_in_prack: false,
+                                forks: Vec::new(),
+                            },
+                        );
+                    }
+                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                        let (from, to) = call.legs_from(&offerer);
+                        from.received = Some(offered);
+                        to.record_sent(&sdp);
+                    }
+                    self.try_next_target(&key, now);
+                }
+                (
+                    MediaWait::Offer {
+                        key,
+                        policy,
+                        tried,
+                        initial,
+                    },
+                    None,
+                ) => {
+                    let reason = reply
+                        .as_ref()
+                        .and_then(|r| r.error_reason().map(|e| e.to_string()));
+                    let name = self
+                        .relays
+                        .nodes()
+                        .get(node)
+                        .map(|n| n.name.clone())
+                        .unwrap_or_default();
+                    tracing::warn!(relay = %name, ?reason, "relay refused or did not answer an offer");
+                    // Not tried again (nor answered twice) once the request has its answer.
+                    let open = self
+                        .servers
+                        .get(&key)
+                        .filter(|t| t.final_status.is_none() && !t.cancelled)
+                        .map(|t| t.request.clone());
+                    match (initial, open) {
+                        (true, Some(req)) => self.send_offer(&key, &req, policy, tried, now),
+                        (false, Some(_)) => self.respond(&key, 503, "Media Relay Failed", now),
+                        (_, None) => {}
+                    }
+                }
+                (
+                    MediaWait::Answer {
+                        key,
+                        status,
+                        response,
+                    },
+                    Some(sdp),
+                ) => {
+                    let call = response
+                        .call_id()
+                        .ok()
+                        .and_then(|c| self.call_media.get_mut(c));
+                    if let Some(call) = call {
+                        // The answer comes from the leg the offer went to.
+                        let (from, to) = call.legs_from(&tag_of(response.to()));
+                        from.received = Some(response.body_bytes());
+                        to.record_sent(&sdp);
+                    }
+                    if let Ok(rewritten) = response.edit().set_body(sdp).finish_message() {
+                        self.forward_response_upstream(&key, status, rewritten.bytes(), now);
+                    }
+                }
+                (MediaWait::Answer { key, status, .. }, None) => {
+                    tracing::warn!("relay refused or did not answer an answer; the response is not relayed unanchored");
+                    if status >= 200 {
+                        self.respond(&key, 502, "Media Relay Failed", now);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! What crosses the proxy node's seam: its configuration ([`CoreConfig`], mapped from the
+//! configuration file by [`CoreConfig::from_config`]), the sockets it receives on
+//! ([`Listener`]), a message in ([`Datagram`]) and out ([`Transmit`]), a host name to resolve
+//! (RFC 3263, [`ResolveQuery`]) and its [`Counters`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::routing::Router;
+use crate::transaction::TimerConfig;
+use crate::Transport;
+
+/// A socket the proxy receives on, and the address it advertises for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// The bound address.
+    pub local: SocketAddr,
+    /// Host written in Via and Record-Route (the advertised address, or the bound IP).
+    pub advertise_host: String,
+    /// Port written in Via and Record-Route.
+    pub advertise_port: u16,
+}
+
+/// Configuration of the core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// This node's id, written in the `nid` Via parameter.
+    pub node_id: String,
+    /// Listeners; at least one.
+    pub listeners: Vec<Listener>,
+    /// Transaction timers.
+    pub timers: TimerConfig,
+    /// Routing rules for initial requests.
+    pub router: Router,
+    /// Dialogs older than this end.
+    pub dialog_max_age: Duration,
+    /// Media relay sets.
+    pub relay_sets: Vec<anchorage_config::proxy::RelaySet>,
+    /// Media policy of calls whose routing rule sets none.
+    pub default_media: anchorage_config::proxy::MediaPolicy,
+    /// ng client retransmission and timeout.
+    pub ng_client: anchorage_ng::ClientConfig,
+    /// Relay health checks.
+    pub relay_health: crate::media::HealthConfig,
+    /// Re-anchoring pacing and fallback.
+    pub reanchor: anchorage_config::proxy::Reanchor,
+    /// The per-source request rate limit.
+    pub flood: anchorage_config::proxy::Flood,
+    /// `[proxy.overload]`: load shedding bounds and the `Retry-After` of every 503.
+    pub overload: anchorage_config::proxy::Overload,
+}
+
+impl CoreConfig {
+    /// The core's configuration from a configuration file (`[node]` and `[proxy]`), with the
+    /// listeners the I/O layer bound.
+    pub fn from_config(config: &anchorage_config::Config, listeners: Vec<Listener>) -> CoreConfig {
+        let p = &config.proxy;
+        CoreConfig {
+            node_id: config.node.id.clone(),
+            listeners,
+            timers: TimerConfig {
+                t1: Duration::from_millis(p.timers.t1_ms),
+                t2: Duration::from_millis(p.timers.t2_ms),
+                t4: Duration::from_millis(p.timers.t4_ms),
+                timer_c: Duration::from_millis(p.timers.timer_c_ms),
+                ..TimerConfig::default()
+            },
+            router: Router::new(p.route.clone()),
+            dialog_max_age: Duration::from_secs(p.dialog.max_age_s),
+            relay_sets: p.relay_set.clone(),
+            default_media: p.media.clone(),
+            ng_client: anchorage_ng::ClientConfig::default(),
+            relay_health: crate::media::HealthConfig {
+                interval: Duration::from_millis(p.relay_health.interval_ms),
+                down_after: p.relay_health.down_after,
+                up_after: p.relay_health.up_after,
+                max_window: Duration::from_millis(p.relay_health.max_window_ms),
+                max_pending: p.overload.max_pending_ng,
+            },
+            reanchor: p.reanchor.clone(),
+            flood: p.flood.clone(),
+            overload: p.overload.clone(),
+        }
+    }
+}
+
+/// A message received from the network.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    /// The message bytes.
+    pub data: Bytes,
+    /// The packet's source.
+    pub source: SocketAddr,
+    /// The local socket it arrived on.
+    pub local: SocketAddr,
+    /// Its transport.
+    pub transport: Transport,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The bytes.
+    pub data: Bytes,
+    /// Destination.
+    pub destination: SocketAddr,
+    /// Transport.
+    pub transport: Transport,
+    /// Local socket to send from, if it matters.
+    pub local: Option<SocketAddr>,
+}
+
+/// A host name the core needs resolved (RFC 3263): answer with [`Proxy::handle_resolved`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolveQuery {
+    /// Identifies the query in [`Proxy::handle_resolved`].
+    pub id: u64,
+    /// The host name.
+    pub name: String,
+    /// The port, if given; `None`: look up SRV (`_sip._udp` / `_sip._tcp`) first, then A/AAAA
+    /// with port 5060 (RFC 3263 §4.2).
+    pub port: Option<u16>,
+    /// The transport of the request.
+    pub transport: Transport,
+}
+
+/// Counters of the core, for metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests received (including retransmissions).
+    pub requests: u64,
+    /// Responses received.
+    pub responses: u64,
+    /// Messages dropped because they could not be parsed or answered.
+    pub dropped: u64,
+    /// Requests answered 4xx/5xx by the proxy itself.
+    pub rejected: u64,
+    /// Requests forwarded statelessly (CANCEL/ACK without transaction).
+    pub stateless_requests: u64,
+    /// Responses forwarded statelessly (no client transaction).
+    pub stateless_responses: u64,
+    /// Requests dropped because their source went over the rate limit (`[proxy.flood]`).
+    pub flood_dropped: u64,
+    /// Times a source was blocked by the rate limit.
+    pub flood_blocks: u64,
+    /// Requests dropped for their User-Agent (`[proxy.flood] drop_user_agents`).
+    pub user_agent_dropped: u64,
+    /// New INVITEs answered 503 because the proxy was over a `[proxy.overload]` bound.
+    pub overload_rejected: u64,
+}

@@ -1,0 +1,393 @@
+//! The stateful proxy node (RFC 3261 §16), sans-IO: the [`Proxy`] struct, its getters and the
+//! `handle_*`/`poll_*` seam. Everything else lives in one file per RFC concern:
+//!
+//! | file | what it holds |
+//! | --- | --- |
+//! | `mod.rs` | [`Proxy`], its getters, `handle_datagram`/`handle_timeout`/`handle_ng_datagram`/`handle_resolved` and the polls |
+//! | `io.rs` | what crosses the seam: [`CoreConfig`], [`Listener`], [`Datagram`], [`Transmit`], [`ResolveQuery`], [`Counters`] |
+//! | `inbound.rs` | where a datagram enters (`on_datagram`) and a server transaction is matched (`on_request`, §17.2.3) |
+//! | `validate.rs` | §16.3 request validation, load shedding, answers without a transaction |
+//! | `route.rs` | §16.4–16.5: Route processing, routing rules, NAT, requests addressed to the proxy itself |
+//! | `forward.rs` | §16.6: the forwarded request and its client transaction; serial/parallel targets |
+//! | `response.rs` | §17.1.3 client matching, §16.7 response selection, failover, our own responses |
+//! | `cancel.rs` | §16.10 CANCEL, and stateless forwarding of what belongs to another node |
+//! | `transactions.rs` | the §17 machines wrapped with §16 state, and the Action → transaction user glue |
+//! | `dialog_state.rs` | §12 dialog tracking, CSeq renumbering of forwarded requests, dialog expiry |
+//! | `timers.rs` | [`TimerRef`](timers::TimerRef) and the timer queue |
+//! | `anchoring/` | media anchoring: call media state, offer/answer placements, forks, relay replies |
+//! | `moves/` | re-anchoring: jobs and pacing, the per-call move, the proxy's own in-dialog requests |
+//! | `waiting.rs` | calls waiting for a relay, and [`Proxy::settle`] at the end of every event |
+//!
+//! Where a datagram enters: [`Proxy::handle_datagram`]. Where a transaction is matched:
+//! `on_request` (server side, by `ServerKey`) and `on_response` (client side, by the branch
+//! of our Via). What it sends comes out of [`Proxy::poll_transmit`]; when it must be woken,
+//! [`Proxy::poll_timeout`], then [`Proxy::handle_timeout`].
+//!
+//! ```text
+//!  UAC ──request──► server tx ──► route (§16.4–16.5) ──► client tx ──request──► next hop
+//!  UAC ◄─response── server tx ◄── choose/forward (§16.7) ◄── client tx ◄─response── next hop
+//! ```
+//!
+//! Requests that match no transaction but belong to one elsewhere — a CANCEL or the ACK of a
+//! non-2xx response whose INVITE another node forwarded — are forwarded statelessly with the
+//! same deterministic branch that node used ([`crate::via`]), and responses with no client
+//! transaction are forwarded statelessly by their Via, so calls survive the loss of a node.
+
+mod anchoring;
+mod cancel;
+mod dialog_state;
+mod forward;
+mod inbound;
+mod io;
+mod moves;
+mod response;
+mod route;
+mod timers;
+mod transactions;
+mod validate;
+mod waiting;
+
+pub use anchoring::{AnchoredCall, LegMedia};
+pub use io::{CoreConfig, Counters, Datagram, Listener, ResolveQuery, Transmit};
+pub use moves::ReanchorMetrics;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anchorage_sip::Message;
+use bytes::Bytes;
+
+use crate::dialog::Dialogs;
+use crate::flood::FloodGuard;
+use crate::media::{self, NodeId, Relays};
+use crate::Transport;
+use timers::TimerQueue;
+
+use crate::node::anchoring::{CallMedia, MediaWait};
+use crate::node::timers::TimerRef;
+use crate::node::transactions::{ClientMachine, ClientTx, ServerKey, ServerMachine, ServerTx};
+
+/// The proxy core.
+pub struct Proxy {
+    config: CoreConfig,
+    /// Boxed: a transaction holds its request (a few hundred bytes); the maps move only
+    /// pointers when they insert and grow.
+    servers: HashMap<ServerKey, Box<ServerTx>>,
+    clients: HashMap<String, Box<ClientTx>>,
+    timers: TimerQueue,
+    flood: FloodGuard,
+    out: VecDeque<Transmit>,
+    dialogs: Dialogs,
+    counters: Counters,
+    /// Our sent-by values, for loop detection and recognising our Vias.
+    ours: Vec<(String, u16)>,
+    rng_state: u64,
+    dialog_sweep: Option<Instant>,
+    /// The response being handled while a client transaction's actions are drained.
+    pending_response: Option<Message>,
+    /// Host names to resolve, and the requests waiting for them.
+    resolve_queries: VecDeque<ResolveQuery>,
+    waiting_for_resolution: HashMap<u64, ServerKey>,
+    next_query_id: u64,
+    /// Media relays, the calls anchored on them, and ng requests awaiting a reply.
+    relays: Relays,
+    call_media: HashMap<String, CallMedia>,
+    media_waits: HashMap<(NodeId, anchorage_ng::RequestId), MediaWait>,
+    /// Re-anchoring: calls being moved, jobs, our own transactions, pacing and counters.
+    moves: HashMap<String, moves::CallMove>,
+    jobs: std::collections::BTreeMap<u64, moves::Job>,
+    next_job: u64,
+    own: HashMap<String, moves::own_tx::OwnTx>,
+    own_counter: u64,
+    move_results: HashMap<(crate::reanchor::Trigger, crate::reanchor::MoveResult), u64>,
+    move_durations: Vec<u64>,
+    move_duration_sum: f64,
+    move_duration_count: u64,
+    pace_tokens: f64,
+    pace_at: Instant,
+    /// Calls moved off a node while it was down: their sessions there are deleted when it is
+    /// back up.
+    orphans: HashMap<NodeId, Vec<String>>,
+    /// A move ended or a slot freed: queued moves are pumped before the event returns. Moves
+    /// are never started from inside the code that ends one (no recursion through the queue).
+    pump_due: bool,
+    /// The pace timer set, if any (one at a time).
+    pace_timer: Option<Instant>,
+    /// Calls whose relay died while no node could take them, with since when they wait.
+    waiting: HashMap<String, Instant>,
+    /// The same calls in the order they started waiting (for the give-up time); entries of
+    /// calls no longer waiting are skipped when met.
+    waiting_order: VecDeque<(Instant, String)>,
+    /// The give-up timer set, if any.
+    give_up_timer: Option<Instant>,
+    /// Calls taken from `waiting` into a job that has not started their move yet.
+    resuming: std::collections::HashSet<String>,
+    /// The waiting-retry timer set, if any.
+    retry_timer: Option<Instant>,
+    /// INVITE and UPDATE server transactions without a final response, per Call-ID: a move
+    /// waits until its call has none (looked up, never scanned for).
+    open_offers: HashMap<String, u32>,
+    /// How long the messages of the driver's latest batch waited before the core saw them.
+    input_delay: Duration,
+}
+
+/// xorshift64*: a small deterministic generator for weighted choice (seeded by the caller).
+fn next_random(state: &mut u64, below: u32) -> u32 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    if below == 0 {
+        0
+    } else {
+        (r % u64::from(below)) as u32
+    }
+}
+
+impl Proxy {
+    /// A proxy with this configuration, started at `now`; `seed` drives weighted destination
+    /// choice.
+    pub fn new(config: CoreConfig, seed: u64, now: Instant) -> Proxy {
+        let ours = config
+            .listeners
+            .iter()
+            .map(|l| (l.advertise_host.clone(), l.advertise_port))
+            .collect();
+        let flood = FloodGuard::new(config.flood.clone());
+        let relays = Relays::new(
+            &config.relay_sets,
+            config.ng_client,
+            config.relay_health,
+            &media::cookie_prefix(&config.node_id, seed),
+            now,
+        );
+        Proxy {
+            config,
+            servers: HashMap::new(),
+            clients: HashMap::new(),
+            timers: TimerQueue::default(),
+            flood,
+            out: VecDeque::new(),
+            dialogs: Dialogs::default(),
+            counters: Counters::default(),
+            ours,
+            rng_state: seed | 1,
+            dialog_sweep: None,
+            pending_response: None,
+            resolve_queries: VecDeque::new(),
+            waiting_for_resolution: HashMap::new(),
+            next_query_id: 1,
+            relays,
+            call_media: HashMap::new(),
+            media_waits: HashMap::new(),
+            moves: HashMap::new(),
+            jobs: std::collections::BTreeMap::new(),
+            next_job: 1,
+            own: HashMap::new(),
+            own_counter: 0,
+            move_results: HashMap::new(),
+            move_durations: vec![0; moves::DURATION_BOUNDS.len()],
+            move_duration_sum: 0.0,
+            move_duration_count: 0,
+            pace_tokens: 1.0,
+            pace_at: now,
+            orphans: HashMap::new(),
+            pump_due: false,
+            pace_timer: None,
+            waiting: HashMap::new(),
+            waiting_order: VecDeque::new(),
+            give_up_timer: None,
+            resuming: std::collections::HashSet::new(),
+            retry_timer: None,
+            open_offers: HashMap::new(),
+            input_delay: Duration::ZERO,
+        }
+    }
+
+    /// The dialogs this node knows (for the management API).
+    pub fn dialogs(&self) -> &Dialogs {
+        &self.dialogs
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Whether `[proxy.flood]`'s rate limit is on.
+    pub fn flood_enabled(&self) -> bool {
+        self.flood.enabled()
+    }
+
+    /// The sources `[proxy.flood]` blocks at `now`, with the time left.
+    pub fn flood_blocked(&self, now: Instant) -> Vec<(std::net::IpAddr, Duration)> {
+        self.flood.blocked_sources(now)
+    }
+
+    /// Ends the block of a source at once; `false` if it was not blocked.
+    pub fn flood_unblock(&mut self, source: std::net::IpAddr, now: Instant) -> bool {
+        self.flood.unblock(source, now)
+    }
+
+    /// Live server and client transactions.
+    pub fn transaction_count(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    /// Entries in the timer queue (live deadlines and stale ones not yet popped).
+    pub fn timer_queue_len(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// The next host name to resolve.
+    pub fn poll_resolve(&mut self) -> Option<ResolveQuery> {
+        self.resolve_queries.pop_front()
+    }
+
+    /// The addresses of a resolved name, in the order to try them (RFC 3263: SRV priority and
+    /// weight, then A/AAAA), or the failure. The request that waited goes on.
+    pub fn handle_resolved(
+        &mut self,
+        id: u64,
+        result: Result<Vec<(SocketAddr, Transport)>, String>,
+        now: Instant,
+    ) {
+        let Some(key) = self.waiting_for_resolution.remove(&id) else {
+            return;
+        };
+        self.on_resolved(key, result, now);
+        self.settle(now);
+    }
+
+    /// When [`Proxy::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let own = self.timers.next_deadline();
+        match (own, self.relays.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The relay nodes, with the calls anchored on each.
+    pub fn relays(&self) -> &Relays {
+        &self.relays
+    }
+
+    /// How relay nodes are watched (for [`media::RelayNode::window`]).
+    pub fn relay_health(&self) -> media::HealthConfig {
+        self.config.relay_health
+    }
+
+    /// Where a call's media is anchored and the SDPs of its legs, if it is anchored.
+    pub fn anchored_call(&self, call_id: &str) -> Option<AnchoredCall> {
+        let call = self.call_media.get(call_id)?;
+        Some(AnchoredCall {
+            node: self.relays.nodes().get(call.node)?.name.clone(),
+            set: call.policy.set.clone(),
+            caller: call.caller.clone(),
+            callee: call.callee.clone(),
+        })
+    }
+
+    /// The next ng datagram to send to a relay.
+    pub fn poll_ng_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Bytes)> {
+        self.relays.poll_transmit(now)
+    }
+
+    /// An ng datagram received from a relay.
+    pub fn handle_ng_datagram(&mut self, source: SocketAddr, datagram: &[u8], now: Instant) {
+        self.relays.handle_datagram(source, datagram, now);
+        self.drain_relay_events(now);
+        self.settle(now);
+    }
+
+    /// Sending to or receiving from the relay at `address` failed with "connection refused"
+    /// (the driver sends ng on a socket connected to each relay, so the ICMP port unreachable
+    /// of a dead relay process comes back as this error). Confirmed by a second refusal, the
+    /// node is down at once.
+    pub fn handle_relay_refused(&mut self, address: SocketAddr, now: Instant) {
+        self.relays.handle_refused(address, now);
+        self.drain_relay_events(now);
+        self.settle(now);
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.relays.handle_timeout(now);
+        self.drain_relay_events(now);
+        while let Some(which) = self.timers.pop_due(now) {
+            match which {
+                TimerRef::Server(key) => {
+                    let Some(tx) = self.servers.get_mut(&key) else {
+                        continue;
+                    };
+                    tx.scheduled = None;
+                    match &mut tx.machine {
+                        ServerMachine::Invite(m) => m.handle_timeout(now),
+                        ServerMachine::NonInvite(m) => m.handle_timeout(now),
+                    }
+                    self.drain_server(&key, now);
+                }
+                TimerRef::Client(branch) => {
+                    let Some(tx) = self.clients.get_mut(&branch) else {
+                        continue;
+                    };
+                    tx.scheduled = None;
+                    let failover_due = tx.failover_deadline.is_some_and(|d| d <= now);
+                    match &mut tx.machine {
+                        ClientMachine::Invite(m) => m.handle_timeout(now),
+                        ClientMachine::NonInvite(m) => m.handle_timeout(now),
+                    }
+                    if failover_due {
+                        self.on_failover_timeout(&branch, now);
+                    }
+                    self.drain_client(&branch, now);
+                }
+                TimerRef::Dialogs => {
+                    self.dialog_sweep = None;
+                    // A dialog at its maximum age ends, and so does its call's relay session.
+                    for call_id in self.dialogs.expire(now, self.config.dialog_max_age) {
+                        if self.call_media.contains_key(&call_id) {
+                            tracing::info!(%call_id, "dialog reached its maximum age: deleting its relay session");
+                            self.delete_media(&call_id, now);
+                        }
+                    }
+                    self.schedule_dialog_sweep(now);
+                }
+                TimerRef::Own(branch) => self.own_timeout(&branch, now),
+                TimerRef::Move(call_id) => self.step_move(&call_id, now),
+                TimerRef::Pace => {
+                    self.pace_timer = None;
+                    self.pump_due = true;
+                }
+                TimerRef::WaitingGiveUp => {
+                    self.give_up_timer = None;
+                    self.give_up_waiting(now);
+                }
+                TimerRef::WaitingRetry => self.on_waiting_retry(now),
+            }
+        }
+        self.settle(now);
+    }
+
+    /// How long the messages now being handed in waited in the driver's input queue (from
+    /// the socket read to [`Proxy::handle_datagram`]). Over `[proxy.overload]
+    /// max_queue_delay_ms`, new INVITEs are answered 503 until the queue catches up.
+    pub fn set_input_delay(&mut self, delay: Duration) {
+        self.input_delay = delay;
+    }
+
+    /// Handles one received message.
+    pub fn handle_datagram(&mut self, d: Datagram, now: Instant) {
+        self.on_datagram(d, now);
+        self.settle(now);
+    }
+}

@@ -1,0 +1,321 @@
+//! One call's move up to its re-INVITEs: waiting until neither leg has an INVITE/UPDATE open,
+//! the new node's offer and answer built from the stored SDPs with each leg's own `o=`
+//! (DESIGN.md "Re-anchoring" steps 1–4), and a follow-up offer when an answer changed codecs.
+
+use std::time::{Duration, Instant};
+
+use anchorage_sip::Method;
+use bytes::Bytes;
+
+use crate::media::{self};
+use crate::node::moves::IDLE_POLL;
+use crate::reanchor::{glare_backoff, restricted_offer, sdp_for_leg, MoveResult, Party};
+
+use crate::node::anchoring::MediaWait;
+use crate::node::moves::{LegMove, Stage, MAX_ATTEMPTS, MAX_IDLE_WAIT};
+use crate::node::timers::TimerRef;
+use crate::node::{next_random, Proxy};
+
+impl Proxy {
+    /// Advances a call's move as far as it can go now.
+    pub(in crate::node) fn step_move(&mut self, call_id: &str, now: Instant) {
+        let Some(m) = self.moves.get(call_id) else {
+            return;
+        };
+        match m.stage {
+            Stage::WaitIdle => {
+                if self.has_open_offer_transaction(call_id) {
+                    if now.saturating_duration_since(m.started) > MAX_IDLE_WAIT {
+                        tracing::warn!(%call_id, "re-anchoring: an offer of the parties stayed open too long; the call is not moved");
+                        self.finish_move(call_id, MoveResult::NoRelay, now);
+                        return;
+                    }
+                    self.wake_move(call_id, now + IDLE_POLL);
+                    return;
+                }
+                self.send_new_offer(call_id, now);
+            }
+            Stage::Inviting => {
+                let retries: Vec<Party> = [Party::Caller, Party::Callee]
+                    .into_iter()
+                    .filter(|p| m.legs[p.index()].retry_at.is_some_and(|at| at <= now))
+                    .collect();
+                let overdue = m.deadline.is_some_and(|d| d <= now);
+                for party in retries {
+                    if let Some(m) = self.moves.get_mut(call_id) {
+                        m.legs[party.index()].retry_at = None;
+                    }
+                    self.send_reinvite(call_id, party, now);
+                }
+                if overdue {
+                    // A party that does not answer within the move's time is treated as gone.
+                    for party in [Party::Caller, Party::Callee] {
+                        let pending = self
+                            .moves
+                            .get(call_id)
+                            .is_some_and(|m| m.legs[party.index()].done.is_none());
+                        if pending {
+                            self.leg_finished(call_id, party, Err(408), now);
+                        }
+                    }
+                }
+            }
+            Stage::Offer | Stage::Answer => {}
+        }
+    }
+
+    pub(in crate::node) fn wake_move(&mut self, call_id: &str, at: Instant) {
+        self.timers.push(at, TimerRef::Move(call_id.to_string()));
+    }
+
+    /// Whether an INVITE or UPDATE of the call is still without a final response.
+    pub(in crate::node) fn has_open_offer_transaction(&self, call_id: &str) -> bool {
+        self.open_offers.contains_key(call_id)
+    }
+
+    /// Picks the new node and sends it the offer built from the caller's stored SDP.
+    pub(in crate::node) fn send_new_offer(&mut self, call_id: &str, now: Instant) {
+        let Some(call) = self.call_media.get(call_id).cloned() else {
+            self.finish_move(call_id, MoveResult::CallEnded, now);
+            return;
+        };
+        let Some(dialog) = self.dialogs.confirmed(call_id).cloned() else {
+            tracing::warn!(%call_id, "re-anchoring: the call has no confirmed dialog yet");
+            self.finish_move(call_id, MoveResult::NoRelay, now);
+            return;
+        };
+        let (Some(caller_sdp), Some(callee_sdp)) =
+            (call.caller.received.clone(), call.callee.received.clone())
+        else {
+            tracing::warn!(%call_id, "re-anchoring: the call's SDPs are not both known");
+            self.finish_move(call_id, MoveResult::NoRelay, now);
+            return;
+        };
+        let Some(m) = self.moves.get(call_id) else {
+            return;
+        };
+        let own_set = call.policy.set.clone();
+        let set = m.target.set.clone().unwrap_or_else(|| own_set.clone());
+        let node = match &m.target.node {
+            Some(name) => self
+                .relays
+                .by_name(name)
+                .filter(|n| !m.tried.contains(n) && self.relays.is_up(*n)),
+            None => self.relays.pick(&set, &m.tried).or_else(|| {
+                // The call's own set has no healthy node left: the fallback set.
+                self.config
+                    .reanchor
+                    .fallback_set
+                    .as_deref()
+                    .and_then(|fallback| self.relays.pick(fallback, &m.tried))
+            }),
+        };
+        let Some(node) = node else {
+            let old_node = m.old_node;
+            let explicit = m.target.node.is_some();
+            if !explicit && !self.relays.is_up(old_node) {
+                // Its relay is dead and none can take it: the call is kept, waiting for one.
+                self.wait_for_relay(call_id, now);
+                return;
+            }
+            tracing::warn!(%call_id, %set, "re-anchoring: no relay node can take the call");
+            self.finish_move(call_id, MoveResult::NoRelay, now);
+            return;
+        };
+        let offer = restricted_offer(&caller_sdp, &callee_sdp);
+        let mut callee_flags = m.target.callee.applied_to(&call.policy.callee_flags);
+        if let Some(direction) =
+            crate::reanchor::direction_flags(&m.target.caller, &m.target.callee)
+        {
+            callee_flags = format!("{callee_flags} {direction}");
+        }
+        let request = media::offer_answer(
+            false,
+            call_id,
+            &dialog.id.caller_tag,
+            Some(&dialog.id.callee_tag),
+            offer,
+            &callee_flags,
+        );
+        let Some(id) = self.relays.send(node, &request, now) else {
+            self.finish_move(call_id, MoveResult::NoRelay, now);
+            return;
+        };
+        self.media_waits.insert(
+            (node, id),
+            MediaWait::ReanchorOffer {
+                call_id: call_id.to_string(),
+            },
+        );
+        if let Some(m) = self.moves.get_mut(call_id) {
+            m.new_node = Some(node);
+            m.tried.push(node);
+            m.stage = Stage::Offer;
+        }
+    }
+
+    /// The new node answered (or not) one of the move's ng requests.
+    pub(in crate::node) fn on_reanchor_ng(
+        &mut self,
+        call_id: &str,
+        offer: bool,
+        sdp: Option<Bytes>,
+        now: Instant,
+    ) {
+        let Some(m) = self.moves.get(call_id) else {
+            return;
+        };
+        let Some(node) = m.new_node else {
+            return;
+        };
+        let Some(sdp) = sdp else {
+            // The new node failed: forget its session and try another.
+            tracing::warn!(%call_id, node, "re-anchoring: the new relay refused or did not answer");
+            self.delete_on(node, call_id, now);
+            if let Some(m) = self.moves.get_mut(call_id) {
+                m.stage = Stage::WaitIdle;
+                m.new_node = None;
+                m.attempts += 1;
+            }
+            let exhausted = self
+                .moves
+                .get(call_id)
+                .filter(|m| m.attempts >= MAX_ATTEMPTS);
+            if let Some(m) = exhausted {
+                if !self.relays.is_up(m.old_node) && m.target.node.is_none() {
+                    self.wait_for_relay(call_id, now);
+                } else {
+                    self.finish_move(call_id, MoveResult::NoRelay, now);
+                }
+            } else {
+                self.step_move(call_id, now);
+            }
+            return;
+        };
+        let Some(call) = self.call_media.get(call_id).cloned() else {
+            self.delete_on(node, call_id, now);
+            self.moves.remove(call_id);
+            return;
+        };
+        if offer {
+            // The offer's rewrite goes to the callee.
+            let for_callee = sdp_for_leg(&sdp, call.callee.origin_sent.as_ref()).unwrap_or(sdp);
+            let (Some(dialog), Some(callee_sdp)) = (
+                self.dialogs.confirmed(call_id),
+                call.callee.received.clone(),
+            ) else {
+                self.finish_move(call_id, MoveResult::CallEnded, now);
+                return;
+            };
+            let caller_flags = m.target.caller.applied_to(&call.policy.caller_flags);
+            let request = media::offer_answer(
+                true,
+                call_id,
+                &dialog.id.caller_tag,
+                Some(&dialog.id.callee_tag),
+                callee_sdp,
+                &caller_flags,
+            );
+            if let Some(id) = self.relays.send(node, &request, now) {
+                self.media_waits.insert(
+                    (node, id),
+                    MediaWait::ReanchorAnswer {
+                        call_id: call_id.to_string(),
+                    },
+                );
+            }
+            if let Some(m) = self.moves.get_mut(call_id) {
+                m.sdp_for[Party::Callee.index()] = Some(for_callee);
+                m.stage = Stage::Answer;
+            }
+        } else {
+            let for_caller = sdp_for_leg(&sdp, call.caller.origin_sent.as_ref()).unwrap_or(sdp);
+            let timeout = Duration::from_secs(self.config.reanchor.invite_timeout_s);
+            if let Some(m) = self.moves.get_mut(call_id) {
+                m.sdp_for[Party::Caller.index()] = Some(for_caller);
+                m.stage = Stage::Inviting;
+                m.legs = [LegMove::default(), LegMove::default()];
+                m.deadline = Some(now + timeout);
+            }
+            self.wake_move(call_id, now + timeout);
+            // Both re-INVITEs at once: the media gap is one round trip, not two.
+            self.send_reinvite(call_id, Party::Callee, now);
+            self.send_reinvite(call_id, Party::Caller, now);
+        }
+    }
+
+    /// A leg's re-INVITE got its final answer.
+    pub(in crate::node) fn leg_finished(
+        &mut self,
+        call_id: &str,
+        party: Party,
+        outcome: Result<Bytes, u16>,
+        now: Instant,
+    ) {
+        let Some(m) = self.moves.get_mut(call_id) else {
+            return;
+        };
+        if m.stage != Stage::Inviting || m.legs[party.index()].done.is_some() {
+            return;
+        }
+        if outcome == Err(491) {
+            let wait = glare_backoff(party, next_random(&mut self.rng_state, 1000));
+            tracing::info!(%call_id, party = party.as_str(), ms = wait.as_millis() as u64, "re-INVITE met glare (491): retrying after the back-off");
+            if let Some(m) = self.moves.get_mut(call_id) {
+                m.legs[party.index()].retry_at = Some(now + wait);
+                m.legs[party.index()].branch = None;
+                // The back-off may outlast the move's deadline.
+                if let Some(deadline) = m.deadline.as_mut() {
+                    *deadline = (*deadline).max(now + wait + Duration::from_secs(4));
+                }
+            }
+            self.wake_move(call_id, now + wait);
+            return;
+        }
+        m.legs[party.index()].done = Some(outcome);
+        let both = m.legs.iter().all(|l| l.done.is_some());
+        if both {
+            self.conclude_move(call_id, now);
+        }
+    }
+
+    /// After a move, a party's answer changed its codecs: the other party gets the relay's
+    /// rewrite of it in a re-INVITE of ours (its own `o=`, one version up).
+    pub(in crate::node) fn send_follow_up_offer(
+        &mut self,
+        call_id: &str,
+        party: Party,
+        sdp: Bytes,
+        now: Instant,
+    ) {
+        let Some(call) = self.call_media.get_mut(call_id) else {
+            return;
+        };
+        let leg = match party {
+            Party::Caller => &mut call.caller,
+            Party::Callee => &mut call.callee,
+        };
+        let sdp = sdp_for_leg(&sdp, leg.origin_sent.as_ref()).unwrap_or(sdp);
+        leg.record_sent(&sdp);
+        tracing::info!(%call_id, party = party.as_str(), "follow-up offer after a move: the other party's codecs changed");
+        self.send_own_request(call_id, party, Method::Invite, Some(&sdp), now);
+    }
+
+    /// A BYE ended a call being moved: the session the move created goes too.
+    pub(in crate::node) fn abandon_move(&mut self, call_id: &str, now: Instant) {
+        if let Some(node) = self.moves.get(call_id).and_then(|m| m.new_node) {
+            let current = self.call_media.get(call_id).map(|c| c.node);
+            if current != Some(node) {
+                self.delete_on(node, call_id, now);
+            }
+        }
+        self.finish_move(call_id, MoveResult::CallEnded, now);
+    }
+
+    /// Whether a UA's own offer must wait (491) because the call is being moved.
+    pub(in crate::node) fn move_in_progress(&self, call_id: &str) -> bool {
+        self.moves
+            .get(call_id)
+            .is_some_and(|m| m.stage != Stage::WaitIdle)
+    }
+}

@@ -1,0 +1,271 @@
+//! The end of one call's move (DESIGN.md "Re-anchoring" steps 5–6 and failures): both legs
+//! answered → commit (stored SDPs updated, the old session deleted if its node is alive); a
+//! refused leg → roll back to the old node or try another; a party gone (408, 481, no
+//! answer) → end the call with a BYE to the other party.
+
+use std::time::Instant;
+
+use anchorage_sip::Method;
+use bytes::Bytes;
+
+use crate::media::{self, NodeId};
+use crate::reanchor::{media_changed, other_party_must_know, sdp_for_leg, MoveResult, Party};
+
+use crate::node::anchoring::MediaWait;
+use crate::node::moves::{
+    carries_body, CallMove, Stage, DURATION_BOUNDS, MAX_ATTEMPTS, RETRY_PAUSE,
+};
+use crate::node::Proxy;
+
+impl Proxy {
+    /// Both legs answered: commit, roll back, retry elsewhere or end the call.
+    pub(in crate::node) fn conclude_move(&mut self, call_id: &str, now: Instant) {
+        let Some(m) = self.moves.get(call_id).cloned() else {
+            return;
+        };
+        let Some(new_node) = m.new_node else {
+            return;
+        };
+        let outcomes = [
+            m.legs[0].done.clone().unwrap_or(Err(500)),
+            m.legs[1].done.clone().unwrap_or(Err(500)),
+        ];
+        let gone = outcomes.iter().any(|o| matches!(o, Err(408 | 481)));
+        if gone {
+            tracing::warn!(%call_id, "re-anchoring: a party is gone (408/481/no answer): ending the call");
+            self.end_call(call_id, Some(new_node), m.old_node, now);
+            self.finish_move(call_id, MoveResult::CallEnded, now);
+            return;
+        }
+        if let [Ok(caller_answer), Ok(callee_answer)] = &outcomes {
+            self.commit_move(call_id, &m, new_node, caller_answer, callee_answer, now);
+            self.finish_move(call_id, MoveResult::Moved, now);
+            return;
+        }
+        // A leg refused (488 or another error): its media still goes through the old node.
+        self.delete_on(new_node, call_id, now);
+        let old_alive = self.relays.is_up(m.old_node);
+        if old_alive {
+            tracing::warn!(%call_id, ?outcomes, "re-anchoring refused by a party: rolling back to the old relay");
+            for party in [Party::Caller, Party::Callee] {
+                if outcomes[party.index()].is_ok() {
+                    let old = self.call_media.get(call_id).and_then(|c| match party {
+                        Party::Caller => c
+                            .caller
+                            .sent
+                            .clone()
+                            .map(|s| (s, c.caller.origin_sent.clone())),
+                        Party::Callee => c
+                            .callee
+                            .sent
+                            .clone()
+                            .map(|s| (s, c.callee.origin_sent.clone())),
+                    });
+                    if let Some((sdp, origin)) = old {
+                        // One version above the move's SDP, which was one above `origin`.
+                        let bumped = origin.map(|(u, s, v)| (u, s, v.saturating_add(1)));
+                        let sdp = sdp_for_leg(&sdp, bumped.as_ref()).unwrap_or(sdp);
+                        if let Some(call) = self.call_media.get_mut(call_id) {
+                            match party {
+                                Party::Caller => call.caller.record_sent(&sdp),
+                                Party::Callee => call.callee.record_sent(&sdp),
+                            }
+                        }
+                        self.send_own_request(call_id, party, Method::Invite, Some(&sdp), now);
+                    }
+                }
+            }
+            self.finish_move(call_id, MoveResult::RolledBack, now);
+            return;
+        }
+        // The old node is dead: try another node after a pause.
+        if m.attempts + 1 >= MAX_ATTEMPTS {
+            tracing::warn!(%call_id, "re-anchoring: parties refused every relay and the old one is dead: ending the call");
+            self.end_call(call_id, None, m.old_node, now);
+            self.finish_move(call_id, MoveResult::CallEnded, now);
+            return;
+        }
+        if let Some(m) = self.moves.get_mut(call_id) {
+            m.attempts += 1;
+            m.stage = Stage::WaitIdle;
+            m.new_node = None;
+        }
+        self.wake_move(call_id, now + RETRY_PAUSE);
+    }
+
+    pub(in crate::node) fn commit_move(
+        &mut self,
+        call_id: &str,
+        m: &CallMove,
+        new_node: NodeId,
+        caller_answer: &Bytes,
+        callee_answer: &Bytes,
+        now: Instant,
+    ) {
+        let dialog_tags = self
+            .dialogs
+            .confirmed(call_id)
+            .map(|d| (d.id.caller_tag.clone(), d.id.callee_tag.clone()));
+        let Some(call) = self.call_media.get_mut(call_id) else {
+            return;
+        };
+        // New per-leg options stay with the call: its later offers replay them.
+        call.policy.caller_flags = m.target.caller.applied_to(&call.policy.caller_flags);
+        call.policy.callee_flags = m.target.callee.applied_to(&call.policy.callee_flags);
+        if let Some(set) = &m.target.set {
+            call.policy.set = set.clone();
+        }
+        let policy = call.policy.clone();
+        if let Some(sdp) = &m.sdp_for[Party::Caller.index()] {
+            call.caller.record_sent(sdp);
+        }
+        if let Some(sdp) = &m.sdp_for[Party::Callee.index()] {
+            call.callee.record_sent(sdp);
+        }
+        let caller_changed = carries_body(caller_answer)
+            && media_changed(call.caller.received.as_ref(), caller_answer);
+        let callee_changed = carries_body(callee_answer)
+            && media_changed(call.callee.received.as_ref(), callee_answer);
+        // A codec-like change must reach the other party too (a follow-up offer).
+        let tell_caller = carries_body(callee_answer)
+            && other_party_must_know(call.callee.received.as_ref(), callee_answer);
+        let tell_callee = carries_body(caller_answer)
+            && other_party_must_know(call.caller.received.as_ref(), caller_answer);
+        if carries_body(caller_answer) {
+            call.caller.received = Some(caller_answer.clone());
+        }
+        if carries_body(callee_answer) {
+            call.callee.received = Some(callee_answer.clone());
+        }
+        call.node = new_node;
+        let old_node = m.old_node;
+        self.relays.count_call(old_node, -1);
+        self.relays.count_call(new_node, 1);
+        // An answer that moved a party's media: tell the new relay where it now is.
+        if let Some((caller_tag, callee_tag)) = dialog_tags {
+            if callee_changed {
+                // The callee's new SDP, as an answer: the relay's rewrite is for the caller.
+                let r = media::offer_answer(
+                    true,
+                    call_id,
+                    &caller_tag,
+                    Some(&callee_tag),
+                    callee_answer.clone(),
+                    &policy.caller_flags,
+                );
+                if let Some(id) = self.relays.send(new_node, &r, now) {
+                    let wait = if tell_caller {
+                        MediaWait::FollowUp {
+                            call_id: call_id.to_string(),
+                            party: Party::Caller,
+                        }
+                    } else {
+                        MediaWait::Delete
+                    };
+                    self.media_waits.insert((new_node, id), wait);
+                }
+            }
+            if caller_changed {
+                // The caller's new SDP, as a re-offer: the relay's rewrite is for the callee.
+                let r = media::offer_answer(
+                    false,
+                    call_id,
+                    &caller_tag,
+                    Some(&callee_tag),
+                    caller_answer.clone(),
+                    &policy.callee_flags,
+                );
+                if let Some(id) = self.relays.send(new_node, &r, now) {
+                    let wait = if tell_callee {
+                        MediaWait::FollowUp {
+                            call_id: call_id.to_string(),
+                            party: Party::Callee,
+                        }
+                    } else {
+                        MediaWait::Delete
+                    };
+                    self.media_waits.insert((new_node, id), wait);
+                }
+            }
+        }
+        // The old session goes, unless its node is dead (a delete is never sent elsewhere);
+        // then it is deleted if the node comes back. A call that waited for its own node to
+        // come back stays on it: nothing to delete.
+        if old_node != new_node {
+            self.delete_or_orphan(old_node, call_id, now);
+        }
+        let names = |n: NodeId| {
+            self.relays
+                .nodes()
+                .get(n)
+                .map(|n| n.name.clone())
+                .unwrap_or_default()
+        };
+        tracing::info!(%call_id, from = %names(old_node), to = %names(new_node), ms = now.saturating_duration_since(m.started).as_millis() as u64, "call re-anchored");
+    }
+
+    /// Ends a call the proxy can no longer carry: BYE to both parties, relay sessions deleted.
+    pub(in crate::node) fn end_call(
+        &mut self,
+        call_id: &str,
+        new_node: Option<NodeId>,
+        old_node: NodeId,
+        now: Instant,
+    ) {
+        for party in [Party::Caller, Party::Callee] {
+            self.send_own_request(call_id, party, Method::Bye, None, now);
+        }
+        if let Some(node) = new_node {
+            self.delete_on(node, call_id, now);
+        }
+        if let Some(call) = self.call_media.remove(call_id) {
+            self.relays.count_call(call.node, -1);
+        }
+        self.waiting.remove(call_id);
+        self.resuming.remove(call_id);
+        self.delete_or_orphan(old_node, call_id, now);
+        if let Some(id) = self.dialogs.confirmed(call_id).map(|d| d.id.clone()) {
+            self.dialogs.remove(&id);
+        }
+    }
+
+    /// Deletes the call's session on `node` if it is up; a down node's session is deleted
+    /// when it comes back (a delete is never sent to a dead node, nor elsewhere).
+    pub(in crate::node) fn delete_or_orphan(&mut self, node: NodeId, call_id: &str, now: Instant) {
+        if self.relays.is_up(node) {
+            self.delete_on(node, call_id, now);
+        } else {
+            self.orphans
+                .entry(node)
+                .or_default()
+                .push(call_id.to_string());
+        }
+    }
+
+    pub(in crate::node) fn delete_on(&mut self, node: NodeId, call_id: &str, now: Instant) {
+        if let Some(id) = self.relays.send(node, &media::delete(call_id), now) {
+            self.media_waits.insert((node, id), MediaWait::Delete);
+        }
+    }
+
+    pub(in crate::node) fn finish_move(&mut self, call_id: &str, result: MoveResult, now: Instant) {
+        let Some(m) = self.moves.remove(call_id) else {
+            return;
+        };
+        if let Some(j) = self.jobs.get_mut(&m.job) {
+            j.status.in_flight = j.status.in_flight.saturating_sub(1);
+        }
+        *self.move_results.entry((m.trigger, result)).or_default() += 1;
+        let seconds = now.saturating_duration_since(m.started).as_secs_f64();
+        if let Some(slot) = DURATION_BOUNDS.iter().position(|b| seconds <= *b) {
+            if let Some(count) = self.move_durations.get_mut(slot) {
+                *count += 1;
+            }
+        }
+        self.move_duration_sum += seconds;
+        self.move_duration_count += 1;
+        self.count_job(m.job, result, now);
+        // A slot is free: the queue is pumped when this event ends, not from here.
+        self.pump_due = true;
+    }
+}
