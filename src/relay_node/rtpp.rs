@@ -405,11 +405,7 @@ impl RelayNode {
     fn rtpp_info(&self) -> Reply {
         let statistics = self.controller.statistics();
         let sessions = self.controller.session_count();
-        let forwarded = self
-            .metrics
-            .lock()
-            .map(|m| m.forwarded.clone())
-            .unwrap_or_default();
+        let forwarded = self.metrics.lock().map(|m| m.forwarded).unwrap_or_default();
         Reply::Text(format!(
             "sessions created: {}\nactive sessions: {}\nactive streams: {}\npackets received: {}\npackets transmitted: {}\n",
             statistics.managed_sessions,
