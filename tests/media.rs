@@ -604,15 +604,24 @@ fn kamailio_rtpproxy_module_anchors_a_call_on_the_anchorage_relay() {
     // (rtpproxy_manage: U for the INVITE's SDP, L for the 200's, D on the BYE).
     let metrics = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
     let rtpp = free_udp_port(LOCALHOST);
-    let relay = anchorage_testkit::AnchorageRelay::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")),
-        &[
-            "--metrics",
-            &metrics.to_string(),
-            "--listen-rtpp",
-            &format!("udp:127.0.0.1:{rtpp}"),
-        ],
-    );
+    let ng = free_udp_port(LOCALHOST);
+    // Media ports below the ephemeral range: a block of 100 among the ephemeral ports can be
+    // hard to find on a busy host.
+    let base = anchorage_testkit::free_udp_block_below_ephemeral(100);
+    let ports = base..=base + 99;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
+        .args(["--delete-delay", "0"])
+        .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
+        .args(["--listen-rtpp", &format!("udp:127.0.0.1:{rtpp}")])
+        .args(["--metrics", &metrics.to_string()])
+        .args(["--port-min", &ports.start().to_string()])
+        .args(["--port-max", &ports.end().to_string()]);
+    let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
+    daemon.wait_until(Duration::from_secs(10), |d| {
+        d.log().contains("rtpproxy on udp:")
+    });
+    let relay = anchorage_testkit::AnchorageRelay { daemon, ng, ports };
     let uas_port = free_udp_port(LOCALHOST);
     let (kamailio, sip_port, _run) = kamailio_with(
         include_str!("kamailio/kamailio-rtpproxy.cfg"),
