@@ -143,7 +143,14 @@ pub fn settings(config: &RelayConfig, args: &RelayArgs) -> anyhow::Result<Settin
     crate::security::check_control_exposure(listen_ng, &control_allow)?;
     let listen_rtpp = args.listen_rtpp.or(config.listen_rtpp);
     if let Some(listen) = listen_rtpp {
-        crate::security::check_control_exposure(listen, &control_allow)?;
+        if control_allow.is_empty() && !anchorage_config::is_loopback(listen.ip()) {
+            bail!(
+                "the rtpproxy control socket {listen} is not on loopback and no controller \
+                 network is allowed: anyone who reaches it could create and delete calls' media. \
+                 Set `relay.control_allow = [\"CIDR\", …]` (or --control-allow CIDR, repeatable) \
+                 to the networks of the proxies that drive this relay"
+            );
+        }
     }
     Ok(Settings {
         listen_ng,

@@ -314,3 +314,30 @@ fn the_control_allow_list_applies_to_the_rtpproxy_socket() {
     }
     assert!(daemon.is_running());
 }
+
+#[test]
+fn an_rtpproxy_socket_off_loopback_needs_an_allow_list() {
+    let port_min = free_udp_block_below_ephemeral(4);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    command
+        .arg("relay")
+        .args([
+            "--listen-ng",
+            &format!("127.0.0.1:{}", free_udp_port(LOCALHOST)),
+        ])
+        .args(["--listen-rtpp", "udp:0.0.0.0:22222"])
+        .args(["--interface", "127.0.0.1"])
+        .args(["--port-min", &port_min.to_string()])
+        .args(["--port-max", &(port_min + 3).to_string()]);
+    let mut daemon = Daemon::spawn("anchorage-relay", &mut command);
+    let status = daemon
+        .wait_exit(Duration::from_secs(10))
+        .expect("the relay must refuse to start");
+    assert!(!status.success());
+    let log = daemon.log();
+    assert!(
+        log.contains("rtpproxy control socket 0.0.0.0:22222")
+            && log.contains("relay.control_allow"),
+        "{log}"
+    );
+}
