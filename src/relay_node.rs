@@ -26,12 +26,18 @@ use anchorage_relay_control::{
 use anyhow::{bail, Context};
 use tokio::net::UdpSocket;
 
+mod rtpp;
+
 /// Command-line overrides of the `[relay]` section, named as rtpengine names its options.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RelayArgs {
     /// ng control socket (default 127.0.0.1:2223).
     #[arg(long, value_name = "IP:PORT")]
     pub listen_ng: Option<SocketAddr>,
+    /// Also answer RTPProxy's control protocol (Kamailio's and OpenSIPS' `rtpproxy` modules)
+    /// on this socket, e.g. `udp:127.0.0.1:22222`.
+    #[arg(long, value_name = "udp:IP:PORT", value_parser = anchorage_config::relay::parse_rtpp_listen)]
+    pub listen_rtpp: Option<SocketAddr>,
     /// Network whose hosts may send ng commands (repeatable; replaces `relay.control_allow`).
     /// Required when the ng socket is not on loopback.
     #[arg(long, value_name = "CIDR")]
@@ -73,6 +79,8 @@ pub struct RelayArgs {
 pub struct Settings {
     /// ng socket.
     pub listen_ng: SocketAddr,
+    /// RTPProxy control socket, if any.
+    pub listen_rtpp: Option<SocketAddr>,
     /// Networks allowed to send ng commands; empty = any (loopback only).
     pub control_allow: Vec<ipnet::IpNet>,
     /// Worker threads (`None`: one per core).
@@ -133,8 +141,20 @@ pub fn settings(config: &RelayConfig, args: &RelayArgs) -> anyhow::Result<Settin
         args.control_allow.clone()
     };
     crate::security::check_control_exposure(listen_ng, &control_allow)?;
+    let listen_rtpp = args.listen_rtpp.or(config.listen_rtpp);
+    if let Some(listen) = listen_rtpp {
+        if control_allow.is_empty() && !anchorage_config::is_loopback(listen.ip()) {
+            bail!(
+                "the rtpproxy control socket {listen} is not on loopback and no controller \
+                 network is allowed: anyone who reaches it could create and delete calls' media. \
+                 Set `relay.control_allow = [\"CIDR\", …]` (or --control-allow CIDR, repeatable) \
+                 to the networks of the proxies that drive this relay"
+            );
+        }
+    }
     Ok(Settings {
         listen_ng,
+        listen_rtpp,
         control_allow,
         threads: NonZeroUsize::new(threads),
         control: ControlConfig {
@@ -210,8 +230,10 @@ struct RelayNode {
     metrics: Arc<Mutex<MetricsView>>,
     /// TOS of media packets when a request gives none.
     tos: Option<u8>,
-    /// The ng allow-list: what it refuses gets no answer at all.
+    /// The control allow-list (ng and RTPProxy sockets): what it refuses gets no answer.
     gate: crate::security::ControlGate,
+    /// The RTPProxy control socket, when configured.
+    rtpp: Option<rtpp::RtppControl>,
 }
 
 impl RelayNode {
@@ -362,6 +384,9 @@ impl RelayNode {
             }
         }
         self.cache.handle_timeout(now);
+        if let Some(rtpp) = self.rtpp.as_mut() {
+            rtpp.cache.handle_timeout(now);
+        }
         if let Ok(mut view) = self.metrics.lock() {
             *view = MetricsView {
                 calls: self.controller.call_count(),
@@ -426,6 +451,41 @@ fn report(
 
 /// Starts a relay node in the background; returns the bound ng address.
 pub async fn spawn(settings: Settings) -> anyhow::Result<SocketAddr> {
+    Ok(spawn_with_rtpp(settings).await?.0)
+}
+
+/// Receives on the RTPProxy socket if there is one; never completes otherwise.
+async fn recv_optional(
+    control: Option<&rtpp::RtppControl>,
+    buffer: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match control {
+        Some(control) => control.socket.recv_from(buffer).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts a relay node in the background; returns the bound ng address and the bound
+/// RTPProxy control address (when `listen_rtpp` is set).
+pub async fn spawn_with_rtpp(
+    settings: Settings,
+) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+    let rtpp = match settings.listen_rtpp {
+        Some(listen) => {
+            let socket = anchorage_sip_transport::bind_udp(listen)
+                .with_context(|| format!("cannot bind the rtpproxy control socket {listen}"))?;
+            Some(rtpp::RtppControl {
+                socket,
+                cache: ReplyCache::new(ReplyCacheConfig::default()),
+                ttl_s: settings.control.timeouts.media.as_secs(),
+            })
+        }
+        None => None,
+    };
+    let rtpp_bound = match &rtpp {
+        Some(control) => Some(control.socket.local_addr()?),
+        None => None,
+    };
     let socket = anchorage_sip_transport::bind_udp(settings.listen_ng)
         .with_context(|| format!("cannot bind the ng socket {}", settings.listen_ng))?;
     let bound = socket.local_addr()?;
@@ -452,6 +512,9 @@ pub async fn spawn(settings: Settings) -> anyhow::Result<SocketAddr> {
             .collect();
         tracing::info!(ng = %bound, allow = allow.join(" "), "ng commands accepted only from relay.control_allow");
     }
+    if let Some(rtpp) = rtpp_bound {
+        tracing::info!(rtpproxy = %rtpp, "relay answering the RTPProxy control protocol");
+    }
     let mut node = RelayNode {
         socket,
         media,
@@ -460,9 +523,11 @@ pub async fn spawn(settings: Settings) -> anyhow::Result<SocketAddr> {
         metrics,
         tos: settings.tos,
         gate: crate::security::ControlGate::new(settings.control_allow.clone()),
+        rtpp,
     };
     tokio::spawn(async move {
         let mut buffer = vec![0u8; 65_536];
+        let mut rtpp_buffer = vec![0u8; 65_536];
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -474,19 +539,29 @@ pub async fn spawn(settings: Settings) -> anyhow::Result<SocketAddr> {
                     }
                     Err(e) => tracing::warn!(error = %e, "ng socket receive failed"),
                 },
+                received = recv_optional(node.rtpp.as_ref(), &mut rtpp_buffer) => match received {
+                    Ok((len, source)) => {
+                        let datagram = rtpp_buffer.get(..len).unwrap_or_default().to_vec();
+                        node.on_rtpp(&datagram, source).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "rtpproxy socket receive failed"),
+                },
                 _ = tick.tick() => node.housekeeping().await,
             }
         }
     });
-    Ok(bound)
+    Ok((bound, rtpp_bound))
 }
 
 /// Runs a relay node until Ctrl-C or SIGTERM.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let ng = spawn(settings).await?;
+    let (ng, rtpp) = spawn_with_rtpp(settings).await?;
     println!("anchorage relay: ng on udp:{ng}");
+    if let Some(rtpp) = rtpp {
+        println!("anchorage relay: rtpproxy on udp:{rtpp}");
+    }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

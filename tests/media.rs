@@ -21,11 +21,20 @@ fn scenario(name: &str) -> PathBuf {
 /// to the UAS at `uas_port`. Returns the daemon, its SIP port and its run directory guard.
 /// A port taken by another test between choosing and binding it is retried with another.
 fn kamailio(ng_port: u16, uas_port: u16) -> (Daemon, u16, tempfile::TempDir) {
+    kamailio_with(include_str!("kamailio/kamailio.cfg"), ng_port, uas_port)
+}
+
+/// Kamailio running `template` (its media module pointed at `control_port`).
+fn kamailio_with(
+    template: &str,
+    control_port: u16,
+    uas_port: u16,
+) -> (Daemon, u16, tempfile::TempDir) {
+    let ng_port = control_port;
     let kamailio = require_tool("kamailio", "kamailio");
     for _ in 0..5 {
         let run = tempfile::tempdir().unwrap();
         let sip_port = free_port(LOCALHOST);
-        let template = include_str!("kamailio/kamailio.cfg");
         let cfg = template
             .replace("@SIP_PORT@", &sip_port.to_string())
             .replace("@NG_PORT@", &ng_port.to_string())
@@ -585,6 +594,73 @@ fn kamailio_anchors_a_call_on_the_anchorage_relay() {
         ),
         0
     );
+    drop(kamailio);
+    drop(relay);
+}
+
+#[test]
+fn kamailio_rtpproxy_module_anchors_a_call_on_the_anchorage_relay() {
+    // Our relay answering RTPProxy's protocol, driven by Kamailio's `rtpproxy` module
+    // (rtpproxy_manage: U for the INVITE's SDP, L for the 200's, D on the BYE).
+    let metrics = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+    let rtpp = free_udp_port(LOCALHOST);
+    let ng = free_udp_port(LOCALHOST);
+    // Media ports below the ephemeral range: a block of 100 among the ephemeral ports can be
+    // hard to find on a busy host.
+    let base = anchorage_testkit::free_udp_block_below_ephemeral(100);
+    let ports = base..=base + 99;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
+        .args(["--delete-delay", "0"])
+        .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
+        .args(["--listen-rtpp", &format!("udp:127.0.0.1:{rtpp}")])
+        .args(["--metrics", &metrics.to_string()])
+        .args(["--port-min", &ports.start().to_string()])
+        .args(["--port-max", &ports.end().to_string()]);
+    let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
+    daemon.wait_until(Duration::from_secs(10), |d| {
+        d.log().contains("rtpproxy on udp:")
+    });
+    let relay = anchorage_testkit::AnchorageRelay { daemon, ng, ports };
+    let uas_port = free_udp_port(LOCALHOST);
+    let (kamailio, sip_port, _run) = kamailio_with(
+        include_str!("kamailio/kamailio-rtpproxy.cfg"),
+        rtpp,
+        uas_port,
+    );
+    let (a, b) = call_through(sip_port, uas_port);
+    // Both parties were given our relay's ports…
+    for addr in [a, b] {
+        assert_eq!(addr.ip(), LOCALHOST);
+        assert!(
+            relay.ports.contains(&addr.port()),
+            "{addr} is not our relay's port:\n{}",
+            kamailio.log()
+        );
+    }
+    assert_ne!(a.port(), b.port());
+    // …and our relay carried the 20 + 20 packets the phones exchanged.
+    let forwarded = wait_for_metric(metrics, "anchorage_relay_forwarded_packets_total", 40);
+    assert!(forwarded >= 40, "relay forwarded {forwarded} packets");
+    assert_eq!(
+        wait_for_metric(metrics, "anchorage_relay_offers_total", 1),
+        1
+    );
+    assert_eq!(
+        wait_for_metric(metrics, "anchorage_relay_answers_total", 1),
+        1
+    );
+    // The BYE's rtpproxy_destroy() deleted the session.
+    relay_empties(relay.ng);
+    let page = http_body(metrics, "/metrics");
+    assert_eq!(
+        metric(&page, "anchorage_relay_ng_errors_total"),
+        0,
+        "{page}"
+    );
+    let log = relay.daemon.log();
+    assert!(!log.contains("rtpproxy command failed"), "{log}");
+    assert!(!log.contains("malformed rtpproxy command"), "{log}");
     drop(kamailio);
     drop(relay);
 }

@@ -18,6 +18,11 @@ pub struct RelayConfig {
     /// dropped unanswered. Empty: every source, which is allowed only while `listen_ng` is a
     /// loopback address — on any other the relay refuses to start without a list.
     pub control_allow: Vec<IpNet>,
+    /// RTPProxy control socket, `"udp:IP:PORT"` (RTPProxy's `-s`): the relay also answers
+    /// the commands of Kamailio's and OpenSIPS' `rtpproxy` modules there. None = off.
+    /// `control_allow` applies to it as to the ng socket.
+    #[serde(deserialize_with = "deserialize_rtpp_listen")]
+    pub listen_rtpp: Option<SocketAddr>,
     /// `[[relay.interface]]`: media interfaces. Default: one named `default` on 127.0.0.1.
     pub interface: Vec<Interface>,
     /// Media worker threads; 0 = one per CPU core (rtpengine's `num-threads`).
@@ -43,6 +48,7 @@ impl Default for RelayConfig {
         Self {
             listen_ng: SocketAddr::from(([127, 0, 0, 1], 2223)),
             control_allow: Vec::new(),
+            listen_rtpp: None,
             interface: vec![Interface::default()],
             num_threads: 0,
             timeout_s: 60,
@@ -53,6 +59,32 @@ impl Default for RelayConfig {
             tos: None,
         }
     }
+}
+
+/// Reads an RTPProxy control socket as RTPProxy's `-s` and the modules' `rtpproxy_sock`
+/// write it: `udp:IP:PORT` (also `udp6:[IPv6]:PORT`, or a bare `IP:PORT`).
+pub fn parse_rtpp_listen(text: &str) -> Result<SocketAddr, String> {
+    let address = text
+        .strip_prefix("udp6:")
+        .or_else(|| text.strip_prefix("udp:"))
+        .unwrap_or(text);
+    if text.starts_with("unix:") {
+        return Err(format!(
+            "{text:?}: only UDP control sockets are supported (udp:IP:PORT)"
+        ));
+    }
+    address
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("{text:?} is not udp:IP:PORT"))
+}
+
+fn deserialize_rtpp_listen<'de, D>(deserializer: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = Option::<String>::deserialize(deserializer)?;
+    text.map(|t| parse_rtpp_listen(&t).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// One media interface: where media sockets bind, what address the SDP advertises, which ports.
@@ -191,6 +223,17 @@ impl RelayConfig {
                 ),
             ));
         }
+        if let Some(rtpp) = self.listen_rtpp {
+            if self.control_allow.is_empty() && !crate::is_loopback(rtpp.ip()) {
+                out.push(ConfigError::new(
+                    format!("{at}.control_allow"),
+                    format!(
+                        "listen_rtpp {rtpp} is not loopback and no controller network is listed: \
+                         `anchorage relay` refuses to start unless --control-allow gives one"
+                    ),
+                ));
+            }
+        }
         for (i, iface) in self.interface.iter().enumerate() {
             if !crate::is_loopback(iface.address) {
                 out.push(ConfigError::new(
@@ -283,5 +326,26 @@ port_max = 30000
             err.to_string().starts_with("relay.interface[0].address: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rtpproxy_control_socket() {
+        let c = parse("").unwrap();
+        assert_eq!(c.relay.listen_rtpp, None);
+        let c = parse("[relay]\nlisten_rtpp = \"udp:127.0.0.1:22222\"\n").unwrap();
+        assert_eq!(
+            c.relay.listen_rtpp,
+            Some("127.0.0.1:22222".parse().unwrap())
+        );
+        assert!(crate::warnings(&c).is_empty());
+        let c = parse("[relay]\nlisten_rtpp = \"udp6:[::1]:22222\"\n").unwrap();
+        assert_eq!(c.relay.listen_rtpp, Some("[::1]:22222".parse().unwrap()));
+        let c = parse("[relay]\nlisten_rtpp = \"udp:10.0.0.5:22222\"\n").unwrap();
+        let paths: Vec<String> = crate::warnings(&c).into_iter().map(|w| w.path).collect();
+        assert_eq!(paths, ["relay.control_allow"]);
+        for bad in ["unix:/run/rtpp.sock", "udp:nowhere:1", "udp:127.0.0.1"] {
+            let err = parse(&format!("[relay]\nlisten_rtpp = \"{bad}\"\n")).unwrap_err();
+            assert!(err.to_string().starts_with("relay.listen_rtpp"), "{err}");
+        }
     }
 }

@@ -1,0 +1,28 @@
+//! RTPProxy's control protocol, sans-IO: the text commands Kamailio's and OpenSIPS'
+//! `rtpproxy` modules send to a media relay, and the relay's replies.
+//!
+//! Over UDP every datagram is `COOKIE COMMAND[MODIFIERS] ARGS…` and every reply
+//! `COOKIE RESULT\n`, where the result is a port and address (`20090 192.0.2.1`, IPv6 with a
+//! trailing ` 6`), a number (`0` success or "not found", `1`/`0` for a capability), an error
+//! `E<code>`, or text (`I`'s statistics, `Q`'s counters).
+//!
+//! | file | what |
+//! | --- | --- |
+//! | [`command`] | [`Command`]: parse a command datagram, encode one (for a client) |
+//! | [`modifier`] | [`Modifiers`]: the letters after `U`/`L`, typed, unknown ones kept |
+//! | [`reply`] | [`Reply`]: encode a reply (server), parse one (client) |
+//! | [`error`] | [`ParseError`] and RTPProxy's numeric error codes ([`ErrorCode`]) |
+//!
+//! Nothing here touches a socket or a clock.
+
+#![warn(missing_docs)]
+
+pub mod command;
+pub mod error;
+pub mod modifier;
+pub mod reply;
+
+pub use command::{Command, CommandKind, Session, SessionTags, Tag};
+pub use error::{ErrorCode, ParseError, ParseErrorKind, ReplyParseError};
+pub use modifier::{Modifier, Modifiers};
+pub use reply::{Reply, BASE_VERSION};
