@@ -70,6 +70,9 @@ pub trait PortBinder {
 }
 
 /// What the data plane must do after a command.
+// `Update` carries a leg's options by value, SRTP keys included (~200 bytes): a few actions
+// per ng command, never per packet, so the size is not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum MediaAction {
     /// Start relaying a new dialog's streams (sockets: the pairs' local addresses).

@@ -69,7 +69,8 @@ pub(crate) enum Command {
         side: Side,
         remote: Option<SdpPeer>,
         rtcp_mux: bool,
-        flags: StreamFlags,
+        /// Boxed: with SRTP keys the options are ~200 bytes, and every command would be.
+        flags: Box<StreamFlags>,
         reply: oneshot::Sender<Result<(), MediaError>>,
     },
     Remove {
@@ -324,7 +325,7 @@ impl Worker {
                     .and_then(|entry| {
                         entry
                             .pair
-                            .update_leg(side, remote, rtcp_mux, flags, Instant::now())
+                            .update_leg(side, remote, rtcp_mux, *flags, Instant::now())
                             .map_err(MediaError::Leg)
                     });
                 let _ = reply.send(result);
