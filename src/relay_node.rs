@@ -375,6 +375,7 @@ impl RelayNode {
             forwarded.bytes += activity.totals.bytes;
             forwarded.dropped += activity.totals.dropped;
             forwarded.send_errors += activity.totals.send_errors;
+            forwarded.srtp.add(&activity.totals.srtp);
         }
         let now = Instant::now();
         for expired in self.controller.expire(now) {
@@ -492,7 +493,7 @@ pub async fn spawn_with_rtpp(
     let media = MediaWorkers::start(settings.threads).context("cannot start media workers")?;
     let controller = Controller::new(
         settings.control.clone(),
-        &mut <rand::rngs::SmallRng as rand::SeedableRng>::from_os_rng(),
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng(),
         clock(),
     )
     .context("relay configuration")?;
@@ -580,7 +581,8 @@ use prometheus_client::metrics::MetricType;
 impl Collector for MetricsView {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.statistics;
-        let counters: [(&str, &str, u64); 10] = [
+        let srtp = &self.forwarded.srtp;
+        let counters: [(&str, &str, u64); 17] = [
             ("anchorage_relay_offers", "ng offers received", s.offers),
             ("anchorage_relay_answers", "ng answers received", s.answers),
             ("anchorage_relay_deletes", "ng deletes received", s.deletes),
@@ -618,6 +620,41 @@ impl Collector for MetricsView {
                 "anchorage_relay_dropped_packets",
                 "Media packets not relayed (no destination, strict source, send failure)",
                 self.forwarded.dropped + self.forwarded.send_errors,
+            ),
+            (
+                "anchorage_relay_srtp_decrypted_packets",
+                "SRTP/SRTCP packets from SDES legs authenticated and decrypted",
+                srtp.decrypted_packets,
+            ),
+            (
+                "anchorage_relay_srtp_decrypted_bytes",
+                "Bytes of the SRTP/SRTCP packets decrypted, as received",
+                srtp.decrypted_bytes,
+            ),
+            (
+                "anchorage_relay_srtp_encrypted_packets",
+                "RTP/RTCP packets encrypted towards SDES legs",
+                srtp.encrypted_packets,
+            ),
+            (
+                "anchorage_relay_srtp_encrypted_bytes",
+                "Bytes of the SRTP/SRTCP packets encrypted, as sent",
+                srtp.encrypted_bytes,
+            ),
+            (
+                "anchorage_relay_srtp_auth_failures",
+                "SRTP/SRTCP packets dropped because their authentication tag did not verify",
+                srtp.auth_failures,
+            ),
+            (
+                "anchorage_relay_srtp_replayed_packets",
+                "SRTP/SRTCP packets dropped as replays",
+                srtp.replayed,
+            ),
+            (
+                "anchorage_relay_srtp_failures",
+                "SRTP packets dropped for another reason (no key yet, malformed, key lifetime reached)",
+                srtp.other_failures,
             ),
         ];
         for (name, help, value) in counters {

@@ -1172,3 +1172,429 @@ fn ice_force_answers_the_parties_connectivity_checks_and_media_still_flows() {
     relays(&a.rtp, &rtp(1, 0xA1), for_a, &b.rtp, for_b);
     relays(&b.rtp, &rtp(1, 0xB1), for_b, &a.rtp, for_a);
 }
+
+// ---- 11. SDES-SRTP, checked with libsrtp ------------------------------------------------------
+
+/// A party's SRTP made by an independent implementation: libsrtp through the PyPI package
+/// `pylibsrtp` (`tests/srtp_peer.py`), run from the repository's `.venv`, which `scripts/test`
+/// creates. Without it the test fails and says how to get it.
+struct Libsrtp {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Libsrtp {
+    fn start() -> Libsrtp {
+        use std::io::BufRead;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = root.join(".venv/bin/python");
+        let how = "pylibsrtp (PyPI) is needed in .venv: run scripts/test, which creates it, or \
+                   `python3 -m venv .venv && .venv/bin/pip install pylibsrtp`";
+        assert!(python.exists(), "{} is missing. {how}", python.display());
+        let mut child = Command::new(&python)
+            .arg(root.join("tests/srtp_peer.py"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}. {how}", python.display()));
+        let input = child.stdin.take().expect("stdin");
+        let mut output = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut ready = String::new();
+        output.read_line(&mut ready).expect("the peer's first line");
+        assert!(ready.starts_with("ready "), "{ready:?}. {how}");
+        Libsrtp {
+            child,
+            input,
+            output,
+        }
+    }
+
+    fn ask(&mut self, command: &str) -> Result<Vec<u8>, String> {
+        use std::io::{BufRead, Write};
+        writeln!(self.input, "{command}").expect("write to the peer");
+        let mut line = String::new();
+        self.output.read_line(&mut line).expect("the peer's answer");
+        let line = line.trim_end();
+        match line.strip_prefix("ok") {
+            Some(hex) => Ok(unhex(hex.trim())),
+            None => Err(line.to_owned()),
+        }
+    }
+
+    /// A session `name` with `key` (base64 key‖salt of `suite`): `outbound` protects what the
+    /// party sends, `inbound` unprotects what it receives.
+    fn session(&mut self, name: &str, direction: &str, suite: &str, key: &str) {
+        self.ask(&format!("session {name} {direction} {suite} {key}"))
+            .unwrap_or_else(|e| panic!("libsrtp session {name}: {e}"));
+    }
+
+    fn protect(&mut self, name: &str, rtcp: bool, packet: &[u8]) -> Vec<u8> {
+        let kind = if rtcp { "rtcp" } else { "rtp" };
+        self.ask(&format!("protect {name} {kind} {}", hex(packet)))
+            .unwrap_or_else(|e| panic!("libsrtp protect: {e}"))
+    }
+
+    fn unprotect(&mut self, name: &str, rtcp: bool, packet: &[u8]) -> Result<Vec<u8>, String> {
+        let kind = if rtcp { "rtcp" } else { "rtp" };
+        self.ask(&format!("unprotect {name} {kind} {}", hex(packet)))
+    }
+}
+
+impl Drop for Libsrtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// The `inline:` key of the `a=crypto` line tagged `tag`.
+fn crypto_key(sdp: &str, tag: u32) -> (String, String) {
+    let prefix = format!("a=crypto:{tag} ");
+    let line = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no a=crypto:{tag} in\n{sdp}"));
+    let mut words = line.split(' ');
+    let suite = words.next().expect("suite").to_owned();
+    let key = words
+        .next()
+        .and_then(|k| k.strip_prefix("inline:"))
+        .expect("inline key");
+    (suite, key.split('|').next().unwrap_or(key).to_owned())
+}
+
+/// An SDES party's SDP at `ip:port` offering or answering `a=crypto:<tag> <suite> inline:<key>`.
+fn sdes_sdp(ip: IpAddr, port: u16, tag: u32, suite: &str, key: &str) -> String {
+    format!(
+        "v=0\no=- 1545997027 1 IN IP4 {ip}\ns=tester\nc=IN IP4 {ip}\nt=0 0\n\
+         m=audio {port} RTP/SAVP 0\na=crypto:{tag} {suite} inline:{key}\n"
+    )
+}
+
+/// Base64 of `len` bytes of `fill`.
+fn b64_key(len: usize, fill: u8) -> String {
+    anchorage_relay_control::sdes::base64_encode(&vec![fill; len], false)
+}
+
+/// Receives on `at` (from relay port `source`) and returns the datagram.
+fn arrival(at: &UdpSocket, source: u16, what: &str) -> Vec<u8> {
+    let (got, sender) = receive(at).unwrap_or_else(|| panic!("{what}: nothing arrived"));
+    assert_eq!(
+        sender,
+        SocketAddr::new(LOCALHOST, source),
+        "{what}: symmetric"
+    );
+    got
+}
+
+/// A medias entry's value of `key` for `tag` in a query reply.
+fn media_value(reply: &Reply, tag: &str, key: &str) -> Option<Value> {
+    let (_, info) = reply.tags.as_ref()?.iter().find(|(t, _)| t == tag)?;
+    let (_, Value::List(medias)) = info.other.iter().find(|(k, _)| k == "medias")? else {
+        return None;
+    };
+    let Value::Dict(entries) = medias.first()? else {
+        return None;
+    };
+    entries
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
+fn srtp_counter(reply: &Reply, tag: &str, counter: &str) -> i64 {
+    match media_value(reply, tag, "SRTP") {
+        Some(Value::Dict(entries)) => match entries.iter().find(|(k, _)| k == counter) {
+            Some((_, Value::Int(n))) => *n,
+            other => panic!("{counter}: {other:?}"),
+        },
+        other => panic!("no SRTP counters for {tag}: {other:?}"),
+    }
+}
+
+#[test]
+fn plain_caller_and_sdes_callee_exchange_libsrtp_packets_through_the_relay() {
+    let mut peer = Libsrtp::start();
+    let metrics = SocketAddr::new(LOCALHOST, anchorage_testkit::free_port(LOCALHOST));
+    let relay = Relay::start(4, &["--metrics", &metrics.to_string()]);
+    let call = CallIds::new("sdes-b");
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    // OpenSIPS/Kamailio ask for SRTP towards the callee in the offer.
+    let to_b = relay.offer(
+        &call,
+        &ua_sdp(a.ip(), a.port(), 1, ""),
+        &[("transport-protocol", text("RTP/SAVP"))],
+    );
+    assert!(to_b.contains(" RTP/SAVP 0\n"), "{to_b}");
+    // B accepts the relay's AES_CM_128_HMAC_SHA1_80 line (tag 5) with its own key.
+    let (suite, relay_key) = crypto_key(&to_b, 5);
+    assert_eq!(suite, "AES_CM_128_HMAC_SHA1_80");
+    let b_key = b64_key(30, 0xb5);
+    let to_a = relay.answer(&call, &sdes_sdp(b.ip(), b.port(), 5, &suite, &b_key), &[]);
+    assert!(
+        to_a.contains(" RTP/AVP 0\n") && !to_a.contains("crypto"),
+        "{to_a}"
+    );
+    let (for_a, for_b) = (media_port(&to_a), media_port(&to_b));
+    peer.session("b_send", "outbound", &suite, &b_key);
+    peer.session("b_recv", "inbound", &suite, &relay_key);
+
+    for seq in 0..5 {
+        // A's plain RTP reaches B as SRTP that libsrtp decrypts to exactly A's packet.
+        let plain = rtp(seq, 0xa1);
+        a.rtp.send_to(&plain, (LOCALHOST, for_a)).unwrap();
+        let secured = arrival(&b.rtp, for_b, "A's RTP at B");
+        assert_eq!(secured.len(), plain.len() + 10, "an 80-bit tag");
+        assert_ne!(secured[12..], plain[12..], "encrypted");
+        assert_eq!(peer.unprotect("b_recv", false, &secured), Ok(plain));
+        // B's SRTP from libsrtp reaches A as exactly the RTP B protected.
+        let plain = rtp(seq, 0xb1);
+        let secured = peer.protect("b_send", false, &plain);
+        b.rtp.send_to(&secured, (LOCALHOST, for_b)).unwrap();
+        assert_eq!(arrival(&a.rtp, for_a, "B's RTP at A"), plain);
+    }
+    // SRTCP both ways on the RTCP ports.
+    let report = rtcp(0xa1);
+    a.rtcp.send_to(&report, (LOCALHOST, for_a + 1)).unwrap();
+    let secured = arrival(&b.rtcp, for_b + 1, "A's RTCP at B");
+    assert_eq!(peer.unprotect("b_recv", true, &secured), Ok(report));
+    let report = rtcp(0xb1);
+    let secured = peer.protect("b_send", true, &report);
+    b.rtcp.send_to(&secured, (LOCALHOST, for_b + 1)).unwrap();
+    assert_eq!(arrival(&a.rtcp, for_a + 1, "B's RTCP at A"), report);
+
+    // A tampered packet is dropped and counted; so is a replayed one. Media goes on.
+    let mut tampered = peer.protect("b_send", false, &rtp(100, 0xb1));
+    tampered[20] ^= 0x01;
+    b.rtp.send_to(&tampered, (LOCALHOST, for_b)).unwrap();
+    silent(&a.rtp, "a tampered SRTP packet");
+    let good = peer.protect("b_send", false, &rtp(101, 0xb1));
+    b.rtp.send_to(&good, (LOCALHOST, for_b)).unwrap();
+    assert_eq!(
+        arrival(&a.rtp, for_a, "after the tampered one"),
+        rtp(101, 0xb1)
+    );
+    b.rtp.send_to(&good, (LOCALHOST, for_b)).unwrap();
+    silent(&a.rtp, "a replayed SRTP packet");
+
+    let query = relay.query(&call.id);
+    assert_eq!(srtp_counter(&query, &call.b, "decrypted packets"), 7);
+    assert_eq!(srtp_counter(&query, &call.b, "encrypted packets"), 6);
+    assert_eq!(srtp_counter(&query, &call.b, "authentication failures"), 1);
+    assert_eq!(srtp_counter(&query, &call.b, "replayed"), 1);
+    assert_eq!(
+        media_value(&query, &call.b, "crypto suite"),
+        Some(text("AES_CM_128_HMAC_SHA1_80"))
+    );
+    assert_eq!(media_value(&query, &call.a, "SRTP"), None, "A is plain");
+
+    // The same counts in /metrics (refreshed once a second).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = anchorage_testkit::http(metrics, "GET", "/metrics", "");
+        assert_eq!(status, 200);
+        let has = |line: &str| body.lines().any(|l| l == line);
+        if has("anchorage_relay_srtp_decrypted_packets_total 7")
+            && has("anchorage_relay_srtp_encrypted_packets_total 6")
+            && has("anchorage_relay_srtp_auth_failures_total 1")
+            && has("anchorage_relay_srtp_replayed_packets_total 1")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn sdes_caller_and_plain_callee_exchange_libsrtp_packets_through_the_relay() {
+    let mut peer = Libsrtp::start();
+    let relay = Relay::start(4, &[]);
+    let call = CallIds::new("sdes-a");
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let suite = "AES_CM_128_HMAC_SHA1_32";
+    let a_key = b64_key(30, 0xa3);
+    let to_b = relay.offer(
+        &call,
+        &sdes_sdp(a.ip(), a.port(), 7, suite, &a_key),
+        &[("transport-protocol", text("RTP/AVP"))],
+    );
+    assert!(
+        to_b.contains(" RTP/AVP 0\n") && !to_b.contains("crypto"),
+        "{to_b}"
+    );
+    let to_a = relay.answer(&call, &ua_sdp(b.ip(), b.port(), 1, ""), &[]);
+    let (answered_suite, relay_key) = crypto_key(&to_a, 7);
+    assert_eq!(answered_suite, suite);
+    let (for_a, for_b) = (media_port(&to_a), media_port(&to_b));
+    peer.session("a_send", "outbound", suite, &a_key);
+    peer.session("a_recv", "inbound", suite, &relay_key);
+    for seq in 0..5 {
+        let plain = rtp(seq, 0xa2);
+        let secured = peer.protect("a_send", false, &plain);
+        assert_eq!(secured.len(), plain.len() + 4, "a 32-bit tag");
+        a.rtp.send_to(&secured, (LOCALHOST, for_a)).unwrap();
+        assert_eq!(arrival(&b.rtp, for_b, "A's RTP at B"), plain);
+        let plain = rtp(seq, 0xb2);
+        b.rtp.send_to(&plain, (LOCALHOST, for_b)).unwrap();
+        let secured = arrival(&a.rtp, for_a, "B's RTP at A");
+        assert_eq!(peer.unprotect("a_recv", false, &secured), Ok(plain));
+    }
+    // Garbage and a packet keyed for someone else are dropped and counted.
+    a.rtp.send_to(&rtp(50, 0xa2), (LOCALHOST, for_a)).unwrap();
+    silent(&b.rtp, "plain RTP on an SRTP leg");
+    peer.session("stranger", "outbound", suite, &b64_key(30, 0x55));
+    let forged = peer.protect("stranger", false, &rtp(51, 0xa2));
+    a.rtp.send_to(&forged, (LOCALHOST, for_a)).unwrap();
+    silent(&b.rtp, "SRTP under another key");
+    let query = relay.query(&call.id);
+    assert_eq!(srtp_counter(&query, &call.a, "authentication failures"), 2);
+    assert_eq!(srtp_counter(&query, &call.a, "decrypted packets"), 5);
+}
+
+#[test]
+fn sdes_on_both_legs_is_decrypted_and_encrypted_again_with_other_keys() {
+    let mut peer = Libsrtp::start();
+    let relay = Relay::start(4, &[]);
+    let call = CallIds::new("sdes-ab");
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let a_suite = "AEAD_AES_128_GCM";
+    let a_key = b64_key(28, 0xa4);
+    let to_b = relay.offer(&call, &sdes_sdp(a.ip(), a.port(), 1, a_suite, &a_key), &[]);
+    // B takes the relay's AES_CM_128_HMAC_SHA1_80 line, whatever its tag.
+    let tag = to_b
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("a=crypto:")
+                .filter(|l| l.contains(" AES_CM_128_HMAC_SHA1_80 "))
+        })
+        .and_then(|l| l.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{to_b}"));
+    let (b_suite, relay_key_b) = crypto_key(&to_b, tag);
+    let b_key = b64_key(30, 0xb4);
+    let to_a = relay.answer(
+        &call,
+        &sdes_sdp(b.ip(), b.port(), tag, &b_suite, &b_key),
+        &[],
+    );
+    let (_, relay_key_a) = crypto_key(&to_a, 1);
+    let (for_a, for_b) = (media_port(&to_a), media_port(&to_b));
+    peer.session("a_send", "outbound", a_suite, &a_key);
+    peer.session("a_recv", "inbound", a_suite, &relay_key_a);
+    peer.session("b_send", "outbound", &b_suite, &b_key);
+    peer.session("b_recv", "inbound", &b_suite, &relay_key_b);
+    for seq in 0..5 {
+        let plain = rtp(seq, 0xa4);
+        let secured = peer.protect("a_send", false, &plain);
+        a.rtp.send_to(&secured, (LOCALHOST, for_a)).unwrap();
+        let at_b = arrival(&b.rtp, for_b, "A's SRTP at B");
+        assert_ne!(at_b, secured, "re-encrypted with another key");
+        assert_eq!(peer.unprotect("b_recv", false, &at_b), Ok(plain));
+        let plain = rtp(seq, 0xb4);
+        let secured = peer.protect("b_send", false, &plain);
+        b.rtp.send_to(&secured, (LOCALHOST, for_b)).unwrap();
+        let at_a = arrival(&a.rtp, for_a, "B's SRTP at A");
+        assert_eq!(peer.unprotect("a_recv", false, &at_a), Ok(plain));
+    }
+}
+
+#[test]
+fn a_reoffer_with_a_new_key_is_followed_at_once() {
+    let mut peer = Libsrtp::start();
+    let relay = Relay::start(4, &[]);
+    let call = CallIds::new("sdes-rekey");
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let suite = "AES_CM_128_HMAC_SHA1_80";
+    let options = [("transport-protocol", text("RTP/AVP"))];
+    let first = b64_key(30, 0x01);
+    let to_b = relay.offer(
+        &call,
+        &sdes_sdp(a.ip(), a.port(), 1, suite, &first),
+        &options,
+    );
+    let for_b = media_port(&to_b);
+    let to_a = relay.answer(&call, &ua_sdp(b.ip(), b.port(), 1, ""), &[]);
+    let for_a = media_port(&to_a);
+    peer.session("old", "outbound", suite, &first);
+    let plain = rtp(1, 0xa5);
+    a.rtp
+        .send_to(&peer.protect("old", false, &plain), (LOCALHOST, for_a))
+        .unwrap();
+    assert_eq!(arrival(&b.rtp, for_b, "under the first key"), plain);
+    // A re-INVITE with a new key: the old key no longer passes, the new one does.
+    let second = b64_key(30, 0x02);
+    let reoffer = relay.request(&[
+        ("command", text("offer")),
+        ("call-id", text(&call.id)),
+        ("from-tag", text(&call.a)),
+        ("to-tag", text(&call.b)),
+        ("sdp", text(&sdes_sdp(a.ip(), a.port(), 1, suite, &second))),
+        ("transport-protocol", text("RTP/AVP")),
+    ]);
+    assert_eq!(reoffer.outcome, Outcome::Ok, "{reoffer:?}");
+    assert_eq!(media_port(&sdp_of(&reoffer)), for_b);
+    peer.session("new", "outbound", suite, &second);
+    a.rtp
+        .send_to(
+            &peer.protect("old", false, &rtp(2, 0xa5)),
+            (LOCALHOST, for_a),
+        )
+        .unwrap();
+    silent(&b.rtp, "the old key after the re-offer");
+    let plain = rtp(3, 0xa5);
+    a.rtp
+        .send_to(&peer.protect("new", false, &plain), (LOCALHOST, for_a))
+        .unwrap();
+    assert_eq!(arrival(&b.rtp, for_b, "under the new key"), plain);
+}
+
+#[test]
+fn the_protocol_change_in_the_answer_makes_a_working_encrypted_leg() {
+    // As OpenSIPS sends it: the offerer's leg becomes SRTP in the `answer`; its next SDP
+    // (its answer to the re-INVITE, sent to the relay as its re-offer) brings its key.
+    let mut peer = Libsrtp::start();
+    let relay = Relay::start(4, &[]);
+    let call = CallIds::new("sdes-in-answer");
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let to_b = relay.offer(&call, &ua_sdp(a.ip(), a.port(), 1, ""), &[]);
+    let to_a = relay.answer(
+        &call,
+        &ua_sdp(b.ip(), b.port(), 1, ""),
+        &[("transport-protocol", text("RTP/SAVP"))],
+    );
+    assert!(to_a.contains(" RTP/SAVP 0\n"), "{to_a}");
+    let (suite, relay_key) = crypto_key(&to_a, 5);
+    let a_key = b64_key(30, 0xa6);
+    let reoffer = relay.request(&[
+        ("command", text("offer")),
+        ("call-id", text(&call.id)),
+        ("from-tag", text(&call.a)),
+        ("to-tag", text(&call.b)),
+        ("sdp", text(&sdes_sdp(a.ip(), a.port(), 5, &suite, &a_key))),
+    ]);
+    assert_eq!(reoffer.outcome, Outcome::Ok, "{reoffer:?}");
+    let (for_a, for_b) = (media_port(&to_a), media_port(&to_b));
+    peer.session("a_send", "outbound", &suite, &a_key);
+    peer.session("a_recv", "inbound", &suite, &relay_key);
+    let plain = rtp(1, 0xa6);
+    a.rtp
+        .send_to(&peer.protect("a_send", false, &plain), (LOCALHOST, for_a))
+        .unwrap();
+    assert_eq!(arrival(&b.rtp, for_b, "A's SRTP at B"), plain);
+    let plain = rtp(1, 0xb6);
+    b.rtp.send_to(&plain, (LOCALHOST, for_b)).unwrap();
+    let secured = arrival(&a.rtp, for_a, "B's RTP at A");
+    assert_eq!(peer.unprotect("a_recv", false, &secured), Ok(plain));
+}

@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let Ok(mut controller) = Controller::new(
         config,
-        &mut rand::rngs::SmallRng::seed_from_u64(1),
+        &mut rand::rngs::StdRng::seed_from_u64(1),
         Now { mono: t0, unix_us: 0 },
     ) else {
         return;

@@ -6,9 +6,10 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use anchorage_net::media::{bind_udp, BoundMedia, CallKey, MediaError, MediaWorkers};
+use anchorage_relay::srtp::SrtpSession;
 use anchorage_relay::{
-    EndpointLearning, LegConfig, MediaPair, PortPair, PortPool, PortRange, SdpPeer, Side,
-    StreamFlags,
+    EndpointLearning, LegConfig, MasterKey, MediaPair, PortPair, PortPool, PortRange, SdpPeer,
+    Side, SrtpKey, SrtpKeys, SrtpSuite, StreamFlags,
 };
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -78,6 +79,17 @@ impl Relay {
         mux: [bool; 2],
         flags: StreamFlags,
     ) -> (BoundMedia, [PortPair; 2]) {
+        self.media_with(remote_a, remote_b, mux, [flags, flags])
+    }
+
+    /// [`Relay::media`] with options per leg.
+    fn media_with(
+        &mut self,
+        remote_a: Option<SdpPeer>,
+        remote_b: Option<SdpPeer>,
+        mux: [bool; 2],
+        flags: [StreamFlags; 2],
+    ) -> (BoundMedia, [PortPair; 2]) {
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
         for _ in 0..50 {
@@ -90,7 +102,7 @@ impl Relay {
                 local_rtcp: ports[i].rtcp_unless_mux(mux[i]).map(at),
                 remote,
                 rtcp_mux: mux[i],
-                flags,
+                flags: flags[i],
             };
             let pair = MediaPair::new(leg(0, remote_a), leg(1, remote_b), now).unwrap();
             match BoundMedia::bind(pair) {
@@ -440,4 +452,76 @@ fn a_burst_larger_than_one_turn_is_relayed_completely_and_in_order() {
         ),
         (150, 0)
     );
+}
+
+fn srtp_key(fill: u8) -> SrtpKey {
+    let suite = SrtpSuite::AesCm128HmacSha1_80;
+    SrtpKey {
+        suite,
+        master: MasterKey::new(suite, &[fill; 30]).unwrap(),
+        lifetime: None,
+    }
+}
+
+#[test]
+fn an_sdes_leg_is_decrypted_towards_a_plain_leg_and_encrypted_back() {
+    let (a, b) = (phone(), phone());
+    let mut relay = Relay::new(9);
+    // A encrypts with its key 0xaa; the relay encrypts towards A with its own key 0x11.
+    let a_flags = StreamFlags {
+        srtp: Some(SrtpKeys {
+            inbound: Some(srtp_key(0xaa)),
+            outbound: Some(srtp_key(0x11)),
+        }),
+        ..StreamFlags::default()
+    };
+    let (media, ports) = relay.media_with(
+        Some(SdpPeer::new(a.local_addr().unwrap())),
+        Some(SdpPeer::new(b.local_addr().unwrap())),
+        [true, true],
+        [a_flags, StreamFlags::default()],
+    );
+    let workers = workers(1);
+    add(&workers, 21, vec![media]);
+    let mut a_sends = SrtpSession::new(srtp_key(0xaa));
+    let mut a_receives = SrtpSession::new(srtp_key(0x11));
+    for seq in 0..3 {
+        let plain = rtp(seq, b"srtp-to-plain");
+        a.send_to(&a_sends.protect(&plain, false).unwrap(), at(ports[0].rtp))
+            .unwrap();
+        assert_eq!(recv(&b), (plain, at(ports[1].rtp)));
+        let plain = rtp(seq, b"plain-to-srtp");
+        b.send_to(&plain, at(ports[1].rtp)).unwrap();
+        let (secured, from) = recv(&a);
+        assert_eq!(from, at(ports[0].rtp));
+        assert_eq!(a_receives.unprotect(&secured, false).unwrap(), plain);
+    }
+    // SRTCP muxed on A's RTP port arrives as plain RTCP (muxed on B's RTP port too).
+    a.send_to(&a_sends.protect(&RTCP_RR, true).unwrap(), at(ports[0].rtp))
+        .unwrap();
+    assert_eq!(recv(&b).0, RTCP_RR.to_vec());
+    // A tampered packet and a replayed one are dropped and counted.
+    let mut tampered = a_sends.protect(&rtp(10, b"x"), false).unwrap();
+    tampered[12] ^= 0xff;
+    a.send_to(&tampered, at(ports[0].rtp)).unwrap();
+    let good = a_sends.protect(&rtp(11, b"y"), false).unwrap();
+    a.send_to(&good, at(ports[0].rtp)).unwrap();
+    assert_eq!(recv(&b).0, rtp(11, b"y"));
+    a.send_to(&good, at(ports[0].rtp)).unwrap();
+    assert_silent(&b);
+    let srtp = snapshot(&workers, 21).stats(Side::A).srtp;
+    assert_eq!(
+        (
+            srtp.decrypted_packets,
+            srtp.encrypted_packets,
+            srtp.auth_failures,
+            srtp.replayed
+        ),
+        (5, 3, 1, 1)
+    );
+    let totals = workers.activity(0).unwrap().blocking_recv().unwrap().totals;
+    assert_eq!(totals.srtp.auth_failures, 1);
+    assert_eq!(totals.srtp.replayed, 1);
+    assert_eq!(totals.srtp.decrypted_packets, 5);
+    assert_eq!(totals.srtp.encrypted_packets, 3);
 }

@@ -19,10 +19,12 @@ use anchorage_relay::{
 };
 use anchorage_sdp::Session;
 use bytes::Bytes;
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{CryptoRng, Rng, SeedableRng};
 
+use crate::sdes::{self, SdesParty, Transport};
 use crate::sdp_in::{self, StreamIn};
-use crate::sdp_out::{self, OriginState, Rewrite, StreamOut};
+use crate::sdp_out::{self, OriginState, Rewrite, SecureOut, StreamOut};
 use crate::session::{at, local, Call, Dialog, OfferTarget, SessionKey, Stream};
 
 /// How the relay runs.
@@ -68,6 +70,9 @@ pub trait PortBinder {
 }
 
 /// What the data plane must do after a command.
+// `Update` carries a leg's options by value, SRTP keys included (~200 bytes): a few actions
+// per ng command, never per packet, so the size is not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum MediaAction {
     /// Start relaying a new dialog's streams (sockets: the pairs' local addresses).
@@ -196,6 +201,9 @@ pub struct Controller {
     statistics: Statistics,
     /// Draws ICE credentials.
     rng: rand::rngs::SmallRng,
+    /// Draws SDES keys: a cryptographically secure generator seeded from the one given to
+    /// [`Controller::new`].
+    key_rng: StdRng,
 }
 
 /// Why a command is refused; becomes the error reply.
@@ -233,8 +241,10 @@ const SECOND_US: i64 = 1_000_000;
 const MAX_DELETE_DELAY_S: u64 = 3600;
 
 impl Controller {
-    /// A controller over `config`'s interfaces, their port pools shuffled with `rng`.
-    pub fn new<R: Rng + ?Sized>(
+    /// A controller over `config`'s interfaces, their port pools shuffled with `rng`. The
+    /// relay's SDES keys come from a generator seeded from `rng`, hence the `CryptoRng` bound:
+    /// give it one seeded by the operating system (tests may seed it with a constant).
+    pub fn new<R: Rng + CryptoRng + ?Sized>(
         config: Config,
         rng: &mut R,
         now: Now,
@@ -256,6 +266,7 @@ impl Controller {
             started: now,
             statistics: Statistics::default(),
             rng: <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(rng.random()),
+            key_rng: StdRng::from_seed(rng.random()),
         })
     }
 
@@ -318,7 +329,6 @@ impl Controller {
         if flags.loop_protect && sdp_out::is_looped(&sdp, &self.config.instance) {
             return Ok(Handled::reply(Reply::ok().with_sdp(oa.sdp.clone())));
         }
-        refuse_srtp_conversion(&sdp, flags)?;
         let streams_in = sdp_in::read(&sdp, source_override(flags))
             .map_err(|_| fail(ErrorReason::IncompleteSdp))?;
         let call_id = oa.call_id.as_str();
@@ -346,9 +356,9 @@ impl Controller {
             OfferTarget::New => {
                 let ifaces = self.pick_interfaces(flags, &streams_in)?;
                 let mut streams = Vec::with_capacity(streams_in.len());
-                for s in &streams_in {
-                    match self.new_stream(ifaces, s, Side::A, now.mono, binder) {
-                        Ok(stream) => streams.push(stream),
+                for (index, s) in streams_in.iter().enumerate() {
+                    let mut stream = match self.new_stream(ifaces, s, Side::A, now.mono, binder) {
+                        Ok(stream) => stream,
                         Err(reply) => {
                             for stream in &streams {
                                 self.release_unused(stream);
@@ -356,6 +366,22 @@ impl Controller {
                             self.statistics.rejected_sessions += 1;
                             return Err(reply);
                         }
+                    };
+                    let negotiated = negotiate_offer(
+                        &mut stream,
+                        &sdp,
+                        index,
+                        Side::A,
+                        flags,
+                        true,
+                        &mut self.key_rng,
+                    );
+                    streams.push(stream);
+                    if let Err(refusal) = negotiated {
+                        for stream in &streams {
+                            self.release_unused(stream);
+                        }
+                        return Err(refusal);
                     }
                 }
                 // `ICE=force`: the answerer gets our ICE credentials with the offer.
@@ -412,6 +438,7 @@ impl Controller {
                     index,
                     side,
                     to,
+                    &sdp,
                     &streams_in,
                     flags,
                     stream_flags,
@@ -457,6 +484,8 @@ impl Controller {
                     rtcp_port: s.ports[at(answerer)].rtcp(),
                     mux: forward_mux,
                     mux_only: mux.require,
+                    profile: s.transport[at(answerer)].profile(),
+                    secure: secure_out(s, answerer, false, flags),
                 })
             })
             .collect();
@@ -472,6 +501,7 @@ impl Controller {
         index: usize,
         side: Side,
         to: Option<&str>,
+        sdp: &Session,
         streams_in: &[StreamIn],
         flags: &Flags,
         stream_flags: StreamFlags,
@@ -500,25 +530,71 @@ impl Controller {
             },
         ];
         // New m= lines first, so that running out of ports changes nothing.
-        let mut added = Vec::new();
-        for s in streams_in.iter().skip(existing) {
-            match self.new_stream(ifaces, s, side, now.mono, binder) {
-                Ok(stream) => added.push(stream),
+        let mut added: Vec<Stream> = Vec::new();
+        let release = |this: &mut Self, added: &[Stream]| {
+            for stream in added {
+                this.release_unused(stream);
+            }
+        };
+        for (media, s) in streams_in.iter().enumerate().skip(existing) {
+            let mut stream = match self.new_stream(ifaces, s, side, now.mono, binder) {
+                Ok(stream) => stream,
                 Err(reply) => {
-                    for stream in &added {
-                        self.release_unused(stream);
-                    }
+                    release(self, &added);
                     return Err(reply);
                 }
+            };
+            let negotiated = negotiate_offer(
+                &mut stream,
+                sdp,
+                media,
+                side,
+                flags,
+                true,
+                &mut self.key_rng,
+            );
+            added.push(stream);
+            if let Err(refusal) = negotiated {
+                release(self, &added);
+                return Err(refusal);
             }
         }
-        let pairs = self.media_pairs(&added, side_flags, now.mono)?;
+        // The existing streams are negotiated on copies, so that a refusal changes nothing.
+        let mut renegotiated: Vec<Stream> = self
+            .calls
+            .get(call_id)
+            .and_then(|c| c.dialogs.get(index))
+            .map(|d| d.streams.iter().take(streams_in.len()).cloned().collect())
+            .unwrap_or_default();
+        for (media, stream) in renegotiated.iter_mut().enumerate() {
+            if let Err(refusal) =
+                negotiate_offer(stream, sdp, media, side, flags, false, &mut self.key_rng)
+            {
+                release(self, &added);
+                return Err(refusal);
+            }
+        }
+        let pairs = match self.media_pairs(&added, side_flags, now.mono) {
+            Ok(pairs) => pairs,
+            Err(refusal) => {
+                release(self, &added);
+                return Err(refusal);
+            }
+        };
         let dialog = self
             .calls
             .get_mut(call_id)
             .and_then(|c| c.dialogs.get_mut(index))
             .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
-        for (media, (stream, s_in)) in dialog.streams.iter_mut().zip(streams_in).enumerate() {
+        let other = side.other();
+        for (media, (stream, (s_in, new))) in dialog
+            .streams
+            .iter_mut()
+            .zip(streams_in.iter().zip(renegotiated))
+            .enumerate()
+        {
+            let other_keys_changed = stream.srtp_keys(other) != new.srtp_keys(other);
+            *stream = new;
             stream.peer[at(side)] = s_in.peer;
             stream.mux[at(side)] = s_in.rtcp_mux;
             stream.offered_mux = s_in.rtcp_mux;
@@ -528,8 +604,18 @@ impl Controller {
                 side,
                 remote: s_in.peer,
                 rtcp_mux: s_in.rtcp_mux,
-                flags: side_flags[at(side)],
+                flags: stream.leg_flags(side, side_flags[at(side)]),
             });
+            if other_keys_changed {
+                actions.push(MediaAction::Update {
+                    key,
+                    media,
+                    side: other,
+                    remote: stream.peer[at(other)],
+                    rtcp_mux: stream.mux[at(other)],
+                    flags: stream.leg_flags(other, dialog.flags[at(other)]),
+                });
+            }
         }
         dialog.streams.extend(added);
         if !pairs.is_empty() {
@@ -569,7 +655,6 @@ impl Controller {
         if flags.loop_protect && sdp_out::is_looped(&sdp, &self.config.instance) {
             return Ok(Handled::reply(Reply::ok().with_sdp(oa.sdp.clone())));
         }
-        refuse_srtp_conversion(&sdp, flags)?;
         let streams_in = sdp_in::read(&sdp, source_override(flags))
             .map_err(|_| fail(ErrorReason::IncompleteSdp))?;
         let stream_flags = self.stream_flags(flags);
@@ -588,6 +673,19 @@ impl Controller {
             .get_mut(index)
             .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
         let offerer = answerer.other();
+        // Encryption first, on copies, so that a refusal changes nothing.
+        let mut renegotiated: Vec<Stream> = dialog
+            .streams
+            .iter()
+            .take(streams_in.len())
+            .cloned()
+            .collect();
+        for (media, stream) in renegotiated.iter_mut().enumerate() {
+            negotiate_answer(stream, &sdp, media, answerer, flags, &mut self.key_rng)?;
+        }
+        for (stream, new) in dialog.streams.iter_mut().zip(renegotiated) {
+            *stream = new;
+        }
         dialog.tags[at(answerer)] = Some(to.to_owned());
         if let Some(label) = &flags.label {
             dialog.labels[at(answerer)] = Some(label.clone());
@@ -614,12 +712,15 @@ impl Controller {
                     remote: stream.peer[at(side)],
                     rtcp_mux: stream.mux[at(side)],
                     flags: if side == answerer {
-                        StreamFlags {
-                            ice: dialog.ice[at(answerer)],
-                            ..stream_flags
-                        }
+                        stream.leg_flags(
+                            side,
+                            StreamFlags {
+                                ice: dialog.ice[at(answerer)],
+                                ..stream_flags
+                            },
+                        )
                     } else {
-                        dialog.flags[at(offerer)]
+                        stream.leg_flags(side, dialog.flags[at(offerer)])
                     },
                 });
             }
@@ -636,6 +737,8 @@ impl Controller {
                     rtcp_port: s.ports[at(offerer)].rtcp(),
                     mux: s.mux[at(offerer)],
                     mux_only: s.mux[at(offerer)],
+                    profile: s.transport[at(offerer)].profile(),
+                    secure: secure_out(s, offerer, true, flags),
                 })
             })
             .collect();
@@ -807,6 +910,10 @@ impl Controller {
                 if let Some(endpoint) = endpoint {
                     entry.push(("endpoint".into(), endpoint_value(endpoint)));
                 }
+                let sdes = stream.transport[at(side)].is_sdes();
+                if let Some(suite) = stream.sdes[at(side)].suite().filter(|_| sdes) {
+                    entry.push(("crypto suite".into(), Value::text(suite.name())));
+                }
                 if let Some(pair) = pair {
                     let rtp = &pair.stats(side).rtp;
                     entry.push((
@@ -817,7 +924,13 @@ impl Controller {
                             ("errors".into(), Value::Int(rtp.errors() as i64)),
                         ]),
                     ));
+                    if sdes {
+                        entry.push(("SRTP".into(), srtp_value(&pair.stats(side).srtp)));
+                    }
                     let mut flags = vec![Value::text("RTP")];
+                    if sdes {
+                        flags.push(Value::text("SDES"));
+                    }
                     if pair.is_confirmed(side) {
                         flags.push(Value::text("confirmed"));
                     }
@@ -1070,6 +1183,8 @@ impl Controller {
             mux,
             offered_mux: s.rtcp_mux,
             mux_accepted: false,
+            transport: [Transport::default(); 2],
+            sdes: [SdesParty::default(), SdesParty::default()],
         })
     }
 
@@ -1132,7 +1247,7 @@ impl Controller {
                         local_rtcp: Some(local(ip, s.ports[i].rtcp())),
                         remote: s.peer[i],
                         rtcp_mux: s.mux[i],
-                        flags: side_flags[i],
+                        flags: s.leg_flags(side, side_flags[i]),
                     })
                 };
                 MediaPair::new(leg(Side::A)?, leg(Side::B)?, now)
@@ -1167,6 +1282,7 @@ impl Controller {
             },
             port_latching: flags.port_latching,
             ice: None,
+            srtp: None,
         }
     }
 
@@ -1255,6 +1371,20 @@ fn add(counters: &mut Counters, packets: u64, bytes: u64, errors: u64) {
     counters.errors += errors;
 }
 
+/// A leg's SRTP counters in `query`.
+fn srtp_value(srtp: &anchorage_relay::SrtpStats) -> Value {
+    let int = |v: u64| Value::Int(v as i64);
+    Value::Dict(vec![
+        ("decrypted packets".into(), int(srtp.decrypted_packets)),
+        ("decrypted bytes".into(), int(srtp.decrypted_bytes)),
+        ("encrypted packets".into(), int(srtp.encrypted_packets)),
+        ("encrypted bytes".into(), int(srtp.encrypted_bytes)),
+        ("authentication failures".into(), int(srtp.auth_failures)),
+        ("replayed".into(), int(srtp.replayed)),
+        ("other failures".into(), int(srtp.other_failures)),
+    ])
+}
+
 fn endpoint_value(endpoint: SocketAddr) -> Value {
     Value::Dict(vec![
         (
@@ -1286,33 +1416,238 @@ fn out_address(flags: &Flags, interfaces: &[Interface], dialog: &Dialog, side: S
     })
 }
 
-/// This relay forwards SRTP untouched (SDES and DTLS pass through end to end) but does not
-/// convert between RTP and SRTP; such a request is refused rather than half done.
-fn refuse_srtp_conversion(sdp: &Session, flags: &Flags) -> Result<(), Refusal> {
-    let wants_srtp = matches!(
-        flags.transport_protocol,
-        Some(
-            TransportProtocol::RtpSavp
-                | TransportProtocol::RtpSavpf
-                | TransportProtocol::UdpTlsRtpSavp
-                | TransportProtocol::UdpTlsRtpSavpf
-        )
-    );
-    let wants_rtp = matches!(
-        flags.transport_protocol,
-        Some(TransportProtocol::RtpAvp | TransportProtocol::RtpAvpf)
-    );
-    for media in sdp.media() {
-        let srtp = media.media().transport().is_srtp();
-        if (wants_srtp && !srtp) || (wants_rtp && srtp) {
+/// Negotiates one `m=` line of an offer from `offerer` (a new dialog's, a re-offer's, or a
+/// new line in a re-offer when `fresh`): the offerer's transport and key come from its SDP; the
+/// receiver's transport from `transport-protocol`, else what it had (re-offer), else the
+/// offerer's; an SDES receiver is offered the relay's keys.
+fn negotiate_offer(
+    stream: &mut Stream,
+    sdp: &Session,
+    index: usize,
+    offerer: Side,
+    flags: &Flags,
+    fresh: bool,
+    rng: &mut StdRng,
+) -> Result<(), Refusal> {
+    let Some(section) = sdp.media().get(index) else {
+        return Ok(());
+    };
+    if section.is_rejected() || !section.media().transport().is_rtp() {
+        stream.transport = [Transport::Opaque; 2];
+        return Ok(());
+    }
+    let receiver = offerer.other();
+    let sender = Transport::of(section);
+    let requested = requested_transport(flags, section, index)?;
+    let current = stream.transport[at(receiver)];
+    // A re-offer without the option keeps whether the receiver is encrypted; the feedback
+    // profile (AVPF) follows the offerer's.
+    let target = match (requested, sender) {
+        (Some(target), _) => target,
+        (None, Transport::Rtp { feedback } | Transport::Sdes { feedback }) if !fresh => {
+            match current {
+                Transport::Sdes { .. } => Transport::Sdes { feedback },
+                Transport::Rtp { .. } => Transport::Rtp { feedback },
+                Transport::Opaque => sender,
+            }
+        }
+        (None, _) => sender,
+    };
+    check_conversion(sender, target, section, index)?;
+    take_party_key(stream, offerer, sender, section, index, rng)?;
+    stream.transport[at(offerer)] = sender;
+    if target.is_sdes() {
+        if flags.sdes.off {
             return Err(fail_text(format!(
-                "RTP/SRTP conversion (transport-protocol {}) is not supported by this relay; \
-                 SRTP passes through unchanged without the transport-protocol option",
-                media.media().proto()
+                "SDES=off leaves media section {} ({}) without keys: this relay keys SRTP \
+                 with SDES only",
+                index + 1,
+                target.profile().unwrap_or_default()
             )));
         }
+        let peer: Vec<sdes::CryptoLine> = if sender.is_sdes() {
+            sdes::read_lines(section)
+                .into_iter()
+                .filter_map(Result::ok)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        stream.sdes[at(receiver)]
+            .offer(&peer, &flags.sdes, rng)
+            .map_err(|reason| fail_text(format!("SDES: media section {}: {reason}", index + 1)))?;
+    } else {
+        stream.sdes[at(receiver)].clear();
     }
+    stream.transport[at(receiver)] = target;
     Ok(())
+}
+
+/// Negotiates one `m=` line of an answer from `answerer`: its transport and key from its SDP
+/// (it must answer what it was offered, or plain RTP to an SDES offer); the offerer's from
+/// `transport-protocol` in the answer (`accept`: the answerer's profile), else unchanged.
+/// A plain offerer that the answer makes SDES is given the relay's lines to choose from (the
+/// protocol change OpenSIPS sends in the answer); its key comes with its next SDP.
+fn negotiate_answer(
+    stream: &mut Stream,
+    sdp: &Session,
+    index: usize,
+    answerer: Side,
+    flags: &Flags,
+    rng: &mut StdRng,
+) -> Result<(), Refusal> {
+    let Some(section) = sdp.media().get(index) else {
+        return Ok(());
+    };
+    let offerer = answerer.other();
+    let offered = stream.transport[at(answerer)];
+    if section.is_rejected() || offered == Transport::Opaque {
+        return Ok(());
+    }
+    let answered = Transport::of(section);
+    match (offered.is_sdes(), answered) {
+        (_, Transport::Opaque) => {
+            return Err(fail_text(format!(
+                "the answer's media section {} is {} but {} was offered",
+                index + 1,
+                section.media().proto(),
+                offered.profile().unwrap_or_default()
+            )))
+        }
+        (false, Transport::Sdes { .. }) => {
+            return Err(fail_text(format!(
+                "the answer's media section {} is {} with a=crypto but {} was offered",
+                index + 1,
+                section.media().proto(),
+                offered.profile().unwrap_or_default()
+            )))
+        }
+        _ => {}
+    }
+    take_party_key(stream, answerer, answered, section, index, rng)?;
+    stream.transport[at(answerer)] = answered;
+    let current = stream.transport[at(offerer)];
+    let target = match flags.transport_protocol {
+        Some(TransportProtocol::Accept) => match answered {
+            Transport::Sdes { feedback } => Transport::Sdes { feedback },
+            Transport::Rtp { feedback } => Transport::Rtp { feedback },
+            Transport::Opaque => current,
+        },
+        Some(_) => requested_transport(flags, section, index)?.unwrap_or(current),
+        None => current,
+    };
+    if target == current {
+        return Ok(());
+    }
+    if current == Transport::Opaque {
+        return Err(fail_text(format!(
+            "RTP/SRTP conversion of media section {} towards the offerer is not supported: it \
+             is passed through untouched (DTLS-SRTP or SRTP without a=crypto)",
+            index + 1
+        )));
+    }
+    if target.is_sdes() && !current.is_sdes() {
+        if flags.sdes.off {
+            return Err(fail_text(format!(
+                "SDES=off leaves media section {} without keys: this relay keys SRTP with SDES \
+                 only",
+                index + 1
+            )));
+        }
+        stream.sdes[at(offerer)]
+            .offer(&[], &flags.sdes, rng)
+            .map_err(|reason| fail_text(format!("SDES: media section {}: {reason}", index + 1)))?;
+    } else if !target.is_sdes() {
+        stream.sdes[at(offerer)].clear();
+    }
+    stream.transport[at(offerer)] = target;
+    Ok(())
+}
+
+/// The transport `transport-protocol` asks for; `UDP/TLS/RTP/SAVP(F)` only to pass the same
+/// DTLS-SRTP through.
+fn requested_transport(
+    flags: &Flags,
+    section: &anchorage_sdp::MediaSection,
+    index: usize,
+) -> Result<Option<Transport>, Refusal> {
+    let Some(protocol) = flags.transport_protocol else {
+        return Ok(None);
+    };
+    match Transport::requested(protocol) {
+        Ok(target) => Ok(target),
+        Err(name) if section.media().proto().eq_ignore_ascii_case(name) => {
+            Ok(Some(Transport::Opaque))
+        }
+        Err(name) => Err(fail_text(format!(
+            "transport-protocol {name} for media section {} ({}) is not supported: this relay \
+             does not terminate DTLS-SRTP (it converts between RTP/AVP(F) and SDES \
+             RTP/SAVP(F))",
+            index + 1,
+            section.media().proto()
+        ))),
+    }
+}
+
+/// Plain RTP and SDES convert both ways; what the relay passes through untouched (DTLS-SRTP,
+/// SRTP without `a=crypto`) converts to nothing else.
+fn check_conversion(
+    sender: Transport,
+    target: Transport,
+    section: &anchorage_sdp::MediaSection,
+    index: usize,
+) -> Result<(), Refusal> {
+    if (sender == Transport::Opaque) == (target == Transport::Opaque) {
+        return Ok(());
+    }
+    Err(fail_text(format!(
+        "RTP/SRTP conversion of media section {} ({} to {}) is not supported: this relay does \
+         not terminate DTLS-SRTP or SRTP without a=crypto (it converts between RTP/AVP(F) and \
+         SDES RTP/SAVP(F))",
+        index + 1,
+        section.media().proto(),
+        target.profile().unwrap_or("the same profile")
+    )))
+}
+
+/// Takes `party`'s key from its SDP when it uses SDES; forgets it otherwise.
+fn take_party_key(
+    stream: &mut Stream,
+    party: Side,
+    transport: Transport,
+    section: &anchorage_sdp::MediaSection,
+    index: usize,
+    rng: &mut StdRng,
+) -> Result<(), Refusal> {
+    if !transport.is_sdes() {
+        stream.sdes[at(party)].clear();
+        return Ok(());
+    }
+    let lines = sdes::read_lines(section);
+    stream.sdes[at(party)]
+        .accept(&lines, rng)
+        .map_err(|reason| {
+            fail_text(format!(
+                "SDES: no usable a=crypto line in media section {} ({}): {reason}",
+                index + 1,
+                section.media().proto()
+            ))
+        })?;
+    stream.transport[at(party)] = transport;
+    Ok(())
+}
+
+/// The keying attributes of `stream` written to `to`: the relay's `a=crypto` lines (one
+/// answering `to`'s own line in an `answer`), none for plain RTP, the sender's for media
+/// passed through.
+fn secure_out(stream: &Stream, to: Side, answer: bool, flags: &Flags) -> SecureOut {
+    match stream.transport[at(to)] {
+        Transport::Sdes { .. } => {
+            SecureOut::Crypto(stream.sdes[at(to)].lines(answer, flags.sdes.pad || flags.pad_crypto))
+        }
+        Transport::Rtp { .. } => SecureOut::Strip,
+        Transport::Opaque => SecureOut::Keep,
+    }
 }
 
 /// The warning about ignored options: what `anchorage-ng` does not model, except the keys
@@ -1356,6 +1691,17 @@ fn unapplied_options(flags: &Flags) -> Vec<&'static str> {
     if flags.no_port_latching {
         out.push("no-port-latching");
     }
+    let sdes = &flags.sdes;
+    for (set, name) in [
+        (sdes.unencrypted_srtp, "SDES-unencrypted_srtp"),
+        (sdes.unencrypted_srtcp, "SDES-unencrypted_srtcp"),
+        (sdes.unauthenticated_srtp, "SDES-unauthenticated_srtp"),
+        (sdes.prefer, "SDES-prefer"),
+    ] {
+        if set {
+            out.push(name);
+        }
+    }
     out
 }
 
@@ -1392,7 +1738,7 @@ fn give_ice(
             side,
             remote: stream.peer[at(side)],
             rtcp_mux: stream.mux[at(side)],
-            flags: dialog.flags[at(side)],
+            flags: stream.leg_flags(side, dialog.flags[at(side)]),
         });
     }
 }

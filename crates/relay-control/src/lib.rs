@@ -7,6 +7,7 @@
 //! | [`controller`] | THE command executor: [`Controller::handle`] → reply + [`MediaAction`]s |
 //! | [`session`] | calls, dialogs (two parties over one set of ports), streams (`m=` lines) |
 //! | [`sdp_in`] | what the relay reads from a party's SDP |
+//! | [`sdes`] | SDES `a=crypto` negotiation and each stream's transport per side |
 //! | [`sdp_out`] | the SDP the relay sends on |
 //!
 //! The I/O layer (`anchorage relay`) decodes ng datagrams with `anchorage-ng`, calls
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod controller;
+pub mod sdes;
 pub mod sdp_in;
 pub mod sdp_out;
 pub mod session;

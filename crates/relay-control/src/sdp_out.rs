@@ -11,6 +11,9 @@
 //!   `full rtcp attribute`);
 //! * ICE attributes are always removed: this relay does not answer STUN checks, and leaving
 //!   the parties' candidates in would let them send media around the relay;
+//! * the `m=` profile the controller chose for the receiver (`transport-protocol`), and its
+//!   keying: the sender's `a=crypto`/DTLS attributes kept for media passed through untouched,
+//!   removed for plain RTP, replaced by the relay's own `a=crypto` lines for SDES-SRTP;
 //! * `o=`: kept by default; `replace origin` puts the relay's address in it; `replace username`
 //!   / `origin-full` freeze it per receiving party; `replace SDP-version` makes the relay own
 //!   the version (unchanged when the output is unchanged, +1 otherwise), and
@@ -23,12 +26,28 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use anchorage_ng::{Flags, TransportProtocol};
+use anchorage_ng::Flags;
 use anchorage_sdp::{Direction, FieldError, Session};
 use bytes::Bytes;
 
+/// What the outgoing SDP says about a stream's encryption.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SecureOut {
+    /// Leave the sender's `a=crypto`, `a=fingerprint`, `a=setup` and `a=tls-id` as they are
+    /// (media the relay passes through untouched).
+    #[default]
+    Keep,
+    /// Remove them (plain RTP towards the receiver).
+    Strip,
+    /// Remove them and write these `a=crypto` values (the relay's SDES keys).
+    Crypto(Vec<String>),
+}
+
+/// The DTLS and SDES attributes a relay that terminates the encryption replaces.
+const KEYING_ATTRIBUTES: [&str; 4] = ["crypto", "fingerprint", "setup", "tls-id"];
+
 /// The relay's side of one `m=` line in the outgoing SDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamOut {
     /// The relay's RTP port for the receiving party.
     pub rtp_port: u16,
@@ -38,6 +57,10 @@ pub struct StreamOut {
     pub mux: bool,
     /// RTCP only on the RTP port: `a=rtcp:` names the RTP port (an accepted mux, or `require`).
     pub mux_only: bool,
+    /// The `m=` profile to write (`RTP/SAVP`, …); `None` keeps the sender's.
+    pub profile: Option<&'static str>,
+    /// The keying attributes.
+    pub secure: SecureOut,
 }
 
 /// Everything the rewrite needs besides the sender's SDP.
@@ -136,7 +159,7 @@ pub fn rewrite_with_notes(
         let Some(media) = out.media_mut().get_mut(index) else {
             continue;
         };
-        let stream = rewrite.streams.get(index).copied().flatten();
+        let stream = rewrite.streams.get(index).cloned().flatten();
         media.remove_attribute("rtcp");
         media.remove_attribute("rtcp-mux");
         let Some(stream) = stream.filter(|_| !media.is_rejected()) else {
@@ -151,8 +174,8 @@ pub fn rewrite_with_notes(
         } else {
             rewrite.address
         });
-        if let Some(proto) = plain_rtp_profile(flags.transport_protocol) {
-            if media.media().transport().is_rtp() && !media.media().transport().is_srtp() {
+        if let Some(proto) = stream.profile {
+            if !media.media().proto().eq_ignore_ascii_case(proto) {
                 media.set_proto(proto)?;
             }
         }
@@ -180,6 +203,16 @@ pub fn rewrite_with_notes(
         }
         if is_rtp && stream.mux {
             media.add_attribute("rtcp-mux", None)?;
+        }
+        if stream.secure != SecureOut::Keep {
+            for name in KEYING_ATTRIBUTES {
+                media.remove_attribute(name);
+            }
+        }
+        if let SecureOut::Crypto(lines) = &stream.secure {
+            for line in lines {
+                media.add_attribute("crypto", Some(line))?;
+            }
         }
         if let Some(ice) = &rewrite.ice {
             // Host candidates only (RFC 8445 §5.1.2: type preference 126, local 65535).
@@ -267,16 +300,6 @@ fn codec_matches(entry: &str, format: &str, rtpmap: Option<&anchorage_sdp::Rtpma
         .next()
         .is_none_or(|p| map.parameters.unwrap_or("1") == p);
     name_ok && rate_ok && params_ok
-}
-
-/// `RTP/AVP` or `RTP/AVPF` when `transport-protocol` asks for one; SRTP profiles are not
-/// produced by this relay (the caller refuses them before).
-fn plain_rtp_profile(protocol: Option<TransportProtocol>) -> Option<&'static str> {
-    match protocol {
-        Some(TransportProtocol::RtpAvp) => Some("RTP/AVP"),
-        Some(TransportProtocol::RtpAvpf) => Some("RTP/AVPF"),
-        _ => None,
-    }
 }
 
 fn manage_origin(

@@ -9,8 +9,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use anchorage_relay::{Liveness, MediaPair, PortPair, SdpPeer, Side, StreamFlags};
+use anchorage_relay::{Liveness, MediaPair, PortPair, SdpPeer, Side, SrtpKeys, StreamFlags};
 
+use crate::sdes::{SdesParty, Transport};
 use crate::sdp_out::OriginState;
 
 /// The relay's handle on a dialog's media, unique for the relay's lifetime; the I/O layer
@@ -43,6 +44,28 @@ pub struct Stream {
     /// whatever the answer says: rtpengine decides this at the offer, and a proxy passes
     /// the option with the offer only.
     pub mux_accepted: bool,
+    /// How the relay carries the stream towards each side: plain RTP, SDES-SRTP it
+    /// encrypts, or untouched.
+    pub transport: [Transport; 2],
+    /// The SDES keys per side (used when that side's transport is SDES).
+    pub sdes: [SdesParty; 2],
+}
+
+impl Stream {
+    /// The SRTP keys the data plane uses for `side`: `None` unless the relay encrypts it.
+    pub fn srtp_keys(&self, side: Side) -> Option<SrtpKeys> {
+        self.transport[at(side)]
+            .is_sdes()
+            .then(|| self.sdes[at(side)].keys())
+    }
+
+    /// `base` with the SRTP keys of `side` on this stream.
+    pub fn leg_flags(&self, side: Side, base: StreamFlags) -> StreamFlags {
+        StreamFlags {
+            srtp: self.srtp_keys(side),
+            ..base
+        }
+    }
 }
 
 /// The media between two parties of a call.

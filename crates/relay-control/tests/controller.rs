@@ -11,7 +11,7 @@ use anchorage_relay::{Interface, PortRange, Side, Timeouts};
 use anchorage_relay_control::{
     Config, Controller, ExpiryReason, MediaAction, Now, PortBinder, SessionKey,
 };
-use rand::rngs::SmallRng;
+use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 /// Binds nothing; refuses the ports listed in `taken` (held by "another process").
@@ -48,7 +48,7 @@ impl Relay {
         let t0 = Instant::now();
         let controller = Controller::new(
             config,
-            &mut SmallRng::seed_from_u64(7),
+            &mut StdRng::seed_from_u64(7),
             Now {
                 mono: t0,
                 unix_us: 1_800_000_000_000_000,
@@ -534,9 +534,9 @@ fn bad_requests_get_rtpengines_errors_and_change_nothing() {
         error_of(&relay.send(offer("c1", "a", no_media)).0),
         "Incomplete SDP specification"
     );
-    let mut srtp = offer("c1", "a", ALICE);
-    srtp.push(("transport-protocol", text("RTP/SAVP")));
-    assert!(error_of(&relay.send(srtp).0).contains("not supported"));
+    let mut dtls = offer("c1", "a", ALICE);
+    dtls.push(("transport-protocol", text("UDP/TLS/RTP/SAVPF")));
+    assert!(error_of(&relay.send(dtls).0).contains("does not terminate DTLS-SRTP"));
     sdp_of(&relay.send(offer("c1", "a", ALICE)).0);
     assert_eq!(
         error_of(&relay.send(answer("c1", "zz", "b", BOB)).0),

@@ -9,6 +9,8 @@
 //!   port goes, and from which local port.
 //! * [`latch`]: endpoint learning (delayed, immediate, heuristic, off), strict source, media
 //!   handover, asymmetric.
+//! * [`srtp`]: SDES-keyed SRTP/SRTCP per leg (RFC 3711, RFC 4568 suites) on `rtc-srtp`:
+//!   [`MediaPair::relay`] decrypts what an encrypted leg sends and encrypts what it receives.
 //! * [`stats`]: packets, bytes, errors, last packet, RTP loss and jitter (RFC 3550 A.1/A.3/A.8).
 //! * [`timeout`]: media timeout and offer timeout.
 //!
@@ -50,6 +52,7 @@ pub mod interface;
 pub mod latch;
 pub mod packet;
 pub mod ports;
+pub mod srtp;
 pub mod stats;
 pub mod stream;
 pub mod stun;
@@ -58,9 +61,10 @@ pub mod timeout;
 pub use interface::{Interface, InterfaceError};
 pub use latch::{EndpointLearning, LearningFlags, LEARNING_WINDOW};
 pub use ports::{PortError, PortPair, PortPool, PortRange};
+pub use srtp::{MasterKey, SrtpError, SrtpKey, SrtpKeys, SrtpStats, SrtpSuite};
 pub use stats::{RtpReception, StreamStats};
 pub use stream::{
     Decision, DropReason, Forward, LegConfig, LegConfigError, LegStats, LocalSocket, MediaPair,
-    SdpPeer, Side, SocketKind, StreamFlags,
+    Payload, Relayed, SdpPeer, Side, SocketKind, StreamFlags,
 };
 pub use timeout::{Expiry, Liveness, Timeouts};

@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use crate::latch::{Latch, LearningFlags, Refusal};
 use crate::packet;
+use crate::srtp::{SrtpError, SrtpKeys, SrtpSession, SrtpStats};
 use crate::stats::{StreamStats, DEFAULT_CLOCK_RATE};
 
 /// One of the two legs of a media pair.
@@ -94,6 +95,10 @@ pub struct StreamFlags {
     /// ICE credentials the relay gave this leg (`ICE=force`): its STUN checks on the leg's
     /// ports are answered ([`crate::stun`]).
     pub ice: Option<crate::stun::IceCredentials>,
+    /// The leg is SRTP, keyed with SDES: the relay decrypts what it receives from the leg and
+    /// encrypts what it sends to it ([`MediaPair::relay`]). `None`: plain RTP, or SRTP that
+    /// passes through untouched.
+    pub srtp: Option<SrtpKeys>,
 }
 
 /// What the relay knows about one leg of a media pair when it is created or re-signalled.
@@ -134,6 +139,9 @@ pub enum DropReason {
     NoDestination,
     /// The packet's local socket is not part of this pair.
     UnknownSocket,
+    /// SRTP: the packet from an encrypted leg did not decrypt, or the packet for an encrypted
+    /// leg could not be encrypted (counted in the leg's [`SrtpStats`]).
+    Srtp(SrtpError),
 }
 
 /// Send the datagram unchanged.
@@ -147,6 +155,39 @@ pub struct Forward {
     pub to: SocketAddr,
     /// The datagram is RTCP.
     pub rtcp: bool,
+}
+
+/// Which bytes to send for a datagram that [`MediaPair::relay`] forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// The datagram as it arrived (no SRTP on either leg).
+    Unchanged,
+    /// The buffer given to [`MediaPair::relay`]: the datagram decrypted, encrypted, or both.
+    Rewritten,
+}
+
+/// The outcome of [`MediaPair::relay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    /// Where the datagram goes, or why it is dropped.
+    pub decision: Decision,
+    /// Which bytes to send when it is forwarded.
+    pub payload: Payload,
+    /// The datagram was authenticated and decrypted (its length as received).
+    pub decrypted: Option<usize>,
+    /// The datagram was encrypted for its destination (the length sent).
+    pub encrypted: Option<usize>,
+}
+
+impl Relayed {
+    fn plain(decision: Decision) -> Relayed {
+        Relayed {
+            decision,
+            payload: Payload::Unchanged,
+            decrypted: None,
+            encrypted: None,
+        }
+    }
 }
 
 /// The outcome of [`MediaPair::on_packet`].
@@ -165,9 +206,20 @@ pub struct LegStats {
     pub rtp: StreamStats,
     /// RTCP received from the leg (on the RTCP port, or demultiplexed from the RTP port).
     pub rtcp: StreamStats,
+    /// SRTP: what was decrypted from the leg and encrypted towards it, and the failures.
+    pub srtp: SrtpStats,
 }
 
 impl LegStats {
+    /// Counts a dropped datagram on the RTP or RTCP counters.
+    fn record_error(&mut self, rtcp: bool) {
+        if rtcp {
+            self.rtcp.record_error();
+        } else {
+            self.rtp.record_error();
+        }
+    }
+
     /// The later of the RTP and RTCP last-packet times.
     pub fn last_packet(&self) -> Option<Instant> {
         self.rtp.last_packet().max(self.rtcp.last_packet())
@@ -180,19 +232,40 @@ struct Leg {
     rtp: Latch,
     rtcp: Latch,
     stats: LegStats,
+    /// Decrypts what the leg sends (its own key).
+    srtp_in: Option<SrtpSession>,
+    /// Encrypts what the relay sends to the leg (the relay's key for it).
+    srtp_out: Option<SrtpSession>,
 }
 
 impl Leg {
     fn new(config: LegConfig, now: Instant) -> Self {
+        let keys = config.flags.srtp.unwrap_or_default();
         Self {
             rtp: Latch::new(config.remote.map(|r| r.rtp), now),
             rtcp: Latch::new(config.remote.map(|r| r.rtcp), now),
             stats: LegStats {
                 rtp: StreamStats::with_clock_rate(DEFAULT_CLOCK_RATE),
                 rtcp: StreamStats::default(),
+                srtp: SrtpStats::default(),
             },
+            srtp_in: keys.inbound.map(SrtpSession::new),
+            srtp_out: keys.outbound.map(SrtpSession::new),
             config,
         }
+    }
+
+    /// New keys from signalling: a direction whose key is unchanged keeps its context (its
+    /// rollover counter and replay window); a new key starts a new one.
+    fn rekey(&mut self, keys: Option<SrtpKeys>) {
+        let keys = keys.unwrap_or_default();
+        let keep = |session: &mut Option<SrtpSession>, key: Option<crate::srtp::SrtpKey>| {
+            if session.as_ref().map(|s| *s.key()) != key {
+                *session = key.map(SrtpSession::new);
+            }
+        };
+        keep(&mut self.srtp_in, keys.inbound);
+        keep(&mut self.srtp_out, keys.outbound);
     }
 
     fn local(&self, kind: SocketKind) -> Option<SocketAddr> {
@@ -271,6 +344,11 @@ impl MediaPair {
         }
     }
 
+    /// The SRTP keys of a leg, if the relay encrypts it.
+    pub fn srtp(&self, side: Side) -> Option<SrtpKeys> {
+        self.leg(side).config.flags.srtp
+    }
+
     /// Whether a leg's RTP endpoint is confirmed.
     pub fn is_confirmed(&self, side: Side) -> bool {
         self.leg(side).rtp.is_confirmed()
@@ -317,6 +395,7 @@ impl MediaPair {
         if leg.config.local_rtcp.is_none() && !rtcp_mux {
             return Err(LegConfigError::MissingRtcpPort(side));
         }
+        leg.rekey(flags.srtp);
         leg.config.remote = remote;
         leg.config.rtcp_mux = rtcp_mux;
         leg.config.flags = flags;
@@ -345,16 +424,105 @@ impl MediaPair {
     /// Counts a send failure for the datagram that `forward` described (on the stream it
     /// came from).
     pub fn record_send_error(&mut self, from: Side, rtcp: bool) {
-        let stats = &mut self.leg_mut(from).stats;
-        if rtcp {
-            stats.rtcp.record_error();
+        self.leg_mut(from).stats.record_error(rtcp);
+    }
+
+    /// The whole relay step for one datagram: for a leg the relay encrypts, first authenticate
+    /// and decrypt what it sent (a packet that fails is dropped and counted **before** it can
+    /// teach the latch anything), then [`MediaPair::on_packet`] decides where it goes, then it
+    /// is encrypted for the destination leg if that leg is encrypted. The bytes to send are
+    /// the datagram itself ([`Payload::Unchanged`]) or `out` ([`Payload::Rewritten`]).
+    pub fn relay(
+        &mut self,
+        on: LocalSocket,
+        source: SocketAddr,
+        packet: &[u8],
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Relayed {
+        let ingress_srtp = self.leg(on.side).config.flags.srtp.is_some();
+        let egress_srtp = self.leg(on.side.other()).config.flags.srtp.is_some();
+        if !ingress_srtp && !egress_srtp {
+            return Relayed::plain(self.on_packet(on, source, packet, now));
+        }
+        let rtcp = on.kind == SocketKind::Rtcp || packet::is_rtcp(packet);
+        let plain = if ingress_srtp {
+            let leg = self.leg_mut(on.side);
+            let result = match leg.srtp_in.as_mut() {
+                Some(session) => session.unprotect(packet, rtcp),
+                None => Err(SrtpError::NoKey),
+            };
+            match result {
+                Ok(plain) => {
+                    leg.stats.srtp.decrypted_packets += 1;
+                    leg.stats.srtp.decrypted_bytes += packet.len() as u64;
+                    Some(plain)
+                }
+                Err(error) => {
+                    leg.stats.srtp.record_failure(error);
+                    leg.stats.record_error(rtcp);
+                    return Relayed::plain(Decision::Drop(DropReason::Srtp(error)));
+                }
+            }
         } else {
-            stats.rtp.record_error();
+            None
+        };
+        let decrypted = plain.as_ref().map(|_| packet.len());
+        let forward = match self.on_packet(on, source, packet, now) {
+            Decision::Forward(forward) => forward,
+            drop @ Decision::Drop(_) => {
+                return Relayed {
+                    decrypted,
+                    ..Relayed::plain(drop)
+                }
+            }
+        };
+        if !egress_srtp {
+            let Some(plain) = plain else {
+                return Relayed::plain(Decision::Forward(forward));
+            };
+            out.clear();
+            out.extend_from_slice(&plain);
+            return Relayed {
+                decision: Decision::Forward(forward),
+                payload: Payload::Rewritten,
+                decrypted,
+                encrypted: None,
+            };
+        }
+        let clear = plain.as_deref().unwrap_or(packet);
+        let egress = self.leg_mut(forward.via.side);
+        let result = match egress.srtp_out.as_mut() {
+            Some(session) => session.protect(clear, forward.rtcp),
+            None => Err(SrtpError::NoKey),
+        };
+        match result {
+            Ok(secured) => {
+                egress.stats.srtp.encrypted_packets += 1;
+                egress.stats.srtp.encrypted_bytes += secured.len() as u64;
+                out.clear();
+                out.extend_from_slice(&secured);
+                Relayed {
+                    decision: Decision::Forward(forward),
+                    payload: Payload::Rewritten,
+                    decrypted,
+                    encrypted: Some(out.len()),
+                }
+            }
+            Err(error) => {
+                egress.stats.srtp.record_failure(error);
+                self.leg_mut(on.side).stats.record_error(forward.rtcp);
+                Relayed {
+                    decrypted,
+                    ..Relayed::plain(Decision::Drop(DropReason::Srtp(error)))
+                }
+            }
         }
     }
 
     /// The forwarding decision for one datagram of `packet` that arrived at `now` from
-    /// `source` on local socket `on`: learn, count, and say where to send it.
+    /// `source` on local socket `on`: learn, count, and say where to send it. It does not
+    /// apply SRTP: the data plane calls [`MediaPair::relay`], which does.
     #[inline]
     pub fn on_packet(
         &mut self,

@@ -171,7 +171,7 @@ impl MediaWorkers {
             side,
             remote,
             rtcp_mux,
-            flags,
+            flags: Box::new(flags),
             reply,
         };
         self.send(self.worker_for(key), command)?;

@@ -12,7 +12,10 @@ use std::io::ErrorKind;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use anchorage_relay::{Decision, LocalSocket, MediaPair, SdpPeer, Side, SocketKind, StreamFlags};
+use anchorage_relay::{
+    Decision, DropReason, LocalSocket, MediaPair, Payload, SdpPeer, Side, SocketKind, SrtpStats,
+    StreamFlags,
+};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use tokio::sync::oneshot;
@@ -30,6 +33,9 @@ pub struct ForwardTotals {
     pub dropped: u64,
     /// Datagrams whose send failed.
     pub send_errors: u64,
+    /// SRTP: packets authenticated and decrypted from encrypted legs, their bytes, packets
+    /// encrypted towards encrypted legs, their bytes, and the failures by kind.
+    pub srtp: SrtpStats,
 }
 
 /// A worker's calls with their last packet times, and its totals.
@@ -63,7 +69,8 @@ pub(crate) enum Command {
         side: Side,
         remote: Option<SdpPeer>,
         rtcp_mux: bool,
-        flags: StreamFlags,
+        /// Boxed: with SRTP keys the options are ~200 bytes, and every command would be.
+        flags: Box<StreamFlags>,
         reply: oneshot::Sender<Result<(), MediaError>>,
     },
     Remove {
@@ -130,6 +137,8 @@ pub(crate) struct Worker {
     free_calls: Vec<usize>,
     by_key: HashMap<CallKey, usize>,
     buffer: Box<[u8]>,
+    /// Where SRTP puts a rewritten datagram.
+    rewritten: Vec<u8>,
     totals: ForwardTotals,
 }
 
@@ -144,6 +153,7 @@ impl Worker {
             free_calls: Vec::new(),
             by_key: HashMap::new(),
             buffer: vec![0; RECV_BUFFER].into_boxed_slice(),
+            rewritten: Vec::with_capacity(2048),
             totals: ForwardTotals::default(),
         }
     }
@@ -228,13 +238,32 @@ impl Worker {
                     continue;
                 }
             }
-            let forward = match media_entry.pair.on_packet(on, source, packet, now) {
+            let relayed = media_entry
+                .pair
+                .relay(on, source, packet, now, &mut self.rewritten);
+            if let Some(bytes) = relayed.decrypted {
+                self.totals.srtp.decrypted_packets += 1;
+                self.totals.srtp.decrypted_bytes += bytes as u64;
+            }
+            let forward = match relayed.decision {
                 Decision::Forward(forward) => forward,
-                Decision::Drop(_) => {
+                Decision::Drop(reason) => {
+                    if let DropReason::Srtp(error) = reason {
+                        self.totals.srtp.record_failure(error);
+                    }
                     self.totals.dropped += 1;
                     continue;
                 }
             };
+            if let Some(bytes) = relayed.encrypted {
+                self.totals.srtp.encrypted_packets += 1;
+                self.totals.srtp.encrypted_bytes += bytes as u64;
+            }
+            let payload = match relayed.payload {
+                Payload::Unchanged => packet,
+                Payload::Rewritten => &self.rewritten[..],
+            };
+            let len = payload.len();
             let via = media_entry
                 .tokens
                 .get(side_index(forward.via.side))
@@ -244,7 +273,7 @@ impl Worker {
             let sent = via
                 .and_then(|t| self.sockets.get(t.0))
                 .and_then(Option::as_ref)
-                .map(|out| out.socket.send_to(packet, forward.to));
+                .map(|out| out.socket.send_to(payload, forward.to));
             if matches!(sent, Some(Ok(n)) if n == len) {
                 self.totals.packets += 1;
                 self.totals.bytes += len as u64;
@@ -296,7 +325,7 @@ impl Worker {
                     .and_then(|entry| {
                         entry
                             .pair
-                            .update_leg(side, remote, rtcp_mux, flags, Instant::now())
+                            .update_leg(side, remote, rtcp_mux, *flags, Instant::now())
                             .map_err(MediaError::Leg)
                     });
                 let _ = reply.send(result);

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::latch::EndpointLearning;
+use crate::srtp::{SrtpError, SrtpKeys, SrtpSession};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -402,4 +403,172 @@ fn counters_loss_and_last_packet_per_leg() {
     );
     assert_eq!(pair.last_packet(), Some(t0 + ms(100)));
     assert_eq!(pair.stats(Side::B).rtp.packets(), 0);
+}
+
+fn srtp_key(fill: u8) -> crate::srtp::SrtpKey {
+    let suite = crate::srtp::SrtpSuite::AesCm128HmacSha1_80;
+    crate::srtp::SrtpKey {
+        suite,
+        master: crate::srtp::MasterKey::new(suite, &[fill; 30]).unwrap(),
+        lifetime: None,
+    }
+}
+
+/// A with SDES (A sends under 0xaa, the relay sends to A under 0x11), B plain.
+fn srtp_pair(now: Instant) -> MediaPair {
+    let a_flags = StreamFlags {
+        srtp: Some(SrtpKeys {
+            inbound: Some(srtp_key(0xaa)),
+            outbound: Some(srtp_key(0x11)),
+        }),
+        ..StreamFlags::default()
+    };
+    MediaPair::new(
+        leg(A_LOCAL, Some(A_LOCAL_RTCP), Some(A_SDP), a_flags),
+        leg(
+            B_LOCAL,
+            Some(B_LOCAL_RTCP),
+            Some(B_SDP),
+            StreamFlags::default(),
+        ),
+        now,
+    )
+    .unwrap()
+}
+
+#[test]
+fn relay_without_srtp_forwards_the_datagram_itself() {
+    let t0 = epoch();
+    let mut pair = pair_with(StreamFlags::default(), t0);
+    let mut out = Vec::new();
+    let relayed = pair.relay(A_RTP, addr(A_SDP), &rtp(1), t0, &mut out);
+    assert_eq!(relayed.payload, Payload::Unchanged);
+    assert_eq!(forward(relayed.decision).to, addr(B_SDP));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn relay_decrypts_an_sdes_leg_and_encrypts_towards_it() {
+    let t0 = epoch();
+    let mut pair = srtp_pair(t0);
+    let mut a_sends = SrtpSession::new(srtp_key(0xaa));
+    let mut a_receives = SrtpSession::new(srtp_key(0x11));
+    let mut out = Vec::new();
+    let secured = a_sends.protect(&rtp(1), false).unwrap();
+    let relayed = pair.relay(A_RTP, addr(A_SDP), &secured, t0, &mut out);
+    assert_eq!(relayed.payload, Payload::Rewritten);
+    assert_eq!(relayed.decrypted, Some(secured.len()));
+    assert_eq!(out, rtp(1));
+    assert_eq!(forward(relayed.decision).to, addr(B_SDP));
+    let relayed = pair.relay(B_RTP, addr(B_SDP), &rtp(2), t0, &mut out);
+    assert_eq!(relayed.encrypted, Some(out.len()));
+    assert_eq!(a_receives.unprotect(&out, false).unwrap(), rtp(2));
+    // SRTCP on the RTCP port, plain RTCP back.
+    let secured = a_sends.protect(&RTCP_RR, true).unwrap();
+    let relayed = pair.relay(A_RTCP, addr("192.0.2.10:4001"), &secured, t0, &mut out);
+    assert_eq!(forward(relayed.decision).via, B_RTCP);
+    assert_eq!(out, RTCP_RR);
+    pair.relay(B_RTCP, addr("198.51.100.20:5001"), &RTCP_RR, t0, &mut out);
+    assert_eq!(a_receives.unprotect(&out, true).unwrap(), RTCP_RR);
+    let srtp = pair.stats(Side::A).srtp;
+    assert_eq!((srtp.decrypted_packets, srtp.encrypted_packets), (2, 2));
+}
+
+#[test]
+fn a_packet_that_fails_authentication_teaches_the_latch_nothing() {
+    let t0 = epoch();
+    let mut pair = srtp_pair(t0);
+    let mut stranger = SrtpSession::new(srtp_key(0x66));
+    let mut out = Vec::new();
+    // Within the learning window a stranger's packet would move A's destination; a forged
+    // or plain one is dropped first.
+    let forged = stranger.protect(&rtp(1), false).unwrap();
+    let relayed = pair.relay(A_RTP, addr("192.0.2.99:6000"), &forged, t0, &mut out);
+    assert_eq!(
+        relayed.decision,
+        Decision::Drop(DropReason::Srtp(SrtpError::Authentication))
+    );
+    let relayed = pair.relay(A_RTP, addr("192.0.2.99:6000"), &rtp(2), t0, &mut out);
+    assert_eq!(
+        relayed.decision,
+        Decision::Drop(DropReason::Srtp(SrtpError::Authentication))
+    );
+    assert_eq!(pair.rtp_destination(Side::A), Some(addr(A_SDP)));
+    let stats = pair.stats(Side::A);
+    assert_eq!(
+        (
+            stats.srtp.auth_failures,
+            stats.rtp.errors(),
+            stats.rtp.packets()
+        ),
+        (2, 2, 0)
+    );
+    // A replay of a good packet is dropped as one.
+    let mut a_sends = SrtpSession::new(srtp_key(0xaa));
+    let good = a_sends.protect(&rtp(3), false).unwrap();
+    forward(pair.relay(A_RTP, addr(A_SDP), &good, t0, &mut out).decision);
+    let again = pair.relay(A_RTP, addr(A_SDP), &good, t0, &mut out);
+    assert_eq!(
+        again.decision,
+        Decision::Drop(DropReason::Srtp(SrtpError::Replay))
+    );
+    assert_eq!(pair.stats(Side::A).srtp.replayed, 1);
+}
+
+#[test]
+fn without_the_partys_key_its_packets_are_dropped_and_a_lifetime_is_honoured() {
+    let t0 = epoch();
+    let no_key = StreamFlags {
+        srtp: Some(SrtpKeys {
+            inbound: None,
+            outbound: Some(srtp_key(0x11)),
+        }),
+        ..StreamFlags::default()
+    };
+    let mut pair = MediaPair::new(
+        leg(A_LOCAL, Some(A_LOCAL_RTCP), Some(A_SDP), no_key),
+        leg(
+            B_LOCAL,
+            Some(B_LOCAL_RTCP),
+            Some(B_SDP),
+            StreamFlags::default(),
+        ),
+        t0,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let relayed = pair.relay(A_RTP, addr(A_SDP), &rtp(1), t0, &mut out);
+    assert_eq!(
+        relayed.decision,
+        Decision::Drop(DropReason::Srtp(SrtpError::NoKey))
+    );
+    // The key arrives with a lifetime of two packets.
+    let key = crate::srtp::SrtpKey {
+        lifetime: Some(2),
+        ..srtp_key(0xaa)
+    };
+    let keyed = StreamFlags {
+        srtp: Some(SrtpKeys {
+            inbound: Some(key),
+            outbound: Some(srtp_key(0x11)),
+        }),
+        ..StreamFlags::default()
+    };
+    pair.update_leg(Side::A, Some(SdpPeer::new(addr(A_SDP))), false, keyed, t0)
+        .unwrap();
+    let mut a_sends = SrtpSession::new(srtp_key(0xaa));
+    for seq in 2..4 {
+        let secured = a_sends.protect(&rtp(seq), false).unwrap();
+        forward(
+            pair.relay(A_RTP, addr(A_SDP), &secured, t0, &mut out)
+                .decision,
+        );
+    }
+    let secured = a_sends.protect(&rtp(4), false).unwrap();
+    let relayed = pair.relay(A_RTP, addr(A_SDP), &secured, t0, &mut out);
+    assert_eq!(
+        relayed.decision,
+        Decision::Drop(DropReason::Srtp(SrtpError::KeyExhausted))
+    );
+    assert_eq!(pair.stats(Side::A).srtp.other_failures, 2);
 }
