@@ -446,3 +446,38 @@ fn a_relay_out_of_ports_is_skipped_for_the_next_node_then_the_call_gets_503() {
     b.advance(Duration::from_secs(2));
     assert!(node_up(&b, "r1") && node_up(&b, "r2"));
 }
+
+#[test]
+fn an_offer_given_up_on_is_deleted_on_its_node_when_the_call_goes_to_another() {
+    let mut b = Bench::new(TWO_RELAYS);
+    // r1 answers its pings but drops offers: the proxy gives up after the ng timeout (1 s) and
+    // tries r2. r1 may still carry the offer out late: a delete for the call follows it there.
+    b.set_relay("127.0.0.1:2223", Relay::PingsOnly);
+    assert!(b.try_call("late1").is_empty());
+    b.advance(Duration::from_millis(1_100));
+    let ng = b.take_ng();
+    let kinds: Vec<(u16, &'static str)> = ng
+        .iter()
+        .map(|n| {
+            let kind = match n.request.kind {
+                anchorage_ng::RequestKind::Offer(_) => "offer",
+                anchorage_ng::RequestKind::Delete(_) => "delete",
+                _ => "other",
+            };
+            (n.to.port(), kind)
+        })
+        .collect();
+    // The first offer to r1 (retransmitted), then the delete to r1, then the offer to r2.
+    assert!(kinds.contains(&(2223, "delete")), "{kinds:?}");
+    assert!(kinds.contains(&(2224, "offer")), "{kinds:?}");
+    let delete_at = kinds.iter().position(|k| *k == (2223, "delete"));
+    let last_offer_to_r1 = kinds.iter().rposition(|k| *k == (2223, "offer"));
+    assert!(delete_at > last_offer_to_r1, "{kinds:?}");
+    assert!(node_up(&b, "r1"), "dropping offers is not being dead");
+    let sent = b.take_sip_with_destination();
+    assert!(
+        sent.iter()
+            .any(|(to, m)| to.port() == 9 && m.method() == Some(Method::Invite)),
+        "the call went on through r2"
+    );
+}

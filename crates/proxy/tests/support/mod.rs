@@ -38,6 +38,8 @@ pub enum Relay {
     Silent,
     /// Its port is closed: every datagram draws "connection refused".
     Refuses,
+    /// Answers pings and nothing else (a relay whose control plane drops offers).
+    PingsOnly,
     /// Answers pings, and every other request with this error (e.g. "Ran out of ports").
     Errors(anchorage_ng::ErrorReason),
 }
@@ -187,6 +189,11 @@ impl Bench {
             Relay::Answers | Relay::Errors(_) => self.delayed.push((self.now, to, bytes)),
             Relay::Slow(delay) => self.delayed.push((self.now + delay, to, bytes)),
             Relay::Silent => {}
+            Relay::PingsOnly => {
+                if is_ping {
+                    self.delayed.push((self.now, to, bytes));
+                }
+            }
             Relay::Refuses => self.proxy.handle_relay_refused(to, self.now),
         }
     }

@@ -227,6 +227,19 @@ impl Proxy {
                         .get(&key)
                         .filter(|t| t.final_status.is_none() && !t.cancelled)
                         .map(|t| t.request.clone());
+                    // No reply at all: a busy relay may still carry the offer out late, and
+                    // nobody would ever delete that session (a relay keeps an unanswered offer
+                    // for its offer timeout, an hour by default). The call goes elsewhere, so
+                    // a delete follows it on this node (sent after the offer, so done after it).
+                    if initial && reply.is_none() {
+                        let call_id = self
+                            .servers
+                            .get(&key)
+                            .and_then(|t| t.request.call_id().ok().map(str::to_string));
+                        if let Some(call_id) = call_id {
+                            self.delete_or_orphan(node, &call_id, now);
+                        }
+                    }
                     match (initial, open) {
                         (true, Some(req)) => self.send_offer(&key, &req, policy, tried, now),
                         (false, Some(_)) => self.respond(&key, 503, "Media Relay Failed", now),
