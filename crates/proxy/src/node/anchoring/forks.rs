@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::media::{self, NodeId, Policy};
 use crate::routing::Target;
 
-use crate::node::anchoring::{carries_sdp, tag_of, CallMedia, ForkBranch, LegMedia, MediaWait};
+use crate::node::anchoring::{carries_sdp, tag_of, ForkBranch, MediaWait};
 use crate::node::transactions::ServerKey;
 use crate::node::Proxy;
 
@@ -133,22 +133,12 @@ impl Proxy {
             return;
         }
         if !self.call_media.contains_key(&call_id) {
-            self.relays.count_call(node, 1);
-            self.call_media.insert(
-                call_id.clone(),
-                CallMedia {
-                    node,
-                    policy,
-                    caller_tag: from_tag.clone(),
-                    caller: LegMedia {
-                        received: Some(request.body_bytes()),
-                        ..LegMedia::default()
-                    },
-                    callee: LegMedia::default(),
-                    answer_in_ack: false,
-                    answer_in_prack: false,
-                    forks: Vec::new(),
-                },
+            self.anchor_call(
+                &call_id,
+                node,
+                policy,
+                from_tag.clone(),
+                Some(request.body_bytes()),
             );
         }
         let session = (call_id.as_str(), from_tag.as_str(), via_branch.as_str());

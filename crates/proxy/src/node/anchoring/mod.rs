@@ -54,6 +54,37 @@ pub(in crate::node) struct ForkBranch {
     pub(in crate::node) sent: Option<Bytes>,
 }
 
+impl Proxy {
+    /// The call is anchored on `node` (its first relay session there): counted on the node
+    /// and recorded with the caller's tag and, if known, the caller's SDP.
+    pub(in crate::node) fn anchor_call(
+        &mut self,
+        call_id: &str,
+        node: NodeId,
+        policy: Policy,
+        caller_tag: String,
+        caller_sdp: Option<bytes::Bytes>,
+    ) {
+        self.relays.count_call(node, 1);
+        self.call_media.insert(
+            call_id.to_string(),
+            CallMedia {
+                node,
+                policy,
+                caller_tag,
+                caller: LegMedia {
+                    received: caller_sdp,
+                    ..LegMedia::default()
+                },
+                callee: LegMedia::default(),
+                answer_in_ack: false,
+                answer_in_prack: false,
+                forks: Vec::new(),
+            },
+        );
+    }
+}
+
 impl CallMedia {
     /// (the leg with `tag`, the other leg).
     pub(in crate::node) fn legs_from(&mut self, tag: &str) -> (&mut LegMedia, &mut LegMedia) {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::media;
 use crate::node::anchoring::forks::ForkWait;
-use crate::node::anchoring::{tag_of, CallMedia, LegMedia, MediaWait};
+use crate::node::anchoring::{tag_of, MediaWait};
 use crate::node::io::Datagram;
 use crate::node::Proxy;
 
@@ -79,20 +79,7 @@ impl Proxy {
                             .map(|s| tag_of(s.request.from()))
                             .unwrap_or_default();
                         tracing::debug!(%call_id, node, "call anchored by a late offer");
-                        self.relays.count_call(node, 1);
-                        self.call_media.insert(
-                            call_id.clone(),
-                            CallMedia {
-                                node,
-                                policy,
-                                caller_tag,
-                                caller: LegMedia::default(),
-                                callee: LegMedia::default(),
-                                answer_in_ack: false,
-                                answer_in_prack: false,
-                                forks: Vec::new(),
-                            },
-                        );
+                        self.anchor_call(call_id, node, policy, caller_tag, None);
                     }
                     if let Some(call) = call_id.and_then(|c| self.call_media.get_mut(&c)) {
                         call.answer_in_ack = status >= 200;
@@ -180,20 +167,7 @@ impl Proxy {
                     }
                     if initial {
                         tracing::debug!(%call_id, node, "call anchored");
-                        self.relays.count_call(node, 1);
-                        self.call_media.insert(
-                            call_id.clone(),
-                            CallMedia {
-                                node,
-                                policy,
-                                caller_tag: offerer.clone(),
-                                caller: LegMedia::default(),
-                                callee: LegMedia::default(),
-                                answer_in_ack: false,
-                                answer_in_prack: false,
-                                forks: Vec::new(),
-                            },
-                        );
+                        self.anchor_call(&call_id, node, policy, offerer.clone(), None);
                     }
                     if let Some(call) = self.call_media.get_mut(&call_id) {
                         let (from, to) = call.legs_from(&offerer);
