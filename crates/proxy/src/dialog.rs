@@ -3,7 +3,6 @@
 //! an INVITE forks) become confirmed on 2xx; the others go when the INVITE completes; a dialog
 //! ends on BYE or when it reaches its maximum age.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -132,54 +131,45 @@ impl Dialog {
     }
 }
 
-/// All dialogs of a node, grouped by Call-ID (a forked call has several): every update touches
-/// one call's few dialogs, never the whole table.
-#[derive(Debug, Default)]
-pub struct Dialogs {
-    calls: HashMap<String, Vec<Dialog>>,
-    count: usize,
+/// The dialogs of one call (one while it is confirmed, several while an INVITE forks): the
+/// dialog part of the call's aggregate (`node::calls`). Every update touches one call's few
+/// dialogs, never a node-wide table.
+#[derive(Debug, Default, Clone)]
+pub struct CallDialogs {
+    list: Vec<Dialog>,
 }
 
-impl Dialogs {
+impl CallDialogs {
     /// Number of dialogs.
     pub fn len(&self) -> usize {
-        self.count
+        self.list.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.list.is_empty()
     }
 
-    /// Every dialog, in no particular order.
+    /// The dialogs, in the order they were created.
     pub fn iter(&self) -> impl Iterator<Item = &Dialog> {
-        self.calls.values().flatten()
+        self.list.iter()
     }
 
-    /// The dialogs of a Call-ID (several while an INVITE forks).
-    pub fn by_call_id<'a>(&'a self, call_id: &'a str) -> impl Iterator<Item = &'a Dialog> + 'a {
-        self.calls.get(call_id).into_iter().flatten()
+    /// The confirmed dialog (the one the call's media belongs to).
+    pub fn confirmed(&self) -> Option<&Dialog> {
+        self.list.iter().find(|d| d.state == DialogState::Confirmed)
     }
 
-    /// The confirmed dialog of a Call-ID (the one a call's media belongs to).
-    pub fn confirmed(&self, call_id: &str) -> Option<&Dialog> {
-        self.calls
-            .get(call_id)?
-            .iter()
-            .find(|d| d.state == DialogState::Confirmed)
-    }
-
-    /// The confirmed dialog of a Call-ID, to change.
-    pub fn confirmed_mut(&mut self, call_id: &str) -> Option<&mut Dialog> {
-        self.calls
-            .get_mut(call_id)?
+    /// The confirmed dialog, to change.
+    pub fn confirmed_mut(&mut self) -> Option<&mut Dialog> {
+        self.list
             .iter_mut()
             .find(|d| d.state == DialogState::Confirmed)
     }
 
     /// The dialog between the parties tagged `a` and `b` (either way round).
-    pub fn between(&self, call_id: &str, a: &str, b: &str) -> Option<&Dialog> {
-        self.calls.get(call_id)?.iter().find(|d| {
+    pub fn between(&self, a: &str, b: &str) -> Option<&Dialog> {
+        self.list.iter().find(|d| {
             (d.id.caller_tag == a && d.id.callee_tag == b)
                 || (d.id.caller_tag == b && d.id.callee_tag == a)
         })
@@ -188,12 +178,11 @@ impl Dialogs {
     /// Where the callee is reached: the hop the INVITE's winning branch went to.
     pub fn set_callee_hop(
         &mut self,
-        call_id: &str,
         callee_tag: &str,
         destination: SocketAddr,
         transport: Transport,
     ) {
-        for d in self.calls.get_mut(call_id).into_iter().flatten() {
+        for d in &mut self.list {
             if d.id.callee_tag == callee_tag && d.callee.source.is_none() {
                 d.callee.source = Some(destination);
                 d.callee.transport = Some(transport);
@@ -201,28 +190,23 @@ impl Dialogs {
         }
     }
 
-    /// Ends a dialog (the proxy ended it itself, e.g. after a failed re-anchoring).
-    pub fn remove(&mut self, id: &DialogId) -> bool {
-        self.retain_in_call(&id.call_id, |d| d.id != *id) > 0
+    /// Ends the confirmed dialog (the proxy ended the call itself); whether there was one.
+    pub fn remove_confirmed(&mut self) -> bool {
+        let before = self.list.len();
+        self.list.retain(|d| d.state != DialogState::Confirmed);
+        self.list.len() < before
     }
 
-    /// Keeps the dialogs of `call_id` for which `keep` holds; returns how many were removed.
-    fn retain_in_call(&mut self, call_id: &str, keep: impl Fn(&Dialog) -> bool) -> usize {
-        let Some(list) = self.calls.get_mut(call_id) else {
-            return 0;
-        };
-        let before = list.len();
-        list.retain(|d| keep(d));
-        let removed = before - list.len();
-        if list.is_empty() {
-            self.calls.remove(call_id);
-        }
-        self.count -= removed;
-        removed
+    /// Ends the dialogs older than `max_age`; returns how many ended.
+    pub fn expire(&mut self, now: Instant, max_age: Duration) -> usize {
+        let before = self.list.len();
+        self.list
+            .retain(|d| now.saturating_duration_since(d.created) < max_age);
+        before - self.list.len()
     }
 
-    /// Updates dialogs from a response to `request` (received from `source`); returns whether a
-    /// dialog was created or ended.
+    /// Updates the dialogs from a response to `request` (received from `source`), a request
+    /// of this call; returns whether a dialog was created or ended.
     pub fn on_response(
         &mut self,
         request: &Message,
@@ -253,83 +237,33 @@ impl Dialogs {
                 };
                 match status {
                     101..=299 => {
-                        let state = if status >= 200 {
-                            DialogState::Confirmed
-                        } else {
-                            DialogState::Early
+                        let caller = Leg {
+                            tag: id.caller_tag.clone(),
+                            remote_target: contact_uri(request),
+                            source: Some(source),
+                            transport: Some(transport),
+                            local: Some(local),
+                            last_cseq: request.cseq().ok().map(|c| c.seq),
                         };
-                        let list = self.calls.entry(id.call_id.clone()).or_default();
-                        let (index, created) = match list.iter().position(|d| d.id == id) {
-                            Some(i) => (i, false),
-                            None => {
-                                list.push(Dialog {
-                                    id: id.clone(),
-                                    state,
-                                    caller: Leg {
-                                        tag: id.caller_tag.clone(),
-                                        remote_target: contact_uri(request),
-                                        source: Some(source),
-                                        transport: Some(transport),
-                                        local: Some(local),
-                                        last_cseq: request.cseq().ok().map(|c| c.seq),
-                                    },
-                                    callee: Leg {
-                                        tag: id.callee_tag.clone(),
-                                        remote_target: None,
-                                        source: None,
-                                        transport: None,
-                                        local: None,
-                                        last_cseq: None,
-                                    },
-                                    record_route: Vec::new(),
-                                    created: now,
-                                    caller_identity: header_text(request, HeaderName::From),
-                                    callee_identity: String::new(),
-                                    renumber: Renumber::default(),
-                                });
-                                self.count += 1;
-                                (list.len() - 1, true)
-                            }
-                        };
-                        let Some(dialog) = list.get_mut(index) else {
-                            return false;
-                        };
-                        dialog.callee.remote_target =
-                            contact_uri(response).or(dialog.callee.remote_target.take());
-                        dialog.record_route = response
-                            .headers_of(HeaderName::RecordRoute)
-                            .flat_map(|h| h.values())
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                            .collect();
-                        dialog.callee_identity = header_text(response, HeaderName::To);
-                        if status >= 200 {
-                            dialog.state = DialogState::Confirmed;
-                            // Other early dialogs of this INVITE (forking) are over.
-                            self.retain_in_call(&id.call_id, |d| {
-                                !(d.id.caller_tag == id.caller_tag && d.state == DialogState::Early)
-                            });
-                        }
-                        created
+                        self.on_invite_dialog_response(id, caller, request, response, now)
                     }
-                    300.. => {
-                        self.retain_in_call(call_id, |d| {
-                            !(d.id.caller_tag == from_tag && d.state == DialogState::Early)
-                        }) > 0
-                    }
+                    300.. => self.retain(|d| {
+                        !(d.id.caller_tag == from_tag && d.state == DialogState::Early)
+                    }),
                     _ => false,
                 }
             }
             (Method::Bye, Some(to_tag)) if status >= 200 => {
                 // Either party may hang up: match the tags both ways.
-                self.retain_in_call(call_id, |d| {
+                self.retain(|d| {
                     let tags = (d.id.caller_tag.as_str(), d.id.callee_tag.as_str());
                     tags != (from_tag, to_tag) && tags != (to_tag, from_tag)
-                }) > 0
+                })
             }
             (_, Some(to_tag)) => {
                 // An in-dialog request: remember its CSeq on the leg that sent it.
                 let seq = request.cseq().ok().map(|c| c.seq);
-                for d in self.calls.get_mut(call_id).into_iter().flatten() {
+                for d in &mut self.list {
                     if d.id.caller_tag == from_tag && d.id.callee_tag == to_tag {
                         d.caller.last_cseq = seq.max(d.caller.last_cseq);
                     } else if d.id.callee_tag == from_tag && d.id.caller_tag == to_tag {
@@ -345,22 +279,72 @@ impl Dialogs {
         }
     }
 
-    /// Ends dialogs older than `max_age`.
-    /// Returns the Call-IDs left with no dialog (their media can go).
-    pub fn expire(&mut self, now: Instant, max_age: Duration) -> Vec<String> {
-        let mut removed = 0;
-        let mut ended = Vec::new();
-        self.calls.retain(|call_id, list| {
-            let before = list.len();
-            list.retain(|d| now.saturating_duration_since(d.created) < max_age);
-            removed += before - list.len();
-            if list.is_empty() {
-                ended.push(call_id.clone());
+    /// A 101–299 response to an initial INVITE: creates or updates the dialog `id`; a 2xx
+    /// confirms it and ends the INVITE's other early dialogs (forking). `caller` is the
+    /// caller's leg as the INVITE showed it.
+    fn on_invite_dialog_response(
+        &mut self,
+        id: DialogId,
+        caller: Leg,
+        request: &Message,
+        response: &Message,
+        now: Instant,
+    ) -> bool {
+        let Some(status) = response.status() else {
+            return false;
+        };
+        let state = if status >= 200 {
+            DialogState::Confirmed
+        } else {
+            DialogState::Early
+        };
+        let (index, created) = match self.list.iter().position(|d| d.id == id) {
+            Some(i) => (i, false),
+            None => {
+                self.list.push(Dialog {
+                    id: id.clone(),
+                    state,
+                    caller,
+                    callee: Leg {
+                        tag: id.callee_tag.clone(),
+                        remote_target: None,
+                        source: None,
+                        transport: None,
+                        local: None,
+                        last_cseq: None,
+                    },
+                    record_route: Vec::new(),
+                    created: now,
+                    caller_identity: header_text(request, HeaderName::From),
+                    callee_identity: String::new(),
+                    renumber: Renumber::default(),
+                });
+                (self.list.len() - 1, true)
             }
-            !list.is_empty()
-        });
-        self.count -= removed;
-        ended
+        };
+        let Some(dialog) = self.list.get_mut(index) else {
+            return false;
+        };
+        dialog.callee.remote_target = contact_uri(response).or(dialog.callee.remote_target.take());
+        dialog.record_route = response
+            .headers_of(HeaderName::RecordRoute)
+            .flat_map(|h| h.values())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        dialog.callee_identity = header_text(response, HeaderName::To);
+        if status >= 200 {
+            dialog.state = DialogState::Confirmed;
+            // Other early dialogs of this INVITE (forking) are over.
+            self.retain(|d| !(d.id.caller_tag == id.caller_tag && d.state == DialogState::Early));
+        }
+        created
+    }
+
+    /// Keeps the dialogs for which `keep` holds; whether any was removed.
+    fn retain(&mut self, keep: impl Fn(&Dialog) -> bool) -> bool {
+        let before = self.list.len();
+        self.list.retain(|d| keep(d));
+        self.list.len() < before
     }
 }
 

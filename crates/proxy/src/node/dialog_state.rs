@@ -13,7 +13,7 @@ use crate::node::Proxy;
 
 impl Proxy {
     pub(super) fn schedule_dialog_sweep(&mut self, now: Instant) {
-        if self.dialog_sweep.is_none() && !self.dialogs.is_empty() {
+        if self.dialog_sweep.is_none() && self.calls.dialog_count() > 0 {
             let at = now + Duration::from_secs(1);
             self.dialog_sweep = Some(at);
             self.timers.push(at, TimerRef::Dialogs);
@@ -26,7 +26,7 @@ impl Proxy {
         let to_tag = req.to().ok()?.tag()?.to_string();
         let from_tag = tag_of(req.from());
         let dialog = self
-            .dialogs
+            .calls
             .between(req.call_id().ok()?, &from_tag, &to_tag)?;
         Some(dialog.cseq_offset_from(&from_tag))
     }
@@ -52,14 +52,18 @@ impl Proxy {
         let Some(server) = self.servers.get(key) else {
             return;
         };
-        let changed = self.dialogs.on_response(
+        let Ok(call_id) = server.request.call_id() else {
+            return;
+        };
+        let (request, source, transport, local) = (
             &server.request,
             server.source,
             server.transport,
             server.local,
-            response,
-            now,
         );
+        let changed = self.calls.update_dialogs(call_id, |d| {
+            d.on_response(request, source, transport, local, response, now)
+        });
         if changed {
             self.schedule_dialog_sweep(now);
         }

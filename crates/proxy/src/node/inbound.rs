@@ -148,7 +148,7 @@ impl Proxy {
         if method == Method::Bye {
             if let Ok(call_id) = req.call_id() {
                 let call_id = call_id.to_string();
-                if self.moves.contains_key(&call_id) {
+                if self.calls.moving(&call_id).is_some() {
                     self.abandon_move(&call_id, now);
                 }
                 self.delete_media(&call_id, now);
@@ -157,7 +157,7 @@ impl Proxy {
         // A new server transaction.
         if matches!(method, Method::Invite | Method::Update) {
             if let Ok(call_id) = req.call_id() {
-                *self.open_offers.entry(call_id.to_string()).or_default() += 1;
+                self.calls.open_offer(call_id);
             }
         }
         let reliable = d.transport.is_reliable();

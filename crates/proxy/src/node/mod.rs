@@ -34,6 +34,7 @@
 //! transaction are forwarded statelessly by their Via, so calls survive the loss of a node.
 
 mod anchoring;
+mod calls;
 mod cancel;
 mod dialog_state;
 mod forward;
@@ -48,6 +49,7 @@ mod validate;
 mod waiting;
 
 pub use anchoring::{AnchoredCall, LegMedia};
+pub use calls::{CallId, Calls, Dialogs};
 pub use io::{CoreConfig, Counters, Datagram, Listener, ResolveQuery, Transmit};
 pub use moves::ReanchorMetrics;
 
@@ -58,13 +60,12 @@ use std::time::{Duration, Instant};
 use anchorage_sip::Message;
 use bytes::Bytes;
 
-use crate::dialog::Dialogs;
 use crate::flood::FloodGuard;
 use crate::media::{self, NodeId, Relays};
 use crate::Transport;
 use timers::TimerQueue;
 
-use crate::node::anchoring::{CallMedia, MediaWait};
+use crate::node::anchoring::MediaWait;
 use crate::node::timers::TimerRef;
 use crate::node::transactions::{ClientMachine, ClientTx, ServerKey, ServerMachine, ServerTx};
 
@@ -78,7 +79,8 @@ pub struct Proxy {
     timers: TimerQueue,
     flood: FloodGuard,
     out: VecDeque<Transmit>,
-    dialogs: Dialogs,
+    /// Every call's dialogs, media anchor, move and waiting state (one aggregate per call).
+    calls: Calls,
     counters: Counters,
     /// Our sent-by values, for loop detection and recognising our Vias.
     ours: Vec<(String, u16)>,
@@ -92,10 +94,8 @@ pub struct Proxy {
     next_query_id: u64,
     /// Media relays, the calls anchored on them, and ng requests awaiting a reply.
     relays: Relays,
-    call_media: HashMap<String, CallMedia>,
     media_waits: HashMap<(NodeId, anchorage_ng::RequestId), MediaWait>,
     /// Re-anchoring: calls being moved, jobs, our own transactions, pacing and counters.
-    moves: HashMap<String, moves::CallMove>,
     jobs: std::collections::BTreeMap<u64, moves::Job>,
     next_job: u64,
     own: HashMap<String, moves::own_tx::OwnTx>,
@@ -114,20 +114,13 @@ pub struct Proxy {
     pump_due: bool,
     /// The pace timer set, if any (one at a time).
     pace_timer: Option<Instant>,
-    /// Calls whose relay died while no node could take them, with since when they wait.
-    waiting: HashMap<String, Instant>,
-    /// The same calls in the order they started waiting (for the give-up time); entries of
+    /// The calls waiting for a relay in the order they started waiting (for the give-up time); entries of
     /// calls no longer waiting are skipped when met.
     waiting_order: VecDeque<(Instant, String)>,
     /// The give-up timer set, if any.
     give_up_timer: Option<Instant>,
-    /// Calls taken from `waiting` into a job that has not started their move yet.
-    resuming: std::collections::HashSet<String>,
     /// The waiting-retry timer set, if any.
     retry_timer: Option<Instant>,
-    /// INVITE and UPDATE server transactions without a final response, per Call-ID: a move
-    /// waits until its call has none (looked up, never scanned for).
-    open_offers: HashMap<String, u32>,
     /// How long the messages of the driver's latest batch waited before the core saw them.
     input_delay: Duration,
 }
@@ -171,7 +164,7 @@ impl Proxy {
             timers: TimerQueue::default(),
             flood,
             out: VecDeque::new(),
-            dialogs: Dialogs::default(),
+            calls: Calls::default(),
             counters: Counters::default(),
             ours,
             rng_state: seed | 1,
@@ -181,9 +174,7 @@ impl Proxy {
             waiting_for_resolution: HashMap::new(),
             next_query_id: 1,
             relays,
-            call_media: HashMap::new(),
             media_waits: HashMap::new(),
-            moves: HashMap::new(),
             jobs: std::collections::BTreeMap::new(),
             next_job: 1,
             own: HashMap::new(),
@@ -197,19 +188,21 @@ impl Proxy {
             orphans: HashMap::new(),
             pump_due: false,
             pace_timer: None,
-            waiting: HashMap::new(),
             waiting_order: VecDeque::new(),
             give_up_timer: None,
-            resuming: std::collections::HashSet::new(),
             retry_timer: None,
-            open_offers: HashMap::new(),
             input_delay: Duration::ZERO,
         }
     }
 
     /// The dialogs this node knows (for the management API).
-    pub fn dialogs(&self) -> &Dialogs {
-        &self.dialogs
+    pub fn dialogs(&self) -> Dialogs<'_> {
+        Dialogs::new(&self.calls)
+    }
+
+    /// The calls this node holds state for.
+    pub fn calls(&self) -> &Calls {
+        &self.calls
     }
 
     /// Counters.
@@ -288,7 +281,7 @@ impl Proxy {
 
     /// Where a call's media is anchored and the SDPs of its legs, if it is anchored.
     pub fn anchored_call(&self, call_id: &str) -> Option<AnchoredCall> {
-        let call = self.call_media.get(call_id)?;
+        let call = self.calls.media(call_id)?;
         Some(AnchoredCall {
             node: self.relays.nodes().get(call.node)?.name.clone(),
             set: call.policy.set.clone(),
@@ -354,16 +347,21 @@ impl Proxy {
                 TimerRef::Dialogs => {
                     self.dialog_sweep = None;
                     // A dialog at its maximum age ends, and so does its call's relay session.
-                    for call_id in self.dialogs.expire(now, self.config.dialog_max_age) {
-                        if self.call_media.contains_key(&call_id) {
+                    let max_age = self.config.dialog_max_age;
+                    for call_id in self.calls.expire_dialogs(now, max_age) {
+                        if self.calls.media(call_id.as_str()).is_some() {
                             tracing::info!(%call_id, "dialog reached its maximum age: deleting its relay session");
-                            self.delete_media(&call_id, now);
+                            self.delete_media(call_id.as_str(), now);
                         }
                     }
                     self.schedule_dialog_sweep(now);
                 }
                 TimerRef::Own(branch) => self.own_timeout(&branch, now),
-                TimerRef::Move(call_id) => self.step_move(&call_id, now),
+                TimerRef::Move(key) => {
+                    if let Some(call_id) = self.calls.id_of(key).cloned() {
+                        self.step_move(call_id.as_str(), now);
+                    }
+                }
                 TimerRef::Pace => {
                     self.pace_timer = None;
                     self.pump_due = true;

@@ -163,8 +163,8 @@ impl Proxy {
             if let (Some(c), Ok(call_id)) = (self.clients.get(branch), popped.call_id()) {
                 let tag = tag_of(popped.to());
                 let (destination, transport) = (c.destination, c.transport);
-                self.dialogs
-                    .set_callee_hop(call_id, &tag, destination, transport);
+                self.calls
+                    .update_dialogs(call_id, |d| d.set_callee_hop(&tag, destination, transport));
             }
         }
         match status {
@@ -400,12 +400,7 @@ impl Proxy {
 
     /// An INVITE or UPDATE of the call got its final response (or its transaction ended).
     pub(super) fn offer_closed(&mut self, call_id: &str) {
-        if let Some(open) = self.open_offers.get_mut(call_id) {
-            *open = open.saturating_sub(1);
-            if *open == 0 {
-                self.open_offers.remove(call_id);
-            }
-        }
+        self.calls.close_offer(call_id);
     }
 
     /// [`Proxy::respond`] with extra header fields.

@@ -181,7 +181,7 @@ impl Proxy {
         let call_id = req.call_id().ok()?;
         let from_tag = req.from().ok()?.tag()?;
         let to_tag = req.to().ok()?.tag()?;
-        let dialog = self.dialogs.between(call_id, from_tag, to_tag)?;
+        let dialog = self.calls.between(call_id, from_tag, to_tag)?;
         let leg = if dialog.id.caller_tag == to_tag {
             &dialog.caller
         } else {

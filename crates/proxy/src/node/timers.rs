@@ -21,7 +21,7 @@ pub(super) enum TimerRef {
     /// One of our own requests (re-anchoring re-INVITEs, BYEs).
     Own(String),
     /// A call being re-anchored (idle wait, 491 back-off, deadline).
-    Move(String),
+    Move(super::calls::CallKey),
     /// Pacing of queued re-anchoring moves.
     Pace,
     /// Calls waiting for a relay that have waited past `[proxy.reanchor] give_up_s`.
@@ -95,12 +95,9 @@ mod tests {
     fn due_timers_come_out_by_deadline_then_in_the_order_they_were_set() {
         let t0 = Instant::now();
         let mut q = TimerQueue::default();
-        q.push(
-            t0 + Duration::from_millis(20),
-            TimerRef::Move("late".into()),
-        );
-        q.push(t0 + Duration::from_millis(10), TimerRef::Move("b".into()));
-        q.push(t0 + Duration::from_millis(10), TimerRef::Move("a".into()));
+        q.push(t0 + Duration::from_millis(20), TimerRef::Own("late".into()));
+        q.push(t0 + Duration::from_millis(10), TimerRef::Own("b".into()));
+        q.push(t0 + Duration::from_millis(10), TimerRef::Own("a".into()));
         q.push(t0 + Duration::from_millis(10), TimerRef::Pace);
         assert_eq!(q.next_deadline(), Some(t0 + Duration::from_millis(10)));
         assert_eq!(q.pop_due(t0), None);
@@ -109,8 +106,8 @@ mod tests {
         assert_eq!(
             due,
             vec![
-                TimerRef::Move("b".into()),
-                TimerRef::Move("a".into()),
+                TimerRef::Own("b".into()),
+                TimerRef::Own("a".into()),
                 TimerRef::Pace
             ]
         );
@@ -122,7 +119,7 @@ mod tests {
         assert_eq!(q.slots.len(), 4);
         assert_eq!(
             q.pop_due(t0 + Duration::from_millis(20)),
-            Some(TimerRef::Move("late".into()))
+            Some(TimerRef::Own("late".into()))
         );
         assert_eq!(q.len(), 3);
     }

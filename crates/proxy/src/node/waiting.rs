@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::calls::Wait;
 use super::timers::TimerRef;
 use super::Proxy;
 use crate::reanchor::{MoveResult, MoveTarget, Trigger};
@@ -33,10 +34,10 @@ impl Proxy {
     pub(super) fn wait_for_relay(&mut self, call_id: &str, now: Instant) {
         tracing::warn!(%call_id, "re-anchoring: no relay node can take the call; it waits for one");
         self.finish_move(call_id, MoveResult::Waiting, now);
-        if self.waiting.contains_key(call_id) {
+        if matches!(self.calls.wait(call_id), Some(Wait::Since(_))) {
             return;
         }
-        self.waiting.insert(call_id.to_string(), now);
+        self.calls.set_wait(call_id, Some(Wait::Since(now)));
         self.waiting_order.push_back((now, call_id.to_string()));
         if self.retry_timer.is_none() {
             self.retry_timer = Some(now + WAITING_RETRY);
@@ -56,7 +57,7 @@ impl Proxy {
     pub(super) fn on_waiting_retry(&mut self, now: Instant) {
         self.retry_timer = None;
         self.resume_waiting(now);
-        if !self.waiting.is_empty() {
+        if self.calls.waiting_count() > 0 {
             self.retry_timer = Some(now + WAITING_RETRY);
             self.timers
                 .push(now + WAITING_RETRY, TimerRef::WaitingRetry);
@@ -67,7 +68,7 @@ impl Proxy {
     /// fallback set) can take calls now is moved, in one job. Costs one look at each set
     /// when none can, so the retry timer is cheap while every relay is down.
     pub(super) fn resume_waiting(&mut self, now: Instant) {
-        if self.waiting.is_empty() {
+        if self.calls.waiting_count() == 0 {
             return;
         }
         let fallback_open = self
@@ -87,16 +88,16 @@ impl Proxy {
             return;
         }
         let mut calls: Vec<String> = self
-            .waiting
-            .keys()
-            .filter(|id| {
+            .calls
+            .waiting_ids()
+            .filter(|(_, call)| {
                 fallback_open
-                    || self
-                        .call_media
-                        .get(id.as_str())
+                    || call
+                        .media
+                        .as_ref()
                         .is_some_and(|c| open_sets.contains(c.policy.set.as_str()))
             })
-            .cloned()
+            .map(|(id, _)| id.as_str().to_string())
             .collect();
         if calls.is_empty() {
             return;
@@ -105,8 +106,7 @@ impl Proxy {
         // Taken out of the waiting list while their job runs (so the retry timer does not
         // queue them twice); a call no node can take after all waits again.
         for call_id in &calls {
-            self.waiting.remove(call_id);
-            self.resuming.insert(call_id.clone());
+            self.calls.set_wait(call_id, Some(Wait::Resuming));
         }
         tracing::info!(
             calls = calls.len(),
@@ -121,7 +121,7 @@ impl Proxy {
         let mut ended = 0;
         while let Some((since, call_id)) = self.waiting_order.front().cloned() {
             // Entries of calls that stopped waiting (moved, ended) or waited again later.
-            if self.waiting.get(&call_id) != Some(&since) {
+            if self.calls.wait(&call_id) != Some(Wait::Since(since)) {
                 self.waiting_order.pop_front();
                 continue;
             }
@@ -136,11 +136,11 @@ impl Proxy {
             self.waiting_order.pop_front();
             ended += 1;
             tracing::warn!(%call_id, waited_s = now.saturating_duration_since(since).as_secs(), "no relay came back for the call in time: ending it");
-            let node = self.call_media.get(&call_id).map(|c| c.node);
+            let node = self.calls.media(&call_id).map(|c| c.node);
             if let Some(node) = node {
                 self.end_call(&call_id, None, node, now);
             }
-            self.waiting.remove(&call_id);
+            self.calls.set_wait(&call_id, None);
             *self
                 .move_results
                 .entry((Trigger::NodeDown, MoveResult::CallEnded))
@@ -157,11 +157,14 @@ impl Proxy {
 
     /// Calls waiting for a relay.
     pub fn waiting_calls(&self) -> usize {
-        self.waiting.len()
+        self.calls.waiting_count()
     }
 
     /// Since when `call_id` waits for a relay, if it does.
     pub fn waiting_since(&self, call_id: &str) -> Option<Instant> {
-        self.waiting.get(call_id).copied()
+        match self.calls.wait(call_id) {
+            Some(Wait::Since(since)) => Some(since),
+            _ => None,
+        }
     }
 }

@@ -60,7 +60,7 @@ impl Proxy {
         let Ok(call_id) = req.call_id() else {
             return false;
         };
-        if self.call_media.contains_key(call_id) {
+        if self.calls.media(call_id).is_some() {
             return false;
         }
         let Some(policy) = self.policy_for(req, source) else {
@@ -132,7 +132,7 @@ impl Proxy {
             );
             return;
         }
-        if !self.call_media.contains_key(&call_id) {
+        if self.calls.media(&call_id).is_none() {
             self.anchor_call(
                 &call_id,
                 node,
@@ -155,7 +155,7 @@ impl Proxy {
         };
         match self.forward_request(&rewritten, &key, &target, destination, now) {
             Ok(branch) => {
-                if let Some(call) = self.call_media.get_mut(&call_id) {
+                if let Some(call) = self.calls.media_mut(&call_id) {
                     call.forks.push(ForkBranch {
                         via_branch,
                         client_branch: Some(branch.clone()),
@@ -210,7 +210,7 @@ impl Proxy {
     /// A 2xx on fork branch `winner`: the other branches' relay sessions are deleted, and the
     /// callee leg's sent SDP is the winner's.
     pub(in crate::node) fn settle_forks(&mut self, call_id: &str, winner: &str, now: Instant) {
-        let Some(call) = self.call_media.get_mut(call_id) else {
+        let Some(call) = self.calls.media_mut(call_id) else {
             return;
         };
         let forks = std::mem::take(&mut call.forks);
@@ -231,7 +231,7 @@ impl Proxy {
 
     /// A fork branch failed: its relay session goes.
     pub(in crate::node) fn drop_fork(&mut self, call_id: &str, branch: &str, now: Instant) {
-        let Some(call) = self.call_media.get_mut(call_id) else {
+        let Some(call) = self.calls.media_mut(call_id) else {
             return;
         };
         let Some(at) = call
@@ -249,8 +249,8 @@ impl Proxy {
 
     /// The fork branch (its `via-branch`) a response on client branch `branch` belongs to.
     pub(in crate::node) fn fork_of(&self, call_id: &str, branch: &str) -> Option<String> {
-        self.call_media
-            .get(call_id)?
+        self.calls
+            .media(call_id)?
             .forks
             .iter()
             .find(|f| f.client_branch.as_deref() == Some(branch))

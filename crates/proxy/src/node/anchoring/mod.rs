@@ -66,8 +66,8 @@ impl Proxy {
         caller_sdp: Option<bytes::Bytes>,
     ) {
         self.relays.count_call(node, 1);
-        self.call_media.insert(
-            call_id.to_string(),
+        self.calls.set_media(
+            call_id,
             CallMedia {
                 node,
                 policy,
@@ -220,14 +220,13 @@ impl Proxy {
 
     /// Deletes a call's relay session (BYE, failed INVITE); nothing waits for the reply.
     pub(in crate::node) fn delete_media(&mut self, call_id: &str, now: Instant) {
-        let Some(call) = self.call_media.remove(call_id) else {
+        let Some(call) = self.calls.take_media(call_id) else {
             tracing::debug!(%call_id, "no relay session to delete");
             return;
         };
         tracing::debug!(%call_id, node = call.node, "deleting the relay session");
         self.relays.count_call(call.node, -1);
-        self.waiting.remove(call_id);
-        self.resuming.remove(call_id);
+        self.calls.set_wait(call_id, None);
         self.delete_or_orphan(call.node, call_id, now);
     }
 }

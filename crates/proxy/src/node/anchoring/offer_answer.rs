@@ -44,7 +44,7 @@ impl Proxy {
             .unwrap_or("")
             .to_string();
         let to_tag = req.to().ok().and_then(|t| t.tag()).map(str::to_string);
-        if let Some(call) = self.call_media.get(call_id).cloned() {
+        if let Some(call) = self.calls.media(call_id).cloned() {
             if req.method() == Some(Method::Prack) && call.answer_in_prack {
                 // The answer to a late offer made in a reliable 1xx: its from-tag is the
                 // offerer's, the PRACK's To.
@@ -56,7 +56,7 @@ impl Proxy {
                     req.body_bytes(),
                     &call.policy.callee_flags,
                 );
-                if let Some(c) = self.call_media.get_mut(call_id) {
+                if let Some(c) = self.calls.media_mut(call_id) {
                     c.answer_in_prack = false;
                 }
                 return self.send_reoffer(key, call.node, call.policy, &request, now);
@@ -212,7 +212,7 @@ impl Proxy {
             }
             return self.start_response_offer(key, status, response, now);
         }
-        let Some(call) = self.call_media.get(call_id).cloned() else {
+        let Some(call) = self.calls.media(call_id).cloned() else {
             return false;
         };
         let from_tag = req.from().ok().and_then(|f| f.tag()).unwrap_or("");
@@ -275,7 +275,7 @@ impl Proxy {
         };
         let offerer = tag_of(response.to());
         let requester = tag_of(req.from());
-        let (node, policy, initial) = match self.call_media.get(call_id) {
+        let (node, policy, initial) = match self.calls.media(call_id) {
             Some(c) => (c.node, c.policy.clone(), false),
             None => {
                 if req.to().ok().and_then(|t| t.tag()).is_some() {
@@ -292,8 +292,8 @@ impl Proxy {
         };
         // The SDP produced goes to the requester.
         let caller_is_requester = self
-            .call_media
-            .get(call_id)
+            .calls
+            .media(call_id)
             .is_none_or(|c| c.caller_tag == requester);
         let flags = if caller_is_requester {
             &policy.caller_flags
@@ -331,7 +331,7 @@ impl Proxy {
         let Ok(call_id) = ack.call_id() else {
             return false;
         };
-        let Some(call) = self.call_media.get(call_id).filter(|c| c.answer_in_ack) else {
+        let Some(call) = self.calls.media(call_id).filter(|c| c.answer_in_ack) else {
             return false;
         };
         let (node, flags) = (call.node, call.policy.callee_flags.clone());

@@ -81,7 +81,7 @@ impl Proxy {
                         tracing::debug!(%call_id, node, "call anchored by a late offer");
                         self.anchor_call(call_id, node, policy, caller_tag, None);
                     }
-                    if let Some(call) = call_id.and_then(|c| self.call_media.get_mut(&c)) {
+                    if let Some(call) = call_id.and_then(|c| self.calls.media_mut(&c)) {
                         call.answer_in_ack = status >= 200;
                         call.answer_in_prack = status < 200;
                         let (from, to) = call.legs_from(&tag_of(response.to()));
@@ -107,7 +107,7 @@ impl Proxy {
                     },
                     Some(sdp),
                 ) => {
-                    let call = ack.call_id().ok().and_then(|c| self.call_media.get_mut(c));
+                    let call = ack.call_id().ok().and_then(|c| self.calls.media_mut(c));
                     if let Some(call) = call {
                         call.answer_in_ack = false;
                         let (from, to) = call.legs_from(&tag_of(ack.from()));
@@ -169,7 +169,7 @@ impl Proxy {
                         tracing::debug!(%call_id, node, "call anchored");
                         self.anchor_call(&call_id, node, policy, offerer.clone(), None);
                     }
-                    if let Some(call) = self.call_media.get_mut(&call_id) {
+                    if let Some(call) = self.calls.media_mut(&call_id) {
                         let (from, to) = call.legs_from(&offerer);
                         from.received = Some(offered);
                         to.record_sent(&sdp);
@@ -231,7 +231,7 @@ impl Proxy {
                     let call = response
                         .call_id()
                         .ok()
-                        .and_then(|c| self.call_media.get_mut(c));
+                        .and_then(|c| self.calls.media_mut(c));
                     if let Some(call) = call {
                         // The answer comes from the leg the offer went to.
                         let (from, to) = call.legs_from(&tag_of(response.to()));

@@ -19,7 +19,7 @@ use crate::node::{next_random, Proxy};
 impl Proxy {
     /// Advances a call's move as far as it can go now.
     pub(in crate::node) fn step_move(&mut self, call_id: &str, now: Instant) {
-        let Some(m) = self.moves.get(call_id) else {
+        let Some(m) = self.calls.moving(call_id) else {
             return;
         };
         match m.stage {
@@ -42,7 +42,7 @@ impl Proxy {
                     .collect();
                 let overdue = m.deadline.is_some_and(|d| d <= now);
                 for party in retries {
-                    if let Some(m) = self.moves.get_mut(call_id) {
+                    if let Some(m) = self.calls.moving_mut(call_id) {
                         m.legs[party.index()].retry_at = None;
                     }
                     self.send_reinvite(call_id, party, now);
@@ -51,8 +51,8 @@ impl Proxy {
                     // A party that does not answer within the move's time is treated as gone.
                     for party in [Party::Caller, Party::Callee] {
                         let pending = self
-                            .moves
-                            .get(call_id)
+                            .calls
+                            .moving(call_id)
                             .is_some_and(|m| m.legs[party.index()].done.is_none());
                         if pending {
                             self.leg_finished(call_id, party, Err(408), now);
@@ -65,21 +65,23 @@ impl Proxy {
     }
 
     pub(in crate::node) fn wake_move(&mut self, call_id: &str, at: Instant) {
-        self.timers.push(at, TimerRef::Move(call_id.to_string()));
+        if let Some(key) = self.calls.key(call_id) {
+            self.timers.push(at, TimerRef::Move(key));
+        }
     }
 
     /// Whether an INVITE or UPDATE of the call is still without a final response.
     pub(in crate::node) fn has_open_offer_transaction(&self, call_id: &str) -> bool {
-        self.open_offers.contains_key(call_id)
+        self.calls.has_open_offer(call_id)
     }
 
     /// Picks the new node and sends it the offer built from the caller's stored SDP.
     pub(in crate::node) fn send_new_offer(&mut self, call_id: &str, now: Instant) {
-        let Some(call) = self.call_media.get(call_id).cloned() else {
+        let Some(call) = self.calls.media(call_id).cloned() else {
             self.finish_move(call_id, MoveResult::CallEnded, now);
             return;
         };
-        let Some(dialog) = self.dialogs.confirmed(call_id).cloned() else {
+        let Some(dialog) = self.calls.confirmed(call_id).cloned() else {
             tracing::warn!(%call_id, "re-anchoring: the call has no confirmed dialog yet");
             self.finish_move(call_id, MoveResult::NoRelay, now);
             return;
@@ -91,7 +93,7 @@ impl Proxy {
             self.finish_move(call_id, MoveResult::NoRelay, now);
             return;
         };
-        let Some(m) = self.moves.get(call_id) else {
+        let Some(m) = self.calls.moving(call_id) else {
             return;
         };
         let own_set = call.policy.set.clone();
@@ -147,7 +149,7 @@ impl Proxy {
                 call_id: call_id.to_string(),
             },
         );
-        if let Some(m) = self.moves.get_mut(call_id) {
+        if let Some(m) = self.calls.moving_mut(call_id) {
             m.new_node = Some(node);
             m.tried.push(node);
             m.stage = Stage::Offer;
@@ -162,7 +164,7 @@ impl Proxy {
         sdp: Option<Bytes>,
         now: Instant,
     ) {
-        let Some(m) = self.moves.get(call_id) else {
+        let Some(m) = self.calls.moving(call_id) else {
             return;
         };
         let Some(node) = m.new_node else {
@@ -172,14 +174,14 @@ impl Proxy {
             // The new node failed: forget its session and try another.
             tracing::warn!(%call_id, node, "re-anchoring: the new relay refused or did not answer");
             self.delete_on(node, call_id, now);
-            if let Some(m) = self.moves.get_mut(call_id) {
+            if let Some(m) = self.calls.moving_mut(call_id) {
                 m.stage = Stage::WaitIdle;
                 m.new_node = None;
                 m.attempts += 1;
             }
             let exhausted = self
-                .moves
-                .get(call_id)
+                .calls
+                .moving(call_id)
                 .filter(|m| m.attempts >= MAX_ATTEMPTS);
             if let Some(m) = exhausted {
                 if !self.relays.is_up(m.old_node) && m.target.node.is_none() {
@@ -192,18 +194,19 @@ impl Proxy {
             }
             return;
         };
-        let Some(call) = self.call_media.get(call_id).cloned() else {
+        let Some(call) = self.calls.media(call_id).cloned() else {
+            // The call ended while the new node made its session: that session goes, and the
+            // move ends (counted in its job, which would otherwise never complete).
             self.delete_on(node, call_id, now);
-            self.moves.remove(call_id);
+            self.finish_move(call_id, MoveResult::CallEnded, now);
             return;
         };
         if offer {
             // The offer's rewrite goes to the callee.
             let for_callee = sdp_for_leg(&sdp, call.callee.origin_sent.as_ref()).unwrap_or(sdp);
-            let (Some(dialog), Some(callee_sdp)) = (
-                self.dialogs.confirmed(call_id),
-                call.callee.received.clone(),
-            ) else {
+            let (Some(dialog), Some(callee_sdp)) =
+                (self.calls.confirmed(call_id), call.callee.received.clone())
+            else {
                 self.finish_move(call_id, MoveResult::CallEnded, now);
                 return;
             };
@@ -224,14 +227,14 @@ impl Proxy {
                     },
                 );
             }
-            if let Some(m) = self.moves.get_mut(call_id) {
+            if let Some(m) = self.calls.moving_mut(call_id) {
                 m.sdp_for[Party::Callee.index()] = Some(for_callee);
                 m.stage = Stage::Answer;
             }
         } else {
             let for_caller = sdp_for_leg(&sdp, call.caller.origin_sent.as_ref()).unwrap_or(sdp);
             let timeout = Duration::from_secs(self.config.reanchor.invite_timeout_s);
-            if let Some(m) = self.moves.get_mut(call_id) {
+            if let Some(m) = self.calls.moving_mut(call_id) {
                 m.sdp_for[Party::Caller.index()] = Some(for_caller);
                 m.stage = Stage::Inviting;
                 m.legs = [LegMove::default(), LegMove::default()];
@@ -252,7 +255,7 @@ impl Proxy {
         outcome: Result<Bytes, u16>,
         now: Instant,
     ) {
-        let Some(m) = self.moves.get_mut(call_id) else {
+        let Some(m) = self.calls.moving_mut(call_id) else {
             return;
         };
         if m.stage != Stage::Inviting || m.legs[party.index()].done.is_some() {
@@ -261,7 +264,7 @@ impl Proxy {
         if outcome == Err(491) {
             let wait = glare_backoff(party, next_random(&mut self.rng_state, 1000));
             tracing::info!(%call_id, party = party.as_str(), ms = wait.as_millis() as u64, "re-INVITE met glare (491): retrying after the back-off");
-            if let Some(m) = self.moves.get_mut(call_id) {
+            if let Some(m) = self.calls.moving_mut(call_id) {
                 m.legs[party.index()].retry_at = Some(now + wait);
                 m.legs[party.index()].branch = None;
                 // The back-off may outlast the move's deadline.
@@ -288,7 +291,7 @@ impl Proxy {
         sdp: Bytes,
         now: Instant,
     ) {
-        let Some(call) = self.call_media.get_mut(call_id) else {
+        let Some(call) = self.calls.media_mut(call_id) else {
             return;
         };
         let leg = match party {
@@ -303,8 +306,8 @@ impl Proxy {
 
     /// A BYE ended a call being moved: the session the move created goes too.
     pub(in crate::node) fn abandon_move(&mut self, call_id: &str, now: Instant) {
-        if let Some(node) = self.moves.get(call_id).and_then(|m| m.new_node) {
-            let current = self.call_media.get(call_id).map(|c| c.node);
+        if let Some(node) = self.calls.moving(call_id).and_then(|m| m.new_node) {
+            let current = self.calls.media(call_id).map(|c| c.node);
             if current != Some(node) {
                 self.delete_on(node, call_id, now);
             }
@@ -314,8 +317,8 @@ impl Proxy {
 
     /// Whether a UA's own offer must wait (491) because the call is being moved.
     pub(in crate::node) fn move_in_progress(&self, call_id: &str) -> bool {
-        self.moves
-            .get(call_id)
+        self.calls
+            .moving(call_id)
             .is_some_and(|m| m.stage != Stage::WaitIdle)
     }
 }

@@ -20,7 +20,7 @@ use crate::node::Proxy;
 impl Proxy {
     /// Both legs answered: commit, roll back, retry elsewhere or end the call.
     pub(in crate::node) fn conclude_move(&mut self, call_id: &str, now: Instant) {
-        let Some(m) = self.moves.get(call_id).cloned() else {
+        let Some(m) = self.calls.moving(call_id).cloned() else {
             return;
         };
         let Some(new_node) = m.new_node else {
@@ -49,7 +49,7 @@ impl Proxy {
             tracing::warn!(%call_id, ?outcomes, "re-anchoring refused by a party: rolling back to the old relay");
             for party in [Party::Caller, Party::Callee] {
                 if outcomes[party.index()].is_ok() {
-                    let old = self.call_media.get(call_id).and_then(|c| match party {
+                    let old = self.calls.media(call_id).and_then(|c| match party {
                         Party::Caller => c
                             .caller
                             .sent
@@ -65,7 +65,7 @@ impl Proxy {
                         // One version above the move's SDP, which was one above `origin`.
                         let bumped = origin.map(|(u, s, v)| (u, s, v.saturating_add(1)));
                         let sdp = sdp_for_leg(&sdp, bumped.as_ref()).unwrap_or(sdp);
-                        if let Some(call) = self.call_media.get_mut(call_id) {
+                        if let Some(call) = self.calls.media_mut(call_id) {
                             match party {
                                 Party::Caller => call.caller.record_sent(&sdp),
                                 Party::Callee => call.callee.record_sent(&sdp),
@@ -85,7 +85,7 @@ impl Proxy {
             self.finish_move(call_id, MoveResult::CallEnded, now);
             return;
         }
-        if let Some(m) = self.moves.get_mut(call_id) {
+        if let Some(m) = self.calls.moving_mut(call_id) {
             m.attempts += 1;
             m.stage = Stage::WaitIdle;
             m.new_node = None;
@@ -103,10 +103,10 @@ impl Proxy {
         now: Instant,
     ) {
         let dialog_tags = self
-            .dialogs
+            .calls
             .confirmed(call_id)
             .map(|d| (d.id.caller_tag.clone(), d.id.callee_tag.clone()));
-        let Some(call) = self.call_media.get_mut(call_id) else {
+        let Some(call) = self.calls.media_mut(call_id) else {
             return;
         };
         // New per-leg options stay with the call: its later offers replay them.
@@ -218,15 +218,12 @@ impl Proxy {
         if let Some(node) = new_node {
             self.delete_on(node, call_id, now);
         }
-        if let Some(call) = self.call_media.remove(call_id) {
+        if let Some(call) = self.calls.take_media(call_id) {
             self.relays.count_call(call.node, -1);
         }
-        self.waiting.remove(call_id);
-        self.resuming.remove(call_id);
+        self.calls.set_wait(call_id, None);
         self.delete_or_orphan(old_node, call_id, now);
-        if let Some(id) = self.dialogs.confirmed(call_id).map(|d| d.id.clone()) {
-            self.dialogs.remove(&id);
-        }
+        self.calls.update_dialogs(call_id, |d| d.remove_confirmed());
     }
 
     /// Deletes the call's session on `node` if it is up; a down node's session is deleted
@@ -249,7 +246,7 @@ impl Proxy {
     }
 
     pub(in crate::node) fn finish_move(&mut self, call_id: &str, result: MoveResult, now: Instant) {
-        let Some(m) = self.moves.remove(call_id) else {
+        let Some(m) = self.calls.take_move(call_id) else {
             return;
         };
         if let Some(j) = self.jobs.get_mut(&m.job) {

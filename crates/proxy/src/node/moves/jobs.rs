@@ -44,17 +44,17 @@ impl Proxy {
         }
         let mut calls: Vec<String> = match call_id {
             Some(id) => {
-                if !self.call_media.contains_key(id) {
+                if self.calls.media(id).is_none() {
                     return Err(format!("no anchored call with Call-ID {id:?}"));
                 }
                 vec![id.to_string()]
             }
             None => self
-                .call_media
-                .iter()
+                .calls
+                .anchored()
                 .filter(|(_, c)| node.is_none_or(|n| c.node == n))
                 .filter(|(_, c)| from_set.is_none_or(|s| c.policy.set == s))
-                .map(|(id, _)| id.clone())
+                .map(|(id, _)| id.as_str().to_string())
                 .collect(),
         };
         calls.sort();
@@ -185,19 +185,19 @@ impl Proxy {
             .collect();
         let total_weight: u32 = members.iter().map(|&n| self.relays.nodes()[n].weight).sum();
         let total_calls: usize = self
-            .call_media
-            .values()
-            .filter(|c| c.policy.set == set)
+            .calls
+            .anchored()
+            .filter(|(_, c)| c.policy.set == set)
             .count();
         let mut to_move = Vec::new();
         for &n in &members {
             let share = total_calls as f64 * f64::from(self.relays.nodes()[n].weight)
                 / f64::from(total_weight.max(1));
             let mut on_node: Vec<String> = self
-                .call_media
-                .iter()
+                .calls
+                .anchored()
                 .filter(|(_, c)| c.node == n && c.policy.set == set)
-                .map(|(id, _)| id.clone())
+                .map(|(id, _)| id.as_str().to_string())
                 .collect();
             on_node.sort();
             let excess = (on_node.len() as f64 - share.ceil()).max(0.0) as usize;
@@ -255,10 +255,10 @@ impl Proxy {
         tracing::warn!(relay = %name, reason, silent_ms, ?rtt_ms, window_ms, pending, "relay node is down: moving its calls");
         let calls: Vec<String> = {
             let mut c: Vec<String> = self
-                .call_media
-                .iter()
+                .calls
+                .anchored()
                 .filter(|(_, c)| c.node == change.node)
-                .map(|(id, _)| id.clone())
+                .map(|(id, _)| id.as_str().to_string())
                 .collect();
             c.sort();
             c
@@ -284,7 +284,7 @@ impl Proxy {
             .collect();
         for id in ids {
             loop {
-                if self.moves.len() >= self.config.reanchor.max_in_flight {
+                if self.calls.move_count() >= self.config.reanchor.max_in_flight {
                     return;
                 }
                 if self.pace_tokens < 1.0 {
@@ -317,20 +317,19 @@ impl Proxy {
         target: MoveTarget,
         now: Instant,
     ) {
-        let resumed = self.resuming.remove(&call_id);
-        let Some(old_node) = self.call_media.get(&call_id).map(|c| c.node) else {
+        let Some(old_node) = self.calls.media(&call_id).map(|c| c.node) else {
             // The call ended while queued: nothing to move.
             self.count_job(job, MoveResult::Moved, now);
             return;
         };
-        if self.moves.contains_key(&call_id) {
+        if self.calls.moving(&call_id).is_some() {
             // One move per call at a time; the running one serves this job too.
             self.count_job(job, MoveResult::Moved, now);
             return;
         }
         // A call that waited for a relay may go back to its old node, if that is the one that
         // came back: its session there is gone (or stale), and the move makes it anew.
-        let tried = if resumed || self.waiting.remove(&call_id).is_some() {
+        let tried = if self.calls.set_wait(&call_id, None).is_some() {
             Vec::new()
         } else {
             vec![old_node]
@@ -338,8 +337,8 @@ impl Proxy {
         if let Some(j) = self.jobs.get_mut(&job) {
             j.status.in_flight += 1;
         }
-        self.moves.insert(
-            call_id.clone(),
+        self.calls.start_move(
+            &call_id,
             CallMove {
                 job,
                 trigger,

@@ -40,15 +40,15 @@ impl Proxy {
     /// Sends the re-INVITE with the new node's SDP to `party`, impersonating the other party.
     pub(in crate::node) fn send_reinvite(&mut self, call_id: &str, party: Party, now: Instant) {
         let Some(sdp) = self
-            .moves
-            .get(call_id)
+            .calls
+            .moving(call_id)
             .and_then(|m| m.sdp_for[party.index()].clone())
         else {
             return;
         };
         match self.send_own_request(call_id, party, Method::Invite, Some(&sdp), now) {
             Some(branch) => {
-                if let Some(m) = self.moves.get_mut(call_id) {
+                if let Some(m) = self.calls.moving_mut(call_id) {
                     m.legs[party.index()].branch = Some(branch);
                 }
             }
@@ -68,7 +68,7 @@ impl Proxy {
     ) -> Option<String> {
         let ours = self.ours.clone();
         let is_us = |value: &str| crate::via::route_is_ours(value, &ours);
-        let dialog: &mut Dialog = self.dialogs.confirmed_mut(call_id)?;
+        let dialog: &mut Dialog = self.calls.confirmed_mut(call_id)?;
         let target = leg_target(dialog, party, is_us)?;
         let cseq = match party {
             Party::Callee => dialog.next_cseq_to_callee(),

@@ -1,0 +1,490 @@
+//! One aggregate per call: everything this node holds about a call — its dialogs (RFC 3261
+//! §12), where its media is anchored, its move, whether it waits for a relay, and how many of
+//! its INVITE/UPDATE server transactions are open — in one [`Call`], keyed by its typed
+//! [`CallId`] and reached from timers and ng waits by a `Copy` [`CallKey`].
+//!
+//! The store owns every part of a call, so a call is one thing to look at, count, export or
+//! drop: a call's entry exists while any part is present and goes with its last part. Its
+//! counters (dialogs, moves, waiting calls) change only here, so they cannot drift from what
+//! is stored. A `CallKey` carries a generation: a timer or an ng reply that outlives its call
+//! finds nothing, even when the slot holds a newer call.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Instant;
+
+use crate::dialog::{CallDialogs, Dialog};
+use crate::node::anchoring::CallMedia;
+use crate::node::moves::CallMove;
+
+/// A call's Call-ID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(String);
+
+impl CallId {
+    /// The Call-ID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for CallId {
+    fn from(s: &str) -> CallId {
+        CallId(s.to_string())
+    }
+}
+
+impl Borrow<str> for CallId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A call's place in the store: copyable, for timers and ng waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(in crate::node) struct CallKey {
+    slot: u32,
+    generation: u32,
+}
+
+/// Whether a call waits for a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::node) enum Wait {
+    /// No node could take it since then.
+    Since(Instant),
+    /// Taken from the waiting calls into a job that has not started its move yet.
+    Resuming,
+}
+
+/// Everything the node holds about one call.
+#[derive(Debug, Default)]
+pub(in crate::node) struct Call {
+    dialogs: CallDialogs,
+    /// Where its media is anchored, if it is.
+    pub(in crate::node) media: Option<CallMedia>,
+    mv: Option<CallMove>,
+    wait: Option<Wait>,
+    /// INVITE and UPDATE server transactions without a final response: a move waits until
+    /// there are none.
+    open_offers: u32,
+}
+
+impl Call {
+    fn is_empty(&self) -> bool {
+        self.dialogs.is_empty()
+            && self.media.is_none()
+            && self.mv.is_none()
+            && self.wait.is_none()
+            && self.open_offers == 0
+    }
+}
+
+struct Slot {
+    generation: u32,
+    entry: Option<(CallId, Call)>,
+}
+
+/// The calls of this node.
+#[derive(Default)]
+pub struct Calls {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    index: HashMap<CallId, u32>,
+    dialogs: usize,
+    moves: usize,
+    waiting: usize,
+    anchored: usize,
+}
+
+impl Calls {
+    /// Calls with any state on this node.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Dialogs, over every call.
+    pub fn dialog_count(&self) -> usize {
+        self.dialogs
+    }
+
+    /// Calls anchored on a relay.
+    pub fn anchored_count(&self) -> usize {
+        self.anchored
+    }
+
+    /// Every dialog, in no particular order.
+    pub fn dialogs(&self) -> impl Iterator<Item = &Dialog> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.entry.as_ref())
+            .flat_map(|(_, c)| c.dialogs.iter())
+    }
+
+    /// The dialogs of a Call-ID (several while an INVITE forks).
+    pub fn dialogs_of<'a>(&'a self, call_id: &str) -> impl Iterator<Item = &'a Dialog> + 'a {
+        self.get(call_id).into_iter().flat_map(|c| c.dialogs.iter())
+    }
+
+    /// The confirmed dialog of a Call-ID.
+    pub fn confirmed(&self, call_id: &str) -> Option<&Dialog> {
+        self.get(call_id)?.dialogs.confirmed()
+    }
+
+    fn get(&self, call_id: &str) -> Option<&Call> {
+        let slot = *self.index.get(call_id)?;
+        self.slots
+            .get(slot as usize)?
+            .entry
+            .as_ref()
+            .map(|(_, c)| c)
+    }
+
+    fn get_mut(&mut self, call_id: &str) -> Option<&mut Call> {
+        let slot = *self.index.get(call_id)?;
+        self.slots
+            .get_mut(slot as usize)?
+            .entry
+            .as_mut()
+            .map(|(_, c)| c)
+    }
+
+    /// The call's entry, made if it has none.
+    fn entry(&mut self, call_id: &str) -> &mut Call {
+        let slot = match self.index.get(call_id) {
+            Some(slot) => *slot,
+            None => {
+                let id = CallId::from(call_id);
+                let slot = match self.free.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        self.slots.push(Slot {
+                            generation: 0,
+                            entry: None,
+                        });
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.slots[slot as usize].entry = Some((id.clone(), Call::default()));
+                self.index.insert(id, slot);
+                slot
+            }
+        };
+        let (_, call) = self.slots[slot as usize]
+            .entry
+            .get_or_insert_with(|| (CallId::from(call_id), Call::default()));
+        call
+    }
+
+    /// Drops the call's entry if nothing is left of it.
+    fn release_if_empty(&mut self, call_id: &str) {
+        let Some(&slot) = self.index.get(call_id) else {
+            return;
+        };
+        let s = &mut self.slots[slot as usize];
+        if s.entry.as_ref().is_some_and(|(_, c)| c.is_empty()) {
+            s.entry = None;
+            s.generation = s.generation.wrapping_add(1);
+            self.index.remove(call_id);
+            self.free.push(slot);
+        }
+    }
+
+    /// The call's key, if it has an entry.
+    pub(in crate::node) fn key(&self, call_id: &str) -> Option<CallKey> {
+        let slot = *self.index.get(call_id)?;
+        let s = self.slots.get(slot as usize)?;
+        Some(CallKey {
+            slot,
+            generation: s.generation,
+        })
+    }
+
+    /// The Call-ID of a key, if its call still has an entry.
+    pub(in crate::node) fn id_of(&self, key: CallKey) -> Option<&CallId> {
+        let s = self.slots.get(key.slot as usize)?;
+        if s.generation != key.generation {
+            return None;
+        }
+        s.entry.as_ref().map(|(id, _)| id)
+    }
+
+    // --- media anchoring ---
+
+    /// Where the call's media is anchored.
+    pub(in crate::node) fn media(&self, call_id: &str) -> Option<&CallMedia> {
+        self.get(call_id)?.media.as_ref()
+    }
+
+    /// Where the call's media is anchored, to change.
+    pub(in crate::node) fn media_mut(&mut self, call_id: &str) -> Option<&mut CallMedia> {
+        self.get_mut(call_id)?.media.as_mut()
+    }
+
+    /// The anchored calls with their media (a walk over the store: for jobs and the
+    /// management API, never per message).
+    pub(in crate::node) fn anchored(&self) -> impl Iterator<Item = (&CallId, &CallMedia)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.entry.as_ref())
+            .filter_map(|(id, c)| c.media.as_ref().map(|m| (id, m)))
+    }
+
+    /// Records where the call's media is anchored (replacing what was there).
+    pub(in crate::node) fn set_media(&mut self, call_id: &str, media: CallMedia) {
+        let call = self.entry(call_id);
+        let new = call.media.is_none();
+        call.media = Some(media);
+        if new {
+            self.anchored += 1;
+        }
+    }
+
+    /// The call is no longer anchored: its media state, if it had one.
+    pub(in crate::node) fn take_media(&mut self, call_id: &str) -> Option<CallMedia> {
+        let media = self.get_mut(call_id)?.media.take();
+        if media.is_some() {
+            self.anchored -= 1;
+        }
+        self.release_if_empty(call_id);
+        media
+    }
+
+    // --- re-anchoring ---
+
+    /// The call's move, if it is being moved.
+    pub(in crate::node) fn moving(&self, call_id: &str) -> Option<&CallMove> {
+        self.get(call_id)?.mv.as_ref()
+    }
+
+    /// The call's move, to change.
+    pub(in crate::node) fn moving_mut(&mut self, call_id: &str) -> Option<&mut CallMove> {
+        self.get_mut(call_id)?.mv.as_mut()
+    }
+
+    /// Calls being moved.
+    pub(in crate::node) fn move_count(&self) -> usize {
+        self.moves
+    }
+
+    /// The call starts moving.
+    pub(in crate::node) fn start_move(&mut self, call_id: &str, mv: CallMove) {
+        let call = self.entry(call_id);
+        let new = call.mv.is_none();
+        call.mv = Some(mv);
+        if new {
+            self.moves += 1;
+        }
+    }
+
+    /// The call's move is over: what it was.
+    pub(in crate::node) fn take_move(&mut self, call_id: &str) -> Option<CallMove> {
+        let mv = self.get_mut(call_id)?.mv.take();
+        if mv.is_some() {
+            self.moves -= 1;
+        }
+        self.release_if_empty(call_id);
+        mv
+    }
+
+    // --- waiting for a relay ---
+
+    /// Whether (and how) the call waits for a relay.
+    pub(in crate::node) fn wait(&self, call_id: &str) -> Option<Wait> {
+        self.get(call_id)?.wait
+    }
+
+    /// Calls waiting for a relay (not those already taken into a job).
+    pub(in crate::node) fn waiting_count(&self) -> usize {
+        self.waiting
+    }
+
+    /// Sets how the call waits; returns how it waited before.
+    pub(in crate::node) fn set_wait(&mut self, call_id: &str, wait: Option<Wait>) -> Option<Wait> {
+        let old = match wait {
+            Some(_) => std::mem::replace(&mut self.entry(call_id).wait, wait),
+            None => self.get_mut(call_id).and_then(|c| c.wait.take()),
+        };
+        if matches!(old, Some(Wait::Since(_))) {
+            self.waiting -= 1;
+        }
+        if matches!(wait, Some(Wait::Since(_))) {
+            self.waiting += 1;
+        }
+        self.release_if_empty(call_id);
+        old
+    }
+
+    /// The Call-IDs of the calls waiting for a relay (a walk over the store: for the retry
+    /// timer and the management API, never per packet).
+    pub(in crate::node) fn waiting_ids(&self) -> impl Iterator<Item = (&CallId, &Call)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.entry.as_ref())
+            .filter(|(_, c)| matches!(c.wait, Some(Wait::Since(_))))
+            .map(|(id, c)| (id, c))
+    }
+
+    // --- open offers ---
+
+    /// An INVITE or UPDATE of the call is now open.
+    pub(in crate::node) fn open_offer(&mut self, call_id: &str) {
+        self.entry(call_id).open_offers += 1;
+    }
+
+    /// An INVITE or UPDATE of the call got its final response.
+    pub(in crate::node) fn close_offer(&mut self, call_id: &str) {
+        if let Some(call) = self.get_mut(call_id) {
+            call.open_offers = call.open_offers.saturating_sub(1);
+        }
+        self.release_if_empty(call_id);
+    }
+
+    /// Whether an INVITE or UPDATE of the call is still without a final response.
+    pub(in crate::node) fn has_open_offer(&self, call_id: &str) -> bool {
+        self.get(call_id).is_some_and(|c| c.open_offers > 0)
+    }
+
+    // --- dialogs ---
+
+    /// The confirmed dialog of a call, to change.
+    pub(in crate::node) fn confirmed_mut(&mut self, call_id: &str) -> Option<&mut Dialog> {
+        self.get_mut(call_id)?.dialogs.confirmed_mut()
+    }
+
+    /// The dialog between the parties tagged `a` and `b` (either way round).
+    pub(in crate::node) fn between(&self, call_id: &str, a: &str, b: &str) -> Option<&Dialog> {
+        self.get(call_id)?.dialogs.between(a, b)
+    }
+
+    /// Changes the call's dialogs with `change` (which returns what it returns), keeping the
+    /// count and the entry right.
+    pub(in crate::node) fn update_dialogs<R>(
+        &mut self,
+        call_id: &str,
+        change: impl FnOnce(&mut CallDialogs) -> R,
+    ) -> R {
+        let dialogs = &mut self.entry(call_id).dialogs;
+        let before = dialogs.len();
+        let result = change(dialogs);
+        let after = dialogs.len();
+        self.dialogs = self.dialogs + after - before;
+        self.release_if_empty(call_id);
+        result
+    }
+
+    /// Ends the dialogs older than `max_age`; returns the Call-IDs left with none (a walk
+    /// over the store, from the dialog sweep timer).
+    pub(in crate::node) fn expire_dialogs(
+        &mut self,
+        now: Instant,
+        max_age: std::time::Duration,
+    ) -> Vec<CallId> {
+        let mut ended = Vec::new();
+        let mut removed = 0;
+        for slot in &mut self.slots {
+            if let Some((id, call)) = slot.entry.as_mut() {
+                let n = call.dialogs.expire(now, max_age);
+                if n > 0 {
+                    removed += n;
+                    if call.dialogs.is_empty() {
+                        ended.push(id.clone());
+                    }
+                }
+            }
+        }
+        self.dialogs -= removed;
+        for id in &ended {
+            self.release_if_empty(id.as_str());
+        }
+        ended
+    }
+}
+
+/// The dialogs of a node, as the management API reads them.
+pub struct Dialogs<'a> {
+    calls: &'a Calls,
+}
+
+impl<'a> Dialogs<'a> {
+    /// A view of `calls`' dialogs.
+    pub(in crate::node) fn new(calls: &'a Calls) -> Dialogs<'a> {
+        Dialogs { calls }
+    }
+
+    /// Number of dialogs.
+    pub fn len(&self) -> usize {
+        self.calls.dialog_count()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every dialog, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a Dialog> {
+        self.calls.dialogs()
+    }
+
+    /// The dialogs of a Call-ID.
+    pub fn by_call_id(&self, call_id: &str) -> impl Iterator<Item = &'a Dialog> {
+        self.calls.dialogs_of(call_id)
+    }
+
+    /// The confirmed dialog of a Call-ID.
+    pub fn confirmed(&self, call_id: &str) -> Option<&'a Dialog> {
+        self.calls.confirmed(call_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_lives_while_any_part_does_and_its_key_dies_with_it() {
+        let mut calls = Calls::default();
+        calls.open_offer("a");
+        let key = calls.key("a").unwrap();
+        calls.set_wait("a", Some(Wait::Since(Instant::now())));
+        assert_eq!((calls.len(), calls.waiting_count()), (1, 1));
+        calls.close_offer("a");
+        assert_eq!(calls.id_of(key).map(CallId::as_str), Some("a"));
+        assert_eq!(calls.set_wait("a", Some(Wait::Resuming)).is_some(), true);
+        assert_eq!(calls.waiting_count(), 0);
+        calls.set_wait("a", None);
+        assert!(calls.is_empty());
+        assert_eq!(calls.id_of(key), None);
+        // The slot is reused by another call: the old key still finds nothing.
+        calls.open_offer("b");
+        assert_eq!(calls.id_of(key), None);
+        let b = calls.key("b").unwrap();
+        assert_eq!(calls.id_of(b).map(CallId::as_str), Some("b"));
+    }
+
+    #[test]
+    fn counters_follow_what_is_stored() {
+        let mut calls = Calls::default();
+        for id in ["a", "b", "c"] {
+            calls.set_wait(id, Some(Wait::Since(Instant::now())));
+        }
+        calls.set_wait("b", Some(Wait::Since(Instant::now())));
+        assert_eq!(calls.waiting_count(), 3);
+        assert_eq!(calls.waiting_ids().count(), 3);
+        calls.set_wait("a", None);
+        calls.set_wait("zzz", None);
+        assert_eq!((calls.waiting_count(), calls.len()), (2, 2));
+    }
+}
