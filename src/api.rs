@@ -89,7 +89,7 @@ pub fn job_json(job: &anchorage_proxy::reanchor::JobStatus, now: Instant) -> ser
         .saturating_duration_since(job.started)
         .as_secs_f64();
     serde_json::json!({
-        "id": job.id,
+        "id": job.id.0,
         "trigger": job.trigger.as_str(),
         "total": job.total,
         "done": job.done,

@@ -285,8 +285,8 @@ fn command_result(
     now: Instant,
 ) -> crate::api::CommandResult {
     use crate::api::{job_json, Command};
-    use anchorage_proxy::reanchor::{MoveTarget, Trigger};
-    let job = |proxy: &Proxy, id: u64| {
+    use anchorage_proxy::reanchor::{CommandError, JobId, MoveTarget, Trigger};
+    let job = |proxy: &Proxy, id: JobId| {
         proxy
             .job(id)
             .map(|j| job_json(&j, now))
@@ -317,30 +317,29 @@ fn command_result(
                     now,
                 )
                 .map_err(|e| {
-                    (
-                        if e.starts_with("no anchored call") {
-                            404
-                        } else {
-                            400
-                        },
-                        e,
-                    )
+                    // The call is the resource asked for; an unknown node or set is a bad
+                    // parameter of the request.
+                    let status = match e {
+                        CommandError::UnknownCall(_) => 404,
+                        CommandError::UnknownNode(_) | CommandError::UnknownSet(_) => 400,
+                    };
+                    (status, e.to_string())
                 })?;
             job(proxy, id)
         }
         Command::Drain(node) => {
-            let id = proxy.drain_relay(&node, now).map_err(|e| (404, e))?;
+            let id = proxy.drain_relay(&node, now).map_err(|e| (404, e.to_string()))?;
             job(proxy, id)
         }
         Command::Undrain(node) => {
-            proxy.undrain_relay(&node, now).map_err(|e| (404, e))?;
+            proxy.undrain_relay(&node, now).map_err(|e| (404, e.to_string()))?;
             Ok(serde_json::json!({ "relay": node, "draining": false }))
         }
         Command::Rebalance(set) => {
-            let id = proxy.rebalance(&set, now).map_err(|e| (404, e))?;
+            let id = proxy.rebalance(&set, now).map_err(|e| (404, e.to_string()))?;
             job(proxy, id)
         }
-        Command::Job(id) => job(proxy, id),
+        Command::Job(id) => job(proxy, JobId(id)),
         Command::Jobs => Ok(serde_json::json!({
             "jobs": proxy.jobs().iter().map(|j| job_json(j, now)).collect::<Vec<_>>()
         })),

@@ -346,11 +346,35 @@ impl LegOptions {
     }
 }
 
+/// A re-anchoring job's id: numbered from 1 on each node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub u64);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why a management command (re-anchoring, drain, rebalance) could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No relay node has this name.
+    #[error("no relay node named {0:?}")]
+    UnknownNode(String),
+    /// No relay set has this name.
+    #[error("no relay set named {0:?}")]
+    UnknownSet(String),
+    /// No call with this Call-ID is anchored on this node.
+    #[error("no anchored call with Call-ID {0:?}")]
+    UnknownCall(String),
+}
+
 /// A re-anchoring job as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobStatus {
     /// Job id.
-    pub id: u64,
+    pub id: JobId,
     /// What started it.
     pub trigger: Trigger,
     /// Calls to move.

@@ -96,7 +96,7 @@ pub struct Proxy {
     relays: Relays,
     media_waits: HashMap<(NodeId, anchorage_ng::RequestId), MediaWait>,
     /// Re-anchoring: calls being moved, jobs, our own transactions, pacing and counters.
-    jobs: std::collections::BTreeMap<u64, moves::Job>,
+    jobs: std::collections::BTreeMap<crate::reanchor::JobId, moves::Job>,
     next_job: u64,
     own: HashMap<String, moves::own_tx::OwnTx>,
     own_counter: u64,

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::media::{self, NodeId};
-use crate::reanchor::{JobStatus, MoveResult, MoveTarget, Trigger};
+use crate::reanchor::{CommandError, JobId, JobStatus, MoveResult, MoveTarget, Trigger};
 
 use crate::node::moves::{CallMove, Job, LegMove, ReanchorMetrics, Stage, DURATION_BOUNDS};
 use crate::node::timers::TimerRef;
@@ -23,29 +23,29 @@ impl Proxy {
         call_id: Option<&str>,
         target: MoveTarget,
         now: Instant,
-    ) -> Result<u64, String> {
+    ) -> Result<JobId, CommandError> {
         let node = match from_node {
             Some(name) => Some(
                 self.relays
                     .by_name(name)
-                    .ok_or_else(|| format!("no relay node named {name:?}"))?,
+                    .ok_or_else(|| CommandError::UnknownNode(name.to_string()))?,
             ),
             None => None,
         };
         for set in [from_set, target.set.as_deref()].into_iter().flatten() {
             if !self.relays.has_set(set) {
-                return Err(format!("no relay set named {set:?}"));
+                return Err(CommandError::UnknownSet(set.to_string()));
             }
         }
         if let Some(name) = &target.node {
             if self.relays.by_name(name).is_none() {
-                return Err(format!("no relay node named {name:?}"));
+                return Err(CommandError::UnknownNode(name.clone()));
             }
         }
         let mut calls: Vec<String> = match call_id {
             Some(id) => {
                 if self.calls.media(id).is_none() {
-                    return Err(format!("no anchored call with Call-ID {id:?}"));
+                    return Err(CommandError::UnknownCall(id.to_string()));
                 }
                 vec![id.to_string()]
             }
@@ -67,12 +67,12 @@ impl Proxy {
         calls: Vec<String>,
         target: MoveTarget,
         now: Instant,
-    ) -> u64 {
-        let id = self.next_job;
+    ) -> JobId {
+        let id = JobId(self.next_job);
         self.next_job += 1;
         let total = calls.len();
         tracing::info!(
-            job = id,
+            job = id.0,
             trigger = trigger.as_str(),
             calls = total,
             "re-anchoring job started"
@@ -113,7 +113,7 @@ impl Proxy {
     }
 
     /// A job's progress.
-    pub fn job(&self, id: u64) -> Option<JobStatus> {
+    pub fn job(&self, id: JobId) -> Option<JobStatus> {
         self.jobs.get(&id).map(|j| j.status.clone())
     }
 
@@ -144,11 +144,11 @@ impl Proxy {
     }
 
     /// Drains a node: no new calls, and a job moving its calls away.
-    pub fn drain_relay(&mut self, name: &str, now: Instant) -> Result<u64, String> {
+    pub fn drain_relay(&mut self, name: &str, now: Instant) -> Result<JobId, CommandError> {
         let node = self
             .relays
             .by_name(name)
-            .ok_or_else(|| format!("no relay node named {name:?}"))?;
+            .ok_or_else(|| CommandError::UnknownNode(name.to_string()))?;
         self.relays.set_draining(node, true);
         tracing::info!(relay = name, "relay drained: no new calls");
         self.start_reanchor(
@@ -162,11 +162,11 @@ impl Proxy {
     }
 
     /// Gives a drained node new calls again.
-    pub fn undrain_relay(&mut self, name: &str, now: Instant) -> Result<(), String> {
+    pub fn undrain_relay(&mut self, name: &str, now: Instant) -> Result<(), CommandError> {
         let node = self
             .relays
             .by_name(name)
-            .ok_or_else(|| format!("no relay node named {name:?}"))?;
+            .ok_or_else(|| CommandError::UnknownNode(name.to_string()))?;
         self.relays.set_draining(node, false);
         tracing::info!(relay = name, "relay undrained");
         self.resume_waiting(now);
@@ -175,9 +175,9 @@ impl Proxy {
 
     /// Evens the load of a set: moves calls from nodes above the set's average to the least
     /// loaded nodes until each is within one call of its weighted share.
-    pub fn rebalance(&mut self, set: &str, now: Instant) -> Result<u64, String> {
+    pub fn rebalance(&mut self, set: &str, now: Instant) -> Result<JobId, CommandError> {
         if !self.relays.has_set(set) {
-            return Err(format!("no relay set named {set:?}"));
+            return Err(CommandError::UnknownSet(set.to_string()));
         }
         let members: Vec<NodeId> = (0..self.relays.nodes().len())
             .filter(|&n| self.relays.sets_of(n).iter().any(|s| s == set))
@@ -276,7 +276,7 @@ impl Proxy {
         let elapsed = now.saturating_duration_since(self.pace_at).as_secs_f64();
         self.pace_tokens = (self.pace_tokens + elapsed * per_second).min(per_second.max(1.0));
         self.pace_at = now;
-        let ids: Vec<u64> = self
+        let ids: Vec<JobId> = self
             .jobs
             .iter()
             .filter(|(_, j)| !j.queue.is_empty())
@@ -311,7 +311,7 @@ impl Proxy {
 
     pub(in crate::node) fn begin_move(
         &mut self,
-        job: u64,
+        job: JobId,
         trigger: Trigger,
         call_id: String,
         target: MoveTarget,
@@ -357,7 +357,7 @@ impl Proxy {
         self.step_move(&call_id, now);
     }
 
-    pub(in crate::node) fn count_job(&mut self, job: u64, result: MoveResult, now: Instant) {
+    pub(in crate::node) fn count_job(&mut self, job: JobId, result: MoveResult, now: Instant) {
         if let Some(j) = self.jobs.get_mut(&job) {
             match result {
                 MoveResult::Moved => j.status.done += 1,
@@ -368,7 +368,7 @@ impl Proxy {
             if counted >= j.status.total && j.status.finished.is_none() {
                 j.status.finished = Some(now);
                 tracing::info!(
-                    job,
+                    job = job.0,
                     done = j.status.done,
                     failed = j.status.failed,
                     waiting = j.status.waiting,

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::media::NodeId;
-use crate::reanchor::{JobStatus, MoveResult, MoveTarget, Trigger};
+use crate::reanchor::{JobId, JobStatus, MoveResult, MoveTarget, Trigger};
 
 /// A job: calls queued for moving, and its counts.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ pub(in crate::node) struct LegMove {
 /// One call being moved.
 #[derive(Debug, Clone)]
 pub(in crate::node) struct CallMove {
-    pub(in crate::node) job: u64,
+    pub(in crate::node) job: JobId,
     pub(in crate::node) trigger: Trigger,
     pub(in crate::node) old_node: NodeId,
     pub(in crate::node) target: MoveTarget,
