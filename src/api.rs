@@ -82,7 +82,12 @@ pub enum Command {
 pub type CommandResult = Result<serde_json::Value, (u16, String)>;
 
 /// A re-anchoring job as the API shows it.
-pub fn job_json(job: &anchorage_proxy::reanchor::JobStatus, now: Instant) -> serde_json::Value {
+/// `started_unix_us` is the job's start on the wall clock (the core's `unix_us_at`).
+pub fn job_json(
+    job: &anchorage_proxy::reanchor::JobStatus,
+    now: Instant,
+    started_unix_us: i64,
+) -> serde_json::Value {
     let elapsed = job
         .finished
         .unwrap_or(now)
@@ -98,6 +103,7 @@ pub fn job_json(job: &anchorage_proxy::reanchor::JobStatus, now: Instant) -> ser
         "in_flight": job.in_flight,
         "finished": job.finished.is_some(),
         "seconds": elapsed,
+        "started_unix_ms": started_unix_us / 1000,
     })
 }
 

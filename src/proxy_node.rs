@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anchorage_config::Config;
-use anchorage_proxy::node::{CoreConfig, Datagram, Listener, Proxy};
+use anchorage_proxy::node::{CoreConfig, Datagram, Listener, Now, Output, Proxy};
 use anchorage_sip_transport::{Limits, ListenerSpec, Outbound, Transport, Transports};
 use anyhow::{bail, Context};
 use tokio::sync::mpsc;
@@ -122,7 +122,7 @@ pub async fn run(
             );
         }
     }
-    let mut proxy = Proxy::new(core_config, seed, Instant::now());
+    let mut proxy = Proxy::new(core_config, seed, clock_now());
     let resolver =
         std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
@@ -168,6 +168,7 @@ pub async fn run(
                     ng_input(&mut proxy, input, now);
                 }
                 ng_links.take_ready(|input| ng_input(&mut proxy, input, now));
+                proxy.handle_clock(clock_now());
                 proxy.handle_timeout(now);
             }
             Some((id, result)) = resolved.recv() => proxy.handle_resolved(id, result, Instant::now()),
@@ -185,37 +186,51 @@ pub async fn run(
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
         }
-        while let Some((relay, datagram)) = proxy.poll_ng_transmit(Instant::now()) {
-            match ng_links.send(relay, &datagram) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    proxy.handle_relay_refused(relay, Instant::now());
+        while let Some(output) = proxy.poll_output() {
+            match output {
+                Output::Ng { relay, datagram } => match ng_links.send(relay, &datagram) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        proxy.handle_relay_refused(relay, Instant::now());
+                    }
+                    Err(e) => tracing::warn!(%relay, error = %e, "ng send failed"),
+                },
+                Output::Resolve(query) => {
+                    let resolver = resolver.clone();
+                    let done = resolved_tx.clone();
+                    tokio::spawn(async move {
+                        let result = crate::resolve::resolve(&resolver, &query).await;
+                        let _ = done.send((query.id, result));
+                    });
                 }
-                Err(e) => tracing::warn!(%relay, error = %e, "ng send failed"),
-            }
-        }
-        while let Some(query) = proxy.poll_resolve() {
-            let resolver = resolver.clone();
-            let done = resolved_tx.clone();
-            tokio::spawn(async move {
-                let result = crate::resolve::resolve(&resolver, &query).await;
-                let _ = done.send((query.id, result));
-            });
-        }
-        while let Some(t) = proxy.poll_transmit() {
-            let out = Outbound {
-                data: t.data,
-                destination: t.destination,
-                transport: t.transport,
-                local: t.local,
-            };
-            if let Err(e) = transports.send(out) {
-                tracing::warn!(error = %e, "send failed");
+                Output::Sip(t) => {
+                    let out = Outbound {
+                        data: t.data,
+                        destination: t.destination,
+                        transport: t.transport,
+                        local: t.local,
+                    };
+                    if let Err(e) = transports.send(out) {
+                        tracing::warn!(error = %e, "send failed");
+                    }
+                }
             }
         }
     }
     tracing::info!("proxy stopped");
     Ok(())
+}
+
+/// Both clocks, read together.
+fn clock_now() -> Now {
+    let unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Now {
+        mono: Instant::now(),
+        unix_us,
+    }
 }
 
 /// Answers a management query from the core's state.
@@ -289,7 +304,7 @@ fn command_result(
     let job = |proxy: &Proxy, id: JobId| {
         proxy
             .job(id)
-            .map(|j| job_json(&j, now))
+            .map(|j| job_json(&j, now, proxy.unix_us_at(j.started)))
             .ok_or((404, format!("no job {id}")))
     };
     match command {
@@ -328,20 +343,26 @@ fn command_result(
             job(proxy, id)
         }
         Command::Drain(node) => {
-            let id = proxy.drain_relay(&node, now).map_err(|e| (404, e.to_string()))?;
+            let id = proxy
+                .drain_relay(&node, now)
+                .map_err(|e| (404, e.to_string()))?;
             job(proxy, id)
         }
         Command::Undrain(node) => {
-            proxy.undrain_relay(&node, now).map_err(|e| (404, e.to_string()))?;
+            proxy
+                .undrain_relay(&node, now)
+                .map_err(|e| (404, e.to_string()))?;
             Ok(serde_json::json!({ "relay": node, "draining": false }))
         }
         Command::Rebalance(set) => {
-            let id = proxy.rebalance(&set, now).map_err(|e| (404, e.to_string()))?;
+            let id = proxy
+                .rebalance(&set, now)
+                .map_err(|e| (404, e.to_string()))?;
             job(proxy, id)
         }
         Command::Job(id) => job(proxy, JobId(id)),
         Command::Jobs => Ok(serde_json::json!({
-            "jobs": proxy.jobs().iter().map(|j| job_json(j, now)).collect::<Vec<_>>()
+            "jobs": proxy.jobs().iter().map(|j| job_json(j, now, proxy.unix_us_at(j.started))).collect::<Vec<_>>()
         })),
         Command::FloodBlocked => {
             let blocked: Vec<_> = proxy

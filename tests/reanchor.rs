@@ -301,6 +301,16 @@ fn draining_a_relay_moves_its_call_deletes_the_old_session_and_sends_new_calls_e
         "{finished}"
     );
     assert_eq!(finished["trigger"], "drain");
+    // The job's start on the wall clock: within the last minute.
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let started = finished["started_unix_ms"].as_i64().unwrap_or(0);
+    assert!(
+        (wall_ms - 60_000..=wall_ms).contains(&started),
+        "started_unix_ms {started}, now {wall_ms}: {finished}"
+    );
     // The old relay no longer holds the call.
     let listed = ng_list(holder.ng);
     assert!(listed.is_empty(), "left on the drained relay: {listed:?}");

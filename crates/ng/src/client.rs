@@ -1,7 +1,7 @@
 //! Client side: one request tracker per relay node (destination), quinn-proto style.
 //!
 //! ```text
-//!  send(request, now) ─► poll_transmit(now) ─► (socket) ─► relay
+//!  send(request, now) ─► poll_transmit() ─► (socket) ─► relay
 //!        │                                                  │
 //!        │   poll_timeout() / handle_timeout(now):          │
 //!        │   resend the identical datagram (same cookie)    │
@@ -146,7 +146,7 @@ impl Client {
     }
 
     /// The next datagram to send to the relay.
-    pub fn poll_transmit(&mut self, _now: Instant) -> Option<Bytes> {
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.transmits.pop_front()
     }
 

@@ -17,12 +17,12 @@ fn offsets_ms(t0: Instant, times: &[Instant]) -> Vec<u128> {
 /// Drives the client until it has nothing left to do; returns the send times.
 fn run_to_completion(client: &mut Client, t0: Instant) -> Vec<Instant> {
     let mut sends = Vec::new();
-    while client.poll_transmit(t0).is_some() {
+    while client.poll_transmit().is_some() {
         sends.push(t0);
     }
     while let Some(at) = client.poll_timeout() {
         client.handle_timeout(at);
-        while client.poll_transmit(at).is_some() {
+        while client.poll_transmit().is_some() {
             sends.push(at);
         }
     }
@@ -38,13 +38,13 @@ fn default_schedule_retransmits_every_200ms_and_times_out_at_1s() {
     let t0 = epoch();
     let mut client = Client::new(ClientConfig::default(), "px1");
     let id = client.send(&ping(), t0);
-    let first = client.poll_transmit(t0).unwrap();
+    let first = client.poll_transmit().unwrap();
     assert_eq!(&first[..], b"px1_0 d7:command4:pinge");
     let mut sends = vec![t0];
     let mut datagrams = vec![first];
     while let Some(at) = client.poll_timeout() {
         client.handle_timeout(at);
-        while let Some(d) = client.poll_transmit(at) {
+        while let Some(d) = client.poll_transmit() {
             sends.push(at);
             datagrams.push(d);
         }
@@ -104,11 +104,11 @@ fn reply_is_matched_by_cookie_and_stops_retransmission() {
     );
     assert_eq!(client.cookie(a).unwrap().as_bytes(), b"node-a-7_0");
     assert_eq!(
-        &client.poll_transmit(t0).unwrap()[..],
+        &client.poll_transmit().unwrap()[..],
         b"node-a-7_0 d7:command4:pinge"
     );
     assert_eq!(
-        &client.poll_transmit(t0).unwrap()[..],
+        &client.poll_transmit().unwrap()[..],
         b"node-a-7_1 d7:call-id2:c17:command5:querye"
     );
 
@@ -135,10 +135,10 @@ fn reply_is_matched_by_cookie_and_stops_retransmission() {
     assert_eq!(client.poll_timeout(), Some(t0 + Duration::from_millis(200)));
     client.handle_timeout(t0 + Duration::from_millis(200));
     assert_eq!(
-        &client.poll_transmit(t0).unwrap()[..],
+        &client.poll_transmit().unwrap()[..],
         b"node-a-7_0 d7:command4:pinge"
     );
-    assert_eq!(client.poll_transmit(t0), None);
+    assert_eq!(client.poll_transmit(), None);
     client.handle_datagram(
         b"node-a-7_0 d6:result4:ponge",
         t0 + Duration::from_millis(210),
@@ -188,7 +188,7 @@ fn json_client_and_server_talk_json() {
         "j",
     );
     client.send(&ping(), t0);
-    let datagram = client.poll_transmit(t0).unwrap();
+    let datagram = client.poll_transmit().unwrap();
     assert_eq!(&datagram[..], br#"j_0 {"command":"ping"}"#);
     let incoming = decode_request(&datagram).unwrap();
     let reply = encode_reply(&incoming.cookie, &Reply::pong(), incoming.encoding);

@@ -414,11 +414,11 @@ impl Relays {
     }
 
     /// The next ng datagram to send, with its destination.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Bytes)> {
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Bytes)> {
         self.nodes.iter_mut().find_map(|n| {
             n.client
-                .poll_transmit(now)
-                .or_else(|| n.pinger.poll_transmit(now))
+                .poll_transmit()
+                .or_else(|| n.pinger.poll_transmit())
                 .map(|d| (n.address, d))
         })
     }
@@ -683,7 +683,7 @@ nodes = [
 
     /// Answers every ping queued for node `id` with `pong`.
     fn answer_pings(r: &mut Relays, now: Instant) {
-        while let Some((to, datagram)) = r.poll_transmit(now) {
+        while let Some((to, datagram)) = r.poll_transmit() {
             let text = String::from_utf8_lossy(&datagram).to_string();
             let cookie = text.split(' ').next().unwrap_or("").to_string();
             if text.contains("4:ping") {
@@ -710,7 +710,7 @@ nodes = [
         let mut changes = Vec::new();
         for _ in 0..4 {
             r.handle_timeout(now);
-            while let Some((to, datagram)) = r.poll_transmit(now) {
+            while let Some((to, datagram)) = r.poll_transmit() {
                 if to.port() == 2223 {
                     let text = String::from_utf8_lossy(&datagram).to_string();
                     let cookie = text.split(' ').next().unwrap_or("").to_string();
@@ -749,7 +749,7 @@ nodes = [
         // What goes on the wire: the prefix, then the client and node, then a counter.
         let mut r = relays();
         r.handle_timeout(epoch());
-        let (_, ping) = r.poll_transmit(epoch()).unwrap();
+        let (_, ping) = r.poll_transmit().unwrap();
         let text = String::from_utf8_lossy(&ping).to_string();
         assert!(text.starts_with("n1-00000001-p0_0 "), "{text}");
     }

@@ -14,7 +14,7 @@ use support::scenario::*;
 
 /// Takes the ng request the proxy sent and answers it as a relay would, with `sdp`.
 fn relay_replies(p: &mut Proxy, sdp: &str, now: Instant) -> anchorage_ng::Request {
-    let (to, datagram) = p.poll_ng_transmit(now).expect("an ng request to the relay");
+    let (to, datagram) = p.poll_ng_transmit().expect("an ng request to the relay");
     assert_eq!(to.to_string(), "127.0.0.1:2223");
     let incoming = anchorage_ng::decode_request(&datagram).unwrap();
     let reply = anchorage_ng::Reply::ok().with_sdp(Bytes::from(sdp.to_string()));
@@ -100,7 +100,7 @@ fn media_flow_through_a_relay_records_each_legs_sdp() {
         .to("<sip:bob@example.com>;tag=b1")
         .branch("z9hG4bK-2");
     p.handle_datagram(bye.datagram("127.0.0.1:5070"), now);
-    let (_, delete) = p.poll_ng_transmit(now).expect("a delete");
+    let (_, delete) = p.poll_ng_transmit().expect("a delete");
     let delete = anchorage_ng::decode_request(&delete).unwrap().request;
     assert!(
         matches!(delete.kind, anchorage_ng::RequestKind::Delete(_)),

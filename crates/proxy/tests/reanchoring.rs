@@ -179,7 +179,7 @@ fn a_call_is_reanchored_with_both_reinvites_at_once_and_renumbered_cseqs() {
     ok_to(&mut p, &to_caller, None, OFFER_SDP, now);
     let out = drain(&mut p);
     assert_one_to_each(&out, "ACK", 2, 1);
-    let (to, delete) = p.poll_ng_transmit(now).expect("the old session's delete");
+    let (to, delete) = p.poll_ng_transmit().expect("the old session's delete");
     assert_eq!(to.to_string(), "127.0.0.1:2223");
     assert!(matches!(
         anchorage_ng::decode_request(&delete).unwrap().request.kind,
@@ -207,7 +207,7 @@ fn a_call_is_reanchored_with_both_reinvites_at_once_and_renumbered_cseqs() {
         again.iter().map(text).collect::<Vec<_>>()
     );
     assert!(again[0].data.starts_with(b"ACK "));
-    assert!(p.poll_ng_transmit(now).is_none());
+    assert!(p.poll_ng_transmit().is_none());
     // The caller's BYE (its CSeq 2) reaches the callee as 3: the callee saw our 2.
     let bye = Req::invite()
         .method(Method::Bye)
@@ -238,7 +238,7 @@ fn a_call_is_reanchored_with_both_reinvites_at_once_and_renumbered_cseqs() {
         "{}",
         text(upstream)
     );
-    let (to, _) = p.poll_ng_transmit(now).expect("the new session's delete");
+    let (to, _) = p.poll_ng_transmit().expect("the new session's delete");
     assert_eq!(to.to_string(), "127.0.0.1:2224");
 }
 
@@ -390,7 +390,7 @@ fn an_answer_with_other_codecs_after_a_move_gets_the_other_party_a_follow_up_off
     // The new relay learns the callee's new answer; its rewrite is for the caller.
     let rewrite = "v=0\r\no=r2 78 2 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40002 RTP/AVP 8\r\nc=IN IP4 203.0.113.2\r\n";
     let mut answered = false;
-    while let Some((to, datagram)) = p.poll_ng_transmit(now) {
+    while let Some((to, datagram)) = p.poll_ng_transmit() {
         let incoming = anchorage_ng::decode_request(&datagram).unwrap();
         if let anchorage_ng::RequestKind::Answer(a) = &incoming.request.kind {
             assert_eq!(to.port(), 2224);

@@ -4,7 +4,7 @@
 //! (RFC 3263, [`ResolveQuery`]) and its [`Counters`].
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -114,10 +114,38 @@ pub struct Transmit {
     pub local: Option<SocketAddr>,
 }
 
-/// A host name the core needs resolved (RFC 3263): answer with [`Proxy::handle_resolved`].
+/// A moment as both clocks see it: the monotonic clock for every deadline, and the wall clock
+/// to write out when things happened (a call's start, a job's start) — what a call record
+/// that leaves the process needs. The driver reads both at the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for timers.
+    pub mono: Instant,
+    /// Wall-clock time in UNIX microseconds.
+    pub unix_us: i64,
+}
+
+/// Something the core wants done, from [`Proxy::poll_output`](crate::node::Proxy::poll_output): the driver's one loop over
+/// what leaves the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An ng datagram for the relay at `relay` (sent on the socket connected to it).
+    Ng {
+        /// The relay's ng address.
+        relay: SocketAddr,
+        /// The datagram.
+        datagram: Bytes,
+    },
+    /// A host name to resolve.
+    Resolve(ResolveQuery),
+    /// A SIP message to send.
+    Sip(Transmit),
+}
+
+/// A host name the core needs resolved (RFC 3263): answer with [`Proxy::handle_resolved`](crate::node::Proxy::handle_resolved).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolveQuery {
-    /// Identifies the query in [`Proxy::handle_resolved`].
+    /// Identifies the query in [`Proxy::handle_resolved`](crate::node::Proxy::handle_resolved).
     pub id: u64,
     /// The host name.
     pub name: String,

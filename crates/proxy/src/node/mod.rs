@@ -50,7 +50,7 @@ mod waiting;
 
 pub use anchoring::{AnchoredCall, LegMedia};
 pub use calls::{CallId, Calls, Dialogs};
-pub use io::{CoreConfig, Counters, Datagram, Listener, ResolveQuery, Transmit};
+pub use io::{CoreConfig, Counters, Datagram, Listener, Now, Output, ResolveQuery, Transmit};
 pub use moves::ReanchorMetrics;
 
 use std::collections::{HashMap, VecDeque};
@@ -123,6 +123,8 @@ pub struct Proxy {
     retry_timer: Option<Instant>,
     /// How long the messages of the driver's latest batch waited before the core saw them.
     input_delay: Duration,
+    /// The latest reading of both clocks, to turn a monotonic instant into wall-clock time.
+    clock: Now,
 }
 
 /// xorshift64*: a small deterministic generator for weighted choice (seeded by the caller).
@@ -141,9 +143,10 @@ fn next_random(state: &mut u64, below: u32) -> u32 {
 }
 
 impl Proxy {
-    /// A proxy with this configuration, started at `now`; `seed` drives weighted destination
-    /// choice.
-    pub fn new(config: CoreConfig, seed: u64, now: Instant) -> Proxy {
+    /// A proxy with this configuration, started at `clock`; `seed` drives weighted destination
+    /// choice and the ng cookie epoch.
+    pub fn new(config: CoreConfig, seed: u64, clock: Now) -> Proxy {
+        let now = clock.mono;
         let ours = config
             .listeners
             .iter()
@@ -192,6 +195,26 @@ impl Proxy {
             give_up_timer: None,
             retry_timer: None,
             input_delay: Duration::ZERO,
+            clock,
+        }
+    }
+
+    /// A new reading of both clocks (the driver gives one now and then, so that wall-clock
+    /// steps — NTP — are followed).
+    pub fn handle_clock(&mut self, clock: Now) {
+        self.clock = clock;
+    }
+
+    /// The wall-clock time, in UNIX microseconds, of a monotonic instant of this core (a job's
+    /// start, a dialog's creation), by the latest clock reading.
+    pub fn unix_us_at(&self, at: Instant) -> i64 {
+        let (mono, unix) = (self.clock.mono, self.clock.unix_us);
+        if at >= mono {
+            let ahead = at.duration_since(mono).as_micros();
+            unix.saturating_add(i64::try_from(ahead).unwrap_or(i64::MAX))
+        } else {
+            let behind = mono.duration_since(at).as_micros();
+            unix.saturating_sub(i64::try_from(behind).unwrap_or(i64::MAX))
         }
     }
 
@@ -235,12 +258,26 @@ impl Proxy {
         self.timers.len()
     }
 
-    /// The next message to send.
+    /// The next thing the core wants done — an ng request first (a relay's answer is what
+    /// SIP waits for), then a name to resolve, then a SIP message — or `None` when there is
+    /// nothing. The driver calls it until `None` after every `handle_*`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some((relay, datagram)) = self.relays.poll_transmit() {
+            return Some(Output::Ng { relay, datagram });
+        }
+        if let Some(query) = self.resolve_queries.pop_front() {
+            return Some(Output::Resolve(query));
+        }
+        self.out.pop_front().map(Output::Sip)
+    }
+
+    /// The next SIP message to send (the SIP part of [`Proxy::poll_output`], for tests that
+    /// look at one kind of output at a time).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
     }
 
-    /// The next host name to resolve.
+    /// The next host name to resolve (the DNS part of [`Proxy::poll_output`]).
     pub fn poll_resolve(&mut self) -> Option<ResolveQuery> {
         self.resolve_queries.pop_front()
     }
@@ -290,9 +327,9 @@ impl Proxy {
         })
     }
 
-    /// The next ng datagram to send to a relay.
-    pub fn poll_ng_transmit(&mut self, now: Instant) -> Option<(SocketAddr, Bytes)> {
-        self.relays.poll_transmit(now)
+    /// The next ng datagram to send to a relay (the ng part of [`Proxy::poll_output`]).
+    pub fn poll_ng_transmit(&mut self) -> Option<(SocketAddr, Bytes)> {
+        self.relays.poll_transmit()
     }
 
     /// An ng datagram received from a relay.

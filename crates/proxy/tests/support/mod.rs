@@ -94,7 +94,14 @@ impl Bench {
             .collect();
         let now = epoch();
         Bench {
-            proxy: Proxy::new(CoreConfig::from_config(&cfg, listeners), 7, now),
+            proxy: Proxy::new(
+                CoreConfig::from_config(&cfg, listeners),
+                7,
+                anchorage_proxy::node::Now {
+                    mono: now,
+                    unix_us: 1_800_000_000_000_000,
+                },
+            ),
             now,
             relays,
             delayed: Vec::new(),
@@ -131,7 +138,7 @@ impl Bench {
             while let Some(t) = self.proxy.poll_transmit() {
                 self.sip_sent.push(t);
             }
-            while let Some((to, datagram)) = self.proxy.poll_ng_transmit(self.now) {
+            while let Some((to, datagram)) = self.proxy.poll_ng_transmit() {
                 progressed = true;
                 self.relay_gets(to, &datagram);
             }

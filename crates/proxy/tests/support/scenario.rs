@@ -52,7 +52,10 @@ pub fn proxy(config: &str) -> Proxy {
             overload: cfg.proxy.overload,
         },
         7,
-        epoch(),
+        anchorage_proxy::node::Now {
+            mono: epoch(),
+            unix_us: 1_800_000_000_000_000,
+        },
     )
 }
 
@@ -233,7 +236,7 @@ pub fn relay_at_replies(
     sdp: &str,
     now: Instant,
 ) -> anchorage_ng::Request {
-    let (to, datagram) = p.poll_ng_transmit(now).expect("an ng request");
+    let (to, datagram) = p.poll_ng_transmit().expect("an ng request");
     assert_eq!(to.to_string(), node);
     let incoming = anchorage_ng::decode_request(&datagram).unwrap();
     let reply = anchorage_ng::Reply::ok().with_sdp(Bytes::from(sdp.to_string()));
@@ -316,7 +319,7 @@ pub fn call_on_r1(now: Instant) -> Proxy {
 
 /// Every ng request sent now other than health pings, with its destination port.
 pub fn ng_requests(p: &mut Proxy, now: Instant) -> Vec<(u16, anchorage_ng::Request)> {
-    std::iter::from_fn(|| p.poll_ng_transmit(now))
+    std::iter::from_fn(|| p.poll_ng_transmit())
         .map(|(to, d)| (to.port(), anchorage_ng::decode_request(&d).unwrap().request))
         .filter(|(_, r)| !matches!(r.kind, anchorage_ng::RequestKind::Ping))
         .collect()
