@@ -114,14 +114,14 @@ fn media_flow_through_a_relay_records_each_legs_sdp() {
 fn a_dialog_at_its_maximum_age_takes_its_relay_session_with_it() {
     let now = epoch();
     let mut p = call_on_r1(now);
-    ng_requests(&mut p, now);
+    ng_requests(&mut p);
     assert!(p.anchored_call("c1").is_some());
     // The test proxy's dialogs live an hour.
     let later = now + Duration::from_secs(3601);
     p.handle_timeout(later);
     assert!(p.dialogs().is_empty());
     assert!(p.anchored_call("c1").is_none());
-    let sent = ng_requests(&mut p, later);
+    let sent = ng_requests(&mut p);
     assert!(
         sent.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
         "{sent:?}"

@@ -33,7 +33,10 @@ fn assert_one_to_each(out: &[Transmit], method: &str, to_callee: u32, to_caller:
 
 /// Starts moving r1's calls and answers the new node's ng requests; returns the job and
 /// the two re-INVITEs (to the callee, to the caller).
-fn move_r1_calls(p: &mut Proxy, now: Instant) -> (u64, Transmit, Transmit) {
+fn move_r1_calls(
+    p: &mut Proxy,
+    now: Instant,
+) -> (anchorage_proxy::reanchor::JobId, Transmit, Transmit) {
     // Move every call of r1 (by API).
     let job = p
         .start_reanchor(
@@ -266,7 +269,7 @@ fn a_refused_move_rolls_the_moved_leg_back_to_the_live_old_relay() {
         rollback.contains("o=relay 6 5 IN IP4 203.0.113.1\r\n"),
         "{rollback}"
     );
-    let ng = ng_requests(&mut p, now);
+    let ng = ng_requests(&mut p);
     assert_eq!(ng.len(), 1, "{ng:?}");
     assert!(
         ng[0].0 == 2224 && is_delete(&ng[0].1),
@@ -284,13 +287,13 @@ fn a_party_that_never_answers_ends_the_call_and_leaves_no_session() {
     let (job, _to_callee, to_caller) = move_r1_calls(&mut p, now);
     ok_to(&mut p, &to_caller, None, OFFER_SDP, now);
     drain(&mut p);
-    ng_requests(&mut p, now);
+    ng_requests(&mut p);
     // The callee stays silent past the move's deadline (8 s by default).
     let later = now + Duration::from_secs(8);
     p.handle_timeout(later);
     let out = drain(&mut p);
     assert_one_to_each(&out, "BYE", 3, 2);
-    let mut deleted: Vec<u16> = ng_requests(&mut p, later)
+    let mut deleted: Vec<u16> = ng_requests(&mut p)
         .into_iter()
         .filter(|(_, r)| is_delete(r))
         .map(|(port, _)| port)
@@ -317,7 +320,7 @@ fn a_new_relay_that_does_not_answer_is_given_up_and_the_call_stays_on_the_old_on
             now,
         )
         .unwrap();
-    let sent = ng_requests(&mut p, now);
+    let sent = ng_requests(&mut p);
     assert!(sent
         .iter()
         .any(|(port, r)| *port == 2224 && matches!(r.kind, anchorage_ng::RequestKind::Offer(_))));
@@ -325,7 +328,7 @@ fn a_new_relay_that_does_not_answer_is_given_up_and_the_call_stays_on_the_old_on
     // has no other node, so the call stays where it is.
     let later = now + Duration::from_millis(1100);
     p.handle_timeout(later);
-    let sent = ng_requests(&mut p, later);
+    let sent = ng_requests(&mut p);
     assert!(
         sent.iter().any(|(port, r)| *port == 2224 && is_delete(r)),
         "whatever r2 may hold is deleted there: {sent:?}"
@@ -361,7 +364,7 @@ fn a_move_with_a_leg_interface_names_it_in_the_new_relays_offer() {
         now,
     )
     .unwrap();
-    let sent = ng_requests(&mut p, now);
+    let sent = ng_requests(&mut p);
     let offer = sent
         .iter()
         .find(|(port, r)| *port == 2224 && matches!(r.kind, anchorage_ng::RequestKind::Offer(_)))

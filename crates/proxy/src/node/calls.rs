@@ -454,6 +454,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin for the test's clock
     fn an_entry_lives_while_any_part_does_and_its_key_dies_with_it() {
         let mut calls = Calls::default();
         calls.open_offer("a");
@@ -462,7 +463,7 @@ mod tests {
         assert_eq!((calls.len(), calls.waiting_count()), (1, 1));
         calls.close_offer("a");
         assert_eq!(calls.id_of(key).map(CallId::as_str), Some("a"));
-        assert_eq!(calls.set_wait("a", Some(Wait::Resuming)).is_some(), true);
+        assert!(calls.set_wait("a", Some(Wait::Resuming)).is_some());
         assert_eq!(calls.waiting_count(), 0);
         calls.set_wait("a", None);
         assert!(calls.is_empty());
@@ -475,6 +476,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // an arbitrary origin for the test's clock
     fn counters_follow_what_is_stored() {
         let mut calls = Calls::default();
         for id in ["a", "b", "c"] {

@@ -318,7 +318,7 @@ pub fn call_on_r1(now: Instant) -> Proxy {
 }
 
 /// Every ng request sent now other than health pings, with its destination port.
-pub fn ng_requests(p: &mut Proxy, now: Instant) -> Vec<(u16, anchorage_ng::Request)> {
+pub fn ng_requests(p: &mut Proxy) -> Vec<(u16, anchorage_ng::Request)> {
     std::iter::from_fn(|| p.poll_ng_transmit())
         .map(|(to, d)| (to.port(), anchorage_ng::decode_request(&d).unwrap().request))
         .filter(|(_, r)| !matches!(r.kind, anchorage_ng::RequestKind::Ping))
