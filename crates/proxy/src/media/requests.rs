@@ -1,0 +1,199 @@
+//! The ng requests the proxy builds from SIP (offer, answer, delete, per fork branch), the
+//! media policy they carry, and the prefix of the proxy's ng cookies.
+
+use anchorage_config::proxy::MediaPolicy;
+use anchorage_ng::{normalise, CallId, Delete, OfferAnswer, Request, RequestKind, Tag, Value};
+use bytes::Bytes;
+
+/// The prefix of a proxy's ng cookies: its node id (spaces and other characters a cookie cannot
+/// hold replaced by `-`) and a per-start epoch drawn from the proxy's seed, e.g. `node1-5f3a9c1e`.
+pub fn cookie_prefix(node_id: &str, seed: u64) -> String {
+    let id: String = node_id
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '-' })
+        .take(32)
+        .collect();
+    // splitmix64 of the seed: neighbouring seeds give unrelated epochs.
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    format!("{id}-{:08x}", z as u32)
+}
+
+/// The ng flags of a media policy, ready to go into requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Relay set.
+    pub set: String,
+    /// `rtpp-flags` for the SDP sent to the caller.
+    pub caller_flags: String,
+    /// `rtpp-flags` for the SDP sent to the callee.
+    pub callee_flags: String,
+}
+
+impl Policy {
+    /// The active policy of a configured one (`None`: no anchoring).
+    pub fn of(p: &MediaPolicy) -> Option<Policy> {
+        use crate::reanchor::{direction_flags, LegOptions};
+        if p.disabled {
+            return None;
+        }
+        // The per-leg `type`, `ip` and `iface` become ng options of the SDP that leg gets;
+        // the interfaces go into the offer as a `direction` pair.
+        let leg = |l: &anchorage_config::proxy::LegMedia| LegOptions {
+            flags: None,
+            transport: l.transport.clone(),
+            ip: l.ip,
+            iface: l.iface.clone(),
+        };
+        let (caller, callee) = (leg(&p.caller), leg(&p.callee));
+        let mut callee_flags = callee.applied_to(&p.callee_flags);
+        if let Some(direction) = direction_flags(&caller, &callee) {
+            callee_flags = format!("{callee_flags} {direction}").trim().to_string();
+        }
+        Some(Policy {
+            set: p.set.clone()?,
+            caller_flags: caller.applied_to(&p.caller_flags),
+            callee_flags,
+        })
+    }
+}
+
+/// An `offer` (when `to_tag` is none or the SDP is a new offer in a dialog) or an `answer`.
+pub fn offer_answer(
+    answer: bool,
+    call_id: &str,
+    from_tag: &str,
+    to_tag: Option<&str>,
+    sdp: Bytes,
+    flags: &str,
+) -> Request {
+    let body = OfferAnswer {
+        call_id: CallId(call_id.to_string()),
+        from_tag: Tag(from_tag.to_string()),
+        to_tag: to_tag.map(|t| Tag(t.to_string())),
+        via_branch: None,
+        sdp,
+    };
+    Request {
+        kind: if answer {
+            RequestKind::Answer(body)
+        } else {
+            RequestKind::Offer(body)
+        },
+        flags: flags_of(flags),
+    }
+}
+
+/// `request` (an offer or answer) for one fork branch (`via-branch`): each branch of a parallel
+/// fork gets its own relay ports, and a losing branch can be deleted alone.
+pub fn on_branch(mut request: Request, via_branch: &str) -> Request {
+    if let RequestKind::Offer(body) | RequestKind::Answer(body) = &mut request.kind {
+        body.via_branch = Some(anchorage_ng::Branch(via_branch.to_string()));
+    }
+    request
+}
+
+/// A `delete` of one fork branch's session (`from-tag` + `via-branch`).
+pub fn delete_branch(call_id: &str, from_tag: &str, via_branch: &str) -> Request {
+    Request {
+        kind: RequestKind::Delete(Delete {
+            call_id: CallId(call_id.to_string()),
+            from_tag: Some(Tag(from_tag.to_string())),
+            to_tag: None,
+            via_branch: Some(anchorage_ng::Branch(via_branch.to_string())),
+        }),
+        flags: flags_of(""),
+    }
+}
+
+/// A `delete` of a whole call.
+pub fn delete(call_id: &str) -> Request {
+    Request {
+        kind: RequestKind::Delete(Delete {
+            call_id: CallId(call_id.to_string()),
+            from_tag: None,
+            to_tag: None,
+            via_branch: None,
+        }),
+        flags: flags_of(""),
+    }
+}
+
+/// The normalised flags of an `rtpp-flags` string.
+fn flags_of(rtpp_flags: &str) -> anchorage_ng::Flags {
+    let dict = if rtpp_flags.trim().is_empty() {
+        Vec::new()
+    } else {
+        vec![("rtpp-flags".to_string(), Value::text(rtpp_flags))]
+    };
+    normalise(&dict).1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{epoch, relays};
+    use super::*;
+
+    #[test]
+    fn cookies_carry_the_node_id_and_differ_between_process_starts() {
+        let a = cookie_prefix("node one", 1);
+        let b = cookie_prefix("node one", 2);
+        assert!(a.starts_with("node-one-"), "{a}");
+        assert_ne!(a, b, "two starts of one node");
+        assert_ne!(cookie_prefix("n1", 7), cookie_prefix("n2", 7), "two nodes");
+        // What goes on the wire: the prefix, then the client and node, then a counter.
+        let mut r = relays();
+        r.handle_timeout(epoch());
+        let (_, ping) = r.poll_transmit().unwrap();
+        let text = String::from_utf8_lossy(&ping).to_string();
+        assert!(text.starts_with("n1-00000001-p0_0 "), "{text}");
+    }
+
+    #[test]
+    fn per_leg_policy_options_become_ng_options() {
+        let cfg = anchorage_config::parse(
+            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [{ name = \"a\", ng = \"127.0.0.1:2223\" }]\n\n\
+             [proxy.media]\nset = \"main\"\ncallee_flags = \"replace-origin\"\n\
+             caller = { ip = \"203.0.113.5\" }\ncallee = { type = \"RTP/SAVP\", iface = \"pub\" }\n",
+        )
+        .unwrap();
+        let policy = Policy::of(&cfg.proxy.media).unwrap();
+        let offer = flags_of(&policy.callee_flags);
+        assert!(offer.replace.origin);
+        assert_eq!(
+            offer.transport_protocol,
+            Some(anchorage_ng::TransportProtocol::RtpSavp)
+        );
+        assert_eq!(
+            offer.direction,
+            vec!["default".to_string(), "pub".to_string()]
+        );
+        let answer = flags_of(&policy.caller_flags);
+        assert_eq!(answer.media_address, Some("203.0.113.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn requests_carry_the_policy_flags() {
+        let offer = offer_answer(
+            false,
+            "c1",
+            "ft",
+            None,
+            Bytes::from_static(b"v=0\r\n"),
+            "replace-origin ICE=remove",
+        );
+        let RequestKind::Offer(body) = &offer.kind else {
+            panic!()
+        };
+        assert_eq!(body.from_tag.0, "ft");
+        assert!(
+            offer.flags.unrecognised().is_empty(),
+            "{:?}",
+            offer.flags.unrecognised()
+        );
+        let dict = offer.to_dict();
+        assert!(dict.iter().any(|(k, _)| k == "command"));
+    }
+}
