@@ -6,17 +6,17 @@
 //! The store owns every part of a call, so a call is one thing to look at, count, export or
 //! drop: a call's entry exists while any part is present and goes with its last part. Its
 //! counters (dialogs, moves, waiting calls) change only here, so they cannot drift from what
-//! is stored. A `CallKey` carries a generation: a timer or an ng reply that outlives its call
-//! finds nothing, even when the slot holds a newer call.
+//! is stored. A `CallKey` is a slab id ([`super::slab`]): a timer or an ng reply that outlives
+//! its call finds nothing, even when the slot holds a newer call.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::fmt;
 use std::time::Instant;
 
 use crate::dialog::{CallDialogs, Dialog};
 use crate::node::anchoring::CallMedia;
 use crate::node::moves::CallMove;
+use crate::node::slab::{Id, Slab};
 
 /// A call's Call-ID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,11 +48,7 @@ impl fmt::Display for CallId {
 }
 
 /// A call's place in the store: copyable, for timers and ng waits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(in crate::node) struct CallKey {
-    slot: u32,
-    generation: u32,
-}
+pub(in crate::node) type CallKey = Id<Call>;
 
 /// Whether a call waits for a relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,17 +82,10 @@ impl Call {
     }
 }
 
-struct Slot {
-    generation: u32,
-    entry: Option<(CallId, Call)>,
-}
-
 /// The calls of this node.
 #[derive(Default)]
 pub struct Calls {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    index: HashMap<CallId, u32>,
+    slab: Slab<CallId, Call>,
     dialogs: usize,
     moves: usize,
     waiting: usize,
@@ -106,12 +95,12 @@ pub struct Calls {
 impl Calls {
     /// Calls with any state on this node.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.slab.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.slab.len() == 0
     }
 
     /// Dialogs, over every call.
@@ -126,10 +115,7 @@ impl Calls {
 
     /// Every dialog, in no particular order.
     pub fn dialogs(&self) -> impl Iterator<Item = &Dialog> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.entry.as_ref())
-            .flat_map(|(_, c)| c.dialogs.iter())
+        self.slab.iter().flat_map(|(_, c)| c.dialogs.iter())
     }
 
     /// The dialogs of a Call-ID (several while an INVITE forks).
@@ -143,81 +129,34 @@ impl Calls {
     }
 
     fn get(&self, call_id: &str) -> Option<&Call> {
-        let slot = *self.index.get(call_id)?;
-        self.slots
-            .get(slot as usize)?
-            .entry
-            .as_ref()
-            .map(|(_, c)| c)
+        self.slab.get_by(call_id)
     }
 
     fn get_mut(&mut self, call_id: &str) -> Option<&mut Call> {
-        let slot = *self.index.get(call_id)?;
-        self.slots
-            .get_mut(slot as usize)?
-            .entry
-            .as_mut()
-            .map(|(_, c)| c)
+        self.slab.get_by_mut(call_id)
     }
 
     /// The call's entry, made if it has none.
     fn entry(&mut self, call_id: &str) -> &mut Call {
-        let slot = match self.index.get(call_id) {
-            Some(slot) => *slot,
-            None => {
-                let id = CallId::from(call_id);
-                let slot = match self.free.pop() {
-                    Some(slot) => slot,
-                    None => {
-                        self.slots.push(Slot {
-                            generation: 0,
-                            entry: None,
-                        });
-                        (self.slots.len() - 1) as u32
-                    }
-                };
-                self.slots[slot as usize].entry = Some((id.clone(), Call::default()));
-                self.index.insert(id, slot);
-                slot
-            }
-        };
-        let (_, call) = self.slots[slot as usize]
-            .entry
-            .get_or_insert_with(|| (CallId::from(call_id), Call::default()));
-        call
+        self.slab
+            .get_or_default(call_id, |id: &str| CallId::from(id))
     }
 
     /// Drops the call's entry if nothing is left of it.
     fn release_if_empty(&mut self, call_id: &str) {
-        let Some(&slot) = self.index.get(call_id) else {
-            return;
-        };
-        let s = &mut self.slots[slot as usize];
-        if s.entry.as_ref().is_some_and(|(_, c)| c.is_empty()) {
-            s.entry = None;
-            s.generation = s.generation.wrapping_add(1);
-            self.index.remove(call_id);
-            self.free.push(slot);
+        if self.get(call_id).is_some_and(Call::is_empty) {
+            self.slab.remove_by(call_id);
         }
     }
 
     /// The call's key, if it has an entry.
     pub(in crate::node) fn key(&self, call_id: &str) -> Option<CallKey> {
-        let slot = *self.index.get(call_id)?;
-        let s = self.slots.get(slot as usize)?;
-        Some(CallKey {
-            slot,
-            generation: s.generation,
-        })
+        self.slab.find(call_id)
     }
 
     /// The Call-ID of a key, if its call still has an entry.
     pub(in crate::node) fn id_of(&self, key: CallKey) -> Option<&CallId> {
-        let s = self.slots.get(key.slot as usize)?;
-        if s.generation != key.generation {
-            return None;
-        }
-        s.entry.as_ref().map(|(id, _)| id)
+        self.slab.key_of(key)
     }
 
     // --- media anchoring ---
@@ -235,9 +174,8 @@ impl Calls {
     /// The anchored calls with their media (a walk over the store: for jobs and the
     /// management API, never per message).
     pub(in crate::node) fn anchored(&self) -> impl Iterator<Item = (&CallId, &CallMedia)> {
-        self.slots
+        self.slab
             .iter()
-            .filter_map(|s| s.entry.as_ref())
             .filter_map(|(id, c)| c.media.as_ref().map(|m| (id, m)))
     }
 
@@ -329,11 +267,9 @@ impl Calls {
     /// The Call-IDs of the calls waiting for a relay (a walk over the store: for the retry
     /// timer and the management API, never per packet).
     pub(in crate::node) fn waiting_ids(&self) -> impl Iterator<Item = (&CallId, &Call)> {
-        self.slots
+        self.slab
             .iter()
-            .filter_map(|s| s.entry.as_ref())
             .filter(|(_, c)| matches!(c.wait, Some(Wait::Since(_))))
-            .map(|(id, c)| (id, c))
     }
 
     // --- open offers ---
@@ -393,14 +329,12 @@ impl Calls {
     ) -> Vec<CallId> {
         let mut ended = Vec::new();
         let mut removed = 0;
-        for slot in &mut self.slots {
-            if let Some((id, call)) = slot.entry.as_mut() {
-                let n = call.dialogs.expire(now, max_age);
-                if n > 0 {
-                    removed += n;
-                    if call.dialogs.is_empty() {
-                        ended.push(id.clone());
-                    }
+        for (id, call) in self.slab.iter_mut() {
+            let n = call.dialogs.expire(now, max_age);
+            if n > 0 {
+                removed += n;
+                if call.dialogs.is_empty() {
+                    ended.push(id.clone());
                 }
             }
         }

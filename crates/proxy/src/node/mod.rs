@@ -43,6 +43,7 @@ mod io;
 mod moves;
 mod response;
 mod route;
+mod slab;
 mod timers;
 mod transactions;
 mod validate;
