@@ -21,11 +21,10 @@ impl Proxy {
     /// §16.10: CANCEL. With the INVITE's transaction: 200 to the CANCEL, CANCEL every pending
     /// branch. Without (another node forwarded the INVITE): forward statelessly.
     pub(super) fn on_cancel(&mut self, req: Message, key: ServerKey, d: &Datagram, now: Instant) {
-        let invite_key = (key.0.clone(), key.1.clone(), "INVITE".to_string());
-        if !self.servers.contains_key(&invite_key) {
+        let Some(invite) = self.servers.find(&key.invite()) else {
             self.forward_stateless(req, d, now);
             return;
-        }
+        };
         // The CANCEL's own transaction, answered 200 at once.
         let mut machine = ServerNonInvite::new(now, d.transport.is_reliable(), &self.config.timers);
         let _ = machine.send_response(now, 200);
@@ -34,8 +33,8 @@ impl Proxy {
             .build()
             .map(|m| m.bytes())
             .unwrap_or_default();
-        self.servers.insert(
-            key.clone(),
+        let cancel = self.servers.insert(
+            key,
             Box::new(ServerTx {
                 machine: ServerMachine::NonInvite(machine),
                 request: req,
@@ -53,17 +52,17 @@ impl Proxy {
                 scheduled: None,
             }),
         );
-        self.drain_server(&key, now);
-        let Some(invite) = self.servers.get_mut(&invite_key) else {
+        self.drain_server(cancel, now);
+        let Some(tx) = self.servers.get_mut(invite) else {
             return;
         };
-        if invite.final_status.is_some() {
+        if tx.final_status.is_some() {
             return;
         }
-        invite.cancelled = true;
-        invite.remaining.clear();
-        let branches = invite.branches.clone();
-        let live = self.pending_branches(&invite_key);
+        tx.cancelled = true;
+        tx.remaining.clear();
+        let branches = tx.branches.clone();
+        let live = self.pending_branches(invite);
         for branch in branches {
             self.cancel_branch(&branch, now);
         }
@@ -71,7 +70,7 @@ impl Proxy {
             // No branch will answer with a 487 (the INVITE still waits for its relay, a fork
             // offer or DNS, or its branches are done): the proxy answers it itself (§9.2), so
             // every INVITE ends in a final response.
-            self.respond(&invite_key, 487, "Request Terminated", now);
+            self.respond(invite, 487, "Request Terminated", now);
         }
     }
 

@@ -8,7 +8,7 @@ use anchorage_sip::Message;
 
 use crate::node::anchoring::tag_of;
 use crate::node::timers::TimerRef;
-use crate::node::transactions::ServerKey;
+use crate::node::transactions::ServerId;
 use crate::node::Proxy;
 
 impl Proxy {
@@ -32,7 +32,7 @@ impl Proxy {
     }
 
     /// A response to a renumbered request goes back with the number its sender used.
-    pub(super) fn restore_cseq(&self, key: &ServerKey, response: Message) -> Message {
+    pub(super) fn restore_cseq(&self, key: ServerId, response: Message) -> Message {
         let Some(server) = self.servers.get(key) else {
             return response;
         };
@@ -48,7 +48,7 @@ impl Proxy {
         }
     }
 
-    pub(super) fn track_dialog(&mut self, key: &ServerKey, response: &Message, now: Instant) {
+    pub(super) fn track_dialog(&mut self, key: ServerId, response: &Message, now: Instant) {
         let Some(server) = self.servers.get(key) else {
             return;
         };

@@ -14,7 +14,7 @@ use crate::via;
 use crate::Transport;
 
 use crate::node::io::{Listener, ResolveQuery};
-use crate::node::transactions::{ClientMachine, ClientTx, ServerKey};
+use crate::node::transactions::{ClientMachine, ClientTx, ServerId};
 use crate::node::Proxy;
 
 pub(super) fn rr_value(l: &Listener) -> String {
@@ -42,7 +42,7 @@ pub(super) struct Arrival {
 impl Proxy {
     /// Sends the request of `key` to its next remaining target, or answers with the best
     /// response (or 408/503) when none is left.
-    pub(super) fn try_next_target(&mut self, key: &ServerKey, now: Instant) {
+    pub(super) fn try_next_target(&mut self, key: ServerId, now: Instant) {
         loop {
             let Some(tx) = self.servers.get_mut(key) else {
                 return;
@@ -66,7 +66,7 @@ impl Proxy {
                 if let TargetHost::Name(name) = target.host {
                     let id = self.next_query_id;
                     self.next_query_id += 1;
-                    self.waiting_for_resolution.insert(id, key.clone());
+                    self.waiting_for_resolution.insert(id, key);
                     self.resolve_queries.push_back(ResolveQuery {
                         id,
                         name,
@@ -113,7 +113,7 @@ impl Proxy {
     pub(super) fn forward_request(
         &mut self,
         req: &Message,
-        key: &ServerKey,
+        key: ServerId,
         target: &Target,
         destination: SocketAddr,
         now: Instant,
@@ -149,7 +149,7 @@ impl Proxy {
                 request: edited,
                 destination,
                 transport: target.transport,
-                server: key.clone(),
+                server: key,
                 provisional_received: false,
                 cancel_pending: false,
                 failover_deadline: None,

@@ -95,12 +95,12 @@ impl Proxy {
         };
         // Retransmission, or ACK of a non-2xx response sent by this transaction.
         if method == Method::Ack {
-            let invite_key = (key.0.clone(), key.1.clone(), "INVITE".to_string());
-            if let Some(tx) = self.servers.get_mut(&invite_key) {
-                if let ServerMachine::Invite(m) = &mut tx.machine {
+            let invite = self.servers.find(&key.invite());
+            if let Some(tx) = invite.and_then(|id| self.servers.get_mut(id)) {
+                if let (ServerMachine::Invite(m), Some(id)) = (&mut tx.machine, invite) {
                     if tx.final_status.is_some_and(|s| s >= 300) {
                         m.handle_ack(now);
-                        self.drain_server(&invite_key, now);
+                        self.drain_server(id, now);
                         return;
                     }
                 }
@@ -110,12 +110,14 @@ impl Proxy {
             }
             return;
         }
-        if let Some(tx) = self.servers.get_mut(&key) {
-            match &mut tx.machine {
-                ServerMachine::Invite(m) => m.handle_request_retransmission(now),
-                ServerMachine::NonInvite(m) => m.handle_request_retransmission(now),
+        if let Some(id) = self.servers.find(&key) {
+            if let Some(tx) = self.servers.get_mut(id) {
+                match &mut tx.machine {
+                    ServerMachine::Invite(m) => m.handle_request_retransmission(now),
+                    ServerMachine::NonInvite(m) => m.handle_request_retransmission(now),
+                }
             }
-            self.drain_server(&key, now);
+            self.drain_server(id, now);
             return;
         }
         if method == Method::Cancel {
@@ -166,8 +168,8 @@ impl Proxy {
         } else {
             ServerMachine::NonInvite(ServerNonInvite::new(now, reliable, &self.config.timers))
         };
-        self.servers.insert(
-            key.clone(),
+        let id = self.servers.insert(
+            key,
             Box::new(ServerTx {
                 machine,
                 request: req,
@@ -185,6 +187,6 @@ impl Proxy {
                 scheduled: None,
             }),
         );
-        self.drain_server(&key, now);
+        self.drain_server(id, now);
     }
 }

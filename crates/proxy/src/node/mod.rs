@@ -67,15 +67,18 @@ use crate::Transport;
 use timers::TimerQueue;
 
 use crate::node::anchoring::MediaWait;
+use crate::node::slab::Slab;
 use crate::node::timers::TimerRef;
-use crate::node::transactions::{ClientMachine, ClientTx, ServerKey, ServerMachine, ServerTx};
+use crate::node::transactions::{
+    ClientMachine, ClientTx, ServerId, ServerKey, ServerMachine, ServerTx,
+};
 
 /// The proxy core.
 pub struct Proxy {
     config: CoreConfig,
     /// Boxed: a transaction holds its request (a few hundred bytes); the maps move only
     /// pointers when they insert and grow.
-    servers: HashMap<ServerKey, Box<ServerTx>>,
+    servers: Slab<ServerKey, Box<ServerTx>>,
     clients: HashMap<String, Box<ClientTx>>,
     timers: TimerQueue,
     flood: FloodGuard,
@@ -91,7 +94,7 @@ pub struct Proxy {
     pending_response: Option<Message>,
     /// Host names to resolve, and the requests waiting for them.
     resolve_queries: VecDeque<ResolveQuery>,
-    waiting_for_resolution: HashMap<u64, ServerKey>,
+    waiting_for_resolution: HashMap<u64, ServerId>,
     next_query_id: u64,
     /// Media relays, the calls anchored on them, and ng requests awaiting a reply.
     relays: Relays,
@@ -163,7 +166,7 @@ impl Proxy {
         );
         Proxy {
             config,
-            servers: HashMap::new(),
+            servers: Slab::default(),
             clients: HashMap::new(),
             timers: TimerQueue::default(),
             flood,
@@ -357,7 +360,7 @@ impl Proxy {
         while let Some(which) = self.timers.pop_due(now) {
             match which {
                 TimerRef::Server(key) => {
-                    let Some(tx) = self.servers.get_mut(&key) else {
+                    let Some(tx) = self.servers.get_mut(key) else {
                         continue;
                     };
                     tx.scheduled = None;
@@ -365,7 +368,7 @@ impl Proxy {
                         ServerMachine::Invite(m) => m.handle_timeout(now),
                         ServerMachine::NonInvite(m) => m.handle_timeout(now),
                     }
-                    self.drain_server(&key, now);
+                    self.drain_server(key, now);
                 }
                 TimerRef::Client(branch) => {
                     let Some(tx) = self.clients.get_mut(&branch) else {

@@ -16,7 +16,7 @@ use crate::Transport;
 
 use crate::node::anchoring::tag_of;
 use crate::node::io::Transmit;
-use crate::node::transactions::{ClientMachine, ClientTx, ServerKey, ServerMachine};
+use crate::node::transactions::{ClientMachine, ClientTx, ServerId, ServerMachine};
 use crate::node::Proxy;
 
 /// §16.7 step 6: 6xx beats everything; otherwise the lowest class wins (first one of a class).
@@ -152,13 +152,13 @@ impl Proxy {
         let Some(client) = self.clients.get(branch) else {
             return;
         };
-        let key = client.server.clone();
+        let key = client.server;
         let abandoned = client.abandoned;
         let Ok(popped) = resp.edit().pop_via().finish_message() else {
             return;
         };
-        let popped = self.restore_cseq(&key, popped);
-        self.track_dialog(&key, &popped, now);
+        let popped = self.restore_cseq(key, popped);
+        self.track_dialog(key, &popped, now);
         if (101..300).contains(&status) {
             if let (Some(c), Ok(call_id)) = (self.clients.get(branch), popped.call_id()) {
                 let tag = tag_of(popped.to());
@@ -170,24 +170,24 @@ impl Proxy {
         match status {
             100 => {}
             101..=199 => {
-                if !abandoned && !self.start_answer(&key, branch, status, &popped, now) {
-                    self.forward_response_upstream(&key, status, popped.bytes(), now);
+                if !abandoned && !self.start_answer(key, branch, status, &popped, now) {
+                    self.forward_response_upstream(key, status, popped.bytes(), now);
                 }
             }
             200..=299 => {
                 if let Some(c) = self.clients.get_mut(branch) {
                     c.completed = true;
                 }
-                if let Some(s) = self.servers.get_mut(&key) {
+                if let Some(s) = self.servers.get_mut(key) {
                     s.succeeded = true;
                 }
                 // Every 2xx to an INVITE is forwarded, also on a cancelled branch (§16.7 step 5).
-                if self.servers.contains_key(&key) {
-                    if !self.start_answer(&key, branch, status, &popped, now) {
-                        self.forward_response_upstream(&key, status, popped.bytes(), now);
+                if self.servers.get(key).is_some() {
+                    if !self.start_answer(key, branch, status, &popped, now) {
+                        self.forward_response_upstream(key, status, popped.bytes(), now);
                     }
                     // §16.7 step 10: the other branches of a fork are cancelled.
-                    self.cancel_other_branches(&key, branch, now);
+                    self.cancel_other_branches(key, branch, now);
                 } else {
                     self.forward_response_stateless(&resp);
                 }
@@ -198,11 +198,11 @@ impl Proxy {
                     let call_id = call_id.to_string();
                     self.drop_fork(&call_id, branch, now);
                 }
-                let cancelled = self.servers.get(&key).is_some_and(|s| s.cancelled);
-                if abandoned && !cancelled && self.superseded(&key) {
+                let cancelled = self.servers.get(key).is_some_and(|s| s.cancelled);
+                if abandoned && !cancelled && self.superseded(key) {
                     return;
                 }
-                self.branch_failed(&key, branch, status, popped.bytes(), false, now);
+                self.branch_failed(key, branch, status, popped.bytes(), false, now);
             }
         }
     }
@@ -213,7 +213,7 @@ impl Proxy {
     /// the best response goes upstream (§16.7 steps 4–6).
     pub(super) fn branch_failed(
         &mut self,
-        key: &ServerKey,
+        key: ServerId,
         branch: &str,
         status: u16,
         body: Bytes,
@@ -262,7 +262,7 @@ impl Proxy {
     /// (whose forwarding may wait for the relay's answer), or it went on to another target (a
     /// live branch, targets left, or one being resolved). A branch cancelled by Timer C was
     /// replaced by nothing: its 487 (or timeout) is the request's answer (§16.8).
-    fn superseded(&self, key: &ServerKey) -> bool {
+    fn superseded(&self, key: ServerId) -> bool {
         let Some(server) = self.servers.get(key) else {
             return true;
         };
@@ -270,11 +270,11 @@ impl Proxy {
             || server.succeeded
             || !server.remaining.is_empty()
             || self.pending_branches(key) > 0
-            || self.waiting_for_resolution.values().any(|k| k == key)
+            || self.waiting_for_resolution.values().any(|k| *k == key)
     }
 
     /// Branches of a request still waiting for a final response.
-    pub(super) fn pending_branches(&self, key: &ServerKey) -> usize {
+    pub(super) fn pending_branches(&self, key: ServerId) -> usize {
         self.servers.get(key).map_or(0, |s| {
             s.branches
                 .iter()
@@ -284,7 +284,7 @@ impl Proxy {
         })
     }
 
-    pub(super) fn cancel_other_branches(&mut self, key: &ServerKey, except: &str, now: Instant) {
+    pub(super) fn cancel_other_branches(&mut self, key: ServerId, except: &str, now: Instant) {
         let Some(server) = self.servers.get_mut(key) else {
             return;
         };
@@ -307,17 +307,17 @@ impl Proxy {
             return;
         };
         client.failover_deadline = None;
-        let key = client.server.clone();
+        let key = client.server;
         let has_more = self
             .servers
-            .get(&key)
+            .get(key)
             .is_some_and(|s| !s.remaining.is_empty() && !s.cancelled && s.final_status.is_none());
         if has_more {
             tracing::info!(%branch, "no response from destination; trying the next one");
             if let Some(c) = self.clients.get_mut(branch) {
                 c.abandoned = true;
             }
-            self.try_next_target(&key, now);
+            self.try_next_target(key, now);
         }
     }
 
@@ -326,23 +326,23 @@ impl Proxy {
         let Some(client) = self.clients.get(branch) else {
             return;
         };
-        let key = client.server.clone();
-        let cancelled = self.servers.get(&key).is_some_and(|s| s.cancelled);
-        if client.abandoned && !cancelled && self.superseded(&key) {
+        let key = client.server;
+        let cancelled = self.servers.get(key).is_some_and(|s| s.cancelled);
+        if client.abandoned && !cancelled && self.superseded(key) {
             // Given up for the next target, which answers instead.
             return;
         }
         // A CANCELled branch that never answered (no 487 will come): it stands for a 487, so
         // the INVITE still ends in a final response.
         let status = if cancelled { 487 } else { status };
-        self.branch_failed(&key, branch, status, Bytes::new(), true, now);
+        self.branch_failed(key, branch, status, Bytes::new(), true, now);
     }
 
     /// Sends a response (already without our Via) upstream through the server transaction.
     /// An empty `body` means: generate the response ourselves with this status.
     pub(super) fn forward_response_upstream(
         &mut self,
-        key: &ServerKey,
+        key: ServerId,
         status: u16,
         data: Bytes,
         now: Instant,
@@ -388,7 +388,7 @@ impl Proxy {
     }
 
     /// The proxy's own response on a server transaction.
-    pub(super) fn respond(&mut self, key: &ServerKey, status: u16, reason: &str, now: Instant) {
+    pub(super) fn respond(&mut self, key: ServerId, status: u16, reason: &str, now: Instant) {
         if status == 503 {
             // Every 503 of ours says when to come back (RFC 3261 §21.5.4).
             let retry = self.config.overload.retry_after_s.to_string();
@@ -406,18 +406,24 @@ impl Proxy {
     /// [`Proxy::respond`] with extra header fields.
     pub(super) fn respond_with(
         &mut self,
-        key: &ServerKey,
+        key: ServerId,
         status: u16,
         reason: &str,
         headers: &[(&str, &str)],
         now: Instant,
     ) {
+        let branch = self
+            .servers
+            .key_of(key)
+            .map(|k| k.branch.clone())
+            .unwrap_or_default();
+        let branch_hash_input = branch.as_bytes();
         let Some(tx) = self.servers.get_mut(key) else {
             return;
         };
         let to_tag = format!(
             "{:016x}",
-            via::Fnv::default().feed(key.0.as_bytes()).finish()
+            via::Fnv::default().feed(branch_hash_input).finish()
         );
         let mut builder = tx.request.response(status, reason).to_tag(&to_tag);
         for (name, value) in headers {
@@ -433,7 +439,7 @@ impl Proxy {
         self.forward_response_upstream(key, status, data, now);
     }
 
-    pub(super) fn send_upstream(&mut self, key: &ServerKey, data: Bytes) {
+    pub(super) fn send_upstream(&mut self, key: ServerId, data: Bytes) {
         let Some(tx) = self.servers.get(key) else {
             return;
         };

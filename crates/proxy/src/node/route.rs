@@ -14,7 +14,7 @@ use crate::routing::{Decision, FailoverPolicy, RequestFacts, Target, TargetHost}
 use crate::via;
 use crate::Transport;
 
-use crate::node::transactions::ServerKey;
+use crate::node::transactions::ServerId;
 use crate::node::{next_random, Proxy};
 
 /// The methods this proxy forwards (any method is forwarded; these are the ones it knows),
@@ -46,11 +46,11 @@ pub(super) fn is_private(ip: IpAddr) -> bool {
 impl Proxy {
     pub(super) fn on_resolved(
         &mut self,
-        key: ServerKey,
+        key: ServerId,
         result: Result<Vec<(SocketAddr, Transport)>, String>,
         now: Instant,
     ) {
-        let Some(tx) = self.servers.get_mut(&key) else {
+        let Some(tx) = self.servers.get_mut(key) else {
             return;
         };
         match result {
@@ -73,11 +73,11 @@ impl Proxy {
                 }
             }
         }
-        self.try_next_target(&key, now);
+        self.try_next_target(key, now);
     }
 
     /// Routes and forwards the request of a new server transaction (called on PassRequestToTu).
-    pub(super) fn route_new_request(&mut self, key: &ServerKey, now: Instant) {
+    pub(super) fn route_new_request(&mut self, key: ServerId, now: Instant) {
         let Some(tx) = self.servers.get(key) else {
             return;
         };
@@ -209,7 +209,7 @@ impl Proxy {
     /// (RFC 3261 §11.2). Anything else has no user here: 481 inside a dialog, 404 otherwise.
     pub(super) fn answer_for_ourselves(
         &mut self,
-        key: &ServerKey,
+        key: ServerId,
         req: &Message,
         in_dialog: bool,
         now: Instant,

@@ -10,12 +10,12 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use super::transactions::ServerKey;
+use super::transactions::ServerId;
 
 /// What a deadline in the [`TimerQueue`] is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum TimerRef {
-    Server(ServerKey),
+    Server(ServerId),
     Client(String),
     Dialogs,
     /// One of our own requests (re-anchoring re-INVITEs, BYEs).

@@ -16,6 +16,7 @@ use crate::transaction::{Action, ClientInvite, ClientNonInvite, ServerInvite, Se
 use crate::Transport;
 
 use crate::node::io::Transmit;
+use crate::node::slab::Id;
 use crate::node::timers::TimerRef;
 use crate::node::Proxy;
 
@@ -26,9 +27,30 @@ pub(super) fn offer_call_id(req: &Message) -> Option<String> {
         .flatten()
 }
 
-/// Server transaction key: the top Via's branch and sent-by, and the method (ACK and CANCEL
-/// are looked up against their INVITE explicitly).
-pub(super) type ServerKey = (String, String, String);
+/// Server transaction key (RFC 3261 §17.2.3): the top Via's branch and sent-by, and the method
+/// (ACK and CANCEL are looked up against their INVITE explicitly).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct ServerKey {
+    /// The top Via's branch (or the RFC 2543 fallback built from the request).
+    pub(super) branch: String,
+    /// The top Via's sent-by, `host:port`.
+    pub(super) sent_by: String,
+    /// The method.
+    pub(super) method: String,
+}
+
+impl ServerKey {
+    /// The key of the INVITE this ACK or CANCEL belongs to.
+    pub(super) fn invite(&self) -> ServerKey {
+        ServerKey {
+            method: "INVITE".to_string(),
+            ..self.clone()
+        }
+    }
+}
+
+/// A server transaction with its §16 response context, once stored.
+pub(super) type ServerId = Id<Box<ServerTx>>;
 
 pub(super) enum ServerMachine {
     Invite(ServerInvite),
@@ -72,7 +94,7 @@ pub(super) struct ClientTx {
     pub(super) request: Message,
     pub(super) destination: SocketAddr,
     pub(super) transport: Transport,
-    pub(super) server: ServerKey,
+    pub(super) server: ServerId,
     pub(super) provisional_received: bool,
     /// CANCEL wanted but no provisional response yet (§9.1: wait for one).
     pub(super) cancel_pending: bool,
@@ -107,11 +129,15 @@ pub(super) fn server_key(req: &Message, method: &str) -> Option<ServerKey> {
         )
     };
     let sent_by = format!("{}:{}", via.host, via.port.unwrap_or(5060));
-    Some((branch, sent_by, method.to_string()))
+    Some(ServerKey {
+        branch,
+        sent_by,
+        method: method.to_string(),
+    })
 }
 
 impl Proxy {
-    pub(super) fn drain_server(&mut self, key: &ServerKey, now: Instant) {
+    pub(super) fn drain_server(&mut self, key: ServerId, now: Instant) {
         loop {
             let Some(tx) = self.servers.get_mut(key) else {
                 return;
@@ -201,7 +227,7 @@ impl Proxy {
         self.schedule_client(branch);
     }
 
-    pub(super) fn schedule_server(&mut self, key: &ServerKey) {
+    pub(super) fn schedule_server(&mut self, key: ServerId) {
         let Some(tx) = self.servers.get_mut(key) else {
             return;
         };
@@ -212,7 +238,7 @@ impl Proxy {
         if let Some(at) = next {
             if tx.scheduled != Some(at) {
                 tx.scheduled = Some(at);
-                self.timers.push(at, TimerRef::Server(key.clone()));
+                self.timers.push(at, TimerRef::Server(key));
             }
         }
     }

@@ -12,13 +12,13 @@ use crate::media::{self, NodeId, Policy};
 use crate::routing::Target;
 
 use crate::node::anchoring::{carries_sdp, tag_of, ForkBranch, MediaWait};
-use crate::node::transactions::ServerKey;
+use crate::node::transactions::ServerId;
 use crate::node::Proxy;
 
 /// A fork branch's relay reply, with what its `MediaWait::ForkOffer` held.
 pub(in crate::node) struct ForkWait {
     /// The forked INVITE's server transaction.
-    pub(in crate::node) key: ServerKey,
+    pub(in crate::node) key: ServerId,
     /// The branch's destination.
     pub(in crate::node) target: Target,
     /// The relay session's `via-branch`.
@@ -35,7 +35,7 @@ impl Proxy {
     /// relay ports; each target is forwarded when its offer is back. Returns whether it did.
     pub(in crate::node) fn start_forked_offers(
         &mut self,
-        key: &ServerKey,
+        key: ServerId,
         req: &Message,
         source: SocketAddr,
         now: Instant,
@@ -89,7 +89,7 @@ impl Proxy {
             );
             if let Some(id) = self.relays.send(node, &request, now) {
                 let wait = MediaWait::ForkOffer {
-                    key: key.clone(),
+                    key,
                     target,
                     via_branch,
                     policy: policy.clone(),
@@ -111,7 +111,7 @@ impl Proxy {
             policy,
             sdp,
         } = wait;
-        let Some(tx) = self.servers.get(&key) else {
+        let Some(tx) = self.servers.get(key) else {
             return;
         };
         let request = tx.request.clone();
@@ -121,7 +121,7 @@ impl Proxy {
         let call_id = call_id.to_string();
         let Some(sdp) = sdp else {
             tracing::warn!(%call_id, %via_branch, "relay refused or did not answer a fork branch's offer");
-            self.answer_if_no_fork_left(&key, 503, "Media Relay Failed", now);
+            self.answer_if_no_fork_left(key, 503, "Media Relay Failed", now);
             return;
         };
         if tx.cancelled || tx.final_status.is_some() {
@@ -144,16 +144,16 @@ impl Proxy {
         let session = (call_id.as_str(), from_tag.as_str(), via_branch.as_str());
         let Some(destination) = target.socket_addr() else {
             let why = "the target has no address";
-            return self.fork_branch_lost(node, &key, session, why, now);
+            return self.fork_branch_lost(node, key, session, why, now);
         };
         let rewritten = match request.edit().set_body(sdp.clone()).finish_message() {
             Ok(rewritten) => rewritten,
             Err(e) => {
                 let why = format!("the relay's SDP: {e}");
-                return self.fork_branch_lost(node, &key, session, &why, now);
+                return self.fork_branch_lost(node, key, session, &why, now);
             }
         };
-        match self.forward_request(&rewritten, &key, &target, destination, now) {
+        match self.forward_request(&rewritten, key, &target, destination, now) {
             Ok(branch) => {
                 if let Some(call) = self.calls.media_mut(&call_id) {
                     call.forks.push(ForkBranch {
@@ -162,14 +162,14 @@ impl Proxy {
                         sent: Some(sdp),
                     });
                 }
-                if let Some(tx) = self.servers.get_mut(&key) {
+                if let Some(tx) = self.servers.get_mut(key) {
                     tx.branches.push(branch.clone());
                 }
                 self.drain_client(&branch, now);
             }
             Err(why) => {
                 let session = (call_id.as_str(), from_tag.as_str(), via_branch.as_str());
-                self.fork_branch_lost(node, &key, session, &why, now);
+                self.fork_branch_lost(node, key, session, &why, now);
             }
         }
     }
@@ -180,7 +180,7 @@ impl Proxy {
     fn fork_branch_lost(
         &mut self,
         node: NodeId,
-        key: &ServerKey,
+        key: ServerId,
         (call_id, from_tag, via_branch): (&str, &str, &str),
         why: &str,
         now: Instant,
@@ -193,11 +193,11 @@ impl Proxy {
 
     /// Answers a forked INVITE with `status reason` when nothing else ever will: no branch was
     /// forwarded, no other fork offer is pending, and no final response went out.
-    fn answer_if_no_fork_left(&mut self, key: &ServerKey, status: u16, reason: &str, now: Instant) {
+    fn answer_if_no_fork_left(&mut self, key: ServerId, status: u16, reason: &str, now: Instant) {
         let pending = self
             .media_waits
             .values()
-            .any(|w| matches!(w, MediaWait::ForkOffer { key: k, .. } if k == key));
+            .any(|w| matches!(w, MediaWait::ForkOffer { key: k, .. } if *k == key));
         let stranded = self
             .servers
             .get(key)

@@ -21,7 +21,7 @@ use crate::media::{NodeId, Policy};
 use crate::routing::Target;
 use crate::Transport;
 
-use crate::node::transactions::ServerKey;
+use crate::node::transactions::ServerId;
 use crate::node::Proxy;
 
 /// Where a call's media is anchored.
@@ -149,21 +149,21 @@ pub(in crate::node) fn tag_of(
 pub(in crate::node) enum MediaWait {
     /// An offer for the request of a server transaction; `tried` nodes failed already.
     Offer {
-        key: ServerKey,
+        key: ServerId,
         policy: Policy,
         tried: Vec<NodeId>,
         initial: bool,
     },
     /// An answer for a response to the request of a server transaction.
     Answer {
-        key: ServerKey,
+        key: ServerId,
         status: u16,
         response: Box<Message>,
     },
     /// A late offer: the offer in a response to a request without SDP (RFC 3264 §5); the
     /// answer will come in the ACK.
     ResponseOffer {
-        key: ServerKey,
+        key: ServerId,
         status: u16,
         response: Box<Message>,
         policy: Policy,
@@ -185,7 +185,7 @@ pub(in crate::node) enum MediaWait {
     ReanchorAnswer { call_id: String },
     /// The offer for one target of a parallel fork (its own relay session).
     ForkOffer {
-        key: ServerKey,
+        key: ServerId,
         target: Target,
         via_branch: String,
         policy: Policy,

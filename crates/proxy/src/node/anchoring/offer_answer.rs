@@ -13,7 +13,7 @@ use crate::routing::RequestFacts;
 
 use crate::node::anchoring::{carries_sdp, tag_of, MediaWait};
 use crate::node::io::Datagram;
-use crate::node::transactions::ServerKey;
+use crate::node::transactions::ServerId;
 use crate::node::Proxy;
 
 impl Proxy {
@@ -21,7 +21,7 @@ impl Proxy {
     /// the request waits for the reply. Returns whether it waits.
     pub(in crate::node) fn start_offer(
         &mut self,
-        key: &ServerKey,
+        key: ServerId,
         req: &Message,
         source: SocketAddr,
         now: Instant,
@@ -95,7 +95,7 @@ impl Proxy {
     /// for the reply. Returns whether it was sent.
     pub(in crate::node) fn send_reoffer(
         &mut self,
-        key: &ServerKey,
+        key: ServerId,
         node: NodeId,
         policy: Policy,
         request: &anchorage_ng::Request,
@@ -105,7 +105,7 @@ impl Proxy {
             return false;
         };
         let wait = MediaWait::Offer {
-            key: key.clone(),
+            key,
             policy,
             tried: vec![node],
             initial: false,
@@ -135,7 +135,7 @@ impl Proxy {
     /// answers 503 when none is left (never falls back to direct media).
     pub(in crate::node) fn send_offer(
         &mut self,
-        key: &ServerKey,
+        key: ServerId,
         req: &Message,
         policy: Policy,
         tried: Vec<NodeId>,
@@ -169,7 +169,7 @@ impl Proxy {
             let mut tried = tried;
             tried.push(node);
             let wait = MediaWait::Offer {
-                key: key.clone(),
+                key,
                 policy,
                 tried,
                 initial: true,
@@ -182,7 +182,7 @@ impl Proxy {
     /// reply. Returns whether it waits.
     pub(in crate::node) fn start_answer(
         &mut self,
-        key: &ServerKey,
+        key: ServerId,
         branch: &str,
         status: u16,
         response: &Message,
@@ -245,7 +245,7 @@ impl Proxy {
         match self.relays.send(call.node, &request, now) {
             Some(id) => {
                 let wait = MediaWait::Answer {
-                    key: key.clone(),
+                    key,
                     status,
                     response: Box::new(response.clone()),
                 };
@@ -261,7 +261,7 @@ impl Proxy {
     /// responder as offerer. The response waits; the answer will come in the ACK.
     pub(in crate::node) fn start_response_offer(
         &mut self,
-        key: &ServerKey,
+        key: ServerId,
         status: u16,
         response: &Message,
         now: Instant,
@@ -305,7 +305,7 @@ impl Proxy {
         match self.relays.send(node, &request, now) {
             Some(id) => {
                 let wait = MediaWait::ResponseOffer {
-                    key: key.clone(),
+                    key,
                     status,
                     response: Box::new(response.clone()),
                     policy,

@@ -75,7 +75,7 @@ impl Proxy {
                     if let (true, Some(call_id)) = (initial, &call_id) {
                         let caller_tag = self
                             .servers
-                            .get(&key)
+                            .get(key)
                             .map(|s| tag_of(s.request.from()))
                             .unwrap_or_default();
                         tracing::debug!(%call_id, node, "call anchored by a late offer");
@@ -89,13 +89,13 @@ impl Proxy {
                         to.record_sent(&sdp);
                     }
                     if let Ok(rewritten) = response.edit().set_body(sdp).finish_message() {
-                        self.forward_response_upstream(&key, status, rewritten.bytes(), now);
+                        self.forward_response_upstream(key, status, rewritten.bytes(), now);
                     }
                 }
                 (MediaWait::ResponseOffer { key, status, .. }, None) => {
                     tracing::warn!("relay refused or did not answer a late offer; the response is not relayed unanchored");
                     if status >= 200 {
-                        self.respond(&key, 502, "Media Relay Failed", now);
+                        self.respond(key, 502, "Media Relay Failed", now);
                     }
                 }
                 (
@@ -136,7 +136,7 @@ impl Proxy {
                     },
                     Some(sdp),
                 ) => {
-                    let Some(tx) = self.servers.get_mut(&key) else {
+                    let Some(tx) = self.servers.get_mut(key) else {
                         continue;
                     };
                     let Ok(call_id) = tx.request.call_id().map(str::to_string) else {
@@ -161,7 +161,7 @@ impl Proxy {
                             if initial {
                                 self.send_ng_quietly(node, &media::delete(&call_id), now);
                             }
-                            self.respond(&key, 500, "SDP Rewrite Failed", now);
+                            self.respond(key, 500, "SDP Rewrite Failed", now);
                             continue;
                         }
                     }
@@ -174,7 +174,7 @@ impl Proxy {
                         from.received = Some(offered);
                         to.record_sent(&sdp);
                     }
-                    self.try_next_target(&key, now);
+                    self.try_next_target(key, now);
                 }
                 (
                     MediaWait::Offer {
@@ -198,7 +198,7 @@ impl Proxy {
                     // Not tried again (nor answered twice) once the request has its answer.
                     let open = self
                         .servers
-                        .get(&key)
+                        .get(key)
                         .filter(|t| t.final_status.is_none() && !t.cancelled)
                         .map(|t| t.request.clone());
                     // No reply at all: a busy relay may still carry the offer out late, and
@@ -208,15 +208,15 @@ impl Proxy {
                     if initial && reply.is_none() {
                         let call_id = self
                             .servers
-                            .get(&key)
+                            .get(key)
                             .and_then(|t| t.request.call_id().ok().map(str::to_string));
                         if let Some(call_id) = call_id {
                             self.delete_or_orphan(node, &call_id, now);
                         }
                     }
                     match (initial, open) {
-                        (true, Some(req)) => self.send_offer(&key, &req, policy, tried, now),
-                        (false, Some(_)) => self.respond(&key, 503, "Media Relay Failed", now),
+                        (true, Some(req)) => self.send_offer(key, &req, policy, tried, now),
+                        (false, Some(_)) => self.respond(key, 503, "Media Relay Failed", now),
                         (_, None) => {}
                     }
                 }
@@ -239,13 +239,13 @@ impl Proxy {
                         to.record_sent(&sdp);
                     }
                     if let Ok(rewritten) = response.edit().set_body(sdp).finish_message() {
-                        self.forward_response_upstream(&key, status, rewritten.bytes(), now);
+                        self.forward_response_upstream(key, status, rewritten.bytes(), now);
                     }
                 }
                 (MediaWait::Answer { key, status, .. }, None) => {
                     tracing::warn!("relay refused or did not answer an answer; the response is not relayed unanchored");
                     if status >= 200 {
-                        self.respond(&key, 502, "Media Relay Failed", now);
+                        self.respond(key, 502, "Media Relay Failed", now);
                     }
                 }
             }
