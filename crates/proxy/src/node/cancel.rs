@@ -76,7 +76,7 @@ impl Proxy {
 
     /// Sends a CANCEL for a client INVITE branch once it has seen a provisional (§9.1).
     pub(super) fn cancel_branch(&mut self, branch: &str, now: Instant) {
-        let Some(c) = self.clients.get_mut(branch) else {
+        let Some(c) = self.clients.get_by_mut(branch) else {
             return;
         };
         c.abandoned = true;

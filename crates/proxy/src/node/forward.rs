@@ -82,7 +82,7 @@ impl Proxy {
             match self.forward_request(&request, key, &target, destination, now) {
                 Ok(branch) => {
                     if let Some(policy) = failover.filter(|p| p.on_timeout && !p.parallel) {
-                        if let Some(c) = self.clients.get_mut(&branch) {
+                        if let Some(c) = self.clients.get_by_mut(&branch) {
                             c.failover_deadline = Some(now + policy.timeout);
                         }
                     }

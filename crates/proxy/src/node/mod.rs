@@ -79,7 +79,7 @@ pub struct Proxy {
     /// Boxed: a transaction holds its request (a few hundred bytes); the maps move only
     /// pointers when they insert and grow.
     servers: Slab<ServerKey, Box<ServerTx>>,
-    clients: HashMap<String, Box<ClientTx>>,
+    clients: Slab<String, Box<ClientTx>>,
     timers: TimerQueue,
     flood: FloodGuard,
     out: VecDeque<Transmit>,
@@ -102,7 +102,7 @@ pub struct Proxy {
     /// Re-anchoring: calls being moved, jobs, our own transactions, pacing and counters.
     jobs: std::collections::BTreeMap<crate::reanchor::JobId, moves::Job>,
     next_job: u64,
-    own: HashMap<String, moves::own_tx::OwnTx>,
+    own: Slab<String, moves::own_tx::OwnTx>,
     own_counter: u64,
     move_results: HashMap<(crate::reanchor::Trigger, crate::reanchor::MoveResult), u64>,
     move_durations: Vec<u64>,
@@ -167,7 +167,7 @@ impl Proxy {
         Proxy {
             config,
             servers: Slab::default(),
-            clients: HashMap::new(),
+            clients: Slab::default(),
             timers: TimerQueue::default(),
             flood,
             out: VecDeque::new(),
@@ -184,7 +184,7 @@ impl Proxy {
             media_waits: HashMap::new(),
             jobs: std::collections::BTreeMap::new(),
             next_job: 1,
-            own: HashMap::new(),
+            own: Slab::default(),
             own_counter: 0,
             move_results: HashMap::new(),
             move_durations: vec![0; moves::DURATION_BOUNDS.len()],
@@ -370,8 +370,11 @@ impl Proxy {
                     }
                     self.drain_server(key, now);
                 }
-                TimerRef::Client(branch) => {
-                    let Some(tx) = self.clients.get_mut(&branch) else {
+                TimerRef::Client(id) => {
+                    let Some(branch) = self.clients.key_of(id).cloned() else {
+                        continue;
+                    };
+                    let Some(tx) = self.clients.get_mut(id) else {
                         continue;
                     };
                     tx.scheduled = None;
@@ -397,7 +400,11 @@ impl Proxy {
                     }
                     self.schedule_dialog_sweep(now);
                 }
-                TimerRef::Own(branch) => self.own_timeout(&branch, now),
+                TimerRef::Own(id) => {
+                    if let Some(branch) = self.own.key_of(id).cloned() {
+                        self.own_timeout(&branch, now);
+                    }
+                }
                 TimerRef::Move(key) => {
                     if let Some(call_id) = self.calls.id_of(key).cloned() {
                         self.step_move(call_id.as_str(), now);

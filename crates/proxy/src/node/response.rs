@@ -72,7 +72,7 @@ impl Proxy {
             self.counters.dropped += 1;
             return;
         };
-        if self.own.contains_key(&branch) {
+        if self.own.find(&branch).is_some() {
             self.on_own_response(&branch, resp, now);
             return;
         }
@@ -84,7 +84,11 @@ impl Proxy {
             };
             sent.method == got.method || got.method == Method::Cancel
         };
-        let Some(client) = self.clients.get_mut(&branch).filter(|c| method_matches(c)) else {
+        let Some(client) = self
+            .clients
+            .get_by_mut(&branch)
+            .filter(|c| method_matches(c))
+        else {
             tracing::debug!(call_id = ?resp.call_id().ok(), %branch, status, "response without a client transaction: forwarded by its Via");
             self.forward_response_stateless(&resp);
             return;
@@ -149,7 +153,7 @@ impl Proxy {
         let Some(resp) = self.pending_response.clone() else {
             return;
         };
-        let Some(client) = self.clients.get(branch) else {
+        let Some(client) = self.clients.get_by(branch) else {
             return;
         };
         let key = client.server;
@@ -160,7 +164,7 @@ impl Proxy {
         let popped = self.restore_cseq(key, popped);
         self.track_dialog(key, &popped, now);
         if (101..300).contains(&status) {
-            if let (Some(c), Ok(call_id)) = (self.clients.get(branch), popped.call_id()) {
+            if let (Some(c), Ok(call_id)) = (self.clients.get_by(branch), popped.call_id()) {
                 let tag = tag_of(popped.to());
                 let (destination, transport) = (c.destination, c.transport);
                 self.calls
@@ -175,7 +179,7 @@ impl Proxy {
                 }
             }
             200..=299 => {
-                if let Some(c) = self.clients.get_mut(branch) {
+                if let Some(c) = self.clients.get_by_mut(branch) {
                     c.completed = true;
                 }
                 if let Some(s) = self.servers.get_mut(key) {
@@ -220,7 +224,7 @@ impl Proxy {
         timed_out: bool,
         now: Instant,
     ) {
-        if let Some(c) = self.clients.get_mut(branch) {
+        if let Some(c) = self.clients.get_by_mut(branch) {
             c.completed = true;
         }
         let Some(server) = self.servers.get_mut(key) else {
@@ -278,7 +282,7 @@ impl Proxy {
         self.servers.get(key).map_or(0, |s| {
             s.branches
                 .iter()
-                .filter_map(|b| self.clients.get(b))
+                .filter_map(|b| self.clients.get_by(b))
                 .filter(|c| !c.completed && !c.abandoned)
                 .count()
         })
@@ -296,14 +300,14 @@ impl Proxy {
             .cloned()
             .collect();
         for b in others {
-            if self.clients.get(&b).is_some_and(|c| !c.completed) {
+            if self.clients.get_by(&b).is_some_and(|c| !c.completed) {
                 self.cancel_branch(&b, now);
             }
         }
     }
 
     pub(super) fn on_failover_timeout(&mut self, branch: &str, now: Instant) {
-        let Some(client) = self.clients.get_mut(branch) else {
+        let Some(client) = self.clients.get_by_mut(branch) else {
             return;
         };
         client.failover_deadline = None;
@@ -314,7 +318,7 @@ impl Proxy {
             .is_some_and(|s| !s.remaining.is_empty() && !s.cancelled && s.final_status.is_none());
         if has_more {
             tracing::info!(%branch, "no response from destination; trying the next one");
-            if let Some(c) = self.clients.get_mut(branch) {
+            if let Some(c) = self.clients.get_by_mut(branch) {
                 c.abandoned = true;
             }
             self.try_next_target(key, now);
@@ -323,7 +327,7 @@ impl Proxy {
 
     /// A client branch failed without a response (Timer B/F, Timer C, transport error).
     pub(super) fn on_branch_failure(&mut self, branch: &str, status: u16, now: Instant) {
-        let Some(client) = self.clients.get(branch) else {
+        let Some(client) = self.clients.get_by(branch) else {
             return;
         };
         let key = client.server;

@@ -12,14 +12,14 @@ use std::time::Instant;
 
 use super::transactions::ServerId;
 
-/// What a deadline in the [`TimerQueue`] is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a deadline in the [`TimerQueue`] is for: copyable ids, never keys or strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TimerRef {
     Server(ServerId),
-    Client(String),
+    Client(super::transactions::ClientId),
     Dialogs,
     /// One of our own requests (re-anchoring re-INVITEs, BYEs).
-    Own(String),
+    Own(super::moves::own_tx::OwnId),
     /// A call being re-anchored (idle wait, 491 back-off, deadline).
     Move(super::calls::CallKey),
     /// Pacing of queued re-anchoring moves.
@@ -87,6 +87,8 @@ impl TimerQueue {
 
 #[cfg(test)]
 mod tests {
+    use super::super::calls::{Call, CallId};
+    use super::super::slab::Slab;
     use super::*;
     use std::time::Duration;
 
@@ -94,33 +96,26 @@ mod tests {
     #[allow(clippy::disallowed_methods)] // an arbitrary origin for the test's clock
     fn due_timers_come_out_by_deadline_then_in_the_order_they_were_set() {
         let t0 = Instant::now();
+        let mut calls: Slab<CallId, Call> = Slab::default();
+        let mut id = |name: &str| TimerRef::Move(calls.insert(name.into(), Call::default()));
+        let (late, a, b) = (id("late"), id("a"), id("b"));
         let mut q = TimerQueue::default();
-        q.push(t0 + Duration::from_millis(20), TimerRef::Own("late".into()));
-        q.push(t0 + Duration::from_millis(10), TimerRef::Own("b".into()));
-        q.push(t0 + Duration::from_millis(10), TimerRef::Own("a".into()));
+        q.push(t0 + Duration::from_millis(20), late);
+        q.push(t0 + Duration::from_millis(10), b);
+        q.push(t0 + Duration::from_millis(10), a);
         q.push(t0 + Duration::from_millis(10), TimerRef::Pace);
         assert_eq!(q.next_deadline(), Some(t0 + Duration::from_millis(10)));
         assert_eq!(q.pop_due(t0), None);
         let due: Vec<_> =
             std::iter::from_fn(|| q.pop_due(t0 + Duration::from_millis(10))).collect();
-        assert_eq!(
-            due,
-            vec![
-                TimerRef::Own("b".into()),
-                TimerRef::Own("a".into()),
-                TimerRef::Pace
-            ]
-        );
+        assert_eq!(due, vec![b, a, TimerRef::Pace]);
         assert_eq!(q.len(), 1);
         // Freed slots are reused: the slab stays at the peak of pending timers.
-        for i in 0..3 {
-            q.push(t0 + Duration::from_millis(30), TimerRef::Own(i.to_string()));
+        for _ in 0..3 {
+            q.push(t0 + Duration::from_millis(30), TimerRef::WaitingRetry);
         }
         assert_eq!(q.slots.len(), 4);
-        assert_eq!(
-            q.pop_due(t0 + Duration::from_millis(20)),
-            Some(TimerRef::Own("late".into()))
-        );
+        assert_eq!(q.pop_due(t0 + Duration::from_millis(20)), Some(late));
         assert_eq!(q.len(), 3);
     }
 }

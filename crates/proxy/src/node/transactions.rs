@@ -49,6 +49,9 @@ impl ServerKey {
     }
 }
 
+/// A client transaction, once stored (found by its branch when a response arrives).
+pub(super) type ClientId = Id<Box<ClientTx>>;
+
 /// A server transaction with its §16 response context, once stored.
 pub(super) type ServerId = Id<Box<ServerTx>>;
 
@@ -180,7 +183,7 @@ impl Proxy {
 
     pub(super) fn drain_client(&mut self, branch: &str, now: Instant) {
         loop {
-            let Some(c) = self.clients.get_mut(branch) else {
+            let Some(c) = self.clients.get_by_mut(branch) else {
                 return;
             };
             let action = match &mut c.machine {
@@ -218,7 +221,7 @@ impl Proxy {
                 }
                 Action::TransportError => self.on_branch_failure(branch, 503, now),
                 Action::Terminated => {
-                    self.clients.remove(branch);
+                    self.clients.remove_by(branch);
                     return;
                 }
                 _ => {}
@@ -244,7 +247,7 @@ impl Proxy {
     }
 
     pub(super) fn schedule_client(&mut self, branch: &str) {
-        let Some(c) = self.clients.get_mut(branch) else {
+        let Some(c) = self.clients.get_by_mut(branch) else {
             return;
         };
         let machine_next = match &c.machine {
@@ -258,7 +261,9 @@ impl Proxy {
         if let Some(at) = next {
             if c.scheduled != Some(at) {
                 c.scheduled = Some(at);
-                self.timers.push(at, TimerRef::Client(branch.to_string()));
+                if let Some(id) = self.clients.find(branch) {
+                    self.timers.push(at, TimerRef::Client(id));
+                }
             }
         }
     }

@@ -17,6 +17,9 @@ use crate::node::io::Transmit;
 use crate::node::timers::TimerRef;
 use crate::node::{next_random, Proxy};
 
+/// One of the proxy's own requests, once stored (found by its branch when a response arrives).
+pub(in crate::node) type OwnId = crate::node::slab::Id<OwnTx>;
+
 /// A request the proxy sent itself into a dialog.
 pub(in crate::node) struct OwnTx {
     pub(in crate::node) machine: OwnMachine,
@@ -144,7 +147,7 @@ impl Proxy {
         let Some(status) = resp.status() else {
             return;
         };
-        let Some(tx) = self.own.get_mut(branch) else {
+        let Some(tx) = self.own.get_by_mut(branch) else {
             return;
         };
         let result = match &mut tx.machine {
@@ -164,7 +167,7 @@ impl Proxy {
         now: Instant,
     ) {
         loop {
-            let Some(tx) = self.own.get_mut(branch) else {
+            let Some(tx) = self.own.get_by_mut(branch) else {
                 return;
             };
             let action = match &mut tx.machine {
@@ -199,11 +202,11 @@ impl Proxy {
                         // ACK every 2xx, the same ACK again for a retransmission.
                         if tx.ack.is_none() {
                             let ack = resp.and_then(|r| self.build_2xx_ack(branch, r));
-                            if let Some(tx) = self.own.get_mut(branch) {
+                            if let Some(tx) = self.own.get_by_mut(branch) {
                                 tx.ack = ack;
                             }
                         }
-                        if let Some(ack) = self.own.get(branch).and_then(|t| t.ack.clone()) {
+                        if let Some(ack) = self.own.get_by(branch).and_then(|t| t.ack.clone()) {
                             self.out.push_back(ack);
                         }
                         let answer = resp.map(Message::body_bytes).unwrap_or_default();
@@ -219,7 +222,7 @@ impl Proxy {
                     self.leg_finished(&call_id, party, Err(503), now);
                 }
                 Action::Terminated => {
-                    self.own.remove(branch);
+                    self.own.remove_by(branch);
                     return;
                 }
                 _ => {}
@@ -229,7 +232,7 @@ impl Proxy {
     }
 
     pub(in crate::node) fn schedule_own(&mut self, branch: &str) {
-        let Some(tx) = self.own.get_mut(branch) else {
+        let Some(tx) = self.own.get_by_mut(branch) else {
             return;
         };
         let next = match &tx.machine {
@@ -239,14 +242,16 @@ impl Proxy {
         if let Some(at) = next {
             if tx.scheduled != Some(at) {
                 tx.scheduled = Some(at);
-                self.timers.push(at, TimerRef::Own(branch.to_string()));
+                if let Some(id) = self.own.find(branch) {
+                    self.timers.push(at, TimerRef::Own(id));
+                }
             }
         }
     }
 
     /// Fires the timers of one of our own transactions.
     pub(in crate::node) fn own_timeout(&mut self, branch: &str, now: Instant) {
-        let Some(tx) = self.own.get_mut(branch) else {
+        let Some(tx) = self.own.get_by_mut(branch) else {
             return;
         };
         tx.scheduled = None;
@@ -264,7 +269,7 @@ impl Proxy {
         branch: &str,
         resp: &Message,
     ) -> Option<Transmit> {
-        let tx = self.own.get(branch)?;
+        let tx = self.own.get_by(branch)?;
         // A transaction of its own (§13.2.2.4): our Via with a branch of its own.
         let via = std::str::from_utf8(
             tx.request
