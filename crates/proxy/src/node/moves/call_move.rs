@@ -12,7 +12,7 @@ use crate::node::moves::IDLE_POLL;
 use crate::reanchor::{glare_backoff, restricted_offer, sdp_for_leg, MoveResult, Party};
 
 use crate::node::anchoring::MediaWait;
-use crate::node::moves::{LegMove, Stage, MAX_ATTEMPTS, MAX_IDLE_WAIT};
+use crate::node::moves::{Awaiting, LegStep, MAX_ATTEMPTS, MAX_IDLE_WAIT};
 use crate::node::timers::TimerRef;
 use crate::node::{next_random, Proxy};
 
@@ -22,8 +22,8 @@ impl Proxy {
         let Some(m) = self.calls.moving(call_id) else {
             return;
         };
-        match m.stage {
-            Stage::WaitIdle => {
+        match m.awaiting {
+            Awaiting::Idle => {
                 if self.has_open_offer_transaction(call_id) {
                     if now.saturating_duration_since(m.started) > MAX_IDLE_WAIT {
                         tracing::warn!(%call_id, "re-anchoring: an offer of the parties stayed open too long; the call is not moved");
@@ -35,32 +35,26 @@ impl Proxy {
                 }
                 self.send_new_offer(call_id, now);
             }
-            Stage::Inviting => {
-                let retries: Vec<Party> = [Party::Caller, Party::Callee]
-                    .into_iter()
-                    .filter(|p| m.legs[p.index()].retry_at.is_some_and(|at| at <= now))
-                    .collect();
-                let overdue = m.deadline.is_some_and(|d| d <= now);
+            Awaiting::Legs(_) => {
+                let retries = self
+                    .calls
+                    .moving_mut(call_id)
+                    .map(|m| m.due_retries(now))
+                    .unwrap_or_default();
                 for party in retries {
-                    if let Some(m) = self.calls.moving_mut(call_id) {
-                        m.legs[party.index()].retry_at = None;
-                    }
                     self.send_reinvite(call_id, party, now);
                 }
-                if overdue {
-                    // A party that does not answer within the move's time is treated as gone.
-                    for party in [Party::Caller, Party::Callee] {
-                        let pending = self
-                            .calls
-                            .moving(call_id)
-                            .is_some_and(|m| m.legs[party.index()].done.is_none());
-                        if pending {
-                            self.leg_finished(call_id, party, Err(408), now);
-                        }
-                    }
+                // A party that does not answer within the move's time is treated as gone.
+                let overdue = self
+                    .calls
+                    .moving(call_id)
+                    .map(|m| m.overdue_legs(now))
+                    .unwrap_or_default();
+                for party in overdue {
+                    self.leg_finished(call_id, party, Err(408), now);
                 }
             }
-            Stage::Offer | Stage::Answer => {}
+            Awaiting::Offer { .. } | Awaiting::Answer { .. } => {}
         }
     }
 
@@ -150,9 +144,7 @@ impl Proxy {
             },
         );
         if let Some(m) = self.calls.moving_mut(call_id) {
-            m.new_node = Some(node);
-            m.tried.push(node);
-            m.stage = Stage::Offer;
+            m.offer_sent(node);
         }
     }
 
@@ -167,7 +159,7 @@ impl Proxy {
         let Some(m) = self.calls.moving(call_id) else {
             return;
         };
-        let Some(node) = m.new_node else {
+        let Some(node) = m.new_node() else {
             return;
         };
         let Some(sdp) = sdp else {
@@ -175,9 +167,7 @@ impl Proxy {
             tracing::warn!(%call_id, node, "re-anchoring: the new relay refused or did not answer");
             self.delete_on(node, call_id, now);
             if let Some(m) = self.calls.moving_mut(call_id) {
-                m.stage = Stage::WaitIdle;
-                m.new_node = None;
-                m.attempts += 1;
+                m.retry();
             }
             let exhausted = self
                 .calls
@@ -228,17 +218,17 @@ impl Proxy {
                 );
             }
             if let Some(m) = self.calls.moving_mut(call_id) {
-                m.sdp_for[Party::Callee.index()] = Some(for_callee);
-                m.stage = Stage::Answer;
+                m.offer_answered(for_callee);
             }
         } else {
             let for_caller = sdp_for_leg(&sdp, call.caller.origin_sent.as_ref()).unwrap_or(sdp);
             let timeout = Duration::from_secs(self.config.reanchor.invite_timeout_s);
-            if let Some(m) = self.calls.moving_mut(call_id) {
-                m.sdp_for[Party::Caller.index()] = Some(for_caller);
-                m.stage = Stage::Inviting;
-                m.legs = [LegMove::default(), LegMove::default()];
-                m.deadline = Some(now + timeout);
+            let inviting = self
+                .calls
+                .moving_mut(call_id)
+                .is_some_and(|m| m.answer_answered(for_caller, now + timeout));
+            if !inviting {
+                return;
             }
             self.wake_move(call_id, now + timeout);
             // Both re-INVITEs at once: the media gap is one round trip, not two.
@@ -255,30 +245,22 @@ impl Proxy {
         outcome: Result<Bytes, u16>,
         now: Instant,
     ) {
+        // Drawn only for a glare, so that other answers leave the generator where it was.
+        let backoff = if outcome == Err(491) {
+            glare_backoff(party, next_random(&mut self.rng_state, 1000))
+        } else {
+            Duration::ZERO
+        };
         let Some(m) = self.calls.moving_mut(call_id) else {
             return;
         };
-        if m.stage != Stage::Inviting || m.legs[party.index()].done.is_some() {
-            return;
-        }
-        if outcome == Err(491) {
-            let wait = glare_backoff(party, next_random(&mut self.rng_state, 1000));
-            tracing::info!(%call_id, party = party.as_str(), ms = wait.as_millis() as u64, "re-INVITE met glare (491): retrying after the back-off");
-            if let Some(m) = self.calls.moving_mut(call_id) {
-                m.legs[party.index()].retry_at = Some(now + wait);
-                m.legs[party.index()].branch = None;
-                // The back-off may outlast the move's deadline.
-                if let Some(deadline) = m.deadline.as_mut() {
-                    *deadline = (*deadline).max(now + wait + Duration::from_secs(4));
-                }
+        match m.leg_answered(party, outcome, now, backoff) {
+            LegStep::RetryAt(at) => {
+                tracing::info!(%call_id, party = party.as_str(), ms = backoff.as_millis() as u64, "re-INVITE met glare (491): retrying after the back-off");
+                self.wake_move(call_id, at);
             }
-            self.wake_move(call_id, now + wait);
-            return;
-        }
-        m.legs[party.index()].done = Some(outcome);
-        let both = m.legs.iter().all(|l| l.done.is_some());
-        if both {
-            self.conclude_move(call_id, now);
+            LegStep::BothAnswered(outcomes) => self.conclude_move(call_id, outcomes, now),
+            LegStep::Waiting | LegStep::Ignored => {}
         }
     }
 
@@ -306,7 +288,7 @@ impl Proxy {
 
     /// A BYE ended a call being moved: the session the move created goes too.
     pub(in crate::node) fn abandon_move(&mut self, call_id: &str, now: Instant) {
-        if let Some(node) = self.calls.moving(call_id).and_then(|m| m.new_node) {
+        if let Some(node) = self.calls.moving(call_id).and_then(|m| m.new_node()) {
             let current = self.calls.media(call_id).map(|c| c.node);
             if current != Some(node) {
                 self.delete_on(node, call_id, now);
@@ -317,8 +299,6 @@ impl Proxy {
 
     /// Whether a UA's own offer must wait (491) because the call is being moved.
     pub(in crate::node) fn move_in_progress(&self, call_id: &str) -> bool {
-        self.calls
-            .moving(call_id)
-            .is_some_and(|m| m.stage != Stage::WaitIdle)
+        self.calls.moving(call_id).is_some_and(|m| m.is_active())
     }
 }

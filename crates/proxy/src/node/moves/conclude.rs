@@ -12,24 +12,24 @@ use crate::media::{self, NodeId};
 use crate::reanchor::{media_changed, other_party_must_know, sdp_for_leg, MoveResult, Party};
 
 use crate::node::anchoring::MediaWait;
-use crate::node::moves::{
-    carries_body, CallMove, Stage, DURATION_BOUNDS, MAX_ATTEMPTS, RETRY_PAUSE,
-};
+use crate::node::moves::{carries_body, CallMove, DURATION_BOUNDS, MAX_ATTEMPTS, RETRY_PAUSE};
 use crate::node::Proxy;
 
 impl Proxy {
-    /// Both legs answered: commit, roll back, retry elsewhere or end the call.
-    pub(in crate::node) fn conclude_move(&mut self, call_id: &str, now: Instant) {
+    /// Both legs answered (`outcomes`: caller, callee): commit, roll back, retry elsewhere or
+    /// end the call.
+    pub(in crate::node) fn conclude_move(
+        &mut self,
+        call_id: &str,
+        outcomes: [Result<Bytes, u16>; 2],
+        now: Instant,
+    ) {
         let Some(m) = self.calls.moving(call_id).cloned() else {
             return;
         };
-        let Some(new_node) = m.new_node else {
+        let Some(new_node) = m.new_node() else {
             return;
         };
-        let outcomes = [
-            m.legs[0].done.clone().unwrap_or(Err(500)),
-            m.legs[1].done.clone().unwrap_or(Err(500)),
-        ];
         let gone = outcomes.iter().any(|o| matches!(o, Err(408 | 481)));
         if gone {
             tracing::warn!(%call_id, "re-anchoring: a party is gone (408/481/no answer): ending the call");
@@ -86,9 +86,7 @@ impl Proxy {
             return;
         }
         if let Some(m) = self.calls.moving_mut(call_id) {
-            m.attempts += 1;
-            m.stage = Stage::WaitIdle;
-            m.new_node = None;
+            m.retry();
         }
         self.wake_move(call_id, now + RETRY_PAUSE);
     }
@@ -116,10 +114,10 @@ impl Proxy {
             call.policy.set = set.clone();
         }
         let policy = call.policy.clone();
-        if let Some(sdp) = &m.sdp_for[Party::Caller.index()] {
+        if let Some(sdp) = m.sdp_for(Party::Caller) {
             call.caller.record_sent(sdp);
         }
-        if let Some(sdp) = &m.sdp_for[Party::Callee.index()] {
+        if let Some(sdp) = m.sdp_for(Party::Callee) {
             call.callee.record_sent(sdp);
         }
         let caller_changed = carries_body(caller_answer)

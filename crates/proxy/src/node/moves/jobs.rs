@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::media::{self, NodeId};
 use crate::reanchor::{CommandError, JobId, JobStatus, MoveResult, MoveTarget, Trigger};
 
-use crate::node::moves::{CallMove, Job, LegMove, ReanchorMetrics, Stage, DURATION_BOUNDS};
+use crate::node::moves::{CallMove, Job, ReanchorMetrics, DURATION_BOUNDS};
 use crate::node::timers::TimerRef;
 use crate::node::Proxy;
 
@@ -339,20 +339,7 @@ impl Proxy {
         }
         self.calls.start_move(
             &call_id,
-            CallMove {
-                job,
-                trigger,
-                old_node,
-                target,
-                tried,
-                new_node: None,
-                stage: Stage::WaitIdle,
-                started: now,
-                sdp_for: [None, None],
-                legs: [LegMove::default(), LegMove::default()],
-                deadline: None,
-                attempts: 0,
-            },
+            CallMove::new(job, trigger, old_node, target, tried, now),
         );
         self.step_move(&call_id, now);
     }

@@ -2,19 +2,21 @@
 //! procedure of DESIGN.md "Re-anchoring" as one explicit state machine per call:
 //!
 //! ```text
-//!  WaitIdle ──(no INVITE/UPDATE open; a node picked)──► Offer ──(ng offer ok)──► Answer
-//!     ▲  (ng error or timeout: next node)                    │                      │
-//!     └──────────────────────────────────────────────────────┘      (ng answer ok)  ▼
-//!  Finished ◄──(both legs answered, or a leg failed: rollback / end call)── Inviting
+//!  Awaiting::Idle ──(no INVITE/UPDATE open; a node picked)──► Offer ──(ng ok)──► Answer
+//!     ▲  (ng error or timeout: next node)                          │                │
+//!     └────────────────────────────────────────────────────────────┘       (ng ok)  ▼
+//!  Finished ◄──(both legs answered, or a leg failed: rollback / end call)────── Legs
 //! ```
 //!
-//! In `Inviting` both re-INVITEs are out at once, each impersonating the other party with
+//! In `Awaiting::Legs` both re-INVITEs are out at once, each impersonating the other party with
 //! the dialog's tags, the leg's route set and remote target and a renumbered CSeq. A 491 is
 //! retried after the RFC 3261 §14.1 back-off; 408/481/no answer mean the party is gone and the
 //! call is ended; any other refusal rolls the moved leg back to the old node if it is alive.
 //! The old session is deleted only on success and only on a live old node; a failed move
 //! deletes the session it created.
 //!
+//! * `stage.rs`: one call's move as a state machine without I/O (states named after what they
+//!   await, each with its own data), unit-tested;
 //! * `jobs.rs`: jobs, the management commands and pacing;
 //! * `call_move.rs`: one call's move up to its re-INVITEs;
 //! * `conclude.rs`: the end of a move — commit, rollback, ending the call;
@@ -27,13 +29,15 @@ pub(super) mod call_move;
 pub(super) mod conclude;
 pub(super) mod jobs;
 pub(super) mod own_tx;
+pub(super) mod stage;
 
-use std::time::{Duration, Instant};
+pub(in crate::node) use stage::{Awaiting, CallMove, LegStep};
+
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::media::NodeId;
-use crate::reanchor::{JobId, JobStatus, MoveResult, MoveTarget, Trigger};
+use crate::reanchor::{JobStatus, MoveResult, MoveTarget, Trigger};
 
 /// A job: calls queued for moving, and its counts.
 #[derive(Debug, Clone)]
@@ -41,46 +45,6 @@ pub(in crate::node) struct Job {
     pub(in crate::node) status: JobStatus,
     pub(in crate::node) target: MoveTarget,
     pub(in crate::node) queue: std::collections::VecDeque<String>,
-}
-
-/// Where one call's move stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::node) enum Stage {
-    WaitIdle,
-    Offer,
-    Answer,
-    Inviting,
-}
-
-/// A leg's re-INVITE.
-#[derive(Debug, Clone, Default)]
-pub(in crate::node) struct LegMove {
-    /// Branch of the re-INVITE in flight.
-    pub(in crate::node) branch: Option<String>,
-    /// Its final outcome: the answer SDP, or the failure status.
-    pub(in crate::node) done: Option<Result<Bytes, u16>>,
-    /// A 491 asked us to try again at this time.
-    pub(in crate::node) retry_at: Option<Instant>,
-}
-
-/// One call being moved.
-#[derive(Debug, Clone)]
-pub(in crate::node) struct CallMove {
-    pub(in crate::node) job: JobId,
-    pub(in crate::node) trigger: Trigger,
-    pub(in crate::node) old_node: NodeId,
-    pub(in crate::node) target: MoveTarget,
-    pub(in crate::node) tried: Vec<NodeId>,
-    pub(in crate::node) new_node: Option<NodeId>,
-    pub(in crate::node) stage: Stage,
-    pub(in crate::node) started: Instant,
-    /// The SDP each party gets from the new node (caller, callee), with its own `o=`.
-    pub(in crate::node) sdp_for: [Option<Bytes>; 2],
-    pub(in crate::node) legs: [LegMove; 2],
-    /// When the legs must have answered.
-    pub(in crate::node) deadline: Option<Instant>,
-    /// The previous step failed this many times (ng errors, a refused leg with a dead old node).
-    pub(in crate::node) attempts: u32,
 }
 
 /// Re-anchoring counters for `/metrics`.

@@ -45,17 +45,15 @@ impl Proxy {
         let Some(sdp) = self
             .calls
             .moving(call_id)
-            .and_then(|m| m.sdp_for[party.index()].clone())
+            .and_then(|m| m.sdp_for(party).cloned())
         else {
             return;
         };
-        match self.send_own_request(call_id, party, Method::Invite, Some(&sdp), now) {
-            Some(branch) => {
-                if let Some(m) = self.calls.moving_mut(call_id) {
-                    m.legs[party.index()].branch = Some(branch);
-                }
-            }
-            None => self.leg_finished(call_id, party, Err(481), now),
+        if self
+            .send_own_request(call_id, party, Method::Invite, Some(&sdp), now)
+            .is_none()
+        {
+            self.leg_finished(call_id, party, Err(481), now);
         }
     }
 
