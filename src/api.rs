@@ -617,96 +617,109 @@ async fn run_command(state: &AppState, command: Command) -> Response {
     }
 }
 
-/// The JSON body of a POST: empty means `{}`; anything else must be an object.
+/// The JSON body of a POST as `T` (its struct says which fields exist, with
+/// `deny_unknown_fields`): empty means `{}`.
 #[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
-fn body_object(body: &Bytes) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(serde_json::Map::new());
-    }
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err(error(
+fn body_of<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    // A struct would also read a JSON array, field by position: only an object is a body.
+    let first = text.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b == b'[') {
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "the body must be a JSON object",
-        )),
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not JSON: {e}"),
-        )),
+        ));
     }
+    serde_json::from_slice(text).map_err(|e| {
+        let message = if e.is_syntax() || e.is_eof() {
+            format!("the body is not JSON: {e}")
+        } else {
+            format!("bad request body: {e}")
+        };
+        error(StatusCode::BAD_REQUEST, message)
+    })
 }
 
-/// A state-changing request's JSON object body, once the token is checked.
+/// A state-changing request's body, once the token is checked.
 #[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
-fn authorized_body(
+fn authorized_body<T: serde::de::DeserializeOwned>(
     state: &AppState,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
+) -> Result<T, Response> {
     authorized(state, headers)?;
-    body_object(body)
+    body_of(body)
 }
 
-/// The string fields of a move request, with `engine` checked: `ng` is the only one.
+/// `engine` of a move: `ng` is the only one.
 #[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
-fn move_fields(
-    map: &serde_json::Map<String, serde_json::Value>,
-    allowed: &[&str],
-) -> Result<std::collections::HashMap<String, String>, Response> {
-    let f = fields(map, allowed)?;
-    if f.get("engine").is_some_and(|e| e != "ng") {
-        return Err(error(StatusCode::BAD_REQUEST, "the only engine is \"ng\""));
+fn check_engine(engine: Option<&str>) -> Result<(), Response> {
+    match engine {
+        None | Some("ng") => Ok(()),
+        Some(_) => Err(error(StatusCode::BAD_REQUEST, "the only engine is \"ng\"")),
     }
-    Ok(f)
 }
 
-/// An optional string field; a field of another type, or an unknown field, is an error.
-#[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
-fn fields(
-    map: &serde_json::Map<String, serde_json::Value>,
-    allowed: &[&str],
-) -> Result<std::collections::HashMap<String, String>, Response> {
-    let mut out = std::collections::HashMap::new();
-    for (key, value) in map {
-        if !allowed.contains(&key.as_str()) {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("unknown field {key:?} (known: {})", allowed.join(", ")),
-            ));
-        }
-        match value {
-            serde_json::Value::String(s) => {
-                out.insert(key.clone(), s.clone());
-            }
-            serde_json::Value::Null => {}
-            other => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("field {key:?} must be a string, not {other}"),
-                ))
-            }
-        }
-    }
-    Ok(out)
+/// `POST /v1/reanchor`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReanchorBody {
+    engine: Option<String>,
+    set: Option<String>,
+    node: Option<String>,
+    new_set: Option<String>,
+    new_node: Option<String>,
+}
+
+/// `POST /v1/calls/{call_id}/reanchor`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallReanchorBody {
+    engine: Option<String>,
+    set: Option<String>,
+    node: Option<String>,
+    caller: Option<LegBody>,
+    callee: Option<LegBody>,
+}
+
+/// The per-leg options of a one-call move.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegBody {
+    flags: Option<String>,
+    #[serde(rename = "type")]
+    transport: Option<String>,
+    ip: Option<std::net::IpAddr>,
+    iface: Option<String>,
+}
+
+/// `POST /v1/rebalance`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebalanceBody {
+    set: String,
 }
 
 async fn reanchor(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let map = match authorized_body(&state, &headers, &body) {
-        Ok(m) => m,
+    let b: ReanchorBody = match authorized_body(&state, &headers, &body) {
+        Ok(b) => b,
         Err(r) => return r,
     };
-    let f = match move_fields(&map, &["engine", "set", "node", "new_set", "new_node"]) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
+    if let Err(r) = check_engine(b.engine.as_deref()) {
+        return r;
+    }
     run_command(
         &state,
         Command::Reanchor {
-            node: f.get("node").cloned(),
-            set: f.get("set").cloned(),
+            node: b.node,
+            set: b.set,
             call_id: None,
-            new_set: f.get("new_set").cloned(),
-            new_node: f.get("new_node").cloned(),
+            new_set: b.new_set,
+            new_node: b.new_node,
             caller: Default::default(),
             callee: Default::default(),
         },
@@ -720,36 +733,19 @@ async fn reanchor_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let map = match authorized_body(&state, &headers, &body) {
-        Ok(m) => m,
+    let b: CallReanchorBody = match authorized_body(&state, &headers, &body) {
+        Ok(b) => b,
         Err(r) => return r,
     };
-    let mut legs = [
-        anchorage_proxy::reanchor::LegOptions::default(),
-        anchorage_proxy::reanchor::LegOptions::default(),
-    ];
-    for (slot, leg) in legs.iter_mut().zip(["caller", "callee"]) {
-        match map.get(leg) {
-            None | Some(serde_json::Value::Null) => {}
-            Some(serde_json::Value::Object(options)) => match leg_options(leg, options) {
-                Ok(o) => *slot = o,
-                Err(r) => return r,
-            },
-            Some(other) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("field {leg:?} must be an object, not {other}"),
-                )
-            }
-        }
+    if let Err(r) = check_engine(b.engine.as_deref()) {
+        return r;
     }
-    let [caller, callee] = legs;
-    let mut top = map.clone();
-    top.remove("caller");
-    top.remove("callee");
-    let f = match move_fields(&top, &["engine", "set", "node"]) {
-        Ok(f) => f,
-        Err(r) => return r,
+    let (caller, callee) = match (
+        leg_options("caller", b.caller.unwrap_or_default()),
+        leg_options("callee", b.callee.unwrap_or_default()),
+    ) {
+        (Ok(caller), Ok(callee)) => (caller, callee),
+        (Err(r), _) | (_, Err(r)) => return r,
     };
     run_command(
         &state,
@@ -757,8 +753,8 @@ async fn reanchor_call(
             node: None,
             set: None,
             call_id: Some(call_id),
-            new_set: f.get("set").cloned(),
-            new_node: f.get("node").cloned(),
+            new_set: b.set,
+            new_node: b.node,
             caller,
             callee,
         },
@@ -766,20 +762,15 @@ async fn reanchor_call(
     .await
 }
 
-/// The per-leg options of a one-call move: `flags`, `type`, `ip`, `iface`.
+/// The per-leg options of a one-call move, checked: `type` one of the transports, `iface` an
+/// interface name.
 #[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
 fn leg_options(
     leg: &str,
-    options: &serde_json::Map<String, serde_json::Value>,
+    options: LegBody,
 ) -> Result<anchorage_proxy::reanchor::LegOptions, Response> {
     use anchorage_proxy::reanchor::{LegOptions, TRANSPORTS};
-    let f = fields(options, &["flags", "type", "ip", "iface"]).map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("{leg} takes string fields flags, type, ip and iface"),
-        )
-    })?;
-    if let Some(iface) = f.get("iface") {
+    if let Some(iface) = &options.iface {
         let ok = !iface.is_empty()
             && iface
                 .bytes()
@@ -791,7 +782,7 @@ fn leg_options(
             ));
         }
     }
-    if let Some(t) = f.get("type") {
+    if let Some(t) = &options.transport {
         if !TRANSPORTS.contains(&t.as_str()) {
             return Err(error(
                 StatusCode::BAD_REQUEST,
@@ -799,20 +790,11 @@ fn leg_options(
             ));
         }
     }
-    let ip = match f.get("ip") {
-        Some(text) => Some(text.parse().map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("{leg}.ip {text:?} is not an IP address"),
-            )
-        })?),
-        None => None,
-    };
     Ok(LegOptions {
-        flags: f.get("flags").cloned(),
-        transport: f.get("type").cloned(),
-        ip,
-        iface: f.get("iface").cloned(),
+        flags: options.flags,
+        transport: options.transport,
+        ip: options.ip,
+        iface: options.iface,
     })
 }
 
@@ -845,18 +827,10 @@ async fn rebalance(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let map = match authorized_body(&state, &headers, &body) {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
-    let f = match fields(&map, &["set"]) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let Some(set) = f.get("set").cloned() else {
-        return error(StatusCode::BAD_REQUEST, "field \"set\" is required");
-    };
-    run_command(&state, Command::Rebalance(set)).await
+    match authorized_body::<RebalanceBody>(&state, &headers, &body) {
+        Ok(b) => run_command(&state, Command::Rebalance(b.set)).await,
+        Err(r) => r,
+    }
 }
 
 async fn job(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
@@ -947,4 +921,68 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(r: Response) -> (StatusCode, String) {
+        let status = r.status();
+        let body = futures_body(r);
+        (status, body)
+    }
+
+    /// The body of a response built by [`error`] (a JSON object with `error`).
+    fn futures_body(r: Response) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    }
+
+    #[test]
+    fn request_bodies_are_read_by_their_structs_and_refused_with_the_reason() {
+        let b: CallReanchorBody = body_of(&Bytes::from_static(b"  ")).unwrap();
+        assert!(b.caller.is_none() && b.set.is_none(), "empty means {{}}");
+        let b: CallReanchorBody = body_of(&Bytes::from_static(
+            br#"{"set": "b", "callee": {"type": "RTP/SAVP", "ip": "203.0.113.7"}}"#,
+        ))
+        .unwrap();
+        let callee = b.callee.unwrap();
+        assert_eq!(callee.ip, Some("203.0.113.7".parse().unwrap()));
+        for (body, says) in [
+            (r#"{"nodes": "a"}"#, "unknown field `nodes`"),
+            (r#"{"node": 5}"#, "invalid type: integer `5`"),
+            (r#"{"callee": {"ip": "nope"}}"#, "invalid IP address"),
+            (r#"{"callee": {"colour": "red"}}"#, "unknown field `colour`"),
+            (r#"[1]"#, "the body must be a JSON object"),
+            (r#"7"#, "invalid type: integer `7`, expected struct"),
+            (r#"{"node": "#, "the body is not JSON"),
+        ] {
+            let Err(r) = body_of::<CallReanchorBody>(&Bytes::from(body.to_string())) else {
+                panic!("{body} was accepted")
+            };
+            let (status, text) = message(r);
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(text.contains(says), "{body}: {text}");
+        }
+        let Err(r) = body_of::<RebalanceBody>(&Bytes::from_static(b"{}")) else {
+            panic!("set is required")
+        };
+        assert!(message(r).1.contains("missing field `set`"));
+        let Err(r) = leg_options(
+            "callee",
+            LegBody {
+                iface: Some("eth 0".into()),
+                ..LegBody::default()
+            },
+        ) else {
+            panic!("a space in an interface name")
+        };
+        assert!(message(r).1.contains("is not an interface name"));
+    }
 }
