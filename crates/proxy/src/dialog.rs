@@ -85,6 +85,11 @@ pub struct Renumber {
     pub own_to_callee: u32,
     /// The highest CSeq the proxy itself sent to the caller (as the callee).
     pub own_to_caller: u32,
+    /// The caller's latest in-dialog INVITE: its CSeq and the offset it went out with (its ACK
+    /// takes the same offset, whatever the proxy sent in between).
+    pub invite_from_caller: Option<(u32, u32)>,
+    /// The callee's latest in-dialog INVITE and its offset.
+    pub invite_from_callee: Option<(u32, u32)>,
 }
 
 impl Dialog {
@@ -117,6 +122,34 @@ impl Dialog {
         self.renumber.own_to_caller = next;
         self.renumber.to_caller = self.renumber.to_caller.saturating_add(1);
         next
+    }
+
+    /// The offset for `from_tag`'s request with CSeq `seq`: an ACK (`is_ack`) takes the offset
+    /// its INVITE went out with, so a request of the proxy's own between a 2xx and its ACK does
+    /// not shift the ACK away from its INVITE's number (RFC 3261 §17.1.1.3: same CSeq number).
+    pub fn cseq_offset_for(&self, from_tag: &str, is_ack: bool, seq: u32) -> u32 {
+        let invite = if from_tag == self.id.caller_tag {
+            self.renumber.invite_from_caller
+        } else if from_tag == self.id.callee_tag {
+            self.renumber.invite_from_callee
+        } else {
+            None
+        };
+        match invite {
+            Some((invite_seq, offset)) if is_ack && invite_seq == seq => offset,
+            _ => self.cseq_offset_from(from_tag),
+        }
+    }
+
+    /// An in-dialog INVITE from `from_tag` with CSeq `seq` is forwarded now: its offset is
+    /// kept for its ACK.
+    pub fn note_invite(&mut self, from_tag: &str, seq: u32) {
+        let offset = self.cseq_offset_from(from_tag);
+        if from_tag == self.id.caller_tag {
+            self.renumber.invite_from_caller = Some((seq, offset));
+        } else if from_tag == self.id.callee_tag {
+            self.renumber.invite_from_callee = Some((seq, offset));
+        }
     }
 
     /// The offset for a request from the party tagged `from_tag`.
@@ -170,6 +203,14 @@ impl CallDialogs {
     /// The dialog between the parties tagged `a` and `b` (either way round).
     pub fn between(&self, a: &str, b: &str) -> Option<&Dialog> {
         self.list.iter().find(|d| {
+            (d.id.caller_tag == a && d.id.callee_tag == b)
+                || (d.id.caller_tag == b && d.id.callee_tag == a)
+        })
+    }
+
+    /// The dialog between the parties tagged `a` and `b`, to change.
+    pub fn between_mut(&mut self, a: &str, b: &str) -> Option<&mut Dialog> {
+        self.list.iter_mut().find(|d| {
             (d.id.caller_tag == a && d.id.callee_tag == b)
                 || (d.id.caller_tag == b && d.id.callee_tag == a)
         })
@@ -261,16 +302,37 @@ impl CallDialogs {
                 })
             }
             (_, Some(to_tag)) => {
-                // An in-dialog request: remember its CSeq on the leg that sent it.
+                // An in-dialog request: its CSeq, and where its sender is now (a party behind
+                // NAT may come from a new address), on the leg that sent it. A 2xx to a target
+                // refresh request (re-INVITE, UPDATE) gives each party its new remote target
+                // (RFC 3261 §12.2): the request's Contact for the sender, the response's for
+                // the other.
                 let seq = request.cseq().ok().map(|c| c.seq);
+                let refresh = matches!(method, Method::Invite | Method::Update)
+                    && (200..300).contains(&status);
+                let (sender_target, other_target) = if refresh {
+                    (contact_uri(request), contact_uri(response))
+                } else {
+                    (None, None)
+                };
                 for d in &mut self.list {
-                    if d.id.caller_tag == from_tag && d.id.callee_tag == to_tag {
-                        d.caller.last_cseq = seq.max(d.caller.last_cseq);
-                    } else if d.id.callee_tag == from_tag && d.id.caller_tag == to_tag {
-                        d.callee.last_cseq = seq.max(d.callee.last_cseq);
-                        d.callee.source.get_or_insert(source);
-                        d.callee.transport.get_or_insert(transport);
-                        d.callee.local.get_or_insert(local);
+                    let (sender, other) =
+                        if d.id.caller_tag == from_tag && d.id.callee_tag == to_tag {
+                            (&mut d.caller, &mut d.callee)
+                        } else if d.id.callee_tag == from_tag && d.id.caller_tag == to_tag {
+                            (&mut d.callee, &mut d.caller)
+                        } else {
+                            continue;
+                        };
+                    sender.last_cseq = seq.max(sender.last_cseq);
+                    sender.source = Some(source);
+                    sender.transport = Some(transport);
+                    sender.local = Some(local);
+                    if let Some(target) = sender_target.clone() {
+                        sender.remote_target = Some(target);
+                    }
+                    if let Some(target) = other_target.clone() {
+                        other.remote_target = Some(target);
                     }
                 }
                 false

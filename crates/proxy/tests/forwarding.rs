@@ -314,9 +314,23 @@ fn state_returns_to_empty_after_many_transactions() {
     );
     // INVITEs answered 200 left confirmed dialogs; they end at the maximum age (1 h here).
     assert_eq!(p.dialogs().len(), 2_500);
-    p.handle_timeout(now + Duration::from_secs(3601));
+    let expiry = now + Duration::from_secs(3601);
+    p.handle_timeout(expiry);
     assert_eq!(p.dialogs().len(), 0);
-    p.handle_timeout(now + Duration::from_secs(3603));
+    // Each expired call is ended with a BYE of ours: to the caller here (the callee's 200
+    // carried no Contact, so it has no target a request could be sent to).
+    let byes: Vec<_> = drain(&mut p)
+        .into_iter()
+        .filter(|t| t.data.starts_with(b"BYE "))
+        .collect();
+    assert_eq!(byes.len(), 2_500);
+    assert!(byes.iter().all(|t| t.destination.port() == 5070));
+    // Unanswered, the BYEs time out (Timer F, 64*T1) and nothing is left.
+    for step in 1..=40 {
+        p.handle_timeout(expiry + Duration::from_secs(step));
+        drain(&mut p);
+    }
+    assert_eq!(p.transaction_count(), (0, 0));
     assert_eq!(p.timer_queue_len(), 0, "no sweep without dialogs");
 }
 

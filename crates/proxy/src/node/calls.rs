@@ -320,29 +320,22 @@ impl Calls {
         result
     }
 
-    /// Ends the dialogs older than `max_age`; returns the Call-IDs left with none (a walk
-    /// over the store, from the dialog sweep timer).
-    pub(in crate::node) fn expire_dialogs(
-        &mut self,
+    /// The calls with a dialog older than `max_age` (a walk over the store, from the dialog
+    /// sweep timer).
+    pub(in crate::node) fn with_dialogs_older_than(
+        &self,
         now: Instant,
         max_age: std::time::Duration,
     ) -> Vec<CallId> {
-        let mut ended = Vec::new();
-        let mut removed = 0;
-        for (id, call) in self.slab.iter_mut() {
-            let n = call.dialogs.expire(now, max_age);
-            if n > 0 {
-                removed += n;
-                if call.dialogs.is_empty() {
-                    ended.push(id.clone());
-                }
-            }
-        }
-        self.dialogs -= removed;
-        for id in &ended {
-            self.release_if_empty(id.as_str());
-        }
-        ended
+        self.slab
+            .iter()
+            .filter(|(_, c)| {
+                c.dialogs
+                    .iter()
+                    .any(|d| now.saturating_duration_since(d.created) >= max_age)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 }
 

@@ -162,6 +162,9 @@ impl Proxy {
                 self.calls.open_offer(call_id);
             }
         }
+        if method == Method::Invite {
+            self.note_in_dialog_invite(&req);
+        }
         let reliable = d.transport.is_reliable();
         let machine = if method == Method::Invite {
             ServerMachine::Invite(ServerInvite::new(now, reliable, &self.config.timers))

@@ -390,14 +390,7 @@ impl Proxy {
                 }
                 TimerRef::Dialogs => {
                     self.dialog_sweep = None;
-                    // A dialog at its maximum age ends, and so does its call's relay session.
-                    let max_age = self.config.dialog_max_age;
-                    for call_id in self.calls.expire_dialogs(now, max_age) {
-                        if self.calls.media(call_id.as_str()).is_some() {
-                            tracing::info!(%call_id, "dialog reached its maximum age: deleting its relay session");
-                            self.delete_media(call_id.as_str(), now);
-                        }
-                    }
+                    self.expire_dialogs(now);
                     self.schedule_dialog_sweep(now);
                 }
                 TimerRef::Own(id) => {

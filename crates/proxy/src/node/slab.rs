@@ -214,13 +214,6 @@ impl<K: Hash + Eq + Clone, V> Slab<K, V> {
             .iter()
             .filter_map(|s| s.entry.as_ref().map(|(k, v)| (k, v)))
     }
-
-    /// Every value, to change (a walk over the slab: never per message).
-    pub(in crate::node) fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
-        self.slots
-            .iter_mut()
-            .filter_map(|s| s.entry.as_mut().map(|(k, v)| (&*k, v)))
-    }
 }
 
 #[cfg(test)]
