@@ -193,3 +193,89 @@ fn a_dialog_at_its_maximum_age_is_ended_with_a_bye_to_each_party() {
         .iter()
         .any(|(port, r)| *port == 2223 && is_delete(r)));
 }
+
+#[test]
+fn a_2xx_to_a_re_invite_of_ours_is_acked_from_the_dialog_when_its_transaction_is_gone() {
+    let now = epoch();
+    let mut p = call_on_r1(now);
+    ng_requests(&mut p);
+    p.start_reanchor(
+        anchorage_proxy::reanchor::Trigger::Api,
+        Some("r1"),
+        None,
+        None,
+        Default::default(),
+        now,
+    )
+    .unwrap();
+    let r2 = "v=0\r\no=r2 77 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n";
+    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
+    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
+    let out = drain(&mut p);
+    let to_callee = out
+        .iter()
+        .find(|t| t.destination.port() == 9)
+        .expect("our re-INVITE to the callee")
+        .clone();
+    // Our own requests carry a branch any node recognises, with this node's id.
+    assert!(
+        text(&to_callee).contains(";branch=z9hG4bK-anc-own-n1-"),
+        "{}",
+        text(&to_callee)
+    );
+    // The callee's 200, kept to be retransmitted later.
+    let req = Message::parse(to_callee.data.clone()).unwrap();
+    let ok = req
+        .response(200, "OK")
+        .header("Contact", "<sip:bob@127.0.0.1:9>")
+        .body("application/sdp", ANSWER_SDP.as_bytes())
+        .build()
+        .unwrap();
+    let ok = Datagram {
+        data: ok.bytes(),
+        source: "127.0.0.1:9".parse().unwrap(),
+        local: "127.0.0.1:5060".parse().unwrap(),
+        transport: Transport::Udp,
+    };
+    p.handle_datagram(ok.clone(), now);
+    let first: Vec<Transmit> = drain(&mut p)
+        .into_iter()
+        .filter(|t| t.data.starts_with(b"ACK "))
+        .collect();
+    assert_eq!(first.len(), 1, "ACKed by its transaction");
+    // The caller accepts too: the move is done and the call goes on.
+    let to_caller = out
+        .iter()
+        .find(|t| t.destination.port() == 5070)
+        .expect("our re-INVITE to the caller");
+    ok_to(&mut p, to_caller, None, OFFER_SDP, now);
+    drain(&mut p);
+    assert_eq!(
+        p.anchored_call("c1").map(|c| c.node),
+        Some("r2".to_string())
+    );
+    // Long after, the transaction is gone (as after a restart): a retransmitted 2xx is still
+    // ACKed, from the dialog, and never forwarded.
+    let later = now + Duration::from_secs(40);
+    p.handle_timeout(later);
+    drain(&mut p);
+    p.handle_datagram(ok, later);
+    let out = drain(&mut p);
+    assert_eq!(
+        out.len(),
+        1,
+        "{:?}",
+        out.iter().map(text).collect::<Vec<_>>()
+    );
+    let ack = text(&out[0]);
+    assert_eq!(out[0].destination.to_string(), "127.0.0.1:9");
+    assert!(
+        ack.starts_with("ACK sip:bob@127.0.0.1:9 SIP/2.0\r\n"),
+        "{ack}"
+    );
+    assert!(ack.contains("CSeq: 2 ACK"), "{ack}");
+    assert!(ack.contains(";branch=z9hG4bK-anc-own-n1-"), "{ack}");
+    let ack = Message::parse(out[0].data.clone()).unwrap();
+    assert_eq!(ack.from().unwrap().tag(), Some("a1"));
+    assert_eq!(ack.to().unwrap().tag(), Some("b1"));
+}

@@ -16,6 +16,7 @@ use crate::Transport;
 
 use crate::node::anchoring::tag_of;
 use crate::node::io::Transmit;
+use crate::node::moves::own_tx::OWN_BRANCH_PREFIX;
 use crate::node::transactions::{ClientMachine, ClientTx, ServerId, ServerMachine};
 use crate::node::Proxy;
 
@@ -89,6 +90,14 @@ impl Proxy {
             .get_by_mut(&branch)
             .filter(|c| method_matches(c))
         else {
+            if branch.starts_with(OWN_BRANCH_PREFIX) {
+                // A response to a request of ours this node no longer holds: never forwarded
+                // (the Via below ours is the party's own); a 2xx to a re-INVITE is ACKed.
+                if (200..300).contains(&status) {
+                    self.ack_own_2xx_from_dialog(&resp);
+                }
+                return;
+            }
             tracing::debug!(call_id = ?resp.call_id().ok(), %branch, status, "response without a client transaction: forwarded by its Via");
             self.forward_response_stateless(&resp);
             return;

@@ -17,6 +17,10 @@ use crate::node::io::Transmit;
 use crate::node::timers::TimerRef;
 use crate::node::{next_random, Proxy};
 
+/// The start of the Via branch of every request the proxy sends itself (re-INVITEs, BYEs and
+/// their ACKs): any node recognises a response to one after a restart; the node id follows.
+pub(in crate::node) const OWN_BRANCH_PREFIX: &str = "z9hG4bK-anc-own-";
+
 /// One of the proxy's own requests, once stored (found by its branch when a response arrives).
 pub(in crate::node) type OwnId = crate::node::slab::Id<OwnTx>;
 
@@ -91,12 +95,7 @@ impl Proxy {
             .listener_for(target.transport, target.destination, target.destination)
             .and_then(|i| self.config.listeners.get(i))?
             .clone();
-        self.own_counter += 1;
-        let branch = format!(
-            "z9hG4bKra{:08x}{:08x}",
-            self.own_counter,
-            next_random(&mut self.rng_state, u32::MAX)
-        );
+        let branch = self.own_branch();
         let via = format!(
             "SIP/2.0/{} {}:{};branch={branch};rport",
             listener.transport.via_token(),
@@ -138,6 +137,101 @@ impl Proxy {
         );
         self.drain_own(&branch, None, now);
         Some(branch)
+    }
+
+    /// A fresh Via branch for a request of our own: [`OWN_BRANCH_PREFIX`], this node's id,
+    /// a counter and a random part.
+    pub(in crate::node) fn own_branch(&mut self) -> String {
+        self.own_counter += 1;
+        let node: String = self
+            .config
+            .node_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(32)
+            .collect();
+        format!(
+            "{OWN_BRANCH_PREFIX}{node}-{:x}{:08x}",
+            self.own_counter,
+            next_random(&mut self.rng_state, u32::MAX)
+        )
+    }
+
+    /// A 2xx to a re-INVITE of ours whose transaction this node does not hold (it restarted,
+    /// or the transaction ended and the party retransmits): ACKed from the call's dialog
+    /// (RFC 3261 §13.2.2.4: the 2xx's CSeq number, the party's route set, its Contact as the
+    /// Request-URI), so the party does not retransmit for 32 s and hang up.
+    pub(in crate::node) fn ack_own_2xx_from_dialog(&mut self, resp: &Message) {
+        let (Ok(call_id), Ok(cseq)) = (resp.call_id(), resp.cseq()) else {
+            return;
+        };
+        if cseq.method != Method::Invite {
+            return;
+        }
+        let Some(to_tag) = resp.to().ok().and_then(|t| t.tag()) else {
+            return;
+        };
+        let ours = self.ours.clone();
+        let is_us = |value: &str| crate::via::route_is_ours(value, &ours);
+        let Some(dialog) = self.calls.confirmed(call_id) else {
+            tracing::debug!(%call_id, "2xx to a request of ours for a call this node does not hold");
+            return;
+        };
+        let party = if to_tag == dialog.id.callee_tag {
+            Party::Callee
+        } else {
+            Party::Caller
+        };
+        let Some(mut target) = leg_target(dialog, party, is_us) else {
+            return;
+        };
+        if let Some(Ok(anchorage_sip::Contact::Address(a))) = resp.contacts().next() {
+            target.request_uri = String::from_utf8_lossy(a.uri_raw).into_owned();
+        }
+        let header = |name| {
+            resp.header(name)
+                .map(|h| String::from_utf8_lossy(h.value()).trim().to_string())
+        };
+        let (Some(from), Some(to)) = (
+            header(anchorage_sip::HeaderName::From),
+            header(anchorage_sip::HeaderName::To),
+        ) else {
+            return;
+        };
+        let Some(listener) = self
+            .listener_for(target.transport, target.destination, target.destination)
+            .and_then(|i| self.config.listeners.get(i))
+            .cloned()
+        else {
+            return;
+        };
+        let via = format!(
+            "SIP/2.0/{} {}:{};branch={};rport",
+            listener.transport.via_token(),
+            listener.advertise_host,
+            listener.advertise_port,
+            self.own_branch()
+        );
+        let Ok(ack) = build_request(&OwnRequest {
+            method: Method::Ack,
+            call_id,
+            from: &from,
+            to: &to,
+            contact: None,
+            cseq: cseq.seq,
+            via: &via,
+            target: &target,
+            sdp: None,
+        }) else {
+            return;
+        };
+        tracing::info!(%call_id, party = party.as_str(), cseq = cseq.seq, "2xx to a re-INVITE of ours without its transaction: ACKed from the dialog");
+        self.out.push_back(Transmit {
+            data: ack.bytes(),
+            destination: target.destination,
+            transport: target.transport,
+            local: Some(listener.local),
+        });
     }
 
     /// A response to one of our own requests (its Via branch is in `own`).
