@@ -203,6 +203,9 @@ pub async fn run(
                         let _ = done.send((query.id, result));
                     });
                 }
+                // Records come out only once a store enabled them; without one the calls live
+                // in this process alone.
+                Output::CallChanged(_) | Output::CallEnded(_) => {}
                 Output::Sip(t) => {
                     let out = Outbound {
                         data: t.data,

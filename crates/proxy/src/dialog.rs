@@ -188,6 +188,12 @@ impl CallDialogs {
         self.list.iter()
     }
 
+    /// Adds a dialog taken from a record (replacing one with the same identity).
+    pub fn insert(&mut self, dialog: Dialog) {
+        self.list.retain(|d| d.id != dialog.id);
+        self.list.push(dialog);
+    }
+
     /// The confirmed dialog (the one the call's media belongs to).
     pub fn confirmed(&self) -> Option<&Dialog> {
         self.list.iter().find(|d| d.state == DialogState::Confirmed)

@@ -70,6 +70,8 @@ pub(in crate::node) struct Call {
     /// INVITE and UPDATE server transactions without a final response: a move waits until
     /// there are none.
     open_offers: u32,
+    /// Already among the calls changed by the current event.
+    changed: bool,
 }
 
 impl Call {
@@ -86,6 +88,10 @@ impl Call {
 #[derive(Default)]
 pub struct Calls {
     slab: Slab<CallId, Call>,
+    /// Whether changes are tracked (record keeping is on).
+    tracking: bool,
+    /// The calls the current event changed (for their records).
+    changed: Vec<CallId>,
     dialogs: usize,
     moves: usize,
     waiting: usize,
@@ -159,6 +165,59 @@ impl Calls {
         self.slab.key_of(key)
     }
 
+    // --- changes, for the call records ---
+
+    /// Tracks which calls change from now on.
+    pub(in crate::node) fn track_changes(&mut self) {
+        self.tracking = true;
+    }
+
+    /// The call changed in a way its record shows.
+    fn mark(&mut self, call_id: &str) {
+        if !self.tracking {
+            return;
+        }
+        match self.slab.get_by_mut(call_id) {
+            Some(call) if call.changed => {}
+            Some(call) => {
+                call.changed = true;
+                self.changed.push(CallId::from(call_id));
+            }
+            None => self.changed.push(CallId::from(call_id)),
+        }
+    }
+
+    /// The calls changed since the last drain (each once).
+    pub(in crate::node) fn drain_changed(&mut self) -> Vec<CallId> {
+        let mut changed = std::mem::take(&mut self.changed);
+        // A call released and touched again in one event was listed twice.
+        let mut seen = std::collections::HashSet::new();
+        changed.retain(|id| seen.insert(id.clone()));
+        for id in &changed {
+            if let Some(call) = self.slab.get_by_mut(id.as_str()) {
+                call.changed = false;
+            }
+        }
+        changed
+    }
+
+    /// Forgets that `call_id` changed (its record is what the store has).
+    pub(in crate::node) fn take_changed(&mut self, call_id: &str) {
+        self.changed.retain(|id| id.as_str() != call_id);
+        if let Some(call) = self.slab.get_by_mut(call_id) {
+            call.changed = false;
+        }
+    }
+
+    /// Forgets every change.
+    pub(in crate::node) fn clear_changed(&mut self) {
+        for id in std::mem::take(&mut self.changed) {
+            if let Some(call) = self.slab.get_by_mut(id.as_str()) {
+                call.changed = false;
+            }
+        }
+    }
+
     // --- media anchoring ---
 
     /// Where the call's media is anchored.
@@ -168,6 +227,7 @@ impl Calls {
 
     /// Where the call's media is anchored, to change.
     pub(in crate::node) fn media_mut(&mut self, call_id: &str) -> Option<&mut CallMedia> {
+        self.mark(call_id);
         self.get_mut(call_id)?.media.as_mut()
     }
 
@@ -181,6 +241,8 @@ impl Calls {
 
     /// Records where the call's media is anchored (replacing what was there).
     pub(in crate::node) fn set_media(&mut self, call_id: &str, media: CallMedia) {
+        self.entry(call_id);
+        self.mark(call_id);
         let call = self.entry(call_id);
         let new = call.media.is_none();
         call.media = Some(media);
@@ -191,6 +253,7 @@ impl Calls {
 
     /// The call is no longer anchored: its media state, if it had one.
     pub(in crate::node) fn take_media(&mut self, call_id: &str) -> Option<CallMedia> {
+        self.mark(call_id);
         let media = self.get_mut(call_id)?.media.take();
         if media.is_some() {
             self.anchored -= 1;
@@ -208,6 +271,7 @@ impl Calls {
 
     /// The call's move, to change.
     pub(in crate::node) fn moving_mut(&mut self, call_id: &str) -> Option<&mut CallMove> {
+        self.mark(call_id);
         self.get_mut(call_id)?.mv.as_mut()
     }
 
@@ -218,6 +282,8 @@ impl Calls {
 
     /// The call starts moving.
     pub(in crate::node) fn start_move(&mut self, call_id: &str, mv: CallMove) {
+        self.entry(call_id);
+        self.mark(call_id);
         let call = self.entry(call_id);
         let new = call.mv.is_none();
         call.mv = Some(mv);
@@ -228,6 +294,7 @@ impl Calls {
 
     /// The call's move is over: what it was.
     pub(in crate::node) fn take_move(&mut self, call_id: &str) -> Option<CallMove> {
+        self.mark(call_id);
         let mv = self.get_mut(call_id)?.mv.take();
         if mv.is_some() {
             self.moves -= 1;
@@ -296,6 +363,7 @@ impl Calls {
 
     /// The confirmed dialog of a call, to change.
     pub(in crate::node) fn confirmed_mut(&mut self, call_id: &str) -> Option<&mut Dialog> {
+        self.mark(call_id);
         self.get_mut(call_id)?.dialogs.confirmed_mut()
     }
 
@@ -311,6 +379,8 @@ impl Calls {
         call_id: &str,
         change: impl FnOnce(&mut CallDialogs) -> R,
     ) -> R {
+        self.entry(call_id);
+        self.mark(call_id);
         let dialogs = &mut self.entry(call_id).dialogs;
         let before = dialogs.len();
         let result = change(dialogs);

@@ -140,6 +140,11 @@ pub enum Output {
     Resolve(ResolveQuery),
     /// A SIP message to send.
     Sip(Transmit),
+    /// A call changed: its latest record, for the store (once per event; only with record
+    /// keeping on).
+    CallChanged(Box<crate::node::record::CallRecord>),
+    /// A call ended: its record goes.
+    CallEnded(String),
 }
 
 /// A host name the core needs resolved (RFC 3263): answer with [`Proxy::handle_resolved`](crate::node::Proxy::handle_resolved).

@@ -41,6 +41,7 @@ mod forward;
 mod inbound;
 mod io;
 mod moves;
+mod record;
 mod response;
 mod route;
 mod slab;
@@ -53,6 +54,7 @@ pub use anchoring::{AnchoredCall, LegMedia};
 pub use calls::{CallId, Calls, Dialogs};
 pub use io::{CoreConfig, Counters, Datagram, Listener, Now, Output, ResolveQuery, Transmit};
 pub use moves::ReanchorMetrics;
+pub use record::{CallRecord, DialogRecord, ImportError, MediaRecord};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -129,6 +131,10 @@ pub struct Proxy {
     input_delay: Duration,
     /// The latest reading of both clocks, to turn a monotonic instant into wall-clock time.
     clock: Now,
+    /// Whether changed calls come out as records (a store is configured).
+    records: bool,
+    /// Records of changed calls, waiting for `poll_output`.
+    records_out: VecDeque<Output>,
 }
 
 /// xorshift64*: a small deterministic generator for weighted choice (seeded by the caller).
@@ -200,6 +206,8 @@ impl Proxy {
             retry_timer: None,
             input_delay: Duration::ZERO,
             clock,
+            records: false,
+            records_out: VecDeque::new(),
         }
     }
 
@@ -272,7 +280,10 @@ impl Proxy {
         if let Some(query) = self.resolve_queries.pop_front() {
             return Some(Output::Resolve(query));
         }
-        self.out.pop_front().map(Output::Sip)
+        if let Some(t) = self.out.pop_front() {
+            return Some(Output::Sip(t));
+        }
+        self.records_out.pop_front()
     }
 
     /// The next SIP message to send (the SIP part of [`Proxy::poll_output`], for tests that

@@ -27,6 +27,7 @@ impl Proxy {
         if self.pump_due {
             self.pump_moves(now);
         }
+        self.flush_call_records();
     }
 
     /// The call's relay is dead and no node can take it: its move ends as "waiting" and the
@@ -34,6 +35,11 @@ impl Proxy {
     pub(super) fn wait_for_relay(&mut self, call_id: &str, now: Instant) {
         tracing::warn!(%call_id, "re-anchoring: no relay node can take the call; it waits for one");
         self.finish_move(call_id, MoveResult::Waiting, now);
+        self.start_waiting(call_id, now);
+    }
+
+    /// The call waits for a relay from `now` (kept, with a retry timer and the give-up time).
+    pub(super) fn start_waiting(&mut self, call_id: &str, now: Instant) {
         if matches!(self.calls.wait(call_id), Some(Wait::Since(_))) {
             return;
         }

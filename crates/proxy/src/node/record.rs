@@ -1,0 +1,213 @@
+//! A call as it leaves the process and comes back: [`CallRecord`], the plain data another
+//! start of this node (or another node) needs to carry the call on — its dialogs with their
+//! CSeq renumbering, and where its media is anchored with each leg's SDPs — with relay nodes by
+//! name and times on the wall clock, never an index or an `Instant` of this process.
+//!
+//! The core says which calls changed: once record keeping is on
+//! ([`Proxy::enable_call_records`]), every call touched by an event comes out of
+//! [`Proxy::poll_output`] once per event as [`Output::CallChanged`] (its latest record) or
+//! [`Output::CallEnded`]; the driver hands them to the store. [`Proxy::import_call`] takes a
+//! record back (at start, for the calls the node owned).
+
+use std::time::{Duration, Instant};
+
+use crate::dialog::Dialog;
+use crate::media::Policy;
+use crate::node::anchoring::{CallMedia, LegMedia};
+use crate::node::io::Output;
+use crate::node::Proxy;
+
+/// One call, exportable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    /// Its Call-ID.
+    pub call_id: String,
+    /// Its dialogs (one once confirmed), each with its creation on the wall clock.
+    pub dialogs: Vec<DialogRecord>,
+    /// Where its media is anchored, if it is.
+    pub media: Option<MediaRecord>,
+    /// The relay node a move in progress was making a session on (rolled back on import: that
+    /// session is deleted and the call stays where `media` says).
+    pub moving_to: Option<String>,
+}
+
+/// A dialog and when it was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogRecord {
+    /// The dialog (its `created` is this process's; `created_unix_ms` is what travels).
+    pub dialog: Dialog,
+    /// When it was created, UNIX milliseconds.
+    pub created_unix_ms: i64,
+}
+
+/// Where a call's media is anchored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRecord {
+    /// The relay node, by name.
+    pub node: String,
+    /// Its relay set.
+    pub set: String,
+    /// ng flags for the SDP the caller gets.
+    pub caller_flags: String,
+    /// ng flags for the SDP the callee gets.
+    pub callee_flags: String,
+    /// The caller's tag (which leg an SDP comes from).
+    pub caller_tag: String,
+    /// The caller's media.
+    pub caller: LegMedia,
+    /// The callee's media.
+    pub callee: LegMedia,
+    /// A late offer went out in a 2xx: the ACK carries the answer.
+    pub answer_in_ack: bool,
+    /// A late offer went out in a reliable provisional response: the PRACK carries it.
+    pub answer_in_prack: bool,
+}
+
+/// Why a record could not be taken in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    /// This node already holds the call.
+    #[error("call {0:?} is already held by this node")]
+    AlreadyHeld(String),
+    /// The record names a relay node this proxy does not have.
+    #[error("call {call_id:?} is anchored on relay node {node:?}, which this proxy does not have")]
+    UnknownNode {
+        /// The call.
+        call_id: String,
+        /// The node it names.
+        node: String,
+    },
+}
+
+impl Proxy {
+    /// From now on, every call an event changes comes out of [`Proxy::poll_output`] as a
+    /// record (the driver has a store). Off by default: without a store nothing is exported.
+    pub fn enable_call_records(&mut self) {
+        self.records = true;
+        self.calls.track_changes();
+    }
+
+    /// The record of a call this node holds.
+    pub fn export_call(&self, call_id: &str) -> Option<CallRecord> {
+        let dialogs: Vec<DialogRecord> = self
+            .calls
+            .dialogs_of(call_id)
+            .map(|d| DialogRecord {
+                dialog: d.clone(),
+                created_unix_ms: self.unix_us_at(d.created) / 1000,
+            })
+            .collect();
+        let media = self.calls.media(call_id).and_then(|m| {
+            Some(MediaRecord {
+                node: self.relays.nodes().get(m.node)?.name.clone(),
+                set: m.policy.set.clone(),
+                caller_flags: m.policy.caller_flags.clone(),
+                callee_flags: m.policy.callee_flags.clone(),
+                caller_tag: m.caller_tag.clone(),
+                caller: m.caller.clone(),
+                callee: m.callee.clone(),
+                answer_in_ack: m.answer_in_ack,
+                answer_in_prack: m.answer_in_prack,
+            })
+        });
+        if dialogs.is_empty() && media.is_none() {
+            return None;
+        }
+        let moving_to = self
+            .calls
+            .moving(call_id)
+            .and_then(|m| m.new_node())
+            .and_then(|n| self.relays.nodes().get(n))
+            .map(|n| n.name.clone());
+        Some(CallRecord {
+            call_id: call_id.to_string(),
+            dialogs,
+            media,
+            moving_to,
+        })
+    }
+
+    /// Takes a call back from its record (at start, or when another node's call comes here):
+    /// its dialogs, with their age on the wall clock, and its media on the named node. A move
+    /// that was in progress is rolled back: the session it was making is deleted.
+    pub fn import_call(&mut self, record: CallRecord, now: Instant) -> Result<(), ImportError> {
+        let call_id = record.call_id.as_str();
+        if self.calls.confirmed(call_id).is_some() || self.calls.media(call_id).is_some() {
+            return Err(ImportError::AlreadyHeld(record.call_id));
+        }
+        let media = match &record.media {
+            Some(m) => {
+                let node =
+                    self.relays
+                        .by_name(&m.node)
+                        .ok_or_else(|| ImportError::UnknownNode {
+                            call_id: record.call_id.clone(),
+                            node: m.node.clone(),
+                        })?;
+                Some(CallMedia {
+                    node,
+                    policy: Policy {
+                        set: m.set.clone(),
+                        caller_flags: m.caller_flags.clone(),
+                        callee_flags: m.callee_flags.clone(),
+                    },
+                    caller_tag: m.caller_tag.clone(),
+                    caller: m.caller.clone(),
+                    callee: m.callee.clone(),
+                    answer_in_ack: m.answer_in_ack,
+                    answer_in_prack: m.answer_in_prack,
+                    forks: Vec::new(),
+                })
+            }
+            None => None,
+        };
+        let now_unix_ms = self.unix_us_at(now) / 1000;
+        for d in record.dialogs {
+            let age = Duration::from_millis(
+                u64::try_from(now_unix_ms.saturating_sub(d.created_unix_ms)).unwrap_or(0),
+            );
+            let mut dialog = d.dialog;
+            dialog.created = now.checked_sub(age).unwrap_or(now);
+            self.calls
+                .update_dialogs(call_id, |list| list.insert(dialog));
+        }
+        if let Some(media) = media {
+            let node = media.node;
+            self.relays.count_call(node, 1);
+            self.calls.set_media(call_id, media);
+            if let Some(moving_to) = record.moving_to.as_deref() {
+                match self.relays.by_name(moving_to) {
+                    Some(new_node) if new_node != node => {
+                        tracing::info!(%call_id, relay = moving_to, "an imported call was being moved: the session of the move is deleted");
+                        self.delete_or_orphan(new_node, call_id, now);
+                    }
+                    _ => {}
+                }
+            }
+            if !self.relays.is_up(node) {
+                // Its relay is down here: the call waits for one like any other.
+                self.start_waiting(call_id, now);
+            }
+        }
+        self.schedule_dialog_sweep(now);
+        // What was imported is stored already: no record goes out for it.
+        self.calls.take_changed(call_id);
+        Ok(())
+    }
+
+    /// The records of the calls the last event changed, as outputs (called when the event
+    /// settles; nothing when record keeping is off).
+    pub(in crate::node) fn flush_call_records(&mut self) {
+        if !self.records {
+            self.calls.clear_changed();
+            return;
+        }
+        for call_id in self.calls.drain_changed() {
+            let output = match self.export_call(call_id.as_str()) {
+                Some(record) => Output::CallChanged(Box::new(record)),
+                None => Output::CallEnded(call_id.as_str().to_string()),
+            };
+            self.records_out.push_back(output);
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Calls as records through the public seam: what an event changed comes out as the call's
+//! record, and a record taken into a new core (a restarted node) carries the call on — its
+//! relay, its CSeq renumbering, its parties' targets.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anchorage_proxy::node::{CallRecord, Output, Proxy};
+use anchorage_sip::Method;
+
+use support::scenario::*;
+
+const TWO_RELAYS: &str = "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{ name = \"r1\", ng = \"127.0.0.1:2223\" }, { name = \"r2\", ng = \"127.0.0.1:2224\" }]\n\n[proxy.media]\nset = \"m\"\n";
+
+/// Every output, records kept apart.
+fn outputs(p: &mut Proxy) -> (Vec<CallRecord>, Vec<String>) {
+    let (mut changed, mut ended) = (Vec::new(), Vec::new());
+    while let Some(o) = p.poll_output() {
+        match o {
+            Output::CallChanged(r) => changed.push(*r),
+            Output::CallEnded(id) => ended.push(id),
+            _ => {}
+        }
+    }
+    (changed, ended)
+}
+
+/// Call c1 on r1, then moved to r2 (both parties accepted): the proxy re-INVITEd the callee
+/// as the caller with CSeq 2, so the caller's later requests go up by one.
+fn moved_call(now: Instant) -> Proxy {
+    let mut p = call_on_r1(now);
+    p.enable_call_records();
+    ng_requests(&mut p);
+    p.start_reanchor(
+        anchorage_proxy::reanchor::Trigger::Api,
+        Some("r1"),
+        None,
+        None,
+        Default::default(),
+        now,
+    )
+    .unwrap();
+    let r2 = "v=0\r\no=r2 77 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n";
+    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
+    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
+    let out = drain(&mut p);
+    for t in &out {
+        let sdp = if t.destination.port() == 9 {
+            ANSWER_SDP
+        } else {
+            OFFER_SDP
+        };
+        if t.data.starts_with(b"INVITE ") {
+            ok_to(&mut p, t, None, sdp, now);
+        }
+    }
+    drain(&mut p);
+    assert_eq!(
+        p.anchored_call("c1").map(|c| c.node),
+        Some("r2".to_string())
+    );
+    p
+}
+
+#[test]
+fn each_event_gives_the_latest_record_of_the_calls_it_changed_and_the_end_of_a_call() {
+    let now = epoch();
+    let mut p = proxy(TWO_RELAYS);
+    p.enable_call_records();
+    p.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
+    let r1 = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
+    relay_at_replies(&mut p, "127.0.0.1:2223", r1, now);
+    let out = drain(&mut p);
+    let (changed, _) = outputs(&mut p);
+    assert_eq!(
+        changed
+            .last()
+            .and_then(|r| r.media.as_ref())
+            .map(|m| m.node.as_str()),
+        Some("r1"),
+        "anchored by the relay's reply: {changed:?}"
+    );
+    let invite = out
+        .iter()
+        .find(|t| t.data.starts_with(b"INVITE "))
+        .unwrap()
+        .clone();
+    ok_to(&mut p, &invite, Some("b1"), ANSWER_SDP, now);
+    relay_at_replies(&mut p, "127.0.0.1:2223", r1, now);
+    let (changed, ended) = outputs(&mut p);
+    assert!(ended.is_empty());
+    let record = changed.last().expect("the call's record").clone();
+    assert_eq!(
+        changed.iter().filter(|r| r.call_id == "c1").count(),
+        changed.len()
+    );
+    assert_eq!(record.dialogs.len(), 1);
+    let d = &record.dialogs[0].dialog;
+    assert_eq!(
+        (d.id.caller_tag.as_str(), d.id.callee_tag.as_str()),
+        ("a1", "b1")
+    );
+    assert_eq!(
+        d.caller.remote_target.as_deref(),
+        Some("sip:alice@127.0.0.1:5070")
+    );
+    assert_eq!(
+        d.callee.remote_target.as_deref(),
+        Some("sip:bob@127.0.0.1:9")
+    );
+    // The scenario proxy's wall clock starts at 1_800_000_000_000 ms.
+    let created = record.dialogs[0].created_unix_ms;
+    assert!(
+        (1_799_999_999_000..1_800_000_001_000).contains(&created),
+        "{created}"
+    );
+    let media = record.media.as_ref().expect("anchored");
+    assert_eq!((media.node.as_str(), media.set.as_str()), ("r1", "m"));
+    assert_eq!(media.caller_tag, "a1");
+    assert_eq!(
+        media.callee.origin_sent,
+        Some(("relay".to_string(), "5".to_string(), 7))
+    );
+    assert_eq!(record, p.export_call("c1").unwrap());
+    // The BYE ends it: the record goes.
+    let bye = Req::invite()
+        .method(Method::Bye)
+        .cseq(2)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch("z9hG4bK-bye");
+    let to_callee = forwarded(&mut p, &bye, "127.0.0.1:5070", now);
+    let (changed, ended) = outputs(&mut p);
+    assert!(
+        ended.is_empty(),
+        "the dialog lives until the BYE is answered"
+    );
+    assert!(
+        changed.last().is_some_and(|r| r.media.is_none()),
+        "{changed:?}"
+    );
+    ok_to(&mut p, &to_callee, None, "", now);
+    drain(&mut p);
+    let (_, ended) = outputs(&mut p);
+    assert_eq!(ended, vec!["c1".to_string()]);
+    assert!(p.export_call("c1").is_none());
+}
+
+#[test]
+fn a_restarted_node_carries_on_an_imported_call_with_its_relay_and_renumbering() {
+    let now = epoch();
+    let p = moved_call(now);
+    let record = p.export_call("c1").expect("the record");
+    assert_eq!(record.media.as_ref().map(|m| m.node.as_str()), Some("r2"));
+    assert_eq!(record.dialogs[0].dialog.renumber.to_callee, 1);
+    // A new process of the same node: the call comes back from its record.
+    let later = now + Duration::from_secs(5);
+    let mut q = proxy(TWO_RELAYS);
+    q.import_call(record.clone(), later).unwrap();
+    assert_eq!(
+        q.export_call("c1").map(|r| r.media),
+        Some(record.media.clone())
+    );
+    assert_eq!(q.relays().nodes()[1].calls, 1, "counted on r2");
+    assert!(
+        q.import_call(record, later).is_err(),
+        "a call is imported once"
+    );
+    // The caller's re-INVITE is the same call on the same relay: an offer to r2 for c1 with
+    // both tags, and its CSeq (3) reaches the callee as 4.
+    let reinvite = Req::invite()
+        .cseq(3)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch("z9hG4bK-ri2")
+        .route("<sip:127.0.0.1:5060;lr>")
+        .sdp(OFFER_SDP);
+    q.handle_datagram(reinvite.datagram("127.0.0.1:5070"), later);
+    let r2 = "v=0\r\no=r2 77 3 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n";
+    let offer = relay_at_replies(&mut q, "127.0.0.1:2224", r2, later);
+    let anchorage_ng::RequestKind::Offer(o) = &offer.kind else {
+        panic!("{offer:?}")
+    };
+    assert_eq!(o.to_tag.as_ref().map(|t| t.0.as_str()), Some("b1"));
+    let to_callee = drain(&mut q)
+        .into_iter()
+        .find(|t| t.data.starts_with(b"INVITE "))
+        .expect("forwarded");
+    assert!(
+        text(&to_callee).contains("CSeq: 4 INVITE"),
+        "{}",
+        text(&to_callee)
+    );
+    assert_eq!(to_callee.destination.to_string(), "127.0.0.1:9");
+}
+
+#[test]
+fn an_imported_call_whose_move_was_under_way_loses_the_session_the_move_made() {
+    let now = epoch();
+    let mut p = call_on_r1(now);
+    ng_requests(&mut p);
+    p.start_reanchor(
+        anchorage_proxy::reanchor::Trigger::Api,
+        Some("r1"),
+        None,
+        None,
+        Default::default(),
+        now,
+    )
+    .unwrap();
+    // The new node's offer is out: the record says so.
+    let record = p.export_call("c1").unwrap();
+    assert_eq!(record.moving_to.as_deref(), Some("r2"));
+    let mut q = proxy(TWO_RELAYS);
+    q.import_call(record, now).unwrap();
+    let sent = ng_requests(&mut q);
+    assert!(
+        sent.iter().any(|(port, r)| *port == 2224 && is_delete(r)),
+        "{sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|(port, _)| *port == 2223),
+        "r1 keeps the call"
+    );
+    assert_eq!(
+        q.anchored_call("c1").map(|c| c.node),
+        Some("r1".to_string())
+    );
+}
+
+#[test]
+fn a_record_naming_an_unknown_relay_is_refused_with_the_reason() {
+    let now = epoch();
+    let p = call_on_r1(now);
+    let mut record = p.export_call("c1").unwrap();
+    if let Some(m) = record.media.as_mut() {
+        m.node = "gone".into();
+    }
+    let mut q = proxy(TWO_RELAYS);
+    let err = q.import_call(record, now).unwrap_err();
+    assert!(err.to_string().contains("\"gone\""), "{err}");
+    assert!(q.export_call("c1").is_none(), "nothing half taken");
+}
