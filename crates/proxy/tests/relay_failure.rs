@@ -481,3 +481,44 @@ fn an_offer_given_up_on_is_deleted_on_its_node_when_the_call_goes_to_another() {
         "the call went on through r2"
     );
 }
+
+#[test]
+fn a_move_whose_new_node_dies_under_it_deletes_that_session_only_once_the_node_is_back() {
+    let mut b = Bench::new(TWO_RELAYS);
+    b.place_call("m1");
+    assert_eq!(
+        b.proxy.anchored_call("m1").map(|c| c.node),
+        Some("r1".to_string())
+    );
+    b.take_ng();
+    // r2 drops the move's offer and then dies: the move fails, and the session r2 may have
+    // made is not deleted into the void while r2 is down.
+    b.set_relay("127.0.0.1:2224", Relay::PingsOnly);
+    let now = b.now;
+    b.proxy.drain_relay("r1", now).unwrap();
+    b.advance(Duration::from_millis(50));
+    relay_fails(&mut b, "127.0.0.1:2224", "r2", Relay::Refuses);
+    b.advance(Duration::from_millis(1_500));
+    let is_delete_to_r2 = |n: &support::NgSent| {
+        n.to.port() == 2224 && matches!(n.request.kind, anchorage_ng::RequestKind::Delete(_))
+    };
+    let sent = b.take_ng();
+    assert!(
+        sent.iter().any(|n| n.to.port() == 2224
+            && matches!(n.request.kind, anchorage_ng::RequestKind::Offer(_))),
+        "the move's offer went to r2"
+    );
+    assert!(
+        !sent.iter().any(is_delete_to_r2),
+        "no delete to a dead node"
+    );
+    assert_eq!(
+        b.proxy.anchored_call("m1").map(|c| c.node),
+        Some("r1".to_string()),
+        "the call stays on its (drained, living) relay"
+    );
+    // r2 is back: the delete follows.
+    relay_back(&mut b, "127.0.0.1:2224", "r2");
+    b.advance(Duration::from_millis(100));
+    assert!(b.take_ng().iter().any(is_delete_to_r2));
+}

@@ -165,7 +165,7 @@ impl Proxy {
         let Some(sdp) = sdp else {
             // The new node failed: forget its session and try another.
             tracing::warn!(%call_id, node, "re-anchoring: the new relay refused or did not answer");
-            self.delete_on(node, call_id, now);
+            self.delete_or_orphan(node, call_id, now);
             if let Some(m) = self.calls.moving_mut(call_id) {
                 m.retry();
             }
@@ -187,7 +187,7 @@ impl Proxy {
         let Some(call) = self.calls.media(call_id).cloned() else {
             // The call ended while the new node made its session: that session goes, and the
             // move ends (counted in its job, which would otherwise never complete).
-            self.delete_on(node, call_id, now);
+            self.delete_or_orphan(node, call_id, now);
             self.finish_move(call_id, MoveResult::CallEnded, now);
             return;
         };
@@ -291,7 +291,7 @@ impl Proxy {
         if let Some(node) = self.calls.moving(call_id).and_then(|m| m.new_node()) {
             let current = self.calls.media(call_id).map(|c| c.node);
             if current != Some(node) {
-                self.delete_on(node, call_id, now);
+                self.delete_or_orphan(node, call_id, now);
             }
         }
         self.finish_move(call_id, MoveResult::CallEnded, now);

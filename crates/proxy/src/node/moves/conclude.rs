@@ -43,7 +43,7 @@ impl Proxy {
             return;
         }
         // A leg refused (488 or another error): its media still goes through the old node.
-        self.delete_on(new_node, call_id, now);
+        self.delete_or_orphan(new_node, call_id, now);
         let old_alive = self.relays.is_up(m.old_node);
         if old_alive {
             tracing::warn!(%call_id, ?outcomes, "re-anchoring refused by a party: rolling back to the old relay");
@@ -214,7 +214,7 @@ impl Proxy {
             self.send_own_request(call_id, party, Method::Bye, None, now);
         }
         if let Some(node) = new_node {
-            self.delete_on(node, call_id, now);
+            self.delete_or_orphan(node, call_id, now);
         }
         if let Some(call) = self.calls.take_media(call_id) {
             self.relays.count_call(call.node, -1);
