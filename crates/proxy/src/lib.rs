@@ -8,9 +8,8 @@
 //! forbids `Instant::now` and `SystemTime::now`.
 //!
 //! * [`transaction`]: RFC 3261 §17 client and server transactions (INVITE and non-INVITE)
-//!   with RFC 6026's `Accepted` state, timers A–M and Timer C, matching by branch with the
-//!   RFC 2543 fallback, and a [`transaction::TransactionTable`] whose memory is bounded by
-//!   the peak number of live transactions.
+//!   with RFC 6026's `Accepted` state, timers A–M and Timer C; the node holds them (matched by
+//!   branch with the RFC 2543 fallback) in one store, `node/transactions.rs`.
 //! * [`node`]: the RFC 3261 §16 proxy node, [`node::Proxy`] — validation, loose routing,
 //!   Record-Route, forwarding, response selection, CANCEL, serial failover, stateless
 //!   forwarding of what belongs to a transaction another node holds, media anchoring and

@@ -10,9 +10,10 @@
 //! | [`server_invite`] | §17.2.1, Figure 7 + RFC 6026 | `Proceeding`, `Completed`, `Confirmed`, `Accepted`, `Terminated` |
 //! | [`server_non_invite`] | §17.2.2, Figure 8 | `Trying`, `Proceeding`, `Completed`, `Terminated` |
 //!
-//! plus [`key`] (matching, §17.1.3 and §17.2.3 with the RFC 2543 fallback), [`timers`]
-//! (Table 4, Timer C, RFC 6026 Timers L and M) and [`table`] (many transactions and one timer
-//! heap, with memory bounded by the peak number of live transactions).
+//! plus [`timers`] (Table 4, Timer C, RFC 6026 Timers L and M). Matching requests and
+//! responses to transactions (§17.1.3, §17.2.3) and holding many of them is the transaction
+//! user's job: the proxy node keeps its server and client transactions in
+//! `node/transactions.rs` and their deadlines in `node/timers.rs`.
 //!
 //! # The grammar
 //!
@@ -36,10 +37,8 @@
 
 pub mod client_invite;
 pub mod client_non_invite;
-pub mod key;
 pub mod server_invite;
 pub mod server_non_invite;
-pub mod table;
 pub mod timers;
 
 use std::time::Instant;
@@ -48,10 +47,8 @@ use thiserror::Error;
 
 pub use client_invite::{ClientInvite, ClientInviteState};
 pub use client_non_invite::{ClientNonInvite, ClientNonInviteState};
-pub use key::{ClientKey, RequestFields, ServerKey};
 pub use server_invite::{ServerInvite, ServerInviteState};
 pub use server_non_invite::{ServerNonInvite, ServerNonInviteState};
-pub use table::{TableCapacity, TableError, Transaction, TransactionTable, TxId};
 pub use timers::{Timer, TimerConfig, TimerConfigError, Trying100};
 
 /// What a transaction asks its caller to do. Status codes are the responses' status codes.
