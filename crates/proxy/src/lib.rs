@@ -29,8 +29,11 @@ pub mod media;
 pub mod node;
 pub mod reanchor;
 pub mod routing;
-pub mod transaction;
 pub mod via;
+
+/// The RFC 3261 §17 transaction machines, from their own crate (`anchorage-transaction`),
+/// under the path the node has always used.
+pub use anchorage_transaction as transaction;
 
 /// The SIP transport (one type for the core and the I/O layer).
 pub use anchorage_sip::Transport;

@@ -1,6 +1,10 @@
 //! The transaction layer: [RFC 3261 §17](https://www.rfc-editor.org/rfc/rfc3261#section-17),
 //! as amended by [RFC 6026](https://www.rfc-editor.org/rfc/rfc6026).
 //!
+//! A crate of its own so that every SIP element of the project runs the same machines: the
+//! proxy core (`anchorage-proxy`, as `anchorage_proxy::transaction`) and the call generator's
+//! user agents (`anchorage-callgen`).
+//!
 //! Four sans-IO state machines, one per file and named after the RFC section:
 //!
 //! | file | RFC | states |
@@ -13,7 +17,8 @@
 //! plus [`timers`] (Table 4, Timer C, RFC 6026 Timers L and M). Matching requests and
 //! responses to transactions (§17.1.3, §17.2.3) and holding many of them is the transaction
 //! user's job: the proxy node keeps its server and client transactions in
-//! `node/transactions.rs` and their deadlines in `node/timers.rs`.
+//! `node/transactions.rs` and their deadlines in `node/timers.rs`; callgen keeps a call's
+//! few transactions in the call.
 //!
 //! # The grammar
 //!
@@ -34,6 +39,8 @@
 //! go backwards. The caller owns the messages: it keeps the request it sent (to retransmit it and
 //! to build the ACK for a non-2xx final response) and the last response it sent on a server
 //! transaction (to retransmit it).
+
+#![warn(missing_docs)]
 
 pub mod client_invite;
 pub mod client_non_invite;
