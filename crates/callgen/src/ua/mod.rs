@@ -34,6 +34,10 @@ use rand::{Rng, SeedableRng};
 
 use crate::sdp::{LocalSdp, RemoteMedia};
 
+mod transaction;
+
+use transaction::{ClientTx, Request, ServerTx};
+
 /// Which population a call belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Side {
@@ -339,31 +343,6 @@ enum State {
     Ended,
 }
 
-/// A request we sent, retransmitted until answered (RFC 3261 §17.1 over UDP).
-#[derive(Debug, Clone)]
-struct ClientTx {
-    method: Method<'static>,
-    cseq: u32,
-    branch: String,
-    data: Bytes,
-    destination: SocketAddr,
-    retransmit_at: Option<Instant>,
-    interval: Duration,
-    deadline: Instant,
-}
-
-/// A final response we retransmit until the ACK (RFC 3261 §13.3.1.4, §17.2.1).
-#[derive(Debug, Clone)]
-struct ServerRetx {
-    cseq: u32,
-    success: bool,
-    data: Bytes,
-    destination: SocketAddr,
-    retransmit_at: Instant,
-    interval: Duration,
-    deadline: Instant,
-}
-
 #[derive(Debug)]
 struct Call {
     r: CallRef,
@@ -394,7 +373,7 @@ struct Call {
     client: Option<ClientTx>,
     bye: Option<ClientTx>,
     cancel: Option<ClientTx>,
-    server: Option<ServerRetx>,
+    server: Option<ServerTx>,
     /// The last ACK we sent and its CSeq, for 2xx/non-2xx retransmissions.
     ack: Option<(u32, Bytes, SocketAddr)>,
     /// The last response to an INVITE: (CSeq, response, where).
@@ -413,6 +392,8 @@ struct Call {
 /// The user agents of one call generator process.
 pub struct Agent {
     config: Config,
+    /// The transaction timers (T1 and T2 from the config).
+    tx_timers: anchorage_transaction::TimerConfig,
     rng: SmallRng,
     calls: HashMap<u64, Call>,
     by_call_id: HashMap<(Side, String), u64>,
@@ -509,6 +490,7 @@ impl Agent {
         let run_id = rng.random::<u64>() & 0xffff_ffff_ffff;
         let next_call_at = config.uac.as_ref().filter(|u| u.calls > 0).map(|_| now);
         Agent {
+            tx_timers: transaction::timer_config(config.t1, config.t2),
             config,
             rng,
             calls: HashMap::new(),
@@ -635,14 +617,10 @@ impl Agent {
 
     fn schedule(&mut self, call: &Call) {
         let deadlines = [
-            call.client.as_ref().map(|t| t.deadline),
-            call.client.as_ref().and_then(|t| t.retransmit_at),
-            call.bye.as_ref().map(|t| t.deadline),
-            call.bye.as_ref().and_then(|t| t.retransmit_at),
-            call.cancel.as_ref().map(|t| t.deadline),
-            call.cancel.as_ref().and_then(|t| t.retransmit_at),
-            call.server.as_ref().map(|s| s.deadline),
-            call.server.as_ref().map(|s| s.retransmit_at),
+            call.client.as_ref().and_then(ClientTx::poll_timeout),
+            call.bye.as_ref().and_then(ClientTx::poll_timeout),
+            call.cancel.as_ref().and_then(ClientTx::poll_timeout),
+            call.server.as_ref().and_then(ServerTx::poll_timeout),
             call.hangup_at,
             call.cancel_at,
             call.reinvite_at,
@@ -829,7 +807,14 @@ impl Agent {
             Ok(invite) => {
                 let data = invite.bytes();
                 call.invite = Some(invite);
-                self.start_client(now, &mut call, Method::Invite, 1, branch, data, uac.proxy);
+                let request = Request {
+                    method: Method::Invite,
+                    cseq: 1,
+                    branch,
+                    data,
+                    destination: uac.proxy,
+                };
+                self.start_client(now, &mut call, request);
             }
             Err(e) => {
                 self.end(
@@ -844,30 +829,13 @@ impl Agent {
         self.put_back(call);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn start_client(
-        &mut self,
-        now: Instant,
-        call: &mut Call,
-        method: Method<'static>,
-        cseq: u32,
-        branch: String,
-        data: Bytes,
-        destination: SocketAddr,
-    ) {
-        let t1 = self.config.t1;
-        self.send(call.r.side, destination, data.clone());
-        let tx = ClientTx {
-            method,
-            cseq,
-            branch,
-            data,
-            destination,
-            retransmit_at: Some(now + t1),
-            interval: t1,
-            deadline: now + t1 * 64,
-        };
-        match method {
+    /// Sends `request` on a new client transaction, kept in the call's slot for its method.
+    fn start_client(&mut self, now: Instant, call: &mut Call, request: Request) {
+        let (tx, todo) = ClientTx::start(now, request, &self.tx_timers);
+        if todo.send {
+            self.send(call.r.side, tx.request.destination, tx.request.data.clone());
+        }
+        match tx.request.method {
             Method::Invite => call.client = Some(tx),
             Method::Bye => call.bye = Some(tx),
             _ => call.cancel = Some(tx),
@@ -1208,15 +1176,8 @@ impl Agent {
         };
         call.invite_response = Some((cseq, data.clone(), call.invite_source));
         call.record.status = Some(status);
-        call.server = Some(ServerRetx {
-            cseq,
-            success,
-            data,
-            destination: call.invite_source,
-            retransmit_at: now + self.config.t1,
-            interval: self.config.t1,
-            deadline: now + self.config.t1 * 64,
-        });
+        let (destination, timers) = (call.invite_source, &self.tx_timers);
+        call.server = Some(ServerTx::sent(now, cseq, status, data, destination, timers));
         true
     }
 
@@ -1306,8 +1267,15 @@ impl Agent {
         let branch = self.branch();
         match self.in_dialog_request(call, Method::Bye, cseq, &branch, None) {
             Some(data) => {
-                let hop = Self::next_hop(call);
-                self.start_client(now, call, Method::Bye, cseq, branch, data, hop);
+                let destination = Self::next_hop(call);
+                let request = Request {
+                    method: Method::Bye,
+                    cseq,
+                    branch,
+                    data,
+                    destination,
+                };
+                self.start_client(now, call, request);
                 call.state = State::Ending;
                 call.record.hangup.get_or_insert(Party::Local);
                 self.events.push_back(Event::MediaStop { call: call.r });
@@ -1327,9 +1295,16 @@ impl Agent {
         let body = call.sdp.bytes().to_vec();
         if let Some(data) = self.in_dialog_request(call, Method::Invite, cseq, &branch, Some(&body))
         {
-            let hop = Self::next_hop(call);
+            let destination = Self::next_hop(call);
             call.record.reinvites_sent += 1;
-            self.start_client(now, call, Method::Invite, cseq, branch, data, hop);
+            let request = Request {
+                method: Method::Invite,
+                cseq,
+                branch,
+                data,
+                destination,
+            };
+            self.start_client(now, call, request);
         }
     }
 
@@ -1341,7 +1316,7 @@ impl Agent {
         let Some(tx) = call.client.as_ref() else {
             return;
         };
-        let (branch, destination) = (tx.branch.clone(), tx.destination);
+        let (branch, destination) = (tx.request.branch.clone(), tx.request.destination);
         let Some(local) = self.local_sip(Side::Uac) else {
             return;
         };
@@ -1357,7 +1332,14 @@ impl Agent {
             .header("User-Agent", USER_AGENT)
             .build();
         if let Ok(m) = built {
-            self.start_client(now, call, Method::Cancel, 1, branch, m.bytes(), destination);
+            let request = Request {
+                method: Method::Cancel,
+                cseq: 1,
+                branch,
+                data: m.bytes(),
+                destination,
+            };
+            self.start_client(now, call, request);
             call.state = State::Cancelling;
         }
     }
@@ -1451,7 +1433,6 @@ impl Agent {
         if call.linger_until.is_some_and(|t| t <= now) {
             return true;
         }
-        let t2 = self.config.t2;
         // Client transactions: retransmit, or give up.
         for which in [Method::Invite, Method::Bye, Method::Cancel] {
             let slot = match which {
@@ -1460,27 +1441,22 @@ impl Agent {
                 _ => &mut call.cancel,
             };
             let Some(tx) = slot.as_mut() else { continue };
-            if tx.deadline <= now {
-                let tx = slot.take();
-                if let Some(tx) = tx {
+            let todo = tx.handle_timeout(now);
+            if todo.timed_out {
+                if let Some(tx) = slot.take() {
                     self.client_timeout(now, call, tx);
                 }
                 continue;
             }
-            if tx.retransmit_at.is_some_and(|at| at <= now) {
-                tx.interval = if tx.method == Method::Invite {
-                    tx.interval * 2
-                } else {
-                    (tx.interval * 2).min(t2)
-                };
-                tx.retransmit_at = Some(now + tx.interval);
-                let (dest, data) = (tx.destination, tx.data.clone());
+            if todo.send {
+                let (dest, data) = (tx.request.destination, tx.request.data.clone());
                 self.send(call.r.side, dest, data);
             }
         }
         if let Some(s) = call.server.as_mut() {
-            if s.deadline <= now {
-                let success = s.success;
+            let todo = s.handle_timeout(now);
+            if todo.timed_out {
+                let success = s.success();
                 call.server = None;
                 if success && call.state == State::Answered {
                     // RFC 3261 §13.3.1.4: no ACK — end the dialog with a BYE.
@@ -1488,9 +1464,7 @@ impl Agent {
                     call.record.established = Some(now);
                     self.send_bye(now, call);
                 }
-            } else if s.retransmit_at <= now {
-                s.interval = (s.interval * 2).min(t2);
-                s.retransmit_at = now + s.interval;
+            } else if todo.send {
                 let (dest, data) = (s.destination, s.data.clone());
                 self.send(call.r.side, dest, data);
             }
@@ -1526,7 +1500,7 @@ impl Agent {
     }
 
     fn client_timeout(&mut self, now: Instant, call: &mut Call, tx: ClientTx) {
-        match tx.method {
+        match tx.request.method {
             Method::Invite if call.state == State::Established => {
                 // Our re-INVITE timed out: the other side is gone (§14.1: like 408).
                 call.record.reason = Some("re-INVITE timed out".into());
@@ -1559,12 +1533,11 @@ impl Agent {
         match cseq.method {
             Method::Invite => self.on_invite_response(now, call, msg, status, cseq.seq, branch),
             Method::Bye => {
-                let Some(tx) = call.bye.as_mut().filter(|t| t.cseq == cseq.seq) else {
+                let Some(tx) = call.bye.as_mut().filter(|t| t.request.cseq == cseq.seq) else {
                     return;
                 };
+                tx.handle_response(now, status);
                 if status < 200 {
-                    tx.retransmit_at = Some(now + self.config.t2);
-                    tx.interval = self.config.t2;
                     return;
                 }
                 call.bye = None;
@@ -1584,7 +1557,7 @@ impl Agent {
                 if status >= 200 {
                     call.cancel = None;
                 } else if let Some(tx) = call.cancel.as_mut() {
-                    tx.retransmit_at = Some(now + self.config.t2);
+                    tx.handle_response(now, status);
                 }
             }
             _ => {}
@@ -1603,7 +1576,7 @@ impl Agent {
         let matches = call
             .client
             .as_ref()
-            .is_some_and(|t| t.cseq == cseq && Some(&t.branch) == branch.as_ref());
+            .is_some_and(|t| t.request.cseq == cseq && Some(&t.request.branch) == branch.as_ref());
         if !matches {
             // A retransmitted final response: ACK it again.
             if status >= 200 {
@@ -1618,9 +1591,8 @@ impl Agent {
         let initial = cseq == 1 && call.r.side == Side::Uac && call.record.established.is_none();
         if status < 200 {
             if let Some(tx) = call.client.as_mut() {
-                tx.retransmit_at = None;
                 // Timer B no longer applies once a provisional came; the CANCEL timeout does.
-                tx.deadline = now + Duration::from_secs(3600);
+                tx.handle_response(now, status);
             }
             if initial && call.state == State::Calling {
                 call.state = State::Proceeding;
@@ -1629,11 +1601,20 @@ impl Agent {
             }
             return;
         }
-        call.client = None;
+        // The final response ends the client transaction for the UA: retransmissions of it
+        // are answered from `call.ack`. A 2xx is the UA's (§13.2.2.4: it ACKs end to end);
+        // the machine asks for the ACK of a 300–699 (§17.1.1.3).
+        let todo = call
+            .client
+            .take()
+            .map(|mut tx| tx.handle_response(now, status))
+            .unwrap_or_default();
         if (200..300).contains(&status) {
             self.on_2xx(now, call, msg, cseq, initial);
         } else {
-            self.ack_non_2xx(call, msg, cseq, branch.unwrap_or_default());
+            if todo.ack {
+                self.ack_non_2xx(call, msg, cseq, branch.unwrap_or_default());
+            }
             if initial {
                 let reason = format!(
                     "answered {status} {}",
@@ -1853,7 +1834,7 @@ impl Agent {
         let Some(server) = call.server.as_ref().filter(|s| s.cseq == cseq) else {
             return;
         };
-        let success = server.success;
+        let success = server.success();
         call.server = None;
         if !success {
             return;
@@ -1978,15 +1959,8 @@ impl Agent {
             return;
         };
         call.invite_response = Some((cseq, data.clone(), source));
-        call.server = Some(ServerRetx {
-            cseq,
-            success: (200..300).contains(&status),
-            data,
-            destination: source,
-            retransmit_at: now + self.config.t1,
-            interval: self.config.t1,
-            deadline: now + self.config.t1 * 64,
-        });
+        let timers = &self.tx_timers;
+        call.server = Some(ServerTx::sent(now, cseq, status, data, source, timers));
     }
 
     fn on_bye(
@@ -2002,7 +1976,7 @@ impl Agent {
             State::Established | State::Answered | State::Ending => {
                 let ours_pending = call.state == State::Ending;
                 call.record.hangup.get_or_insert(Party::Remote);
-                call.server = call.server.take().filter(|s| !s.success);
+                call.server = call.server.take().filter(|s| !s.success());
                 let early = call
                     .record
                     .established
