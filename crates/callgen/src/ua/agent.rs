@@ -331,15 +331,15 @@ impl Agent {
             call.record.reason = Some(reason.to_string());
         }
         call.record.ended = now;
-        call.hangup_at = None;
-        call.cancel_at = None;
-        call.reinvite_at = None;
-        call.answer_at = None;
-        call.abandon_at = None;
-        call.linger_until = Some(now + self.config.t1 * LINGER_T1S);
-        call.client = None;
-        call.bye = None;
-        call.cancel = None;
+        call.deadlines.hangup_at = None;
+        call.deadlines.cancel_at = None;
+        call.deadlines.reinvite_at = None;
+        call.deadlines.answer_at = None;
+        call.deadlines.abandon_at = None;
+        call.deadlines.linger_until = Some(now + self.config.t1 * LINGER_T1S);
+        call.tx.client = None;
+        call.tx.bye = None;
+        call.tx.cancel = None;
         let i = side_index(call.r.side);
         self.live[i] = self.live[i].saturating_sub(1);
         if call.r.side == Side::Uas {
@@ -374,14 +374,14 @@ impl Agent {
             self.progress.up += 1;
         }
         let hold = self.config.hold;
-        call.hangup_at = Some(if call.hangs_up {
+        call.deadlines.hangup_at = Some(if call.hangs_up {
             now + hold
         } else {
             now + hold + self.config.t1 * 64
         });
         if call.r.side == Side::Uac {
             if let Some(after) = self.config.uac.as_ref().and_then(|u| u.reinvite_after) {
-                call.reinvite_at = Some(now + after);
+                call.deadlines.reinvite_at = Some(now + after);
             }
         }
     }

@@ -63,8 +63,8 @@ impl Agent {
     }
 
     pub(super) fn send_bye(&mut self, now: Instant, call: &mut Call) {
-        call.hangup_at = None;
-        call.reinvite_at = None;
+        call.deadlines.hangup_at = None;
+        call.deadlines.reinvite_at = None;
         call.local_cseq += 1;
         let cseq = call.local_cseq;
         let branch = self.branch();
@@ -88,8 +88,8 @@ impl Agent {
     }
 
     pub(super) fn send_reinvite(&mut self, now: Instant, call: &mut Call) {
-        call.reinvite_at = None;
-        if call.state != State::Established || call.client.is_some() {
+        call.deadlines.reinvite_at = None;
+        if call.state != State::Established || call.tx.client.is_some() {
             return;
         }
         call.local_cseq += 1;
@@ -123,14 +123,14 @@ impl Agent {
         let tag = call.local_tag.clone();
         // Retransmissions get the same response again.
         if method == Method::Invite {
-            if let Some((seq, data, dest)) = call.invite_response.clone() {
+            if let Some((seq, data, dest)) = call.tx.invite_response.clone() {
                 if seq == cseq.seq {
                     self.send(call.r.side, dest, data);
                     return;
                 }
             }
         } else if method != Method::Ack && method != Method::Cancel {
-            if let Some((seq, m, data, dest)) = call.other_response.clone() {
+            if let Some((seq, m, data, dest)) = call.tx.other_response.clone() {
                 if seq == cseq.seq && m == method.as_str() {
                     self.send(call.r.side, dest, data);
                     return;
@@ -208,16 +208,16 @@ impl Agent {
                 .method()
                 .map(|m| m.as_str().to_string())
                 .unwrap_or_default();
-            call.other_response = Some((cseq, method, data, source));
+            call.tx.other_response = Some((cseq, method, data, source));
         }
     }
 
     pub(super) fn on_ack(&mut self, now: Instant, call: &mut Call, msg: &Message, cseq: u32) {
-        let Some(server) = call.server.as_ref().filter(|s| s.cseq == cseq) else {
+        let Some(server) = call.tx.server.as_ref().filter(|s| s.cseq == cseq) else {
             return;
         };
         let success = server.success();
-        call.server = None;
+        call.tx.server = None;
         if !success {
             return;
         }
@@ -262,7 +262,7 @@ impl Agent {
         source: SocketAddr,
         cseq: u32,
     ) {
-        if call.client.is_some() {
+        if call.tx.client.is_some() {
             // §14.2: our own re-INVITE is pending.
             call.record.sent_491 += 1;
             self.respond_invite(
@@ -277,7 +277,7 @@ impl Agent {
         }
         if call.state == State::Answered {
             // The ACK was lost; this request proves the dialog is up.
-            call.server = None;
+            call.tx.server = None;
             self.establish(now, call);
         }
         if !matches!(call.state, State::Established | State::Ending) {
@@ -354,9 +354,9 @@ impl Agent {
         let Some(data) = self.respond(call.r.side, msg, source, &tag, reply.extra(&extra)) else {
             return;
         };
-        call.invite_response = Some((cseq, data.clone(), source));
+        call.tx.invite_response = Some((cseq, data.clone(), source));
         let timers = &self.tx_timers;
-        call.server = Some(ServerTx::sent(
+        call.tx.server = Some(ServerTx::sent(
             now,
             cseq,
             reply.status,
@@ -379,7 +379,7 @@ impl Agent {
             State::Established | State::Answered | State::Ending => {
                 let ours_pending = call.state == State::Ending;
                 call.record.hangup.get_or_insert(Party::Remote);
-                call.server = call.server.take().filter(|s| !s.success());
+                call.tx.server = call.tx.server.take().filter(|s| !s.success());
                 let early = call
                     .record
                     .established

@@ -40,7 +40,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anchorage_sip::{Header, HeaderName, Host, Message, NameAddr, Uri};
-use bytes::Bytes;
 use rand::rngs::SmallRng;
 
 use crate::sdp::{LocalSdp, RemoteMedia};
@@ -57,7 +56,8 @@ mod uas;
 pub use config::{CallRef, Config, Hangup, MediaPorts, Side, UacConfig, UasAnswer, UasConfig};
 pub use output::{CallRecord, Event, Outcome, Party, Progress, ReceivedReinvite, Transmit};
 
-use transaction::{ClientTx, ServerTx};
+use timers::Deadlines;
+use transaction::{CallTransactions, ClientTx, ServerTx};
 
 /// A response the UA sends: its status line, extra header fields and SDP body.
 #[derive(Debug, Clone, Copy)]
@@ -135,22 +135,10 @@ struct Call {
     invite: Option<Message>,
     /// UAS: the initial INVITE (responses are built from it) and where it came from.
     invite_source: SocketAddr,
-    client: Option<ClientTx>,
-    bye: Option<ClientTx>,
-    cancel: Option<ClientTx>,
-    server: Option<ServerTx>,
-    /// The last ACK we sent and its CSeq, for 2xx/non-2xx retransmissions.
-    ack: Option<(u32, Bytes, SocketAddr)>,
-    /// The last response to an INVITE: (CSeq, response, where).
-    invite_response: Option<(u32, Bytes, SocketAddr)>,
-    /// The last response to another request: (CSeq, method, response, where).
-    other_response: Option<(u32, String, Bytes, SocketAddr)>,
-    hangup_at: Option<Instant>,
-    cancel_at: Option<Instant>,
-    reinvite_at: Option<Instant>,
-    answer_at: Option<Instant>,
-    abandon_at: Option<Instant>,
-    linger_until: Option<Instant>,
+    /// The call's transactions and the responses kept for retransmitted requests.
+    tx: CallTransactions,
+    /// The call's own deadlines (hang up, CANCEL, re-INVITE, answer, give up, forget).
+    deadlines: Deadlines,
     record: CallRecord,
 }
 

@@ -129,6 +129,29 @@ pub struct CallRecord {
     pub sent_491: u32,
 }
 
+impl CallRecord {
+    /// The record of call `call_id` on `side`, started at `now`: failed until it is set up.
+    pub(super) fn new(call_id: String, side: Side, now: Instant) -> CallRecord {
+        CallRecord {
+            call_id,
+            side,
+            outcome: Outcome::Failed,
+            status: None,
+            reason: None,
+            started: now,
+            setup: None,
+            established: None,
+            ended: now,
+            hangup: None,
+            remote_media: None,
+            reinvites: Vec::new(),
+            reinvites_sent: 0,
+            reinvites_491: 0,
+            sent_491: 0,
+        }
+    }
+}
+
 /// Counts for the progress line, of the UAC population when there is one, else of the UAS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {

@@ -3,6 +3,7 @@
 
 use super::*;
 use anchorage_sip::Method;
+use bytes::Bytes;
 
 #[allow(clippy::disallowed_methods)]
 fn t0() -> Instant {

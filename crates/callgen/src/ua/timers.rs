@@ -4,42 +4,71 @@
 //! on an unanswered call, the CANCEL after the answer timeout, our re-INVITE, the BYE at the
 //! hold time, and forgetting an ended call once it has lingered.
 
+/// A call's own deadlines, beside its transactions' timers. Each is consumed when it passes,
+/// acted on or not, so none fires twice.
+#[derive(Debug, Default)]
+pub(super) struct Deadlines {
+    /// The BYE at the hold time (or, for the side that does not hang up, the give-up after it).
+    pub(super) hangup_at: Option<Instant>,
+    /// UAC: the CANCEL after the answer timeout.
+    pub(super) cancel_at: Option<Instant>,
+    /// UAC: our re-INVITE (after `reinvite_after`, or the §14.1 back-off after a 491).
+    pub(super) reinvite_at: Option<Instant>,
+    /// UAS: the 200 after the ring time.
+    pub(super) answer_at: Option<Instant>,
+    /// UAS: give up on an INVITE nobody answers or cancels.
+    pub(super) abandon_at: Option<Instant>,
+    /// An ended call is forgotten (it lingers to answer retransmissions).
+    pub(super) linger_until: Option<Instant>,
+}
+
+impl Deadlines {
+    /// The earliest of them.
+    pub(super) fn earliest(&self) -> Option<Instant> {
+        [
+            self.hangup_at,
+            self.cancel_at,
+            self.reinvite_at,
+            self.answer_at,
+            self.abandon_at,
+            self.linger_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
 use std::cmp::Reverse;
 use std::time::Instant;
 
 use anchorage_sip::Method;
 
-use super::{Agent, Call, ClientTx, Outcome, ServerTx, State};
+use super::{Agent, Call, ClientTx, Outcome, State};
 
 impl Agent {
+    /// Puts the call's earliest deadline (its own or its transactions') in the timer heap.
     pub(super) fn schedule(&mut self, call: &Call) {
-        let deadlines = [
-            call.client.as_ref().and_then(ClientTx::poll_timeout),
-            call.bye.as_ref().and_then(ClientTx::poll_timeout),
-            call.cancel.as_ref().and_then(ClientTx::poll_timeout),
-            call.server.as_ref().and_then(ServerTx::poll_timeout),
-            call.hangup_at,
-            call.cancel_at,
-            call.reinvite_at,
-            call.answer_at,
-            call.abandon_at,
-            call.linger_until,
-        ];
-        if let Some(t) = deadlines.into_iter().flatten().min() {
+        let next = [call.tx.poll_timeout(), call.deadlines.earliest()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(t) = next {
             self.timers.push(Reverse((t, call.r.id)));
         }
     }
 
+    /// Runs what is due at `now` for `call`; `true` when the call is to be forgotten.
     pub(super) fn on_call_timer(&mut self, now: Instant, call: &mut Call) -> bool {
-        if call.linger_until.is_some_and(|t| t <= now) {
+        if call.deadlines.linger_until.is_some_and(|t| t <= now) {
             return true;
         }
         // Client transactions: retransmit, or give up.
         for which in [Method::Invite, Method::Bye, Method::Cancel] {
             let slot = match which {
-                Method::Invite => &mut call.client,
-                Method::Bye => &mut call.bye,
-                _ => &mut call.cancel,
+                Method::Invite => &mut call.tx.client,
+                Method::Bye => &mut call.tx.bye,
+                _ => &mut call.tx.cancel,
             };
             let Some(tx) = slot.as_mut() else { continue };
             let todo = tx.handle_timeout(now);
@@ -54,11 +83,11 @@ impl Agent {
                 self.send(call.r.side, dest, data);
             }
         }
-        if let Some(s) = call.server.as_mut() {
+        if let Some(s) = call.tx.server.as_mut() {
             let todo = s.handle_timeout(now);
             if todo.timed_out {
                 let success = s.success();
-                call.server = None;
+                call.tx.server = None;
                 if success && call.state == State::Answered {
                     // RFC 3261 §13.3.1.4: no ACK — end the dialog with a BYE.
                     call.record.reason = Some("no ACK for the 200".into());
@@ -72,10 +101,10 @@ impl Agent {
         }
         // Each timer that passed is consumed, acted on or not, so none fires twice.
         let due = |t: &mut Option<Instant>| t.take_if(|t| *t <= now).is_some();
-        if due(&mut call.answer_at) && call.state == State::Calling {
+        if due(&mut call.deadlines.answer_at) && call.state == State::Calling {
             self.uas_answer(now, call);
         }
-        if due(&mut call.abandon_at) && call.state == State::Calling {
+        if due(&mut call.deadlines.abandon_at) && call.state == State::Calling {
             self.uas_final(now, call, 480, "Temporarily Unavailable");
             self.end(
                 now,
@@ -85,13 +114,13 @@ impl Agent {
                 "never answered nor cancelled",
             );
         }
-        if due(&mut call.cancel_at) && call.state == State::Proceeding {
+        if due(&mut call.deadlines.cancel_at) && call.state == State::Proceeding {
             self.send_cancel(now, call);
         }
-        if due(&mut call.reinvite_at) {
+        if due(&mut call.deadlines.reinvite_at) {
             self.send_reinvite(now, call);
         }
-        if due(&mut call.hangup_at) && call.state == State::Established {
+        if due(&mut call.deadlines.hangup_at) && call.state == State::Established {
             if !call.hangs_up {
                 call.record.reason = Some("no BYE from the other side at the hold time".into());
             }

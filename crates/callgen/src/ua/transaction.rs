@@ -278,3 +278,39 @@ impl ServerTx {
         }
     }
 }
+
+/// A call's transactions, at most one of each kind at a time, and the last responses and
+/// ACK it sent, kept to answer retransmissions.
+#[derive(Debug, Default)]
+pub(super) struct CallTransactions {
+    /// Our INVITE (initial or re-INVITE).
+    pub(super) client: Option<ClientTx>,
+    /// Our BYE.
+    pub(super) bye: Option<ClientTx>,
+    /// Our CANCEL.
+    pub(super) cancel: Option<ClientTx>,
+    /// Our final response to an INVITE, until its ACK.
+    pub(super) server: Option<ServerTx>,
+    /// The last ACK we sent and its CSeq, for 2xx/non-2xx retransmissions.
+    pub(super) ack: Option<(u32, Bytes, SocketAddr)>,
+    /// The last response to an INVITE: (CSeq, response, where).
+    pub(super) invite_response: Option<(u32, Bytes, SocketAddr)>,
+    /// The last response to another request: (CSeq, method, response, where).
+    pub(super) other_response: Option<(u32, String, Bytes, SocketAddr)>,
+}
+
+impl CallTransactions {
+    /// The earliest deadline of the call's transactions.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        let clients = [&self.client, &self.bye, &self.cancel];
+        let client = clients
+            .into_iter()
+            .flatten()
+            .filter_map(ClientTx::poll_timeout)
+            .min();
+        earliest(
+            client,
+            self.server.as_ref().and_then(ServerTx::poll_timeout),
+        )
+    }
+}

@@ -13,7 +13,8 @@ use crate::sdp::{LocalSdp, RemoteMedia};
 
 use super::{
     contact_uri, header_value, list_values, text, transaction::Request, Agent, Call, CallRecord,
-    CallRef, ClientTx, Event, MediaPorts, Outcome, Side, State, UacConfig, ALLOW, USER_AGENT,
+    CallRef, CallTransactions, ClientTx, Deadlines, Event, MediaPorts, Outcome, Side, State,
+    UacConfig, ALLOW, USER_AGENT,
 };
 
 impl Agent {
@@ -60,23 +61,7 @@ impl Agent {
         let remote_party = format!("<{}>", uac.request_uri);
         let contact = format!("<sip:callgen@{}>", uac.local);
         let hangs_up = self.config.hangup.side(&call_id) == Side::Uac;
-        let record = CallRecord {
-            call_id: call_id.clone(),
-            side: Side::Uac,
-            outcome: Outcome::Failed,
-            status: None,
-            reason: None,
-            started: now,
-            setup: None,
-            established: None,
-            ended: now,
-            hangup: None,
-            remote_media: None,
-            reinvites: Vec::new(),
-            reinvites_sent: 0,
-            reinvites_491: 0,
-            sent_491: 0,
-        };
+        let record = CallRecord::new(call_id.clone(), Side::Uac, now);
         let session_id = self.rng.random_range(1..1u64 << 40);
         let Some(address) = media.allocate(r) else {
             let record = CallRecord {
@@ -107,19 +92,8 @@ impl Agent {
             send_ready: true,
             invite: None,
             invite_source: uac.proxy,
-            client: None,
-            bye: None,
-            cancel: None,
-            server: None,
-            ack: None,
-            invite_response: None,
-            other_response: None,
-            hangup_at: None,
-            cancel_at: None,
-            reinvite_at: None,
-            answer_at: None,
-            abandon_at: None,
-            linger_until: None,
+            tx: CallTransactions::default(),
+            deadlines: Deadlines::default(),
             record,
         };
         let branch = self.branch();
@@ -170,18 +144,18 @@ impl Agent {
             self.send(call.r.side, tx.request.destination, tx.request.data.clone());
         }
         match tx.request.method {
-            Method::Invite => call.client = Some(tx),
-            Method::Bye => call.bye = Some(tx),
-            _ => call.cancel = Some(tx),
+            Method::Invite => call.tx.client = Some(tx),
+            Method::Bye => call.tx.bye = Some(tx),
+            _ => call.tx.cancel = Some(tx),
         }
     }
 
     pub(super) fn send_cancel(&mut self, now: Instant, call: &mut Call) {
-        call.cancel_at = None;
+        call.deadlines.cancel_at = None;
         let Some(invite) = call.invite.clone() else {
             return;
         };
-        let Some(tx) = call.client.as_ref() else {
+        let Some(tx) = call.tx.client.as_ref() else {
             return;
         };
         let (branch, destination) = (tx.request.branch.clone(), tx.request.destination);
@@ -224,14 +198,14 @@ impl Agent {
         match cseq.method {
             Method::Invite => self.on_invite_response(now, call, msg, status, cseq.seq, branch),
             Method::Bye => {
-                let Some(tx) = call.bye.as_mut().filter(|t| t.request.cseq == cseq.seq) else {
+                let Some(tx) = call.tx.bye.as_mut().filter(|t| t.request.cseq == cseq.seq) else {
                     return;
                 };
                 tx.handle_response(now, status);
                 if status < 200 {
                     return;
                 }
-                call.bye = None;
+                call.tx.bye = None;
                 let dropped = call.record.reason.is_some() || !(200..300).contains(&status);
                 if dropped {
                     let reason = call
@@ -246,8 +220,8 @@ impl Agent {
             }
             Method::Cancel => {
                 if status >= 200 {
-                    call.cancel = None;
-                } else if let Some(tx) = call.cancel.as_mut() {
+                    call.tx.cancel = None;
+                } else if let Some(tx) = call.tx.cancel.as_mut() {
                     tx.handle_response(now, status);
                 }
             }
@@ -264,14 +238,14 @@ impl Agent {
         cseq: u32,
         branch: Option<String>,
     ) {
-        let matches = call
-            .client
-            .as_ref()
-            .is_some_and(|t| t.request.cseq == cseq && Some(&t.request.branch) == branch.as_ref());
+        let matches =
+            call.tx.client.as_ref().is_some_and(|t| {
+                t.request.cseq == cseq && Some(&t.request.branch) == branch.as_ref()
+            });
         if !matches {
             // A retransmitted final response: ACK it again.
             if status >= 200 {
-                if let Some((seq, data, dest)) = call.ack.clone() {
+                if let Some((seq, data, dest)) = call.tx.ack.clone() {
                     if seq == cseq {
                         self.send(call.r.side, dest, data);
                     }
@@ -281,21 +255,22 @@ impl Agent {
         }
         let initial = cseq == 1 && call.r.side == Side::Uac && call.record.established.is_none();
         if status < 200 {
-            if let Some(tx) = call.client.as_mut() {
+            if let Some(tx) = call.tx.client.as_mut() {
                 // Timer B no longer applies once a provisional came; the CANCEL timeout does.
                 tx.handle_response(now, status);
             }
             if initial && call.state == State::Calling {
                 call.state = State::Proceeding;
                 let timeout = self.config.uac.as_ref().map(|u| u.answer_timeout);
-                call.cancel_at = timeout.map(|t| now + t);
+                call.deadlines.cancel_at = timeout.map(|t| now + t);
             }
             return;
         }
         // The final response ends the client transaction for the UA: retransmissions of it
-        // are answered from `call.ack`. A 2xx is the UA's (§13.2.2.4: it ACKs end to end);
+        // are answered from `call.tx.ack`. A 2xx is the UA's (§13.2.2.4: it ACKs end to end);
         // the machine asks for the ACK of a 300–699 (§17.1.1.3).
         let todo = call
+            .tx
             .client
             .take()
             .map(|mut tx| tx.handle_response(now, status))
@@ -321,7 +296,7 @@ impl Agent {
                 call.record.reinvites_491 += 1;
                 // §14.1: we own the Call-ID (UAC): 2.1–4 s.
                 let ms = self.rng.random_range(2100..=4000);
-                call.reinvite_at = Some(now + Duration::from_millis(ms));
+                call.deadlines.reinvite_at = Some(now + Duration::from_millis(ms));
             } else if status == 408 || status == 481 {
                 call.record.reason = Some(format!("re-INVITE answered {status}"));
                 self.send_bye(now, call);
@@ -347,7 +322,7 @@ impl Agent {
             routes.reverse();
             call.routes = routes;
             call.remote_target = contact_uri(msg).or(call.remote_target.take());
-            call.cancel_at = None;
+            call.deadlines.cancel_at = None;
         } else if let Some(c) = contact_uri(msg) {
             call.remote_target = Some(c);
         }
@@ -356,7 +331,7 @@ impl Agent {
         let hop = Self::next_hop(call);
         if let Some(ack) = self.in_dialog_request(call, Method::Ack, cseq, &branch, None) {
             self.send(call.r.side, hop, ack.clone());
-            call.ack = Some((cseq, ack, hop));
+            call.tx.ack = Some((cseq, ack, hop));
         }
         if !msg.body().is_empty() {
             if let Ok(remote) = RemoteMedia::parse(msg.body()) {
@@ -422,7 +397,7 @@ impl Agent {
         if let Ok(m) = built {
             let data = m.bytes();
             self.send(call.r.side, dest, data.clone());
-            call.ack = Some((cseq, data, dest));
+            call.tx.ack = Some((cseq, data, dest));
         }
     }
 }

@@ -12,8 +12,9 @@ use rand::Rng;
 use crate::sdp::{LocalSdp, RemoteMedia};
 
 use super::{
-    contact_uri, header_value, list_values, Agent, Call, CallRecord, CallRef, MediaPorts, Outcome,
-    Reply, ServerTx, Side, State, UasAnswer, ALLOW, UAS_ABANDON, USER_AGENT,
+    contact_uri, header_value, list_values, Agent, Call, CallRecord, CallRef, CallTransactions,
+    Deadlines, MediaPorts, Outcome, Reply, ServerTx, Side, State, UasAnswer, ALLOW, UAS_ABANDON,
+    USER_AGENT,
 };
 
 impl Agent {
@@ -98,35 +99,14 @@ impl Agent {
             send_ready: false,
             invite: Some(msg.clone()),
             invite_source: source,
-            client: None,
-            bye: None,
-            cancel: None,
-            server: None,
-            ack: None,
-            invite_response: None,
-            other_response: None,
-            hangup_at: None,
-            cancel_at: None,
-            reinvite_at: None,
-            answer_at: None,
-            abandon_at: Some(now + UAS_ABANDON),
-            linger_until: None,
+            tx: CallTransactions::default(),
+            deadlines: Deadlines {
+                abandon_at: Some(now + UAS_ABANDON),
+                ..Deadlines::default()
+            },
             record: CallRecord {
-                call_id: call_id.clone(),
-                side: Side::Uas,
-                outcome: Outcome::Failed,
-                status: None,
-                reason: None,
-                started: now,
-                setup: None,
-                established: None,
-                ended: now,
-                hangup: None,
                 remote_media: remote.and_then(|m| m.address),
-                reinvites: Vec::new(),
-                reinvites_sent: 0,
-                reinvites_491: 0,
-                sent_491: 0,
+                ..CallRecord::new(call_id.clone(), Side::Uas, now)
             },
         };
         self.live[1] += 1;
@@ -136,7 +116,7 @@ impl Agent {
             UasAnswer::Ok if uas.answer_delay.is_zero() => self.uas_answer(now, &mut call),
             UasAnswer::Ok => {
                 self.uas_provisional(&mut call, 180, "Ringing");
-                call.answer_at = Some(now + uas.answer_delay);
+                call.deadlines.answer_at = Some(now + uas.answer_delay);
             }
             UasAnswer::Busy => {
                 self.uas_final(now, &mut call, 486, "Busy Here");
@@ -180,7 +160,7 @@ impl Agent {
             &tag,
             Reply::new(status, reason).extra(&extra),
         ) {
-            call.invite_response = Some((cseq, data, call.invite_source));
+            call.tx.invite_response = Some((cseq, data, call.invite_source));
         }
     }
 
@@ -229,16 +209,16 @@ impl Agent {
         ) else {
             return false;
         };
-        call.invite_response = Some((cseq, data.clone(), call.invite_source));
+        call.tx.invite_response = Some((cseq, data.clone(), call.invite_source));
         call.record.status = Some(status);
         let (destination, timers) = (call.invite_source, &self.tx_timers);
-        call.server = Some(ServerTx::sent(now, cseq, status, data, destination, timers));
+        call.tx.server = Some(ServerTx::sent(now, cseq, status, data, destination, timers));
         true
     }
 
     pub(super) fn uas_answer(&mut self, now: Instant, call: &mut Call) {
-        call.answer_at = None;
-        call.abandon_at = None;
+        call.deadlines.answer_at = None;
+        call.deadlines.abandon_at = None;
         if !self.uas_final(now, call, 200, "OK") {
             self.end(now, call, Outcome::Failed, None, "could not build the 200");
             return;
