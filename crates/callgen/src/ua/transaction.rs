@@ -314,3 +314,109 @@ impl CallTransactions {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)]
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
+    fn request(method: Method<'static>) -> Request {
+        Request {
+            method,
+            cseq: 1,
+            branch: "z9hG4bKtest".into(),
+            data: Bytes::from_static(b"request"),
+            destination: SocketAddr::from(([192, 0, 2, 1], 5060)),
+        }
+    }
+
+    /// Runs `tx`'s timers until it times out; returns the sends (ms after `t0`) and when it
+    /// gave up.
+    fn run_client(t0: Instant, tx: &mut ClientTx) -> (Vec<u128>, u128) {
+        let mut sends = Vec::new();
+        while let Some(at) = tx.poll_timeout() {
+            let todo = tx.handle_timeout(at);
+            if todo.timed_out {
+                return (sends, (at - t0).as_millis());
+            }
+            if todo.send {
+                sends.push((at - t0).as_millis());
+            }
+        }
+        panic!("no timeout");
+    }
+
+    #[test]
+    fn an_invite_is_retransmitted_on_timer_a_and_given_up_on_timer_b() {
+        let t0 = epoch();
+        let timers = timer_config(Duration::from_millis(500), Duration::from_secs(4));
+        let (mut tx, todo) = ClientTx::start(t0, request(Method::Invite), &timers);
+        assert!(todo.send, "sent at once");
+        let (sends, gave_up) = run_client(t0, &mut tx);
+        assert_eq!(sends, [500, 1_500, 3_500, 7_500, 15_500, 31_500]);
+        assert_eq!(gave_up, 32_000);
+    }
+
+    #[test]
+    fn a_bye_is_retransmitted_on_timer_e_capped_at_t2_and_given_up_on_timer_f() {
+        let t0 = epoch();
+        let timers = timer_config(Duration::from_millis(500), Duration::from_secs(4));
+        let (mut tx, _) = ClientTx::start(t0, request(Method::Bye), &timers);
+        let (sends, gave_up) = run_client(t0, &mut tx);
+        assert_eq!(
+            sends,
+            [500, 1_500, 3_500, 7_500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500]
+        );
+        assert_eq!(gave_up, 32_000);
+    }
+
+    #[test]
+    fn a_provisional_stops_the_invite_retransmissions_until_the_guard() {
+        let t0 = epoch();
+        let timers = timer_config(Duration::from_millis(500), Duration::from_secs(4));
+        let (mut tx, _) = ClientTx::start(t0, request(Method::Invite), &timers);
+        let todo = tx.handle_response(t0, 180);
+        assert_eq!(todo, Todo::default());
+        let (sends, gave_up) = run_client(t0, &mut tx);
+        assert!(sends.is_empty());
+        assert_eq!(gave_up, INVITE_PROCEEDING_GUARD.as_millis());
+        // A 486 is ACKed (§17.1.1.3); a 200 is not (the UA ACKs it end to end).
+        let (mut tx, _) = ClientTx::start(t0, request(Method::Invite), &timers);
+        assert!(tx.handle_response(t0, 486).ack);
+        let (mut tx, _) = ClientTx::start(t0, request(Method::Invite), &timers);
+        assert!(!tx.handle_response(t0, 200).ack);
+    }
+
+    #[test]
+    fn final_responses_are_retransmitted_t1_doubling_to_t2_until_64_t1() {
+        let t0 = epoch();
+        let timers = timer_config(Duration::from_millis(500), Duration::from_secs(4));
+        let to = SocketAddr::from(([192, 0, 2, 1], 5060));
+        for status in [200, 486] {
+            let data = Bytes::from_static(b"response");
+            let mut tx = ServerTx::sent(t0, 1, status, data, to, &timers);
+            assert_eq!(tx.success(), status == 200);
+            let mut sends = Vec::new();
+            let gave_up = loop {
+                let at = tx.poll_timeout().expect("a deadline until the end");
+                let todo = tx.handle_timeout(at);
+                if todo.timed_out {
+                    break (at - t0).as_millis();
+                }
+                if todo.send {
+                    sends.push((at - t0).as_millis());
+                }
+            };
+            assert_eq!(
+                sends,
+                [500, 1_500, 3_500, 7_500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500],
+                "{status}"
+            );
+            assert_eq!(gave_up, 32_000, "{status}");
+        }
+    }
+}
