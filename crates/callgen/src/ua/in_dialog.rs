@@ -121,7 +121,9 @@ impl Agent {
         let Some(method) = msg.method() else { return };
         let Ok(cseq) = msg.cseq() else { return };
         let tag = call.local_tag.clone();
-        // Retransmissions get the same response again.
+        // Retransmissions get the same response again: what a server transaction does
+        // (RFC 3261 §17.2.1, §17.2.2), done from the last response the call keeps, matched by
+        // CSeq (one request of each kind at a time in a call) rather than by branch.
         if method == Method::Invite {
             if let Some((seq, data, dest)) = call.tx.invite_response.clone() {
                 if seq == cseq.seq {

@@ -243,7 +243,10 @@ impl Agent {
                 t.request.cseq == cseq && Some(&t.request.branch) == branch.as_ref()
             });
         if !matches {
-            // A retransmitted final response: ACK it again.
+            // A retransmitted final response: ACK it again. For a 2xx this is the UA's job
+            // (RFC 3261 §13.2.2.4); for a 300-699 it is what the client transaction does in
+            // `Completed` until Timer D, done here from the ACK the call keeps (for as long as
+            // the call lingers) since the UA drops the transaction at the final response.
             if status >= 200 {
                 if let Some((seq, data, dest)) = call.tx.ack.clone() {
                     if seq == cseq {
