@@ -547,6 +547,25 @@ fn check_within_a_year(at: &str, values: &[(&str, u64)], errors: &mut Vec<Config
     }
 }
 
+/// Appends an error under `path` when `name` is empty or an earlier `what` (relay set, rule)
+/// has it already.
+fn check_name<'a>(
+    path: &str,
+    name: &str,
+    mut earlier: impl Iterator<Item = &'a str>,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    if name.is_empty() {
+        errors.push(ConfigError::new(path, "must not be empty"));
+    } else if earlier.any(|o| o == name) {
+        errors.push(ConfigError::new(
+            path,
+            format!("{name:?} is used by an earlier {what}"),
+        ));
+    }
+}
+
 impl ProxyConfig {
     /// Checks what the types cannot, appending errors under `at`: one check per section, in
     /// the order of the sections in `docs/configuration.md`.
@@ -629,17 +648,14 @@ impl ProxyConfig {
     fn validate_relay_sets(&self, at: &str, errors: &mut Vec<ConfigError>) {
         for (i, set) in self.relay_set.iter().enumerate() {
             let here = format!("{at}.relay_set[{i}]");
-            if set.name.is_empty() {
-                errors.push(ConfigError::new(
-                    format!("{here}.name"),
-                    "must not be empty",
-                ));
-            } else if self.relay_set[..i].iter().any(|o| o.name == set.name) {
-                errors.push(ConfigError::new(
-                    format!("{here}.name"),
-                    format!("{:?} is used by an earlier relay set", set.name),
-                ));
-            }
+            let earlier = self.relay_set[..i].iter().map(|o| o.name.as_str());
+            check_name(
+                &format!("{here}.name"),
+                &set.name,
+                earlier,
+                "relay set",
+                errors,
+            );
             if set.nodes.is_empty() {
                 errors.push(ConfigError::new(
                     format!("{here}.nodes"),
@@ -669,17 +685,14 @@ impl ProxyConfig {
                 self.validate_policy(policy, &format!("{at}.route[{i}].media"), errors);
             }
             rule.validate(&format!("{at}.route[{i}]"), errors);
-            if rule.name.is_empty() {
-                errors.push(ConfigError::new(
-                    format!("{at}.route[{i}].name"),
-                    "must not be empty",
-                ));
-            } else if self.route[..i].iter().any(|o| o.name == rule.name) {
-                errors.push(ConfigError::new(
-                    format!("{at}.route[{i}].name"),
-                    format!("{:?} is used by an earlier rule", rule.name),
-                ));
-            }
+            let earlier = self.route[..i].iter().map(|o| o.name.as_str());
+            check_name(
+                &format!("{at}.route[{i}].name"),
+                &rule.name,
+                earlier,
+                "rule",
+                errors,
+            );
         }
     }
 

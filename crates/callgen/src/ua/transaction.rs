@@ -378,17 +378,16 @@ mod tests {
     fn a_provisional_stops_the_invite_retransmissions_until_the_guard() {
         let t0 = epoch();
         let timers = timer_config(Duration::from_millis(500), Duration::from_secs(4));
-        let (mut tx, _) = ClientTx::start(t0, request(Method::Invite), &timers);
+        let invite = || ClientTx::start(t0, request(Method::Invite), &timers).0;
+        let mut tx = invite();
         let todo = tx.handle_response(t0, 180);
         assert_eq!(todo, Todo::default());
         let (sends, gave_up) = run_client(t0, &mut tx);
         assert!(sends.is_empty());
         assert_eq!(gave_up, INVITE_PROCEEDING_GUARD.as_millis());
         // A 486 is ACKed (§17.1.1.3); a 200 is not (the UA ACKs it end to end).
-        let (mut tx, _) = ClientTx::start(t0, request(Method::Invite), &timers);
-        assert!(tx.handle_response(t0, 486).ack);
-        let (mut tx, _) = ClientTx::start(t0, request(Method::Invite), &timers);
-        assert!(!tx.handle_response(t0, 200).ack);
+        assert!(invite().handle_response(t0, 486).ack);
+        assert!(!invite().handle_response(t0, 200).ack);
     }
 
     #[test]

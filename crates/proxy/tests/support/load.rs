@@ -152,38 +152,13 @@ impl Load {
     fn request(&mut self, method: Method<'static>, prefix: &str, route: Option<&str>) -> Message {
         self.n += 1;
         let id = format!("{prefix}{}", self.n);
-        let via = format!("SIP/2.0/UDP {CALLER};branch=z9hG4bK-{id}");
-        let from = format!("<sip:alice@example.com>;tag=a{id}");
-        RequestBuilder::new(method, "sip:bob@127.0.0.1:9")
-            .via(&via)
-            .routes(route)
-            .from(&from)
-            .to("<sip:bob@example.com>")
-            .call_id(&id)
-            .cseq(1)
-            .contact("<sip:alice@127.0.0.1:5070>")
-            .max_forwards(70)
-            .build()
-            .expect("a valid request")
+        caller_request(method, &id, &format!("z9hG4bK-{id}"), None, 1, route)
     }
 
     /// The caller's request in the dialog of call `call` (callee tag `b`), CSeq 2.
     fn in_dialog(&mut self, method: Method<'static>, call: &str, route: Option<&str>) -> Message {
-        let via = format!(
-            "SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call}-{}",
-            method.as_str()
-        );
-        let from = format!("<sip:alice@example.com>;tag=a{call}");
-        RequestBuilder::new(method, "sip:bob@127.0.0.1:9")
-            .via(&via)
-            .routes(route)
-            .from(&from)
-            .to("<sip:bob@example.com>;tag=b")
-            .call_id(call)
-            .cseq(2)
-            .max_forwards(70)
-            .build()
-            .expect("a valid request")
+        let branch = format!("z9hG4bK-{call}-{}", method.as_str());
+        caller_request(method, call, &branch, Some("b"), 2, route)
     }
 
     /// The caller's ACK for the final response to `invite` (tag `tag`): hop by hop (same
@@ -194,19 +169,7 @@ impl Load {
             Some(_) => format!("z9hG4bK-{call}-ack"),
             None => format!("z9hG4bK-{call}"),
         };
-        let via = format!("SIP/2.0/UDP {CALLER};branch={branch}");
-        let from = format!("<sip:alice@example.com>;tag=a{call}");
-        let to = format!("<sip:bob@example.com>;tag={tag}");
-        RequestBuilder::new(Method::Ack, "sip:bob@127.0.0.1:9")
-            .via(&via)
-            .routes(route)
-            .from(&from)
-            .to(&to)
-            .call_id(call)
-            .cseq(1)
-            .max_forwards(70)
-            .build()
-            .expect("a valid ACK")
+        caller_request(Method::Ack, call, &branch, Some(tag), 1, route)
     }
 
     fn caller_sends(&mut self, message: &Message) {
@@ -268,4 +231,34 @@ impl Load {
             self.out.push(t);
         }
     }
+}
+
+/// A request from the caller (alice, tag `a<call>`) to bob in call `call`: an initial one
+/// (with a Contact) without `to_tag`, one in the dialog with it.
+fn caller_request(
+    method: Method<'static>,
+    call: &str,
+    branch: &str,
+    to_tag: Option<&str>,
+    cseq: u32,
+    route: Option<&str>,
+) -> Message {
+    let via = format!("SIP/2.0/UDP {CALLER};branch={branch}");
+    let from = format!("<sip:alice@example.com>;tag=a{call}");
+    let to = match to_tag {
+        Some(tag) => format!("<sip:bob@example.com>;tag={tag}"),
+        None => "<sip:bob@example.com>".to_string(),
+    };
+    let mut b = RequestBuilder::new(method, "sip:bob@127.0.0.1:9")
+        .via(&via)
+        .routes(route)
+        .from(&from)
+        .to(&to)
+        .call_id(call)
+        .cseq(cseq)
+        .max_forwards(70);
+    if to_tag.is_none() {
+        b = b.contact("<sip:alice@127.0.0.1:5070>");
+    }
+    b.build().expect("a valid request")
 }
