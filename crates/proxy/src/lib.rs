@@ -9,9 +9,8 @@
 //! forbids `Instant::now` and `SystemTime::now`.
 //!
 //! * [`transaction`]: RFC 3261 §17 client and server transactions (INVITE and non-INVITE)
-//!   with RFC 6026's `Accepted` state, timers A–M and Timer C, matching by branch with the
-//!   RFC 2543 fallback, and a [`transaction::TransactionTable`] whose memory is bounded by
-//!   the peak number of live transactions.
+//!   with RFC 6026's `Accepted` state, timers A–M and Timer C; the node holds them (matched by
+//!   branch with the RFC 2543 fallback) in one store, `node/transactions.rs`.
 //! * [`node`]: the RFC 3261 §16 proxy node, [`node::Proxy`] — validation, loose routing,
 //!   Record-Route, forwarding, response selection, CANCEL, serial failover, stateless
 //!   forwarding of what belongs to a transaction another node holds, media anchoring and
@@ -61,8 +60,11 @@ pub mod media;
 pub mod node;
 pub mod reanchor;
 pub mod routing;
-pub mod transaction;
 pub mod via;
+
+/// The RFC 3261 §17 transaction machines, from their own crate (`anchorage-transaction`),
+/// under the path the node has always used.
+pub use anchorage_transaction as transaction;
 
 /// The SIP transport (one type for the core and the I/O layer).
 pub use anchorage_sip::Transport;

@@ -2,6 +2,42 @@
 
 use crate::parse;
 
+/// One bad value in each section: each is reported under its key, once, section by
+/// section (`ProxyConfig::validate` runs one check per section).
+#[test]
+fn each_section_reports_its_own_errors() {
+    let err = parse(
+        "[[proxy.listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\nadvertise = \"a b\"\n\
+         [proxy.timers]\nt1_ms = 0\n\
+         [proxy.tcp]\nmax_connections = 0\n\
+         [proxy.flood]\ndrop_user_agents = [\"\"]\n\
+         [proxy.dialog]\nmax_age_s = 0\n\
+         [proxy.relay_health]\nup_after = 0\n\
+         [proxy.reanchor]\nper_second = 0\nfallback_set = \"nope\"\n\
+         [proxy.overload]\nretry_after_s = 4000000000\n\
+         [[proxy.relay_set]]\nname = \"m\"\nnodes = []\n\
+         [proxy.media]\nset = \"other\"\n",
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "proxy.listen[0].advertise",
+            "proxy.timers.t1_ms",
+            "proxy.tcp.max_connections",
+            "proxy.flood.drop_user_agents[0]",
+            "proxy.dialog.max_age_s",
+            "proxy.relay_health.up_after",
+            "proxy.reanchor.per_second",
+            "proxy.reanchor.fallback_set",
+            "proxy.overload.retry_after_s",
+            "proxy.relay_set[0].nodes",
+            "proxy.media.set",
+        ]
+    );
+}
+
 #[test]
 fn default_listens_on_udp_and_tcp_loopback_5060() {
     let c = parse("").unwrap();

@@ -13,6 +13,7 @@ use anchorage_proxy::Transport;
 use anchorage_sip::{Message, Method, RequestBuilder};
 use bytes::Bytes;
 
+pub mod load;
 pub mod scenario;
 
 /// The proxy's address.

@@ -293,7 +293,7 @@ impl ServerInvite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transaction::test_support::{at, epoch, ms};
+    use crate::test_support::{at, epoch, ms};
 
     fn drain(tx: &mut ServerInvite) -> Vec<Action> {
         std::iter::from_fn(|| tx.poll_action()).collect()

@@ -294,7 +294,7 @@ impl ClientInvite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transaction::test_support::{at, epoch, ms};
+    use crate::test_support::{at, epoch, ms};
 
     fn drain(tx: &mut ClientInvite) -> Vec<Action> {
         std::iter::from_fn(|| tx.poll_action()).collect()

@@ -205,7 +205,7 @@ impl ClientNonInvite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transaction::test_support::{at, epoch, ms};
+    use crate::test_support::{at, epoch, ms};
 
     fn drain(tx: &mut ClientNonInvite) -> Vec<Action> {
         std::iter::from_fn(|| tx.poll_action()).collect()

@@ -178,7 +178,7 @@ impl ServerNonInvite {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transaction::test_support::{at, epoch};
+    use crate::test_support::{at, epoch};
 
     fn drain(tx: &mut ServerNonInvite) -> Vec<Action> {
         std::iter::from_fn(|| tx.poll_action()).collect()

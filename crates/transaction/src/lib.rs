@@ -1,6 +1,10 @@
 //! The transaction layer: [RFC 3261 §17](https://www.rfc-editor.org/rfc/rfc3261#section-17),
 //! as amended by [RFC 6026](https://www.rfc-editor.org/rfc/rfc6026).
 //!
+//! A crate of its own so that every SIP element of the project runs the same machines: the
+//! proxy core (`anchorage-proxy`, as `anchorage_proxy::transaction`) and the call generator's
+//! user agents (`anchorage-callgen`).
+//!
 //! Four sans-IO state machines, one per file and named after the RFC section:
 //!
 //! | file | RFC | states |
@@ -10,9 +14,11 @@
 //! | [`server_invite`] | §17.2.1, Figure 7 + RFC 6026 | `Proceeding`, `Completed`, `Confirmed`, `Accepted`, `Terminated` |
 //! | [`server_non_invite`] | §17.2.2, Figure 8 | `Trying`, `Proceeding`, `Completed`, `Terminated` |
 //!
-//! plus [`key`] (matching, §17.1.3 and §17.2.3 with the RFC 2543 fallback), [`timers`]
-//! (Table 4, Timer C, RFC 6026 Timers L and M) and [`table`] (many transactions and one timer
-//! heap, with memory bounded by the peak number of live transactions).
+//! plus [`timers`] (Table 4, Timer C, RFC 6026 Timers L and M). Matching requests and
+//! responses to transactions (§17.1.3, §17.2.3) and holding many of them is the transaction
+//! user's job: the proxy node keeps its server and client transactions in
+//! `node/transactions.rs` and their deadlines in `node/timers.rs`; callgen keeps a call's
+//! few transactions in the call.
 //!
 //! # The grammar
 //!
@@ -34,12 +40,12 @@
 //! to build the ACK for a non-2xx final response) and the last response it sent on a server
 //! transaction (to retransmit it).
 
+#![warn(missing_docs)]
+
 pub mod client_invite;
 pub mod client_non_invite;
-pub mod key;
 pub mod server_invite;
 pub mod server_non_invite;
-pub mod table;
 pub mod timers;
 
 use std::time::Instant;
@@ -48,10 +54,8 @@ use thiserror::Error;
 
 pub use client_invite::{ClientInvite, ClientInviteState};
 pub use client_non_invite::{ClientNonInvite, ClientNonInviteState};
-pub use key::{ClientKey, RequestFields, ServerKey};
 pub use server_invite::{ServerInvite, ServerInviteState};
 pub use server_non_invite::{ServerNonInvite, ServerNonInviteState};
-pub use table::{TableCapacity, TableError, Transaction, TransactionTable, TxId};
 pub use timers::{Timer, TimerConfig, TimerConfigError, Trying100};
 
 /// What a transaction asks its caller to do. Status codes are the responses' status codes.
