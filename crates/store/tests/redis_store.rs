@@ -333,3 +333,54 @@ async fn a_password_works_and_never_shows() {
         assert!(!shown.contains(PASSWORD), "password shown in: {shown}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_password_works_and_an_unknown_ca_is_refused() {
+    const PASSWORD: &str = "tls-secret-77";
+    let server = support::redis_server::TlsRedisServer::start(PASSWORD);
+    let mut tls = config(&format!("rediss://:{PASSWORD}@127.0.0.1:{}/0", server.port));
+    tls.tls_ca_file = Some(server.ca_file.clone());
+    let store = Store::open(&tls, "node1").await.expect("TLS store opens");
+    store.put(sample::full("tls-call", "node1"));
+    store.flush().await.unwrap();
+    assert_eq!(
+        store.load("tls-call").await.unwrap(),
+        Some(sample::full("tls-call", "node1"))
+    );
+    assert_eq!(
+        store.status().location.unwrap(),
+        format!("rediss://:***@127.0.0.1:{}/0", server.port)
+    );
+    // Without the CA, the server's certificate is not trusted: the store never comes up.
+    tls.tls_ca_file = None;
+    let untrusted = Store::open(&tls, "node2").await.expect("opens, down");
+    let status = untrusted.status();
+    assert!(!status.up, "{status:?}");
+    let error = untrusted.load("tls-call").await.unwrap_err().to_string();
+    assert!(!error.contains(PASSWORD), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_url_reaches_the_master_it_names() {
+    const PASSWORD: &str = "sentinel-pw-5";
+    let master = RedisServer::start(Some(PASSWORD));
+    let sentinel = support::redis_server::Sentinel::start(master.port, PASSWORD);
+    let url = format!(
+        "redis+sentinel://:{PASSWORD}@127.0.0.1:{}/mymaster/0",
+        sentinel.port
+    );
+    let store = Store::open(&config(&url), "node1").await.expect("opens");
+    store.put(sample::call("via-sentinel", "node1"));
+    store.flush().await.unwrap();
+    let mut c = master.connection();
+    assert!(c.exists::<_, bool>(key("via-sentinel")).unwrap());
+    let status = store.status();
+    assert!(status.up, "{status:?}");
+    assert_eq!(
+        status.location.unwrap(),
+        format!(
+            "redis+sentinel://:***@127.0.0.1:{}/mymaster/0",
+            sentinel.port
+        )
+    );
+}

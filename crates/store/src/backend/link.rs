@@ -77,6 +77,15 @@ impl Link {
     /// Builds the client for `target`; nothing is connected yet.
     pub fn new(target: &Target) -> RedisResult<Link> {
         let loc = &target.location;
+        if loc.tls {
+            // redis-rs builds its TLS configuration with the process-wide provider; ring is
+            // the one compiled in, and naming it keeps TLS working should another crate ever
+            // enable a second provider. (Deprecated in rustls 0.23.48 for lacking
+            // post-quantum key exchange, which Redis servers do not offer either.) An error
+            // only says a provider is already installed.
+            #[allow(deprecated)]
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let password = target.password.as_ref().map(Secret::expose);
         match &loc.kind {
             StoreKind::Standalone => {

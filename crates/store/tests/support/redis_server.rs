@@ -76,3 +76,144 @@ impl RedisServer {
 fn libc_sigkill() -> i32 {
     9
 }
+
+/// A redis-server that speaks only TLS, with a certificate for 127.0.0.1 signed by a CA of
+/// its own (made with `openssl`), and a password.
+pub struct TlsRedisServer {
+    /// Its TLS port on 127.0.0.1.
+    pub port: u16,
+    /// The CA certificate (PEM file) that signed the server's.
+    pub ca_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    _daemon: Daemon,
+}
+
+impl TlsRedisServer {
+    /// Makes the certificates and starts the server with `requirepass password`.
+    pub fn start(password: &str) -> TlsRedisServer {
+        let openssl = require_tool("openssl", "openssl");
+        let bin = require_tool("redis-server", "redis-server");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        std::fs::write(
+            path("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("the extension file");
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=anchorage-test-ca",
+                "-keyout",
+                &path("ca.key"),
+                "-out",
+                &path("ca.pem"),
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                &path("server.key"),
+                "-out",
+                &path("server.csr"),
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &path("server.csr"),
+                "-CA",
+                &path("ca.pem"),
+                "-CAkey",
+                &path("ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &path("ext.cnf"),
+                "-out",
+                &path("server.pem"),
+            ],
+        ];
+        for args in steps {
+            let out = Command::new(&openssl)
+                .args(args)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let port = free_port(LOCALHOST);
+        let mut cmd = Command::new(bin);
+        cmd.args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(["--tls-port", &port.to_string()])
+            .args(["--tls-cert-file", &path("server.pem")])
+            .args(["--tls-key-file", &path("server.key")])
+            .args(["--tls-ca-cert-file", &path("ca.pem")])
+            .args(["--tls-auth-clients", "no", "--requirepass", password])
+            .args(["--save", "", "--appendonly", "no"]);
+        let mut daemon = Daemon::spawn("redis-server-tls", &mut cmd);
+        daemon.wait_until(Duration::from_secs(10), |d| {
+            d.log().contains("Ready to accept connections")
+        });
+        TlsRedisServer {
+            port,
+            ca_file: dir.path().join("ca.pem"),
+            _dir: dir,
+            _daemon: daemon,
+        }
+    }
+}
+
+/// A Redis Sentinel (redis-server --sentinel) monitoring `master_port` as `mymaster`, with the
+/// same password as the master.
+pub struct Sentinel {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    _daemon: Daemon,
+}
+
+impl Sentinel {
+    /// Starts it and waits until it monitors the master.
+    pub fn start(master_port: u16, password: &str) -> Sentinel {
+        let bin = require_tool("redis-server", "redis-server");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port(LOCALHOST);
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "bind 127.0.0.1\nport {port}\nrequirepass {password}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel auth-pass mymaster {password}\n"
+            ),
+        )
+        .expect("the sentinel configuration");
+        let mut cmd = Command::new(bin);
+        cmd.arg(&conf).arg("--sentinel");
+        let mut daemon = Daemon::spawn("redis-sentinel", &mut cmd);
+        daemon.wait_until(Duration::from_secs(10), |d| {
+            d.log().contains("+monitor master")
+        });
+        Sentinel {
+            port,
+            _dir: dir,
+            _daemon: daemon,
+        }
+    }
+}
