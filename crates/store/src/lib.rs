@@ -190,30 +190,22 @@ impl Store {
             .pending
             .lock()
             .set(&call_id, Op::Put(Arc::new(record)));
-        let (reply, answer) = oneshot::channel();
-        self.ask(
-            Request::Flush {
-                call_id: Some(call_id),
-                seq,
-                reply,
-            },
-            answer,
-        )
+        self.ask(|reply| Request::Flush {
+            call_id: Some(call_id),
+            seq,
+            reply,
+        })
         .await
     }
 
     /// Returns once every change made before the call is written (or the first failure).
     pub async fn flush(&self) -> Result<(), StoreError> {
         let seq = self.shared.pending.lock().seq();
-        let (reply, answer) = oneshot::channel();
-        self.ask(
-            Request::Flush {
-                call_id: None,
-                seq,
-                reply,
-            },
-            answer,
-        )
+        self.ask(|reply| Request::Flush {
+            call_id: None,
+            seq,
+            reply,
+        })
         .await
     }
 
@@ -221,42 +213,30 @@ impl Store {
     /// `upto`, and returns once that is durable: only then may the owner send a request with
     /// a CSeq up to it. Reservations never go down.
     pub async fn reserve_cseq(&self, call_id: &str, upto: CseqReserved) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.ask(
-            Request::Reserve {
-                call_id: call_id.to_string(),
-                upto,
-                reply,
-            },
-            answer,
-        )
+        self.ask(|reply| Request::Reserve {
+            call_id: call_id.to_string(),
+            upto,
+            reply,
+        })
         .await
     }
 
     /// The stored record of a call (none if unknown), with its latest reservations.
     pub async fn load(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.ask(
-            Request::Load {
-                call_id: call_id.to_string(),
-                reply,
-            },
-            answer,
-        )
+        self.ask(|reply| Request::Load {
+            call_id: call_id.to_string(),
+            reply,
+        })
         .await
     }
 
     /// Every stored call owned by `node` (at start: the calls this node held before). The
     /// records are taken as live: they are written again if Redis loses its data.
     pub async fn load_owned(&self, node: &str) -> Result<Vec<CallRecord>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.ask(
-            Request::LoadOwned {
-                node: node.to_string(),
-                reply,
-            },
-            answer,
-        )
+        self.ask(|reply| Request::LoadOwned {
+            node: node.to_string(),
+            reply,
+        })
         .await
     }
 
@@ -272,20 +252,20 @@ impl Store {
         status
     }
 
-    /// Sends `request` and waits for its answer, at most a few timeouts (the task may be busy
-    /// with a batch first).
+    /// Sends the request `make` builds around a reply channel and waits for its answer, at
+    /// most a few timeouts (the task may be busy with a batch first).
     async fn ask<T>(
         &self,
-        request: Request,
-        answer: oneshot::Receiver<Result<T, StoreError>>,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
     ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
         let limit = self.timeout * 4;
         let location = self.status().location.unwrap_or_else(|| "memory".into());
         let timed_out = || StoreError::Timeout {
             location: location.clone(),
             timeout_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
         };
-        tokio::time::timeout(limit, self.requests.send(request))
+        tokio::time::timeout(limit, self.requests.send(make(reply)))
             .await
             .map_err(|_| timed_out())?
             .map_err(|_| StoreError::Stopped)?;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anchorage_config::cluster::Secret;
-use redis::{RedisError, Script};
+use redis::{FromRedisValue, RedisError, Script};
 
 use super::link::{Link, Target};
 use super::Write;
@@ -160,6 +160,24 @@ impl RedisBackend {
         }
     }
 
+    /// Runs one command.
+    async fn query<T: FromRedisValue + Send + 'static>(
+        &mut self,
+        cmd: redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.run(move |link| Box::pin(async move { cmd.query_async(link).await }))
+            .await
+    }
+
+    /// Runs one pipeline.
+    async fn query_pipe<T: FromRedisValue + Send + 'static>(
+        &mut self,
+        pipe: redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        self.run(move |link| Box::pin(async move { pipe.query_async(link).await }))
+            .await
+    }
+
     pub async fn write(&mut self, batch: &[Write<'_>]) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         for write in batch {
@@ -181,14 +199,13 @@ impl RedisBackend {
                 }
             }
         }
-        self.run(move |link| Box::pin(async move { pipe.query_async::<()>(link).await }))
-            .await
+        self.query_pipe::<()>(pipe).await
     }
 
     pub async fn reserve(&mut self, call_id: &str, upto: CseqReserved) -> Result<(), StoreError> {
+        let script = self.reserve.clone();
         let key = self.call_key(call_id);
         let ttl = self.ttl_ms;
-        let script = self.reserve.clone();
         self.run(move |link| {
             Box::pin(async move {
                 script
@@ -204,38 +221,23 @@ impl RedisBackend {
     }
 
     pub async fn load(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let key = self.call_key(call_id);
-        let fields: HashMap<String, Vec<u8>> = self
-            .run(move |link| {
-                Box::pin(async move { redis::cmd("HGETALL").arg(key).query_async(link).await })
-            })
-            .await?;
+        let fields: HashMap<String, Vec<u8>> = self.query(hgetall(self.call_key(call_id))).await?;
         record_of(call_id, &fields)
     }
 
     pub async fn load_owned(&mut self, node: &str) -> Result<Vec<CallRecord>, StoreError> {
         let index = self.owner_key(node);
-        let index_for_read = index.clone();
         let call_ids: Vec<String> = self
-            .run(move |link| {
-                Box::pin(async move {
-                    redis::cmd("SMEMBERS")
-                        .arg(index_for_read)
-                        .query_async(link)
-                        .await
-                })
-            })
+            .query(redis::cmd("SMEMBERS").arg(&index).clone())
             .await?;
         let mut records = Vec::with_capacity(call_ids.len());
         let mut stale = Vec::new();
         for chunk in call_ids.chunks(256) {
             let mut pipe = redis::pipe();
             for call_id in chunk {
-                pipe.cmd("HGETALL").arg(self.call_key(call_id));
+                pipe.add_command(hgetall(self.call_key(call_id)));
             }
-            let all: Vec<HashMap<String, Vec<u8>>> = self
-                .run(move |link| Box::pin(async move { pipe.query_async(link).await }))
-                .await?;
+            let all: Vec<HashMap<String, Vec<u8>>> = self.query_pipe(pipe).await?;
             for (call_id, fields) in chunk.iter().zip(all) {
                 match record_of(call_id, &fields) {
                     Ok(Some(record)) if record.owner == node => records.push(record),
@@ -246,60 +248,36 @@ impl RedisBackend {
         }
         if !stale.is_empty() {
             // Index entries of calls that ended, expired or moved to another owner.
-            self.run(move |link| {
-                Box::pin(async move {
-                    redis::cmd("SREM")
-                        .arg(index)
-                        .arg(stale)
-                        .query_async::<()>(link)
-                        .await
-                })
-            })
-            .await?;
+            self.query::<()>(redis::cmd("SREM").arg(index).arg(stale).clone())
+                .await?;
         }
         Ok(records)
     }
 
+    /// Whether this node's marker is still there; sets it again when it is not.
     pub async fn check_marker(&mut self) -> Result<bool, StoreError> {
-        let key = self.marker_key();
-        let key_for_read = key.clone();
         let found: Option<String> = self
-            .run(move |link| {
-                Box::pin(async move { redis::cmd("GET").arg(key_for_read).query_async(link).await })
-            })
+            .query(redis::cmd("GET").arg(self.marker_key()).clone())
             .await?;
         if found.is_some() {
             return Ok(true);
         }
-        let marker = self.marker.clone();
-        self.run(move |link| {
-            Box::pin(async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(marker)
-                    .query_async::<()>(link)
-                    .await
-            })
-        })
-        .await?;
+        self.set_marker().await?;
         Ok(false)
     }
 
     /// Sets this node's marker (at start: what Redis holds now is the baseline).
     pub async fn set_marker(&mut self) -> Result<(), StoreError> {
-        let key = self.marker_key();
-        let marker = self.marker.clone();
-        self.run(move |link| {
-            Box::pin(async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(marker)
-                    .query_async::<()>(link)
-                    .await
-            })
-        })
-        .await
+        let set = redis::cmd("SET")
+            .arg(self.marker_key())
+            .arg(&self.marker)
+            .clone();
+        self.query::<()>(set).await
     }
+}
+
+fn hgetall(key: String) -> redis::Cmd {
+    redis::cmd("HGETALL").arg(key).clone()
 }
 
 /// The record in a call hash's fields, with the reservations made apart from it.
