@@ -384,3 +384,61 @@ async fn a_sentinel_url_reaches_the_master_it_names() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_holds_calls_spread_over_its_slots() {
+    let cluster = support::redis_server::RedisCluster::start();
+    let config = ClusterConfig {
+        store: Some(StoreSpec::Cluster(
+            cluster
+                .ports
+                .iter()
+                .map(|p| format!("redis://127.0.0.1:{p}"))
+                .collect(),
+        )),
+        ..config("unused")
+    };
+    let store = Store::open(&config, "node1").await.expect("opens");
+    for i in 0..60 {
+        store.put(sample::call(&format!("cluster-{i}"), "node1"));
+    }
+    store.flush().await.unwrap();
+    store.delete("cluster-0");
+    store
+        .reserve_cseq(
+            "cluster-1",
+            CseqReserved {
+                to_callee: 500,
+                to_caller: 9,
+            },
+        )
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let owned = store.load_owned("node1").await.unwrap();
+    assert_eq!(owned.len(), 59);
+    let one = store.load("cluster-1").await.unwrap().unwrap();
+    assert_eq!(one.cseq_reserved.to_callee, 500);
+    assert_eq!(store.load("cluster-0").await.unwrap(), None);
+    assert!(store.status().up);
+}
+
+/// Many changes of one call between two batches are one write (checked on a single-threaded
+/// runtime, where the store task cannot run while the caller puts).
+#[tokio::test]
+async fn changes_between_batches_coalesce_into_one_write() {
+    let store = Store::memory("node1");
+    for t in 0..10_000 {
+        let mut record = sample::call("busy", "node1");
+        record.updated_unix_ms = t;
+        store.put(record);
+    }
+    assert_eq!(store.status().dirty_calls, 1);
+    store.flush().await.unwrap();
+    let status = store.status();
+    assert_eq!((status.records_written, status.dirty_calls), (1, 0));
+    assert_eq!(
+        store.load("busy").await.unwrap().unwrap().updated_unix_ms,
+        9_999
+    );
+}

@@ -214,6 +214,20 @@ impl Link {
         }
     }
 
+    /// Whether commands on different keys must go in different pipelines (Redis Cluster
+    /// refuses a pipeline whose keys are in several slots).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Link::Cluster { .. })
+    }
+
+    /// A handle to the cluster connection, to send pipelines side by side.
+    pub fn cluster_connection(&self) -> Option<ClusterConnection> {
+        match self {
+            Link::Cluster { connection, .. } => connection.clone(),
+            _ => None,
+        }
+    }
+
     fn active(&mut self) -> Option<&mut (dyn ConnectionLike + Send)> {
         match self {
             Link::Single(m) => Some(m),
@@ -223,7 +237,8 @@ impl Link {
     }
 }
 
-fn not_connected() -> RedisError {
+/// The error of an operation without a connection.
+pub(crate) fn not_connected() -> RedisError {
     RedisError::from((ErrorKind::Io, "not connected"))
 }
 

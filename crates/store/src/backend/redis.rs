@@ -178,28 +178,79 @@ impl RedisBackend {
             .await
     }
 
-    pub async fn write(&mut self, batch: &[Write<'_>]) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
+    /// Runs pipelines: all at once over a Redis Cluster (each must stay within one slot),
+    /// one after the other otherwise.
+    async fn query_pipes<T: FromRedisValue + Send + 'static>(
+        &mut self,
+        pipes: Vec<redis::Pipeline>,
+    ) -> Result<Vec<T>, StoreError> {
+        if !self.link.is_cluster() {
+            let mut out = Vec::with_capacity(pipes.len());
+            for pipe in pipes {
+                out.push(self.query_pipe(pipe).await?);
+            }
+            return Ok(out);
+        }
+        self.run(move |link| {
+            let connection = link.cluster_connection();
+            Box::pin(async move {
+                let connection = connection.ok_or_else(super::link::not_connected)?;
+                let sends = pipes.iter().map(|pipe| {
+                    let mut connection = connection.clone();
+                    async move { pipe.query_async::<T>(&mut connection).await }
+                });
+                futures_util::future::try_join_all(sends).await
+            })
+        })
+        .await
+    }
+
+    /// The pipelines that write `batch`: one, or over a Redis Cluster one per key.
+    fn write_pipes(&self, batch: &[Write<'_>]) -> Vec<redis::Pipeline> {
+        let split = self.link.is_cluster();
+        let mut pipes = vec![redis::pipe()];
+        let next = |pipes: &mut Vec<redis::Pipeline>| {
+            if split && !pipes.last().is_some_and(|p| p.is_empty()) {
+                pipes.push(redis::pipe());
+            }
+        };
         for write in batch {
             let key = self.call_key(write.call_id);
+            next(&mut pipes);
+            let last = pipes.len() - 1;
             match write.op {
                 Op::Put(record) => {
-                    pipe.hset(&key, "rec", record.encode()).ignore();
-                    pipe.pexpire(&key, self.ttl_ms as i64).ignore();
-                    pipe.sadd(self.owner_key(write.owner), write.call_id)
+                    pipes[last].hset(&key, "rec", record.encode()).ignore();
+                    pipes[last].pexpire(&key, self.ttl_ms as i64).ignore();
+                    next(&mut pipes);
+                    let last = pipes.len() - 1;
+                    pipes[last]
+                        .sadd(self.owner_key(write.owner), write.call_id)
                         .ignore();
                     if let Some(old) = write.old_owner {
-                        pipe.srem(self.owner_key(old), write.call_id).ignore();
+                        next(&mut pipes);
+                        let last = pipes.len() - 1;
+                        pipes[last]
+                            .srem(self.owner_key(old), write.call_id)
+                            .ignore();
                     }
                 }
                 Op::Delete => {
-                    pipe.del(&key).ignore();
-                    pipe.srem(self.owner_key(write.owner), write.call_id)
+                    pipes[last].del(&key).ignore();
+                    next(&mut pipes);
+                    let last = pipes.len() - 1;
+                    pipes[last]
+                        .srem(self.owner_key(write.owner), write.call_id)
                         .ignore();
                 }
             }
         }
-        self.query_pipe::<()>(pipe).await
+        pipes
+    }
+
+    pub async fn write(&mut self, batch: &[Write<'_>]) -> Result<(), StoreError> {
+        let pipes = self.write_pipes(batch);
+        self.query_pipes::<()>(pipes).await.map(|_| ())
     }
 
     pub async fn reserve(&mut self, call_id: &str, upto: CseqReserved) -> Result<(), StoreError> {
@@ -233,11 +284,24 @@ impl RedisBackend {
         let mut records = Vec::with_capacity(call_ids.len());
         let mut stale = Vec::new();
         for chunk in call_ids.chunks(256) {
-            let mut pipe = redis::pipe();
-            for call_id in chunk {
-                pipe.add_command(hgetall(self.call_key(call_id)));
-            }
-            let all: Vec<HashMap<String, Vec<u8>>> = self.query_pipe(pipe).await?;
+            let all: Vec<HashMap<String, Vec<u8>>> = if self.link.is_cluster() {
+                let pipes = chunk
+                    .iter()
+                    .map(|call_id| {
+                        let mut pipe = redis::pipe();
+                        pipe.add_command(hgetall(self.call_key(call_id)));
+                        pipe
+                    })
+                    .collect();
+                let each: Vec<Vec<HashMap<String, Vec<u8>>>> = self.query_pipes(pipes).await?;
+                each.into_iter().flatten().collect()
+            } else {
+                let mut pipe = redis::pipe();
+                for call_id in chunk {
+                    pipe.add_command(hgetall(self.call_key(call_id)));
+                }
+                self.query_pipe(pipe).await?
+            };
             for (call_id, fields) in chunk.iter().zip(all) {
                 match record_of(call_id, &fields) {
                     Ok(Some(record)) if record.owner == node => records.push(record),

@@ -217,3 +217,74 @@ impl Sentinel {
         }
     }
 }
+
+/// A Redis Cluster of three masters on loopback (no replicas), made with `redis-cli --cluster
+/// create`.
+pub struct RedisCluster {
+    /// The nodes' ports on 127.0.0.1.
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+    _daemons: Vec<Daemon>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes, joins them and waits until the cluster is ok.
+    pub fn start() -> RedisCluster {
+        let bin = require_tool("redis-server", "redis-server");
+        let cli = require_tool("redis-cli", "redis-tools");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut ports = Vec::new();
+        let mut daemons = Vec::new();
+        while ports.len() < 3 {
+            // The cluster bus listens on port + 10000.
+            let port = free_port(LOCALHOST);
+            let bus_free =
+                port < 55_000 && std::net::TcpListener::bind((LOCALHOST, port + 10_000)).is_ok();
+            if !bus_free || ports.contains(&port) {
+                continue;
+            }
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                .arg(dir.path().join(format!("nodes-{port}.conf")))
+                .args(["--save", "", "--appendonly", "no"]);
+            let mut daemon = Daemon::spawn("redis-cluster-node", &mut cmd);
+            daemon.wait_until(Duration::from_secs(10), |d| {
+                d.log().contains("Ready to accept connections")
+            });
+            ports.push(port);
+            daemons.push(daemon);
+        }
+        let out = Command::new(&cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for port in &ports {
+            loop {
+                let info = Command::new(&cli)
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .expect("redis-cli runs");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "cluster not ok on port {port}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        RedisCluster {
+            ports,
+            _dir: dir,
+            _daemons: daemons,
+        }
+    }
+}
