@@ -1,6 +1,6 @@
 //! Anchorage's configuration file: one TOML schema for every role.
 //!
-//! A file has a section per role — `[node]`, `[proxy]`, `[relay]`, `[api]` — and each process
+//! A file has a section per role — `[node]`, `[proxy]`, `[relay]`, `[api]`, `[cluster]` — and each process
 //! reads the sections it needs (`anchorage proxy -c FILE` reads `[node]`, `[proxy]` and `[api]`;
 //! `anchorage relay -c FILE` reads `[node]` and `[relay]`). Every key has a default, so an
 //! empty file is a valid configuration; `docs/configuration.md` documents each key.
@@ -11,6 +11,7 @@
 //! errors: a typo must not silently fall back to a default.
 #![warn(missing_docs)]
 
+pub mod cluster;
 mod error;
 pub mod proxy;
 pub mod relay;
@@ -19,6 +20,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use cluster::{ClusterConfig, StoreKind, StoreLocation, StoreSpec};
 pub use error::{ConfigError, ConfigErrors};
 pub use proxy::ProxyConfig;
 pub use relay::RelayConfig;
@@ -35,6 +37,8 @@ pub struct Config {
     pub relay: RelayConfig,
     /// The management HTTP API.
     pub api: ApiConfig,
+    /// The call store shared by the signalling nodes of a cluster.
+    pub cluster: ClusterConfig,
 }
 
 /// `[node]`: identity of this node within a cluster.
@@ -121,6 +125,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     validate_node(&config.node, &mut errors);
     config.proxy.validate("proxy", &mut errors);
     config.relay.validate("relay", &mut errors);
+    config.cluster.validate("cluster", &mut errors);
     if let Some(token) = &config.api.token {
         if token.is_empty() {
             errors.push(ConfigError::new(

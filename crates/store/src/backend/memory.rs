@@ -1,0 +1,50 @@
+//! The memory backend: the embedded default, with no Redis. Records live as long as the process.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::Write;
+use crate::pending::Op;
+use crate::record::{CallRecord, CseqReserved};
+
+/// Records by Call-ID, with the CSeq reservations made apart from them.
+#[derive(Default)]
+pub(crate) struct MemoryBackend {
+    records: HashMap<String, (Option<Arc<CallRecord>>, CseqReserved)>,
+}
+
+impl MemoryBackend {
+    pub fn write(&mut self, batch: &[Write<'_>]) {
+        for write in batch {
+            match write.op {
+                Op::Put(record) => {
+                    let slot = self.records.entry(write.call_id.to_string()).or_default();
+                    slot.0 = Some(record.clone());
+                }
+                Op::Delete => {
+                    self.records.remove(write.call_id);
+                }
+            }
+        }
+    }
+
+    pub fn reserve(&mut self, call_id: &str, upto: CseqReserved) {
+        let slot = self.records.entry(call_id.to_string()).or_default();
+        slot.1 = slot.1.max(upto);
+    }
+
+    pub fn load(&self, call_id: &str) -> Option<CallRecord> {
+        let (record, reserved) = self.records.get(call_id)?;
+        let mut record = CallRecord::clone(record.as_ref()?);
+        record.cseq_reserved = record.cseq_reserved.max(*reserved);
+        Some(record)
+    }
+
+    pub fn load_owned(&self, node: &str) -> Vec<CallRecord> {
+        self.records
+            .iter()
+            .filter(|(_, (record, _))| record.as_ref().is_some_and(|r| r.owner == node))
+            .filter_map(|(call_id, _)| self.load(call_id))
+            .collect()
+    }
+}

@@ -1,0 +1,371 @@
+//! The Redis backend: keys, the write pipeline, the CSeq reservation script and loading.
+//!
+//! Keys (`P` is `cluster.key_prefix`):
+//! * `P:call:{CALL-ID}`: a hash with `rec` (the JSON record) and `cse` / `csr` (the CSeq
+//!   numbers reserved towards the callee / caller, raised only by [`RedisBackend::reserve`]);
+//!   every write sets its TTL (`cluster.record_ttl_s`). The braces make the Call-ID the Redis
+//!   Cluster hash tag.
+//! * `P:owner:NODE`: the set of Call-IDs NODE owns, a hint repaired by `load_owned`.
+//! * `P:node:NODE:marker`: a random value set when the store starts; its absence means Redis lost
+//!   its data since, and every live call is written again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anchorage_config::cluster::Secret;
+use redis::{FromRedisValue, RedisError, Script};
+
+use super::link::{Link, Target};
+use super::Write;
+use crate::error::StoreError;
+use crate::pending::Op;
+use crate::record::{CallRecord, CseqReserved};
+
+/// Raises `cse` and `csr` of KEYS[1] to at least ARGV[1] and ARGV[2] and refreshes its TTL
+/// (ARGV[3] ms). One key, so it is atomic and fits Redis Cluster.
+const RESERVE_LUA: &str = r"
+local key = KEYS[1]
+local function raise(field, value)
+  local current = tonumber(redis.call('HGET', key, field) or '0')
+  if tonumber(value) > current then redis.call('HSET', key, field, value) end
+end
+raise('cse', ARGV[1])
+raise('csr', ARGV[2])
+redis.call('PEXPIRE', key, ARGV[3])
+return 1
+";
+
+/// Turns Redis errors into store errors that name the location without the password.
+pub(crate) struct Redactor {
+    location: String,
+    password: Option<Secret>,
+    timeout_ms: u64,
+}
+
+impl Redactor {
+    /// For `target`.
+    pub fn new(target: &Target) -> Redactor {
+        Redactor {
+            location: target.location.to_string(),
+            password: target.password.clone(),
+            timeout_ms: u64::try_from(target.timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// A store error for a Redis error, with the password scrubbed from the server's words.
+    pub fn error(&self, error: RedisError) -> StoreError {
+        let mut detail = error.to_string();
+        if let Some(password) = &self.password {
+            if !password.expose().is_empty() {
+                detail = detail.replace(password.expose(), "***");
+            }
+        }
+        let auth = matches!(error.kind(), redis::ErrorKind::AuthenticationFailed)
+            || matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
+        if auth {
+            StoreError::Auth {
+                location: self.location.clone(),
+                detail,
+            }
+        } else if error.is_timeout() {
+            self.timeout()
+        } else {
+            StoreError::Redis {
+                location: self.location.clone(),
+                detail,
+            }
+        }
+    }
+
+    /// The error of an operation that did not finish within the timeout.
+    pub fn timeout(&self) -> StoreError {
+        StoreError::Timeout {
+            location: self.location.clone(),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+}
+
+/// The Redis backend.
+pub(crate) struct RedisBackend {
+    link: Link,
+    redactor: Redactor,
+    prefix: String,
+    node: String,
+    marker: String,
+    ttl_ms: u64,
+    timeout: Duration,
+    reserve: Script,
+}
+
+impl RedisBackend {
+    /// A backend for `node` writing keys under `prefix`; connects on first use.
+    pub fn new(
+        target: &Target,
+        prefix: &str,
+        node: &str,
+        marker: String,
+        ttl: Duration,
+    ) -> Result<RedisBackend, StoreError> {
+        let redactor = Redactor::new(target);
+        let link = Link::new(target).map_err(|e| redactor.error(e))?;
+        Ok(RedisBackend {
+            link,
+            redactor,
+            prefix: prefix.to_string(),
+            node: node.to_string(),
+            marker,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            timeout: target.timeout,
+            reserve: Script::new(RESERVE_LUA),
+        })
+    }
+
+    /// The key of a call's record.
+    pub fn call_key(&self, call_id: &str) -> String {
+        format!("{}:call:{{{call_id}}}", self.prefix)
+    }
+
+    fn owner_key(&self, node: &str) -> String {
+        format!("{}:owner:{node}", self.prefix)
+    }
+
+    fn marker_key(&self) -> String {
+        format!("{}:node:{}:marker", self.prefix, self.node)
+    }
+
+    /// Runs `op` on the connection within the timeout; on failure the link is told, so it can
+    /// reconnect.
+    async fn run<T, F>(&mut self, op: F) -> Result<T, StoreError>
+    where
+        F: for<'a> FnOnce(&'a mut Link) -> redis::RedisFuture<'a, T>,
+    {
+        let timeout = self.timeout;
+        let result = tokio::time::timeout(timeout, async {
+            self.link.ensure().await?;
+            op(&mut self.link).await
+        })
+        .await;
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                self.link.after_error(&error);
+                Err(self.redactor.error(error))
+            }
+            Err(_) => {
+                self.link
+                    .after_error(&RedisError::from((redis::ErrorKind::Io, "timed out")));
+                Err(self.redactor.timeout())
+            }
+        }
+    }
+
+    /// Runs one command.
+    async fn query<T: FromRedisValue + Send + 'static>(
+        &mut self,
+        cmd: redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.run(move |link| Box::pin(async move { cmd.query_async(link).await }))
+            .await
+    }
+
+    /// Runs one pipeline.
+    async fn query_pipe<T: FromRedisValue + Send + 'static>(
+        &mut self,
+        pipe: redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        self.run(move |link| Box::pin(async move { pipe.query_async(link).await }))
+            .await
+    }
+
+    /// Runs pipelines: all at once over a Redis Cluster (each must stay within one slot),
+    /// one after the other otherwise.
+    async fn query_pipes<T: FromRedisValue + Send + 'static>(
+        &mut self,
+        pipes: Vec<redis::Pipeline>,
+    ) -> Result<Vec<T>, StoreError> {
+        if !self.link.is_cluster() {
+            let mut out = Vec::with_capacity(pipes.len());
+            for pipe in pipes {
+                out.push(self.query_pipe(pipe).await?);
+            }
+            return Ok(out);
+        }
+        self.run(move |link| {
+            let connection = link.cluster_connection();
+            Box::pin(async move {
+                let connection = connection.ok_or_else(super::link::not_connected)?;
+                let sends = pipes.iter().map(|pipe| {
+                    let mut connection = connection.clone();
+                    async move { pipe.query_async::<T>(&mut connection).await }
+                });
+                futures_util::future::try_join_all(sends).await
+            })
+        })
+        .await
+    }
+
+    /// The pipelines that write `batch`: one, or over a Redis Cluster one per key.
+    fn write_pipes(&self, batch: &[Write<'_>]) -> Vec<redis::Pipeline> {
+        let split = self.link.is_cluster();
+        let mut pipes = vec![redis::pipe()];
+        let next = |pipes: &mut Vec<redis::Pipeline>| {
+            if split && !pipes.last().is_some_and(|p| p.is_empty()) {
+                pipes.push(redis::pipe());
+            }
+        };
+        for write in batch {
+            let key = self.call_key(write.call_id);
+            next(&mut pipes);
+            let last = pipes.len() - 1;
+            match write.op {
+                Op::Put(record) => {
+                    pipes[last].hset(&key, "rec", record.encode()).ignore();
+                    pipes[last].pexpire(&key, self.ttl_ms as i64).ignore();
+                    next(&mut pipes);
+                    let last = pipes.len() - 1;
+                    pipes[last]
+                        .sadd(self.owner_key(write.owner), write.call_id)
+                        .ignore();
+                    if let Some(old) = write.old_owner {
+                        next(&mut pipes);
+                        let last = pipes.len() - 1;
+                        pipes[last]
+                            .srem(self.owner_key(old), write.call_id)
+                            .ignore();
+                    }
+                }
+                Op::Delete => {
+                    pipes[last].del(&key).ignore();
+                    next(&mut pipes);
+                    let last = pipes.len() - 1;
+                    pipes[last]
+                        .srem(self.owner_key(write.owner), write.call_id)
+                        .ignore();
+                }
+            }
+        }
+        pipes
+    }
+
+    pub async fn write(&mut self, batch: &[Write<'_>]) -> Result<(), StoreError> {
+        let pipes = self.write_pipes(batch);
+        self.query_pipes::<()>(pipes).await.map(|_| ())
+    }
+
+    pub async fn reserve(&mut self, call_id: &str, upto: CseqReserved) -> Result<(), StoreError> {
+        let script = self.reserve.clone();
+        let key = self.call_key(call_id);
+        let ttl = self.ttl_ms;
+        self.run(move |link| {
+            Box::pin(async move {
+                script
+                    .key(key)
+                    .arg(upto.to_callee)
+                    .arg(upto.to_caller)
+                    .arg(ttl)
+                    .invoke_async::<()>(link)
+                    .await
+            })
+        })
+        .await
+    }
+
+    pub async fn load(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let fields: HashMap<String, Vec<u8>> = self.query(hgetall(self.call_key(call_id))).await?;
+        record_of(call_id, &fields)
+    }
+
+    pub async fn load_owned(&mut self, node: &str) -> Result<Vec<CallRecord>, StoreError> {
+        let index = self.owner_key(node);
+        let call_ids: Vec<String> = self
+            .query(redis::cmd("SMEMBERS").arg(&index).clone())
+            .await?;
+        let mut records = Vec::with_capacity(call_ids.len());
+        let mut stale = Vec::new();
+        for chunk in call_ids.chunks(256) {
+            let all: Vec<HashMap<String, Vec<u8>>> = if self.link.is_cluster() {
+                let pipes = chunk
+                    .iter()
+                    .map(|call_id| {
+                        let mut pipe = redis::pipe();
+                        pipe.add_command(hgetall(self.call_key(call_id)));
+                        pipe
+                    })
+                    .collect();
+                let each: Vec<Vec<HashMap<String, Vec<u8>>>> = self.query_pipes(pipes).await?;
+                each.into_iter().flatten().collect()
+            } else {
+                let mut pipe = redis::pipe();
+                for call_id in chunk {
+                    pipe.add_command(hgetall(self.call_key(call_id)));
+                }
+                self.query_pipe(pipe).await?
+            };
+            for (call_id, fields) in chunk.iter().zip(all) {
+                match record_of(call_id, &fields) {
+                    Ok(Some(record)) if record.owner == node => records.push(record),
+                    Ok(_) => stale.push(call_id.clone()),
+                    Err(error) => tracing::warn!(call_id = %call_id, "not loaded: {error}"),
+                }
+            }
+        }
+        if !stale.is_empty() {
+            // Index entries of calls that ended, expired or moved to another owner.
+            self.query::<()>(redis::cmd("SREM").arg(index).arg(stale).clone())
+                .await?;
+        }
+        Ok(records)
+    }
+
+    /// Whether this node's marker is still there; sets it again when it is not.
+    pub async fn check_marker(&mut self) -> Result<bool, StoreError> {
+        let found: Option<String> = self
+            .query(redis::cmd("GET").arg(self.marker_key()).clone())
+            .await?;
+        if found.is_some() {
+            return Ok(true);
+        }
+        self.set_marker().await?;
+        Ok(false)
+    }
+
+    /// Sets this node's marker (at start: what Redis holds now is the baseline).
+    pub async fn set_marker(&mut self) -> Result<(), StoreError> {
+        let set = redis::cmd("SET")
+            .arg(self.marker_key())
+            .arg(&self.marker)
+            .clone();
+        self.query::<()>(set).await
+    }
+}
+
+fn hgetall(key: String) -> redis::Cmd {
+    redis::cmd("HGETALL").arg(key).clone()
+}
+
+/// The record in a call hash's fields, with the reservations made apart from it.
+fn record_of(
+    call_id: &str,
+    fields: &HashMap<String, Vec<u8>>,
+) -> Result<Option<CallRecord>, StoreError> {
+    let Some(bytes) = fields.get("rec") else {
+        return Ok(None);
+    };
+    let mut record = CallRecord::decode(bytes).map_err(|source| StoreError::Record {
+        call_id: call_id.to_string(),
+        source,
+    })?;
+    let number = |field: &str| {
+        fields
+            .get(field)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    record.cseq_reserved = record.cseq_reserved.max(CseqReserved {
+        to_callee: number("cse"),
+        to_caller: number("csr"),
+    });
+    Ok(Some(record))
+}

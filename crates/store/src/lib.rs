@@ -1,0 +1,315 @@
+//! Anchorage's call store: the state of every call as one versioned [`CallRecord`], kept in
+//! memory (the embedded default) or in Redis (`[cluster] store`), so another process can carry
+//! the calls on. This is the only crate that talks to Redis.
+//!
+//! [`Store`] is a cheap, cloneable handle to one task that owns the backend:
+//! * [`Store::put`] and [`Store::delete`] never wait: they replace the call's entry in a map of
+//!   unwritten changes (latest state wins) and wake the task, which writes whatever is dirty in
+//!   one pipeline. The map holds at most one entry per call, however long Redis is away.
+//! * [`Store::put_durable`] and [`Store::reserve_cseq`] return once Redis has the change: what the
+//!   caller does next (send a re-INVITE, use a CSeq number) may rely on it.
+//! * [`Store::load`] and [`Store::load_owned`] read records, within `cluster.timeout_ms`.
+//! * When Redis fails, changes accumulate (latest per call) and [`Store::status`] says so; when
+//!   it answers again they are written. A Redis that lost this node's marker key (restarted
+//!   empty) gets every live call written again.
+#![warn(missing_docs)]
+
+mod backend;
+mod error;
+mod pending;
+pub mod record;
+mod status;
+mod task;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anchorage_config::cluster::Secret;
+use anchorage_config::ClusterConfig;
+use tokio::sync::{mpsc, oneshot};
+
+use backend::link::Target;
+use backend::memory::MemoryBackend;
+use backend::redis::RedisBackend;
+use backend::Backend;
+use pending::{Op, SharedPending};
+use task::{Request, Shared, Task, Timing};
+
+pub use error::StoreError;
+pub use record::{
+    CallRecord, CseqReserved, DialogRecord, DialogState, InviteDestination, LegMediaRecord,
+    LegRecord, MediaRecord, MoveRecord, MoveStage, OriginRecord, RecordError, RenumberRecord,
+    Transport, RECORD_VERSION,
+};
+pub use status::StoreStatus;
+
+/// Awaited requests waiting for the task at most; a caller beyond that waits its turn.
+const REQUEST_QUEUE: usize = 1024;
+
+/// A handle to the call store. Clones share one task; the task ends (after a last attempt to
+/// write what is dirty) when every handle is dropped.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    requests: mpsc::Sender<Request>,
+    timeout: Duration,
+}
+
+impl Store {
+    /// Opens the store that `config` names for node `node` (its `[node] id`): Redis if
+    /// `cluster.store` is set, else memory. Must run inside a tokio runtime.
+    ///
+    /// Fails on a bad location, an unreadable password or CA file, or credentials that Redis
+    /// refuses. A Redis that cannot be reached is not an error: the store starts down, keeps
+    /// the changes and writes them once Redis answers.
+    pub async fn open(config: &ClusterConfig, node: &str) -> Result<Store, StoreError> {
+        let Some(location) = config.location().map_err(StoreError::Config)? else {
+            return Ok(Store::memory(node));
+        };
+        let password = match (&location.password, &config.password_file) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(path)) => Some(read_password(path)?),
+            (None, None) => None,
+        };
+        let ca = match &config.tls_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| StoreError::File {
+                key: "cluster.tls_ca_file",
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let target = Target {
+            location: location.clone(),
+            password,
+            ca,
+            timeout,
+        };
+        let mut redis = RedisBackend::new(
+            &target,
+            &config.key_prefix,
+            node,
+            new_marker(),
+            Duration::from_secs(config.record_ttl_s),
+        )?;
+        let up = match redis.set_marker().await {
+            Ok(()) => true,
+            Err(error @ StoreError::Auth { .. }) => return Err(error),
+            Err(error) => {
+                tracing::warn!("call store {location} not reachable at start: {error}");
+                false
+            }
+        };
+        tracing::info!("call store: {location} (node {node})");
+        let status = StoreStatus {
+            backend: "redis",
+            location: Some(location.to_string()),
+            up,
+            ..empty_status("redis")
+        };
+        Ok(Store::start(
+            Backend::Redis(Box::new(redis)),
+            status,
+            node,
+            config,
+            timeout,
+        ))
+    }
+
+    /// A memory store for node `node` (the embedded default). Must run inside a tokio runtime.
+    pub fn memory(node: &str) -> Store {
+        Store::start(
+            Backend::Memory(MemoryBackend::default()),
+            empty_status("memory"),
+            node,
+            &ClusterConfig::default(),
+            Duration::from_millis(ClusterConfig::default().timeout_ms),
+        )
+    }
+
+    fn start(
+        backend: Backend,
+        status: StoreStatus,
+        node: &str,
+        config: &ClusterConfig,
+        timeout: Duration,
+    ) -> Store {
+        let shared = Arc::new(Shared {
+            pending: SharedPending::default(),
+            wake: tokio::sync::Notify::new(),
+            status: Mutex::new(status),
+        });
+        let (requests, receiver) = mpsc::channel(REQUEST_QUEUE);
+        let task = Task {
+            shared: shared.clone(),
+            backend,
+            requests: receiver,
+            node: node.to_string(),
+            timing: Timing {
+                retry: Duration::from_millis(config.retry_ms),
+                check_interval: Duration::from_millis(config.check_interval_ms),
+                max_batch: config.max_batch,
+            },
+            live: HashMap::new(),
+        };
+        tokio::spawn(task.run());
+        Store {
+            shared,
+            requests,
+            timeout,
+        }
+    }
+
+    /// Records the call's latest state; written asynchronously, coalesced with any unwritten
+    /// earlier state of the same call. Never waits.
+    pub fn put(&self, record: CallRecord) {
+        let call_id = record.call_id.clone();
+        self.shared
+            .pending
+            .lock()
+            .set(&call_id, Op::Put(Arc::new(record)));
+        self.shared.wake.notify_one();
+    }
+
+    /// Records that the call ended: its record and index entry are removed asynchronously.
+    /// Never waits.
+    pub fn delete(&self, call_id: &str) {
+        self.shared.pending.lock().set(call_id, Op::Delete);
+        self.shared.wake.notify_one();
+    }
+
+    /// Records the call's latest state and returns once it is written (e.g. a move before its
+    /// re-INVITEs go out). On an error the state stays queued and is written when Redis is back.
+    pub async fn put_durable(&self, record: CallRecord) -> Result<(), StoreError> {
+        let call_id = record.call_id.clone();
+        let seq = self
+            .shared
+            .pending
+            .lock()
+            .set(&call_id, Op::Put(Arc::new(record)));
+        self.ask(|reply| Request::Flush {
+            call_id: Some(call_id),
+            seq,
+            reply,
+        })
+        .await
+    }
+
+    /// Returns once every change made before the call is written (or the first failure).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let seq = self.shared.pending.lock().seq();
+        self.ask(|reply| Request::Flush {
+            call_id: None,
+            seq,
+            reply,
+        })
+        .await
+    }
+
+    /// Raises the CSeq numbers reserved for the owner's own requests in this call to at least
+    /// `upto`, and returns once that is durable: only then may the owner send a request with
+    /// a CSeq up to it. Reservations never go down.
+    pub async fn reserve_cseq(&self, call_id: &str, upto: CseqReserved) -> Result<(), StoreError> {
+        self.ask(|reply| Request::Reserve {
+            call_id: call_id.to_string(),
+            upto,
+            reply,
+        })
+        .await
+    }
+
+    /// The stored record of a call (none if unknown), with its latest reservations.
+    pub async fn load(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        self.ask(|reply| Request::Load {
+            call_id: call_id.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// Every stored call owned by `node` (at start: the calls this node held before). The
+    /// records are taken as live: they are written again if Redis loses its data.
+    pub async fn load_owned(&self, node: &str) -> Result<Vec<CallRecord>, StoreError> {
+        self.ask(|reply| Request::LoadOwned {
+            node: node.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// The store's state now, for `/v1/health` and the metrics.
+    pub fn status(&self) -> StoreStatus {
+        let mut status = self
+            .shared
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        status.dirty_calls = self.shared.pending.lock().len();
+        status
+    }
+
+    /// Sends the request `make` builds around a reply channel and waits for its answer, at
+    /// most a few timeouts (the task may be busy with a batch first).
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let limit = self.timeout * 4;
+        let location = self.status().location.unwrap_or_else(|| "memory".into());
+        let timed_out = || StoreError::Timeout {
+            location: location.clone(),
+            timeout_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+        };
+        tokio::time::timeout(limit, self.requests.send(make(reply)))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|_| StoreError::Stopped)?;
+        tokio::time::timeout(limit, answer)
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|_| StoreError::Stopped)?
+    }
+}
+
+fn empty_status(backend: &'static str) -> StoreStatus {
+    StoreStatus {
+        backend,
+        location: None,
+        up: true,
+        dirty_calls: 0,
+        live_calls: 0,
+        records_written: 0,
+        write_errors: 0,
+        refills: 0,
+        last_error: None,
+        last_load_ms: None,
+    }
+}
+
+/// The first line of `path`.
+fn read_password(path: &Path) -> Result<Secret, StoreError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StoreError::File {
+        key: "cluster.password_file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Secret::new(text.lines().next().unwrap_or("").trim_end()))
+}
+
+/// A value unique to this start of the process.
+fn new_marker() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    hasher.write_u128(now);
+    format!("{:016x}", hasher.finish())
+}

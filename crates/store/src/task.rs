@@ -1,0 +1,364 @@
+//! The store task: the one owner of the backend (the Redis connection). It writes the dirty
+//! calls in batches, answers the awaited requests, retries after failures and refills an empty
+//! Redis from the live calls it knows.
+//!
+//! Batching needs no timer: whatever became dirty while the previous batch was on the wire
+//! goes out in the next one, so under load each call's many changes coalesce into one write,
+//! and at rest a change goes out at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::backend::{Backend, Write};
+use crate::error::StoreError;
+use crate::pending::{Op, SharedPending};
+use crate::record::{CallRecord, CseqReserved};
+use crate::status::StoreStatus;
+
+/// A request that the caller awaits.
+pub(crate) enum Request {
+    /// Reply once the changes numbered up to `seq` (of `call_id`, or of every call) are written.
+    Flush {
+        call_id: Option<String>,
+        seq: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Raise the call's reserved CSeq numbers durably.
+    Reserve {
+        call_id: String,
+        upto: CseqReserved,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Read one call.
+    Load {
+        call_id: String,
+        reply: oneshot::Sender<Result<Option<CallRecord>, StoreError>>,
+    },
+    /// Read every call of a node.
+    LoadOwned {
+        node: String,
+        reply: oneshot::Sender<Result<Vec<CallRecord>, StoreError>>,
+    },
+}
+
+/// State shared by the handles and the task.
+pub(crate) struct Shared {
+    /// The unwritten changes.
+    pub pending: SharedPending,
+    /// Wakes the task after a put or delete.
+    pub wake: Notify,
+    /// What `status()` returns, but for `dirty_calls`.
+    pub status: Mutex<StoreStatus>,
+}
+
+struct Waiter {
+    call_id: Option<String>,
+    seq: u64,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Timing settings of the task.
+pub(crate) struct Timing {
+    pub retry: Duration,
+    pub check_interval: Duration,
+    pub max_batch: usize,
+}
+
+pub(crate) struct Task {
+    pub shared: Arc<Shared>,
+    pub backend: Backend,
+    pub requests: mpsc::Receiver<Request>,
+    pub node: String,
+    pub timing: Timing,
+    /// The latest record of every live call this handle wrote or loaded.
+    pub live: HashMap<String, Arc<CallRecord>>,
+}
+
+impl Task {
+    fn update_status(&self, f: impl FnOnce(&mut StoreStatus)) {
+        let mut status = self.shared.status.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut status);
+        status.live_calls = self.live.len();
+    }
+
+    fn failed(&self, error: &StoreError) {
+        let text = error.to_string();
+        let was_up = self.shared.status.lock().map(|s| s.up).unwrap_or(true);
+        if was_up {
+            tracing::warn!("call store down: {text}");
+        }
+        self.update_status(|s| {
+            s.up = false;
+            s.write_errors += 1;
+            s.last_error = Some(text);
+        });
+    }
+
+    fn succeeded(&self) {
+        let was_up = self.shared.status.lock().map(|s| s.up).unwrap_or(true);
+        if !was_up {
+            tracing::info!("call store up again");
+        }
+        self.update_status(|s| s.up = true);
+    }
+
+    /// Runs until every handle is dropped, then writes what is left (once).
+    pub async fn run(mut self) {
+        let mut waiters: Vec<Waiter> = Vec::new();
+        let mut retry_at: Option<Instant> = None;
+        let mut next_check = Instant::now() + self.timing.check_interval;
+        let mut was_down = false;
+        let mut open = true;
+        while open || self.shared.pending.lock().len() > 0 {
+            let now = Instant::now();
+            if now >= next_check || (was_down && retry_at.is_none_or(|t| now >= t)) {
+                next_check = now + self.timing.check_interval;
+                if self.check_marker().await {
+                    was_down = false;
+                    retry_at = None;
+                } else {
+                    was_down = true;
+                    retry_at = Some(now + self.timing.retry);
+                }
+            }
+            let dirty = self.shared.pending.lock().len() > 0;
+            let may_write = retry_at.is_none_or(|t| Instant::now() >= t);
+            if dirty && may_write {
+                match self.write_batch(&waiters).await {
+                    Ok(()) => {
+                        retry_at = None;
+                        self.answer_waiters(&mut waiters);
+                    }
+                    Err(error) => {
+                        retry_at = Some(Instant::now() + self.timing.retry);
+                        was_down = true;
+                        for w in waiters.drain(..) {
+                            let _ = w.reply.send(Err(clone_error(&error)));
+                        }
+                        if !open {
+                            break;
+                        }
+                    }
+                }
+                // Serve requests between batches, without waiting.
+                while let Ok(request) = self.requests.try_recv() {
+                    self.handle(request, &mut waiters).await;
+                }
+                continue;
+            }
+            self.answer_waiters(&mut waiters);
+            if !open {
+                break;
+            }
+            let wake_at = match retry_at {
+                Some(t) if dirty || was_down => t.min(next_check),
+                _ => next_check,
+            };
+            tokio::select! {
+                () = self.shared.wake.notified() => {}
+                request = self.requests.recv() => match request {
+                    Some(request) => self.handle(request, &mut waiters).await,
+                    None => open = false,
+                },
+                () = tokio::time::sleep_until(wake_at.into()) => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: Request, waiters: &mut Vec<Waiter>) {
+        match request {
+            Request::Flush {
+                call_id,
+                seq,
+                reply,
+            } => waiters.push(Waiter {
+                call_id,
+                seq,
+                reply,
+            }),
+            Request::Reserve {
+                call_id,
+                upto,
+                reply,
+            } => {
+                let result = self.backend.reserve(&call_id, upto).await;
+                self.outcome(&result);
+                if result.is_ok() {
+                    if let Some(record) = self.live.get_mut(&call_id) {
+                        let merged = record.cseq_reserved.max(upto);
+                        Arc::make_mut(record).cseq_reserved = merged;
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            Request::Load { call_id, reply } => {
+                let started = Instant::now();
+                let result = self.backend.load(&call_id).await;
+                self.loaded(started, &result);
+                let _ = reply.send(result);
+            }
+            Request::LoadOwned { node, reply } => {
+                let started = Instant::now();
+                let result = self.backend.load_owned(&node).await;
+                self.loaded(started, &result);
+                if let Ok(records) = &result {
+                    for record in records {
+                        self.live
+                            .insert(record.call_id.clone(), Arc::new(record.clone()));
+                    }
+                    self.update_status(|_| {});
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn outcome<T>(&self, result: &Result<T, StoreError>) {
+        match result {
+            Ok(_) => self.succeeded(),
+            Err(error) => self.failed(error),
+        }
+    }
+
+    fn loaded<T>(&self, started: Instant, result: &Result<T, StoreError>) {
+        self.outcome(result);
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        self.update_status(|s| s.last_load_ms = Some(ms));
+    }
+
+    /// Checks that the backend still has this node's marker; if not, every live call becomes
+    /// dirty so the next batches write it again.
+    async fn check_marker(&mut self) -> bool {
+        match self.backend.check_marker().await {
+            Ok(true) => {
+                self.succeeded();
+                true
+            }
+            Ok(false) if self.live.is_empty() => {
+                self.succeeded();
+                true
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    calls = self.live.len(),
+                    "Redis lost this node's data (restarted empty?): writing every live call again"
+                );
+                let mut pending = self.shared.pending.lock();
+                for (call_id, record) in &self.live {
+                    pending.refill(call_id, record.clone());
+                }
+                drop(pending);
+                self.succeeded();
+                self.update_status(|s| s.refills += 1);
+                true
+            }
+            Err(error) => {
+                self.failed(&error);
+                false
+            }
+        }
+    }
+
+    /// Writes one batch of dirty calls, the waiters' first.
+    async fn write_batch(&mut self, waiters: &[Waiter]) -> Result<(), StoreError> {
+        let first: Vec<String> = waiters.iter().filter_map(|w| w.call_id.clone()).collect();
+        let batch = self
+            .shared
+            .pending
+            .lock()
+            .take(&first, self.timing.max_batch);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let owners: Vec<(&str, Option<&str>)> = batch
+            .iter()
+            .map(|(call_id, entry)| {
+                let known = self.live.get(call_id).map(|r| r.owner.as_str());
+                match &entry.op {
+                    Op::Put(record) => (
+                        record.owner.as_str(),
+                        known.filter(|old| *old != record.owner),
+                    ),
+                    Op::Delete => (known.unwrap_or(self.node.as_str()), None),
+                }
+            })
+            .collect();
+        let writes: Vec<Write<'_>> = batch
+            .iter()
+            .zip(&owners)
+            .map(|((call_id, entry), (owner, old_owner))| Write {
+                call_id,
+                op: &entry.op,
+                owner,
+                old_owner: *old_owner,
+            })
+            .collect();
+        let result = self.backend.write(&writes).await;
+        drop(writes);
+        drop(owners);
+        match result {
+            Ok(()) => {
+                let count = batch.len() as u64;
+                for (call_id, entry) in batch {
+                    match entry.op {
+                        Op::Put(record) => {
+                            self.live.insert(call_id, record);
+                        }
+                        Op::Delete => {
+                            self.live.remove(&call_id);
+                        }
+                    }
+                }
+                self.succeeded();
+                self.update_status(|s| s.records_written += count);
+                Ok(())
+            }
+            Err(error) => {
+                self.shared.pending.lock().restore(batch);
+                self.failed(&error);
+                Err(error)
+            }
+        }
+    }
+
+    fn answer_waiters(&self, waiters: &mut Vec<Waiter>) {
+        let pending = self.shared.pending.lock();
+        let mut i = 0;
+        while i < waiters.len() {
+            if pending.written(waiters[i].call_id.as_deref(), waiters[i].seq) {
+                let w = waiters.swap_remove(i);
+                let _ = w.reply.send(Ok(()));
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// A copy of `error` for each waiter of a failed batch.
+fn clone_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Auth { location, detail } => StoreError::Auth {
+            location: location.clone(),
+            detail: detail.clone(),
+        },
+        StoreError::Timeout {
+            location,
+            timeout_ms,
+        } => StoreError::Timeout {
+            location: location.clone(),
+            timeout_ms: *timeout_ms,
+        },
+        StoreError::Redis { location, detail } => StoreError::Redis {
+            location: location.clone(),
+            detail: detail.clone(),
+        },
+        other => StoreError::Redis {
+            location: String::new(),
+            detail: other.to_string(),
+        },
+    }
+}

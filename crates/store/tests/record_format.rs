@@ -1,0 +1,75 @@
+//! The record's encoding: the checked-in v1 fixture keeps reading, records round-trip, and
+//! what this build cannot read is refused with a typed error.
+
+mod support;
+
+use anchorage_store::record::sdp_text;
+use anchorage_store::{CallRecord, RecordError};
+
+const FIXTURE: &str = include_str!("fixtures/record_v1.json");
+
+#[test]
+fn the_v1_fixture_reads_as_the_typical_call_with_every_optional_part() {
+    let record = CallRecord::decode(FIXTURE.as_bytes()).expect("the v1 fixture reads");
+    assert_eq!(
+        record,
+        support::sample::full("a84b4c76e66710@pc33.example.com", "node1")
+    );
+}
+
+#[test]
+fn records_round_trip() {
+    for record in [
+        support::sample::call("c1", "n1"),
+        support::sample::full("c2", "n2"),
+        CallRecord::new("c3", "n3", 5),
+    ] {
+        let bytes = record.encode();
+        assert_eq!(CallRecord::decode(&bytes).unwrap(), record);
+    }
+}
+
+#[test]
+fn a_newer_version_is_refused_with_a_typed_error() {
+    let newer = FIXTURE.replacen("\"v\": 1,", "\"v\": 2,", 1);
+    assert_ne!(newer, FIXTURE, "the fixture starts with \"v\": 1");
+    match CallRecord::decode(newer.as_bytes()) {
+        Err(RecordError::UnknownVersion { found: 2 }) => {}
+        other => panic!("expected UnknownVersion 2, got {other:?}"),
+    }
+    match CallRecord::decode(br#"{"v":7,"whatever":[1,2]}"#) {
+        Err(RecordError::UnknownVersion { found: 7 }) => {}
+        other => panic!("expected UnknownVersion 7, got {other:?}"),
+    }
+    assert!(matches!(
+        CallRecord::decode(b"{\"v\":1}"),
+        Err(RecordError::Malformed(_))
+    ));
+    assert!(matches!(
+        CallRecord::decode(b"not json"),
+        Err(RecordError::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_field_added_later_without_a_new_version_is_ignored() {
+    let extended = FIXTURE.replacen("\"v\": 1,", "\"v\": 1, \"added_later\": {\"x\": 1},", 1);
+    assert_ne!(extended, FIXTURE);
+    assert!(CallRecord::decode(extended.as_bytes()).is_ok());
+}
+
+#[test]
+fn a_non_utf8_sdp_is_a_typed_error() {
+    let error = sdp_text(b"v=0\r\no=\xff\r\n", "caller SDP received").unwrap_err();
+    assert!(matches!(
+        error,
+        RecordError::NotUtf8 {
+            what: "caller SDP received"
+        }
+    ));
+    assert_eq!(
+        error.to_string(),
+        "the caller SDP received is not UTF-8 text"
+    );
+    assert_eq!(sdp_text(b"v=0\r\n", "x").unwrap(), "v=0\r\n");
+}
