@@ -4,7 +4,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | [`controller`] | THE command executor: [`Controller::handle`] → reply + [`MediaAction`]s |
+//! | [`controller`] | THE command executor: [`Controller::handle`] → reply + [`MediaAction`]s; one file per command family under `controller/` |
 //! | [`session`] | calls, dialogs (two parties over one set of ports), streams (`m=` lines) |
 //! | [`sdp_in`] | what the relay reads from a party's SDP |
 //! | [`sdes`] | SDES `a=crypto` negotiation and each stream's transport per side |
