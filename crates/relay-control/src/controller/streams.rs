@@ -185,6 +185,7 @@ impl Controller {
             port_latching: flags.port_latching,
             ice: None,
             srtp: None,
+            dtls: None,
         }
     }
 
