@@ -53,6 +53,9 @@ pub struct Config {
     pub learning: EndpointLearning,
     /// This relay's name in `a=rtpengine:` (loop protect).
     pub instance: String,
+    /// The fingerprint of the relay's DTLS certificate: the relay terminates DTLS-SRTP (and
+    /// writes this into `a=fingerprint`); `None`: DTLS-SRTP is only passed through.
+    pub dtls: Option<anchorage_relay::Fingerprint>,
 }
 
 /// A configuration the controller cannot run with.
@@ -336,6 +339,7 @@ impl Default for Config {
             max_sessions: 0,
             learning: EndpointLearning::Delayed,
             instance: "anchorage".into(),
+            dtls: None,
         }
     }
 }

@@ -123,8 +123,9 @@ pub enum DtlsRole {
 pub struct DtlsParams {
     /// The relay's role.
     pub role: DtlsRole,
-    /// The party's certificate fingerprint, from its `a=fingerprint`.
-    pub peer: Fingerprint,
+    /// The party's certificate fingerprint, from its `a=fingerprint`; `None` until its SDP gave
+    /// one (the relay's offer is not answered yet): no handshake is run meanwhile.
+    pub peer: Option<Fingerprint>,
 }
 
 /// Why DTLS could not be set up, or a handshake failed.
@@ -203,7 +204,7 @@ impl DtlsIdentity {
         let expected = params.peer;
         let check: rtc_dtls::config::VerifyPeerCertificateFn = Arc::new(
             move |certificates: &[Vec<u8>], _| match certificates.first() {
-                Some(der) if Fingerprint::of_der(der) == expected => Ok(()),
+                Some(der) if Some(Fingerprint::of_der(der)) == expected => Ok(()),
                 _ => Err(rtc_shared::error::Error::Other(MISMATCH.into())),
             },
         );

@@ -65,7 +65,8 @@ pub mod stun;
 pub mod timeout;
 
 pub use dtls::{
-    DtlsError, DtlsEvent, DtlsIdentity, DtlsParams, DtlsRole, DtlsSession, DtlsState, Fingerprint,
+    DtlsError, DtlsEvent, DtlsIdentity, DtlsParams, DtlsRole, DtlsSession, DtlsState, DtlsStats,
+    Fingerprint,
 };
 pub use interface::{Interface, InterfaceError};
 pub use latch::{EndpointLearning, LearningFlags, LEARNING_WINDOW};

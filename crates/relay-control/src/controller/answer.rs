@@ -6,7 +6,7 @@ use anchorage_relay::stun::IceCredentials;
 use anchorage_relay::StreamFlags;
 use anchorage_sdp::Session;
 
-use super::negotiate::{negotiate_answer, secure_out};
+use super::negotiate::{negotiate_answer, secure_out, Signal};
 use super::outgoing::{rewritten_for, source_override, wants_ice, Outgoing};
 use super::{fail, Controller, Handled, MediaAction, Now, Refusal, SECOND_US};
 use crate::sdp_in;
@@ -57,8 +57,9 @@ impl Controller {
             .take(streams_in.len())
             .cloned()
             .collect();
+        let signal = Signal::new(&sdp, flags, config.dtls);
         for (media, stream) in renegotiated.iter_mut().enumerate() {
-            negotiate_answer(stream, &sdp, media, answerer, flags, &mut self.key_rng)?;
+            negotiate_answer(stream, signal, media, answerer, &mut self.key_rng)?;
         }
         for (stream, new) in dialog.streams.iter_mut().zip(renegotiated) {
             *stream = new;
@@ -78,8 +79,11 @@ impl Controller {
         for (media, (stream, s_in)) in dialog.streams.iter_mut().zip(&streams_in).enumerate() {
             stream.peer[at(answerer)] = s_in.peer;
             stream.mux[at(answerer)] = s_in.rtcp_mux;
+            // A DTLS offerer's rtcp-mux is accepted whatever the answer: the relay's DTLS runs
+            // on the RTP port only.
+            let dtls = stream.transport[at(offerer)].is_dtls();
             stream.mux[at(offerer)] = stream.offered_mux
-                && (s_in.rtcp_mux || stream.mux_accepted || mux.demux || mux.accept)
+                && (s_in.rtcp_mux || stream.mux_accepted || mux.demux || mux.accept || dtls)
                 && !mux.reject;
             for side in [answerer, offerer] {
                 actions.push(MediaAction::Update {
@@ -115,7 +119,7 @@ impl Controller {
                     mux: s.mux[at(offerer)],
                     mux_only: s.mux[at(offerer)],
                     profile: s.transport[at(offerer)].profile(),
-                    secure: secure_out(s, offerer, true, flags),
+                    secure: secure_out(s, offerer, true, flags, config.dtls),
                 })
             })
             .collect();

@@ -7,7 +7,7 @@ use anchorage_relay::stun::IceCredentials;
 use anchorage_relay::{Liveness, Side, StreamFlags};
 use anchorage_sdp::Session;
 
-use super::negotiate::{negotiate_offer, secure_out};
+use super::negotiate::{negotiate_offer, secure_out, Signal};
 use super::outgoing::{give_ice, rewritten_for, source_override, wants_ice, Outgoing};
 use super::{fail, Controller, Handled, MediaAction, Now, PortBinder, Refusal, SECOND_US};
 use crate::sdp_in::{self, StreamIn};
@@ -79,12 +79,12 @@ impl Controller {
                             return Err(reply);
                         }
                     };
+                    let signal = Signal::new(&sdp, flags, self.config.dtls);
                     let negotiated = negotiate_offer(
                         &mut stream,
-                        &sdp,
+                        signal,
                         index,
                         Side::A,
-                        flags,
                         true,
                         &mut self.key_rng,
                     );
@@ -186,15 +186,18 @@ impl Controller {
             .streams
             .iter()
             .map(|s| {
-                let forward_mux =
-                    (s.offered_mux && !mux.demux && !mux.reject) || mux.offer || mux.require;
+                // DTLS-SRTP runs on the RTP port only: a DTLS receiver is offered rtcp-mux.
+                let forward_mux = (s.offered_mux && !mux.demux && !mux.reject)
+                    || mux.offer
+                    || mux.require
+                    || s.transport[at(answerer)].is_dtls();
                 Some(StreamOut {
                     rtp_port: s.ports[at(answerer)].rtp,
                     rtcp_port: s.ports[at(answerer)].rtcp(),
                     mux: forward_mux,
                     mux_only: mux.require,
                     profile: s.transport[at(answerer)].profile(),
-                    secure: secure_out(s, answerer, false, flags),
+                    secure: secure_out(s, answerer, false, flags, config.dtls),
                 })
             })
             .collect();
@@ -226,6 +229,7 @@ impl Controller {
             flags,
             stream_flags,
         } = reoffer;
+        let signal = Signal::new(sdp, flags, self.config.dtls);
         let (existing, ifaces, key, ice) = {
             let dialog = self
                 .calls
@@ -261,15 +265,8 @@ impl Controller {
                     return Err(reply);
                 }
             };
-            let negotiated = negotiate_offer(
-                &mut stream,
-                sdp,
-                media,
-                side,
-                flags,
-                true,
-                &mut self.key_rng,
-            );
+            let negotiated =
+                negotiate_offer(&mut stream, signal, media, side, true, &mut self.key_rng);
             added.push(stream);
             if let Err(refusal) = negotiated {
                 release(self, &added);
@@ -285,7 +282,7 @@ impl Controller {
             .unwrap_or_default();
         for (media, stream) in renegotiated.iter_mut().enumerate() {
             if let Err(refusal) =
-                negotiate_offer(stream, sdp, media, side, flags, false, &mut self.key_rng)
+                negotiate_offer(stream, signal, media, side, false, &mut self.key_rng)
             {
                 release(self, &added);
                 return Err(refusal);

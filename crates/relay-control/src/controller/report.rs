@@ -177,7 +177,9 @@ impl Controller {
                 if let Some(endpoint) = endpoint {
                     entry.push(("endpoint".into(), endpoint_value(endpoint)));
                 }
-                let sdes = stream.transport[at(side)].is_sdes();
+                let transport = stream.transport[at(side)];
+                let sdes = transport.is_sdes();
+                let dtls = transport.is_dtls();
                 if let Some(suite) = stream.sdes[at(side)].suite().filter(|_| sdes) {
                     entry.push(("crypto suite".into(), Value::text(suite.name())));
                 }
@@ -191,12 +193,18 @@ impl Controller {
                             ("errors".into(), Value::Int(rtp.errors() as i64)),
                         ]),
                     ));
-                    if sdes {
+                    if sdes || dtls {
                         entry.push(("SRTP".into(), srtp_value(&pair.stats(side).srtp)));
+                    }
+                    if dtls {
+                        entry.push(("DTLS".into(), dtls_value(&pair.stats(side).dtls)));
                     }
                     let mut flags = vec![Value::text("RTP")];
                     if sdes {
                         flags.push(Value::text("SDES"));
+                    }
+                    if dtls {
+                        flags.push(Value::text("DTLS"));
                     }
                     if pair.is_confirmed(side) {
                         flags.push(Value::text("confirmed"));
@@ -279,6 +287,17 @@ fn srtp_value(srtp: &anchorage_relay::SrtpStats) -> Value {
         ("authentication failures".into(), int(srtp.auth_failures)),
         ("replayed".into(), int(srtp.replayed)),
         ("other failures".into(), int(srtp.other_failures)),
+    ])
+}
+
+/// A leg's DTLS counters in `query`.
+fn dtls_value(dtls: &anchorage_relay::DtlsStats) -> Value {
+    let int = |v: u64| Value::Int(v as i64);
+    Value::Dict(vec![
+        ("handshakes".into(), int(dtls.handshakes)),
+        ("failed handshakes".into(), int(dtls.failures)),
+        ("wrong fingerprint".into(), int(dtls.wrong_fingerprint)),
+        ("dropped".into(), int(dtls.dropped)),
     ])
 }
 

@@ -10,6 +10,7 @@ use anchorage_relay::{
 };
 
 use super::{fail, fail_text, Controller, MediaAction, PortBinder, Refusal};
+use crate::dtls::DtlsParty;
 use crate::sdes::{SdesParty, Transport};
 use crate::sdp_in::StreamIn;
 use crate::session::{at, local, Stream};
@@ -87,6 +88,7 @@ impl Controller {
             mux_accepted: false,
             transport: [Transport::default(); 2],
             sdes: [SdesParty::default(), SdesParty::default()],
+            dtls: [DtlsParty::default(); 2],
         })
     }
 

@@ -55,7 +55,7 @@ fn client_and_server_export_mirrored_keys() {
         &ca,
         DtlsParams {
             role: DtlsRole::Client,
-            peer: sa.fingerprint(),
+            peer: Some(sa.fingerprint()),
         },
         now,
     )
@@ -64,7 +64,7 @@ fn client_and_server_export_mirrored_keys() {
         &sa,
         DtlsParams {
             role: DtlsRole::Server,
-            peer: ca.fingerprint(),
+            peer: Some(ca.fingerprint()),
         },
         now,
     )
@@ -91,7 +91,7 @@ fn a_wrong_fingerprint_fails_the_handshake_and_a_server_takes_a_new_attempt() {
         &sa,
         DtlsParams {
             role: DtlsRole::Server,
-            peer: other.fingerprint(),
+            peer: Some(other.fingerprint()),
         },
         now,
     )
@@ -100,7 +100,7 @@ fn a_wrong_fingerprint_fails_the_handshake_and_a_server_takes_a_new_attempt() {
         &ca,
         DtlsParams {
             role: DtlsRole::Client,
-            peer: sa.fingerprint(),
+            peer: Some(sa.fingerprint()),
         },
         now,
     )
@@ -116,7 +116,7 @@ fn a_wrong_fingerprint_fails_the_handshake_and_a_server_takes_a_new_attempt() {
         &other,
         DtlsParams {
             role: DtlsRole::Client,
-            peer: sa.fingerprint(),
+            peer: Some(sa.fingerprint()),
         },
         now,
     )
@@ -136,7 +136,7 @@ fn garbage_is_dropped_and_a_client_retransmits_its_hello() {
         &ca,
         DtlsParams {
             role: DtlsRole::Client,
-            peer: sa.fingerprint(),
+            peer: Some(sa.fingerprint()),
         },
         now,
     )

@@ -578,7 +578,7 @@ fn a_dtls_leg_relays_nothing_in_clear_until_its_handshake_keys_it() {
     let t0 = epoch();
     let params = crate::dtls::DtlsParams {
         role: crate::dtls::DtlsRole::Server,
-        peer: crate::dtls::Fingerprint::of_der(b"party"),
+        peer: Some(crate::dtls::Fingerprint::of_der(b"party")),
     };
     let a_flags = StreamFlags {
         dtls: Some(params),
