@@ -13,7 +13,8 @@
 //!   the parties' candidates in would let them send media around the relay;
 //! * the `m=` profile the controller chose for the receiver (`transport-protocol`), and its
 //!   keying: the sender's `a=crypto`/DTLS attributes kept for media passed through untouched,
-//!   removed for plain RTP, replaced by the relay's own `a=crypto` lines for SDES-SRTP;
+//!   removed for plain RTP, replaced by the relay's own `a=crypto` lines for SDES-SRTP and by
+//!   its `a=setup` and `a=fingerprint` for DTLS-SRTP it terminates;
 //! * `o=`: kept by default; `replace origin` puts the relay's address in it; `replace username`
 //!   / `origin-full` freeze it per receiving party; `replace SDP-version` makes the relay own
 //!   the version (unchanged when the output is unchanged, +1 otherwise), and

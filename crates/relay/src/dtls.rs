@@ -217,7 +217,9 @@ impl DtlsIdentity {
             .with_client_auth(ClientAuthType::RequireAnyClientCert)
             // No CA chain: the party is authenticated by its fingerprint (RFC 5763 §5).
             .with_insecure_skip_verify(true)
-            .with_verify_peer_certificate(Some(check));
+            .with_verify_peer_certificate(Some(check))
+            // Only for SNI, which WebRTC peers ignore; named so the crate does not warn.
+            .with_server_name("anchorage".into());
         builder
             .build(client, None)
             .map(Arc::new)
