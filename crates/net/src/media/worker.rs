@@ -261,6 +261,9 @@ impl Worker {
                         if let Some(Some(socket)) = self.sockets.get(token.0) {
                             let _ = socket.socket.send_to(&reply, source);
                         }
+                        // A party still checking connectivity gets a failed DTLS client
+                        // handshake again (its first one may have timed out before ICE).
+                        self.dtls_retry(call, media, on.side, now);
                     }
                     continue;
                 }

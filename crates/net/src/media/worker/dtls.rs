@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anchorage_relay::{DtlsEvent, DtlsIdentity, DtlsSession, DtlsStats, Side, SocketKind};
+use anchorage_relay::{
+    DtlsEvent, DtlsIdentity, DtlsRole, DtlsSession, DtlsState, DtlsStats, Side, SocketKind,
+};
 
 use super::{kind_index, side_index, Worker};
 
@@ -70,7 +72,13 @@ impl Worker {
             self.dtls.legs.remove(&key);
             return;
         };
-        if self.dtls.legs.get(&key).map(|h| h.session.params()) == Some(params) {
+        let running = self
+            .dtls
+            .legs
+            .get(&key)
+            .filter(|h| h.session.state() != DtlsState::Failed)
+            .map(|h| h.session.params());
+        if running == Some(params) {
             return;
         }
         match DtlsSession::new(identity, params, now) {
@@ -89,6 +97,22 @@ impl Worker {
                 self.dtls_record(call, media, side, &event);
                 self.dtls.legs.remove(&key);
             }
+        }
+    }
+
+    /// A verified ICE check from leg `side`'s party: the relay's client handshake that failed
+    /// (retransmissions exhausted, say before the party's ICE completed) starts again.
+    pub(super) fn dtls_retry(&mut self, call: usize, media: usize, side: Side, now: Instant) {
+        let failed_client = self
+            .dtls
+            .legs
+            .get(&(call, media, side_index(side)))
+            .is_some_and(|h| {
+                h.session.state() == DtlsState::Failed
+                    && h.session.params().role == DtlsRole::Client
+            });
+        if failed_client {
+            self.dtls_signalled(call, media, side, now);
         }
     }
 
