@@ -42,8 +42,9 @@
 //! let on = LocalSocket { side: Side::A, kind: SocketKind::Rtp };
 //! match pair.on_packet(on, "192.0.2.10:4000".parse().unwrap(), &rtp, now) {
 //!     Decision::Forward(f) => {
-//!         assert_eq!(f.from, "203.0.113.1:30002".parse().unwrap()); // the port B was given
-//!         assert_eq!(f.to, "198.51.100.20:5000".parse().unwrap());
+//!         let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+//!         assert_eq!(f.from, addr("203.0.113.1:30002")); // the port B was given
+//!         assert_eq!(f.to, addr("198.51.100.20:5000"));
 //!     }
 //!     Decision::Drop(reason) => panic!("{reason:?}"),
 //! }
