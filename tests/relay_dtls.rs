@@ -11,6 +11,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use anchorage_ng::{decode_reply, encode_document, Dict, Encoding, Outcome, Reply, Value};
+use anchorage_testkit::media::{hex, unhex};
 use anchorage_testkit::{free_udp_port, http, AnchorageRelay, LOCALHOST};
 
 /// The DTLS peer (`tests/dtls_peer.py`), stopped on drop.
@@ -85,16 +86,6 @@ impl Drop for Peer {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len() / 2)
-        .filter_map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
-}
-
 fn base64_encode(bytes: &[u8]) -> String {
     anchorage_relay_control::sdes::base64_encode(bytes, true)
 }
@@ -137,11 +128,10 @@ fn media_port(sdp: &str) -> u16 {
         .expect("an m= port")
 }
 
+/// An RTP packet (testkit's header) carrying `payload`.
 fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
-    let mut packet = vec![0x80, 0];
-    packet.extend_from_slice(&seq.to_be_bytes());
-    packet.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-    packet.extend_from_slice(&0x5eed_1e55u32.to_be_bytes());
+    let mut packet = anchorage_testkit::media::rtp(seq, 0x5eed_1e55);
+    packet.truncate(12);
     packet.extend_from_slice(payload);
     packet
 }

@@ -3,22 +3,9 @@
 //! `a=setup` roles (`DTLS=passive|active`), the role and fingerprint the data plane is given
 //! for each leg and when, a re-offer with a new fingerprint, and the refusals.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
-use anchorage_ng::{Dict, Outcome, Reply, Request, Value};
-use anchorage_relay::{DtlsParams, DtlsRole, Fingerprint, Interface, PortRange, Side};
-use anchorage_relay_control::{Config, Controller, MediaAction, Now, PortBinder};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-
-struct Binder;
-
-impl PortBinder for Binder {
-    fn bind(&mut self, _rtp: SocketAddr, _rtcp: SocketAddr) -> bool {
-        true
-    }
-}
+use anchorage_ng::Value;
+use anchorage_relay::{DtlsParams, DtlsRole, Fingerprint, Side};
+use anchorage_relay_control::MediaAction;
 
 /// The relay's certificate fingerprint in these tests.
 fn relay_fp() -> Fingerprint {
@@ -30,51 +17,13 @@ fn fp(who: &str) -> Fingerprint {
     Fingerprint::of_der(who.as_bytes())
 }
 
-struct Relay {
-    controller: Controller,
-    t0: Instant,
-}
+mod support;
 
-impl Relay {
-    fn new(dtls: Option<Fingerprint>) -> Relay {
-        #[allow(clippy::disallowed_methods)]
-        let t0 = Instant::now();
-        let config = Config {
-            interfaces: vec![Interface::parse(
-                "10.0.0.1!203.0.113.1",
-                PortRange::new(30000, 30999).unwrap(),
-            )
-            .unwrap()],
-            port_quarantine: Duration::ZERO,
-            instance: "test-relay".into(),
-            dtls,
-            ..Config::default()
-        };
-        let now = Now {
-            mono: t0,
-            unix_us: 1_800_000_000_000_000,
-        };
-        let controller = Controller::new(config, &mut StdRng::seed_from_u64(5), now).unwrap();
-        Relay { controller, t0 }
-    }
+use support::{answer, audio_port as port, error_of, sdp_of, text, Relay};
 
-    fn send(&mut self, entries: Vec<(&str, Value)>) -> (Reply, Vec<MediaAction>) {
-        let dict: Dict = entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        let request = Request::from_dict(&dict).unwrap();
-        let now = Now {
-            mono: self.t0,
-            unix_us: 1_800_000_000_000_000,
-        };
-        let handled = self.controller.handle(&request, now, &mut Binder);
-        (handled.reply, handled.actions)
-    }
-}
-
-fn text(s: &str) -> Value {
-    Value::text(s)
+/// A relay with DTLS (`relay_fp`) or without.
+fn new_relay(dtls: Option<Fingerprint>) -> Relay {
+    Relay::with(support::config(dtls), 5)
 }
 
 fn offer(sdp: &str, options: &[(&'static str, &str)]) -> Vec<(&'static str, Value)> {
@@ -88,53 +37,26 @@ fn offer(sdp: &str, options: &[(&'static str, &str)]) -> Vec<(&'static str, Valu
     entries
 }
 
-fn answer(sdp: &str) -> Vec<(&'static str, Value)> {
-    vec![
-        ("command", text("answer")),
-        ("call-id", text("call-1")),
-        ("from-tag", text("alice")),
-        ("to-tag", text("bob")),
-        ("sdp", text(sdp)),
-    ]
+/// What the data plane should run for a leg: the relay's `role`, `who`'s certificate.
+fn leg(role: DtlsRole, who: Option<&str>) -> Option<DtlsParams> {
+    Some(DtlsParams {
+        role,
+        peer: who.map(fp),
+    })
 }
 
-fn sdp_of(reply: &Reply) -> String {
-    assert_eq!(reply.outcome, Outcome::Ok, "{reply:?}");
-    String::from_utf8(reply.sdp.clone().expect("an SDP").to_vec()).unwrap()
-}
-
-fn error_of(reply: &Reply) -> String {
-    match &reply.outcome {
-        Outcome::Error(reason) => reason.clone(),
-        other => panic!("expected an error, got {other:?}"),
-    }
-}
-
-fn port(sdp: &str) -> u16 {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|m| m.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .expect("an m= port")
-}
-
-/// The DTLS options the data plane was given for `side` of the first stream, from `Add` or
-/// the last `Update` of that side.
+/// The DTLS options the data plane was given for `side` of the first stream.
 fn dtls_in(actions: &[MediaAction], side: Side) -> Option<DtlsParams> {
-    let mut found = None;
-    for action in actions {
-        match action {
-            MediaAction::Add { pairs, .. } => found = Some(pairs[0].dtls(side)),
-            MediaAction::Update {
-                side: s,
-                flags,
-                media: 0,
-                ..
-            } if *s == side => found = Some(flags.dtls),
-            _ => {}
-        }
-    }
-    found.unwrap_or_else(|| panic!("nothing for {side:?} in {actions:?}"))
+    support::leg_flags(actions, side).dtls
+}
+
+/// What the relay sends on: the sender's `o=` (`who`, `ip`), the relay's `port` and `profile`,
+/// its address, then `rest`.
+fn from_relay(who: &str, ip: &str, port: u16, profile: &str, rest: &str) -> String {
+    format!(
+        "v=0\r\no={who} 1 1 IN IP4 {ip}\r\ns=-\r\nt=0 0\r\nm=audio {port} {profile} 111\r\n\
+         c=IN IP4 203.0.113.1\r\n{rest}"
+    )
 }
 
 fn dtls_party(who: &str, port: u16, profile: &str, setup: &str) -> String {
@@ -167,67 +89,50 @@ fn plain_party(who: &str, port: u16) -> String {
 
 #[test]
 fn dtls_offerer_and_plain_answerer() {
-    let mut relay = Relay::new(Some(relay_fp()));
+    let mut relay = new_relay(Some(relay_fp()));
     let alice = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass");
     let (reply, actions) = relay.send(offer(&alice, &[("transport-protocol", "RTP/AVPF")]));
     let to_bob = sdp_of(&reply);
     let p = port(&to_bob);
     assert_eq!(
         to_bob,
-        format!(
-            "v=0\r\n\
-             o=alice 1 1 IN IP4 192.0.2.10\r\n\
-             s=-\r\n\
-             t=0 0\r\n\
-             m=audio {p} RTP/AVPF 111\r\n\
-             c=IN IP4 203.0.113.1\r\n\
-             a=rtpmap:111 opus/48000/2\r\n\
-             a=sendrecv\r\n\
-             a=rtcp:{}\r\n\
-             a=rtcp-mux\r\n",
-            p + 1
+        from_relay(
+            "alice",
+            "192.0.2.10",
+            p,
+            "RTP/AVPF",
+            &format!(
+                "a=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp:{}\r\na=rtcp-mux\r\n",
+                p + 1
+            ),
         )
     );
     // Until Alice has the relay's answer, the relay only waits for a ClientHello from her.
-    let waiting = DtlsParams {
-        role: DtlsRole::Server,
-        peer: Some(fp("alice")),
-    };
-    assert_eq!(dtls_in(&actions, Side::A), Some(waiting));
+    let waiting = leg(DtlsRole::Server, Some("alice"));
+    assert_eq!(dtls_in(&actions, Side::A), waiting);
     assert_eq!(dtls_in(&actions, Side::B), None);
     let (reply, actions) = relay.send(answer(&plain_party("bob", 5000)));
     let to_alice = sdp_of(&reply);
     let pa = port(&to_alice);
     assert_eq!(
         to_alice,
-        format!(
-            "v=0\r\n\
-             o=bob 1 1 IN IP4 198.51.100.20\r\n\
-             s=-\r\n\
-             t=0 0\r\n\
-             m=audio {pa} UDP/TLS/RTP/SAVPF 111\r\n\
-             c=IN IP4 203.0.113.1\r\n\
-             a=rtpmap:111 opus/48000/2\r\n\
-             a=sendrecv\r\n\
-             a=rtcp:{pa}\r\n\
-             a=rtcp-mux\r\n\
-             a=setup:active\r\n\
-             a=fingerprint:{}\r\n",
-            relay_fp().sdp_value()
+        from_relay(
+            "bob",
+            "198.51.100.20",
+            pa,
+            "UDP/TLS/RTP/SAVPF",
+            &format!("a=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp:{pa}\r\na=rtcp-mux\r\na=setup:active\r\na=fingerprint:{}\r\n", relay_fp().sdp_value()),
         )
     );
     // Answered `actpass` with `active`: the relay is the client, now that Alice knows.
-    let client = DtlsParams {
-        role: DtlsRole::Client,
-        peer: Some(fp("alice")),
-    };
-    assert_eq!(dtls_in(&actions, Side::A), Some(client));
+    let client = leg(DtlsRole::Client, Some("alice"));
+    assert_eq!(dtls_in(&actions, Side::A), client);
     assert_eq!(dtls_in(&actions, Side::B), None);
 }
 
 #[test]
 fn plain_offerer_and_dtls_answerer_with_the_protocol_in_the_offer() {
-    let mut relay = Relay::new(Some(relay_fp()));
+    let mut relay = new_relay(Some(relay_fp()));
     let (reply, actions) = relay.send(offer(
         &plain_party("alice", 4000),
         &[("transport-protocol", "UDP/TLS/RTP/SAVPF")],
@@ -236,60 +141,44 @@ fn plain_offerer_and_dtls_answerer_with_the_protocol_in_the_offer() {
     let p = port(&to_bob);
     assert_eq!(
         to_bob,
-        format!(
-            "v=0\r\n\
-             o=alice 1 1 IN IP4 198.51.100.20\r\n\
-             s=-\r\n\
-             t=0 0\r\n\
-             m=audio {p} UDP/TLS/RTP/SAVPF 111\r\n\
-             c=IN IP4 203.0.113.1\r\n\
-             a=rtpmap:111 opus/48000/2\r\n\
-             a=sendrecv\r\n\
-             a=rtcp:{}\r\n\
-             a=rtcp-mux\r\n\
-             a=setup:actpass\r\n\
-             a=fingerprint:{}\r\n",
-            p + 1,
-            relay_fp().sdp_value()
+        from_relay(
+            "alice",
+            "198.51.100.20",
+            p,
+            "UDP/TLS/RTP/SAVPF",
+            &format!("a=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp:{}\r\na=rtcp-mux\r\na=setup:actpass\r\na=fingerprint:{}\r\n", p + 1,
+            relay_fp().sdp_value()),
         )
     );
     // Bob's side is encrypted, with no fingerprint to expect yet: nothing passes.
-    let pending = DtlsParams {
-        role: DtlsRole::Server,
-        peer: None,
-    };
-    assert_eq!(dtls_in(&actions, Side::B), Some(pending));
+    let pending = leg(DtlsRole::Server, None);
+    assert_eq!(dtls_in(&actions, Side::B), pending);
     let bob = dtls_party("bob", 5000, "UDP/TLS/RTP/SAVPF", "active");
     let (reply, actions) = relay.send(answer(&bob));
     let to_alice = sdp_of(&reply);
     let pa = port(&to_alice);
     assert_eq!(
         to_alice,
-        format!(
-            "v=0\r\n\
-             o=bob 1 1 IN IP4 192.0.2.10\r\n\
-             s=-\r\n\
-             t=0 0\r\n\
-             m=audio {pa} RTP/AVP 111\r\n\
-             c=IN IP4 203.0.113.1\r\n\
-             a=rtpmap:111 opus/48000/2\r\n\
-             a=sendrecv\r\n\
-             a=rtcp:{}\r\n",
-            pa + 1
+        from_relay(
+            "bob",
+            "192.0.2.10",
+            pa,
+            "RTP/AVP",
+            &format!(
+                "a=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp:{}\r\n",
+                pa + 1
+            ),
         )
     );
     // Bob is active: the relay is the server and expects Bob's certificate.
-    let server = DtlsParams {
-        role: DtlsRole::Server,
-        peer: Some(fp("bob")),
-    };
-    assert_eq!(dtls_in(&actions, Side::B), Some(server));
+    let server = leg(DtlsRole::Server, Some("bob"));
+    assert_eq!(dtls_in(&actions, Side::B), server);
     assert_eq!(dtls_in(&actions, Side::A), None);
 }
 
 #[test]
 fn a_passive_answerer_makes_the_relay_the_client() {
-    let mut relay = Relay::new(Some(relay_fp()));
+    let mut relay = new_relay(Some(relay_fp()));
     relay.send(offer(
         &plain_party("alice", 4000),
         &[("transport-protocol", "UDP/TLS/RTP/SAVP")],
@@ -299,16 +188,13 @@ fn a_passive_answerer_makes_the_relay_the_client() {
     sdp_of(&reply);
     assert_eq!(
         dtls_in(&actions, Side::B),
-        Some(DtlsParams {
-            role: DtlsRole::Client,
-            peer: Some(fp("bob")),
-        })
+        leg(DtlsRole::Client, Some("bob"))
     );
 }
 
 #[test]
 fn dtls_offerer_and_sdes_answerer_and_dtls_passive() {
-    let mut relay = Relay::new(Some(relay_fp()));
+    let mut relay = new_relay(Some(relay_fp()));
     let alice = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVP", "actpass");
     let (reply, _) = relay.send(offer(
         &alice,
@@ -345,10 +231,7 @@ fn dtls_offerer_and_sdes_answerer_and_dtls_passive() {
     // `DTLS=passive`: the relay waits for Alice's ClientHello; Bob's leg is SDES.
     assert_eq!(
         dtls_in(&actions, Side::A),
-        Some(DtlsParams {
-            role: DtlsRole::Server,
-            peer: Some(fp("alice")),
-        })
+        leg(DtlsRole::Server, Some("alice"))
     );
     assert!(actions.iter().any(|a| matches!(a,
         MediaAction::Update { side: Side::B, flags, .. } if flags.srtp.is_some() && flags.dtls.is_none())));
@@ -356,7 +239,7 @@ fn dtls_offerer_and_sdes_answerer_and_dtls_passive() {
 
 #[test]
 fn sdes_offerer_and_dtls_answerer() {
-    let mut relay = Relay::new(Some(relay_fp()));
+    let mut relay = new_relay(Some(relay_fp()));
     let key = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
     let alice = format!(
         "v=0\r\no=alice 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
@@ -381,16 +264,13 @@ fn sdes_offerer_and_dtls_answerer() {
     assert!(!to_alice.contains("a=fingerprint"));
     assert_eq!(
         dtls_in(&actions, Side::B),
-        Some(DtlsParams {
-            role: DtlsRole::Client,
-            peer: Some(fp("bob")),
-        })
+        leg(DtlsRole::Client, Some("bob"))
     );
 }
 
 #[test]
 fn dtls_on_both_sides_is_passed_through_untouched() {
-    let mut relay = Relay::new(Some(relay_fp()));
+    let mut relay = new_relay(Some(relay_fp()));
     let alice = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass");
     let (reply, actions) = relay.send(offer(&alice, &[]));
     let to_bob = sdp_of(&reply);
@@ -406,7 +286,7 @@ fn dtls_on_both_sides_is_passed_through_untouched() {
 
 #[test]
 fn a_reoffer_with_a_new_fingerprint_gives_the_data_plane_a_new_one() {
-    let mut relay = Relay::new(Some(relay_fp()));
+    let mut relay = new_relay(Some(relay_fp()));
     let alice = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass");
     relay.send(offer(&alice, &[("transport-protocol", "RTP/AVP")]));
     relay.send(answer(&plain_party("bob", 5000)));
@@ -417,31 +297,25 @@ fn a_reoffer_with_a_new_fingerprint_gives_the_data_plane_a_new_one() {
         again.contains(" RTP/AVPF 111\r\n"),
         "the conversion is kept: {again}"
     );
-    let client = DtlsParams {
-        role: DtlsRole::Client,
-        peer: Some(fp("alice")),
-    };
-    assert_eq!(dtls_in(&actions, Side::A), Some(client));
+    let client = leg(DtlsRole::Client, Some("alice"));
+    assert_eq!(dtls_in(&actions, Side::A), client);
     // A new certificate (say, the call moved to another device or relay).
     let moved = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass")
         .replace(&fp("alice").sdp_value(), &fp("alice's new").sdp_value());
     let (_, actions) = relay.send(offer(&moved, &[("to-tag", "bob")]));
-    let new = dtls_in(&actions, Side::A).unwrap();
-    assert_eq!(new.peer, Some(fp("alice's new")));
+    let new = dtls_in(&actions, Side::A).and_then(|p| p.peer);
+    assert_eq!(new, Some(fp("alice's new")));
     let (reply, actions) = relay.send(answer(&plain_party("bob", 5000)));
     assert!(sdp_of(&reply).contains("a=setup:active\r\n"));
     assert_eq!(
         dtls_in(&actions, Side::A),
-        Some(DtlsParams {
-            role: DtlsRole::Client,
-            peer: Some(fp("alice's new")),
-        })
+        leg(DtlsRole::Client, Some("alice's new"))
     );
 }
 
 #[test]
 fn what_cannot_be_honoured_is_refused_with_a_reason() {
-    let mut relay = Relay::new(Some(relay_fp()));
+    let mut relay = new_relay(Some(relay_fp()));
     let no_fp = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass").replace(
         &format!("a=fingerprint:{}\r\n", fp("alice").sdp_value()),
         "",
@@ -474,7 +348,7 @@ fn what_cannot_be_honoured_is_refused_with_a_reason() {
         "{reply:?}"
     );
     // Without a certificate the relay still refuses to convert DTLS, as before.
-    let mut bare = Relay::new(None);
+    let mut bare = new_relay(None);
     let alice = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass");
     let reply = bare
         .send(offer(&alice, &[("transport-protocol", "RTP/AVP")]))

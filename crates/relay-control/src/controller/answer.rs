@@ -1,16 +1,14 @@
 //! The ng `answer`: the answerer's SDP completes a dialog (its address, rtcp-mux, keys) and
 //! the relay's SDP for the offerer is built from it.
 
-use anchorage_ng::{ErrorReason, Flags, OfferAnswer, Reply};
+use anchorage_ng::{ErrorReason, Flags, OfferAnswer};
 use anchorage_relay::stun::IceCredentials;
 use anchorage_relay::StreamFlags;
-use anchorage_sdp::Session;
 
 use super::negotiate::{negotiate_answer, secure_out, Signal};
-use super::outgoing::{rewritten_for, source_override, wants_ice, Outgoing};
+use super::outgoing::{looped, rewritten_for, wants_ice, Outgoing};
 use super::{fail, Controller, Handled, MediaAction, Now, Refusal, SECOND_US};
-use crate::sdp_in;
-use crate::sdp_out::{self, StreamOut};
+use crate::sdp_out::StreamOut;
 use crate::session::{at, Stream};
 
 impl Controller {
@@ -28,13 +26,9 @@ impl Controller {
             .ok_or_else(|| fail(ErrorReason::NoToTag))?;
         let from = oa.from_tag.as_str();
         let branch = oa.via_branch.as_ref().map(|b| b.as_str());
-        let sdp =
-            Session::parse(oa.sdp.clone()).map_err(|_| fail(ErrorReason::FailedToParseSdp))?;
-        if flags.loop_protect && sdp_out::is_looped(&sdp, &self.config.instance) {
-            return Ok(Handled::reply(Reply::ok().with_sdp(oa.sdp.clone())));
-        }
-        let streams_in = sdp_in::read(&sdp, source_override(flags))
-            .map_err(|_| fail(ErrorReason::IncompleteSdp))?;
+        let Some((sdp, streams_in)) = self.read_sdp(oa, flags)? else {
+            return Ok(looped(oa));
+        };
         let stream_flags = self.stream_flags(flags);
         let config = &self.config;
         let call = self

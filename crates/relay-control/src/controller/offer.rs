@@ -2,16 +2,16 @@
 //! answerer) or a re-offer in an existing one (new `m=` lines get ports; every line is
 //! renegotiated on copies first, so that a refusal changes nothing).
 
-use anchorage_ng::{ErrorReason, Flags, OfferAnswer, Reply};
+use anchorage_ng::{ErrorReason, Flags, OfferAnswer};
 use anchorage_relay::stun::IceCredentials;
 use anchorage_relay::{Liveness, Side, StreamFlags};
 use anchorage_sdp::Session;
 
 use super::negotiate::{negotiate_offer, secure_out, Signal};
-use super::outgoing::{give_ice, rewritten_for, source_override, wants_ice, Outgoing};
+use super::outgoing::{give_ice, looped, rewritten_for, wants_ice, Outgoing};
 use super::{fail, Controller, Handled, MediaAction, Now, PortBinder, Refusal, SECOND_US};
-use crate::sdp_in::{self, StreamIn};
-use crate::sdp_out::{self, OriginState, StreamOut};
+use crate::sdp_in::StreamIn;
+use crate::sdp_out::{OriginState, StreamOut};
 use crate::session::{at, Call, Dialog, OfferTarget, SessionKey, Stream};
 
 /// A re-offer in an existing dialog: which dialog and side, and what the offer says.
@@ -36,13 +36,9 @@ impl Controller {
         now: Now,
         binder: &mut dyn PortBinder,
     ) -> Result<Handled, Refusal> {
-        let sdp =
-            Session::parse(oa.sdp.clone()).map_err(|_| fail(ErrorReason::FailedToParseSdp))?;
-        if flags.loop_protect && sdp_out::is_looped(&sdp, &self.config.instance) {
-            return Ok(Handled::reply(Reply::ok().with_sdp(oa.sdp.clone())));
-        }
-        let streams_in = sdp_in::read(&sdp, source_override(flags))
-            .map_err(|_| fail(ErrorReason::IncompleteSdp))?;
+        let Some((sdp, streams_in)) = self.read_sdp(oa, flags)? else {
+            return Ok(looped(oa));
+        };
         let call_id = oa.call_id.as_str();
         let from = oa.from_tag.as_str();
         let to = oa.to_tag.as_ref().map(|t| t.as_str());

@@ -4,12 +4,13 @@
 
 use std::net::IpAddr;
 
-use anchorage_ng::{ErrorReason, Flags, Reply};
+use anchorage_ng::{ErrorReason, Flags, OfferAnswer, Reply};
 use anchorage_relay::stun::IceCredentials;
 use anchorage_relay::{Interface, Side};
 use anchorage_sdp::Session;
 
-use super::{fail, Config, Handled, MediaAction, Refusal};
+use super::{fail, Config, Controller, Handled, MediaAction, Refusal};
+use crate::sdp_in::{self, StreamIn};
 use crate::sdp_out::{self, Rewrite, StreamOut};
 use crate::session::{at, Dialog};
 
@@ -60,6 +61,31 @@ pub(super) fn rewritten_for(
         add_warning(&mut reply, notes.join("; "));
     }
     Ok(Handled { reply, actions })
+}
+
+impl Controller {
+    /// The sender's SDP and what the relay reads from each of its `m=` lines; `None` when
+    /// `loop protect` finds this relay's own mark in it (the SDP then goes back unchanged:
+    /// [`looped`]).
+    pub(super) fn read_sdp(
+        &self,
+        oa: &OfferAnswer,
+        flags: &Flags,
+    ) -> Result<Option<(Session, Vec<StreamIn>)>, Refusal> {
+        let sdp =
+            Session::parse(oa.sdp.clone()).map_err(|_| fail(ErrorReason::FailedToParseSdp))?;
+        if flags.loop_protect && sdp_out::is_looped(&sdp, &self.config.instance) {
+            return Ok(None);
+        }
+        let streams_in = sdp_in::read(&sdp, source_override(flags))
+            .map_err(|_| fail(ErrorReason::IncompleteSdp))?;
+        Ok(Some((sdp, streams_in)))
+    }
+}
+
+/// The reply to an offer or answer that already passed this relay: its SDP unchanged.
+pub(super) fn looped(oa: &OfferAnswer) -> Handled {
+    Handled::reply(Reply::ok().with_sdp(oa.sdp.clone()))
 }
 
 /// Appends to a reply's warning.

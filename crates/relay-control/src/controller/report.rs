@@ -278,27 +278,35 @@ fn add(counters: &mut Counters, packets: u64, bytes: u64, errors: u64) {
 
 /// A leg's SRTP counters in `query`.
 fn srtp_value(srtp: &anchorage_relay::SrtpStats) -> Value {
-    let int = |v: u64| Value::Int(v as i64);
-    Value::Dict(vec![
-        ("decrypted packets".into(), int(srtp.decrypted_packets)),
-        ("decrypted bytes".into(), int(srtp.decrypted_bytes)),
-        ("encrypted packets".into(), int(srtp.encrypted_packets)),
-        ("encrypted bytes".into(), int(srtp.encrypted_bytes)),
-        ("authentication failures".into(), int(srtp.auth_failures)),
-        ("replayed".into(), int(srtp.replayed)),
-        ("other failures".into(), int(srtp.other_failures)),
+    counters(&[
+        ("decrypted packets", srtp.decrypted_packets),
+        ("decrypted bytes", srtp.decrypted_bytes),
+        ("encrypted packets", srtp.encrypted_packets),
+        ("encrypted bytes", srtp.encrypted_bytes),
+        ("authentication failures", srtp.auth_failures),
+        ("replayed", srtp.replayed),
+        ("other failures", srtp.other_failures),
     ])
 }
 
 /// A leg's DTLS counters in `query`.
 fn dtls_value(dtls: &anchorage_relay::DtlsStats) -> Value {
-    let int = |v: u64| Value::Int(v as i64);
-    Value::Dict(vec![
-        ("handshakes".into(), int(dtls.handshakes)),
-        ("failed handshakes".into(), int(dtls.failures)),
-        ("wrong fingerprint".into(), int(dtls.wrong_fingerprint)),
-        ("dropped".into(), int(dtls.dropped)),
+    counters(&[
+        ("handshakes", dtls.handshakes),
+        ("failed handshakes", dtls.failures),
+        ("wrong fingerprint", dtls.wrong_fingerprint),
+        ("dropped", dtls.dropped),
     ])
+}
+
+/// A dictionary of named counters.
+fn counters(entries: &[(&str, u64)]) -> Value {
+    Value::Dict(
+        entries
+            .iter()
+            .map(|(name, v)| ((*name).to_owned(), Value::Int(*v as i64)))
+            .collect(),
+    )
 }
 
 fn endpoint_value(endpoint: SocketAddr) -> Value {

@@ -14,6 +14,20 @@ fn identity() -> DtlsIdentity {
     DtlsIdentity::generate().expect("a certificate")
 }
 
+/// A session of `ours` in `role`, expecting `theirs`' certificate.
+fn session(
+    ours: &DtlsIdentity,
+    role: DtlsRole,
+    theirs: &DtlsIdentity,
+    now: Instant,
+) -> DtlsSession {
+    let params = DtlsParams {
+        role,
+        peer: Some(theirs.fingerprint()),
+    };
+    DtlsSession::new(ours, params, now).expect("a session")
+}
+
 /// Passes datagrams both ways until neither has anything to send; returns what each saw.
 fn run(a: &mut DtlsSession, b: &mut DtlsSession, now: Instant) -> (Vec<DtlsEvent>, Vec<DtlsEvent>) {
     let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
@@ -51,24 +65,8 @@ fn fingerprint_round_trips_through_sdp_text() {
 fn client_and_server_export_mirrored_keys() {
     let (ca, sa) = (identity(), identity());
     let now = t0();
-    let mut client = DtlsSession::new(
-        &ca,
-        DtlsParams {
-            role: DtlsRole::Client,
-            peer: Some(sa.fingerprint()),
-        },
-        now,
-    )
-    .unwrap();
-    let mut server = DtlsSession::new(
-        &sa,
-        DtlsParams {
-            role: DtlsRole::Server,
-            peer: Some(ca.fingerprint()),
-        },
-        now,
-    )
-    .unwrap();
+    let mut client = session(&ca, DtlsRole::Client, &sa, now);
+    let mut server = session(&sa, DtlsRole::Server, &ca, now);
     let (at_client, at_server) = run(&mut client, &mut server, now);
     let [DtlsEvent::Keys(c)] = at_client.as_slice() else {
         panic!("client: {at_client:?}")
@@ -87,24 +85,8 @@ fn client_and_server_export_mirrored_keys() {
 fn a_wrong_fingerprint_fails_the_handshake_and_a_server_takes_a_new_attempt() {
     let (ca, sa, other) = (identity(), identity(), identity());
     let now = t0();
-    let mut server = DtlsSession::new(
-        &sa,
-        DtlsParams {
-            role: DtlsRole::Server,
-            peer: Some(other.fingerprint()),
-        },
-        now,
-    )
-    .unwrap();
-    let mut client = DtlsSession::new(
-        &ca,
-        DtlsParams {
-            role: DtlsRole::Client,
-            peer: Some(sa.fingerprint()),
-        },
-        now,
-    )
-    .unwrap();
+    let mut server = session(&sa, DtlsRole::Server, &other, now);
+    let mut client = session(&ca, DtlsRole::Client, &sa, now);
     let (_, at_server) = run(&mut client, &mut server, now);
     assert!(
         at_server.contains(&DtlsEvent::Failed(DtlsError::WrongFingerprint)),
@@ -112,15 +94,7 @@ fn a_wrong_fingerprint_fails_the_handshake_and_a_server_takes_a_new_attempt() {
     );
     assert_eq!(server.state(), DtlsState::Failed);
     // The party with the right certificate then succeeds on the same session.
-    let mut right = DtlsSession::new(
-        &other,
-        DtlsParams {
-            role: DtlsRole::Client,
-            peer: Some(sa.fingerprint()),
-        },
-        now,
-    )
-    .unwrap();
+    let mut right = session(&other, DtlsRole::Client, &sa, now);
     let (_, at_server) = run(&mut right, &mut server, now);
     assert!(
         matches!(at_server.as_slice(), [DtlsEvent::Keys(_)]),
@@ -132,15 +106,7 @@ fn a_wrong_fingerprint_fails_the_handshake_and_a_server_takes_a_new_attempt() {
 fn garbage_is_dropped_and_a_client_retransmits_its_hello() {
     let (ca, sa) = (identity(), identity());
     let now = t0();
-    let mut client = DtlsSession::new(
-        &ca,
-        DtlsParams {
-            role: DtlsRole::Client,
-            peer: Some(sa.fingerprint()),
-        },
-        now,
-    )
-    .unwrap();
+    let mut client = session(&ca, DtlsRole::Client, &sa, now);
     let hello = client.poll_transmit().expect("a ClientHello");
     assert_eq!(
         crate::demux::classify(&hello),

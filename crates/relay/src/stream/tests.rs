@@ -423,6 +423,11 @@ fn srtp_pair(now: Instant) -> MediaPair {
         }),
         ..StreamFlags::default()
     };
+    a_encrypted(a_flags, now)
+}
+
+/// A pair whose leg A has `a_flags` (SRTP or DTLS) and whose leg B is plain.
+fn a_encrypted(a_flags: StreamFlags, now: Instant) -> MediaPair {
     MediaPair::new(
         leg(A_LOCAL, Some(A_LOCAL_RTCP), Some(A_SDP), a_flags),
         leg(
@@ -525,17 +530,7 @@ fn without_the_partys_key_its_packets_are_dropped_and_a_lifetime_is_honoured() {
         }),
         ..StreamFlags::default()
     };
-    let mut pair = MediaPair::new(
-        leg(A_LOCAL, Some(A_LOCAL_RTCP), Some(A_SDP), no_key),
-        leg(
-            B_LOCAL,
-            Some(B_LOCAL_RTCP),
-            Some(B_SDP),
-            StreamFlags::default(),
-        ),
-        t0,
-    )
-    .unwrap();
+    let mut pair = a_encrypted(no_key, t0);
     let mut out = Vec::new();
     let relayed = pair.relay(A_RTP, addr(A_SDP), &rtp(1), t0, &mut out);
     assert_eq!(
@@ -584,17 +579,7 @@ fn a_dtls_leg_relays_nothing_in_clear_until_its_handshake_keys_it() {
         dtls: Some(params),
         ..StreamFlags::default()
     };
-    let mut pair = MediaPair::new(
-        leg(A_LOCAL, Some(A_LOCAL_RTCP), Some(A_SDP), a_flags),
-        leg(
-            B_LOCAL,
-            Some(B_LOCAL_RTCP),
-            Some(B_SDP),
-            StreamFlags::default(),
-        ),
-        t0,
-    )
-    .unwrap();
+    let mut pair = a_encrypted(a_flags, t0);
     let mut out = Vec::new();
     // Before the handshake: neither direction passes.
     let relayed = pair.relay(B_RTP, addr(B_SDP), &rtp(1), t0, &mut out);
