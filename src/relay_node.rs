@@ -18,7 +18,7 @@ use anchorage_ng::{
     decode_request, encode_reply, split_cookie, Begin, Cookie, ReplyCache, ReplyCacheConfig,
     RequestKind,
 };
-use anchorage_relay::{EndpointLearning, Interface, PortRange, Timeouts};
+use anchorage_relay::{DtlsIdentity, EndpointLearning, Interface, PortRange, Timeouts};
 use anchorage_relay_control::{
     Config as ControlConfig, Controller, MediaAction, Now, PortBinder, PortUsage, SessionKey,
     Statistics,
@@ -91,6 +91,26 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// TOS of media packets when a request gives none.
     pub tos: Option<u8>,
+    /// The relay's DTLS certificate, when it terminates DTLS-SRTP.
+    pub dtls: Option<DtlsIdentity>,
+}
+
+/// The relay's DTLS certificate: read from `relay.dtls_certificate`, else generated.
+fn dtls_identity(config: &RelayConfig) -> anyhow::Result<Option<DtlsIdentity>> {
+    if !config.dtls {
+        return Ok(None);
+    }
+    let identity = match &config.dtls_certificate {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).with_context(|| {
+                format!("relay.dtls_certificate: cannot read {}", path.display())
+            })?;
+            DtlsIdentity::from_pem(&pem)
+                .with_context(|| format!("relay.dtls_certificate: {}", path.display()))?
+        }
+        None => DtlsIdentity::generate().context("cannot generate the DTLS certificate")?,
+    };
+    Ok(Some(identity))
 }
 
 /// The relay's settings from its config section and the command line (which wins).
@@ -152,6 +172,7 @@ pub fn settings(config: &RelayConfig, args: &RelayArgs) -> anyhow::Result<Settin
             );
         }
     }
+    let dtls = dtls_identity(config)?;
     Ok(Settings {
         listen_ng,
         listen_rtpp,
@@ -167,9 +188,11 @@ pub fn settings(config: &RelayConfig, args: &RelayArgs) -> anyhow::Result<Settin
             max_sessions: args.max_sessions.unwrap_or(config.max_sessions),
             learning: EndpointLearning::Delayed,
             instance: format!("anchorage-{}", std::process::id()),
+            dtls: dtls.as_ref().map(DtlsIdentity::fingerprint),
         },
         metrics: args.metrics.or(config.metrics_listen),
         tos: args.tos.or(config.tos),
+        dtls,
     })
 }
 
@@ -376,6 +399,7 @@ impl RelayNode {
             forwarded.dropped += activity.totals.dropped;
             forwarded.send_errors += activity.totals.send_errors;
             forwarded.srtp.add(&activity.totals.srtp);
+            forwarded.dtls.add(&activity.totals.dtls);
         }
         let now = Instant::now();
         for expired in self.controller.expire(now) {
@@ -490,7 +514,11 @@ pub async fn spawn_with_rtpp(
     let socket = anchorage_sip_transport::bind_udp(settings.listen_ng)
         .with_context(|| format!("cannot bind the ng socket {}", settings.listen_ng))?;
     let bound = socket.local_addr()?;
-    let media = MediaWorkers::start(settings.threads).context("cannot start media workers")?;
+    let media = MediaWorkers::start_with_dtls(settings.threads, settings.dtls.clone())
+        .context("cannot start media workers")?;
+    if let Some(identity) = &settings.dtls {
+        tracing::info!(fingerprint = %identity.fingerprint().sdp_value(), "relay DTLS certificate");
+    }
     let controller = Controller::new(
         settings.control.clone(),
         &mut <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng(),
@@ -582,7 +610,8 @@ impl Collector for MetricsView {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.statistics;
         let srtp = &self.forwarded.srtp;
-        let counters: [(&str, &str, u64); 17] = [
+        let dtls = &self.forwarded.dtls;
+        let counters: [(&str, &str, u64); 21] = [
             ("anchorage_relay_offers", "ng offers received", s.offers),
             ("anchorage_relay_answers", "ng answers received", s.answers),
             ("anchorage_relay_deletes", "ng deletes received", s.deletes),
@@ -623,7 +652,7 @@ impl Collector for MetricsView {
             ),
             (
                 "anchorage_relay_srtp_decrypted_packets",
-                "SRTP/SRTCP packets from SDES legs authenticated and decrypted",
+                "SRTP/SRTCP packets from encrypted legs (SDES or DTLS) authenticated and decrypted",
                 srtp.decrypted_packets,
             ),
             (
@@ -633,7 +662,7 @@ impl Collector for MetricsView {
             ),
             (
                 "anchorage_relay_srtp_encrypted_packets",
-                "RTP/RTCP packets encrypted towards SDES legs",
+                "RTP/RTCP packets encrypted towards encrypted legs (SDES or DTLS)",
                 srtp.encrypted_packets,
             ),
             (
@@ -655,6 +684,26 @@ impl Collector for MetricsView {
                 "anchorage_relay_srtp_failures",
                 "SRTP packets dropped for another reason (no key yet, malformed, key lifetime reached)",
                 srtp.other_failures,
+            ),
+            (
+                "anchorage_relay_dtls_handshakes",
+                "DTLS-SRTP handshakes completed (the leg keyed from them)",
+                dtls.handshakes,
+            ),
+            (
+                "anchorage_relay_dtls_handshake_failures",
+                "DTLS-SRTP handshakes failed (alert, retransmissions exhausted, wrong fingerprint)",
+                dtls.failures,
+            ),
+            (
+                "anchorage_relay_dtls_wrong_fingerprint",
+                "DTLS-SRTP handshakes failed because the certificate did not match a=fingerprint",
+                dtls.wrong_fingerprint,
+            ),
+            (
+                "anchorage_relay_dtls_dropped",
+                "DTLS datagrams dropped (a leg without DTLS, or not from the leg's party)",
+                dtls.dropped,
             ),
         ];
         for (name, help, value) in counters {

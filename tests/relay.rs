@@ -1248,15 +1248,7 @@ impl Drop for Libsrtp {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len() / 2)
-        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex"))
-        .collect()
-}
+use anchorage_testkit::media::{hex, unhex};
 
 /// The `inline:` key of the `a=crypto` line tagged `tag`.
 fn crypto_key(sdp: &str, tag: u32) -> (String, String) {

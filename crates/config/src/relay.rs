@@ -41,6 +41,12 @@ pub struct RelayConfig {
     /// IP TOS / traffic class byte of the media packets sent (rtpengine's `tos`), e.g. 184 for
     /// DSCP EF; none = the system default. A request's `TOS` key overrides it per call.
     pub tos: Option<u8>,
+    /// Terminate DTLS-SRTP (RFC 5763/5764) on legs converted to or from plain RTP or SDES,
+    /// with the relay's own certificate; false: DTLS-SRTP is only passed through untouched.
+    pub dtls: bool,
+    /// PEM file holding the relay's DTLS certificate followed by its PKCS#8 private key; none =
+    /// a self-signed ECDSA P-256 certificate generated at every start.
+    pub dtls_certificate: Option<std::path::PathBuf>,
 }
 
 impl Default for RelayConfig {
@@ -57,6 +63,8 @@ impl Default for RelayConfig {
             max_sessions: 0,
             metrics_listen: None,
             tos: None,
+            dtls: true,
+            dtls_certificate: None,
         }
     }
 }
@@ -190,6 +198,21 @@ impl RelayConfig {
                 format!("{at}.offer_timeout_s"),
                 "must be greater than 0",
             ));
+        }
+        match &self.dtls_certificate {
+            Some(path) if path.as_os_str().is_empty() => {
+                errors.push(ConfigError::new(
+                    format!("{at}.dtls_certificate"),
+                    "must be a file name (or be left out to generate a certificate)",
+                ));
+            }
+            Some(_) if !self.dtls => {
+                errors.push(ConfigError::new(
+                    format!("{at}.dtls_certificate"),
+                    "has no effect with dtls = false",
+                ));
+            }
+            _ => {}
         }
         for (key, value) in [
             ("timeout_s", self.timeout_s),

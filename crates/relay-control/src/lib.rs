@@ -4,10 +4,11 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | [`controller`] | THE command executor: [`Controller::handle`] → reply + [`MediaAction`]s |
+//! | [`controller`] | THE command executor: [`Controller::handle`] → reply + [`MediaAction`]s; one file per command family under `controller/` |
 //! | [`session`] | calls, dialogs (two parties over one set of ports), streams (`m=` lines) |
 //! | [`sdp_in`] | what the relay reads from a party's SDP |
 //! | [`sdes`] | SDES `a=crypto` negotiation and each stream's transport per side |
+//! | [`dtls`] | DTLS-SRTP `a=setup` roles and `a=fingerprint` per side |
 //! | [`sdp_out`] | the SDP the relay sends on |
 //!
 //! The I/O layer (`anchorage relay`) decodes ng datagrams with `anchorage-ng`, calls
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod controller;
+pub mod dtls;
 pub mod sdes;
 pub mod sdp_in;
 pub mod sdp_out;

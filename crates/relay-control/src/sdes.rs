@@ -39,7 +39,14 @@ pub enum Transport {
         /// SAVPF (RFC 5124).
         feedback: bool,
     },
-    /// Passed through as it is: DTLS-SRTP, SRTP without `a=crypto`, non-RTP media.
+    /// DTLS-SRTP terminated by the relay (`crate::dtls`): `UDP/TLS/RTP/SAVP` or
+    /// `UDP/TLS/RTP/SAVPF`.
+    Dtls {
+        /// SAVPF.
+        feedback: bool,
+    },
+    /// Passed through as it is: DTLS-SRTP on both sides, SRTP without `a=crypto`, non-RTP
+    /// media.
     Opaque,
 }
 
@@ -58,18 +65,25 @@ impl Transport {
             Proto::RtpAvpf => Transport::Rtp { feedback: true },
             Proto::RtpSavp if has_crypto => Transport::Sdes { feedback: false },
             Proto::RtpSavpf if has_crypto => Transport::Sdes { feedback: true },
+            Proto::UdpTlsRtpSavp => Transport::Dtls { feedback: false },
+            Proto::UdpTlsRtpSavpf => Transport::Dtls { feedback: true },
             _ => Transport::Opaque,
         }
     }
 
-    /// The transport `transport-protocol` asks for, if it is one the relay produces.
-    /// `Err` names a profile it cannot produce (DTLS-SRTP); `Ok(None)` for `accept`.
-    pub fn requested(protocol: TransportProtocol) -> Result<Option<Transport>, &'static str> {
+    /// The transport `transport-protocol` asks for; `Ok(None)` for `accept`. `Err` names a
+    /// profile the relay cannot produce: DTLS-SRTP when `dtls` is false (no certificate).
+    pub fn requested(
+        protocol: TransportProtocol,
+        dtls: bool,
+    ) -> Result<Option<Transport>, &'static str> {
         Ok(Some(match protocol {
             TransportProtocol::RtpAvp => Transport::Rtp { feedback: false },
             TransportProtocol::RtpAvpf => Transport::Rtp { feedback: true },
             TransportProtocol::RtpSavp => Transport::Sdes { feedback: false },
             TransportProtocol::RtpSavpf => Transport::Sdes { feedback: true },
+            TransportProtocol::UdpTlsRtpSavp if dtls => Transport::Dtls { feedback: false },
+            TransportProtocol::UdpTlsRtpSavpf if dtls => Transport::Dtls { feedback: true },
             TransportProtocol::UdpTlsRtpSavp => return Err("UDP/TLS/RTP/SAVP"),
             TransportProtocol::UdpTlsRtpSavpf => return Err("UDP/TLS/RTP/SAVPF"),
             TransportProtocol::Accept => return Ok(None),
@@ -84,13 +98,30 @@ impl Transport {
             Transport::Rtp { feedback: true } => Some("RTP/AVPF"),
             Transport::Sdes { feedback: false } => Some("RTP/SAVP"),
             Transport::Sdes { feedback: true } => Some("RTP/SAVPF"),
+            Transport::Dtls { feedback: false } => Some("UDP/TLS/RTP/SAVP"),
+            Transport::Dtls { feedback: true } => Some("UDP/TLS/RTP/SAVPF"),
             Transport::Opaque => None,
         }
     }
 
-    /// Whether the relay encrypts this leg.
+    /// Whether the relay encrypts this leg with SDES keys.
     pub fn is_sdes(self) -> bool {
         matches!(self, Transport::Sdes { .. })
+    }
+
+    /// Whether the relay terminates DTLS-SRTP on this leg.
+    pub fn is_dtls(self) -> bool {
+        matches!(self, Transport::Dtls { .. })
+    }
+
+    /// The same kind of transport with `feedback` (AVPF, SAVPF) as given.
+    pub fn with_feedback(self, feedback: bool) -> Transport {
+        match self {
+            Transport::Rtp { .. } => Transport::Rtp { feedback },
+            Transport::Sdes { .. } => Transport::Sdes { feedback },
+            Transport::Dtls { .. } => Transport::Dtls { feedback },
+            Transport::Opaque => Transport::Opaque,
+        }
     }
 }
 

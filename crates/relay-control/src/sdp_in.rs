@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(streams[0].peer, None);
         assert_eq!(
             streams[1].peer.unwrap().rtp,
-            "198.51.100.7:4002".parse().unwrap()
+            "198.51.100.7:4002".parse::<std::net::SocketAddr>().unwrap()
         );
     }
 

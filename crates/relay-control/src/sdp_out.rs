@@ -13,7 +13,8 @@
 //!   the parties' candidates in would let them send media around the relay;
 //! * the `m=` profile the controller chose for the receiver (`transport-protocol`), and its
 //!   keying: the sender's `a=crypto`/DTLS attributes kept for media passed through untouched,
-//!   removed for plain RTP, replaced by the relay's own `a=crypto` lines for SDES-SRTP;
+//!   removed for plain RTP, replaced by the relay's own `a=crypto` lines for SDES-SRTP and by
+//!   its `a=setup` and `a=fingerprint` for DTLS-SRTP it terminates;
 //! * `o=`: kept by default; `replace origin` puts the relay's address in it; `replace username`
 //!   / `origin-full` freeze it per receiving party; `replace SDP-version` makes the relay own
 //!   the version (unchanged when the output is unchanged, +1 otherwise), and
@@ -41,6 +42,13 @@ pub enum SecureOut {
     Strip,
     /// Remove them and write these `a=crypto` values (the relay's SDES keys).
     Crypto(Vec<String>),
+    /// Remove them and write the relay's DTLS `a=setup` and `a=fingerprint`.
+    Dtls {
+        /// `actpass`, `active` or `passive`.
+        setup: &'static str,
+        /// `sha-256 AB:CD:…`.
+        fingerprint: String,
+    },
 }
 
 /// The DTLS and SDES attributes a relay that terminates the encryption replaces.
@@ -209,10 +217,17 @@ pub fn rewrite_with_notes(
                 media.remove_attribute(name);
             }
         }
-        if let SecureOut::Crypto(lines) = &stream.secure {
-            for line in lines {
-                media.add_attribute("crypto", Some(line))?;
+        match &stream.secure {
+            SecureOut::Crypto(lines) => {
+                for line in lines {
+                    media.add_attribute("crypto", Some(line))?;
+                }
             }
+            SecureOut::Dtls { setup, fingerprint } => {
+                media.add_attribute("setup", Some(setup))?;
+                media.add_attribute("fingerprint", Some(fingerprint))?;
+            }
+            SecureOut::Keep | SecureOut::Strip => {}
         }
         if let Some(ice) = &rewrite.ice {
             // Host candidates only (RFC 8445 §5.1.2: type preference 126, local 65535).

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anchorage_relay::{Liveness, MediaPair, PortPair, SdpPeer, Side, SrtpKeys, StreamFlags};
 
+use crate::dtls::DtlsParty;
 use crate::sdes::{SdesParty, Transport};
 use crate::sdp_out::OriginState;
 
@@ -49,6 +50,8 @@ pub struct Stream {
     pub transport: [Transport; 2],
     /// The SDES keys per side (used when that side's transport is SDES).
     pub sdes: [SdesParty; 2],
+    /// The DTLS roles and fingerprints per side (used when that side's transport is DTLS).
+    pub dtls: [DtlsParty; 2],
 }
 
 impl Stream {
@@ -59,10 +62,14 @@ impl Stream {
             .then(|| self.sdes[at(side)].keys())
     }
 
-    /// `base` with the SRTP keys of `side` on this stream.
+    /// `base` with the SRTP keys (SDES) or the DTLS role and fingerprint of `side` on this
+    /// stream.
     pub fn leg_flags(&self, side: Side, base: StreamFlags) -> StreamFlags {
         StreamFlags {
             srtp: self.srtp_keys(side),
+            dtls: self.transport[at(side)]
+                .is_dtls()
+                .then(|| self.dtls[at(side)].params()),
             ..base
         }
     }

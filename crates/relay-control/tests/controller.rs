@@ -4,15 +4,15 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anchorage_ng::{Dict, Outcome, Reply, Request, Value};
+use anchorage_ng::{Outcome, Value};
 use anchorage_relay::{Interface, PortRange, Side, Timeouts};
-use anchorage_relay_control::{
-    Config, Controller, ExpiryReason, MediaAction, Now, PortBinder, SessionKey,
-};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use anchorage_relay_control::{Config, ExpiryReason, MediaAction, PortBinder, SessionKey};
+
+mod support;
+
+use support::{error_of, sdp_of, text};
 
 /// Binds nothing; refuses the ports listed in `taken` (held by "another process").
 #[derive(Default)]
@@ -31,64 +31,23 @@ impl PortBinder for Binder {
     }
 }
 
-struct Relay {
-    controller: Controller,
-    binder: Binder,
-    t0: Instant,
-    now: Instant,
-}
+type Relay = support::Relay<Binder>;
 
 fn iface(spec: &str, min: u16, max: u16) -> Interface {
     Interface::parse(spec, PortRange::new(min, max).unwrap()).unwrap()
 }
 
-impl Relay {
-    fn with(config: Config) -> Relay {
-        #[allow(clippy::disallowed_methods)]
-        let t0 = Instant::now();
-        let controller = Controller::new(
-            config,
-            &mut StdRng::seed_from_u64(7),
-            Now {
-                mono: t0,
-                unix_us: 1_800_000_000_000_000,
-            },
-        )
-        .unwrap();
-        Relay {
-            controller,
-            binder: Binder::default(),
-            t0,
-            now: t0,
-        }
-    }
-
-    fn new() -> Relay {
-        Relay::with(Config {
-            interfaces: vec![iface("10.0.0.1!203.0.113.1", 30000, 30999)],
-            port_quarantine: Duration::ZERO,
-            instance: "test-relay".into(),
-            ..Config::default()
-        })
-    }
-
-    fn send(&mut self, entries: Vec<(&str, Value)>) -> (Reply, Vec<MediaAction>) {
-        let dict: Dict = entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        let request = Request::from_dict(&dict).unwrap();
-        let now = Now {
-            mono: self.now,
-            unix_us: 1_800_000_000_000_000 + self.now.duration_since(self.t0).as_micros() as i64,
-        };
-        let handled = self.controller.handle(&request, now, &mut self.binder);
-        (handled.reply, handled.actions)
-    }
+fn relay_with(config: Config) -> Relay {
+    Relay::with_binder(config, 7, Binder::default())
 }
 
-fn text(s: &str) -> Value {
-    Value::text(s)
+fn new_relay() -> Relay {
+    relay_with(Config {
+        interfaces: vec![iface("10.0.0.1!203.0.113.1", 30000, 30999)],
+        port_quarantine: Duration::ZERO,
+        instance: "test-relay".into(),
+        ..Config::default()
+    })
 }
 
 fn list(items: &[&str]) -> Value {
@@ -112,18 +71,6 @@ fn answer(call: &str, from: &str, to: &str, sdp: &str) -> Vec<(&'static str, Val
         ("to-tag", text(to)),
         ("sdp", text(sdp)),
     ]
-}
-
-fn sdp_of(reply: &Reply) -> String {
-    assert_eq!(reply.outcome, Outcome::Ok, "{reply:?}");
-    String::from_utf8(reply.sdp.clone().expect("an SDP").to_vec()).unwrap()
-}
-
-fn error_of(reply: &Reply) -> String {
-    match &reply.outcome {
-        Outcome::Error(reason) => reason.clone(),
-        other => panic!("expected an error, got {other:?}"),
-    }
 }
 
 /// The `m=` port of media section `index`.
@@ -157,7 +104,7 @@ m=audio 5000 RTP/AVP 0\r\n";
 
 #[test]
 fn offer_and_answer_sdps_are_rebuilt_as_rtpengine_does() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let (reply, actions) = relay.send(offer("c1", "a-tag", ALICE));
     let to_bob = sdp_of(&reply);
     let b_port = port(&to_bob, 0);
@@ -237,7 +184,7 @@ fn offer_and_answer_sdps_are_rebuilt_as_rtpengine_does() {
 
 #[test]
 fn replace_origin_and_sdp_version_follow_the_output_not_the_sender() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let with_flags = |mut entries: Vec<(&'static str, Value)>| {
         entries.push(("replace", list(&["origin", "SDP-version"])));
         entries
@@ -273,7 +220,7 @@ fn replace_origin_and_sdp_version_follow_the_output_not_the_sender() {
 
 #[test]
 fn lf_only_input_and_hold_addresses_are_kept() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let lf =
         "v=0\no=- 1 1 IN IP4 192.0.2.10\ns=-\nc=IN IP4 0.0.0.0\nt=0 0\nm=audio 4000 RTP/AVP 8\n";
     let out = sdp_of(&relay.send(offer("c1", "a", lf)).0);
@@ -290,7 +237,7 @@ fn lf_only_input_and_hold_addresses_are_kept() {
 
 #[test]
 fn a_callee_reoffer_keeps_the_ports_and_updates_the_callees_leg() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let to_bob = sdp_of(&relay.send(offer("c1", "a", ALICE)).0);
     let to_alice = sdp_of(&relay.send(answer("c1", "a", "b", BOB)).0);
     // Bob's re-INVITE: from-tag is Bob's, to-tag Alice's.
@@ -314,7 +261,7 @@ fn a_callee_reoffer_keeps_the_ports_and_updates_the_callees_leg() {
 
 #[test]
 fn a_reoffer_with_a_new_m_line_extends_the_session() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     relay.send(offer("c1", "a", ALICE));
     relay.send(answer("c1", "a", "b", BOB));
     let video = format!("{ALICE}m=video 4002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n");
@@ -330,7 +277,7 @@ fn a_reoffer_with_a_new_m_line_extends_the_session() {
 
 #[test]
 fn forks_on_their_own_via_branch_get_their_own_ports_and_are_deleted_alone() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let fork = |branch: &str| {
         let mut o = offer("c1", "a", ALICE);
         o.push(("via-branch", text(branch)));
@@ -357,7 +304,7 @@ fn forks_on_their_own_via_branch_get_their_own_ports_and_are_deleted_alone() {
 
 #[test]
 fn without_via_branch_a_later_answer_from_another_fork_takes_the_callee_side() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let to_b = port(&sdp_of(&relay.send(offer("c1", "a", ALICE)).0), 0);
     let first = port(&sdp_of(&relay.send(answer("c1", "a", "b1", BOB)).0), 0);
     let (reply, actions) = relay.send(answer("c1", "a", "b2", &BOB.replace("5000", "6000")));
@@ -391,7 +338,7 @@ fn without_via_branch_a_later_answer_from_another_fork_takes_the_callee_side() {
 
 #[test]
 fn ports_run_out_cleanly_and_a_port_someone_else_holds_is_skipped() {
-    let mut relay = Relay::with(Config {
+    let mut relay = relay_with(Config {
         interfaces: vec![iface("127.0.0.1", 40000, 40007)], // pairs 40000, 40002, 40004, 40006
         port_quarantine: Duration::ZERO,
         ..Config::default()
@@ -419,7 +366,7 @@ fn ports_run_out_cleanly_and_a_port_someone_else_holds_is_skipped() {
 
 #[test]
 fn the_session_limit_answers_as_rtpengine_does() {
-    let mut relay = Relay::with(Config {
+    let mut relay = relay_with(Config {
         interfaces: vec![iface("127.0.0.1", 40000, 40099)],
         max_sessions: 1,
         ..Config::default()
@@ -437,7 +384,7 @@ fn the_session_limit_answers_as_rtpengine_does() {
 
 #[test]
 fn rtcp_mux_demux_splits_for_the_callee_and_accepts_for_the_caller() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let muxed = ALICE.replace("a=foo:bar\r\n", "a=rtcp-mux\r\n");
     let mut o = offer("c1", "a", &muxed);
     o.push(("rtcp-mux", list(&["demux"])));
@@ -474,7 +421,7 @@ fn rtcp_mux_demux_splits_for_the_callee_and_accepts_for_the_caller() {
 
 #[test]
 fn loop_protect_marks_our_sdp_and_passes_it_back_untouched() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let mut o = offer("c1", "a", ALICE);
     o.push(("flags", list(&["loop-protect"])));
     let out = sdp_of(&relay.send(o).0);
@@ -488,7 +435,7 @@ fn loop_protect_marks_our_sdp_and_passes_it_back_untouched() {
 
 #[test]
 fn address_family_bridges_ipv4_to_ipv6() {
-    let mut relay = Relay::with(Config {
+    let mut relay = relay_with(Config {
         interfaces: vec![
             iface("v4/127.0.0.1", 40000, 40099),
             iface("v6/::1", 40000, 40099),
@@ -520,7 +467,7 @@ fn address_family_bridges_ipv4_to_ipv6() {
 
 #[test]
 fn bad_requests_get_rtpengines_errors_and_change_nothing() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     assert_eq!(
         error_of(&relay.send(answer("nope", "a", "b", BOB)).0),
         "Unknown call-id"
@@ -536,7 +483,7 @@ fn bad_requests_get_rtpengines_errors_and_change_nothing() {
     );
     let mut dtls = offer("c1", "a", ALICE);
     dtls.push(("transport-protocol", text("UDP/TLS/RTP/SAVPF")));
-    assert!(error_of(&relay.send(dtls).0).contains("does not terminate DTLS-SRTP"));
+    assert!(error_of(&relay.send(dtls).0).contains("has no DTLS certificate"));
     sdp_of(&relay.send(offer("c1", "a", ALICE)).0);
     assert_eq!(
         error_of(&relay.send(answer("c1", "zz", "b", BOB)).0),
@@ -550,7 +497,7 @@ fn bad_requests_get_rtpengines_errors_and_change_nothing() {
 
 #[test]
 fn timeouts_and_delayed_deletes_end_sessions() {
-    let mut relay = Relay::with(Config {
+    let mut relay = relay_with(Config {
         interfaces: vec![iface("127.0.0.1", 40000, 40099)],
         timeouts: Timeouts {
             media: Duration::from_secs(60),
@@ -607,7 +554,7 @@ fn timeouts_and_delayed_deletes_end_sessions() {
 
 #[test]
 fn query_list_and_statistics_report_the_calls() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     relay.send(offer("c1", "a", ALICE));
     relay.send(answer("c1", "a", "b", BOB));
     relay.send(offer("c2", "a", ALICE));
@@ -707,7 +654,7 @@ fn codec_strip_except_mask_and_offer_filter_what_the_receiver_gets() {
         ),
     ];
     for (words, expected) in cases {
-        let mut relay = Relay::new();
+        let mut relay = new_relay();
         let mut o = offer("c1", "a", CAROL);
         o.push(("flags", list(words)));
         let (reply, _) = relay.send(o);
@@ -716,7 +663,7 @@ fn codec_strip_except_mask_and_offer_filter_what_the_receiver_gets() {
         assert!(reply.warning.is_none(), "{words:?}: {:?}", reply.warning);
     }
     // The same through the `codec` dictionary, and in an answer (towards the offerer).
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     relay.send(offer("c2", "a", ALICE));
     let mut a = answer("c2", "a", "b", CAROL);
     a.push((
@@ -743,7 +690,7 @@ fn codec_strip_except_mask_and_offer_filter_what_the_receiver_gets() {
 
 #[test]
 fn a_codec_filter_that_would_leave_no_codec_leaves_the_section_and_says_so() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let mut o = offer("c1", "a", CAROL);
     o.push(("flags", list(&["codec-strip-all", "bogus-flag"])));
     let (reply, _) = relay.send(o);
@@ -758,7 +705,7 @@ fn a_codec_filter_that_would_leave_no_codec_leaves_the_section_and_says_so() {
     );
     assert!(warning.contains("bogus-flag"), "both warnings: {warning}");
     // Transcoding is not done, and said.
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let mut o = offer("c1", "a", CAROL);
     o.push(("flags", list(&["codec-transcode-G729"])));
     let (reply, _) = relay.send(o);
@@ -770,7 +717,7 @@ fn a_codec_filter_that_would_leave_no_codec_leaves_the_section_and_says_so() {
 
 #[test]
 fn options_understood_but_not_carried_out_are_named_in_the_warning() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let mut o = offer("c1", "a", ALICE);
     o.push(("flags", list(&["no-port-latching", "bogus-flag"])));
     o.push(("TOS", Value::Int(184)));
@@ -787,7 +734,7 @@ fn options_understood_but_not_carried_out_are_named_in_the_warning() {
 
 #[test]
 fn a_huge_delete_delay_is_capped_at_an_hour() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     relay.send(offer("c1", "a", ALICE));
     let (reply, _) = relay.send(vec![
         ("command", text("delete")),
@@ -811,7 +758,7 @@ fn a_huge_delete_delay_is_capped_at_an_hour() {
 
 #[test]
 fn ice_force_makes_the_relay_an_ice_lite_peer_of_each_side() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let mut o = offer("c1", "a", ALICE);
     o.push(("ICE", text("force")));
     let (reply, actions) = relay.send(o);

@@ -8,68 +8,19 @@
 //! the test can check that the data plane encrypts with exactly the key the party was given.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
-use anchorage_ng::{Dict, Outcome, Reply, Request, Value};
-use anchorage_relay::{Interface, MediaPair, PortRange, Side, SrtpKeys, SrtpSuite};
+use anchorage_ng::Value;
+use anchorage_relay::{MediaPair, Side, SrtpKeys, SrtpSuite};
 use anchorage_relay_control::sdes::base64_encode;
-use anchorage_relay_control::{Config, Controller, MediaAction, Now, PortBinder};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use anchorage_relay_control::MediaAction;
 
-struct Binder;
+mod support;
 
-impl PortBinder for Binder {
-    fn bind(&mut self, _rtp: SocketAddr, _rtcp: SocketAddr) -> bool {
-        true
-    }
-}
+use support::{answer, audio_port as port, error_of, sdp_of, text};
 
-struct Relay {
-    controller: Controller,
-    t0: Instant,
-}
-
-impl Relay {
-    fn new() -> Relay {
-        #[allow(clippy::disallowed_methods)]
-        let t0 = Instant::now();
-        let config = Config {
-            interfaces: vec![Interface::parse(
-                "10.0.0.1!203.0.113.1",
-                PortRange::new(30000, 30999).unwrap(),
-            )
-            .unwrap()],
-            port_quarantine: Duration::ZERO,
-            instance: "test-relay".into(),
-            ..Config::default()
-        };
-        let now = Now {
-            mono: t0,
-            unix_us: 1_800_000_000_000_000,
-        };
-        let controller = Controller::new(config, &mut StdRng::seed_from_u64(11), now).unwrap();
-        Relay { controller, t0 }
-    }
-
-    fn send(&mut self, entries: Vec<(&str, Value)>) -> (Reply, Vec<MediaAction>) {
-        let dict: Dict = entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        let request = Request::from_dict(&dict).unwrap();
-        let now = Now {
-            mono: self.t0,
-            unix_us: 1_800_000_000_000_000,
-        };
-        let handled = self.controller.handle(&request, now, &mut Binder);
-        (handled.reply, handled.actions)
-    }
-}
-
-fn text(s: &str) -> Value {
-    Value::text(s)
+/// A relay without DTLS.
+fn new_relay() -> support::Relay {
+    support::Relay::with(support::config(None), 11)
 }
 
 fn offer(from: &str, to: Option<&str>, sdp: &str) -> Vec<(&'static str, Value)> {
@@ -85,16 +36,6 @@ fn offer(from: &str, to: Option<&str>, sdp: &str) -> Vec<(&'static str, Value)> 
     entries
 }
 
-fn answer(sdp: &str) -> Vec<(&'static str, Value)> {
-    vec![
-        ("command", text("answer")),
-        ("call-id", text("call-1")),
-        ("from-tag", text("alice")),
-        ("to-tag", text("bob")),
-        ("sdp", text(sdp)),
-    ]
-}
-
 fn with(
     mut entries: Vec<(&'static str, Value)>,
     key: &'static str,
@@ -102,26 +43,6 @@ fn with(
 ) -> Vec<(&'static str, Value)> {
     entries.push((key, text(value)));
     entries
-}
-
-fn sdp_of(reply: &Reply) -> String {
-    assert_eq!(reply.outcome, Outcome::Ok, "{reply:?}");
-    String::from_utf8(reply.sdp.clone().expect("an SDP").to_vec()).unwrap()
-}
-
-fn error_of(reply: &Reply) -> String {
-    match &reply.outcome {
-        Outcome::Error(reason) => reason.clone(),
-        other => panic!("expected an error, got {other:?}"),
-    }
-}
-
-fn port(sdp: &str) -> u16 {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|m| m.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .expect("an m= port")
 }
 
 /// The SDP with every `inline:` key replaced by its placeholder, and the keys (decoded) in
@@ -206,23 +127,9 @@ a=crypto:4 AES_256_CM_HMAC_SHA1_32 inline:CRYPTO256\r\n\
 a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:CRYPTO128\r\n\
 a=crypto:6 AES_CM_128_HMAC_SHA1_32 inline:CRYPTO128\r\n";
 
-/// The keys the data plane was given for `side` of the first stream, from `Add` or the last
-/// `Update` of that side.
+/// The keys the data plane was given for `side` of the first stream.
 fn keys_in(actions: &[MediaAction], side: Side) -> Option<SrtpKeys> {
-    let mut found = None;
-    for action in actions {
-        match action {
-            MediaAction::Add { pairs, .. } => found = Some(pairs[0].srtp(side)),
-            MediaAction::Update {
-                side: s,
-                flags,
-                media: 0,
-                ..
-            } if *s == side => found = Some(flags.srtp),
-            _ => {}
-        }
-    }
-    found.unwrap_or_else(|| panic!("no keys for {side:?} in {actions:?}"))
+    support::leg_flags(actions, side).srtp
 }
 
 fn pairs_of(actions: &[MediaAction]) -> Vec<MediaPair> {
@@ -234,7 +141,7 @@ fn pairs_of(actions: &[MediaAction]) -> Vec<MediaPair> {
 
 #[test]
 fn plain_offerer_and_sdes_answerer_with_the_protocol_in_the_offer() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let (reply, actions) = relay.send(with(
         offer("alice", None, ALICE_PLAIN),
         "transport-protocol",
@@ -312,7 +219,7 @@ fn plain_offerer_and_sdes_answerer_with_the_protocol_in_the_offer() {
 
 #[test]
 fn sdes_offerer_and_plain_answerer_with_the_protocol_in_the_offer() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let (reply, actions) = relay.send(with(
         offer("alice", None, &alice_sdes(&key128(0xa1))),
         "transport-protocol",
@@ -375,7 +282,7 @@ fn sdes_offerer_and_plain_answerer_with_the_protocol_in_the_offer() {
 
 #[test]
 fn sdes_on_both_sides_gets_the_relays_keys_on_each() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let (reply, actions) = relay.send(offer("alice", None, &alice_sdes(&key128(0xa1))));
     let to_bob = sdp_of(&reply);
     let p = port(&to_bob);
@@ -438,7 +345,7 @@ fn sdes_on_both_sides_gets_the_relays_keys_on_each() {
 
 #[test]
 fn a_reoffer_with_a_new_key_rekeys_that_leg_and_keeps_the_relays_keys() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let first = with(
         offer("alice", None, &alice_sdes(&key128(0xa1))),
         "transport-protocol",
@@ -467,7 +374,7 @@ fn a_reoffer_with_a_new_key_rekeys_that_leg_and_keeps_the_relays_keys() {
 fn the_protocol_change_in_the_answer_gives_the_offerer_an_encrypted_leg() {
     // OpenSIPS asks for the encrypted leg in the answer: the offerer's SDP was plain, the
     // relay offers it every suite in the answer, and its next SDP brings its key.
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     sdp_of(&relay.send(offer("alice", None, ALICE_PLAIN)).0);
     let (reply, actions) = relay.send(with(answer(BOB_PLAIN), "transport-protocol", "RTP/SAVP"));
     let to_alice = sdp_of(&reply);
@@ -527,7 +434,7 @@ fn the_protocol_change_in_the_answer_gives_the_offerer_an_encrypted_leg() {
 
 #[test]
 fn keys_the_relay_cannot_honour_are_refused_with_a_reason() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let mki_only = format!(
         "v=0\r\no=a 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
          m=audio 4000 RTP/SAVP 0\r\n\
@@ -578,7 +485,7 @@ fn keys_the_relay_cannot_honour_are_refused_with_a_reason() {
     );
     assert!(through.contains("a=setup:actpass\r\n"), "{through}");
     // An answerer offered plain RTP may not answer with SDES.
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     sdp_of(&relay.send(offer("alice", None, ALICE_PLAIN)).0);
     let reason = error_of(
         &relay
@@ -590,7 +497,7 @@ fn keys_the_relay_cannot_honour_are_refused_with_a_reason() {
 
 #[test]
 fn sdes_options_shape_the_offer() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let request = with(
         with(offer("alice", None, ALICE_PLAIN), "transport-protocol", "RTP/SAVPF"),
         "rtpp-flags",
@@ -612,7 +519,7 @@ fn sdes_options_shape_the_offer() {
 
 #[test]
 fn query_reports_the_suite_and_the_srtp_counters_per_leg() {
-    let mut relay = Relay::new();
+    let mut relay = new_relay();
     let (_, actions) = relay.send(with(
         offer("alice", None, ALICE_PLAIN),
         "transport-protocol",

@@ -11,6 +11,10 @@
 //!   handover, asymmetric.
 //! * [`srtp`]: SDES-keyed SRTP/SRTCP per leg (RFC 3711, RFC 4568 suites) on `rtc-srtp`:
 //!   [`MediaPair::relay`] decrypts what an encrypted leg sends and encrypts what it receives.
+//! * [`dtls`]: DTLS-SRTP per leg (RFC 5763/5764) on `rtc-dtls`: the relay's certificate and
+//!   fingerprint, the handshake, the SRTP keys exported from it.
+//! * [`demux`]: what a datagram on a media port is, by its first byte (RFC 7983): STUN, DTLS,
+//!   RTP/RTCP, or something to drop.
 //! * [`stats`]: packets, bytes, errors, last packet, RTP loss and jitter (RFC 3550 A.1/A.3/A.8).
 //! * [`timeout`]: media timeout and offer timeout.
 //!
@@ -38,8 +42,9 @@
 //! let on = LocalSocket { side: Side::A, kind: SocketKind::Rtp };
 //! match pair.on_packet(on, "192.0.2.10:4000".parse().unwrap(), &rtp, now) {
 //!     Decision::Forward(f) => {
-//!         assert_eq!(f.from, "203.0.113.1:30002".parse().unwrap()); // the port B was given
-//!         assert_eq!(f.to, "198.51.100.20:5000".parse().unwrap());
+//!         let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+//!         assert_eq!(f.from, addr("203.0.113.1:30002")); // the port B was given
+//!         assert_eq!(f.to, addr("198.51.100.20:5000"));
 //!     }
 //!     Decision::Drop(reason) => panic!("{reason:?}"),
 //! }
@@ -48,6 +53,8 @@
 
 #![warn(missing_docs)]
 
+pub mod demux;
+pub mod dtls;
 pub mod interface;
 pub mod latch;
 pub mod packet;
@@ -58,6 +65,10 @@ pub mod stream;
 pub mod stun;
 pub mod timeout;
 
+pub use dtls::{
+    DtlsError, DtlsEvent, DtlsIdentity, DtlsParams, DtlsRole, DtlsSession, DtlsState, DtlsStats,
+    Fingerprint,
+};
 pub use interface::{Interface, InterfaceError};
 pub use latch::{EndpointLearning, LearningFlags, LEARNING_WINDOW};
 pub use ports::{PortError, PortPair, PortPool, PortRange};

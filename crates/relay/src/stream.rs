@@ -19,6 +19,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::dtls::{DtlsEvent, DtlsStats};
 use crate::latch::{Latch, LearningFlags, Refusal};
 use crate::packet;
 use crate::srtp::{SrtpError, SrtpKeys, SrtpSession, SrtpStats};
@@ -99,6 +100,10 @@ pub struct StreamFlags {
     /// encrypts what it sends to it ([`MediaPair::relay`]). `None`: plain RTP, or SRTP that
     /// passes through untouched.
     pub srtp: Option<SrtpKeys>,
+    /// The leg is DTLS-SRTP, terminated by the relay: the data plane runs the handshake
+    /// ([`crate::dtls`]) and gives the pair its keys ([`MediaPair::set_dtls_keys`]); until then
+    /// the leg's media is dropped, never relayed in clear.
+    pub dtls: Option<crate::dtls::DtlsParams>,
 }
 
 /// What the relay knows about one leg of a media pair when it is created or re-signalled.
@@ -208,6 +213,8 @@ pub struct LegStats {
     pub rtcp: StreamStats,
     /// SRTP: what was decrypted from the leg and encrypted towards it, and the failures.
     pub srtp: SrtpStats,
+    /// DTLS: handshakes completed and failed, records dropped.
+    pub dtls: DtlsStats,
 }
 
 impl LegStats {
@@ -248,6 +255,7 @@ impl Leg {
                 rtp: StreamStats::with_clock_rate(DEFAULT_CLOCK_RATE),
                 rtcp: StreamStats::default(),
                 srtp: SrtpStats::default(),
+                dtls: DtlsStats::default(),
             },
             srtp_in: keys.inbound.map(SrtpSession::new),
             srtp_out: keys.outbound.map(SrtpSession::new),
@@ -266,6 +274,12 @@ impl Leg {
         };
         keep(&mut self.srtp_in, keys.inbound);
         keep(&mut self.srtp_out, keys.outbound);
+    }
+
+    /// Whether the relay encrypts this leg (SDES keys, or DTLS-SRTP with or without keys yet).
+    #[inline]
+    fn encrypted(&self) -> bool {
+        self.config.flags.srtp.is_some() || self.config.flags.dtls.is_some()
     }
 
     fn local(&self, kind: SocketKind) -> Option<SocketAddr> {
@@ -395,6 +409,16 @@ impl MediaPair {
         if leg.config.local_rtcp.is_none() && !rtcp_mux {
             return Err(LegConfigError::MissingRtcpPort(side));
         }
+        let mut flags = flags;
+        if flags.dtls.is_some() && flags.srtp.is_none() {
+            // DTLS keys come from the handshake, not from signalling: they stay until a new
+            // handshake replaces them (the data plane runs it when the fingerprint changes).
+            flags.srtp = leg
+                .config
+                .flags
+                .srtp
+                .filter(|_| leg.config.flags.dtls.is_some());
+        }
         leg.rekey(flags.srtp);
         leg.config.remote = remote;
         leg.config.rtcp_mux = rtcp_mux;
@@ -405,6 +429,29 @@ impl MediaPair {
             leg.rtcp.signalled(remote.map(|r| r.rtcp), now);
         }
         Ok(())
+    }
+
+    /// The DTLS role and expected fingerprint of leg `side`, if the relay terminates DTLS there.
+    pub fn dtls(&self, side: Side) -> Option<crate::dtls::DtlsParams> {
+        self.leg(side).config.flags.dtls
+    }
+
+    /// The keys a completed DTLS handshake on leg `side` exported: the leg's SRTP contexts are
+    /// rekeyed (a direction whose key is unchanged keeps its context).
+    pub fn set_dtls_keys(&mut self, side: Side, keys: SrtpKeys) {
+        let leg = self.leg_mut(side);
+        leg.rekey(Some(keys));
+        leg.config.flags.srtp = Some(keys);
+    }
+
+    /// Counts what a DTLS datagram or timer did on leg `side`.
+    pub fn record_dtls(&mut self, side: Side, event: &DtlsEvent) {
+        self.leg_mut(side).stats.dtls.record(event);
+    }
+
+    /// Counts a DTLS datagram dropped on leg `side` (no DTLS there, or from a stranger).
+    pub fn record_dtls_dropped(&mut self, side: Side) {
+        self.leg_mut(side).stats.dtls.dropped += 1;
     }
 
     /// The ICE credentials the relay gave leg `side`, if any.
@@ -440,8 +487,8 @@ impl MediaPair {
         now: Instant,
         out: &mut Vec<u8>,
     ) -> Relayed {
-        let ingress_srtp = self.leg(on.side).config.flags.srtp.is_some();
-        let egress_srtp = self.leg(on.side.other()).config.flags.srtp.is_some();
+        let ingress_srtp = self.leg(on.side).encrypted();
+        let egress_srtp = self.leg(on.side.other()).encrypted();
         if !ingress_srtp && !egress_srtp {
             return Relayed::plain(self.on_packet(on, source, packet, now));
         }

@@ -60,6 +60,22 @@ pub fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
     p
 }
 
+/// Lower-case hex of `bytes` (how the tests' Python peers exchange packets).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of lower-case or upper-case hex text; panics on anything else (test input).
+pub fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2)
+        .map(|i| {
+            text.get(2 * i..2 * i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .expect("hex")
+        })
+        .collect()
+}
+
 /// Sends 20 packets, 20 ms apart, from `from` to `relay`, and checks each arrives at `to`,
 /// unchanged, from `expected_source` (the relay port advertised to the receiver).
 pub fn rtp_flows(

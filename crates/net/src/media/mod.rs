@@ -24,7 +24,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use anchorage_relay::{LegConfigError, MediaPair, SdpPeer, Side, StreamFlags};
+use anchorage_relay::{DtlsIdentity, LegConfigError, MediaPair, SdpPeer, Side, StreamFlags};
 use mio::{Poll, Waker};
 use tokio::sync::oneshot;
 
@@ -93,8 +93,17 @@ pub struct MediaWorkers {
 }
 
 impl MediaWorkers {
-    /// Starts `threads` workers, or one per available core when `None`.
+    /// Starts `threads` workers, or one per available core when `None`, without DTLS-SRTP.
     pub fn start(threads: Option<NonZeroUsize>) -> Result<Self, MediaError> {
+        Self::start_with_dtls(threads, None)
+    }
+
+    /// Starts the workers; with `identity` they run the DTLS-SRTP handshakes of the legs
+    /// the controller terminates DTLS on, with that certificate.
+    pub fn start_with_dtls(
+        threads: Option<NonZeroUsize>,
+        identity: Option<DtlsIdentity>,
+    ) -> Result<Self, MediaError> {
         let count = threads
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get);
@@ -103,7 +112,7 @@ impl MediaWorkers {
             let poll = Poll::new().map_err(MediaError::Start)?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(MediaError::Start)?);
             let (commands, receiver) = mpsc::channel();
-            let worker = Worker::new(poll, receiver);
+            let worker = Worker::new(poll, receiver, identity.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("media-{index}"))
                 .spawn(move || worker.run())

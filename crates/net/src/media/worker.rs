@@ -12,15 +12,18 @@ use std::io::ErrorKind;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use anchorage_relay::demux::{classify, PacketKind};
 use anchorage_relay::{
-    Decision, DropReason, LocalSocket, MediaPair, Payload, SdpPeer, Side, SocketKind, SrtpStats,
-    StreamFlags,
+    Decision, DropReason, DtlsIdentity, DtlsStats, LocalSocket, MediaPair, Payload, SdpPeer, Side,
+    SocketKind, SrtpStats, StreamFlags,
 };
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use tokio::sync::oneshot;
 
 use super::{BoundMedia, CallKey, MediaError};
+
+mod dtls;
 
 /// What a worker forwarded since it started, whatever call it belonged to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,6 +39,9 @@ pub struct ForwardTotals {
     /// SRTP: packets authenticated and decrypted from encrypted legs, their bytes, packets
     /// encrypted towards encrypted legs, their bytes, and the failures by kind.
     pub srtp: SrtpStats,
+    /// DTLS-SRTP: handshakes completed and failed (wrong fingerprint among them), DTLS
+    /// datagrams dropped.
+    pub dtls: DtlsStats,
 }
 
 /// A worker's calls with their last packet times, and its totals.
@@ -140,10 +146,16 @@ pub(crate) struct Worker {
     /// Where SRTP puts a rewritten datagram.
     rewritten: Vec<u8>,
     totals: ForwardTotals,
+    /// DTLS-SRTP handshakes of the legs that have one.
+    dtls: dtls::Handshakes,
 }
 
 impl Worker {
-    pub(crate) fn new(poll: Poll, commands: Receiver<Command>) -> Self {
+    pub(crate) fn new(
+        poll: Poll,
+        commands: Receiver<Command>,
+        identity: Option<DtlsIdentity>,
+    ) -> Self {
         Self {
             poll,
             commands,
@@ -155,7 +167,15 @@ impl Worker {
             buffer: vec![0; RECV_BUFFER].into_boxed_slice(),
             rewritten: Vec::with_capacity(2048),
             totals: ForwardTotals::default(),
+            dtls: dtls::Handshakes::new(identity),
         }
+    }
+
+    fn media_entry(&mut self, call: usize, media: usize) -> Option<&mut MediaEntry> {
+        self.calls
+            .get_mut(call)
+            .and_then(Option::as_mut)
+            .and_then(|c| c.media.get_mut(media))
     }
 
     /// Runs until a `Shutdown` command or until the handle is dropped.
@@ -166,7 +186,11 @@ impl Worker {
         let mut pending: Vec<Token> = Vec::new();
         let mut again: Vec<Token> = Vec::new();
         loop {
-            let timeout = (!pending.is_empty()).then_some(Duration::ZERO);
+            let timeout = if pending.is_empty() {
+                self.dtls.next_timeout(Instant::now())
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(error) = self.poll.poll(&mut events, timeout) {
                 if error.kind() == ErrorKind::Interrupted {
                     continue;
@@ -190,6 +214,9 @@ impl Worker {
                 }
             }
             std::mem::swap(&mut pending, &mut again);
+            if timeout.is_some() {
+                self.dtls_timers(Instant::now());
+            }
         }
     }
 
@@ -234,9 +261,27 @@ impl Worker {
                         if let Some(Some(socket)) = self.sockets.get(token.0) {
                             let _ = socket.socket.send_to(&reply, source);
                         }
+                        // A party still checking connectivity gets a failed DTLS client
+                        // handshake again (its first one may have timed out before ICE).
+                        self.dtls_retry(call, media, on.side, now);
                     }
                     continue;
                 }
+            }
+            // DTLS on a leg the relay terminates it for (RFC 7983: first byte 20-63), on
+            // its RTP port: the handshake, not the other party.
+            if on.kind == SocketKind::Rtp
+                && classify(packet) == PacketKind::Dtls
+                && media_entry.pair.dtls(on.side).is_some()
+            {
+                let datagram = packet.to_vec();
+                if !self.dtls_datagram(call, media, on.side, source, &datagram, now) {
+                    self.totals.dtls.dropped += 1;
+                    if let Some(entry) = self.media_entry(call, media) {
+                        entry.pair.record_dtls_dropped(on.side);
+                    }
+                }
+                continue;
             }
             let relayed = media_entry
                 .pair
@@ -328,6 +373,11 @@ impl Worker {
                             .update_leg(side, remote, rtcp_mux, *flags, Instant::now())
                             .map_err(MediaError::Leg)
                     });
+                if result.is_ok() {
+                    if let Some(&slot) = self.by_key.get(&key) {
+                        self.dtls_signalled(slot, media, side, Instant::now());
+                    }
+                }
                 let _ = reply.send(result);
             }
             Command::Remove { key, reply } => {
@@ -360,7 +410,10 @@ impl Worker {
                     .collect();
                 let _ = reply.send(WorkerActivity {
                     calls,
-                    totals: self.totals,
+                    totals: ForwardTotals {
+                        dtls: self.dtls.totals,
+                        ..self.totals
+                    },
                 });
             }
             Command::Shutdown => {}
@@ -430,8 +483,15 @@ impl Worker {
             }
             entries.push(media_entry);
         }
+        let added = entries.len();
         if let Some(call) = self.calls.get_mut(slot).and_then(Option::as_mut) {
             call.media.extend(entries);
+        }
+        // Streams created with DTLS legs (an offer from a DTLS party) wait for its handshake.
+        for media in first..first + added {
+            for side in [Side::A, Side::B] {
+                self.dtls_signalled(slot, media, side, Instant::now());
+            }
         }
         result
     }
@@ -476,6 +536,7 @@ impl Worker {
         let slot = self.by_key.remove(&key)?;
         let call = self.calls.get_mut(slot)?.take()?;
         self.free_calls.push(slot);
+        self.dtls.remove_call(slot);
         let mut pairs = Vec::with_capacity(call.media.len());
         for media in call.media {
             for token in media.tokens.iter().flatten().flatten() {

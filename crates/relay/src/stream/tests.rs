@@ -423,6 +423,11 @@ fn srtp_pair(now: Instant) -> MediaPair {
         }),
         ..StreamFlags::default()
     };
+    a_encrypted(a_flags, now)
+}
+
+/// A pair whose leg A has `a_flags` (SRTP or DTLS) and whose leg B is plain.
+fn a_encrypted(a_flags: StreamFlags, now: Instant) -> MediaPair {
     MediaPair::new(
         leg(A_LOCAL, Some(A_LOCAL_RTCP), Some(A_SDP), a_flags),
         leg(
@@ -525,17 +530,7 @@ fn without_the_partys_key_its_packets_are_dropped_and_a_lifetime_is_honoured() {
         }),
         ..StreamFlags::default()
     };
-    let mut pair = MediaPair::new(
-        leg(A_LOCAL, Some(A_LOCAL_RTCP), Some(A_SDP), no_key),
-        leg(
-            B_LOCAL,
-            Some(B_LOCAL_RTCP),
-            Some(B_SDP),
-            StreamFlags::default(),
-        ),
-        t0,
-    )
-    .unwrap();
+    let mut pair = a_encrypted(no_key, t0);
     let mut out = Vec::new();
     let relayed = pair.relay(A_RTP, addr(A_SDP), &rtp(1), t0, &mut out);
     assert_eq!(
@@ -571,4 +566,58 @@ fn without_the_partys_key_its_packets_are_dropped_and_a_lifetime_is_honoured() {
         Decision::Drop(DropReason::Srtp(SrtpError::KeyExhausted))
     );
     assert_eq!(pair.stats(Side::A).srtp.other_failures, 2);
+}
+
+#[test]
+fn a_dtls_leg_relays_nothing_in_clear_until_its_handshake_keys_it() {
+    let t0 = epoch();
+    let params = crate::dtls::DtlsParams {
+        role: crate::dtls::DtlsRole::Server,
+        peer: Some(crate::dtls::Fingerprint::of_der(b"party")),
+    };
+    let a_flags = StreamFlags {
+        dtls: Some(params),
+        ..StreamFlags::default()
+    };
+    let mut pair = a_encrypted(a_flags, t0);
+    let mut out = Vec::new();
+    // Before the handshake: neither direction passes.
+    let relayed = pair.relay(B_RTP, addr(B_SDP), &rtp(1), t0, &mut out);
+    assert_eq!(
+        relayed.decision,
+        Decision::Drop(DropReason::Srtp(SrtpError::NoKey))
+    );
+    let relayed = pair.relay(A_RTP, addr(A_SDP), &rtp(1), t0, &mut out);
+    assert_eq!(
+        relayed.decision,
+        Decision::Drop(DropReason::Srtp(SrtpError::NoKey))
+    );
+    // The handshake's keys, then a re-signal of the same leg without keys keeps them.
+    pair.set_dtls_keys(
+        Side::A,
+        SrtpKeys {
+            inbound: Some(srtp_key(0xaa)),
+            outbound: Some(srtp_key(0x11)),
+        },
+    );
+    pair.update_leg(Side::A, Some(SdpPeer::new(addr(A_SDP))), false, a_flags, t0)
+        .unwrap();
+    let mut a_sends = SrtpSession::new(srtp_key(0xaa));
+    let mut a_receives = SrtpSession::new(srtp_key(0x11));
+    let secured = a_sends.protect(&rtp(2), false).unwrap();
+    pair.relay(A_RTP, addr(A_SDP), &secured, t0, &mut out);
+    assert_eq!(out, rtp(2));
+    pair.relay(B_RTP, addr(B_SDP), &rtp(3), t0, &mut out);
+    assert_eq!(a_receives.unprotect(&out, false).unwrap(), rtp(3));
+    // The leg made plain by signalling forgets the keys.
+    pair.update_leg(
+        Side::A,
+        Some(SdpPeer::new(addr(A_SDP))),
+        false,
+        StreamFlags::default(),
+        t0,
+    )
+    .unwrap();
+    let relayed = pair.relay(B_RTP, addr(B_SDP), &rtp(4), t0, &mut out);
+    assert_eq!(relayed.payload, Payload::Unchanged);
 }

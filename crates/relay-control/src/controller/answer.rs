@@ -1,0 +1,132 @@
+//! The ng `answer`: the answerer's SDP completes a dialog (its address, rtcp-mux, keys) and
+//! the relay's SDP for the offerer is built from it.
+
+use anchorage_ng::{ErrorReason, Flags, OfferAnswer};
+use anchorage_relay::stun::IceCredentials;
+use anchorage_relay::StreamFlags;
+
+use super::negotiate::{negotiate_answer, secure_out, Signal};
+use super::outgoing::{looped, rewritten_for, wants_ice, Outgoing};
+use super::{fail, Controller, Handled, MediaAction, Now, Refusal, SECOND_US};
+use crate::sdp_out::StreamOut;
+use crate::session::{at, Stream};
+
+impl Controller {
+    pub(super) fn answer(
+        &mut self,
+        oa: &OfferAnswer,
+        flags: &Flags,
+        now: Now,
+    ) -> Result<Handled, Refusal> {
+        let call_id = oa.call_id.as_str();
+        let to = oa
+            .to_tag
+            .as_ref()
+            .map(|t| t.as_str())
+            .ok_or_else(|| fail(ErrorReason::NoToTag))?;
+        let from = oa.from_tag.as_str();
+        let branch = oa.via_branch.as_ref().map(|b| b.as_str());
+        let Some((sdp, streams_in)) = self.read_sdp(oa, flags)? else {
+            return Ok(looped(oa));
+        };
+        let stream_flags = self.stream_flags(flags);
+        let config = &self.config;
+        let call = self
+            .calls
+            .get_mut(call_id)
+            .ok_or_else(|| fail(ErrorReason::UnknownCallId))?;
+        let (index, answerer) = call
+            .answer_target(from, to, branch)
+            .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
+        call.last_signal = now.unix_us / SECOND_US;
+        let dialog = call
+            .dialogs
+            .get_mut(index)
+            .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
+        let offerer = answerer.other();
+        // Encryption first, on copies, so that a refusal changes nothing.
+        let mut renegotiated: Vec<Stream> = dialog
+            .streams
+            .iter()
+            .take(streams_in.len())
+            .cloned()
+            .collect();
+        let signal = Signal::new(&sdp, flags, config.dtls);
+        for (media, stream) in renegotiated.iter_mut().enumerate() {
+            negotiate_answer(stream, signal, media, answerer, &mut self.key_rng)?;
+        }
+        for (stream, new) in dialog.streams.iter_mut().zip(renegotiated) {
+            *stream = new;
+        }
+        dialog.tags[at(answerer)] = Some(to.to_owned());
+        if let Some(label) = &flags.label {
+            dialog.labels[at(answerer)] = Some(label.clone());
+        }
+        let mux = &flags.rtcp_mux;
+        let key = dialog.key;
+        let mut actions = Vec::new();
+        if wants_ice(flags) && dialog.ice[at(offerer)].is_none() {
+            let creds = IceCredentials::random(&mut self.rng);
+            dialog.ice[at(offerer)] = Some(creds);
+            dialog.flags[at(offerer)].ice = Some(creds);
+        }
+        for (media, (stream, s_in)) in dialog.streams.iter_mut().zip(&streams_in).enumerate() {
+            stream.peer[at(answerer)] = s_in.peer;
+            stream.mux[at(answerer)] = s_in.rtcp_mux;
+            // A DTLS offerer's rtcp-mux is accepted whatever the answer: the relay's DTLS runs
+            // on the RTP port only.
+            let dtls = stream.transport[at(offerer)].is_dtls();
+            stream.mux[at(offerer)] = stream.offered_mux
+                && (s_in.rtcp_mux || stream.mux_accepted || mux.demux || mux.accept || dtls)
+                && !mux.reject;
+            for side in [answerer, offerer] {
+                actions.push(MediaAction::Update {
+                    key,
+                    media,
+                    side,
+                    remote: stream.peer[at(side)],
+                    rtcp_mux: stream.mux[at(side)],
+                    flags: if side == answerer {
+                        stream.leg_flags(
+                            side,
+                            StreamFlags {
+                                ice: dialog.ice[at(answerer)],
+                                ..stream_flags
+                            },
+                        )
+                    } else {
+                        stream.leg_flags(side, dialog.flags[at(offerer)])
+                    },
+                });
+            }
+        }
+        dialog.flags[at(answerer)] = StreamFlags {
+            ice: dialog.ice[at(answerer)],
+            ..stream_flags
+        };
+        dialog.liveness.answered(now.mono);
+        let out: Vec<Option<StreamOut>> = (0..streams_in.len())
+            .map(|i| {
+                dialog.streams.get(i).map(|s| StreamOut {
+                    rtp_port: s.ports[at(offerer)].rtp,
+                    rtcp_port: s.ports[at(offerer)].rtcp(),
+                    mux: s.mux[at(offerer)],
+                    mux_only: s.mux[at(offerer)],
+                    profile: s.transport[at(offerer)].profile(),
+                    secure: secure_out(s, offerer, true, flags, config.dtls),
+                })
+            })
+            .collect();
+        let ice = wants_ice(flags)
+            .then_some(dialog.ice[at(offerer)])
+            .flatten();
+        let out = Outgoing {
+            sdp: &sdp,
+            streams: &out,
+            flags,
+            ice,
+            to: offerer,
+        };
+        rewritten_for(config, dialog, out, actions)
+    }
+}

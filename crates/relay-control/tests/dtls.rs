@@ -1,0 +1,357 @@
+//! DTLS-SRTP (RFC 5763/5764) through the control plane: exact SDPs for DTLS on one side and
+//! plain RTP or SDES on the other (both directions), DTLS on both sides passed through, the
+//! `a=setup` roles (`DTLS=passive|active`), the role and fingerprint the data plane is given
+//! for each leg and when, a re-offer with a new fingerprint, and the refusals.
+
+use anchorage_ng::Value;
+use anchorage_relay::{DtlsParams, DtlsRole, Fingerprint, Side};
+use anchorage_relay_control::MediaAction;
+
+/// The relay's certificate fingerprint in these tests.
+fn relay_fp() -> Fingerprint {
+    Fingerprint::of_der(b"the relay's certificate")
+}
+
+/// Alice's and Bob's certificate fingerprints.
+fn fp(who: &str) -> Fingerprint {
+    Fingerprint::of_der(who.as_bytes())
+}
+
+mod support;
+
+use support::{answer, audio_port as port, error_of, sdp_of, text, Relay};
+
+/// A relay with DTLS (`relay_fp`) or without.
+fn new_relay(dtls: Option<Fingerprint>) -> Relay {
+    Relay::with(support::config(dtls), 5)
+}
+
+fn offer(sdp: &str, options: &[(&'static str, &str)]) -> Vec<(&'static str, Value)> {
+    let mut entries = vec![
+        ("command", text("offer")),
+        ("call-id", text("call-1")),
+        ("from-tag", text("alice")),
+        ("sdp", text(sdp)),
+    ];
+    entries.extend(options.iter().map(|(k, v)| (*k, text(v))));
+    entries
+}
+
+/// What the data plane should run for a leg: the relay's `role`, `who`'s certificate.
+fn leg(role: DtlsRole, who: Option<&str>) -> Option<DtlsParams> {
+    Some(DtlsParams {
+        role,
+        peer: who.map(fp),
+    })
+}
+
+/// The DTLS options the data plane was given for `side` of the first stream.
+fn dtls_in(actions: &[MediaAction], side: Side) -> Option<DtlsParams> {
+    support::leg_flags(actions, side).dtls
+}
+
+/// What the relay sends on: the sender's `o=` (`who`, `ip`), the relay's `port` and `profile`,
+/// its address, then `rest`.
+fn from_relay(who: &str, ip: &str, port: u16, profile: &str, rest: &str) -> String {
+    format!(
+        "v=0\r\no={who} 1 1 IN IP4 {ip}\r\ns=-\r\nt=0 0\r\nm=audio {port} {profile} 111\r\n\
+         c=IN IP4 203.0.113.1\r\n{rest}"
+    )
+}
+
+fn dtls_party(who: &str, port: u16, profile: &str, setup: &str) -> String {
+    format!(
+        "v=0\r\n\
+         o={who} 1 1 IN IP4 192.0.2.10\r\n\
+         s=-\r\n\
+         c=IN IP4 192.0.2.10\r\n\
+         t=0 0\r\n\
+         m=audio {port} {profile} 111\r\n\
+         a=rtpmap:111 opus/48000/2\r\n\
+         a=rtcp-mux\r\n\
+         a=setup:{setup}\r\n\
+         a=fingerprint:{}\r\n",
+        fp(who).sdp_value()
+    )
+}
+
+fn plain_party(who: &str, port: u16) -> String {
+    format!(
+        "v=0\r\n\
+         o={who} 1 1 IN IP4 198.51.100.20\r\n\
+         s=-\r\n\
+         c=IN IP4 198.51.100.20\r\n\
+         t=0 0\r\n\
+         m=audio {port} RTP/AVP 111\r\n\
+         a=rtpmap:111 opus/48000/2\r\n"
+    )
+}
+
+#[test]
+fn dtls_offerer_and_plain_answerer() {
+    let mut relay = new_relay(Some(relay_fp()));
+    let alice = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass");
+    let (reply, actions) = relay.send(offer(&alice, &[("transport-protocol", "RTP/AVPF")]));
+    let to_bob = sdp_of(&reply);
+    let p = port(&to_bob);
+    assert_eq!(
+        to_bob,
+        from_relay(
+            "alice",
+            "192.0.2.10",
+            p,
+            "RTP/AVPF",
+            &format!(
+                "a=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp:{}\r\na=rtcp-mux\r\n",
+                p + 1
+            ),
+        )
+    );
+    // Until Alice has the relay's answer, the relay only waits for a ClientHello from her.
+    let waiting = leg(DtlsRole::Server, Some("alice"));
+    assert_eq!(dtls_in(&actions, Side::A), waiting);
+    assert_eq!(dtls_in(&actions, Side::B), None);
+    let (reply, actions) = relay.send(answer(&plain_party("bob", 5000)));
+    let to_alice = sdp_of(&reply);
+    let pa = port(&to_alice);
+    assert_eq!(
+        to_alice,
+        from_relay(
+            "bob",
+            "198.51.100.20",
+            pa,
+            "UDP/TLS/RTP/SAVPF",
+            &format!("a=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp:{pa}\r\na=rtcp-mux\r\na=setup:active\r\na=fingerprint:{}\r\n", relay_fp().sdp_value()),
+        )
+    );
+    // Answered `actpass` with `active`: the relay is the client, now that Alice knows.
+    let client = leg(DtlsRole::Client, Some("alice"));
+    assert_eq!(dtls_in(&actions, Side::A), client);
+    assert_eq!(dtls_in(&actions, Side::B), None);
+}
+
+#[test]
+fn plain_offerer_and_dtls_answerer_with_the_protocol_in_the_offer() {
+    let mut relay = new_relay(Some(relay_fp()));
+    let (reply, actions) = relay.send(offer(
+        &plain_party("alice", 4000),
+        &[("transport-protocol", "UDP/TLS/RTP/SAVPF")],
+    ));
+    let to_bob = sdp_of(&reply);
+    let p = port(&to_bob);
+    assert_eq!(
+        to_bob,
+        from_relay(
+            "alice",
+            "198.51.100.20",
+            p,
+            "UDP/TLS/RTP/SAVPF",
+            &format!("a=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp:{}\r\na=rtcp-mux\r\na=setup:actpass\r\na=fingerprint:{}\r\n", p + 1,
+            relay_fp().sdp_value()),
+        )
+    );
+    // Bob's side is encrypted, with no fingerprint to expect yet: nothing passes.
+    let pending = leg(DtlsRole::Server, None);
+    assert_eq!(dtls_in(&actions, Side::B), pending);
+    let bob = dtls_party("bob", 5000, "UDP/TLS/RTP/SAVPF", "active");
+    let (reply, actions) = relay.send(answer(&bob));
+    let to_alice = sdp_of(&reply);
+    let pa = port(&to_alice);
+    assert_eq!(
+        to_alice,
+        from_relay(
+            "bob",
+            "192.0.2.10",
+            pa,
+            "RTP/AVP",
+            &format!(
+                "a=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp:{}\r\n",
+                pa + 1
+            ),
+        )
+    );
+    // Bob is active: the relay is the server and expects Bob's certificate.
+    let server = leg(DtlsRole::Server, Some("bob"));
+    assert_eq!(dtls_in(&actions, Side::B), server);
+    assert_eq!(dtls_in(&actions, Side::A), None);
+}
+
+#[test]
+fn a_passive_answerer_makes_the_relay_the_client() {
+    let mut relay = new_relay(Some(relay_fp()));
+    relay.send(offer(
+        &plain_party("alice", 4000),
+        &[("transport-protocol", "UDP/TLS/RTP/SAVP")],
+    ));
+    let bob = dtls_party("bob", 5000, "UDP/TLS/RTP/SAVP", "passive");
+    let (reply, actions) = relay.send(answer(&bob));
+    sdp_of(&reply);
+    assert_eq!(
+        dtls_in(&actions, Side::B),
+        leg(DtlsRole::Client, Some("bob"))
+    );
+}
+
+#[test]
+fn dtls_offerer_and_sdes_answerer_and_dtls_passive() {
+    let mut relay = new_relay(Some(relay_fp()));
+    let alice = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVP", "actpass");
+    let (reply, _) = relay.send(offer(
+        &alice,
+        &[("transport-protocol", "RTP/SAVP"), ("DTLS", "passive")],
+    ));
+    let to_bob = sdp_of(&reply);
+    assert!(to_bob.contains(" RTP/SAVP 111\r\n"), "{to_bob}");
+    assert!(
+        to_bob.contains("a=crypto:1 AEAD_AES_256_GCM inline:"),
+        "{to_bob}"
+    );
+    assert!(!to_bob.contains("a=setup") && !to_bob.contains("a=fingerprint"));
+    let key = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+    let bob = format!(
+        "v=0\r\no=bob 1 1 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\n\
+         m=audio 5000 RTP/SAVP 111\r\na=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
+    );
+    let (reply, actions) = relay.send(answer(&bob));
+    let to_alice = sdp_of(&reply);
+    let pa = port(&to_alice);
+    assert!(
+        to_alice.ends_with(&format!(
+            "m=audio {pa} UDP/TLS/RTP/SAVP 111\r\n\
+             c=IN IP4 203.0.113.1\r\n\
+             a=sendrecv\r\n\
+             a=rtcp:{pa}\r\n\
+             a=rtcp-mux\r\n\
+             a=setup:passive\r\n\
+             a=fingerprint:{}\r\n",
+            relay_fp().sdp_value()
+        )),
+        "{to_alice}"
+    );
+    // `DTLS=passive`: the relay waits for Alice's ClientHello; Bob's leg is SDES.
+    assert_eq!(
+        dtls_in(&actions, Side::A),
+        leg(DtlsRole::Server, Some("alice"))
+    );
+    assert!(actions.iter().any(|a| matches!(a,
+        MediaAction::Update { side: Side::B, flags, .. } if flags.srtp.is_some() && flags.dtls.is_none())));
+}
+
+#[test]
+fn sdes_offerer_and_dtls_answerer() {
+    let mut relay = new_relay(Some(relay_fp()));
+    let key = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+    let alice = format!(
+        "v=0\r\no=alice 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n\
+         m=audio 4000 RTP/SAVPF 111\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
+    );
+    let (reply, _) = relay.send(offer(
+        &alice,
+        &[
+            ("transport-protocol", "UDP/TLS/RTP/SAVPF"),
+            ("DTLS", "active"),
+        ],
+    ));
+    let to_bob = sdp_of(&reply);
+    assert!(to_bob.contains(" UDP/TLS/RTP/SAVPF 111\r\n"), "{to_bob}");
+    assert!(to_bob.contains("a=setup:active\r\n"), "{to_bob}");
+    assert!(!to_bob.contains("a=crypto"), "{to_bob}");
+    let bob = dtls_party("bob", 5000, "UDP/TLS/RTP/SAVPF", "passive");
+    let (reply, actions) = relay.send(answer(&bob));
+    let to_alice = sdp_of(&reply);
+    assert!(to_alice.contains(" RTP/SAVPF 111\r\n"), "{to_alice}");
+    assert!(to_alice.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"));
+    assert!(!to_alice.contains("a=fingerprint"));
+    assert_eq!(
+        dtls_in(&actions, Side::B),
+        leg(DtlsRole::Client, Some("bob"))
+    );
+}
+
+#[test]
+fn dtls_on_both_sides_is_passed_through_untouched() {
+    let mut relay = new_relay(Some(relay_fp()));
+    let alice = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass");
+    let (reply, actions) = relay.send(offer(&alice, &[]));
+    let to_bob = sdp_of(&reply);
+    assert!(to_bob.contains("a=setup:actpass\r\n"));
+    assert!(to_bob.contains(&format!("a=fingerprint:{}\r\n", fp("alice").sdp_value())));
+    assert_eq!(dtls_in(&actions, Side::A), None);
+    let bob = dtls_party("bob", 5000, "UDP/TLS/RTP/SAVPF", "active");
+    let (reply, actions) = relay.send(answer(&bob));
+    let to_alice = sdp_of(&reply);
+    assert!(to_alice.contains(&format!("a=fingerprint:{}\r\n", fp("bob").sdp_value())));
+    assert_eq!(dtls_in(&actions, Side::B), None);
+}
+
+#[test]
+fn a_reoffer_with_a_new_fingerprint_gives_the_data_plane_a_new_one() {
+    let mut relay = new_relay(Some(relay_fp()));
+    let alice = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass");
+    relay.send(offer(&alice, &[("transport-protocol", "RTP/AVP")]));
+    relay.send(answer(&plain_party("bob", 5000)));
+    // The same SDP again: the same role and fingerprint (no new handshake).
+    let (reply, actions) = relay.send(offer(&alice, &[("to-tag", "bob")]));
+    let again = sdp_of(&reply);
+    assert!(
+        again.contains(" RTP/AVPF 111\r\n"),
+        "the conversion is kept: {again}"
+    );
+    let client = leg(DtlsRole::Client, Some("alice"));
+    assert_eq!(dtls_in(&actions, Side::A), client);
+    // A new certificate (say, the call moved to another device or relay).
+    let moved = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass")
+        .replace(&fp("alice").sdp_value(), &fp("alice's new").sdp_value());
+    let (_, actions) = relay.send(offer(&moved, &[("to-tag", "bob")]));
+    let new = dtls_in(&actions, Side::A).and_then(|p| p.peer);
+    assert_eq!(new, Some(fp("alice's new")));
+    let (reply, actions) = relay.send(answer(&plain_party("bob", 5000)));
+    assert!(sdp_of(&reply).contains("a=setup:active\r\n"));
+    assert_eq!(
+        dtls_in(&actions, Side::A),
+        leg(DtlsRole::Client, Some("alice's new"))
+    );
+}
+
+#[test]
+fn what_cannot_be_honoured_is_refused_with_a_reason() {
+    let mut relay = new_relay(Some(relay_fp()));
+    let no_fp = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass").replace(
+        &format!("a=fingerprint:{}\r\n", fp("alice").sdp_value()),
+        "",
+    );
+    let reply = relay
+        .send(offer(&no_fp, &[("transport-protocol", "RTP/AVP")]))
+        .0;
+    assert_eq!(error_of(&reply), "DTLS: media section 1: no a=fingerprint");
+    let sha1 = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass")
+        .replace(&fp("alice").sdp_value(), "sha-1 00:11");
+    let reply = relay
+        .send(offer(&sha1, &[("transport-protocol", "RTP/AVP")]))
+        .0;
+    assert!(error_of(&reply).contains("sha-256"), "{reply:?}");
+    let reply = relay
+        .send(offer(
+            &plain_party("alice", 4000),
+            &[("transport-protocol", "UDP/TLS/RTP/SAVPF"), ("DTLS", "off")],
+        ))
+        .0;
+    assert!(error_of(&reply).contains("DTLS=off"), "{reply:?}");
+    relay.send(offer(
+        &plain_party("alice", 4000),
+        &[("transport-protocol", "UDP/TLS/RTP/SAVPF")],
+    ));
+    let bob = dtls_party("bob", 5000, "UDP/TLS/RTP/SAVPF", "actpass");
+    let reply = relay.send(answer(&bob)).0;
+    assert!(
+        error_of(&reply).contains("actpass in an answer"),
+        "{reply:?}"
+    );
+    // Without a certificate the relay still refuses to convert DTLS, as before.
+    let mut bare = new_relay(None);
+    let alice = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "actpass");
+    let reply = bare
+        .send(offer(&alice, &[("transport-protocol", "RTP/AVP")]))
+        .0;
+    assert!(error_of(&reply).contains("not supported"), "{reply:?}");
+}
