@@ -523,9 +523,69 @@ fn is_host_port(s: &str) -> bool {
     host_ok && port_ok
 }
 
+/// Appends "must be greater than 0" under `{at}.{key}` for each `(key, value)` that is zero.
+fn check_positive(at: &str, values: &[(&str, u64)], errors: &mut Vec<ConfigError>) {
+    for (key, value) in values {
+        if *value == 0 {
+            errors.push(ConfigError::new(
+                format!("{at}.{key}"),
+                "must be greater than 0",
+            ));
+        }
+    }
+}
+
+/// Appends "is more than a year" under `{at}.{key}` for each `(key, seconds)` over a year.
+fn check_within_a_year(at: &str, values: &[(&str, u64)], errors: &mut Vec<ConfigError>) {
+    for (key, seconds) in values {
+        if *seconds > 365 * 24 * 3600 {
+            errors.push(ConfigError::new(
+                format!("{at}.{key}"),
+                "is more than a year",
+            ));
+        }
+    }
+}
+
+/// Appends an error under `path` when `name` is empty or an earlier `what` (relay set, rule)
+/// has it already.
+fn check_name<'a>(
+    path: &str,
+    name: &str,
+    mut earlier: impl Iterator<Item = &'a str>,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    if name.is_empty() {
+        errors.push(ConfigError::new(path, "must not be empty"));
+    } else if earlier.any(|o| o == name) {
+        errors.push(ConfigError::new(
+            path,
+            format!("{name:?} is used by an earlier {what}"),
+        ));
+    }
+}
+
 impl ProxyConfig {
-    /// Checks what the types cannot, appending errors under `at`.
+    /// Checks what the types cannot, appending errors under `at`: one check per section, in
+    /// the order of the sections in `docs/configuration.md`.
     pub fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        self.validate_listen(at, errors);
+        self.timers.validate(&format!("{at}.timers"), errors);
+        self.tcp.validate(&format!("{at}.tcp"), errors);
+        self.flood.validate(&format!("{at}.flood"), errors);
+        self.dialog.validate(&format!("{at}.dialog"), errors);
+        self.relay_health
+            .validate(&format!("{at}.relay_health"), errors);
+        self.validate_reanchor(at, errors);
+        self.overload.validate(&format!("{at}.overload"), errors);
+        self.validate_relay_sets(at, errors);
+        self.validate_media(at, errors);
+        self.validate_routes(at, errors);
+    }
+
+    /// `[[proxy.listen]]`: at least one, each advertised address well formed, none twice.
+    fn validate_listen(&self, at: &str, errors: &mut Vec<ConfigError>) {
         if self.listen.is_empty() {
             errors.push(ConfigError::new(
                 format!("{at}.listen"),
@@ -551,199 +611,51 @@ impl ProxyConfig {
                 ));
             }
         }
-        let t = &self.timers;
-        for (key, value) in [
-            ("t1_ms", t.t1_ms),
-            ("t2_ms", t.t2_ms),
-            ("t4_ms", t.t4_ms),
-            ("timer_c_ms", t.timer_c_ms),
-        ] {
-            if value == 0 {
-                errors.push(ConfigError::new(
-                    format!("{at}.timers.{key}"),
-                    "must be greater than 0",
-                ));
-            }
-            // Timer B and friends are 64 * T1: keep every timer within a day.
-            if value > 86_400_000 / 64 {
-                errors.push(ConfigError::new(
-                    format!("{at}.timers.{key}"),
-                    format!("{value} ms is too long (at most {} ms)", 86_400_000 / 64),
-                ));
-            }
-        }
-        let long = [
-            ("dialog.max_age_s", self.dialog.max_age_s),
-            ("reanchor.invite_timeout_s", self.reanchor.invite_timeout_s),
-            ("reanchor.give_up_s", self.reanchor.give_up_s),
-            (
-                "relay_health.interval_ms",
-                self.relay_health.interval_ms / 1000,
-            ),
-            (
-                "relay_health.max_window_ms",
-                self.relay_health.max_window_ms / 1000,
-            ),
-            (
-                "overload.max_queue_delay_ms",
-                self.overload.max_queue_delay_ms / 1000,
-            ),
-            (
-                "overload.retry_after_s",
-                u64::from(self.overload.retry_after_s),
-            ),
-        ];
-        for (key, value) in long {
-            if value > 365 * 24 * 3600 {
-                errors.push(ConfigError::new(
-                    format!("{at}.{key}"),
-                    "is more than a year",
-                ));
-            }
-        }
-        if t.t2_ms < t.t1_ms {
-            errors.push(ConfigError::new(
-                format!("{at}.timers.t2_ms"),
-                format!("{} must not be less than t1_ms ({})", t.t2_ms, t.t1_ms),
-            ));
-        }
-        if t.timer_c_ms < 180_000 {
-            errors.push(ConfigError::new(
-                format!("{at}.timers.timer_c_ms"),
-                format!(
-                    "{} is below RFC 3261's minimum of 3 minutes (180000)",
-                    t.timer_c_ms
-                ),
-            ));
-        }
-        if self.tcp.max_connections == 0 {
-            errors.push(ConfigError::new(
-                format!("{at}.tcp.max_connections"),
-                "must be greater than 0",
-            ));
-        }
-        if self.tcp.max_connections_per_source == 0 {
-            errors.push(ConfigError::new(
-                format!("{at}.tcp.max_connections_per_source"),
-                "must be greater than 0",
-            ));
-        }
-        if self.tcp.message_timeout_s == 0 || self.tcp.message_timeout_s > 3600 {
-            errors.push(ConfigError::new(
-                format!("{at}.tcp.message_timeout_s"),
-                format!("{} is not 1 to 3600 seconds", self.tcp.message_timeout_s),
-            ));
-        }
-        if self.tcp.max_message_bytes < 1024 {
-            errors.push(ConfigError::new(
-                format!("{at}.tcp.max_message_bytes"),
-                format!(
-                    "{} is too small for SIP (at least 1024)",
-                    self.tcp.max_message_bytes
-                ),
-            ));
-        }
-        if self.flood.requests_per_second > 0 {
-            if self.flood.block_s == 0 || self.flood.block_s > 86_400 {
-                errors.push(ConfigError::new(
-                    format!("{at}.flood.block_s"),
-                    format!("{} is not 1 to 86400 seconds", self.flood.block_s),
-                ));
-            }
-            if self.flood.burst != 0 && self.flood.burst < self.flood.requests_per_second {
-                errors.push(ConfigError::new(
-                    format!("{at}.flood.burst"),
-                    format!(
-                        "{} is below requests_per_second ({}): a source could never send a second's worth",
-                        self.flood.burst, self.flood.requests_per_second
-                    ),
-                ));
-            }
-            if self.flood.max_sources == 0 {
-                errors.push(ConfigError::new(
-                    format!("{at}.flood.max_sources"),
-                    "must be greater than 0",
-                ));
-            }
-        }
-        for (i, ua) in self.flood.drop_user_agents.iter().enumerate() {
-            if ua.trim().is_empty() {
-                errors.push(ConfigError::new(
-                    format!("{at}.flood.drop_user_agents[{i}]"),
-                    "is empty: it would drop every request with a User-Agent",
-                ));
-            }
-        }
-        if self.dialog.max_age_s == 0 {
-            errors.push(ConfigError::new(
-                format!("{at}.dialog.max_age_s"),
-                "must be greater than 0",
-            ));
-        }
-        let positive = [
-            ("relay_health.interval_ms", self.relay_health.interval_ms),
-            (
-                "relay_health.down_after",
-                u64::from(self.relay_health.down_after),
-            ),
-            (
-                "relay_health.up_after",
-                u64::from(self.relay_health.up_after),
-            ),
-            ("reanchor.max_in_flight", self.reanchor.max_in_flight as u64),
-            ("reanchor.per_second", u64::from(self.reanchor.per_second)),
-            ("reanchor.invite_timeout_s", self.reanchor.invite_timeout_s),
-            (
-                "overload.max_transactions",
-                self.overload.max_transactions as u64,
-            ),
-            (
-                "overload.max_pending_ng",
-                self.overload.max_pending_ng as u64,
-            ),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                errors.push(ConfigError::new(
-                    format!("{at}.{key}"),
-                    "must be greater than 0",
-                ));
-            }
-        }
-        let health = &self.relay_health;
-        let shortest = health
-            .interval_ms
-            .saturating_mul(u64::from(health.down_after));
-        if health.max_window_ms < shortest {
-            errors.push(ConfigError::new(
-                format!("{at}.relay_health.max_window_ms"),
-                format!(
-                    "{} is below down_after x interval_ms ({shortest}): the window could never be that short",
-                    health.max_window_ms
-                ),
-            ));
-        }
-        if let Some(set) = &self.reanchor.fallback_set {
+    }
+
+    /// `[proxy.reanchor]`: positive limits, times within a year, a fallback set that exists.
+    fn validate_reanchor(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        let r = &self.reanchor;
+        let here = format!("{at}.reanchor");
+        check_within_a_year(
+            &here,
+            &[
+                ("invite_timeout_s", r.invite_timeout_s),
+                ("give_up_s", r.give_up_s),
+            ],
+            errors,
+        );
+        check_positive(
+            &here,
+            &[
+                ("max_in_flight", r.max_in_flight as u64),
+                ("per_second", u64::from(r.per_second)),
+                ("invite_timeout_s", r.invite_timeout_s),
+            ],
+            errors,
+        );
+        if let Some(set) = &r.fallback_set {
             if !self.relay_set.iter().any(|s| &s.name == set) {
                 errors.push(ConfigError::new(
-                    format!("{at}.reanchor.fallback_set"),
+                    format!("{here}.fallback_set"),
                     format!("no relay set named {set:?}"),
                 ));
             }
         }
+    }
+
+    /// `[[proxy.relay_set]]`: unique non-empty names, at least one node, positive weights.
+    fn validate_relay_sets(&self, at: &str, errors: &mut Vec<ConfigError>) {
         for (i, set) in self.relay_set.iter().enumerate() {
             let here = format!("{at}.relay_set[{i}]");
-            if set.name.is_empty() {
-                errors.push(ConfigError::new(
-                    format!("{here}.name"),
-                    "must not be empty",
-                ));
-            } else if self.relay_set[..i].iter().any(|o| o.name == set.name) {
-                errors.push(ConfigError::new(
-                    format!("{here}.name"),
-                    format!("{:?} is used by an earlier relay set", set.name),
-                ));
-            }
+            let earlier = self.relay_set[..i].iter().map(|o| o.name.as_str());
+            check_name(
+                &format!("{here}.name"),
+                &set.name,
+                earlier,
+                "relay set",
+                errors,
+            );
             if set.nodes.is_empty() {
                 errors.push(ConfigError::new(
                     format!("{here}.nodes"),
@@ -759,56 +671,234 @@ impl ProxyConfig {
                 }
             }
         }
-        let check_policy = |policy: &MediaPolicy, path: String, errors: &mut Vec<ConfigError>| {
-            if let Some(set) = &policy.set {
-                if !self.relay_set.iter().any(|s| &s.name == set) {
-                    errors.push(ConfigError::new(
-                        format!("{path}.set"),
-                        format!("no relay set named {set:?}"),
-                    ));
-                }
-            }
-            for (leg, options) in [("caller", &policy.caller), ("callee", &policy.callee)] {
-                if let Some(t) = &options.transport {
-                    if !MEDIA_PROFILES.contains(&t.as_str()) {
-                        errors.push(ConfigError::new(
-                            format!("{path}.{leg}.type"),
-                            format!("{t:?} is not one of {}", MEDIA_PROFILES.join(", ")),
-                        ));
-                    }
-                }
-                if let Some(iface) = &options.iface {
-                    let ok = !iface.is_empty()
-                        && iface
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-                    if !ok {
-                        errors.push(ConfigError::new(
-                            format!("{path}.{leg}.iface"),
-                            format!("{iface:?} is not an interface name (letters, digits, - _ .)"),
-                        ));
-                    }
-                }
-            }
-        };
-        check_policy(&self.media, format!("{at}.media"), errors);
+    }
+
+    /// `[proxy.media]`: the default media policy.
+    fn validate_media(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        self.validate_policy(&self.media, &format!("{at}.media"), errors);
+    }
+
+    /// `[[proxy.route]]`: each rule (its media policy first), unique non-empty names.
+    fn validate_routes(&self, at: &str, errors: &mut Vec<ConfigError>) {
         for (i, rule) in self.route.iter().enumerate() {
             if let Some(policy) = &rule.media {
-                check_policy(policy, format!("{at}.route[{i}].media"), errors);
+                self.validate_policy(policy, &format!("{at}.route[{i}].media"), errors);
             }
             rule.validate(&format!("{at}.route[{i}]"), errors);
-            if rule.name.is_empty() {
+            let earlier = self.route[..i].iter().map(|o| o.name.as_str());
+            check_name(
+                &format!("{at}.route[{i}].name"),
+                &rule.name,
+                earlier,
+                "rule",
+                errors,
+            );
+        }
+    }
+
+    /// A media policy under `path`: its relay set exists, each leg's profile and interface
+    /// are well formed.
+    fn validate_policy(&self, policy: &MediaPolicy, path: &str, errors: &mut Vec<ConfigError>) {
+        if let Some(set) = &policy.set {
+            if !self.relay_set.iter().any(|s| &s.name == set) {
                 errors.push(ConfigError::new(
-                    format!("{at}.route[{i}].name"),
-                    "must not be empty",
-                ));
-            } else if self.route[..i].iter().any(|o| o.name == rule.name) {
-                errors.push(ConfigError::new(
-                    format!("{at}.route[{i}].name"),
-                    format!("{:?} is used by an earlier rule", rule.name),
+                    format!("{path}.set"),
+                    format!("no relay set named {set:?}"),
                 ));
             }
         }
+        for (leg, options) in [("caller", &policy.caller), ("callee", &policy.callee)] {
+            if let Some(t) = &options.transport {
+                if !MEDIA_PROFILES.contains(&t.as_str()) {
+                    errors.push(ConfigError::new(
+                        format!("{path}.{leg}.type"),
+                        format!("{t:?} is not one of {}", MEDIA_PROFILES.join(", ")),
+                    ));
+                }
+            }
+            if let Some(iface) = &options.iface {
+                let ok = !iface.is_empty()
+                    && iface
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !ok {
+                    errors.push(ConfigError::new(
+                        format!("{path}.{leg}.iface"),
+                        format!("{iface:?} is not an interface name (letters, digits, - _ .)"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl Timers {
+    /// `[proxy.timers]` under `at`: each timer positive and within a day once multiplied by
+    /// 64, T2 ≥ T1, Timer C over 3 minutes.
+    fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        for (key, value) in [
+            ("t1_ms", self.t1_ms),
+            ("t2_ms", self.t2_ms),
+            ("t4_ms", self.t4_ms),
+            ("timer_c_ms", self.timer_c_ms),
+        ] {
+            check_positive(at, &[(key, value)], errors);
+            // Timer B and friends are 64 * T1: keep every timer within a day.
+            if value > 86_400_000 / 64 {
+                errors.push(ConfigError::new(
+                    format!("{at}.{key}"),
+                    format!("{value} ms is too long (at most {} ms)", 86_400_000 / 64),
+                ));
+            }
+        }
+        if self.t2_ms < self.t1_ms {
+            errors.push(ConfigError::new(
+                format!("{at}.t2_ms"),
+                format!(
+                    "{} must not be less than t1_ms ({})",
+                    self.t2_ms, self.t1_ms
+                ),
+            ));
+        }
+        if self.timer_c_ms < 180_000 {
+            errors.push(ConfigError::new(
+                format!("{at}.timer_c_ms"),
+                format!(
+                    "{} is below RFC 3261's minimum of 3 minutes (180000)",
+                    self.timer_c_ms
+                ),
+            ));
+        }
+    }
+}
+
+impl TcpLimits {
+    /// `[proxy.tcp]` under `at`: positive connection limits, a message timeout of 1 s to an
+    /// hour, room for a SIP message.
+    fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        check_positive(
+            at,
+            &[
+                ("max_connections", self.max_connections as u64),
+                (
+                    "max_connections_per_source",
+                    self.max_connections_per_source as u64,
+                ),
+            ],
+            errors,
+        );
+        if self.message_timeout_s == 0 || self.message_timeout_s > 3600 {
+            errors.push(ConfigError::new(
+                format!("{at}.message_timeout_s"),
+                format!("{} is not 1 to 3600 seconds", self.message_timeout_s),
+            ));
+        }
+        if self.max_message_bytes < 1024 {
+            errors.push(ConfigError::new(
+                format!("{at}.max_message_bytes"),
+                format!(
+                    "{} is too small for SIP (at least 1024)",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+    }
+}
+
+impl Flood {
+    /// `[proxy.flood]` under `at`: when on, a block time of 1 s to a day, a burst of at
+    /// least a second's worth, room for sources; no empty User-Agent to drop.
+    fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        if self.requests_per_second > 0 {
+            if self.block_s == 0 || self.block_s > 86_400 {
+                errors.push(ConfigError::new(
+                    format!("{at}.block_s"),
+                    format!("{} is not 1 to 86400 seconds", self.block_s),
+                ));
+            }
+            if self.burst != 0 && self.burst < self.requests_per_second {
+                errors.push(ConfigError::new(
+                    format!("{at}.burst"),
+                    format!(
+                        "{} is below requests_per_second ({}): a source could never send a second's worth",
+                        self.burst, self.requests_per_second
+                    ),
+                ));
+            }
+            check_positive(at, &[("max_sources", self.max_sources as u64)], errors);
+        }
+        for (i, ua) in self.drop_user_agents.iter().enumerate() {
+            if ua.trim().is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{at}.drop_user_agents[{i}]"),
+                    "is empty: it would drop every request with a User-Agent",
+                ));
+            }
+        }
+    }
+}
+
+impl DialogConfig {
+    /// `[proxy.dialog]` under `at`: a maximum age of a second to a year.
+    fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        check_within_a_year(at, &[("max_age_s", self.max_age_s)], errors);
+        check_positive(at, &[("max_age_s", self.max_age_s)], errors);
+    }
+}
+
+impl RelayHealth {
+    /// `[proxy.relay_health]` under `at`: positive settings within a year, and a window that
+    /// can hold `down_after` pings.
+    fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        check_within_a_year(
+            at,
+            &[
+                ("interval_ms", self.interval_ms / 1000),
+                ("max_window_ms", self.max_window_ms / 1000),
+            ],
+            errors,
+        );
+        check_positive(
+            at,
+            &[
+                ("interval_ms", self.interval_ms),
+                ("down_after", u64::from(self.down_after)),
+                ("up_after", u64::from(self.up_after)),
+            ],
+            errors,
+        );
+        let shortest = self.interval_ms.saturating_mul(u64::from(self.down_after));
+        if self.max_window_ms < shortest {
+            errors.push(ConfigError::new(
+                format!("{at}.max_window_ms"),
+                format!(
+                    "{} is below down_after x interval_ms ({shortest}): the window could never be that short",
+                    self.max_window_ms
+                ),
+            ));
+        }
+    }
+}
+
+impl Overload {
+    /// `[proxy.overload]` under `at`: positive bounds, delays within a year.
+    fn validate(&self, at: &str, errors: &mut Vec<ConfigError>) {
+        check_within_a_year(
+            at,
+            &[
+                ("max_queue_delay_ms", self.max_queue_delay_ms / 1000),
+                ("retry_after_s", u64::from(self.retry_after_s)),
+            ],
+            errors,
+        );
+        check_positive(
+            at,
+            &[
+                ("max_transactions", self.max_transactions as u64),
+                ("max_pending_ng", self.max_pending_ng as u64),
+            ],
+            errors,
+        );
     }
 }
 
@@ -896,6 +986,42 @@ impl RouteRule {
 #[cfg(test)]
 mod tests {
     use crate::parse;
+
+    /// One bad value in each section: each is reported under its key, once, section by
+    /// section (`ProxyConfig::validate` runs one check per section).
+    #[test]
+    fn each_section_reports_its_own_errors() {
+        let err = parse(
+            "[[proxy.listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\nadvertise = \"a b\"\n\
+             [proxy.timers]\nt1_ms = 0\n\
+             [proxy.tcp]\nmax_connections = 0\n\
+             [proxy.flood]\ndrop_user_agents = [\"\"]\n\
+             [proxy.dialog]\nmax_age_s = 0\n\
+             [proxy.relay_health]\nup_after = 0\n\
+             [proxy.reanchor]\nper_second = 0\nfallback_set = \"nope\"\n\
+             [proxy.overload]\nretry_after_s = 4000000000\n\
+             [[proxy.relay_set]]\nname = \"m\"\nnodes = []\n\
+             [proxy.media]\nset = \"other\"\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "proxy.listen[0].advertise",
+                "proxy.timers.t1_ms",
+                "proxy.tcp.max_connections",
+                "proxy.flood.drop_user_agents[0]",
+                "proxy.dialog.max_age_s",
+                "proxy.relay_health.up_after",
+                "proxy.reanchor.per_second",
+                "proxy.reanchor.fallback_set",
+                "proxy.overload.retry_after_s",
+                "proxy.relay_set[0].nodes",
+                "proxy.media.set",
+            ]
+        );
+    }
 
     #[test]
     fn default_listens_on_udp_and_tcp_loopback_5060() {
