@@ -1,9 +1,9 @@
 //! Eighty thousand transactions through the proxy core's public seam, under an
 //! injected clock: every one completes and expires, the node ends with no transaction and no
 //! timer, and what it holds follows the load (the transactions alive at once), not the total
-//! ever created. This is the store production runs: `node/transactions.rs`'s server and
-//! client maps and `node/timers.rs`'s queue, reached only through `handle_datagram`,
-//! `poll_transmit` and `handle_timeout`.
+//! ever created. This is the store production runs — the node's server and client
+//! transactions (`node/transactions.rs`) and their timer queue (`node/timers.rs`) — reached
+//! only through `handle_datagram`, `poll_transmit` and `handle_timeout`.
 
 mod support;
 
