@@ -498,6 +498,8 @@ impl Collector for ProxySnapshot {
 #[derive(Clone)]
 struct AppState {
     queries: mpsc::Sender<Query>,
+    /// The call store (memory or Redis), for `/v1/health` and `/metrics`.
+    store: anchorage_store::Store,
     token: Option<String>,
     /// Failed token checks and refused connections (`crate::security`).
     counters: Arc<crate::security::ApiCounters>,
@@ -527,7 +529,31 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    metrics_page(vec![Box::new(snapshot), Box::new(state.counters.clone())])
+    metrics_page(vec![
+        Box::new(snapshot),
+        Box::new(state.counters.clone()),
+        Box::new(crate::store_view::StoreMetrics(state.store.status())),
+    ])
+}
+
+/// `GET /v1/health`: the proxy's own event loop answers (a stuck proxy fails this as well as
+/// a dead one), with its relays and the state of its call store. A store that is down makes
+/// the node `degraded`, not down: calls go on from memory.
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let relays = match ask(&state, Query::Relays).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let up = relays.iter().filter(|r| r.state == "up").count();
+    let store = state.store.status();
+    let status = if store.up { "ok" } else { "degraded" };
+    Json(serde_json::json!({
+        "status": status,
+        "relays_up": up,
+        "relays": relays.len(),
+        "store": store,
+    }))
+    .into_response()
 }
 
 /// `/metrics`: a collector's metrics in the OpenMetrics text format (every server's page).
@@ -885,16 +911,19 @@ pub async fn serve(
     listen: SocketAddr,
     queries: mpsc::Sender<Query>,
     api: &anchorage_config::ApiConfig,
+    store: anchorage_store::Store,
 ) -> anyhow::Result<SocketAddr> {
     crate::security::check_api_exposure(listen, api)?;
     let counters = Arc::new(crate::security::ApiCounters::default());
     let state = Arc::new(AppState {
         queries,
+        store,
         token: api.token.clone(),
         counters: counters.clone(),
     });
     let app = Router::new()
         .route("/metrics", get(metrics))
+        .route("/v1/health", get(health))
         .route("/v1/calls", get(calls))
         .route("/v1/calls/{call_id}", get(call))
         .route("/v1/calls/{call_id}/reanchor", post(reanchor_call))

@@ -30,7 +30,8 @@ pub struct CtlArgs {
 /// The management commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum CtlCommand {
-    /// Exit 0 when the node's API answers (for keepalived's `vrrp_script`).
+    /// Exit 0 when the node's API answers (for keepalived's `vrrp_script`); shows the call
+    /// store's state (a store that is down does not fail it: calls go on from memory).
     Health,
     /// The relay nodes: state, drained, calls.
     Relays,
@@ -109,8 +110,24 @@ fn execute(args: &CtlArgs) -> anyhow::Result<ExitCode> {
     };
     match &args.command {
         CtlCommand::Health => {
-            api.get("/v1/relays")?;
-            println!("ok");
+            let value = api.get("/v1/health")?;
+            if args.json {
+                show(&value);
+            } else {
+                let s = &value["store"];
+                let state = if s["up"] == true { "up" } else { "DOWN" };
+                println!(
+                    "ok; store {} {} {state}: {} calls not yet written, {} write errors{}",
+                    s["backend"].as_str().unwrap_or("?"),
+                    s["location"].as_str().unwrap_or(""),
+                    s["dirty_calls"],
+                    s["write_errors"],
+                    s["last_error"]
+                        .as_str()
+                        .map(|e| format!(", last error: {e}"))
+                        .unwrap_or_default()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         CtlCommand::Relays => {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod api;
+mod call_records;
 mod callgen;
 mod ctl;
 mod ng_link;
@@ -14,6 +15,7 @@ mod proxy_node;
 mod relay_node;
 mod resolve;
 mod security;
+mod store_view;
 mod up;
 
 /// Command line of the `anchorage` binary.

@@ -123,6 +123,16 @@ pub async fn run(
         }
     }
     let mut proxy = Proxy::new(core_config, seed, clock_now());
+    let store = anchorage_store::Store::open(&config.cluster, &config.node.id)
+        .await
+        .context("opening the call store ([cluster] store)")?;
+    let node_id = config.node.id.clone();
+    if store.status().backend != "memory" {
+        // Calls outlive this process: every change goes to the store, and the calls this
+        // node held before a restart come back from it.
+        proxy.enable_call_records();
+        load_owned_calls(&mut proxy, &store, &node_id).await;
+    }
     let resolver =
         std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
@@ -135,7 +145,7 @@ pub async fn run(
     )
     .context("connecting the ng sockets")?;
     if let Some(listen) = api.or(config.api.listen) {
-        let bound = crate::api::serve(listen, query_tx, &config.api)
+        let bound = crate::api::serve(listen, query_tx, &config.api, store.clone())
             .await
             .with_context(|| format!("starting the management server on {listen}"))?;
         println!("anchorage proxy: management API and /metrics on http://{bound}");
@@ -203,9 +213,15 @@ pub async fn run(
                         let _ = done.send((query.id, result));
                     });
                 }
-                // Records come out only once a store enabled them; without one the calls live
-                // in this process alone.
-                Output::CallChanged(_) | Output::CallEnded(_) => {}
+                Output::CallChanged(record) => {
+                    match crate::call_records::to_store(&record, &node_id, unix_ms()) {
+                        Ok(r) => store.put(r),
+                        Err(e) => {
+                            tracing::warn!(call_id = %record.call_id, error = %e, "call record not written")
+                        }
+                    }
+                }
+                Output::CallEnded(call_id) => store.delete(&call_id),
                 Output::Sip(t) => {
                     let out = Outbound {
                         data: t.data,
@@ -222,6 +238,44 @@ pub async fn run(
     }
     tracing::info!("proxy stopped");
     Ok(())
+}
+
+/// The calls this node held before it (re)started, from the store, back into the core.
+async fn load_owned_calls(proxy: &mut Proxy, store: &anchorage_store::Store, node_id: &str) {
+    let started = Instant::now();
+    let records = match store.load_owned(node_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "could not load this node's calls from the store: starting without them");
+            return;
+        }
+    };
+    let (mut loaded, mut refused) = (0usize, 0usize);
+    let now = Instant::now();
+    for record in records {
+        let call_id = record.call_id.clone();
+        let imported = crate::call_records::from_store(record, now)
+            .map_err(|e| e.to_string())
+            .and_then(|r| proxy.import_call(r, now).map_err(|e| e.to_string()));
+        match imported {
+            Ok(()) => loaded += 1,
+            Err(error) => {
+                refused += 1;
+                tracing::warn!(%call_id, %error, "a stored call could not be taken back");
+            }
+        }
+    }
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(loaded, refused, ms, "calls loaded from the store");
+    println!("anchorage proxy: {loaded} calls loaded from the store in {ms:.0} ms");
+}
+
+/// The wall clock in UNIX milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Both clocks, read together.

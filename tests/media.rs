@@ -805,7 +805,8 @@ fn a_parallel_fork_gives_each_callee_its_own_relay_ports_and_the_loser_is_delete
     .args(["-m", "1"])
     .spawn();
     std::thread::sleep(Duration::from_millis(300));
-    let mut caller = media_caller(sip_port, winner_port, &caller_rtp, 2000);
+    // A hold long enough for the check below on a loaded machine (the BYE deletes the rest).
+    let mut caller = media_caller(sip_port, winner_port, &caller_rtp, 8000);
     let at_winner = winner.wait_for_received("INVITE ", Duration::from_secs(10));
     let at_loser = loser.wait_for_received("INVITE ", Duration::from_secs(10));
     let (winner_relay, loser_relay) = (sdp_media(&at_winner), sdp_media(&at_loser));

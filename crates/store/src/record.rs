@@ -137,6 +137,13 @@ pub struct RenumberRecord {
     pub own_to_callee: u32,
     /// The highest CSeq the proxy itself sent to the caller.
     pub own_to_caller: u32,
+    /// The caller's latest in-dialog INVITE: its CSeq and the offset it went out with (its ACK
+    /// takes the same). Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_from_caller: Option<[u32; 2]>,
+    /// The callee's latest in-dialog INVITE and its offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_from_callee: Option<[u32; 2]>,
 }
 
 /// The call's media anchor.

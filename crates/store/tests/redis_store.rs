@@ -9,7 +9,7 @@ use anchorage_config::{ClusterConfig, StoreSpec};
 use anchorage_store::{CallRecord, CseqReserved, Store, StoreError};
 use redis::Commands;
 use support::eventually;
-use support::redis_server::RedisServer;
+use support::redis_server::{connection, RedisServer};
 use support::sample;
 
 fn config(url: &str) -> ClusterConfig {
@@ -79,7 +79,7 @@ async fn load_owned_returns_exactly_the_owners_calls() {
     assert_eq!(owned, expected);
     assert_eq!(b.load_owned("node-b").await.unwrap().len(), 31);
     // The stale index entry of the moved call is repaired.
-    let mut c = server.connection();
+    let mut c = connection(&server);
     let in_a: bool = c.sismember("anc:owner:node-a", "a-0").unwrap();
     assert!(!in_a);
 }
@@ -91,7 +91,7 @@ async fn delete_removes_the_record_and_its_index_entry() {
     store.put(sample::call("gone", "node1"));
     store.put(sample::call("stays", "node1"));
     store.flush().await.unwrap();
-    let mut c = server.connection();
+    let mut c = connection(&server);
     assert!(c.exists::<_, bool>(key("gone")).unwrap());
     store.delete("gone");
     store.flush().await.unwrap();
@@ -118,7 +118,7 @@ async fn every_record_has_a_ttl() {
         )
         .await
         .unwrap();
-    let mut c = server.connection();
+    let mut c = connection(&server);
     for call in ["t", "only-reserved"] {
         let ttl: i64 = c.ttl(key(call)).unwrap();
         assert!((3_500..=3_600).contains(&ttl), "{call}: ttl {ttl}");
@@ -132,7 +132,7 @@ async fn reserve_cseq_and_put_durable_are_in_redis_when_they_return() {
     let mut record = sample::call("r", "node1");
     record.cseq_reserved = CseqReserved::default();
     store.put_durable(record.clone()).await.unwrap();
-    let mut c = server.connection();
+    let mut c = connection(&server);
     let rec: Vec<u8> = c.hget(key("r"), "rec").unwrap();
     assert_eq!(CallRecord::decode(&rec).unwrap(), record);
 
@@ -211,7 +211,7 @@ async fn redis_killed_and_restarted_empty_gets_every_live_call_back() {
         s.up && s.dirty_calls == 0
     })
     .await;
-    let mut c = server.connection();
+    let mut c = connection(&server);
     let keys: Vec<String> = c.keys("anc:call:*").unwrap();
     assert_eq!(keys.len(), 40 + 30 + 1, "{keys:?}");
     for i in 10..50 {
@@ -372,7 +372,7 @@ async fn a_sentinel_url_reaches_the_master_it_names() {
     let store = Store::open(&config(&url), "node1").await.expect("opens");
     store.put(sample::call("via-sentinel", "node1"));
     store.flush().await.unwrap();
-    let mut c = master.connection();
+    let mut c = connection(&master);
     assert!(c.exists::<_, bool>(key("via-sentinel")).unwrap());
     let status = store.status();
     assert!(status.up, "{status:?}");

@@ -10,6 +10,7 @@
 
 pub mod media;
 pub mod netns;
+pub mod redis;
 pub mod sipp;
 
 use std::fs::File;
@@ -288,6 +289,7 @@ pub struct AnchorageProxy {
     pub sip: SocketAddr,
     /// Its API address.
     pub api: SocketAddr,
+    bin: std::path::PathBuf,
     _config: tempfile::NamedTempFile,
 }
 
@@ -316,18 +318,32 @@ impl AnchorageProxy {
             .as_bytes(),
         )
         .expect("the configuration written");
-        let mut cmd = std::process::Command::new(bin);
-        cmd.args(["proxy", "--listen", &format!("udp:{sip}")])
-            .args(["--api", &api.to_string(), "-c"])
-            .arg(config.path());
-        let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
-        daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
+        let daemon = Self::spawn(bin, sip, api, config.path());
         AnchorageProxy {
             daemon,
             sip,
             api,
+            bin: bin.to_path_buf(),
             _config: config,
         }
+    }
+
+    fn spawn(bin: &std::path::Path, sip: SocketAddr, api: SocketAddr, config: &Path) -> Daemon {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["proxy", "--listen", &format!("udp:{sip}")])
+            .args(["--api", &api.to_string(), "-c"])
+            .arg(config);
+        let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
+        daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
+        daemon
+    }
+
+    /// `kill -9` of the process, then the same proxy started again (same configuration, SIP
+    /// and API addresses), as a supervisor would restart it.
+    pub fn kill_and_restart(&mut self) {
+        self.daemon.signal(9);
+        self.daemon.wait_exit(Duration::from_secs(5));
+        self.daemon = Self::spawn(&self.bin, self.sip, self.api, self._config.path());
     }
 }
 

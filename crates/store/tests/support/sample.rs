@@ -51,6 +51,8 @@ pub fn call(call_id: &str, owner: &str) -> CallRecord {
             to_caller: 1,
             own_to_callee: 103,
             own_to_caller: 8,
+            invite_from_caller: None,
+            invite_from_callee: None,
         },
         created_unix_ms: 1_790_000_000_000,
     });

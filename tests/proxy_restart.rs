@@ -1,0 +1,195 @@
+//! Calls outlive the proxy process (`[cluster] store` on a real `redis-server`): a call moved
+//! between two `anchorage relay`s (so its CSeqs are renumbered), then `kill -9` of the proxy and
+//! a start of the same node: both parties' re-INVITEs and the callee's BYE go through with the
+//! right CSeq numbers on the same relay, and the relay session is deleted at the end.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anchorage_testkit::redis::RedisServer;
+use anchorage_testkit::sipp::{Sipp, SippProcess};
+use anchorage_testkit::{free_udp_port, http, AnchorageProxy, AnchorageRelay, LOCALHOST};
+
+fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sipp")
+        .join(name)
+}
+
+fn bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_anchorage"))
+}
+
+/// The `n`-th (from 1) received message starting with `start`.
+fn nth_received(p: &SippProcess, start: &str, n: usize, timeout: Duration) -> String {
+    p.nth_received(start, n, timeout).unwrap_or_else(|| {
+        panic!(
+            "no {start} number {n} after {timeout:?}; received: {:#?}",
+            p.received_so_far()
+        )
+    })
+}
+
+/// The CSeq header's value in a message.
+fn cseq(message: &str) -> &str {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix("CSeq:"))
+        .map(str::trim)
+        .unwrap_or("")
+}
+
+/// The JSON a GET of the API answers.
+fn get(p: &AnchorageProxy, path: &str) -> serde_json::Value {
+    let (status, body) = http(p.api, "GET", path, "");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// The relay a call's media is anchored on, as `/v1/calls/{id}` shows it.
+fn relay_of(p: &AnchorageProxy, call_id: &str) -> String {
+    let call = get(p, &format!("/v1/calls/{call_id}"));
+    call["dialogs"][0]["media"]["relay"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{call}"))
+        .to_string()
+}
+
+/// Waits until `ready` holds.
+fn eventually(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The calls an `anchorage relay` holds (ng `list`).
+fn ng_list(port: u16) -> Vec<String> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    socket
+        .send_to(b"list-1 d7:command4:liste", ("127.0.0.1", port))
+        .unwrap();
+    let mut buf = [0u8; 65535];
+    let (n, _) = socket.recv_from(&mut buf).expect("the relay answers list");
+    let (_, _, reply) = anchorage_ng::decode_reply(&buf[..n]).unwrap();
+    reply.calls.unwrap_or_default()
+}
+
+#[test]
+fn a_moved_call_survives_kill_9_of_the_proxy_with_its_renumbered_cseqs_and_its_relay() {
+    let redis = RedisServer::start(None);
+    let a = AnchorageRelay::start(bin(), &[]);
+    let b = AnchorageRelay::start(bin(), &[]);
+    let mut p = AnchorageProxy::start(
+        bin(),
+        &[a.ng, b.ng],
+        &format!(
+            "\n[node]\nid = \"edge-1\"\n\n[cluster]\nstore = \"{}\"\n",
+            redis.url()
+        ),
+    );
+    let health = get(&p, "/v1/health");
+    assert_eq!(health["store"]["backend"], "redis", "{health}");
+    assert_eq!(health["store"]["up"], true, "{health}");
+    assert_eq!(health["relays_up"], 2, "{health}");
+    let ctl = std::process::Command::new(bin())
+        .args(["ctl", "--api", &p.api.to_string(), "health"])
+        .output()
+        .expect("anchorage ctl runs");
+    let said = String::from_utf8_lossy(&ctl.stdout);
+    assert!(ctl.status.success(), "{said}");
+    assert!(
+        said.starts_with("ok; store redis redis://127.0.0.1:"),
+        "{said}"
+    );
+    assert!(said.contains(" up: 0 calls not yet written"), "{said}");
+
+    let caller_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let callee_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uas_port = free_udp_port(LOCALHOST);
+    let mut callee = Sipp::new(
+        "uas",
+        &scenario("uas_restart.xml"),
+        SocketAddr::new(LOCALHOST, uas_port),
+    )
+    .args(["-m", "1"])
+    .args([
+        "-key",
+        "rtp_port",
+        &callee_rtp.local_addr().unwrap().port().to_string(),
+    ])
+    .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = Sipp::new(
+        "uac",
+        &scenario("uac_restart.xml"),
+        SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST)),
+    )
+    .args(["-m", "1", "-d", "6000", "-timeout", "60s", "-timeout_error"])
+    .args([
+        "-key",
+        "rtp_port",
+        &caller_rtp.local_addr().unwrap().port().to_string(),
+    ])
+    .args(["-rsa", &p.sip.to_string()])
+    .args([format!("127.0.0.1:{uas_port}")])
+    .spawn();
+    callee.wait_for_received("ACK ", Duration::from_secs(10));
+    let calls = get(&p, "/v1/calls");
+    let call_id = calls["calls"][0]["call_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{calls}"))
+        .to_string();
+
+    // Move it to relay-b: the proxy re-INVITEs each party as the other (the callee gets
+    // CSeq 2 as the caller, the caller CSeq 1 as the callee).
+    let (status, body) = http(p.api, "POST", "/v1/relays/relay-a/drain", "");
+    assert_eq!(status, 200, "{body}");
+    let move_at_callee = nth_received(&callee, "INVITE ", 2, Duration::from_secs(10));
+    assert_eq!(cseq(&move_at_callee), "2 INVITE");
+    let move_at_caller = nth_received(&caller, "INVITE ", 1, Duration::from_secs(10));
+    assert_eq!(cseq(&move_at_caller), "1 INVITE");
+    eventually(Duration::from_secs(10), "the call on relay-b", || {
+        relay_of(&p, &call_id) == "relay-b"
+    });
+    // Everything written before the crash.
+    eventually(Duration::from_secs(5), "the store caught up", || {
+        get(&p, "/v1/health")["store"]["dirty_calls"] == 0
+    });
+
+    p.kill_and_restart();
+    assert!(
+        p.daemon.log().contains("1 calls loaded from the store"),
+        "{}",
+        p.daemon.log()
+    );
+    assert_eq!(relay_of(&p, &call_id), "relay-b");
+
+    // The caller's hold (CSeq 2) reaches the callee as 3: the move's request counts.
+    let hold = nth_received(&callee, "INVITE ", 3, Duration::from_secs(20));
+    assert_eq!(cseq(&hold), "3 INVITE", "{hold}");
+    // The callee's own re-INVITE (CSeq 1) reaches the caller as 2, its BYE (2) as 3.
+    let unhold = nth_received(&caller, "INVITE ", 2, Duration::from_secs(10));
+    assert_eq!(cseq(&unhold), "2 INVITE", "{unhold}");
+    let bye = nth_received(&caller, "BYE ", 1, Duration::from_secs(10));
+    assert_eq!(cseq(&bye), "3 BYE", "{bye}");
+    // Both phones saw their own numbers in the responses (checked in the scenarios) and
+    // finished.
+    caller.finish(Duration::from_secs(15)).assert_success();
+    callee.finish(Duration::from_secs(15)).assert_success();
+    // The session on relay-b is deleted, and the call is gone from the proxy and the store.
+    eventually(Duration::from_secs(5), "relay-b's session deleted", || {
+        !ng_list(b.ng).contains(&call_id)
+    });
+    eventually(Duration::from_secs(5), "the record deleted", || {
+        let h = get(&p, "/v1/health");
+        h["store"]["live_calls"] == 0 && h["store"]["dirty_calls"] == 0
+    });
+    let (status, _) = http(p.api, "GET", &format!("/v1/calls/{call_id}"), "");
+    assert_eq!(status, 404);
+}
