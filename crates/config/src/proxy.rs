@@ -204,16 +204,16 @@ pub struct MediaPolicy {
     pub disabled: bool,
     /// `caller = { type, ip, iface }`: the media profile, advertised address and relay
     /// interface of the caller's leg.
-    pub caller: LegMedia,
+    pub caller: LegMediaOptions,
     /// `callee = { type, ip, iface }`: the same for the callee's leg.
-    pub callee: LegMedia,
+    pub callee: LegMediaOptions,
 }
 
 /// Per-leg media options of a policy (OpenSIPS' `$rtp_relay` keys): each becomes an ng option
 /// for the SDP that leg is given.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LegMedia {
+pub struct LegMediaOptions {
     /// Media profile: `RTP/AVP`, `RTP/AVPF`, `RTP/SAVP`, `RTP/SAVPF`, `UDP/TLS/RTP/SAVP` or
     /// `UDP/TLS/RTP/SAVPF` (the relay converts when it can).
     #[serde(rename = "type")]

@@ -41,7 +41,7 @@ impl Policy {
         }
         // The per-leg `type`, `ip` and `iface` become ng options of the SDP that leg gets;
         // the interfaces go into the offer as a `direction` pair.
-        let leg = |l: &anchorage_config::proxy::LegMedia| LegOptions {
+        let leg = |l: &anchorage_config::proxy::LegMediaOptions| LegOptions {
             flags: None,
             transport: l.transport.clone(),
             ip: l.ip,
