@@ -159,7 +159,7 @@ fn split_while(text: &str, keep: impl Fn(char) -> bool) -> (&str, &str) {
 }
 
 /// An IPv4 address, or an IPv6 address in brackets, at the start of `text`.
-fn take_address(text: &str) -> Option<(IpAddr, &str)> {
+pub(crate) fn take_address(text: &str) -> Option<(IpAddr, &str)> {
     if let Some(inner) = text.strip_prefix('[') {
         let end = inner.find(']')?;
         let ip = inner[..end].parse::<std::net::Ipv6Addr>().ok()?;
