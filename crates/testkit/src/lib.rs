@@ -8,8 +8,10 @@
 //!   process group) when dropped, so every process a test starts is stopped, even on panic.
 #![warn(missing_docs)]
 
+pub mod calls;
 pub mod media;
 pub mod netns;
+pub mod rtpproxy;
 pub mod sipp;
 
 use std::fs::File;

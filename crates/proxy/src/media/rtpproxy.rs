@@ -152,27 +152,30 @@ impl RtppEngine {
             Some(branch) => format!("{};{branch}", leg.call_id),
             None => leg.call_id.clone(),
         };
-        // The party whose address the command carries comes first.
-        let (first, second) = if answer {
-            let to = leg
-                .to_tag
-                .clone()
-                .ok_or("an answer without the answerer's tag")?;
-            (to, Some(leg.from_tag.clone()))
-        } else {
-            (leg.from_tag.clone(), leg.to_tag.clone())
-        };
+        // Tags go in the order of the offer's transaction (offerer, answerer) for `U` and `L`
+        // alike: RTPProxy tells the sides apart by which tag matches the session's.
+        let (first, second) = (leg.from_tag.clone(), leg.to_tag.clone());
+        if answer && second.as_deref().is_none_or(str::is_empty) {
+            return Err("an answer without the answerer's tag".into());
+        }
         if first.is_empty() || first.contains(char::is_whitespace) {
             return Err(format!("tag {first:?} cannot be sent to RTPProxy"));
         }
+        // Whose SDP this is: its `o=` is kept stable per sender.
+        let sender = if answer {
+            second.clone().unwrap_or_default()
+        } else {
+            first.clone()
+        };
         let lookup = answer || flags.force_lookup;
         let opened = (!lookup && !self.sessions.contains_key(&leg.call_id))
             .then(|| (leg.call_id.clone(), wire.clone(), first.clone()));
         if !lookup {
-            self.sessions
-                .entry(leg.call_id.clone())
-                .or_default()
-                .insert((wire.clone(), first.clone()));
+            let sessions = self.sessions.entry(leg.call_id.clone()).or_default();
+            // One `D` per session: a re-offer from the other side names the same one.
+            if !sessions.iter().any(|(w, _)| *w == wire) {
+                sessions.insert((wire.clone(), first.clone()));
+            }
         }
         for (slot, stream) in streams.iter().enumerate() {
             let n = stream.medianum();
@@ -206,7 +209,7 @@ impl RtppEngine {
         let job = Job::Sdp {
             sdp: Box::new(sdp),
             flags,
-            origin_key: (wire, if answer { first } else { leg.from_tag.clone() }),
+            origin_key: (wire, sender),
             opened,
             replies,
             streams,
