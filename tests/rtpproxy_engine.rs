@@ -4,21 +4,19 @@
 //! (its own statistics agree), and its sessions are gone after the BYE.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anchorage_testkit::calls::call_through;
 use anchorage_testkit::rtpproxy::RtpProxy;
-use anchorage_testkit::{free_port, free_udp_port, Daemon, LOCALHOST};
+use anchorage_testkit::{free_udp_port, AnchorageProxy, Daemon, LOCALHOST};
 
 fn scenarios() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp")
 }
 
 /// `anchorage proxy` anchoring every call on the set `main` of the given RTPProxy nodes
-/// (`rtpp1`, `rtpp2`, …) with `extra` configuration. Returns it, its SIP port and its config.
-fn proxy_on(nodes: &[&RtpProxy], extra: &str) -> (Daemon, u16, tempfile::NamedTempFile) {
-    let port = free_port(LOCALHOST);
+/// (`rtpp1`, `rtpp2`, …), with OpenSIPS letters per leg.
+fn proxy_on(nodes: &[&RtpProxy]) -> AnchorageProxy {
     let nodes: Vec<String> = nodes
         .iter()
         .enumerate()
@@ -30,24 +28,15 @@ fn proxy_on(nodes: &[&RtpProxy], extra: &str) -> (Daemon, u16, tempfile::NamedTe
             )
         })
         .collect();
-    let mut config = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut config,
-        format!(
+    AnchorageProxy::with_config(
+        std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")),
+        &format!(
             "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n{}]\n\n\
              [proxy.media]\nset = \"main\"\ncaller = {{ rtpproxy_flags = \"o\" }}\n\
-             callee = {{ rtpproxy_flags = \"co\" }}\n{extra}",
+             callee = {{ rtpproxy_flags = \"co\" }}\n",
             nodes.concat()
-        )
-        .as_bytes(),
+        ),
     )
-    .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anchorage"));
-    cmd.args(["proxy", "--listen", &format!("udp:127.0.0.1:{port}"), "-c"])
-        .arg(config.path());
-    let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
-    daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("SIP udp on"));
-    (daemon, port, config)
 }
 
 /// Waits until `node` holds no session.
@@ -77,8 +66,9 @@ fn stat(node: &RtpProxy, name: &str) -> u64 {
 #[test]
 fn a_call_with_rtp_both_ways_is_anchored_on_rtpproxy_and_deleted_on_bye() {
     let node = RtpProxy::start();
-    let (proxy, sip_port, _config) = proxy_on(&[&node], "");
-    let (for_caller, for_callee) = call_through(&scenarios(), sip_port, free_udp_port(LOCALHOST));
+    let proxy = proxy_on(&[&node]);
+    let (for_caller, for_callee) =
+        call_through(&scenarios(), proxy.sip.port(), free_udp_port(LOCALHOST));
     // Each side was given one of RTPProxy's own ports (two ports of one session).
     for (side, addr) in [("caller", for_caller), ("callee", for_callee)] {
         assert_eq!(addr.ip(), LOCALHOST, "{side}");
@@ -102,12 +92,13 @@ fn a_call_with_rtp_both_ways_is_anchored_on_rtpproxy_and_deleted_on_bye() {
         "{:?}",
         node.command("I")
     );
-    sessions_gone(&node, &proxy);
+    sessions_gone(&node, &proxy.daemon);
     assert!(
         proxy
+            .daemon
             .log()
             .contains("relay rtpp1 (set main) at rtpproxy 127.0.0.1:"),
         "the proxy names the node's engine: {}",
-        proxy.log()
+        proxy.daemon.log()
     );
 }

@@ -17,7 +17,7 @@
 //!
 //! Any other letter is an error naming it: a flag is never dropped silently.
 
-use crate::modifier::{take_address, Modifier, Modifiers};
+use crate::modifier::{take_address, take_ptime, Modifier, Modifiers, PTIME_EXPECTED};
 
 /// The meaning of one leg's flag letters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,18 +64,11 @@ impl LegFlags {
                 'c' => out.session_connection = true,
                 'o' => out.origin = true,
                 'z' => {
-                    let end = rest
-                        .find(|ch: char| !ch.is_ascii_digit())
-                        .unwrap_or(rest.len());
-                    let ms = rest[..end]
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|ms| (1..1000).contains(ms))
-                        .ok_or(LegFlagError::BadArgument {
-                            letter: c,
-                            reason: "expected a packetisation time from 1 to 999 ms",
-                        })?;
-                    rest = &rest[end..];
+                    let (ms, after) = take_ptime(rest).ok_or(LegFlagError::BadArgument {
+                        letter: c,
+                        reason: PTIME_EXPECTED,
+                    })?;
+                    rest = after;
                     out.modifiers.0.push(Modifier::Ptime(ms));
                 }
                 'l' => match take_address(rest) {

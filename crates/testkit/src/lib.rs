@@ -297,8 +297,6 @@ impl AnchorageProxy {
     /// Starts `bin proxy` on free ports with relays at `relay_ng` ports and `extra`
     /// configuration appended; waits until its API serves.
     pub fn start(bin: &std::path::Path, relay_ng: &[u16], extra: &str) -> AnchorageProxy {
-        let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-        let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
         let nodes: Vec<String> = relay_ng
             .iter()
             .enumerate()
@@ -307,17 +305,24 @@ impl AnchorageProxy {
                 format!("  {{ name = \"relay-{name}\", ng = \"127.0.0.1:{ng}\" }},\n")
             })
             .collect();
-        let mut config = tempfile::NamedTempFile::new().expect("a temporary file");
-        std::io::Write::write_all(
-            &mut config,
-            format!(
+        Self::with_config(
+            bin,
+            &format!(
                 "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n{}]\n\n\
                  [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\ncallee_flags = \"replace-origin\"\n{extra}",
                 nodes.concat()
-            )
-            .as_bytes(),
+            ),
         )
-        .expect("the configuration written");
+    }
+
+    /// Starts `bin proxy` on free ports with `config` as its whole configuration; waits until
+    /// its API serves.
+    pub fn with_config(bin: &std::path::Path, config_text: &str) -> AnchorageProxy {
+        let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+        let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+        let mut config = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::io::Write::write_all(&mut config, config_text.as_bytes())
+            .expect("the configuration written");
         let mut cmd = std::process::Command::new(bin);
         cmd.args(["proxy", "--listen", &format!("udp:{sip}")])
             .args(["--api", &api.to_string(), "-c"])
