@@ -112,8 +112,10 @@ pub fn job_json(
 pub struct RelayView {
     /// Its name.
     pub name: String,
-    /// Its ng address.
+    /// Its control address (named `ng` for every engine, as before RTPProxy nodes).
     pub ng: String,
+    /// Its engine: `ng` or `rtpproxy`.
+    pub engine: &'static str,
     /// Its weight in its sets.
     pub weight: u32,
     /// Calls anchored on it by this proxy.

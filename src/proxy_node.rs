@@ -116,10 +116,15 @@ pub async fn run(
         .unwrap_or(1);
     for set in &p.relay_set {
         for node in &set.nodes {
-            println!(
-                "anchorage proxy: relay {} (set {}) at ng {}",
-                node.name, set.name, node.ng
-            );
+            if let Some(engine) = node.engine() {
+                println!(
+                    "anchorage proxy: relay {} (set {}) at {} {}",
+                    node.name,
+                    set.name,
+                    engine.name(),
+                    engine.address()
+                );
+            }
         }
     }
     let mut proxy = Proxy::new(core_config, seed, clock_now());
@@ -138,11 +143,11 @@ pub async fn run(
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
     let (query_tx, mut queries) = mpsc::channel(64);
     // One socket connected to each relay node: replies, and the refusals of a dead one.
-    let (ng_links, mut ng_inputs) = NgLinks::connect(
-        p.relay_set
+    let (ng_links, mut ng_inputs) = NgLinks::connect(p.relay_set.iter().flat_map(|s| {
+        s.nodes
             .iter()
-            .flat_map(|s| s.nodes.iter().map(|n| n.ng)),
-    )
+            .filter_map(|n| n.engine().map(|e| e.address()))
+    }))
     .context("connecting the ng sockets")?;
     if let Some(listen) = api.or(config.api.listen) {
         let bound = crate::api::serve(listen, query_tx, &config.api, store.clone())
@@ -469,6 +474,7 @@ fn relay_views(proxy: &Proxy) -> Vec<crate::api::RelayView> {
             pending: n.pending(),
             name: n.name.clone(),
             ng: n.address.to_string(),
+            engine: n.engine_name(),
             weight: n.weight,
             calls: n.calls,
             state: if n.up { "up" } else { "down" },

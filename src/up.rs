@@ -57,7 +57,11 @@ pub fn config(relays: u16, ng_base: u16) -> Config {
         let nodes = (0..relays)
             .map(|i| RelayNode {
                 name: relay_name(i),
-                ng: SocketAddr::from(([127, 0, 0, 1], ng_base.saturating_add(i))),
+                ng: Some(SocketAddr::from((
+                    [127, 0, 0, 1],
+                    ng_base.saturating_add(i),
+                ))),
+                rtpproxy: None,
                 weight: 1,
             })
             .collect();
@@ -98,7 +102,7 @@ mod tests {
         let c = config(2, 2223);
         let set = &c.proxy.relay_set[0];
         assert_eq!(set.nodes[0].name, "relay-a");
-        assert_eq!(set.nodes[1].ng.to_string(), "127.0.0.1:2224");
+        assert_eq!(set.nodes[1].ng, Some("127.0.0.1:2224".parse().unwrap()));
         assert_eq!(c.proxy.media.set.as_deref(), Some("default"));
         assert!(config(0, 2223).proxy.relay_set.is_empty());
         assert_eq!(relay_ports(0, 30000), (30000, 34999));

@@ -166,7 +166,8 @@ impl Default for Reanchor {
     }
 }
 
-/// A named set of relay nodes (our relay or rtpengine: both speak ng).
+/// A named set of relay nodes: ng nodes (our relay or rtpengine) and RTPProxy nodes, mixed as
+/// the operator likes (each node has its own engine; a call stays on one node's engine).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelaySet {
@@ -176,17 +177,77 @@ pub struct RelaySet {
     pub nodes: Vec<RelayNode>,
 }
 
-/// One relay node.
+/// One relay node: exactly one of `ng` and `rtpproxy` names its control socket and engine.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayNode {
     /// Name in logs, metrics and the API.
     pub name: String,
-    /// Its ng control address.
-    pub ng: SocketAddr,
+    /// Its ng control address (our relay or rtpengine).
+    #[serde(default)]
+    pub ng: Option<SocketAddr>,
+    /// Its RTPProxy control socket, `udp:IP:PORT` (RTPProxy's `-s` syntax; `udp6:` too).
+    #[serde(default)]
+    pub rtpproxy: Option<String>,
     /// Share of new calls relative to the other nodes of the set.
     #[serde(default = "one")]
     pub weight: u32,
+}
+
+/// The engine and control address of a relay node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEngine {
+    /// rtpengine's ng protocol (bencode over UDP).
+    Ng(SocketAddr),
+    /// RTPProxy's control protocol (text over UDP).
+    Rtpproxy(SocketAddr),
+}
+
+impl RelayEngine {
+    /// The control address.
+    pub fn address(self) -> SocketAddr {
+        match self {
+            RelayEngine::Ng(a) | RelayEngine::Rtpproxy(a) => a,
+        }
+    }
+
+    /// `"ng"` or `"rtpproxy"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RelayEngine::Ng(_) => "ng",
+            RelayEngine::Rtpproxy(_) => "rtpproxy",
+        }
+    }
+}
+
+impl RelayNode {
+    /// Its engine and control address; `None` when the node names neither or both, or its
+    /// `rtpproxy` socket does not parse (validation reports these).
+    pub fn engine(&self) -> Option<RelayEngine> {
+        match (&self.ng, &self.rtpproxy) {
+            (Some(ng), None) => Some(RelayEngine::Ng(*ng)),
+            (None, Some(socket)) => rtpproxy_socket(socket).ok().map(RelayEngine::Rtpproxy),
+            _ => None,
+        }
+    }
+}
+
+/// Reads an RTPProxy control socket: `udp:IP:PORT` or `udp6:[IP]:PORT` (RTPProxy's `-s`
+/// syntax; a bare `IP:PORT` is taken as UDP). Unix sockets are not supported by the proxy.
+pub fn rtpproxy_socket(text: &str) -> Result<SocketAddr, String> {
+    let rest = text
+        .strip_prefix("udp:")
+        .or_else(|| text.strip_prefix("udp6:"))
+        .unwrap_or(text);
+    if text.starts_with("unix:") || text.starts_with('/') {
+        return Err(format!(
+            "{text:?}: unix sockets are not supported, give udp:IP:PORT"
+        ));
+    }
+    match rest.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        _ => Err(format!("{text:?} is not udp:IP:PORT")),
+    }
 }
 
 /// How a call's media is anchored: which relay set, and the ng flags for the SDP produced for
@@ -222,6 +283,9 @@ pub struct LegMediaOptions {
     pub ip: Option<IpAddr>,
     /// Relay interface facing this leg, by name (ng `direction`).
     pub iface: Option<String>,
+    /// OpenSIPS' `rtpproxy_offer`/`$rtp_relay` flag letters for this leg's SDP when the call is
+    /// on an RTPProxy node (e.g. `"co"`, `"z20"`, `"l192.0.2.1"`); ng nodes ignore them.
+    pub rtpproxy_flags: String,
 }
 
 /// The media profiles a leg may be given.

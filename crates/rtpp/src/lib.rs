@@ -11,18 +11,24 @@
 //! | [`command`] | [`Command`]: parse a command datagram, encode one (for a client) |
 //! | [`modifier`] | [`Modifiers`]: the letters after `U`/`L`, typed, unknown ones kept |
 //! | [`reply`] | [`Reply`]: encode a reply (server), parse one (client) |
+//! | [`leg_flags`] | [`LegFlags`]: OpenSIPS' per-leg flag letters, split into modifiers and SDP edits |
+//! | [`client`] | [`Client`]: a controller's retransmitting request tracker, one per node |
 //! | [`error`] | [`ParseError`] and RTPProxy's numeric error codes ([`ErrorCode`]) |
 //!
 //! Nothing here touches a socket or a clock.
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod command;
 pub mod error;
+pub mod leg_flags;
 pub mod modifier;
 pub mod reply;
 
+pub use client::{Client, ClientConfig, Event, RequestId};
 pub use command::{Command, CommandKind, Session, SessionTags, Tag};
 pub use error::{ErrorCode, ParseError, ParseErrorKind, ReplyParseError};
+pub use leg_flags::{LegFlagError, LegFlags};
 pub use modifier::{Modifier, Modifiers};
 pub use reply::{Reply, BASE_VERSION};

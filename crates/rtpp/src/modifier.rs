@@ -63,16 +63,11 @@ impl Modifiers {
                 ('U' | 'L', '6') => Modifier::Ipv6,
                 ('U' | 'L', 'N') => Modifier::NewPort,
                 ('U' | 'L', 'Z') => {
-                    let (digits, after) = split_while(rest, |c| c.is_ascii_digit());
+                    let (ms, after) = take_ptime(rest).ok_or(ParseErrorKind::BadModifier {
+                        letter: c,
+                        reason: PTIME_EXPECTED,
+                    })?;
                     rest = after;
-                    let ms = digits
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|ms| (1..1000).contains(ms))
-                        .ok_or(ParseErrorKind::BadModifier {
-                            letter: c,
-                            reason: "expected a packetisation time from 1 to 999 ms",
-                        })?;
                     Modifier::Ptime(ms)
                 }
                 ('U' | 'L', 'C') => {
@@ -158,8 +153,21 @@ fn split_while(text: &str, keep: impl Fn(char) -> bool) -> (&str, &str) {
     text.split_at(end)
 }
 
+/// What a packetisation time must be.
+pub(crate) const PTIME_EXPECTED: &str = "expected a packetisation time from 1 to 999 ms";
+
+/// A packetisation time (1 to 999 ms) at the start of `text`, and what follows.
+pub(crate) fn take_ptime(text: &str) -> Option<(u32, &str)> {
+    let (digits, rest) = split_while(text, |c| c.is_ascii_digit());
+    let ms = digits
+        .parse::<u32>()
+        .ok()
+        .filter(|ms| (1..1000).contains(ms))?;
+    Some((ms, rest))
+}
+
 /// An IPv4 address, or an IPv6 address in brackets, at the start of `text`.
-fn take_address(text: &str) -> Option<(IpAddr, &str)> {
+pub(crate) fn take_address(text: &str) -> Option<(IpAddr, &str)> {
     if let Some(inner) = text.strip_prefix('[') {
         let end = inner.find(']')?;
         let ip = inner[..end].parse::<std::net::Ipv6Addr>().ok()?;

@@ -8,9 +8,11 @@
 //!   process group) when dropped, so every process a test starts is stopped, even on panic.
 #![warn(missing_docs)]
 
+pub mod calls;
 pub mod media;
 pub mod netns;
 pub mod redis;
+pub mod rtpproxy;
 pub mod sipp;
 
 use std::fs::File;
@@ -297,8 +299,6 @@ impl AnchorageProxy {
     /// Starts `bin proxy` on free ports with relays at `relay_ng` ports and `extra`
     /// configuration appended; waits until its API serves.
     pub fn start(bin: &std::path::Path, relay_ng: &[u16], extra: &str) -> AnchorageProxy {
-        let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-        let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
         let nodes: Vec<String> = relay_ng
             .iter()
             .enumerate()
@@ -307,17 +307,24 @@ impl AnchorageProxy {
                 format!("  {{ name = \"relay-{name}\", ng = \"127.0.0.1:{ng}\" }},\n")
             })
             .collect();
-        let mut config = tempfile::NamedTempFile::new().expect("a temporary file");
-        std::io::Write::write_all(
-            &mut config,
-            format!(
+        Self::with_config(
+            bin,
+            &format!(
                 "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n{}]\n\n\
                  [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\ncallee_flags = \"replace-origin\"\n{extra}",
                 nodes.concat()
-            )
-            .as_bytes(),
+            ),
         )
-        .expect("the configuration written");
+    }
+
+    /// Starts `bin proxy` on free ports with `config` as its whole configuration; waits until
+    /// its API serves.
+    pub fn with_config(bin: &std::path::Path, config_text: &str) -> AnchorageProxy {
+        let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+        let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+        let mut config = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::io::Write::write_all(&mut config, config_text.as_bytes())
+            .expect("the configuration written");
         let daemon = Self::spawn(bin, sip, api, config.path());
         AnchorageProxy {
             daemon,

@@ -1,6 +1,7 @@
 //! `[proxy]` parsing and its checks.
 
 use crate::parse;
+use crate::proxy::RelayEngine;
 
 /// One bad value in each section: each is reported under its key, once, section by
 /// section (`ProxyConfig::validate` runs one check per section).
@@ -223,4 +224,62 @@ fn bad_enum_value_names_the_key() {
     let text = err.to_string();
     assert!(text.starts_with("proxy.listen[0].transport: "), "{text}");
     assert!(text.contains("sctp"), "{text}");
+}
+
+#[test]
+fn rtpproxy_nodes_and_their_leg_flags() {
+    let c = parse(
+        r#"
+[[proxy.relay_set]]
+name = "main"
+nodes = [{ name = "rtpp1", rtpproxy = "udp:127.0.0.1:22222" }, { name = "a", ng = "127.0.0.1:2223" }]
+
+[proxy.media]
+set = "main"
+callee = { rtpproxy_flags = "co" }
+"#,
+    )
+    .unwrap();
+    let nodes = &c.proxy.relay_set[0].nodes;
+    assert_eq!(
+        nodes[0].engine(),
+        Some(RelayEngine::Rtpproxy("127.0.0.1:22222".parse().unwrap()))
+    );
+    assert_eq!(
+        nodes[1].engine(),
+        Some(RelayEngine::Ng("127.0.0.1:2223".parse().unwrap()))
+    );
+    assert_eq!(c.proxy.media.callee.rtpproxy_flags, "co");
+    let errors = parse(
+        r#"
+[[proxy.relay_set]]
+name = "main"
+nodes = [
+  { name = "both", ng = "127.0.0.1:2223", rtpproxy = "udp:127.0.0.1:22222" },
+  { name = "none" },
+  { name = "unix", rtpproxy = "unix:/var/run/rtpproxy.sock" },
+  { name = "bad", rtpproxy = "udp:nowhere" },
+]
+
+[proxy.media]
+set = "main"
+caller = { rtpproxy_flags = "cq" }
+"#,
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "proxy.relay_set[0].nodes[0]",
+            "proxy.relay_set[0].nodes[1]",
+            "proxy.relay_set[0].nodes[2].rtpproxy",
+            "proxy.relay_set[0].nodes[3].rtpproxy",
+            "proxy.media.caller.rtpproxy_flags",
+        ]
+    );
+    assert!(
+        errors.to_string().contains("unknown RTPProxy flag 'q'"),
+        "{errors}"
+    );
 }

@@ -170,6 +170,19 @@ impl ProxyConfig {
                 ));
             }
             for (j, node) in set.nodes.iter().enumerate() {
+                let node_at = format!("{here}.nodes[{j}]");
+                match (&node.ng, &node.rtpproxy) {
+                    (Some(_), Some(_)) | (None, None) => errors.push(ConfigError::new(
+                        node_at.clone(),
+                        "give exactly one of `ng` and `rtpproxy`",
+                    )),
+                    (None, Some(socket)) => {
+                        if let Err(e) = rtpproxy_socket(socket) {
+                            errors.push(ConfigError::new(format!("{node_at}.rtpproxy"), e));
+                        }
+                    }
+                    (Some(_), None) => {}
+                }
                 if node.weight == 0 {
                     errors.push(ConfigError::new(
                         format!("{here}.nodes[{j}].weight"),
@@ -222,6 +235,12 @@ impl ProxyConfig {
                         format!("{t:?} is not one of {}", MEDIA_PROFILES.join(", ")),
                     ));
                 }
+            }
+            if let Err(e) = anchorage_rtpp::LegFlags::parse(&options.rtpproxy_flags) {
+                errors.push(ConfigError::new(
+                    format!("{path}.{leg}.rtpproxy_flags"),
+                    e.to_string(),
+                ));
             }
             if let Some(iface) = &options.iface {
                 let ok = !iface.is_empty()

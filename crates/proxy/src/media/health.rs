@@ -8,8 +8,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anchorage_ng::{Client, Event, Request, RequestId, RequestKind};
-
+use super::engine::Engine;
 use super::{NodeId, Relays};
 
 /// One relay node.
@@ -17,7 +16,7 @@ use super::{NodeId, Relays};
 pub struct RelayNode {
     /// Its name.
     pub name: String,
-    /// Its ng address.
+    /// Its control address (ng or RTPProxy).
     pub address: SocketAddr,
     /// Its share of new calls.
     pub weight: u32,
@@ -31,12 +30,11 @@ pub struct RelayNode {
     pub changed_at: Instant,
     /// Why it went down, the last time it did.
     pub down_reason: Option<DownReason>,
-    pub(super) client: Client,
-    /// Health pings, on a client of their own: one transmission each, answered or not
-    /// within the longest window.
-    pub(super) pinger: Client,
+    /// How it is spoken to, with its request client and its health pings on a client of
+    /// their own (one transmission each, answered or not within the longest window).
+    pub(super) engine: Engine,
     /// Pings awaiting their pong, with when each was sent (oldest first, bounded).
-    pub(super) pings: VecDeque<(RequestId, Instant)>,
+    pub(super) pings: VecDeque<(u64, Instant)>,
     pub(super) next_ping: Instant,
     /// The first request sent since the node was last heard from.
     pub(super) silent_since: Option<Instant>,
@@ -89,7 +87,7 @@ impl RelayNode {
             .srtt
             .map_or(Duration::ZERO, |srtt| (srtt + self.rttvar * 4) * 2);
         let backlog = BACKLOG_ALLOWANCE
-            .saturating_mul(u32::try_from(self.client.pending()).unwrap_or(u32::MAX));
+            .saturating_mul(u32::try_from(self.engine.pending()).unwrap_or(u32::MAX));
         (base.max(slow) + backlog).min(health.max_window.max(base))
     }
 
@@ -98,9 +96,14 @@ impl RelayNode {
         self.srtt
     }
 
-    /// ng requests sent to it that await a reply (health pings aside).
+    /// Requests sent to it that await a reply (health pings aside).
     pub fn pending(&self) -> usize {
-        self.client.pending()
+        self.engine.pending()
+    }
+
+    /// Its engine: `"ng"` or `"rtpproxy"`.
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
     }
 
     /// Time since it was last heard from (or since the proxy started, if never).
@@ -195,9 +198,7 @@ impl Relays {
     pub fn handle_datagram(&mut self, source: SocketAddr, datagram: &[u8], now: Instant) {
         if let Some(n) = self.nodes.iter_mut().find(|n| n.address == source) {
             n.heard(now);
-            // Cookies tell the two clients' replies apart; each ignores the other's.
-            n.client.handle_datagram(datagram, now);
-            n.pinger.handle_datagram(datagram, now);
+            n.engine.handle_datagram(datagram, now);
         }
         self.collect_pings(now);
     }
@@ -218,7 +219,7 @@ impl Relays {
         n.successes = 0;
         if n.refused == 1 {
             if n.pings.len() < MAX_OUTSTANDING_PINGS {
-                let ping = n.pinger.send(&Request::new(RequestKind::Ping), now);
+                let ping = n.engine.send_ping(now);
                 n.pings.push_back((ping, now));
                 n.asked(now);
             }
@@ -236,12 +237,7 @@ impl Relays {
                     .silence_started()
                     .filter(|_| n.up)
                     .map(|since| since + n.window(&self.health));
-                [
-                    n.client.poll_timeout(),
-                    n.pinger.poll_timeout(),
-                    Some(n.next_ping),
-                    window_end,
-                ]
+                [n.engine.poll_timeout(), Some(n.next_ping), window_end]
             })
             .flatten()
             .min()
@@ -251,16 +247,14 @@ impl Relays {
     /// silent for longer than their window.
     pub fn handle_timeout(&mut self, now: Instant) {
         for n in &mut self.nodes {
-            n.client.handle_timeout(now);
-            n.pinger.handle_timeout(now);
+            n.engine.handle_timeout(now);
         }
         self.collect_pings(now);
-        let ping = Request::new(RequestKind::Ping);
         let health = self.health;
         for (id, n) in self.nodes.iter_mut().enumerate() {
             if n.next_ping <= now {
                 if n.pings.len() < MAX_OUTSTANDING_PINGS {
-                    let request = n.pinger.send(&ping, now);
+                    let request = n.engine.send_ping(now);
                     n.pings.push_back((request, now));
                     n.asked(now);
                 }
@@ -304,13 +298,7 @@ impl Relays {
     /// and the pings given up.
     fn collect_pings(&mut self, now: Instant) {
         for (id, n) in self.nodes.iter_mut().enumerate() {
-            while let Some(event) = n.pinger.poll_event() {
-                let (request, answered) = match event {
-                    Event::Reply(r, reply) => {
-                        (r, matches!(reply.outcome, anchorage_ng::Outcome::Pong))
-                    }
-                    Event::TimedOut(r) | Event::Failed(r, _) => (r, false),
-                };
+            while let Some((request, answered)) = n.engine.poll_ping() {
                 let Some(at) = n.pings.iter().position(|(r, _)| *r == request) else {
                     continue;
                 };

@@ -1,6 +1,7 @@
-//! Media relays as the proxy drives them over ng (our relay or rtpengine): relay sets, the
-//! choice of a node for a new call, one retransmitting ng client per node, and the ng requests
-//! built from SIP (offer, answer, delete). Sans-IO: datagrams in and out, `now` injected.
+//! Media relays as the proxy drives them — over ng (our relay or rtpengine) or RTPProxy's
+//! protocol: relay sets, the choice of a node for a new call, one engine per node with its
+//! retransmitting clients, and the engine-neutral requests built from SIP (offer, answer,
+//! delete). Sans-IO: datagrams in and out, `now` injected.
 //!
 //! A new call goes to the node of its set with the fewest calls per unit of weight — not a hash
 //! of the Call-ID, so adding a node never moves existing calls. A node that times out or
@@ -8,21 +9,34 @@
 //!
 //! * `health.rs`: how a node is watched — pings, the adaptive silence window, refusals —
 //!   and its health changes;
-//! * `requests.rs`: the ng requests built from SIP, the media policy and the cookie prefix.
+//! * `requests.rs`: the engine-neutral requests built from SIP and their ng form, the media
+//!   policy and the cookie prefix;
+//! * `engine.rs`: a node's engine (ng or RTPProxy) behind one interface, and the replies;
+//! * `rtpproxy.rs`, `rtpproxy_sdp.rs`: the RTPProxy engine — one command per stream — and the
+//!   SDP rewrite the proxy does for it.
 
+mod engine;
 mod health;
 mod requests;
+mod rtpproxy;
+mod rtpproxy_sdp;
 
+pub use engine::{MediaError, MediaReply, RequestId};
 pub use health::{DownReason, HealthChange, HealthConfig, RelayNode};
-pub use requests::{cookie_prefix, delete, delete_branch, offer_answer, on_branch, Policy};
+pub use requests::{
+    cookie_prefix, delete, delete_branch, offer_answer, on_branch, MediaRequest, Policy, SdpLeg,
+};
+pub use rtpproxy::MULTI_STREAM_CAPABILITY;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anchorage_config::proxy::RelaySet;
-use anchorage_ng::{Client, ClientConfig, Event, Request, RequestId};
+use anchorage_config::proxy::{RelayEngine, RelaySet};
+use anchorage_ng::ClientConfig;
 use bytes::Bytes;
+
+use engine::Engine;
 
 /// Index of a node in [`Relays`].
 pub type NodeId = usize;
@@ -66,21 +80,43 @@ impl Relays {
         for set in sets {
             let mut ids = Vec::new();
             for node in &set.nodes {
-                let id = match relays.nodes.iter().position(|n| n.address == node.ng) {
+                // Validation guarantees one engine per node; a node without is skipped.
+                let Some(engine) = node.engine() else {
+                    continue;
+                };
+                let address = engine.address();
+                let id = match relays.nodes.iter().position(|n| n.address == address) {
                     Some(id) => id,
                     None => {
                         let n = relays.nodes.len();
+                        let engine = match engine {
+                            RelayEngine::Ng(_) => Engine::ng(client, ping_config, cookie_prefix, n),
+                            RelayEngine::Rtpproxy(_) => {
+                                let rtpp = |c: ClientConfig| anchorage_rtpp::ClientConfig {
+                                    retransmit: c.first_retransmit,
+                                    max_transmissions: c.max_transmissions,
+                                    timeout: c.timeout,
+                                };
+                                Engine::Rtpproxy(Box::new(rtpproxy::RtppEngine::new(
+                                    address,
+                                    rtpp(client),
+                                    rtpp(ping_config),
+                                    cookie_prefix,
+                                    n,
+                                    now,
+                                )))
+                            }
+                        };
                         relays.nodes.push(RelayNode {
                             name: node.name.clone(),
-                            address: node.ng,
+                            address,
                             weight: node.weight.max(1),
                             calls: 0,
                             up: true,
                             draining: false,
                             changed_at: now,
                             down_reason: None,
-                            client: Client::new(client, &format!("{cookie_prefix}-c{n}")),
-                            pinger: Client::new(ping_config, &format!("{cookie_prefix}-p{n}")),
+                            engine,
                             pings: VecDeque::new(),
                             next_ping: now,
                             silent_since: None,
@@ -150,9 +186,9 @@ impl Relays {
             .copied()
             .filter(|id| !exclude.contains(id))
             .filter(|id| {
-                self.nodes
-                    .get(*id)
-                    .is_some_and(|n| n.up && !n.draining && n.client.pending() < max_pending)
+                self.nodes.get(*id).is_some_and(|n| {
+                    n.up && !n.draining && n.engine.capable() && n.engine.pending() < max_pending
+                })
             })
             .min_by(|a, b| {
                 let load = |id: &NodeId| {
@@ -180,30 +216,32 @@ impl Relays {
         })
     }
 
-    /// Sends `request` to `node`.
-    pub fn send(&mut self, node: NodeId, request: &Request, now: Instant) -> Option<RequestId> {
+    /// Sends `request` to `node`, in its engine's terms.
+    pub fn send(
+        &mut self,
+        node: NodeId,
+        request: &MediaRequest,
+        now: Instant,
+    ) -> Option<RequestId> {
         self.nodes.get_mut(node).map(|n| {
             n.asked(now);
-            n.client.send(request, now)
+            n.engine.send(request, now)
         })
     }
 
-    /// The next ng datagram to send, with its destination.
+    /// The next control datagram to send, with its destination.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Bytes)> {
-        self.nodes.iter_mut().find_map(|n| {
-            n.client
-                .poll_transmit()
-                .or_else(|| n.pinger.poll_transmit())
-                .map(|d| (n.address, d))
-        })
+        self.nodes
+            .iter_mut()
+            .find_map(|n| n.engine.poll_transmit().map(|d| (n.address, d)))
     }
 
-    /// The next reply or timeout, with the node it came from.
-    pub fn poll_event(&mut self) -> Option<(NodeId, Event)> {
+    /// The next reply or failure of a media request, with the node it came from.
+    pub fn poll_event(&mut self) -> Option<(NodeId, MediaReply)> {
         self.nodes
             .iter_mut()
             .enumerate()
-            .find_map(|(id, n)| n.client.poll_event().map(|e| (id, e)))
+            .find_map(|(id, n)| n.engine.poll_event().map(|e| (id, e)))
     }
 }
 

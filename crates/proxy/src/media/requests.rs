@@ -1,5 +1,6 @@
-//! The ng requests the proxy builds from SIP (offer, answer, delete, per fork branch), the
-//! media policy they carry, and the prefix of the proxy's ng cookies.
+//! The requests the proxy builds from SIP (offer, answer, delete, per fork branch) in
+//! engine-neutral terms ([`MediaRequest`]) and their ng translation, the media policy they
+//! carry, and the prefix of the proxy's cookies.
 
 use anchorage_config::proxy::MediaPolicy;
 use anchorage_ng::{normalise, CallId, Delete, OfferAnswer, Request, RequestKind, Tag, Value};
@@ -30,6 +31,10 @@ pub struct Policy {
     pub caller_flags: String,
     /// `rtpp-flags` for the SDP sent to the callee.
     pub callee_flags: String,
+    /// OpenSIPS flag letters for the SDP sent to the caller (RTPProxy nodes).
+    pub caller_rtpproxy: String,
+    /// OpenSIPS flag letters for the SDP sent to the callee (RTPProxy nodes).
+    pub callee_rtpproxy: String,
 }
 
 impl Policy {
@@ -56,11 +61,100 @@ impl Policy {
             set: p.set.clone()?,
             caller_flags: caller.applied_to(&p.caller_flags),
             callee_flags,
+            caller_rtpproxy: p.caller.rtpproxy_flags.clone(),
+            callee_rtpproxy: p.callee.rtpproxy_flags.clone(),
         })
     }
 }
 
-/// An `offer` (when `to_tag` is none or the SDP is a new offer in a dialog) or an `answer`.
+/// One leg's SDP for the relay: an offer or an answer, engine-neutral.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SdpLeg {
+    /// The Call-ID.
+    pub call_id: String,
+    /// The offerer's tag (in an answer too: the tag of the party that made the offer).
+    pub from_tag: String,
+    /// The answerer's tag, once known.
+    pub to_tag: Option<String>,
+    /// A fork branch's own session.
+    pub via_branch: Option<String>,
+    /// The SDP as the party sent it.
+    pub sdp: Bytes,
+    /// ng `rtpp-flags` for the SDP the other party gets (ng nodes).
+    pub flags: String,
+    /// OpenSIPS flag letters for it (RTPProxy nodes).
+    pub rtpproxy_flags: String,
+}
+
+/// What the proxy asks of a relay node, whatever its engine: each call leg's SDP in, the SDP
+/// for the other side out; or the end of sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaRequest {
+    /// An offer (from `from_tag`).
+    Offer(SdpLeg),
+    /// The answer to the offer of `from_tag` (from `to_tag`).
+    Answer(SdpLeg),
+    /// The end of a call's sessions: all of them, or one fork branch's.
+    Delete {
+        /// The Call-ID.
+        call_id: String,
+        /// With `via_branch`: the offerer's tag.
+        from_tag: Option<String>,
+        /// One fork branch only.
+        via_branch: Option<String>,
+    },
+}
+
+impl MediaRequest {
+    /// The OpenSIPS flag letters for the SDP this request produces (RTPProxy nodes).
+    pub fn rtpproxy(mut self, letters: &str) -> MediaRequest {
+        if let MediaRequest::Offer(leg) | MediaRequest::Answer(leg) = &mut self {
+            leg.rtpproxy_flags = letters.to_string();
+        }
+        self
+    }
+
+    /// The ng request of this request.
+    pub fn to_ng(&self) -> Request {
+        match self {
+            MediaRequest::Offer(leg) | MediaRequest::Answer(leg) => {
+                let body = OfferAnswer {
+                    call_id: CallId(leg.call_id.clone()),
+                    from_tag: Tag(leg.from_tag.clone()),
+                    to_tag: leg.to_tag.as_ref().map(|t| Tag(t.clone())),
+                    via_branch: leg
+                        .via_branch
+                        .as_ref()
+                        .map(|b| anchorage_ng::Branch(b.clone())),
+                    sdp: leg.sdp.clone(),
+                };
+                Request {
+                    kind: if matches!(self, MediaRequest::Answer(_)) {
+                        RequestKind::Answer(body)
+                    } else {
+                        RequestKind::Offer(body)
+                    },
+                    flags: flags_of(&leg.flags),
+                }
+            }
+            MediaRequest::Delete {
+                call_id,
+                from_tag,
+                via_branch,
+            } => Request {
+                kind: RequestKind::Delete(Delete {
+                    call_id: CallId(call_id.clone()),
+                    from_tag: from_tag.as_ref().map(|t| Tag(t.clone())),
+                    to_tag: None,
+                    via_branch: via_branch.as_ref().map(|b| anchorage_ng::Branch(b.clone())),
+                }),
+                flags: flags_of(""),
+            },
+        }
+    }
+}
+
+/// An offer (when `to_tag` is none or the SDP is a new offer in a dialog) or an answer.
 pub fn offer_answer(
     answer: bool,
     call_id: &str,
@@ -68,56 +162,47 @@ pub fn offer_answer(
     to_tag: Option<&str>,
     sdp: Bytes,
     flags: &str,
-) -> Request {
-    let body = OfferAnswer {
-        call_id: CallId(call_id.to_string()),
-        from_tag: Tag(from_tag.to_string()),
-        to_tag: to_tag.map(|t| Tag(t.to_string())),
+) -> MediaRequest {
+    let leg = SdpLeg {
+        call_id: call_id.to_string(),
+        from_tag: from_tag.to_string(),
+        to_tag: to_tag.map(str::to_string),
         via_branch: None,
         sdp,
+        flags: flags.to_string(),
+        rtpproxy_flags: String::new(),
     };
-    Request {
-        kind: if answer {
-            RequestKind::Answer(body)
-        } else {
-            RequestKind::Offer(body)
-        },
-        flags: flags_of(flags),
+    if answer {
+        MediaRequest::Answer(leg)
+    } else {
+        MediaRequest::Offer(leg)
     }
 }
 
 /// `request` (an offer or answer) for one fork branch (`via-branch`): each branch of a parallel
 /// fork gets its own relay ports, and a losing branch can be deleted alone.
-pub fn on_branch(mut request: Request, via_branch: &str) -> Request {
-    if let RequestKind::Offer(body) | RequestKind::Answer(body) = &mut request.kind {
-        body.via_branch = Some(anchorage_ng::Branch(via_branch.to_string()));
+pub fn on_branch(mut request: MediaRequest, via_branch: &str) -> MediaRequest {
+    if let MediaRequest::Offer(leg) | MediaRequest::Answer(leg) = &mut request {
+        leg.via_branch = Some(via_branch.to_string());
     }
     request
 }
 
 /// A `delete` of one fork branch's session (`from-tag` + `via-branch`).
-pub fn delete_branch(call_id: &str, from_tag: &str, via_branch: &str) -> Request {
-    Request {
-        kind: RequestKind::Delete(Delete {
-            call_id: CallId(call_id.to_string()),
-            from_tag: Some(Tag(from_tag.to_string())),
-            to_tag: None,
-            via_branch: Some(anchorage_ng::Branch(via_branch.to_string())),
-        }),
-        flags: flags_of(""),
+pub fn delete_branch(call_id: &str, from_tag: &str, via_branch: &str) -> MediaRequest {
+    MediaRequest::Delete {
+        call_id: call_id.to_string(),
+        from_tag: Some(from_tag.to_string()),
+        via_branch: Some(via_branch.to_string()),
     }
 }
 
 /// A `delete` of a whole call.
-pub fn delete(call_id: &str) -> Request {
-    Request {
-        kind: RequestKind::Delete(Delete {
-            call_id: CallId(call_id.to_string()),
-            from_tag: None,
-            to_tag: None,
-            via_branch: None,
-        }),
-        flags: flags_of(""),
+pub fn delete(call_id: &str) -> MediaRequest {
+    MediaRequest::Delete {
+        call_id: call_id.to_string(),
+        from_tag: None,
+        via_branch: None,
     }
 }
 
@@ -184,6 +269,7 @@ mod tests {
             Bytes::from_static(b"v=0\r\n"),
             "replace-origin ICE=remove",
         );
+        let offer = offer.to_ng();
         let RequestKind::Offer(body) = &offer.kind else {
             panic!()
         };

@@ -100,7 +100,7 @@ pub struct Proxy {
     next_query_id: u64,
     /// Media relays, the calls anchored on them, and ng requests awaiting a reply.
     relays: Relays,
-    media_waits: HashMap<(NodeId, anchorage_ng::RequestId), MediaWait>,
+    media_waits: HashMap<(NodeId, media::RequestId), MediaWait>,
     /// Re-anchoring: calls being moved, jobs, our own transactions, pacing and counters.
     jobs: std::collections::BTreeMap<crate::reanchor::JobId, moves::Job>,
     next_job: u64,

@@ -150,6 +150,10 @@ impl Proxy {
                         set: m.set.clone(),
                         caller_flags: m.caller_flags.clone(),
                         callee_flags: m.callee_flags.clone(),
+                        // CallRecord v1 has no RTPProxy letters: a call taken over from
+                        // another node goes on without them.
+                        caller_rtpproxy: String::new(),
+                        callee_rtpproxy: String::new(),
                     },
                     caller_tag: m.caller_tag.clone(),
                     caller: m.caller.clone(),

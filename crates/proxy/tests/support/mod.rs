@@ -91,7 +91,11 @@ impl Bench {
             .proxy
             .relay_set
             .iter()
-            .flat_map(|s| s.nodes.iter().map(|n| (n.ng, Relay::Answers)))
+            .flat_map(|s| {
+                s.nodes
+                    .iter()
+                    .filter_map(|n| n.ng.map(|a| (a, Relay::Answers)))
+            })
             .collect();
         let now = epoch();
         Bench {

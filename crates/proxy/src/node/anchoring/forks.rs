@@ -84,7 +84,8 @@ impl Proxy {
                     None,
                     req.body_bytes(),
                     &policy.callee_flags,
-                ),
+                )
+                .rtpproxy(&policy.callee_rtpproxy),
                 &via_branch,
             );
             if let Some(id) = self.relays.send(node, &request, now) {
@@ -125,7 +126,7 @@ impl Proxy {
             return;
         };
         if tx.cancelled || tx.final_status.is_some() {
-            self.send_ng_quietly(
+            self.send_media_quietly(
                 node,
                 &media::delete_branch(&call_id, &from_tag, &via_branch),
                 now,
@@ -187,7 +188,7 @@ impl Proxy {
     ) {
         tracing::warn!(%call_id, %via_branch, %why, "cannot forward a fork branch");
         let delete = media::delete_branch(call_id, from_tag, via_branch);
-        self.send_ng_quietly(node, &delete, now);
+        self.send_media_quietly(node, &delete, now);
         self.answer_if_no_fork_left(key, 500, "Fork Branch Not Forwarded", now);
     }
 
@@ -225,7 +226,7 @@ impl Proxy {
         for fork in forks.into_iter().filter(|f| f.via_branch != winner) {
             tracing::debug!(%call_id, via_branch = %fork.via_branch, "deleting a losing fork branch's relay session");
             let delete = media::delete_branch(call_id, &caller_tag, &fork.via_branch);
-            self.send_ng_quietly(node, &delete, now);
+            self.send_media_quietly(node, &delete, now);
         }
     }
 
@@ -244,7 +245,7 @@ impl Proxy {
         let fork = call.forks.remove(at);
         let (node, caller_tag) = (call.node, call.caller_tag.clone());
         let delete = media::delete_branch(call_id, &caller_tag, &fork.via_branch);
-        self.send_ng_quietly(node, &delete, now);
+        self.send_media_quietly(node, &delete, now);
     }
 
     /// The fork branch (its `via-branch`) a response on client branch `branch` belongs to.

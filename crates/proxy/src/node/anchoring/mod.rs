@@ -206,11 +206,11 @@ pub(in crate::node) fn carries_sdp(m: &Message) -> bool {
 }
 
 impl Proxy {
-    /// Sends an ng request whose reply nobody waits for.
-    pub(in crate::node) fn send_ng_quietly(
+    /// Sends a media request whose reply nobody waits for.
+    pub(in crate::node) fn send_media_quietly(
         &mut self,
         node: NodeId,
-        request: &anchorage_ng::Request,
+        request: &crate::media::MediaRequest,
         now: Instant,
     ) {
         if let Some(id) = self.relays.send(node, request, now) {

@@ -55,7 +55,8 @@ impl Proxy {
                     Some(&from_tag),
                     req.body_bytes(),
                     &call.policy.callee_flags,
-                );
+                )
+                .rtpproxy(&call.policy.callee_rtpproxy);
                 if let Some(c) = self.calls.media_mut(call_id) {
                     c.answer_in_prack = false;
                 }
@@ -63,10 +64,10 @@ impl Proxy {
             }
             // A new offer in an anchored call, from either side (a callee's offer carries its
             // own tag as from-tag).
-            let flags = if from_tag == call.caller_tag {
-                &call.policy.callee_flags
+            let (flags, letters) = if from_tag == call.caller_tag {
+                (&call.policy.callee_flags, &call.policy.callee_rtpproxy)
             } else {
-                &call.policy.caller_flags
+                (&call.policy.caller_flags, &call.policy.caller_rtpproxy)
             };
             let request = media::offer_answer(
                 false,
@@ -75,7 +76,8 @@ impl Proxy {
                 to_tag.as_deref(),
                 req.body_bytes(),
                 flags,
-            );
+            )
+            .rtpproxy(letters);
             return self.send_reoffer(key, call.node, call.policy, &request, now);
         }
         // An initial offer; or an offer in a dialog this node does not know (another proxy
@@ -98,7 +100,7 @@ impl Proxy {
         key: ServerId,
         node: NodeId,
         policy: Policy,
-        request: &anchorage_ng::Request,
+        request: &crate::media::MediaRequest,
         now: Instant,
     ) -> bool {
         let Some(id) = self.relays.send(node, request, now) else {
@@ -164,7 +166,8 @@ impl Proxy {
             None,
             req.body_bytes(),
             &policy.callee_flags,
-        );
+        )
+        .rtpproxy(&policy.callee_rtpproxy);
         if let Some(id) = self.relays.send(node, &request, now) {
             let mut tried = tried;
             tried.push(node);
@@ -218,10 +221,10 @@ impl Proxy {
         let from_tag = req.from().ok().and_then(|f| f.tag()).unwrap_or("");
         let to_tag = response.to().ok().and_then(|t| t.tag());
         // The answer goes back to whoever made the offer.
-        let flags = if from_tag == call.caller_tag {
-            &call.policy.caller_flags
+        let (flags, letters) = if from_tag == call.caller_tag {
+            (&call.policy.caller_flags, &call.policy.caller_rtpproxy)
         } else {
-            &call.policy.callee_flags
+            (&call.policy.callee_flags, &call.policy.callee_rtpproxy)
         };
         let request = media::offer_answer(
             true,
@@ -230,7 +233,8 @@ impl Proxy {
             to_tag,
             response.body_bytes(),
             flags,
-        );
+        )
+        .rtpproxy(letters);
         // A fork branch answers on its own relay session; its 2xx ends the other branches'.
         let call_id = call_id.to_string();
         let call_id = call_id.as_str();
@@ -295,13 +299,14 @@ impl Proxy {
             .calls
             .media(call_id)
             .is_none_or(|c| c.caller_tag == requester);
-        let flags = if caller_is_requester {
-            &policy.caller_flags
+        let (flags, letters) = if caller_is_requester {
+            (&policy.caller_flags, &policy.caller_rtpproxy)
         } else {
-            &policy.callee_flags
+            (&policy.callee_flags, &policy.callee_rtpproxy)
         };
         let request =
-            media::offer_answer(false, call_id, &offerer, None, response.body_bytes(), flags);
+            media::offer_answer(false, call_id, &offerer, None, response.body_bytes(), flags)
+                .rtpproxy(letters);
         match self.relays.send(node, &request, now) {
             Some(id) => {
                 let wait = MediaWait::ResponseOffer {
@@ -334,7 +339,11 @@ impl Proxy {
         let Some(call) = self.calls.media(call_id).filter(|c| c.answer_in_ack) else {
             return false;
         };
-        let (node, flags) = (call.node, call.policy.callee_flags.clone());
+        let (node, flags, letters) = (
+            call.node,
+            call.policy.callee_flags.clone(),
+            call.policy.callee_rtpproxy.clone(),
+        );
         // The offer came from the ACK's To party; the ACK's sender answers.
         let request = media::offer_answer(
             true,
@@ -343,7 +352,8 @@ impl Proxy {
             Some(&tag_of(ack.from())),
             ack.body_bytes(),
             &flags,
-        );
+        )
+        .rtpproxy(&letters);
         match self.relays.send(node, &request, now) {
             Some(id) => {
                 let wait = MediaWait::AckAnswer {

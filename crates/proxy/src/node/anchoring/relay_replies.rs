@@ -1,4 +1,4 @@
-//! ng replies and failures back to what waited for them: one arm per `MediaWait` variant and
+//! Relay replies and failures (of any engine) back to what waited for them: one arm per `MediaWait` variant and
 //! outcome. A refused or unanswered initial offer tries the next node of the set; no path
 //! relays a message unanchored.
 
@@ -11,25 +11,18 @@ use crate::node::io::Datagram;
 use crate::node::Proxy;
 
 impl Proxy {
-    /// Acts on relay replies and timeouts.
+    /// Acts on relay replies and timeouts, whatever the node's engine.
     pub(in crate::node) fn drain_relay_events(&mut self, now: Instant) {
         while let Some(change) = self.relays.poll_health_change() {
             self.on_relay_health(change, now);
         }
-        while let Some((node, event)) = self.relays.poll_event() {
-            let (id, reply) = match event {
-                anchorage_ng::Event::Reply(id, reply) => (id, Some(reply)),
-                anchorage_ng::Event::TimedOut(id) | anchorage_ng::Event::Failed(id, _) => {
-                    (id, None)
-                }
-            };
+        while let Some((node, media::MediaReply { id, result })) = self.relays.poll_event() {
             let Some(wait) = self.media_waits.remove(&(node, id)) else {
                 continue;
             };
-            let sdp = reply
-                .as_ref()
-                .filter(|r| matches!(r.outcome, anchorage_ng::Outcome::Ok))
-                .and_then(|r| r.sdp.clone());
+            // A refusal is an answer; a timeout or an unreadable reply is none.
+            let answered = result.as_ref().map_or_else(|e| e.answered(), |_| true);
+            let sdp = result.as_ref().ok().cloned().flatten();
             match (wait, sdp) {
                 (MediaWait::Delete, _) => {}
                 (MediaWait::ReanchorOffer { call_id }, sdp) => {
@@ -146,7 +139,7 @@ impl Proxy {
                         // Answered (e.g. CANCELled) while the relay was asked: the session it
                         // has just made for a new call is not left behind.
                         if initial {
-                            self.send_ng_quietly(node, &media::delete(&call_id), now);
+                            self.send_media_quietly(node, &media::delete(&call_id), now);
                         }
                         continue;
                     }
@@ -159,7 +152,7 @@ impl Proxy {
                             // the relay.
                             tracing::warn!(%call_id, error = %e, "cannot put the relay's SDP in the request");
                             if initial {
-                                self.send_ng_quietly(node, &media::delete(&call_id), now);
+                                self.send_media_quietly(node, &media::delete(&call_id), now);
                             }
                             self.respond(key, 500, "SDP Rewrite Failed", now);
                             continue;
@@ -185,9 +178,7 @@ impl Proxy {
                     },
                     None,
                 ) => {
-                    let reason = reply
-                        .as_ref()
-                        .and_then(|r| r.error_reason().map(|e| e.to_string()));
+                    let reason = result.as_ref().err().cloned();
                     let name = self
                         .relays
                         .nodes()
@@ -205,7 +196,7 @@ impl Proxy {
                     // nobody would ever delete that session (a relay keeps an unanswered offer
                     // for its offer timeout, an hour by default). The call goes elsewhere, so
                     // a delete follows it on this node (sent after the offer, so done after it).
-                    if initial && reply.is_none() {
+                    if initial && !answered {
                         let call_id = self
                             .servers
                             .get(key)

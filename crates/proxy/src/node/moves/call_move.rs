@@ -132,7 +132,8 @@ impl Proxy {
             Some(&dialog.id.callee_tag),
             offer,
             &callee_flags,
-        );
+        )
+        .rtpproxy(&call.policy.callee_rtpproxy);
         let Some(id) = self.relays.send(node, &request, now) else {
             self.finish_move(call_id, MoveResult::NoRelay, now);
             return;
@@ -208,7 +209,8 @@ impl Proxy {
                 Some(&dialog.id.callee_tag),
                 callee_sdp,
                 &caller_flags,
-            );
+            )
+            .rtpproxy(&call.policy.caller_rtpproxy);
             if let Some(id) = self.relays.send(node, &request, now) {
                 self.media_waits.insert(
                     (node, id),

@@ -150,7 +150,8 @@ impl Proxy {
                     Some(&callee_tag),
                     callee_answer.clone(),
                     &policy.caller_flags,
-                );
+                )
+                .rtpproxy(&policy.caller_rtpproxy);
                 if let Some(id) = self.relays.send(new_node, &r, now) {
                     let wait = if tell_caller {
                         MediaWait::FollowUp {
@@ -172,7 +173,8 @@ impl Proxy {
                     Some(&callee_tag),
                     caller_answer.clone(),
                     &policy.callee_flags,
-                );
+                )
+                .rtpproxy(&policy.callee_rtpproxy);
                 if let Some(id) = self.relays.send(new_node, &r, now) {
                     let wait = if tell_callee {
                         MediaWait::FollowUp {

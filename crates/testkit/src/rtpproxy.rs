@@ -1,0 +1,106 @@
+//! A real RTPProxy for the tests: sippy's RTPProxy as embedded in the PyPI package `rtp.io`,
+//! run from the repository's `.venv` (which `scripts/test` makes) with its normal command line.
+//! A test that needs it and cannot find it fails naming `rtp.io`.
+
+use std::net::UdpSocket;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{free_udp_block, free_udp_port, Daemon, LOCALHOST};
+
+/// A running RTPProxy node on 127.0.0.1.
+pub struct RtpProxy {
+    /// The process (killed, by its process group, when dropped).
+    pub daemon: Daemon,
+    /// Its control port (`udp:127.0.0.1:PORT`).
+    pub control: u16,
+    /// Its media ports.
+    pub ports: RangeInclusive<u16>,
+}
+
+/// The `.venv` Python with `rtp.io`, or a failure naming the package.
+fn python() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import rtp.io"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "rtp.io (PyPI, sippy's RTPProxy) is needed in .venv: run scripts/test, which creates it, \
+         or `python3 -m venv .venv && .venv/bin/pip install rtp.io`"
+    );
+    python
+}
+
+impl RtpProxy {
+    /// Starts RTPProxy with 100 media ports of its own and waits until it answers `V`.
+    pub fn start() -> RtpProxy {
+        let python = python();
+        let control = free_udp_port(LOCALHOST);
+        let base = free_udp_block(LOCALHOST, 100);
+        let ports = base..=base + 99;
+        let script = format!(
+            "import time\nfrom rtp.io import rtpproxy\n\
+             r = rtpproxy(extra_args=['-F', '-s', 'udp:127.0.0.1:{control}', '-l', '127.0.0.1', \
+             '-m', '{}', '-M', '{}'])\nprint('rtpproxy ready', flush=True)\n\
+             while True:\n    time.sleep(3600)\n",
+            ports.start(),
+            ports.end()
+        );
+        let mut cmd = Command::new(python);
+        cmd.args(["-u", "-c", &script]);
+        let mut daemon = Daemon::spawn("rtpproxy", &mut cmd);
+        daemon.wait_until(Duration::from_secs(15), |d| {
+            d.log().contains("rtpproxy ready")
+        });
+        let node = RtpProxy {
+            daemon,
+            control,
+            ports,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while node.command("V").as_deref() != Some("20040107") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "RTPProxy does not answer V:\n{}",
+                node.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+
+    /// Sends one control command (without cookie) and returns the reply after its cookie, or
+    /// `None` if none came within a second. Each command has a cookie of its own: RTPProxy
+    /// answers a cookie it has seen with its cached reply.
+    pub fn command(&self, command: &str) -> Option<String> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cookie = format!("test{}_{n}", std::process::id());
+        let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+        socket.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        socket
+            .send_to(
+                format!("{cookie} {command}").as_bytes(),
+                (LOCALHOST, self.control),
+            )
+            .ok()?;
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        text.strip_prefix(&format!("{cookie} "))
+            .map(|r| r.trim_end().to_string())
+    }
+
+    /// `active sessions` from its `I` statistics.
+    pub fn active_sessions(&self) -> Option<u64> {
+        self.command("I")?
+            .lines()
+            .find_map(|l| l.strip_prefix("active sessions: "))
+            .and_then(|n| n.trim().parse().ok())
+    }
+}
