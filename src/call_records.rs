@@ -8,6 +8,7 @@ use std::time::Instant;
 use anchorage_proxy::dialog::{Dialog, DialogId, DialogState, Leg, Renumber};
 use anchorage_proxy::node::{
     CallRecord as CoreRecord, DialogRecord as CoreDialog, LegMedia, MediaRecord as CoreMedia,
+    MoveRecord as CoreMove,
 };
 use anchorage_proxy::Transport;
 use anchorage_store as store;
@@ -30,16 +31,37 @@ pub fn to_store(
     let mut out = store::CallRecord::new(r.call_id.clone(), owner, now_unix_ms);
     out.dialogs = r.dialogs.iter().map(dialog_to_store).collect();
     out.media = r.media.as_ref().map(media_to_store).transpose()?;
-    out.moving = r.moving_to.as_ref().map(|node| store::MoveRecord {
-        job: 0,
-        trigger: String::new(),
-        old_node: r.media.as_ref().map(|m| m.node.clone()).unwrap_or_default(),
-        new_node: Some(node.clone()),
-        stage: store::MoveStage::Offer,
-        started_unix_ms: now_unix_ms,
-        sdp_for_caller: None,
-        sdp_for_callee: None,
-    });
+    out.moving = r
+        .moving
+        .as_ref()
+        .map(|m| -> Result<store::MoveRecord, ConvertError> {
+            Ok(store::MoveRecord {
+                job: 0,
+                trigger: String::new(),
+                old_node: r.media.as_ref().map(|m| m.node.clone()).unwrap_or_default(),
+                new_node: Some(m.to.clone()),
+                stage: if m.invites_out {
+                    store::MoveStage::Legs
+                } else {
+                    store::MoveStage::Offer
+                },
+                started_unix_ms: now_unix_ms,
+                sdp_for_caller: sdp(&m.sdp_for[0], "the caller's SDP of a move")?,
+                sdp_for_callee: sdp(&m.sdp_for[1], "the callee's SDP of a move")?,
+            })
+        })
+        .transpose()?;
+    // The reservations of the confirmed dialog are the call's.
+    if let Some(d) = r
+        .dialogs
+        .iter()
+        .find(|d| d.dialog.state == DialogState::Confirmed)
+    {
+        out.cseq_reserved = store::CseqReserved {
+            to_callee: d.dialog.renumber.reserved_to_callee,
+            to_caller: d.dialog.renumber.reserved_to_caller,
+        };
+    }
     Ok(out)
 }
 
@@ -47,17 +69,32 @@ pub fn to_store(
 /// instants, which the core recomputes from their wall-clock times.
 pub fn from_store(r: store::CallRecord, now: Instant) -> Result<CoreRecord, ConvertError> {
     let call_id = r.call_id.clone();
+    let reserved = r.cseq_reserved;
     let dialogs = r
         .dialogs
         .into_iter()
-        .map(|d| dialog_from_store(&call_id, d, now))
+        .map(|d| {
+            let mut d = dialog_from_store(&call_id, d, now);
+            d.dialog.renumber.reserved_to_callee = reserved.to_callee;
+            d.dialog.renumber.reserved_to_caller = reserved.to_caller;
+            d
+        })
         .collect();
-    let moving_to = r.moving.and_then(|m| m.new_node);
+    let moving = r.moving.and_then(|m| {
+        Some(CoreMove {
+            to: m.new_node?,
+            invites_out: m.stage == store::MoveStage::Legs,
+            sdp_for: [
+                m.sdp_for_caller.map(Bytes::from),
+                m.sdp_for_callee.map(Bytes::from),
+            ],
+        })
+    });
     Ok(CoreRecord {
         call_id,
         dialogs,
         media: r.media.map(media_from_store),
-        moving_to,
+        moving,
     })
 }
 
@@ -150,6 +187,8 @@ fn dialog_from_store(call_id: &str, d: store::DialogRecord, now: Instant) -> Cor
                 own_to_caller: n.own_to_caller,
                 invite_from_caller: n.invite_from_caller.map(|[seq, offset]| (seq, offset)),
                 invite_from_callee: n.invite_from_callee.map(|[seq, offset]| (seq, offset)),
+                reserved_to_callee: 0,
+                reserved_to_caller: 0,
             },
         },
         created_unix_ms: i64::try_from(d.created_unix_ms).unwrap_or(i64::MAX),
@@ -258,6 +297,8 @@ mod tests {
                         own_to_caller: 2,
                         invite_from_caller: Some((3, 1)),
                         invite_from_callee: None,
+                        reserved_to_callee: 21,
+                        reserved_to_caller: 18,
                     },
                 },
                 created_unix_ms: 1_800_000_000_123,
@@ -277,7 +318,11 @@ mod tests {
                 answer_in_ack: false,
                 answer_in_prack: true,
             }),
-            moving_to: Some("r3".into()),
+            moving: Some(CoreMove {
+                to: "r3".into(),
+                invites_out: true,
+                sdp_for: [Some(Bytes::from_static(b"v=0\r\n")), None],
+            }),
         }
     }
 

@@ -141,6 +141,9 @@ pub async fn run(
     let resolver =
         std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
+    // Durable writes the core waits for (a move's record before its re-INVITEs): one per
+    // move in flight at most, bounded by `[proxy.reanchor] max_in_flight`.
+    let (saved_tx, mut saved) = mpsc::unbounded_channel::<String>();
     let (query_tx, mut queries) = mpsc::channel(64);
     // One socket connected to each relay node: replies, and the refusals of a dead one.
     let (ng_links, mut ng_inputs) = NgLinks::connect(p.relay_set.iter().flat_map(|s| {
@@ -187,6 +190,7 @@ pub async fn run(
                 proxy.handle_timeout(now);
             }
             Some((id, result)) = resolved.recv() => proxy.handle_resolved(id, result, Instant::now()),
+            Some(call_id) = saved.recv() => proxy.handle_saved(&call_id, Instant::now()),
             Some(query) = queries.recv() => answer(&mut proxy, &transports, query),
             Some(input) = ng_inputs.recv() => {
                 let now = Instant::now();
@@ -227,6 +231,24 @@ pub async fn run(
                     }
                 }
                 Output::CallEnded(call_id) => store.delete(&call_id),
+                Output::SaveDurable(record) => {
+                    let call_id = record.call_id.clone();
+                    match crate::call_records::to_store(&record, &node_id, unix_ms()) {
+                        Ok(r) => {
+                            let (store, done) = (store.clone(), saved_tx.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = store.put_durable(r).await {
+                                    tracing::warn!(%call_id, error = %e, "a move's record could not be saved: it goes on from memory");
+                                }
+                                let _ = done.send(call_id);
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(%call_id, error = %e, "call record not written");
+                            let _ = saved_tx.send(call_id);
+                        }
+                    }
+                }
                 Output::Sip(t) => {
                     let out = Outbound {
                         data: t.data,

@@ -1,7 +1,8 @@
 //! Calls outlive the proxy process (`[cluster] store` on a real `redis-server`): a call moved
 //! between two `anchorage relay`s (so its CSeqs are renumbered), then `kill -9` of the proxy and
-//! a start of the same node: both parties' re-INVITEs and the callee's BYE go through with the
-//! right CSeq numbers on the same relay, and the relay session is deleted at the end.
+//! a start of the same node: both parties' re-INVITEs and the callee's BYE go through with
+//! increasing CSeq numbers (each party gets its own back in the responses, checked by the SIPp
+//! scenarios) on the same relay, and the relay session is deleted at the end.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -170,14 +171,26 @@ fn a_moved_call_survives_kill_9_of_the_proxy_with_its_renumbered_cseqs_and_its_r
     );
     assert_eq!(relay_of(&p, &call_id), "relay-b");
 
-    // The caller's hold (CSeq 2) reaches the callee as 3: the move's request counts.
+    // After the restart the node's own numbers and the parties' shifted ones start above
+    // what it had reserved for its own requests (it may have used them before it died): the
+    // caller's hold (CSeq 2) reaches the callee above the move's 2; the callee's re-INVITE
+    // (CSeq 1) reaches the caller above the move's 1, and its BYE above that.
+    let number = |m: &str| -> u32 {
+        cseq(m)
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no CSeq number in {m}"))
+    };
     let hold = nth_received(&callee, "INVITE ", 3, Duration::from_secs(20));
-    assert_eq!(cseq(&hold), "3 INVITE", "{hold}");
-    // The callee's own re-INVITE (CSeq 1) reaches the caller as 2, its BYE (2) as 3.
+    assert!(
+        number(&hold) > 2 && cseq(&hold).ends_with(" INVITE"),
+        "{hold}"
+    );
     let unhold = nth_received(&caller, "INVITE ", 2, Duration::from_secs(10));
-    assert_eq!(cseq(&unhold), "2 INVITE", "{unhold}");
+    assert!(number(&unhold) > 1, "{unhold}");
     let bye = nth_received(&caller, "BYE ", 1, Duration::from_secs(10));
-    assert_eq!(cseq(&bye), "3 BYE", "{bye}");
+    assert!(number(&bye) > number(&unhold), "{bye}");
     // Both phones saw their own numbers in the responses (checked in the scenarios) and
     // finished.
     caller.finish(Duration::from_secs(15)).assert_success();

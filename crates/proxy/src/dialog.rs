@@ -90,6 +90,11 @@ pub struct Renumber {
     pub invite_from_caller: Option<(u32, u32)>,
     /// The callee's latest in-dialog INVITE and its offset.
     pub invite_from_callee: Option<(u32, u32)>,
+    /// The highest CSeq the proxy may send to the callee with the call's record durable (a
+    /// restarted node starts above it, so it never reuses a number it may have sent).
+    pub reserved_to_callee: u32,
+    /// The highest CSeq the proxy may send to the caller, likewise.
+    pub reserved_to_caller: u32,
 }
 
 impl Dialog {
@@ -149,6 +154,59 @@ impl Dialog {
             self.renumber.invite_from_caller = Some((seq, offset));
         } else if from_tag == self.id.callee_tag {
             self.renumber.invite_from_callee = Some((seq, offset));
+        }
+    }
+
+    /// Reserves CSeq numbers for the proxy's own requests up to `block` beyond the next one in
+    /// each direction; whether the reservation grew (the record must then be written durably
+    /// before one of those numbers is used).
+    pub fn reserve_cseq(&mut self, block: u32) -> bool {
+        let next_to_callee = self
+            .caller
+            .last_cseq
+            .unwrap_or(0)
+            .saturating_add(self.renumber.to_callee)
+            .max(self.renumber.own_to_callee)
+            .saturating_add(1);
+        let next_to_caller = self
+            .callee
+            .last_cseq
+            .unwrap_or(0)
+            .saturating_add(self.renumber.to_caller)
+            .max(self.renumber.own_to_caller)
+            .saturating_add(1);
+        let r = &mut self.renumber;
+        if next_to_callee <= r.reserved_to_callee && next_to_caller <= r.reserved_to_caller {
+            return false;
+        }
+        r.reserved_to_callee = r
+            .reserved_to_callee
+            .max(next_to_callee.saturating_add(block));
+        r.reserved_to_caller = r
+            .reserved_to_caller
+            .max(next_to_caller.saturating_add(block));
+        true
+    }
+
+    /// Taken back after a restart: the proxy may have used any number up to its reservations
+    /// without the record saying so, so its own numbers start above them and each party's
+    /// requests are shifted enough to stay above them (a gap in CSeq is allowed, a repeat is
+    /// not: RFC 3261 §12.2.2).
+    pub fn resume_above_reservations(&mut self) {
+        let r = &mut self.renumber;
+        if r.reserved_to_callee > r.own_to_callee {
+            r.own_to_callee = r.reserved_to_callee;
+            let floor = r
+                .reserved_to_callee
+                .saturating_sub(self.caller.last_cseq.unwrap_or(0));
+            r.to_callee = r.to_callee.max(floor);
+        }
+        if r.reserved_to_caller > r.own_to_caller {
+            r.own_to_caller = r.reserved_to_caller;
+            let floor = r
+                .reserved_to_caller
+                .saturating_sub(self.callee.last_cseq.unwrap_or(0));
+            r.to_caller = r.to_caller.max(floor);
         }
     }
 

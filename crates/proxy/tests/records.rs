@@ -44,6 +44,7 @@ fn moved_call(now: Instant) -> Proxy {
     let r2 = "v=0\r\no=r2 77 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n";
     relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
     relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
+    saved_then_reinvites(&mut p, now);
     let out = drain(&mut p);
     for t in &out {
         let sdp = if t.destination.port() == 9 {
@@ -61,6 +62,37 @@ fn moved_call(now: Instant) -> Proxy {
         Some("r2".to_string())
     );
     p
+}
+
+/// The move's record comes out to be saved durably, and no re-INVITE leaves before the store
+/// has it; once saved, both go. Returns the saved record.
+fn saved_then_reinvites(p: &mut Proxy, now: Instant) -> CallRecord {
+    let mut durable = None;
+    let mut sent = Vec::new();
+    while let Some(o) = p.poll_output() {
+        match o {
+            Output::SaveDurable(r) => durable = Some(*r),
+            Output::Sip(t) => sent.push(t),
+            _ => {}
+        }
+    }
+    assert!(
+        !sent.iter().any(|t| t.data.starts_with(b"INVITE ")),
+        "a re-INVITE before the move was saved"
+    );
+    let record = durable.expect("the move's record, to save durably");
+    let m = record.moving.as_ref().expect("the move in the record");
+    assert!(
+        m.invites_out && m.sdp_for.iter().all(Option::is_some),
+        "{m:?}"
+    );
+    let d = &record.dialogs[0].dialog.renumber;
+    assert!(
+        d.reserved_to_callee >= 18 && d.reserved_to_caller >= 17,
+        "{d:?}"
+    );
+    p.handle_saved("c1", now);
+    record
 }
 
 #[test]
@@ -151,6 +183,7 @@ fn a_restarted_node_carries_on_an_imported_call_with_its_relay_and_renumbering()
     let now = epoch();
     let p = moved_call(now);
     let record = p.export_call("c1").expect("the record");
+    let reserved = record.dialogs[0].dialog.renumber.reserved_to_callee;
     assert_eq!(record.media.as_ref().map(|m| m.node.as_str()), Some("r2"));
     assert_eq!(record.dialogs[0].dialog.renumber.to_callee, 1);
     // A new process of the same node: the call comes back from its record.
@@ -167,7 +200,8 @@ fn a_restarted_node_carries_on_an_imported_call_with_its_relay_and_renumbering()
         "a call is imported once"
     );
     // The caller's re-INVITE is the same call on the same relay: an offer to r2 for c1 with
-    // both tags, and its CSeq (3) reaches the callee as 4.
+    // both tags, and its CSeq (3) reaches the callee above every number the node reserved for
+    // its own requests before it stopped (it may have used them).
     let reinvite = Req::invite()
         .cseq(3)
         .to("<sip:bob@example.com>;tag=b1")
@@ -186,8 +220,9 @@ fn a_restarted_node_carries_on_an_imported_call_with_its_relay_and_renumbering()
         .find(|t| t.data.starts_with(b"INVITE "))
         .expect("forwarded");
     assert!(
-        text(&to_callee).contains("CSeq: 4 INVITE"),
-        "{}",
+        // Its last CSeq before was 1: the shift makes its 2 land just above the reservation.
+        text(&to_callee).contains(&format!("CSeq: {} INVITE", 3 + reserved - 1)),
+        "reserved {reserved}: {}",
         text(&to_callee)
     );
     assert_eq!(to_callee.destination.to_string(), "127.0.0.1:9");
@@ -209,7 +244,13 @@ fn an_imported_call_whose_move_was_under_way_loses_the_session_the_move_made() {
     .unwrap();
     // The new node's offer is out: the record says so.
     let record = p.export_call("c1").unwrap();
-    assert_eq!(record.moving_to.as_deref(), Some("r2"));
+    assert_eq!(
+        record
+            .moving
+            .as_ref()
+            .map(|m| (m.to.as_str(), m.invites_out)),
+        Some(("r2", false))
+    );
     let mut q = proxy(TWO_RELAYS);
     q.import_call(record, now).unwrap();
     let sent = ng_requests(&mut q);
@@ -239,4 +280,74 @@ fn a_record_naming_an_unknown_relay_is_refused_with_the_reason() {
     let err = q.import_call(record, now).unwrap_err();
     assert!(err.to_string().contains("\"gone\""), "{err}");
     assert!(q.export_call("c1").is_none(), "nothing half taken");
+}
+
+#[test]
+fn a_node_that_died_right_after_a_moves_re_invites_completes_the_move_from_the_record() {
+    let now = epoch();
+    let mut p = call_on_r1(now);
+    p.enable_call_records();
+    ng_requests(&mut p);
+    p.start_reanchor(
+        anchorage_proxy::reanchor::Trigger::Api,
+        Some("r1"),
+        None,
+        None,
+        Default::default(),
+        now,
+    )
+    .unwrap();
+    let r2 = "v=0\r\no=r2 77 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n";
+    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
+    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
+    let record = saved_then_reinvites(&mut p, now);
+    let out = drain(&mut p);
+    let to_callee = out
+        .iter()
+        .find(|t| t.data.starts_with(b"INVITE ") && t.destination.port() == 9)
+        .expect("the re-INVITE to the callee")
+        .clone();
+    assert!(text(&to_callee).contains("CSeq: 2 INVITE"));
+    // The node dies here. Its successor takes the saved record: the parties may already use
+    // r2, so the move is completed there and r1's session deleted.
+    let mut q = proxy(TWO_RELAYS);
+    q.import_call(record, now).unwrap();
+    assert_eq!(
+        q.anchored_call("c1").map(|c| c.node),
+        Some("r2".to_string())
+    );
+    let sent = ng_requests(&mut q);
+    assert!(
+        sent.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
+        "{sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|(port, _)| *port == 2224),
+        "r2 keeps the call"
+    );
+    // The callee's 2xx to the dead node's re-INVITE is ACKed by the successor.
+    ok_to(&mut q, &to_callee, None, ANSWER_SDP, now);
+    let acks: Vec<String> = drain(&mut q)
+        .iter()
+        .filter(|t| t.data.starts_with(b"ACK "))
+        .map(text)
+        .collect();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert!(acks[0].contains("CSeq: 2 ACK"), "{}", acks[0]);
+    // Its own numbers resume above what was reserved: the caller's next request (CSeq 2)
+    // reaches the callee above the reservation, never at a number the dead node may have used.
+    let info = Req::invite()
+        .method(Method::Info)
+        .cseq(2)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch("z9hG4bK-info")
+        .route("<sip:127.0.0.1:5060;lr>");
+    let out = forwarded(&mut q, &info, "127.0.0.1:5070", now);
+    let cseq: u32 = text(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("CSeq: "))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(cseq > 2 + 16, "CSeq {cseq}");
 }

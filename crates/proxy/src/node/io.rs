@@ -145,6 +145,10 @@ pub enum Output {
     CallChanged(Box<crate::node::record::CallRecord>),
     /// A call ended: its record goes.
     CallEnded(String),
+    /// A call's record that must be in the store before the core goes on (a move about to
+    /// send its re-INVITEs, with the CSeq numbers it reserves): write it durably, then call
+    /// [`Proxy::handle_saved`](crate::node::Proxy::handle_saved) — also when writing failed.
+    SaveDurable(Box<crate::node::record::CallRecord>),
 }
 
 /// A host name the core needs resolved (RFC 3263): answer with [`Proxy::handle_resolved`](crate::node::Proxy::handle_resolved).

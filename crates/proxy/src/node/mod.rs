@@ -54,7 +54,7 @@ pub use anchoring::{AnchoredCall, LegMedia};
 pub use calls::{CallId, Calls, Dialogs};
 pub use io::{CoreConfig, Counters, Datagram, Listener, Now, Output, ResolveQuery, Transmit};
 pub use moves::ReanchorMetrics;
-pub use record::{CallRecord, DialogRecord, ImportError, MediaRecord};
+pub use record::{CallRecord, DialogRecord, ImportError, MediaRecord, MoveRecord};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

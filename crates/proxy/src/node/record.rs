@@ -11,11 +11,14 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::dialog::Dialog;
 use crate::media::Policy;
 use crate::node::anchoring::{CallMedia, LegMedia};
 use crate::node::io::Output;
 use crate::node::Proxy;
+use crate::reanchor::Party;
 
 /// One call, exportable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,9 +29,20 @@ pub struct CallRecord {
     pub dialogs: Vec<DialogRecord>,
     /// Where its media is anchored, if it is.
     pub media: Option<MediaRecord>,
-    /// The relay node a move in progress was making a session on (rolled back on import: that
-    /// session is deleted and the call stays where `media` says).
-    pub moving_to: Option<String>,
+    /// A move in progress, if any.
+    pub moving: Option<MoveRecord>,
+}
+
+/// A move in progress, as a restarted node needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveRecord {
+    /// The relay node the move is making a session on.
+    pub to: String,
+    /// Whether its re-INVITEs may be out (the record is saved before they go): on import the
+    /// move is then completed on `to` (the parties may already use it), else rolled back.
+    pub invites_out: bool,
+    /// The SDP each party's re-INVITE carries (caller, callee), once made.
+    pub sdp_for: [Option<Bytes>; 2],
 }
 
 /// A dialog and when it was created.
@@ -113,23 +127,29 @@ impl Proxy {
         if dialogs.is_empty() && media.is_none() {
             return None;
         }
-        let moving_to = self
-            .calls
-            .moving(call_id)
-            .and_then(|m| m.new_node())
-            .and_then(|n| self.relays.nodes().get(n))
-            .map(|n| n.name.clone());
+        let moving = self.calls.moving(call_id).and_then(|m| {
+            Some(MoveRecord {
+                to: self.relays.nodes().get(m.new_node()?)?.name.clone(),
+                invites_out: m.invites_out(),
+                sdp_for: [
+                    m.sdp_for(Party::Caller).cloned(),
+                    m.sdp_for(Party::Callee).cloned(),
+                ],
+            })
+        });
         Some(CallRecord {
             call_id: call_id.to_string(),
             dialogs,
             media,
-            moving_to,
+            moving,
         })
     }
 
     /// Takes a call back from its record (at start, or when another node's call comes here):
-    /// its dialogs, with their age on the wall clock, and its media on the named node. A move
-    /// that was in progress is rolled back: the session it was making is deleted.
+    /// its dialogs, with their age on the wall clock and their own CSeq numbers above what was
+    /// reserved, and its media on the named node. A move that was in progress is completed if
+    /// its re-INVITEs may have gone out (the old session is deleted), else rolled back (the
+    /// session it was making is deleted).
     pub fn import_call(&mut self, record: CallRecord, now: Instant) -> Result<(), ImportError> {
         let call_id = record.call_id.as_str();
         if self.calls.confirmed(call_id).is_some() || self.calls.media(call_id).is_some() {
@@ -172,22 +192,37 @@ impl Proxy {
             );
             let mut dialog = d.dialog;
             dialog.created = now.checked_sub(age).unwrap_or(now);
+            dialog.resume_above_reservations();
             self.calls
                 .update_dialogs(call_id, |list| list.insert(dialog));
         }
-        if let Some(media) = media {
-            let node = media.node;
+        if let Some(mut media) = media {
+            let mut node = media.node;
+            let moved_to = record
+                .moving
+                .as_ref()
+                .and_then(|m| Some((self.relays.by_name(&m.to)?, m)));
+            match moved_to {
+                Some((new_node, m)) if new_node != node && m.invites_out => {
+                    tracing::info!(%call_id, relay = m.to.as_str(), "an imported call's re-INVITEs may have gone out: its move is completed");
+                    if let Some(sdp) = &m.sdp_for[0] {
+                        media.caller.record_sent(sdp);
+                    }
+                    if let Some(sdp) = &m.sdp_for[1] {
+                        media.callee.record_sent(sdp);
+                    }
+                    self.delete_or_orphan(node, call_id, now);
+                    node = new_node;
+                    media.node = new_node;
+                }
+                Some((new_node, m)) if new_node != node => {
+                    tracing::info!(%call_id, relay = m.to.as_str(), "an imported call was being moved: the session of the move is deleted");
+                    self.delete_or_orphan(new_node, call_id, now);
+                }
+                _ => {}
+            }
             self.relays.count_call(node, 1);
             self.calls.set_media(call_id, media);
-            if let Some(moving_to) = record.moving_to.as_deref() {
-                match self.relays.by_name(moving_to) {
-                    Some(new_node) if new_node != node => {
-                        tracing::info!(%call_id, relay = moving_to, "an imported call was being moved: the session of the move is deleted");
-                        self.delete_or_orphan(new_node, call_id, now);
-                    }
-                    _ => {}
-                }
-            }
             if !self.relays.is_up(node) {
                 // Its relay is down here: the call waits for one like any other.
                 self.start_waiting(call_id, now);
@@ -197,6 +232,25 @@ impl Proxy {
         // What was imported is stored already: no record goes out for it.
         self.calls.take_changed(call_id);
         Ok(())
+    }
+
+    /// The store has the record [`Output::SaveDurable`] asked for (or could not take it: the
+    /// core goes on from memory): a move waiting for it sends its re-INVITEs.
+    pub fn handle_saved(&mut self, call_id: &str, now: Instant) {
+        let saved = self.calls.moving_mut(call_id).is_some_and(|m| m.saved());
+        if saved {
+            self.send_both_reinvites(call_id, now);
+        }
+        self.settle(now);
+    }
+
+    /// Asks the driver to write the call's record durably now.
+    pub(in crate::node) fn save_durably(&mut self, call_id: &str) {
+        if let Some(record) = self.export_call(call_id) {
+            self.calls.take_changed(call_id);
+            self.records_out
+                .push_back(Output::SaveDurable(Box::new(record)));
+        }
     }
 
     /// The records of the calls the last event changed, as outputs (called when the event

@@ -54,6 +54,20 @@ impl Proxy {
                     self.leg_finished(call_id, party, Err(408), now);
                 }
             }
+            Awaiting::Saving(_) => {
+                // The store did not answer within the move's time: the move goes on from
+                // memory rather than leave the parties waiting.
+                if self
+                    .calls
+                    .moving(call_id)
+                    .and_then(|m| m.new_node())
+                    .is_some()
+                    && self.move_deadline_passed(call_id, now)
+                {
+                    tracing::warn!(%call_id, "re-anchoring: the move's record was not saved in time; sending its re-INVITEs anyway");
+                    self.handle_saved(call_id, now);
+                }
+            }
             Awaiting::Offer { .. } | Awaiting::Answer { .. } => {}
         }
     }
@@ -225,17 +239,37 @@ impl Proxy {
         } else {
             let for_caller = sdp_for_leg(&sdp, call.caller.origin_sent.as_ref()).unwrap_or(sdp);
             let timeout = Duration::from_secs(self.config.reanchor.invite_timeout_s);
+            let durable = self.records;
             let inviting = self
                 .calls
                 .moving_mut(call_id)
-                .is_some_and(|m| m.answer_answered(for_caller, now + timeout));
+                .is_some_and(|m| m.answer_answered(for_caller, now + timeout, durable));
             if !inviting {
                 return;
             }
             self.wake_move(call_id, now + timeout);
-            // Both re-INVITEs at once: the media gap is one round trip, not two.
-            self.send_reinvite(call_id, Party::Callee, now);
-            self.send_reinvite(call_id, Party::Caller, now);
+            if durable {
+                // The move, and the CSeq numbers its requests will use, are in the store
+                // before a re-INVITE goes out (`handle_saved` sends them).
+                self.calls
+                    .update_dialogs(call_id, |d| d.confirmed_mut().map(|c| c.reserve_cseq(16)));
+                self.save_durably(call_id);
+                return;
+            }
+            self.send_both_reinvites(call_id, now);
+        }
+    }
+
+    /// Both re-INVITEs at once: the media gap is one round trip, not two.
+    pub(in crate::node) fn send_both_reinvites(&mut self, call_id: &str, now: Instant) {
+        self.send_reinvite(call_id, Party::Callee, now);
+        self.send_reinvite(call_id, Party::Caller, now);
+    }
+
+    fn move_deadline_passed(&self, call_id: &str, now: Instant) -> bool {
+        match self.calls.moving(call_id).map(|m| &m.awaiting) {
+            Some(Awaiting::Saving(i)) => i.deadline <= now,
+            _ => false,
         }
     }
 

@@ -37,6 +37,9 @@ pub(in crate::node) enum Awaiting {
         /// What the callee will get: the offer's rewrite, with the callee's own `o=`.
         for_callee: Bytes,
     },
+    /// The move's record written durably (the store has it before a re-INVITE goes out, so a
+    /// restarted node knows what the parties may have been told).
+    Saving(Inviting),
     /// Both parties' answers to the re-INVITEs.
     Legs(Inviting),
 }
@@ -118,7 +121,7 @@ impl CallMove {
         match &self.awaiting {
             Awaiting::Idle => None,
             Awaiting::Offer { node } | Awaiting::Answer { node, .. } => Some(*node),
-            Awaiting::Legs(i) => Some(i.node),
+            Awaiting::Saving(i) | Awaiting::Legs(i) => Some(i.node),
         }
     }
 
@@ -144,22 +147,43 @@ impl CallMove {
     }
 
     /// The new node made the caller's SDP: both re-INVITEs go out, to be answered by
-    /// `deadline`. False if no answer was awaited.
+    /// `deadline` — first saved, if `durable`. False if no answer was awaited.
     pub(in crate::node) fn answer_answered(
         &mut self,
         for_caller: Bytes,
         deadline: Instant,
+        durable: bool,
     ) -> bool {
         let Awaiting::Answer { node, for_callee } = &self.awaiting else {
             return false;
         };
-        self.awaiting = Awaiting::Legs(Inviting {
+        let inviting = Inviting {
             node: *node,
             sdp_for: [for_caller, for_callee.clone()],
             legs: [LegMove::default(), LegMove::default()],
             deadline,
-        });
+        };
+        self.awaiting = if durable {
+            Awaiting::Saving(inviting)
+        } else {
+            Awaiting::Legs(inviting)
+        };
         true
+    }
+
+    /// The move's record is saved (or could not be: the move goes on from memory): the
+    /// re-INVITEs go out now. False if nothing was being saved.
+    pub(in crate::node) fn saved(&mut self) -> bool {
+        let Awaiting::Saving(i) = &self.awaiting else {
+            return false;
+        };
+        self.awaiting = Awaiting::Legs(i.clone());
+        true
+    }
+
+    /// Whether the re-INVITEs are out or about to go (the parties may have the new node's SDP).
+    pub(in crate::node) fn invites_out(&self) -> bool {
+        matches!(self.awaiting, Awaiting::Saving(_) | Awaiting::Legs(_))
     }
 
     /// The attempt failed: back to waiting, one attempt more. Returns the attempts so far.
@@ -172,7 +196,7 @@ impl CallMove {
     /// The SDP `party`'s re-INVITE carries, while the re-INVITEs are out.
     pub(in crate::node) fn sdp_for(&self, party: Party) -> Option<&Bytes> {
         match &self.awaiting {
-            Awaiting::Legs(i) => i.sdp_for.get(party.index()),
+            Awaiting::Saving(i) | Awaiting::Legs(i) => i.sdp_for.get(party.index()),
             _ => None,
         }
     }
@@ -280,12 +304,12 @@ mod tests {
         assert_eq!((m.new_node(), m.tried.clone()), (Some(2), vec![0, 2]));
         assert!(m.is_active());
         assert!(
-            !m.answer_answered(sdp("x"), now),
+            !m.answer_answered(sdp("x"), now, false),
             "the offer's reply comes first"
         );
         assert!(m.offer_answered(sdp("callee")));
         let deadline = now + Duration::from_secs(10);
-        assert!(m.answer_answered(sdp("caller"), deadline));
+        assert!(m.answer_answered(sdp("caller"), deadline, false));
         assert_eq!(m.sdp_for(Party::Caller), Some(&sdp("caller")));
         assert_eq!(m.sdp_for(Party::Callee), Some(&sdp("callee")));
         assert_eq!(
@@ -309,7 +333,7 @@ mod tests {
         let mut m = a_move(now);
         m.offer_sent(1);
         m.offer_answered(sdp("callee"));
-        m.answer_answered(sdp("caller"), now + Duration::from_secs(1));
+        m.answer_answered(sdp("caller"), now + Duration::from_secs(1), false);
         let backoff = Duration::from_millis(2_500);
         assert_eq!(
             m.leg_answered(Party::Callee, Err(491), now, backoff),
@@ -330,6 +354,28 @@ mod tests {
         assert_eq!(
             m.overdue_legs(i.deadline),
             vec![Party::Caller, Party::Callee]
+        );
+    }
+
+    #[test]
+    fn a_durable_move_is_saved_before_its_re_invites_and_takes_no_answer_until_then() {
+        let now = t0();
+        let mut m = a_move(now);
+        m.offer_sent(1);
+        m.offer_answered(sdp("callee"));
+        assert!(m.answer_answered(sdp("caller"), now + Duration::from_secs(5), true));
+        assert!(m.invites_out() && m.is_active());
+        assert_eq!(m.sdp_for(Party::Callee), Some(&sdp("callee")));
+        assert_eq!(
+            m.leg_answered(Party::Caller, Ok(sdp("early")), now, Duration::ZERO),
+            LegStep::Ignored,
+            "no re-INVITE is out yet"
+        );
+        assert!(m.saved());
+        assert!(!m.saved(), "saved once");
+        assert_eq!(
+            m.leg_answered(Party::Caller, Ok(sdp("a")), now, Duration::ZERO),
+            LegStep::Waiting
         );
     }
 
