@@ -10,7 +10,7 @@
 # and the achieved rate is at least 95 % of the target (the criterion of ../shared/peers).
 # CPU is the proxy's own process tree (utime+stime from /proc) over the step.
 #
-# Usage: bench/cps.sh [--quick] [--steps SECONDS] [--media] [--overload] [RATE ...]
+# Usage: bench/cps.sh [--quick] [--steps SECONDS] [--media] [--overload] [--old BIN] [RATE ...]
 #   --quick   5 s steps instead of 20 s
 #   --steps   step length in seconds (the issues ask for 30)
 #   --media   anchor every call on a relay (offer, answer, delete per call)
@@ -18,6 +18,8 @@
 #             then a recovery step at 1000/s: calls ok, failed, answered 503, whether the
 #             proxy (and relay) lived through it, the proxy's peak RSS, and whether the relay
 #             was ever marked down (ours)
+#   --old BIN also run an older anchorage build (e.g. before a redesign) in the same run, between
+#             this tree's and Kamailio, and print the ratio new/old
 #   RATE ...  the ladder (default: 500 1000 1500 2000 3000 4000 5000 6000)
 # Needs: sipp (sip-tester), kamailio; builds anchorage in release.
 set -euo pipefail
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
     --steps) STEP=$2; shift 2;;
     --media) MEDIA=1; shift;;
     --overload) OVERLOAD=1; shift;;
+    --old) OLD_BIN=$2; shift 2;;
     *) break;;
   esac
 done
@@ -86,10 +89,13 @@ caller_flags = "replace-origin ICE=remove"
 callee_flags = "replace-origin ICE=remove"
 EOF
 
+# The binary of an anchorage system: this tree's, or the older one of --old.
+bin_of() { if [ "$1" = anchorage-old ]; then echo "$OLD_BIN"; else echo "$BIN"; fi; }
+
 start_relay() { # name -> sets RELAY_PID
   case "$1" in
-    anchorage)
-      setsid "$BIN" relay --listen-ng "127.0.0.1:$NG_PORT" --interface 127.0.0.1 \
+    anchorage|anchorage-old)
+      setsid "$(bin_of "$1")" relay --listen-ng "127.0.0.1:$NG_PORT" --interface 127.0.0.1 \
         --port-min 30000 --port-max 49999 --delete-delay 0 >"$WORK/relay.log" 2>&1 &
       RELAY_PID=$!;;
     kamailio)
@@ -105,11 +111,11 @@ start_relay() { # name -> sets RELAY_PID
 
 start_system() { # name -> sets SYS_PID
   case "$1" in
-    anchorage)
+    anchorage|anchorage-old)
       if [ "$MEDIA" = 1 ]; then
-        setsid "$BIN" proxy -c "$WORK/anchorage.toml" >"$WORK/anchorage.log" 2>&1 &
+        setsid "$(bin_of "$1")" proxy -c "$WORK/anchorage.toml" >"$WORK/anchorage.log" 2>&1 &
       else
-        setsid "$BIN" proxy --listen "udp:127.0.0.1:$PROXY_PORT" >"$WORK/anchorage.log" 2>&1 &
+        setsid "$(bin_of "$1")" proxy --listen "udp:127.0.0.1:$PROXY_PORT" >"$WORK/anchorage.log" 2>&1 &
       fi
       SYS_PID=$!;;
     kamailio)
@@ -123,7 +129,7 @@ start_system() { # name -> sets SYS_PID
   # Ready when listening; Kamailio also forks its workers after binding: wait for its control
   # socket, then a second more.
   for _ in $(seq 1 100); do
-    if [ "$1" = anchorage ] && grep -q "SIP udp on" "$WORK/anchorage.log" 2>/dev/null; then break; fi
+    if [ "$1" != kamailio ] && grep -q "SIP udp on" "$WORK/anchorage.log" 2>/dev/null; then break; fi
     if [ "$1" = kamailio ] && [ -S "$WORK/ctl" ]; then break; fi
     sleep 0.1
   done
@@ -220,7 +226,7 @@ overload_steps() { # system best
     kill -0 "$SYS_PID" 2>/dev/null || alive=no
     if [ "$MEDIA" = 1 ]; then relay_alive=yes; kill -0 "$RELAY_PID" 2>/dev/null || relay_alive=no; fi
     local marked_down=-
-    if [ "$sys" = anchorage ]; then
+    if [ "$sys" != kamailio ]; then
       marked_down=no
       grep -q "relay node is down" "$WORK/anchorage.log" && marked_down=yes
     fi
@@ -232,7 +238,10 @@ overload_steps() { # system best
 }
 
 declare -A BEST
-for sys in anchorage kamailio; do
+SYSTEMS=(anchorage)
+[ -n "${OLD_BIN:-}" ] && SYSTEMS+=(anchorage-old)
+SYSTEMS+=(kamailio)
+for sys in "${SYSTEMS[@]}"; do
   if [ "$MEDIA" = 1 ]; then start_relay "$sys"; fi
   start_system "$sys"
   BEST[$sys]=0
@@ -250,4 +259,10 @@ PROFILE="signalling only"
 echo "highest rate with zero failed calls (${STEP}s steps, $PROFILE): anchorage ${BEST[anchorage]}/s, kamailio ${BEST[kamailio]}/s"
 if [ "${BEST[kamailio]}" -gt 0 ]; then
   echo "ratio anchorage/kamailio: $(echo "scale=2; ${BEST[anchorage]} / ${BEST[kamailio]}" | bc)"
+fi
+if [ -n "${OLD_BIN:-}" ]; then
+  echo "older build ($OLD_BIN): ${BEST[anchorage-old]}/s"
+  if [ "${BEST[anchorage-old]}" -gt 0 ]; then
+    echo "ratio anchorage/older build: $(echo "scale=2; ${BEST[anchorage]} / ${BEST[anchorage-old]}" | bc)"
+  fi
 fi
