@@ -400,15 +400,7 @@ impl Collector for ProxySnapshot {
                 self.send_errors,
             ),
         ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
+        encode_counters(&mut encoder, &counters)?;
         let gauges: [(&str, &str, usize); 5] = [
             (
                 "anchorage_calls_waiting_for_relay",
@@ -556,6 +548,30 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "store": store,
     }))
     .into_response()
+}
+
+/// Writes counters `(name, help, value)` into a metrics page (every server's collectors).
+pub fn encode_counters(
+    encoder: &mut DescriptorEncoder,
+    counters: &[(&str, &str, u64)],
+) -> Result<(), std::fmt::Error> {
+    for (name, help, value) in counters {
+        let counter = ConstCounter::new(*value);
+        counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+    }
+    Ok(())
+}
+
+/// Writes gauges `(name, help, value)` into a metrics page.
+pub fn encode_gauges(
+    encoder: &mut DescriptorEncoder,
+    gauges: &[(&str, &str, i64)],
+) -> Result<(), std::fmt::Error> {
+    for (name, help, value) in gauges {
+        let gauge = ConstGauge::new(*value);
+        gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+    }
+    Ok(())
 }
 
 /// `/metrics`: a collector's metrics in the OpenMetrics text format (every server's page).

@@ -602,7 +602,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
@@ -706,15 +705,7 @@ impl Collector for MetricsView {
                 dtls.dropped,
             ),
         ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
+        crate::api::encode_counters(&mut encoder, &counters)?;
         let gauges: [(&str, &str, usize); 2] = [
             (
                 "anchorage_relay_active_calls",

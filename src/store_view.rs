@@ -4,7 +4,6 @@
 use anchorage_store::StoreStatus;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 /// The store's figures at one moment, for `/metrics`.
@@ -31,10 +30,7 @@ impl Collector for StoreMetrics {
                 i64::try_from(s.live_calls).unwrap_or(i64::MAX),
             ),
         ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
+        crate::api::encode_gauges(&mut encoder, &gauges)?;
         let counters = [
             (
                 "anchorage_store_records_written",
@@ -52,15 +48,7 @@ impl Collector for StoreMetrics {
                 s.refills,
             ),
         ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
+        crate::api::encode_counters(&mut encoder, &counters)?;
         if let Some(ms) = s.last_load_ms {
             let gauge = ConstGauge::new(ms / 1000.0);
             gauge.encode(encoder.encode_descriptor(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anchorage_testkit::redis::RedisServer;
 use anchorage_testkit::sipp::{Sipp, SippProcess};
-use anchorage_testkit::{free_udp_port, http, AnchorageProxy, AnchorageRelay, LOCALHOST};
+use anchorage_testkit::{free_udp_port, http, ng_list, AnchorageProxy, AnchorageRelay, LOCALHOST};
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -64,21 +64,6 @@ fn eventually(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The calls an `anchorage relay` holds (ng `list`).
-fn ng_list(port: u16) -> Vec<String> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    socket
-        .send_to(b"list-1 d7:command4:liste", ("127.0.0.1", port))
-        .unwrap();
-    let mut buf = [0u8; 65535];
-    let (n, _) = socket.recv_from(&mut buf).expect("the relay answers list");
-    let (_, _, reply) = anchorage_ng::decode_reply(&buf[..n]).unwrap();
-    reply.calls.unwrap_or_default()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anchorage_testkit::media::{rtp_flows, rtpengine, sdp_media};
 use anchorage_testkit::sipp::{Sipp, SippProcess};
-use anchorage_testkit::{free_udp_port, http, AnchorageProxy, AnchorageRelay, LOCALHOST};
+use anchorage_testkit::{free_udp_port, http, ng_list, AnchorageProxy, AnchorageRelay, LOCALHOST};
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -362,21 +362,6 @@ fn draining_a_relay_moves_its_call_deletes_the_old_session_and_sends_new_calls_e
         "",
     );
     assert_eq!(status, 200);
-}
-
-/// The Call-IDs a relay holds (ng `list`).
-fn ng_list(port: u16) -> Vec<String> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    socket
-        .send_to(b"list-1 d7:command4:liste", ("127.0.0.1", port))
-        .unwrap();
-    let mut buf = [0u8; 65535];
-    let (n, _) = socket.recv_from(&mut buf).expect("the relay answers list");
-    let (_, _, reply) = anchorage_ng::decode_reply(&buf[..n]).unwrap();
-    reply.calls.unwrap_or_default()
 }
 
 #[test]

@@ -129,18 +129,7 @@ fn the_ack_of_a_re_invite_keeps_its_cseq_when_a_move_renumbers_the_dialog_before
     drain(&mut p);
     // Before the caller's ACK, the call is moved: the proxy re-INVITEs the callee as the
     // caller (CSeq 3), so the caller's later requests go up by one.
-    p.start_reanchor(
-        anchorage_proxy::reanchor::Trigger::Api,
-        Some("r1"),
-        None,
-        None,
-        Default::default(),
-        now,
-    )
-    .unwrap();
-    let r2 = "v=0\r\no=r2 77 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n";
-    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
-    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
+    move_c1_to_r2(&mut p, now);
     let own = drain(&mut p);
     assert!(
         own.iter()
@@ -199,18 +188,7 @@ fn a_2xx_to_a_re_invite_of_ours_is_acked_from_the_dialog_when_its_transaction_is
     let now = epoch();
     let mut p = call_on_r1(now);
     ng_requests(&mut p);
-    p.start_reanchor(
-        anchorage_proxy::reanchor::Trigger::Api,
-        Some("r1"),
-        None,
-        None,
-        Default::default(),
-        now,
-    )
-    .unwrap();
-    let r2 = "v=0\r\no=r2 77 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n";
-    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
-    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
+    move_c1_to_r2(&mut p, now);
     let out = drain(&mut p);
     let to_callee = out
         .iter()

@@ -32,18 +32,7 @@ fn moved_call(now: Instant) -> Proxy {
     let mut p = call_on_r1(now);
     p.enable_call_records();
     ng_requests(&mut p);
-    p.start_reanchor(
-        anchorage_proxy::reanchor::Trigger::Api,
-        Some("r1"),
-        None,
-        None,
-        Default::default(),
-        now,
-    )
-    .unwrap();
-    let r2 = "v=0\r\no=r2 77 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n";
-    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
-    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
+    move_c1_to_r2(&mut p, now);
     saved_then_reinvites(&mut p, now);
     let out = drain(&mut p);
     for t in &out {
@@ -233,15 +222,7 @@ fn an_imported_call_whose_move_was_under_way_loses_the_session_the_move_made() {
     let now = epoch();
     let mut p = call_on_r1(now);
     ng_requests(&mut p);
-    p.start_reanchor(
-        anchorage_proxy::reanchor::Trigger::Api,
-        Some("r1"),
-        None,
-        None,
-        Default::default(),
-        now,
-    )
-    .unwrap();
+    move_r1(&mut p, now);
     // The new node's offer is out: the record says so.
     let record = p.export_call("c1").unwrap();
     assert_eq!(
@@ -288,18 +269,7 @@ fn a_node_that_died_right_after_a_moves_re_invites_completes_the_move_from_the_r
     let mut p = call_on_r1(now);
     p.enable_call_records();
     ng_requests(&mut p);
-    p.start_reanchor(
-        anchorage_proxy::reanchor::Trigger::Api,
-        Some("r1"),
-        None,
-        None,
-        Default::default(),
-        now,
-    )
-    .unwrap();
-    let r2 = "v=0\r\no=r2 77 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n";
-    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
-    relay_at_replies(&mut p, "127.0.0.1:2224", r2, now);
+    move_c1_to_r2(&mut p, now);
     let record = saved_then_reinvites(&mut p, now);
     let out = drain(&mut p);
     let to_callee = out

@@ -282,6 +282,22 @@ impl AnchorageRelay {
     }
 }
 
+/// The Call-IDs an ng relay (`anchorage relay` or rtpengine) on 127.0.0.1:`port` holds, by
+/// its `list` command.
+pub fn ng_list(port: u16) -> Vec<String> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("a read timeout");
+    socket
+        .send_to(b"list-1 d7:command4:liste", ("127.0.0.1", port))
+        .expect("the list command sent");
+    let mut buf = [0u8; 65535];
+    let (n, _) = socket.recv_from(&mut buf).expect("the relay answers list");
+    let (_, _, reply) = anchorage_ng::decode_reply(&buf[..n]).expect("an ng reply");
+    reply.calls.unwrap_or_default()
+}
+
 /// A running `anchorage proxy` with its management API, anchoring every call on a relay set
 /// `main` of the given ng ports (nodes `relay-a`, `relay-b`, …), with `replace-origin` both ways.
 pub struct AnchorageProxy {

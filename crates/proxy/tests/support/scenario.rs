@@ -329,3 +329,27 @@ pub fn ng_requests(p: &mut Proxy) -> Vec<(u16, anchorage_ng::Request)> {
 pub fn is_delete(r: &anchorage_ng::Request) -> bool {
     matches!(r.kind, anchorage_ng::RequestKind::Delete(_))
 }
+
+/// Starts moving every call of relay r1 (by API); returns the job.
+pub fn move_r1(p: &mut Proxy, now: Instant) -> anchorage_proxy::reanchor::JobId {
+    p.start_reanchor(
+        anchorage_proxy::reanchor::Trigger::Api,
+        Some("r1"),
+        None,
+        None,
+        Default::default(),
+        now,
+    )
+    .expect("a job")
+}
+
+/// r2's SDP in the tests' moves.
+pub const R2_SDP: &str = "v=0\r\no=r2 77 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP4 203.0.113.2\r\n";
+
+/// Moves call c1 from r1 to r2 up to its re-INVITEs: the job started and r2 answering the
+/// move's offer and answer.
+pub fn move_c1_to_r2(p: &mut Proxy, now: Instant) {
+    move_r1(p, now);
+    relay_at_replies(p, "127.0.0.1:2224", R2_SDP, now);
+    relay_at_replies(p, "127.0.0.1:2224", R2_SDP, now);
+}
