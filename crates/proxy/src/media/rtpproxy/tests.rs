@@ -1,0 +1,164 @@
+//! Tests of `rtpproxy`.
+
+use super::*;
+use std::time::Duration;
+
+const OFFER: &[u8] = b"v=0\r\no=a 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+    m=audio 4000 RTP/AVP 0\r\nm=video 4002 RTP/AVP 96\r\n";
+
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn engine(now: Instant) -> RtppEngine {
+    let control: SocketAddr = "127.0.0.1:22222".parse().unwrap();
+    let mut e = RtppEngine::new(
+        control,
+        ClientConfig::default(),
+        ClientConfig::default(),
+        "n1-1",
+        0,
+        now,
+    );
+    let vf = e.poll_transmit().unwrap();
+    assert_eq!(&vf[..], b"n1-1-c0_0 VF 20050322");
+    e.handle_datagram(b"n1-1-c0_0 1\n", now);
+    assert_eq!(e.capable(), Some(true));
+    e
+}
+
+fn offer(call_id: &str) -> MediaRequest {
+    super::super::offer_answer(false, call_id, "ft", None, Bytes::from_static(OFFER), "")
+        .rtpproxy("z20")
+}
+
+/// The commands sent since the last call, as text.
+fn sent(e: &mut RtppEngine) -> Vec<String> {
+    std::iter::from_fn(|| e.poll_transmit())
+        .map(|d| String::from_utf8_lossy(&d).to_string())
+        .collect()
+}
+
+#[test]
+fn one_update_per_stream_and_the_sdp_gets_every_port() {
+    let now = t0();
+    let mut e = engine(now);
+    let id = e.send(&offer("c1"), now);
+    assert_eq!(
+        sent(&mut e),
+        vec![
+            "n1-1-c0_1 UZ20 c1 192.0.2.1 4000 ft;1",
+            "n1-1-c0_2 UZ20 c1 192.0.2.1 4002 ft;2"
+        ]
+    );
+    e.handle_datagram(b"n1-1-c0_2 30002 203.0.113.9\n", now);
+    assert_eq!(e.poll_event(), None, "one stream still waits");
+    e.handle_datagram(b"n1-1-c0_1 30000\n", now);
+    let reply = e.poll_event().unwrap();
+    assert_eq!(reply.id, id);
+    let sdp = String::from_utf8(reply.result.unwrap().unwrap().to_vec()).unwrap();
+    assert!(
+        sdp.contains("m=audio 30000 RTP/AVP 0\r\nc=IN IP4 127.0.0.1\r\n"),
+        "{sdp}"
+    );
+    assert!(
+        sdp.contains("m=video 30002 RTP/AVP 96\r\nc=IN IP4 203.0.113.9\r\n"),
+        "{sdp}"
+    );
+    // The whole call's delete: one D for the session the offer opened.
+    e.send(&super::super::delete("c1"), now);
+    assert_eq!(sent(&mut e), vec!["n1-1-c0_3 D c1 ft"]);
+    e.handle_datagram(b"n1-1-c0_3 0\n", now);
+    assert!(matches!(
+        e.poll_event(),
+        Some(MediaReply {
+            result: Ok(None),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn malformed_replies_fail_their_request_only() {
+    let now = t0();
+    let mut e = engine(now);
+    let bad = e.send(&offer("bad"), now);
+    let good = e.send(&offer("good"), now);
+    sent(&mut e);
+    // A port out of range for one stream of the first offer: that offer fails with a clear
+    // error; its other stream's session is closed again; the second offer is untouched.
+    e.handle_datagram(b"n1-1-c0_1 70000 127.0.0.1\n", now);
+    e.handle_datagram(b"n1-1-c0_2 30002 127.0.0.1\n", now);
+    let reply = e.poll_event().unwrap();
+    assert_eq!(reply.id, bad);
+    assert_eq!(
+        reply.result,
+        Err(MediaError::Malformed("malformed port `70000`".into()))
+    );
+    assert_eq!(sent(&mut e), vec!["n1-1-c0_5 D bad ft"]);
+    // Garbage with no cookie of ours, and text where a port belongs.
+    e.handle_datagram(b"\xff\xfe", now);
+    e.handle_datagram(b"n1-1-c0_3 sessions created: 1\n", now);
+    e.handle_datagram(b"n1-1-c0_4 E71\n", now);
+    let reply = e.poll_event().unwrap();
+    assert_eq!(reply.id, good);
+    assert!(matches!(&reply.result, Err(MediaError::Malformed(m)) if m.contains("not a port")));
+    assert_eq!(e.poll_event(), None);
+    assert_eq!(sent(&mut e), vec!["n1-1-c0_6 D good ft"]);
+    // A refusal is an answer: the next node is tried without waiting.
+    let refused = e.send(&offer("r"), now);
+    e.handle_datagram(b"n1-1-c0_7 E71\n", now);
+    e.handle_datagram(b"n1-1-c0_8 30000 127.0.0.1\n", now);
+    let reply = e.poll_event().unwrap();
+    assert_eq!(reply.id, refused);
+    assert_eq!(
+        reply.result,
+        Err(MediaError::Refused("RTPProxy error E71".into()))
+    );
+}
+
+#[test]
+fn unknown_flags_and_unreadable_sdp_are_refused_at_once() {
+    let now = t0();
+    let mut e = engine(now);
+    let flags = e.send(&offer("c").rtpproxy("cq"), now);
+    let reply = e.poll_event().unwrap();
+    assert_eq!(reply.id, flags);
+    assert_eq!(
+        reply.result,
+        Err(MediaError::Refused("unknown RTPProxy flag 'q'".into()))
+    );
+    let garbage =
+        super::super::offer_answer(false, "c", "ft", None, Bytes::from_static(b"nonsense"), "");
+    e.send(&garbage, now);
+    assert!(matches!(
+        e.poll_event().map(|r| r.result),
+        Some(Err(MediaError::Refused(m))) if m.starts_with("unreadable SDP")
+    ));
+    assert!(sent(&mut e).is_empty(), "nothing goes to the node");
+}
+
+#[test]
+fn a_node_without_the_capability_is_not_capable_and_pings_want_the_base_version() {
+    let now = t0();
+    let control: SocketAddr = "127.0.0.1:22222".parse().unwrap();
+    let mut e = RtppEngine::new(
+        control,
+        ClientConfig::default(),
+        ClientConfig::default(),
+        "p",
+        3,
+        now,
+    );
+    sent(&mut e);
+    e.handle_datagram(b"p-c3_0 0\n", now);
+    assert_eq!(e.capable(), Some(false));
+    let ping = e.send_ping(now);
+    assert_eq!(sent(&mut e), vec!["p-p3_0 V"]);
+    e.handle_datagram(b"p-p3_0 20040107\n", now);
+    assert_eq!(e.poll_ping(), Some((ping, true)));
+    let ping = e.send_ping(now);
+    e.handle_timeout(now + Duration::from_secs(2));
+    assert_eq!(e.poll_ping(), Some((ping, false)));
+}
