@@ -191,3 +191,107 @@ fn a_moved_call_survives_kill_9_of_the_proxy_with_its_renumbered_cseqs_and_its_r
     let (status, _) = http(p.api, "GET", &format!("/v1/calls/{call_id}"), "");
     assert_eq!(status, 404);
 }
+
+/// Runs `anchorage proxy` with `config` until it exits (at most 10 s); its exit success and
+/// everything it printed.
+fn proxy_exit(config: &std::path::Path) -> (bool, String) {
+    let sip = SocketAddr::new(LOCALHOST, anchorage_testkit::free_port(LOCALHOST));
+    let mut child = std::process::Command::new(bin())
+        .args(["proxy", "--listen", &format!("udp:{sip}"), "-c"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("anchorage proxy starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("its status") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a wrong store password must stop the proxy at start, not hang it");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().expect("its output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (status.success(), text)
+}
+
+#[test]
+fn a_password_protected_store_is_used_and_its_password_shows_nowhere() {
+    let secret = "s3cret-Pass-4-store";
+    let redis = RedisServer::start(Some(secret));
+    let a = AnchorageRelay::start(bin(), &[]);
+    let store = format!(
+        "\n[node]\nid = \"edge-2\"\n\n[cluster]\nstore = \"{}\"\n",
+        redis.url()
+    );
+    let p = AnchorageProxy::start(bin(), &[a.ng], &store);
+    let health = get(&p, "/v1/health");
+    assert_eq!(health["store"]["up"], true, "{health}");
+    let location = health["store"]["location"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        location.contains("***") && !location.contains(secret),
+        "{location}"
+    );
+    for path in ["/v1/health", "/v1/relays", "/v1/calls", "/metrics"] {
+        let (_, body) = http(p.api, "GET", path, "");
+        assert!(!body.contains(secret), "{path}: {body}");
+    }
+    let ctl = std::process::Command::new(bin())
+        .args(["ctl", "--api", &p.api.to_string(), "health"])
+        .output()
+        .expect("anchorage ctl runs");
+    assert!(!String::from_utf8_lossy(&ctl.stdout).contains(secret));
+    // The configuration file itself, checked, and a wrong password: a clear error at start
+    // naming the store without its password.
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [{{ name = \"relay-a\", ng = \"127.0.0.1:{}\" }}]\n{store}",
+            a.ng
+        ),
+    )
+    .unwrap();
+    let check = std::process::Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&good)
+        .output()
+        .expect("anchorage check runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{said}");
+    assert!(!said.contains(secret), "{said}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace(secret, "not-the-password"),
+    )
+    .unwrap();
+    let (ok, out) = proxy_exit(&bad);
+    assert!(!ok, "{out}");
+    assert!(out.contains("cluster") || out.contains("store"), "{out}");
+    assert!(out.contains(&format!("127.0.0.1:{}", redis.port)), "{out}");
+    assert!(
+        !out.contains("not-the-password") && !out.contains(secret),
+        "{out}"
+    );
+    // Nothing the proxy logged carried the password either.
+    assert!(!p.daemon.log().contains(secret));
+}
