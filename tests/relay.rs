@@ -1175,95 +1175,11 @@ fn ice_force_answers_the_parties_connectivity_checks_and_media_still_flows() {
 
 // ---- 11. SDES-SRTP, checked with libsrtp ------------------------------------------------------
 
-/// A party's SRTP made by an independent implementation: libsrtp through the PyPI package
-/// `pylibsrtp` (`tests/srtp_peer.py`), run from the repository's `.venv`, which `scripts/test`
-/// creates. Without it the test fails and says how to get it.
-struct Libsrtp {
-    child: std::process::Child,
-    input: std::process::ChildStdin,
-    output: std::io::BufReader<std::process::ChildStdout>,
-}
+use anchorage_testkit::srtp::{crypto_key, Libsrtp};
 
-impl Libsrtp {
-    fn start() -> Libsrtp {
-        use std::io::BufRead;
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join(".venv/bin/python");
-        let how = "pylibsrtp (PyPI) is needed in .venv: run scripts/test, which creates it, or \
-                   `python3 -m venv .venv && .venv/bin/pip install pylibsrtp`";
-        assert!(python.exists(), "{} is missing. {how}", python.display());
-        let mut child = Command::new(&python)
-            .arg(root.join("tests/srtp_peer.py"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}. {how}", python.display()));
-        let input = child.stdin.take().expect("stdin");
-        let mut output = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut ready = String::new();
-        output.read_line(&mut ready).expect("the peer's first line");
-        assert!(ready.starts_with("ready "), "{ready:?}. {how}");
-        Libsrtp {
-            child,
-            input,
-            output,
-        }
-    }
-
-    fn ask(&mut self, command: &str) -> Result<Vec<u8>, String> {
-        use std::io::{BufRead, Write};
-        writeln!(self.input, "{command}").expect("write to the peer");
-        let mut line = String::new();
-        self.output.read_line(&mut line).expect("the peer's answer");
-        let line = line.trim_end();
-        match line.strip_prefix("ok") {
-            Some(hex) => Ok(unhex(hex.trim())),
-            None => Err(line.to_owned()),
-        }
-    }
-
-    /// A session `name` with `key` (base64 key‖salt of `suite`): `outbound` protects what the
-    /// party sends, `inbound` unprotects what it receives.
-    fn session(&mut self, name: &str, direction: &str, suite: &str, key: &str) {
-        self.ask(&format!("session {name} {direction} {suite} {key}"))
-            .unwrap_or_else(|e| panic!("libsrtp session {name}: {e}"));
-    }
-
-    fn protect(&mut self, name: &str, rtcp: bool, packet: &[u8]) -> Vec<u8> {
-        let kind = if rtcp { "rtcp" } else { "rtp" };
-        self.ask(&format!("protect {name} {kind} {}", hex(packet)))
-            .unwrap_or_else(|e| panic!("libsrtp protect: {e}"))
-    }
-
-    fn unprotect(&mut self, name: &str, rtcp: bool, packet: &[u8]) -> Result<Vec<u8>, String> {
-        let kind = if rtcp { "rtcp" } else { "rtp" };
-        self.ask(&format!("unprotect {name} {kind} {}", hex(packet)))
-    }
-}
-
-impl Drop for Libsrtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-use anchorage_testkit::media::{hex, unhex};
-
-/// The `inline:` key of the `a=crypto` line tagged `tag`.
-fn crypto_key(sdp: &str, tag: u32) -> (String, String) {
-    let prefix = format!("a=crypto:{tag} ");
-    let line = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no a=crypto:{tag} in\n{sdp}"));
-    let mut words = line.split(' ');
-    let suite = words.next().expect("suite").to_owned();
-    let key = words
-        .next()
-        .and_then(|k| k.strip_prefix("inline:"))
-        .expect("inline key");
-    (suite, key.split('|').next().unwrap_or(key).to_owned())
+/// The libsrtp peer of this repository (`tests/srtp_peer.py` in `.venv`).
+fn libsrtp() -> Libsrtp {
+    Libsrtp::start(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// An SDES party's SDP at `ip:port` offering or answering `a=crypto:<tag> <suite> inline:<key>`.
@@ -1317,7 +1233,7 @@ fn srtp_counter(reply: &Reply, tag: &str, counter: &str) -> i64 {
 
 #[test]
 fn plain_caller_and_sdes_callee_exchange_libsrtp_packets_through_the_relay() {
-    let mut peer = Libsrtp::start();
+    let mut peer = libsrtp();
     let metrics = SocketAddr::new(LOCALHOST, anchorage_testkit::free_port(LOCALHOST));
     let relay = Relay::start(4, &["--metrics", &metrics.to_string()]);
     let call = CallIds::new("sdes-b");
@@ -1411,7 +1327,7 @@ fn plain_caller_and_sdes_callee_exchange_libsrtp_packets_through_the_relay() {
 
 #[test]
 fn sdes_caller_and_plain_callee_exchange_libsrtp_packets_through_the_relay() {
-    let mut peer = Libsrtp::start();
+    let mut peer = libsrtp();
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("sdes-a");
     let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
@@ -1457,7 +1373,7 @@ fn sdes_caller_and_plain_callee_exchange_libsrtp_packets_through_the_relay() {
 
 #[test]
 fn sdes_on_both_legs_is_decrypted_and_encrypted_again_with_other_keys() {
-    let mut peer = Libsrtp::start();
+    let mut peer = libsrtp();
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("sdes-ab");
     let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
@@ -1504,7 +1420,7 @@ fn sdes_on_both_legs_is_decrypted_and_encrypted_again_with_other_keys() {
 
 #[test]
 fn a_reoffer_with_a_new_key_is_followed_at_once() {
-    let mut peer = Libsrtp::start();
+    let mut peer = libsrtp();
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("sdes-rekey");
     let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
@@ -1556,7 +1472,7 @@ fn a_reoffer_with_a_new_key_is_followed_at_once() {
 fn the_protocol_change_in_the_answer_makes_a_working_encrypted_leg() {
     // As OpenSIPS sends it: the offerer's leg becomes SRTP in the `answer`; its next SDP
     // (its answer to the re-INVITE, sent to the relay as its re-offer) brings its key.
-    let mut peer = Libsrtp::start();
+    let mut peer = libsrtp();
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("sdes-in-answer");
     let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));

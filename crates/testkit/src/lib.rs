@@ -11,6 +11,7 @@
 pub mod media;
 pub mod netns;
 pub mod sipp;
+pub mod srtp;
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
