@@ -1506,3 +1506,42 @@ fn the_protocol_change_in_the_answer_makes_a_working_encrypted_leg() {
     let secured = arrival(&a.rtp, for_a, "B's RTP at A");
     assert_eq!(peer.unprotect("a_recv", false, &secured), Ok(plain));
 }
+
+#[test]
+fn under_opensips_the_callee_made_sdes_in_the_answer_is_half_keyed_until_its_sdp_comes() {
+    // OpenSIPS 3.5.9's rtp_relay_update_callid with {"callee":{"type":"SRTP"}}, as measured
+    // (../shared/reference/opensips-reanchor-measured.md) and as its source reads
+    // (modules/rtp_relay/rtp_relay_ctx.c): `offer` of the callee's last SDP with the tags
+    // reversed (here A is the callee), the caller's 200 as `answer` with `transport-protocol`
+    // for the callee, and the callee's 200 to its re-INVITE never handed to the relay. The
+    // relay gives the callee every suite and encrypts with the first; a callee that takes the
+    // first line hears the caller; what the callee sends cannot be decrypted (its key is in
+    // the SDP OpenSIPS keeps to itself): dropped and counted, never relayed in clear.
+    let mut peer = libsrtp();
+    let relay = Relay::start(4, &[]);
+    let call = CallIds::new("opensips-srtp");
+    let (callee, caller) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let to_caller = relay.offer(&call, &ua_sdp(callee.ip(), callee.port(), 2, ""), &[]);
+    let to_callee = relay.answer(
+        &call,
+        &ua_sdp(caller.ip(), caller.port(), 2, ""),
+        &[("transport-protocol", text("RTP/SAVP"))],
+    );
+    assert!(to_caller.contains(" RTP/AVP 0\n"), "{to_caller}");
+    assert!(to_callee.contains(" RTP/SAVP 0\n"), "{to_callee}");
+    let (suite, relay_key) = crypto_key(&to_callee, 1);
+    assert_eq!(suite, "AEAD_AES_256_GCM");
+    let (for_callee, for_caller) = (media_port(&to_callee), media_port(&to_caller));
+    peer.session("callee_recv", "inbound", &suite, &relay_key);
+    peer.session("callee_send", "outbound", &suite, &b64_key(44, 0xa7));
+    let plain = rtp(1, 0xb7);
+    caller.rtp.send_to(&plain, (LOCALHOST, for_caller)).unwrap();
+    let secured = arrival(&callee.rtp, for_callee, "the caller's RTP at the callee");
+    assert_eq!(peer.unprotect("callee_recv", false, &secured), Ok(plain));
+    let sent = peer.protect("callee_send", false, &rtp(1, 0xa7));
+    callee.rtp.send_to(&sent, (LOCALHOST, for_callee)).unwrap();
+    silent(&caller.rtp, "the callee's SRTP before its key is known");
+    let query = relay.query(&call.id);
+    assert_eq!(srtp_counter(&query, &call.a, "other failures"), 1);
+    assert_eq!(srtp_counter(&query, &call.a, "decrypted packets"), 0);
+}
