@@ -1545,3 +1545,117 @@ fn under_opensips_the_callee_made_sdes_in_the_answer_is_half_keyed_until_its_sdp
     assert_eq!(srtp_counter(&query, &call.a, "other failures"), 1);
     assert_eq!(srtp_counter(&query, &call.a, "decrypted packets"), 0);
 }
+
+// ---- 12. Interop: our relay and rtpengine on the two sides of an SRTP hop -------------------
+
+impl Relay {
+    /// Debian's rtpengine in userspace on loopback (`anchorage_testkit::media::rtpengine`),
+    /// driven through the same ng helpers; its media ports are in 20000–29999.
+    fn rtpengine() -> Relay {
+        let (daemon, ng) = anchorage_testkit::media::rtpengine();
+        let relay = Relay {
+            daemon,
+            ng: SocketAddr::new(LOCALHOST, ng),
+            client: UdpSocket::bind((LOCALHOST, 0)).unwrap(),
+            port_min: 20_000,
+            port_max: 29_999,
+        };
+        assert_eq!(
+            relay.request(&[("command", text("ping"))]).outcome,
+            Outcome::Pong
+        );
+        relay
+    }
+}
+
+/// A call from plain A through `first` (which makes the hop SRTP) and `second` (which makes it
+/// plain again) to plain B: every SDP checked for its profile and keys, then 10 RTP packets
+/// each way arrive with exact payloads at the far ends from the advertised ports. Returns the
+/// SDP of the hop as `first` offered it and as `second` answered it.
+fn srtp_hop(first: &Relay, second: &Relay, name: &str) -> (String, String) {
+    let call = CallIds::new(name);
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let savp = [("transport-protocol", text("RTP/SAVP"))];
+    let avp = [("transport-protocol", text("RTP/AVP"))];
+    let hop = first.offer(&call, &ua_sdp(a.ip(), a.port(), 1, ""), &savp);
+    assert!(
+        hop.contains(" RTP/SAVP 0") && hop.contains("a=crypto:"),
+        "{hop}"
+    );
+    let to_b = second.offer(&call, &hop, &avp);
+    assert!(
+        to_b.contains(" RTP/AVP 0") && !to_b.contains("a=crypto"),
+        "{to_b}"
+    );
+    let hop_back = second.answer(&call, &ua_sdp(b.ip(), b.port(), 1, ""), &[]);
+    assert_eq!(
+        hop_back.matches("a=crypto:").count(),
+        1,
+        "one line answered: {hop_back}"
+    );
+    let to_a = first.answer(&call, &hop_back, &[]);
+    assert!(
+        to_a.contains(" RTP/AVP 0") && !to_a.contains("a=crypto"),
+        "{to_a}"
+    );
+    let (for_a, for_b) = (media_port(&to_a), media_port(&to_b));
+    assert!(first.in_range(for_a) && second.in_range(for_b));
+    for seq in 0..10 {
+        relays(&a.rtp, &rtp(seq, 0xa8), for_a, &b.rtp, for_b);
+        relays(&b.rtp, &rtp(seq, 0xb8), for_b, &a.rtp, for_a);
+    }
+    (hop, hop_back)
+}
+
+#[test]
+fn our_relay_encrypts_an_srtp_hop_that_rtpengine_decrypts_and_back() {
+    let ours = Relay::start(4, &[]);
+    let engine = Relay::rtpengine();
+    let (_, answered) = srtp_hop(&ours, &engine, "interop-ours-first");
+    // rtpengine took the first suite our relay offered.
+    assert!(
+        answered.contains("a=crypto:1 AEAD_AES_256_GCM inline:"),
+        "{answered}"
+    );
+    // Our relay really encrypted and decrypted the hop (its callee side).
+    let (query, hop) = srtp_leg(&ours);
+    assert_eq!(srtp_counter(&query, &hop, "encrypted packets"), 10);
+    assert_eq!(srtp_counter(&query, &hop, "decrypted packets"), 10);
+}
+
+/// The only call on `relay`: its `query` and the tag of its one SRTP leg.
+fn srtp_leg(relay: &Relay) -> (Reply, String) {
+    let call_id = relay.list().pop().expect("the call");
+    let query = relay.query(&call_id);
+    let tags: Vec<String> = query
+        .tags
+        .iter()
+        .flatten()
+        .map(|(tag, _)| tag.clone())
+        .filter(|tag| media_value(&query, tag, "SRTP").is_some())
+        .collect();
+    assert_eq!(tags.len(), 1, "one SRTP leg: {query:?}");
+    let tag = tags[0].clone();
+    (query, tag)
+}
+
+#[test]
+fn rtpengine_encrypts_an_srtp_hop_that_our_relay_decrypts_and_back() {
+    let engine = Relay::rtpengine();
+    let ours = Relay::start(4, &[]);
+    let (offered, answered) = srtp_hop(&engine, &ours, "interop-engine-first");
+    // Our relay answered rtpengine's first line with its own key.
+    let first_line = offered
+        .lines()
+        .find(|l| l.starts_with("a=crypto:"))
+        .and_then(|l| l.split(" inline:").next())
+        .unwrap_or_else(|| panic!("{offered}"))
+        .to_string();
+    assert!(
+        answered.contains(&format!("{first_line} inline:")),
+        "{first_line}\n{answered}"
+    );
+    let (query, hop) = srtp_leg(&ours);
+    assert_eq!(srtp_counter(&query, &hop, "decrypted packets"), 10);
+    assert_eq!(srtp_counter(&query, &hop, "encrypted packets"), 10);
+}
