@@ -400,6 +400,7 @@ impl RelayNode {
             forwarded.send_errors += activity.totals.send_errors;
             forwarded.srtp.add(&activity.totals.srtp);
             forwarded.dtls.add(&activity.totals.dtls);
+            forwarded.srtp_by_kind.add(&activity.totals.srtp_by_kind);
         }
         let now = Instant::now();
         for expired in self.controller.expire(now) {
@@ -731,6 +732,7 @@ impl Collector for MetricsView {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        encode_srtp_by_kind(&mut encoder, &self.forwarded.srtp_by_kind)?;
         crate::security::encode_refused(&mut encoder, &self.control_refused)?;
         let mut family = encoder.encode_descriptor(
             "anchorage_relay_port_pairs",
@@ -751,6 +753,64 @@ impl Collector for MetricsView {
         }
         Ok(())
     }
+}
+
+/// The SRTP counters by kind of leg: `keying` (`sdes`, `dtls`) and `suite` (the six suites,
+/// `none` before a key), at most 14 label sets whatever the number of calls — per leg they
+/// are in `query`. Kinds that never counted anything are left out.
+fn encode_srtp_by_kind(
+    encoder: &mut DescriptorEncoder,
+    by_kind: &anchorage_relay::SrtpByKind,
+) -> Result<(), std::fmt::Error> {
+    let seen: Vec<_> = by_kind
+        .iter()
+        .filter(|(_, _, stats)| **stats != anchorage_relay::SrtpStats::default())
+        .collect();
+    let suite_name = |suite: Option<anchorage_relay::SrtpSuite>| suite.map_or("none", |s| s.name());
+    let mut packets = encoder.encode_descriptor(
+        "anchorage_relay_srtp_leg_packets",
+        "SRTP/SRTCP packets by kind of leg (keying, suite) and outcome: decrypted from the leg, \
+         encrypted towards it, auth_failure, replayed, failed (no key yet, malformed, lifetime)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (keying, suite, stats) in &seen {
+        for (outcome, value) in [
+            ("decrypted", stats.decrypted_packets),
+            ("encrypted", stats.encrypted_packets),
+            ("auth_failure", stats.auth_failures),
+            ("replayed", stats.replayed),
+            ("failed", stats.other_failures),
+        ] {
+            let labels = [
+                ("keying", keying.name()),
+                ("suite", suite_name(*suite)),
+                ("outcome", outcome),
+            ];
+            ConstCounter::new(value).encode(packets.encode_family(&labels)?)?;
+        }
+    }
+    let mut bytes = encoder.encode_descriptor(
+        "anchorage_relay_srtp_leg_bytes",
+        "Bytes of the SRTP/SRTCP packets decrypted (as received) and encrypted (as sent), by \
+         kind of leg (keying, suite)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (keying, suite, stats) in &seen {
+        for (outcome, value) in [
+            ("decrypted", stats.decrypted_bytes),
+            ("encrypted", stats.encrypted_bytes),
+        ] {
+            let labels = [
+                ("keying", keying.name()),
+                ("suite", suite_name(*suite)),
+                ("outcome", outcome),
+            ];
+            ConstCounter::new(value).encode(bytes.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 async fn serve_metrics(

@@ -1313,10 +1313,22 @@ fn plain_caller_and_sdes_callee_exchange_libsrtp_packets_through_the_relay() {
         let (status, body) = anchorage_testkit::http(metrics, "GET", "/metrics", "");
         assert_eq!(status, 200);
         let has = |line: &str| body.lines().any(|l| l == line);
+        // And by kind of leg: B's is an SDES leg on AES_CM_128_HMAC_SHA1_80.
+        let b_leg = |outcome: &str, value: u64| {
+            has(&format!(
+                "anchorage_relay_srtp_leg_packets_total{{keying=\"sdes\",\
+                 suite=\"AES_CM_128_HMAC_SHA1_80\",outcome=\"{outcome}\"}} {value}"
+            ))
+        };
         if has("anchorage_relay_srtp_decrypted_packets_total 7")
             && has("anchorage_relay_srtp_encrypted_packets_total 6")
             && has("anchorage_relay_srtp_auth_failures_total 1")
             && has("anchorage_relay_srtp_replayed_packets_total 1")
+            && b_leg("decrypted", 7)
+            && b_leg("encrypted", 6)
+            && b_leg("auth_failure", 1)
+            && b_leg("replayed", 1)
+            && b_leg("failed", 0)
         {
             break;
         }

@@ -299,6 +299,21 @@ fn a_webrtc_peer_completes_ice_and_dtls_and_exchanges_exact_rtp_with_a_plain_par
         metric(metrics, "anchorage_relay_srtp_decrypted_packets_total"),
         6
     );
+    // The same by kind of leg: all of it on a DTLS-keyed leg, none on SDES.
+    let by_kind = |outcome: &str| {
+        let (_, body) = http(metrics, "GET", "/metrics", "");
+        let sum = |keying: &str| -> u64 {
+            let prefix = format!("anchorage_relay_srtp_leg_packets_total{{keying=\"{keying}\",");
+            let outcome = format!(",outcome=\"{outcome}\"}} ");
+            body.lines()
+                .filter(|l| l.starts_with(&prefix))
+                .filter_map(|l| l.split_once(&outcome)?.1.parse::<u64>().ok())
+                .sum()
+        };
+        (sum("dtls"), sum("sdes"))
+    };
+    assert_eq!(by_kind("decrypted"), (6, 0));
+    assert_eq!(by_kind("encrypted"), (6, 0));
 }
 
 #[test]
