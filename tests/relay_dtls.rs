@@ -336,3 +336,93 @@ fn a_wrong_fingerprint_fails_the_handshake_and_is_counted() {
     assert_eq!(leg_counter(&query, "webrtc", "DTLS", "handshakes"), 0);
     assert!(metric(metrics, "anchorage_relay_dtls_wrong_fingerprint_total") >= 1);
 }
+
+#[test]
+fn a_dtls_leg_moved_to_another_relay_gets_its_fingerprint_and_media_goes_on() {
+    // What a move does to a DTLS leg (the proxy replays the party's last offer on the new
+    // relay and re-INVITEs it with the new relay's SDP): the new relay has its own certificate,
+    // so the party is given a new fingerprint, runs ICE and DTLS again with it, and media
+    // flows. The party is aiortc's transports made anew (aiortc has no ICE restart).
+    let mut peer = Peer::start();
+    let offer = peer.offer.clone();
+    let (first, _, b, for_b, to_peer) = call(&offer);
+    assert_eq!(peer.answer(&to_peer), "connected", "{}", first.daemon.log());
+    let packet = rtp(1, &[1; 160]);
+    let mut arrived = None;
+    for _ in 0..10 {
+        peer.send(&packet);
+        arrived = relay_to_b(&b);
+        if arrived.is_some() {
+            break;
+        }
+    }
+    assert_eq!(arrived, Some(packet), "through the first relay");
+    let fingerprint = |sdp: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim().strip_prefix("a=fingerprint:sha-256 "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no fingerprint in {sdp}"))
+    };
+    // The move: the party's offer replayed on the second relay, the plain party's answer.
+    let (second, metrics, b2, for_b2, moved) = call(&offer);
+    assert_ne!(
+        fingerprint(&moved),
+        fingerprint(&to_peer),
+        "the new relay's own fingerprint"
+    );
+    assert!(moved.contains("a=setup:active"), "{moved}");
+    drop(first);
+    // The party takes the re-INVITE: new transports, and its answer (new ICE credentials and
+    // port, the same fingerprint) goes to the new relay as its re-offer, as the proxy sends it
+    // when the move commits.
+    let line = peer.ask(&format!("restart {}", base64_encode(moved.as_bytes())));
+    let answer = line
+        .strip_prefix("offer ")
+        .map(|b| String::from_utf8(base64_decode(b)).expect("SDP text"))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(
+        fingerprint(&answer),
+        fingerprint(&offer),
+        "same certificate"
+    );
+    let to_b2 = sdp_of(&ng(
+        &second,
+        &[
+            ("command", "offer"),
+            ("call-id", "dtls-call"),
+            ("from-tag", "webrtc"),
+            ("to-tag", "plain"),
+            ("sdp", &answer),
+            ("ICE", "force"),
+            ("transport-protocol", "RTP/AVP"),
+        ],
+    ));
+    assert_eq!(media_port(&to_b2), for_b2, "the plain party's port stays");
+    assert_eq!(peer.read(), "connected", "{}", second.daemon.log());
+    for seq in 2..=6u16 {
+        let packet = rtp(seq, &[seq as u8; 160]);
+        let mut arrived = None;
+        for _ in 0..10 {
+            peer.send(&packet);
+            arrived = relay_to_b(&b2);
+            if arrived.is_some() {
+                break;
+            }
+        }
+        assert_eq!(
+            arrived,
+            Some(packet),
+            "peer -> plain party through the second relay"
+        );
+        let back = rtp(seq, &[0xb0; 160]);
+        b2.send_to(&back, (LOCALHOST, for_b2)).unwrap();
+        assert_eq!(peer.recv(2000), Some(back), "plain party -> peer");
+    }
+    let _ = for_b;
+    // One handshake on the new relay (its /metrics are refreshed once a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while metric(metrics, "anchorage_relay_dtls_handshakes_total") != 1 {
+        assert!(std::time::Instant::now() < deadline, "no handshake counted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
