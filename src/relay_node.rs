@@ -767,47 +767,46 @@ fn encode_srtp_by_kind(
         .filter(|(_, _, stats)| **stats != anchorage_relay::SrtpStats::default())
         .collect();
     let suite_name = |suite: Option<anchorage_relay::SrtpSuite>| suite.map_or("none", |s| s.name());
-    let mut packets = encoder.encode_descriptor(
-        "anchorage_relay_srtp_leg_packets",
-        "SRTP/SRTCP packets by kind of leg (keying, suite) and outcome: decrypted from the leg, \
-         encrypted towards it, auth_failure, replayed, failed (no key yet, malformed, lifetime)",
-        None,
-        MetricType::Counter,
-    )?;
-    for (keying, suite, stats) in &seen {
-        for (outcome, value) in [
-            ("decrypted", stats.decrypted_packets),
-            ("encrypted", stats.encrypted_packets),
-            ("auth_failure", stats.auth_failures),
-            ("replayed", stats.replayed),
-            ("failed", stats.other_failures),
-        ] {
-            let labels = [
-                ("keying", keying.name()),
-                ("suite", suite_name(*suite)),
-                ("outcome", outcome),
-            ];
-            ConstCounter::new(value).encode(packets.encode_family(&labels)?)?;
-        }
-    }
-    let mut bytes = encoder.encode_descriptor(
-        "anchorage_relay_srtp_leg_bytes",
-        "Bytes of the SRTP/SRTCP packets decrypted (as received) and encrypted (as sent), by \
-         kind of leg (keying, suite)",
-        None,
-        MetricType::Counter,
-    )?;
-    for (keying, suite, stats) in &seen {
-        for (outcome, value) in [
-            ("decrypted", stats.decrypted_bytes),
-            ("encrypted", stats.encrypted_bytes),
-        ] {
-            let labels = [
-                ("keying", keying.name()),
-                ("suite", suite_name(*suite)),
-                ("outcome", outcome),
-            ];
-            ConstCounter::new(value).encode(bytes.encode_family(&labels)?)?;
+    type Outcomes = fn(&anchorage_relay::SrtpStats) -> Vec<(&'static str, u64)>;
+    let families: [(&str, &str, Outcomes); 2] = [
+        (
+            "anchorage_relay_srtp_leg_packets",
+            "SRTP/SRTCP packets by kind of leg (keying, suite) and outcome: decrypted from the \
+             leg, encrypted towards it, auth_failure, replayed, failed (no key yet, malformed, \
+             lifetime)",
+            |s| {
+                vec![
+                    ("decrypted", s.decrypted_packets),
+                    ("encrypted", s.encrypted_packets),
+                    ("auth_failure", s.auth_failures),
+                    ("replayed", s.replayed),
+                    ("failed", s.other_failures),
+                ]
+            },
+        ),
+        (
+            "anchorage_relay_srtp_leg_bytes",
+            "Bytes of the SRTP/SRTCP packets decrypted (as received) and encrypted (as sent), \
+             by kind of leg (keying, suite)",
+            |s| {
+                vec![
+                    ("decrypted", s.decrypted_bytes),
+                    ("encrypted", s.encrypted_bytes),
+                ]
+            },
+        ),
+    ];
+    for (name, help, outcomes) in families {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (keying, suite, stats) in &seen {
+            for (outcome, value) in outcomes(stats) {
+                let labels = [
+                    ("keying", keying.name()),
+                    ("suite", suite_name(*suite)),
+                    ("outcome", outcome),
+                ];
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
         }
     }
     Ok(())

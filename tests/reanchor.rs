@@ -473,12 +473,23 @@ fn move_call(p: &Proxy, call_id: &str, body: &str) {
         body,
     );
     assert_eq!(status, 200, "{job}");
-    let job = finished_job(p.api, &job);
+    assert_done_failed(&finished_job(p.api, &job), 1, 0);
+}
+
+/// A finished job moved `done` calls and failed `failed`.
+fn assert_done_failed(job: &serde_json::Value, done: u64, failed: u64) {
     assert_eq!(
         (job["done"].as_u64(), job["failed"].as_u64()),
-        (Some(1), Some(0)),
+        (Some(done), Some(failed)),
         "{job}"
     );
+}
+
+/// `POST /v1/relays/{name}/{action}` (`drain`, `undrain`): asserts 200, returns the body.
+fn relay_action(p: &Proxy, name: &str, action: &str) -> String {
+    let (status, body) = http(p.api, "POST", &format!("/v1/relays/{name}/{action}"), "");
+    assert_eq!(status, 200, "{action} {name}: {body}");
+    body
 }
 
 #[test]
@@ -563,19 +574,8 @@ fn a_callee_refusing_the_move_488_keeps_the_call_on_the_old_relay_with_media() {
     } else {
         ("relay-b", &b)
     };
-    let (status, body) = http(
-        p.api,
-        "POST",
-        &format!("/v1/relays/{holder_name}/drain"),
-        "",
-    );
-    assert_eq!(status, 200, "{body}");
-    let job = finished_job(p.api, &body);
-    assert_eq!(
-        (job["done"].as_u64(), job["failed"].as_u64()),
-        (Some(0), Some(1)),
-        "{job}"
-    );
+    let body = relay_action(&p, holder_name, "drain");
+    assert_done_failed(&finished_job(p.api, &body), 0, 1);
     // The caller took the move, then was given the old relay back (one more o= version).
     let moved = nth_received(&c.caller, "INVITE ", 1, Duration::from_secs(5));
     let back = nth_received(&c.caller, "INVITE ", 2, Duration::from_secs(5));
@@ -763,19 +763,8 @@ fn one_call_moves_to_srtp_towards_the_callee_on_our_relays_is_drained_with_new_k
 
     // A drain of the relay holding the SDES call: the re-INVITE gives the callee new keys
     // from the new relay, and media goes on with them.
-    let (status, job) = http(
-        p.api,
-        "POST",
-        &format!("/v1/relays/{}/drain", name_of(other, &a)),
-        "",
-    );
-    assert_eq!(status, 200, "{job}");
-    let job = finished_job(p.api, &job);
-    assert_eq!(
-        (job["done"].as_u64(), job["failed"].as_u64()),
-        (Some(1), Some(0)),
-        "{job}"
-    );
+    let job = relay_action(&p, name_of(other, &a), "drain");
+    assert_done_failed(&finished_job(p.api, &job), 1, 0);
     let drained = invite_naming(&c.callee, first);
     assert!(drained.contains(" RTP/SAVP 0 101"), "{drained}");
     assert_eq!(crypto_lines(&drained), crypto_lines(&at_callee));
@@ -790,13 +779,7 @@ fn one_call_moves_to_srtp_towards_the_callee_on_our_relays_is_drained_with_new_k
     assert!(!ng_list(other.ng).contains(&call_id), "drained");
 
     // And back to plain RTP on the other relay, undrained.
-    let (status, _) = http(
-        p.api,
-        "POST",
-        &format!("/v1/relays/{}/undrain", name_of(other, &a)),
-        "",
-    );
-    assert_eq!(status, 200);
+    relay_action(&p, name_of(other, &a), "undrain");
     move_call(&p, &call_id, r#"{"callee": {"type": "RTP/AVP"}}"#);
     let at_callee = invite_naming(&c.callee, other);
     assert!(

@@ -1480,6 +1480,21 @@ fn a_reoffer_with_a_new_key_is_followed_at_once() {
     assert_eq!(arrival(&b.rtp, for_b, "under the new key"), plain);
 }
 
+/// A plain offer from A, B's plain answer with `transport-protocol RTP/SAVP` (the offerer's
+/// leg made SDES in the answer, as OpenSIPS asks); returns A, B, the SDPs for B and for A.
+fn srtp_asked_in_the_answer(relay: &Relay, call: &CallIds) -> (Endpoint, Endpoint, String, String) {
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let to_b = relay.offer(call, &ua_sdp(a.ip(), a.port(), 1, ""), &[]);
+    let to_a = relay.answer(
+        call,
+        &ua_sdp(b.ip(), b.port(), 1, ""),
+        &[("transport-protocol", text("RTP/SAVP"))],
+    );
+    assert!(to_b.contains(" RTP/AVP 0\n"), "{to_b}");
+    assert!(to_a.contains(" RTP/SAVP 0\n"), "{to_a}");
+    (a, b, to_b, to_a)
+}
+
 #[test]
 fn the_protocol_change_in_the_answer_makes_a_working_encrypted_leg() {
     // As OpenSIPS sends it: the offerer's leg becomes SRTP in the `answer`; its next SDP
@@ -1487,14 +1502,7 @@ fn the_protocol_change_in_the_answer_makes_a_working_encrypted_leg() {
     let mut peer = libsrtp();
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("sdes-in-answer");
-    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
-    let to_b = relay.offer(&call, &ua_sdp(a.ip(), a.port(), 1, ""), &[]);
-    let to_a = relay.answer(
-        &call,
-        &ua_sdp(b.ip(), b.port(), 1, ""),
-        &[("transport-protocol", text("RTP/SAVP"))],
-    );
-    assert!(to_a.contains(" RTP/SAVP 0\n"), "{to_a}");
+    let (a, b, to_b, to_a) = srtp_asked_in_the_answer(&relay, &call);
     let (suite, relay_key) = crypto_key(&to_a, 5);
     let a_key = b64_key(30, 0xa6);
     let reoffer = relay.request(&[
@@ -1532,15 +1540,7 @@ fn under_opensips_the_callee_made_sdes_in_the_answer_is_half_keyed_until_its_sdp
     let mut peer = libsrtp();
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("opensips-srtp");
-    let (callee, caller) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
-    let to_caller = relay.offer(&call, &ua_sdp(callee.ip(), callee.port(), 2, ""), &[]);
-    let to_callee = relay.answer(
-        &call,
-        &ua_sdp(caller.ip(), caller.port(), 2, ""),
-        &[("transport-protocol", text("RTP/SAVP"))],
-    );
-    assert!(to_caller.contains(" RTP/AVP 0\n"), "{to_caller}");
-    assert!(to_callee.contains(" RTP/SAVP 0\n"), "{to_callee}");
+    let (callee, caller, to_caller, to_callee) = srtp_asked_in_the_answer(&relay, &call);
     let (suite, relay_key) = crypto_key(&to_callee, 1);
     assert_eq!(suite, "AEAD_AES_256_GCM");
     let (for_callee, for_caller) = (media_port(&to_callee), media_port(&to_caller));

@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout};
 use std::time::Duration;
 
 use anchorage_ng::{decode_reply, encode_document, Dict, Encoding, Outcome, Reply, Value};
@@ -28,16 +28,8 @@ const HOW: &str = "aiortc (PyPI) is needed in .venv: run scripts/test, which cre
 impl Peer {
     fn start() -> Peer {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join(".venv/bin/python");
-        assert!(python.exists(), "{} is missing. {HOW}", python.display());
-        let mut child = Command::new(&python)
-            .arg(root.join("tests/dtls_peer.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}. {HOW}", python.display()));
-        let input = child.stdin.take().expect("stdin");
-        let output = BufReader::new(child.stdout.take().expect("stdout"));
+        let (child, input, output) =
+            anchorage_testkit::srtp::venv_python(root, "tests/dtls_peer.py", HOW);
         let mut peer = Peer {
             child,
             input,
@@ -337,6 +329,18 @@ fn a_wrong_fingerprint_fails_the_handshake_and_is_counted() {
     assert!(metric(metrics, "anchorage_relay_dtls_wrong_fingerprint_total") >= 1);
 }
 
+/// Sends `packet` from the peer until it arrives at the plain party `b` (the first may come
+/// before the relay has the keys): what arrived, if anything did after 10 tries.
+fn peer_to(peer: &mut Peer, b: &UdpSocket, packet: &[u8]) -> Option<Vec<u8>> {
+    for _ in 0..10 {
+        peer.send(packet);
+        if let Some(arrived) = relay_to_b(b) {
+            return Some(arrived);
+        }
+    }
+    None
+}
+
 #[test]
 fn a_dtls_leg_moved_to_another_relay_gets_its_fingerprint_and_media_goes_on() {
     // What a move does to a DTLS leg (the proxy replays the party's last offer on the new
@@ -348,15 +352,11 @@ fn a_dtls_leg_moved_to_another_relay_gets_its_fingerprint_and_media_goes_on() {
     let (first, _, b, for_b, to_peer) = call(&offer);
     assert_eq!(peer.answer(&to_peer), "connected", "{}", first.daemon.log());
     let packet = rtp(1, &[1; 160]);
-    let mut arrived = None;
-    for _ in 0..10 {
-        peer.send(&packet);
-        arrived = relay_to_b(&b);
-        if arrived.is_some() {
-            break;
-        }
-    }
-    assert_eq!(arrived, Some(packet), "through the first relay");
+    assert_eq!(
+        peer_to(&mut peer, &b, &packet),
+        Some(packet),
+        "through the first relay"
+    );
     let fingerprint = |sdp: &str| {
         sdp.lines()
             .find_map(|l| l.trim().strip_prefix("a=fingerprint:sha-256 "))
@@ -401,16 +401,8 @@ fn a_dtls_leg_moved_to_another_relay_gets_its_fingerprint_and_media_goes_on() {
     assert_eq!(peer.read(), "connected", "{}", second.daemon.log());
     for seq in 2..=6u16 {
         let packet = rtp(seq, &[seq as u8; 160]);
-        let mut arrived = None;
-        for _ in 0..10 {
-            peer.send(&packet);
-            arrived = relay_to_b(&b2);
-            if arrived.is_some() {
-                break;
-            }
-        }
         assert_eq!(
-            arrived,
+            peer_to(&mut peer, &b2, &packet),
             Some(packet),
             "peer -> plain party through the second relay"
         );

@@ -19,18 +19,9 @@ pub struct Libsrtp {
 impl Libsrtp {
     /// Starts `tests/srtp_peer.py` of the repository at `root` with `root/.venv/bin/python`.
     pub fn start(root: &Path) -> Libsrtp {
-        let python = root.join(".venv/bin/python");
         let how = "pylibsrtp (PyPI) is needed in .venv: run scripts/test, which creates it, or \
                    `python3 -m venv .venv && .venv/bin/pip install pylibsrtp`";
-        assert!(python.exists(), "{} is missing. {how}", python.display());
-        let mut child = Command::new(&python)
-            .arg(root.join("tests/srtp_peer.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}. {how}", python.display()));
-        let input = child.stdin.take().expect("stdin");
-        let mut output = BufReader::new(child.stdout.take().expect("stdout"));
+        let (child, input, mut output) = venv_python(root, "tests/srtp_peer.py", how);
         let mut ready = String::new();
         output.read_line(&mut ready).expect("the peer's first line");
         assert!(ready.starts_with("ready "), "{ready:?}. {how}");
@@ -71,6 +62,26 @@ impl Libsrtp {
         let kind = if rtcp { "rtcp" } else { "rtp" };
         self.ask(&format!("unprotect {name} {kind} {}", hex(packet)))
     }
+}
+
+/// Runs `script` (a path under `root`) with `root/.venv/bin/python`, its stdin and stdout
+/// piped; panics with `how` (how to get the Python packages) when the `.venv` is missing.
+pub fn venv_python(
+    root: &Path,
+    script: &str,
+    how: &str,
+) -> (Child, ChildStdin, BufReader<ChildStdout>) {
+    let python = root.join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing. {how}", python.display());
+    let mut child = Command::new(&python)
+        .arg(root.join(script))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}. {how}", python.display()));
+    let input = child.stdin.take().expect("stdin");
+    let output = BufReader::new(child.stdout.take().expect("stdout"));
+    (child, input, output)
 }
 
 impl Drop for Libsrtp {
