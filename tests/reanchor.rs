@@ -640,22 +640,30 @@ fn first_arrival(
     panic!("no packet from {relay} arrived in 5 s");
 }
 
-/// The last INVITE a phone received so far whose SDP names a port of `relay`, waiting up to
-/// 5 s for one.
-fn invite_naming(p: &SippProcess, relay: &Relay) -> String {
+/// The INVITEs (with SDP) a phone received so far, in order.
+fn invites(p: &SippProcess) -> Vec<String> {
+    p.received_so_far()
+        .into_iter()
+        .filter(|m| m.starts_with("INVITE ") && m.contains("m=audio "))
+        .collect()
+}
+
+/// The last INVITE a phone received after its first `seen` ones whose SDP names a port of
+/// `relay`, waiting up to 5 s for one (earlier INVITEs may name the same relay: a call that
+/// comes back to it).
+fn invite_naming(p: &SippProcess, relay: &Relay, seen: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let found = p
-            .received_so_far()
+        let found = invites(p)
             .into_iter()
-            .filter(|m| m.starts_with("INVITE ") && m.contains("m=audio "))
+            .skip(seen)
             .rfind(|m| relay.ports.contains(&sdp_media(m).port()));
         if let Some(invite) = found {
             return invite;
         }
         assert!(
             Instant::now() < deadline,
-            "no INVITE naming {:?}: {:#?}",
+            "no INVITE naming {:?} after the first {seen}: {:#?}",
             relay.ports,
             p.received_so_far()
         );
@@ -751,7 +759,7 @@ fn one_call_moves_to_srtp_towards_the_callee_on_our_relays_is_drained_with_new_k
         .map(|(t, s)| (t, s.to_string())),
         "every suite the new relay offers, in rtpengine's order: {at_callee}"
     );
-    let at_caller = invite_naming(&c.caller, other);
+    let at_caller = invite_naming(&c.caller, other, 0);
     assert!(
         at_caller.contains(" RTP/AVP 0 101") && !at_caller.contains("a=crypto"),
         "the caller stays plain: {at_caller}"
@@ -763,9 +771,10 @@ fn one_call_moves_to_srtp_towards_the_callee_on_our_relays_is_drained_with_new_k
 
     // A drain of the relay holding the SDES call: the re-INVITE gives the callee new keys
     // from the new relay, and media goes on with them.
+    let seen = (invites(&c.caller).len(), invites(&c.callee).len());
     let job = relay_action(&p, name_of(other, &a), "drain");
     assert_done_failed(&finished_job(p.api, &job), 1, 0);
-    let drained = invite_naming(&c.callee, first);
+    let drained = invite_naming(&c.callee, first, seen.1);
     assert!(drained.contains(" RTP/SAVP 0 101"), "{drained}");
     assert_eq!(crypto_lines(&drained), crypto_lines(&at_callee));
     assert_ne!(
@@ -773,20 +782,21 @@ fn one_call_moves_to_srtp_towards_the_callee_on_our_relays_is_drained_with_new_k
         anchorage_testkit::srtp::crypto_key(&at_callee, 5),
         "new keys from the new relay"
     );
-    let at_caller = invite_naming(&c.caller, first);
+    let at_caller = invite_naming(&c.caller, first, seen.0);
     let drained_to = (sdp_media(&at_caller), sdp_media(&drained));
     srtp_flows_to_the_callee(&c, &mut srtp, &drained, drained_to, 1000);
     assert!(!ng_list(other.ng).contains(&call_id), "drained");
 
     // And back to plain RTP on the other relay, undrained.
     relay_action(&p, name_of(other, &a), "undrain");
+    let seen = (invites(&c.caller).len(), invites(&c.callee).len());
     move_call(&p, &call_id, r#"{"callee": {"type": "RTP/AVP"}}"#);
-    let at_callee = invite_naming(&c.callee, other);
+    let at_callee = invite_naming(&c.callee, other, seen.1);
     assert!(
         at_callee.contains(" RTP/AVP 0 101") && !at_callee.contains("a=crypto"),
         "{at_callee}"
     );
-    let at_caller = invite_naming(&c.caller, other);
+    let at_caller = invite_naming(&c.caller, other, seen.0);
     let back = (sdp_media(&at_caller), sdp_media(&at_callee));
     rtp_flows(&c.caller_rtp, back.0, &c.callee_rtp, back.1, 0x7171);
     rtp_flows(&c.callee_rtp, back.1, &c.caller_rtp, back.0, 0x7272);
