@@ -84,8 +84,7 @@ fn datagram(cookie: &str, request: &Value) -> Vec<u8> {
 // ---- the relay under test --------------------------------------------------------------------
 
 /// An even port with `2 * pairs` consecutive UDP ports free on 127.0.0.1, below the kernel's
-/// ephemeral range (so no other test's `bind(0)` lands in it) and away from the ranges the
-/// other system tests give rtpengine (20000–29999) and our relay (50000–59999).
+/// ephemeral range (so no other test's `bind(0)` lands in it).
 fn port_block(pairs: u16) -> u16 {
     let count = 2 * pairs;
     for _ in 0..500 {
@@ -1562,15 +1561,15 @@ fn under_opensips_the_callee_made_sdes_in_the_answer_is_half_keyed_until_its_sdp
 
 impl Relay {
     /// Debian's rtpengine in userspace on loopback (`anchorage_testkit::media::rtpengine`),
-    /// driven through the same ng helpers; its media ports are in 20000–29999.
+    /// driven through the same ng helpers.
     fn rtpengine() -> Relay {
-        let (daemon, ng) = anchorage_testkit::media::rtpengine();
+        let (daemon, ng, ports) = anchorage_testkit::media::rtpengine_with_ports();
         let relay = Relay {
             daemon,
             ng: SocketAddr::new(LOCALHOST, ng),
             client: UdpSocket::bind((LOCALHOST, 0)).unwrap(),
-            port_min: 20_000,
-            port_max: 29_999,
+            port_min: *ports.start(),
+            port_max: *ports.end(),
         };
         assert_eq!(
             relay.request(&[("command", text("ping"))]).outcome,
