@@ -23,9 +23,17 @@
 # the packets were dropped at rtpload's own sockets is INVALID (the generator, on one core,
 # could not keep up: about 200,000 packets/s each way, N = 2000, is its limit here).
 #
-# Usage: bench/relay.sh [-d SECONDS] [--only rtpengine|anchorage] [N ...]
+# With --srtp, every call has one leg SDES-SRTP and the other plain (issue 17's benchmark):
+# the offer asks for transport-protocol RTP/SAVP towards side B, B answers the relay's
+# AES_CM_128_HMAC_SHA1_80 line with a key of its own, rtpload protects what B sends and
+# authenticates and decrypts what B receives (its CPU for that is on core 0, with the rest of
+# the generator's), so each relay decrypts one direction and encrypts the other of every call.
+# A step also fails if a packet B received did not authenticate with the relay's key.
+#
+# Usage: bench/relay.sh [-d SECONDS] [--only rtpengine|anchorage] [--srtp] [N ...]
 #   -d SECONDS   blast duration per step (default 20; env DUR)
 #   --only X     run one relay only
+#   --srtp       one leg SDES-SRTP, the other plain (default: plain RTP on both)
 #   N ...        calls per step (default: 250 500 1000 1500 2000; env NS)
 # Needs: rtpengine (Debian package rtpengine-daemon), taskset, ss; builds bench/rtpload
 # (release, own target dir bench/rtpload/target). Uses target/release/anchorage if it has the
@@ -38,11 +46,13 @@ ROOT=$PWD
 DUR=${DUR:-20}
 TRIES=${TRIES:-3}
 ONLY=
+SRTP=()
 NS_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -d) DUR=$2; shift 2;;
     --only) ONLY=$2; shift 2;;
+    --srtp) SRTP=(--srtp); shift;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0;;
     *) NS_ARGS+=("$1"); shift;;
   esac
@@ -69,7 +79,7 @@ if [ "$ONLY" != rtpengine ]; then
 fi
 [ ${#RELAYS[@]} -gt 0 ] || { echo "no relay to measure"; exit 1; }
 
-OUT=$ROOT/bench/results/relay-$(date +%Y%m%d-%H%M%S)
+OUT=$ROOT/bench/results/relay${SRTP:+-srtp}-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 PIDS=()
 cleanup() {
@@ -167,7 +177,7 @@ run_step() { # relay N try
   echo "-- N=$n $name: pid $RELAY_PID, ng $NG; $((2 * n)) streams for $DUR s"
   set +e
   timeout $((DUR + 120 + n / 10)) taskset -c 0 "$RTPLOAD" --ng "$NG" --calls "$n" --duration "$DUR" \
-    --watch-pid "$RELAY_PID" --json "$json" --label "$name" >"$res" 2>"$log"
+    --watch-pid "$RELAY_PID" --json "$json" --label "$name" "${SRTP[@]}" >"$res" 2>"$log"
   local rc=$?
   set -e
   kill -0 "$RELAY_PID" 2>/dev/null || echo "   $name died during the step (see $OUT/$name.log)"
@@ -190,6 +200,8 @@ run_step() { # relay N try
   if awk -v l="$loss" 'BEGIN{exit !(l >= 0.1)}'; then verdict=FAIL; notes+=("loss"); fi
   if [ "$mism" != 0 ]; then verdict=FAIL; notes+=("$mism pkts from an unexpected address"); fi
   if [ "$misr" != 0 ]; then verdict=FAIL; notes+=("$misr pkts on the wrong stream"); fi
+  local srtpf; srtpf=$(get srtp_failures "$res")
+  if [ "${srtpf:-0}" != 0 ]; then verdict=FAIL; notes+=("$srtpf SRTP packets failed at rtpload"); fi
   if [ "$p99" = null ] || [ "$p99" -ge 20000 ]; then notes+=("queueing: p99 >= 20 ms"); fi
   if [ "${rdrops:-0}" != 0 ]; then notes+=("$rdrops dropped at relay sockets"); fi
   if [ "${gdrops:-0}" != 0 ]; then
@@ -218,7 +230,7 @@ run_step() { # relay N try
 }
 
 {
-  echo "relay benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, ${DUR} s per step, N: ${NS[*]}"
+  echo "relay benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, ${DUR} s per step, N: ${NS[*]}${SRTP:+, one leg SDES-SRTP (AES_CM_128_HMAC_SHA1_80) and the other plain}"
   echo "versions: rtpengine $(dpkg-query -W -f '${Version}' rtpengine-daemon 2>/dev/null || echo '?') (--table=-1 --num-threads=1), ng $NG_RTPE; relays on core 1, rtpload on core 0"
   if [[ " ${RELAYS[*]} " == *" anchorage "* ]]; then
     echo "anchorage: $BIN ($(stat -c %y "$BIN" | cut -d. -f1)), ng $NG_OURS; relay CPU = all its threads"

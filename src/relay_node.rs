@@ -400,6 +400,7 @@ impl RelayNode {
             forwarded.send_errors += activity.totals.send_errors;
             forwarded.srtp.add(&activity.totals.srtp);
             forwarded.dtls.add(&activity.totals.dtls);
+            forwarded.srtp_by_kind.add(&activity.totals.srtp_by_kind);
         }
         let now = Instant::now();
         for expired in self.controller.expire(now) {
@@ -722,6 +723,7 @@ impl Collector for MetricsView {
             let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
+        encode_srtp_by_kind(&mut encoder, &self.forwarded.srtp_by_kind)?;
         crate::security::encode_refused(&mut encoder, &self.control_refused)?;
         let mut family = encoder.encode_descriptor(
             "anchorage_relay_port_pairs",
@@ -742,6 +744,63 @@ impl Collector for MetricsView {
         }
         Ok(())
     }
+}
+
+/// The SRTP counters by kind of leg: `keying` (`sdes`, `dtls`) and `suite` (the six suites,
+/// `none` before a key), at most 14 label sets whatever the number of calls — per leg they
+/// are in `query`. Kinds that never counted anything are left out.
+fn encode_srtp_by_kind(
+    encoder: &mut DescriptorEncoder,
+    by_kind: &anchorage_relay::SrtpByKind,
+) -> Result<(), std::fmt::Error> {
+    let seen: Vec<_> = by_kind
+        .iter()
+        .filter(|(_, _, stats)| **stats != anchorage_relay::SrtpStats::default())
+        .collect();
+    let suite_name = |suite: Option<anchorage_relay::SrtpSuite>| suite.map_or("none", |s| s.name());
+    type Outcomes = fn(&anchorage_relay::SrtpStats) -> Vec<(&'static str, u64)>;
+    let families: [(&str, &str, Outcomes); 2] = [
+        (
+            "anchorage_relay_srtp_leg_packets",
+            "SRTP/SRTCP packets by kind of leg (keying, suite) and outcome: decrypted from the \
+             leg, encrypted towards it, auth_failure, replayed, failed (no key yet, malformed, \
+             lifetime)",
+            |s| {
+                vec![
+                    ("decrypted", s.decrypted_packets),
+                    ("encrypted", s.encrypted_packets),
+                    ("auth_failure", s.auth_failures),
+                    ("replayed", s.replayed),
+                    ("failed", s.other_failures),
+                ]
+            },
+        ),
+        (
+            "anchorage_relay_srtp_leg_bytes",
+            "Bytes of the SRTP/SRTCP packets decrypted (as received) and encrypted (as sent), \
+             by kind of leg (keying, suite)",
+            |s| {
+                vec![
+                    ("decrypted", s.decrypted_bytes),
+                    ("encrypted", s.encrypted_bytes),
+                ]
+            },
+        ),
+    ];
+    for (name, help, outcomes) in families {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (keying, suite, stats) in &seen {
+            for (outcome, value) in outcomes(stats) {
+                let labels = [
+                    ("keying", keying.name()),
+                    ("suite", suite_name(*suite)),
+                    ("outcome", outcome),
+                ];
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve_metrics(

@@ -9,6 +9,11 @@ One command per line on stdin, one answer per line on stdout:
 
     (at start)                 -> offer BASE64_SDP
     answer BASE64_SDP          -> connected | failed STATE
+    restart BASE64_SDP         -> offer BASE64_SDP, then connected | failed STATE
+                                  (a re-INVITE from a relay the call moved to: new ICE and
+                                  DTLS transports, the same certificate, the SDP's ICE
+                                  credentials, candidates, setup and fingerprint; the new
+                                  SDP is what the party answers the re-INVITE with)
     send HEX                   -> ok            (an RTP packet, SRTP-protected by aiortc)
     recv MILLISECONDS          -> rtp HEX | none (the next RTP packet, as decrypted)
     quit
@@ -52,46 +57,54 @@ async def main():
     async def line():
         return (await loop.run_in_executor(None, sys.stdin.readline)).strip()
 
-    gatherer = RTCIceGatherer()
-    await gatherer.gather()
-    ice = RTCIceTransport(gatherer)
-    # The offerer, and a full agent facing an ICE-lite relay: controlling (RFC 8445 §6.1.1).
-    ice._connection.ice_controlling = True
     certificate = RTCCertificate.generateCertificate()
-    dtls = RTCDtlsTransport(ice, [certificate])
     received = asyncio.Queue()
 
     async def on_rtp(data, arrival_time_ms):
         await received.put(data)
 
-    dtls._handle_rtp_data = on_rtp
+    async def transports():
+        gatherer = RTCIceGatherer()
+        await gatherer.gather()
+        ice = RTCIceTransport(gatherer)
+        # The offerer, and a full agent facing an ICE-lite relay: controlling (RFC 8445 §6.1.1).
+        ice._connection.ice_controlling = True
+        dtls = RTCDtlsTransport(ice, [certificate])
+        dtls._handle_rtp_data = on_rtp
+        return gatherer, ice, dtls
 
-    ice_params = gatherer.getLocalParameters()
-    candidates = gatherer.getLocalCandidates()
-    default = candidates[0]
-    fingerprint = next(f for f in dtls.getLocalParameters().fingerprints if f.algorithm == "sha-256")
-    offer = "\r\n".join(
-        [
-            "v=0",
-            "o=aiortc 1 1 IN IP4 127.0.0.1",
-            "s=-",
-            "t=0 0",
-            f"m=audio {default.port} UDP/TLS/RTP/SAVPF 0",
-            f"c=IN IP4 {default.ip}",
-            "a=rtpmap:0 PCMU/8000",
-            "a=sendrecv",
-            "a=rtcp-mux",
-            f"a=ice-ufrag:{ice_params.usernameFragment}",
-            f"a=ice-pwd:{ice_params.password}",
-        ]
-        + [f"a=candidate:{candidate_to_sdp(c)}" for c in candidates]
-        + [
-            "a=end-of-candidates",
-            f"a=fingerprint:sha-256 {fingerprint.value}",
-            "a=setup:actpass",
-            "",
-        ]
-    )
+    gatherer, ice, dtls = await transports()
+
+    def local_offer(gatherer, dtls):
+        ice_params = gatherer.getLocalParameters()
+        candidates = gatherer.getLocalCandidates()
+        default = candidates[0]
+        fingerprint = next(f for f in dtls.getLocalParameters().fingerprints if f.algorithm == "sha-256")
+        offer = "\r\n".join(
+            [
+                "v=0",
+                "o=aiortc 1 1 IN IP4 127.0.0.1",
+                "s=-",
+                "t=0 0",
+                f"m=audio {default.port} UDP/TLS/RTP/SAVPF 0",
+                f"c=IN IP4 {default.ip}",
+                "a=rtpmap:0 PCMU/8000",
+                "a=sendrecv",
+                "a=rtcp-mux",
+                f"a=ice-ufrag:{ice_params.usernameFragment}",
+                f"a=ice-pwd:{ice_params.password}",
+            ]
+            + [f"a=candidate:{candidate_to_sdp(c)}" for c in candidates]
+            + [
+                "a=end-of-candidates",
+                f"a=fingerprint:sha-256 {fingerprint.value}",
+                "a=setup:actpass",
+                "",
+            ]
+        )
+        return offer
+
+    offer = local_offer(gatherer, dtls)
     print("offer " + base64.b64encode(offer.encode()).decode(), flush=True)
 
     while True:
@@ -99,6 +112,15 @@ async def main():
         if not command or command == "quit":
             break
         verb, _, argument = command.partition(" ")
+        if verb == "restart":
+            # aiortc's RTCPeerConnection has no ICE restart and keeps one DTLS transport per
+            # connection; a moved call needs both anew, as a WebRTC endpoint makes them.
+            await dtls.stop()
+            await ice.stop()
+            gatherer, ice, dtls = await transports()
+            offer = local_offer(gatherer, dtls)
+            print("offer " + base64.b64encode(offer.encode()).decode(), flush=True)
+            verb = "answer"
         if verb == "answer":
             answer = base64.b64decode(argument).decode()
             remote = RTCIceParameters(

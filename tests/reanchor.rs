@@ -80,6 +80,10 @@ struct Call {
     ok_at_caller: String,
 }
 
+/// The key and salt (base64, AES_CM_128_HMAC_SHA1_80) a callee that answers SRTP
+/// (`uas_reanchor_srtp.xml`) gives in its `a=crypto:5`: 30 bytes of 0xc5.
+const CALLEE_SRTP_KEY: &str = "xcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXF";
+
 fn call(proxy: &Proxy, hold_ms: u64) -> Call {
     call_with(proxy, hold_ms, "uac_reanchor.xml", "uas_reanchor.xml")
 }
@@ -95,6 +99,7 @@ fn call_with(proxy: &Proxy, hold_ms: u64, uac: &str, uas: &str) -> Call {
             "rtp_port",
             &callee_rtp.local_addr().unwrap().port().to_string(),
         ])
+        .args(["-key", "srtp_key", CALLEE_SRTP_KEY])
         .spawn();
     std::thread::sleep(Duration::from_millis(300));
     let caller = Sipp::new(
@@ -453,12 +458,23 @@ fn move_call(p: &Proxy, call_id: &str, body: &str) {
         body,
     );
     assert_eq!(status, 200, "{job}");
-    let job = finished_job(p.api, &job);
+    assert_done_failed(&finished_job(p.api, &job), 1, 0);
+}
+
+/// A finished job moved `done` calls and failed `failed`.
+fn assert_done_failed(job: &serde_json::Value, done: u64, failed: u64) {
     assert_eq!(
         (job["done"].as_u64(), job["failed"].as_u64()),
-        (Some(1), Some(0)),
+        (Some(done), Some(failed)),
         "{job}"
     );
+}
+
+/// `POST /v1/relays/{name}/{action}` (`drain`, `undrain`): asserts 200, returns the body.
+fn relay_action(p: &Proxy, name: &str, action: &str) -> String {
+    let (status, body) = http(p.api, "POST", &format!("/v1/relays/{name}/{action}"), "");
+    assert_eq!(status, 200, "{action} {name}: {body}");
+    body
 }
 
 #[test]
@@ -543,19 +559,8 @@ fn a_callee_refusing_the_move_488_keeps_the_call_on_the_old_relay_with_media() {
     } else {
         ("relay-b", &b)
     };
-    let (status, body) = http(
-        p.api,
-        "POST",
-        &format!("/v1/relays/{holder_name}/drain"),
-        "",
-    );
-    assert_eq!(status, 200, "{body}");
-    let job = finished_job(p.api, &body);
-    assert_eq!(
-        (job["done"].as_u64(), job["failed"].as_u64()),
-        (Some(0), Some(1)),
-        "{job}"
-    );
+    let body = relay_action(&p, holder_name, "drain");
+    assert_done_failed(&finished_job(p.api, &body), 0, 1);
     // The caller took the move, then was given the old relay back (one more o= version).
     let moved = nth_received(&c.caller, "INVITE ", 1, Duration::from_secs(5));
     let back = nth_received(&c.caller, "INVITE ", 2, Duration::from_secs(5));
@@ -575,4 +580,214 @@ fn a_callee_refusing_the_move_488_keeps_the_call_on_the_old_relay_with_media() {
     let call_id = header(&c.invite_at_callee, "Call-ID").to_string();
     assert!(!ng_list(other.ng).contains(&call_id));
     assert!(ng_list(holder.ng).contains(&call_id));
+}
+
+/// The `(tag, suite)` of every `a=crypto` line in a message, in order, each key checked to be
+/// base64 of the suite's key and salt length.
+fn crypto_lines(message: &str) -> Vec<(u32, String)> {
+    message
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=crypto:"))
+        .map(|line| {
+            let words: Vec<&str> = line.split(' ').collect();
+            let tag = words[0].parse().expect("a numeric tag");
+            let key = words[2].strip_prefix("inline:").expect("an inline key");
+            let expected = match words[1] {
+                "AEAD_AES_256_GCM" => 59,
+                "AEAD_AES_128_GCM" => 38,
+                "AES_256_CM_HMAC_SHA1_80" | "AES_256_CM_HMAC_SHA1_32" => 62,
+                _ => 40,
+            };
+            assert_eq!(key.trim_end_matches('=').len(), expected, "{line}");
+            (tag, words[1].to_string())
+        })
+        .collect()
+}
+
+/// Sends RTP `seq` from `from` to `relay` until a packet arrives at `to` (the encrypted
+/// leg's key reaches the new relay with the party's answer, just after the move commits);
+/// returns what arrived, its source, and the packet sent.
+fn first_arrival(
+    from: &UdpSocket,
+    relay: SocketAddr,
+    to: &UdpSocket,
+    make: &mut dyn FnMut(u16) -> Vec<u8>,
+) -> (Vec<u8>, SocketAddr, u16) {
+    to.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    for seq in 0..25u16 {
+        from.send_to(&make(seq), relay).unwrap();
+        if let Ok((n, source)) = to.recv_from(&mut buf) {
+            return (buf[..n].to_vec(), source, seq);
+        }
+    }
+    panic!("no packet from {relay} arrived in 5 s");
+}
+
+/// The INVITEs (with SDP) a phone received so far, in order.
+fn invites(p: &SippProcess) -> Vec<String> {
+    p.received_so_far()
+        .into_iter()
+        .filter(|m| m.starts_with("INVITE ") && m.contains("m=audio "))
+        .collect()
+}
+
+/// The last INVITE a phone received after its first `seen` ones whose SDP names a port of
+/// `relay`, waiting up to 5 s for one (earlier INVITEs may name the same relay: a call that
+/// comes back to it).
+fn invite_naming(p: &SippProcess, relay: &Relay, seen: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = invites(p)
+            .into_iter()
+            .skip(seen)
+            .rfind(|m| relay.ports.contains(&sdp_media(m).port()));
+        if let Some(invite) = found {
+            return invite;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no INVITE naming {:?} after the first {seen}: {:#?}",
+            relay.ports,
+            p.received_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A callee on SDES through `relay`: checks that RTP flows both ways with exact payloads, the
+/// callee's side SRTP made and checked by libsrtp (its sessions `recv` keyed with the relay's
+/// key advertised under tag 5 in `at_callee`, `send` with [`CALLEE_SRTP_KEY`]), the caller's
+/// side plain; every packet through `relay`'s ports (`moved`: caller's, callee's). `first`
+/// is the first sequence number used.
+fn srtp_flows_to_the_callee(
+    c: &Call,
+    srtp: &mut anchorage_testkit::srtp::Libsrtp,
+    at_callee: &str,
+    moved: (SocketAddr, SocketAddr),
+    first: u16,
+) {
+    use anchorage_testkit::media::rtp;
+    let (suite, relay_key) = anchorage_testkit::srtp::crypto_key(at_callee, 5);
+    srtp.session("recv", "inbound", &suite, &relay_key);
+    srtp.session("send", "outbound", &suite, CALLEE_SRTP_KEY);
+    // Callee → caller: libsrtp's SRTP arrives at the caller as exactly the RTP protected (its
+    // key reaches the new relay with its answer, just after the move commits).
+    let (got, source, seq) = first_arrival(&c.callee_rtp, moved.1, &c.caller_rtp, &mut |seq| {
+        srtp.protect("send", false, &rtp(first + seq, 0xc0))
+    });
+    assert_eq!(source, moved.0, "through the new relay");
+    assert_eq!(got, rtp(first + seq, 0xc0), "decrypted to the exact RTP");
+    let mut buf = [0u8; 2048];
+    for seq in first + seq + 1..first + seq + 11 {
+        let sent = srtp.protect("send", false, &rtp(seq, 0xc0));
+        c.callee_rtp.send_to(&sent, moved.1).unwrap();
+        let (n, source) = c.caller_rtp.recv_from(&mut buf).expect("SRTP relayed");
+        assert_eq!((&buf[..n], source), (&rtp(seq, 0xc0)[..], moved.0));
+    }
+    // Caller → callee: plain RTP arrives as SRTP that libsrtp decrypts to the exact packet.
+    c.callee_rtp
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    for seq in first..first + 10 {
+        let plain = rtp(seq, 0xa0);
+        c.caller_rtp.send_to(&plain, moved.0).unwrap();
+        let (n, source) = c.callee_rtp.recv_from(&mut buf).expect("RTP relayed");
+        assert_eq!(source, moved.1, "through the new relay");
+        assert_eq!(n, plain.len() + 10, "an 80-bit tag");
+        assert_eq!(
+            srtp.unprotect("recv", false, &buf[..n]),
+            Ok(plain),
+            "libsrtp decrypts with the advertised key"
+        );
+    }
+}
+
+/// The relay's name in the proxy's configuration.
+fn name_of(relay: &Relay, a: &Relay) -> &'static str {
+    if std::ptr::eq(relay, a) {
+        "relay-a"
+    } else {
+        "relay-b"
+    }
+}
+
+#[test]
+fn one_call_moves_to_srtp_towards_the_callee_on_our_relays_is_drained_with_new_keys_and_back() {
+    let mut srtp =
+        anchorage_testkit::srtp::Libsrtp::start(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+    let a = relay();
+    let b = relay();
+    let p = proxy(&a, &b, "");
+    let c = call_with(&p, 0, "uac_reanchor_loop.xml", "uas_reanchor_srtp.xml");
+    let call_id = header(&c.invite_at_callee, "Call-ID").to_string();
+    let (first, other) = if a.ports.contains(&c.relay.0.port()) {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    // The seed's scenario on our relay alone: SRTP towards the callee only.
+    move_call(&p, &call_id, r#"{"callee": {"type": "RTP/SAVP"}}"#);
+    let at_callee = nth_received(&c.callee, "INVITE ", 2, Duration::from_secs(5));
+    assert!(at_callee.contains(" RTP/SAVP 0 101"), "{at_callee}");
+    assert_eq!(
+        crypto_lines(&at_callee),
+        [
+            (1, "AEAD_AES_256_GCM"),
+            (2, "AEAD_AES_128_GCM"),
+            (3, "AES_256_CM_HMAC_SHA1_80"),
+            (4, "AES_256_CM_HMAC_SHA1_32"),
+            (5, "AES_CM_128_HMAC_SHA1_80"),
+            (6, "AES_CM_128_HMAC_SHA1_32"),
+        ]
+        .map(|(t, s)| (t, s.to_string())),
+        "every suite the new relay offers, in rtpengine's order: {at_callee}"
+    );
+    let at_caller = invite_naming(&c.caller, other, 0);
+    assert!(
+        at_caller.contains(" RTP/AVP 0 101") && !at_caller.contains("a=crypto"),
+        "the caller stays plain: {at_caller}"
+    );
+    let moved = (sdp_media(&at_caller), sdp_media(&at_callee));
+    assert!(other.ports.contains(&moved.1.port()), "{at_callee}");
+    srtp_flows_to_the_callee(&c, &mut srtp, &at_callee, moved, 0);
+    assert!(!ng_list(first.ng).contains(&call_id), "old session deleted");
+
+    // A drain of the relay holding the SDES call: the re-INVITE gives the callee new keys
+    // from the new relay, and media goes on with them.
+    let seen = (invites(&c.caller).len(), invites(&c.callee).len());
+    let job = relay_action(&p, name_of(other, &a), "drain");
+    assert_done_failed(&finished_job(p.api, &job), 1, 0);
+    let drained = invite_naming(&c.callee, first, seen.1);
+    assert!(drained.contains(" RTP/SAVP 0 101"), "{drained}");
+    assert_eq!(crypto_lines(&drained), crypto_lines(&at_callee));
+    assert_ne!(
+        anchorage_testkit::srtp::crypto_key(&drained, 5),
+        anchorage_testkit::srtp::crypto_key(&at_callee, 5),
+        "new keys from the new relay"
+    );
+    let at_caller = invite_naming(&c.caller, first, seen.0);
+    let drained_to = (sdp_media(&at_caller), sdp_media(&drained));
+    srtp_flows_to_the_callee(&c, &mut srtp, &drained, drained_to, 1000);
+    assert!(!ng_list(other.ng).contains(&call_id), "drained");
+
+    // And back to plain RTP on the other relay, undrained.
+    relay_action(&p, name_of(other, &a), "undrain");
+    let seen = (invites(&c.caller).len(), invites(&c.callee).len());
+    move_call(&p, &call_id, r#"{"callee": {"type": "RTP/AVP"}}"#);
+    let at_callee = invite_naming(&c.callee, other, seen.1);
+    assert!(
+        at_callee.contains(" RTP/AVP 0 101") && !at_callee.contains("a=crypto"),
+        "{at_callee}"
+    );
+    let at_caller = invite_naming(&c.caller, other, seen.0);
+    let back = (sdp_media(&at_caller), sdp_media(&at_callee));
+    rtp_flows(&c.caller_rtp, back.0, &c.callee_rtp, back.1, 0x7171);
+    rtp_flows(&c.callee_rtp, back.1, &c.caller_rtp, back.0, 0x7272);
+    assert!(
+        !ng_list(first.ng).contains(&call_id),
+        "SRTP session deleted"
+    );
+    assert!(!p.daemon.log().contains("panicked"));
 }

@@ -84,8 +84,7 @@ fn datagram(cookie: &str, request: &Value) -> Vec<u8> {
 // ---- the relay under test --------------------------------------------------------------------
 
 /// An even port with `2 * pairs` consecutive UDP ports free on 127.0.0.1, below the kernel's
-/// ephemeral range (so no other test's `bind(0)` lands in it) and away from the ranges the
-/// other system tests give rtpengine (20000–29999) and our relay (50000–59999).
+/// ephemeral range (so no other test's `bind(0)` lands in it).
 fn port_block(pairs: u16) -> u16 {
     let count = 2 * pairs;
     for _ in 0..500 {
@@ -1175,95 +1174,11 @@ fn ice_force_answers_the_parties_connectivity_checks_and_media_still_flows() {
 
 // ---- 11. SDES-SRTP, checked with libsrtp ------------------------------------------------------
 
-/// A party's SRTP made by an independent implementation: libsrtp through the PyPI package
-/// `pylibsrtp` (`tests/srtp_peer.py`), run from the repository's `.venv`, which `scripts/test`
-/// creates. Without it the test fails and says how to get it.
-struct Libsrtp {
-    child: std::process::Child,
-    input: std::process::ChildStdin,
-    output: std::io::BufReader<std::process::ChildStdout>,
-}
+use anchorage_testkit::srtp::{crypto_key, Libsrtp};
 
-impl Libsrtp {
-    fn start() -> Libsrtp {
-        use std::io::BufRead;
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join(".venv/bin/python");
-        let how = "pylibsrtp (PyPI) is needed in .venv: run scripts/test, which creates it, or \
-                   `python3 -m venv .venv && .venv/bin/pip install pylibsrtp`";
-        assert!(python.exists(), "{} is missing. {how}", python.display());
-        let mut child = Command::new(&python)
-            .arg(root.join("tests/srtp_peer.py"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}. {how}", python.display()));
-        let input = child.stdin.take().expect("stdin");
-        let mut output = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut ready = String::new();
-        output.read_line(&mut ready).expect("the peer's first line");
-        assert!(ready.starts_with("ready "), "{ready:?}. {how}");
-        Libsrtp {
-            child,
-            input,
-            output,
-        }
-    }
-
-    fn ask(&mut self, command: &str) -> Result<Vec<u8>, String> {
-        use std::io::{BufRead, Write};
-        writeln!(self.input, "{command}").expect("write to the peer");
-        let mut line = String::new();
-        self.output.read_line(&mut line).expect("the peer's answer");
-        let line = line.trim_end();
-        match line.strip_prefix("ok") {
-            Some(hex) => Ok(unhex(hex.trim())),
-            None => Err(line.to_owned()),
-        }
-    }
-
-    /// A session `name` with `key` (base64 key‖salt of `suite`): `outbound` protects what the
-    /// party sends, `inbound` unprotects what it receives.
-    fn session(&mut self, name: &str, direction: &str, suite: &str, key: &str) {
-        self.ask(&format!("session {name} {direction} {suite} {key}"))
-            .unwrap_or_else(|e| panic!("libsrtp session {name}: {e}"));
-    }
-
-    fn protect(&mut self, name: &str, rtcp: bool, packet: &[u8]) -> Vec<u8> {
-        let kind = if rtcp { "rtcp" } else { "rtp" };
-        self.ask(&format!("protect {name} {kind} {}", hex(packet)))
-            .unwrap_or_else(|e| panic!("libsrtp protect: {e}"))
-    }
-
-    fn unprotect(&mut self, name: &str, rtcp: bool, packet: &[u8]) -> Result<Vec<u8>, String> {
-        let kind = if rtcp { "rtcp" } else { "rtp" };
-        self.ask(&format!("unprotect {name} {kind} {}", hex(packet)))
-    }
-}
-
-impl Drop for Libsrtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-use anchorage_testkit::media::{hex, unhex};
-
-/// The `inline:` key of the `a=crypto` line tagged `tag`.
-fn crypto_key(sdp: &str, tag: u32) -> (String, String) {
-    let prefix = format!("a=crypto:{tag} ");
-    let line = sdp
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no a=crypto:{tag} in\n{sdp}"));
-    let mut words = line.split(' ');
-    let suite = words.next().expect("suite").to_owned();
-    let key = words
-        .next()
-        .and_then(|k| k.strip_prefix("inline:"))
-        .expect("inline key");
-    (suite, key.split('|').next().unwrap_or(key).to_owned())
+/// The libsrtp peer of this repository (`tests/srtp_peer.py` in `.venv`).
+fn libsrtp() -> Libsrtp {
+    Libsrtp::start(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// An SDES party's SDP at `ip:port` offering or answering `a=crypto:<tag> <suite> inline:<key>`.
@@ -1317,7 +1232,7 @@ fn srtp_counter(reply: &Reply, tag: &str, counter: &str) -> i64 {
 
 #[test]
 fn plain_caller_and_sdes_callee_exchange_libsrtp_packets_through_the_relay() {
-    let mut peer = Libsrtp::start();
+    let mut peer = libsrtp();
     let metrics = SocketAddr::new(LOCALHOST, anchorage_testkit::free_port(LOCALHOST));
     let relay = Relay::start(4, &["--metrics", &metrics.to_string()]);
     let call = CallIds::new("sdes-b");
@@ -1397,10 +1312,22 @@ fn plain_caller_and_sdes_callee_exchange_libsrtp_packets_through_the_relay() {
         let (status, body) = anchorage_testkit::http(metrics, "GET", "/metrics", "");
         assert_eq!(status, 200);
         let has = |line: &str| body.lines().any(|l| l == line);
+        // And by kind of leg: B's is an SDES leg on AES_CM_128_HMAC_SHA1_80.
+        let b_leg = |outcome: &str, value: u64| {
+            has(&format!(
+                "anchorage_relay_srtp_leg_packets_total{{keying=\"sdes\",\
+                 suite=\"AES_CM_128_HMAC_SHA1_80\",outcome=\"{outcome}\"}} {value}"
+            ))
+        };
         if has("anchorage_relay_srtp_decrypted_packets_total 7")
             && has("anchorage_relay_srtp_encrypted_packets_total 6")
             && has("anchorage_relay_srtp_auth_failures_total 1")
             && has("anchorage_relay_srtp_replayed_packets_total 1")
+            && b_leg("decrypted", 7)
+            && b_leg("encrypted", 6)
+            && b_leg("auth_failure", 1)
+            && b_leg("replayed", 1)
+            && b_leg("failed", 0)
         {
             break;
         }
@@ -1411,7 +1338,7 @@ fn plain_caller_and_sdes_callee_exchange_libsrtp_packets_through_the_relay() {
 
 #[test]
 fn sdes_caller_and_plain_callee_exchange_libsrtp_packets_through_the_relay() {
-    let mut peer = Libsrtp::start();
+    let mut peer = libsrtp();
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("sdes-a");
     let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
@@ -1457,7 +1384,7 @@ fn sdes_caller_and_plain_callee_exchange_libsrtp_packets_through_the_relay() {
 
 #[test]
 fn sdes_on_both_legs_is_decrypted_and_encrypted_again_with_other_keys() {
-    let mut peer = Libsrtp::start();
+    let mut peer = libsrtp();
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("sdes-ab");
     let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
@@ -1504,7 +1431,7 @@ fn sdes_on_both_legs_is_decrypted_and_encrypted_again_with_other_keys() {
 
 #[test]
 fn a_reoffer_with_a_new_key_is_followed_at_once() {
-    let mut peer = Libsrtp::start();
+    let mut peer = libsrtp();
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("sdes-rekey");
     let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
@@ -1552,21 +1479,29 @@ fn a_reoffer_with_a_new_key_is_followed_at_once() {
     assert_eq!(arrival(&b.rtp, for_b, "under the new key"), plain);
 }
 
+/// A plain offer from A, B's plain answer with `transport-protocol RTP/SAVP` (the offerer's
+/// leg made SDES in the answer, as OpenSIPS asks); returns A, B, the SDPs for B and for A.
+fn srtp_asked_in_the_answer(relay: &Relay, call: &CallIds) -> (Endpoint, Endpoint, String, String) {
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let to_b = relay.offer(call, &ua_sdp(a.ip(), a.port(), 1, ""), &[]);
+    let to_a = relay.answer(
+        call,
+        &ua_sdp(b.ip(), b.port(), 1, ""),
+        &[("transport-protocol", text("RTP/SAVP"))],
+    );
+    assert!(to_b.contains(" RTP/AVP 0\n"), "{to_b}");
+    assert!(to_a.contains(" RTP/SAVP 0\n"), "{to_a}");
+    (a, b, to_b, to_a)
+}
+
 #[test]
 fn the_protocol_change_in_the_answer_makes_a_working_encrypted_leg() {
     // As OpenSIPS sends it: the offerer's leg becomes SRTP in the `answer`; its next SDP
     // (its answer to the re-INVITE, sent to the relay as its re-offer) brings its key.
-    let mut peer = Libsrtp::start();
+    let mut peer = libsrtp();
     let relay = Relay::start(4, &[]);
     let call = CallIds::new("sdes-in-answer");
-    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
-    let to_b = relay.offer(&call, &ua_sdp(a.ip(), a.port(), 1, ""), &[]);
-    let to_a = relay.answer(
-        &call,
-        &ua_sdp(b.ip(), b.port(), 1, ""),
-        &[("transport-protocol", text("RTP/SAVP"))],
-    );
-    assert!(to_a.contains(" RTP/SAVP 0\n"), "{to_a}");
+    let (a, b, to_b, to_a) = srtp_asked_in_the_answer(&relay, &call);
     let (suite, relay_key) = crypto_key(&to_a, 5);
     let a_key = b64_key(30, 0xa6);
     let reoffer = relay.request(&[
@@ -1589,4 +1524,149 @@ fn the_protocol_change_in_the_answer_makes_a_working_encrypted_leg() {
     b.rtp.send_to(&plain, (LOCALHOST, for_b)).unwrap();
     let secured = arrival(&a.rtp, for_a, "B's RTP at A");
     assert_eq!(peer.unprotect("a_recv", false, &secured), Ok(plain));
+}
+
+#[test]
+fn under_opensips_the_callee_made_sdes_in_the_answer_is_half_keyed_until_its_sdp_comes() {
+    // OpenSIPS 3.5.9's rtp_relay_update_callid with {"callee":{"type":"SRTP"}}, as measured
+    // (../shared/reference/opensips-reanchor-measured.md) and as its source reads
+    // (modules/rtp_relay/rtp_relay_ctx.c): `offer` of the callee's last SDP with the tags
+    // reversed (here A is the callee), the caller's 200 as `answer` with `transport-protocol`
+    // for the callee, and the callee's 200 to its re-INVITE never handed to the relay. The
+    // relay gives the callee every suite and encrypts with the first; a callee that takes the
+    // first line hears the caller; what the callee sends cannot be decrypted (its key is in
+    // the SDP OpenSIPS keeps to itself): dropped and counted, never relayed in clear.
+    let mut peer = libsrtp();
+    let relay = Relay::start(4, &[]);
+    let call = CallIds::new("opensips-srtp");
+    let (callee, caller, to_caller, to_callee) = srtp_asked_in_the_answer(&relay, &call);
+    let (suite, relay_key) = crypto_key(&to_callee, 1);
+    assert_eq!(suite, "AEAD_AES_256_GCM");
+    let (for_callee, for_caller) = (media_port(&to_callee), media_port(&to_caller));
+    peer.session("callee_recv", "inbound", &suite, &relay_key);
+    peer.session("callee_send", "outbound", &suite, &b64_key(44, 0xa7));
+    let plain = rtp(1, 0xb7);
+    caller.rtp.send_to(&plain, (LOCALHOST, for_caller)).unwrap();
+    let secured = arrival(&callee.rtp, for_callee, "the caller's RTP at the callee");
+    assert_eq!(peer.unprotect("callee_recv", false, &secured), Ok(plain));
+    let sent = peer.protect("callee_send", false, &rtp(1, 0xa7));
+    callee.rtp.send_to(&sent, (LOCALHOST, for_callee)).unwrap();
+    silent(&caller.rtp, "the callee's SRTP before its key is known");
+    let query = relay.query(&call.id);
+    assert_eq!(srtp_counter(&query, &call.a, "other failures"), 1);
+    assert_eq!(srtp_counter(&query, &call.a, "decrypted packets"), 0);
+}
+
+// ---- 12. Interop: our relay and rtpengine on the two sides of an SRTP hop -------------------
+
+impl Relay {
+    /// Debian's rtpengine in userspace on loopback (`anchorage_testkit::media::rtpengine`),
+    /// driven through the same ng helpers.
+    fn rtpengine() -> Relay {
+        let (daemon, ng, ports) = anchorage_testkit::media::rtpengine_with_ports();
+        let relay = Relay {
+            daemon,
+            ng: SocketAddr::new(LOCALHOST, ng),
+            client: UdpSocket::bind((LOCALHOST, 0)).unwrap(),
+            port_min: *ports.start(),
+            port_max: *ports.end(),
+        };
+        assert_eq!(
+            relay.request(&[("command", text("ping"))]).outcome,
+            Outcome::Pong
+        );
+        relay
+    }
+}
+
+/// A call from plain A through `first` (which makes the hop SRTP) and `second` (which makes it
+/// plain again) to plain B: every SDP checked for its profile and keys, then 10 RTP packets
+/// each way arrive with exact payloads at the far ends from the advertised ports. Returns the
+/// SDP of the hop as `first` offered it and as `second` answered it.
+fn srtp_hop(first: &Relay, second: &Relay, name: &str) -> (String, String) {
+    let call = CallIds::new(name);
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let savp = [("transport-protocol", text("RTP/SAVP"))];
+    let avp = [("transport-protocol", text("RTP/AVP"))];
+    let hop = first.offer(&call, &ua_sdp(a.ip(), a.port(), 1, ""), &savp);
+    assert!(
+        hop.contains(" RTP/SAVP 0") && hop.contains("a=crypto:"),
+        "{hop}"
+    );
+    let to_b = second.offer(&call, &hop, &avp);
+    assert!(
+        to_b.contains(" RTP/AVP 0") && !to_b.contains("a=crypto"),
+        "{to_b}"
+    );
+    let hop_back = second.answer(&call, &ua_sdp(b.ip(), b.port(), 1, ""), &[]);
+    assert_eq!(
+        hop_back.matches("a=crypto:").count(),
+        1,
+        "one line answered: {hop_back}"
+    );
+    let to_a = first.answer(&call, &hop_back, &[]);
+    assert!(
+        to_a.contains(" RTP/AVP 0") && !to_a.contains("a=crypto"),
+        "{to_a}"
+    );
+    let (for_a, for_b) = (media_port(&to_a), media_port(&to_b));
+    assert!(first.in_range(for_a) && second.in_range(for_b));
+    for seq in 0..10 {
+        relays(&a.rtp, &rtp(seq, 0xa8), for_a, &b.rtp, for_b);
+        relays(&b.rtp, &rtp(seq, 0xb8), for_b, &a.rtp, for_a);
+    }
+    (hop, hop_back)
+}
+
+#[test]
+fn our_relay_encrypts_an_srtp_hop_that_rtpengine_decrypts_and_back() {
+    let ours = Relay::start(4, &[]);
+    let engine = Relay::rtpengine();
+    let (_, answered) = srtp_hop(&ours, &engine, "interop-ours-first");
+    // rtpengine took the first suite our relay offered.
+    assert!(
+        answered.contains("a=crypto:1 AEAD_AES_256_GCM inline:"),
+        "{answered}"
+    );
+    // Our relay really encrypted and decrypted the hop (its callee side).
+    let (query, hop) = srtp_leg(&ours);
+    assert_eq!(srtp_counter(&query, &hop, "encrypted packets"), 10);
+    assert_eq!(srtp_counter(&query, &hop, "decrypted packets"), 10);
+}
+
+/// The only call on `relay`: its `query` and the tag of its one SRTP leg.
+fn srtp_leg(relay: &Relay) -> (Reply, String) {
+    let call_id = relay.list().pop().expect("the call");
+    let query = relay.query(&call_id);
+    let tags: Vec<String> = query
+        .tags
+        .iter()
+        .flatten()
+        .map(|(tag, _)| tag.clone())
+        .filter(|tag| media_value(&query, tag, "SRTP").is_some())
+        .collect();
+    assert_eq!(tags.len(), 1, "one SRTP leg: {query:?}");
+    let tag = tags[0].clone();
+    (query, tag)
+}
+
+#[test]
+fn rtpengine_encrypts_an_srtp_hop_that_our_relay_decrypts_and_back() {
+    let engine = Relay::rtpengine();
+    let ours = Relay::start(4, &[]);
+    let (offered, answered) = srtp_hop(&engine, &ours, "interop-engine-first");
+    // Our relay answered rtpengine's first line with its own key.
+    let first_line = offered
+        .lines()
+        .find(|l| l.starts_with("a=crypto:"))
+        .and_then(|l| l.split(" inline:").next())
+        .unwrap_or_else(|| panic!("{offered}"))
+        .to_string();
+    assert!(
+        answered.contains(&format!("{first_line} inline:")),
+        "{first_line}\n{answered}"
+    );
+    let (query, hop) = srtp_leg(&ours);
+    assert_eq!(srtp_counter(&query, &hop, "decrypted packets"), 10);
+    assert_eq!(srtp_counter(&query, &hop, "encrypted packets"), 10);
 }

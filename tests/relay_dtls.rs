@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout};
 use std::time::Duration;
 
 use anchorage_ng::{decode_reply, encode_document, Dict, Encoding, Outcome, Reply, Value};
@@ -28,16 +28,8 @@ const HOW: &str = "aiortc (PyPI) is needed in .venv: run scripts/test, which cre
 impl Peer {
     fn start() -> Peer {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = root.join(".venv/bin/python");
-        assert!(python.exists(), "{} is missing. {HOW}", python.display());
-        let mut child = Command::new(&python)
-            .arg(root.join("tests/dtls_peer.py"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}. {HOW}", python.display()));
-        let input = child.stdin.take().expect("stdin");
-        let output = BufReader::new(child.stdout.take().expect("stdout"));
+        let (child, input, output) =
+            anchorage_testkit::srtp::venv_python(root, "tests/dtls_peer.py", HOW);
         let mut peer = Peer {
             child,
             input,
@@ -299,6 +291,21 @@ fn a_webrtc_peer_completes_ice_and_dtls_and_exchanges_exact_rtp_with_a_plain_par
         metric(metrics, "anchorage_relay_srtp_decrypted_packets_total"),
         6
     );
+    // The same by kind of leg: all of it on a DTLS-keyed leg, none on SDES.
+    let by_kind = |outcome: &str| {
+        let (_, body) = http(metrics, "GET", "/metrics", "");
+        let sum = |keying: &str| -> u64 {
+            let prefix = format!("anchorage_relay_srtp_leg_packets_total{{keying=\"{keying}\",");
+            let outcome = format!(",outcome=\"{outcome}\"}} ");
+            body.lines()
+                .filter(|l| l.starts_with(&prefix))
+                .filter_map(|l| l.split_once(&outcome)?.1.parse::<u64>().ok())
+                .sum()
+        };
+        (sum("dtls"), sum("sdes"))
+    };
+    assert_eq!(by_kind("decrypted"), (6, 0));
+    assert_eq!(by_kind("encrypted"), (6, 0));
 }
 
 #[test]
@@ -320,4 +327,94 @@ fn a_wrong_fingerprint_fails_the_handshake_and_is_counted() {
     assert!(leg_counter(&query, "webrtc", "DTLS", "wrong fingerprint") >= 1);
     assert_eq!(leg_counter(&query, "webrtc", "DTLS", "handshakes"), 0);
     assert!(metric(metrics, "anchorage_relay_dtls_wrong_fingerprint_total") >= 1);
+}
+
+/// Sends `packet` from the peer until it arrives at the plain party `b` (the first may come
+/// before the relay has the keys): what arrived, if anything did after 10 tries.
+fn peer_to(peer: &mut Peer, b: &UdpSocket, packet: &[u8]) -> Option<Vec<u8>> {
+    for _ in 0..10 {
+        peer.send(packet);
+        if let Some(arrived) = relay_to_b(b) {
+            return Some(arrived);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_dtls_leg_moved_to_another_relay_gets_its_fingerprint_and_media_goes_on() {
+    // What a move does to a DTLS leg (the proxy replays the party's last offer on the new
+    // relay and re-INVITEs it with the new relay's SDP): the new relay has its own certificate,
+    // so the party is given a new fingerprint, runs ICE and DTLS again with it, and media
+    // flows. The party is aiortc's transports made anew (aiortc has no ICE restart).
+    let mut peer = Peer::start();
+    let offer = peer.offer.clone();
+    let (first, _, b, for_b, to_peer) = call(&offer);
+    assert_eq!(peer.answer(&to_peer), "connected", "{}", first.daemon.log());
+    let packet = rtp(1, &[1; 160]);
+    assert_eq!(
+        peer_to(&mut peer, &b, &packet),
+        Some(packet),
+        "through the first relay"
+    );
+    let fingerprint = |sdp: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim().strip_prefix("a=fingerprint:sha-256 "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no fingerprint in {sdp}"))
+    };
+    // The move: the party's offer replayed on the second relay, the plain party's answer.
+    let (second, metrics, b2, for_b2, moved) = call(&offer);
+    assert_ne!(
+        fingerprint(&moved),
+        fingerprint(&to_peer),
+        "the new relay's own fingerprint"
+    );
+    assert!(moved.contains("a=setup:active"), "{moved}");
+    drop(first);
+    // The party takes the re-INVITE: new transports, and its answer (new ICE credentials and
+    // port, the same fingerprint) goes to the new relay as its re-offer, as the proxy sends it
+    // when the move commits.
+    let line = peer.ask(&format!("restart {}", base64_encode(moved.as_bytes())));
+    let answer = line
+        .strip_prefix("offer ")
+        .map(|b| String::from_utf8(base64_decode(b)).expect("SDP text"))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(
+        fingerprint(&answer),
+        fingerprint(&offer),
+        "same certificate"
+    );
+    let to_b2 = sdp_of(&ng(
+        &second,
+        &[
+            ("command", "offer"),
+            ("call-id", "dtls-call"),
+            ("from-tag", "webrtc"),
+            ("to-tag", "plain"),
+            ("sdp", &answer),
+            ("ICE", "force"),
+            ("transport-protocol", "RTP/AVP"),
+        ],
+    ));
+    assert_eq!(media_port(&to_b2), for_b2, "the plain party's port stays");
+    assert_eq!(peer.read(), "connected", "{}", second.daemon.log());
+    for seq in 2..=6u16 {
+        let packet = rtp(seq, &[seq as u8; 160]);
+        assert_eq!(
+            peer_to(&mut peer, &b2, &packet),
+            Some(packet),
+            "peer -> plain party through the second relay"
+        );
+        let back = rtp(seq, &[0xb0; 160]);
+        b2.send_to(&back, (LOCALHOST, for_b2)).unwrap();
+        assert_eq!(peer.recv(2000), Some(back), "plain party -> peer");
+    }
+    let _ = for_b;
+    // One handshake on the new relay (its /metrics are refreshed once a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while metric(metrics, "anchorage_relay_dtls_handshakes_total") != 1 {
+        assert!(std::time::Instant::now() < deadline, "no handshake counted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -24,6 +24,13 @@
 //!        rtpload --ng 127.0.0.1:2223 --ping [--timeout-ms 200]
 //! Prints progress on stderr and one `RESULT key=value ...` line on stdout (also as JSON with
 //! `--json FILE`). Loopback addresses only.
+//!
+//! With `--srtp`, side B is an SDES-SRTP party (RFC 4568) and side A stays plain: the offer
+//! asks for `transport-protocol RTP/SAVP`, B answers the relay's `AES_CM_128_HMAC_SHA1_80`
+//! line with a key of its own, B's packets are SRTP-protected before they are sent and what B
+//! receives is authenticated and decrypted (with the relay's key) before it is checked, so the
+//! relay decrypts one direction and encrypts the other. SRTP is done by `anchorage-relay`'s
+//! `SrtpSession` (rtc-srtp, byte-identical to libsrtp); its cost is on the generator's core.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -32,6 +39,9 @@ use std::mem;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
+
+use anchorage_relay::srtp::SrtpSession;
+use anchorage_relay::{MasterKey, SrtpKey, SrtpSuite};
 
 // ---------------------------------------------------------------------------------------------
 // bencode
@@ -259,6 +269,79 @@ fn sdp_for(ip: Ipv4Addr, port: u16, sess: u64) -> String {
     )
 }
 
+/// The SRTP suite B takes from the relay's offer.
+const SDES_SUITE: &str = "AES_CM_128_HMAC_SHA1_80";
+
+/// B's SDES answer: `RTP/SAVP` with `a=crypto:<tag> AES_CM_128_HMAC_SHA1_80 inline:<key>`.
+fn sdes_sdp_for(ip: Ipv4Addr, port: u16, sess: u64, tag: &str, key: &[u8]) -> String {
+    format!(
+        "v=0\r\no=rtpload {sess} 1 IN IP4 {ip}\r\ns=rtpload\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n\
+         a=crypto:{tag} {SDES_SUITE} inline:{}\r\n",
+        base64(key)
+    )
+}
+
+/// The tag and key of the relay's `a=crypto` line for [`SDES_SUITE`] in an SDP.
+fn sdes_line(sdp: &str) -> Option<(String, Vec<u8>)> {
+    sdp.lines().find_map(|line| {
+        let mut words = line
+            .trim_end_matches('\r')
+            .strip_prefix("a=crypto:")?
+            .split(' ');
+        let tag = words.next()?;
+        if words.next()? != SDES_SUITE {
+            return None;
+        }
+        let key = words.next()?.strip_prefix("inline:")?.split('|').next()?;
+        Some((tag.to_string(), unbase64(key)?))
+    })
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Base64 without padding, as SDES keys are written.
+fn base64(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Base64 with or without padding.
+fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.trim_end_matches('=').bytes() {
+        bits = bits << 6 | B64.iter().position(|b| *b == c)? as u32;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// An SRTP session for [`SDES_SUITE`] with `key_and_salt`.
+fn srtp_session(key_and_salt: &[u8]) -> Option<SrtpSession> {
+    let suite = SrtpSuite::AesCm128HmacSha1_80;
+    let master = MasterKey::new(suite, key_and_salt).ok()?;
+    Some(SrtpSession::new(SrtpKey {
+        suite,
+        master,
+        lifetime: None,
+    }))
+}
+
 /// The media address of the first audio stream: its m= port and the c= address that applies to
 /// it (media level, else session level).
 fn sdp_media_addr(sdp: &str) -> Option<SocketAddrV4> {
@@ -422,6 +505,7 @@ struct Args {
     label: String,
     ping: bool,
     timeout_ms: u64,
+    srtp: bool,
 }
 
 fn usage() -> ! {
@@ -429,6 +513,7 @@ fn usage() -> ! {
         "usage: rtpload --ng IP:PORT --calls N --duration SECONDS [--a-ip 127.0.0.2] [--b-ip 127.0.0.3]\n\
          \x20              [--port-base 50000] [--ptime-ms 20] [--payload 160] [--drain-ms 1000]\n\
          \x20              [--warmup 1] [--watch-pid PID] [--json FILE] [--label NAME] [--timeout-ms 1000]\n\
+         \x20              [--srtp]\n\
          \x20      rtpload --ng IP:PORT --ping [--timeout-ms 200]"
     );
     std::process::exit(2)
@@ -451,11 +536,16 @@ fn parse_args() -> Args {
         label: "relay".into(),
         ping: false,
         timeout_ms: 1000,
+        srtp: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         if k == "--ping" {
             a.ping = true;
+            continue;
+        }
+        if k == "--srtp" {
+            a.srtp = true;
             continue;
         }
         if k == "-h" || k == "--help" {
@@ -683,6 +773,10 @@ fn main() {
     let t_setup = Instant::now();
     let mut consecutive_failures = 0u32; // commands without any reply, in a row
     let mut offered = vec![false; n]; // calls the relay created (to delete at the end)
+                                      // With --srtp: B's sessions, by socket: srtp_out[2i+1] protects what B sends (B's key),
+                                      // srtp_in[2i+1] unprotects what B receives (the relay's key). A's stay None.
+    let mut srtp_out: Vec<Option<SrtpSession>> = (0..2 * n).map(|_| None).collect();
+    let mut srtp_in: Vec<Option<SrtpSession>> = (0..2 * n).map(|_| None).collect();
     eprintln!("[{label}] setting up {n} calls over ng {}", args.ng);
     for i in 0..n {
         if consecutive_failures >= 3 {
@@ -691,18 +785,27 @@ fn main() {
             continue;
         }
         let (la, lb) = (local[2 * i], local[2 * i + 1]);
-        let offer = dict(vec![
+        let mut offer = vec![
             ("command", s("offer")),
             ("call-id", s(&call_id(i))),
             ("from-tag", s(&format!("a{i}"))),
             ("sdp", s(&sdp_for(*la.ip(), la.port(), 1000 + i as u64))),
             ("replace", B::L(vec![s("origin"), s("session-connection")])),
             ("ICE", s("remove")),
-        ]);
-        let r = ng.command(&offer).and_then(|r| {
-            get_str(&r, "sdp")
-                .and_then(|x| sdp_media_addr(&x))
-                .ok_or_else(|| "offer reply without usable SDP".to_string())
+        ];
+        if args.srtp {
+            offer.push(("transport-protocol", s("RTP/SAVP")));
+        }
+        let mut relay_line = None;
+        let r = ng.command(&dict(offer)).and_then(|r| {
+            let sdp = get_str(&r, "sdp").unwrap_or_default();
+            if args.srtp {
+                relay_line = sdes_line(&sdp);
+                if relay_line.is_none() {
+                    return Err(format!("offer reply without an {SDES_SUITE} a=crypto line"));
+                }
+            }
+            sdp_media_addr(&sdp).ok_or_else(|| "offer reply without usable SDP".to_string())
         });
         let b_dst = match r {
             Ok(x) => x,
@@ -718,12 +821,24 @@ fn main() {
             }
         };
         offered[i] = true;
+        let b_sdp = match &relay_line {
+            Some((tag, relay_key)) => {
+                // B's own key: 30 bytes that differ per call.
+                let b_key: Vec<u8> = (0..30u8)
+                    .map(|j| j.wrapping_mul(31) ^ (i as u8) ^ ((i >> 8) as u8).rotate_left(3))
+                    .collect();
+                srtp_out[2 * i + 1] = srtp_session(&b_key);
+                srtp_in[2 * i + 1] = srtp_session(relay_key);
+                sdes_sdp_for(*lb.ip(), lb.port(), 2000 + i as u64, tag, &b_key)
+            }
+            None => sdp_for(*lb.ip(), lb.port(), 2000 + i as u64),
+        };
         let answer = dict(vec![
             ("command", s("answer")),
             ("call-id", s(&call_id(i))),
             ("from-tag", s(&format!("a{i}"))),
             ("to-tag", s(&format!("b{i}"))),
-            ("sdp", s(&sdp_for(*lb.ip(), lb.port(), 2000 + i as u64))),
+            ("sdp", s(&b_sdp)),
             ("replace", B::L(vec![s("origin"), s("session-connection")])),
             ("ICE", s("remove")),
         ]);
@@ -815,6 +930,7 @@ fn main() {
     let mut misrouted = 0u64;
     let mut foreign = 0u64;
     let mut recv_err = 0u64;
+    let mut srtp_failures = 0u64;
     let mut send_err = 0u64;
     let mut late_slots = 0u64;
     let mut no_kernel_ts = 0u64;
@@ -895,8 +1011,21 @@ fn main() {
                             realtime_ns()
                         }
                     };
-                    let b = &rbuf[..rx.len];
-                    if rx.len < 28 || u32::from_be_bytes(b[20..24].try_into().unwrap()) != MAGIC {
+                    let decrypted;
+                    let b = match srtp_in[k].as_mut() {
+                        Some(session) => match session.unprotect(&rbuf[..rx.len], false) {
+                            Ok(plain) => {
+                                decrypted = plain;
+                                &decrypted[..]
+                            }
+                            Err(_) => {
+                                srtp_failures += 1;
+                                continue;
+                            }
+                        },
+                        None => &rbuf[..rx.len],
+                    };
+                    if b.len() < 28 || u32::from_be_bytes(b[20..24].try_into().unwrap()) != MAGIC {
                         foreign += 1;
                         continue;
                     }
@@ -943,7 +1072,22 @@ fn main() {
                 pkt[8..12].copy_from_slice(&(0x1000_0000u32 + st as u32).to_be_bytes());
                 pkt[12..20].copy_from_slice(&realtime_ns().to_be_bytes());
                 pkt[24..28].copy_from_slice(&(st as u32).to_be_bytes());
-                match socks[st].send_to(&pkt, d) {
+                let protected;
+                let wire = match srtp_out[st].as_mut() {
+                    Some(session) => match session.protect(&pkt, false) {
+                        Ok(p) => {
+                            protected = p;
+                            &protected[..]
+                        }
+                        Err(_) => {
+                            srtp_failures += 1;
+                            seq[st] = seq[st].wrapping_add(1);
+                            continue;
+                        }
+                    },
+                    None => &pkt[..],
+                };
+                match socks[st].send_to(wire, d) {
                     Ok(_) => {
                         sent[st] += 1;
                         sent_total += 1;
@@ -1090,6 +1234,8 @@ fn main() {
         ("misrouted", misrouted.to_string()),
         ("foreign", foreign.to_string()),
         ("recv_errors", recv_err.to_string()),
+        ("srtp", u8::from(args.srtp).to_string()),
+        ("srtp_failures", srtp_failures.to_string()),
         ("no_kernel_ts", no_kernel_ts.to_string()),
         ("delay_p50_us", p(0.5)),
         ("delay_p99_us", p(0.99)),

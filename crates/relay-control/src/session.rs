@@ -48,6 +48,11 @@ pub struct Stream {
     /// How the relay carries the stream towards each side: plain RTP, SDES-SRTP it
     /// encrypts, or untouched.
     pub transport: [Transport; 2],
+    /// The transport the relay's last offer gave each side: what that side's answer is
+    /// checked against. It can differ from `transport` once the side answered plain RTP to
+    /// SRTP, and a later answer of the same side (a proxy that replayed the side's previous
+    /// SDP while it re-INVITEs it, then sends its real answer) may still take the SRTP offered.
+    pub offered: [Transport; 2],
     /// The SDES keys per side (used when that side's transport is SDES).
     pub sdes: [SdesParty; 2],
     /// The DTLS roles and fingerprints per side (used when that side's transport is DTLS).

@@ -203,18 +203,24 @@ fn plain_offerer_and_sdes_answerer_with_the_protocol_in_the_offer() {
             p + 1
         )
     );
-    let bob = keys_in(&actions, Side::B).unwrap();
+    bob_keyed_on_tag_5(&actions, 0xb0, &offered_keys);
+}
+
+/// Bob's leg is SRTP on AES_CM_128_HMAC_SHA1_80: his key (30 bytes of `bob_key`) decrypts,
+/// the relay's key offered under tag 5 (`offered[4]`) encrypts; Alice's leg is plain.
+fn bob_keyed_on_tag_5(actions: &[MediaAction], bob_key: u8, offered: &[Vec<u8>]) {
+    let bob = keys_in(actions, Side::B).expect("Bob's leg is SRTP");
     let inbound = bob.inbound.unwrap();
     assert_eq!(inbound.suite, SrtpSuite::AesCm128HmacSha1_80);
-    assert_eq!(inbound.master.as_bytes(), &[0xb0; 30]);
+    assert_eq!(inbound.master.as_bytes(), &[bob_key; 30]);
     let outbound = bob.outbound.unwrap();
     assert_eq!(outbound.suite, SrtpSuite::AesCm128HmacSha1_80);
     assert_eq!(
         outbound.master.as_bytes(),
-        &offered_keys[4][..],
+        &offered[4][..],
         "the key written under tag 5"
     );
-    assert_eq!(keys_in(&actions, Side::A), None);
+    assert_eq!(keys_in(actions, Side::A), None);
 }
 
 #[test]
@@ -484,15 +490,59 @@ fn keys_the_relay_cannot_honour_are_refused_with_a_reason() {
         "{through}"
     );
     assert!(through.contains("a=setup:actpass\r\n"), "{through}");
-    // An answerer offered plain RTP may not answer with SDES.
+}
+
+#[test]
+fn a_move_that_makes_the_callee_sdes_takes_its_real_answer_after_the_replayed_one() {
+    // A proxy moving a call to this relay with SRTP towards the callee: the offer asks for
+    // RTP/SAVP, the answer replays the callee's previous (plain) SDP, and the callee's real
+    // answer to the re-INVITE, with its key, follows as a second answer.
     let mut relay = new_relay();
-    sdp_of(&relay.send(offer("alice", None, ALICE_PLAIN)).0);
-    let reason = error_of(
+    let (reply, _) = relay.send(with(
+        offer("alice", None, ALICE_PLAIN),
+        "transport-protocol",
+        "RTP/SAVP",
+    ));
+    let (_, offered) = masked(&sdp_of(&reply));
+    let (reply, actions) = relay.send(answer(BOB_PLAIN));
+    assert!(!sdp_of(&reply).contains("a=crypto"));
+    assert_eq!(keys_in(&actions, Side::B), None, "plain until Bob answers");
+    let (reply, actions) = relay.send(answer(&bob_sdes(
+        5,
+        "AES_CM_128_HMAC_SHA1_80",
+        &key128(0xb5),
+    )));
+    assert!(
+        sdp_of(&reply).contains(" RTP/AVP 0\r\n"),
+        "Alice stays plain"
+    );
+    bob_keyed_on_tag_5(&actions, 0xb5, &offered);
+}
+
+#[test]
+fn a_move_back_to_plain_takes_the_replayed_sdes_answer_as_plain() {
+    // The move back: the callee is offered plain RTP, and the answer replays its previous SDP,
+    // which was SDES: the callee is plain (what it is offered), its a=crypto ignored.
+    let mut relay = new_relay();
+    sdp_of(
         &relay
-            .send(answer(&bob_sdes(1, "AES_CM_128_HMAC_SHA1_80", &key128(2))))
+            .send(with(
+                offer("alice", None, ALICE_PLAIN),
+                "transport-protocol",
+                "RTP/AVP",
+            ))
             .0,
     );
-    assert!(reason.contains("was offered"), "{reason}");
+    let (reply, actions) = relay.send(answer(&bob_sdes(1, "AES_CM_128_HMAC_SHA1_80", &key128(2))));
+    let to_alice = sdp_of(&reply);
+    assert!(
+        to_alice.contains(" RTP/AVP 0\r\n") && !to_alice.contains("a=crypto"),
+        "{to_alice}"
+    );
+    assert_eq!(keys_in(&actions, Side::B), None, "Bob is plain");
+    assert_eq!(keys_in(&actions, Side::A), None);
+    let (_, actions) = relay.send(answer(BOB_PLAIN));
+    assert_eq!(keys_in(&actions, Side::B), None);
 }
 
 #[test]

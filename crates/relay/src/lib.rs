@@ -72,7 +72,7 @@ pub use dtls::{
 pub use interface::{Interface, InterfaceError};
 pub use latch::{EndpointLearning, LearningFlags, LEARNING_WINDOW};
 pub use ports::{PortError, PortPair, PortPool, PortRange};
-pub use srtp::{MasterKey, SrtpError, SrtpKey, SrtpKeys, SrtpStats, SrtpSuite};
+pub use srtp::{Keying, MasterKey, SrtpByKind, SrtpError, SrtpKey, SrtpKeys, SrtpStats, SrtpSuite};
 pub use stats::{RtpReception, StreamStats};
 pub use stream::{
     Decision, DropReason, Forward, LegConfig, LegConfigError, LegStats, LocalSocket, MediaPair,

@@ -272,6 +272,76 @@ impl SrtpStats {
     }
 }
 
+/// How the relay keys an encrypted leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keying {
+    /// SDES (RFC 4568): keys from `a=crypto`.
+    Sdes,
+    /// DTLS-SRTP (RFC 5764): keys from the handshake.
+    Dtls,
+}
+
+impl Keying {
+    /// Both, in the order [`SrtpByKind`] keeps them.
+    pub const ALL: [Keying; 2] = [Keying::Sdes, Keying::Dtls];
+
+    /// The label written in `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Keying::Sdes => "sdes",
+            Keying::Dtls => "dtls",
+        }
+    }
+}
+
+/// SRTP counters by the kind of leg they were counted on: its keying and its suite (`None`:
+/// no key yet, e.g. a DTLS leg before its handshake). At most 2 × 7 kinds whatever the number
+/// of calls, so `/metrics` can label by them without unbounded cardinality.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SrtpByKind {
+    stats: [[SrtpStats; 7]; 2],
+}
+
+impl SrtpByKind {
+    fn slot(suite: Option<SrtpSuite>) -> usize {
+        suite
+            .and_then(|s| SrtpSuite::PREFERENCE.iter().position(|p| *p == s))
+            .unwrap_or(SrtpSuite::PREFERENCE.len())
+    }
+
+    /// The counters of legs keyed by `keying` with `suite`.
+    pub fn get_mut(&mut self, keying: Keying, suite: Option<SrtpSuite>) -> &mut SrtpStats {
+        let row = match keying {
+            Keying::Sdes => &mut self.stats[0],
+            Keying::Dtls => &mut self.stats[1],
+        };
+        &mut row[Self::slot(suite).min(6)]
+    }
+
+    /// Adds another set of counters (another worker's).
+    pub fn add(&mut self, other: &SrtpByKind) {
+        for (mine, theirs) in self.stats.iter_mut().zip(&other.stats) {
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                m.add(t);
+            }
+        }
+    }
+
+    /// Every kind with its counters, suites in rtpengine's order then `None`.
+    pub fn iter(&self) -> impl Iterator<Item = (Keying, Option<SrtpSuite>, &SrtpStats)> {
+        let suites = SrtpSuite::PREFERENCE.map(Some).into_iter().chain([None]);
+        Keying::ALL
+            .into_iter()
+            .zip(&self.stats)
+            .flat_map(move |(keying, row)| {
+                suites
+                    .clone()
+                    .zip(row)
+                    .map(move |(suite, stats)| (keying, suite, stats))
+            })
+    }
+}
+
 /// One direction of SRTP with one key: the context is built at the first packet.
 ///
 /// A clone has the same key but a context of its own, built at its first packet: rollover
@@ -383,5 +453,51 @@ fn classify(error: rtc_shared::error::Error) -> SrtpError {
         | E::RtcpFailedToVerifyAuthTag => SrtpError::Authentication,
         E::SrtpSsrcDuplicated(..) | E::SrtcpSsrcDuplicated(..) => SrtpError::Replay,
         _ => SrtpError::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod by_kind_tests {
+    use super::*;
+
+    #[test]
+    fn counters_by_kind_keep_sdes_and_dtls_and_each_suite_apart_and_add_up() {
+        let mut one = SrtpByKind::default();
+        one.get_mut(Keying::Sdes, Some(SrtpSuite::AesCm128HmacSha1_80))
+            .decrypted_packets += 2;
+        one.get_mut(Keying::Dtls, None)
+            .record_failure(SrtpError::NoKey);
+        let mut two = SrtpByKind::default();
+        two.get_mut(Keying::Sdes, Some(SrtpSuite::AesCm128HmacSha1_80))
+            .decrypted_packets += 3;
+        two.get_mut(Keying::Dtls, Some(SrtpSuite::AeadAes128Gcm))
+            .encrypted_packets += 1;
+        one.add(&two);
+        let seen: Vec<_> = one
+            .iter()
+            .filter(|(_, _, s)| **s != SrtpStats::default())
+            .map(|(k, suite, s)| (k, suite, *s))
+            .collect();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(one.iter().count(), 14, "2 keyings x (6 suites + none)");
+        assert_eq!(
+            seen[0],
+            (
+                Keying::Sdes,
+                Some(SrtpSuite::AesCm128HmacSha1_80),
+                SrtpStats {
+                    decrypted_packets: 5,
+                    ..SrtpStats::default()
+                }
+            )
+        );
+        assert_eq!(
+            (seen[1].0, seen[1].1, seen[1].2.encrypted_packets),
+            (Keying::Dtls, Some(SrtpSuite::AeadAes128Gcm), 1)
+        );
+        assert_eq!(
+            (seen[2].0, seen[2].1, seen[2].2.other_failures),
+            (Keying::Dtls, None, 1)
+        );
     }
 }

@@ -182,6 +182,9 @@ pub struct Relayed {
     pub decrypted: Option<usize>,
     /// The datagram was encrypted for its destination (the length sent).
     pub encrypted: Option<usize>,
+    /// The leg whose SRTP failed on this datagram (decrypting what it sent, or encrypting
+    /// towards it), when the datagram was dropped for SRTP.
+    pub srtp_failed_on: Option<Side>,
 }
 
 impl Relayed {
@@ -191,6 +194,7 @@ impl Relayed {
             payload: Payload::Unchanged,
             decrypted: None,
             encrypted: None,
+            srtp_failed_on: None,
         }
     }
 }
@@ -363,6 +367,23 @@ impl MediaPair {
         self.leg(side).config.flags.srtp
     }
 
+    /// How a leg is keyed (DTLS if the relay runs DTLS on it, else SDES) and its suite (the
+    /// relay's outbound key's, else the party's; `None` before any key): the labels of the
+    /// SRTP counters in `/metrics`.
+    pub fn srtp_kind(&self, side: Side) -> (crate::Keying, Option<crate::SrtpSuite>) {
+        let config = &self.leg(side).config.flags;
+        let keying = if config.dtls.is_some() {
+            crate::Keying::Dtls
+        } else {
+            crate::Keying::Sdes
+        };
+        let suite = config
+            .srtp
+            .and_then(|keys| keys.outbound.or(keys.inbound))
+            .map(|key| key.suite);
+        (keying, suite)
+    }
+
     /// Whether a leg's RTP endpoint is confirmed.
     pub fn is_confirmed(&self, side: Side) -> bool {
         self.leg(side).rtp.is_confirmed()
@@ -508,7 +529,10 @@ impl MediaPair {
                 Err(error) => {
                     leg.stats.srtp.record_failure(error);
                     leg.stats.record_error(rtcp);
-                    return Relayed::plain(Decision::Drop(DropReason::Srtp(error)));
+                    return Relayed {
+                        srtp_failed_on: Some(on.side),
+                        ..Relayed::plain(Decision::Drop(DropReason::Srtp(error)))
+                    };
                 }
             }
         } else {
@@ -535,6 +559,7 @@ impl MediaPair {
                 payload: Payload::Rewritten,
                 decrypted,
                 encrypted: None,
+                srtp_failed_on: None,
             };
         }
         let clear = plain.as_deref().unwrap_or(packet);
@@ -554,6 +579,7 @@ impl MediaPair {
                     payload: Payload::Rewritten,
                     decrypted,
                     encrypted: Some(out.len()),
+                    srtp_failed_on: None,
                 }
             }
             Err(error) => {
@@ -561,6 +587,7 @@ impl MediaPair {
                 self.leg_mut(on.side).stats.record_error(forward.rtcp);
                 Relayed {
                     decrypted,
+                    srtp_failed_on: Some(forward.via.side),
                     ..Relayed::plain(Decision::Drop(DropReason::Srtp(error)))
                 }
             }

@@ -14,6 +14,7 @@ pub mod netns;
 pub mod redis;
 pub mod rtpproxy;
 pub mod sipp;
+pub mod srtp;
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};

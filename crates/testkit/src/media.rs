@@ -6,30 +6,44 @@ use std::time::Duration;
 
 use crate::{free_udp_port, require_tool, Daemon, LOCALHOST};
 
-/// Debian's rtpengine in userspace mode on loopback, with 100 media ports of its own (per
-/// process and per instance in it, from 20000); returns it and its ng port.
+/// Debian's rtpengine in userspace mode on loopback, with 100 media ports of its own;
+/// returns it and its ng port.
 pub fn rtpengine() -> (Daemon, u16) {
-    let rtpengine = require_tool("rtpengine", "rtpengine-daemon");
-    static INSTANCE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let ng = free_udp_port(LOCALHOST);
-    let instance = INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
-    let base = 20000 + (std::process::id() % 10) as u16 * 1000 + instance * 100;
-    let mut cmd = Command::new(rtpengine);
-    cmd.args([
-        "--config-file=none",
-        "--foreground",
-        "--table=-1",
-        "--log-stderr",
-    ])
-    .args(["--interface=127.0.0.1", "--delete-delay=0", "--log-level=7"])
-    .arg(format!("--listen-ng=127.0.0.1:{ng}"))
-    .arg(format!("--port-min={base}"))
-    .arg(format!("--port-max={}", base + 99));
-    let mut daemon = Daemon::spawn("rtpengine", &mut cmd);
-    daemon.wait_until(Duration::from_secs(10), |d| {
-        d.log().contains("Startup complete")
-    });
+    let (daemon, ng, _) = rtpengine_with_ports();
     (daemon, ng)
+}
+
+/// [`rtpengine`], also returning its media ports: a block of 100 that is free when it starts
+/// (not a fixed range: the machine may run other engineers' rtpengines and relays). A start
+/// that fails (its ng port taken meanwhile) is tried again, up to 3 times.
+pub fn rtpengine_with_ports() -> (Daemon, u16, std::ops::RangeInclusive<u16>) {
+    let rtpengine = require_tool("rtpengine", "rtpengine-daemon");
+    let mut last_log = String::new();
+    for _ in 0..3 {
+        let ng = free_udp_port(LOCALHOST);
+        let base = crate::free_udp_block(LOCALHOST, 100);
+        let mut cmd = Command::new(&rtpengine);
+        cmd.args([
+            "--config-file=none",
+            "--foreground",
+            "--table=-1",
+            "--log-stderr",
+        ])
+        .args(["--interface=127.0.0.1", "--delete-delay=0", "--log-level=7"])
+        .arg(format!("--listen-ng=127.0.0.1:{ng}"))
+        .arg(format!("--port-min={base}"))
+        .arg(format!("--port-max={}", base + 99));
+        let mut daemon = Daemon::spawn("rtpengine", &mut cmd);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while daemon.is_running() && std::time::Instant::now() < deadline {
+            if daemon.log().contains("Startup complete") {
+                return (daemon, ng, base..=base + 99);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        last_log = daemon.log();
+    }
+    panic!("rtpengine did not start in 3 tries; its last log:\n{last_log}");
 }
 
 /// The media address an SDP (or a whole SIP message carrying one) names: the last `c=IN IP4`

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anchorage_relay::demux::{classify, PacketKind};
 use anchorage_relay::{
     Decision, DropReason, DtlsIdentity, DtlsStats, LocalSocket, MediaPair, Payload, SdpPeer, Side,
-    SocketKind, SrtpStats, StreamFlags,
+    SocketKind, SrtpByKind, SrtpStats, StreamFlags,
 };
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -42,6 +42,8 @@ pub struct ForwardTotals {
     /// DTLS-SRTP: handshakes completed and failed (wrong fingerprint among them), DTLS
     /// datagrams dropped.
     pub dtls: DtlsStats,
+    /// The SRTP counters again, by the kind of leg they were counted on (keying and suite).
+    pub srtp_by_kind: SrtpByKind,
 }
 
 /// A worker's calls with their last packet times, and its totals.
@@ -289,12 +291,22 @@ impl Worker {
             if let Some(bytes) = relayed.decrypted {
                 self.totals.srtp.decrypted_packets += 1;
                 self.totals.srtp.decrypted_bytes += bytes as u64;
+                let (keying, suite) = media_entry.pair.srtp_kind(on.side);
+                let by_kind = self.totals.srtp_by_kind.get_mut(keying, suite);
+                by_kind.decrypted_packets += 1;
+                by_kind.decrypted_bytes += bytes as u64;
             }
             let forward = match relayed.decision {
                 Decision::Forward(forward) => forward,
                 Decision::Drop(reason) => {
                     if let DropReason::Srtp(error) = reason {
                         self.totals.srtp.record_failure(error);
+                        let side = relayed.srtp_failed_on.unwrap_or(on.side);
+                        let (keying, suite) = media_entry.pair.srtp_kind(side);
+                        self.totals
+                            .srtp_by_kind
+                            .get_mut(keying, suite)
+                            .record_failure(error);
                     }
                     self.totals.dropped += 1;
                     continue;
@@ -303,6 +315,10 @@ impl Worker {
             if let Some(bytes) = relayed.encrypted {
                 self.totals.srtp.encrypted_packets += 1;
                 self.totals.srtp.encrypted_bytes += bytes as u64;
+                let (keying, suite) = media_entry.pair.srtp_kind(forward.via.side);
+                let by_kind = self.totals.srtp_by_kind.get_mut(keying, suite);
+                by_kind.encrypted_packets += 1;
+                by_kind.encrypted_bytes += bytes as u64;
             }
             let payload = match relayed.payload {
                 Payload::Unchanged => packet,

@@ -64,6 +64,7 @@ pub(super) fn negotiate_offer(
     };
     if section.is_rejected() || !section.media().transport().is_rtp() {
         stream.transport = [Transport::Opaque; 2];
+        stream.offered = [Transport::Opaque; 2];
         return Ok(());
     }
     let receiver = offerer.other();
@@ -121,11 +122,15 @@ pub(super) fn negotiate_offer(
         stream.sdes[at(receiver)].clear();
     }
     stream.transport[at(receiver)] = target;
+    stream.offered[at(receiver)] = target;
     Ok(())
 }
 
 /// Negotiates one `m=` line of an answer from `answerer`: its transport and key from its SDP
-/// (it must answer what it was offered, or plain RTP to an SDES offer); the offerer's from
+/// (it must answer what the relay's last offer gave it, or plain RTP to an SDES offer; an
+/// SDES answer to a plain offer is taken as plain RTP, its `a=crypto` ignored: a proxy that
+/// moves a call to a new relay and changes that party's profile replays the party's previous
+/// SDP as the answer, and the party's real answer follows); the offerer's from
 /// `transport-protocol` in the answer (`accept`: the answerer's profile), else unchanged.
 /// A plain offerer that the answer makes SDES is given the relay's lines to choose from (the
 /// protocol change OpenSIPS sends in the answer); its key comes with its next SDP. An
@@ -142,11 +147,16 @@ pub(super) fn negotiate_answer(
         return Ok(());
     };
     let offerer = answerer.other();
-    let offered = stream.transport[at(answerer)];
+    let offered = stream.offered[at(answerer)];
     if section.is_rejected() || offered == Transport::Opaque {
         return Ok(());
     }
-    let answered = signal.transport_of(section);
+    let answered = match signal.transport_of(section) {
+        Transport::Sdes { feedback } if !offered.is_sdes() && !offered.is_dtls() => {
+            Transport::Rtp { feedback }
+        }
+        answered => answered,
+    };
     match (offered.is_sdes(), answered) {
         (_, Transport::Dtls { .. }) if !offered.is_dtls() => {
             return Err(fail_text(format!(
@@ -222,6 +232,7 @@ pub(super) fn negotiate_answer(
         stream.sdes[at(offerer)].clear();
     }
     stream.transport[at(offerer)] = target;
+    stream.offered[at(offerer)] = target;
     Ok(())
 }
 

@@ -87,6 +87,7 @@ impl Controller {
             offered_mux: s.rtcp_mux,
             mux_accepted: false,
             transport: [Transport::default(); 2],
+            offered: [Transport::default(); 2],
             sdes: [SdesParty::default(), SdesParty::default()],
             dtls: [DtlsParty::default(); 2],
         })

@@ -537,6 +537,15 @@ fn without_the_partys_key_its_packets_are_dropped_and_a_lifetime_is_honoured() {
         relayed.decision,
         Decision::Drop(DropReason::Srtp(SrtpError::NoKey))
     );
+    // The failure is A's, an SDES leg whose suite is its relay key's.
+    assert_eq!(relayed.srtp_failed_on, Some(Side::A));
+    assert_eq!(
+        pair.srtp_kind(Side::A),
+        (
+            crate::Keying::Sdes,
+            Some(crate::srtp::SrtpSuite::AesCm128HmacSha1_80)
+        )
+    );
     // The key arrives with a lifetime of two packets.
     let key = crate::srtp::SrtpKey {
         lifetime: Some(2),
