@@ -796,7 +796,8 @@ fn encode_srtp_by_kind(
                     ("suite", suite_name(*suite)),
                     ("outcome", outcome),
                 ];
-                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                prometheus_client::metrics::counter::ConstCounter::new(value)
+                    .encode(family.encode_family(&labels)?)?;
             }
         }
     }
