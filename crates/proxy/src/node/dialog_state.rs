@@ -1,6 +1,5 @@
-//! RFC 3261 §12 glue: dialogs tracked from forwarded responses, the CSeq renumbering applied
-//! to forwarded requests and undone on their responses (DESIGN.md "Dialogs"), and the
-//! periodic sweep that ends dialogs at their maximum age.
+//! RFC 3261 §12 glue: dialogs tracked from forwarded responses, and the periodic sweep that
+//! ends dialogs at their maximum age (the CSeq renumbering is in `renumber.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +7,6 @@ use anchorage_sip::{Message, Method};
 
 use crate::reanchor::Party;
 
-use crate::node::anchoring::tag_of;
 use crate::node::timers::TimerRef;
 use crate::node::transactions::ServerId;
 use crate::node::Proxy;
@@ -51,54 +49,6 @@ impl Proxy {
             let at = now + Duration::from_secs(1);
             self.dialog_sweep = Some(at);
             self.timers.push(at, TimerRef::Dialogs);
-        }
-    }
-
-    /// How much the CSeq of an in-dialog request must grow after requests of our own
-    /// (DESIGN.md "Dialogs": CSeq renumbering); an ACK grows as its INVITE did.
-    pub(super) fn cseq_offset(&self, req: &Message) -> Option<u32> {
-        let to_tag = req.to().ok()?.tag()?.to_string();
-        let from_tag = tag_of(req.from());
-        let dialog = self
-            .calls
-            .between(req.call_id().ok()?, &from_tag, &to_tag)?;
-        let seq = req.cseq().ok()?.seq;
-        let is_ack = req.method() == Some(anchorage_sip::Method::Ack);
-        Some(dialog.cseq_offset_for(&from_tag, is_ack, seq))
-    }
-
-    /// An in-dialog INVITE gets its server transaction: the offset it goes out with is kept
-    /// for its ACK (no move starts while it is open, so the offset cannot change before it is
-    /// forwarded).
-    pub(super) fn note_in_dialog_invite(&mut self, req: &Message) {
-        let (Ok(call_id), Ok(cseq)) = (req.call_id(), req.cseq()) else {
-            return;
-        };
-        let Some(to_tag) = req.to().ok().and_then(|t| t.tag()).map(str::to_string) else {
-            return;
-        };
-        let from_tag = tag_of(req.from());
-        self.calls.update_dialogs(call_id, |d| {
-            if let Some(dialog) = d.between_mut(&from_tag, &to_tag) {
-                dialog.note_invite(&from_tag, cseq.seq);
-            }
-        });
-    }
-
-    /// A response to a renumbered request goes back with the number its sender used.
-    pub(super) fn restore_cseq(&self, key: ServerId, response: Message) -> Message {
-        let Some(server) = self.servers.get(key) else {
-            return response;
-        };
-        match (server.request.cseq(), response.cseq()) {
-            (Ok(sent), Ok(got)) if sent.seq != got.seq => {
-                let mut e = response.edit();
-                if e.set_cseq_number(sent.seq).is_err() {
-                    return response;
-                }
-                e.finish_message().unwrap_or(response)
-            }
-            _ => response,
         }
     }
 

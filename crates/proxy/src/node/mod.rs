@@ -12,7 +12,8 @@
 //! | `response.rs` | §17.1.3 client matching, §16.7 response selection, failover, our own responses |
 //! | `cancel.rs` | §16.10 CANCEL, and stateless forwarding of what belongs to another node |
 //! | `transactions.rs` | the §17 machines wrapped with §16 state, and the Action → transaction user glue |
-//! | `dialog_state.rs` | §12 dialog tracking, CSeq renumbering of forwarded requests, dialog expiry |
+//! | `dialog_state.rs` | §12 dialog tracking and dialog expiry |
+//! | `renumber.rs` | CSeq renumbering of forwarded requests, kept for an INVITE's ACK, undone in responses |
 //! | `timers.rs` | [`TimerRef`](timers::TimerRef) and the timer queue |
 //! | `anchoring/` | media anchoring: call media state, offer/answer placements, forks, relay replies |
 //! | `moves/` | re-anchoring: jobs and pacing, the per-call move, the proxy's own in-dialog requests |
@@ -42,6 +43,7 @@ mod inbound;
 mod io;
 mod moves;
 mod record;
+mod renumber;
 mod response;
 mod route;
 mod slab;
