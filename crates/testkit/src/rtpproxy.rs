@@ -52,7 +52,9 @@ impl RtpProxy {
             ports.end()
         );
         let mut cmd = Command::new(python);
-        cmd.args(["-u", "-c", &script]);
+        // RTPProxy writes an accounting file in its working directory: not in the tree.
+        cmd.args(["-u", "-c", &script])
+            .current_dir(std::env::temp_dir());
         let mut daemon = Daemon::spawn("rtpproxy", &mut cmd);
         daemon.wait_until(Duration::from_secs(15), |d| {
             d.log().contains("rtpproxy ready")
