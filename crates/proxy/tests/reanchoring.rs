@@ -38,16 +38,7 @@ fn move_r1_calls(
     now: Instant,
 ) -> (anchorage_proxy::reanchor::JobId, Transmit, Transmit) {
     // Move every call of r1 (by API).
-    let job = p
-        .start_reanchor(
-            anchorage_proxy::reanchor::Trigger::Api,
-            Some("r1"),
-            None,
-            None,
-            Default::default(),
-            now,
-        )
-        .unwrap();
+    let job = move_r1(p, now);
     let offer = relay_at_replies(
         p,
         "127.0.0.1:2224",
@@ -310,16 +301,7 @@ fn a_party_that_never_answers_ends_the_call_and_leaves_no_session() {
 fn a_new_relay_that_does_not_answer_is_given_up_and_the_call_stays_on_the_old_one() {
     let now = epoch();
     let mut p = call_on_r1(now);
-    let job = p
-        .start_reanchor(
-            anchorage_proxy::reanchor::Trigger::Api,
-            Some("r1"),
-            None,
-            None,
-            Default::default(),
-            now,
-        )
-        .unwrap();
+    let job = move_r1(&mut p, now);
     let sent = ng_requests(&mut p);
     assert!(sent
         .iter()
