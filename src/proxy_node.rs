@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anchorage_config::Config;
-use anchorage_proxy::node::{CoreConfig, Datagram, Listener, Now, Output, Proxy};
+use anchorage_proxy::node::{
+    CallRecord as CoreRecord, CoreConfig, Datagram, Listener, Now, Output, Proxy,
+};
 use anchorage_sip_transport::{Limits, ListenerSpec, Outbound, Transport, Transports};
 use anyhow::{bail, Context};
 use tokio::sync::mpsc;
@@ -144,6 +146,9 @@ pub async fn run(
     // Durable writes the core waits for (a move's record before its re-INVITEs): one per
     // move in flight at most, bounded by `[proxy.reanchor] max_in_flight`.
     let (saved_tx, mut saved) = mpsc::unbounded_channel::<String>();
+    // Records read for messages about calls not held here: one per parked call at most,
+    // bounded by the core's parking.
+    let (loaded_tx, mut loaded) = mpsc::unbounded_channel::<(String, Option<CoreRecord>)>();
     let (query_tx, mut queries) = mpsc::channel(64);
     // One socket connected to each relay node: replies, and the refusals of a dead one.
     let (ng_links, mut ng_inputs) = NgLinks::connect(p.relay_set.iter().flat_map(|s| {
@@ -191,6 +196,7 @@ pub async fn run(
             }
             Some((id, result)) = resolved.recv() => proxy.handle_resolved(id, result, Instant::now()),
             Some(call_id) = saved.recv() => proxy.handle_saved(&call_id, Instant::now()),
+            Some((call_id, record)) = loaded.recv() => proxy.handle_loaded(&call_id, record, Instant::now()),
             Some(query) = queries.recv() => answer(&mut proxy, &transports, query),
             Some(input) = ng_inputs.recv() => {
                 let now = Instant::now();
@@ -249,6 +255,13 @@ pub async fn run(
                         }
                     }
                 }
+                Output::LoadCall(call_id) => {
+                    let (store, done) = (store.clone(), loaded_tx.clone());
+                    tokio::spawn(async move {
+                        let record = load_call(&store, &call_id).await;
+                        let _ = done.send((call_id, record));
+                    });
+                }
                 Output::Sip(t) => {
                     let out = Outbound {
                         data: t.data,
@@ -265,6 +278,25 @@ pub async fn run(
     }
     tracing::info!("proxy stopped");
     Ok(())
+}
+
+/// One call's record from the store, for the core (`None` when the store has none or it
+/// cannot be read or converted: the core then goes on without it).
+async fn load_call(store: &anchorage_store::Store, call_id: &str) -> Option<CoreRecord> {
+    match store.load(call_id).await {
+        Ok(Some(record)) => match crate::call_records::from_store(record, Instant::now()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(%call_id, error = %e, "a stored call could not be read");
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(%call_id, error = %e, "the store could not load a call");
+            None
+        }
+    }
 }
 
 /// The calls this node held before it (re)started, from the store, back into the core.
@@ -366,6 +398,7 @@ fn answer(proxy: &mut Proxy, transports: &Transports, query: crate::api::Query) 
                 relays: relay_views(proxy),
                 reanchor: proxy.reanchor_metrics(),
                 waiting_calls: proxy.waiting_calls(),
+                parked_messages: proxy.parked_messages(),
             });
         }
         Query::Command(command, reply) => {

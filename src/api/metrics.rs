@@ -44,6 +44,8 @@ pub struct ProxySnapshot {
     pub reanchor: anchorage_proxy::node::ReanchorMetrics,
     /// Calls waiting for a relay.
     pub waiting_calls: usize,
+    /// Messages parked for a call being loaded from the store.
+    pub parked_messages: usize,
 }
 
 /// `anchorage_reanchor_move_seconds`: the duration of each call's move, as a Prometheus
@@ -99,7 +101,7 @@ impl prometheus_client::encoding::EncodeMetric for HistogramSnapshot {
 impl Collector for ProxySnapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 19] = [
             (
                 "anchorage_sip_overload_rejected",
                 "New INVITEs answered 503 because the proxy was over a [proxy.overload] bound",
@@ -161,6 +163,31 @@ impl Collector for ProxySnapshot {
                  proxy.tcp.message_timeout_s",
                 self.tcp_message_timeouts,
             ),
+            (
+                "anchorage_store_load_requests",
+                "Calls asked of the store because a message arrived about one not held here",
+                c.load_requests,
+            ),
+            (
+                "anchorage_store_calls_loaded",
+                "Calls loaded from the store on demand",
+                c.calls_loaded,
+            ),
+            (
+                "anchorage_store_load_misses",
+                "On-demand loads the store had no record for, or could not read",
+                c.load_misses,
+            ),
+            (
+                "anchorage_store_load_timeouts",
+                "On-demand loads not answered in time (their messages went on without the record)",
+                c.load_timeouts,
+            ),
+            (
+                "anchorage_sip_parking_full",
+                "Messages about a call being loaded handled at once because the parking was full",
+                c.parking_full,
+            ),
             ("anchorage_sip_sent", "SIP messages sent", self.sent),
             (
                 "anchorage_sip_send_errors",
@@ -169,7 +196,12 @@ impl Collector for ProxySnapshot {
             ),
         ];
         encode_counters(&mut encoder, &counters)?;
-        let gauges: [(&str, &str, usize); 5] = [
+        let gauges: [(&str, &str, usize); 6] = [
+            (
+                "anchorage_sip_parked_messages",
+                "Messages waiting for their call to be loaded from the store",
+                self.parked_messages,
+            ),
             (
                 "anchorage_calls_waiting_for_relay",
                 "Calls whose relay died while no node could take them; moved when one can",

@@ -53,37 +53,6 @@ fn moved_call(now: Instant) -> Proxy {
     p
 }
 
-/// The move's record comes out to be saved durably, and no re-INVITE leaves before the store
-/// has it; once saved, both go. Returns the saved record.
-fn saved_then_reinvites(p: &mut Proxy, now: Instant) -> CallRecord {
-    let mut durable = None;
-    let mut sent = Vec::new();
-    while let Some(o) = p.poll_output() {
-        match o {
-            Output::SaveDurable(r) => durable = Some(*r),
-            Output::Sip(t) => sent.push(t),
-            _ => {}
-        }
-    }
-    assert!(
-        !sent.iter().any(|t| t.data.starts_with(b"INVITE ")),
-        "a re-INVITE before the move was saved"
-    );
-    let record = durable.expect("the move's record, to save durably");
-    let m = record.moving.as_ref().expect("the move in the record");
-    assert!(
-        m.invites_out && m.sdp_for.iter().all(Option::is_some),
-        "{m:?}"
-    );
-    let d = &record.dialogs[0].dialog.renumber;
-    assert!(
-        d.reserved_to_callee >= 18 && d.reserved_to_caller >= 17,
-        "{d:?}"
-    );
-    p.handle_saved("c1", now);
-    record
-}
-
 #[test]
 fn each_event_gives_the_latest_record_of_the_calls_it_changed_and_the_end_of_a_call() {
     let now = epoch();

@@ -134,6 +134,11 @@ impl Calls {
         self.get(call_id)?.dialogs.confirmed()
     }
 
+    /// Whether this node holds any state of the call.
+    pub fn holds(&self, call_id: &str) -> bool {
+        self.get(call_id).is_some()
+    }
+
     fn get(&self, call_id: &str) -> Option<&Call> {
         self.slab.get_by(call_id)
     }

@@ -39,13 +39,26 @@ impl Proxy {
                 self.reject_unparsable(&d, &e);
                 return;
             }
-            self.on_request(msg, &d, now);
         } else {
             self.counters.responses += 1;
             if msg.validate().is_err() {
                 self.counters.dropped += 1;
                 return;
             }
+        }
+        // About a call another start of this node (or another node) held: load it first.
+        if let Some(call_id) = self.call_to_load(&msg, now) {
+            self.park(call_id, msg, d, now);
+            return;
+        }
+        self.dispatch(msg, &d, now);
+    }
+
+    /// A parsed, valid message to its handler (also a parked one, once its call is loaded).
+    pub(super) fn dispatch(&mut self, msg: Message, d: &Datagram, now: Instant) {
+        if msg.is_request() {
+            self.on_request(msg, d, now);
+        } else {
             self.on_response(msg, now);
         }
     }

@@ -52,6 +52,10 @@ pub struct CoreConfig {
     pub flood: anchorage_config::proxy::Flood,
     /// `[proxy.overload]`: load shedding bounds and the `Retry-After` of every 503.
     pub overload: anchorage_config::proxy::Overload,
+    /// How long a message about a call not held here waits for the store to load it: twice
+    /// `[cluster] timeout_ms`, the store's own bound on a read, so the store's answer (a record
+    /// or its timeout) normally comes first and this is the backstop.
+    pub load_timeout: Duration,
 }
 
 impl CoreConfig {
@@ -84,6 +88,7 @@ impl CoreConfig {
             reanchor: p.reanchor.clone(),
             flood: p.flood.clone(),
             overload: p.overload.clone(),
+            load_timeout: Duration::from_millis(config.cluster.timeout_ms.saturating_mul(2)),
         }
     }
 }
@@ -149,6 +154,10 @@ pub enum Output {
     /// send its re-INVITEs, with the CSeq numbers it reserves): write it durably, then call
     /// [`Proxy::handle_saved`](crate::node::Proxy::handle_saved) — also when writing failed.
     SaveDurable(Box<crate::node::record::CallRecord>),
+    /// Messages arrived about a call this node does not hold: read its record from the store
+    /// and hand it to [`Proxy::handle_loaded`](crate::node::Proxy::handle_loaded) (`None`
+    /// when the store has none or cannot be read) — the messages wait for it.
+    LoadCall(String),
 }
 
 /// A host name the core needs resolved (RFC 3263): answer with [`Proxy::handle_resolved`](crate::node::Proxy::handle_resolved).
@@ -188,4 +197,14 @@ pub struct Counters {
     pub user_agent_dropped: u64,
     /// New INVITEs answered 503 because the proxy was over a `[proxy.overload]` bound.
     pub overload_rejected: u64,
+    /// Calls asked of the store because a message arrived about one not held here.
+    pub load_requests: u64,
+    /// Calls loaded from the store on demand.
+    pub calls_loaded: u64,
+    /// Loads the store had no record for (or could not read).
+    pub load_misses: u64,
+    /// Loads the store did not answer within the load timeout (their messages went on).
+    pub load_timeouts: u64,
+    /// Messages handled at once because the parking was full.
+    pub parking_full: u64,
 }

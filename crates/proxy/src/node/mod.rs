@@ -41,6 +41,7 @@ mod dialog_state;
 mod forward;
 mod inbound;
 mod io;
+mod loading;
 mod moves;
 mod record;
 mod renumber;
@@ -55,6 +56,7 @@ mod waiting;
 pub use anchoring::{AnchoredCall, LegMedia};
 pub use calls::{CallId, Calls, Dialogs};
 pub use io::{CoreConfig, Counters, Datagram, Listener, Now, Output, ResolveQuery, Transmit};
+pub use loading::{MAX_PARKED, MAX_PARKED_PER_CALL, MAX_UNKNOWN, UNKNOWN_FOR};
 pub use moves::ReanchorMetrics;
 pub use record::{CallRecord, DialogRecord, ImportError, MediaRecord, MoveRecord};
 
@@ -137,6 +139,8 @@ pub struct Proxy {
     records: bool,
     /// Records of changed calls, waiting for `poll_output`.
     records_out: VecDeque<Output>,
+    /// Messages waiting for their call to be loaded from the store.
+    parking: loading::Parking,
 }
 
 /// xorshift64*: a small deterministic generator for weighted choice (seeded by the caller).
@@ -210,6 +214,7 @@ impl Proxy {
             clock,
             records: false,
             records_out: VecDeque::new(),
+            parking: loading::Parking::default(),
         }
     }
 
@@ -425,6 +430,7 @@ impl Proxy {
                     self.give_up_waiting(now);
                 }
                 TimerRef::WaitingRetry => self.on_waiting_retry(now),
+                TimerRef::Parking => self.on_parking_timeout(now),
             }
         }
         self.settle(now);

@@ -28,6 +28,8 @@ pub(super) enum TimerRef {
     WaitingGiveUp,
     /// Calls waiting for a relay are looked at again.
     WaitingRetry,
+    /// Messages parked for a call being loaded from the store have waited long enough.
+    Parking,
 }
 
 /// Deadlines and what each is for.

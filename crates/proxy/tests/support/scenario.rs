@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anchorage_proxy::node::{CoreConfig, Datagram, Listener, Proxy, Transmit};
+use anchorage_proxy::node::{CallRecord, CoreConfig, Datagram, Listener, Output, Proxy, Transmit};
 use anchorage_proxy::routing::Router;
 use anchorage_proxy::transaction::TimerConfig;
 use anchorage_proxy::Transport;
@@ -50,6 +50,7 @@ pub fn proxy(config: &str) -> Proxy {
             reanchor: cfg.proxy.reanchor,
             flood: cfg.proxy.flood,
             overload: cfg.proxy.overload,
+            load_timeout: Duration::from_secs(1),
         },
         7,
         anchorage_proxy::node::Now {
@@ -352,4 +353,35 @@ pub fn move_c1_to_r2(p: &mut Proxy, now: Instant) {
     move_r1(p, now);
     relay_at_replies(p, "127.0.0.1:2224", R2_SDP, now);
     relay_at_replies(p, "127.0.0.1:2224", R2_SDP, now);
+}
+
+/// The move's record comes out to be saved durably, and no re-INVITE leaves before the store
+/// has it; once saved, both go. Returns the saved record.
+pub fn saved_then_reinvites(p: &mut Proxy, now: Instant) -> CallRecord {
+    let mut durable = None;
+    let mut sent = Vec::new();
+    while let Some(o) = p.poll_output() {
+        match o {
+            Output::SaveDurable(r) => durable = Some(*r),
+            Output::Sip(t) => sent.push(t),
+            _ => {}
+        }
+    }
+    assert!(
+        !sent.iter().any(|t| t.data.starts_with(b"INVITE ")),
+        "a re-INVITE before the move was saved"
+    );
+    let record = durable.expect("the move's record, to save durably");
+    let m = record.moving.as_ref().expect("the move in the record");
+    assert!(
+        m.invites_out && m.sdp_for.iter().all(Option::is_some),
+        "{m:?}"
+    );
+    let d = &record.dialogs[0].dialog.renumber;
+    assert!(
+        d.reserved_to_callee >= 18 && d.reserved_to_caller >= 17,
+        "{d:?}"
+    );
+    p.handle_saved("c1", now);
+    record
 }

@@ -1,0 +1,206 @@
+//! Calls loaded on demand: a message about a call this node does not hold waits while the
+//! store is asked for the call's record (`Output::LoadCall`), then is handled as if the node
+//! had held the call all along; bounded in count and time, and once per unknown call.
+
+mod support;
+
+use std::time::Duration;
+
+use anchorage_proxy::node::{CallRecord, Output, Proxy, Transmit, MAX_PARKED_PER_CALL};
+use anchorage_sip::Method;
+
+use support::scenario::*;
+
+const TWO_RELAYS: &str = "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{ name = \"r1\", ng = \"127.0.0.1:2223\" }, { name = \"r2\", ng = \"127.0.0.1:2224\" }]\n\n[proxy.media]\nset = \"m\"\n";
+
+/// A fresh node with a store (as after a restart whose start-up load missed the call).
+fn node_with_store() -> Proxy {
+    let mut q = proxy(TWO_RELAYS);
+    q.enable_call_records();
+    q
+}
+
+/// The loads asked for, and the SIP messages sent, now.
+fn loads_and_sip(p: &mut Proxy) -> (Vec<String>, Vec<Transmit>) {
+    let (mut loads, mut sip) = (Vec::new(), Vec::new());
+    while let Some(o) = p.poll_output() {
+        match o {
+            Output::LoadCall(id) => loads.push(id),
+            Output::Sip(t) => sip.push(t),
+            _ => {}
+        }
+    }
+    (loads, sip)
+}
+
+/// The caller's in-dialog INFO of call c1 (`cseq`, its own branch).
+fn info(cseq: u32) -> Req {
+    Req::invite()
+        .method(Method::Info)
+        .cseq(cseq)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch(&format!("z9hG4bK-info{cseq}"))
+        .route("<sip:127.0.0.1:5060;lr>")
+}
+
+fn cseq_of(t: &Transmit) -> u32 {
+    text(t)
+        .lines()
+        .find_map(|l| l.strip_prefix("CSeq: "))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Call c1 moved from r1 to r2 by a node that died right after sending the move's
+/// re-INVITEs: the record it saved, and the re-INVITE it sent the callee.
+fn died_after_reinvites() -> (CallRecord, Transmit) {
+    let now = epoch();
+    let mut p = call_on_r1(now);
+    p.enable_call_records();
+    ng_requests(&mut p);
+    move_c1_to_r2(&mut p, now);
+    let record = saved_then_reinvites(&mut p, now);
+    let to_callee = drain(&mut p)
+        .into_iter()
+        .find(|t| t.data.starts_with(b"INVITE ") && t.destination.port() == 9)
+        .expect("the re-INVITE to the callee");
+    (record, to_callee)
+}
+
+#[test]
+fn a_response_to_a_dead_nodes_reinvite_waits_for_the_call_then_is_acked_and_numbers_go_on() {
+    let now = epoch();
+    let (record, to_callee) = died_after_reinvites();
+    let mut q = node_with_store();
+    // The callee's 2xx reaches a node that does not hold c1: nothing is sent yet, the store
+    // is asked once.
+    ok_to(&mut q, &to_callee, None, ANSWER_SDP, now);
+    let (loads, sip) = loads_and_sip(&mut q);
+    assert_eq!(loads, vec!["c1".to_string()]);
+    assert!(sip.is_empty(), "nothing before the record: {sip:?}");
+    assert_eq!(q.parked_messages(), 1);
+    // Its retransmission waits with it, without a second lookup.
+    ok_to(&mut q, &to_callee, None, ANSWER_SDP, now);
+    assert_eq!(loads_and_sip(&mut q), (vec![], vec![]));
+    // The record arrives: the call is r2's (its re-INVITEs were out), r1's session goes, and
+    // both 2xx are ACKed with the re-INVITE's CSeq.
+    let later = now + Duration::from_millis(20);
+    q.handle_loaded("c1", Some(record), later);
+    assert_eq!(q.parked_messages(), 0);
+    assert_eq!(q.anchored_call("c1").map(|c| c.node), Some("r2".into()));
+    let (loads, sip) = loads_and_sip(&mut q);
+    assert!(loads.is_empty());
+    let acks: Vec<String> = sip
+        .iter()
+        .filter(|t| t.data.starts_with(b"ACK "))
+        .map(text)
+        .collect();
+    assert_eq!(acks.len(), 2, "{sip:?}");
+    assert!(acks.iter().all(|a| a.contains("CSeq: 2 ACK")), "{acks:?}");
+    assert_eq!(q.counters().calls_loaded, 1);
+    // Held now: the caller's next request goes at once, numbered above what the dead node
+    // reserved for its own requests.
+    let out = forwarded(&mut q, &info(2), "127.0.0.1:5070", later);
+    assert!(cseq_of(&out) > 2 + 16, "{}", text(&out));
+    assert_eq!(q.counters().load_requests, 1);
+}
+
+#[test]
+fn an_in_dialog_request_waits_for_its_call_and_goes_on_renumbered() {
+    let now = epoch();
+    let (record, _) = died_after_reinvites();
+    let reserved = record.dialogs[0].dialog.renumber.reserved_to_callee;
+    let mut q = node_with_store();
+    q.handle_datagram(info(2).datagram("127.0.0.1:5070"), now);
+    let (loads, sip) = loads_and_sip(&mut q);
+    assert_eq!((loads, sip.len()), (vec!["c1".to_string()], 0));
+    q.handle_loaded("c1", Some(record), now);
+    let (_, sip) = loads_and_sip(&mut q);
+    let info_out = sip
+        .iter()
+        .find(|t| t.data.starts_with(b"INFO "))
+        .expect("the INFO forwarded once its call is loaded");
+    assert_eq!(info_out.destination.to_string(), "127.0.0.1:9");
+    assert_eq!(cseq_of(info_out), 2 + reserved - 1, "{}", text(info_out));
+}
+
+#[test]
+fn a_call_the_store_does_not_know_goes_on_without_it_and_is_not_asked_for_again_at_once() {
+    let now = epoch();
+    let mut q = node_with_store();
+    let bye = Req::invite()
+        .method(Method::Bye)
+        .cseq(5)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch("z9hG4bK-bye")
+        .route("<sip:127.0.0.1:5060;lr>");
+    q.handle_datagram(bye.datagram("127.0.0.1:5070"), now);
+    assert_eq!(loads_and_sip(&mut q).0, vec!["c1".to_string()]);
+    q.handle_loaded("c1", None, now);
+    let (_, sip) = loads_and_sip(&mut q);
+    let out = sip
+        .iter()
+        .find(|t| t.data.starts_with(b"BYE "))
+        .expect("forwarded as without a store");
+    assert_eq!(cseq_of(out), 5, "not renumbered: nothing is known");
+    assert_eq!(q.counters().load_misses, 1);
+    // The next message about c1 within a few seconds goes at once.
+    let cancel = Req::invite().method(Method::Cancel).branch("z9hG4bK-x");
+    q.handle_datagram(cancel.datagram("127.0.0.1:5070"), now);
+    let (loads, sip) = loads_and_sip(&mut q);
+    assert!(loads.is_empty());
+    assert!(
+        sip.iter().any(|t| t.data.starts_with(b"CANCEL ")),
+        "{sip:?}"
+    );
+    // Later it is asked again (the call may have been recorded since).
+    q.handle_datagram(
+        info(6).datagram("127.0.0.1:5070"),
+        now + Duration::from_secs(6),
+    );
+    assert_eq!(loads_and_sip(&mut q).0, vec!["c1".to_string()]);
+}
+
+#[test]
+fn a_store_that_does_not_answer_holds_messages_only_until_the_load_timeout() {
+    let now = epoch();
+    let mut q = node_with_store();
+    q.handle_datagram(info(2).datagram("127.0.0.1:5070"), now);
+    assert_eq!(loads_and_sip(&mut q).0.len(), 1);
+    // The scenario's load timeout is 1 s.
+    q.handle_timeout(now + Duration::from_millis(999));
+    assert!(loads_and_sip(&mut q).1.is_empty(), "still waiting");
+    q.handle_timeout(now + Duration::from_secs(1));
+    let (_, sip) = loads_and_sip(&mut q);
+    assert_eq!(
+        sip.iter().filter(|t| t.data.starts_with(b"INFO ")).count(),
+        1,
+        "handled without its record: {sip:?}"
+    );
+    assert_eq!(q.counters().load_timeouts, 1);
+    assert_eq!(q.parked_messages(), 0);
+    // A late answer finds nothing parked: nothing is sent twice.
+    q.handle_loaded("c1", None, now + Duration::from_secs(2));
+    assert!(loads_and_sip(&mut q).1.is_empty());
+}
+
+#[test]
+fn parking_is_bounded_per_call_and_a_node_without_a_store_never_parks() {
+    let now = epoch();
+    let mut q = node_with_store();
+    for n in 0..MAX_PARKED_PER_CALL as u32 {
+        q.handle_datagram(info(10 + n).datagram("127.0.0.1:5070"), now);
+    }
+    assert_eq!(q.parked_messages(), MAX_PARKED_PER_CALL);
+    assert_eq!(loads_and_sip(&mut q).0.len(), 1);
+    q.handle_datagram(info(100).datagram("127.0.0.1:5070"), now);
+    let (_, sip) = loads_and_sip(&mut q);
+    assert_eq!(sip.len(), 1, "over the bound: handled at once");
+    assert_eq!(q.counters().parking_full, 1);
+    let mut plain = proxy(TWO_RELAYS);
+    plain.handle_datagram(info(2).datagram("127.0.0.1:5070"), now);
+    let (loads, sip) = loads_and_sip(&mut plain);
+    assert!(loads.is_empty());
+    assert_eq!(sip.len(), 1);
+}
