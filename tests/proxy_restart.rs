@@ -68,6 +68,49 @@ fn eventually(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) {
 
 #[test]
 fn a_moved_call_survives_kill_9_of_the_proxy_with_its_renumbered_cseqs_and_its_relay() {
+    let _ = a_moved_call_survives(|p| {
+        p.kill_and_restart();
+        assert!(
+            p.daemon.log().contains("1 calls loaded from the store"),
+            "{}",
+            p.daemon.log()
+        );
+    });
+}
+
+/// Another node started on the dead proxy's address (a virtual IP moved) holds none of its
+/// calls at start: the first message of the call makes it load the call from the store.
+#[test]
+fn a_node_that_did_not_hold_the_call_loads_it_when_its_next_request_arrives() {
+    let p = a_moved_call_survives(|p| {
+        p.kill_and_restart_with(|config| config.replace("\"edge-1\"", "\"edge-9\""));
+        assert!(
+            p.daemon.log().contains("0 calls loaded from the store"),
+            "{}",
+            p.daemon.log()
+        );
+        let calls = get(p, "/v1/calls");
+        assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+    });
+    // It was loaded once, on demand, by the first message about it.
+    let (_, metrics) = http(p.api, "GET", "/metrics", "");
+    for line in [
+        "anchorage_store_load_requests_total 1",
+        "anchorage_store_calls_loaded_total 1",
+        "anchorage_store_load_timeouts_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(p
+        .daemon
+        .log()
+        .contains("call loaded from the store on demand"));
+}
+
+/// A call moved between two relays (so its CSeqs are renumbered), then `restart` of the
+/// proxy: re-INVITEs both ways and the callee's BYE go through on the same relay with the
+/// right numbers; the session and the record are deleted at the end. Returns the proxy.
+fn a_moved_call_survives(restart: impl FnOnce(&mut AnchorageProxy)) -> AnchorageProxy {
     let redis = RedisServer::start(None);
     let a = AnchorageRelay::start(bin(), &[]);
     let b = AnchorageRelay::start(bin(), &[]);
@@ -148,13 +191,7 @@ fn a_moved_call_survives_kill_9_of_the_proxy_with_its_renumbered_cseqs_and_its_r
         get(&p, "/v1/health")["store"]["dirty_calls"] == 0
     });
 
-    p.kill_and_restart();
-    assert!(
-        p.daemon.log().contains("1 calls loaded from the store"),
-        "{}",
-        p.daemon.log()
-    );
-    assert_eq!(relay_of(&p, &call_id), "relay-b");
+    restart(&mut p);
 
     // After the restart the node's own numbers and the parties' shifted ones start above
     // what it had reserved for its own requests (it may have used them before it died): the
@@ -168,6 +205,7 @@ fn a_moved_call_survives_kill_9_of_the_proxy_with_its_renumbered_cseqs_and_its_r
             .unwrap_or_else(|| panic!("no CSeq number in {m}"))
     };
     let hold = nth_received(&callee, "INVITE ", 3, Duration::from_secs(20));
+    assert_eq!(relay_of(&p, &call_id), "relay-b");
     assert!(
         number(&hold) > 2 && cseq(&hold).ends_with(" INVITE"),
         "{hold}"
@@ -190,6 +228,7 @@ fn a_moved_call_survives_kill_9_of_the_proxy_with_its_renumbered_cseqs_and_its_r
     });
     let (status, _) = http(p.api, "GET", &format!("/v1/calls/{call_id}"), "");
     assert_eq!(status, 404);
+    p
 }
 
 /// Runs `anchorage proxy` with `config` until it exits (at most 10 s); its exit success and

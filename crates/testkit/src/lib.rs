@@ -62,6 +62,25 @@ pub fn free_port(ip: IpAddr) -> u16 {
 /// `count` consecutive UDP ports on `ip`, starting at an even port, all free now (SIPp and
 /// media endpoints bind RTP and RTCP side by side).
 pub fn free_udp_block(ip: IpAddr, count: u16) -> u16 {
+    // Below the ephemeral range first: there, only what asked for fixed ports binds, whereas
+    // a thousand ephemeral sockets of a busy machine (a soak, SIPp's media) leave no run of
+    // 100 free ports among the ephemeral ones. A random even base per try (the ephemeral port
+    // the kernel hands out is the entropy) keeps tests running side by side apart.
+    let ephemeral_start = ephemeral_start();
+    let low = 10_000u32;
+    let span = u32::from(ephemeral_start).saturating_sub(low + u32::from(count));
+    for _ in 0..50 {
+        if span == 0 {
+            break;
+        }
+        let entropy = u32::from(free_udp_port(ip)).wrapping_mul(2_654_435_761);
+        let base = u16::try_from((low + entropy % span) & !1).unwrap_or(0);
+        if base >= 1024
+            && (base..base + count).all(|p| UdpSocket::bind(SocketAddr::new(ip, p)).is_ok())
+        {
+            return base;
+        }
+    }
     for _ in 0..200 {
         let base = free_udp_port(ip) & !1;
         if base < 1024 || base > 65535 - count {
@@ -80,10 +99,7 @@ pub fn free_udp_block(ip: IpAddr, count: u16) -> u16 {
 /// by default), so that no ephemeral port another test or tool binds meanwhile lands inside:
 /// for relays that need thousands of media ports.
 pub fn free_udp_block_below_ephemeral(count: u16) -> u16 {
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
+    let ephemeral_start = ephemeral_start();
     let mut base: u16 = 2_000;
     while u32::from(base) + u32::from(count) <= u32::from(ephemeral_start) {
         let free = (base..base + count).all(|p| UdpSocket::bind((LOCALHOST, p)).is_ok());
@@ -93,6 +109,14 @@ pub fn free_udp_block_below_ephemeral(count: u16) -> u16 {
         base += 1_000;
     }
     panic!("no block of {count} free UDP ports below {ephemeral_start}");
+}
+
+/// The first port of the kernel's ephemeral range (32768 by default).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768)
 }
 
 /// 127.0.0.1.
@@ -365,9 +389,19 @@ impl AnchorageProxy {
     /// `kill -9` of the process, then the same proxy started again (same configuration, SIP
     /// and API addresses), as a supervisor would restart it.
     pub fn kill_and_restart(&mut self) {
+        self.kill_and_restart_with(|config| config.to_string());
+    }
+
+    /// `kill -9` of the process, then a proxy started on the same SIP and API addresses with
+    /// its configuration changed by `edit` — another node (another `[node] id`) taking the
+    /// address over, as after a virtual IP moved.
+    pub fn kill_and_restart_with(&mut self, edit: impl FnOnce(&str) -> String) {
         self.daemon.signal(9);
         self.daemon.wait_exit(Duration::from_secs(5));
-        self.daemon = Self::spawn(&self.bin, self.sip, self.api, self._config.path());
+        let path = self._config.path();
+        let config = std::fs::read_to_string(path).expect("the proxy's configuration read");
+        std::fs::write(path, edit(&config)).expect("the proxy's configuration written");
+        self.daemon = Self::spawn(&self.bin, self.sip, self.api, path);
     }
 }
 
