@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anchorage_proxy::dialog::{Dialog, DialogId, DialogState, Leg, Renumber};
 use anchorage_proxy::node::{
-    CallRecord as CoreRecord, DialogRecord as CoreDialog, LegMedia, MediaRecord as CoreMedia,
-    MoveRecord as CoreMove,
+    CallRecord as CoreRecord, DialogRecord as CoreDialog, InviteBranch, LegMedia,
+    MediaRecord as CoreMedia, MoveRecord as CoreMove,
 };
 use anchorage_proxy::Transport;
 use anchorage_store as store;
@@ -51,6 +51,16 @@ pub fn to_store(
             })
         })
         .transpose()?;
+    out.open_invite = (!r.open_invite.is_empty()).then(|| {
+        r.open_invite
+            .iter()
+            .map(|b| store::InviteDestination {
+                branch: b.branch.clone(),
+                destination: b.destination,
+                transport: transport_to_store(b.transport),
+            })
+            .collect()
+    });
     // The reservations of the confirmed dialog are the call's.
     if let Some(d) = r
         .dialogs
@@ -90,11 +100,22 @@ pub fn from_store(r: store::CallRecord, now: Instant) -> Result<CoreRecord, Conv
             ],
         })
     });
+    let open_invite = r
+        .open_invite
+        .unwrap_or_default()
+        .into_iter()
+        .map(|b| InviteBranch {
+            branch: b.branch,
+            destination: b.destination,
+            transport: transport_from_store(b.transport),
+        })
+        .collect();
     Ok(CoreRecord {
         call_id,
         dialogs,
         media: r.media.map(media_from_store),
         moving,
+        open_invite,
     })
 }
 
@@ -323,6 +344,11 @@ mod tests {
                 invites_out: true,
                 sdp_for: [Some(Bytes::from_static(b"v=0\r\n")), None],
             }),
+            open_invite: vec![InviteBranch {
+                branch: "z9hG4bK-anc-x".into(),
+                destination: "192.0.2.7:5080".parse().unwrap(),
+                transport: Transport::Tcp,
+            }],
         }
     }
 

@@ -204,3 +204,82 @@ fn parking_is_bounded_per_call_and_a_node_without_a_store_never_parks() {
     assert!(loads.is_empty());
     assert_eq!(sip.len(), 1);
 }
+
+/// A rule forking call c1's INVITE in parallel to 127.0.0.1:16001 and :16002.
+const FORK: &str = "[[proxy.route]]\nname = \"f\"\nfork = \"parallel\"\n\
+     destinations = [{ host = \"127.0.0.1\", port = 16001 }, { host = \"127.0.0.1\", port = 16002 }]\n";
+
+/// The branch parameter of a sent request's top Via.
+fn top_branch(t: &Transmit) -> String {
+    let m = anchorage_sip::Message::parse(t.data.clone()).unwrap();
+    let via = m.top_via().unwrap();
+    via.branch().unwrap_or("").to_string()
+}
+
+#[test]
+fn a_cancel_reaching_a_node_without_the_invite_follows_every_branch_the_record_names() {
+    let now = epoch();
+    let mut p = proxy(FORK);
+    p.enable_call_records();
+    p.handle_datagram(Req::invite().datagram("127.0.0.1:5070"), now);
+    let mut record = None;
+    let mut invites = Vec::new();
+    while let Some(o) = p.poll_output() {
+        match o {
+            Output::CallChanged(r) => record = Some(*r),
+            Output::Sip(t) if t.data.starts_with(b"INVITE ") => invites.push(t),
+            _ => {}
+        }
+    }
+    let record = record.expect("the open INVITE makes a record");
+    let mut recorded: Vec<(u16, String)> = record
+        .open_invite
+        .iter()
+        .map(|b| (b.destination.port(), b.branch.clone()))
+        .collect();
+    let mut sent: Vec<(u16, String)> = invites
+        .iter()
+        .map(|t| (t.destination.port(), top_branch(t)))
+        .collect();
+    recorded.sort();
+    sent.sort();
+    assert_eq!(recorded, sent, "the record names each branch as sent");
+    assert_eq!(sent.len(), 2);
+    // The node dies. The caller's CANCEL reaches another node, which loads the call and
+    // cancels both branches with the branches they were sent with (a router alone would
+    // know only the first destination).
+    let mut q = node_with_store();
+    let cancel = Req::invite().method(Method::Cancel);
+    q.handle_datagram(cancel.datagram("127.0.0.1:5070"), now);
+    assert_eq!(loads_and_sip(&mut q).0, vec!["c1".to_string()]);
+    q.handle_loaded("c1", Some(record.clone()), now);
+    let (_, out) = loads_and_sip(&mut q);
+    let mut cancels: Vec<(u16, String)> = out
+        .iter()
+        .filter(|t| t.data.starts_with(b"CANCEL "))
+        .map(|t| (t.destination.port(), top_branch(t)))
+        .collect();
+    cancels.sort();
+    assert_eq!(cancels, sent, "{out:?}");
+    // The ACK of 16002's 487 goes where its INVITE went, with its branch.
+    let ack = Req::invite()
+        .method(Method::Ack)
+        .to("<sip:bob@example.com>;tag=x2");
+    q.handle_datagram(ack.datagram("127.0.0.1:5070"), now);
+    let (_, out) = loads_and_sip(&mut q);
+    let acks: Vec<(u16, String)> = out
+        .iter()
+        .filter(|t| t.data.starts_with(b"ACK "))
+        .map(|t| (t.destination.port(), top_branch(t)))
+        .collect();
+    assert!(acks.contains(&sent[1]), "{acks:?}");
+    // On the first node, the INVITE's final response ends the branches in the record.
+    ok_to(&mut p, &invites[0], Some("b1"), "", now);
+    let mut last = None;
+    while let Some(o) = p.poll_output() {
+        if let Output::CallChanged(r) = o {
+            last = Some(*r);
+        }
+    }
+    assert_eq!(last.map(|r| r.open_invite), Some(Vec::new()));
+}

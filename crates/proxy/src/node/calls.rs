@@ -17,6 +17,18 @@ use crate::dialog::{CallDialogs, Dialog};
 use crate::node::anchoring::CallMedia;
 use crate::node::moves::CallMove;
 use crate::node::slab::{Id, Slab};
+use crate::Transport;
+
+/// One branch of a call's initial INVITE as forwarded: its Via branch, where it went and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteBranch {
+    /// The branch parameter of our Via.
+    pub branch: String,
+    /// The next hop it was sent to.
+    pub destination: std::net::SocketAddr,
+    /// Over which transport.
+    pub transport: Transport,
+}
 
 /// A call's Call-ID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,6 +82,10 @@ pub(in crate::node) struct Call {
     /// INVITE and UPDATE server transactions without a final response: a move waits until
     /// there are none.
     open_offers: u32,
+    /// Where the initial INVITE was forwarded while it has no final response (in the order
+    /// tried): what a CANCEL, or the ACK of a failure, follows on a node without its
+    /// transaction.
+    invite_out: Vec<InviteBranch>,
     /// Already among the calls changed by the current event.
     changed: bool,
 }
@@ -81,6 +97,7 @@ impl Call {
             && self.mv.is_none()
             && self.wait.is_none()
             && self.open_offers == 0
+            && self.invite_out.is_empty()
     }
 }
 
@@ -357,6 +374,30 @@ impl Calls {
             call.open_offers = call.open_offers.saturating_sub(1);
         }
         self.release_if_empty(call_id);
+    }
+
+    /// The initial INVITE was forwarded on one more branch.
+    pub(in crate::node) fn invite_forwarded(&mut self, call_id: &str, branch: InviteBranch) {
+        self.entry(call_id).invite_out.push(branch);
+        self.mark(call_id);
+    }
+
+    /// The initial INVITE's branches are of no more use (it got a final response, or the
+    /// wait for one ended).
+    pub(in crate::node) fn invite_done(&mut self, call_id: &str) {
+        let had = self
+            .get_mut(call_id)
+            .map(|c| std::mem::take(&mut c.invite_out))
+            .is_some_and(|b| !b.is_empty());
+        if had {
+            self.mark(call_id);
+        }
+        self.release_if_empty(call_id);
+    }
+
+    /// Where the call's initial INVITE went, while it has no final response.
+    pub(in crate::node) fn invite_branches(&self, call_id: &str) -> &[InviteBranch] {
+        self.get(call_id).map_or(&[], |c| c.invite_out.as_slice())
     }
 
     /// Whether an INVITE or UPDATE of the call is still without a final response.

@@ -100,11 +100,38 @@ impl Proxy {
         self.drain_client(branch, now);
     }
 
-    /// Forwards a request that has no transaction here (ACK, CANCEL): routed like its INVITE,
-    /// with the same deterministic branch, so the next hop matches it.
+    /// Forwards a request that has no transaction here (ACK, CANCEL): along the branches its
+    /// INVITE took when this node holds them (from the call's record: the node that forwarded
+    /// it died, or its transaction is gone), else routed like its INVITE, with the same
+    /// deterministic branch, so the next hop matches it.
     pub(super) fn forward_stateless(&mut self, req: Message, d: &Datagram, _now: Instant) {
         self.counters.stateless_requests += 1;
         let method = req.method().map(|m| m.as_str()).unwrap_or("");
+        let to_tagged = req.to().ok().is_some_and(|t| t.tag().is_some());
+        let dialog_ack = method == "ACK"
+            && to_tagged
+            && req.call_id().ok().is_some_and(|id| {
+                let (from, to) = (req.from().ok(), req.to().ok());
+                let tags = from
+                    .as_ref()
+                    .and_then(|f| f.tag())
+                    .zip(to.as_ref().and_then(|t| t.tag()));
+                tags.is_some_and(|(a, b)| {
+                    self.calls
+                        .between(id, a, b)
+                        .is_some_and(|d| d.state == crate::dialog::DialogState::Confirmed)
+                })
+            });
+        let branches = match req.call_id() {
+            Ok(id) if !dialog_ack => self.calls.invite_branches(id).to_vec(),
+            _ => Vec::new(),
+        };
+        if !branches.is_empty() {
+            for b in branches {
+                self.send_stateless(&req, d, b.transport, b.destination, &b.branch);
+            }
+            return;
+        }
         let target = match self.next_hop_by_route(&req) {
             Some(RouteChoice::Route(t)) => Some(t),
             _ => {
@@ -153,17 +180,29 @@ impl Proxy {
         };
         let next_hop = format!("{:?}:{destination}", target.transport);
         let branch = via::branch(&req, &next_hop);
-        let out_listener = self.listener_for(target.transport, destination, d.local);
+        self.send_stateless(&req, d, target.transport, destination, &branch);
+    }
+
+    /// Sends `req` on to `destination` with our Via on `branch` (§16.6 edits, no transaction).
+    fn send_stateless(
+        &mut self,
+        req: &Message,
+        d: &Datagram,
+        transport: crate::Transport,
+        destination: std::net::SocketAddr,
+        branch: &str,
+    ) {
+        let out_listener = self.listener_for(transport, destination, d.local);
         let arrival = Arrival {
             source: d.source,
             transport: d.transport,
             local: d.local,
         };
-        match self.edit_forwarded(&req, arrival, out_listener, &branch, false) {
+        match self.edit_forwarded(req, arrival, out_listener, branch, false) {
             Ok(m) => self.out.push_back(Transmit {
                 data: m.bytes(),
                 destination,
-                transport: target.transport,
+                transport,
                 local: out_listener
                     .and_then(|i| self.config.listeners.get(i))
                     .map(|l| l.local),

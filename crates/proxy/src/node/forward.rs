@@ -13,6 +13,7 @@ use crate::transaction::{ClientInvite, ClientNonInvite};
 use crate::via;
 use crate::Transport;
 
+use crate::node::calls::InviteBranch;
 use crate::node::io::{Listener, ResolveQuery};
 use crate::node::transactions::{ClientMachine, ClientTx, ServerId};
 use crate::node::Proxy;
@@ -88,6 +89,19 @@ impl Proxy {
                     }
                     if let Some(tx) = self.servers.get_mut(key) {
                         tx.branches.push(branch.clone());
+                        let initial_invite = tx.request.method() == Some(Method::Invite)
+                            && tx.request.to().ok().is_some_and(|t| t.tag().is_none());
+                        if let (true, Ok(call_id)) = (initial_invite, tx.request.call_id()) {
+                            let call_id = call_id.to_string();
+                            self.calls.invite_forwarded(
+                                &call_id,
+                                InviteBranch {
+                                    branch: branch.clone(),
+                                    destination,
+                                    transport: target.transport,
+                                },
+                            );
+                        }
                     }
                     self.drain_client(&branch, now);
                     if parallel

@@ -58,7 +58,7 @@ pub use calls::{CallId, Calls, Dialogs};
 pub use io::{CoreConfig, Counters, Datagram, Listener, Now, Output, ResolveQuery, Transmit};
 pub use loading::{MAX_PARKED, MAX_PARKED_PER_CALL, MAX_UNKNOWN, UNKNOWN_FOR};
 pub use moves::ReanchorMetrics;
-pub use record::{CallRecord, DialogRecord, ImportError, MediaRecord, MoveRecord};
+pub use record::{CallRecord, DialogRecord, ImportError, InviteBranch, MediaRecord, MoveRecord};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -431,6 +431,13 @@ impl Proxy {
                 }
                 TimerRef::WaitingRetry => self.on_waiting_retry(now),
                 TimerRef::Parking => self.on_parking_timeout(now),
+                TimerRef::InviteBranches(key) => {
+                    if let Some(call_id) = self.calls.id_of(key).cloned() {
+                        if !self.calls.has_open_offer(call_id.as_str()) {
+                            self.calls.invite_done(call_id.as_str());
+                        }
+                    }
+                }
             }
         }
         self.settle(now);

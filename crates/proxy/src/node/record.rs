@@ -16,7 +16,9 @@ use bytes::Bytes;
 use crate::dialog::Dialog;
 use crate::media::Policy;
 use crate::node::anchoring::{CallMedia, LegMedia};
+pub use crate::node::calls::InviteBranch;
 use crate::node::io::Output;
+use crate::node::timers::TimerRef;
 use crate::node::Proxy;
 use crate::reanchor::Party;
 
@@ -31,6 +33,9 @@ pub struct CallRecord {
     pub media: Option<MediaRecord>,
     /// A move in progress, if any.
     pub moving: Option<MoveRecord>,
+    /// Where the initial INVITE was forwarded while it has no final response: a CANCEL or
+    /// the ACK of a failure reaching another start of the node follows these.
+    pub open_invite: Vec<InviteBranch>,
 }
 
 /// A move in progress, as a restarted node needs it.
@@ -124,7 +129,8 @@ impl Proxy {
                 answer_in_prack: m.answer_in_prack,
             })
         });
-        if dialogs.is_empty() && media.is_none() {
+        let open_invite = self.calls.invite_branches(call_id).to_vec();
+        if dialogs.is_empty() && media.is_none() && open_invite.is_empty() {
             return None;
         }
         let moving = self.calls.moving(call_id).and_then(|m| {
@@ -142,6 +148,7 @@ impl Proxy {
             dialogs,
             media,
             moving,
+            open_invite,
         })
     }
 
@@ -226,6 +233,17 @@ impl Proxy {
             if !self.relays.is_up(node) {
                 // Its relay is down here: the call waits for one like any other.
                 self.start_waiting(call_id, now);
+            }
+        }
+        if !record.open_invite.is_empty() {
+            for branch in record.open_invite {
+                self.calls.invite_forwarded(call_id, branch);
+            }
+            // Nothing here will see the INVITE's final response if it never comes: the
+            // branches are kept as long as the INVITE may live (Timer C).
+            if let Some(key) = self.calls.key(call_id) {
+                let at = now + self.config.timers.timer_c;
+                self.timers.push(at, TimerRef::InviteBranches(key));
             }
         }
         self.schedule_dialog_sweep(now);

@@ -134,6 +134,14 @@ impl Proxy {
     /// Forwards a response with no client transaction by its next Via (§16.7 is skipped).
     pub(super) fn forward_response_stateless(&mut self, resp: &Message) {
         self.counters.stateless_responses += 1;
+        let final_to_invite = resp.status().is_some_and(|s| s >= 200)
+            && resp.cseq().is_ok_and(|c| c.method == Method::Invite);
+        if let (true, Ok(call_id)) = (final_to_invite, resp.call_id()) {
+            // The INVITE another start of the node forwarded has its answer.
+            if !self.calls.has_open_offer(call_id) {
+                self.calls.invite_done(call_id);
+            }
+        }
         let popped = resp.edit().pop_via().finish_message();
         let Ok(popped) = popped else {
             self.counters.dropped += 1;
@@ -414,6 +422,10 @@ impl Proxy {
     /// An INVITE or UPDATE of the call got its final response (or its transaction ended).
     pub(super) fn offer_closed(&mut self, call_id: &str) {
         self.calls.close_offer(call_id);
+        if !self.calls.has_open_offer(call_id) {
+            // The initial INVITE has its final response: no CANCEL will follow its branches.
+            self.calls.invite_done(call_id);
+        }
     }
 
     /// [`Proxy::respond`] with extra header fields.
