@@ -276,6 +276,16 @@ impl Store {
     }
 }
 
+/// Shows the store's state ([`Store::status`]): backend, location without the password, up or
+/// down, counters. Never the password.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
 fn empty_status(backend: &'static str) -> StoreStatus {
     StoreStatus {
         backend,
