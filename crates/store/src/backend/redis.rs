@@ -158,6 +158,19 @@ impl RedisBackend {
         }
     }
 
+    /// Connects (through Sentinel, or to the Cluster) waiting for the attempt to end rather
+    /// than for one operation's timeout, so that at start a refused password or an untrusted
+    /// certificate is reported as such, not as a timeout. The attempt is bounded by itself.
+    pub async fn connect(&mut self) -> Result<(), StoreError> {
+        match self.link.ensure().await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.link.after_error(&error);
+                Err(self.redactor.error(error))
+            }
+        }
+    }
+
     /// Runs one command.
     async fn query<T: FromRedisValue + Send + 'static>(
         &mut self,
