@@ -95,19 +95,24 @@ impl Store {
             new_marker(),
             Duration::from_secs(config.record_ttl_s),
         )?;
-        let up = match redis.set_marker().await {
-            Ok(()) => true,
+        let started = match redis.connect().await {
+            Ok(()) => redis.set_marker().await,
+            Err(error) => Err(error),
+        };
+        let last_error = match started {
+            Ok(()) => None,
             Err(error @ StoreError::Auth { .. }) => return Err(error),
             Err(error) => {
                 tracing::warn!("call store {location} not reachable at start: {error}");
-                false
+                Some(error.to_string())
             }
         };
         tracing::info!("call store: {location} (node {node})");
         let status = StoreStatus {
             backend: "redis",
             location: Some(location.to_string()),
-            up,
+            up: last_error.is_none(),
+            last_error,
             ..empty_status("redis")
         };
         Ok(Store::start(
@@ -273,6 +278,16 @@ impl Store {
             .await
             .map_err(|_| timed_out())?
             .map_err(|_| StoreError::Stopped)?
+    }
+}
+
+/// Shows the store's state ([`Store::status`]): backend, location without the password, up or
+/// down, counters. Never the password.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("status", &self.status())
+            .finish()
     }
 }
 

@@ -9,7 +9,7 @@ use anchorage_config::{ClusterConfig, StoreSpec};
 use anchorage_store::{CallRecord, CseqReserved, Store, StoreError};
 use redis::Commands;
 use support::eventually;
-use support::redis_server::{connection, RedisServer};
+use support::redis_server::{connection, make_ca, RedisServer, TlsRedisCluster, TlsSentinel};
 use support::sample;
 
 fn config(url: &str) -> ClusterConfig {
@@ -314,7 +314,7 @@ async fn a_password_works_and_never_shows() {
     let wrong = format!("redis://:not-{PASSWORD}@127.0.0.1:{}/0", server.port);
     let error = match Store::open(&config(&wrong), "node3").await {
         Err(error) => error,
-        Ok(_) => panic!("a wrong password must not open"),
+        Ok(store) => panic!("a wrong password must not open: {store:?}"),
     };
     assert!(matches!(error, StoreError::Auth { .. }), "{error:?}");
     let text = error.to_string();
@@ -440,5 +440,310 @@ async fn changes_between_batches_coalesce_into_one_write() {
     assert_eq!(
         store.load("busy").await.unwrap().unwrap().updated_unix_ms,
         9_999
+    );
+}
+
+/// [`config`] with room for TLS: a handshake (one per server, and a Cluster or Sentinel client
+/// makes several) takes longer than 300 ms in a debug build on a busy shared host.
+fn tls_config(url: &str) -> ClusterConfig {
+    ClusterConfig {
+        timeout_ms: 2_000,
+        ..config(url)
+    }
+}
+
+/// Loads `call_id` until it is there, for at most `within`.
+async fn load_eventually(store: &Store, call_id: &str, within: Duration) -> CallRecord {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match store.load(call_id).await {
+            Ok(Some(record)) => return record,
+            Ok(None) | Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("{call_id} not loaded within {within:?}: {other:?}"),
+        }
+    }
+}
+
+/// The log line saying why the store at `location` was not reachable at its start.
+fn start_refusal(logged: &str, location: &str) -> String {
+    logged
+        .lines()
+        .find(|line| line.contains(&format!("call store {location} not reachable at start")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Asserts that none of `shown` holds `password`.
+fn never_shows(password: &str, shown: &[String]) {
+    for text in shown {
+        assert!(!text.contains(password), "password shown in: {text}");
+    }
+}
+
+/// Master, replica and Sentinel all speak only TLS and all want the password: the store finds
+/// the master through the Sentinel, writes and reads a record, and after the master is killed
+/// follows the Sentinel to the promoted replica. A CA that did not sign the servers'
+/// certificates and a wrong password are refused with errors that say so; the password shows
+/// nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_over_tls_with_a_password_follows_a_failover_and_never_shows_it() {
+    const PASSWORD: &str = "sentinel-tls-pw-31";
+    let logs = support::logs::capture();
+    let mut set = TlsSentinel::start(PASSWORD);
+    let url = format!(
+        "rediss+sentinel://:{PASSWORD}@127.0.0.1:{}/mymaster/0",
+        set.sentinel_port
+    );
+    let mut tls = tls_config(&url);
+    tls.tls_ca_file = Some(set.certs.ca.clone());
+    let store = Store::open(&tls, "node1")
+        .await
+        .expect("the store opens through the TLS Sentinel");
+    let record = sample::full("sentinel-tls-call", "node1");
+    store.put_durable(record.clone()).await.unwrap();
+    assert_eq!(
+        store.load("sentinel-tls-call").await.unwrap(),
+        Some(record.clone())
+    );
+    let status = store.status();
+    assert!(status.up, "{status:?}");
+    let location = format!(
+        "rediss+sentinel://:***@127.0.0.1:{}/mymaster/0",
+        set.sentinel_port
+    );
+    assert_eq!(status.location.as_deref(), Some(location.as_str()));
+
+    // The record is on the master Sentinel named: read it on its replica, over TLS.
+    let mut on_replica = tls_config(&format!(
+        "rediss://:{PASSWORD}@127.0.0.1:{}/0",
+        set.replica_port
+    ));
+    on_replica.tls_ca_file = Some(set.certs.ca.clone());
+    let replica = Store::open(&on_replica, "reader").await.expect("opens");
+    assert_eq!(
+        load_eventually(&replica, "sentinel-tls-call", Duration::from_secs(5)).await,
+        record
+    );
+
+    // The master dies; the Sentinel promotes the replica, and the store follows it.
+    set.kill_master_and_wait_for_failover();
+    assert!(
+        set.sentinel_says().contains(&set.replica_port.to_string()),
+        "{}",
+        set.sentinel_says()
+    );
+    store.put(sample::call("after-failover", "node1"));
+    load_eventually(&store, "after-failover", Duration::from_secs(20)).await;
+    assert_eq!(
+        store.load("sentinel-tls-call").await.unwrap(),
+        Some(record.clone())
+    );
+    assert!(
+        replica.load("after-failover").await.unwrap().is_some(),
+        "written on the promoted replica"
+    );
+    let after = store.status();
+    assert!(after.up && after.dirty_calls == 0, "{after:?}");
+
+    // A CA that did not sign the servers' certificates: the store never comes up, and its
+    // error says why.
+    let other_ca = make_ca(set.dir.path(), "other-ca", "not-the-redis-ca");
+    let mut untrusted = tls.clone();
+    untrusted.tls_ca_file = Some(other_ca);
+    let refused = Store::open(&untrusted, "node2").await;
+    let refusal = match &refused {
+        Err(error) => error.to_string(),
+        Ok(store) => {
+            // Opened down, with the reason in the log line of its start (the status keeps the
+            // latest error, which on a busy host may be a later timeout); later operations
+            // fail too.
+            let status = store.status();
+            assert!(!status.up && status.last_error.is_some(), "{status:?}");
+            let later = store
+                .load("sentinel-tls-call")
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(!later.contains(PASSWORD), "{later}");
+            start_refusal(&logs.text(), &location)
+        }
+    };
+    assert!(
+        refusal.contains(&location) && refusal.to_lowercase().contains("certificate"),
+        "{refusal}"
+    );
+
+    // A wrong password is a clear error at start.
+    let mut wrong = tls_config(&format!(
+        "rediss+sentinel://:not-{PASSWORD}@127.0.0.1:{}/mymaster/0",
+        set.sentinel_port
+    ));
+    wrong.tls_ca_file = Some(set.certs.ca.clone());
+    let error = match Store::open(&wrong, "node3").await {
+        Err(error) => error,
+        Ok(store) => panic!("a wrong password must not open: {store:?}"),
+    };
+    assert!(matches!(error, StoreError::Auth { .. }), "{error:?}");
+
+    let logged = logs.text();
+    assert!(
+        logged.contains(&format!("call store: {location}")),
+        "{logged}"
+    );
+    never_shows(
+        PASSWORD,
+        &[
+            format!("{store:?}"),
+            format!("{:?}", store.status()),
+            format!("{tls:?}"),
+            format!("{:?}", tls.location()),
+            refusal,
+            format!("{refused:?}"),
+            error.to_string(),
+            format!("{error:?}"),
+            logged,
+        ],
+    );
+}
+
+/// Three masters that speak only TLS, on the cluster bus too, with a password: records of
+/// calls spread over the slots of every node are written, reserved, deleted and read back; a
+/// second store with the password in `password_file` reads them too. An unknown CA and a
+/// wrong password are refused; the password shows nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_over_tls_with_a_password_holds_calls_and_never_shows_it() {
+    const PASSWORD: &str = "cluster-tls-pw-58";
+    let logs = support::logs::capture();
+    let cluster = TlsRedisCluster::start(PASSWORD);
+    let urls = |password: &str| {
+        cluster
+            .ports
+            .iter()
+            .map(|p| format!("rediss://{password}127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+    };
+    let tls = ClusterConfig {
+        store: Some(StoreSpec::Cluster(urls(&format!(":{PASSWORD}@")))),
+        tls_ca_file: Some(cluster.certs.ca.clone()),
+        ..tls_config("unused")
+    };
+    let store = Store::open(&tls, "node1")
+        .await
+        .expect("the store opens on the TLS cluster");
+    let calls: Vec<String> = (0..200).map(|i| format!("tls-cluster-{i}@h")).collect();
+    for call_id in &calls {
+        store.put(sample::call(call_id, "node1"));
+    }
+    store.put(sample::full("tls-cluster-full", "node1"));
+    store.flush().await.unwrap();
+    let keys = cluster.keys_per_node(PASSWORD);
+    assert!(
+        keys.iter().all(|&n| n > 20) && keys.iter().sum::<u64>() >= 201,
+        "records on every node: {keys:?}"
+    );
+    store.delete(&calls[0]);
+    store
+        .reserve_cseq(
+            &calls[1],
+            CseqReserved {
+                to_callee: 700,
+                to_caller: 12,
+            },
+        )
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    for call_id in &calls[1..] {
+        let loaded = store.load(call_id).await.unwrap();
+        assert_eq!(loaded.map(|r| r.call_id).as_deref(), Some(call_id.as_str()));
+    }
+    assert_eq!(store.load(&calls[0]).await.unwrap(), None);
+    assert_eq!(
+        store.load("tls-cluster-full").await.unwrap(),
+        Some(sample::full("tls-cluster-full", "node1"))
+    );
+    assert_eq!(store.load_owned("node1").await.unwrap().len(), 200);
+    let status = store.status();
+    assert!(status.up && status.dirty_calls == 0, "{status:?}");
+    let location = format!(
+        "redis cluster [rediss://:***@{}]",
+        cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert_eq!(status.location.as_deref(), Some(location.as_str()));
+
+    // The password from a file instead of the URLs.
+    let file = cluster.dir.path().join("redis-password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let from_file = ClusterConfig {
+        store: Some(StoreSpec::Cluster(urls(""))),
+        password_file: Some(file),
+        ..tls.clone()
+    };
+    let second = Store::open(&from_file, "node2").await.expect("opens");
+    let reserved = second.load(&calls[1]).await.unwrap().unwrap();
+    assert_eq!(reserved.cseq_reserved.to_callee, 700);
+
+    // A CA that did not sign the nodes' certificates.
+    let other_ca = make_ca(cluster.dir.path(), "other-ca", "not-the-redis-ca");
+    let untrusted = ClusterConfig {
+        tls_ca_file: Some(other_ca),
+        ..tls.clone()
+    };
+    let refused = Store::open(&untrusted, "node3").await;
+    let refusal = match &refused {
+        Err(error) => error.to_string(),
+        Ok(store) => {
+            // Opened down, with the reason in the log line of its start (the status keeps the
+            // latest error, which on a busy host may be a later timeout); later operations
+            // fail too.
+            let status = store.status();
+            assert!(!status.up && status.last_error.is_some(), "{status:?}");
+            let later = store.load(&calls[1]).await.unwrap_err().to_string();
+            assert!(!later.contains(PASSWORD), "{later}");
+            start_refusal(&logs.text(), &location)
+        }
+    };
+    assert!(
+        refusal.contains(&location) && refusal.to_lowercase().contains("certificate"),
+        "{refusal}"
+    );
+
+    // A wrong password is a clear error at start.
+    let wrong = ClusterConfig {
+        store: Some(StoreSpec::Cluster(urls(&format!(":not-{PASSWORD}@")))),
+        ..tls.clone()
+    };
+    let error = match Store::open(&wrong, "node4").await {
+        Err(error) => error,
+        Ok(store) => panic!("a wrong password must not open: {store:?}"),
+    };
+    assert!(matches!(error, StoreError::Auth { .. }), "{error:?}");
+
+    let logged = logs.text();
+    assert!(
+        logged.contains(&format!("call store: {location}")),
+        "{logged}"
+    );
+    never_shows(
+        PASSWORD,
+        &[
+            format!("{store:?}"),
+            format!("{:?}", store.status()),
+            format!("{second:?}"),
+            format!("{tls:?}"),
+            format!("{:?}", tls.location()),
+            refusal,
+            format!("{refused:?}"),
+            error.to_string(),
+            format!("{error:?}"),
+            logged,
+        ],
     );
 }

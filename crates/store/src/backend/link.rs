@@ -2,7 +2,14 @@
 //! that Sentinel names (asked again after a failure), or a Redis Cluster connection. Each is
 //! made lazily and remade after connection errors, so a store opened while Redis is down
 //! starts writing as soon as it is back.
+//!
+//! Connecting through Sentinel or to a Cluster takes several round trips and, over TLS, one
+//! handshake per server: it can outlast one operation's `cluster.timeout_ms`. So the attempt
+//! runs as a task of its own ([`Attempt`]): the operation gives up at its timeout, the attempt
+//! goes on, and the next operation takes it up instead of starting over (else a Cluster over
+//! TLS on a busy host could be retried forever without ever connecting).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anchorage_config::cluster::Secret;
@@ -34,15 +41,78 @@ pub(crate) enum Link {
     Single(ConnectionManager),
     /// The master named by Sentinel.
     Sentinel {
-        client: Box<SentinelClient>,
+        client: Arc<tokio::sync::Mutex<SentinelClient>>,
         manager: Option<ConnectionManager>,
+        connecting: Option<Attempt<ConnectionManager>>,
         config: Box<ConnectionManagerConfig>,
+        budget: Duration,
     },
     /// A Redis Cluster.
     Cluster {
         client: Box<ClusterClient>,
         connection: Option<ClusterConnection>,
+        connecting: Option<Attempt<ClusterConnection>>,
+        budget: Duration,
     },
+}
+
+/// The longest a connection attempt may go on in the background, in operation timeouts: the
+/// Cluster client bounds each connection itself, redis-rs's Sentinel client does not.
+const ATTEMPT_TIMEOUTS: u32 = 10;
+
+/// A connection attempt running as a task of its own, so that it survives the operation that
+/// started it; aborted when dropped.
+pub(crate) struct Attempt<T>(tokio::task::JoinHandle<RedisResult<T>>);
+
+impl<T: Send + 'static> Attempt<T> {
+    /// Starts `connect`, given up after `budget`.
+    fn spawn(
+        budget: Duration,
+        connect: impl std::future::Future<Output = RedisResult<T>> + Send + 'static,
+    ) -> Attempt<T> {
+        Attempt(tokio::spawn(async move {
+            tokio::time::timeout(budget, connect)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RedisError::from((
+                        ErrorKind::Io,
+                        "could not connect",
+                        format!("no connection within {} ms", budget.as_millis()),
+                    )))
+                })
+        }))
+    }
+
+    /// Its outcome. Cancel-safe: if the caller stops waiting, the attempt goes on and may be
+    /// waited for again.
+    async fn outcome(&mut self) -> RedisResult<T> {
+        match (&mut self.0).await {
+            Ok(result) => result,
+            Err(error) => Err(RedisError::from((
+                ErrorKind::Io,
+                "the connection attempt failed",
+                error.to_string(),
+            ))),
+        }
+    }
+}
+
+impl<T> Drop for Attempt<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Waits for the attempt in `connecting` (starting one with `start` if there is none) and
+/// forgets it once it has ended, either way.
+async fn take_up<T: Send + 'static>(
+    connecting: &mut Option<Attempt<T>>,
+    start: impl FnOnce() -> Attempt<T>,
+) -> RedisResult<T> {
+    let attempt = connecting.get_or_insert_with(start);
+    let outcome = attempt.outcome().await;
+    *connecting = None;
+    outcome
 }
 
 fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
@@ -137,9 +207,11 @@ impl Link {
                         .set_client_to_sentinel_password(password);
                 }
                 Ok(Link::Sentinel {
-                    client: Box::new(builder.build()?),
+                    client: Arc::new(tokio::sync::Mutex::new(builder.build()?)),
                     manager: None,
+                    connecting: None,
                     config: Box::new(manager_config(target.timeout)),
+                    budget: target.timeout * ATTEMPT_TIMEOUTS,
                 })
             }
             StoreKind::Cluster => {
@@ -167,32 +239,52 @@ impl Link {
                 Ok(Link::Cluster {
                     client: Box::new(builder.build()?),
                     connection: None,
+                    connecting: None,
+                    budget: target.timeout * ATTEMPT_TIMEOUTS,
                 })
             }
         }
     }
 
-    /// Makes the connection if there is none.
+    /// Makes the connection if there is none, or takes up the attempt under way.
     pub async fn ensure(&mut self) -> RedisResult<()> {
         match self {
             Link::Single(_) => Ok(()),
             Link::Sentinel {
                 client,
                 manager,
+                connecting,
                 config,
+                budget,
             } => {
                 if manager.is_none() {
-                    let master = client.async_get_client().await?;
-                    let mut fresh =
-                        ConnectionManager::new_lazy_with_config(master, (**config).clone())?;
-                    redis::cmd("PING").query_async::<()>(&mut fresh).await?;
-                    *manager = Some(fresh);
+                    let start = || {
+                        let client = client.clone();
+                        let config = (**config).clone();
+                        Attempt::spawn(*budget, async move {
+                            let master = client.lock().await.async_get_client().await?;
+                            let mut fresh =
+                                ConnectionManager::new_lazy_with_config(master, config)?;
+                            redis::cmd("PING").query_async::<()>(&mut fresh).await?;
+                            Ok(fresh)
+                        })
+                    };
+                    *manager = Some(take_up(connecting, start).await?);
                 }
                 Ok(())
             }
-            Link::Cluster { client, connection } => {
+            Link::Cluster {
+                client,
+                connection,
+                connecting,
+                budget,
+            } => {
                 if connection.is_none() {
-                    *connection = Some(client.get_async_connection().await?);
+                    let start = || {
+                        let client = (**client).clone();
+                        Attempt::spawn(*budget, async move { client.get_async_connection().await })
+                    };
+                    *connection = Some(take_up(connecting, start).await?);
                 }
                 Ok(())
             }

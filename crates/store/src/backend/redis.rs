@@ -60,9 +60,7 @@ impl Redactor {
                 detail = detail.replace(password.expose(), "***");
             }
         }
-        let auth = matches!(error.kind(), redis::ErrorKind::AuthenticationFailed)
-            || matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
-        if auth {
+        if is_refused_credentials(&error, &detail) {
             StoreError::Auth {
                 location: self.location.clone(),
                 detail,
@@ -156,6 +154,19 @@ impl RedisBackend {
                 self.link
                     .after_error(&RedisError::from((redis::ErrorKind::Io, "timed out")));
                 Err(self.redactor.timeout())
+            }
+        }
+    }
+
+    /// Connects (through Sentinel, or to the Cluster) waiting for the attempt to end rather
+    /// than for one operation's timeout, so that at start a refused password or an untrusted
+    /// certificate is reported as such, not as a timeout. The attempt is bounded by itself.
+    pub async fn connect(&mut self) -> Result<(), StoreError> {
+        match self.link.ensure().await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.link.after_error(&error);
+                Err(self.redactor.error(error))
             }
         }
     }
@@ -338,6 +349,17 @@ impl RedisBackend {
             .clone();
         self.query::<()>(set).await
     }
+}
+
+/// Whether `error` (whose text is `detail`) says Redis refused the credentials. The Cluster
+/// client reports that it reached no seed node as an I/O error that carries the cause only as
+/// text ("Failed to create initial connections - Io: Password authentication failed -
+/// AuthenticationFailed"), so the text is read too.
+fn is_refused_credentials(error: &RedisError, detail: &str) -> bool {
+    const REFUSALS: [&str; 4] = ["AuthenticationFailed", "WRONGPASS", "NOAUTH", "NOPERM"];
+    matches!(error.kind(), redis::ErrorKind::AuthenticationFailed)
+        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+        || REFUSALS.iter().any(|word| detail.contains(word))
 }
 
 fn hgetall(key: String) -> redis::Cmd {
