@@ -10,10 +10,13 @@
 # and the achieved rate is at least 95 % of the target (the criterion of ../shared/peers).
 # CPU is the proxy's own process tree (utime+stime from /proc) over the step.
 #
-# Usage: bench/cps.sh [--quick] [--steps SECONDS] [--media] [--overload] [--old BIN] [RATE ...]
+# Usage: bench/cps.sh [--quick] [--steps SECONDS] [--media] [--redis] [--overload] [--old BIN] [RATE ...]
 #   --quick   5 s steps instead of 20 s
 #   --steps   step length in seconds (the issues ask for 30)
 #   --media   anchor every call on a relay (offer, answer, delete per call)
+#   --redis   also run our proxy with its calls in Redis ([cluster] store on a redis-server this
+#             script starts), in the same run: its CPU per call counts the proxy's and Redis's,
+#             and the ratio to the memory store is printed per rate both passed
 #   --overload after each system's ladder, steps at 1.2x, 1.5x and 2x its highest clean rate,
 #             then a recovery step at 1000/s: calls ok, failed, answered 503, whether the
 #             proxy (and relay) lived through it, the proxy's peak RSS, and whether the relay
@@ -28,12 +31,14 @@ cd "$(dirname "$0")/.."
 STEP=20
 MEDIA=0
 OVERLOAD=0
+REDIS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) STEP=5; shift;;
     --steps) STEP=$2; shift 2;;
     --media) MEDIA=1; shift;;
     --overload) OVERLOAD=1; shift;;
+    --redis) REDIS=1; shift;;
     --old) OLD_BIN=$2; shift 2;;
     *) break;;
   esac
@@ -43,6 +48,7 @@ RATES=("$@")
 
 TOOLS=(sipp kamailio)
 [ "$MEDIA" = 1 ] && TOOLS+=(rtpengine)
+[ "$REDIS" = 1 ] && TOOLS+=(redis-server)
 for tool in "${TOOLS[@]}"; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool (run scripts/test to install it)"; exit 1; }
 done
@@ -67,6 +73,7 @@ PROXY_PORT=25060
 UAS_PORT=25080
 UAC_PORT=25070
 NG_PORT=25223
+REDIS_PORT=25379
 
 # Kamailio: the peers' configuration in its no-media profile, moved to our ports.
 sed -e "s/127.0.0.1:5060/127.0.0.1:$PROXY_PORT/g" \
@@ -89,12 +96,29 @@ caller_flags = "replace-origin ICE=remove"
 callee_flags = "replace-origin ICE=remove"
 EOF
 
+# The same with every call in Redis (--redis).
+{ cat "$WORK/anchorage.toml"
+  printf '\n[node]\nid = "bench-1"\n\n[cluster]\nstore = "redis://127.0.0.1:%s/0"\n' "$REDIS_PORT"
+} > "$WORK/anchorage-redis.toml"
+
 # The binary of an anchorage system: this tree's, or the older one of --old.
 bin_of() { if [ "$1" = anchorage-old ]; then echo "$OLD_BIN"; else echo "$BIN"; fi; }
 
+# Redis for --redis: no persistence (the proxy's records are what is measured); sets EXTRA_PID,
+# whose CPU counts with the proxy's.
+EXTRA_PID=
+start_redis() {
+  setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+  EXTRA_PID=$!
+  PIDS+=("$EXTRA_PID")
+  sleep 0.5
+  kill -0 "$EXTRA_PID" || { echo "redis-server did not start:"; tail -20 "$WORK/redis.log"; exit 1; }
+}
+
 start_relay() { # name -> sets RELAY_PID
   case "$1" in
-    anchorage|anchorage-old)
+    anchorage|anchorage-old|anchorage-redis)
       setsid "$(bin_of "$1")" relay --listen-ng "127.0.0.1:$NG_PORT" --interface 127.0.0.1 \
         --port-min 30000 --port-max 49999 --delete-delay 0 >"$WORK/relay.log" 2>&1 &
       RELAY_PID=$!;;
@@ -111,8 +135,17 @@ start_relay() { # name -> sets RELAY_PID
 
 start_system() { # name -> sets SYS_PID
   case "$1" in
-    anchorage|anchorage-old)
-      if [ "$MEDIA" = 1 ]; then
+    anchorage|anchorage-old|anchorage-redis)
+      if [ "$1" = anchorage-redis ]; then
+        start_redis
+        local config="$WORK/anchorage-redis.toml"
+        if [ "$MEDIA" = 0 ]; then
+          printf '[[proxy.listen]]\ntransport = "udp"\naddress = "127.0.0.1:%s"\n\n[node]\nid = "bench-1"\n\n[cluster]\nstore = "redis://127.0.0.1:%s/0"\n' \
+            "$PROXY_PORT" "$REDIS_PORT" > "$WORK/anchorage-redis-sig.toml"
+          config="$WORK/anchorage-redis-sig.toml"
+        fi
+        setsid "$BIN" proxy -c "$config" >"$WORK/anchorage.log" 2>&1 &
+      elif [ "$MEDIA" = 1 ]; then
         setsid "$(bin_of "$1")" proxy -c "$WORK/anchorage.toml" >"$WORK/anchorage.log" 2>&1 &
       else
         setsid "$(bin_of "$1")" proxy --listen "udp:127.0.0.1:$PROXY_PORT" >"$WORK/anchorage.log" 2>&1 &
@@ -157,6 +190,7 @@ run_step() { # system rate -> prints result line, returns 0 on pass
   ss -Huln "sport = :$UAS_PORT" 2>/dev/null | grep -q . || { echo "the SIPp UAS did not start on port $UAS_PORT"; return 1; }
   local ticks; ticks=$(getconf CLK_TCK)
   local cpu0; cpu0=$(cpu_of "$SYS_PID")
+  local xcpu0=0; [ -n "$EXTRA_PID" ] && xcpu0=$(cpu_of "$EXTRA_PID")
   local rcpu0=0; [ "$MEDIA" = 1 ] && rcpu0=$(cpu_of "$RELAY_PID")
   local t0; t0=$(date +%s.%N)
   set +e
@@ -168,6 +202,7 @@ run_step() { # system rate -> prints result line, returns 0 on pass
   local code=$?
   set -e
   local cpu1; cpu1=$(cpu_of "$SYS_PID")
+  local xcpu1=0; [ -n "$EXTRA_PID" ] && xcpu1=$(cpu_of "$EXTRA_PID")
   local rcpu1=0; [ "$MEDIA" = 1 ] && rcpu1=$(cpu_of "$RELAY_PID")
   local t1; t1=$(date +%s.%N)
   # The UAS must be gone (and its port free) before the next step starts its own: a UAS that
@@ -186,8 +221,10 @@ run_step() { # system rate -> prints result line, returns 0 on pass
   # is the calls over the elapsed time less the hold.
   local secs; secs=$(echo "$t1 - $t0" | bc)
   local achieved; achieved=$(echo "scale=0; $calls / ($secs - 1)" | bc)
-  local cpu_s; cpu_s=$(echo "scale=3; ($cpu1 - $cpu0) / $ticks" | bc)
+  # With --redis, Redis's CPU counts with the proxy's.
+  local cpu_s; cpu_s=$(echo "scale=3; ($cpu1 - $cpu0 + $xcpu1 - $xcpu0) / $ticks" | bc)
   local per_k; per_k=$(echo "scale=3; $cpu_s * 1000 / ($ok + 1)" | bc)
+  CPUK[$sys,$rate]=$per_k
   local relay_s; relay_s=$(echo "scale=3; ($rcpu1 - $rcpu0) / $ticks" | bc)
   local pass=no
   if [ "$code" -eq 0 ] && [ "${failed:-1}" -eq 0 ] && [ "${ok:-0}" -eq "$calls" ] \
@@ -237,8 +274,9 @@ overload_steps() { # system best
   done
 }
 
-declare -A BEST
+declare -A BEST CPUK
 SYSTEMS=(anchorage)
+[ "$REDIS" = 1 ] && SYSTEMS+=(anchorage-redis)
 [ -n "${OLD_BIN:-}" ] && SYSTEMS+=(anchorage-old)
 SYSTEMS+=(kamailio)
 for sys in "${SYSTEMS[@]}"; do
@@ -251,6 +289,7 @@ for sys in "${SYSTEMS[@]}"; do
   if [ "$OVERLOAD" = 1 ]; then overload_steps "$sys" "${BEST[$sys]}"; fi
   kill -9 -- "-$SYS_PID" "$SYS_PID" 2>/dev/null || true
   if [ "$MEDIA" = 1 ]; then kill -9 -- "-$RELAY_PID" "$RELAY_PID" 2>/dev/null || true; fi
+  if [ -n "$EXTRA_PID" ]; then kill -9 -- "-$EXTRA_PID" "$EXTRA_PID" 2>/dev/null || true; EXTRA_PID=; fi
   sleep 1
 done
 
@@ -264,5 +303,17 @@ if [ -n "${OLD_BIN:-}" ]; then
   echo "older build ($OLD_BIN): ${BEST[anchorage-old]}/s"
   if [ "${BEST[anchorage-old]}" -gt 0 ]; then
     echo "ratio anchorage/older build: $(echo "scale=2; ${BEST[anchorage]} / ${BEST[anchorage-old]}" | bc)"
+  fi
+fi
+if [ "$REDIS" = 1 ]; then
+  echo "with the Redis store: ${BEST[anchorage-redis]}/s; CPU per 1,000 calls (proxy + Redis) against the memory store:"
+  for rate in "${RATES[@]}"; do
+    m=${CPUK[anchorage,$rate]:-}; r=${CPUK[anchorage-redis,$rate]:-}
+    if [ -n "$m" ] && [ -n "$r" ] && [ "$(echo "$m > 0" | bc)" -eq 1 ]; then
+      echo "  rate $rate/s: memory ${m}s, redis ${r}s, ratio $(echo "scale=3; $r / $m" | bc)"
+    fi
+  done
+  if [ "${BEST[kamailio]}" -gt 0 ]; then
+    echo "ratio anchorage-redis/kamailio: $(echo "scale=2; ${BEST[anchorage-redis]} / ${BEST[kamailio]}" | bc)"
   fi
 fi

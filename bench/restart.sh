@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Restart recovery (issue #14): live calls with media (anchorage callgen) through
+# `anchorage proxy` with its calls in Redis, across two `anchorage relay` processes; then
+# `kill -9` of the proxy and a start of the same node. Reported: how long the new process took
+# to load every call (its own log line), the calls it found against those alive, then every
+# call re-anchored (relay-a drained) by the restarted proxy: how long the move took, the gap
+# around each re-INVITE and the longest media gap per call (callgen), and the calls lost.
+#
+# Usage: bench/restart.sh [--calls N] [--rate R] [--hold SECONDS]
+#   defaults: 1000 calls set up at 200/s, held 40 s.
+#   ANCHORAGE_BIN=path runs another build.
+# Needs: the release build (made here), python3, curl, redis-server. Results in
+# bench/results/restart-<date>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CALLS=1000
+RATE=200
+HOLD=40
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --calls) CALLS=$2; shift 2;;
+    --rate) RATE=$2; shift 2;;
+    --hold) HOLD=$2; shift 2;;
+    *) echo "unknown option $1"; exit 2;;
+  esac
+done
+for tool in python3 curl redis-server; do
+  command -v "$tool" >/dev/null || { echo "missing tool: $tool"; exit 1; }
+done
+
+. bench/common.sh
+anchorage_bin
+OUT="bench/results/restart-$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT"
+ulimit -n 65536 2>/dev/null || true
+
+SIP=28060; API=28061; NG_A=28223; NG_B=28224; UAS=28090; REDIS=28379; MET_A=28225; MET_B=28226
+trap stop_all EXIT
+
+two_relay_config "$OUT/proxy.toml" "$SIP" "$API" "$NG_A" "$NG_B" "
+[node]
+id = \"bench-restart\"
+
+[cluster]
+store = \"redis://127.0.0.1:$REDIS/0\""
+
+redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT" \
+  >"$OUT/redis.log" 2>&1 &
+PIDS+=($!)
+"$BIN" relay --listen-ng "127.0.0.1:$NG_A" --interface 127.0.0.1 --port-min 30000 \
+  --port-max 39999 --delete-delay 0 --metrics "127.0.0.1:$MET_A" >"$OUT/relay-a.log" 2>&1 &
+PIDS+=($!)
+"$BIN" relay --listen-ng "127.0.0.1:$NG_B" --interface 127.0.0.1 --port-min 40000 \
+  --port-max 49999 --delete-delay 0 --metrics "127.0.0.1:$MET_B" >"$OUT/relay-b.log" 2>&1 &
+PIDS+=($!)
+
+start_proxy() { # log file
+  "$BIN" proxy -c "$OUT/proxy.toml" >"$1" 2>&1 &
+  PROXY=$!; PIDS+=($PROXY)
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$API/v1/health" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "the proxy did not start:"; tail -20 "$1"; exit 1
+}
+json() { curl -sf "http://127.0.0.1:$API$1"; }
+anchored() {
+  json /v1/relays | python3 -c 'import json,sys; print(sum(r["calls"] for r in json.load(sys.stdin)["relays"]))'
+}
+
+echo "== $CALLS calls at $RATE/s held ${HOLD}s through a proxy with the Redis store"
+start_proxy "$OUT/proxy-1.log"
+# Every call on relay-a, so the drain after the restart moves them all.
+curl -sf -X POST "http://127.0.0.1:$API/v1/relays/relay-b/drain" >/dev/null
+"$BIN" callgen --proxy "127.0.0.1:$SIP" --uas "127.0.0.1:$UAS" --calls "$CALLS" \
+  --rate "$RATE" --hold "${HOLD}s" --json --progress >"$OUT/callgen.json" 2>"$OUT/callgen.log" &
+CALLGEN=$!; PIDS+=($CALLGEN)
+deadline=$((SECONDS + CALLS / RATE + 30))
+while :; do
+  up=$(anchored)
+  printf '\r   calls anchored: %s/%s' "$up" "$CALLS"
+  [ "$up" -ge "$CALLS" ] && break
+  [ $SECONDS -lt $deadline ] || { echo; echo "   not every call was set up in time"; break; }
+  sleep 0.5
+done
+echo
+curl -sf -X POST "http://127.0.0.1:$API/v1/relays/relay-b/undrain" >/dev/null
+# Every change written before the crash (the store's own backlog is what a crash would lose).
+for _ in $(seq 1 100); do
+  dirty=$(json /v1/health | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["dirty_calls"])')
+  [ "$dirty" = 0 ] && break
+  sleep 0.1
+done
+ALIVE=$(anchored)
+
+echo "== kill -9 of the proxy with $ALIVE calls, then the same node started again"
+T0=$(date +%s.%N)
+kill -9 "$PROXY"
+wait "$PROXY" 2>/dev/null || true
+start_proxy "$OUT/proxy-2.log"
+T1=$(date +%s.%N)
+LOADED_LINE=$(grep -m1 "calls loaded from the store" "$OUT/proxy-2.log" || echo "no load line")
+FOUND=$(anchored)
+echo "   $LOADED_LINE"
+echo "   kill to API serving again: $(echo "$T1 - $T0" | bc) s; calls found $FOUND of $ALIVE"
+
+echo "== every call re-anchored by the restarted proxy (relay-a drained)"
+T2=$(date +%s.%N)
+JOB=$(curl -sf -X POST "http://127.0.0.1:$API/v1/relays/relay-a/drain" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+while :; do
+  j=$(json "/v1/jobs/$JOB")
+  if echo "$j" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["finished"] else 1)'; then
+    break
+  fi
+  sleep 0.05
+done
+T3=$(date +%s.%N)
+echo "   move job: $j"
+echo "   drain to last call moved: $(echo "$T3 - $T2" | bc) s"
+echo "   waiting for the calls to end"
+wait "$CALLGEN" || true
+python3 - "$OUT/callgen.json" <<'PY'
+import json,sys
+r=json.load(open(sys.argv[1]))
+c=r["calls"]
+def q(k):
+    d=r[k]
+    return "p50 %s / p99 %s / max %s ms (n=%s)" % (d["p50"], d["p99"], d["max"], d["count"])
+print("   calls: total %d, set up %d, completed %d, failed %d, dropped %d, without media %d"
+      % (c["total"], c["set_up"], c["completed"], c["failed"], c["dropped"], c["without_media"]))
+print("   longest media gap per call:", q("longest_gap_ms"))
+print("   gap around each re-INVITE: ", q("reinvite_gap_ms"))
+print("   packets:", r["packets"])
+PY
+sleep 2
+sessions() { curl -sf "http://127.0.0.1:$1/metrics" | awk '/^anchorage_relay_active_sessions / {print $2}'; }
+echo "   relay sessions left after the last call: relay-a $(sessions "$MET_A"), relay-b $(sessions "$MET_B")"
+echo "   results in $OUT"
