@@ -393,6 +393,7 @@ fn command_result(
     };
     match command {
         Command::Reanchor {
+            engine,
             node,
             set,
             call_id,
@@ -410,6 +411,7 @@ fn command_result(
                     MoveTarget {
                         set: new_set,
                         node: new_node,
+                        engine,
                         caller,
                         callee,
                     },
@@ -420,7 +422,9 @@ fn command_result(
                     // parameter of the request.
                     let status = match e {
                         CommandError::UnknownCall(_) => 404,
-                        CommandError::UnknownNode(_) | CommandError::UnknownSet(_) => 400,
+                        CommandError::UnknownNode(_)
+                        | CommandError::UnknownSet(_)
+                        | CommandError::WrongEngine { .. } => 400,
                     };
                     (status, e.to_string())
                 })?;

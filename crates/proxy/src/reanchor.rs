@@ -273,6 +273,10 @@ pub struct MoveTarget {
     pub set: Option<String>,
     /// A node (default: the least loaded healthy node of the set, other than the current).
     pub node: Option<String>,
+    /// Only nodes of this engine: the new node is one (an engine change when the call is on
+    /// another), and a job over a node's or a set's calls takes only calls on nodes of it —
+    /// OpenSIPS' `engine` of `rtp_relay_update_callid` and `rtp_relay_update`.
+    pub engine: Option<crate::media::EngineKind>,
     /// New options for the SDP the caller is given (one call's move only).
     pub caller: LegOptions,
     /// New options for the SDP the callee is given (one call's move only).
@@ -365,6 +369,16 @@ pub enum CommandError {
     /// No relay set has this name.
     #[error("no relay set named {0:?}")]
     UnknownSet(String),
+    /// A node named in the command is not of the command's engine.
+    #[error("relay node {node:?} is an {actual} node, not {asked}")]
+    WrongEngine {
+        /// The node as the command named it.
+        node: String,
+        /// Its engine.
+        actual: crate::media::EngineKind,
+        /// The command's engine.
+        asked: crate::media::EngineKind,
+    },
     /// No call with this Call-ID is anchored on this node.
     #[error("no anchored call with Call-ID {0:?}")]
     UnknownCall(String),

@@ -106,18 +106,21 @@ impl Proxy {
         };
         let own_set = call.policy.set.clone();
         let set = m.target.set.clone().unwrap_or_else(|| own_set.clone());
+        // Nodes of another engine than the move asks for are never picked.
+        let mut exclude = m.tried.clone();
+        exclude.extend(self.relays.not_of_engine(m.target.engine));
         let node = match &m.target.node {
             Some(name) => self
                 .relays
                 .by_name(name)
-                .filter(|n| !m.tried.contains(n) && self.relays.is_up(*n)),
-            None => self.relays.pick(&set, &m.tried).or_else(|| {
+                .filter(|n| !exclude.contains(n) && self.relays.is_up(*n)),
+            None => self.relays.pick(&set, &exclude).or_else(|| {
                 // The call's own set has no healthy node left: the fallback set.
                 self.config
                     .reanchor
                     .fallback_set
                     .as_deref()
-                    .and_then(|fallback| self.relays.pick(fallback, &m.tried))
+                    .and_then(|fallback| self.relays.pick(fallback, &exclude))
             }),
         };
         let Some(node) = node else {
