@@ -182,6 +182,43 @@ pub fn restricted_offer(caller_sdp: &Bytes, callee_sdp: &Bytes) -> Bytes {
     }
 }
 
+/// A party's stored answer as the move's answer for an engine that does not convert between
+/// the legs (RTPProxy only rewrites addresses and ports): in the profile of `offer`, the SDP
+/// the same move re-offers that party. A call that was on a converting relay (SRTP towards
+/// the callee only) stored the callee's SRTP answer; the callee is now offered the caller's
+/// plain RTP and will answer in it, so the caller must not be handed the callee's old
+/// `RTP/SAVP` and keys. Per media section whose profile differs: the offer's `m=` profile,
+/// and no `a=crypto` (or `a=fingerprint`/`a=setup`) the offer's section lacks. An SDP that
+/// cannot be read is returned as it is.
+pub fn answer_in_offer_profile(answer: &Bytes, offer: &Bytes) -> Bytes {
+    let (Ok(mut answer_sdp), Ok(offer_sdp)) = (
+        Session::parse(answer.clone()),
+        Session::parse(offer.clone()),
+    ) else {
+        return answer.clone();
+    };
+    let mut changed = false;
+    for (a, o) in answer_sdp.media_mut().iter_mut().zip(offer_sdp.media()) {
+        let proto = o.media().proto();
+        if a.media().proto() == proto || a.set_proto(proto).is_err() {
+            continue;
+        }
+        changed = true;
+        if !o.has_attribute("crypto") {
+            a.remove_attribute("crypto");
+        }
+        if !o.has_attribute("fingerprint") {
+            a.remove_attribute("fingerprint");
+            a.remove_attribute("setup");
+        }
+    }
+    if changed {
+        answer_sdp.to_bytes()
+    } else {
+        answer.clone()
+    }
+}
+
 /// Whether an answer changed what the relay must know (addresses, ports, codecs, crypto),
 /// ignoring `o=` version noise (real clients bump it on every SDP).
 pub fn media_changed(stored: Option<&Bytes>, answer: &Bytes) -> bool {
@@ -544,6 +581,28 @@ mod tests {
         assert!(!other_party_must_know(Some(&stored), &moved));
         assert!(other_party_must_know(Some(&stored), &fewer));
         assert!(!other_party_must_know(None, &fewer));
+    }
+
+    #[test]
+    fn a_stale_srtp_answer_takes_the_profile_of_the_plain_offer_for_a_non_converting_engine() {
+        let offer = Bytes::from_static(
+            b"v=0\r\no=a 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        let srtp = Bytes::from_static(
+            b"v=0\r\no=b 1 2 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 5000 RTP/SAVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:xcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXF\r\n",
+        );
+        let fixed = answer_in_offer_profile(&srtp, &offer);
+        assert_eq!(
+            std::str::from_utf8(&fixed).unwrap(),
+            "v=0\r\no=b 1 2 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        );
+        // Same profile: untouched, byte for byte; an SRTP offer keeps an SRTP answer's keys.
+        let plain = answer_in_offer_profile(&fixed, &offer);
+        assert_eq!(plain, fixed);
+        assert_eq!(answer_in_offer_profile(&srtp, &srtp), srtp);
+        // Unreadable: as it is.
+        let junk = Bytes::from_static(b"not sdp");
+        assert_eq!(answer_in_offer_profile(&junk, &offer), junk);
     }
 
     #[test]

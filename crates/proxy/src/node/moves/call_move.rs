@@ -9,7 +9,9 @@ use bytes::Bytes;
 
 use crate::media::{self};
 use crate::node::moves::IDLE_POLL;
-use crate::reanchor::{glare_backoff, restricted_offer, sdp_for_leg, MoveResult, Party};
+use crate::reanchor::{
+    answer_in_offer_profile, glare_backoff, restricted_offer, sdp_for_leg, MoveResult, Party,
+};
 
 use crate::node::anchoring::MediaWait;
 use crate::node::moves::{Awaiting, LegStep, MAX_ATTEMPTS, MAX_IDLE_WAIT};
@@ -217,6 +219,17 @@ impl Proxy {
             else {
                 self.finish_move(call_id, MoveResult::CallEnded, now);
                 return;
+            };
+            // RTPProxy passes the SDP through: the callee's answer as stored may be in a
+            // profile only the previous (converting) relay gave its leg.
+            let passes_through = self
+                .relays
+                .nodes()
+                .get(node)
+                .is_some_and(|n| n.engine_kind() == media::EngineKind::Rtpproxy);
+            let callee_sdp = match (&call.caller.received, passes_through) {
+                (Some(offer), true) => answer_in_offer_profile(&callee_sdp, offer),
+                _ => callee_sdp,
             };
             let caller_flags = m.target.caller.applied_to(&call.policy.caller_flags);
             let request = media::offer_answer(
