@@ -264,6 +264,15 @@ pub fn other_party_must_know(stored: Option<&Bytes>, answer: &Bytes) -> bool {
     })
 }
 
+/// Whether a party must get a follow-up offer of `new` (the relay's SDP for it, made from the
+/// other party's answer to a move) when it was last sent `sent`: only if its media differ
+/// (`o=` aside). A relay that converts between the legs (RTP towards one, SRTP towards the
+/// other) often gives the party exactly what the move's re-INVITE gave it, though the other
+/// party's answer changed its profile and keys.
+pub fn follow_up_needed(sent: Option<&Bytes>, new: &Bytes) -> bool {
+    media_changed(sent, new)
+}
+
 /// RFC 3261 §14.1: after a 491, the owner of the Call-ID (towards the callee we act for the
 /// caller, who chose it) waits 2.1–4 s, the other 0–2 s, in 10 ms steps. `random` is any
 /// number (the caller's RNG).
@@ -603,6 +612,28 @@ mod tests {
         // Unreadable: as it is.
         let junk = Bytes::from_static(b"not sdp");
         assert_eq!(answer_in_offer_profile(&junk, &offer), junk);
+    }
+
+    #[test]
+    fn a_follow_up_offer_goes_only_when_the_partys_own_media_would_change() {
+        let sent = Bytes::from_static(
+            b"v=0\r\no=b 1 2 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\n",
+        );
+        // The same media, another `o=` version: the converting relay's rewrite of an SRTP
+        // answer for a plain party.
+        let same = Bytes::from_static(
+            b"v=0\r\no=b 1 7 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\n",
+        );
+        let savp = Bytes::from_static(
+            b"v=0\r\no=b 1 2 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 6000 RTP/SAVP 0 101\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:xcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXF\r\n",
+        );
+        let fewer = Bytes::from_static(
+            b"v=0\r\no=b 1 2 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n",
+        );
+        assert!(!follow_up_needed(Some(&sent), &same));
+        assert!(follow_up_needed(Some(&savp), &same), "the profile changes");
+        assert!(follow_up_needed(Some(&sent), &fewer), "the codecs change");
+        assert!(follow_up_needed(None, &same));
     }
 
     #[test]

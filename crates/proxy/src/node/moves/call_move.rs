@@ -332,6 +332,12 @@ impl Proxy {
             Party::Caller => &mut call.caller,
             Party::Callee => &mut call.callee,
         };
+        if !crate::reanchor::follow_up_needed(leg.sent.as_ref(), &sdp) {
+            // A relay that converts (SRTP towards one leg only) gives this party the same
+            // media as the move's re-INVITE did: nothing to tell it.
+            tracing::debug!(%call_id, party = party.as_str(), "no follow-up offer: the relay's SDP for the party is unchanged");
+            return;
+        }
         let sdp = sdp_for_leg(&sdp, leg.origin_sent.as_ref()).unwrap_or(sdp);
         leg.record_sent(&sdp);
         tracing::info!(%call_id, party = party.as_str(), "follow-up offer after a move: the other party's codecs changed");
