@@ -339,13 +339,11 @@ fn every_call_of_rtpproxy_node_1_moves_to_node_2_named_by_address_through_the_ap
     );
     assert_all_moved_then_ended(&p, calls, &n1, &n2);
     // The nodes named by address elsewhere too, and a wrong engine or address refused.
-    let (status, body) = http(
-        p.api,
-        "POST",
-        &format!("/v1/relays/{}/drain", address(&n1)),
-        "",
-    );
-    assert_eq!(status, 200, "drain by address: {body}");
+    let out = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+        .args(["ctl", "--api", &p.api.to_string(), "drain", &address(&n1)])
+        .output()
+        .expect("anchorage ctl runs");
+    assert!(out.status.success(), "drain by address: {out:?}");
     let (_, relays) = http(p.api, "GET", "/v1/relays", "");
     assert!(relays.contains("\"draining\":true"), "{relays}");
     let (status, body) = http(
