@@ -45,6 +45,9 @@ pub enum Query {
 pub enum Command {
     /// `POST /v1/reanchor` or `/v1/calls/{id}/reanchor`.
     Reanchor {
+        /// Only nodes of this engine: with `call_id`, the engine the call moves to; else
+        /// which calls move, and where to.
+        engine: Option<anchorage_proxy::media::EngineKind>,
         /// Only calls on this node.
         node: Option<String>,
         /// Only calls of this set.
@@ -404,13 +407,17 @@ fn authorized_body<T: serde::de::DeserializeOwned>(
     body_of(body)
 }
 
-/// `engine` of a move: `ng` is the only one.
+/// `engine` of a move: `ng` (or `rtpengine`, OpenSIPS' name for it) or `rtpproxy`.
 #[allow(clippy::result_large_err)] // an axum Response, returned as is by the handler
-fn check_engine(engine: Option<&str>) -> Result<(), Response> {
-    match engine {
-        None | Some("ng") => Ok(()),
-        Some(_) => Err(error(StatusCode::BAD_REQUEST, "the only engine is \"ng\"")),
-    }
+fn check_engine(
+    engine: Option<&str>,
+) -> Result<Option<anchorage_proxy::media::EngineKind>, Response> {
+    engine
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: anchorage_proxy::media::UnknownEngine| {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        })
 }
 
 /// `POST /v1/reanchor`.
@@ -458,12 +465,14 @@ async fn reanchor(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         Ok(b) => b,
         Err(r) => return r,
     };
-    if let Err(r) = check_engine(b.engine.as_deref()) {
-        return r;
-    }
+    let engine = match check_engine(b.engine.as_deref()) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
     run_command(
         &state,
         Command::Reanchor {
+            engine,
             node: b.node,
             set: b.set,
             call_id: None,
@@ -486,9 +495,10 @@ async fn reanchor_call(
         Ok(b) => b,
         Err(r) => return r,
     };
-    if let Err(r) = check_engine(b.engine.as_deref()) {
-        return r;
-    }
+    let engine = match check_engine(b.engine.as_deref()) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
     let (caller, callee) = match (
         leg_options("caller", b.caller.unwrap_or_default()),
         leg_options("callee", b.callee.unwrap_or_default()),
@@ -499,6 +509,7 @@ async fn reanchor_call(
     run_command(
         &state,
         Command::Reanchor {
+            engine,
             node: None,
             set: None,
             call_id: Some(call_id),

@@ -39,23 +39,27 @@ pub enum CtlCommand {
     Calls,
     /// Move every call off a relay node and give it no new calls; waits for the job.
     Drain {
-        /// Relay node name.
+        /// Relay node: its name or its address (`udp:IP:PORT`).
         node: String,
     },
     /// Give a drained relay node new calls again.
     Undrain {
-        /// Relay node name.
+        /// Relay node: its name or its address (`udp:IP:PORT`).
         node: String,
     },
     /// Move calls (all, or those on a node / in a set) to other relays; waits for the job.
     Reanchor {
-        /// Only calls on this node.
+        /// Only nodes of this engine (`ng`, `rtpengine` or `rtpproxy`): with `--call-id` the
+        /// engine the call moves to; else which calls move, and where to.
+        #[arg(long)]
+        engine: Option<String>,
+        /// Only calls on this node (its name or its address, `udp:IP:PORT`).
         #[arg(long)]
         node: Option<String>,
         /// Only calls in this relay set.
         #[arg(long)]
         set: Option<String>,
-        /// Move to this node.
+        /// Move to this node (its name or its address, `udp:IP:PORT`).
         #[arg(long)]
         to_node: Option<String>,
         /// Move to this set.
@@ -205,6 +209,7 @@ fn execute(args: &CtlArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CtlCommand::Reanchor {
+            engine,
             node,
             set,
             to_node,
@@ -213,12 +218,14 @@ fn execute(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         } => {
             let job = match call_id {
                 Some(id) => {
-                    let body = serde_json::json!({ "node": to_node, "set": to_set });
+                    let body =
+                        serde_json::json!({ "engine": engine, "node": to_node, "set": to_set });
                     api.post(&format!("/v1/calls/{id}/reanchor"), &body.to_string())?
                 }
                 None => {
                     let body = serde_json::json!({
-                        "node": node, "set": set, "new_node": to_node, "new_set": to_set,
+                        "engine": engine, "node": node, "set": set, "new_node": to_node,
+                        "new_set": to_set,
                     });
                     api.post("/v1/reanchor", &body.to_string())?
                 }

@@ -426,6 +426,7 @@ fn command_result(
     };
     match command {
         Command::Reanchor {
+            engine,
             node,
             set,
             call_id,
@@ -443,6 +444,7 @@ fn command_result(
                     MoveTarget {
                         set: new_set,
                         node: new_node,
+                        engine,
                         caller,
                         callee,
                     },
@@ -453,7 +455,9 @@ fn command_result(
                     // parameter of the request.
                     let status = match e {
                         CommandError::UnknownCall(_) => 404,
-                        CommandError::UnknownNode(_) | CommandError::UnknownSet(_) => 400,
+                        CommandError::UnknownNode(_)
+                        | CommandError::UnknownSet(_)
+                        | CommandError::WrongEngine { .. } => 400,
                     };
                     (status, e.to_string())
                 })?;

@@ -350,13 +350,25 @@ fn draining_a_relay_moves_its_call_deletes_the_old_session_and_sends_new_calls_e
         "/v1/reanchor".to_string(),
         format!("/v1/calls/{}/reanchor", "x"),
     ] {
-        let (status, body) = http(p.api, "POST", &path, "{\"engine\": \"rtpproxy\"}");
+        let (status, body) = http(p.api, "POST", &path, "{\"engine\": \"mediaproxy\"}");
         assert_eq!(
             (status, body.as_str()),
-            (400, r#"{"error":"the only engine is \"ng\""}"#),
+            (
+                400,
+                r#"{"error":"unknown engine \"mediaproxy\": \"ng\" (also \"rtpengine\") or \"rtpproxy\""}"#
+            ),
             "{path}"
         );
     }
+    // Our relays are ng nodes: a move naming one as an RTPProxy node is refused.
+    let (status, body) = http(
+        p.api,
+        "POST",
+        "/v1/reanchor",
+        r#"{"engine": "rtpproxy", "node": "relay-a"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("is an ng node, not rtpproxy"), "{body}");
     let (status, _) = http(p.api, "GET", "/v1/jobs/999", "");
     assert_eq!(status, 404);
     // Undrain: the node takes calls again.

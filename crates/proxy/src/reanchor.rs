@@ -182,6 +182,43 @@ pub fn restricted_offer(caller_sdp: &Bytes, callee_sdp: &Bytes) -> Bytes {
     }
 }
 
+/// A party's stored answer as the move's answer for an engine that does not convert between
+/// the legs (RTPProxy only rewrites addresses and ports): in the profile of `offer`, the SDP
+/// the same move re-offers that party. A call that was on a converting relay (SRTP towards
+/// the callee only) stored the callee's SRTP answer; the callee is now offered the caller's
+/// plain RTP and will answer in it, so the caller must not be handed the callee's old
+/// `RTP/SAVP` and keys. Per media section whose profile differs: the offer's `m=` profile,
+/// and no `a=crypto` (or `a=fingerprint`/`a=setup`) the offer's section lacks. An SDP that
+/// cannot be read is returned as it is.
+pub fn answer_in_offer_profile(answer: &Bytes, offer: &Bytes) -> Bytes {
+    let (Ok(mut answer_sdp), Ok(offer_sdp)) = (
+        Session::parse(answer.clone()),
+        Session::parse(offer.clone()),
+    ) else {
+        return answer.clone();
+    };
+    let mut changed = false;
+    for (a, o) in answer_sdp.media_mut().iter_mut().zip(offer_sdp.media()) {
+        let proto = o.media().proto();
+        if a.media().proto() == proto || a.set_proto(proto).is_err() {
+            continue;
+        }
+        changed = true;
+        if !o.has_attribute("crypto") {
+            a.remove_attribute("crypto");
+        }
+        if !o.has_attribute("fingerprint") {
+            a.remove_attribute("fingerprint");
+            a.remove_attribute("setup");
+        }
+    }
+    if changed {
+        answer_sdp.to_bytes()
+    } else {
+        answer.clone()
+    }
+}
+
 /// Whether an answer changed what the relay must know (addresses, ports, codecs, crypto),
 /// ignoring `o=` version noise (real clients bump it on every SDP).
 pub fn media_changed(stored: Option<&Bytes>, answer: &Bytes) -> bool {
@@ -225,6 +262,15 @@ pub fn other_party_must_know(stored: Option<&Bytes>, answer: &Bytes) -> bool {
                 | MediaAspect::Direction
         )
     })
+}
+
+/// Whether a party must get a follow-up offer of `new` (the relay's SDP for it, made from the
+/// other party's answer to a move) when it was last sent `sent`: only if its media differ
+/// (`o=` aside). A relay that converts between the legs (RTP towards one, SRTP towards the
+/// other) often gives the party exactly what the move's re-INVITE gave it, though the other
+/// party's answer changed its profile and keys.
+pub fn follow_up_needed(sent: Option<&Bytes>, new: &Bytes) -> bool {
+    media_changed(sent, new)
 }
 
 /// RFC 3261 §14.1: after a 491, the owner of the Call-ID (towards the callee we act for the
@@ -273,6 +319,10 @@ pub struct MoveTarget {
     pub set: Option<String>,
     /// A node (default: the least loaded healthy node of the set, other than the current).
     pub node: Option<String>,
+    /// Only nodes of this engine: the new node is one (an engine change when the call is on
+    /// another), and a job over a node's or a set's calls takes only calls on nodes of it —
+    /// OpenSIPS' `engine` of `rtp_relay_update_callid` and `rtp_relay_update`.
+    pub engine: Option<crate::media::EngineKind>,
     /// New options for the SDP the caller is given (one call's move only).
     pub caller: LegOptions,
     /// New options for the SDP the callee is given (one call's move only).
@@ -365,6 +415,16 @@ pub enum CommandError {
     /// No relay set has this name.
     #[error("no relay set named {0:?}")]
     UnknownSet(String),
+    /// A node named in the command is not of the command's engine.
+    #[error("relay node {node:?} is an {actual} node, not {asked}")]
+    WrongEngine {
+        /// The node as the command named it.
+        node: String,
+        /// Its engine.
+        actual: crate::media::EngineKind,
+        /// The command's engine.
+        asked: crate::media::EngineKind,
+    },
     /// No call with this Call-ID is anchored on this node.
     #[error("no anchored call with Call-ID {0:?}")]
     UnknownCall(String),
@@ -530,6 +590,50 @@ mod tests {
         assert!(!other_party_must_know(Some(&stored), &moved));
         assert!(other_party_must_know(Some(&stored), &fewer));
         assert!(!other_party_must_know(None, &fewer));
+    }
+
+    #[test]
+    fn a_stale_srtp_answer_takes_the_profile_of_the_plain_offer_for_a_non_converting_engine() {
+        let offer = Bytes::from_static(
+            b"v=0\r\no=a 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        let srtp = Bytes::from_static(
+            b"v=0\r\no=b 1 2 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 5000 RTP/SAVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:xcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXF\r\n",
+        );
+        let fixed = answer_in_offer_profile(&srtp, &offer);
+        assert_eq!(
+            std::str::from_utf8(&fixed).unwrap(),
+            "v=0\r\no=b 1 2 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        );
+        // Same profile: untouched, byte for byte; an SRTP offer keeps an SRTP answer's keys.
+        let plain = answer_in_offer_profile(&fixed, &offer);
+        assert_eq!(plain, fixed);
+        assert_eq!(answer_in_offer_profile(&srtp, &srtp), srtp);
+        // Unreadable: as it is.
+        let junk = Bytes::from_static(b"not sdp");
+        assert_eq!(answer_in_offer_profile(&junk, &offer), junk);
+    }
+
+    #[test]
+    fn a_follow_up_offer_goes_only_when_the_partys_own_media_would_change() {
+        let sent = Bytes::from_static(
+            b"v=0\r\no=b 1 2 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\n",
+        );
+        // The same media, another `o=` version: the converting relay's rewrite of an SRTP
+        // answer for a plain party.
+        let same = Bytes::from_static(
+            b"v=0\r\no=b 1 7 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 101\r\n",
+        );
+        let savp = Bytes::from_static(
+            b"v=0\r\no=b 1 2 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 6000 RTP/SAVP 0 101\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:xcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXF\r\n",
+        );
+        let fewer = Bytes::from_static(
+            b"v=0\r\no=b 1 2 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n",
+        );
+        assert!(!follow_up_needed(Some(&sent), &same));
+        assert!(follow_up_needed(Some(&savp), &same), "the profile changes");
+        assert!(follow_up_needed(Some(&sent), &fewer), "the codecs change");
+        assert!(follow_up_needed(None, &same));
     }
 
     #[test]

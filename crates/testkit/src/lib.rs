@@ -92,6 +92,27 @@ pub fn free_udp_block(ip: IpAddr, count: u16) -> u16 {
             return base;
         }
     }
+    // A host whose ephemeral range is crowded (a soak or a benchmark holding thousands of
+    // ports) has no such gap there: a block below it, from a point that differs per process
+    // and call so that concurrent tests rarely probe the same blocks.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let (low, step) = (10_000u32, u32::from(count.max(2)).next_multiple_of(2));
+    let slots = ephemeral_start.saturating_sub(low + step) / step;
+    let first = (std::process::id().wrapping_mul(7_919) + n.wrapping_mul(104_729)) % slots.max(1);
+    for i in 0..slots {
+        let base = low + ((first + i) % slots) * step;
+        let Ok(base) = u16::try_from(base) else {
+            continue;
+        };
+        if (base..base + count).all(|p| UdpSocket::bind(SocketAddr::new(ip, p)).is_ok()) {
+            return base;
+        }
+    }
     panic!("no block of {count} free UDP ports on {ip}");
 }
 
@@ -314,8 +335,13 @@ pub fn ng_list(port: u16) -> Vec<String> {
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("a read timeout");
+    // A cookie of its own each time: rtpengine answers a cookie it has seen with its cached
+    // reply, so a second `list-1` would show the calls of the first.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let command = format!("list-{}-{n} d7:command4:liste", std::process::id());
     socket
-        .send_to(b"list-1 d7:command4:liste", ("127.0.0.1", port))
+        .send_to(command.as_bytes(), ("127.0.0.1", port))
         .expect("the list command sent");
     let mut buf = [0u8; 65535];
     let (n, _) = socket.recv_from(&mut buf).expect("the relay answers list");

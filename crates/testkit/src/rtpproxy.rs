@@ -37,8 +37,22 @@ fn python() -> PathBuf {
 }
 
 impl RtpProxy {
-    /// Starts RTPProxy with 100 media ports of its own and waits until it answers `V`.
+    /// Starts RTPProxy with 100 media ports of its own and waits until it answers `V`. Ports
+    /// are picked free, but on a crowded host another process may take one before RTPProxy
+    /// binds it: then it is started again on new ports (three tries).
     pub fn start() -> RtpProxy {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(node) => return node,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("RTPProxy did not start in 3 tries; its last log:\n{last_log}");
+    }
+
+    /// One start: the node, or its log when it exited because a port was taken meanwhile.
+    fn try_start() -> Result<RtpProxy, String> {
         let python = python();
         let control = free_udp_port(LOCALHOST);
         let base = free_udp_block(LOCALHOST, 100);
@@ -56,9 +70,22 @@ impl RtpProxy {
         cmd.args(["-u", "-c", &script])
             .current_dir(std::env::temp_dir());
         let mut daemon = Daemon::spawn("rtpproxy", &mut cmd);
-        daemon.wait_until(Duration::from_secs(15), |d| {
-            d.log().contains("rtpproxy ready")
-        });
+        let started = std::time::Instant::now();
+        while !daemon.log().contains("rtpproxy ready") {
+            if !daemon.is_running() {
+                let log = daemon.log();
+                if log.contains("Address already in use") {
+                    return Err(log);
+                }
+                panic!("rtpproxy exited before it was ready:\n{log}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "rtpproxy not ready after 15 s:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let node = RtpProxy {
             daemon,
             control,
@@ -73,7 +100,7 @@ impl RtpProxy {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        node
+        Ok(node)
     }
 
     /// Sends one control command (without cookie) and returns the reply after its cookie, or

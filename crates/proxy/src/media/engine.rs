@@ -14,6 +14,49 @@ use bytes::Bytes;
 use super::rtpproxy::RtppEngine;
 use super::MediaRequest;
 
+/// The kind of a node's engine, as a move or an operator names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    /// rtpengine's ng protocol: our relay or rtpengine.
+    Ng,
+    /// RTPProxy's control protocol.
+    Rtpproxy,
+}
+
+/// An engine name that is none of the engines.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown engine {0:?}: \"ng\" (also \"rtpengine\") or \"rtpproxy\"")]
+pub struct UnknownEngine(pub String);
+
+impl EngineKind {
+    /// `"ng"` or `"rtpproxy"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Ng => "ng",
+            EngineKind::Rtpproxy => "rtpproxy",
+        }
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = UnknownEngine;
+
+    /// `ng`, `rtpengine` (OpenSIPS' name of the ng engine) or `rtpproxy`, in any case.
+    fn from_str(s: &str) -> Result<EngineKind, UnknownEngine> {
+        match s.to_ascii_lowercase().as_str() {
+            "ng" | "rtpengine" => Ok(EngineKind::Ng),
+            "rtpproxy" => Ok(EngineKind::Rtpproxy),
+            _ => Err(UnknownEngine(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Identifies one media request sent to a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
@@ -188,11 +231,11 @@ impl Engine {
         }
     }
 
-    /// `"ng"` or `"rtpproxy"`.
-    pub(super) fn name(&self) -> &'static str {
+    /// Its kind.
+    pub(super) fn kind(&self) -> EngineKind {
         match self {
-            Engine::Ng { .. } => "ng",
-            Engine::Rtpproxy(_) => "rtpproxy",
+            Engine::Ng { .. } => EngineKind::Ng,
+            Engine::Rtpproxy(_) => EngineKind::Rtpproxy,
         }
     }
 }

@@ -103,7 +103,12 @@ impl RelayNode {
 
     /// Its engine: `"ng"` or `"rtpproxy"`.
     pub fn engine_name(&self) -> &'static str {
-        self.engine.name()
+        self.engine.kind().as_str()
+    }
+
+    /// Its engine's kind.
+    pub fn engine_kind(&self) -> super::EngineKind {
+        self.engine.kind()
     }
 
     /// Time since it was last heard from (or since the proxy started, if never).

@@ -21,7 +21,7 @@ mod requests;
 mod rtpproxy;
 mod rtpproxy_sdp;
 
-pub use engine::{MediaError, MediaReply, RequestId};
+pub use engine::{EngineKind, MediaError, MediaReply, RequestId, UnknownEngine};
 pub use health::{DownReason, HealthChange, HealthConfig, RelayNode};
 pub use requests::{
     cookie_prefix, delete, delete_branch, offer_answer, on_branch, MediaRequest, Policy, SdpLeg,
@@ -142,9 +142,28 @@ impl Relays {
         &self.nodes
     }
 
-    /// The node named `name`.
+    /// The node named `name`, or else the node at that control address as OpenSIPS names
+    /// nodes (`udp:IP:PORT`, `udp6:[IPv6]:PORT`, or `IP:PORT`).
     pub fn by_name(&self, name: &str) -> Option<NodeId> {
-        self.nodes.iter().position(|n| n.name == name)
+        self.nodes.iter().position(|n| n.name == name).or_else(|| {
+            let bare = ["udp:", "udp6:"]
+                .iter()
+                .find_map(|p| name.strip_prefix(p))
+                .unwrap_or(name);
+            let address: SocketAddr = bare.parse().ok()?;
+            self.nodes.iter().position(|n| n.address == address)
+        })
+    }
+
+    /// The nodes whose engine is not `engine` (none without `engine`): those a move to that
+    /// engine must not pick.
+    pub fn not_of_engine(&self, engine: Option<EngineKind>) -> Vec<NodeId> {
+        let Some(engine) = engine else {
+            return Vec::new();
+        };
+        (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].engine_kind() != engine)
+            .collect()
     }
 
     /// The sets `node` belongs to.
@@ -301,5 +320,22 @@ nodes = [
         assert_eq!(r.pick("main", &[0]), Some(1));
         assert_eq!(r.pick("main", &[0, 1]), None);
         assert_eq!(r.pick("nope", &[]), None);
+    }
+
+    #[test]
+    fn a_node_is_found_by_its_name_or_its_control_address_as_opensips_writes_it() {
+        let r = relays();
+        assert_eq!(r.by_name("b"), Some(1));
+        assert_eq!(r.by_name("udp:127.0.0.1:2224"), Some(1));
+        assert_eq!(r.by_name("127.0.0.1:2223"), Some(0));
+        assert_eq!(r.by_name("udp:127.0.0.1:9"), None);
+        assert_eq!(r.by_name("udp:nonsense"), None);
+        assert_eq!(r.by_name("c"), None);
+        assert_eq!(r.not_of_engine(Some(EngineKind::Ng)), Vec::<NodeId>::new());
+        assert_eq!(r.not_of_engine(Some(EngineKind::Rtpproxy)), vec![0, 1]);
+        assert_eq!(r.not_of_engine(None), Vec::<NodeId>::new());
+        assert_eq!("RTPengine".parse(), Ok(EngineKind::Ng));
+        assert_eq!("rtpproxy".parse(), Ok(EngineKind::Rtpproxy));
+        assert!("mediaproxy".parse::<EngineKind>().is_err());
     }
 }

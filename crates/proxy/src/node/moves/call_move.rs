@@ -9,7 +9,9 @@ use bytes::Bytes;
 
 use crate::media::{self};
 use crate::node::moves::IDLE_POLL;
-use crate::reanchor::{glare_backoff, restricted_offer, sdp_for_leg, MoveResult, Party};
+use crate::reanchor::{
+    answer_in_offer_profile, glare_backoff, restricted_offer, sdp_for_leg, MoveResult, Party,
+};
 
 use crate::node::anchoring::MediaWait;
 use crate::node::moves::{Awaiting, LegStep, MAX_ATTEMPTS, MAX_IDLE_WAIT};
@@ -106,18 +108,21 @@ impl Proxy {
         };
         let own_set = call.policy.set.clone();
         let set = m.target.set.clone().unwrap_or_else(|| own_set.clone());
+        // Nodes of another engine than the move asks for are never picked.
+        let mut exclude = m.tried.clone();
+        exclude.extend(self.relays.not_of_engine(m.target.engine));
         let node = match &m.target.node {
             Some(name) => self
                 .relays
                 .by_name(name)
-                .filter(|n| !m.tried.contains(n) && self.relays.is_up(*n)),
-            None => self.relays.pick(&set, &m.tried).or_else(|| {
+                .filter(|n| !exclude.contains(n) && self.relays.is_up(*n)),
+            None => self.relays.pick(&set, &exclude).or_else(|| {
                 // The call's own set has no healthy node left: the fallback set.
                 self.config
                     .reanchor
                     .fallback_set
                     .as_deref()
-                    .and_then(|fallback| self.relays.pick(fallback, &m.tried))
+                    .and_then(|fallback| self.relays.pick(fallback, &exclude))
             }),
         };
         let Some(node) = node else {
@@ -214,6 +219,17 @@ impl Proxy {
             else {
                 self.finish_move(call_id, MoveResult::CallEnded, now);
                 return;
+            };
+            // RTPProxy passes the SDP through: the callee's answer as stored may be in a
+            // profile only the previous (converting) relay gave its leg.
+            let passes_through = self
+                .relays
+                .nodes()
+                .get(node)
+                .is_some_and(|n| n.engine_kind() == media::EngineKind::Rtpproxy);
+            let callee_sdp = match (&call.caller.received, passes_through) {
+                (Some(offer), true) => answer_in_offer_profile(&callee_sdp, offer),
+                _ => callee_sdp,
             };
             let caller_flags = m.target.caller.applied_to(&call.policy.caller_flags);
             let request = media::offer_answer(
@@ -316,6 +332,12 @@ impl Proxy {
             Party::Caller => &mut call.caller,
             Party::Callee => &mut call.callee,
         };
+        if !crate::reanchor::follow_up_needed(leg.sent.as_ref(), &sdp) {
+            // A relay that converts (SRTP towards one leg only) gives this party the same
+            // media as the move's re-INVITE did: nothing to tell it.
+            tracing::debug!(%call_id, party = party.as_str(), "no follow-up offer: the relay's SDP for the party is unchanged");
+            return;
+        }
         let sdp = sdp_for_leg(&sdp, leg.origin_sent.as_ref()).unwrap_or(sdp);
         leg.record_sent(&sdp);
         tracing::info!(%call_id, party = party.as_str(), "follow-up offer after a move: the other party's codecs changed");

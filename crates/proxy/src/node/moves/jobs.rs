@@ -24,7 +24,27 @@ impl Proxy {
         target: MoveTarget,
         now: Instant,
     ) -> Result<JobId, CommandError> {
+        // A node by its name or its control address (`udp:IP:PORT`), of the command's engine
+        // if it names one.
+        let find = |name: &str| {
+            let node = self
+                .relays
+                .by_name(name)
+                .ok_or_else(|| CommandError::UnknownNode(name.to_string()))?;
+            let actual = self.relays.nodes()[node].engine_kind();
+            match target.engine {
+                Some(asked) if asked != actual => Err(CommandError::WrongEngine {
+                    node: name.to_string(),
+                    actual,
+                    asked,
+                }),
+                _ => Ok(node),
+            }
+        };
+        // With a one-call move the engine is where the call goes; with a node's or a set's
+        // calls, which calls move too (OpenSIPS' `rtp_relay_update engine=…`).
         let node = match from_node {
+            Some(name) if call_id.is_none() => Some(find(name)?),
             Some(name) => Some(
                 self.relays
                     .by_name(name)
@@ -38,10 +58,9 @@ impl Proxy {
             }
         }
         if let Some(name) = &target.node {
-            if self.relays.by_name(name).is_none() {
-                return Err(CommandError::UnknownNode(name.clone()));
-            }
+            find(name)?;
         }
+        let engine = target.engine;
         let mut calls: Vec<String> = match call_id {
             Some(id) => {
                 if self.calls.media(id).is_none() {
@@ -54,6 +73,14 @@ impl Proxy {
                 .anchored()
                 .filter(|(_, c)| node.is_none_or(|n| c.node == n))
                 .filter(|(_, c)| from_set.is_none_or(|s| c.policy.set == s))
+                .filter(|(_, c)| {
+                    engine.is_none_or(|e| {
+                        self.relays
+                            .nodes()
+                            .get(c.node)
+                            .is_some_and(|n| n.engine_kind() == e)
+                    })
+                })
                 .map(|(id, _)| id.as_str().to_string())
                 .collect(),
         };
