@@ -63,21 +63,21 @@ pub fn free_port(ip: IpAddr) -> u16 {
 /// media endpoints bind RTP and RTCP side by side).
 pub fn free_udp_block(ip: IpAddr, count: u16) -> u16 {
     // Below the ephemeral range first: there, only what asked for fixed ports binds, whereas
-    // a thousand ephemeral sockets of a busy machine (a soak, SIPp's media) leave no run of
-    // 100 free ports among the ephemeral ones. A random even base per try (the ephemeral port
-    // the kernel hands out is the entropy) keeps tests running side by side apart.
-    let ephemeral_start = ephemeral_start();
-    let low = 10_000u32;
-    let span = u32::from(ephemeral_start).saturating_sub(low + u32::from(count));
-    for _ in 0..50 {
-        if span == 0 {
-            break;
-        }
-        let entropy = u32::from(free_udp_port(ip)).wrapping_mul(2_654_435_761);
-        let base = u16::try_from((low + entropy % span) & !1).unwrap_or(0);
-        if base >= 1024
-            && (base..base + count).all(|p| UdpSocket::bind(SocketAddr::new(ip, p)).is_ok())
-        {
+    // a thousand ephemeral sockets of a busy machine (a soak or a benchmark holding thousands
+    // of ports, SIPp's media) leave no run of free ports among the ephemeral ones. The scan
+    // starts from a point that differs per process and call, so that concurrent tests rarely
+    // probe the same blocks.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (low, step) = (10_000u32, u32::from(count.max(2)).next_multiple_of(2));
+    let slots = u32::from(ephemeral_start()).saturating_sub(low + step) / step;
+    let first = (std::process::id().wrapping_mul(7_919) + n.wrapping_mul(104_729)) % slots.max(1);
+    for i in 0..slots {
+        let base = low + ((first + i) % slots) * step;
+        let Ok(base) = u16::try_from(base) else {
+            continue;
+        };
+        if (base..base + count).all(|p| UdpSocket::bind(SocketAddr::new(ip, p)).is_ok()) {
             return base;
         }
     }
@@ -89,27 +89,6 @@ pub fn free_udp_block(ip: IpAddr, count: u16) -> u16 {
         let all_free =
             (base..base + count).all(|p| UdpSocket::bind(SocketAddr::new(ip, p)).is_ok());
         if all_free {
-            return base;
-        }
-    }
-    // A host whose ephemeral range is crowded (a soak or a benchmark holding thousands of
-    // ports) has no such gap there: a block below it, from a point that differs per process
-    // and call so that concurrent tests rarely probe the same blocks.
-    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
-    let (low, step) = (10_000u32, u32::from(count.max(2)).next_multiple_of(2));
-    let slots = ephemeral_start.saturating_sub(low + step) / step;
-    let first = (std::process::id().wrapping_mul(7_919) + n.wrapping_mul(104_729)) % slots.max(1);
-    for i in 0..slots {
-        let base = low + ((first + i) % slots) * step;
-        let Ok(base) = u16::try_from(base) else {
-            continue;
-        };
-        if (base..base + count).all(|p| UdpSocket::bind(SocketAddr::new(ip, p)).is_ok()) {
             return base;
         }
     }
