@@ -62,6 +62,13 @@ pub fn free_port(ip: IpAddr) -> u16 {
 /// `count` consecutive UDP ports on `ip`, starting at an even port, all free now (SIPp and
 /// media endpoints bind RTP and RTCP side by side).
 pub fn free_udp_block(ip: IpAddr, count: u16) -> u16 {
+    try_free_udp_block(ip, count)
+        .unwrap_or_else(|| panic!("no block of {count} free UDP ports on {ip}"))
+}
+
+/// As [`free_udp_block`], `None` when 200 tries found none (a machine with thousands of UDP
+/// sockets open).
+pub fn try_free_udp_block(ip: IpAddr, count: u16) -> Option<u16> {
     for _ in 0..200 {
         let base = free_udp_port(ip) & !1;
         if base < 1024 || base > 65535 - count {
@@ -70,10 +77,10 @@ pub fn free_udp_block(ip: IpAddr, count: u16) -> u16 {
         let all_free =
             (base..base + count).all(|p| UdpSocket::bind(SocketAddr::new(ip, p)).is_ok());
         if all_free {
-            return base;
+            return Some(base);
         }
     }
-    panic!("no block of {count} free UDP ports on {ip}");
+    None
 }
 
 /// `count` consecutive free UDP ports on loopback below the kernel's ephemeral range (32768

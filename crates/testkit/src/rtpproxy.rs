@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{free_udp_block, free_udp_port, Daemon, LOCALHOST};
+use crate::{free_udp_block_below_ephemeral, free_udp_port, try_free_udp_block, Daemon, LOCALHOST};
 
 /// A running RTPProxy node on 127.0.0.1.
 pub struct RtpProxy {
@@ -41,7 +41,10 @@ impl RtpProxy {
     pub fn start() -> RtpProxy {
         let python = python();
         let control = free_udp_port(LOCALHOST);
-        let base = free_udp_block(LOCALHOST, 100);
+        // Among the ephemeral ports when a block is free there, else below them (on a machine
+        // with thousands of UDP sockets open, as under a benchmark).
+        let base = try_free_udp_block(LOCALHOST, 100)
+            .unwrap_or_else(|| free_udp_block_below_ephemeral(100));
         let ports = base..=base + 99;
         let script = format!(
             "import time\nfrom rtp.io import rtpproxy\n\
@@ -105,4 +108,60 @@ impl RtpProxy {
             .find_map(|l| l.strip_prefix("active sessions: "))
             .and_then(|n| n.trim().parse().ok())
     }
+}
+
+impl RtpProxy {
+    /// A number from its `I` statistics (`sessions created`, `packets transmitted`, …), 0 when
+    /// the line is absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.command("I")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits (3 s at most) until the node holds no session; panics with its statistics and
+    /// `context` (say, the proxy's log) if one is left.
+    pub fn wait_empty(&self, context: &dyn Fn() -> String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while self.active_sessions() != Some(0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sessions left on the RTPProxy at {}: {:?}\n{}",
+                self.control,
+                self.command("I"),
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether `addr` is one of this node's media addresses.
+    pub fn owns(&self, addr: std::net::SocketAddr) -> bool {
+        addr.ip() == LOCALHOST && self.ports.contains(&addr.port())
+    }
+}
+
+/// A proxy configuration whose only relay set, `main`, holds the given RTPProxy nodes
+/// (`rtpp1`, `rtpp2`, …), with `media` as the rest of `[proxy.media]` (per-leg options) and
+/// `extra` appended.
+pub fn proxy_config(nodes: &[&RtpProxy], media: &str, extra: &str) -> String {
+    let nodes: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "  {{ name = \"rtpp{}\", rtpproxy = \"udp:127.0.0.1:{}\" }},\n",
+                i + 1,
+                n.control
+            )
+        })
+        .collect();
+    format!(
+        "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n{}]\n\n\
+         [proxy.media]\nset = \"main\"\n{media}\n{extra}",
+        nodes.concat()
+    )
 }
