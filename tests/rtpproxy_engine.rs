@@ -1,9 +1,11 @@
 //! The proxy's RTPProxy engine against a real RTPProxy (sippy's, from the PyPI package
 //! `rtp.io`, in the `.venv` that `scripts/test` makes): SIPp calls with RTP both ways anchored
 //! on an RTPProxy node — the SDP each side gets names the node's ports, RTP arrives through it
-//! (its own statistics agree), and its sessions are gone after the BYE.
+//! (its own statistics agree), and its sessions are gone after the BYE; and a new call goes to
+//! the node reporting fewer sessions in its `I` statistics.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anchorage_testkit::calls::call_through;
 use anchorage_testkit::rtpproxy::{proxy_config, RtpProxy};
@@ -61,4 +63,45 @@ fn a_call_with_rtp_both_ways_is_anchored_on_rtpproxy_and_deleted_on_bye() {
         "the proxy names the node's engine: {}",
         proxy.daemon.log()
     );
+}
+
+/// Opens `n` sessions on `node` as another controller would (`U` straight to it).
+fn foreign_sessions(node: &RtpProxy, n: usize, prefix: &str) {
+    for i in 0..n {
+        let reply = node.command(&format!("U {prefix}-{i} 127.0.0.1 9 other{i};1"));
+        assert!(
+            reply.as_deref().is_some_and(|r| r.contains("127.0.0.1")),
+            "{reply:?}"
+        );
+    }
+}
+
+#[test]
+fn a_new_call_goes_to_the_rtpproxy_node_reporting_fewer_sessions() {
+    let (busy, idle) = (RtpProxy::start(), RtpProxy::start());
+    let proxy = proxy_on(&[&busy, &idle]);
+    // rtpp1 carries three sessions of another controller; the proxy reads them from `Ib`
+    // (once a second). With no load read, the tie would go to rtpp1, the first node.
+    foreign_sessions(&busy, 3, "elsewhere");
+    assert_eq!(busy.active_sessions(), Some(3));
+    std::thread::sleep(Duration::from_secs(3));
+    let (a, b) = call_through(&scenarios(), proxy.sip.port(), free_udp_port(LOCALHOST));
+    assert!(
+        idle.owns(a) && idle.owns(b),
+        "the call must go to the idle node {:?}, got {a} and {b}",
+        idle.ports
+    );
+    assert_eq!(idle.stat("sessions created"), 1);
+    assert_eq!(busy.stat("sessions created"), 3, "only the foreign ones");
+    idle.wait_empty(&|| proxy.daemon.log());
+    // Now the other way round: rtpp2 holds five, rtpp1 still its three.
+    foreign_sessions(&idle, 5, "elsewhere2");
+    std::thread::sleep(Duration::from_secs(3));
+    let (a, b) = call_through(&scenarios(), proxy.sip.port(), free_udp_port(LOCALHOST));
+    assert!(
+        busy.owns(a) && busy.owns(b),
+        "the call must go to the node with fewer sessions {:?}, got {a} and {b}",
+        busy.ports
+    );
+    assert_eq!(busy.stat("sessions created"), 4);
 }

@@ -3,8 +3,10 @@
 //! retransmitting clients, and the engine-neutral requests built from SIP (offer, answer,
 //! delete). Sans-IO: datagrams in and out, `now` injected.
 //!
-//! A new call goes to the node of its set with the fewest calls per unit of weight — not a hash
-//! of the Call-ID, so adding a node never moves existing calls. A node that times out or
+//! A new call goes to the node of its set with the least load per unit of weight — not a hash
+//! of the Call-ID, so adding a node never moves existing calls. The load is the calls this
+//! proxy anchored on the node, plus, for an RTPProxy node, the sessions it reported (`Ib`)
+//! beyond those ([`RelayNode::load`]). A node that times out or
 //! answers with a capacity error is skipped for that call and the next one is tried.
 //!
 //! * `health.rs`: how a node is watched — pings, the adaptive silence window, refusals —
@@ -112,6 +114,7 @@ impl Relays {
                             address,
                             weight: node.weight.max(1),
                             calls: 0,
+                            reported: None,
                             up: true,
                             draining: false,
                             changed_at: now,
@@ -194,7 +197,7 @@ impl Relays {
                 let load = |id: &NodeId| {
                     self.nodes
                         .get(*id)
-                        .map_or(f64::MAX, |n| n.calls as f64 / f64::from(n.weight))
+                        .map_or(f64::MAX, |n| n.load() as f64 / f64::from(n.weight))
                 };
                 load(a).total_cmp(&load(b))
             })

@@ -3,14 +3,16 @@
 //! RTPProxy keeps one session per Call-ID, tags and medianum — and its reply is the SDP with
 //! the node's ports and addresses written in (`rtpproxy_sdp.rs`) once every stream is answered.
 //! A delete is one `D` per session the engine opened for the call (or fork branch). `VF`
-//! checks at start that the node keeps several streams per call; `V` is the health ping.
+//! checks at start that the node keeps several streams per call; `V` is the health ping, and
+//! `Ib` (brief statistics) goes with it at most once a second: its `active sessions` is the
+//! node's load for the choice of a node for new calls.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anchorage_rtpp::{
-    Client, ClientConfig, CommandKind, Event, LegFlags, Modifier, Modifiers, Reply, Session,
+    Client, ClientConfig, CommandKind, Event, Info, LegFlags, Modifier, Modifiers, Reply, Session,
     SessionTags, Tag, BASE_VERSION,
 };
 use bytes::Bytes;
@@ -21,6 +23,9 @@ use super::{MediaRequest, SdpLeg};
 
 /// The capability checked with `VF` at start: several RTP streams per call (medianum).
 pub const MULTI_STREAM_CAPABILITY: &str = "20050322";
+
+/// How often the node's load is asked for (`Ib`, on the ping client).
+pub const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a media request turned into.
 #[derive(Debug)]
@@ -56,6 +61,11 @@ pub struct RtppEngine {
     sessions: HashMap<String, BTreeSet<(String, String)>>,
     origins: HashMap<(String, String), OriginState>,
     events: VecDeque<MediaReply>,
+    /// The `Ib` awaiting its reply, and when the next may go.
+    load_query: Option<anchorage_rtpp::RequestId>,
+    next_load_query: Instant,
+    /// The node's `active sessions` from its latest `Ib`, not yet taken.
+    load: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +97,9 @@ impl RtppEngine {
             sessions: HashMap::new(),
             origins: HashMap::new(),
             events: VecDeque::new(),
+            load_query: None,
+            next_load_query: now,
+            load: None,
         };
         engine.ask_capability(now);
         engine
@@ -267,29 +280,69 @@ impl RtppEngine {
         self.client.send(Modifiers::default(), kind, now)
     }
 
-    /// Sends a `V` ping (and the `VF` check again if it was never answered).
+    /// Sends a `V` ping (and the `VF` check again if it was never answered), with an `Ib`
+    /// for the node's load when one is due and none is awaited.
     pub(super) fn send_ping(&mut self, now: Instant) -> u64 {
         if self.capability == Capability::Unknown {
             self.ask_capability(now);
         }
-        self.pinger
-            .send(Modifiers::default(), CommandKind::Version, now)
-            .0
+        let ping = self
+            .pinger
+            .send(Modifiers::default(), CommandKind::Version, now);
+        if self.load_query.is_none() && now >= self.next_load_query {
+            let brief = Modifiers(vec![Modifier::Brief]);
+            self.load_query = Some(self.pinger.send(brief, CommandKind::Info, now));
+            self.next_load_query = now + LOAD_INTERVAL;
+        }
+        ping.0
     }
 
-    /// The next ping outcome: answered with the base version or not.
+    /// The next ping outcome: answered with the base version or not. The `Ib` replies met on
+    /// the way are taken as the node's load.
     pub(super) fn poll_ping(&mut self) -> Option<(u64, bool)> {
-        self.pinger.poll_event().map(|event| match event {
-            Event::Reply(id, reply) => {
-                let version = match &reply {
-                    Reply::Number(n) => n.to_string(),
-                    Reply::Text(t) => t.trim().to_string(),
-                    _ => String::new(),
-                };
-                (id.0, version == BASE_VERSION)
+        loop {
+            let event = self.pinger.poll_event()?;
+            let id = match &event {
+                Event::Reply(id, _) | Event::TimedOut(id) | Event::Failed(id, _) => *id,
+            };
+            if self.load_query == Some(id) {
+                self.load_query = None;
+                self.take_load(event);
+                continue;
             }
-            Event::TimedOut(id) | Event::Failed(id, _) => (id.0, false),
-        })
+            return Some(match event {
+                Event::Reply(id, reply) => {
+                    let version = match &reply {
+                        Reply::Number(n) => n.to_string(),
+                        Reply::Text(t) => t.trim().to_string(),
+                        _ => String::new(),
+                    };
+                    (id.0, version == BASE_VERSION)
+                }
+                Event::TimedOut(id) | Event::Failed(id, _) => (id.0, false),
+            });
+        }
+    }
+
+    /// An `Ib` outcome: its `active sessions`, or a warning (the last load stands).
+    fn take_load(&mut self, event: Event) {
+        let text = match event {
+            Event::Reply(_, Reply::Text(text)) => text,
+            Event::Reply(_, other) => other.to_string(),
+            Event::TimedOut(_) => return,
+            Event::Failed(_, e) => e.to_string(),
+        };
+        match Info::parse(&text) {
+            Ok(info) => self.load = Some(info.active_sessions),
+            Err(e) => {
+                tracing::warn!(node = %self.control, error = %e, "RTPProxy statistics (Ib) unreadable: its load is not updated");
+            }
+        }
+    }
+
+    /// The node's `active sessions` from an `Ib` answered since the last call.
+    pub(super) fn poll_load(&mut self) -> Option<u64> {
+        self.load.take()
     }
 
     /// A datagram from the node.
