@@ -4,7 +4,9 @@
 //! 486, CANCEL and a parallel fork. Each test checks what the parties receive (the node's
 //! address and ports, direction attributes kept), that RTP goes through the node where media
 //! exists (and the node's own counters agree), and that the node holds no session afterwards
-//! (its own `I` statistics).
+//! (its own `I` statistics). Then the per-leg options on RTPProxy nodes: a leg `type` only an
+//! ng node can give leaves the node out (503 when no other is left), and a leg's `ip` is the
+//! address its SDP names.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -390,4 +392,80 @@ fn a_parallel_fork_gives_each_branch_its_own_rtpproxy_session_and_the_loser_is_d
 
 fn socket() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").unwrap()
+}
+
+/// Sends an INVITE with an SDP to the proxy from a socket of the test and returns the first
+/// final response.
+fn raw_invite_final(proxy: &AnchorageProxy, call_id: &str) -> String {
+    let ua = socket();
+    ua.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = ua.local_addr().unwrap();
+    let callee = free_udp_port(LOCALHOST);
+    let sdp = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 4000 RTP/AVP 0\r\n";
+    let invite = format!(
+        "INVITE sip:service@127.0.0.1:{callee} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id};rport\r\n\
+         From: <sip:caller@{local}>;tag=t-{call_id}\r\nTo: <sip:service@127.0.0.1:{callee}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{local}>\r\n\
+         Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    ua.send_to(invite.as_bytes(), proxy.sip).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = ua
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no final response: {e}\n{}", proxy.daemon.log()));
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+}
+
+#[test]
+fn a_leg_type_rtpproxy_cannot_give_leaves_its_node_out_and_the_call_gets_503() {
+    let node = RtpProxy::start();
+    let proxy = AnchorageProxy::with_config(
+        std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")),
+        &proxy_config(&[&node], "callee = { type = \"RTP/SAVP\" }", PATIENT_HEALTH),
+    );
+    let response = raw_invite_final(&proxy, "srtp-on-rtpproxy");
+    assert!(
+        response.starts_with("SIP/2.0 503 No Media Relay Available"),
+        "{response}"
+    );
+    assert_eq!(node.stat("sessions created"), 0, "the node was never asked");
+    let log = proxy.daemon.log();
+    assert!(
+        log.contains("the callee leg's type RTP/SAVP needs an ng relay"),
+        "the proxy says why: {log}"
+    );
+}
+
+#[test]
+fn a_legs_ip_is_the_address_its_sdp_names_with_the_rtpproxy_port() {
+    let node = RtpProxy::start();
+    let proxy = AnchorageProxy::with_config(
+        std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")),
+        &proxy_config(
+            &[&node],
+            "caller = { ip = \"203.0.113.9\", rtpproxy_flags = \"o\" }",
+            PATIENT_HEALTH,
+        ),
+    );
+    let (uac, uas) = run_pair("uac.xml", "uas.xml", &proxy);
+    // The callee gets the node's address; the caller the configured one, with the node's port.
+    on_node(
+        &node,
+        nth(&uas.received, "INVITE ", 1),
+        "the callee's INVITE",
+    );
+    let ok = nth(&uac.received, "SIP/2.0 200", 1);
+    let for_caller = sdp_media(ok);
+    assert_eq!(for_caller.ip().to_string(), "203.0.113.9", "{ok}");
+    assert!(node.ports.contains(&for_caller.port()), "{ok}");
+    assert!(ok.contains("o=callee 1 1 IN IP4 203.0.113.9"), "{ok}");
+    node.wait_empty(&|| proxy.daemon.log());
 }

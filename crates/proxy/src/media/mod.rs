@@ -26,7 +26,8 @@ mod rtpproxy_sdp;
 pub use engine::{MediaError, MediaReply, RequestId};
 pub use health::{DownReason, HealthChange, HealthConfig, RelayNode};
 pub use requests::{
-    cookie_prefix, delete, delete_branch, offer_answer, on_branch, MediaRequest, Policy, SdpLeg,
+    cookie_prefix, delete, delete_branch, offer_answer, on_branch, MediaRequest, Policy, RtppLeg,
+    SdpLeg,
 };
 pub use rtpproxy::MULTI_STREAM_CAPABILITY;
 
@@ -182,12 +183,45 @@ impl Relays {
     /// The least loaded healthy, undrained node of `set` not in `exclude` and not busy (fewer
     /// ng requests awaiting its reply than the bound).
     pub fn pick(&self, set: &str, exclude: &[NodeId]) -> Option<NodeId> {
+        self.pick_where(set, exclude, |_| true)
+    }
+
+    /// As [`Relays::pick`] in the policy's set, among the nodes whose engine can give the
+    /// policy's per-leg options (an RTPProxy node cannot make a leg SRTP, for one).
+    pub fn pick_for(&self, policy: &Policy, exclude: &[NodeId]) -> Option<NodeId> {
+        self.pick_where(&policy.set, exclude, |n| self.fits(n, policy))
+    }
+
+    /// Whether `node`'s engine can give `policy`'s per-leg options.
+    pub fn fits(&self, node: NodeId, policy: &Policy) -> bool {
+        self.nodes.get(node).is_some_and(|n| match n.engine.name() {
+            "rtpproxy" => policy.rtpproxy_unfit.is_none(),
+            _ => true,
+        })
+    }
+
+    /// Whether the policy's set has a node that could take its calls now, were it not busy:
+    /// up, not drained, and able to give its per-leg options.
+    pub fn has_live_node_for(&self, policy: &Policy) -> bool {
+        self.sets.get(&policy.set).is_some_and(|ids| {
+            ids.iter().any(|id| {
+                self.fits(*id, policy) && self.nodes.get(*id).is_some_and(|n| n.up && !n.draining)
+            })
+        })
+    }
+
+    fn pick_where(
+        &self,
+        set: &str,
+        exclude: &[NodeId],
+        eligible: impl Fn(NodeId) -> bool,
+    ) -> Option<NodeId> {
         let max_pending = self.health.max_pending;
         self.sets
             .get(set)?
             .iter()
             .copied()
-            .filter(|id| !exclude.contains(id))
+            .filter(|id| !exclude.contains(id) && eligible(*id))
             .filter(|id| {
                 self.nodes.get(*id).is_some_and(|n| {
                     n.up && !n.draining && n.engine.capable() && n.engine.pending() < max_pending

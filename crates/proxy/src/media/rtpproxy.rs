@@ -40,6 +40,8 @@ enum Job {
         /// The sessions this offer opened on a call the node had none of: closed again if
         /// the offer fails.
         opened: Option<(String, String, String)>,
+        /// The address written into the SDP instead of the node's (the leg's `ip`).
+        advertise: Option<IpAddr>,
         replies: Vec<Option<Result<(u16, IpAddr), MediaError>>>,
     },
     /// Deletes: done when every `D` is answered (or given up).
@@ -224,6 +226,7 @@ impl RtppEngine {
             flags,
             origin_key: (wire, sender),
             opened,
+            advertise: leg.rtpproxy_ip,
             replies,
             streams,
         };
@@ -438,13 +441,16 @@ impl RtppEngine {
                 streams,
                 origin_key,
                 opened,
+                advertise,
                 replies,
             }) => {
                 let mut relayed = Vec::new();
                 let mut failure = None;
                 for (stream, reply) in streams.iter().zip(replies) {
                     match reply {
-                        Some(Ok((port, address))) => relayed.push((stream.index, port, address)),
+                        Some(Ok((port, address))) => {
+                            relayed.push((stream.index, port, advertise.unwrap_or(address)));
+                        }
                         Some(Err(e)) => {
                             failure.get_or_insert(e);
                         }

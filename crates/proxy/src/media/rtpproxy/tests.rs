@@ -244,3 +244,101 @@ fn a_new_call_goes_to_the_rtpproxy_node_reporting_fewer_sessions() {
     );
 }
 
+/// The policy of a `[proxy.media]` whose set `main` holds `nodes`.
+fn policy(nodes: &str, media: &str) -> (super::super::Policy, super::super::Relays) {
+    let cfg = anchorage_config::parse(&format!(
+        "[[proxy.relay_set]]\nname = \"main\"\nnodes = [{nodes}]\n\n[proxy.media]\nset = \"main\"\n{media}"
+    ))
+    .unwrap();
+    let relays = super::super::Relays::new(
+        &cfg.proxy.relay_set,
+        anchorage_ng::ClientConfig::default(),
+        super::super::HealthConfig::default(),
+        "n1",
+        t0(),
+    );
+    (super::super::Policy::of(&cfg.proxy.media).unwrap(), relays)
+}
+
+const RTPP: &str = "{ name = \"r\", rtpproxy = \"udp:127.0.0.1:22222\" }";
+const NG: &str = "{ name = \"n\", ng = \"127.0.0.1:2223\" }";
+
+#[test]
+fn iface_becomes_the_opensips_letter_pair_and_ip_goes_with_each_leg() {
+    let (p, relays) = policy(
+        RTPP,
+        "caller = { iface = \"external\", ip = \"203.0.113.7\", rtpproxy_flags = \"o\" }\n\
+         callee = { iface = \"internal\", type = \"RTP/AVP\", rtpproxy_flags = \"co\" }",
+    );
+    assert_eq!(p.rtpproxy_unfit, None);
+    // The caller's offer goes from the external caller to the internal callee: `ei`; the
+    // callee's answer the other way: `ie`.
+    assert_eq!(p.callee_rtpproxy.letters, "coei");
+    assert_eq!(p.caller_rtpproxy.letters, "oie");
+    assert_eq!(p.caller_rtpproxy.ip, Some("203.0.113.7".parse().unwrap()));
+    assert_eq!(p.callee_rtpproxy.ip, None);
+    assert_eq!(relays.pick_for(&p, &[]), Some(0));
+    // A leg naming no interface is on the external one.
+    let (one, _) = policy(RTPP, "callee = { iface = \"internal\" }");
+    assert_eq!(
+        (
+            one.callee_rtpproxy.letters.as_str(),
+            one.caller_rtpproxy.letters.as_str()
+        ),
+        ("ei", "ie")
+    );
+    // On the wire: the pair after the other modifiers, and the caller's SDP names its `ip`.
+    let now = t0();
+    let mut e = engine(now);
+    let answer =
+        super::super::offer_answer(true, "c1", "ft", Some("tt"), Bytes::from_static(OFFER), "")
+            .rtpproxy(&p.caller_rtpproxy);
+    let id = e.send(&answer, now);
+    assert_eq!(
+        sent(&mut e),
+        vec![
+            "n1-1-c0_1 LIE c1 192.0.2.1 4000 ft;1 tt;1",
+            "n1-1-c0_2 LIE c1 192.0.2.1 4002 ft;2 tt;2"
+        ]
+    );
+    e.handle_datagram(b"n1-1-c0_1 30000 127.0.0.1\n", now);
+    e.handle_datagram(b"n1-1-c0_2 30002 127.0.0.1\n", now);
+    let reply = e.poll_event().unwrap();
+    assert_eq!(reply.id, id);
+    let sdp = String::from_utf8(reply.result.unwrap().unwrap().to_vec()).unwrap();
+    assert!(sdp.contains("o=a 1 1 IN IP4 203.0.113.7\r\n"), "{sdp}");
+    assert!(
+        sdp.contains("m=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.7\r\n"),
+        "{sdp}"
+    );
+    assert!(!sdp.contains("127.0.0.1"), "{sdp}");
+}
+
+#[test]
+fn what_rtpproxy_cannot_give_makes_its_nodes_ineligible_and_names_why() {
+    for (media, why) in [
+        (
+            "callee = { type = \"RTP/SAVP\" }",
+            "the callee leg's type RTP/SAVP needs an ng relay",
+        ),
+        (
+            "caller = { type = \"UDP/TLS/RTP/SAVPF\" }",
+            "the caller leg's type UDP/TLS/RTP/SAVPF needs an ng relay",
+        ),
+        (
+            "callee = { iface = \"pub\" }",
+            "iface \"pub\" is not one of RTPProxy's interfaces",
+        ),
+    ] {
+        let (p, relays) = policy(RTPP, media);
+        let unfit = p.rtpproxy_unfit.clone().unwrap_or_default();
+        assert!(unfit.contains(why), "{media}: {unfit}");
+        assert_eq!(relays.pick_for(&p, &[]), None, "{media}");
+        assert!(!relays.has_live_node_for(&p), "{media}: the call gets 503");
+        // Beside an ng node, the call goes to the ng node.
+        let (p, relays) = policy(&format!("{RTPP}, {NG}"), media);
+        assert_eq!(relays.pick_for(&p, &[]), Some(1), "{media}");
+        assert!(relays.has_live_node_for(&p));
+        assert_eq!(relays.pick("main", &[]), Some(0), "the set's plain choice");
+    }
+}
