@@ -38,8 +38,8 @@ enum Job {
         /// `(wire Call-ID, sender's tag)`: whose `o=` state this SDP uses.
         origin_key: (String, String),
         /// The sessions this offer opened on a call the node had none of: closed again if
-        /// the offer fails.
-        opened: Option<(String, String, String)>,
+        /// the offer fails (boxed: the job stays small).
+        opened: Option<Box<(String, String, String)>>,
         /// The address written into the SDP instead of the node's (the leg's `ip`).
         advertise: Option<IpAddr>,
         replies: Vec<Option<Result<(u16, IpAddr), MediaError>>>,
@@ -184,7 +184,7 @@ impl RtppEngine {
         };
         let lookup = answer || flags.force_lookup;
         let opened = (!lookup && !self.sessions.contains_key(&leg.call_id))
-            .then(|| (leg.call_id.clone(), wire.clone(), first.clone()));
+            .then(|| Box::new((leg.call_id.clone(), wire.clone(), first.clone())));
         if !lookup {
             let sessions = self.sessions.entry(leg.call_id.clone()).or_default();
             // One `D` per session: a re-offer from the other side names the same one.
@@ -485,8 +485,8 @@ impl RtppEngine {
 
     /// A failed offer on a call the node had no session of leaves none behind: the streams it
     /// did open are deleted (nobody waits for those replies).
-    fn close_opened(&mut self, opened: Option<(String, String, String)>, now: Instant) {
-        let Some((call_id, wire, tag)) = opened else {
+    fn close_opened(&mut self, opened: Option<Box<(String, String, String)>>, now: Instant) {
+        let Some((call_id, wire, tag)) = opened.map(|o| *o) else {
             return;
         };
         if let Some(sessions) = self.sessions.get_mut(&call_id) {
