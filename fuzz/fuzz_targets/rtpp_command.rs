@@ -1,6 +1,7 @@
 //! Fuzz the RTPProxy control protocol: command parsing (cookie, command word, modifiers,
-//! tags, addresses), reply parsing and the `I` statistics a controller reads from a reply. Must never panic; a command that parses must encode
-//! to a datagram that parses back to the same command.
+//! tags, addresses), reply parsing, and the `I` statistics a controller reads from a reply.
+//! Must never panic; a command that parses must encode to a datagram that parses back to the
+//! same command.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
