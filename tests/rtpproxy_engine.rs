@@ -1,14 +1,15 @@
 //! The proxy's RTPProxy engine against a real RTPProxy (sippy's, from the PyPI package
 //! `rtp.io`, in the `.venv` that `scripts/test` makes): SIPp calls with RTP both ways anchored
 //! on an RTPProxy node — the SDP each side gets names the node's ports, RTP arrives through it
-//! (its own statistics agree), and its sessions are gone after the BYE.
+//! (its own statistics agree), and its sessions are gone after the BYE; and a new call goes to
+//! the node reporting fewer sessions in its `I` statistics.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anchorage_testkit::calls::call_through;
-use anchorage_testkit::rtpproxy::RtpProxy;
-use anchorage_testkit::{free_udp_port, AnchorageProxy, Daemon, LOCALHOST};
+use anchorage_testkit::rtpproxy::{proxy_config, RtpProxy};
+use anchorage_testkit::{free_udp_port, AnchorageProxy, LOCALHOST};
 
 fn scenarios() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp")
@@ -17,50 +18,16 @@ fn scenarios() -> PathBuf {
 /// `anchorage proxy` anchoring every call on the set `main` of the given RTPProxy nodes
 /// (`rtpp1`, `rtpp2`, …), with OpenSIPS letters per leg.
 fn proxy_on(nodes: &[&RtpProxy]) -> AnchorageProxy {
-    let nodes: Vec<String> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            format!(
-                "  {{ name = \"rtpp{}\", rtpproxy = \"udp:127.0.0.1:{}\" }},\n",
-                i + 1,
-                n.control
-            )
-        })
-        .collect();
     AnchorageProxy::with_config(
         std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")),
-        &format!(
-            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n{}]\n\n\
-             [proxy.media]\nset = \"main\"\ncaller = {{ rtpproxy_flags = \"o\" }}\n\
-             callee = {{ rtpproxy_flags = \"co\" }}\n",
-            nodes.concat()
+        &proxy_config(
+            nodes,
+            "caller = { rtpproxy_flags = \"o\" }\ncallee = { rtpproxy_flags = \"co\" }",
+            // A machine loaded by other tests must not take the node down mid-call (3 s of
+            // silence, not 0.6 s): this call is about anchoring, not failover.
+            "\n[proxy.relay_health]\ndown_after = 30\n",
         ),
     )
-}
-
-/// Waits until `node` holds no session.
-fn sessions_gone(node: &RtpProxy, proxy: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while node.active_sessions() != Some(0) {
-        assert!(
-            Instant::now() < deadline,
-            "sessions left on RTPProxy: {:?}\n{}",
-            node.command("I"),
-            proxy.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A number from RTPProxy's `I` statistics.
-fn stat(node: &RtpProxy, name: &str) -> u64 {
-    node.command("I")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -81,18 +48,13 @@ fn a_call_with_rtp_both_ways_is_anchored_on_rtpproxy_and_deleted_on_bye() {
     assert_ne!(for_caller, for_callee);
     // RTPProxy's own statistics: one session made, the 40 packets relayed, and the BYE
     // deleted it.
-    assert_eq!(
-        stat(&node, "sessions created"),
-        1,
-        "{:?}",
-        node.command("I")
-    );
+    assert_eq!(node.stat("sessions created"), 1, "{:?}", node.command("I"));
     assert!(
-        stat(&node, "packets transmitted") >= 40,
+        node.stat("packets transmitted") >= 40,
         "{:?}",
         node.command("I")
     );
-    sessions_gone(&node, &proxy.daemon);
+    node.wait_empty(&|| proxy.daemon.log());
     assert!(
         proxy
             .daemon
@@ -101,4 +63,45 @@ fn a_call_with_rtp_both_ways_is_anchored_on_rtpproxy_and_deleted_on_bye() {
         "the proxy names the node's engine: {}",
         proxy.daemon.log()
     );
+}
+
+/// Opens `n` sessions on `node` as another controller would (`U` straight to it).
+fn foreign_sessions(node: &RtpProxy, n: usize, prefix: &str) {
+    for i in 0..n {
+        let reply = node.command(&format!("U {prefix}-{i} 127.0.0.1 9 other{i};1"));
+        assert!(
+            reply.as_deref().is_some_and(|r| r.contains("127.0.0.1")),
+            "{reply:?}"
+        );
+    }
+}
+
+#[test]
+fn a_new_call_goes_to_the_rtpproxy_node_reporting_fewer_sessions() {
+    let (busy, idle) = (RtpProxy::start(), RtpProxy::start());
+    let proxy = proxy_on(&[&busy, &idle]);
+    // rtpp1 carries three sessions of another controller; the proxy reads them from `Ib`
+    // (once a second). With no load read, the tie would go to rtpp1, the first node.
+    foreign_sessions(&busy, 3, "elsewhere");
+    assert_eq!(busy.active_sessions(), Some(3));
+    std::thread::sleep(Duration::from_secs(3));
+    let (a, b) = call_through(&scenarios(), proxy.sip.port(), free_udp_port(LOCALHOST));
+    assert!(
+        idle.owns(a) && idle.owns(b),
+        "the call must go to the idle node {:?}, got {a} and {b}",
+        idle.ports
+    );
+    assert_eq!(idle.stat("sessions created"), 1);
+    assert_eq!(busy.stat("sessions created"), 3, "only the foreign ones");
+    idle.wait_empty(&|| proxy.daemon.log());
+    // Now the other way round: rtpp2 holds five, rtpp1 still its three.
+    foreign_sessions(&idle, 5, "elsewhere2");
+    std::thread::sleep(Duration::from_secs(3));
+    let (a, b) = call_through(&scenarios(), proxy.sip.port(), free_udp_port(LOCALHOST));
+    assert!(
+        busy.owns(a) && busy.owns(b),
+        "the call must go to the node with fewer sessions {:?}, got {a} and {b}",
+        busy.ports
+    );
+    assert_eq!(busy.stat("sessions created"), 4);
 }

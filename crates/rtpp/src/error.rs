@@ -155,3 +155,19 @@ pub enum ReplyParseError {
     #[error("malformed address `{0}`")]
     BadAddress(String),
 }
+
+/// An `I` reply that gives no load (client side).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InfoParseError {
+    /// No `active sessions:` line.
+    #[error("the statistics have no `active sessions` line")]
+    NoActiveSessions,
+    /// A statistic whose value is not a whole number.
+    #[error("statistic `{name}` is not a number: `{value}`")]
+    BadNumber {
+        /// The statistic.
+        name: String,
+        /// What came instead.
+        value: String,
+    },
+}

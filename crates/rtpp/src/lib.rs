@@ -11,6 +11,7 @@
 //! | [`command`] | [`Command`]: parse a command datagram, encode one (for a client) |
 //! | [`modifier`] | [`Modifiers`]: the letters after `U`/`L`, typed, unknown ones kept |
 //! | [`reply`] | [`Reply`]: encode a reply (server), parse one (client) |
+//! | [`info`] | [`Info`]: the numbers of an `I` reply (a node's load) |
 //! | [`leg_flags`] | [`LegFlags`]: OpenSIPS' per-leg flag letters, split into modifiers and SDP edits |
 //! | [`client`] | [`Client`]: a controller's retransmitting request tracker, one per node |
 //! | [`error`] | [`ParseError`] and RTPProxy's numeric error codes ([`ErrorCode`]) |
@@ -22,13 +23,15 @@
 pub mod client;
 pub mod command;
 pub mod error;
+pub mod info;
 pub mod leg_flags;
 pub mod modifier;
 pub mod reply;
 
 pub use client::{Client, ClientConfig, Event, RequestId};
 pub use command::{Command, CommandKind, Session, SessionTags, Tag};
-pub use error::{ErrorCode, ParseError, ParseErrorKind, ReplyParseError};
+pub use error::{ErrorCode, InfoParseError, ParseError, ParseErrorKind, ReplyParseError};
+pub use info::Info;
 pub use leg_flags::{LegFlagError, LegFlags};
 pub use modifier::{Modifier, Modifiers};
 pub use reply::{Reply, BASE_VERSION};

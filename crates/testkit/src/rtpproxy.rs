@@ -133,3 +133,59 @@ impl RtpProxy {
             .and_then(|n| n.trim().parse().ok())
     }
 }
+
+impl RtpProxy {
+    /// A number from its `I` statistics (`sessions created`, `packets transmitted`, …), 0 when
+    /// the line is absent.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.command("I")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits (3 s at most) until the node holds no session; panics with its statistics and
+    /// `context` (say, the proxy's log) if one is left.
+    pub fn wait_empty(&self, context: &dyn Fn() -> String) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while self.active_sessions() != Some(0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sessions left on the RTPProxy at {}: {:?}\n{}",
+                self.control,
+                self.command("I"),
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether `addr` is one of this node's media addresses.
+    pub fn owns(&self, addr: std::net::SocketAddr) -> bool {
+        addr.ip() == LOCALHOST && self.ports.contains(&addr.port())
+    }
+}
+
+/// A proxy configuration whose only relay set, `main`, holds the given RTPProxy nodes
+/// (`rtpp1`, `rtpp2`, …), with `media` as the rest of `[proxy.media]` (per-leg options) and
+/// `extra` appended.
+pub fn proxy_config(nodes: &[&RtpProxy], media: &str, extra: &str) -> String {
+    let nodes: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "  {{ name = \"rtpp{}\", rtpproxy = \"udp:127.0.0.1:{}\" }},\n",
+                i + 1,
+                n.control
+            )
+        })
+        .collect();
+    format!(
+        "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n{}]\n\n\
+         [proxy.media]\nset = \"main\"\n{media}\n{extra}",
+        nodes.concat()
+    )
+}

@@ -214,6 +214,16 @@ impl Engine {
         }
     }
 
+    /// The node's own count of its sessions, when it reported one since the last call (an
+    /// RTPProxy node's `active sessions`; ng nodes report none: their load is the proxy's
+    /// count of its calls).
+    pub(super) fn poll_load(&mut self) -> Option<u64> {
+        match self {
+            Engine::Ng { .. } => None,
+            Engine::Rtpproxy(e) => e.poll_load(),
+        }
+    }
+
     /// Media requests awaiting the node's reply (pings aside).
     pub(super) fn pending(&self) -> usize {
         match self {

@@ -22,6 +22,9 @@ pub struct RelayNode {
     pub weight: u32,
     /// Calls anchored on it by this proxy.
     pub calls: usize,
+    /// The sessions the node itself last reported (RTPProxy's `active sessions`), with this
+    /// proxy's `calls` at that moment; none for ng nodes.
+    pub reported: Option<(u64, usize)>,
     /// Whether its health checks pass.
     pub up: bool,
     /// Drained by the operator: no new calls.
@@ -76,6 +79,21 @@ impl DownReason {
 }
 
 impl RelayNode {
+    /// Its load for the choice of a node: the calls this proxy anchored on it, plus, when
+    /// the node reports its sessions (RTPProxy), those it held beyond this proxy's calls at
+    /// its last report (another controller's, or left over) — so a node busy with others'
+    /// sessions gets fewer new calls, and calls counted since the report count at once.
+    pub fn load(&self) -> u64 {
+        let calls = u64::try_from(self.calls).unwrap_or(u64::MAX);
+        match self.reported {
+            Some((sessions, calls_then)) => {
+                let ours_then = u64::try_from(calls_then).unwrap_or(u64::MAX);
+                calls.saturating_add(sessions.saturating_sub(ours_then))
+            }
+            None => calls,
+        }
+    }
+
     /// How long this node may stay silent before it is down: `down_after` ping intervals,
     /// or twice its retransmission timeout (SRTT + 4·RTTVAR) when it has been slower, plus an
     /// allowance for the commands it has been sent and not answered yet (a relay working
@@ -322,6 +340,9 @@ impl Relays {
                     n.changed_at = now;
                     self.changes.push_back(HealthChange { node: id, up: true });
                 }
+            }
+            if let Some(sessions) = n.engine.poll_load() {
+                n.reported = Some((sessions, n.calls));
             }
         }
     }

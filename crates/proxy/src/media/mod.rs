@@ -3,8 +3,10 @@
 //! retransmitting clients, and the engine-neutral requests built from SIP (offer, answer,
 //! delete). Sans-IO: datagrams in and out, `now` injected.
 //!
-//! A new call goes to the node of its set with the fewest calls per unit of weight — not a hash
-//! of the Call-ID, so adding a node never moves existing calls. A node that times out or
+//! A new call goes to the node of its set with the least load per unit of weight — not a hash
+//! of the Call-ID, so adding a node never moves existing calls. The load is the calls this
+//! proxy anchored on the node, plus, for an RTPProxy node, the sessions it reported (`Ib`)
+//! beyond those ([`RelayNode::load`]). A node that times out or
 //! answers with a capacity error is skipped for that call and the next one is tried.
 //!
 //! * `health.rs`: how a node is watched — pings, the adaptive silence window, refusals —
@@ -24,7 +26,8 @@ mod rtpproxy_sdp;
 pub use engine::{EngineKind, MediaError, MediaReply, RequestId, UnknownEngine};
 pub use health::{DownReason, HealthChange, HealthConfig, RelayNode};
 pub use requests::{
-    cookie_prefix, delete, delete_branch, offer_answer, on_branch, MediaRequest, Policy, SdpLeg,
+    cookie_prefix, delete, delete_branch, offer_answer, on_branch, MediaRequest, Policy, RtppLeg,
+    SdpLeg,
 };
 pub use rtpproxy::MULTI_STREAM_CAPABILITY;
 
@@ -112,6 +115,7 @@ impl Relays {
                             address,
                             weight: node.weight.max(1),
                             calls: 0,
+                            reported: None,
                             up: true,
                             draining: false,
                             changed_at: now,
@@ -198,12 +202,45 @@ impl Relays {
     /// The least loaded healthy, undrained node of `set` not in `exclude` and not busy (fewer
     /// ng requests awaiting its reply than the bound).
     pub fn pick(&self, set: &str, exclude: &[NodeId]) -> Option<NodeId> {
+        self.pick_where(set, exclude, |_| true)
+    }
+
+    /// As [`Relays::pick`] in the policy's set, among the nodes whose engine can give the
+    /// policy's per-leg options (an RTPProxy node cannot make a leg SRTP, for one).
+    pub fn pick_for(&self, policy: &Policy, exclude: &[NodeId]) -> Option<NodeId> {
+        self.pick_where(&policy.set, exclude, |n| self.fits(n, policy))
+    }
+
+    /// Whether `node`'s engine can give `policy`'s per-leg options.
+    pub fn fits(&self, node: NodeId, policy: &Policy) -> bool {
+        self.nodes.get(node).is_some_and(|n| match n.engine.kind() {
+            engine::EngineKind::Rtpproxy => policy.rtpproxy_unfit.is_none(),
+            engine::EngineKind::Ng => true,
+        })
+    }
+
+    /// Whether the policy's set has a node that could take its calls now, were it not busy:
+    /// up, not drained, and able to give its per-leg options.
+    pub fn has_live_node_for(&self, policy: &Policy) -> bool {
+        self.sets.get(&policy.set).is_some_and(|ids| {
+            ids.iter().any(|id| {
+                self.fits(*id, policy) && self.nodes.get(*id).is_some_and(|n| n.up && !n.draining)
+            })
+        })
+    }
+
+    fn pick_where(
+        &self,
+        set: &str,
+        exclude: &[NodeId],
+        eligible: impl Fn(NodeId) -> bool,
+    ) -> Option<NodeId> {
         let max_pending = self.health.max_pending;
         self.sets
             .get(set)?
             .iter()
             .copied()
-            .filter(|id| !exclude.contains(id))
+            .filter(|id| !exclude.contains(id) && eligible(*id))
             .filter(|id| {
                 self.nodes.get(*id).is_some_and(|n| {
                     n.up && !n.draining && n.engine.capable() && n.engine.pending() < max_pending
@@ -213,7 +250,7 @@ impl Relays {
                 let load = |id: &NodeId| {
                     self.nodes
                         .get(*id)
-                        .map_or(f64::MAX, |n| n.calls as f64 / f64::from(n.weight))
+                        .map_or(f64::MAX, |n| n.load() as f64 / f64::from(n.weight))
                 };
                 load(a).total_cmp(&load(b))
             })

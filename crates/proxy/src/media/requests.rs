@@ -5,6 +5,7 @@
 use anchorage_config::proxy::MediaPolicy;
 use anchorage_ng::{normalise, CallId, Delete, OfferAnswer, Request, RequestKind, Tag, Value};
 use bytes::Bytes;
+use std::net::IpAddr;
 
 /// The prefix of a proxy's ng cookies: its node id (spaces and other characters a cookie cannot
 /// hold replaced by `-`) and a per-start epoch drawn from the proxy's seed, e.g. `node1-5f3a9c1e`.
@@ -31,10 +32,108 @@ pub struct Policy {
     pub caller_flags: String,
     /// `rtpp-flags` for the SDP sent to the callee.
     pub callee_flags: String,
-    /// OpenSIPS flag letters for the SDP sent to the caller (RTPProxy nodes).
-    pub caller_rtpproxy: String,
-    /// OpenSIPS flag letters for the SDP sent to the callee (RTPProxy nodes).
-    pub callee_rtpproxy: String,
+    /// What an RTPProxy node is told for the SDP sent to the caller.
+    pub caller_rtpproxy: RtppLeg,
+    /// What an RTPProxy node is told for the SDP sent to the callee.
+    pub callee_rtpproxy: RtppLeg,
+    /// Why RTPProxy nodes cannot carry these calls (a leg option only an ng node can give),
+    /// if so: they are not eligible, and a set with no other node answers 503.
+    pub rtpproxy_unfit: Option<String>,
+}
+
+/// One leg's options as an RTPProxy node takes them: OpenSIPS flag letters, and the address
+/// the proxy writes into that leg's SDP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RtppLeg {
+    /// The leg's `rtpproxy_flags`, then the `i`/`e` pair of the legs' `iface`s.
+    pub letters: String,
+    /// `ip`: written into this leg's SDP instead of the node's address.
+    pub ip: Option<IpAddr>,
+}
+
+impl From<&str> for RtppLeg {
+    fn from(letters: &str) -> RtppLeg {
+        RtppLeg {
+            letters: letters.to_string(),
+            ip: None,
+        }
+    }
+}
+
+impl From<&RtppLeg> for RtppLeg {
+    fn from(leg: &RtppLeg) -> RtppLeg {
+        leg.clone()
+    }
+}
+
+/// RTPProxy's letter for an interface name: its two bridge-mode interfaces, `internal` (`i`)
+/// and `external` (`e`).
+fn rtpproxy_iface(name: &str) -> Option<char> {
+    match name.to_ascii_lowercase().as_str() {
+        "internal" | "i" => Some('i'),
+        "external" | "e" => Some('e'),
+        _ => None,
+    }
+}
+
+/// The RTPProxy side of a policy's per-leg options: the letters and addresses of each leg's
+/// SDP (`(caller's, callee's)`), or why RTPProxy nodes cannot carry the calls.
+///
+/// * `type`: RTPProxy relays the packets as they come and never rewrites the profile, so only
+///   `RTP/AVP` (plain RTP, what it relays) is possible; SRTP, DTLS and AVPF need an ng node.
+/// * `iface`: RTPProxy in bridge mode has an internal and an external interface; each SDP's
+///   commands get the pair OpenSIPS users write (`ei`: from the external sender to the
+///   internal receiver), a leg that names none being external (the modules' default `ee`).
+/// * `ip`: the proxy writes it into that leg's SDP (OpenSIPS' `rtpproxy_offer(flags, ip)`).
+fn rtpproxy_legs(p: &MediaPolicy) -> Result<(RtppLeg, RtppLeg), String> {
+    for (name, leg) in [("caller", &p.caller), ("callee", &p.callee)] {
+        if let Some(t) = &leg.transport {
+            if !t.eq_ignore_ascii_case("RTP/AVP") {
+                return Err(format!(
+                    "the {name} leg's type {t} needs an ng relay: RTPProxy relays RTP/AVP as it comes"
+                ));
+            }
+        }
+    }
+    let iface = |name: &str, leg: &anchorage_config::proxy::LegMediaOptions| {
+        leg.iface
+            .as_deref()
+            .map(|i| {
+                rtpproxy_iface(i).ok_or_else(|| {
+                    format!(
+                        "the {name} leg's iface {i:?} is not one of RTPProxy's interfaces (internal, external)"
+                    )
+                })
+            })
+            .transpose()
+    };
+    // A leg that names none is on the external interface (the modules' default pair, `ee`).
+    let pair = match (iface("caller", &p.caller)?, iface("callee", &p.callee)?) {
+        (None, None) => None,
+        (a, b) => Some((a.unwrap_or('e'), b.unwrap_or('e'))),
+    };
+    let letters = |own: &str, from: Option<char>, to: Option<char>| match (from, to) {
+        (Some(f), Some(t)) => format!("{own}{f}{t}"),
+        _ => own.to_string(),
+    };
+    Ok((
+        RtppLeg {
+            letters: letters(
+                &p.caller.rtpproxy_flags,
+                pair.map(|p| p.1),
+                pair.map(|p| p.0),
+            ),
+            ip: p.caller.ip,
+        },
+        RtppLeg {
+            letters: letters(
+                &p.callee.rtpproxy_flags,
+                pair.map(|p| p.0),
+                pair.map(|p| p.1),
+            ),
+            ip: p.callee.ip,
+        },
+    ))
 }
 
 impl Policy {
@@ -57,12 +156,21 @@ impl Policy {
         if let Some(direction) = direction_flags(&caller, &callee) {
             callee_flags = format!("{callee_flags} {direction}").trim().to_string();
         }
+        let (caller_rtpproxy, callee_rtpproxy, rtpproxy_unfit) = match rtpproxy_legs(p) {
+            Ok((a, b)) => (a, b, None),
+            Err(why) => (
+                p.caller.rtpproxy_flags.as_str().into(),
+                p.callee.rtpproxy_flags.as_str().into(),
+                Some(why),
+            ),
+        };
         Some(Policy {
             set: p.set.clone()?,
             caller_flags: caller.applied_to(&p.caller_flags),
             callee_flags,
-            caller_rtpproxy: p.caller.rtpproxy_flags.clone(),
-            callee_rtpproxy: p.callee.rtpproxy_flags.clone(),
+            caller_rtpproxy,
+            callee_rtpproxy,
+            rtpproxy_unfit,
         })
     }
 }
@@ -84,6 +192,8 @@ pub struct SdpLeg {
     pub flags: String,
     /// OpenSIPS flag letters for it (RTPProxy nodes).
     pub rtpproxy_flags: String,
+    /// The address an RTPProxy node's SDP names instead of the node's own (RTPProxy nodes).
+    pub rtpproxy_ip: Option<IpAddr>,
 }
 
 /// What the proxy asks of a relay node, whatever its engine: each call leg's SDP in, the SDP
@@ -106,10 +216,13 @@ pub enum MediaRequest {
 }
 
 impl MediaRequest {
-    /// The OpenSIPS flag letters for the SDP this request produces (RTPProxy nodes).
-    pub fn rtpproxy(mut self, letters: &str) -> MediaRequest {
+    /// The OpenSIPS flag letters and advertised address for the SDP this request produces
+    /// (RTPProxy nodes).
+    pub fn rtpproxy(mut self, leg: impl Into<RtppLeg>) -> MediaRequest {
+        let options = leg.into();
         if let MediaRequest::Offer(leg) | MediaRequest::Answer(leg) = &mut self {
-            leg.rtpproxy_flags = letters.to_string();
+            leg.rtpproxy_flags = options.letters;
+            leg.rtpproxy_ip = options.ip;
         }
         self
     }
@@ -171,6 +284,7 @@ pub fn offer_answer(
         sdp,
         flags: flags.to_string(),
         rtpproxy_flags: String::new(),
+        rtpproxy_ip: None,
     };
     if answer {
         MediaRequest::Answer(leg)

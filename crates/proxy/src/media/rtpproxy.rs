@@ -3,14 +3,16 @@
 //! RTPProxy keeps one session per Call-ID, tags and medianum — and its reply is the SDP with
 //! the node's ports and addresses written in (`rtpproxy_sdp.rs`) once every stream is answered.
 //! A delete is one `D` per session the engine opened for the call (or fork branch). `VF`
-//! checks at start that the node keeps several streams per call; `V` is the health ping.
+//! checks at start that the node keeps several streams per call; `V` is the health ping, and
+//! `Ib` (brief statistics) goes with it at most once a second: its `active sessions` is the
+//! node's load for the choice of a node for new calls.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anchorage_rtpp::{
-    Client, ClientConfig, CommandKind, Event, LegFlags, Modifier, Modifiers, Reply, Session,
+    Client, ClientConfig, CommandKind, Event, Info, LegFlags, Modifier, Modifiers, Reply, Session,
     SessionTags, Tag, BASE_VERSION,
 };
 use bytes::Bytes;
@@ -21,6 +23,9 @@ use super::{MediaRequest, SdpLeg};
 
 /// The capability checked with `VF` at start: several RTP streams per call (medianum).
 pub const MULTI_STREAM_CAPABILITY: &str = "20050322";
+
+/// How often the node's load is asked for (`Ib`, on the ping client).
+pub const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a media request turned into.
 #[derive(Debug)]
@@ -33,8 +38,10 @@ enum Job {
         /// `(wire Call-ID, sender's tag)`: whose `o=` state this SDP uses.
         origin_key: (String, String),
         /// The sessions this offer opened on a call the node had none of: closed again if
-        /// the offer fails.
-        opened: Option<(String, String, String)>,
+        /// the offer fails (boxed: the job stays small).
+        opened: Option<Box<(String, String, String)>>,
+        /// The address written into the SDP instead of the node's (the leg's `ip`).
+        advertise: Option<IpAddr>,
         replies: Vec<Option<Result<(u16, IpAddr), MediaError>>>,
     },
     /// Deletes: done when every `D` is answered (or given up).
@@ -56,6 +63,11 @@ pub struct RtppEngine {
     sessions: HashMap<String, BTreeSet<(String, String)>>,
     origins: HashMap<(String, String), OriginState>,
     events: VecDeque<MediaReply>,
+    /// The `Ib` awaiting its reply, and when the next may go.
+    load_query: Option<anchorage_rtpp::RequestId>,
+    next_load_query: Instant,
+    /// The node's `active sessions` from its latest `Ib`, not yet taken.
+    load: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +99,9 @@ impl RtppEngine {
             sessions: HashMap::new(),
             origins: HashMap::new(),
             events: VecDeque::new(),
+            load_query: None,
+            next_load_query: now,
+            load: None,
         };
         engine.ask_capability(now);
         engine
@@ -169,7 +184,7 @@ impl RtppEngine {
         };
         let lookup = answer || flags.force_lookup;
         let opened = (!lookup && !self.sessions.contains_key(&leg.call_id))
-            .then(|| (leg.call_id.clone(), wire.clone(), first.clone()));
+            .then(|| Box::new((leg.call_id.clone(), wire.clone(), first.clone())));
         if !lookup {
             let sessions = self.sessions.entry(leg.call_id.clone()).or_default();
             // One `D` per session: a re-offer from the other side names the same one.
@@ -211,6 +226,7 @@ impl RtppEngine {
             flags,
             origin_key: (wire, sender),
             opened,
+            advertise: leg.rtpproxy_ip,
             replies,
             streams,
         };
@@ -267,29 +283,69 @@ impl RtppEngine {
         self.client.send(Modifiers::default(), kind, now)
     }
 
-    /// Sends a `V` ping (and the `VF` check again if it was never answered).
+    /// Sends a `V` ping (and the `VF` check again if it was never answered), with an `Ib`
+    /// for the node's load when one is due and none is awaited.
     pub(super) fn send_ping(&mut self, now: Instant) -> u64 {
         if self.capability == Capability::Unknown {
             self.ask_capability(now);
         }
-        self.pinger
-            .send(Modifiers::default(), CommandKind::Version, now)
-            .0
+        let ping = self
+            .pinger
+            .send(Modifiers::default(), CommandKind::Version, now);
+        if self.load_query.is_none() && now >= self.next_load_query {
+            let brief = Modifiers(vec![Modifier::Brief]);
+            self.load_query = Some(self.pinger.send(brief, CommandKind::Info, now));
+            self.next_load_query = now + LOAD_INTERVAL;
+        }
+        ping.0
     }
 
-    /// The next ping outcome: answered with the base version or not.
+    /// The next ping outcome: answered with the base version or not. The `Ib` replies met on
+    /// the way are taken as the node's load.
     pub(super) fn poll_ping(&mut self) -> Option<(u64, bool)> {
-        self.pinger.poll_event().map(|event| match event {
-            Event::Reply(id, reply) => {
-                let version = match &reply {
-                    Reply::Number(n) => n.to_string(),
-                    Reply::Text(t) => t.trim().to_string(),
-                    _ => String::new(),
-                };
-                (id.0, version == BASE_VERSION)
+        loop {
+            let event = self.pinger.poll_event()?;
+            let id = match &event {
+                Event::Reply(id, _) | Event::TimedOut(id) | Event::Failed(id, _) => *id,
+            };
+            if self.load_query == Some(id) {
+                self.load_query = None;
+                self.take_load(event);
+                continue;
             }
-            Event::TimedOut(id) | Event::Failed(id, _) => (id.0, false),
-        })
+            return Some(match event {
+                Event::Reply(id, reply) => {
+                    let version = match &reply {
+                        Reply::Number(n) => n.to_string(),
+                        Reply::Text(t) => t.trim().to_string(),
+                        _ => String::new(),
+                    };
+                    (id.0, version == BASE_VERSION)
+                }
+                Event::TimedOut(id) | Event::Failed(id, _) => (id.0, false),
+            });
+        }
+    }
+
+    /// An `Ib` outcome: its `active sessions`, or a warning (the last load stands).
+    fn take_load(&mut self, event: Event) {
+        let text = match event {
+            Event::Reply(_, Reply::Text(text)) => text,
+            Event::Reply(_, other) => other.to_string(),
+            Event::TimedOut(_) => return,
+            Event::Failed(_, e) => e.to_string(),
+        };
+        match Info::parse(&text) {
+            Ok(info) => self.load = Some(info.active_sessions),
+            Err(e) => {
+                tracing::warn!(node = %self.control, error = %e, "RTPProxy statistics (Ib) unreadable: its load is not updated");
+            }
+        }
+    }
+
+    /// The node's `active sessions` from an `Ib` answered since the last call.
+    pub(super) fn poll_load(&mut self) -> Option<u64> {
+        self.load.take()
     }
 
     /// A datagram from the node.
@@ -385,13 +441,16 @@ impl RtppEngine {
                 streams,
                 origin_key,
                 opened,
+                advertise,
                 replies,
             }) => {
                 let mut relayed = Vec::new();
                 let mut failure = None;
                 for (stream, reply) in streams.iter().zip(replies) {
                     match reply {
-                        Some(Ok((port, address))) => relayed.push((stream.index, port, address)),
+                        Some(Ok((port, address))) => {
+                            relayed.push((stream.index, port, advertise.unwrap_or(address)));
+                        }
                         Some(Err(e)) => {
                             failure.get_or_insert(e);
                         }
@@ -426,8 +485,8 @@ impl RtppEngine {
 
     /// A failed offer on a call the node had no session of leaves none behind: the streams it
     /// did open are deleted (nobody waits for those replies).
-    fn close_opened(&mut self, opened: Option<(String, String, String)>, now: Instant) {
-        let Some((call_id, wire, tag)) = opened else {
+    fn close_opened(&mut self, opened: Option<Box<(String, String, String)>>, now: Instant) {
+        let Some((call_id, wire, tag)) = opened.map(|o| *o) else {
             return;
         };
         if let Some(sessions) = self.sessions.get_mut(&call_id) {

@@ -70,7 +70,22 @@ pub(super) fn rewrite(
 ) -> Result<Bytes, FieldError> {
     let mut out = sdp.clone();
     let mut relied_on_session = false;
+    // A stream on hold the RFC 2543 way (`c=` 0.0.0.0 or `::`) keeps its null address, in the
+    // node's address family: the other party must not send to it (OpenSIPS and Kamailio keep
+    // it too). The port is the node's all the same.
+    let held = |index: usize, address: IpAddr| -> Result<IpAddr, FieldError> {
+        let null = sdp
+            .effective_connection(index)?
+            .and_then(|c| c.ip())
+            .is_some_and(|ip| ip.is_unspecified());
+        Ok(match (null, address) {
+            (false, _) => address,
+            (true, IpAddr::V4(_)) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            (true, IpAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        })
+    };
     for &(index, port, address) in relayed {
+        let address = held(index, address)?;
         let Some(section) = out.media_mut().get_mut(index) else {
             continue;
         };
@@ -81,12 +96,14 @@ pub(super) fn rewrite(
             section.set_rtcp(port.saturating_add(1), Some(address));
         }
     }
-    if let Some(&(_, _, address)) = relayed.first() {
+    if let Some(&(index, _, address)) = relayed.first() {
         let has_session_c = out.session_level().connection()?.is_some();
         if has_session_c && (relied_on_session || flags.session_connection) {
-            out.session_level_mut().set_connection(address);
+            out.session_level_mut()
+                .set_connection(held(index, address)?);
         }
         if flags.origin {
+            // `o=` names the node even when the streams are held.
             out.set_origin_address(address)?;
         }
     }
@@ -187,6 +204,34 @@ mod tests {
         assert!(
             String::from_utf8_lossy(&kept).contains("o=alice 42 8 IN IP4"),
             "same SDP otherwise: identity and version kept"
+        );
+    }
+
+    #[test]
+    fn a_null_address_on_hold_is_kept_with_the_relays_port() {
+        let held = Session::parse(Bytes::from(
+            OFFER.replace("c=IN IP4 192.0.2.10\r\nt=0", "c=IN IP4 0.0.0.0\r\nt=0"),
+        ))
+        .unwrap();
+        let relay: IpAddr = "203.0.113.1".parse().unwrap();
+        let relayed = [(0, 20000, relay), (2, 20002, relay)];
+        let flags = LegFlags::parse("co").unwrap();
+        let out = rewrite(&held, &relayed, &flags, &mut None).unwrap();
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        // The first stream relied on the session's null address: it keeps it, with the
+        // relay's ports; the third had its own address and gets the relay's.
+        assert!(text.contains("\r\nc=IN IP4 0.0.0.0\r\nt=0"), "{text}");
+        assert!(
+            text.contains("m=audio 20000 RTP/AVP 0 101\r\nc=IN IP4 0.0.0.0\r\na=rtcp:20001 IN IP4 0.0.0.0\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("m=audio 20002 RTP/AVP 8\r\nc=IN IP4 203.0.113.1\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("o=alice 42 7 IN IP4 203.0.113.1\r\n"),
+            "{text}"
         );
     }
 

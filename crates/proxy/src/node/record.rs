@@ -179,8 +179,9 @@ impl Proxy {
                         callee_flags: m.callee_flags.clone(),
                         // CallRecord v1 has no RTPProxy letters: a call taken over from
                         // another node goes on without them.
-                        caller_rtpproxy: String::new(),
-                        callee_rtpproxy: String::new(),
+                        caller_rtpproxy: Default::default(),
+                        callee_rtpproxy: Default::default(),
+                        rtpproxy_unfit: None,
                     },
                     caller_tag: m.caller_tag.clone(),
                     caller: m.caller.clone(),

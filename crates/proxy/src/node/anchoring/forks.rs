@@ -66,7 +66,7 @@ impl Proxy {
         let Some(policy) = self.policy_for(req, source) else {
             return false;
         };
-        let Some(node) = self.relays.pick(&policy.set, &[]) else {
+        let Some(node) = self.relays.pick_for(&policy, &[]) else {
             return false;
         };
         let from_tag = tag_of(req.from());

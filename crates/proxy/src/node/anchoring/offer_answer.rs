@@ -143,13 +143,15 @@ impl Proxy {
         tried: Vec<NodeId>,
         now: Instant,
     ) {
-        let Some(node) = self.relays.pick(&policy.set, &tried) else {
-            let reason = if self.relays.has_live_node(&policy.set) {
+        let Some(node) = self.relays.pick_for(&policy, &tried) else {
+            let reason = if self.relays.has_live_node_for(&policy) {
                 "Media Relays Busy"
             } else {
                 "No Media Relay Available"
             };
-            tracing::warn!(call_id = ?req.call_id().ok(), set = %policy.set, reason, "no media relay can take the call");
+            // Why RTPProxy nodes were passed over, if they were.
+            let unfit = policy.rtpproxy_unfit.as_deref().unwrap_or("");
+            tracing::warn!(call_id = ?req.call_id().ok(), set = %policy.set, reason, rtpproxy_unfit = unfit, "no media relay can take the call");
             self.respond(key, 503, reason, now);
             return;
         };
@@ -288,7 +290,7 @@ impl Proxy {
                 let Some(policy) = self.policy_for(&req, source) else {
                     return false;
                 };
-                let Some(node) = self.relays.pick(&policy.set, &[]) else {
+                let Some(node) = self.relays.pick_for(&policy, &[]) else {
                     return false;
                 };
                 (node, policy, true)
