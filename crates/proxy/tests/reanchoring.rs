@@ -442,3 +442,61 @@ fn glare_491_is_retried_after_the_rfc_3261_backoff() {
     assert_eq!(p.anchored_call("c1").unwrap().node, "r2");
     assert_eq!(p.job(job).unwrap().done, 1);
 }
+
+/// Answers every ng request to `node` now with `sdp`; returns the other datagrams sent (their
+/// destination and text), pings and RTPProxy commands included.
+fn answer_ng(p: &mut Proxy, node: &str, sdp: &str, now: Instant) -> Vec<(String, String)> {
+    let mut others = Vec::new();
+    while let Some((to, datagram)) = p.poll_ng_transmit() {
+        if to.to_string() != node {
+            others.push((
+                to.to_string(),
+                String::from_utf8_lossy(&datagram).into_owned(),
+            ));
+            continue;
+        }
+        let Ok(incoming) = anchorage_ng::decode_request(&datagram) else {
+            continue;
+        };
+        let reply = anchorage_ng::Reply::ok().with_sdp(Bytes::from(sdp.to_string()));
+        let bytes = anchorage_ng::encode_reply(&incoming.cookie, &reply, incoming.encoding);
+        p.handle_ng_datagram(to, &bytes, now);
+    }
+    others
+}
+
+#[test]
+fn a_move_never_puts_an_srtp_leg_on_an_rtpproxy_node() {
+    let now = epoch();
+    let mut p = proxy(
+        "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{ name = \"r1\", ng = \"127.0.0.1:2223\" }, { name = \"p1\", rtpproxy = \"udp:127.0.0.1:2225\" }]\n\n[proxy.media]\nset = \"m\"\n\n[proxy.media.callee]\ntype = \"RTP/SAVP\"\n",
+    );
+    let r1 = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/SAVP 0\r\nc=IN IP4 203.0.113.1\r\n";
+    p.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
+    let mut to_p1 = answer_ng(&mut p, "127.0.0.1:2223", r1, now);
+    let invite = drain(&mut p)
+        .into_iter()
+        .find(|t| t.data.starts_with(b"INVITE "))
+        .expect("anchored on r1, the only node that can make the callee's leg SRTP");
+    ok_to(&mut p, &invite, Some("b1"), ANSWER_SDP, now);
+    to_p1.extend(answer_ng(&mut p, "127.0.0.1:2223", r1, now));
+    drain(&mut p);
+    assert_eq!(p.anchored_call("c1").map(|c| c.node), Some("r1".into()));
+    // r1 drained: p1 is up but cannot give the call's legs, so the call stays on r1.
+    p.drain_relay("r1", now).expect("a job");
+    to_p1.extend(answer_ng(&mut p, "127.0.0.1:2223", r1, now));
+    p.handle_timeout(now + Duration::from_secs(1));
+    to_p1.extend(answer_ng(&mut p, "127.0.0.1:2223", r1, now));
+    let offers: Vec<&(String, String)> = to_p1
+        .iter()
+        .filter(|(to, text)| {
+            to == "127.0.0.1:2225" && text.split(' ').nth(1).is_some_and(|c| c.starts_with('U'))
+        })
+        .collect();
+    assert!(offers.is_empty(), "{offers:?}");
+    assert_eq!(p.anchored_call("c1").map(|c| c.node), Some("r1".into()));
+    assert!(
+        !drain(&mut p).iter().any(|t| t.data.starts_with(b"INVITE ")),
+        "no re-INVITE naming p1"
+    );
+}

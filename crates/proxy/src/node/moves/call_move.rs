@@ -111,6 +111,14 @@ impl Proxy {
         // Nodes of another engine than the move asks for are never picked.
         let mut exclude = m.tried.clone();
         exclude.extend(self.relays.not_of_engine(m.target.engine));
+        if call.policy.rtpproxy_unfit.is_some() && m.target.engine.is_none() {
+            // Legs an RTPProxy node cannot give (SRTP, AVPF, an interface it lacks): a move
+            // picks among the nodes that can, as the call's first offer did.
+            exclude.extend(
+                self.relays
+                    .not_of_engine(Some(crate::media::EngineKind::Ng)),
+            );
+        }
         let node = match &m.target.node {
             Some(name) => self
                 .relays
