@@ -49,3 +49,42 @@ callee_flags = "replace-origin"
 ${6:-}
 CONF
 }
+
+# The management API of the proxy at 127.0.0.1:$API: GET a path.
+json() { curl -sf "http://127.0.0.1:$API$1"; }
+
+# Calls anchored on every relay, as the proxy counts them.
+anchored_calls() {
+  json /v1/relays | python3 -c 'import json,sys; print(sum(r["calls"] for r in json.load(sys.stdin)["relays"]))'
+}
+
+# Waits until re-anchoring job $1 has finished; prints its JSON.
+wait_job_end() {
+  local id=$1
+  while :; do
+    local j; j=$(json "/v1/jobs/$id")
+    if echo "$j" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["finished"] else 1)'; then
+      echo "$j"; return
+    fi
+    sleep 0.05
+  done
+}
+
+# callgen's verdict (its --json file $1): calls, media gaps, packets.
+report_callgen() {
+  python3 - "$1" <<'PY'
+import json,sys
+r=json.load(open(sys.argv[1]))
+c=r["calls"]
+def q(k):
+    d=r[k]
+    return "p50 %s / p99 %s / max %s ms (n=%s)" % (d["p50"], d["p99"], d["max"], d["count"])
+print("   calls: total %d, set up %d, completed %d, failed %d, dropped %d, without media %d"
+      % (c["total"], c["set_up"], c["completed"], c["failed"], c["dropped"], c["without_media"]))
+print("   longest media gap per call:", q("longest_gap_ms"))
+print("   gap around each re-INVITE: ", q("reinvite_gap_ms"))
+print("   re-INVITE to media:        ", q("reinvite_to_media_ms"))
+print("   packets:", r["packets"])
+print("   callgen's own max send lateness: %s ms" % r["max_send_late_ms"])
+PY
+}

@@ -65,7 +65,6 @@ start_system() { # phase
   done
 }
 
-json() { curl -sf "http://127.0.0.1:$API$1"; }
 
 # Places the calls in the background; waits until all are up.
 start_calls() { # phase
@@ -76,7 +75,7 @@ start_calls() { # phase
   local deadline=$((SECONDS + CALLS / RATE + 20))
   while [ $SECONDS -lt $deadline ]; do
     local up
-    up=$(json /v1/relays | python3 -c 'import json,sys; print(sum(r["calls"] for r in json.load(sys.stdin)["relays"]))')
+    up=$(anchored_calls)
     printf '\r   calls anchored: %s/%s' "$up" "$CALLS"
     [ "$up" -ge "$CALLS" ] && { echo; return 0; }
     sleep 0.5
@@ -92,34 +91,7 @@ r=max(json.load(sys.stdin)["relays"], key=lambda r: r["calls"])
 print(r["name"], r["calls"])'
 }
 
-wait_job_end() { # -> prints the job JSON when finished
-  local id=$1
-  while :; do
-    local j; j=$(json "/v1/jobs/$id")
-    if echo "$j" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["finished"] else 1)'; then
-      echo "$j"; return
-    fi
-    sleep 0.05
-  done
-}
 
-report_calls() { # phase
-  python3 - "$OUT/$1-callgen.json" <<'PY'
-import json,sys
-r=json.load(open(sys.argv[1]))
-c=r["calls"]
-def q(k):
-    d=r[k]
-    return "p50 %s / p99 %s / max %s ms (n=%s)" % (d["p50"], d["p99"], d["max"], d["count"])
-print("   calls: total %d, set up %d, completed %d, failed %d, dropped %d, without media %d"
-      % (c["total"], c["set_up"], c["completed"], c["failed"], c["dropped"], c["without_media"]))
-print("   longest media gap per call:", q("longest_gap_ms"))
-print("   gap around each re-INVITE: ", q("reinvite_gap_ms"))
-print("   re-INVITE to media:        ", q("reinvite_to_media_ms"))
-print("   packets:", r["packets"])
-print("   callgen's own max send lateness: %s ms" % r["max_send_late_ms"])
-PY
-}
 
 # A relay failure: signal 9 (kill) or STOP (hang) to the relay holding more calls.
 fail_phase() { # phase signal
@@ -147,7 +119,7 @@ print("reason %s, silent %s ms" % (r.get("down_reason"), r.get("down_silent_ms")
   echo "   detection to last call moved: $(echo "$T2 - $T1" | bc) s; $sig to last call moved: $(echo "$T2 - $T0" | bc) s"
   echo "   waiting for the calls to end"
   wait "$CALLGEN" || true
-  report_calls "$phase"
+  report_callgen "$OUT/$phase-callgen.json"
   [ "$sig" = STOP ] && kill -CONT "$PID" 2>/dev/null
   stop_all
 }
@@ -174,7 +146,7 @@ if [ "$PHASE" = drain ] || [ "$PHASE" = both ] || [ "$PHASE" = all ]; then
   JOB_S=$(tail -1 "$OUT/drain-ctl.txt" | sed -n 's/.* \([0-9.]*\) s, finished/\1/p')
   [ -n "$JOB_S" ] && echo "   the job itself: $JOB_S s, $(echo "scale=0; $HELD / $JOB_S" | bc) calls/s"
   wait "$CALLGEN" || true
-  report_calls drain
+  report_callgen "$OUT/drain-callgen.json"
   stop_all
 fi
 echo "results in $OUT"

@@ -64,10 +64,6 @@ start_proxy() { # log file
   done
   echo "the proxy did not start:"; tail -20 "$1"; exit 1
 }
-json() { curl -sf "http://127.0.0.1:$API$1"; }
-anchored() {
-  json /v1/relays | python3 -c 'import json,sys; print(sum(r["calls"] for r in json.load(sys.stdin)["relays"]))'
-}
 
 echo "== $CALLS calls at $RATE/s held ${HOLD}s through a proxy with the Redis store"
 start_proxy "$OUT/proxy-1.log"
@@ -78,7 +74,7 @@ curl -sf -X POST "http://127.0.0.1:$API/v1/relays/relay-b/drain" >/dev/null
 CALLGEN=$!; PIDS+=($CALLGEN)
 deadline=$((SECONDS + CALLS / RATE + 30))
 while :; do
-  up=$(anchored)
+  up=$(anchored_calls)
   printf '\r   calls anchored: %s/%s' "$up" "$CALLS"
   [ "$up" -ge "$CALLS" ] && break
   [ $SECONDS -lt $deadline ] || { echo; echo "   not every call was set up in time"; break; }
@@ -92,7 +88,7 @@ for _ in $(seq 1 100); do
   [ "$dirty" = 0 ] && break
   sleep 0.1
 done
-ALIVE=$(anchored)
+ALIVE=$(anchored_calls)
 
 echo "== kill -9 of the proxy with $ALIVE calls, then the same node started again"
 T0=$(date +%s.%N)
@@ -101,7 +97,7 @@ wait "$PROXY" 2>/dev/null || true
 start_proxy "$OUT/proxy-2.log"
 T1=$(date +%s.%N)
 LOADED_LINE=$(grep -m1 "calls loaded from the store" "$OUT/proxy-2.log" || echo "no load line")
-FOUND=$(anchored)
+FOUND=$(anchored_calls)
 echo "   $LOADED_LINE"
 echo "   kill to API serving again: $(echo "$T1 - $T0" | bc) s; calls found $FOUND of $ALIVE"
 
@@ -109,31 +105,13 @@ echo "== every call re-anchored by the restarted proxy (relay-a drained)"
 T2=$(date +%s.%N)
 JOB=$(curl -sf -X POST "http://127.0.0.1:$API/v1/relays/relay-a/drain" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-while :; do
-  j=$(json "/v1/jobs/$JOB")
-  if echo "$j" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["finished"] else 1)'; then
-    break
-  fi
-  sleep 0.05
-done
+j=$(wait_job_end "$JOB")
 T3=$(date +%s.%N)
 echo "   move job: $j"
 echo "   drain to last call moved: $(echo "$T3 - $T2" | bc) s"
 echo "   waiting for the calls to end"
 wait "$CALLGEN" || true
-python3 - "$OUT/callgen.json" <<'PY'
-import json,sys
-r=json.load(open(sys.argv[1]))
-c=r["calls"]
-def q(k):
-    d=r[k]
-    return "p50 %s / p99 %s / max %s ms (n=%s)" % (d["p50"], d["p99"], d["max"], d["count"])
-print("   calls: total %d, set up %d, completed %d, failed %d, dropped %d, without media %d"
-      % (c["total"], c["set_up"], c["completed"], c["failed"], c["dropped"], c["without_media"]))
-print("   longest media gap per call:", q("longest_gap_ms"))
-print("   gap around each re-INVITE: ", q("reinvite_gap_ms"))
-print("   packets:", r["packets"])
-PY
+report_callgen "$OUT/callgen.json"
 sleep 2
 sessions() { curl -sf "http://127.0.0.1:$1/metrics" | awk '/^anchorage_relay_active_sessions / {print $2}'; }
 echo "   relay sessions left after the last call: relay-a $(sessions "$MET_A"), relay-b $(sessions "$MET_B")"

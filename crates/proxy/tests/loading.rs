@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use anchorage_proxy::node::{CallRecord, Output, Proxy, Transmit, MAX_PARKED_PER_CALL};
+use anchorage_proxy::node::{Output, Proxy, Transmit, MAX_PARKED_PER_CALL};
 use anchorage_sip::Method;
 
 use support::scenario::*;
@@ -50,22 +50,6 @@ fn cseq_of(t: &Transmit) -> u32 {
         .and_then(|v| v.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-/// Call c1 moved from r1 to r2 by a node that died right after sending the move's
-/// re-INVITEs: the record it saved, and the re-INVITE it sent the callee.
-fn died_after_reinvites() -> (CallRecord, Transmit) {
-    let now = epoch();
-    let mut p = call_on_r1(now);
-    p.enable_call_records();
-    ng_requests(&mut p);
-    move_c1_to_r2(&mut p, now);
-    let record = saved_then_reinvites(&mut p, now);
-    let to_callee = drain(&mut p)
-        .into_iter()
-        .find(|t| t.data.starts_with(b"INVITE ") && t.destination.port() == 9)
-        .expect("the re-INVITE to the callee");
-    (record, to_callee)
 }
 
 #[test]

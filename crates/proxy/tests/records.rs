@@ -235,17 +235,7 @@ fn a_record_naming_an_unknown_relay_is_refused_with_the_reason() {
 #[test]
 fn a_node_that_died_right_after_a_moves_re_invites_completes_the_move_from_the_record() {
     let now = epoch();
-    let mut p = call_on_r1(now);
-    p.enable_call_records();
-    ng_requests(&mut p);
-    move_c1_to_r2(&mut p, now);
-    let record = saved_then_reinvites(&mut p, now);
-    let out = drain(&mut p);
-    let to_callee = out
-        .iter()
-        .find(|t| t.data.starts_with(b"INVITE ") && t.destination.port() == 9)
-        .expect("the re-INVITE to the callee")
-        .clone();
+    let (record, to_callee) = died_after_reinvites();
     assert!(text(&to_callee).contains("CSeq: 2 INVITE"));
     // The node dies here. Its successor takes the saved record: the parties may already use
     // r2, so the move is completed there and r1's session deleted.

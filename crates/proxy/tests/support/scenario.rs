@@ -385,3 +385,19 @@ pub fn saved_then_reinvites(p: &mut Proxy, now: Instant) -> CallRecord {
     p.handle_saved("c1", now);
     record
 }
+
+/// Call c1 moved from r1 to r2 by a node that died right after sending the move's
+/// re-INVITEs: the record it saved, and the re-INVITE it sent the callee.
+pub fn died_after_reinvites() -> (CallRecord, Transmit) {
+    let now = epoch();
+    let mut p = call_on_r1(now);
+    p.enable_call_records();
+    ng_requests(&mut p);
+    move_c1_to_r2(&mut p, now);
+    let record = saved_then_reinvites(&mut p, now);
+    let to_callee = drain(&mut p)
+        .into_iter()
+        .find(|t| t.data.starts_with(b"INVITE ") && t.destination.port() == 9)
+        .expect("the re-INVITE to the callee");
+    (record, to_callee)
+}
