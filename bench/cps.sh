@@ -226,11 +226,12 @@ run_step() { # system rate -> prints result line, returns 0 on pass
   local per_k; per_k=$(echo "scale=3; $cpu_s * 1000 / ($ok + 1)" | bc)
   CPUK[$sys,$rate]=$per_k
   local relay_s; relay_s=$(echo "scale=3; ($rcpu1 - $rcpu0) / $ticks" | bc)
+  local store_s; store_s=$(echo "scale=3; ($xcpu1 - $xcpu0) / $ticks" | bc)
   local pass=no
   if [ "$code" -eq 0 ] && [ "${failed:-1}" -eq 0 ] && [ "${ok:-0}" -eq "$calls" ] \
      && [ "$(echo "$achieved * 100 >= $rate * 95" | bc)" -eq 1 ]; then pass=yes; fi
-  printf '%-9s rate %5s  calls %6s ok %6s failed %4s  achieved %5s/s  proxy cpu %6ss  cpu/1k calls %6ss  relay cpu %6ss  load %s  pass %s\n' \
-    "$sys" "$rate" "$calls" "${ok:-?}" "${failed:-?}" "$achieved" "$cpu_s" "$per_k" "$relay_s" "$(cut -d' ' -f1 /proc/loadavg)" "$pass"
+  printf '%-9s rate %5s  calls %6s ok %6s failed %4s  achieved %5s/s  proxy cpu %6ss (Redis %ss)  cpu/1k calls %6ss  relay cpu %6ss  load %s  pass %s\n' \
+    "$sys" "$rate" "$calls" "${ok:-?}" "${failed:-?}" "$achieved" "$cpu_s" "$store_s" "$per_k" "$relay_s" "$(cut -d' ' -f1 /proc/loadavg)" "$pass"
   if [ "$pass" = no ] && [ -s "$WORK/errors.log" ]; then
     echo "  first errors reported by SIPp:"; grep -v '^$' "$WORK/errors.log" | head -4 | sed 's/^/    /'
   fi

@@ -35,6 +35,8 @@ pub enum Query {
     Metrics(oneshot::Sender<ProxySnapshot>),
     /// The relay nodes.
     Relays(oneshot::Sender<Vec<RelayView>>),
+    /// Calls whose latest changes the proxy has not handed to the store yet (its write delay).
+    PendingRecords(oneshot::Sender<usize>),
     /// A command that changes state (re-anchoring, drain, ...) or reads jobs.
     Command(Command, oneshot::Sender<CommandResult>),
 }
@@ -296,7 +298,13 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         Err(r) => return r,
     };
     let up = relays.iter().filter(|r| r.state == "up").count();
-    let store = state.store.status();
+    let held = match ask(&state, Query::PendingRecords).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let mut store = state.store.status();
+    // Not yet written: what the store holds, and what the proxy still gathers.
+    store.dirty_calls += held;
     let status = if store.up { "ok" } else { "degraded" };
     Json(serde_json::json!({
         "status": status,

@@ -276,6 +276,25 @@ pub async fn run(
             }
         }
     }
+    // What changed within the last write delay goes to the store before the process ends.
+    proxy.flush_records();
+    while let Some(output) = proxy.poll_output() {
+        match output {
+            Output::CallChanged(record) => {
+                if let Ok(r) = crate::call_records::to_store(&record, &node_id, unix_ms()) {
+                    store.put(r);
+                }
+            }
+            Output::CallEnded(call_id) => store.delete(&call_id),
+            _ => {}
+        }
+    }
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(2), store.flush())
+        .await
+        .unwrap_or(Ok(()))
+    {
+        tracing::warn!(error = %e, "the store could not take the last changes before the stop");
+    }
     tracing::info!("proxy stopped");
     Ok(())
 }
@@ -406,6 +425,9 @@ fn answer(proxy: &mut Proxy, transports: &Transports, query: crate::api::Query) 
         }
         Query::Relays(reply) => {
             let _ = reply.send(relay_views(proxy));
+        }
+        Query::PendingRecords(reply) => {
+            let _ = reply.send(proxy.records_pending());
         }
     }
 }

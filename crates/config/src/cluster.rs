@@ -41,6 +41,11 @@ pub struct ClusterConfig {
     pub check_interval_ms: u64,
     /// Most call records written in one pipeline.
     pub max_batch: usize,
+    /// How long the changes of a call gather in the proxy before its record goes to the store
+    /// (0: after every event). A call set up or ended within that time is written once; a
+    /// crash loses at most that much of a call's latest changes (a move's record and the CSeq
+    /// numbers the node reserves are written at once, whatever this says).
+    pub write_delay_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -56,6 +61,7 @@ impl Default for ClusterConfig {
             retry_ms: 250,
             check_interval_ms: 1_000,
             max_batch: 512,
+            write_delay_ms: 100,
         }
     }
 }
@@ -72,6 +78,7 @@ impl fmt::Debug for ClusterConfig {
             .field("retry_ms", &self.retry_ms)
             .field("check_interval_ms", &self.check_interval_ms)
             .field("max_batch", &self.max_batch)
+            .field("write_delay_ms", &self.write_delay_ms)
             .finish()
     }
 }
@@ -260,6 +267,12 @@ impl ClusterConfig {
                     "must be greater than 0",
                 ));
             }
+        }
+        if self.write_delay_ms > 10_000 {
+            errors.push(ConfigError::new(
+                format!("{path}.write_delay_ms"),
+                "must be at most 10000 (a crash loses up to this much of a call's changes)",
+            ));
         }
     }
 }

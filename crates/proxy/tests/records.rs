@@ -280,3 +280,59 @@ fn a_node_that_died_right_after_a_moves_re_invites_completes_the_move_from_the_r
         .unwrap();
     assert!(cseq > 2 + 16, "CSeq {cseq}");
 }
+
+#[test]
+fn with_a_write_delay_a_calls_burst_of_changes_is_one_record_and_a_short_call_only_its_end() {
+    let now = epoch();
+    let mut config = core_config(TWO_RELAYS);
+    config.record_delay = Duration::from_millis(100);
+    let mut p = proxy_with(config);
+    p.enable_call_records();
+    // The INVITE, the relay's offer reply, the 200 and the relay's answer reply: four events
+    // within the delay, no record yet.
+    p.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
+    let r1 = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
+    relay_at_replies(&mut p, "127.0.0.1:2223", r1, now);
+    let invite = drain(&mut p)
+        .into_iter()
+        .find(|t| t.data.starts_with(b"INVITE "))
+        .unwrap();
+    let later = now + Duration::from_millis(40);
+    ok_to(&mut p, &invite, Some("b1"), ANSWER_SDP, later);
+    relay_at_replies(&mut p, "127.0.0.1:2223", r1, later);
+    assert_eq!(
+        outputs(&mut p),
+        (vec![], vec![]),
+        "nothing before the delay"
+    );
+    p.handle_timeout(now + Duration::from_millis(99));
+    assert_eq!(outputs(&mut p), (vec![], vec![]));
+    p.handle_timeout(now + Duration::from_millis(100));
+    let (changed, ended) = outputs(&mut p);
+    assert!(ended.is_empty());
+    assert_eq!(changed.len(), 1, "one record for the whole set-up");
+    assert_eq!(changed[0], p.export_call("c1").unwrap(), "its latest state");
+    // Stopping: what changed since the last records goes out at once.
+    let t = now + Duration::from_secs(1);
+    let bye = Req::invite()
+        .method(Method::Bye)
+        .cseq(2)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch("z9hG4bK-bye")
+        .route("<sip:127.0.0.1:5060;lr>");
+    let to_callee = forwarded(&mut p, &bye, "127.0.0.1:5070", t);
+    assert_eq!(outputs(&mut p), (vec![], vec![]));
+    p.flush_records();
+    let (changed, _) = outputs(&mut p);
+    assert!(
+        changed
+            .iter()
+            .any(|r| r.call_id == "c1" && r.media.is_none()),
+        "the BYE's change, flushed: {changed:?}"
+    );
+    // The BYE's 200 ends the call: its end goes out once the delay has passed.
+    ok_to(&mut p, &to_callee, None, "", t);
+    assert_eq!(outputs(&mut p), (vec![], vec![]));
+    p.handle_timeout(t + Duration::from_millis(100));
+    assert_eq!(outputs(&mut p), (vec![], vec!["c1".to_string()]));
+}

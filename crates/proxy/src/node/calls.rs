@@ -209,6 +209,16 @@ impl Calls {
         }
     }
 
+    /// How many calls changed since the last drain (a call may be listed twice).
+    pub(in crate::node) fn changed_count(&self) -> usize {
+        self.changed.len()
+    }
+
+    /// Whether any call changed since the last drain.
+    pub(in crate::node) fn has_changed(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
     /// The calls changed since the last drain (each once).
     pub(in crate::node) fn drain_changed(&mut self) -> Vec<CallId> {
         let mut changed = std::mem::take(&mut self.changed);

@@ -56,6 +56,10 @@ pub struct CoreConfig {
     /// `[cluster] timeout_ms`, the store's own bound on a read, so the store's answer (a record
     /// or its timeout) normally comes first and this is the backstop.
     pub load_timeout: Duration,
+    /// How long the changes of a call gather before its record comes out of
+    /// [`Proxy::poll_output`](crate::node::Proxy::poll_output) (`[cluster] write_delay_ms`;
+    /// zero: after every event).
+    pub record_delay: Duration,
 }
 
 impl CoreConfig {
@@ -89,6 +93,7 @@ impl CoreConfig {
             flood: p.flood.clone(),
             overload: p.overload.clone(),
             load_timeout: Duration::from_millis(config.cluster.timeout_ms.saturating_mul(2)),
+            record_delay: Duration::from_millis(config.cluster.write_delay_ms),
         }
     }
 }

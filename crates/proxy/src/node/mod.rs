@@ -141,6 +141,8 @@ pub struct Proxy {
     records_out: VecDeque<Output>,
     /// Messages waiting for their call to be loaded from the store.
     parking: loading::Parking,
+    /// The record-delay timer set, if any (one at a time).
+    record_flush: Option<Instant>,
 }
 
 /// xorshift64*: a small deterministic generator for weighted choice (seeded by the caller).
@@ -215,6 +217,7 @@ impl Proxy {
             records: false,
             records_out: VecDeque::new(),
             parking: loading::Parking::default(),
+            record_flush: None,
         }
     }
 
@@ -431,6 +434,7 @@ impl Proxy {
                 }
                 TimerRef::WaitingRetry => self.on_waiting_retry(now),
                 TimerRef::Parking => self.on_parking_timeout(now),
+                TimerRef::RecordFlush => self.on_record_flush(),
                 TimerRef::InviteBranches(key) => {
                     if let Some(call_id) = self.calls.id_of(key).cloned() {
                         if !self.calls.has_open_offer(call_id.as_str()) {

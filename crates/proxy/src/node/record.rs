@@ -272,13 +272,53 @@ impl Proxy {
         }
     }
 
-    /// The records of the calls the last event changed, as outputs (called when the event
-    /// settles; nothing when record keeping is off).
-    pub(in crate::node) fn flush_call_records(&mut self) {
+    /// Called when an event settles: the records of the calls changed since the last ones
+    /// went out, as outputs — at once with no `record_delay`, else when the delay that the
+    /// first change started has passed (so a call's burst of changes, its set-up or its end,
+    /// is one record). Nothing when record keeping is off.
+    pub(in crate::node) fn flush_call_records(&mut self, now: Instant) {
         if !self.records {
             self.calls.clear_changed();
             return;
         }
+        let delay = self.config.record_delay;
+        if !delay.is_zero() {
+            if self.record_flush.is_none() && self.calls.has_changed() {
+                let at = now + delay;
+                self.record_flush = Some(at);
+                self.timers.push(at, TimerRef::RecordFlush);
+            }
+            return;
+        }
+        self.write_changed_records();
+    }
+
+    /// The records of every call changed since the last ones went out, now (the driver stops:
+    /// nothing it has changed is left unwritten).
+    pub fn flush_records(&mut self) {
+        if self.records {
+            self.write_changed_records();
+        }
+    }
+
+    /// Calls changed since their records last went out (waiting for the write delay).
+    pub fn records_pending(&self) -> usize {
+        if self.records {
+            self.calls.changed_count()
+        } else {
+            0
+        }
+    }
+
+    /// The record-delay timer fired: the changed calls' records go out.
+    pub(in crate::node) fn on_record_flush(&mut self) {
+        self.record_flush = None;
+        if self.records {
+            self.write_changed_records();
+        }
+    }
+
+    fn write_changed_records(&mut self) {
         for call_id in self.calls.drain_changed() {
             let output = match self.export_call(call_id.as_str()) {
                 Some(record) => Output::CallChanged(Box::new(record)),

@@ -30,6 +30,8 @@ pub(super) enum TimerRef {
     WaitingRetry,
     /// Messages parked for a call being loaded from the store have waited long enough.
     Parking,
+    /// The changed calls' records go out (`record_delay`).
+    RecordFlush,
     /// The branches of an imported call's initial INVITE are kept no longer.
     InviteBranches(super::calls::CallKey),
 }

@@ -27,7 +27,7 @@ impl Proxy {
         if self.pump_due {
             self.pump_moves(now);
         }
-        self.flush_call_records();
+        self.flush_call_records(now);
     }
 
     /// The call's relay is dead and no node can take it: its move ends as "waiting" and the

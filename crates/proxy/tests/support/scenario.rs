@@ -23,9 +23,27 @@ pub fn epoch() -> Instant {
 /// A proxy with the `[proxy]` sections of `config` (TOML), node id `n1`, one UDP listener on
 /// 127.0.0.1:5060, default timers, seed 7, started at [`epoch`].
 pub fn proxy(config: &str) -> Proxy {
+    proxy_with(core_config(config))
+}
+
+/// A proxy with this core configuration (from [`core_config`], changed by the test), seed 7,
+/// started at [`epoch`].
+pub fn proxy_with(config: CoreConfig) -> Proxy {
+    Proxy::new(
+        config,
+        7,
+        anchorage_proxy::node::Now {
+            mono: epoch(),
+            unix_us: 1_800_000_000_000_000,
+        },
+    )
+}
+
+/// The core configuration of [`proxy`].
+pub fn core_config(config: &str) -> CoreConfig {
     let cfg = anchorage_config::parse(config).unwrap();
     let local: SocketAddr = "127.0.0.1:5060".parse().unwrap();
-    Proxy::new(
+    {
         CoreConfig {
             node_id: "n1".into(),
             listeners: vec![Listener {
@@ -51,13 +69,10 @@ pub fn proxy(config: &str) -> Proxy {
             flood: cfg.proxy.flood,
             overload: cfg.proxy.overload,
             load_timeout: Duration::from_secs(1),
-        },
-        7,
-        anchorage_proxy::node::Now {
-            mono: epoch(),
-            unix_us: 1_800_000_000_000_000,
-        },
-    )
+            // Records after every event, so a test sees what each one changed.
+            record_delay: Duration::ZERO,
+        }
+    }
 }
 
 /// Raw `text` (LF line ends, turned into CRLF) received over UDP from `from` on the proxy's
