@@ -26,7 +26,7 @@ fn a_caller_behind_nat_is_reached_at_its_source_after_kill_9_of_the_proxy() {
         &["-d", "6000"],
     );
     let call_id = the_call_id(&platform.p);
-    platform.drain_a(&call_id);
+    let (_, to) = platform.move_call(&call_id);
     let move_at_callee = nth_received(&parties.callee, "INVITE ", 2, Duration::from_secs(10));
     assert_eq!(cseq(&move_at_callee), "2 INVITE");
     let move_at_caller = nth_received(&parties.caller, "INVITE ", 1, Duration::from_secs(10));
@@ -54,7 +54,7 @@ fn a_caller_behind_nat_is_reached_at_its_source_after_kill_9_of_the_proxy() {
     // The restarted node holds what the record says, its own CSeqs above its reservations.
     let resumed = resumed(&record, reserved_to_callee, reserved_to_caller);
     assert_record_is_view(&resumed, &call_view(&platform.p, &call_id));
-    assert_eq!(relay_of(&platform.p, &call_id), "relay-b");
+    assert_eq!(relay_of(&platform.p, &call_id), to);
 
     // The callee's re-INVITE (CSeq 1) and BYE (CSeq 2) reach the caller, which sent nothing
     // since the restart, at its source: numbered just above what the dead node had reserved
@@ -91,7 +91,7 @@ fn a_callee_that_changed_its_contact_before_kill_9_of_the_proxy_is_reached_there
         &["-key", "new_target", &new_target, "-d", "10000"],
     );
     let call_id = the_call_id(&platform.p);
-    platform.drain_a(&call_id);
+    let (first, moved_to) = platform.move_call(&call_id);
     let move_at_callee = nth_received(&parties.callee, "INVITE ", 2, Duration::from_secs(10));
     assert_eq!(cseq(&move_at_callee), "2 INVITE");
     // The callee's target refresh reaches the caller above the move's CSeq 1.
@@ -112,9 +112,9 @@ fn a_callee_that_changed_its_contact_before_kill_9_of_the_proxy_is_reached_there
     let resumed = resumed(&record, reserved_to_callee, reserved_to_caller);
     assert_record_is_view(&resumed, &call_view(&platform.p, &call_id));
 
-    // A move back to relay-a: the proxy's own re-INVITE to the callee goes to its new
-    // Contact, numbered above what the dead node had reserved.
-    platform.drain("relay-b");
+    // A move back: the proxy's own re-INVITE to the callee goes to its new Contact, numbered
+    // above what the dead node had reserved.
+    platform.drain(moved_to);
     let (invite, from) = new_contact.request("INVITE ", Duration::from_secs(10));
     assert_eq!(request_uri(&invite), new_target);
     assert_eq!(
@@ -129,7 +129,7 @@ fn a_callee_that_changed_its_contact_before_kill_9_of_the_proxy_is_reached_there
         format!("{} ACK", reserved_to_callee + 1),
         "{ack}"
     );
-    platform.wait_relay(&call_id, "relay-a");
+    platform.wait_relay(&call_id, first);
     // The caller's BYE (CSeq 2, to the new Contact) arrives there above the move's number.
     let (bye, from) = new_contact.request("BYE ", Duration::from_secs(10));
     assert_eq!(request_uri(&bye), new_target);

@@ -6,10 +6,10 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anchorage_testkit::media::sdp_media;
-use anchorage_testkit::sipp::Sipp;
+use anchorage_testkit::sipp::{Sipp, SippProcess};
 use anchorage_testkit::{free_udp_port, ng_list, LOCALHOST};
 
 mod restart_support;
@@ -31,8 +31,10 @@ fn kill_9_of_the_proxy_right_after_a_moves_re_invite_completes_the_move_on_one_r
         &[],
     );
     let call_id = the_call_id(&platform.p);
-    assert!(ng_list(platform.a.ng).contains(&call_id));
-    platform.drain("relay-a");
+    let [(from, old), (to, new)] = platform.move_relays(&call_id);
+    let (old, new, new_ports) = (old.ng, new.ng, new.ports.clone());
+    assert!(ng_list(old).contains(&call_id));
+    platform.drain(from);
     let move_at_callee = nth_received(&parties.callee, "INVITE ", 2, Duration::from_secs(10));
     // The proxy dies before the callee's 200 (it has both re-INVITEs out and a session on
     // each relay).
@@ -40,15 +42,15 @@ fn kill_9_of_the_proxy_right_after_a_moves_re_invite_completes_the_move_on_one_r
     assert_eq!(cseq(&move_at_callee), "2 INVITE");
     let move_at_caller = nth_received(&parties.caller, "INVITE ", 1, Duration::from_secs(5));
     assert_eq!(cseq(&move_at_caller), "1 INVITE");
-    // Both parties were offered relay-b.
+    // Both parties were offered the new relay.
     for offer in [&move_at_callee, &move_at_caller] {
         let media = sdp_media(offer);
-        assert!(platform.b.ports.contains(&media.port()), "{offer}");
+        assert!(new_ports.contains(&media.port()), "{offer}");
     }
-    assert!(ng_list(platform.a.ng).contains(&call_id));
-    assert!(ng_list(platform.b.ng).contains(&call_id));
+    assert!(ng_list(old).contains(&call_id));
+    assert!(ng_list(new).contains(&call_id));
     let (record, reserved_to_callee, _) = platform.stored(&call_id);
-    assert_eq!(record["moving"]["new_node"], "relay-b", "{record}");
+    assert_eq!(record["moving"]["new_node"], to, "{record}");
 
     platform.start_proxy_again(1);
     assert!(
@@ -62,12 +64,14 @@ fn kill_9_of_the_proxy_right_after_a_moves_re_invite_completes_the_move_on_one_r
     assert_eq!(cseq(&ack), "2 ACK", "{ack}");
     let ack = nth_received(&parties.caller, "ACK ", 1, Duration::from_secs(5));
     assert_eq!(cseq(&ack), "1 ACK", "{ack}");
-    // The media is on relay-b alone.
-    assert_eq!(relay_of(&platform.p, &call_id), "relay-b");
-    eventually(Duration::from_secs(5), "relay-a's session deleted", || {
-        !ng_list(platform.a.ng).contains(&call_id)
-    });
-    assert!(ng_list(platform.b.ng).contains(&call_id));
+    // The media is on the new relay alone.
+    assert_eq!(relay_of(&platform.p, &call_id), to);
+    eventually(
+        Duration::from_secs(5),
+        "the old relay's session deleted",
+        || !ng_list(old).contains(&call_id),
+    );
+    assert!(ng_list(new).contains(&call_id));
     // The caller's BYE (CSeq 2) reaches the callee just above what the dead node had
     // reserved for its own requests to the callee.
     let bye = nth_received(&parties.callee, "BYE ", 1, Duration::from_secs(20));
@@ -106,6 +110,28 @@ fn callers(proxy: SocketAddr, uas: SocketAddr, calls: u32, hold_ms: u32) -> Sipp
     .args([uas.to_string()])
 }
 
+/// Waits up to 15 s until the proxy holds `n` calls; else fails with what the SIPp runs said.
+fn calls_up<const N: usize>(platform: &Platform, n: usize, sipps: [&mut SippProcess; N]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let up = call_ids(&platform.p).len();
+        if up == n {
+            return;
+        }
+        if Instant::now() > deadline {
+            let said: Vec<String> = sipps
+                .into_iter()
+                .map(|s| s.finish(Duration::from_millis(10)).output)
+                .collect();
+            panic!(
+                "{up} calls up, not {n}, after 15 s; SIPp said:\n{}",
+                said.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn calls_outlive_a_redis_outage_an_empty_redis_and_then_a_proxy_restart() {
     let mut platform = Platform::start();
@@ -113,9 +139,7 @@ fn calls_outlive_a_redis_outage_an_empty_redis_and_then_a_proxy_restart() {
     let mut callee = Sipp::new("uas", &scenario("uas.xml"), uas).spawn();
     std::thread::sleep(Duration::from_millis(300));
     let mut first = callers(platform.p.sip, uas, 20, 25_000).spawn();
-    eventually(Duration::from_secs(15), "20 calls up", || {
-        call_ids(&platform.p).len() == 20
-    });
+    calls_up(&platform, 20, [&mut first, &mut callee]);
     platform.store_caught_up();
     assert_eq!(platform.stored_calls(), 20);
 
@@ -126,9 +150,7 @@ fn calls_outlive_a_redis_outage_an_empty_redis_and_then_a_proxy_restart() {
         h["store"]["up"] == false && h["status"] == "degraded"
     });
     let mut second = callers(platform.p.sip, uas, 5, 15_000).spawn();
-    eventually(Duration::from_secs(15), "25 calls up", || {
-        call_ids(&platform.p).len() == 25
-    });
+    calls_up(&platform, 25, [&mut second, &mut callee]);
     let health = get(&platform.p, "/v1/health");
     assert!(
         health["store"]["dirty_calls"].as_u64() >= Some(5),

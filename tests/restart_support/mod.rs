@@ -176,9 +176,23 @@ impl Platform {
         }
     }
 
-    /// Drains `relay-a` and waits until `call_id` is on `relay-b`.
-    pub fn drain_a(&self, call_id: &str) {
-        self.drain_relay("relay-a", call_id, "relay-b");
+    /// The relays of a move of `call_id`: the one it is on (usually `relay-a`, the least
+    /// loaded first; `relay-b` when a starved `relay-a` did not answer the offer in time) and
+    /// the other one, as (name, relay) each.
+    pub fn move_relays(&self, call_id: &str) -> [(&'static str, &AnchorageRelay); 2] {
+        match relay_of(&self.p, call_id).as_str() {
+            "relay-a" => [("relay-a", &self.a), ("relay-b", &self.b)],
+            "relay-b" => [("relay-b", &self.b), ("relay-a", &self.a)],
+            other => panic!("{call_id} on {other}"),
+        }
+    }
+
+    /// Moves `call_id` to the other relay (draining the one it is on) and waits until it is
+    /// there; the names of the relay it left and the one it is on now.
+    pub fn move_call(&self, call_id: &str) -> (&'static str, &'static str) {
+        let [(from, _), (to, _)] = self.move_relays(call_id);
+        self.drain_relay(from, call_id, to);
+        (from, to)
     }
 
     /// Drains `relay` (a move of its calls) and waits until `call_id` is on `to`.
