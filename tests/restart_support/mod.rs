@@ -436,13 +436,13 @@ impl Parties {
         ];
         let rtp_port = |i: usize| rtp[i].local_addr().expect("its address").port().to_string();
         let callee_addr = SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST));
-        let callee = Sipp::new("uas", &scenario(uas), callee_addr)
+        let mut callee = Sipp::new("uas", &scenario(uas), callee_addr)
             .args(["-m", "1", "-key", "rtp_port", &rtp_port(1)])
             .args(uas_args)
             .spawn();
         std::thread::sleep(Duration::from_millis(300));
         let caller_addr = SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST));
-        let caller = Sipp::new("uac", &scenario(uac), caller_addr)
+        let mut caller = Sipp::new("uac", &scenario(uac), caller_addr)
             .args(["-m", "1", "-timeout", "60s", "-timeout_error"])
             .args(["-key", "rtp_port", &rtp_port(0)])
             .args(["-rsa", &proxy.to_string()])
@@ -453,10 +453,13 @@ impl Parties {
             .nth_received("ACK ", 1, Duration::from_secs(10))
             .is_none()
         {
+            let (callee_received, caller_received) =
+                (callee.received_so_far(), caller.received_so_far());
             panic!(
-                "no call set up in 10 s; the callee received {:#?}\nthe caller {:#?}",
-                callee.received_so_far(),
-                caller.received_so_far()
+                "no call set up in 10 s; the callee received {callee_received:#?}\n\
+                 the caller {caller_received:#?}\nthe callee said {}\nthe caller said {}",
+                callee.finish(Duration::from_millis(10)).output,
+                caller.finish(Duration::from_millis(10)).output
             );
         }
         Parties {
