@@ -156,8 +156,23 @@ pub struct CallView {
     pub callee: LegView,
     /// Record-Route set as the callee returned it.
     pub record_route: Vec<String>,
+    /// CSeq renumbering after the proxy's own requests into the dialog (a move's re-INVITEs).
+    pub cseq_offsets: CseqOffsetsView,
     /// Where the call's media is anchored, if it is.
     pub media: Option<MediaView>,
+}
+
+/// A dialog's CSeq renumbering, as the call record keeps it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CseqOffsetsView {
+    /// Added to the CSeq of the caller's requests to the callee.
+    pub to_callee: u32,
+    /// Added to the CSeq of the callee's requests to the caller.
+    pub to_caller: u32,
+    /// The highest CSeq the proxy itself sent to the callee.
+    pub own_to_callee: u32,
+    /// The highest CSeq the proxy itself sent to the caller.
+    pub own_to_caller: u32,
 }
 
 /// A call's media anchoring.
@@ -243,6 +258,12 @@ impl CallView {
             caller: leg(&d.caller),
             callee: leg(&d.callee),
             record_route: d.record_route.clone(),
+            cseq_offsets: CseqOffsetsView {
+                to_callee: d.renumber.to_callee,
+                to_caller: d.renumber.to_caller,
+                own_to_callee: d.renumber.own_to_callee,
+                own_to_caller: d.renumber.own_to_caller,
+            },
             media: None,
         }
     }

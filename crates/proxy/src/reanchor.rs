@@ -88,7 +88,7 @@ pub fn leg_target(d: &Dialog, to: Party, is_us: impl Fn(&str) -> bool) -> Option
     let first_hop = routes.first().and_then(|r| route_target(r));
     let (destination, transport) = match first_hop {
         Some(t) => (t.socket_addr()?, t.transport),
-        None => (leg.source?, leg.transport.unwrap_or(Transport::Udp)),
+        None => straight_to(leg)?,
     };
     Some(LegTarget {
         request_uri,
@@ -96,6 +96,31 @@ pub fn leg_target(d: &Dialog, to: Party, is_us: impl Fn(&str) -> bool) -> Option
         destination,
         transport,
     })
+}
+
+/// Where a request goes straight to a party (no proxy between): its remote target, the Contact
+/// it last gave (a target refresh moves it, RFC 3261 §12.2), as written when it is an address
+/// reachable over UDP. The address its messages come from instead when the Contact is a private
+/// address other than that one (behind NAT, as `behind_nat` does for forwarded requests), a name
+/// (this core resolves none), or the party talks over TCP (its connection).
+fn straight_to(leg: &crate::dialog::Leg) -> Option<(SocketAddr, Transport)> {
+    let source = leg
+        .source
+        .map(|s| (s, leg.transport.unwrap_or(Transport::Udp)));
+    let contact = leg
+        .remote_target
+        .as_deref()
+        .and_then(|t| anchorage_sip::Uri::parse(t.as_bytes()).ok())
+        .and_then(|uri| Target::from_uri(&uri))
+        .and_then(|t| Some((t.socket_addr()?, t.transport)));
+    match (contact, source) {
+        (_, Some((s, Transport::Tcp))) => Some((s, Transport::Tcp)),
+        (Some((c, _)), Some(s)) if crate::routing::is_private(c.ip()) && c.ip() != s.0.ip() => {
+            Some(s)
+        }
+        (Some(c), _) => Some(c),
+        (None, s) => s,
+    }
 }
 
 /// The target of a Route/Record-Route value (`<sip:host:port;lr>`), if its host is an address.
@@ -538,6 +563,38 @@ mod tests {
         let callee = leg_target(&d, Party::Callee, us).unwrap();
         assert!(callee.routes.is_empty());
         assert_eq!(callee.destination, "198.51.100.2:5080".parse().unwrap());
+    }
+
+    #[test]
+    fn our_requests_go_to_a_refreshed_contact_unless_it_is_a_private_address_behind_nat() {
+        let us = |r: &str| r.contains("127.0.0.1:5060");
+        let mut d = dialog(&["<sip:127.0.0.1:5060;lr>"]);
+        // The callee gave a new Contact in a re-INVITE (RFC 3261 §12.2) and still sends from
+        // its old address: requests of ours go to the new one.
+        d.callee.remote_target = Some("sip:bob@198.51.100.2:6000;transport=udp".into());
+        let callee = leg_target(&d, Party::Callee, us).unwrap();
+        assert_eq!(callee.destination, "198.51.100.2:6000".parse().unwrap());
+        assert_eq!(
+            callee.request_uri,
+            "sip:bob@198.51.100.2:6000;transport=udp"
+        );
+        // A private Contact other than where the party's packets come from: behind NAT, so
+        // the address they come from.
+        d.caller.remote_target = Some("sip:alice@10.0.0.1:5060".into());
+        let caller = leg_target(&d, Party::Caller, us).unwrap();
+        assert_eq!(caller.destination, "192.0.2.1:5070".parse().unwrap());
+        assert_eq!(caller.request_uri, "sip:alice@10.0.0.1:5060");
+        // A name (not resolved here) or a party on TCP: where it is.
+        d.callee.remote_target = Some("sip:bob@phone.example.com".into());
+        let callee = leg_target(&d, Party::Callee, us).unwrap();
+        assert_eq!(callee.destination, "198.51.100.2:5080".parse().unwrap());
+        d.callee.remote_target = Some("sip:bob@198.51.100.2:6000".into());
+        d.callee.transport = Some(Transport::Tcp);
+        let callee = leg_target(&d, Party::Callee, us).unwrap();
+        assert_eq!(
+            (callee.destination, callee.transport),
+            ("198.51.100.2:5080".parse().unwrap(), Transport::Tcp)
+        );
     }
 
     #[test]

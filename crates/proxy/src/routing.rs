@@ -14,6 +14,21 @@ use anchorage_sip::{Host, Uri};
 
 use crate::Transport;
 
+/// An address a party behind NAT writes in its Contact: RFC 1918, RFC 6598 (CGNAT), link-local,
+/// and IPv6 unique-local or link-local.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let [first, second, ..] = a.octets();
+            a.is_private() || a.is_link_local() || (first == 100 && (64..128).contains(&second))
+        }
+        IpAddr::V6(a) => {
+            let first = a.segments()[0];
+            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 /// The next hop of a request: an address (or a name still to resolve) and a transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

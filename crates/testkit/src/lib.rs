@@ -95,6 +95,14 @@ pub fn free_udp_block(ip: IpAddr, count: u16) -> u16 {
     panic!("no block of {count} free UDP ports on {ip}");
 }
 
+/// The first port of the kernel's ephemeral range (32768 by default).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768)
+}
+
 /// `count` consecutive free UDP ports on loopback below the kernel's ephemeral range (32768
 /// by default), so that no ephemeral port another test or tool binds meanwhile lands inside:
 /// for relays that need thousands of media ports.
@@ -109,14 +117,6 @@ pub fn free_udp_block_below_ephemeral(count: u16) -> u16 {
         base += 1_000;
     }
     panic!("no block of {count} free UDP ports below {ephemeral_start}");
-}
-
-/// The first port of the kernel's ephemeral range (32768 by default).
-fn ephemeral_start() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768)
 }
 
 /// 127.0.0.1.
@@ -186,21 +186,37 @@ impl Daemon {
 
     /// Waits until `ready` (given the daemon, e.g. to read its log) returns true, panicking
     /// with the log after `timeout`, or at once if the process exits.
-    pub fn wait_until(&mut self, timeout: Duration, mut ready: impl FnMut(&Daemon) -> bool) {
+    pub fn wait_until(&mut self, timeout: Duration, ready: impl FnMut(&Daemon) -> bool) {
+        if let Err(why) = self.ready_within(timeout, ready) {
+            panic!("{why}");
+        }
+    }
+
+    /// Waits until `ready` returns true; the reason with the log if the process exits first
+    /// or `timeout` passes.
+    pub fn ready_within(
+        &mut self,
+        timeout: Duration,
+        mut ready: impl FnMut(&Daemon) -> bool,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             if ready(self) {
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "{} exited ({status}) before it was ready:\n{}",
                     self.name,
                     self.log()
-                );
+                ));
             }
             if Instant::now() >= deadline {
-                panic!("{} not ready after {timeout:?}:\n{}", self.name, self.log());
+                return Err(format!(
+                    "{} not ready after {timeout:?}:\n{}",
+                    self.name,
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -290,25 +306,36 @@ pub struct AnchorageRelay {
 
 impl AnchorageRelay {
     /// Starts `bin relay …` with `extra` arguments and waits until its ng socket is bound.
+    /// Its ng port is picked free, then bound by the relay: on a busy machine another process
+    /// may take it in between, so a start that finds it taken is tried again on other ports.
     pub fn start(bin: &std::path::Path, extra: &[&str]) -> AnchorageRelay {
-        let ng = free_udp_port(LOCALHOST);
-        let base = free_udp_block(LOCALHOST, 100);
-        let ports = base..=base + 99;
-        let mut cmd = std::process::Command::new(bin);
-        cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
-            .args(["--delete-delay", "0"])
-            .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
-            .args(["--port-min", &ports.start().to_string()])
-            .args(["--port-max", &ports.end().to_string()])
-            .args(extra);
-        let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
-        daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("ng on udp:"));
-        AnchorageRelay { daemon, ng, ports }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let ng = free_udp_port(LOCALHOST);
+            let base = free_udp_block(LOCALHOST, 100);
+            let ports = base..=base + 99;
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
+                .args(["--delete-delay", "0"])
+                .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
+                .args(["--port-min", &ports.start().to_string()])
+                .args(["--port-max", &ports.end().to_string()])
+                .args(extra);
+            let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
+            match daemon.ready_within(Duration::from_secs(10), |d| d.log().contains("ng on udp:")) {
+                Ok(()) => return AnchorageRelay { daemon, ng, ports },
+                Err(why) if tries < 3 && why.contains("Address already in use") => continue,
+                Err(why) => panic!("{why}"),
+            }
+        }
     }
 }
 
 /// The Call-IDs an ng relay (`anchorage relay` or rtpengine) on 127.0.0.1:`port` holds, by
 /// its `list` command.
+/// A relay starved of CPU on a loaded machine may take seconds: the command is sent again
+/// (with a new cookie) up to three times, 2 s apart.
 pub fn ng_list(port: u16) -> Vec<String> {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
     socket
@@ -317,15 +344,19 @@ pub fn ng_list(port: u16) -> Vec<String> {
     // A cookie of its own each time: rtpengine answers a cookie it has seen with its cached
     // reply, so a second `list-1` would show the calls of the first.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let command = format!("list-{}-{n} d7:command4:liste", std::process::id());
-    socket
-        .send_to(command.as_bytes(), ("127.0.0.1", port))
-        .expect("the list command sent");
     let mut buf = [0u8; 65535];
-    let (n, _) = socket.recv_from(&mut buf).expect("the relay answers list");
-    let (_, _, reply) = anchorage_ng::decode_reply(&buf[..n]).expect("an ng reply");
-    reply.calls.unwrap_or_default()
+    for _ in 0..3 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let command = format!("list-{}-{n} d7:command4:liste", std::process::id());
+        socket
+            .send_to(command.as_bytes(), ("127.0.0.1", port))
+            .expect("the list command sent");
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            let (_, _, reply) = anchorage_ng::decode_reply(&buf[..n]).expect("an ng reply");
+            return reply.calls.unwrap_or_default();
+        }
+    }
+    panic!("the relay at ng port {port} did not answer list within 6 s");
 }
 
 /// A running `anchorage proxy` with its management API, anchoring every call on a relay set
@@ -365,48 +396,80 @@ impl AnchorageProxy {
 
     /// Starts `bin proxy` on free ports with `config` as its whole configuration; waits until
     /// its API serves.
+    /// Like a relay's, its ports are tried again if another process took one meanwhile.
     pub fn with_config(bin: &std::path::Path, config_text: &str) -> AnchorageProxy {
-        let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-        let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
         let mut config = tempfile::NamedTempFile::new().expect("a temporary file");
         std::io::Write::write_all(&mut config, config_text.as_bytes())
             .expect("the configuration written");
-        let daemon = Self::spawn(bin, sip, api, config.path());
-        AnchorageProxy {
-            daemon,
-            sip,
-            api,
-            bin: bin.to_path_buf(),
-            _config: config,
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+            let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+            match Self::try_spawn(bin, sip, api, config.path()) {
+                Ok(daemon) => {
+                    return AnchorageProxy {
+                        daemon,
+                        sip,
+                        api,
+                        bin: bin.to_path_buf(),
+                        _config: config,
+                    }
+                }
+                Err(why) if tries < 3 && why.contains("in use") => continue,
+                Err(why) => panic!("{why}"),
+            }
         }
     }
 
     fn spawn(bin: &std::path::Path, sip: SocketAddr, api: SocketAddr, config: &Path) -> Daemon {
+        Self::try_spawn(bin, sip, api, config).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    fn try_spawn(
+        bin: &std::path::Path,
+        sip: SocketAddr,
+        api: SocketAddr,
+        config: &Path,
+    ) -> Result<Daemon, String> {
         let mut cmd = std::process::Command::new(bin);
         cmd.args(["proxy", "--listen", &format!("udp:{sip}")])
             .args(["--api", &api.to_string(), "-c"])
             .arg(config);
         let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
-        daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("/metrics on"));
-        daemon
+        daemon.ready_within(Duration::from_secs(10), |d| d.log().contains("/metrics on"))?;
+        Ok(daemon)
     }
 
     /// `kill -9` of the process, then the same proxy started again (same configuration, SIP
     /// and API addresses), as a supervisor would restart it.
     pub fn kill_and_restart(&mut self) {
-        self.kill_and_restart_with(|config| config.to_string());
+        self.kill_9();
+        self.start_again();
     }
 
     /// `kill -9` of the process, then a proxy started on the same SIP and API addresses with
     /// its configuration changed by `edit` — another node (another `[node] id`) taking the
     /// address over, as after a virtual IP moved.
     pub fn kill_and_restart_with(&mut self, edit: impl FnOnce(&str) -> String) {
-        self.daemon.signal(9);
-        self.daemon.wait_exit(Duration::from_secs(5));
+        self.kill_9();
         let path = self._config.path();
         let config = std::fs::read_to_string(path).expect("the proxy's configuration read");
         std::fs::write(path, edit(&config)).expect("the proxy's configuration written");
-        self.daemon = Self::spawn(&self.bin, self.sip, self.api, path);
+        self.start_again();
+    }
+
+    /// `kill -9` of the process (and waits for it to exit); [`AnchorageProxy::start_again`]
+    /// starts it again.
+    pub fn kill_9(&mut self) {
+        self.daemon.signal(9);
+        self.daemon.wait_exit(Duration::from_secs(5));
+    }
+
+    /// Starts the proxy again with the same configuration, SIP and API addresses (after
+    /// [`AnchorageProxy::kill_9`]); waits until its API serves.
+    pub fn start_again(&mut self) {
+        self.daemon = Self::spawn(&self.bin, self.sip, self.api, self._config.path());
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anchorage_sip::{Host, Message, Method, Uri};
 use bytes::Bytes;
 
-use crate::routing::{Decision, FailoverPolicy, RequestFacts, Target, TargetHost};
+use crate::routing::{is_private, Decision, FailoverPolicy, RequestFacts, Target, TargetHost};
 use crate::via;
 use crate::Transport;
 
@@ -26,21 +26,6 @@ pub(super) enum RouteChoice {
     RequestUri,
     Route(Target),
     Set(Vec<Target>, FailoverPolicy),
-}
-
-/// An address a party behind NAT writes in its Contact: RFC 1918, RFC 6598 (CGNAT), link-local,
-/// and IPv6 unique-local or link-local.
-pub(super) fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => {
-            let [first, second, ..] = a.octets();
-            a.is_private() || a.is_link_local() || (first == 100 && (64..128).contains(&second))
-        }
-        IpAddr::V6(a) => {
-            let first = a.segments()[0];
-            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    }
 }
 
 impl Proxy {
