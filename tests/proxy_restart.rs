@@ -53,7 +53,7 @@ fn a_moved_call_survives_kill_9_of_the_proxy_with_its_renumbered_cseqs_and_its_r
     platform.store_caught_up();
 
     platform.kill_and_restart_proxy(1);
-    carries_on_after_the_restart(&platform, parties, &call_id, &to);
+    carries_on_after_the_restart(&platform, parties, &call_id, to);
 }
 
 /// Another node started on the dead proxy's address (a virtual IP moved; another `[node] id`)
@@ -85,7 +85,7 @@ fn a_node_that_did_not_hold_the_call_loads_it_when_its_next_request_arrives() {
     );
     let calls = get(p, "/v1/calls");
     assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
-    carries_on_after_the_restart(&platform, parties, &call_id, &to);
+    carries_on_after_the_restart(&platform, parties, &call_id, to);
     // It was loaded once, on demand, by the first message about it.
     let (_, metrics) = http(platform.p.api, "GET", "/metrics", "");
     for line in [
