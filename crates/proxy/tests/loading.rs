@@ -267,3 +267,25 @@ fn a_cancel_reaching_a_node_without_the_invite_follows_every_branch_the_record_n
     }
     assert_eq!(last.map(|r| r.open_invite), Some(Vec::new()));
 }
+
+#[test]
+fn the_ack_of_a_failure_never_waits_for_a_call_only_the_ack_of_a_2xx_does() {
+    let now = epoch();
+    let mut q = node_with_store();
+    // The ACK of a 503 this node (or another) sent: no Route through us, nothing to load.
+    let failure_ack = Req::invite()
+        .method(Method::Ack)
+        .to("<sip:bob@example.com>;tag=ffee");
+    q.handle_datagram(failure_ack.datagram("127.0.0.1:5070"), now);
+    let (loads, _) = loads_and_sip(&mut q);
+    assert!(loads.is_empty(), "{loads:?}");
+    assert_eq!(q.parked_messages(), 0);
+    // The ACK of a 2xx travels the route set: the call it belongs to is loaded first.
+    let dialog_ack = Req::invite()
+        .method(Method::Ack)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch("z9hG4bK-ack2")
+        .route("<sip:127.0.0.1:5060;lr>");
+    q.handle_datagram(dialog_ack.datagram("127.0.0.1:5070"), now);
+    assert_eq!(loads_and_sip(&mut q).0, vec!["c1".to_string()]);
+}

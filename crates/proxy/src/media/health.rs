@@ -134,12 +134,12 @@ impl RelayNode {
         now.saturating_duration_since(self.last_heard.unwrap_or(self.changed_at))
     }
 
-    /// When its current silence began, if it is silent (a request sent since its last reply):
-    /// its last reply, or the first request if it never answered. Pings go out every
-    /// interval, so a node that lives answers again within an interval and a round trip.
+    /// When its current silence began, if it is silent: the first request sent since its last
+    /// reply. Not the last reply itself: while the proxy's own loop stalls (a loaded host) it
+    /// sends nothing, and a node that was not asked cannot have failed to answer — counting
+    /// that time made a stall of the proxy look like the death of every relay at once.
     pub(super) fn silence_started(&self) -> Option<Instant> {
-        let first_unanswered = self.silent_since?;
-        Some(self.last_heard.unwrap_or(first_unanswered))
+        self.silent_since
     }
 
     /// A request goes to it: the silence clock starts unless one is already running.
@@ -402,5 +402,43 @@ mod tests {
         r.set_draining(1, true);
         r.count_call(0, 5);
         assert_eq!(r.pick("main", &[]), Some(0), "a drained node gets no calls");
+    }
+
+    #[test]
+    fn a_stall_of_the_proxy_itself_is_not_the_silence_of_its_relays() {
+        let t0 = epoch();
+        let mut r = relays();
+        let ms = std::time::Duration::from_millis;
+        let mut now = t0;
+        for _ in 0..5 {
+            r.handle_timeout(now);
+            answer_pings(&mut r, now);
+            now += ms(200);
+        }
+        // The proxy's loop does not run for 3 s (no ping goes out, none can be answered).
+        now += ms(3000);
+        r.handle_timeout(now);
+        assert_eq!(r.poll_health_change(), None, "not asked, not silent");
+        assert!(r.is_up(0) && r.is_up(1));
+        // They answer the pings sent after the stall: still up.
+        answer_pings(&mut r, now);
+        r.handle_timeout(now + ms(100));
+        assert_eq!(r.poll_health_change(), None);
+        // A node that does not answer what it was asked after the stall goes down as ever.
+        let mut later = now + ms(100);
+        let mut changes = Vec::new();
+        for _ in 0..20 {
+            r.handle_timeout(later);
+            while let Some((to, datagram)) = r.poll_transmit() {
+                if to.port() == 2223 {
+                    let text = String::from_utf8_lossy(&datagram).to_string();
+                    let cookie = text.split(' ').next().unwrap_or("").to_string();
+                    r.handle_datagram(to, format!("{cookie} d6:result4:ponge").as_bytes(), later);
+                }
+            }
+            changes.extend(std::iter::from_fn(|| r.poll_health_change()));
+            later += ms(100);
+        }
+        assert_eq!(changes, vec![HealthChange { node: 1, up: false }]);
     }
 }

@@ -112,8 +112,17 @@ impl Proxy {
             let key = server_key(msg, method_key(&method))?;
             let in_dialog = msg.to().ok().is_some_and(|t| t.tag().is_some());
             match method {
-                // Its INVITE's transaction (or a retransmission's) is handled here already.
-                Method::Cancel | Method::Ack => self.servers.find(&key.invite()).is_none(),
+                // Its INVITE's transaction is handled here already.
+                Method::Cancel => self.servers.find(&key.invite()).is_none(),
+                // The ACK of a 2xx travels the dialog's route set, through us; the ACK of a
+                // failure — the 503 of a call refused here, say — does not, and needs no call.
+                Method::Ack => {
+                    self.servers.find(&key.invite()).is_none()
+                        && msg
+                            .routes()
+                            .filter_map(|r| r.ok()?.uri().ok())
+                            .any(|uri| self.is_us(&uri))
+                }
                 _ => in_dialog && self.servers.find(&key).is_none(),
             }
         } else {
@@ -144,6 +153,7 @@ impl Proxy {
             return;
         }
         p.total += 1;
+        let what = describe(&msg);
         let message = ParkedMessage { msg, datagram: d };
         if let Some(call) = p.calls.get_mut(&call_id) {
             call.messages.push(message);
@@ -159,7 +169,7 @@ impl Proxy {
         );
         p.order.push_back((deadline, call_id.clone()));
         self.counters.load_requests += 1;
-        tracing::debug!(%call_id, "a message about a call not held here: loading it from the store");
+        tracing::debug!(%call_id, message = %what, "a message about a call not held here: loading it from the store");
         self.records_out.push_back(Output::LoadCall(call_id));
         self.arm_parking_timer();
     }
@@ -245,5 +255,19 @@ impl Proxy {
     /// Messages parked now, waiting for their calls to be loaded.
     pub fn parked_messages(&self) -> usize {
         self.parking.len()
+    }
+}
+
+/// A message as the log names it: its method, or its status and CSeq method.
+fn describe(msg: &Message) -> String {
+    match msg.method() {
+        Some(m) => m.as_str().to_string(),
+        None => format!(
+            "{} to {}",
+            msg.status().unwrap_or(0),
+            msg.cseq()
+                .map(|c| c.method.as_str().to_string())
+                .unwrap_or_default()
+        ),
     }
 }
