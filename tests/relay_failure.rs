@@ -143,8 +143,12 @@ fn kill_9_of_the_only_relay_with_5000_calls_keeps_the_proxy_and_every_call() {
         .unwrap_or(5_000);
     const SURVIVORS: u32 = 5;
     let ng = free_udp_port(LOCALHOST);
-    let base = free_udp_block_below_ephemeral(24_000);
-    let ports = (base, base + 23_999);
+    // Two port pairs a call (one per leg; a pair stays reserved under rtcp-mux), and 2,000
+    // ports to spare: a block that still fits below the ephemeral range when other tests'
+    // SIPp hold ports around 8888.
+    let span = u16::try_from(calls * 4 + 2_000).unwrap_or(u16::MAX);
+    let base = free_udp_block_below_ephemeral(span);
+    let ports = (base, base + (span - 1));
     let relay_a = relay(ng, ports);
     let proxy = AnchorageProxy::start(bin(), &[ng], "");
     let proxy_sip = proxy.sip.to_string();
