@@ -388,10 +388,11 @@ impl RelayNode {
                     open,
                 } => {
                     let socket = if open {
-                        match binder.sockets.remove(&local).map_or_else(
-                            || bind_udp(local).map_err(|e| e.to_string()),
-                            Ok,
-                        ) {
+                        match binder
+                            .sockets
+                            .remove(&local)
+                            .map_or_else(|| bind_udp(local).map_err(|e| e.to_string()), Ok)
+                        {
                             Ok(socket) => Some(socket),
                             Err(error) => {
                                 tracing::error!(%local, %error, "cannot open an RTCP socket again");

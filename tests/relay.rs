@@ -789,7 +789,10 @@ fn rtcp_mux_on_both_legs_closes_the_rtcp_sockets_and_a_reoffer_without_it_reopen
     assert_open_files(&relay, idle + 4, "both pairs bound at the offer");
     let to_a = relay.answer(&call, &ua_sdp(b.ip(), b.port(), 1, "a=rtcp-mux\n"), &[]);
     let for_a = media_port(&to_a);
-    assert!(to_a.contains(&format!("a=rtcp:{for_a}\na=rtcp-mux\n")), "{to_a}");
+    assert!(
+        to_a.contains(&format!("a=rtcp:{for_a}\na=rtcp-mux\n")),
+        "{to_a}"
+    );
     assert_open_files(&relay, idle + 2, "RTP sockets only under rtcp-mux");
     assert_eq!(sockets_of(&relay, &call, &call.a), Some(Value::Int(1)));
     assert_eq!(sockets_of(&relay, &call, &call.b), Some(Value::Int(1)));

@@ -212,17 +212,13 @@ fn kill_9_of_the_only_relay_with_5000_calls_keeps_the_proxy_and_every_call() {
     // Under rtcp-mux the relay holds two media sockets a call (RTP on each leg), besides a
     // few of its own (ng socket, epoll, log): measured on /proc, with the calls answered.
     let mut fds = 0;
-    wait_for_state(
-        "two media sockets a call",
-        Duration::from_secs(10),
-        || {
-            fds = open_files(relay_a.pid());
-            (
-                fds <= 2 * calls as usize + 64,
-                format!("{fds} open files for {calls} calls"),
-            )
-        },
-    );
+    wait_for_state("two media sockets a call", Duration::from_secs(10), || {
+        fds = open_files(relay_a.pid());
+        (
+            fds <= 2 * calls as usize + 64,
+            format!("{fds} open files for {calls} calls"),
+        )
+    });
     eprintln!("relay-a with {calls} answered calls under rtcp-mux: {fds} open files");
     // kill -9 of the only relay: down within a ping interval or so (refused twice).
     let killed = Instant::now();

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use anchorage_net::media::{bind_udp, BoundMedia, CallKey, MediaError, MediaWorkers};
 use anchorage_relay::{
-    LegConfig, LegConfigError, MediaPair, PortPair, PortPool, PortRange, SdpPeer, Side,
-    StreamFlags,
+    LegConfig, LegConfigError, MediaPair, PortPair, PortPool, PortRange, SdpPeer, Side, StreamFlags,
 };
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -42,7 +41,11 @@ fn call(workers: &MediaWorkers, a: SdpPeer, b: SdpPeer) -> [PortPair; 2] {
     #[allow(clippy::disallowed_methods)]
     let now = Instant::now();
     let mut rng = SmallRng::seed_from_u64(u64::from(std::process::id()));
-    let mut pool = PortPool::new(PortRange::new(30000, 31999).unwrap(), Duration::ZERO, &mut rng);
+    let mut pool = PortPool::new(
+        PortRange::new(30000, 31999).unwrap(),
+        Duration::ZERO,
+        &mut rng,
+    );
     for _ in 0..50 {
         let ports = [pool.allocate(now).unwrap(), pool.allocate(now).unwrap()];
         let leg = |p: PortPair, remote| LegConfig {
@@ -67,7 +70,12 @@ fn call(workers: &MediaWorkers, a: SdpPeer, b: SdpPeer) -> [PortPair; 2] {
 }
 
 fn sockets(workers: &MediaWorkers) -> usize {
-    workers.activity(0).unwrap().blocking_recv().unwrap().sockets
+    workers
+        .activity(0)
+        .unwrap()
+        .blocking_recv()
+        .unwrap()
+        .sockets
 }
 
 fn update(workers: &MediaWorkers, side: Side, remote: SdpPeer, mux: bool) {
@@ -75,7 +83,11 @@ fn update(workers: &MediaWorkers, side: Side, remote: SdpPeer, mux: bool) {
     sent.unwrap().blocking_recv().unwrap().unwrap();
 }
 
-fn set_rtcp(workers: &MediaWorkers, side: Side, socket: Option<UdpSocket>) -> Result<(), MediaError> {
+fn set_rtcp(
+    workers: &MediaWorkers,
+    side: Side,
+    socket: Option<UdpSocket>,
+) -> Result<(), MediaError> {
     let sent = workers.set_rtcp_socket(KEY, 0, side, socket);
     sent.unwrap().blocking_recv().unwrap()
 }

@@ -81,10 +81,11 @@ impl Plane {
         let (_, pair) = self
             .pairs
             .iter()
-            .filter(|((_, m), _)| *m == media)
-            .last()
+            .rfind(|((_, m), _)| *m == media)
             .expect("a stream");
-        pair.local_sockets().filter(|(on, _)| on.side == side).count()
+        pair.local_sockets()
+            .filter(|(on, _)| on.side == side)
+            .count()
     }
 
     /// Every socket bound.
@@ -205,10 +206,7 @@ fn both_legs_muxed_hold_two_sockets_after_the_answer_and_the_sdps_are_unchanged(
     let b = audio_port(&to_bob);
     // The offer keeps advertising the RTCP port (RFC 5761 §5.1.1 fallback), whose socket is
     // held until the answer.
-    assert_eq!(
-        to_bob,
-        relay_sdp("alice", "192.0.2.10", b, b + 1, true)
-    );
+    assert_eq!(to_bob, relay_sdp("alice", "192.0.2.10", b, b + 1, true));
     assert_eq!(call.sockets(), (2, 2));
     let to_alice = call.answer("alice", "bob", &bob(true));
     let a = audio_port(&to_alice);
@@ -269,14 +267,20 @@ fn a_reoffer_opens_the_receivers_rtcp_socket_until_its_answer() {
     // (as rtpengine does), so his RTCP socket is open until he answers.
     let to_bob = call.offer("alice", Some("bob"), &alice(true).replace(" 1 1 ", " 1 2 "));
     assert_eq!(audio_port(&to_bob), b);
-    assert!(to_bob.contains(&format!("a=rtcp:{}\r\na=rtcp-mux\r\n", b + 1)), "{to_bob}");
+    assert!(
+        to_bob.contains(&format!("a=rtcp:{}\r\na=rtcp-mux\r\n", b + 1)),
+        "{to_bob}"
+    );
     assert_eq!(call.sockets(), (1, 2));
     call.answer("alice", "bob", &bob(true).replace(" 1 1 ", " 1 2 "));
     assert_eq!(call.sockets(), (1, 1));
     // Bob re-offers (a callee re-INVITE): Alice's RTCP socket opens for the offer.
     let to_alice = call.offer("bob", Some("alice"), &bob(true).replace(" 1 1 ", " 1 3 "));
     let a = audio_port(&to_alice);
-    assert!(to_alice.contains(&format!("a=rtcp:{}\r\na=rtcp-mux\r\n", a + 1)), "{to_alice}");
+    assert!(
+        to_alice.contains(&format!("a=rtcp:{}\r\na=rtcp-mux\r\n", a + 1)),
+        "{to_alice}"
+    );
     assert_eq!(call.sockets(), (2, 1));
     call.answer("bob", "alice", &alice(true).replace(" 1 1 ", " 1 3 "));
     assert_eq!(call.sockets(), (1, 1));
@@ -290,7 +294,11 @@ fn a_party_that_drops_rtcp_mux_in_a_reoffer_gets_its_rtcp_socket_back() {
     assert_eq!(call.sockets(), (1, 1));
     // Alice re-offers without rtcp-mux: her RTCP socket opens at once (the data plane
     // stops multiplexing towards her), Bob's for the offer he is sent.
-    let to_bob = call.offer("alice", Some("bob"), &alice(false).replace(" 1 1 ", " 1 2 "));
+    let to_bob = call.offer(
+        "alice",
+        Some("bob"),
+        &alice(false).replace(" 1 1 ", " 1 2 "),
+    );
     assert!(!to_bob.contains("a=rtcp-mux"), "{to_bob}");
     assert_eq!(call.sockets(), (2, 2));
     let to_alice = call.answer("alice", "bob", &bob(false).replace(" 1 1 ", " 1 2 "));
@@ -318,7 +326,10 @@ fn an_offerer_whose_muxed_reoffer_is_refused_mux_gets_its_rtcp_socket_back_at_th
     assert_eq!(call.sockets(), (1, 2));
     let to_alice = call.answer("alice", "bob", &bob(false).replace(" 1 1 ", " 1 2 "));
     let a = audio_port(&to_alice);
-    assert!(to_alice.ends_with(&format!("a=rtcp:{}\r\n", a + 1)), "{to_alice}");
+    assert!(
+        to_alice.ends_with(&format!("a=rtcp:{}\r\n", a + 1)),
+        "{to_alice}"
+    );
     assert_eq!(call.sockets(), (2, 2));
 }
 
@@ -343,7 +354,11 @@ fn an_rtcp_port_taken_meanwhile_refuses_the_reoffer_and_changes_nothing() {
     assert_eq!(call.sockets(), (1, 1));
     // Once free, the same re-offer goes through on the same ports.
     call.relay.binder.taken.clear();
-    let to_bob = call.offer("alice", Some("bob"), &alice(false).replace(" 1 1 ", " 1 2 "));
+    let to_bob = call.offer(
+        "alice",
+        Some("bob"),
+        &alice(false).replace(" 1 1 ", " 1 2 "),
+    );
     assert_eq!(audio_port(&to_bob), b);
     assert_eq!(call.sockets(), (2, 2));
 }

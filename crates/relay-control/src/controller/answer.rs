@@ -65,8 +65,7 @@ impl Controller {
             if !stream.rtcp_open[at(answerer)] && !s_in.rtcp_mux {
                 reopen.push((media, answerer));
             }
-            if !stream.rtcp_open[at(offerer)] && !offerer_mux(stream, s_in.rtcp_mux, offerer, mux)
-            {
+            if !stream.rtcp_open[at(offerer)] && !offerer_mux(stream, s_in.rtcp_mux, offerer, mux) {
                 reopen.push((media, offerer));
             }
         }

@@ -8,8 +8,8 @@ use anchorage_relay::{Liveness, Side, StreamFlags};
 use anchorage_sdp::Session;
 
 use super::negotiate::{negotiate_offer, secure_out, Signal};
-use super::streams::reopen_rtcp;
 use super::outgoing::{give_ice, looped, rewritten_for, wants_ice, Outgoing};
+use super::streams::reopen_rtcp;
 use super::{fail, Controller, Handled, MediaAction, Now, PortBinder, Refusal, SECOND_US};
 use crate::sdp_in::StreamIn;
 use crate::sdp_out::{OriginState, StreamOut};
@@ -298,14 +298,14 @@ impl Controller {
                 reopen.push((media, other));
             }
         }
-        let opens =
-            match reopen_rtcp(&self.config.interfaces, key, &renegotiated, &reopen, binder) {
-                Ok(opens) => opens,
-                Err(refusal) => {
-                    release(self, &added);
-                    return Err(refusal);
-                }
-            };
+        let opens = match reopen_rtcp(&self.config.interfaces, key, &renegotiated, &reopen, binder)
+        {
+            Ok(opens) => opens,
+            Err(refusal) => {
+                release(self, &added);
+                return Err(refusal);
+            }
+        };
         let pairs = match self.media_pairs(&added, side_flags, now.mono) {
             Ok(pairs) => pairs,
             Err(refusal) => {

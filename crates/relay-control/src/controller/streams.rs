@@ -237,7 +237,11 @@ impl Controller {
 }
 
 /// The local address of the RTCP port of `side` on `stream`.
-fn rtcp_local(interfaces: &[Interface], stream: &Stream, side: Side) -> Result<SocketAddr, Refusal> {
+fn rtcp_local(
+    interfaces: &[Interface],
+    stream: &Stream,
+    side: Side,
+) -> Result<SocketAddr, Refusal> {
     interfaces
         .get(stream.iface[at(side)])
         .map(|i| local(i.local, stream.ports[at(side)].rtcp()))

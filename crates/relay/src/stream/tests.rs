@@ -409,7 +409,8 @@ fn an_rtcp_port_is_taken_away_under_rtcp_mux_and_given_back_when_mux_ends() {
         pair.set_local_rtcp(Side::A, Some(addr(B_LOCAL_RTCP))),
         Err(LegConfigError::SharedLocalSocket(addr(B_LOCAL_RTCP)))
     );
-    pair.set_local_rtcp(Side::A, Some(addr(A_LOCAL_RTCP))).unwrap();
+    pair.set_local_rtcp(Side::A, Some(addr(A_LOCAL_RTCP)))
+        .unwrap();
     pair.update_leg(Side::A, Some(SdpPeer::new(addr(A_SDP))), false, flags, t0)
         .unwrap();
     assert_eq!(pair.local_sockets().count(), 4);
