@@ -391,3 +391,26 @@ fn a_new_m_line_in_a_reoffer_and_the_delete_account_for_every_socket() {
     let usage = call.relay.controller.port_usage();
     assert_eq!(usage[0].in_use, 0, "{usage:?}");
 }
+
+#[test]
+fn a_later_fork_answering_without_rtcp_mux_gets_the_callee_sides_rtcp_socket_back() {
+    let mut call = Call::new();
+    call.offer("alice", None, &alice(true));
+    call.answer("alice", "bob", &bob(true));
+    assert_eq!(call.plane.sockets(), 2);
+    // Without via-branch, an answer from another to-tag takes over the callee side: Carol
+    // does not multiplex, so that side needs its RTCP socket again, and so does Alice, whom
+    // the relay now answers without rtcp-mux.
+    let to_alice = call.answer(
+        "alice",
+        "carol",
+        &sdp("carol", "198.51.100.30", 6000, false),
+    );
+    let a = audio_port(&to_alice);
+    assert!(
+        to_alice.ends_with(&format!("a=rtcp:{}\r\n", a + 1)),
+        "{to_alice}"
+    );
+    assert_eq!(call.sockets(), (2, 2));
+    assert_eq!(call.queried_sockets("carol"), 2);
+}
