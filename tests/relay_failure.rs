@@ -8,10 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anchorage_testkit::sipp::Sipp;
-use anchorage_testkit::{
-    free_udp_block, free_udp_block_below_ephemeral, free_udp_port, http, AnchorageProxy, Daemon,
-    LOCALHOST,
-};
+use anchorage_testkit::{free_udp_block, free_udp_port, http, AnchorageProxy, Daemon, LOCALHOST};
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -142,13 +139,15 @@ fn kill_9_of_the_only_relay_with_5000_calls_keeps_the_proxy_and_every_call() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5_000);
     const SURVIVORS: u32 = 5;
-    let ng = free_udp_port(LOCALHOST);
-    // Two port pairs a call (one per leg; a pair stays reserved under rtcp-mux), and 2,000
-    // ports to spare: a block that still fits below the ephemeral range when other tests'
-    // SIPp hold ports around 8888.
-    let span = u16::try_from(calls * 4 + 2_000).unwrap_or(u16::MAX);
-    let base = free_udp_block_below_ephemeral(span);
-    let ports = (base, base + (span - 1));
+    // The ng port is below the media range, out of the ephemeral range: the relay started
+    // again after the kill binds it anew, and an ephemeral port may be taken meanwhile.
+    let ng = (1_100..2_000)
+        .find(|&p| UdpSocket::bind((LOCALHOST, p)).is_ok())
+        .expect("a free UDP port in 1100-1999");
+    // Two port pairs a call (one per leg; a pair stays reserved under rtcp-mux), in a range
+    // below the ephemeral ports that other processes may dot with a few sockets of their own
+    // (other tests' relays and SIPp): the relay skips a pair it cannot bind.
+    let ports = media_range(2 * calls + 500);
     let relay_a = relay(ng, ports);
     let proxy = AnchorageProxy::start(bin(), &[ng], "");
     let proxy_sip = proxy.sip.to_string();
@@ -206,7 +205,10 @@ fn kill_9_of_the_only_relay_with_5000_calls_keeps_the_proxy_and_every_call() {
         let (anchored, dialogs) = anchored_and_dialogs(proxy.api);
         (
             anchored >= u64::from(calls) && dialogs >= u64::from(calls),
-            format!("{anchored} anchored, {dialogs} dialogs"),
+            format!(
+                "{anchored} anchored, {dialogs} dialogs; the callers' SIPp: {}",
+                tail(&callers.daemon().log(), 10)
+            ),
         )
     });
     // Under rtcp-mux the relay holds two media sockets a call (RTP on each leg), besides a
@@ -283,6 +285,32 @@ fn kill_9_of_the_only_relay_with_5000_calls_keeps_the_proxy_and_every_call() {
     assert_eq!(metric(&page, "anchorage_calls_waiting_for_relay"), 0);
     assert!(!proxy.daemon.log().contains("panicked"));
     drop(uas);
+}
+
+/// A media port range below the kernel's ephemeral range with at least `pairs` even/odd
+/// pairs that can be bound now, at most a few percent of its ports held by other processes
+/// (searched from 2000 up in steps of 1000).
+fn media_range(pairs: u32) -> (u16, u16) {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = (pairs * 2 + pairs / 10).min(ephemeral.saturating_sub(2_000));
+    let bindable =
+        |port: u32| u16::try_from(port).is_ok_and(|p| UdpSocket::bind((LOCALHOST, p)).is_ok());
+    let mut base = 2_000;
+    while base + span <= ephemeral {
+        let free = (base..base + span)
+            .step_by(2)
+            .filter(|&p| bindable(p) && bindable(p + 1))
+            .count();
+        if free as u32 >= pairs {
+            let first = u16::try_from(base).unwrap_or(u16::MAX);
+            return (first, u16::try_from(base + span - 1).unwrap_or(u16::MAX));
+        }
+        base += 1_000;
+    }
+    panic!("no range below {ephemeral} with {pairs} free UDP port pairs");
 }
 
 /// The number of files process `pid` has open.
