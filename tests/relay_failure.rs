@@ -206,8 +206,11 @@ fn kill_9_of_the_only_relay_with_5000_calls_keeps_the_proxy_and_every_call() {
         (
             anchored >= u64::from(calls) && dialogs >= u64::from(calls),
             format!(
-                "{anchored} anchored, {dialogs} dialogs; the callers' SIPp: {}",
-                tail(&callers.daemon().log(), 10)
+                "{anchored} anchored, {dialogs} dialogs; the callers' SIPp: {}\nthe proxy: {}\n\
+                 the relay: {}",
+                tail(&callers.daemon().log(), 10),
+                tail(&proxy.daemon.log(), 10),
+                tail(&relay_a.log(), 10)
             ),
         )
     });
