@@ -215,6 +215,16 @@ impl PortBinder for SocketBinder {
         self.sockets.insert(rtcp, rtcp_socket);
         true
     }
+
+    fn bind_rtcp(&mut self, rtcp: SocketAddr) -> bool {
+        match bind_udp(rtcp) {
+            Ok(socket) => {
+                self.sockets.insert(rtcp, socket);
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// What `/metrics` shows, refreshed every second by the relay task.
@@ -225,6 +235,8 @@ struct MetricsView {
     statistics: Statistics,
     ports: Vec<PortUsage>,
     forwarded: ForwardTotals,
+    /// Media sockets the workers hold open.
+    media_sockets: usize,
     /// ng commands dropped per source (bounded labels).
     control_refused: std::collections::BTreeMap<String, u64>,
 }
@@ -366,6 +378,35 @@ impl RelayNode {
                     rtcp_mux,
                     flags,
                 )),
+                // An RTCP socket opened again (bound by the binder in this command, before the
+                // update that ends the leg's rtcp-mux) or closed under rtcp-mux.
+                MediaAction::Rtcp {
+                    key,
+                    media,
+                    side,
+                    local,
+                    open,
+                } => {
+                    let socket = if open {
+                        match binder
+                            .sockets
+                            .remove(&local)
+                            .map_or_else(|| bind_udp(local).map_err(|e| e.to_string()), Ok)
+                        {
+                            Ok(socket) => Some(socket),
+                            Err(error) => {
+                                tracing::error!(%local, %error, "cannot open an RTCP socket again");
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    report(
+                        self.media
+                            .set_rtcp_socket(call_key(key), media, side, socket),
+                    );
+                }
                 // A removal is waited for: its ports may be handed out again as soon as the
                 // next command, and their sockets must be closed by then.
                 MediaAction::Remove { key } => {
@@ -384,6 +425,7 @@ impl RelayNode {
     /// Once a second: media activity, timeouts, cache expiry, metrics.
     async fn housekeeping(&mut self) {
         let mut forwarded = ForwardTotals::default();
+        let mut media_sockets = 0;
         for index in 0..self.media.threads() {
             let Ok(answer) = self.media.activity(index) else {
                 continue;
@@ -394,6 +436,7 @@ impl RelayNode {
             for (key, last) in activity.calls {
                 self.controller.observe_activity(SessionKey(key.0), last);
             }
+            media_sockets += activity.sockets;
             forwarded.packets += activity.totals.packets;
             forwarded.bytes += activity.totals.bytes;
             forwarded.dropped += activity.totals.dropped;
@@ -420,6 +463,7 @@ impl RelayNode {
                 statistics: self.controller.statistics(),
                 ports: self.controller.port_usage(),
                 forwarded,
+                media_sockets,
                 control_refused: self.gate.refused().clone(),
             };
         }
@@ -707,7 +751,7 @@ impl Collector for MetricsView {
             ),
         ];
         crate::api::encode_counters(&mut encoder, &counters)?;
-        let gauges: [(&str, &str, usize); 2] = [
+        let gauges: [(&str, &str, usize); 3] = [
             (
                 "anchorage_relay_active_calls",
                 "Calls with media on this relay",
@@ -717,6 +761,11 @@ impl Collector for MetricsView {
                 "anchorage_relay_active_sessions",
                 "Relayed dialogs (each with its own ports)",
                 self.sessions,
+            ),
+            (
+                "anchorage_relay_media_sockets",
+                "Media sockets open (RTP per leg, RTCP per leg unless it uses rtcp-mux)",
+                self.media_sockets,
             ),
         ];
         for (name, help, value) in gauges {

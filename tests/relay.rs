@@ -755,6 +755,74 @@ fn rtcp_mux_demux_gives_b_a_separate_rtcp_port_and_a_its_mux() {
     silent(&b.rtp, "B's RTP port (RTCP goes to B's RTCP port)");
 }
 
+/// The files the relay process has open (its media sockets among them).
+fn open_files(relay: &Relay) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", relay.daemon.pid())).map_or(0, Iterator::count)
+}
+
+/// Waits up to a second for the relay to hold `expected` open files (the media workers
+/// close sockets just after the ng reply).
+fn assert_open_files(relay: &Relay, expected: usize, what: &str) {
+    let deadline = Instant::now() + ARRIVAL;
+    while open_files(relay) != expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(open_files(relay), expected, "{what}");
+}
+
+fn sockets_of(relay: &Relay, call: &CallIds, tag: &str) -> Option<Value> {
+    media_value(&relay.query(&call.id), tag, "sockets")
+}
+
+#[test]
+fn rtcp_mux_on_both_legs_closes_the_rtcp_sockets_and_a_reoffer_without_it_reopens_them() {
+    let relay = Relay::start(4, &[]);
+    let call = CallIds::new("mux-sockets");
+    let (a, b) = (Endpoint::bind(A_IP), Endpoint::bind(B_IP));
+    let idle = open_files(&relay);
+    let to_b = relay.offer(&call, &ua_sdp(a.ip(), a.port(), 1, "a=rtcp-mux\n"), &[]);
+    let for_b = media_port(&to_b);
+    assert!(
+        to_b.contains(&format!("a=rtcp:{}\na=rtcp-mux\n", for_b + 1)),
+        "the offer still names B's RTCP port\n{to_b}"
+    );
+    assert_open_files(&relay, idle + 4, "both pairs bound at the offer");
+    let to_a = relay.answer(&call, &ua_sdp(b.ip(), b.port(), 1, "a=rtcp-mux\n"), &[]);
+    let for_a = media_port(&to_a);
+    assert!(
+        to_a.contains(&format!("a=rtcp:{for_a}\na=rtcp-mux\n")),
+        "{to_a}"
+    );
+    assert_open_files(&relay, idle + 2, "RTP sockets only under rtcp-mux");
+    assert_eq!(sockets_of(&relay, &call, &call.a), Some(Value::Int(1)));
+    assert_eq!(sockets_of(&relay, &call, &call.b), Some(Value::Int(1)));
+    // RTCP goes muxed both ways; the RTCP ports are really closed.
+    relays(&a.rtp, &rtcp(0xa), for_a, &b.rtp, for_b);
+    relays(&b.rtp, &rtcp(0xb), for_b, &a.rtp, for_a);
+    for port in [for_a + 1, for_b + 1] {
+        drop(UdpSocket::bind((LOCALHOST, port)).expect("a closed RTCP port"));
+    }
+
+    // A re-offers without rtcp-mux: its RTCP socket opens again, B's for the offer it gets.
+    let to_b = relay.offer(
+        &call,
+        &ua_sdp(a.ip(), a.port(), 2, ""),
+        &[("to-tag", text(&call.b))],
+    );
+    assert_eq!(media_port(&to_b), for_b, "same ports");
+    assert!(!to_b.contains("a=rtcp-mux"), "{to_b}");
+    assert_open_files(&relay, idle + 4, "RTCP sockets again");
+    let to_a = relay.answer(&call, &ua_sdp(b.ip(), b.port(), 2, ""), &[]);
+    assert!(to_a.contains(&format!("a=rtcp:{}\n", for_a + 1)), "{to_a}");
+    assert_open_files(&relay, idle + 4, "no rtcp-mux, four sockets");
+    relays(&a.rtcp, &rtcp(0xa), for_a + 1, &b.rtcp, for_b + 1);
+    relays(&b.rtcp, &rtcp(0xb), for_b + 1, &a.rtcp, for_a + 1);
+    assert_eq!(sockets_of(&relay, &call, &call.a), Some(Value::Int(2)));
+
+    relay.delete(&call.id, &[]);
+    assert_open_files(&relay, idle, "every socket closed by the delete");
+}
+
 // ---- 5. query and delete ---------------------------------------------------------------------
 
 fn unix_seconds() -> i64 {

@@ -81,6 +81,11 @@ pub trait PortBinder {
     /// controller then tries another pair). Sockets bound for a request the controller then
     /// abandons are the binder's to close.
     fn bind(&mut self, rtp: SocketAddr, rtcp: SocketAddr) -> bool;
+
+    /// Binds the RTCP socket of a pair the relay already holds, whose RTCP socket was closed
+    /// under rtcp-mux and is needed again (the leg stops multiplexing, or is sent an offer
+    /// that advertises the RTCP port); false if the port is taken.
+    fn bind_rtcp(&mut self, rtcp: SocketAddr) -> bool;
 }
 
 /// What the data plane must do after a command.
@@ -121,6 +126,23 @@ pub enum MediaAction {
         rtcp_mux: bool,
         /// Learning options.
         flags: StreamFlags,
+    },
+    /// Open (`open`: on the socket the [`PortBinder`] bound for `local` in this command) or
+    /// close the RTCP socket of one leg of one stream. A leg that multiplexes RTCP on its RTP
+    /// port (RFC 5761) holds none; its port pair stays reserved so that the same RTCP port
+    /// can be opened again. Openings come before the `Update`s of the command, closings
+    /// after them.
+    Rtcp {
+        /// The dialog.
+        key: SessionKey,
+        /// Stream index.
+        media: usize,
+        /// The leg.
+        side: Side,
+        /// The RTCP port's local address.
+        local: SocketAddr,
+        /// Open (true) or close (false).
+        open: bool,
     },
     /// Stop relaying a dialog and close its sockets.
     Remove {
@@ -295,7 +317,7 @@ impl Controller {
             }
             RequestKind::Answer(oa) => {
                 self.statistics.answers += 1;
-                self.answer(oa, flags, now)
+                self.answer(oa, flags, now, binder)
             }
             RequestKind::Delete(delete) => {
                 self.statistics.deletes += 1;

@@ -39,6 +39,12 @@ pub struct Stream {
     pub peer: [Option<SdpPeer>; 2],
     /// Whether the relay treats each side's RTP port as carrying RTCP too.
     pub mux: [bool; 2],
+    /// Whether the relay holds an RTCP socket for each side. Both are bound with the pair;
+    /// a side's closes once its rtcp-mux is settled (its answer accepted the relay's offer of
+    /// rtcp-mux, or the relay answered its offer with rtcp-mux) and opens again when it is in
+    /// question (a re-offer without rtcp-mux, an offer the relay sends it, an answer that
+    /// refuses it). The port pair stays reserved all the while.
+    pub rtcp_open: [bool; 2],
     /// The last offer asked for rtcp-mux.
     pub offered_mux: bool,
     /// The last offer's `rtcp-mux` options (`demux`, `accept`) accept the offerer's rtcp-mux
@@ -65,6 +71,12 @@ impl Stream {
         self.transport[at(side)]
             .is_sdes()
             .then(|| self.sdes[at(side)].keys())
+    }
+
+    /// The relay's sockets for `side` on this stream: RTP, and RTCP unless it was closed
+    /// under rtcp-mux.
+    pub fn sockets(&self, side: Side) -> usize {
+        1 + usize::from(self.rtcp_open[at(side)])
     }
 
     /// `base` with the SRTP keys (SDES) or the DTLS role and fingerprint of `side` on this

@@ -29,6 +29,14 @@ impl PortBinder for Binder {
         self.bound.extend([rtp, rtcp]);
         true
     }
+
+    fn bind_rtcp(&mut self, rtcp: SocketAddr) -> bool {
+        if self.taken.contains(&rtcp.port()) {
+            return false;
+        }
+        self.bound.push(rtcp);
+        true
+    }
 }
 
 type Relay = support::Relay<Binder>;

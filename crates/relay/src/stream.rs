@@ -452,6 +452,30 @@ impl MediaPair {
         Ok(())
     }
 
+    /// Gives leg `side` an RTCP port at `local_rtcp`, or takes its RTCP port away (`None`):
+    /// under rtcp-mux (RFC 5761) the leg's RTCP arrives and leaves on its RTP port, so the
+    /// I/O layer may close the RTCP socket; a leg that stops multiplexing needs one again,
+    /// given before the [`MediaPair::update_leg`] that ends its rtcp-mux. Refused when it
+    /// would leave a leg without rtcp-mux without an RTCP port.
+    pub fn set_local_rtcp(
+        &mut self,
+        side: Side,
+        local_rtcp: Option<SocketAddr>,
+    ) -> Result<(), LegConfigError> {
+        if let Some(local) = local_rtcp {
+            let other = self.leg(side.other());
+            if [Some(other.config.local_rtp), other.config.local_rtcp].contains(&Some(local)) {
+                return Err(LegConfigError::SharedLocalSocket(local));
+            }
+        }
+        let leg = self.leg_mut(side);
+        if local_rtcp.is_none() && !leg.config.rtcp_mux {
+            return Err(LegConfigError::MissingRtcpPort(side));
+        }
+        leg.config.local_rtcp = local_rtcp;
+        Ok(())
+    }
+
     /// The DTLS role and expected fingerprint of leg `side`, if the relay terminates DTLS there.
     pub fn dtls(&self, side: Side) -> Option<crate::dtls::DtlsParams> {
         self.leg(side).config.flags.dtls

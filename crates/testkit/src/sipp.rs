@@ -111,6 +111,11 @@ impl Sipp {
 }
 
 impl SippProcess {
+    /// The SIPp process itself (its output so far, its pid).
+    pub fn daemon(&self) -> &Daemon {
+        &self.daemon
+    }
+
     /// Waits for SIPp to exit (killing it after `timeout`) and collects what it exchanged.
     pub fn finish(&mut self, timeout: Duration) -> SippRun {
         let status = self.daemon.wait_exit(timeout);

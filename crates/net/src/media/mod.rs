@@ -187,6 +187,30 @@ impl MediaWorkers {
         Ok(answer)
     }
 
+    /// Gives leg `side` of media stream `media` an RTCP socket (`Some`: already bound, e.g.
+    /// by [`bind_udp`]) or closes the one it has (`None`): a leg that multiplexes RTCP on its
+    /// RTP port (RFC 5761) needs none. Send an opening before the [`MediaWorkers::update_leg`]
+    /// that ends the leg's rtcp-mux and a closing after the one that starts it; a leg that
+    /// already has (or lacks) the socket is left as it is.
+    pub fn set_rtcp_socket(
+        &self,
+        key: CallKey,
+        media: usize,
+        side: Side,
+        socket: Option<std::net::UdpSocket>,
+    ) -> Result<Reply<Result<(), MediaError>>, MediaError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Rtcp {
+            key,
+            media,
+            side,
+            socket,
+            reply,
+        };
+        self.send(self.worker_for(key), command)?;
+        Ok(answer)
+    }
+
     /// Stops forwarding a call and closes its sockets; the reply (sent once the sockets are
     /// closed, so their ports can be bound again) carries the final state of its streams, or
     /// `None` for an unknown call. The ports go back to the pool by the caller.

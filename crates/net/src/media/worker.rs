@@ -53,6 +53,8 @@ pub struct WorkerActivity {
     pub calls: Vec<(CallKey, Option<Instant>)>,
     /// Forwarding totals.
     pub totals: ForwardTotals,
+    /// The media sockets the worker holds open now (each an open file of the process).
+    pub sockets: usize,
 }
 
 /// The waker's token; socket tokens are indices below it.
@@ -79,6 +81,14 @@ pub(crate) enum Command {
         rtcp_mux: bool,
         /// Boxed: with SRTP keys the options are ~200 bytes, and every command would be.
         flags: Box<StreamFlags>,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    Rtcp {
+        key: CallKey,
+        media: usize,
+        side: Side,
+        /// `Some`: open (register this socket); `None`: close.
+        socket: Option<std::net::UdpSocket>,
         reply: oneshot::Sender<Result<(), MediaError>>,
     },
     Remove {
@@ -396,6 +406,15 @@ impl Worker {
                 }
                 let _ = reply.send(result);
             }
+            Command::Rtcp {
+                key,
+                media,
+                side,
+                socket,
+                reply,
+            } => {
+                let _ = reply.send(self.set_rtcp(key, media, side, socket));
+            }
             Command::Remove { key, reply } => {
                 let _ = reply.send(self.remove(key));
             }
@@ -430,6 +449,7 @@ impl Worker {
                         dtls: self.dtls.totals,
                         ..self.totals
                     },
+                    sockets: self.sockets.len() - self.free_sockets.len(),
                 });
             }
             Command::Shutdown => {}
@@ -545,6 +565,61 @@ impl Worker {
             });
         }
         Ok(token)
+    }
+
+    /// Opens (`Some`) or closes (`None`) the RTCP socket of one leg of one stream.
+    fn set_rtcp(
+        &mut self,
+        key: CallKey,
+        media: usize,
+        side: Side,
+        socket: Option<std::net::UdpSocket>,
+    ) -> Result<(), MediaError> {
+        let slot = *self.by_key.get(&key).ok_or(MediaError::UnknownCall(key))?;
+        let entry = self
+            .media_entry(slot, media)
+            .ok_or(MediaError::UnknownMedia { key, media })?;
+        let held = entry.tokens[side_index(side)][kind_index(SocketKind::Rtcp)];
+        match (socket, held) {
+            (Some(socket), None) => {
+                let local = socket.local_addr().map_err(MediaError::Register)?;
+                entry
+                    .pair
+                    .set_local_rtcp(side, Some(local))
+                    .map_err(MediaError::Leg)?;
+                let on = LocalSocket {
+                    side,
+                    kind: SocketKind::Rtcp,
+                };
+                let token = match self.register(socket, slot, media, on) {
+                    Ok(token) => token,
+                    Err(error) => {
+                        if let Some(entry) = self.media_entry(slot, media) {
+                            let _ = entry.pair.set_local_rtcp(side, None);
+                        }
+                        return Err(MediaError::Register(error));
+                    }
+                };
+                if let Some(entry) = self.media_entry(slot, media) {
+                    entry.tokens[side_index(side)][kind_index(SocketKind::Rtcp)] = Some(token);
+                }
+                Ok(())
+            }
+            (None, Some(token)) => {
+                entry
+                    .pair
+                    .set_local_rtcp(side, None)
+                    .map_err(MediaError::Leg)?;
+                entry.tokens[side_index(side)][kind_index(SocketKind::Rtcp)] = None;
+                if let Some(mut closed) = self.sockets.get_mut(token.0).and_then(Option::take) {
+                    let _ = self.poll.registry().deregister(&mut closed.socket);
+                    self.free_sockets.push(token.0);
+                }
+                Ok(())
+            }
+            // Already as asked (a socket given for a leg that has one is closed here).
+            (Some(_), Some(_)) | (None, None) => Ok(()),
+        }
     }
 
     /// Deregisters and closes every socket of the call; returns its final state.

@@ -7,7 +7,8 @@ use anchorage_relay::StreamFlags;
 
 use super::negotiate::{negotiate_answer, secure_out, Signal};
 use super::outgoing::{looped, rewritten_for, wants_ice, Outgoing};
-use super::{fail, Controller, Handled, MediaAction, Now, Refusal, SECOND_US};
+use super::streams::{close_muxed_rtcp, reopen_rtcp};
+use super::{fail, Controller, Handled, MediaAction, Now, PortBinder, Refusal, SECOND_US};
 use crate::sdp_out::StreamOut;
 use crate::session::{at, Stream};
 
@@ -17,6 +18,7 @@ impl Controller {
         oa: &OfferAnswer,
         flags: &Flags,
         now: Now,
+        binder: &mut dyn PortBinder,
     ) -> Result<Handled, Refusal> {
         let call_id = oa.call_id.as_str();
         let to = oa
@@ -55,16 +57,38 @@ impl Controller {
         for (media, stream) in renegotiated.iter_mut().enumerate() {
             negotiate_answer(stream, signal, media, answerer, &mut self.key_rng)?;
         }
+        let mux = &flags.rtcp_mux;
+        // RTCP sockets closed under rtcp-mux that this answer needs again, bound before
+        // anything changes.
+        let mut reopen = Vec::new();
+        for (media, (stream, s_in)) in renegotiated.iter().zip(&streams_in).enumerate() {
+            if !stream.rtcp_open[at(answerer)] && !s_in.rtcp_mux {
+                reopen.push((media, answerer));
+            }
+            if !stream.rtcp_open[at(offerer)] && !offerer_mux(stream, s_in.rtcp_mux, offerer, mux) {
+                reopen.push((media, offerer));
+            }
+        }
+        let mut actions = reopen_rtcp(
+            &config.interfaces,
+            dialog.key,
+            &renegotiated,
+            &reopen,
+            binder,
+        )?;
         for (stream, new) in dialog.streams.iter_mut().zip(renegotiated) {
             *stream = new;
+        }
+        for &(media, side) in &reopen {
+            if let Some(stream) = dialog.streams.get_mut(media) {
+                stream.rtcp_open[at(side)] = true;
+            }
         }
         dialog.tags[at(answerer)] = Some(to.to_owned());
         if let Some(label) = &flags.label {
             dialog.labels[at(answerer)] = Some(label.clone());
         }
-        let mux = &flags.rtcp_mux;
         let key = dialog.key;
-        let mut actions = Vec::new();
         if wants_ice(flags) && dialog.ice[at(offerer)].is_none() {
             let creds = IceCredentials::random(&mut self.rng);
             dialog.ice[at(offerer)] = Some(creds);
@@ -73,12 +97,7 @@ impl Controller {
         for (media, (stream, s_in)) in dialog.streams.iter_mut().zip(&streams_in).enumerate() {
             stream.peer[at(answerer)] = s_in.peer;
             stream.mux[at(answerer)] = s_in.rtcp_mux;
-            // A DTLS offerer's rtcp-mux is accepted whatever the answer: the relay's DTLS runs
-            // on the RTP port only.
-            let dtls = stream.transport[at(offerer)].is_dtls();
-            stream.mux[at(offerer)] = stream.offered_mux
-                && (s_in.rtcp_mux || stream.mux_accepted || mux.demux || mux.accept || dtls)
-                && !mux.reject;
+            stream.mux[at(offerer)] = offerer_mux(stream, s_in.rtcp_mux, offerer, mux);
             for side in [answerer, offerer] {
                 actions.push(MediaAction::Update {
                     key,
@@ -105,6 +124,14 @@ impl Controller {
             ..stream_flags
         };
         dialog.liveness.answered(now.mono);
+        // Legs whose rtcp-mux is now settled give up their RTCP sockets (RFC 5761).
+        let closes = close_muxed_rtcp(
+            &config.interfaces,
+            key,
+            &mut dialog.streams,
+            streams_in.len(),
+        );
+        actions.extend(closes);
         let out: Vec<Option<StreamOut>> = (0..streams_in.len())
             .map(|i| {
                 dialog.streams.get(i).map(|s| StreamOut {
@@ -129,4 +156,20 @@ impl Controller {
         };
         rewritten_for(config, dialog, out, actions)
     }
+}
+
+/// Whether the relay answers the offerer of `stream` with rtcp-mux: it offered it, and the
+/// answer accepted it or the options accept it whatever the answer says (`demux`, `accept`,
+/// given with the offer or the answer) and `reject` was not asked. A DTLS offerer's rtcp-mux
+/// is accepted whatever the answer: the relay's DTLS runs on the RTP port only.
+fn offerer_mux(
+    stream: &Stream,
+    answer_mux: bool,
+    offerer: anchorage_relay::Side,
+    mux: &anchorage_ng::RtcpMux,
+) -> bool {
+    let dtls = stream.transport[at(offerer)].is_dtls();
+    stream.offered_mux
+        && (answer_mux || stream.mux_accepted || mux.demux || mux.accept || dtls)
+        && !mux.reject
 }

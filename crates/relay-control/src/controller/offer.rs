@@ -9,6 +9,7 @@ use anchorage_sdp::Session;
 
 use super::negotiate::{negotiate_offer, secure_out, Signal};
 use super::outgoing::{give_ice, looped, rewritten_for, wants_ice, Outgoing};
+use super::streams::reopen_rtcp;
 use super::{fail, Controller, Handled, MediaAction, Now, PortBinder, Refusal, SECOND_US};
 use crate::sdp_in::StreamIn;
 use crate::sdp_out::{OriginState, StreamOut};
@@ -284,6 +285,27 @@ impl Controller {
                 return Err(refusal);
             }
         }
+        // RTCP sockets closed under rtcp-mux that this re-offer needs again: the offerer's if
+        // it stops multiplexing, the receiver's since the relay's offer advertises its RTCP
+        // port (unless `rtcp-mux require`) until the answer settles rtcp-mux again.
+        let other = side.other();
+        let mut reopen = Vec::new();
+        for (media, (stream, s_in)) in renegotiated.iter().zip(streams_in).enumerate() {
+            if !stream.rtcp_open[at(side)] && !s_in.rtcp_mux {
+                reopen.push((media, side));
+            }
+            if !stream.rtcp_open[at(other)] && !flags.rtcp_mux.require {
+                reopen.push((media, other));
+            }
+        }
+        let opens = match reopen_rtcp(&self.config.interfaces, key, &renegotiated, &reopen, binder)
+        {
+            Ok(opens) => opens,
+            Err(refusal) => {
+                release(self, &added);
+                return Err(refusal);
+            }
+        };
         let pairs = match self.media_pairs(&added, side_flags, now.mono) {
             Ok(pairs) => pairs,
             Err(refusal) => {
@@ -296,7 +318,7 @@ impl Controller {
             .get_mut(call_id)
             .and_then(|c| c.dialogs.get_mut(index))
             .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
-        let other = side.other();
+        actions.extend(opens);
         for (media, (stream, (s_in, new))) in dialog
             .streams
             .iter_mut()
@@ -325,6 +347,11 @@ impl Controller {
                     rtcp_mux: stream.mux[at(other)],
                     flags: stream.leg_flags(other, dialog.flags[at(other)]),
                 });
+            }
+        }
+        for &(media, side) in &reopen {
+            if let Some(stream) = dialog.streams.get_mut(media) {
+                stream.rtcp_open[at(side)] = true;
             }
         }
         dialog.streams.extend(added);

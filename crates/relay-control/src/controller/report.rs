@@ -168,6 +168,12 @@ impl Controller {
                         Value::Int(i64::from(stream.ports[at(side)].rtp)),
                     ),
                 ];
+                // The relay's sockets for this leg: RTP, and RTCP unless rtcp-mux made it
+                // useless (RFC 5761).
+                entry.push((
+                    "sockets".to_owned(),
+                    Value::Int(stream.sockets(side) as i64),
+                ));
                 if let Some(iface) = iface {
                     entry.push((
                         "local address".into(),

@@ -2,18 +2,19 @@
 //! quarantined when dialogs end, the data plane's [`MediaPair`]s built from streams, the
 //! interfaces a dialog's sides use, and the per-leg options read from the ng flags.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use anchorage_ng::{AddressFamily, ErrorReason, Flags};
 use anchorage_relay::{
-    EndpointLearning, LearningFlags, LegConfig, MediaPair, PortPair, Side, StreamFlags,
+    EndpointLearning, Interface, LearningFlags, LegConfig, MediaPair, PortPair, Side, StreamFlags,
 };
 
 use super::{fail, fail_text, Controller, MediaAction, PortBinder, Refusal};
 use crate::dtls::DtlsParty;
 use crate::sdes::{SdesParty, Transport};
 use crate::sdp_in::StreamIn;
-use crate::session::{at, local, Stream};
+use crate::session::{at, local, SessionKey, Stream};
 
 impl Controller {
     pub(super) fn remove_dialogs(
@@ -84,6 +85,7 @@ impl Controller {
             ports: [first, second],
             peer,
             mux,
+            rtcp_open: [true, true],
             offered_mux: s.rtcp_mux,
             mux_accepted: false,
             transport: [Transport::default(); 2],
@@ -149,7 +151,7 @@ impl Controller {
                         .ok_or_else(|| fail(ErrorReason::ErrorRewritingSdp))?;
                     Ok(LegConfig {
                         local_rtp: local(ip, s.ports[i].rtp),
-                        local_rtcp: Some(local(ip, s.ports[i].rtcp())),
+                        local_rtcp: s.rtcp_open[i].then(|| local(ip, s.ports[i].rtcp())),
                         remote: s.peer[i],
                         rtcp_mux: s.mux[i],
                         flags: s.leg_flags(side, side_flags[i]),
@@ -232,4 +234,82 @@ impl Controller {
         };
         Ok([offerer, answerer])
     }
+}
+
+/// The local address of the RTCP port of `side` on `stream`.
+fn rtcp_local(
+    interfaces: &[Interface],
+    stream: &Stream,
+    side: Side,
+) -> Result<SocketAddr, Refusal> {
+    interfaces
+        .get(stream.iface[at(side)])
+        .map(|i| local(i.local, stream.ports[at(side)].rtcp()))
+        .ok_or_else(|| fail(ErrorReason::ErrorRewritingSdp))
+}
+
+/// Binds again the RTCP ports of the legs in `wanted` (stream index and side; their
+/// sockets were closed under rtcp-mux) and returns the actions that open them. Nothing
+/// changes in the dialog: the caller marks the sockets open once the command cannot fail
+/// any more. A port someone else took meanwhile refuses the command.
+pub(super) fn reopen_rtcp(
+    interfaces: &[Interface],
+    key: SessionKey,
+    streams: &[Stream],
+    wanted: &[(usize, Side)],
+    binder: &mut dyn PortBinder,
+) -> Result<Vec<MediaAction>, Refusal> {
+    let mut actions = Vec::with_capacity(wanted.len());
+    for &(media, side) in wanted {
+        let stream = streams
+            .get(media)
+            .ok_or_else(|| fail(ErrorReason::ErrorRewritingSdp))?;
+        let local = rtcp_local(interfaces, stream, side)?;
+        if !binder.bind_rtcp(local) {
+            return Err(fail_text(format!(
+                "cannot open the RTCP port {local} of media section {} again (its party \
+                 stops using rtcp-mux): it is in use by another process",
+                media + 1
+            )));
+        }
+        actions.push(MediaAction::Rtcp {
+            key,
+            media,
+            side,
+            local,
+            open: true,
+        });
+    }
+    Ok(actions)
+}
+
+/// Closes the RTCP sockets of the legs of `streams[..count]` that multiplex RTCP on their
+/// RTP port (RFC 5761); returns the actions that close them, to come after the command's
+/// `Update`s.
+pub(super) fn close_muxed_rtcp(
+    interfaces: &[Interface],
+    key: SessionKey,
+    streams: &mut [Stream],
+    count: usize,
+) -> Vec<MediaAction> {
+    let mut actions = Vec::new();
+    for (media, stream) in streams.iter_mut().enumerate().take(count) {
+        for side in [Side::A, Side::B] {
+            if !(stream.rtcp_open[at(side)] && stream.mux[at(side)]) {
+                continue;
+            }
+            let Ok(local) = rtcp_local(interfaces, stream, side) else {
+                continue;
+            };
+            stream.rtcp_open[at(side)] = false;
+            actions.push(MediaAction::Rtcp {
+                key,
+                media,
+                side,
+                local,
+                open: false,
+            });
+        }
+    }
+    actions
 }

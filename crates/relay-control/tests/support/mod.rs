@@ -19,6 +19,10 @@ impl PortBinder for Binder {
     fn bind(&mut self, _rtp: SocketAddr, _rtcp: SocketAddr) -> bool {
         true
     }
+
+    fn bind_rtcp(&mut self, _rtcp: SocketAddr) -> bool {
+        true
+    }
 }
 
 /// The test relay's configuration; `dtls`: the fingerprint of its DTLS certificate, if any.

@@ -382,6 +382,46 @@ fn local_sockets_and_lookup_by_address() {
 }
 
 #[test]
+fn an_rtcp_port_is_taken_away_under_rtcp_mux_and_given_back_when_mux_ends() {
+    let t0 = epoch();
+    let mut pair = pair_with(StreamFlags::default(), t0);
+    let flags = StreamFlags::default();
+    // Without rtcp-mux the RTCP port cannot go.
+    assert_eq!(
+        pair.set_local_rtcp(Side::A, None),
+        Err(LegConfigError::MissingRtcpPort(Side::A))
+    );
+    // A multiplexes: its RTCP port goes, its RTCP arrives and leaves on the RTP port.
+    pair.update_leg(Side::A, Some(SdpPeer::new(addr(A_SDP))), true, flags, t0)
+        .unwrap();
+    pair.set_local_rtcp(Side::A, None).unwrap();
+    assert_eq!(pair.local_sockets().count(), 3);
+    assert_eq!(pair.local_socket(addr(A_LOCAL_RTCP)), None);
+    let f = forward(pair.on_packet(B_RTCP, addr("198.51.100.20:5001"), &RTCP_RR, t0));
+    assert_eq!((f.via, f.to, f.rtcp), (A_RTP, addr(A_SDP), true));
+    // A stops multiplexing: without an RTCP port first, that is refused; with one, RTCP
+    // goes RTCP to RTCP again.
+    assert_eq!(
+        pair.update_leg(Side::A, Some(SdpPeer::new(addr(A_SDP))), false, flags, t0),
+        Err(LegConfigError::MissingRtcpPort(Side::A))
+    );
+    assert_eq!(
+        pair.set_local_rtcp(Side::A, Some(addr(B_LOCAL_RTCP))),
+        Err(LegConfigError::SharedLocalSocket(addr(B_LOCAL_RTCP)))
+    );
+    pair.set_local_rtcp(Side::A, Some(addr(A_LOCAL_RTCP)))
+        .unwrap();
+    pair.update_leg(Side::A, Some(SdpPeer::new(addr(A_SDP))), false, flags, t0)
+        .unwrap();
+    assert_eq!(pair.local_sockets().count(), 4);
+    let f = forward(pair.on_packet(B_RTCP, addr("198.51.100.20:5001"), &RTCP_RR, t0));
+    assert_eq!(
+        (f.via, f.from, f.to),
+        (A_RTCP, addr(A_LOCAL_RTCP), addr("192.0.2.10:4001"))
+    );
+}
+
+#[test]
 fn counters_loss_and_last_packet_per_leg() {
     let t0 = epoch();
     let mut pair = pair_with(StreamFlags::default(), t0);
