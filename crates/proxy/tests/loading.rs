@@ -35,12 +35,7 @@ fn loads_and_sip(p: &mut Proxy) -> (Vec<String>, Vec<Transmit>) {
 
 /// The caller's in-dialog INFO of call c1 (`cseq`, its own branch).
 fn info(cseq: u32) -> Req {
-    Req::invite()
-        .method(Method::Info)
-        .cseq(cseq)
-        .to("<sip:bob@example.com>;tag=b1")
-        .branch(&format!("z9hG4bK-info{cseq}"))
-        .route("<sip:127.0.0.1:5060;lr>")
+    caller_in_dialog(Method::Info, cseq, &format!("z9hG4bK-info{cseq}"))
 }
 
 fn cseq_of(t: &Transmit) -> u32 {
@@ -113,12 +108,7 @@ fn an_in_dialog_request_waits_for_its_call_and_goes_on_renumbered() {
 fn a_call_the_store_does_not_know_goes_on_without_it_and_is_not_asked_for_again_at_once() {
     let now = epoch();
     let mut q = node_with_store();
-    let bye = Req::invite()
-        .method(Method::Bye)
-        .cseq(5)
-        .to("<sip:bob@example.com>;tag=b1")
-        .branch("z9hG4bK-bye")
-        .route("<sip:127.0.0.1:5060;lr>");
+    let bye = caller_in_dialog(Method::Bye, 5, "z9hG4bK-bye");
     q.handle_datagram(bye.datagram("127.0.0.1:5070"), now);
     assert_eq!(loads_and_sip(&mut q).0, vec!["c1".to_string()]);
     q.handle_loaded("c1", None, now);

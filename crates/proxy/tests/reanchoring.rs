@@ -203,12 +203,7 @@ fn a_call_is_reanchored_with_both_reinvites_at_once_and_renumbered_cseqs() {
     assert!(again[0].data.starts_with(b"ACK "));
     assert!(p.poll_ng_transmit().is_none());
     // The caller's BYE (its CSeq 2) reaches the callee as 3: the callee saw our 2.
-    let bye = Req::invite()
-        .method(Method::Bye)
-        .cseq(2)
-        .to("<sip:bob@example.com>;tag=b1")
-        .branch("z9hG4bK-bye")
-        .route("<sip:127.0.0.1:5060;lr>");
+    let bye = caller_in_dialog(Method::Bye, 2, "z9hG4bK-bye");
     p.handle_datagram(bye.datagram("127.0.0.1:5070"), now);
     let out = drain(&mut p);
     let forwarded = out

@@ -265,12 +265,7 @@ fn a_node_that_died_right_after_a_moves_re_invites_completes_the_move_from_the_r
     assert!(acks[0].contains("CSeq: 2 ACK"), "{}", acks[0]);
     // Its own numbers resume above what was reserved: the caller's next request (CSeq 2)
     // reaches the callee above the reservation, never at a number the dead node may have used.
-    let info = Req::invite()
-        .method(Method::Info)
-        .cseq(2)
-        .to("<sip:bob@example.com>;tag=b1")
-        .branch("z9hG4bK-info")
-        .route("<sip:127.0.0.1:5060;lr>");
+    let info = caller_in_dialog(Method::Info, 2, "z9hG4bK-info");
     let out = forwarded(&mut q, &info, "127.0.0.1:5070", now);
     let cseq: u32 = text(&out)
         .lines()
@@ -314,12 +309,7 @@ fn with_a_write_delay_a_calls_burst_of_changes_is_one_record_and_a_short_call_on
     assert_eq!(changed[0], p.export_call("c1").unwrap(), "its latest state");
     // Stopping: what changed since the last records goes out at once.
     let t = now + Duration::from_secs(1);
-    let bye = Req::invite()
-        .method(Method::Bye)
-        .cseq(2)
-        .to("<sip:bob@example.com>;tag=b1")
-        .branch("z9hG4bK-bye")
-        .route("<sip:127.0.0.1:5060;lr>");
+    let bye = caller_in_dialog(Method::Bye, 2, "z9hG4bK-bye");
     let to_callee = forwarded(&mut p, &bye, "127.0.0.1:5070", t);
     assert_eq!(outputs(&mut p), (vec![], vec![]));
     p.flush_records();

@@ -12,6 +12,12 @@ use support::eventually;
 use support::redis_server::{connection, make_ca, RedisServer, TlsRedisCluster, TlsSentinel};
 use support::sample;
 
+/// The tests that kill, restart or fail over Redis servers, or start Sentinels and Clusters
+/// (many processes, TLS handshakes), run one at a time: side by side on a loaded 2-core host
+/// their outages and failovers ran into each other's timing (a restarted server was found
+/// empty after the store said it had written to it).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn config(url: &str) -> ClusterConfig {
     ClusterConfig {
         store: Some(StoreSpec::One(url.to_string())),
@@ -171,6 +177,7 @@ async fn reserve_cseq_and_put_durable_are_in_redis_when_they_return() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_empty_gets_every_live_call_back() {
+    let _serial = SERIAL.lock().await;
     let mut server = RedisServer::start(None);
     let store = open(&server, "node1").await;
     for i in 0..50 {
@@ -231,6 +238,7 @@ async fn redis_killed_and_restarted_empty_gets_every_live_call_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_opened_while_redis_is_down_writes_once_it_is_up() {
+    let _serial = SERIAL.lock().await;
     let mut server = RedisServer::start(None);
     server.kill();
     let store = open(&server, "node1").await;
@@ -288,6 +296,7 @@ async fn the_memory_store_has_the_same_api() {
 /// The store's log lines and errors never carry the password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_works_and_never_shows() {
+    let _serial = SERIAL.lock().await;
     const PASSWORD: &str = "Pa55-w0rd-in-the-url";
     let logs = support::logs::capture();
     let server = RedisServer::start(Some(PASSWORD));
@@ -336,6 +345,7 @@ async fn a_password_works_and_never_shows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_password_works_and_an_unknown_ca_is_refused() {
+    let _serial = SERIAL.lock().await;
     const PASSWORD: &str = "tls-secret-77";
     let server = support::redis_server::TlsRedisServer::start(PASSWORD);
     let mut tls = config(&format!("rediss://:{PASSWORD}@127.0.0.1:{}/0", server.port));
@@ -362,6 +372,7 @@ async fn rediss_with_a_password_works_and_an_unknown_ca_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_url_reaches_the_master_it_names() {
+    let _serial = SERIAL.lock().await;
     const PASSWORD: &str = "sentinel-pw-5";
     let master = RedisServer::start(Some(PASSWORD));
     let sentinel = support::redis_server::Sentinel::start(master.port, PASSWORD);
@@ -387,6 +398,7 @@ async fn a_sentinel_url_reaches_the_master_it_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_holds_calls_spread_over_its_slots() {
+    let _serial = SERIAL.lock().await;
     let cluster = support::redis_server::RedisCluster::start();
     let config = ClusterConfig {
         store: Some(StoreSpec::Cluster(
@@ -489,6 +501,7 @@ fn never_shows(password: &str, shown: &[String]) {
 /// nowhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_over_tls_with_a_password_follows_a_failover_and_never_shows_it() {
+    let _serial = SERIAL.lock().await;
     const PASSWORD: &str = "sentinel-tls-pw-31";
     let logs = support::logs::capture();
     let mut set = TlsSentinel::start(PASSWORD);
@@ -614,6 +627,7 @@ async fn sentinel_over_tls_with_a_password_follows_a_failover_and_never_shows_it
 /// wrong password are refused; the password shows nowhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_over_tls_with_a_password_holds_calls_and_never_shows_it() {
+    let _serial = SERIAL.lock().await;
     const PASSWORD: &str = "cluster-tls-pw-58";
     let logs = support::logs::capture();
     let cluster = TlsRedisCluster::start(PASSWORD);

@@ -358,6 +358,17 @@ mod tests {
     use super::super::tests::{answer_pings, epoch, relays};
     use super::*;
 
+    /// Node a (port 2223) answers its pings; node b is silent.
+    fn answer_only_a(r: &mut Relays, now: Instant) {
+        while let Some((to, datagram)) = r.poll_transmit() {
+            if to.port() == 2223 {
+                let text = String::from_utf8_lossy(&datagram).to_string();
+                let cookie = text.split(' ').next().unwrap_or("").to_string();
+                r.handle_datagram(to, format!("{cookie} d6:result4:ponge").as_bytes(), now);
+            }
+        }
+    }
+
     #[test]
     fn a_node_goes_down_after_three_missed_pings_and_up_after_three_answered() {
         let t0 = epoch();
@@ -375,13 +386,7 @@ mod tests {
         let mut changes = Vec::new();
         for _ in 0..4 {
             r.handle_timeout(now);
-            while let Some((to, datagram)) = r.poll_transmit() {
-                if to.port() == 2223 {
-                    let text = String::from_utf8_lossy(&datagram).to_string();
-                    let cookie = text.split(' ').next().unwrap_or("").to_string();
-                    r.handle_datagram(to, format!("{cookie} d6:result4:ponge").as_bytes(), now);
-                }
-            }
+            answer_only_a(&mut r, now);
             now += ms(200);
             r.handle_timeout(now);
             changes.extend(std::iter::from_fn(|| r.poll_health_change()));
@@ -429,13 +434,7 @@ mod tests {
         let mut changes = Vec::new();
         for _ in 0..20 {
             r.handle_timeout(later);
-            while let Some((to, datagram)) = r.poll_transmit() {
-                if to.port() == 2223 {
-                    let text = String::from_utf8_lossy(&datagram).to_string();
-                    let cookie = text.split(' ').next().unwrap_or("").to_string();
-                    r.handle_datagram(to, format!("{cookie} d6:result4:ponge").as_bytes(), later);
-                }
-            }
+            answer_only_a(&mut r, later);
             changes.extend(std::iter::from_fn(|| r.poll_health_change()));
             later += ms(100);
         }

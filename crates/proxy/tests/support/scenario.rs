@@ -416,3 +416,14 @@ pub fn died_after_reinvites() -> (CallRecord, Transmit) {
         .expect("the re-INVITE to the callee");
     (record, to_callee)
 }
+
+/// The caller's in-dialog `method` of call c1 (to bob's tag b1, through our Record-Route),
+/// with `cseq` and its own `branch`.
+pub fn caller_in_dialog(method: Method<'static>, cseq: u32, branch: &str) -> Req {
+    Req::invite()
+        .method(method)
+        .cseq(cseq)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch(branch)
+        .route("<sip:127.0.0.1:5060;lr>")
+}
