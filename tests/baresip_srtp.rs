@@ -198,7 +198,7 @@ fn encrypted_caller_to_plain_callee_then_drain(enc: MediaEnc, caller_type: &str)
         first.ports.contains(&for_caller.port()) && first.ports.contains(&for_callee.port()),
         "both phones are given one relay: {for_caller} {for_callee}"
     );
-    assert_eq!(ng_list(first.ng), [id.clone()]);
+    assert_eq!(ng_list(first.ng), std::slice::from_ref(&id));
 
     // Audio both ways: each phone decodes the other's tone.
     std::thread::sleep(Duration::from_secs(3));
@@ -260,7 +260,7 @@ fn encrypted_caller_to_plain_callee_then_drain(enc: MediaEnc, caller_type: &str)
         "both phones moved to the other relay: {moved_caller} {moved_callee}"
     );
     assert!(!ng_list(first.ng).contains(&id), "old session deleted");
-    assert_eq!(ng_list(other.ng), [id.clone()]);
+    assert_eq!(ng_list(other.ng), std::slice::from_ref(&id));
 
     // Audio after the move, through the new relay.
     std::thread::sleep(Duration::from_secs(3));
