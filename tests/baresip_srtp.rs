@@ -126,6 +126,15 @@ fn heard(phone: &Baresip) -> Pcm {
     all
 }
 
+/// Waits until `phone` recorded at least `samples` samples it received, or `timeout` passed
+/// (the checks that follow say what was missing).
+fn wait_heard(phone: &Baresip, samples: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while heard(phone).samples.len() < samples && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// What the encrypted side is told in SDP: the profile, and the key material (SDES keys, or
 /// the DTLS fingerprint) it must use.
 fn security(message: &str, enc: MediaEnc) -> Vec<String> {
@@ -201,7 +210,9 @@ fn encrypted_caller_to_plain_callee_then_drain(enc: MediaEnc, caller_type: &str)
     assert_eq!(ng_list(first.ng), std::slice::from_ref(&id));
 
     // Audio both ways: each phone decodes the other's tone.
-    std::thread::sleep(Duration::from_secs(3));
+    // (up to 10 s for 2 s of audio on each side: a loaded machine may be slow to start it.)
+    wait_heard(&caller, 16_000, Duration::from_secs(10));
+    wait_heard(&callee, 16_000, Duration::from_secs(10));
     let before_caller = heard(&caller);
     let before_callee = heard(&callee);
     assert_tone(
@@ -263,7 +274,13 @@ fn encrypted_caller_to_plain_callee_then_drain(enc: MediaEnc, caller_type: &str)
     assert_eq!(ng_list(other.ng), std::slice::from_ref(&id));
 
     // Audio after the move, through the new relay.
-    std::thread::sleep(Duration::from_secs(3));
+    // SDES: 3 s of audio expected at the callee (up to 10 s); the caller had as long. DTLS:
+    // 3 s for what baresip does with the new relay's handshake.
+    if enc == MediaEnc::Sdes {
+        wait_heard(&callee, moved_at.1 + 24_000, Duration::from_secs(10));
+    } else {
+        std::thread::sleep(Duration::from_secs(3));
+    }
     let after_caller = heard(&caller);
     let after_callee = heard(&callee);
     let caller_after = after_caller.samples.get(moved_at.0..).unwrap_or_default();
