@@ -126,6 +126,34 @@ fn heard(phone: &Baresip) -> Pcm {
     all
 }
 
+/// The fingerprint of a relay's DTLS certificate, as it logs it at start
+/// (`relay DTLS certificate fingerprint=sha-256 AB:…`, with colour codes on a terminal).
+fn relay_fingerprint(relay: &AnchorageRelay) -> String {
+    let log = without_colours(&relay.daemon.log());
+    log.lines()
+        .find_map(|l| l.split("certificate fingerprint=").nth(1))
+        .map(|f| f.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| panic!("no certificate fingerprint in the relay's log:\n{log}"))
+}
+
+/// `text` without ANSI colour sequences (`ESC [ … m`).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Waits until `phone` recorded at least `samples` samples it received, or `timeout` passed
 /// (the checks that follow say what was missing).
 fn wait_heard(phone: &Baresip, samples: usize, timeout: Duration) {
@@ -262,6 +290,11 @@ fn encrypted_caller_to_plain_callee_then_drain(enc: MediaEnc, caller_type: &str)
             !first_keys.contains(key),
             "the re-INVITE repeats the old relay's key material {key}:\n{reinvite}"
         );
+    }
+    if enc == MediaEnc::Dtls {
+        // Each fingerprint is the certificate of the relay that carried the media then.
+        assert_eq!(first_keys, [relay_fingerprint(first)], "{ok}");
+        assert_eq!(new_keys, [relay_fingerprint(other)], "{reinvite}");
     }
     let reinvite_callee = callee.wait_received("INVITE ", 2, Duration::from_secs(5));
     assert_eq!(profile(&reinvite_callee), "RTP/AVP", "{reinvite_callee}");
