@@ -417,3 +417,134 @@ fn baresip_on_dtls_srtp_calls_a_plain_phone_with_audio_both_ways_and_gets_a_new_
 ) {
     encrypted_caller_to_plain_callee_then_drain(MediaEnc::Dtls, "UDP/TLS/RTP/SAVPF");
 }
+
+/// A plain caller calls a callee on `enc` whose leg the policy gives `callee_type`: the relay
+/// offers its own keys or certificate to the encrypted phone, which answers; audio both ways
+/// checked in the recordings; the callee hangs up and no session is left.
+/// `callee_flags` are the ng flags of the callee's SDP (besides `replace-origin`).
+fn plain_caller_to_encrypted_callee(enc: MediaEnc, callee_type: &str, callee_flags: &str) {
+    let a = AnchorageRelay::start(bin(), &[]);
+    let b = AnchorageRelay::start(bin(), &[]);
+    let proxy = AnchorageProxy::with_config(
+        bin(),
+        &format!(
+            "[[proxy.relay_set]]\nname = \"main\"\nnodes = [\n\
+             {{ name = \"relay-a\", ng = \"127.0.0.1:{}\" }},\n\
+             {{ name = \"relay-b\", ng = \"127.0.0.1:{}\" }},\n]\n\n\
+             [proxy.media]\nset = \"main\"\ncaller_flags = \"replace-origin\"\n\
+             callee_flags = \"replace-origin {callee_flags}\"\n\
+             caller = {{ type = \"RTP/AVP\" }}\ncallee = {{ type = \"{callee_type}\" }}\n",
+            a.ng, b.ng
+        ),
+    );
+    let mut callee = Baresip::start(
+        "baresip-callee",
+        &Phone {
+            user: "bob".into(),
+            mediaenc: enc,
+            tone_hz: CALLEE_HZ,
+            outbound: None,
+        },
+    );
+    let mut caller = Baresip::start(
+        "baresip-caller",
+        &Phone {
+            user: "alice".into(),
+            mediaenc: MediaEnc::Plain,
+            tone_hz: CALLER_HZ,
+            outbound: Some(proxy.sip),
+        },
+    );
+    caller.dial(&format!("sip:bob@{}", callee.sip));
+    callee.wait_event("CALL_INCOMING", 1, Duration::from_secs(10));
+    callee.accept();
+    caller.wait_event("CALL_ESTABLISHED", 1, Duration::from_secs(10));
+    callee.wait_event("CALL_ESTABLISHED", 1, Duration::from_secs(10));
+
+    // The callee is offered the relay's encryption, the caller gets a plain answer.
+    let invite = callee.wait_received("INVITE ", 1, Duration::from_secs(5));
+    let ok = caller.wait_received("SIP/2.0 200", 1, Duration::from_secs(5));
+    assert_eq!(profile(&invite), callee_type, "{invite}");
+    let offered = security(&invite, enc);
+    assert!(!offered.is_empty(), "no key material offered:\n{invite}");
+    let first = if a.ports.contains(&sdp_media(&invite).port()) {
+        &a
+    } else {
+        &b
+    };
+    if enc == MediaEnc::Sdes {
+        assert!(
+            offered.len() == 2 && !invite.contains("AEAD_") && !invite.contains("AES_256"),
+            "only the suites the flags allow: {invite}"
+        );
+    }
+    if enc == MediaEnc::Dtls {
+        assert_eq!(offered, [relay_fingerprint(first)], "{invite}");
+        assert!(invite.contains("a=setup:actpass"), "{invite}");
+    }
+    assert_eq!(profile(&ok), "RTP/AVP", "{ok}");
+    assert!(
+        !ok.contains("a=crypto") && !ok.contains("a=fingerprint") && !ok.contains("a=setup"),
+        "{ok}"
+    );
+
+    wait_heard(&caller, 16_000, Duration::from_secs(10));
+    wait_heard(&callee, 16_000, Duration::from_secs(10));
+    assert_tone(
+        "the caller heard",
+        &caller,
+        &heard(&caller).samples,
+        CALLEE_HZ,
+        1.5,
+    );
+    assert_tone(
+        "the callee heard",
+        &callee,
+        &heard(&callee).samples,
+        CALLER_HZ,
+        1.5,
+    );
+    for phone in [&caller, &callee] {
+        let log = phone.log();
+        assert!(!log.contains("failed to decrypt"), "{log}");
+        assert!(!log.contains("fingerprint mismatch"), "{log}");
+    }
+
+    // The callee hangs up: its BYE goes back through the proxy and ends everything.
+    callee.hangup();
+    callee.wait_event("CALL_CLOSED", 1, Duration::from_secs(5));
+    caller.wait_event("CALL_CLOSED", 1, Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !(ng_list(a.ng).is_empty() && ng_list(b.ng).is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "sessions left: {:?} {:?}",
+            ng_list(a.ng),
+            ng_list(b.ng)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!proxy.daemon.log().contains("panicked"));
+    caller.quit();
+    callee.quit();
+}
+
+#[test]
+fn a_plain_baresip_calls_baresip_on_sdes_srtp_offered_the_relays_keys_with_audio_both_ways() {
+    // baresip before 3.14 takes the first suite it knows, but holds a received key in 32
+    // bytes (modules/srtp: `key_rx[32]`; fixed by "srtp: Fix base64 key decoding for
+    // AEAD_AES_256_GCM", 3.14.0): the AES-256 and AEAD suites the relay offers first are
+    // mis-keyed ("srtp keylen is 42 (should be 44)") and it hears nothing. Offering it only
+    // the 128-bit suites is the configuration such a phone needs (docs/relay.md).
+    plain_caller_to_encrypted_callee(
+        MediaEnc::Sdes,
+        "RTP/SAVP",
+        "SDES-only-AES_CM_128_HMAC_SHA1_80 SDES-only-AES_CM_128_HMAC_SHA1_32",
+    );
+}
+
+#[test]
+fn a_plain_baresip_calls_baresip_on_dtls_srtp_offered_the_relays_certificate_with_audio_both_ways()
+{
+    plain_caller_to_encrypted_callee(MediaEnc::Dtls, "UDP/TLS/RTP/SAVPF", "");
+}
