@@ -7,6 +7,8 @@
 //! re-INVITE the encrypted phone receives carries new keys (SDES) or a new fingerprint (DTLS)
 //! from the other relay, and the audio recorded after the move is measured again where the
 //! client can take new keying mid-call. The call ends with a BYE and no relay keeps a session.
+//! The other way round, a plain baresip calls an encrypted one: the relay offers its own keys
+//! or certificate to the callee, and audio is checked both ways.
 //!
 //! Two limits of baresip itself bound what is checked after the move (each test says which):
 //!
