@@ -292,20 +292,39 @@ pub struct AnchorageRelay {
 
 impl AnchorageRelay {
     /// Starts `bin relay …` with `extra` arguments and waits until its ng socket is bound.
+    /// A port chosen free but taken by another test before the relay binds it ("Address
+    /// already in use") is tried again with new ports, up to 3 times.
     pub fn start(bin: &std::path::Path, extra: &[&str]) -> AnchorageRelay {
-        let ng = free_udp_port(LOCALHOST);
-        let base = free_udp_block(LOCALHOST, 100);
-        let ports = base..=base + 99;
-        let mut cmd = std::process::Command::new(bin);
-        cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
-            .args(["--delete-delay", "0"])
-            .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
-            .args(["--port-min", &ports.start().to_string()])
-            .args(["--port-max", &ports.end().to_string()])
-            .args(extra);
-        let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
-        daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("ng on udp:"));
-        AnchorageRelay { daemon, ng, ports }
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let ng = free_udp_port(LOCALHOST);
+            let base = free_udp_block(LOCALHOST, 100);
+            let ports = base..=base + 99;
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args(["relay", "--interface", "127.0.0.1", "--num-threads", "1"])
+                .args(["--delete-delay", "0"])
+                .args(["--listen-ng", &format!("127.0.0.1:{ng}")])
+                .args(["--port-min", &ports.start().to_string()])
+                .args(["--port-max", &ports.end().to_string()])
+                .args(extra);
+            let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while daemon.is_running()
+                && !daemon.log().contains("ng on udp:")
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if daemon.log().contains("ng on udp:") {
+                return AnchorageRelay { daemon, ng, ports };
+            }
+            last_log = daemon.log();
+            assert!(
+                last_log.contains("Address already in use"),
+                "anchorage-relay did not start:\n{last_log}"
+            );
+        }
+        panic!("anchorage-relay found its ports taken 3 times; its last log:\n{last_log}");
     }
 }
 
