@@ -386,13 +386,42 @@ impl AnchorageProxy {
 
     /// Starts `bin proxy` on free ports with `config` as its whole configuration; waits until
     /// its API serves.
+    /// A port chosen free but taken by another test before the proxy binds it ("Address
+    /// already in use") is tried again with new ports, up to 3 times.
     pub fn with_config(bin: &std::path::Path, config_text: &str) -> AnchorageProxy {
-        let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-        let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
         let mut config = tempfile::NamedTempFile::new().expect("a temporary file");
         std::io::Write::write_all(&mut config, config_text.as_bytes())
             .expect("the configuration written");
-        let daemon = Self::spawn(bin, sip, api, config.path());
+        let mut last_log = String::new();
+        let mut started = None;
+        for _ in 0..3 {
+            let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+            let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args(["proxy", "--listen", &format!("udp:{sip}")])
+                .args(["--api", &api.to_string(), "-c"])
+                .arg(config.path());
+            let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while daemon.is_running()
+                && !daemon.log().contains("/metrics on")
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if daemon.log().contains("/metrics on") {
+                started = Some((daemon, sip, api));
+                break;
+            }
+            last_log = daemon.log();
+            assert!(
+                last_log.contains("Address already in use"),
+                "anchorage-proxy did not start:\n{last_log}"
+            );
+        }
+        let Some((daemon, sip, api)) = started else {
+            panic!("anchorage-proxy found its ports taken 3 times; its last log:\n{last_log}");
+        };
         AnchorageProxy {
             daemon,
             sip,
