@@ -140,6 +140,7 @@ pub fn rewrite_with_notes(
     let flags = rewrite.flags;
     let mut out = sdp.clone();
     out.remove_ice();
+    lower_session_keying(&mut out, rewrite.streams)?;
     let session_direction = out.session_level().direction();
     {
         let session = out.session_level_mut();
@@ -253,6 +254,55 @@ pub fn rewrite_with_notes(
     Ok((out.to_bytes(), notes))
 }
 
+/// Session-level keying attributes (`a=fingerprint`, `a=setup`, `a=tls-id`; baresip writes its
+/// DTLS ones there) apply to every media section (RFC 8122 §5, RFC 4145 §4). When the relay
+/// terminates the encryption of any section, they cannot stay at session level: a plain or
+/// re-keyed section would inherit the sender's fingerprint. They are then moved into each
+/// section passed through untouched (which keeps them, unless it has its own) and removed from
+/// the session level; the sections the relay terminates drop or replace them as usual.
+fn lower_session_keying(
+    out: &mut Session,
+    streams: &[Option<StreamOut>],
+) -> Result<(), FieldError> {
+    let session: Vec<(&'static str, String)> = KEYING_ATTRIBUTES
+        .iter()
+        .flat_map(|name| {
+            out.session_level()
+                .attributes_named(name)
+                .filter_map(|a| a.value_str().ok().map(|v| (*name, v.to_string())))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let terminated = streams
+        .iter()
+        .flatten()
+        .any(|s| s.secure != SecureOut::Keep);
+    if session.is_empty() || !terminated {
+        return Ok(());
+    }
+    for name in KEYING_ATTRIBUTES {
+        out.session_level_mut().remove_attribute(name);
+    }
+    for (index, media) in out.media_mut().iter_mut().enumerate() {
+        let kept = streams
+            .get(index)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.secure == SecureOut::Keep);
+        if !kept {
+            continue;
+        }
+        for name in KEYING_ATTRIBUTES {
+            if media.has_attribute(name) {
+                continue;
+            }
+            for (_, value) in session.iter().filter(|(n, _)| *n == name) {
+                media.add_attribute(name, Some(value))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Applies `codec-strip`, `-except`, `-offer` and `-mask` to one RTP section: a format goes
 /// when `strip` names it (or says `all`) or `mask` names it, unless `except` or `offer` names
 /// it. Without transcoding, `mask` (hide from the receiver, still accept) comes to the same as
@@ -356,4 +406,108 @@ fn manage_origin(
     }
     state.last = Some((version, body));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// baresip's DTLS offer: `a=setup` and `a=fingerprint` at session level.
+    const BARESIP_DTLS: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        a=setup:actpass\r\na=fingerprint:SHA-256 AA:BB\r\n\
+        m=audio 18046 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.1\r\na=sendrecv\r\n";
+
+    fn out(secure: SecureOut, profile: Option<&'static str>) -> Option<StreamOut> {
+        Some(StreamOut {
+            rtp_port: 30000,
+            rtcp_port: 30001,
+            mux: false,
+            mux_only: false,
+            profile,
+            secure,
+        })
+    }
+
+    fn rewritten(sdp: &str, stream: Option<StreamOut>) -> String {
+        let sdp = Session::parse_slice(sdp.as_bytes()).unwrap();
+        let flags = Flags::default();
+        let streams = [stream];
+        let rw = Rewrite {
+            address: "127.0.0.1".parse().unwrap(),
+            streams: &streams,
+            flags: &flags,
+            instance: "relay",
+            ice: None,
+        };
+        let bytes = rewrite(&sdp, &rw, &mut OriginState::default()).unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn session_level_dtls_attributes_do_not_reach_a_plain_receiver() {
+        let plain = rewritten(BARESIP_DTLS, out(SecureOut::Strip, Some("RTP/AVP")));
+        assert!(plain.contains("m=audio 30000 RTP/AVP 0\r\n"), "{plain}");
+        assert!(
+            !plain.contains("a=setup") && !plain.contains("a=fingerprint"),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn session_level_dtls_attributes_give_way_to_the_relays_own() {
+        let dtls = rewritten(
+            BARESIP_DTLS,
+            out(
+                SecureOut::Dtls {
+                    setup: "actpass",
+                    fingerprint: "sha-256 CC:DD".into(),
+                },
+                None,
+            ),
+        );
+        assert_eq!(dtls.matches("a=fingerprint:").count(), 1, "{dtls}");
+        assert!(dtls.contains("a=fingerprint:sha-256 CC:DD\r\n"), "{dtls}");
+        assert_eq!(dtls.matches("a=setup:").count(), 1, "{dtls}");
+    }
+
+    #[test]
+    fn session_level_dtls_attributes_stay_for_media_passed_through() {
+        // Nothing terminated: the SDP keeps its session-level attributes where they were.
+        let kept = rewritten(BARESIP_DTLS, out(SecureOut::Keep, None));
+        let session = kept.split("m=audio").next().unwrap();
+        assert!(
+            session.contains("a=setup:actpass\r\na=fingerprint:SHA-256 AA:BB\r\n"),
+            "{kept}"
+        );
+        // One section terminated, another passed through: the passed one gets them.
+        let two = format!(
+            "{BARESIP_DTLS}m=video 18048 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 127.0.0.1\r\n\
+             a=rtpmap:96 VP8/90000\r\n"
+        );
+        let sdp = Session::parse_slice(two.as_bytes()).unwrap();
+        let flags = Flags::default();
+        let streams = [
+            out(SecureOut::Strip, Some("RTP/AVP")),
+            out(SecureOut::Keep, None),
+        ];
+        let rw = Rewrite {
+            address: "127.0.0.1".parse().unwrap(),
+            streams: &streams,
+            flags: &flags,
+            instance: "relay",
+            ice: None,
+        };
+        let text = String::from_utf8(
+            rewrite(&sdp, &rw, &mut OriginState::default())
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        let (audio, video) = text.split_once("m=video").unwrap();
+        assert!(!audio.contains("a=fingerprint"), "{text}");
+        assert!(
+            video.contains("a=setup:actpass") && video.contains("a=fingerprint:SHA-256 AA:BB"),
+            "{text}"
+        );
+    }
 }

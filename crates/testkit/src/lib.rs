@@ -8,6 +8,8 @@
 //!   process group) when dropped, so every process a test starts is stopped, even on panic.
 #![warn(missing_docs)]
 
+pub mod audio;
+pub mod baresip;
 pub mod calls;
 pub mod media;
 pub mod netns;
