@@ -134,12 +134,18 @@ impl RelayNode {
         now.saturating_duration_since(self.last_heard.unwrap_or(self.changed_at))
     }
 
-    /// When its current silence began, if it is silent: the first request sent since its last
-    /// reply. Not the last reply itself: while the proxy's own loop stalls (a loaded host) it
-    /// sends nothing, and a node that was not asked cannot have failed to answer — counting
-    /// that time made a stall of the proxy look like the death of every relay at once.
-    pub(super) fn silence_started(&self) -> Option<Instant> {
-        self.silent_since
+    /// When its current silence began, if it is silent (a request sent since its last reply):
+    /// its last reply — pings go out every `interval`, so a node that lives answers again
+    /// within an interval and a round trip — but never earlier than one interval before the
+    /// first request since that reply. While the proxy's own loop stalls (a loaded host) it
+    /// sends nothing, and a node that was not asked cannot have failed to answer: counting that
+    /// time made a stall of the proxy look like the death of every relay at once.
+    pub(super) fn silence_started(&self, interval: Duration) -> Option<Instant> {
+        let first_unanswered = self.silent_since?;
+        let asked_from = first_unanswered
+            .checked_sub(interval)
+            .unwrap_or(first_unanswered);
+        Some(self.last_heard.map_or(first_unanswered, |heard| heard.max(asked_from)))
     }
 
     /// A request goes to it: the silence clock starts unless one is already running.
@@ -257,7 +263,7 @@ impl Relays {
             .iter()
             .flat_map(|n| {
                 let window_end = n
-                    .silence_started()
+                    .silence_started(self.health.interval)
                     .filter(|_| n.up)
                     .map(|since| since + n.window(&self.health));
                 [n.engine.poll_timeout(), Some(n.next_ping), window_end]
@@ -285,7 +291,7 @@ impl Relays {
             }
             let window = n.window(&health);
             if n.up
-                && n.silence_started()
+                && n.silence_started(health.interval)
                     .is_some_and(|since| now >= since + window)
             {
                 let silent = n.silent_for(now);
