@@ -11,16 +11,6 @@ use anchorage_sip::{Message, Method};
 
 use support::scenario::*;
 
-/// A request of call c1 from the caller (tag a1) to the callee (tag b1).
-fn from_caller(method: Method<'static>, cseq: u32, branch: &str) -> Req {
-    Req::invite()
-        .method(method)
-        .cseq(cseq)
-        .to("<sip:bob@example.com>;tag=b1")
-        .branch(branch)
-        .route("<sip:127.0.0.1:5060;lr>")
-}
-
 /// A final response from `source` to a request the proxy forwarded, with extra headers.
 fn answer(p: &mut Proxy, request: &Transmit, status: u16, headers: &[(&str, &str)], now: Instant) {
     let req = Message::parse(request.data.clone()).unwrap();
@@ -55,7 +45,7 @@ fn a_2xx_to_an_update_refreshes_both_targets_and_a_new_source_is_the_partys_nat_
     let mut p = call_on_r1(now);
     ng_requests(&mut p);
     // The caller moved (new Contact, new source) and tells with an UPDATE without SDP.
-    let update = from_caller(Method::Update, 2, "z9hG4bK-u1")
+    let update = caller_in_dialog(Method::Update, 2, "z9hG4bK-u1")
         .contact(Some("<sip:alice@127.0.0.1:5072>"))
         .sent_by("127.0.0.1:5072");
     let out = forwarded(&mut p, &update, "127.0.0.1:5072", now);
@@ -96,8 +86,8 @@ fn a_2xx_to_an_update_refreshes_both_targets_and_a_new_source_is_the_partys_nat_
 fn a_refused_update_refreshes_no_target() {
     let now = epoch();
     let mut p = call_on_r1(now);
-    let update =
-        from_caller(Method::Update, 2, "z9hG4bK-u2").contact(Some("<sip:alice@127.0.0.1:5072>"));
+    let update = caller_in_dialog(Method::Update, 2, "z9hG4bK-u2")
+        .contact(Some("<sip:alice@127.0.0.1:5072>"));
     let out = forwarded(&mut p, &update, "127.0.0.1:5070", now);
     answer(&mut p, &out, 488, &[], now);
     drain(&mut p);
@@ -116,7 +106,7 @@ fn the_ack_of_a_re_invite_keeps_its_cseq_when_a_move_renumbers_the_dialog_before
     ng_requests(&mut p);
     let r1 = "v=0\r\no=relay 5 8 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
     // The caller's re-INVITE (CSeq 2) with an offer; the callee answers 200.
-    let reinvite = from_caller(Method::Invite, 2, "z9hG4bK-ri").sdp(OFFER_SDP);
+    let reinvite = caller_in_dialog(Method::Invite, 2, "z9hG4bK-ri").sdp(OFFER_SDP);
     p.handle_datagram(reinvite.datagram("127.0.0.1:5070"), now);
     relay_at_replies(&mut p, "127.0.0.1:2223", r1, now);
     let to_callee = drain(&mut p)
@@ -138,7 +128,7 @@ fn the_ack_of_a_re_invite_keeps_its_cseq_when_a_move_renumbers_the_dialog_before
         own.iter().map(text).collect::<Vec<_>>()
     );
     // The caller's ACK of its re-INVITE (CSeq 2) reaches the callee as the ACK of CSeq 2.
-    let ack = from_caller(Method::Ack, 2, "z9hG4bK-ri-ack");
+    let ack = caller_in_dialog(Method::Ack, 2, "z9hG4bK-ri-ack");
     p.handle_datagram(ack.datagram("127.0.0.1:5070"), now);
     let acks: Vec<String> = drain(&mut p)
         .iter()
@@ -148,7 +138,7 @@ fn the_ack_of_a_re_invite_keeps_its_cseq_when_a_move_renumbers_the_dialog_before
     assert_eq!(acks.len(), 1, "{acks:?}");
     assert!(acks[0].contains("CSeq: 2 ACK"), "{}", acks[0]);
     // A later request of the caller is renumbered as before.
-    let info = from_caller(Method::Info, 3, "z9hG4bK-info");
+    let info = caller_in_dialog(Method::Info, 3, "z9hG4bK-info");
     let out = forwarded(&mut p, &info, "127.0.0.1:5070", now);
     assert!(text(&out).contains("CSeq: 4 INFO"), "{}", text(&out));
 }

@@ -145,7 +145,10 @@ impl RelayNode {
         let asked_from = first_unanswered
             .checked_sub(interval)
             .unwrap_or(first_unanswered);
-        Some(self.last_heard.map_or(first_unanswered, |heard| heard.max(asked_from)))
+        Some(
+            self.last_heard
+                .map_or(first_unanswered, |heard| heard.max(asked_from)),
+        )
     }
 
     /// A request goes to it: the silence clock starts unless one is already running.
@@ -364,6 +367,17 @@ mod tests {
     use super::super::tests::{answer_pings, epoch, relays};
     use super::*;
 
+    /// Both nodes answer their pings for a second; the time after.
+    fn answered_for_a_while(r: &mut Relays, t0: Instant) -> Instant {
+        let mut now = t0;
+        for _ in 0..5 {
+            r.handle_timeout(now);
+            answer_pings(r, now);
+            now += std::time::Duration::from_millis(200);
+        }
+        now
+    }
+
     /// Node a (port 2223) answers its pings; node b is silent.
     fn answer_only_a(r: &mut Relays, now: Instant) {
         while let Some((to, datagram)) = r.poll_transmit() {
@@ -381,12 +395,7 @@ mod tests {
         let mut r = relays();
         let ms = std::time::Duration::from_millis;
         // Both nodes answer for a while.
-        let mut now = t0;
-        for _ in 0..5 {
-            r.handle_timeout(now);
-            answer_pings(&mut r, now);
-            now += ms(200);
-        }
+        let mut now = answered_for_a_while(&mut r, t0);
         assert_eq!(r.poll_health_change(), None);
         // Node b stops answering: pings time out after 200 ms each; down at the third miss.
         let mut changes = Vec::new();
@@ -420,12 +429,7 @@ mod tests {
         let t0 = epoch();
         let mut r = relays();
         let ms = std::time::Duration::from_millis;
-        let mut now = t0;
-        for _ in 0..5 {
-            r.handle_timeout(now);
-            answer_pings(&mut r, now);
-            now += ms(200);
-        }
+        let mut now = answered_for_a_while(&mut r, t0);
         // The proxy's loop does not run for 3 s (no ping goes out, none can be answered).
         now += ms(3000);
         r.handle_timeout(now);
