@@ -452,16 +452,7 @@ fn encrypted_caller_to_plain_callee_then_drain(enc: MediaEnc, caller_type: &str)
     caller.hangup();
     caller.wait_event("CALL_CLOSED", 1, Duration::from_secs(5));
     callee.wait_event("CALL_CLOSED", 1, Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !(ng_list(a.ng).is_empty() && ng_list(b.ng).is_empty()) {
-        assert!(
-            Instant::now() < deadline,
-            "sessions left: {:?} {:?}",
-            ng_list(a.ng),
-            ng_list(b.ng)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    no_session_left(&[a.ng, b.ng]);
     assert!(!proxy.daemon.log().contains("panicked"));
     caller.quit();
     callee.quit();
@@ -575,16 +566,7 @@ fn plain_caller_to_encrypted_callee(enc: MediaEnc, callee_type: &str, callee_fla
     callee.hangup();
     callee.wait_event("CALL_CLOSED", 1, Duration::from_secs(5));
     caller.wait_event("CALL_CLOSED", 1, Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !(ng_list(a.ng).is_empty() && ng_list(b.ng).is_empty()) {
-        assert!(
-            Instant::now() < deadline,
-            "sessions left: {:?} {:?}",
-            ng_list(a.ng),
-            ng_list(b.ng)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    no_session_left(&[a.ng, b.ng]);
     assert!(!proxy.daemon.log().contains("panicked"));
     caller.quit();
     callee.quit();
@@ -608,4 +590,14 @@ fn a_plain_baresip_calls_baresip_on_sdes_srtp_offered_the_relays_keys_with_audio
 fn a_plain_baresip_calls_baresip_on_dtls_srtp_offered_the_relays_certificate_with_audio_both_ways()
 {
     plain_caller_to_encrypted_callee(MediaEnc::Dtls, "UDP/TLS/RTP/SAVPF", "");
+}
+
+/// Within 3 s, neither relay (by their ng ports) holds a session any more.
+fn no_session_left(relays: &[u16]) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while relays.iter().any(|ng| !ng_list(*ng).is_empty()) {
+        let left: Vec<Vec<String>> = relays.iter().map(|ng| ng_list(*ng)).collect();
+        assert!(Instant::now() < deadline, "sessions left: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

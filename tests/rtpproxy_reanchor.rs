@@ -486,19 +486,7 @@ fn one_call_moves_from_rtpproxy_to_rtpengine_with_srtp_towards_the_callee_and_ba
 
     // OpenSIPS: rtp_relay_update_callid engine=rtpengine flags='{"callee":{"type":"SRTP"}}'
     let body = r#"{"engine": "rtpengine", "set": "srtp", "callee": {"type": "RTP/SAVP"}}"#;
-    let (status, job) = http(
-        p.api,
-        "POST",
-        &format!("/v1/calls/{}/reanchor", c.call_id),
-        body,
-    );
-    assert_eq!(status, 200, "{job}");
-    let job = finished_job(&p, &job);
-    assert_eq!(
-        (job["done"].as_u64(), job["failed"].as_u64()),
-        (Some(1), Some(0)),
-        "{job}"
-    );
+    move_one_call(&p, &c.call_id, body);
     let at_callee = nth_invite(&c.callee, 2);
     let at_caller = nth_invite(&c.caller, 1);
     assert!(
@@ -528,19 +516,7 @@ fn one_call_moves_from_rtpproxy_to_rtpengine_with_srtp_towards_the_callee_and_ba
 
     // And back to RTPProxy, plain RTP towards the callee.
     let body = r#"{"engine": "rtpproxy", "set": "main", "callee": {"type": "RTP/AVP"}}"#;
-    let (status, job) = http(
-        p.api,
-        "POST",
-        &format!("/v1/calls/{}/reanchor", c.call_id),
-        body,
-    );
-    assert_eq!(status, 200, "{job}");
-    let job = finished_job(&p, &job);
-    assert_eq!(
-        (job["done"].as_u64(), job["failed"].as_u64()),
-        (Some(1), Some(0)),
-        "{job}"
-    );
+    move_one_call(&p, &c.call_id, body);
     let back = moved_to(&c, 3, &n1);
     let at_callee = nth_invite(&c.callee, 3);
     assert!(
@@ -569,4 +545,21 @@ fn one_call_moves_from_rtpproxy_to_rtpengine_with_srtp_towards_the_callee_and_ba
     assert_eq!(n1.active_sessions(), Some(1));
     assert!(!p.daemon.log().contains("panicked"), "{}", p.daemon.log());
     drop(engine);
+}
+
+/// `POST /v1/calls/{call_id}/reanchor` with `body`: the job ends with the call moved.
+fn move_one_call(p: &AnchorageProxy, call_id: &str, body: &str) {
+    let (status, job) = http(
+        p.api,
+        "POST",
+        &format!("/v1/calls/{call_id}/reanchor"),
+        body,
+    );
+    assert_eq!(status, 200, "{job}");
+    let job = finished_job(p, &job);
+    assert_eq!(
+        (job["done"].as_u64(), job["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{job}"
+    );
 }
