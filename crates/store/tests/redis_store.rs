@@ -68,9 +68,11 @@ async fn load_owned_returns_exactly_the_owners_calls() {
         a.put(sample::call(&format!("a-{i}"), "node-a"));
         b.put(sample::call(&format!("b-{i}"), "node-b"));
     }
-    // A call node-b took over from node-a: only node-b owns it now.
-    b.put(sample::call("a-0", "node-b"));
+    // node-a's writes land first; then node-b takes a-0 over, and only
+    // node-b owns it now. (Each store writes in the background, so the
+    // order of the two stores' writes is set by flushing, not by `put`.)
     a.flush().await.unwrap();
+    b.put(sample::call("a-0", "node-b"));
     b.flush().await.unwrap();
     let mut owned: Vec<String> = a
         .load_owned("node-a")
