@@ -7,6 +7,7 @@
 //! [`ClusterConfig`], so a log line or an `anchorage check` report cannot leak it.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -46,6 +47,38 @@ pub struct ClusterConfig {
     /// crash loses at most that much of a call's latest changes (a move's record and the CSeq
     /// numbers the node reserves are written at once, whatever this says).
     pub write_delay_ms: u64,
+    /// How the nodes that share the store decide which one acts for a call (`single` or `vip`).
+    pub mode: ClusterMode,
+    /// `mode = "vip"`: the virtual IP (moved between the nodes by keepalived). The node that
+    /// holds it claims every call from the store and acts for them; the others act for none.
+    pub vip: Option<IpAddr>,
+    /// How often a node writes its heartbeat (its per-start epoch) to the store.
+    pub heartbeat_ms: u64,
+    /// A node whose heartbeat is older than this is shown dead in `/v1/cluster`.
+    pub lease_ms: u64,
+}
+
+/// `cluster.mode`: which node acts for a call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterMode {
+    /// One node (the default): it acts for every call it holds, and for any call of the store
+    /// whose message reaches it (another start of it, or a node started on its address).
+    #[default]
+    Single,
+    /// Nodes behind a virtual IP: the node that holds `vip` acts for every call (it claims
+    /// them from the store when the address arrives); a node without it acts for none.
+    Vip,
+}
+
+impl ClusterMode {
+    /// The name used in the configuration and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClusterMode::Single => "single",
+            ClusterMode::Vip => "vip",
+        }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -62,6 +95,10 @@ impl Default for ClusterConfig {
             check_interval_ms: 1_000,
             max_batch: 512,
             write_delay_ms: 100,
+            mode: ClusterMode::Single,
+            vip: None,
+            heartbeat_ms: 200,
+            lease_ms: 1_000,
         }
     }
 }
@@ -79,6 +116,10 @@ impl fmt::Debug for ClusterConfig {
             .field("check_interval_ms", &self.check_interval_ms)
             .field("max_batch", &self.max_batch)
             .field("write_delay_ms", &self.write_delay_ms)
+            .field("mode", &self.mode)
+            .field("vip", &self.vip)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("lease_ms", &self.lease_ms)
             .finish()
     }
 }
@@ -260,6 +301,7 @@ impl ClusterConfig {
             ("retry_ms", self.retry_ms),
             ("check_interval_ms", self.check_interval_ms),
             ("max_batch", self.max_batch as u64),
+            ("heartbeat_ms", self.heartbeat_ms),
         ] {
             if value == 0 {
                 errors.push(ConfigError::new(
@@ -272,6 +314,32 @@ impl ClusterConfig {
             errors.push(ConfigError::new(
                 format!("{path}.write_delay_ms"),
                 "must be at most 10000 (a crash loses up to this much of a call's changes)",
+            ));
+        }
+        if self.lease_ms <= self.heartbeat_ms {
+            errors.push(ConfigError::new(
+                format!("{path}.lease_ms"),
+                format!(
+                    "must be longer than heartbeat_ms ({}): a node would look dead between beats",
+                    self.heartbeat_ms
+                ),
+            ));
+        }
+        match (self.mode, self.vip) {
+            (ClusterMode::Vip, None) => errors.push(ConfigError::new(
+                format!("{path}.vip"),
+                "mode = \"vip\" needs the virtual IP address",
+            )),
+            (ClusterMode::Single, Some(_)) => errors.push(ConfigError::new(
+                format!("{path}.vip"),
+                "is only used with mode = \"vip\"",
+            )),
+            _ => {}
+        }
+        if self.mode == ClusterMode::Vip && self.store.is_none() {
+            errors.push(ConfigError::new(
+                format!("{path}.mode"),
+                "\"vip\" needs a shared store (cluster.store): the calls move between nodes through it",
             ));
         }
     }
@@ -531,5 +599,40 @@ mod tests {
         assert_eq!(config.cluster.location(), Ok(None));
         let config = crate::parse("[cluster]\nstore = \"redis://127.0.0.1:6379/0\"\n").unwrap();
         assert!(config.cluster.location().unwrap().is_some());
+    }
+
+    #[test]
+    fn vip_mode_needs_an_address_and_a_store_and_a_lease_longer_than_a_beat() {
+        let errors = |c: &ClusterConfig| {
+            let mut e = Vec::new();
+            c.validate("cluster", &mut e);
+            e.iter().map(|e| e.to_string()).collect::<Vec<_>>()
+        };
+        let vip = ClusterConfig {
+            mode: ClusterMode::Vip,
+            ..ClusterConfig::default()
+        };
+        let said = errors(&vip).join("\n");
+        assert!(said.contains("cluster.vip"), "{said}");
+        assert!(said.contains("cluster.mode"), "{said}");
+        let good = ClusterConfig {
+            mode: ClusterMode::Vip,
+            vip: Some("10.0.0.100".parse().unwrap()),
+            ..config("redis://h")
+        };
+        assert!(errors(&good).is_empty(), "{:?}", errors(&good));
+        let stray = ClusterConfig {
+            vip: Some("10.0.0.100".parse().unwrap()),
+            ..config("redis://h")
+        };
+        assert!(errors(&stray)[0].starts_with("cluster.vip"));
+        let short = ClusterConfig {
+            lease_ms: 200,
+            ..ClusterConfig::default()
+        };
+        assert!(errors(&short)[0].starts_with("cluster.lease_ms"));
+        let parsed: ClusterConfig =
+            toml::from_str("mode = \"vip\"\nvip = \"10.1.2.3\"\nheartbeat_ms = 100").unwrap();
+        assert_eq!((parsed.mode, parsed.heartbeat_ms), (ClusterMode::Vip, 100));
     }
 }

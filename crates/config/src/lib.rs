@@ -20,7 +20,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use cluster::{ClusterConfig, StoreKind, StoreLocation, StoreSpec};
+pub use cluster::{ClusterConfig, ClusterMode, StoreKind, StoreLocation, StoreSpec};
 pub use error::{ConfigError, ConfigErrors};
 pub use proxy::ProxyConfig;
 pub use relay::RelayConfig;

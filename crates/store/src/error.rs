@@ -54,6 +54,12 @@ pub enum StoreError {
         /// Why.
         source: RecordError,
     },
+    /// Another node owns the call now (it claimed it): this node may not change it.
+    #[error("call {call_id} is owned by another node now")]
+    Fenced {
+        /// The call.
+        call_id: String,
+    },
     /// The store's task has ended (the runtime is shutting down).
     #[error("the store has stopped")]
     Stopped,

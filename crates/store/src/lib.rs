@@ -37,6 +37,7 @@ use backend::Backend;
 use pending::{Op, SharedPending};
 use task::{Request, Shared, Task, Timing};
 
+pub use backend::ownership::NodeState;
 pub use error::StoreError;
 pub use record::{
     CallRecord, CseqReserved, DialogRecord, DialogState, InviteDestination, LegMediaRecord,
@@ -146,6 +147,8 @@ impl Store {
             pending: SharedPending::default(),
             wake: tokio::sync::Notify::new(),
             status: Mutex::new(status),
+            fenced: Mutex::new(Vec::new()),
+            fenced_wake: tokio::sync::Notify::new(),
         });
         let (requests, receiver) = mpsc::channel(REQUEST_QUEUE);
         let task = Task {
@@ -157,6 +160,8 @@ impl Store {
                 retry: Duration::from_millis(config.retry_ms),
                 check_interval: Duration::from_millis(config.check_interval_ms),
                 max_batch: config.max_batch,
+                heartbeat: Duration::from_millis(config.heartbeat_ms),
+                lease: Duration::from_millis(config.lease_ms),
             },
             live: HashMap::new(),
         };
@@ -245,6 +250,43 @@ impl Store {
         .await
     }
 
+    /// Takes the call for this node, whoever owned it (a message about it reached this node,
+    /// which acts for it from now on): its record with its latest reservations, or none if
+    /// the store has none. The other node's later writes of it are refused.
+    pub async fn claim(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        self.ask(|reply| Request::Claim {
+            call_id: call_id.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// Takes for this node every call that `node` owns (this node's own id: the calls of its
+    /// previous start). The records are live from now on.
+    pub async fn claim_of(&self, node: &str) -> Result<Vec<CallRecord>, StoreError> {
+        self.ask(|reply| Request::ClaimOf {
+            node: node.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// The nodes sharing the store, with their heartbeats (none for the memory store).
+    pub async fn nodes(&self) -> Result<Vec<NodeState>, StoreError> {
+        self.ask(|reply| Request::Nodes { reply }).await
+    }
+
+    /// The calls whose writes were refused since the last call (another node owns them now):
+    /// this node must act no more for them.
+    pub fn take_fenced(&self) -> Vec<String> {
+        std::mem::take(&mut *self.shared.fenced.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Resolves once a write has been refused (then [`Store::take_fenced`] has the calls).
+    pub async fn fenced(&self) {
+        self.shared.fenced_wake.notified().await;
+    }
+
     /// The store's state now, for `/v1/health` and the metrics.
     pub fn status(&self) -> StoreStatus {
         let mut status = self
@@ -301,6 +343,8 @@ fn empty_status(backend: &'static str) -> StoreStatus {
         records_written: 0,
         write_errors: 0,
         refills: 0,
+        fenced_writes: 0,
+        claimed_calls: 0,
         last_error: None,
         last_load_ms: None,
     }

@@ -24,6 +24,10 @@ pub struct StoreStatus {
     pub refills: u64,
     /// The last error, without any password.
     pub last_error: Option<String>,
+    /// Writes refused because another node owns the call now (this node was fenced).
+    pub fenced_writes: u64,
+    /// Calls this node took over from the store (at start, on a message, or with the VIP).
+    pub claimed_calls: u64,
     /// How long the last `load` or `load_owned` took, in milliseconds.
     pub last_load_ms: Option<f64>,
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::backend::ownership::NodeState;
 use crate::backend::{Backend, Write};
 use crate::error::StoreError;
 use crate::pending::{Op, SharedPending};
@@ -42,6 +43,20 @@ pub(crate) enum Request {
         node: String,
         reply: oneshot::Sender<Result<Vec<CallRecord>, StoreError>>,
     },
+    /// Take one call for this node, whoever owns it.
+    Claim {
+        call_id: String,
+        reply: oneshot::Sender<Result<Option<CallRecord>, StoreError>>,
+    },
+    /// Take every call a node owns.
+    ClaimOf {
+        node: String,
+        reply: oneshot::Sender<Result<Vec<CallRecord>, StoreError>>,
+    },
+    /// The nodes sharing the store.
+    Nodes {
+        reply: oneshot::Sender<Result<Vec<NodeState>, StoreError>>,
+    },
 }
 
 /// State shared by the handles and the task.
@@ -52,6 +67,10 @@ pub(crate) struct Shared {
     pub wake: Notify,
     /// What `status()` returns, but for `dirty_calls`.
     pub status: Mutex<StoreStatus>,
+    /// Calls whose writes the store refused since the last look: another node owns them.
+    pub fenced: Mutex<Vec<String>>,
+    /// Wakes whoever waits for fenced calls.
+    pub fenced_wake: Notify,
 }
 
 struct Waiter {
@@ -65,6 +84,9 @@ pub(crate) struct Timing {
     pub retry: Duration,
     pub check_interval: Duration,
     pub max_batch: usize,
+    /// How often the heartbeat is written, and how long it lives.
+    pub heartbeat: Duration,
+    pub lease: Duration,
 }
 
 pub(crate) struct Task {
@@ -110,6 +132,7 @@ impl Task {
         let mut waiters: Vec<Waiter> = Vec::new();
         let mut retry_at: Option<Instant> = None;
         let mut next_check = Instant::now() + self.timing.check_interval;
+        let mut next_beat = Instant::now();
         let mut was_down = false;
         let mut open = true;
         while open || self.shared.pending.lock().len() > 0 {
@@ -119,6 +142,18 @@ impl Task {
                 if self.check_marker().await {
                     was_down = false;
                     retry_at = None;
+                } else {
+                    was_down = true;
+                    retry_at = Some(now + self.timing.retry);
+                }
+            }
+            if now >= next_beat && !was_down {
+                // A beat says the node is alive with its data: Redis must still have its
+                // marker (else the live calls are written again first).
+                next_beat = now + self.timing.heartbeat;
+                if self.check_marker().await {
+                    let result = self.backend.heartbeat(self.timing.lease).await;
+                    self.outcome(&result);
                 } else {
                     was_down = true;
                     retry_at = Some(now + self.timing.retry);
@@ -156,7 +191,8 @@ impl Task {
             let wake_at = match retry_at {
                 Some(t) if dirty || was_down => t.min(next_check),
                 _ => next_check,
-            };
+            }
+            .min(next_beat);
             tokio::select! {
                 () = self.shared.wake.notified() => {}
                 request = self.requests.recv() => match request {
@@ -186,12 +222,20 @@ impl Task {
             } => {
                 let result = self.backend.reserve(&call_id, upto).await;
                 self.outcome(&result);
-                if result.is_ok() {
-                    if let Some(record) = self.live.get_mut(&call_id) {
-                        let merged = record.cseq_reserved.max(upto);
-                        Arc::make_mut(record).cseq_reserved = merged;
+                let result = match result {
+                    Ok(true) => {
+                        if let Some(record) = self.live.get_mut(&call_id) {
+                            let merged = record.cseq_reserved.max(upto);
+                            Arc::make_mut(record).cseq_reserved = merged;
+                        }
+                        Ok(())
                     }
-                }
+                    Ok(false) => {
+                        self.fence(vec![call_id.clone()]);
+                        Err(StoreError::Fenced { call_id })
+                    }
+                    Err(error) => Err(error),
+                };
                 let _ = reply.send(result);
             }
             Request::Load { call_id, reply } => {
@@ -213,7 +257,56 @@ impl Task {
                 }
                 let _ = reply.send(result);
             }
+            Request::Claim { call_id, reply } => {
+                let started = Instant::now();
+                let result = self.backend.claim(&call_id, &self.node).await;
+                self.loaded(started, &result);
+                if let Ok(Some(record)) = &result {
+                    self.claimed(std::slice::from_ref(record));
+                }
+                let _ = reply.send(result);
+            }
+            Request::ClaimOf { node, reply } => {
+                let started = Instant::now();
+                let result = self.backend.claim_of(&node, &self.node).await;
+                self.loaded(started, &result);
+                if let Ok(records) = &result {
+                    self.claimed(records);
+                }
+                let _ = reply.send(result);
+            }
+            Request::Nodes { reply } => {
+                let result = self.backend.nodes().await;
+                self.outcome(&result);
+                let _ = reply.send(result);
+            }
         }
+    }
+
+    /// Calls this node now owns: live (written again if Redis loses its data), counted.
+    fn claimed(&mut self, records: &[CallRecord]) {
+        for record in records {
+            self.live
+                .insert(record.call_id.clone(), Arc::new(record.clone()));
+        }
+        let count = records.len() as u64;
+        self.update_status(|s| s.claimed_calls += count);
+    }
+
+    /// Calls another node owns now: forgotten here, counted, and told to the node's core.
+    fn fence(&mut self, call_ids: Vec<String>) {
+        for call_id in &call_ids {
+            self.live.remove(call_id);
+            tracing::warn!(%call_id, "another node owns this call now: this node's write was refused");
+        }
+        let count = call_ids.len() as u64;
+        self.update_status(|s| s.fenced_writes += count);
+        self.shared
+            .fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(call_ids);
+        self.shared.fenced_wake.notify_one();
     }
 
     fn outcome<T>(&self, result: &Result<T, StoreError>) {
@@ -300,10 +393,12 @@ impl Task {
         drop(writes);
         drop(owners);
         match result {
-            Ok(()) => {
+            Ok(done) => {
                 let count = batch.len() as u64;
-                for (call_id, entry) in batch {
+                let mut fenced = Vec::new();
+                for ((call_id, entry), done) in batch.into_iter().zip(done) {
                     match entry.op {
+                        _ if !done => fenced.push(call_id),
                         Op::Put(record) => {
                             self.live.insert(call_id, record);
                         }
@@ -311,6 +406,9 @@ impl Task {
                             self.live.remove(&call_id);
                         }
                     }
+                }
+                if !fenced.is_empty() {
+                    self.fence(fenced);
                 }
                 self.succeeded();
                 self.update_status(|s| s.records_written += count);
@@ -355,6 +453,9 @@ fn clone_error(error: &StoreError) -> StoreError {
         StoreError::Redis { location, detail } => StoreError::Redis {
             location: location.clone(),
             detail: detail.clone(),
+        },
+        StoreError::Fenced { call_id } => StoreError::Fenced {
+            call_id: call_id.clone(),
         },
         other => StoreError::Redis {
             location: String::new(),

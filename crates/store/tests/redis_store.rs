@@ -72,6 +72,7 @@ async fn load_owned_returns_exactly_the_owners_calls() {
     // node-b owns it now. (Each store writes in the background, so the
     // order of the two stores' writes is set by flushing, not by `put`.)
     a.flush().await.unwrap();
+    assert!(b.claim("a-0").await.unwrap().is_some());
     b.put(sample::call("a-0", "node-b"));
     b.flush().await.unwrap();
     let mut owned: Vec<String> = a
@@ -103,7 +104,11 @@ async fn delete_removes_the_record_and_its_index_entry() {
     assert!(c.exists::<_, bool>(key("gone")).unwrap());
     store.delete("gone");
     store.flush().await.unwrap();
-    assert!(!c.exists::<_, bool>(key("gone")).unwrap());
+    // What is left is a tombstone: the owner's token only, for a minute at most.
+    let left: Vec<String> = c.hkeys(key("gone")).unwrap();
+    assert_eq!(left, vec!["own".to_string()]);
+    let ttl: i64 = c.pttl(key("gone")).unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
     let members: Vec<String> = c.smembers("anc:owner:node1").unwrap();
     assert_eq!(members, vec!["stays".to_string()]);
     assert_eq!(store.load("gone").await.unwrap(), None);
@@ -435,6 +440,15 @@ async fn a_redis_cluster_holds_calls_spread_over_its_slots() {
     assert_eq!(one.cseq_reserved.to_callee, 500);
     assert_eq!(store.load("cluster-0").await.unwrap(), None);
     assert!(store.status().up);
+    // Another node takes them over across the slots; the first is fenced from then on.
+    let other = Store::open(&config, "node2").await.expect("opens");
+    let taken = other.claim_of("node1").await.unwrap();
+    assert_eq!(taken.len(), 59);
+    assert!(taken.iter().all(|r| r.owner == "node2"));
+    assert_eq!(other.load_owned("node2").await.unwrap().len(), 59);
+    store.put(sample::call("cluster-5", "node1"));
+    store.flush().await.unwrap();
+    assert_eq!(store.take_fenced(), vec!["cluster-5".to_string()]);
 }
 
 /// Many changes of one call between two batches are one write (checked on a single-threaded

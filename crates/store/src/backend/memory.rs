@@ -47,4 +47,24 @@ impl MemoryBackend {
             .filter_map(|(call_id, _)| self.load(call_id))
             .collect()
     }
+
+    pub fn claim(&mut self, call_id: &str, me: &str) -> Option<CallRecord> {
+        let slot = self.records.get_mut(call_id)?;
+        let record = Arc::make_mut(slot.0.as_mut()?);
+        record.owner = me.to_string();
+        self.load(call_id)
+    }
+
+    pub fn claim_of(&mut self, node: &str, me: &str) -> Vec<CallRecord> {
+        let call_ids: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(_, (record, _))| record.as_ref().is_some_and(|r| r.owner == node))
+            .map(|(call_id, _)| call_id.clone())
+            .collect();
+        call_ids
+            .iter()
+            .filter_map(|call_id| self.claim(call_id, me))
+            .collect()
+    }
 }

@@ -3,7 +3,12 @@
 
 pub(crate) mod link;
 pub(crate) mod memory;
+pub(crate) mod ownership;
 pub(crate) mod redis;
+
+use std::time::Duration;
+
+use ownership::NodeState;
 
 use crate::error::StoreError;
 use crate::pending::Op;
@@ -31,25 +36,63 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    /// Writes a batch of changes; all or none count as written.
-    pub async fn write(&mut self, batch: &[Write<'_>]) -> Result<(), StoreError> {
+    /// Writes a batch of changes; all or none count as written. For each change, whether it
+    /// was done (false: another node owns the call, the change was refused).
+    pub async fn write(&mut self, batch: &[Write<'_>]) -> Result<Vec<bool>, StoreError> {
         match self {
             Backend::Memory(m) => {
                 m.write(batch);
-                Ok(())
+                Ok(vec![true; batch.len()])
             }
             Backend::Redis(r) => r.write(batch).await,
         }
     }
 
-    /// Raises the call's reserved CSeq numbers to at least `upto`, durably.
-    pub async fn reserve(&mut self, call_id: &str, upto: CseqReserved) -> Result<(), StoreError> {
+    /// Raises the call's reserved CSeq numbers to at least `upto`, durably; false when another
+    /// node owns the call.
+    pub async fn reserve(&mut self, call_id: &str, upto: CseqReserved) -> Result<bool, StoreError> {
         match self {
             Backend::Memory(m) => {
                 m.reserve(call_id, upto);
-                Ok(())
+                Ok(true)
             }
             Backend::Redis(r) => r.reserve(call_id, upto).await,
+        }
+    }
+
+    /// Takes the call for `me`, whoever owned it: its record, if stored.
+    pub async fn claim(
+        &mut self,
+        call_id: &str,
+        me: &str,
+    ) -> Result<Option<CallRecord>, StoreError> {
+        match self {
+            Backend::Memory(m) => Ok(m.claim(call_id, me)),
+            Backend::Redis(r) => r.claim(call_id).await,
+        }
+    }
+
+    /// Takes for `me` every call `node` owns (`node` may be `me`: its previous start's).
+    pub async fn claim_of(&mut self, node: &str, me: &str) -> Result<Vec<CallRecord>, StoreError> {
+        match self {
+            Backend::Memory(m) => Ok(m.claim_of(node, me)),
+            Backend::Redis(r) => r.claim_of(node).await,
+        }
+    }
+
+    /// Writes this node's heartbeat, alive for `lease`.
+    pub async fn heartbeat(&mut self, lease: Duration) -> Result<(), StoreError> {
+        match self {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(r) => r.heartbeat(lease).await,
+        }
+    }
+
+    /// The nodes that share the store (none in memory).
+    pub async fn nodes(&mut self) -> Result<Vec<NodeState>, StoreError> {
+        match self {
+            Backend::Memory(_) => Ok(Vec::new()),
+            Backend::Redis(r) => r.nodes().await,
         }
     }
 

@@ -1,10 +1,11 @@
 //! The Redis backend: keys, the write pipeline, the CSeq reservation script and loading.
 //!
 //! Keys (`P` is `cluster.key_prefix`):
-//! * `P:call:{CALL-ID}`: a hash with `rec` (the JSON record) and `cse` / `csr` (the CSeq
-//!   numbers reserved towards the callee / caller, raised only by [`RedisBackend::reserve`]);
-//!   every write sets its TTL (`cluster.record_ttl_s`). The braces make the Call-ID the Redis
-//!   Cluster hash tag.
+//! * `P:call:{CALL-ID}`: a hash with `rec` (the JSON record), `own` (the owner's token,
+//!   `NODE/EPOCH`: see `ownership.rs`) and `cse` / `csr` (the CSeq numbers reserved towards the
+//!   callee / caller, raised only by [`RedisBackend::reserve`]); every write sets its TTL
+//!   (`cluster.record_ttl_s`). The braces make the Call-ID the Redis Cluster hash tag. Every
+//!   write is a script that refuses it when `own` names another owner (fencing).
 //! * `P:owner:NODE`: the set of Call-IDs NODE owns, a hint repaired by `load_owned`.
 //! * `P:node:NODE:marker`: a random value set when the store starts; its absence means Redis lost
 //!   its data since, and every live call is written again.
@@ -13,27 +14,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anchorage_config::cluster::Secret;
-use redis::{FromRedisValue, RedisError, Script};
+use redis::{FromRedisValue, RedisError};
 
 use super::link::{Link, Target};
+use super::ownership::{DELETE_LUA, PUT_LUA, RESERVE_LUA};
 use super::Write;
 use crate::error::StoreError;
 use crate::pending::Op;
 use crate::record::{CallRecord, CseqReserved};
 
-/// Raises `cse` and `csr` of KEYS[1] to at least ARGV[1] and ARGV[2] and refreshes its TTL
-/// (ARGV[3] ms). One key, so it is atomic and fits Redis Cluster.
-const RESERVE_LUA: &str = r"
-local key = KEYS[1]
-local function raise(field, value)
-  local current = tonumber(redis.call('HGET', key, field) or '0')
-  if tonumber(value) > current then redis.call('HSET', key, field, value) end
-end
-raise('cse', ARGV[1])
-raise('csr', ARGV[2])
-redis.call('PEXPIRE', key, ARGV[3])
-return 1
-";
+/// How long a deleted call's key keeps its owner's token, so that a late write of a node that
+/// lost the call cannot bring it back.
+const TOMBSTONE_MS: u64 = 60_000;
 
 /// Turns Redis errors into store errors that name the location without the password.
 pub(crate) struct Redactor {
@@ -86,14 +78,14 @@ impl Redactor {
 
 /// The Redis backend.
 pub(crate) struct RedisBackend {
-    link: Link,
+    pub(super) link: Link,
     redactor: Redactor,
-    prefix: String,
-    node: String,
+    pub(super) prefix: String,
+    pub(super) node: String,
+    /// Unique to this start of the process: the epoch of this node's token.
     marker: String,
-    ttl_ms: u64,
+    pub(super) ttl_ms: u64,
     timeout: Duration,
-    reserve: Script,
 }
 
 impl RedisBackend {
@@ -115,7 +107,6 @@ impl RedisBackend {
             marker,
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             timeout: target.timeout,
-            reserve: Script::new(RESERVE_LUA),
         })
     }
 
@@ -124,7 +115,12 @@ impl RedisBackend {
         format!("{}:call:{{{call_id}}}", self.prefix)
     }
 
-    fn owner_key(&self, node: &str) -> String {
+    /// This start's token: what `own` holds in the records this node may write.
+    pub(super) fn token(&self) -> String {
+        format!("{}/{}", self.node, self.marker)
+    }
+
+    pub(super) fn owner_key(&self, node: &str) -> String {
         format!("{}:owner:{node}", self.prefix)
     }
 
@@ -172,7 +168,7 @@ impl RedisBackend {
     }
 
     /// Runs one command.
-    async fn query<T: FromRedisValue + Send + 'static>(
+    pub(super) async fn query<T: FromRedisValue + Send + 'static>(
         &mut self,
         cmd: redis::Cmd,
     ) -> Result<T, StoreError> {
@@ -181,7 +177,7 @@ impl RedisBackend {
     }
 
     /// Runs one pipeline.
-    async fn query_pipe<T: FromRedisValue + Send + 'static>(
+    pub(super) async fn query_pipe<T: FromRedisValue + Send + 'static>(
         &mut self,
         pipe: redis::Pipeline,
     ) -> Result<T, StoreError> {
@@ -191,7 +187,7 @@ impl RedisBackend {
 
     /// Runs pipelines: all at once over a Redis Cluster (each must stay within one slot),
     /// one after the other otherwise.
-    async fn query_pipes<T: FromRedisValue + Send + 'static>(
+    pub(super) async fn query_pipes<T: FromRedisValue + Send + 'static>(
         &mut self,
         pipes: Vec<redis::Pipeline>,
     ) -> Result<Vec<T>, StoreError> {
@@ -216,9 +212,11 @@ impl RedisBackend {
         .await
     }
 
-    /// The pipelines that write `batch`: one, or over a Redis Cluster one per key.
+    /// The pipelines that write `batch`: one, or over a Redis Cluster one per key. Each write's
+    /// script is the one command of its pipeline whose answer is kept (1 written, 0 fenced).
     fn write_pipes(&self, batch: &[Write<'_>]) -> Vec<redis::Pipeline> {
         let split = self.link.is_cluster();
+        let token = self.token();
         let mut pipes = vec![redis::pipe()];
         let next = |pipes: &mut Vec<redis::Pipeline>| {
             if split && !pipes.last().is_some_and(|p| p.is_empty()) {
@@ -231,8 +229,12 @@ impl RedisBackend {
             let last = pipes.len() - 1;
             match write.op {
                 Op::Put(record) => {
-                    pipes[last].hset(&key, "rec", record.encode()).ignore();
-                    pipes[last].pexpire(&key, self.ttl_ms as i64).ignore();
+                    let put = eval(PUT_LUA, &key)
+                        .arg(&token)
+                        .arg(record.encode())
+                        .arg(self.ttl_ms)
+                        .clone();
+                    pipes[last].add_command(put);
                     next(&mut pipes);
                     let last = pipes.len() - 1;
                     pipes[last]
@@ -247,7 +249,8 @@ impl RedisBackend {
                     }
                 }
                 Op::Delete => {
-                    pipes[last].del(&key).ignore();
+                    let delete = eval(DELETE_LUA, &key).arg(&token).arg(TOMBSTONE_MS).clone();
+                    pipes[last].add_command(delete);
                     next(&mut pipes);
                     let last = pipes.len() - 1;
                     pipes[last]
@@ -259,27 +262,28 @@ impl RedisBackend {
         pipes
     }
 
-    pub async fn write(&mut self, batch: &[Write<'_>]) -> Result<(), StoreError> {
+    /// Writes the batch; for each write, whether it was done (false: another node owns the
+    /// call now, and the write was refused).
+    pub async fn write(&mut self, batch: &[Write<'_>]) -> Result<Vec<bool>, StoreError> {
         let pipes = self.write_pipes(batch);
-        self.query_pipes::<()>(pipes).await.map(|_| ())
+        let answers: Vec<Vec<i64>> = self.query_pipes(pipes).await?;
+        Ok(answers
+            .into_iter()
+            .flatten()
+            .map(|done| done == 1)
+            .collect())
     }
 
-    pub async fn reserve(&mut self, call_id: &str, upto: CseqReserved) -> Result<(), StoreError> {
-        let script = self.reserve.clone();
-        let key = self.call_key(call_id);
-        let ttl = self.ttl_ms;
-        self.run(move |link| {
-            Box::pin(async move {
-                script
-                    .key(key)
-                    .arg(upto.to_callee)
-                    .arg(upto.to_caller)
-                    .arg(ttl)
-                    .invoke_async::<()>(link)
-                    .await
-            })
-        })
-        .await
+    /// Raises the call's reservations; false when another node owns the call (fenced).
+    pub async fn reserve(&mut self, call_id: &str, upto: CseqReserved) -> Result<bool, StoreError> {
+        let reserve = eval(RESERVE_LUA, &self.call_key(call_id))
+            .arg(upto.to_callee)
+            .arg(upto.to_caller)
+            .arg(self.ttl_ms)
+            .arg(self.token())
+            .clone();
+        let done: i64 = self.query(reserve).await?;
+        Ok(done == 1)
     }
 
     pub async fn load(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
@@ -362,12 +366,18 @@ fn is_refused_credentials(error: &RedisError, detail: &str) -> bool {
         || REFUSALS.iter().any(|word| detail.contains(word))
 }
 
-fn hgetall(key: String) -> redis::Cmd {
+/// `EVAL code 1 key`, for the caller to add the script's arguments. EVAL (not EVALSHA) so a
+/// Redis that restarted or failed over needs no reloading: it caches the script by its hash.
+pub(super) fn eval(code: &str, key: &str) -> redis::Cmd {
+    redis::cmd("EVAL").arg(code).arg(1).arg(key).clone()
+}
+
+pub(super) fn hgetall(key: String) -> redis::Cmd {
     redis::cmd("HGETALL").arg(key).clone()
 }
 
 /// The record in a call hash's fields, with the reservations made apart from it.
-fn record_of(
+pub(super) fn record_of(
     call_id: &str,
     fields: &HashMap<String, Vec<u8>>,
 ) -> Result<Option<CallRecord>, StoreError> {
@@ -385,6 +395,15 @@ fn record_of(
             .and_then(|s| s.parse::<u32>().ok())
             .unwrap_or(0)
     };
+    // `own` is the truth of who owns the call (a claim changes it, not the JSON).
+    if let Some(owner) = fields
+        .get("own")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|token| token.rsplit_once('/'))
+        .map(|(node, _)| node)
+    {
+        record.owner = owner.to_string();
+    }
     record.cseq_reserved = record.cseq_reserved.max(CseqReserved {
         to_callee: number("cse"),
         to_caller: number("csr"),

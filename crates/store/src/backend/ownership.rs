@@ -1,0 +1,233 @@
+//! Who may write a call: the fencing scripts, claims and heartbeats of the Redis backend.
+//!
+//! Each start of a node has a token, `NODE/EPOCH` (the epoch is random per start). A call's
+//! hash holds its owner's token in `own`; every write, deletion and CSeq reservation is a
+//! script that refuses to act when `own` names another token, so a node that lost a call (it
+//! was frozen, another node claimed the call) cannot overwrite what the new owner wrote. A
+//! claim is the one way `own` changes hands: the claimer reads the record and sets its own
+//! token in one step.
+//!
+//! Keys besides the calls' (`P` is `cluster.key_prefix`):
+//! * `P:nodes`: the set of node ids that ever beat;
+//! * `P:node:NODE:alive`: NODE's token, expiring `cluster.lease_ms` after its last heartbeat.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::redis::{eval, record_of, RedisBackend};
+use crate::error::StoreError;
+use crate::record::CallRecord;
+
+/// Writes the record: KEYS[1] the call; ARGV: token, record, TTL (ms). 1 written, 0 fenced.
+pub(super) const PUT_LUA: &str = r"
+local own = redis.call('HGET', KEYS[1], 'own')
+if own and own ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'own', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+/// Deletes the record, leaving the owner's token for ARGV[2] ms (a tombstone: a late write of
+/// a fenced node cannot bring the call back): ARGV: token, tombstone TTL. 1 done, 0 fenced.
+pub(super) const DELETE_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
+local own = redis.call('HGET', KEYS[1], 'own')
+if own and own ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'own', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Raises `cse` and `csr` to at least ARGV[1] and ARGV[2] and refreshes the TTL (ARGV[3] ms)
+/// unless another token owns the call (ARGV[4]). 1 done, 0 fenced.
+pub(super) const RESERVE_LUA: &str = r"
+local key = KEYS[1]
+local own = redis.call('HGET', key, 'own')
+if own and own ~= ARGV[4] then return 0 end
+local function raise(field, value)
+  local current = tonumber(redis.call('HGET', key, field) or '0')
+  if tonumber(value) > current then redis.call('HSET', key, field, value) end
+end
+raise('cse', ARGV[1])
+raise('csr', ARGV[2])
+redis.call('HSET', key, 'own', ARGV[4])
+redis.call('PEXPIRE', key, ARGV[3])
+return 1
+";
+
+/// Takes the call: ARGV: the claimer's token, the prefix the current owner's token must have
+/// ('' = any owner; a record without an owner token is always taken), TTL (ms). Returns the
+/// whole hash once taken, nil when there is no record or another owner holds it.
+pub(super) const CLAIM_LUA: &str = r"
+local rec = redis.call('HGET', KEYS[1], 'rec')
+if not rec then return false end
+local own = redis.call('HGET', KEYS[1], 'own') or ''
+if ARGV[2] ~= '' and own ~= '' and string.sub(own, 1, string.len(ARGV[2])) ~= ARGV[2] then
+  return false
+end
+redis.call('HSET', KEYS[1], 'own', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return redis.call('HGETALL', KEYS[1])
+";
+
+/// One node as the store sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeState {
+    /// Its `[node] id`.
+    pub id: String,
+    /// The epoch of its current start, while its heartbeat is fresh.
+    pub epoch: Option<String>,
+    /// Whether its heartbeat is fresh (younger than `cluster.lease_ms`).
+    pub alive: bool,
+    /// Calls its index lists (a hint: calls claimed away may still be counted until the
+    /// index is repaired).
+    pub calls: u64,
+}
+
+impl RedisBackend {
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    fn alive_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:alive", self.prefix)
+    }
+
+    /// Takes one call whoever owns it; its record, or none if the store has none.
+    pub async fn claim(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let cmd = self.claim_cmd(call_id, "");
+        let fields: Option<HashMap<String, Vec<u8>>> = self.query(cmd).await?;
+        let Some(fields) = fields else {
+            return Ok(None);
+        };
+        let record = record_of(call_id, &fields)?;
+        if record.is_some() {
+            self.query::<()>(
+                redis::cmd("SADD")
+                    .arg(self.owner_key(&self.node))
+                    .arg(call_id)
+                    .clone(),
+            )
+            .await?;
+        }
+        Ok(record)
+    }
+
+    fn claim_cmd(&self, call_id: &str, from_prefix: &str) -> redis::Cmd {
+        eval(super::ownership::CLAIM_LUA, &self.call_key(call_id))
+            .arg(self.token())
+            .arg(from_prefix)
+            .arg(self.ttl_ms)
+            .clone()
+    }
+
+    /// Takes every call that `node`'s index lists and that `node` (any start of it) still
+    /// owns, and moves them to this node's index. `node` may be this node itself: the calls
+    /// of its previous start.
+    pub async fn claim_of(&mut self, node: &str) -> Result<Vec<CallRecord>, StoreError> {
+        let index = self.owner_key(node);
+        let call_ids: Vec<String> = self
+            .query(redis::cmd("SMEMBERS").arg(&index).clone())
+            .await?;
+        let prefix = format!("{node}/");
+        let mut records = Vec::with_capacity(call_ids.len());
+        let mut stale = Vec::new();
+        for chunk in call_ids.chunks(256) {
+            let pipes: Vec<redis::Pipeline> = if self.link.is_cluster() {
+                chunk
+                    .iter()
+                    .map(|call_id| {
+                        let mut pipe = redis::pipe();
+                        pipe.add_command(self.claim_cmd(call_id, &prefix));
+                        pipe
+                    })
+                    .collect()
+            } else {
+                let mut pipe = redis::pipe();
+                for call_id in chunk {
+                    pipe.add_command(self.claim_cmd(call_id, &prefix));
+                }
+                vec![pipe]
+            };
+            let answers: Vec<Vec<Option<HashMap<String, Vec<u8>>>>> =
+                self.query_pipes(pipes).await?;
+            let mut taken = Vec::new();
+            for (call_id, fields) in chunk.iter().zip(answers.into_iter().flatten()) {
+                match fields.map(|f| record_of(call_id, &f)) {
+                    Some(Ok(Some(record))) => {
+                        taken.push(call_id.clone());
+                        records.push(record);
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(call_id = %call_id, "not claimed: {error}")
+                    }
+                    // Gone, or owned by another node now.
+                    _ => stale.push(call_id.clone()),
+                }
+            }
+            if !taken.is_empty() && node != self.node {
+                self.query::<()>(
+                    redis::cmd("SADD")
+                        .arg(self.owner_key(&self.node))
+                        .arg(&taken)
+                        .clone(),
+                )
+                .await?;
+            }
+        }
+        // The index of another node loses every entry (each was claimed here, is owned by a
+        // third node, or is gone); this node's own loses the calls it no longer owns.
+        let remove = if node == self.node { stale } else { call_ids };
+        if !remove.is_empty() {
+            self.query::<()>(redis::cmd("SREM").arg(&index).arg(&remove).clone())
+                .await?;
+        }
+        Ok(records)
+    }
+
+    /// Writes this node's heartbeat: its token, alive for `lease`.
+    pub async fn heartbeat(&mut self, lease: Duration) -> Result<(), StoreError> {
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let beat = redis::cmd("SET")
+            .arg(self.alive_key(&self.node))
+            .arg(self.token())
+            .arg("PX")
+            .arg(lease_ms)
+            .clone();
+        self.query::<()>(beat).await?;
+        let join = redis::cmd("SADD")
+            .arg(self.nodes_key())
+            .arg(&self.node)
+            .clone();
+        self.query::<()>(join).await
+    }
+
+    /// Every node that ever beat, with its heartbeat and its index's size.
+    pub async fn nodes(&mut self) -> Result<Vec<NodeState>, StoreError> {
+        let mut ids: Vec<String> = self
+            .query(redis::cmd("SMEMBERS").arg(self.nodes_key()).clone())
+            .await?;
+        ids.sort();
+        let mut nodes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let token: Option<String> = self
+                .query(redis::cmd("GET").arg(self.alive_key(&id)).clone())
+                .await?;
+            let calls: u64 = self
+                .query(redis::cmd("SCARD").arg(self.owner_key(&id)).clone())
+                .await?;
+            let epoch = token
+                .as_deref()
+                .and_then(|t| t.rsplit_once('/'))
+                .map(|(_, epoch)| epoch.to_string());
+            nodes.push(NodeState {
+                alive: epoch.is_some(),
+                id,
+                epoch,
+                calls,
+            });
+        }
+        Ok(nodes)
+    }
+}
