@@ -18,6 +18,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+mod cluster;
 mod metrics;
 
 pub use metrics::{encode_counters, encode_gauges, metrics_page, metrics_response, ProxySnapshot};
@@ -277,6 +278,8 @@ struct AppState {
     token: Option<String>,
     /// Failed token checks and refused connections (`crate::security`).
     counters: Arc<crate::security::ApiCounters>,
+    /// This node's role among the proxies sharing the store (`/v1/cluster`).
+    cluster: Arc<crate::cluster::ClusterState>,
 }
 
 /// A JSON error response.
@@ -307,6 +310,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         Box::new(snapshot),
         Box::new(state.counters.clone()),
         Box::new(crate::store_view::StoreMetrics(state.store.status())),
+        Box::new(cluster::ClusterMetrics(state.cluster.clone())),
     ])
 }
 
@@ -675,6 +679,7 @@ pub async fn serve(
     queries: mpsc::Sender<Query>,
     api: &anchorage_config::ApiConfig,
     store: anchorage_store::Store,
+    cluster: Arc<crate::cluster::ClusterState>,
 ) -> anyhow::Result<SocketAddr> {
     crate::security::check_api_exposure(listen, api)?;
     let counters = Arc::new(crate::security::ApiCounters::default());
@@ -683,10 +688,12 @@ pub async fn serve(
         store,
         token: api.token.clone(),
         counters: counters.clone(),
+        cluster,
     });
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/health", get(health))
+        .route("/v1/cluster", get(cluster::cluster))
         .route("/v1/calls", get(calls))
         .route("/v1/calls/{call_id}", get(call))
         .route("/v1/calls/{call_id}/reanchor", post(reanchor_call))

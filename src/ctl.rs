@@ -33,6 +33,9 @@ pub enum CtlCommand {
     /// Exit 0 when the node's API answers (for keepalived's `vrrp_script`); shows the call
     /// store's state (a store that is down does not fail it: calls go on from memory).
     Health,
+    /// The proxies sharing the call store: this node's role (active or passive), every node's
+    /// heartbeat and how many calls it owns.
+    Cluster,
     /// The relay nodes: state, drained, calls.
     Relays,
     /// The calls in progress and where their media is anchored.
@@ -131,6 +134,48 @@ fn execute(args: &CtlArgs) -> anyhow::Result<ExitCode> {
                         .map(|e| format!(", last error: {e}"))
                         .unwrap_or_default()
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CtlCommand::Cluster => {
+            let value = api.get("/v1/cluster")?;
+            if args.json {
+                show(&value);
+            } else {
+                println!(
+                    "node {} ({} mode{}): {}, {} dialogs, {} takeovers, {} calls released",
+                    value["node"].as_str().unwrap_or("?"),
+                    value["mode"].as_str().unwrap_or("?"),
+                    value["vip"]
+                        .as_str()
+                        .map(|v| format!(", virtual IP {v}"))
+                        .unwrap_or_default(),
+                    value["role"].as_str().unwrap_or("?"),
+                    value["dialogs"],
+                    value["takeovers"],
+                    value["released_calls"],
+                );
+                if let Some(e) = value["nodes_error"].as_str() {
+                    println!("nodes unknown: {e}");
+                }
+                println!(
+                    "{:<20} {:<6} {:<18} {:>7}",
+                    "NODE", "ALIVE", "EPOCH", "CALLS"
+                );
+                for n in value["nodes"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<20} {:<6} {:<18} {:>7}{}",
+                        n["id"].as_str().unwrap_or(""),
+                        if n["alive"] == true { "yes" } else { "no" },
+                        n["epoch"].as_str().unwrap_or("-"),
+                        n["calls"],
+                        if n["this_node"] == true {
+                            "  (this node)"
+                        } else {
+                            ""
+                        },
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

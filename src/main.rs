@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod api;
 mod call_records;
 mod callgen;
+mod cluster;
 mod ctl;
 mod ng_link;
 mod proxy_node;

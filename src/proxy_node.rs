@@ -13,7 +13,11 @@ use anchorage_sip_transport::{Limits, ListenerSpec, Outbound, Transport, Transpo
 use anyhow::{bail, Context};
 use tokio::sync::mpsc;
 
+use crate::cluster::{ClusterState, RoleChange, VipWatch};
 use crate::ng_link::{NgInput, NgLinks};
+
+/// A call as the store keeps it.
+type StoreRecord = anchorage_store::CallRecord;
 
 /// A `--listen` value: `udp:IP:PORT` or `tcp:IP:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,12 +138,19 @@ pub async fn run(
         .await
         .context("opening the call store ([cluster] store)")?;
     let node_id = config.node.id.clone();
+    let cluster = std::sync::Arc::new(ClusterState::new(&node_id, &config.cluster));
+    let mut vip = VipWatch::new(cluster.clone());
     if store.status().backend != "memory" {
-        // Calls outlive this process: every change goes to the store, and the calls this
-        // node held before a restart come back from it.
+        // Calls outlive this process: every change goes to the store. A single node takes
+        // back the calls it held before a restart now; in a VIP cluster the node that holds
+        // the address claims them all (below, when it sees the address).
         proxy.enable_call_records();
-        load_owned_calls(&mut proxy, &store, &node_id).await;
+        if cluster.is_active() {
+            claim_own_calls(&mut proxy, &store, &node_id).await;
+        }
     }
+    // Calls claimed from the store when this node got the virtual IP: one batch per node.
+    let (claimed_tx, mut claimed) = mpsc::unbounded_channel::<Vec<StoreRecord>>();
     let resolver =
         std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
@@ -158,19 +169,43 @@ pub async fn run(
     }))
     .context("connecting the ng sockets")?;
     if let Some(listen) = api.or(config.api.listen) {
-        let bound = crate::api::serve(listen, query_tx, &config.api, store.clone())
-            .await
-            .with_context(|| format!("starting the management server on {listen}"))?;
+        let bound = crate::api::serve(
+            listen,
+            query_tx,
+            &config.api,
+            store.clone(),
+            cluster.clone(),
+        )
+        .await
+        .with_context(|| format!("starting the management server on {listen}"))?;
         println!("anchorage proxy: management API and /metrics on http://{bound}");
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tracing::info!(node = %config.node.id, "proxy started");
+    let vip_mode = config.cluster.mode == anchorage_config::ClusterMode::Vip;
+    let mut vip_ticks = tokio::time::interval(crate::cluster::CHECK_EVERY);
+    vip_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let wake = proxy.poll_timeout();
         tokio::select! {
+            _ = vip_ticks.tick(), if vip_mode => {
+                take_role(&mut vip, &mut proxy, &store, &claimed_tx);
+            }
+            Some(records) = claimed.recv() => {
+                if cluster.is_active() {
+                    import_records(&mut proxy, records);
+                }
+            }
+            () = store.fenced() => {
+                let calls = store.take_fenced();
+                let released = proxy.release_calls(&calls, Instant::now());
+                cluster.count_released(released);
+            }
             message = inbound.recv() => {
                 let Some(first) = message else { break };
+                // A node back from a freeze learns whether it still holds the address first.
+                take_role(&mut vip, &mut proxy, &store, &claimed_tx);
                 let now = Instant::now();
                 // How far behind the proxy is: new calls are shed while it is too far.
                 proxy.set_input_delay(now.saturating_duration_since(first.received));
@@ -184,6 +219,7 @@ pub async fn run(
                 }
             }
             _ = sleep_until(wake) => {
+                take_role(&mut vip, &mut proxy, &store, &claimed_tx);
                 // Evidence first: relay replies already received are taken before a silence
                 // window can run out, so a busy proxy never declares a living relay dead.
                 let now = Instant::now();
@@ -199,6 +235,7 @@ pub async fn run(
             Some((call_id, record)) = loaded.recv() => proxy.handle_loaded(&call_id, record, Instant::now()),
             Some(query) = queries.recv() => answer(&mut proxy, &transports, query),
             Some(input) = ng_inputs.recv() => {
+                take_role(&mut vip, &mut proxy, &store, &claimed_tx);
                 let now = Instant::now();
                 ng_input(&mut proxy, input, now);
                 for _ in 0..256 {
@@ -257,8 +294,13 @@ pub async fn run(
                 }
                 Output::LoadCall(call_id) => {
                     let (store, done) = (store.clone(), loaded_tx.clone());
+                    if !cluster.is_active() {
+                        // A passive node takes no call: the message goes on from what it has.
+                        let _ = done.send((call_id, None));
+                        continue;
+                    }
                     tokio::spawn(async move {
-                        let record = load_call(&store, &call_id).await;
+                        let record = claim_call(&store, &call_id).await;
                         let _ = done.send((call_id, record));
                     });
                 }
@@ -299,10 +341,11 @@ pub async fn run(
     Ok(())
 }
 
-/// One call's record from the store, for the core (`None` when the store has none or it
-/// cannot be read or converted: the core then goes on without it).
-async fn load_call(store: &anchorage_store::Store, call_id: &str) -> Option<CoreRecord> {
-    match store.load(call_id).await {
+/// One call's record from the store, claimed for this node (a message about it reached this
+/// node, which acts for it from now on), for the core; `None` when the store has none or it
+/// cannot be read or converted: the core then goes on without it.
+async fn claim_call(store: &anchorage_store::Store, call_id: &str) -> Option<CoreRecord> {
+    match store.claim(call_id).await {
         Ok(Some(record)) => match crate::call_records::from_store(record, Instant::now()) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -318,16 +361,25 @@ async fn load_call(store: &anchorage_store::Store, call_id: &str) -> Option<Core
     }
 }
 
-/// The calls this node held before it (re)started, from the store, back into the core.
-async fn load_owned_calls(proxy: &mut Proxy, store: &anchorage_store::Store, node_id: &str) {
+/// The calls this node held before it (re)started, claimed from the store, back into the core.
+async fn claim_own_calls(proxy: &mut Proxy, store: &anchorage_store::Store, node_id: &str) {
     let started = Instant::now();
-    let records = match store.load_owned(node_id).await {
+    let records = match store.claim_of(node_id).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "could not load this node's calls from the store: starting without them");
             return;
         }
     };
+    let (loaded, refused) = import_records(proxy, records);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(loaded, refused, ms, "calls loaded from the store");
+    println!("anchorage proxy: {loaded} calls loaded from the store in {ms:.0} ms");
+}
+
+/// Stored calls into the core (a call it holds already is left as it is): how many were
+/// taken and how many refused.
+fn import_records(proxy: &mut Proxy, records: Vec<StoreRecord>) -> (usize, usize) {
     let (mut loaded, mut refused) = (0usize, 0usize);
     let now = Instant::now();
     for record in records {
@@ -339,13 +391,64 @@ async fn load_owned_calls(proxy: &mut Proxy, store: &anchorage_store::Store, nod
             Ok(()) => loaded += 1,
             Err(error) => {
                 refused += 1;
-                tracing::warn!(%call_id, %error, "a stored call could not be taken back");
+                tracing::warn!(%call_id, %error, "a stored call could not be taken");
+            }
+        }
+    }
+    (loaded, refused)
+}
+
+/// Reads whether this node holds the virtual IP (if due) and acts on a change of role: on
+/// getting it, every node's calls are claimed from the store in the background (they arrive
+/// on `claimed`); on losing it, every call is released at once, before anything else is done.
+fn take_role(
+    vip: &mut VipWatch,
+    proxy: &mut Proxy,
+    store: &anchorage_store::Store,
+    claimed: &mpsc::UnboundedSender<Vec<StoreRecord>>,
+) {
+    match vip.check(Instant::now()) {
+        Some(RoleChange::Gained) => {
+            let (store, claimed) = (store.clone(), claimed.clone());
+            tokio::spawn(async move { claim_every_node(&store, &claimed).await });
+        }
+        Some(RoleChange::Lost) => {
+            let released = proxy.release_all_calls(Instant::now());
+            vip.state().count_released(released);
+        }
+        None => {}
+    }
+}
+
+/// Claims the calls of every node the store knows (this one's previous starts included).
+async fn claim_every_node(
+    store: &anchorage_store::Store,
+    claimed: &mpsc::UnboundedSender<Vec<StoreRecord>>,
+) {
+    let started = Instant::now();
+    let nodes = match store.nodes().await {
+        Ok(nodes) => nodes,
+        Err(error) => {
+            tracing::error!(%error, "could not list the cluster's nodes: calls are taken over as their messages arrive");
+            return;
+        }
+    };
+    let mut total = 0;
+    for node in nodes {
+        match store.claim_of(&node.id).await {
+            Ok(records) => {
+                total += records.len();
+                if claimed.send(records).is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::error!(node = %node.id, %error, "could not claim a node's calls: they are taken over as their messages arrive")
             }
         }
     }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    tracing::info!(loaded, refused, ms, "calls loaded from the store");
-    println!("anchorage proxy: {loaded} calls loaded from the store in {ms:.0} ms");
+    tracing::warn!(calls = total, ms, "calls claimed from the store");
 }
 
 /// The wall clock in UNIX milliseconds.

@@ -47,6 +47,16 @@ impl Collector for StoreMetrics {
                 "Times the store had lost this node's calls and every live call was written again",
                 s.refills,
             ),
+            (
+                "anchorage_store_fenced_writes",
+                "Writes the store refused because another node owns the call now (this node was fenced)",
+                s.fenced_writes,
+            ),
+            (
+                "anchorage_store_claimed_calls",
+                "Calls this node took over from the store (at start, on a message, with the virtual IP)",
+                s.claimed_calls,
+            ),
         ];
         crate::api::encode_counters(&mut encoder, &counters)?;
         if let Some(ms) = s.last_load_ms {

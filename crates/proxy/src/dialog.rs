@@ -146,6 +146,11 @@ impl CallDialogs {
         }
     }
 
+    /// Forgets every dialog (another node carries the call on).
+    pub fn clear(&mut self) {
+        self.list.clear();
+    }
+
     /// Ends the confirmed dialog (the proxy ended the call itself); whether there was one.
     pub fn remove_confirmed(&mut self) -> bool {
         let before = self.list.len();

@@ -492,6 +492,8 @@ pub enum MoveResult {
     NoRelay,
     /// Its relay is dead and no node could take it: it waits for one.
     Waiting,
+    /// Another node took the call over mid-move (this node acts no more for it).
+    Released,
 }
 
 impl MoveResult {
@@ -503,6 +505,7 @@ impl MoveResult {
             MoveResult::CallEnded => "call_ended",
             MoveResult::NoRelay => "no_relay",
             MoveResult::Waiting => "waiting",
+            MoveResult::Released => "released",
         }
     }
 }

@@ -136,6 +136,7 @@ async fn a_fenced_node_cannot_bring_back_a_call_the_new_owner_ended() {
     assert!(b.claim("ended").await.unwrap().is_some());
     b.delete("ended");
     b.flush().await.unwrap();
+    assert_eq!(b.status().write_errors, 0);
     a.put(sample::call("ended", "node-a"));
     a.flush().await.unwrap();
     assert_eq!(a.take_fenced(), vec!["ended".to_string()]);

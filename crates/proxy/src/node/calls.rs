@@ -410,6 +410,22 @@ impl Calls {
         self.get(call_id).map_or(&[], |c| c.invite_out.as_slice())
     }
 
+    /// The call's open offers are of no more concern here (it was released).
+    pub(in crate::node) fn forget_offers(&mut self, call_id: &str) {
+        if let Some(call) = self.get_mut(call_id) {
+            call.open_offers = 0;
+        }
+        self.release_if_empty(call_id);
+    }
+
+    /// Every Call-ID held (a walk over the store: when the node releases every call).
+    pub(in crate::node) fn ids(&self) -> Vec<String> {
+        self.slab
+            .iter()
+            .map(|(id, _)| id.as_str().to_string())
+            .collect()
+    }
+
     /// Whether an INVITE or UPDATE of the call is still without a final response.
     pub(in crate::node) fn has_open_offer(&self, call_id: &str) -> bool {
         self.get(call_id).is_some_and(|c| c.open_offers > 0)

@@ -83,6 +83,11 @@ impl Parking {
         self.unknown.insert(call_id.to_string(), now + UNKNOWN_FOR);
     }
 
+    /// Drops the call's parked messages (it was released).
+    pub(in crate::node) fn drop_call(&mut self, call_id: &str) {
+        self.take(call_id);
+    }
+
     fn take(&mut self, call_id: &str) -> Vec<ParkedMessage> {
         match self.calls.remove(call_id) {
             Some(parked) => {

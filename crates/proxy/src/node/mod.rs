@@ -43,6 +43,7 @@ mod inbound;
 mod io;
 mod loading;
 mod moves;
+mod ownership;
 mod record;
 mod renumber;
 mod response;

@@ -8,6 +8,8 @@
 //! token in one step.
 //!
 //! Keys besides the calls' (`P` is `cluster.key_prefix`):
+//! * `P:gone:{CALL-ID}`: the token of the node that ended the call, for a minute (a tombstone
+//!   in the call's hash slot);
 //! * `P:nodes`: the set of node ids that ever beat;
 //! * `P:node:NODE:alive`: NODE's token, expiring `cluster.lease_ms` after its last heartbeat.
 
@@ -18,24 +20,26 @@ use super::redis::{eval, record_of, RedisBackend};
 use crate::error::StoreError;
 use crate::record::CallRecord;
 
-/// Writes the record: KEYS[1] the call; ARGV: token, record, TTL (ms). 1 written, 0 fenced.
+/// Writes the record: KEYS[1] the call, KEYS[2] its tombstone; ARGV: token, record, TTL (ms).
+/// 1 written, 0 fenced (another token owns the call, or ended it within the tombstone's life).
 pub(super) const PUT_LUA: &str = r"
 local own = redis.call('HGET', KEYS[1], 'own')
+if not own then own = redis.call('GET', KEYS[2]) end
 if own and own ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'own', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
 
-/// Deletes the record, leaving the owner's token for ARGV[2] ms (a tombstone: a late write of
-/// a fenced node cannot bring the call back): ARGV: token, tombstone TTL. 1 done, 0 fenced.
+/// Deletes the record and leaves a tombstone with the owner's token for ARGV[2] ms, so a late
+/// write of a fenced node cannot bring the call back: KEYS as for [`PUT_LUA`]; ARGV: token,
+/// tombstone TTL. 1 done, 0 fenced.
 pub(super) const DELETE_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
 local own = redis.call('HGET', KEYS[1], 'own')
 if own and own ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'own', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
@@ -71,6 +75,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return redis.call('HGETALL', KEYS[1])
 ";
 
+/// A call's hash as Redis returns it.
+type Fields = HashMap<String, Vec<u8>>;
+
 /// One node as the store sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeState {
@@ -97,7 +104,7 @@ impl RedisBackend {
     /// Takes one call whoever owns it; its record, or none if the store has none.
     pub async fn claim(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
         let cmd = self.claim_cmd(call_id, "");
-        let fields: Option<HashMap<String, Vec<u8>>> = self.query(cmd).await?;
+        let fields: Option<Fields> = self.query(cmd).await?;
         let Some(fields) = fields else {
             return Ok(None);
         };
@@ -150,8 +157,7 @@ impl RedisBackend {
                 }
                 vec![pipe]
             };
-            let answers: Vec<Vec<Option<HashMap<String, Vec<u8>>>>> =
-                self.query_pipes(pipes).await?;
+            let answers: Vec<Vec<Option<Fields>>> = self.query_pipes(pipes).await?;
             let mut taken = Vec::new();
             for (call_id, fields) in chunk.iter().zip(answers.into_iter().flatten()) {
                 match fields.map(|f| record_of(call_id, &f)) {

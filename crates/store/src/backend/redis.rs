@@ -115,6 +115,11 @@ impl RedisBackend {
         format!("{}:call:{{{call_id}}}", self.prefix)
     }
 
+    /// The key of a call's tombstone (same hash slot as its record).
+    pub(super) fn gone_key(&self, call_id: &str) -> String {
+        format!("{}:gone:{{{call_id}}}", self.prefix)
+    }
+
     /// This start's token: what `own` holds in the records this node may write.
     pub(super) fn token(&self) -> String {
         format!("{}/{}", self.node, self.marker)
@@ -229,7 +234,7 @@ impl RedisBackend {
             let last = pipes.len() - 1;
             match write.op {
                 Op::Put(record) => {
-                    let put = eval(PUT_LUA, &key)
+                    let put = eval2(PUT_LUA, &key, &self.gone_key(write.call_id))
                         .arg(&token)
                         .arg(record.encode())
                         .arg(self.ttl_ms)
@@ -249,7 +254,10 @@ impl RedisBackend {
                     }
                 }
                 Op::Delete => {
-                    let delete = eval(DELETE_LUA, &key).arg(&token).arg(TOMBSTONE_MS).clone();
+                    let delete = eval2(DELETE_LUA, &key, &self.gone_key(write.call_id))
+                        .arg(&token)
+                        .arg(TOMBSTONE_MS)
+                        .clone();
                     pipes[last].add_command(delete);
                     next(&mut pipes);
                     let last = pipes.len() - 1;
@@ -370,6 +378,16 @@ fn is_refused_credentials(error: &RedisError, detail: &str) -> bool {
 /// Redis that restarted or failed over needs no reloading: it caches the script by its hash.
 pub(super) fn eval(code: &str, key: &str) -> redis::Cmd {
     redis::cmd("EVAL").arg(code).arg(1).arg(key).clone()
+}
+
+/// `EVAL code 2 key1 key2` (two keys of one hash slot).
+fn eval2(code: &str, key1: &str, key2: &str) -> redis::Cmd {
+    redis::cmd("EVAL")
+        .arg(code)
+        .arg(2)
+        .arg(key1)
+        .arg(key2)
+        .clone()
 }
 
 pub(super) fn hgetall(key: String) -> redis::Cmd {

@@ -1,0 +1,92 @@
+//! A call another node took over is released without a word: no SIP (not even a
+//! retransmission of the move's re-INVITE), no ng, no record — the new owner carries it on.
+
+mod support;
+
+use std::time::Duration;
+
+use anchorage_proxy::node::Output;
+
+use support::scenario::*;
+
+#[test]
+fn a_call_released_mid_move_sends_nothing_more_ever() {
+    let now = epoch();
+    let mut p = call_on_r1(now);
+    p.enable_call_records();
+    ng_requests(&mut p);
+    move_c1_to_r2(&mut p, now);
+    saved_then_reinvites(&mut p, now);
+    let reinvites = drain(&mut p);
+    assert_eq!(
+        reinvites
+            .iter()
+            .filter(|t| t.data.starts_with(b"INVITE "))
+            .count(),
+        2,
+        "the move's re-INVITEs are out"
+    );
+    assert_eq!(p.calls().len(), 1);
+
+    assert_eq!(
+        p.release_calls(&["c1".to_string(), "other".to_string()], now),
+        1
+    );
+    assert_eq!(p.calls().len(), 0);
+    assert_eq!(p.anchored_call("c1"), None);
+    assert_eq!(p.calls().anchored_count(), 0);
+    // Through every retransmission and timeout of the re-INVITEs, and the dialog sweep:
+    // nothing at all goes out for c1.
+    let mut t = now;
+    for _ in 0..80 {
+        t += Duration::from_millis(500);
+        p.handle_timeout(t);
+        let sip = drain(&mut p);
+        assert!(sip.is_empty(), "sent after the release: {sip:?}");
+        let ng: Vec<_> = ng_requests(&mut p);
+        assert!(ng.is_empty(), "ng after the release: {ng:?}");
+        while let Some(o) = p.poll_output() {
+            assert!(
+                !matches!(
+                    o,
+                    Output::CallChanged(_) | Output::CallEnded(_) | Output::SaveDurable(_)
+                ),
+                "a record after the release: {o:?}"
+            );
+        }
+    }
+    assert_eq!(p.transaction_count(), (0, 0));
+    let released: u64 = p
+        .reanchor_metrics()
+        .results
+        .iter()
+        .filter(|((_, r), _)| r.as_str() == "released")
+        .map(|(_, n)| *n)
+        .sum();
+    assert_eq!(released, 1);
+}
+
+#[test]
+fn release_all_calls_forgets_every_call_and_its_relay_count() {
+    let now = epoch();
+    let mut p = call_on_r1(now);
+    assert_eq!(
+        p.relays()
+            .nodes()
+            .iter()
+            .find(|n| n.name == "r1")
+            .map(|n| n.calls),
+        Some(1)
+    );
+    assert_eq!(p.release_all_calls(now), 1);
+    assert_eq!(p.calls().len(), 0);
+    assert_eq!(
+        p.relays()
+            .nodes()
+            .iter()
+            .find(|n| n.name == "r1")
+            .map(|n| n.calls),
+        Some(0)
+    );
+    assert_eq!(p.release_all_calls(now), 0);
+}
