@@ -147,10 +147,17 @@ pub async fn run(
         proxy.enable_call_records();
         if cluster.is_active() {
             claim_own_calls(&mut proxy, &store, &node_id).await;
+            match store.drained().await {
+                Ok(relays) => drain_again(&mut proxy, &relays),
+                Err(error) => {
+                    tracing::warn!(%error, "could not read which relays are drained")
+                }
+            }
         }
     }
-    // Calls claimed from the store when this node got the virtual IP: one batch per node.
-    let (claimed_tx, mut claimed) = mpsc::unbounded_channel::<Vec<StoreRecord>>();
+    // What the store gives a node taking over: calls (one batch per node), then the relays
+    // drained cluster-wide.
+    let (claimed_tx, mut claimed) = mpsc::unbounded_channel::<Takeover>();
     let resolver =
         std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
@@ -192,11 +199,15 @@ pub async fn run(
             _ = vip_ticks.tick(), if vip_mode => {
                 take_role(&mut vip, &mut proxy, &store, &claimed_tx);
             }
-            Some(records) = claimed.recv() => {
-                if cluster.is_active() {
+            Some(takeover) = claimed.recv() => match takeover {
+                // A claim that ends after the address left again is not taken: the node
+                // that has it now claims those calls in its turn.
+                _ if !cluster.is_active() => {}
+                Takeover::Calls(records) => {
                     import_records(&mut proxy, records);
                 }
-            }
+                Takeover::Drained(relays) => drain_again(&mut proxy, &relays),
+            },
             () = store.fenced() => {
                 let calls = store.take_fenced();
                 let released = proxy.release_calls(&calls, Instant::now());
@@ -233,7 +244,7 @@ pub async fn run(
             Some((id, result)) = resolved.recv() => proxy.handle_resolved(id, result, Instant::now()),
             Some(call_id) = saved.recv() => proxy.handle_saved(&call_id, Instant::now()),
             Some((call_id, record)) = loaded.recv() => proxy.handle_loaded(&call_id, record, Instant::now()),
-            Some(query) = queries.recv() => answer(&mut proxy, &transports, query),
+            Some(query) = queries.recv() => answer(&mut proxy, &transports, &store, query),
             Some(input) = ng_inputs.recv() => {
                 take_role(&mut vip, &mut proxy, &store, &claimed_tx);
                 let now = Instant::now();
@@ -398,6 +409,30 @@ fn import_records(proxy: &mut Proxy, records: Vec<StoreRecord>) -> (usize, usize
     (loaded, refused)
 }
 
+/// What the store gives a node that takes over.
+enum Takeover {
+    /// One node's calls, claimed.
+    Calls(Vec<StoreRecord>),
+    /// The relays drained cluster-wide (after every node's calls).
+    Drained(Vec<String>),
+}
+
+/// Drains again the relays the store says are drained (a restart, or a takeover): no new
+/// calls for them, and a job that moves off the calls still on them.
+fn drain_again(proxy: &mut Proxy, relays: &[String]) {
+    let now = Instant::now();
+    for relay in relays {
+        match proxy.drain_relay(relay, now) {
+            Ok(job) => {
+                tracing::info!(%relay, job = job.0, "relay drained cluster-wide: drained here too")
+            }
+            Err(error) => {
+                tracing::warn!(%relay, %error, "a relay drained cluster-wide is unknown here")
+            }
+        }
+    }
+}
+
 /// Reads whether this node holds the virtual IP (if due) and acts on a change of role: on
 /// getting it, every node's calls are claimed from the store in the background (they arrive
 /// on `claimed`); on losing it, every call is released at once, before anything else is done.
@@ -405,7 +440,7 @@ fn take_role(
     vip: &mut VipWatch,
     proxy: &mut Proxy,
     store: &anchorage_store::Store,
-    claimed: &mpsc::UnboundedSender<Vec<StoreRecord>>,
+    claimed: &mpsc::UnboundedSender<Takeover>,
 ) {
     match vip.check(Instant::now()) {
         Some(RoleChange::Gained) => {
@@ -423,7 +458,7 @@ fn take_role(
 /// Claims the calls of every node the store knows (this one's previous starts included).
 async fn claim_every_node(
     store: &anchorage_store::Store,
-    claimed: &mpsc::UnboundedSender<Vec<StoreRecord>>,
+    claimed: &mpsc::UnboundedSender<Takeover>,
 ) {
     let started = Instant::now();
     let nodes = match store.nodes().await {
@@ -438,7 +473,7 @@ async fn claim_every_node(
         match store.claim_of(&node.id).await {
             Ok(records) => {
                 total += records.len();
-                if claimed.send(records).is_err() {
+                if claimed.send(Takeover::Calls(records)).is_err() {
                     return;
                 }
             }
@@ -446,6 +481,12 @@ async fn claim_every_node(
                 tracing::error!(node = %node.id, %error, "could not claim a node's calls: they are taken over as their messages arrive")
             }
         }
+    }
+    match store.drained().await {
+        Ok(relays) => {
+            let _ = claimed.send(Takeover::Drained(relays));
+        }
+        Err(error) => tracing::warn!(%error, "could not read which relays are drained"),
     }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::warn!(calls = total, ms, "calls claimed from the store");
@@ -472,7 +513,12 @@ fn clock_now() -> Now {
 }
 
 /// Answers a management query from the core's state.
-fn answer(proxy: &mut Proxy, transports: &Transports, query: crate::api::Query) {
+fn answer(
+    proxy: &mut Proxy,
+    transports: &Transports,
+    store: &anchorage_store::Store,
+    query: crate::api::Query,
+) {
     use crate::api::{ProxySnapshot, Query};
     let now = Instant::now();
     match query {
@@ -524,7 +570,22 @@ fn answer(proxy: &mut Proxy, transports: &Transports, query: crate::api::Query) 
             });
         }
         Query::Command(command, reply) => {
-            let _ = reply.send(command_result(proxy, command, now));
+            let drained = match &command {
+                crate::api::Command::Drain(node) => Some((node.clone(), true)),
+                crate::api::Command::Undrain(node) => Some((node.clone(), false)),
+                _ => None,
+            };
+            let result = command_result(proxy, command, now);
+            if let (Some((relay, drained)), Ok(_)) = (drained, &result) {
+                // Every node sharing the store keeps it drained (or not).
+                let store = store.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = store.set_drained(&relay, drained).await {
+                        tracing::warn!(%relay, %error, "the store could not record the relay's drain state");
+                    }
+                });
+            }
+            let _ = reply.send(result);
         }
         Query::Relays(reply) => {
             let _ = reply.send(relay_views(proxy));

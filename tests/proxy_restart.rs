@@ -44,7 +44,7 @@ fn a_moved_call_survives_kill_9_of_the_proxy_with_its_renumbered_cseqs_and_its_r
 
     // Move it to the other relay: the proxy re-INVITEs each party as the other (the callee
     // gets CSeq 2 as the caller, the caller CSeq 1 as the callee).
-    let (_, to) = platform.move_call(&call_id);
+    let (from, to) = platform.move_call(&call_id);
     let move_at_callee = nth_received(&parties.callee, "INVITE ", 2, Duration::from_secs(10));
     assert_eq!(cseq(&move_at_callee), "2 INVITE");
     let move_at_caller = nth_received(&parties.caller, "INVITE ", 1, Duration::from_secs(10));
@@ -53,6 +53,16 @@ fn a_moved_call_survives_kill_9_of_the_proxy_with_its_renumbered_cseqs_and_its_r
     platform.store_caught_up();
 
     platform.kill_and_restart_proxy(1);
+    // The relay drained before the crash is drained after it: the store keeps it.
+    let relays = get(&platform.p, "/v1/relays");
+    let draining: Vec<(&str, bool)> = relays["relays"]
+        .as_array()
+        .expect("relays")
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap_or(""), r["draining"] == true))
+        .collect();
+    assert!(draining.contains(&(from, true)), "{relays}");
+    assert!(draining.contains(&(to, false)), "{relays}");
     carries_on_after_the_restart(&platform, parties, &call_id, to);
 }
 

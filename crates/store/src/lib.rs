@@ -271,6 +271,22 @@ impl Store {
         .await
     }
 
+    /// Records, for every node sharing the store, that an operator drained relay `relay` (or
+    /// undrained it): a node that takes the calls over goes on draining it.
+    pub async fn set_drained(&self, relay: &str, drained: bool) -> Result<(), StoreError> {
+        self.ask(|reply| Request::SetDrained {
+            relay: relay.to_string(),
+            drained,
+            reply,
+        })
+        .await
+    }
+
+    /// The relays drained for every node sharing the store, sorted by name.
+    pub async fn drained(&self) -> Result<Vec<String>, StoreError> {
+        self.ask(|reply| Request::Drained { reply }).await
+    }
+
     /// The nodes sharing the store, with their heartbeats (none for the memory store).
     pub async fn nodes(&self) -> Result<Vec<NodeState>, StoreError> {
         self.ask(|reply| Request::Nodes { reply }).await

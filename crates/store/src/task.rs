@@ -53,6 +53,16 @@ pub(crate) enum Request {
         node: String,
         reply: oneshot::Sender<Result<Vec<CallRecord>, StoreError>>,
     },
+    /// Record a relay drained or undrained.
+    SetDrained {
+        relay: String,
+        drained: bool,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// The relays drained cluster-wide.
+    Drained {
+        reply: oneshot::Sender<Result<Vec<String>, StoreError>>,
+    },
     /// The nodes sharing the store.
     Nodes {
         reply: oneshot::Sender<Result<Vec<NodeState>, StoreError>>,
@@ -273,6 +283,20 @@ impl Task {
                 if let Ok(records) = &result {
                     self.claimed(records);
                 }
+                let _ = reply.send(result);
+            }
+            Request::SetDrained {
+                relay,
+                drained,
+                reply,
+            } => {
+                let result = self.backend.set_drained(&relay, drained).await;
+                self.outcome(&result);
+                let _ = reply.send(result);
+            }
+            Request::Drained { reply } => {
+                let result = self.backend.drained().await;
+                self.outcome(&result);
                 let _ = reply.send(result);
             }
             Request::Nodes { reply } => {

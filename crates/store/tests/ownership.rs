@@ -194,3 +194,18 @@ async fn heartbeats_show_each_node_alive_until_its_lease_ends() {
     }
     assert!(again.is_some() && again != epoch_b, "{again:?} {epoch_b:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_relay_is_drained_for_every_node_until_undrained() {
+    let server = RedisServer::start(None);
+    let a = open(&server, "node-a").await;
+    let b = open(&server, "node-b").await;
+    a.set_drained("r2", true).await.unwrap();
+    a.set_drained("r1", true).await.unwrap();
+    assert_eq!(b.drained().await.unwrap(), ["r1", "r2"]);
+    b.set_drained("r2", false).await.unwrap();
+    assert_eq!(a.drained().await.unwrap(), ["r1"]);
+    let memory = Store::memory("m");
+    memory.set_drained("x", true).await.unwrap();
+    assert_eq!(memory.drained().await.unwrap(), ["x"]);
+}

@@ -11,6 +11,7 @@ use crate::record::{CallRecord, CseqReserved};
 #[derive(Default)]
 pub(crate) struct MemoryBackend {
     records: HashMap<String, (Option<Arc<CallRecord>>, CseqReserved)>,
+    drained: std::collections::BTreeSet<String>,
 }
 
 impl MemoryBackend {
@@ -66,5 +67,17 @@ impl MemoryBackend {
             .iter()
             .filter_map(|call_id| self.claim(call_id, me))
             .collect()
+    }
+
+    pub fn set_drained(&mut self, relay: &str, drained: bool) {
+        if drained {
+            self.drained.insert(relay.to_string());
+        } else {
+            self.drained.remove(relay);
+        }
+    }
+
+    pub fn drained(&self) -> Vec<String> {
+        self.drained.iter().cloned().collect()
     }
 }

@@ -88,6 +88,25 @@ impl Backend {
         }
     }
 
+    /// Records that relay `relay` is drained (or not) for every node.
+    pub async fn set_drained(&mut self, relay: &str, drained: bool) -> Result<(), StoreError> {
+        match self {
+            Backend::Memory(m) => {
+                m.set_drained(relay, drained);
+                Ok(())
+            }
+            Backend::Redis(r) => r.set_drained(relay, drained).await,
+        }
+    }
+
+    /// The relays drained for every node, sorted.
+    pub async fn drained(&mut self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Backend::Memory(m) => Ok(m.drained()),
+            Backend::Redis(r) => r.drained().await,
+        }
+    }
+
     /// The nodes that share the store (none in memory).
     pub async fn nodes(&mut self) -> Result<Vec<NodeState>, StoreError> {
         match self {

@@ -11,6 +11,8 @@
 //! * `P:gone:{CALL-ID}`: the token of the node that ended the call, for a minute (a tombstone
 //!   in the call's hash slot);
 //! * `P:nodes`: the set of node ids that ever beat;
+//! * `P:relays:drained`: the relay nodes an operator drained (cluster-wide: the node that takes
+//!   over goes on draining them);
 //! * `P:node:NODE:alive`: NODE's token, expiring `cluster.lease_ms` after its last heartbeat.
 
 use std::collections::HashMap;
@@ -207,6 +209,25 @@ impl RedisBackend {
             .arg(&self.node)
             .clone();
         self.query::<()>(join).await
+    }
+
+    /// Records that an operator drained relay `relay` (or undrained it).
+    pub async fn set_drained(&mut self, relay: &str, drained: bool) -> Result<(), StoreError> {
+        let key = format!("{}:relays:drained", self.prefix);
+        let cmd = if drained {
+            redis::cmd("SADD").arg(key).arg(relay).clone()
+        } else {
+            redis::cmd("SREM").arg(key).arg(relay).clone()
+        };
+        self.query::<()>(cmd).await
+    }
+
+    /// The relays drained cluster-wide.
+    pub async fn drained(&mut self) -> Result<Vec<String>, StoreError> {
+        let key = format!("{}:relays:drained", self.prefix);
+        let mut relays: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(key).clone()).await?;
+        relays.sort();
+        Ok(relays)
     }
 
     /// Every node that ever beat, with its heartbeat and its index's size.
