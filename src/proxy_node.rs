@@ -291,8 +291,14 @@ pub async fn run(
                         Ok(r) => {
                             let (store, done) = (store.clone(), saved_tx.clone());
                             tokio::spawn(async move {
-                                if let Err(e) = store.put_durable(r).await {
-                                    tracing::warn!(%call_id, error = %e, "a move's record could not be saved: it goes on from memory");
+                                match store.put_durable(r).await {
+                                    Ok(()) => {}
+                                    // Another node owns the call: nothing more is sent for it
+                                    // here (it is released through the store's fenced calls).
+                                    Err(anchorage_store::StoreError::Fenced { .. }) => return,
+                                    Err(e) => {
+                                        tracing::warn!(%call_id, error = %e, "a move's record could not be saved: it goes on from memory")
+                                    }
                                 }
                                 let _ = done.send(call_id);
                             });

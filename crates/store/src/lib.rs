@@ -164,6 +164,7 @@ impl Store {
                 lease: Duration::from_millis(config.lease_ms),
             },
             live: HashMap::new(),
+            fenced_upto: HashMap::new(),
         };
         tokio::spawn(task.run());
         Store {

@@ -19,6 +19,9 @@ use crate::pending::{Op, SharedPending};
 use crate::record::{CallRecord, CseqReserved};
 use crate::status::StoreStatus;
 
+/// Most refused calls remembered for their durable puts (then forgotten all at once).
+const MAX_FENCED_REMEMBERED: usize = 4096;
+
 /// A request that the caller awaits.
 pub(crate) enum Request {
     /// Reply once the changes numbered up to `seq` (of `call_id`, or of every call) are written.
@@ -107,6 +110,9 @@ pub(crate) struct Task {
     pub timing: Timing,
     /// The latest record of every live call this handle wrote or loaded.
     pub live: HashMap<String, Arc<CallRecord>>,
+    /// Calls whose writes were refused, with the last change number the refusal covers: a
+    /// durable put waiting for one of those changes is answered [`StoreError::Fenced`].
+    pub fenced_upto: HashMap<String, u64>,
 }
 
 impl Task {
@@ -390,6 +396,7 @@ impl Task {
         if batch.is_empty() {
             return Ok(());
         }
+        let seq_at_take = self.shared.pending.lock().seq();
         let owners: Vec<(&str, Option<&str>)> = batch
             .iter()
             .map(|(call_id, entry)| {
@@ -432,6 +439,12 @@ impl Task {
                     }
                 }
                 if !fenced.is_empty() {
+                    if self.fenced_upto.len() + fenced.len() > MAX_FENCED_REMEMBERED {
+                        self.fenced_upto.clear();
+                    }
+                    for call_id in &fenced {
+                        self.fenced_upto.insert(call_id.clone(), seq_at_take);
+                    }
                     self.fence(fenced);
                 }
                 self.succeeded();
@@ -450,7 +463,18 @@ impl Task {
         let pending = self.shared.pending.lock();
         let mut i = 0;
         while i < waiters.len() {
-            if pending.written(waiters[i].call_id.as_deref(), waiters[i].seq) {
+            let refused = waiters[i].call_id.as_ref().filter(|c| {
+                self.fenced_upto
+                    .get(c.as_str())
+                    .is_some_and(|upto| waiters[i].seq <= *upto)
+            });
+            if let Some(call_id) = refused {
+                // A durable put of a call another node owns did not happen: its caller must
+                // not go on as if it had.
+                let call_id = call_id.clone();
+                let w = waiters.swap_remove(i);
+                let _ = w.reply.send(Err(StoreError::Fenced { call_id }));
+            } else if pending.written(waiters[i].call_id.as_deref(), waiters[i].seq) {
                 let w = waiters.swap_remove(i);
                 let _ = w.reply.send(Ok(()));
             } else {

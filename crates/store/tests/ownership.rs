@@ -61,8 +61,15 @@ async fn a_claimed_call_fences_its_old_owner() {
     a.delete("c1");
     a.flush().await.unwrap();
     assert_eq!(a.take_fenced(), vec!["c1".to_string()]);
+    // A durable put (a move's record, before its re-INVITEs) says it did not happen.
+    let durable = a.put_durable(sample::call("c1", "node-a")).await;
+    assert!(
+        matches!(durable, Err(StoreError::Fenced { ref call_id }) if call_id == "c1"),
+        "{durable:?}"
+    );
+    assert_eq!(a.take_fenced(), vec!["c1".to_string()]);
     let status = a.status();
-    assert_eq!(status.fenced_writes, 3, "{status:?}");
+    assert_eq!(status.fenced_writes, 4, "{status:?}");
     assert!(status.up, "fencing is not a failure: {status:?}");
 
     // What node-b holds is untouched, and node-b goes on writing it.
