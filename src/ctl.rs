@@ -30,9 +30,15 @@ pub struct CtlArgs {
 /// The management commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum CtlCommand {
-    /// Exit 0 when the node's API answers (for keepalived's `vrrp_script`); shows the call
-    /// store's state (a store that is down does not fail it: calls go on from memory).
-    Health,
+    /// Exit 0 when the node's API answers within `--timeout-ms` (for keepalived's
+    /// `vrrp_script`); shows the call store's state (a store that is down does not fail it:
+    /// calls go on from memory).
+    Health {
+        /// Longest wait for the connection and for the answer, ms: a node that is stopped or
+        /// hung fails the check this soon.
+        #[arg(long, default_value_t = 300)]
+        timeout_ms: u64,
+    },
     /// The proxies sharing the call store: this node's role (active or passive), every node's
     /// heartbeat and how many calls it owns.
     Cluster,
@@ -103,7 +109,7 @@ pub fn run(args: &CtlArgs) -> ExitCode {
 }
 
 fn execute(args: &CtlArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(
+    let mut api = Api::new(
         &args.api,
         args.token
             .clone()
@@ -116,7 +122,9 @@ fn execute(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         );
     };
     match &args.command {
-        CtlCommand::Health => {
+        CtlCommand::Health { timeout_ms } => {
+            let timeout = Duration::from_millis((*timeout_ms).max(1));
+            api.timeouts = (timeout, timeout);
             let value = api.get("/v1/health")?;
             if args.json {
                 show(&value);
@@ -406,6 +414,8 @@ struct Api {
     address: SocketAddr,
     host: String,
     token: Option<String>,
+    /// Longest wait to connect, and for each read or write.
+    timeouts: (Duration, Duration),
 }
 
 impl Api {
@@ -427,6 +437,7 @@ impl Api {
             address,
             host,
             token,
+            timeouts: (Duration::from_secs(5), Duration::from_secs(30)),
         })
     }
 
@@ -439,9 +450,11 @@ impl Api {
     }
 
     fn request(&self, method: &str, path: &str, body: &str) -> anyhow::Result<serde_json::Value> {
-        let mut stream = TcpStream::connect_timeout(&self.address, Duration::from_secs(5))
+        let (connect, io) = self.timeouts;
+        let mut stream = TcpStream::connect_timeout(&self.address, connect)
             .with_context(|| format!("cannot reach the API at {}", self.address))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_read_timeout(Some(io))?;
+        stream.set_write_timeout(Some(io))?;
         let auth = self
             .token
             .as_ref()
@@ -454,7 +467,9 @@ impl Api {
             body.len()
         )?;
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
+        stream
+            .read_to_end(&mut raw)
+            .with_context(|| format!("no answer from the API at {} within {io:?}", self.address))?;
         let text = String::from_utf8_lossy(&raw);
         let (head, body) = text
             .split_once("\r\n\r\n")

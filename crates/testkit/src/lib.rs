@@ -3,7 +3,9 @@
 //! * [`require_tool`] fails the test with a message naming the missing tool and the Debian
 //!   package that provides it — a test never skips silently.
 //! * [`free_udp_port`] / [`free_port`] pick ports nobody uses, so tests run in parallel.
-//! * [`netns::Netns`] gives a test non-loopback addresses in a network namespace of its own.
+//! * [`netns::Netns`] gives a test non-loopback addresses in a network namespace of its own;
+//!   [`lan::Lan`] a LAN of named hosts (namespaces behind a bridge), and [`keepalived`] a real
+//!   keepalived moving a virtual IP between them.
 //! * [`Daemon`] runs a child process with its output in a log file and kills it (and its
 //!   process group) when dropped, so every process a test starts is stopped, even on panic.
 #![warn(missing_docs)]
@@ -11,6 +13,8 @@
 pub mod audio;
 pub mod baresip;
 pub mod calls;
+pub mod keepalived;
+pub mod lan;
 pub mod media;
 pub mod netns;
 pub mod redis;
@@ -300,7 +304,8 @@ pub fn http_with(
 pub struct AnchorageRelay {
     /// The process.
     pub daemon: Daemon,
-    /// Its ng port on 127.0.0.1.
+    /// Its ng port on 127.0.0.1 (on its host's address for a relay on a host of a test LAN,
+    /// [`AnchorageRelay::start_in`]).
     pub ng: u16,
     /// Its media ports.
     pub ports: std::ops::RangeInclusive<u16>,
@@ -332,6 +337,37 @@ impl AnchorageRelay {
             }
         }
     }
+
+    /// Starts `bin relay …` on a host of a test LAN: ng on `HOST:ng` (commands accepted from
+    /// the LAN), media on `ports` of the host's address, one worker thread, no delete delay;
+    /// waits until its ng socket is bound. The host's namespace is the test's own, so the
+    /// ports are free.
+    pub fn start_in(
+        host: &lan::LanHost,
+        bin: &std::path::Path,
+        ng: u16,
+        ports: std::ops::RangeInclusive<u16>,
+        extra: &[&str],
+    ) -> AnchorageRelay {
+        let ip = host.addr();
+        let mut cmd = host.command(bin);
+        cmd.args([
+            "relay",
+            "--interface",
+            &ip.to_string(),
+            "--num-threads",
+            "1",
+        ])
+        .args(["--delete-delay", "0"])
+        .args(["--listen-ng", &SocketAddr::new(ip, ng).to_string()])
+        .args(["--control-allow", lan::Lan::NETWORK])
+        .args(["--port-min", &ports.start().to_string()])
+        .args(["--port-max", &ports.end().to_string()])
+        .args(extra);
+        let mut daemon = Daemon::spawn("anchorage-relay", &mut cmd);
+        daemon.wait_until(Duration::from_secs(10), |d| d.log().contains("ng on udp:"));
+        AnchorageRelay { daemon, ng, ports }
+    }
 }
 
 /// The Call-IDs an ng relay (`anchorage relay` or rtpengine) on 127.0.0.1:`port` holds, by
@@ -339,7 +375,18 @@ impl AnchorageRelay {
 /// A relay starved of CPU on a loaded machine may take seconds: the command is sent again
 /// (with a new cookie) up to three times, 2 s apart.
 pub fn ng_list(port: u16) -> Vec<String> {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    ng_list_at(SocketAddr::new(LOCALHOST, port))
+}
+
+/// [`ng_list`] of the relay at `addr` (from a thread inside its LAN for a relay on a test LAN:
+/// `host.run(|| ng_list_at(addr))`).
+pub fn ng_list_at(addr: SocketAddr) -> Vec<String> {
+    let local = if addr.ip().is_loopback() {
+        "127.0.0.1:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = std::net::UdpSocket::bind(local).expect("a UDP socket");
     socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .expect("a read timeout");
@@ -351,14 +398,14 @@ pub fn ng_list(port: u16) -> Vec<String> {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let command = format!("list-{}-{n} d7:command4:liste", std::process::id());
         socket
-            .send_to(command.as_bytes(), ("127.0.0.1", port))
+            .send_to(command.as_bytes(), addr)
             .expect("the list command sent");
         if let Ok((n, _)) = socket.recv_from(&mut buf) {
             let (_, _, reply) = anchorage_ng::decode_reply(&buf[..n]).expect("an ng reply");
             return reply.calls.unwrap_or_default();
         }
     }
-    panic!("the relay at ng port {port} did not answer list within 6 s");
+    panic!("the relay at ng {addr} did not answer list within 6 s");
 }
 
 /// A running `anchorage proxy` with its management API, anchoring every call on a relay set
@@ -371,6 +418,7 @@ pub struct AnchorageProxy {
     /// Its API address.
     pub api: SocketAddr,
     bin: std::path::PathBuf,
+    exec: Option<lan::NsExec>,
     _config: tempfile::NamedTempFile,
 }
 
@@ -408,13 +456,14 @@ impl AnchorageProxy {
             tries += 1;
             let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
             let api = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-            match Self::try_spawn(bin, sip, api, config.path()) {
+            match Self::try_spawn(bin, None, sip, api, config.path()) {
                 Ok(daemon) => {
                     return AnchorageProxy {
                         daemon,
                         sip,
                         api,
                         bin: bin.to_path_buf(),
+                        exec: None,
                         _config: config,
                     }
                 }
@@ -424,17 +473,53 @@ impl AnchorageProxy {
         }
     }
 
-    fn spawn(bin: &std::path::Path, sip: SocketAddr, api: SocketAddr, config: &Path) -> Daemon {
-        Self::try_spawn(bin, sip, api, config).unwrap_or_else(|why| panic!("{why}"))
+    /// Starts `bin proxy` on a host of a test LAN with `config` as its whole configuration,
+    /// SIP on UDP `sip` (a virtual IP the host need not hold: the LAN's hosts bind addresses
+    /// they do not have) and the API on `api`; waits until its API serves. Restarts
+    /// ([`AnchorageProxy::start_again`]) run it on the same host.
+    pub fn in_lan(
+        host: &lan::LanHost,
+        bin: &std::path::Path,
+        sip: SocketAddr,
+        api: SocketAddr,
+        config_text: &str,
+    ) -> AnchorageProxy {
+        let mut config = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::io::Write::write_all(&mut config, config_text.as_bytes())
+            .expect("the configuration written");
+        let exec = host.exec();
+        let daemon = Self::spawn(bin, Some(&exec), sip, api, config.path());
+        AnchorageProxy {
+            daemon,
+            sip,
+            api,
+            bin: bin.to_path_buf(),
+            exec: Some(exec),
+            _config: config,
+        }
+    }
+
+    fn spawn(
+        bin: &std::path::Path,
+        exec: Option<&lan::NsExec>,
+        sip: SocketAddr,
+        api: SocketAddr,
+        config: &Path,
+    ) -> Daemon {
+        Self::try_spawn(bin, exec, sip, api, config).unwrap_or_else(|why| panic!("{why}"))
     }
 
     fn try_spawn(
         bin: &std::path::Path,
+        exec: Option<&lan::NsExec>,
         sip: SocketAddr,
         api: SocketAddr,
         config: &Path,
     ) -> Result<Daemon, String> {
-        let mut cmd = std::process::Command::new(bin);
+        let mut cmd = match exec {
+            Some(exec) => exec.command(bin),
+            None => std::process::Command::new(bin),
+        };
         cmd.args(["proxy", "--listen", &format!("udp:{sip}")])
             .args(["--api", &api.to_string(), "-c"])
             .arg(config);
@@ -471,7 +556,13 @@ impl AnchorageProxy {
     /// Starts the proxy again with the same configuration, SIP and API addresses (after
     /// [`AnchorageProxy::kill_9`]); waits until its API serves.
     pub fn start_again(&mut self) {
-        self.daemon = Self::spawn(&self.bin, self.sip, self.api, self._config.path());
+        self.daemon = Self::spawn(
+            &self.bin,
+            self.exec.as_ref(),
+            self.sip,
+            self.api,
+            self._config.path(),
+        );
     }
 }
 

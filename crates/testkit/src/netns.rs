@@ -79,28 +79,34 @@ impl Netns {
     /// Runs `f` on a thread that joined the namespace: the sockets it creates live there
     /// (and stay there when used from other threads).
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    use std::os::fd::AsRawFd;
-                    let file = std::fs::File::open(&path)
-                        .unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
-                    // SAFETY: setns(2) on a namespace file we hold open; it changes only this
-                    // thread's network namespace.
-                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(
-                        rc,
-                        0,
-                        "setns into {path}: {}",
-                        std::io::Error::last_os_error()
-                    );
-                    f()
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        run_in(&self.name, f)
     }
+}
+
+/// Runs `f` on a thread that joined the network namespace `name` (`/run/netns/NAME`): the
+/// sockets it creates live there (and stay there when used from other threads).
+pub(crate) fn run_in<R: Send>(name: &str, f: impl FnOnce() -> R + Send) -> R {
+    let path = format!("/run/netns/{name}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                use std::os::fd::AsRawFd;
+                let file = std::fs::File::open(&path)
+                    .unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+                // SAFETY: setns(2) on a namespace file we hold open; it changes only this
+                // thread's network namespace.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(
+                    rc,
+                    0,
+                    "setns into {path}: {}",
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 impl Drop for Netns {

@@ -54,6 +54,18 @@ impl Sipp {
         Self::with_command(name, ns.command(sipp), scenario, local, media)
     }
 
+    /// [`Sipp::new`] on a host of a test LAN (`local` is the host's address).
+    pub fn in_lan(
+        host: &crate::lan::LanHost,
+        name: &str,
+        scenario: &Path,
+        local: SocketAddr,
+    ) -> Sipp {
+        let sipp = require_tool("sipp", "sip-tester");
+        let media = host.run(|| crate::free_udp_block(local.ip(), 4));
+        Self::with_command(name, host.command(sipp), scenario, local, media)
+    }
+
     fn with_command(
         name: &str,
         mut command: Command,

@@ -1,0 +1,547 @@
+//! A proxy cluster behind a virtual IP moved by keepalived (issue #15), on a LAN of network
+//! namespaces made by the test (`anchorage_testkit::lan`; nothing on the host's interfaces):
+//!
+//! * `p1`, `p2`: an `anchorage proxy` each, SIP on the VIP (bound before the host holds it:
+//!   `net.ipv4.ip_nonlocal_bind=1`), its API on the host's own address, both writing their
+//!   calls to the same Redis; and a real keepalived (unicast VRRPv3, adverts every 100 ms,
+//!   `state BACKUP` + `nopreempt`) whose health check is `anchorage ctl health`;
+//! * `svc`: `redis-server` and two `anchorage relay` nodes;
+//! * `phones`: SIPp caller and callee.
+//!
+//! The VIP leaves a node whose proxy is killed or stopped within a second, and stays where it
+//! went when that proxy is back; a Redis outage does not move it; a call set up through the
+//! VIP goes on through the node that took it over, on the same relay.
+//!
+//! `anchorage ctl health` itself, the check keepalived runs, is tested on loopback first: it
+//! passes while the proxy answers, Redis down or not, and fails fast when it does not.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anchorage_testkit::keepalived::{wait_vip, Keepalived, VrrpNode};
+use anchorage_testkit::lan::{Lan, LanHost};
+use anchorage_testkit::redis::RedisServer;
+use anchorage_testkit::sipp::{Sipp, SippProcess};
+use anchorage_testkit::{http, AnchorageProxy, AnchorageRelay};
+
+mod restart_support;
+use restart_support::{bin, cseq_number, eventually, nth_received, scenario};
+
+/// Signals (Linux numbers; the test crate has no libc).
+const SIGCONT: i32 = 18;
+const SIGSTOP: i32 = 19;
+
+/// The virtual IP the proxies share.
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 100);
+/// The proxies' SIP port (on the VIP) and API port (on their own address). The LAN is the
+/// test's own: fixed ports are free there.
+const SIP_PORT: u16 = 5060;
+const API_PORT: u16 = 7060;
+/// The relays' ng ports on `svc`, and their media ports.
+const RELAYS: [(&str, u16, u16); 2] = [("relay-a", 2223, 30000), ("relay-b", 2224, 30100)];
+/// A token for the API (it listens on a LAN address); GETs, the health check's among them,
+/// need none.
+const API_TOKEN: &str = "cluster-vip-test";
+
+/// The configuration of proxy node `id`: SIP (UDP) on the VIP — so every Via and
+/// Record-Route it writes names the VIP — the API on `api`, the calls in the shared Redis
+/// `store`, media anchored on the relays at `relays` (`relay-a`, `relay-b`).
+fn cluster_proxy_config(id: &str, api: SocketAddr, store: &str, relays: &[SocketAddr]) -> String {
+    let nodes: String = relays
+        .iter()
+        .zip(RELAYS)
+        .map(|(ng, (name, _, _))| format!("  {{ name = \"{name}\", ng = \"{ng}\" }},\n"))
+        .collect();
+    format!(
+        "[node]\n\
+         id = \"{id}\"\n\
+         \n\
+         [[proxy.listen]]\n\
+         transport = \"udp\"\n\
+         address = \"{vip}:{SIP_PORT}\"\n\
+         \n\
+         [api]\n\
+         listen = \"{api}\"\n\
+         token = \"{API_TOKEN}\"\n\
+         \n\
+         [cluster]\n\
+         store = \"{store}\"\n\
+         \n\
+         [[proxy.relay_set]]\n\
+         name = \"main\"\n\
+         nodes = [\n{nodes}]\n\
+         \n\
+         [proxy.media]\n\
+         set = \"main\"\n\
+         caller_flags = \"replace-origin\"\n\
+         callee_flags = \"replace-origin\"\n\
+         \n\
+         # No relay dies here: a long silence window keeps a loaded machine's stalls from\n\
+         # looking like a dead relay.\n\
+         [proxy.relay_health]\n\
+         down_after = 40\n",
+        vip = VIP,
+    )
+}
+
+/// The LAN with its processes. Fields drop in order: keepalived and the proxies first, then
+/// the relays and Redis, the LAN (its namespaces) last.
+struct Cluster {
+    keepalived: Vec<Keepalived>,
+    /// `p1`'s proxy and `p2`'s.
+    proxies: Vec<AnchorageProxy>,
+    relays: Vec<AnchorageRelay>,
+    redis: RedisServer,
+    /// What the killed proxies logged.
+    killed_logs: String,
+    lan: Lan,
+}
+
+impl Drop for Cluster {
+    /// A failed test shows what the proxies and keepalived logged.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- killed proxies logged:\n{}", self.killed_logs);
+            for (i, p) in self.proxies.iter().enumerate() {
+                eprintln!("--- proxy on p{}:\n{}", i + 1, p.daemon.log());
+            }
+            for k in &self.keepalived {
+                eprintln!("--- keepalived on {}:\n{}", k.host(), k.log());
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts Redis and the relays on `svc`, a proxy on `p1` and `p2`, then keepalived on
+    /// `p1` (which takes the VIP) and on `p2` (a backup).
+    fn start() -> Cluster {
+        let lan = Lan::create(&["p1", "p2", "svc", "phones"]);
+        let svc = lan.host("svc");
+        let redis = RedisServer::start_in(svc);
+        let relays: Vec<AnchorageRelay> = RELAYS
+            .iter()
+            .map(|(_, ng, base)| AnchorageRelay::start_in(svc, bin(), *ng, *base..=base + 99, &[]))
+            .collect();
+        let relay_ng: Vec<SocketAddr> = RELAYS
+            .iter()
+            .map(|(_, ng, _)| SocketAddr::new(svc.addr(), *ng))
+            .collect();
+        let proxies: Vec<AnchorageProxy> = ["p1", "p2"]
+            .iter()
+            .map(|name| {
+                let host = lan.host(name);
+                let api = SocketAddr::new(host.addr(), API_PORT);
+                let config = cluster_proxy_config(name, api, &redis.url(), &relay_ng);
+                AnchorageProxy::in_lan(host, bin(), sip(), api, &config)
+            })
+            .collect();
+        for (i, name) in ["p1", "p2"].iter().enumerate() {
+            let health = api_get(&lan, &proxies[i], "/v1/health");
+            assert_eq!(health["store"]["up"], true, "{name}: {health}");
+            assert_eq!(health["relays_up"], 2, "{name}: {health}");
+        }
+        let mut cluster = Cluster {
+            keepalived: Vec::new(),
+            proxies,
+            relays,
+            redis,
+            killed_logs: String::new(),
+            lan,
+        };
+        let started = Instant::now();
+        let k1 = Keepalived::start(cluster.lan.host("p1"), &cluster.vrrp_node("p1", "p2"));
+        cluster.keepalived.push(k1);
+        cluster.wait_vip_on("p1", Duration::from_secs(10));
+        let k2 = Keepalived::start(cluster.lan.host("p2"), &cluster.vrrp_node("p2", "p1"));
+        cluster.keepalived.push(k2);
+        let k2 = &cluster.keepalived[1];
+        eventually(Duration::from_secs(5), "p2's keepalived a backup", || {
+            k2.log().contains("Entering BACKUP STATE")
+        });
+        println!(
+            "keepalived: the VIP on p1, p2 a backup, after {:?}",
+            started.elapsed()
+        );
+        cluster
+    }
+
+    /// Node `me`'s VRRP settings, `peer` the other node; the check is `anchorage ctl health`
+    /// of its own proxy. As in `docs/operations.md`.
+    fn vrrp_node(&self, me: &str, peer: &str) -> VrrpNode {
+        let api = format!("http://{}:{API_PORT}", self.lan.host(me).addr());
+        // p1 first (as operators number them): when p1 comes back after a failover, only
+        // nopreempt keeps the VIP where it went.
+        let priority = if me == "p1" { 100 } else { 99 };
+        VrrpNode::new(VIP, vec![self.lan.host(peer).ipv4()])
+            .with_priority(priority)
+            .with_check(&[
+                bin().to_str().expect("a UTF-8 path"),
+                "ctl",
+                "--api",
+                &api,
+                "health",
+                "--timeout-ms",
+                "300",
+            ])
+    }
+
+    /// The proxy on `p1` or `p2`.
+    fn proxy(&self, name: &str) -> &AnchorageProxy {
+        &self.proxies[index(name)]
+    }
+
+    /// Waits until the VIP is on `name` only; how long that took.
+    fn wait_vip_on(&self, name: &str, timeout: Duration) -> Duration {
+        let nodes: Vec<&Keepalived> = self.keepalived.iter().collect();
+        wait_vip(&self.lan, VIP, Some(name), timeout, &nodes).1
+    }
+
+    /// Asserts that the VIP stays on `name` for `period`.
+    fn vip_stays_on(&self, name: &str, period: Duration) {
+        let end = Instant::now() + period;
+        while Instant::now() < end {
+            assert_eq!(self.lan.vip_holder(VIP), Some(name), "the VIP left {name}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -9` of the proxy on `name` (keeping what it logged).
+    fn kill_proxy(&mut self, name: &str) {
+        let p = &mut self.proxies[index(name)];
+        p.kill_9();
+        self.killed_logs
+            .push_str(&format!("--- proxy on {name}:\n{}", p.daemon.log()));
+    }
+
+    /// Waits until the proxy on `name` has written every change of its calls to Redis.
+    fn store_caught_up(&self, name: &str) {
+        eventually(Duration::from_secs(5), "the store caught up", || {
+            api_get(&self.lan, self.proxy(name), "/v1/health")["store"]["dirty_calls"] == 0
+        });
+    }
+
+    /// The Call-IDs a relay (by index) holds.
+    fn relay_calls(&self, i: usize) -> Vec<String> {
+        let ng = SocketAddr::new(self.lan.host("svc").addr(), self.relays[i].ng);
+        self.lan
+            .host("svc")
+            .run(|| anchorage_testkit::ng_list_at(ng))
+    }
+}
+
+/// Sleeps up to a second, an amount that differs from run to run: keepalived runs its check
+/// once a second from its start, so a failure at a fixed time after the start would always
+/// meet the check at the same point of its cycle.
+fn any_phase() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    std::thread::sleep(Duration::from_millis(u64::from(nanos % 1000)));
+}
+
+/// The proxies' SIP address, the VIP.
+fn sip() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(VIP), SIP_PORT)
+}
+
+fn index(name: &str) -> usize {
+    match name {
+        "p1" => 0,
+        "p2" => 1,
+        other => panic!("no proxy {other}"),
+    }
+}
+
+/// A GET of a proxy's API from inside the LAN (from `phones`): the JSON it answers.
+fn api_get(lan: &Lan, p: &AnchorageProxy, path: &str) -> serde_json::Value {
+    let (status, body) = lan.host("phones").run(|| http(p.api, "GET", path, ""));
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// `anchorage ctl --api http://API health …` run on `host` (any host of the LAN when `None`:
+/// on this machine); its success, stdout and stderr, and how long it took.
+fn ctl_health(
+    host: Option<&LanHost>,
+    api: SocketAddr,
+    extra: &[&str],
+) -> (bool, String, String, Duration) {
+    let mut cmd = match host {
+        Some(host) => host.command(bin()),
+        None => std::process::Command::new(bin()),
+    };
+    cmd.args(["ctl", "--api", &format!("http://{api}"), "health"])
+        .args(extra);
+    let start = Instant::now();
+    let out = cmd.output().expect("anchorage ctl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        start.elapsed(),
+    )
+}
+
+/// The check keepalived runs: it passes while the proxy answers — also with its Redis down,
+/// the node then `degraded` (a Redis outage must not move the VIP) — and fails within its
+/// timeout when the proxy is stopped (SIGSTOP: the kernel still accepts the connection) and
+/// at once when it is dead.
+#[test]
+fn ctl_health_passes_with_redis_down_and_fails_fast_when_the_proxy_is_stopped_or_dead() {
+    let mut redis = RedisServer::start(None);
+    let mut p = AnchorageProxy::with_config(
+        bin(),
+        &format!(
+            "[node]\nid = \"edge-1\"\n\n[cluster]\nstore = \"{}\"\n",
+            redis.url()
+        ),
+    );
+    let (ok, out, err, _) = ctl_health(None, p.api, &[]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.starts_with("ok; store redis redis://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(out.contains(" up: 0 calls not yet written"), "{out}");
+
+    redis.kill();
+    eventually(Duration::from_secs(10), "the store seen down", || {
+        let (status, body) = http(p.api, "GET", "/v1/health", "");
+        status == 200 && body.contains("\"status\":\"degraded\"")
+    });
+    let (ok, out, err, _) = ctl_health(None, p.api, &[]);
+    assert!(ok, "a Redis outage fails the check: {out}{err}");
+    assert!(out.contains(" DOWN: "), "{out}");
+
+    p.daemon.signal(SIGSTOP);
+    let (ok, out, err, took) = ctl_health(None, p.api, &["--timeout-ms", "300"]);
+    p.daemon.signal(SIGCONT);
+    assert!(!ok, "a stopped proxy passes the check: {out}");
+    assert!(err.contains("no answer from the API"), "{err}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "the check took {took:?}"
+    );
+    // The default timeout is as short.
+    p.daemon.signal(SIGSTOP);
+    let (ok, _, _, took) = ctl_health(None, p.api, &[]);
+    p.daemon.signal(SIGCONT);
+    assert!(!ok && took < Duration::from_secs(2), "took {took:?}");
+    let (ok, out, err, _) = ctl_health(None, p.api, &[]);
+    assert!(ok, "after SIGCONT: {out}{err}");
+
+    p.kill_9();
+    let (ok, _, err, took) = ctl_health(None, p.api, &[]);
+    assert!(!ok);
+    assert!(err.contains("cannot reach the API"), "{err}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+/// The VIP is on one node; `kill -9` of its proxy moves it to the other within a second;
+/// the killed proxy started again does not take it back (nopreempt). A Redis outage moves
+/// nothing.
+#[test]
+fn kill_9_of_the_active_proxy_moves_the_vip_within_a_second_and_a_redis_outage_does_not() {
+    let mut cluster = Cluster::start();
+    assert_eq!(cluster.lan.vip_holders(VIP), ["p1"]);
+    cluster.vip_stays_on("p1", Duration::from_millis(500));
+
+    any_phase();
+    let killed = Instant::now();
+    cluster.kill_proxy("p1");
+    let moved = cluster.wait_vip_on("p2", Duration::from_secs(5));
+    let took = killed.elapsed();
+    println!("kill -9 of p1's proxy: the VIP on p2 after {took:?} (seen {moved:?} after the kill returned)");
+    assert!(
+        took < Duration::from_secs(1),
+        "the VIP took {took:?} to move"
+    );
+    assert!(
+        cluster.keepalived[0].log().contains("Entering FAULT STATE"),
+        "{}",
+        cluster.keepalived[0].log()
+    );
+
+    // p1's proxy back: its check passes, p1 is a backup again, the VIP stays on p2.
+    cluster.proxies[0].start_again();
+    let k1 = &cluster.keepalived[0];
+    eventually(Duration::from_secs(5), "p1 a backup again", || {
+        k1.log().matches("Entering BACKUP STATE").count() >= 2
+    });
+    cluster.vip_stays_on("p2", Duration::from_millis(1500));
+
+    // Redis down: both proxies degraded, their checks pass, the VIP stays.
+    cluster.redis.kill();
+    eventually(Duration::from_secs(10), "p2's store seen down", || {
+        api_get(&cluster.lan, cluster.proxy("p2"), "/v1/health")["status"] == "degraded"
+    });
+    let (ok, out, err, _) = ctl_health(Some(cluster.lan.host("p2")), cluster.proxy("p2").api, &[]);
+    assert!(ok && out.contains(" DOWN: "), "{out}{err}");
+    cluster.vip_stays_on("p2", Duration::from_millis(2500));
+    assert!(
+        !cluster.keepalived[1].log().contains("FAULT"),
+        "{}",
+        cluster.keepalived[1].log()
+    );
+}
+
+/// SIGSTOP of the active proxy: its check times out, the VIP moves within a second; SIGCONT:
+/// the VIP stays where it went (nopreempt).
+#[test]
+fn sigstop_of_the_active_proxy_moves_the_vip_and_sigcont_does_not_move_it_back() {
+    let cluster = Cluster::start();
+    any_phase();
+    let stopped = Instant::now();
+    cluster.proxy("p1").daemon.signal(SIGSTOP);
+    let moved = cluster.wait_vip_on("p2", Duration::from_secs(5));
+    let took = stopped.elapsed();
+    println!("SIGSTOP of p1's proxy: the VIP on p2 after {took:?} ({moved:?})");
+    cluster.proxy("p1").daemon.signal(SIGCONT);
+    assert!(
+        took < Duration::from_secs(1),
+        "the VIP took {took:?} to move"
+    );
+    let k1 = &cluster.keepalived[0];
+    eventually(Duration::from_secs(5), "p1 a backup again", || {
+        k1.log().matches("Entering BACKUP STATE").count() >= 2
+    });
+    cluster.vip_stays_on("p2", Duration::from_millis(1500));
+    // Both proxies answer.
+    for name in ["p1", "p2"] {
+        let (ok, out, err, _) =
+            ctl_health(Some(cluster.lan.host(name)), cluster.proxy(name).api, &[]);
+        assert!(ok, "{name}: {out}{err}");
+    }
+}
+
+/// The media ports of the relay whose first port is `base`.
+fn relay_of_port(port: u16) -> &'static str {
+    RELAYS
+        .iter()
+        .find(|(_, _, base)| (*base..base + 100).contains(&port))
+        .map(|(name, _, _)| *name)
+        .unwrap_or_else(|| panic!("port {port} is on no relay"))
+}
+
+/// The `m=audio` port and `c=` address of a message's SDP.
+fn media_of(message: &str) -> (String, u16) {
+    let c = message
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("c=IN IP4 "))
+        .unwrap_or_else(|| panic!("no c= in {message}"));
+    let port = message
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("m=audio "))
+        .and_then(|m| m.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio in {message}"));
+    (c.trim().to_string(), port)
+}
+
+/// A call set up through the VIP (on `p1`), `kill -9` of `p1`'s proxy, the VIP moves: the
+/// caller's re-INVITE, the callee's re-INVITE and BYE go through `p2` with 200s, on the relay
+/// the call had (`p2` loads the call from Redis when its first request arrives), and the relay
+/// session and the stored record are deleted at the end.
+#[test]
+fn a_call_through_the_vip_goes_on_through_the_other_node_after_kill_9_on_the_same_relay() {
+    let mut cluster = Cluster::start();
+    let phones = cluster.lan.host("phones");
+    let callee_addr = SocketAddr::new(phones.addr(), 5070);
+    let caller_addr = SocketAddr::new(phones.addr(), 5080);
+    let mut callee: SippProcess =
+        Sipp::in_lan(phones, "uas", &scenario("uas_reinvite.xml"), callee_addr)
+            .args(["-m", "1"])
+            .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    // The caller pauses after its ACK (-d) while the test kills the active node.
+    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_vip.xml"), caller_addr)
+        .args(["-m", "1", "-d", "3000", "-timeout", "40s", "-timeout_error"])
+        .args(["-rsa", &sip().to_string()])
+        .args([callee_addr.to_string()])
+        .spawn();
+    let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
+    nth_received(&callee, "ACK ", 1, Duration::from_secs(10));
+    // Through the VIP, on a relay.
+    assert!(
+        invite.contains(&format!("Record-Route: <sip:{VIP}")),
+        "{invite}"
+    );
+    let (media_ip, port) = media_of(&invite);
+    assert_eq!(media_ip, cluster.lan.host("svc").addr().to_string());
+    let relay = relay_of_port(port);
+    let relay_index = RELAYS.iter().position(|r| r.0 == relay).expect("a relay");
+    let calls = api_get(&cluster.lan, cluster.proxy("p1"), "/v1/calls");
+    let call_id = calls["calls"][0]["call_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{calls}"))
+        .to_string();
+    assert_eq!(calls["calls"][0]["media"]["relay"], relay, "{calls}");
+    assert!(cluster.relay_calls(relay_index).contains(&call_id));
+    cluster.store_caught_up("p1");
+
+    let killed = Instant::now();
+    cluster.kill_proxy("p1");
+    cluster.wait_vip_on("p2", Duration::from_secs(5));
+    println!(
+        "kill -9 of p1's proxy mid-call: the VIP on p2 after {:?}",
+        killed.elapsed()
+    );
+
+    // The caller's re-INVITE reaches the callee through p2, anchored on the same relay.
+    let reinvite = nth_received(&callee, "INVITE ", 2, Duration::from_secs(15));
+    assert!(cseq_number(&reinvite) >= 2, "{reinvite}");
+    let (_, port) = media_of(&reinvite);
+    assert_eq!(relay_of_port(port), relay, "{reinvite}");
+    // The callee's re-INVITE and BYE reach the caller, and every transaction got its 200
+    // (both scenarios wait for them).
+    let callee_invite = nth_received(&caller, "INVITE ", 1, Duration::from_secs(15));
+    let (_, port) = media_of(&callee_invite);
+    assert_eq!(relay_of_port(port), relay, "{callee_invite}");
+    let bye = nth_received(&caller, "BYE ", 1, Duration::from_secs(15));
+    assert!(cseq_number(&bye) > cseq_number(&callee_invite), "{bye}");
+    let caller_run = caller.finish(Duration::from_secs(15));
+    caller_run.assert_success();
+    let callee_run = callee.finish(Duration::from_secs(15));
+    callee_run.assert_success();
+    for (who, run, responses) in [
+        ("caller", &caller_run, 2), // INVITE, re-INVITE
+        ("callee", &callee_run, 2), // re-INVITE, BYE
+    ] {
+        let ok = run
+            .received
+            .iter()
+            .filter(|m| m.starts_with("SIP/2.0 200"))
+            .count();
+        assert_eq!(ok, responses, "{who} got {ok} 200s: {:#?}", run.received);
+    }
+
+    // p2 served it, having loaded it from Redis on demand.
+    let p2 = cluster.proxy("p2");
+    assert!(
+        p2.daemon
+            .log()
+            .contains("call loaded from the store on demand"),
+        "{}",
+        p2.daemon.log()
+    );
+    let (_, metrics) = cluster
+        .lan
+        .host("phones")
+        .run(|| http(p2.api, "GET", "/metrics", ""));
+    assert!(
+        metrics.contains("anchorage_store_calls_loaded_total 1"),
+        "{metrics}"
+    );
+    // No relay session, no call in p2, no record in Redis.
+    eventually(Duration::from_secs(5), "the relay sessions deleted", || {
+        (0..RELAYS.len()).all(|i| !cluster.relay_calls(i).contains(&call_id))
+    });
+    eventually(Duration::from_secs(5), "the record deleted", || {
+        cluster
+            .redis
+            .cli(&["EXISTS", &format!("anc:call:{{{call_id}}}")])
+            == "0"
+    });
+    let calls = api_get(&cluster.lan, p2, "/v1/calls");
+    assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
+}
