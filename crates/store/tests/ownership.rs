@@ -99,6 +99,9 @@ async fn claim_of_takes_a_dead_nodes_calls_once_and_moves_them_to_the_claimers_i
     assert_eq!(taken.len(), 300);
     assert!(taken.iter().all(|r| r.owner == "node-b"));
     assert!(c.claim_of("node-a").await.unwrap().is_empty(), "taken once");
+    // Claiming its own index again takes nothing and keeps every entry.
+    assert!(b.claim_of("node-b").await.unwrap().is_empty());
+    assert_eq!(b.status().claimed_calls, 300);
     assert_eq!(b.load_owned("node-b").await.unwrap().len(), 300);
     assert!(b.load_owned("node-a").await.unwrap().is_empty());
     assert_eq!(b.status().live_calls, 300, "claimed calls are live");

@@ -63,12 +63,14 @@ return 1
 ";
 
 /// Takes the call: ARGV: the claimer's token, the prefix the current owner's token must have
-/// ('' = any owner; a record without an owner token is always taken), TTL (ms). Returns the
-/// whole hash once taken, nil when there is no record or another owner holds it.
+/// ('' = any owner; a record without an owner token is always taken), TTL (ms), and '1' to
+/// leave a call the claimer owns already. Returns the whole hash once taken, an empty array
+/// for a call left as the claimer's, nil when there is no record or another owner holds it.
 pub(super) const CLAIM_LUA: &str = r"
 local rec = redis.call('HGET', KEYS[1], 'rec')
 if not rec then return false end
 local own = redis.call('HGET', KEYS[1], 'own') or ''
+if ARGV[4] == '1' and own == ARGV[1] then return {} end
 if ARGV[2] ~= '' and own ~= '' and string.sub(own, 1, string.len(ARGV[2])) ~= ARGV[2] then
   return false
 end
@@ -105,7 +107,7 @@ impl RedisBackend {
 
     /// Takes one call whoever owns it; its record, or none if the store has none.
     pub async fn claim(&mut self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let cmd = self.claim_cmd(call_id, "");
+        let cmd = self.claim_cmd(call_id, "", false);
         let fields: Option<Fields> = self.query(cmd).await?;
         let Some(fields) = fields else {
             return Ok(None);
@@ -123,11 +125,14 @@ impl RedisBackend {
         Ok(record)
     }
 
-    fn claim_cmd(&self, call_id: &str, from_prefix: &str) -> redis::Cmd {
+    /// The claim script for one call; `leave_mine`: a call this start owns already is left
+    /// (answered with an empty hash).
+    fn claim_cmd(&self, call_id: &str, from_prefix: &str, leave_mine: bool) -> redis::Cmd {
         eval(super::ownership::CLAIM_LUA, &self.call_key(call_id))
             .arg(self.token())
             .arg(from_prefix)
             .arg(self.ttl_ms)
+            .arg(if leave_mine { "1" } else { "0" })
             .clone()
     }
 
@@ -148,20 +153,24 @@ impl RedisBackend {
                     .iter()
                     .map(|call_id| {
                         let mut pipe = redis::pipe();
-                        pipe.add_command(self.claim_cmd(call_id, &prefix));
+                        pipe.add_command(self.claim_cmd(call_id, &prefix, true));
                         pipe
                     })
                     .collect()
             } else {
                 let mut pipe = redis::pipe();
                 for call_id in chunk {
-                    pipe.add_command(self.claim_cmd(call_id, &prefix));
+                    pipe.add_command(self.claim_cmd(call_id, &prefix, true));
                 }
                 vec![pipe]
             };
             let answers: Vec<Vec<Option<Fields>>> = self.query_pipes(pipes).await?;
             let mut taken = Vec::new();
             for (call_id, fields) in chunk.iter().zip(answers.into_iter().flatten()) {
+                // Already this start's (it claimed the call before): nothing to take.
+                if fields.as_ref().is_some_and(HashMap::is_empty) {
+                    continue;
+                }
                 match fields.map(|f| record_of(call_id, &f)) {
                     Some(Ok(Some(record))) => {
                         taken.push(call_id.clone());
