@@ -1,0 +1,169 @@
+//! The node that takes the VIP carries every call on, whatever failed with the active node
+//! (issue #15), on the LAN of `cluster_support` (real keepalived, Redis, two relays, SIPp):
+//!
+//! * the active proxy frozen (`SIGSTOP`) until the VIP moves, then a relay dies: the new owner
+//!   moves the call — each party gets exactly one re-INVITE naming the other relay — and the
+//!   frozen node, resumed (`SIGCONT`), finds the VIP gone, releases the call and sends nothing;
+//! * a relay and the active proxy killed together, in both orders: the new owner, which never
+//!   saw the call, moves it off the dead relay (or completes the move the dead node began),
+//!   again with one re-INVITE per party.
+//!
+//! After each: the re-INVITEs of both parties and the BYE go through the new owner with 200s
+//! (the SIPp scenarios check every response), on the relay the call moved to; the relay
+//! session and the stored record are gone.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+mod cluster_support;
+mod restart_support;
+use anchorage_testkit::sipp::{Sipp, SippProcess};
+use anchorage_testkit::{http, AnchorageProxy};
+use cluster_support::*;
+use restart_support::{count_received, eventually, nth_received, scenario};
+
+/// What fails, and in which order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// `SIGSTOP` of the active proxy; once the VIP moved, `kill -9` of the call's relay and
+    /// `SIGCONT` of the frozen proxy.
+    FrozenThenRelay,
+    /// `kill -9` of the call's relay, then of the active proxy.
+    RelayThenProxy,
+    /// `kill -9` of the active proxy, then of the call's relay.
+    ProxyThenRelay,
+}
+
+/// The SIP messages a proxy sent, from its `/metrics`.
+fn sip_sent(cluster: &Cluster, p: &AnchorageProxy) -> u64 {
+    let (_, metrics) = cluster
+        .lan
+        .host("phones")
+        .run(|| http(p.api, "GET", "/metrics", ""));
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("anchorage_sip_sent_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no anchorage_sip_sent_total in {metrics}"))
+}
+
+fn takeover(failure: Failure) {
+    let mut cluster = Cluster::start();
+    let phones = cluster.lan.host("phones");
+    let callee_addr = SocketAddr::new(phones.addr(), 5070);
+    let caller_addr = SocketAddr::new(phones.addr(), 5080);
+    let mut callee: SippProcess =
+        Sipp::in_lan(phones, "uas", &scenario("uas_restart.xml"), callee_addr)
+            .args(["-m", "1", "-key", "rtp_port", "6000"])
+            .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    // The caller takes the move's re-INVITE, pauses (-d), then re-INVITEs; the callee then
+    // re-INVITEs and hangs up.
+    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_restart.xml"), caller_addr)
+        .args(["-m", "1", "-d", "2000", "-timeout", "60s", "-timeout_error"])
+        .args(["-key", "rtp_port", "6002", "-rsa", &sip().to_string()])
+        .args([callee_addr.to_string()])
+        .spawn();
+    let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
+    nth_received(&callee, "ACK ", 1, Duration::from_secs(10));
+    let (_, port) = media_of(&invite);
+    let relay = relay_of_port(port);
+    let dead = RELAYS.iter().position(|r| r.0 == relay).expect("a relay");
+    let other = RELAYS[1 - dead].0;
+    let calls = api_get(&cluster.lan, cluster.proxy("p1"), "/v1/calls");
+    let call_id = calls["calls"][0]["call_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{calls}"))
+        .to_string();
+    cluster.store_caught_up("p1");
+
+    let sent_before_freeze = sip_sent(&cluster, cluster.proxy("p1"));
+    match failure {
+        Failure::FrozenThenRelay => {
+            cluster.proxy("p1").daemon.signal(SIGSTOP);
+            cluster.wait_vip_on("p2", Duration::from_secs(5));
+            // p2 claimed the call when the VIP arrived.
+            eventually(Duration::from_secs(5), "p2 holding the call", || {
+                api_get(&cluster.lan, cluster.proxy("p2"), "/v1/cluster")["dialogs"] == 1
+            });
+            cluster.relays[dead].daemon.signal(9);
+            cluster.proxy("p1").daemon.signal(SIGCONT);
+        }
+        Failure::RelayThenProxy => {
+            cluster.relays[dead].daemon.signal(9);
+            cluster.kill_proxy("p1");
+            cluster.wait_vip_on("p2", Duration::from_secs(5));
+        }
+        Failure::ProxyThenRelay => {
+            cluster.kill_proxy("p1");
+            cluster.relays[dead].daemon.signal(9);
+            cluster.wait_vip_on("p2", Duration::from_secs(5));
+        }
+    }
+
+    // One move, to the other relay: each party gets one re-INVITE naming it (an extra one
+    // would break the SIPp scenarios, which expect exactly this sequence).
+    let move_at_callee = nth_received(&callee, "INVITE ", 2, Duration::from_secs(15));
+    assert_eq!(relay_of_port(media_of(&move_at_callee).1), other);
+    let move_at_caller = nth_received(&caller, "INVITE ", 1, Duration::from_secs(15));
+    assert_eq!(relay_of_port(media_of(&move_at_caller).1), other);
+    // The rest of the call through p2: the caller's re-INVITE, the callee's and its BYE.
+    let caller_run = caller.finish(Duration::from_secs(30));
+    caller_run.assert_success();
+    let callee_run = callee.finish(Duration::from_secs(30));
+    callee_run.assert_success();
+    assert_eq!(
+        count_received(&callee, "INVITE "),
+        3,
+        "initial, move, caller's"
+    );
+    assert_eq!(count_received(&caller, "INVITE "), 2, "move, callee's");
+    let reinvite = nth_received(&callee, "INVITE ", 3, Duration::from_secs(1));
+    assert_eq!(relay_of_port(media_of(&reinvite).1), other, "{reinvite}");
+
+    let p2 = cluster.proxy("p2");
+    let view = api_get(&cluster.lan, p2, "/v1/cluster");
+    assert_eq!(
+        (view["role"].as_str(), &view["takeovers"]),
+        (Some("active"), &1.into()),
+        "{view}"
+    );
+    if failure == Failure::FrozenThenRelay {
+        // The frozen node found the VIP gone before anything else, released the call, and
+        // sent nothing since it was frozen.
+        let p1 = cluster.proxy("p1");
+        let view = api_get(&cluster.lan, p1, "/v1/cluster");
+        assert_eq!(view["role"], "passive", "{view}");
+        assert_eq!(view["released_calls"], 1, "{view}");
+        assert_eq!(view["dialogs"], 0, "{view}");
+        assert_eq!(
+            sip_sent(&cluster, p1),
+            sent_before_freeze,
+            "p1 sent SIP after its freeze"
+        );
+    }
+    eventually(Duration::from_secs(5), "the relay session deleted", || {
+        !cluster.relay_calls(1 - dead).contains(&call_id)
+    });
+    eventually(Duration::from_secs(5), "the record deleted", || {
+        cluster
+            .redis
+            .cli(&["EXISTS", &format!("anc:call:{{{call_id}}}")])
+            == "0"
+    });
+}
+
+#[test]
+fn a_frozen_active_proxy_releases_its_calls_and_sends_nothing_while_the_new_owner_moves_them() {
+    takeover(Failure::FrozenThenRelay);
+}
+
+#[test]
+fn a_relay_then_the_active_proxy_killed_the_new_owner_moves_the_call_once() {
+    takeover(Failure::RelayThenProxy);
+}
+
+#[test]
+fn the_active_proxy_then_a_relay_killed_the_new_owner_moves_the_call_once() {
+    takeover(Failure::ProxyThenRelay);
+}
