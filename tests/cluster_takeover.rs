@@ -167,3 +167,135 @@ fn a_relay_then_the_active_proxy_killed_the_new_owner_moves_the_call_once() {
 fn the_active_proxy_then_a_relay_killed_the_new_owner_moves_the_call_once() {
     takeover(Failure::ProxyThenRelay);
 }
+
+/// A relay drained with calls on it and the active proxy killed half way through the drain:
+/// the node that takes the VIP knows the relay is drained (the store keeps it) and moves the
+/// calls the dead node had not moved, each exactly once (the SIPp scenarios take one move's
+/// re-INVITE per party, no more); every call then ends through it.
+#[test]
+fn a_drain_cut_short_by_kill_9_of_the_active_proxy_is_finished_by_the_new_owner() {
+    const CALLS: usize = 12;
+    let mut cluster = Cluster::start_with("[proxy.reanchor]\nper_second = 6\n");
+    // Every call on relay-a: relay-b is drained while they are set up.
+    let (status, body) = cluster.post("p1", "/v1/relays/relay-b/drain");
+    assert_eq!(status, 200, "{body}");
+    let phones = cluster.lan.host("phones");
+    let callee_addr = SocketAddr::new(phones.addr(), 5070);
+    let caller_addr = SocketAddr::new(phones.addr(), 5080);
+    let n = CALLS.to_string();
+    let mut callee = Sipp::in_lan(phones, "uas", &scenario("uas_restart.xml"), callee_addr)
+        .args(["-m", &n, "-key", "rtp_port", "6000"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_restart.xml"), caller_addr)
+        .args([
+            "-m",
+            &n,
+            "-r",
+            "20",
+            "-d",
+            "2000",
+            "-timeout",
+            "90s",
+            "-timeout_error",
+        ])
+        .args(["-key", "rtp_port", "6002", "-rsa", &sip().to_string()])
+        .args([callee_addr.to_string()])
+        .spawn();
+    nth_received(&callee, "ACK ", CALLS, Duration::from_secs(15));
+    let calls = api_get(&cluster.lan, cluster.proxy("p1"), "/v1/calls");
+    let on_a = calls["calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter(|c| c["media"]["relay"] == "relay-a")
+        .count();
+    assert_eq!(on_a, CALLS, "{calls}");
+    cluster.store_caught_up("p1");
+
+    // Undrain relay-b, drain relay-a: six moves a second; p1 dies about half way.
+    let (status, body) = cluster.post("p1", "/v1/relays/relay-b/undrain");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = cluster.post("p1", "/v1/relays/relay-a/drain");
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(10), "some calls moved", || {
+        cluster.relay_calls(1).len() >= CALLS / 3
+    });
+    cluster.kill_proxy("p1");
+    let moved_by_p1 = cluster.relay_calls(1).len();
+    cluster.wait_vip_on("p2", Duration::from_secs(5));
+    println!("p1 killed with {moved_by_p1} of {CALLS} calls on relay-b");
+    assert!(moved_by_p1 < CALLS, "the drain was over before the kill");
+
+    // p2 drains relay-a again and moves the rest; every call then ends normally.
+    let caller_run = caller.finish(Duration::from_secs(60));
+    caller_run.assert_success();
+    let callee_run = callee.finish(Duration::from_secs(30));
+    callee_run.assert_success();
+    assert_eq!(
+        count_received(&caller, "INVITE "),
+        2 * CALLS,
+        "a move and the callee's each"
+    );
+    assert_eq!(count_received(&callee, "INVITE "), 3 * CALLS);
+    let relays = api_get(&cluster.lan, cluster.proxy("p2"), "/v1/relays");
+    let a = relays["relays"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "relay-a"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(a["draining"], true, "{relays}");
+    eventually(
+        Duration::from_secs(5),
+        "no session left on either relay",
+        || cluster.relay_calls(0).is_empty() && cluster.relay_calls(1).is_empty(),
+    );
+    eventually(Duration::from_secs(5), "no record left", || {
+        cluster
+            .redis
+            .cli(&["--scan", "--pattern", "anc:call:*"])
+            .trim()
+            .is_empty()
+    });
+}
+
+/// Redis killed with a call up, then the backup proxy killed: the active node, which keeps
+/// its calls in memory while the store is away, carries the call to its end with the VIP
+/// where it was.
+#[test]
+fn with_redis_and_the_backup_dead_the_active_node_keeps_its_call() {
+    let mut cluster = Cluster::start();
+    let phones = cluster.lan.host("phones");
+    let callee_addr = SocketAddr::new(phones.addr(), 5070);
+    let caller_addr = SocketAddr::new(phones.addr(), 5080);
+    let mut callee = Sipp::in_lan(phones, "uas", &scenario("uas_reinvite.xml"), callee_addr)
+        .args(["-m", "1"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_vip.xml"), caller_addr)
+        .args(["-m", "1", "-d", "3000", "-timeout", "40s", "-timeout_error"])
+        .args(["-rsa", &sip().to_string()])
+        .args([callee_addr.to_string()])
+        .spawn();
+    nth_received(&callee, "ACK ", 1, Duration::from_secs(10));
+    cluster.redis.kill();
+    cluster.kill_proxy("p2");
+    eventually(Duration::from_secs(5), "p1 sees the store down", || {
+        api_get(&cluster.lan, cluster.proxy("p1"), "/v1/health")["status"] == "degraded"
+    });
+    let caller_run = caller.finish(Duration::from_secs(30));
+    caller_run.assert_success();
+    callee.finish(Duration::from_secs(15)).assert_success();
+    assert_eq!(
+        count_received(&callee, "INVITE "),
+        2,
+        "the INVITE and the caller's re-INVITE"
+    );
+    assert_eq!(cluster.lan.vip_holder(VIP), Some("p1"));
+    let view = api_get(&cluster.lan, cluster.proxy("p1"), "/v1/cluster");
+    assert_eq!(
+        (view["role"].as_str(), &view["dialogs"]),
+        (Some("active"), &0.into()),
+        "{view}"
+    );
+}

@@ -43,6 +43,7 @@ pub fn cluster_proxy_config(
     api: SocketAddr,
     store: &str,
     relays: &[SocketAddr],
+    extra: &str,
 ) -> String {
     let nodes: String = relays
         .iter()
@@ -80,7 +81,8 @@ pub fn cluster_proxy_config(
          # No relay dies here: a long silence window keeps a loaded machine's stalls from\n\
          # looking like a dead relay.\n\
          [proxy.relay_health]\n\
-         down_after = 40\n",
+         down_after = 40\n\
+         {extra}",
         vip = VIP,
     )
 }
@@ -117,6 +119,12 @@ impl Cluster {
     /// Starts Redis and the relays on `svc`, a proxy on `p1` and `p2`, then keepalived on
     /// `p1` (which takes the VIP) and on `p2` (a backup).
     pub fn start() -> Cluster {
+        Cluster::start_with("")
+    }
+
+    /// [`Cluster::start`] with `extra` configuration for both proxies (TOML appended to
+    /// [`cluster_proxy_config`]'s).
+    pub fn start_with(extra: &str) -> Cluster {
         let lan = Lan::create(&["p1", "p2", "svc", "phones"]);
         let svc = lan.host("svc");
         let redis = RedisServer::start_in(svc);
@@ -133,7 +141,7 @@ impl Cluster {
             .map(|name| {
                 let host = lan.host(name);
                 let api = SocketAddr::new(host.addr(), API_PORT);
-                let config = cluster_proxy_config(name, api, &redis.url(), &relay_ng);
+                let config = cluster_proxy_config(name, api, &redis.url(), &relay_ng, extra);
                 AnchorageProxy::in_lan(host, bin(), sip(), api, &config)
             })
             .collect();
@@ -220,6 +228,21 @@ impl Cluster {
         eventually(Duration::from_secs(5), "the store caught up", || {
             api_get(&self.lan, self.proxy(name), "/v1/health")["store"]["dirty_calls"] == 0
         });
+    }
+
+    /// A POST of the API of the proxy on `name` (with the token), from the `phones` host:
+    /// the status and the JSON body.
+    pub fn post(&self, name: &str, path: &str) -> (u16, serde_json::Value) {
+        let p = self.proxy(name);
+        let auth = format!("Authorization: Bearer {API_TOKEN}");
+        let (status, body) = self
+            .lan
+            .host("phones")
+            .run(|| anchorage_testkit::http_with(p.api, "POST", path, "", &[&auth]));
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// The Call-IDs a relay (by index) holds.
