@@ -73,6 +73,11 @@ pub struct DtlsParty {
     pub setup_out: Option<Setup>,
     /// The party knows the relay's role (see the module documentation).
     pub settled: bool,
+    /// The relay's offer is a move's re-offer to the party that had offered: an `actpass`
+    /// answer to it is taken as the offer it repeats (the relay is the client). baresip (to
+    /// 1.0.0 at least) writes the `a=setup` of its first SDP into every later one, so as a
+    /// caller it answers a re-INVITE `actpass`.
+    pub reoffered: bool,
 }
 
 impl DtlsParty {
@@ -98,6 +103,7 @@ impl DtlsParty {
             DtlsRole::Server => Setup::Passive,
         });
         self.settled = unchanged && self.settled;
+        self.reoffered = false;
         Ok(())
     }
 
@@ -119,6 +125,7 @@ impl DtlsParty {
         self.offer_to_party(option);
         self.role = None;
         self.settled = false;
+        self.reoffered = true;
     }
 
     /// A move replays the party's last SDP as the answer to the relay's offer (`reanchor`):
@@ -148,6 +155,7 @@ impl DtlsParty {
             (Some(Setup::Passive), _) => DtlsRole::Server,
             (_, Setup::Active) => DtlsRole::Server,
             (_, Setup::Passive) => DtlsRole::Client,
+            (_, Setup::ActPass) if self.reoffered => DtlsRole::Client,
             (_, Setup::ActPass) => {
                 return Err("a=setup:actpass in an answer (RFC 5763 §5)".into());
             }
@@ -155,6 +163,7 @@ impl DtlsParty {
         self.peer = Some(peer);
         self.role = Some(role);
         self.settled = true;
+        self.reoffered = false;
         Ok(())
     }
 

@@ -374,7 +374,13 @@ fn answer_from(answerer: &str, offerer: &str, sdp: &str) -> Vec<(&'static str, V
 /// caller's real answer, `passive` or `active`.
 #[test]
 fn a_move_offers_the_dtls_caller_actpass_and_its_answer_sets_the_role() {
-    for (answered, role) in [("passive", DtlsRole::Client), ("active", DtlsRole::Server)] {
+    // `actpass` is what baresip answers as a caller (it repeats its first `a=setup`): taken
+    // as the offer it repeats, the relay being the client.
+    for (answered, role) in [
+        ("passive", DtlsRole::Client),
+        ("active", DtlsRole::Server),
+        ("actpass", DtlsRole::Client),
+    ] {
         let mut relay = new_relay(Some(relay_fp()));
         let stored = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "passive");
         let (reply, _) = relay.send(offer(
