@@ -608,6 +608,7 @@ fn crypto_lines(message: &str) -> Vec<(u32, String)> {
                 "AEAD_AES_256_GCM" => 59,
                 "AEAD_AES_128_GCM" => 38,
                 "AES_256_CM_HMAC_SHA1_80" | "AES_256_CM_HMAC_SHA1_32" => 62,
+                "AES_192_CM_HMAC_SHA1_80" | "AES_192_CM_HMAC_SHA1_32" => 51,
                 _ => 40,
             };
             assert_eq!(key.trim_end_matches('=').len(), expected, "{line}");
