@@ -693,7 +693,8 @@ fn srtp_flows_to_the_callee(
     first: u16,
 ) {
     use anchorage_testkit::media::rtp;
-    let (suite, relay_key) = anchorage_testkit::srtp::crypto_key(at_callee, aes_cm_80_tag(at_callee));
+    let (suite, relay_key) =
+        anchorage_testkit::srtp::crypto_key(at_callee, aes_cm_80_tag(at_callee));
     srtp.session("recv", "inbound", &suite, &relay_key);
     srtp.session("send", "outbound", &suite, CALLEE_SRTP_KEY);
     // Callee → caller: libsrtp's SRTP arrives at the caller as exactly the RTP protected (its

@@ -394,10 +394,7 @@ fn a_dtls_leg_moved_to_another_relay(role: &str) {
         fingerprint(&offer),
         "same certificate"
     );
-    assert!(
-        answer.contains(&format!("a=setup:{role}\r\n")),
-        "{answer}"
-    );
+    assert!(answer.contains(&format!("a=setup:{role}\r\n")), "{answer}");
     let to_b2 = sdp_of(&ng(
         &second,
         &[

@@ -249,7 +249,8 @@ pub fn answer_in_offer_profile(answer: &Bytes, offer: &Bytes) -> Bytes {
 /// `answer` to an ng node carries `reanchor`, so that each DTLS party is offered a new
 /// association with `a=setup:actpass` (RFC 5763 §5).
 pub fn move_has_dtls(sdps: [&Bytes; 2], flags: [&str; 2]) -> bool {
-    sdps.iter().any(|s| contains_ignore_case(s, b"a=fingerprint:"))
+    sdps.iter()
+        .any(|s| contains_ignore_case(s, b"a=fingerprint:"))
         || flags
             .iter()
             .any(|f| contains_ignore_case(f.as_bytes(), b"UDP/TLS/"))

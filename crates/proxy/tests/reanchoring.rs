@@ -514,7 +514,10 @@ fn a_dtls_callers_answer_to_the_moves_actpass_offer_reaches_the_new_relay_as_an_
     let mut p = call_on_r1_with(now, &dtls("actpass"), ANSWER_SDP);
     move_r1(&mut p, now);
     let offer = relay_at_replies(&mut p, "127.0.0.1:2224", R2_SDP, now);
-    assert!(!offer.flags.reanchor, "the offer is the caller's, as before");
+    assert!(
+        !offer.flags.reanchor,
+        "the offer is the caller's, as before"
+    );
     let for_caller = "v=0\r\no=r2 78 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\n\
                       m=audio 40002 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 203.0.113.2\r\n\
                       a=setup:actpass\r\na=fingerprint:sha-256 CC:DD\r\n";
@@ -553,7 +556,10 @@ fn a_dtls_callers_answer_to_the_moves_actpass_offer_reaches_the_new_relay_as_an_
         panic!("the caller's answer as an ng answer: {sent:?}")
     };
     assert_eq!(
-        (a.from_tag.0.as_str(), a.to_tag.as_ref().map(|t| t.0.as_str())),
+        (
+            a.from_tag.0.as_str(),
+            a.to_tag.as_ref().map(|t| t.0.as_str())
+        ),
         ("b1", Some("a1")),
         "tags the other way round"
     );

@@ -50,12 +50,12 @@ fn dtls_in(actions: &[MediaAction], side: Side) -> Option<DtlsParams> {
     support::leg_flags(actions, side).dtls
 }
 
-/// What the relay sends on: the sender's `o=` (`who`, `ip`), the relay's `port` and `profile`,
-/// its address, then `rest`.
+/// What the relay sends on: the sender's `o=` (`who`, `ip`), the relay's address at session
+/// level where the sender's was, the relay's `port` and `profile`, then `rest`.
 fn from_relay(who: &str, ip: &str, port: u16, profile: &str, rest: &str) -> String {
     format!(
-        "v=0\r\no={who} 1 1 IN IP4 {ip}\r\ns=-\r\nt=0 0\r\nm=audio {port} {profile} 111\r\n\
-         c=IN IP4 203.0.113.1\r\n{rest}"
+        "v=0\r\no={who} 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 203.0.113.1\r\nt=0 0\r\n\
+         m=audio {port} {profile} 111\r\n{rest}"
     )
 }
 
@@ -217,8 +217,7 @@ fn dtls_offerer_and_sdes_answerer_and_dtls_passive() {
     let pa = port(&to_alice);
     assert!(
         to_alice.ends_with(&format!(
-            "m=audio {pa} UDP/TLS/RTP/SAVP 111\r\n\
-             c=IN IP4 203.0.113.1\r\n\
+            "c=IN IP4 203.0.113.1\r\nt=0 0\r\nm=audio {pa} UDP/TLS/RTP/SAVP 111\r\n\
              a=sendrecv\r\n\
              a=rtcp:{pa}\r\n\
              a=rtcp-mux\r\n\
@@ -444,7 +443,10 @@ fn a_move_offers_the_dtls_callee_actpass_and_its_answer_sets_the_role() {
         let mut relay = new_relay(Some(relay_fp()));
         let (reply, _) = relay.send(offer(
             &plain_party("alice", 4000),
-            &[("to-tag", "bob"), ("transport-protocol", "UDP/TLS/RTP/SAVPF")],
+            &[
+                ("to-tag", "bob"),
+                ("transport-protocol", "UDP/TLS/RTP/SAVPF"),
+            ],
         ));
         let to_bob = sdp_of(&reply);
         let p = port(&to_bob);

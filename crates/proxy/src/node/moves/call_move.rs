@@ -10,7 +10,8 @@ use bytes::Bytes;
 use crate::media::{self};
 use crate::node::moves::IDLE_POLL;
 use crate::reanchor::{
-    answer_in_offer_profile, glare_backoff, move_has_dtls, restricted_offer, sdp_for_leg, MoveResult, Party,
+    answer_in_offer_profile, glare_backoff, move_has_dtls, restricted_offer, sdp_for_leg,
+    MoveResult, Party,
 };
 
 use crate::node::anchoring::MediaWait;
@@ -248,7 +249,10 @@ impl Proxy {
                 .is_some_and(|n| n.engine_kind() == media::EngineKind::Ng);
             if is_ng
                 && move_has_dtls(
-                    [&callee_sdp, call.caller.received.as_ref().unwrap_or(&callee_sdp)],
+                    [
+                        &callee_sdp,
+                        call.caller.received.as_ref().unwrap_or(&callee_sdp),
+                    ],
                     [&caller_flags, &callee_flags],
                 )
             {

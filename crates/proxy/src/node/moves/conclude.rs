@@ -10,8 +10,8 @@ use bytes::Bytes;
 
 use crate::media::{self, NodeId};
 use crate::reanchor::{
-    media_changed, offers_new_dtls, other_party_must_know,
-    other_party_must_know_when_terminated, sdp_for_leg, MoveResult, Party,
+    media_changed, offers_new_dtls, other_party_must_know, other_party_must_know_when_terminated,
+    sdp_for_leg, MoveResult, Party,
 };
 
 use crate::node::anchoring::MediaWait;
