@@ -263,6 +263,11 @@ pub fn offers_new_dtls(sdp: &Bytes) -> bool {
     contains_ignore_case(sdp, b"a=setup:actpass")
 }
 
+/// Whether an SDP carries an `a=fingerprint` (DTLS-SRTP).
+pub fn has_fingerprint(sdp: &Bytes) -> bool {
+    contains_ignore_case(sdp, b"a=fingerprint:")
+}
+
 fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())

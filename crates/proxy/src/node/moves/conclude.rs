@@ -10,8 +10,8 @@ use bytes::Bytes;
 
 use crate::media::{self, NodeId};
 use crate::reanchor::{
-    media_changed, offers_new_dtls, other_party_must_know, other_party_must_know_when_terminated,
-    sdp_for_leg, MoveResult, Party,
+    has_fingerprint, media_changed, offers_new_dtls, other_party_must_know,
+    other_party_must_know_when_terminated, sdp_for_leg, MoveResult, Party,
 };
 
 use crate::node::anchoring::MediaWait;
@@ -103,15 +103,20 @@ impl Proxy {
         callee_answer: &Bytes,
         now: Instant,
     ) {
-        // A party the move offered a new DTLS association (`actpass`) must have its answer
-        // reach the relay, which takes its DTLS role from it.
+        // A party the move offered a new DTLS association (`actpass`) with the relay's own
+        // certificate must have its answer reach the relay, which takes its DTLS role from it.
+        // (DTLS on both sides passes through the relay: the other party's SDP then carries a
+        // fingerprint too, and the `actpass` is the other party's own.)
         let is_ng = self
             .relays
             .nodes()
             .get(new_node)
             .is_some_and(|n| n.engine_kind() == media::EngineKind::Ng);
         let new_dtls = |party: Party, answer: &Bytes| {
-            is_ng && carries_body(answer) && m.sdp_for(party).is_some_and(offers_new_dtls)
+            is_ng
+                && carries_body(answer)
+                && m.sdp_for(party).is_some_and(offers_new_dtls)
+                && !m.sdp_for(party.other()).is_some_and(has_fingerprint)
         };
         let caller_dtls = new_dtls(Party::Caller, caller_answer);
         let callee_dtls = new_dtls(Party::Callee, callee_answer);
