@@ -15,9 +15,15 @@
 //! * SDES: baresip before 3.12.0 keys its receiving direction once, with the first answer's
 //!   key, and drops what the new relay encrypts with the new one. The direction baresip →
 //!   relay is checked; relay → baresip is checked from baresip 3.12.0 on (Debian ships 1.0.0).
-//! * DTLS: baresip (to date) runs one DTLS association per stream for the whole call and
-//!   refuses the new relay's handshake ("dtls already accepted"); the test checks the new
-//!   relay's ClientHello reached it, not the audio after the move.
+//! * DTLS: baresip (1.0.0, and every later version read) runs one DTLS association per stream
+//!   for the whole call: on the re-INVITE `media_start` returns at once (`started`), so it
+//!   neither connects nor listens again, and it refuses the new relay's ClientHello ("dtls
+//!   already accepted"); its SRTP contexts keep the first association's keys. As a caller it
+//!   also answers the move's `a=setup:actpass` with `actpass` (its session-level `a=setup` is
+//!   set once per call). The test checks the re-INVITE offers `actpass` with the new relay's
+//!   fingerprint and that the new relay's ClientHello reached it, not the audio after the
+//!   move: that would need the old relay's SRTP keys handed to the new one, which a relay that
+//!   died cannot do.
 
 use std::net::SocketAddr;
 use std::path::Path;
