@@ -50,12 +50,12 @@ fn dtls_in(actions: &[MediaAction], side: Side) -> Option<DtlsParams> {
     support::leg_flags(actions, side).dtls
 }
 
-/// What the relay sends on: the sender's `o=` (`who`, `ip`), the relay's `port` and `profile`,
-/// its address, then `rest`.
+/// What the relay sends on: the sender's `o=` (`who`, `ip`), the relay's address at session
+/// level where the sender's was, the relay's `port` and `profile`, then `rest`.
 fn from_relay(who: &str, ip: &str, port: u16, profile: &str, rest: &str) -> String {
     format!(
-        "v=0\r\no={who} 1 1 IN IP4 {ip}\r\ns=-\r\nt=0 0\r\nm=audio {port} {profile} 111\r\n\
-         c=IN IP4 203.0.113.1\r\n{rest}"
+        "v=0\r\no={who} 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 203.0.113.1\r\nt=0 0\r\n\
+         m=audio {port} {profile} 111\r\n{rest}"
     )
 }
 
@@ -217,8 +217,7 @@ fn dtls_offerer_and_sdes_answerer_and_dtls_passive() {
     let pa = port(&to_alice);
     assert!(
         to_alice.ends_with(&format!(
-            "m=audio {pa} UDP/TLS/RTP/SAVP 111\r\n\
-             c=IN IP4 203.0.113.1\r\n\
+            "c=IN IP4 203.0.113.1\r\nt=0 0\r\nm=audio {pa} UDP/TLS/RTP/SAVP 111\r\n\
              a=sendrecv\r\n\
              a=rtcp:{pa}\r\n\
              a=rtcp-mux\r\n\
@@ -354,4 +353,131 @@ fn what_cannot_be_honoured_is_refused_with_a_reason() {
         .send(offer(&alice, &[("transport-protocol", "RTP/AVP")]))
         .0;
     assert!(error_of(&reply).contains("not supported"), "{reply:?}");
+}
+
+/// A party's answer to the relay's re-offer in a move: from-tag `offerer`, to-tag `answerer`.
+fn answer_from(answerer: &str, offerer: &str, sdp: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        ("command", text("answer")),
+        ("call-id", text("call-1")),
+        ("from-tag", text(offerer)),
+        ("to-tag", text(answerer)),
+        ("sdp", text(sdp)),
+    ]
+}
+
+/// A move of a call with a DTLS caller to this relay (DESIGN.md "Re-anchoring" step 2): the
+/// caller's stored SDP (its answer to the old relay, `passive`) as the offer, the plain
+/// callee's as the answer with `reanchor`. The caller's re-INVITE offers a new DTLS
+/// association, so it carries `actpass` (RFC 5763 §5), and the relay's role follows the
+/// caller's real answer, `passive` or `active`.
+#[test]
+fn a_move_offers_the_dtls_caller_actpass_and_its_answer_sets_the_role() {
+    // `actpass` is what baresip answers as a caller (it repeats its first `a=setup`): taken
+    // as the offer it repeats, the relay being the client.
+    for (answered, role) in [
+        ("passive", DtlsRole::Client),
+        ("active", DtlsRole::Server),
+        ("actpass", DtlsRole::Client),
+    ] {
+        let mut relay = new_relay(Some(relay_fp()));
+        let stored = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", "passive");
+        let (reply, _) = relay.send(offer(
+            &stored,
+            &[("to-tag", "bob"), ("transport-protocol", "RTP/AVPF")],
+        ));
+        sdp_of(&reply);
+        let mut replay = answer(&plain_party("bob", 5000));
+        replay.push(("flags", Value::List(vec![text("reanchor")])));
+        let (reply, actions) = relay.send(replay);
+        let to_alice = sdp_of(&reply);
+        let pa = port(&to_alice);
+        assert_eq!(
+            to_alice,
+            from_relay(
+                "bob",
+                "198.51.100.20",
+                pa,
+                "UDP/TLS/RTP/SAVPF",
+                &format!(
+                    "a=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp:{pa}\r\na=rtcp-mux\r\n\
+                     a=setup:actpass\r\na=fingerprint:{}\r\n",
+                    relay_fp().sdp_value()
+                ),
+            )
+        );
+        // Until Alice answers, the relay only waits for her ClientHello.
+        assert_eq!(
+            dtls_in(&actions, Side::A),
+            leg(DtlsRole::Server, Some("alice"))
+        );
+        let real = dtls_party("alice", 4000, "UDP/TLS/RTP/SAVPF", answered);
+        let (reply, actions) = relay.send(answer_from("alice", "bob", &real));
+        // Bob keeps what he has (plain RTP/AVP, no rtcp-mux), as the proxy discards this.
+        let to_bob = sdp_of(&reply);
+        let pb = port(&to_bob);
+        assert_eq!(
+            to_bob,
+            from_relay(
+                "alice",
+                "192.0.2.10",
+                pb,
+                "RTP/AVP",
+                &format!(
+                    "a=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp:{}\r\n",
+                    pb + 1
+                ),
+            )
+        );
+        assert_eq!(dtls_in(&actions, Side::A), leg(role, Some("alice")));
+        assert_eq!(dtls_in(&actions, Side::B), None);
+    }
+}
+
+/// The same for a DTLS callee whose stored SDP was its own offer (`actpass`, a re-INVITE of
+/// its own): replayed as the move's answer it is not refused, the callee is offered `actpass`,
+/// and its real answer sets the role.
+#[test]
+fn a_move_offers_the_dtls_callee_actpass_and_its_answer_sets_the_role() {
+    for (answered, role) in [("passive", DtlsRole::Client), ("active", DtlsRole::Server)] {
+        let mut relay = new_relay(Some(relay_fp()));
+        let (reply, _) = relay.send(offer(
+            &plain_party("alice", 4000),
+            &[
+                ("to-tag", "bob"),
+                ("transport-protocol", "UDP/TLS/RTP/SAVPF"),
+            ],
+        ));
+        let to_bob = sdp_of(&reply);
+        let p = port(&to_bob);
+        assert_eq!(
+            to_bob,
+            from_relay(
+                "alice",
+                "198.51.100.20",
+                p,
+                "UDP/TLS/RTP/SAVPF",
+                &format!(
+                    "a=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=rtcp:{}\r\na=rtcp-mux\r\n\
+                     a=setup:actpass\r\na=fingerprint:{}\r\n",
+                    p + 1,
+                    relay_fp().sdp_value()
+                ),
+            )
+        );
+        let stored = dtls_party("bob", 5000, "UDP/TLS/RTP/SAVPF", "actpass");
+        let mut replay = answer(&stored);
+        replay.push(("flags", Value::List(vec![text("reanchor")])));
+        let (reply, actions) = relay.send(replay);
+        let to_alice = sdp_of(&reply);
+        assert!(to_alice.contains(" RTP/AVP 111\r\n"), "{to_alice}");
+        assert_eq!(
+            dtls_in(&actions, Side::B),
+            leg(DtlsRole::Server, Some("bob"))
+        );
+        let real = dtls_party("bob", 5000, "UDP/TLS/RTP/SAVPF", answered);
+        let (reply, actions) = relay.send(answer(&real));
+        sdp_of(&reply);
+        assert_eq!(dtls_in(&actions, Side::B), leg(role, Some("bob")));
+    }
 }
