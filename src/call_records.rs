@@ -8,7 +8,7 @@ use std::time::Instant;
 use anchorage_proxy::dialog::{Dialog, DialogId, DialogState, Leg, Renumber};
 use anchorage_proxy::node::{
     CallRecord as CoreRecord, DialogRecord as CoreDialog, InviteBranch, LegMedia,
-    MediaRecord as CoreMedia, MoveRecord as CoreMove,
+    MediaRecord as CoreMedia, MoveRecord as CoreMove, OpenInvite,
 };
 use anchorage_proxy::Transport;
 use anchorage_store as store;
@@ -61,6 +61,16 @@ pub fn to_store(
             })
             .collect()
     });
+    out.open_invite_request = r.open_invite_request.as_ref().and_then(|i| {
+        Some(store::OpenInviteRecord {
+            // A request that is not UTF-8 is not kept: a response reaching another node is
+            // then forwarded without making the dialog, as before.
+            request: String::from_utf8(i.request.to_vec()).ok()?,
+            source: i.source,
+            transport: transport_to_store(i.transport),
+            local: i.local,
+        })
+    });
     // The reservations of the confirmed dialog are the call's.
     if let Some(d) = r
         .dialogs
@@ -110,12 +120,19 @@ pub fn from_store(r: store::CallRecord, now: Instant) -> Result<CoreRecord, Conv
             transport: transport_from_store(b.transport),
         })
         .collect();
+    let open_invite_request = r.open_invite_request.map(|i| OpenInvite {
+        request: Bytes::from(i.request),
+        source: i.source,
+        transport: transport_from_store(i.transport),
+        local: i.local,
+    });
     Ok(CoreRecord {
         call_id,
         dialogs,
         media: r.media.map(media_from_store),
         moving,
         open_invite,
+        open_invite_request,
     })
 }
 
@@ -349,6 +366,12 @@ mod tests {
                 destination: "192.0.2.7:5080".parse().unwrap(),
                 transport: Transport::Tcp,
             }],
+            open_invite_request: Some(OpenInvite {
+                request: Bytes::from_static(b"INVITE sip:b@x SIP/2.0\r\nCall-ID: c1\r\n\r\n"),
+                source: "192.0.2.1:5070".parse().unwrap(),
+                transport: Transport::Udp,
+                local: "127.0.0.1:5060".parse().unwrap(),
+            }),
         }
     }
 

@@ -299,3 +299,59 @@ fn with_redis_and_the_backup_dead_the_active_node_keeps_its_call() {
         "{view}"
     );
 }
+
+/// The active proxy forwards an INVITE, the callee rings, and the proxy dies before the
+/// callee answers: the 200 reaches the node that took the VIP, which holds no transaction for
+/// it. It makes the dialog from the INVITE stored with the call and anchors the answer on the
+/// call's relay — the caller gets the relay's address — and the ACK and the BYE go through.
+#[test]
+fn a_200_long_after_the_180_reaches_the_new_owner_and_is_anchored_on_the_calls_relay() {
+    let mut cluster = Cluster::start();
+    let phones = cluster.lan.host("phones");
+    let callee_addr = SocketAddr::new(phones.addr(), 5070);
+    let caller_addr = SocketAddr::new(phones.addr(), 5080);
+    let mut callee = Sipp::in_lan(phones, "uas", &scenario("uas_late_answer.xml"), callee_addr)
+        .args(["-m", "1", "-d", "2500"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac.xml"), caller_addr)
+        .args(["-m", "1", "-d", "500", "-timeout", "30s", "-timeout_error"])
+        .args(["-rsa", &sip().to_string()])
+        .args([callee_addr.to_string()])
+        .spawn();
+    let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
+    let (relay_ip, port) = media_of(&invite);
+    let relay = relay_of_port(port);
+    nth_received(&caller, "SIP/2.0 180", 1, Duration::from_secs(5));
+    cluster.store_caught_up("p1");
+    cluster.kill_proxy("p1");
+    cluster.wait_vip_on("p2", Duration::from_secs(2));
+
+    let ok = nth_received(&caller, "SIP/2.0 200", 1, Duration::from_secs(10));
+    let (ip, port) = media_of(&ok);
+    assert_eq!(
+        (ip.as_str(), relay_of_port(port)),
+        (relay_ip.as_str(), relay),
+        "{ok}"
+    );
+    caller.finish(Duration::from_secs(15)).assert_success();
+    callee.finish(Duration::from_secs(15)).assert_success();
+    assert_eq!(count_received(&callee, "ACK "), 1);
+    let p2 = cluster.proxy("p2");
+    assert!(
+        p2.daemon
+            .log()
+            .contains("a response to an INVITE another node forwarded"),
+        "{}",
+        p2.daemon.log()
+    );
+    let call_id = ok
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Call-ID: "))
+        .expect("a Call-ID")
+        .trim()
+        .to_string();
+    eventually(Duration::from_secs(5), "the relay session deleted", || {
+        (0..RELAYS.len()).all(|i| !cluster.relay_calls(i).contains(&call_id))
+    });
+}

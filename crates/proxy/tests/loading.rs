@@ -279,3 +279,73 @@ fn the_ack_of_a_failure_never_waits_for_a_call_only_the_ack_of_a_2xx_does() {
     q.handle_datagram(dialog_ack.datagram("127.0.0.1:5070"), now);
     assert_eq!(loads_and_sip(&mut q).0, vec!["c1".to_string()]);
 }
+
+/// The node that forwarded an INVITE dies before its 200 comes: the 200 reaches a node that
+/// holds the call (loaded from the store, with the INVITE as it arrived) but no transaction.
+/// It makes the dialog and sends the callee's answer through the call's relay, so the caller
+/// gets the relay's SDP, never the callee's; the caller's ACK then follows the dialog.
+#[test]
+fn a_200_to_an_invite_another_node_forwarded_is_anchored_on_the_calls_relay_and_confirms_the_dialog(
+) {
+    let now = epoch();
+    let mut p = node_with_store();
+    p.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
+    drain(&mut p);
+    let r1_offer = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
+    relay_at_replies(&mut p, "127.0.0.1:2223", r1_offer, now);
+    let to_callee = drain(&mut p)
+        .into_iter()
+        .find(|t| t.data.starts_with(b"INVITE "))
+        .expect("the INVITE forwarded");
+    let record = p.export_call("c1").expect("the call's record");
+    assert!(record.open_invite_request.is_some() && !record.open_invite.is_empty());
+
+    // Another node gets the callee's 200 before it holds the call: it waits while the call
+    // is loaded, then is handled as below.
+    let mut q = node_with_store();
+    ok_to(&mut q, &to_callee, Some("b1"), ANSWER_SDP, now);
+    let (loads, sip) = loads_and_sip(&mut q);
+    assert_eq!((loads, sip.len()), (vec!["c1".to_string()], 0));
+    q.handle_loaded("c1", Some(record), now);
+    assert!(drain(&mut q).is_empty(), "the 200 waits for the relay");
+    let r1_answer = "v=0\r\no=relay 6 3 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30002 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
+    let answer = relay_at_replies(&mut q, "127.0.0.1:2223", r1_answer, now);
+    match &answer.kind {
+        anchorage_ng::RequestKind::Answer(leg) => {
+            assert_eq!(
+                (
+                    leg.from_tag.as_str(),
+                    leg.to_tag.as_ref().map(|t| t.as_str())
+                ),
+                ("a1", Some("b1"))
+            );
+        }
+        other => panic!("not an answer: {other:?}"),
+    }
+    let out = drain(&mut q);
+    let ok = out
+        .iter()
+        .find(|t| t.data.starts_with(b"SIP/2.0 200"))
+        .expect("the 200 forwarded");
+    assert_eq!(ok.destination.to_string(), "127.0.0.1:5070");
+    let ok = text(ok);
+    assert!(ok.contains("m=audio 30002 "), "the relay's SDP: {ok}");
+    assert!(!ok.contains("192.0.2.2"), "never the callee's: {ok}");
+    assert!(
+        q.dialogs().confirmed("c1").is_some(),
+        "the dialog confirmed"
+    );
+    // The caller's ACK goes to the callee's Contact, through the dialog.
+    let ack = Req::invite()
+        .method(Method::Ack)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch("z9hG4bK-ack")
+        .route("<sip:127.0.0.1:5060;lr>");
+    q.handle_datagram(ack.datagram("127.0.0.1:5070"), now);
+    let acks: Vec<Transmit> = drain(&mut q)
+        .into_iter()
+        .filter(|t| t.data.starts_with(b"ACK "))
+        .collect();
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].destination.port(), 9, "to bob's Contact");
+}

@@ -41,8 +41,8 @@ pub use backend::ownership::NodeState;
 pub use error::StoreError;
 pub use record::{
     CallRecord, CseqReserved, DialogRecord, DialogState, InviteDestination, LegMediaRecord,
-    LegRecord, MediaRecord, MoveRecord, MoveStage, OriginRecord, RecordError, RenumberRecord,
-    Transport, RECORD_VERSION,
+    LegRecord, MediaRecord, MoveRecord, MoveStage, OpenInviteRecord, OriginRecord, RecordError,
+    RenumberRecord, Transport, RECORD_VERSION,
 };
 pub use status::StoreStatus;
 

@@ -56,6 +56,10 @@ pub struct CallRecord {
     /// failure can follow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_invite: Option<Vec<InviteDestination>>,
+    /// The initial INVITE as it arrived, while it is open: a node that did not forward it
+    /// makes the dialog from it when the callee's response reaches that node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_invite_request: Option<OpenInviteRecord>,
     /// A media move in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moving: Option<MoveRecord>,
@@ -202,6 +206,19 @@ pub struct InviteDestination {
     pub transport: Transport,
 }
 
+/// The open initial INVITE as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenInviteRecord {
+    /// The request, as text.
+    pub request: String,
+    /// Where it came from.
+    pub source: SocketAddr,
+    /// Over which transport.
+    pub transport: Transport,
+    /// Our address it arrived at.
+    pub local: SocketAddr,
+}
+
 /// A media move in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MoveRecord {
@@ -267,6 +284,7 @@ impl CallRecord {
             dialogs: Vec::new(),
             media: None,
             open_invite: None,
+            open_invite_request: None,
             moving: None,
             cseq_reserved: CseqReserved::default(),
         }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crate::dialog::Dialog;
 use crate::media::Policy;
 use crate::node::anchoring::{CallMedia, LegMedia};
-pub use crate::node::calls::InviteBranch;
+pub use crate::node::calls::{InviteBranch, OpenInvite};
 use crate::node::io::Output;
 use crate::node::timers::TimerRef;
 use crate::node::Proxy;
@@ -36,6 +36,9 @@ pub struct CallRecord {
     /// Where the initial INVITE was forwarded while it has no final response: a CANCEL or
     /// the ACK of a failure reaching another start of the node follows these.
     pub open_invite: Vec<InviteBranch>,
+    /// The initial INVITE as it arrived, while it is open: a node that did not forward it
+    /// makes the dialog from it when the callee's response reaches that node.
+    pub open_invite_request: Option<OpenInvite>,
 }
 
 /// A move in progress, as a restarted node needs it.
@@ -130,7 +133,12 @@ impl Proxy {
             })
         });
         let open_invite = self.calls.invite_branches(call_id).to_vec();
-        if dialogs.is_empty() && media.is_none() && open_invite.is_empty() {
+        let open_invite_request = self.calls.open_invite(call_id).cloned();
+        if dialogs.is_empty()
+            && media.is_none()
+            && open_invite.is_empty()
+            && open_invite_request.is_none()
+        {
             return None;
         }
         let moving = self.calls.moving(call_id).and_then(|m| {
@@ -149,6 +157,7 @@ impl Proxy {
             media,
             moving,
             open_invite,
+            open_invite_request,
         })
     }
 
@@ -235,6 +244,9 @@ impl Proxy {
                 // Its relay is down here: the call waits for one like any other.
                 self.start_waiting(call_id, now);
             }
+        }
+        if let Some(invite) = record.open_invite_request {
+            self.calls.invite_received(call_id, invite);
         }
         if !record.open_invite.is_empty() {
             for branch in record.open_invite {

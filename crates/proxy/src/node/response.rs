@@ -98,6 +98,9 @@ impl Proxy {
                 }
                 return;
             }
+            if self.answer_stateless(&resp, status, &branch, now) {
+                return;
+            }
             tracing::debug!(call_id = ?resp.call_id().ok(), %branch, status, "response without a client transaction: forwarded by its Via");
             self.forward_response_stateless(&resp);
             return;
