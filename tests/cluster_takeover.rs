@@ -355,3 +355,49 @@ fn a_200_long_after_the_180_reaches_the_new_owner_and_is_anchored_on_the_calls_r
         (0..RELAYS.len()).all(|i| !cluster.relay_calls(i).contains(&call_id))
     });
 }
+
+/// The active proxy forwards an INVITE, the callee rings, the proxy dies, and the caller gives
+/// up: its CANCEL reaches the node that took the VIP, which has no transaction for the INVITE
+/// but the branches stored with the call — the CANCEL reaches the ringing callee, the 487
+/// comes back, its ACK follows, and no relay session or record is left.
+#[test]
+fn a_cancel_for_an_invite_the_dead_node_forwarded_reaches_the_ringing_callee() {
+    let mut cluster = Cluster::start();
+    let phones = cluster.lan.host("phones");
+    let callee_addr = SocketAddr::new(phones.addr(), 5070);
+    let caller_addr = SocketAddr::new(phones.addr(), 5080);
+    let mut callee = Sipp::in_lan(phones, "uas", &scenario("uas_cancel.xml"), callee_addr)
+        .args(["-m", "1"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_cancel_late.xml"), caller_addr)
+        .args(["-m", "1", "-d", "2500", "-timeout", "30s", "-timeout_error"])
+        .args(["-rsa", &sip().to_string()])
+        .args([callee_addr.to_string()])
+        .spawn();
+    let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
+    nth_received(&caller, "SIP/2.0 180", 1, Duration::from_secs(5));
+    cluster.store_caught_up("p1");
+    cluster.kill_proxy("p1");
+    cluster.wait_vip_on("p2", Duration::from_secs(2));
+
+    caller.finish(Duration::from_secs(15)).assert_success();
+    callee.finish(Duration::from_secs(15)).assert_success();
+    assert_eq!(count_received(&callee, "CANCEL "), 1);
+    assert_eq!(count_received(&callee, "ACK "), 1);
+    let call_id = invite
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Call-ID: "))
+        .expect("a Call-ID")
+        .trim()
+        .to_string();
+    eventually(Duration::from_secs(5), "the relay session deleted", || {
+        (0..RELAYS.len()).all(|i| !cluster.relay_calls(i).contains(&call_id))
+    });
+    eventually(Duration::from_secs(5), "the record deleted", || {
+        cluster
+            .redis
+            .cli(&["EXISTS", &format!("anc:call:{{{call_id}}}")])
+            == "0"
+    });
+}

@@ -308,6 +308,13 @@ fn a_200_to_an_invite_another_node_forwarded_is_anchored_on_the_calls_relay_and_
     assert_eq!((loads, sip.len()), (vec!["c1".to_string()], 0));
     q.handle_loaded("c1", Some(record), now);
     assert!(drain(&mut q).is_empty(), "the 200 waits for the relay");
+    // The caller's INVITE, retransmitted to this node meanwhile: a 100, no second anchoring,
+    // nothing forwarded.
+    q.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
+    let out = drain(&mut q);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].data.starts_with(b"SIP/2.0 100 "));
+    assert_eq!(out[0].destination.to_string(), "127.0.0.1:5070");
     let r1_answer = "v=0\r\no=relay 6 3 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30002 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
     let answer = relay_at_replies(&mut q, "127.0.0.1:2223", r1_answer, now);
     match &answer.kind {
@@ -348,4 +355,53 @@ fn a_200_to_an_invite_another_node_forwarded_is_anchored_on_the_calls_relay_and_
         .collect();
     assert_eq!(acks.len(), 1);
     assert_eq!(acks[0].destination.port(), 9, "to bob's Contact");
+}
+
+/// The same, with a failure: a 486 to the INVITE another node forwarded goes to the caller,
+/// and the call's relay session and early dialog go with it (the record is deleted).
+#[test]
+fn a_failure_to_an_invite_another_node_forwarded_deletes_the_calls_relay_session() {
+    let now = epoch();
+    let mut p = node_with_store();
+    p.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
+    drain(&mut p);
+    let r1_offer = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
+    relay_at_replies(&mut p, "127.0.0.1:2223", r1_offer, now);
+    let to_callee = drain(&mut p)
+        .into_iter()
+        .find(|t| t.data.starts_with(b"INVITE "))
+        .expect("the INVITE forwarded");
+    let mut q = node_with_store();
+    q.import_call(p.export_call("c1").expect("a record"), now)
+        .expect("imported");
+    let invite = anchorage_sip::Message::parse(to_callee.data.clone()).unwrap();
+    let busy = invite
+        .response(486, "Busy Here")
+        .to_tag("b1")
+        .build()
+        .unwrap();
+    q.handle_datagram(
+        anchorage_proxy::node::Datagram {
+            data: busy.bytes(),
+            source: to_callee.destination,
+            local: "127.0.0.1:5060".parse().unwrap(),
+            transport: anchorage_proxy::Transport::Udp,
+        },
+        now,
+    );
+    let out = drain(&mut q);
+    assert!(
+        out.iter()
+            .any(|t| t.data.starts_with(b"SIP/2.0 486") && t.destination.port() == 5070),
+        "{out:?}"
+    );
+    let ng = ng_requests(&mut q);
+    assert!(
+        ng.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
+        "{ng:?}"
+    );
+    assert_eq!(q.calls().len(), 0);
+    let ended = std::iter::from_fn(|| q.poll_output())
+        .any(|o| matches!(o, Output::CallEnded(ref c) if c == "c1"));
+    assert!(ended, "the record is deleted");
 }

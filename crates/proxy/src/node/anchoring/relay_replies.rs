@@ -234,7 +234,7 @@ impl Proxy {
                     }
                 }
                 (MediaWait::StatelessAnswer { response }, sdp) => {
-                    self.on_stateless_answer(&response, sdp);
+                    self.on_stateless_answer(&response, sdp, now);
                 }
                 (MediaWait::Answer { key, status, .. }, None) => {
                     tracing::warn!("relay refused or did not answer an answer; the response is not relayed unanchored");

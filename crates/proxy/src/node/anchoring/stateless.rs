@@ -11,9 +11,46 @@ use anchorage_sip::{Message, Method};
 
 use crate::media;
 use crate::node::anchoring::{carries_sdp, tag_of, MediaWait};
+use crate::node::io::{Datagram, Transmit};
+use crate::node::response::upstream_destination;
 use crate::node::Proxy;
 
 impl Proxy {
+    /// Whether `req` is a retransmission of the open initial INVITE of a call held here that
+    /// another node forwarded (same Via branch and CSeq as the INVITE stored with the call): it
+    /// is answered `100 Trying` and goes no further — the callee has it already, and the call
+    /// is not anchored a second time. Its final response comes here by the Via.
+    pub(in crate::node) fn absorb_forwarded_invite(&mut self, req: &Message, d: &Datagram) -> bool {
+        let Ok(call_id) = req.call_id() else {
+            return false;
+        };
+        let Some(invite) = self.calls.open_invite(call_id) else {
+            return false;
+        };
+        let Ok(stored) = Message::parse(invite.request.clone()) else {
+            return false;
+        };
+        let branch = |m: &Message| {
+            m.top_via()
+                .ok()
+                .and_then(|v| v.branch().map(str::to_string))
+        };
+        let cseq = |m: &Message| m.cseq().ok().map(|c| c.seq);
+        if branch(req).is_none() || branch(req) != branch(&stored) || cseq(req) != cseq(&stored) {
+            return false;
+        }
+        tracing::info!(%call_id, "the INVITE another node forwarded, retransmitted here: answered 100, not forwarded again");
+        if let Ok(trying) = req.response(100, "Trying").build() {
+            self.out.push_back(Transmit {
+                data: trying.bytes(),
+                destination: upstream_destination(req, d.source, d.transport),
+                transport: d.transport,
+                local: Some(d.local),
+            });
+        }
+        true
+    }
+
     /// Handles `resp` (status `status`, our Via on top, no client transaction here) if it
     /// answers the open initial INVITE of a call held here: the dialog is made from the stored
     /// INVITE, and a response with SDP waits for the relay's answer (true: taken; it is
@@ -102,6 +139,7 @@ impl Proxy {
         &mut self,
         response: &Message,
         sdp: Option<bytes::Bytes>,
+        now: Instant,
     ) {
         let Some(sdp) = sdp else {
             tracing::warn!(call_id = ?response.call_id().ok(), "the relay did not answer for a response to another node's INVITE: dropped (a 2xx is retransmitted)");
@@ -117,7 +155,7 @@ impl Proxy {
             to.record_sent(&sdp);
         }
         if let Ok(rewritten) = response.edit().set_body(sdp).finish_message() {
-            self.forward_response_stateless(&rewritten);
+            self.forward_response_stateless(&rewritten, now);
         }
     }
 }
