@@ -6,7 +6,11 @@
 //!   frozen node, resumed (`SIGCONT`), finds the VIP gone, releases the call and sends nothing;
 //! * a relay and the active proxy killed together, in both orders: the new owner, which never
 //!   saw the call, moves it off the dead relay (or completes the move the dead node began),
-//!   again with one re-INVITE per party.
+//!   again with one re-INVITE per party;
+//! * a call the active proxy moved (CSeqs renumbered), then that proxy killed: the new owner
+//!   carries the renumbering on;
+//! * a drain cut short, Redis and the backup dead, and the transactions that straddle the
+//!   failover (a late 200, a CANCEL).
 //!
 //! After each: the re-INVITEs of both parties and the BYE go through the new owner with 200s
 //! (the SIPp scenarios check every response), on the relay the call moved to; the relay
@@ -32,6 +36,9 @@ enum Failure {
     RelayThenProxy,
     /// `kill -9` of the active proxy, then of the call's relay.
     ProxyThenRelay,
+    /// The call moved by the active proxy (its relay drained: CSeqs renumbered), then
+    /// `kill -9` of that proxy; no relay dies.
+    MovedThenProxy,
 }
 
 /// The SIP messages a proxy sent, from its `/metrics`.
@@ -97,6 +104,15 @@ fn takeover(failure: Failure) {
         Failure::ProxyThenRelay => {
             cluster.kill_proxy("p1");
             cluster.relays[dead].daemon.signal(9);
+            cluster.wait_vip_on("p2", Duration::from_secs(5));
+        }
+        Failure::MovedThenProxy => {
+            let (status, body) = cluster.post("p1", &format!("/v1/relays/{relay}/drain"));
+            assert_eq!(status, 200, "{body}");
+            nth_received(&callee, "INVITE ", 2, Duration::from_secs(10));
+            nth_received(&caller, "INVITE ", 1, Duration::from_secs(10));
+            cluster.store_caught_up("p1");
+            cluster.kill_proxy("p1");
             cluster.wait_vip_on("p2", Duration::from_secs(5));
         }
     }
@@ -166,6 +182,13 @@ fn a_relay_then_the_active_proxy_killed_the_new_owner_moves_the_call_once() {
 #[test]
 fn the_active_proxy_then_a_relay_killed_the_new_owner_moves_the_call_once() {
     takeover(Failure::ProxyThenRelay);
+}
+
+/// The renumbered CSeqs of a call the dead node moved go on at the new owner: the SIPp
+/// scenarios check each party gets its own CSeq back in every response.
+#[test]
+fn a_call_moved_before_kill_9_of_the_active_proxy_goes_on_with_its_renumbered_cseqs() {
+    takeover(Failure::MovedThenProxy);
 }
 
 /// A relay drained with calls on it and the active proxy killed half way through the drain:
