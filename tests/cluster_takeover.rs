@@ -16,15 +16,13 @@
 //! (the SIPp scenarios check every response), on the relay the call moved to; the relay
 //! session and the stored record are gone.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 mod cluster_support;
 mod restart_support;
-use anchorage_testkit::sipp::{Sipp, SippProcess};
 use anchorage_testkit::{http, AnchorageProxy};
 use cluster_support::*;
-use restart_support::{count_received, eventually, nth_received, scenario};
+use restart_support::{count_received, eventually, nth_received};
 
 /// What fails, and in which order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,21 +54,25 @@ fn sip_sent(cluster: &Cluster, p: &AnchorageProxy) -> u64 {
 
 fn takeover(failure: Failure) {
     let mut cluster = Cluster::start();
-    let phones = cluster.lan.host("phones");
-    let callee_addr = SocketAddr::new(phones.addr(), 5070);
-    let caller_addr = SocketAddr::new(phones.addr(), 5080);
-    let mut callee: SippProcess =
-        Sipp::in_lan(phones, "uas", &scenario("uas_restart.xml"), callee_addr)
-            .args(["-m", "1", "-key", "rtp_port", "6000"])
-            .spawn();
-    std::thread::sleep(Duration::from_millis(300));
     // The caller takes the move's re-INVITE, pauses (-d), then re-INVITEs; the callee then
     // re-INVITEs and hangs up.
-    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_restart.xml"), caller_addr)
-        .args(["-m", "1", "-d", "2000", "-timeout", "60s", "-timeout_error"])
-        .args(["-key", "rtp_port", "6002", "-rsa", &sip().to_string()])
-        .args([callee_addr.to_string()])
-        .spawn();
+    let (mut callee, mut caller) = cluster.call(
+        "uas_restart.xml",
+        &["-m", "1", "-key", "rtp_port", "6000"],
+        "uac_restart.xml",
+        &[
+            "-m",
+            "1",
+            "-d",
+            "2000",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-key",
+            "rtp_port",
+            "6002",
+        ],
+    );
     let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
     nth_received(&callee, "ACK ", 1, Duration::from_secs(10));
     let (_, port) = media_of(&invite);
@@ -111,9 +113,7 @@ fn takeover(failure: Failure) {
             assert_eq!(status, 200, "{body}");
             nth_received(&callee, "INVITE ", 2, Duration::from_secs(10));
             nth_received(&caller, "INVITE ", 1, Duration::from_secs(10));
-            cluster.store_caught_up("p1");
-            cluster.kill_proxy("p1");
-            cluster.wait_vip_on("p2", Duration::from_secs(5));
+            cluster.fail_over(Duration::from_secs(5));
         }
     }
 
@@ -158,15 +158,11 @@ fn takeover(failure: Failure) {
             "p1 sent SIP after its freeze"
         );
     }
-    eventually(Duration::from_secs(5), "the relay session deleted", || {
-        !cluster.relay_calls(1 - dead).contains(&call_id)
-    });
-    eventually(Duration::from_secs(5), "the record deleted", || {
-        cluster
-            .redis
-            .cli(&["EXISTS", &format!("anc:call:{{{call_id}}}")])
-            == "0"
-    });
+    let live: Vec<usize> = match failure {
+        Failure::MovedThenProxy => vec![0, 1],
+        _ => vec![1 - dead],
+    };
+    cluster.assert_call_gone(&call_id, &live);
 }
 
 #[test]
@@ -202,16 +198,12 @@ fn a_drain_cut_short_by_kill_9_of_the_active_proxy_is_finished_by_the_new_owner(
     // Every call on relay-a: relay-b is drained while they are set up.
     let (status, body) = cluster.post("p1", "/v1/relays/relay-b/drain");
     assert_eq!(status, 200, "{body}");
-    let phones = cluster.lan.host("phones");
-    let callee_addr = SocketAddr::new(phones.addr(), 5070);
-    let caller_addr = SocketAddr::new(phones.addr(), 5080);
     let n = CALLS.to_string();
-    let mut callee = Sipp::in_lan(phones, "uas", &scenario("uas_restart.xml"), callee_addr)
-        .args(["-m", &n, "-key", "rtp_port", "6000"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_restart.xml"), caller_addr)
-        .args([
+    let (mut callee, mut caller) = cluster.call(
+        "uas_restart.xml",
+        &["-m", &n, "-key", "rtp_port", "6000"],
+        "uac_restart.xml",
+        &[
             "-m",
             &n,
             "-r",
@@ -221,10 +213,11 @@ fn a_drain_cut_short_by_kill_9_of_the_active_proxy_is_finished_by_the_new_owner(
             "-timeout",
             "90s",
             "-timeout_error",
-        ])
-        .args(["-key", "rtp_port", "6002", "-rsa", &sip().to_string()])
-        .args([callee_addr.to_string()])
-        .spawn();
+            "-key",
+            "rtp_port",
+            "6002",
+        ],
+    );
     nth_received(&callee, "ACK ", CALLS, Duration::from_secs(15));
     let calls = api_get(&cluster.lan, cluster.proxy("p1"), "/v1/calls");
     let on_a = calls["calls"]
@@ -288,18 +281,12 @@ fn a_drain_cut_short_by_kill_9_of_the_active_proxy_is_finished_by_the_new_owner(
 #[test]
 fn with_redis_and_the_backup_dead_the_active_node_keeps_its_call() {
     let mut cluster = Cluster::start();
-    let phones = cluster.lan.host("phones");
-    let callee_addr = SocketAddr::new(phones.addr(), 5070);
-    let caller_addr = SocketAddr::new(phones.addr(), 5080);
-    let mut callee = Sipp::in_lan(phones, "uas", &scenario("uas_reinvite.xml"), callee_addr)
-        .args(["-m", "1"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_vip.xml"), caller_addr)
-        .args(["-m", "1", "-d", "3000", "-timeout", "40s", "-timeout_error"])
-        .args(["-rsa", &sip().to_string()])
-        .args([callee_addr.to_string()])
-        .spawn();
+    let (mut callee, mut caller) = cluster.call(
+        "uas_reinvite.xml",
+        &["-m", "1"],
+        "uac_vip.xml",
+        &["-m", "1", "-d", "3000", "-timeout", "40s", "-timeout_error"],
+    );
     nth_received(&callee, "ACK ", 1, Duration::from_secs(10));
     cluster.redis.kill();
     cluster.kill_proxy("p2");
@@ -330,25 +317,17 @@ fn with_redis_and_the_backup_dead_the_active_node_keeps_its_call() {
 #[test]
 fn a_200_long_after_the_180_reaches_the_new_owner_and_is_anchored_on_the_calls_relay() {
     let mut cluster = Cluster::start();
-    let phones = cluster.lan.host("phones");
-    let callee_addr = SocketAddr::new(phones.addr(), 5070);
-    let caller_addr = SocketAddr::new(phones.addr(), 5080);
-    let mut callee = Sipp::in_lan(phones, "uas", &scenario("uas_late_answer.xml"), callee_addr)
-        .args(["-m", "1", "-d", "2500"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac.xml"), caller_addr)
-        .args(["-m", "1", "-d", "500", "-timeout", "30s", "-timeout_error"])
-        .args(["-rsa", &sip().to_string()])
-        .args([callee_addr.to_string()])
-        .spawn();
+    let (mut callee, mut caller) = cluster.call(
+        "uas_late_answer.xml",
+        &["-m", "1", "-d", "2500"],
+        "uac.xml",
+        &["-m", "1", "-d", "500", "-timeout", "30s", "-timeout_error"],
+    );
     let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
     let (relay_ip, port) = media_of(&invite);
     let relay = relay_of_port(port);
     nth_received(&caller, "SIP/2.0 180", 1, Duration::from_secs(5));
-    cluster.store_caught_up("p1");
-    cluster.kill_proxy("p1");
-    cluster.wait_vip_on("p2", Duration::from_secs(2));
+    cluster.fail_over(Duration::from_secs(2));
 
     let ok = nth_received(&caller, "SIP/2.0 200", 1, Duration::from_secs(10));
     let (ip, port) = media_of(&ok);
@@ -368,15 +347,7 @@ fn a_200_long_after_the_180_reaches_the_new_owner_and_is_anchored_on_the_calls_r
         "{}",
         p2.daemon.log()
     );
-    let call_id = ok
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Call-ID: "))
-        .expect("a Call-ID")
-        .trim()
-        .to_string();
-    eventually(Duration::from_secs(5), "the relay session deleted", || {
-        (0..RELAYS.len()).all(|i| !cluster.relay_calls(i).contains(&call_id))
-    });
+    cluster.assert_call_gone(&call_id_of(&ok), &[0, 1]);
 }
 
 /// The active proxy forwards an INVITE, the callee rings, the proxy dies, and the caller gives
@@ -386,41 +357,19 @@ fn a_200_long_after_the_180_reaches_the_new_owner_and_is_anchored_on_the_calls_r
 #[test]
 fn a_cancel_for_an_invite_the_dead_node_forwarded_reaches_the_ringing_callee() {
     let mut cluster = Cluster::start();
-    let phones = cluster.lan.host("phones");
-    let callee_addr = SocketAddr::new(phones.addr(), 5070);
-    let caller_addr = SocketAddr::new(phones.addr(), 5080);
-    let mut callee = Sipp::in_lan(phones, "uas", &scenario("uas_cancel.xml"), callee_addr)
-        .args(["-m", "1"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_cancel_late.xml"), caller_addr)
-        .args(["-m", "1", "-d", "2500", "-timeout", "30s", "-timeout_error"])
-        .args(["-rsa", &sip().to_string()])
-        .args([callee_addr.to_string()])
-        .spawn();
+    let (mut callee, mut caller) = cluster.call(
+        "uas_cancel.xml",
+        &["-m", "1"],
+        "uac_cancel_late.xml",
+        &["-m", "1", "-d", "2500", "-timeout", "30s", "-timeout_error"],
+    );
     let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
     nth_received(&caller, "SIP/2.0 180", 1, Duration::from_secs(5));
-    cluster.store_caught_up("p1");
-    cluster.kill_proxy("p1");
-    cluster.wait_vip_on("p2", Duration::from_secs(2));
+    cluster.fail_over(Duration::from_secs(2));
 
     caller.finish(Duration::from_secs(15)).assert_success();
     callee.finish(Duration::from_secs(15)).assert_success();
     assert_eq!(count_received(&callee, "CANCEL "), 1);
     assert_eq!(count_received(&callee, "ACK "), 1);
-    let call_id = invite
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Call-ID: "))
-        .expect("a Call-ID")
-        .trim()
-        .to_string();
-    eventually(Duration::from_secs(5), "the relay session deleted", || {
-        (0..RELAYS.len()).all(|i| !cluster.relay_calls(i).contains(&call_id))
-    });
-    eventually(Duration::from_secs(5), "the record deleted", || {
-        cluster
-            .redis
-            .cli(&["EXISTS", &format!("anc:call:{{{call_id}}}")])
-            == "0"
-    });
+    cluster.assert_call_gone(&call_id_of(&invite), &[0, 1]);
 }

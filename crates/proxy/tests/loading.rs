@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use anchorage_proxy::node::{Output, Proxy, Transmit, MAX_PARKED_PER_CALL};
+use anchorage_proxy::node::{CallRecord, Output, Proxy, Transmit, MAX_PARKED_PER_CALL};
 use anchorage_sip::Method;
 
 use support::scenario::*;
@@ -280,13 +280,9 @@ fn the_ack_of_a_failure_never_waits_for_a_call_only_the_ack_of_a_2xx_does() {
     assert_eq!(loads_and_sip(&mut q).0, vec!["c1".to_string()]);
 }
 
-/// The node that forwarded an INVITE dies before its 200 comes: the 200 reaches a node that
-/// holds the call (loaded from the store, with the INVITE as it arrived) but no transaction.
-/// It makes the dialog and sends the callee's answer through the call's relay, so the caller
-/// gets the relay's SDP, never the callee's; the caller's ACK then follows the dialog.
-#[test]
-fn a_200_to_an_invite_another_node_forwarded_is_anchored_on_the_calls_relay_and_confirms_the_dialog(
-) {
+/// Call c1's INVITE anchored on r1 and forwarded to the callee by a node that then died: its
+/// record (with the INVITE as it arrived and its branch) and the INVITE the callee got.
+fn invite_forwarded_by_a_node_that_died() -> (CallRecord, Transmit) {
     let now = epoch();
     let mut p = node_with_store();
     p.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
@@ -299,6 +295,18 @@ fn a_200_to_an_invite_another_node_forwarded_is_anchored_on_the_calls_relay_and_
         .expect("the INVITE forwarded");
     let record = p.export_call("c1").expect("the call's record");
     assert!(record.open_invite_request.is_some() && !record.open_invite.is_empty());
+    (record, to_callee)
+}
+
+/// The node that forwarded an INVITE dies before its 200 comes: the 200 reaches a node that
+/// holds the call (loaded from the store, with the INVITE as it arrived) but no transaction.
+/// It makes the dialog and sends the callee's answer through the call's relay, so the caller
+/// gets the relay's SDP, never the callee's; the caller's ACK then follows the dialog.
+#[test]
+fn a_200_to_an_invite_another_node_forwarded_is_anchored_on_the_calls_relay_and_confirms_the_dialog(
+) {
+    let now = epoch();
+    let (record, to_callee) = invite_forwarded_by_a_node_that_died();
 
     // Another node gets the callee's 200 before it holds the call: it waits while the call
     // is loaded, then is handled as below.
@@ -362,18 +370,9 @@ fn a_200_to_an_invite_another_node_forwarded_is_anchored_on_the_calls_relay_and_
 #[test]
 fn a_failure_to_an_invite_another_node_forwarded_deletes_the_calls_relay_session() {
     let now = epoch();
-    let mut p = node_with_store();
-    p.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
-    drain(&mut p);
-    let r1_offer = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
-    relay_at_replies(&mut p, "127.0.0.1:2223", r1_offer, now);
-    let to_callee = drain(&mut p)
-        .into_iter()
-        .find(|t| t.data.starts_with(b"INVITE "))
-        .expect("the INVITE forwarded");
+    let (record, to_callee) = invite_forwarded_by_a_node_that_died();
     let mut q = node_with_store();
-    q.import_call(p.export_call("c1").expect("a record"), now)
-        .expect("imported");
+    q.import_call(record, now).expect("imported");
     let invite = anchorage_sip::Message::parse(to_callee.data.clone()).unwrap();
     let busy = invite
         .response(486, "Busy Here")
