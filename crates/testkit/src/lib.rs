@@ -474,8 +474,8 @@ impl AnchorageProxy {
     }
 
     /// Starts `bin proxy` on a host of a test LAN with `config` as its whole configuration,
-    /// SIP on UDP `sip` (a virtual IP the host need not hold: the LAN's hosts bind addresses
-    /// they do not have) and the API on `api`; waits until its API serves. Restarts
+    /// SIP on UDP and TCP `sip` (a virtual IP the host need not hold: the LAN's hosts bind
+    /// addresses they do not have) and the API on `api`; waits until its API serves. Restarts
     /// ([`AnchorageProxy::start_again`]) run it on the same host.
     pub fn in_lan(
         host: &lan::LanHost,
@@ -520,9 +520,12 @@ impl AnchorageProxy {
             Some(exec) => exec.command(bin),
             None => std::process::Command::new(bin),
         };
-        cmd.args(["proxy", "--listen", &format!("udp:{sip}")])
-            .args(["--api", &api.to_string(), "-c"])
-            .arg(config);
+        cmd.args(["proxy", "--listen", &format!("udp:{sip}")]);
+        if exec.is_some() {
+            // On a test LAN the address is the test's own: TCP on it too (a TCP party).
+            cmd.args(["--listen", &format!("tcp:{sip}")]);
+        }
+        cmd.args(["--api", &api.to_string(), "-c"]).arg(config);
         let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
         daemon.ready_within(Duration::from_secs(10), |d| d.log().contains("/metrics on"))?;
         Ok(daemon)
