@@ -415,6 +415,9 @@ fn import_records(proxy: &mut Proxy, records: Vec<StoreRecord>) -> (usize, usize
     (loaded, refused)
 }
 
+/// Calls imported per turn of the event loop in a takeover.
+const IMPORT_BATCH: usize = 256;
+
 /// What the store gives a node that takes over.
 enum Takeover {
     /// One node's calls, claimed.
@@ -479,8 +482,12 @@ async fn claim_every_node(
         match store.claim_of(&node.id).await {
             Ok(records) => {
                 total += records.len();
-                if claimed.send(Takeover::Calls(records)).is_err() {
-                    return;
+                // A few hundred at a time: the event loop takes one batch per turn, so
+                // messages and timers go on between the batches of a large takeover.
+                for batch in records.chunks(IMPORT_BATCH) {
+                    if claimed.send(Takeover::Calls(batch.to_vec())).is_err() {
+                        return;
+                    }
                 }
             }
             Err(error) => {
