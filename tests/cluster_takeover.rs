@@ -373,3 +373,48 @@ fn a_cancel_for_an_invite_the_dead_node_forwarded_reaches_the_ringing_callee() {
     assert_eq!(count_received(&callee, "ACK "), 1);
     cluster.assert_call_gone(&call_id_of(&invite), &[0, 1]);
 }
+
+/// Redis frozen when the VIP moves: the new owner cannot claim the calls yet, and tries again
+/// until Redis answers — then it holds the call without any message of the call having come,
+/// and carries it to its end.
+#[test]
+fn a_takeover_while_redis_is_frozen_claims_the_calls_once_redis_answers() {
+    let mut cluster = Cluster::start();
+    let (mut callee, mut caller) = cluster.call(
+        "uas_reinvite.xml",
+        &["-m", "1"],
+        "uac_vip.xml",
+        &["-m", "1", "-d", "9000", "-timeout", "40s", "-timeout_error"],
+    );
+    nth_received(&callee, "ACK ", 1, Duration::from_secs(10));
+    cluster.store_caught_up("p1");
+    cluster.redis.signal(SIGSTOP);
+    cluster.kill_proxy("p1");
+    cluster.wait_vip_on("p2", Duration::from_secs(5));
+    let p2 = cluster.proxy("p2");
+    std::thread::sleep(Duration::from_millis(1500));
+    let view = api_get(&cluster.lan, p2, "/v1/cluster");
+    assert_eq!(
+        (view["role"].as_str(), &view["dialogs"]),
+        (Some("active"), &0.into()),
+        "{view}"
+    );
+    cluster.redis.signal(SIGCONT);
+    // Before the caller's re-INVITE (9 s after its ACK): the claim, not a message, brought it.
+    eventually(Duration::from_secs(4), "p2 holding the call", || {
+        api_get(&cluster.lan, p2, "/v1/cluster")["dialogs"] == 1
+    });
+    caller.finish(Duration::from_secs(30)).assert_success();
+    callee.finish(Duration::from_secs(15)).assert_success();
+    assert!(
+        p2.daemon
+            .log()
+            .contains("could not list the cluster's nodes: trying again")
+            || p2
+                .daemon
+                .log()
+                .contains("could not claim a node's calls: trying again"),
+        "{}",
+        p2.daemon.log()
+    );
+}
