@@ -10,9 +10,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, ChildStdin, ChildStdout};
 use std::time::Duration;
 
-use anchorage_ng::{decode_reply, encode_document, Dict, Encoding, Outcome, Reply, Value};
+use anchorage_ng::{Reply, Value};
 use anchorage_testkit::media::{hex, unhex};
-use anchorage_testkit::{free_udp_port, http, AnchorageRelay, LOCALHOST};
+use anchorage_testkit::{
+    free_udp_port, http, ng_request, ng_sdp as sdp_of, AnchorageRelay, LOCALHOST,
+};
 
 /// The DTLS peer (`tests/dtls_peer.py`), stopped on drop.
 struct Peer {
@@ -88,28 +90,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 
 /// One ng request to the relay, answered within 2 s.
 fn ng(relay: &AnchorageRelay, entries: &[(&str, &str)]) -> Reply {
-    let client = UdpSocket::bind((LOCALHOST, 0)).unwrap();
-    let dict: Dict = entries
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), Value::text(*v)))
-        .collect();
-    let (_, document) = encode_document(&dict, Encoding::Bencode);
-    let mut datagram = b"dtls1 ".to_vec();
-    datagram.extend_from_slice(&document);
-    client
-        .send_to(&datagram, (LOCALHOST, relay.ng))
-        .expect("send ng");
-    client
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut buf = vec![0u8; 65_536];
-    let (n, _) = client.recv_from(&mut buf).expect("an ng reply");
-    decode_reply(&buf[..n]).expect("a reply").2
-}
-
-fn sdp_of(reply: &Reply) -> String {
-    assert_eq!(reply.outcome, Outcome::Ok, "{reply:?}");
-    String::from_utf8(reply.sdp.clone().expect("an SDP").to_vec()).unwrap()
+    ng_request(relay.ng, entries)
 }
 
 fn media_port(sdp: &str) -> u16 {

@@ -7,45 +7,11 @@
 //! address, and a rejected section inheriting the session's `c=` gets none. (rtpengine's later
 //! releases print a `c=` in every section instead; the reference describes those.)
 
-use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use anchorage_ng::{decode_reply, encode_document, Dict, Encoding, Outcome, Value};
-use anchorage_testkit::{AnchorageRelay, LOCALHOST};
-
-/// One ng request to the daemon listening on `port`, with a cookie of its own.
-fn ng(port: u16, entries: &[(&str, &str)]) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let client = UdpSocket::bind((LOCALHOST, 0)).unwrap();
-    let dict: Dict = entries
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), Value::text(*v)))
-        .collect();
-    let (_, document) = encode_document(&dict, Encoding::Bencode);
-    let cookie = format!(
-        "sdp-{}-{} ",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut datagram = cookie.into_bytes();
-    datagram.extend_from_slice(&document);
-    client
-        .send_to(&datagram, (LOCALHOST, port))
-        .expect("send ng");
-    client
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut buf = vec![0u8; 65_536];
-    let (n, _) = client.recv_from(&mut buf).expect("an ng reply");
-    let reply = decode_reply(&buf[..n]).expect("a reply").2;
-    assert_eq!(reply.outcome, Outcome::Ok, "{reply:?}");
-    String::from_utf8(reply.sdp.expect("an SDP").to_vec()).unwrap()
-}
+use anchorage_testkit::{ng_request, ng_sdp, AnchorageRelay};
 
 /// The offer `sdp` from `call`'s caller, as the daemon on `port` rewrites it for the callee.
 fn offer(port: u16, call: &str, sdp: &str) -> String {
-    ng(
+    ng_sdp(&ng_request(
         port,
         &[
             ("command", "offer"),
@@ -53,7 +19,7 @@ fn offer(port: u16, call: &str, sdp: &str) -> String {
             ("from-tag", "caller"),
             ("sdp", sdp),
         ],
-    )
+    ))
 }
 
 /// The `m=` and `c=` lines of an SDP in order, the ports of `m=` lines that are not 0 written
@@ -97,6 +63,26 @@ fn two_sections(session: Option<&str>, audio: Option<&str>, video: Option<&str>)
     )
 }
 
+/// Checks our relay's offer of `sdp` (in a call of its own, `name`) exactly: the session-level
+/// `c=IN IP4 {c}`, none per section, and both sections with the relay's ports and `a={direction}`.
+fn assert_exact_offer(ours: &AnchorageRelay, name: &str, sdp: &str, c: &str, direction: &str) {
+    let call = format!("c-lines-{name}-{}", std::process::id());
+    let mine = offer(ours.ng, &call, sdp);
+    let [audio, video] = ports(&mine)[..] else {
+        panic!("{mine}")
+    };
+    assert_eq!(
+        mine,
+        format!(
+            "{HEAD}c=IN IP4 {c}\r\nt=0 0\r\n\
+             m=audio {audio} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\na=rtcp:{}\r\n\
+             m=video {video} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na={direction}\r\na=rtcp:{}\r\n",
+            audio + 1,
+            video + 1
+        )
+    );
+}
+
 #[test]
 fn c_lines_stay_at_the_level_the_sender_wrote_them_as_debians_rtpengine_keeps_them() {
     let ours = AnchorageRelay::start(std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")), &[]);
@@ -128,36 +114,8 @@ fn c_lines_stay_at_the_level_the_sender_wrote_them_as_debians_rtpengine_keeps_th
         );
     }
     // Ours, exactly: the shared session-level c= with the relay's address, none per section.
-    let call = format!("c-lines-exact-{}", std::process::id());
-    let mine = offer(ours.ng, &call, &cases[0].1);
-    let [audio, video] = ports(&mine)[..] else {
-        panic!("{mine}")
-    };
-    assert_eq!(
-        mine,
-        format!(
-            "{HEAD}c=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=audio {audio} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\na=rtcp:{}\r\n\
-             m=video {video} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=sendrecv\r\na=rtcp:{}\r\n",
-            audio + 1,
-            video + 1
-        )
-    );
+    assert_exact_offer(&ours, "exact", &cases[0].1, "127.0.0.1", "sendrecv");
     // On hold: the zero address at session level, the direction made explicit.
-    let call = format!("c-lines-hold-{}", std::process::id());
-    let held = offer(ours.ng, &call, &cases[3].1);
-    let [audio, video] = ports(&held)[..] else {
-        panic!("{held}")
-    };
-    assert_eq!(
-        held,
-        format!(
-            "{HEAD}c=IN IP4 0.0.0.0\r\nt=0 0\r\n\
-             m=audio {audio} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\na=rtcp:{}\r\n\
-             m=video {video} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=sendonly\r\na=rtcp:{}\r\n",
-            audio + 1,
-            video + 1
-        )
-    );
+    assert_exact_offer(&ours, "hold", &cases[3].1, "0.0.0.0", "sendonly");
     drop(engine);
 }

@@ -48,13 +48,7 @@ fn move_r1_calls(
     let anchorage_ng::RequestKind::Offer(o) = &offer.kind else {
         panic!("{offer:?}")
     };
-    assert_eq!(
-        (
-            o.from_tag.0.as_str(),
-            o.to_tag.as_ref().map(|t| t.0.as_str())
-        ),
-        ("a1", Some("b1"))
-    );
+    assert_eq!(tags(o), ("a1", Some("b1")));
     assert_eq!(
         &o.sdp[..],
         OFFER_SDP.as_bytes(),
@@ -75,18 +69,27 @@ fn move_r1_calls(
         "the callee's stored answer"
     );
     // Both re-INVITEs leave together.
-    let out = drain(p);
-    let to_callee = out
-        .iter()
-        .find(|t| t.destination.port() == 9)
-        .expect("re-INVITE to the callee")
-        .clone();
-    let to_caller = out
-        .iter()
-        .find(|t| t.destination.port() == 5070)
-        .expect("re-INVITE to the caller")
-        .clone();
+    let (to_callee, to_caller) = reinvites(&drain(p));
     (job, to_callee, to_caller)
+}
+
+/// The move's re-INVITEs in `out`: to the callee (port 9), to the caller (port 5070).
+fn reinvites(out: &[Transmit]) -> (Transmit, Transmit) {
+    let to = |port: u16, whom: &str| {
+        out.iter()
+            .find(|t| t.destination.port() == port)
+            .unwrap_or_else(|| panic!("re-INVITE to the {whom}"))
+            .clone()
+    };
+    (to(9, "callee"), to(5070, "caller"))
+}
+
+/// The `(from-tag, to-tag)` of an ng offer or answer.
+fn tags(o: &anchorage_ng::OfferAnswer) -> (&str, Option<&str>) {
+    (
+        o.from_tag.0.as_str(),
+        o.to_tag.as_ref().map(|t| t.0.as_str()),
+    )
 }
 
 /// A final response with `status` (no body) from the party a request went to.
@@ -527,17 +530,7 @@ fn a_dtls_callers_answer_to_the_moves_actpass_offer_reaches_the_new_relay_as_an_
     };
     assert!(answer.flags.reanchor, "{:?}", answer.flags);
     assert_eq!(&a.sdp[..], ANSWER_SDP.as_bytes());
-    let out = drain(&mut p);
-    let to_callee = out
-        .iter()
-        .find(|t| t.destination.port() == 9)
-        .expect("re-INVITE to the callee")
-        .clone();
-    let to_caller = out
-        .iter()
-        .find(|t| t.destination.port() == 5070)
-        .expect("re-INVITE to the caller")
-        .clone();
+    let (to_callee, to_caller) = reinvites(&drain(&mut p));
     assert!(
         text(&to_caller).contains("a=setup:actpass\r\na=fingerprint:sha-256 CC:DD\r\n"),
         "{}",
@@ -555,14 +548,7 @@ fn a_dtls_callers_answer_to_the_moves_actpass_offer_reaches_the_new_relay_as_an_
     let anchorage_ng::RequestKind::Answer(a) = &sent[0].1.kind else {
         panic!("the caller's answer as an ng answer: {sent:?}")
     };
-    assert_eq!(
-        (
-            a.from_tag.0.as_str(),
-            a.to_tag.as_ref().map(|t| t.0.as_str())
-        ),
-        ("b1", Some("a1")),
-        "tags the other way round"
-    );
+    assert_eq!(tags(a), ("b1", Some("a1")), "tags the other way round");
     assert_eq!(&a.sdp[..], passive.as_bytes());
     assert!(!sent[0].1.flags.reanchor);
     assert_eq!(p.anchored_call("c1").unwrap().node, "r2");

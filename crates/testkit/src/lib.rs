@@ -370,6 +370,38 @@ impl AnchorageRelay {
     }
 }
 
+/// One ng request of `entries` (every value a string, bencoded) to the ng relay (`anchorage
+/// relay` or rtpengine) on 127.0.0.1:`port`, with a cookie of its own; its reply, waited for
+/// up to 2 s.
+pub fn ng_request(port: u16, entries: &[(&str, &str)]) -> anchorage_ng::Reply {
+    use anchorage_ng::{Dict, Encoding, Value};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let client = UdpSocket::bind((LOCALHOST, 0)).expect("a UDP socket");
+    let dict: Dict = entries
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::text(*v)))
+        .collect();
+    let (_, document) = anchorage_ng::encode_document(&dict, Encoding::Bencode);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut datagram = format!("ng-{}-{n} ", std::process::id()).into_bytes();
+    datagram.extend_from_slice(&document);
+    client
+        .send_to(&datagram, (LOCALHOST, port))
+        .expect("send ng");
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("a read timeout");
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = client.recv_from(&mut buf).expect("an ng reply");
+    anchorage_ng::decode_reply(&buf[..n]).expect("a reply").2
+}
+
+/// The SDP of an ng reply, which must be a success.
+pub fn ng_sdp(reply: &anchorage_ng::Reply) -> String {
+    assert_eq!(reply.outcome, anchorage_ng::Outcome::Ok, "{reply:?}");
+    String::from_utf8(reply.sdp.clone().expect("an SDP").to_vec()).expect("SDP text")
+}
+
 /// The Call-IDs an ng relay (`anchorage relay` or rtpengine) on 127.0.0.1:`port` holds, by
 /// its `list` command.
 /// A relay starved of CPU on a loaded machine may take seconds: the command is sent again

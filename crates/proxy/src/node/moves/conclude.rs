@@ -179,17 +179,8 @@ impl Proxy {
                     &policy.caller_flags,
                 )
                 .rtpproxy(&policy.caller_rtpproxy);
-                if let Some(id) = self.relays.send(new_node, &r, now) {
-                    let wait = if tell_caller {
-                        MediaWait::FollowUp {
-                            call_id: call_id.to_string(),
-                            party: Party::Caller,
-                        }
-                    } else {
-                        MediaWait::Delete
-                    };
-                    self.media_waits.insert((new_node, id), wait);
-                }
+                let follow_up = tell_caller.then_some(Party::Caller);
+                self.send_moved_sdp(new_node, &r, call_id, follow_up, now);
             }
             if caller_dtls {
                 // The caller answered the relay's new offer: an answer with the tags the other
@@ -202,17 +193,8 @@ impl Proxy {
                     caller_answer.clone(),
                     &policy.callee_flags,
                 );
-                if let Some(id) = self.relays.send(new_node, &r, now) {
-                    let wait = if tell_callee {
-                        MediaWait::FollowUp {
-                            call_id: call_id.to_string(),
-                            party: Party::Callee,
-                        }
-                    } else {
-                        MediaWait::Delete
-                    };
-                    self.media_waits.insert((new_node, id), wait);
-                }
+                let follow_up = tell_callee.then_some(Party::Callee);
+                self.send_moved_sdp(new_node, &r, call_id, follow_up, now);
             } else if caller_changed {
                 // The caller's new SDP, as a re-offer: the relay's rewrite is for the callee.
                 let r = media::offer_answer(
@@ -224,17 +206,8 @@ impl Proxy {
                     &policy.callee_flags,
                 )
                 .rtpproxy(&policy.callee_rtpproxy);
-                if let Some(id) = self.relays.send(new_node, &r, now) {
-                    let wait = if tell_callee {
-                        MediaWait::FollowUp {
-                            call_id: call_id.to_string(),
-                            party: Party::Callee,
-                        }
-                    } else {
-                        MediaWait::Delete
-                    };
-                    self.media_waits.insert((new_node, id), wait);
-                }
+                let follow_up = tell_callee.then_some(Party::Callee);
+                self.send_moved_sdp(new_node, &r, call_id, follow_up, now);
             }
         }
         // The old session goes, unless its node is dead (a delete is never sent elsewhere);
@@ -251,6 +224,29 @@ impl Proxy {
                 .unwrap_or_default()
         };
         tracing::info!(%call_id, from = %names(old_node), to = %names(new_node), ms = now.saturating_duration_since(m.started).as_millis() as u64, "call re-anchored");
+    }
+
+    /// Sends `request` (a party's SDP from its answer to the move) to the call's new relay
+    /// `node`; the relay's rewrite goes to `follow_up` as a follow-up offer, if any (else
+    /// nobody waits for the reply).
+    fn send_moved_sdp(
+        &mut self,
+        node: NodeId,
+        request: &media::MediaRequest,
+        call_id: &str,
+        follow_up: Option<Party>,
+        now: Instant,
+    ) {
+        let wait = match follow_up {
+            Some(party) => MediaWait::FollowUp {
+                call_id: call_id.to_string(),
+                party,
+            },
+            None => MediaWait::Delete,
+        };
+        if let Some(id) = self.relays.send(node, request, now) {
+            self.media_waits.insert((node, id), wait);
+        }
     }
 
     /// Ends a call the proxy can no longer carry: BYE to both parties, relay sessions deleted.
