@@ -235,17 +235,21 @@ impl Proxy {
                     if let Some(sdp) = &m.sdp_for[1] {
                         media.callee.record_sent(sdp);
                     }
+                    self.relays.adopt(node, call_id, &media.caller_tag);
                     self.delete_or_orphan(node, call_id, now);
                     node = new_node;
                     media.node = new_node;
                 }
                 Some((new_node, m)) if new_node != node => {
                     tracing::info!(%call_id, relay = m.to.as_str(), "an imported call was being moved: the session of the move is deleted");
+                    self.relays.adopt(new_node, call_id, &media.caller_tag);
                     self.delete_or_orphan(new_node, call_id, now);
                 }
                 _ => {}
             }
             self.relays.count_call(node, 1);
+            // An RTPProxy node's engine deletes only the sessions it knows of.
+            self.relays.adopt(node, call_id, &media.caller_tag);
             self.calls.set_media(call_id, media);
             if !self.relays.is_up(node) {
                 // Its relay is down here: the call waits for one like any other.
