@@ -50,7 +50,8 @@ impl RtpProxy {
         Self::start_with(&["-d", "DBUG"])
     }
 
-    /// [`RtpProxy::start`] with `extra` command-line arguments.
+    /// [`RtpProxy::start`] with `extra` command-line arguments (an `-l` among them replaces
+    /// the media address 127.0.0.1).
     pub fn start_with(extra: &[&str]) -> RtpProxy {
         let mut last_log = String::new();
         for _ in 0..3 {
@@ -68,9 +69,15 @@ impl RtpProxy {
         let control = free_udp_port(LOCALHOST);
         let base = free_udp_block(LOCALHOST, 100);
         let ports = base..=base + 99;
+        // Its media on 127.0.0.1, unless `extra` gives its own `-l` (bridging: `-l A/B`).
+        let listen = if extra.contains(&"-l") {
+            ""
+        } else {
+            ", '-l', '127.0.0.1'"
+        };
         let script = format!(
             "import time\nfrom rtp.io import rtpproxy\n\
-             r = rtpproxy(extra_args=['-F', '-s', 'udp:127.0.0.1:{control}', '-l', '127.0.0.1', \
+             r = rtpproxy(extra_args=['-F', '-s', 'udp:127.0.0.1:{control}'{listen}, \
              '-m', '{}', '-M', '{}'{}])\nprint('rtpproxy ready', flush=True)\n\
              while True:\n    time.sleep(3600)\n",
             ports.start(),
