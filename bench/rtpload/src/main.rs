@@ -856,18 +856,23 @@ fn main() {
         }
         let mut relay_line = None;
         let r = if args.rtpp {
-            ng.rtpp(&format!("U {} {} {} a{i};1", call_id(i), la.ip(), la.port()))
-                .and_then(|reply| rtpp_port_address(&reply))
+            ng.rtpp(&format!(
+                "U {} {} {} a{i};1",
+                call_id(i),
+                la.ip(),
+                la.port()
+            ))
+            .and_then(|reply| rtpp_port_address(&reply))
         } else {
             ng.command(&dict(offer)).and_then(|r| {
-            let sdp = get_str(&r, "sdp").unwrap_or_default();
-            if args.srtp {
-                relay_line = sdes_line(&sdp);
-                if relay_line.is_none() {
-                    return Err(format!("offer reply without an {SDES_SUITE} a=crypto line"));
+                let sdp = get_str(&r, "sdp").unwrap_or_default();
+                if args.srtp {
+                    relay_line = sdes_line(&sdp);
+                    if relay_line.is_none() {
+                        return Err(format!("offer reply without an {SDES_SUITE} a=crypto line"));
+                    }
                 }
-            }
-            sdp_media_addr(&sdp).ok_or_else(|| "offer reply without usable SDP".to_string())
+                sdp_media_addr(&sdp).ok_or_else(|| "offer reply without usable SDP".to_string())
             })
         };
         let b_dst = match r {
