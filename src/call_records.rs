@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use anchorage_proxy::dialog::{Dialog, DialogId, DialogState, Leg, Renumber};
+use anchorage_proxy::media::RtppLeg;
 use anchorage_proxy::node::{
     CallRecord as CoreRecord, DialogRecord as CoreDialog, InviteBranch, LegMedia,
     MediaRecord as CoreMedia, MoveRecord as CoreMove, OpenInvite,
@@ -266,12 +267,29 @@ fn leg_media_from_store(l: store::LegMediaRecord) -> LegMedia {
     }
 }
 
+fn rtpp_to_store(l: &RtppLeg) -> store::RtppLegRecord {
+    store::RtppLegRecord {
+        letters: l.letters.clone(),
+        ip: l.ip,
+    }
+}
+
+fn rtpp_from_store(l: store::RtppLegRecord) -> RtppLeg {
+    RtppLeg {
+        letters: l.letters,
+        ip: l.ip,
+    }
+}
+
 fn media_to_store(m: &CoreMedia) -> Result<store::MediaRecord, ConvertError> {
     Ok(store::MediaRecord {
         node: m.node.clone(),
         set: m.set.clone(),
         caller_flags: m.caller_flags.clone(),
         callee_flags: m.callee_flags.clone(),
+        caller_rtpproxy: rtpp_to_store(&m.caller_rtpproxy),
+        callee_rtpproxy: rtpp_to_store(&m.callee_rtpproxy),
+        rtpproxy_unfit: m.rtpproxy_unfit.clone(),
         caller_tag: m.caller_tag.clone(),
         caller: leg_media_to_store(&m.caller, "the caller's SDP")?,
         callee: leg_media_to_store(&m.callee, "the callee's SDP")?,
@@ -286,6 +304,9 @@ fn media_from_store(m: store::MediaRecord) -> CoreMedia {
         set: m.set,
         caller_flags: m.caller_flags,
         callee_flags: m.callee_flags,
+        caller_rtpproxy: rtpp_from_store(m.caller_rtpproxy),
+        callee_rtpproxy: rtpp_from_store(m.callee_rtpproxy),
+        rtpproxy_unfit: m.rtpproxy_unfit,
         caller_tag: m.caller_tag,
         caller: leg_media_from_store(m.caller),
         callee: leg_media_from_store(m.callee),
@@ -346,6 +367,12 @@ mod tests {
                 set: "m".into(),
                 caller_flags: "replace-origin".into(),
                 callee_flags: "RTP/SAVP".into(),
+                caller_rtpproxy: "r".into(),
+                callee_rtpproxy: RtppLeg {
+                    letters: "coei".into(),
+                    ip: Some("198.51.100.250".parse().unwrap()),
+                },
+                rtpproxy_unfit: Some("the callee leg's type RTP/SAVP needs an ng relay".into()),
                 caller_tag: "a".into(),
                 caller: LegMedia {
                     received: Some(Bytes::from_static(b"v=0\r\n")),

@@ -762,6 +762,8 @@ fn relay_views(proxy: &Proxy) -> Vec<crate::api::RelayView> {
             engine: n.engine_name(),
             weight: n.weight,
             calls: n.calls,
+            reported_sessions: n.reported.map(|(sessions, _)| sessions),
+            load: n.load(),
             state: if n.up { "up" } else { "down" },
             draining: n.draining,
             state_age_s: Instant::now()

@@ -42,7 +42,7 @@ pub use error::StoreError;
 pub use record::{
     CallRecord, CseqReserved, DialogRecord, DialogState, InviteDestination, LegMediaRecord,
     LegRecord, MediaRecord, MoveRecord, MoveStage, OpenInviteRecord, OriginRecord, RecordError,
-    RenumberRecord, Transport, RECORD_VERSION,
+    RenumberRecord, RtppLegRecord, Transport, RECORD_VERSION,
 };
 pub use status::StoreStatus;
 

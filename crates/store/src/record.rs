@@ -7,8 +7,11 @@
 //! [`RecordError::UnknownVersion`], so a node never acts on a record it half understands. Fields
 //! added later without a new version are ignored by older readers; an incompatible change
 //! bumps `v`, and the reader of the new version keeps reading `tests/fixtures/record_v1.json`.
+//! The media anchor's RTPProxy letters (`caller_rtpproxy`, `callee_rtpproxy`, `rtpproxy_unfit`)
+//! are such later fields of v1: records written without them read as calls without letters,
+//! and a build that predates them reads the rest of the record.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -161,6 +164,16 @@ pub struct MediaRecord {
     pub caller_flags: String,
     /// Flags for the SDP sent to the callee.
     pub callee_flags: String,
+    /// What an RTPProxy node is told for the SDP sent to the caller. Absent when empty, and in
+    /// records written before it existed (read as empty).
+    #[serde(default, skip_serializing_if = "RtppLegRecord::is_empty")]
+    pub caller_rtpproxy: RtppLegRecord,
+    /// What an RTPProxy node is told for the SDP sent to the callee (absent when empty).
+    #[serde(default, skip_serializing_if = "RtppLegRecord::is_empty")]
+    pub callee_rtpproxy: RtppLegRecord,
+    /// Why RTPProxy nodes cannot carry the call, if so (absent: they can).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtpproxy_unfit: Option<String>,
     /// The tag of the leg whose offer anchored the call.
     pub caller_tag: String,
     /// The caller's media.
@@ -171,6 +184,25 @@ pub struct MediaRecord {
     pub answer_in_ack: bool,
     /// An offer in a reliable provisional response waits for its answer in the PRACK.
     pub answer_in_prack: bool,
+}
+
+/// One leg's options for an RTPProxy node: OpenSIPS flag letters, and the address written into
+/// that leg's SDP instead of the node's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtppLegRecord {
+    /// The letters (e.g. `co`, `ei`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub letters: String,
+    /// The address, if one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+}
+
+impl RtppLegRecord {
+    /// No letters and no address.
+    pub fn is_empty(&self) -> bool {
+        self.letters.is_empty() && self.ip.is_none()
+    }
 }
 
 /// One leg's SDPs.

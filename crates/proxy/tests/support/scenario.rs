@@ -310,9 +310,14 @@ pub fn call_on_r1(now: Instant) -> Proxy {
 
 /// [`call_on_r1`] with the caller's `offer` and the callee's `answer`.
 pub fn call_on_r1_with(now: Instant, offer: &str, answer: &str) -> Proxy {
-    let mut p = proxy(
-        "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{ name = \"r1\", ng = \"127.0.0.1:2223\" }, { name = \"r2\", ng = \"127.0.0.1:2224\" }]\n\n[proxy.media]\nset = \"m\"\n",
-    );
+    call_on_r1_in("", now, offer, answer)
+}
+
+/// [`call_on_r1_with`] with `more` added to the proxy's configuration (after `[proxy.media]`).
+pub fn call_on_r1_in(more: &str, now: Instant, offer: &str, answer: &str) -> Proxy {
+    let mut p = proxy(&format!(
+        "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{{ name = \"r1\", ng = \"127.0.0.1:2223\" }}, {{ name = \"r2\", ng = \"127.0.0.1:2224\" }}]\n\n[proxy.media]\nset = \"m\"\n{more}",
+    ));
     p.handle_datagram(Req::invite().sdp(offer).datagram("127.0.0.1:5070"), now);
     drain(&mut p);
     let r1_offer = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
