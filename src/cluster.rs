@@ -126,14 +126,21 @@ impl VipWatch {
     /// Reads whether the host has the virtual IP if the last reading is [`CHECK_EVERY`] old
     /// or more, and returns the change of role, if any.
     pub fn check(&mut self, now: Instant) -> Option<RoleChange> {
+        self.check_if(now, false)
+    }
+
+    /// [`VipWatch::check`], reading the interfaces now whatever the last reading's age when
+    /// `now_anyway` (a passive node that got a SIP message on the VIP: the address has just
+    /// arrived, and the message must not be handled as by a passive node).
+    pub fn check_if(&mut self, now: Instant, now_anyway: bool) -> Option<RoleChange> {
         let vip = match (self.state.mode, self.state.vip) {
             (ClusterMode::Vip, Some(vip)) => vip,
             _ => return None,
         };
-        if self
+        let fresh = self
             .last_check
-            .is_some_and(|t| now.saturating_duration_since(t) < CHECK_EVERY)
-        {
+            .is_some_and(|t| now.saturating_duration_since(t) < CHECK_EVERY);
+        if fresh && !now_anyway {
             return None;
         }
         self.last_check = Some(now);
@@ -210,6 +217,8 @@ mod tests {
         assert!(state.is_active() && state.active_since_ms().is_some());
         assert_eq!(state.takeovers(), 1);
         assert_eq!(watch.check(t + CHECK_EVERY / 2), None);
+        // Forced, it reads at once (still here: no change).
+        assert_eq!(watch.check_if(t + CHECK_EVERY / 4, true), None);
         // An address this host does not have: the role goes at the next reading.
         let gone = Arc::new(ClusterState::new(
             "n2",

@@ -215,8 +215,10 @@ pub async fn run(
             }
             message = inbound.recv() => {
                 let Some(first) = message else { break };
-                // A node back from a freeze learns whether it still holds the address first.
-                take_role(&mut vip, &mut proxy, &store, &claimed_tx);
+                // A node back from a freeze learns whether it still holds the address first;
+                // a passive node that gets a message has just got the address.
+                let passive = !vip.state().is_active();
+                take_role_if(&mut vip, &mut proxy, &store, &claimed_tx, passive);
                 let now = Instant::now();
                 // How far behind the proxy is: new calls are shed while it is too far.
                 proxy.set_input_delay(now.saturating_duration_since(first.received));
@@ -454,7 +456,24 @@ fn take_role(
     store: &anchorage_store::Store,
     claimed: &mpsc::UnboundedSender<Takeover>,
 ) {
-    match vip.check(Instant::now()) {
+    take_role_if(vip, proxy, store, claimed, false);
+}
+
+/// [`take_role`], reading the interfaces now whatever the last reading's age when `now_anyway`.
+fn take_role_if(
+    vip: &mut VipWatch,
+    proxy: &mut Proxy,
+    store: &anchorage_store::Store,
+    claimed: &mpsc::UnboundedSender<Takeover>,
+    now_anyway: bool,
+) {
+    let now = Instant::now();
+    let change = if now_anyway {
+        vip.check_if(now, true)
+    } else {
+        vip.check(now)
+    };
+    match change {
         Some(RoleChange::Gained) => {
             let (store, claimed) = (store.clone(), claimed.clone());
             let cluster = vip.shared();

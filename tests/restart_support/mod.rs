@@ -547,15 +547,34 @@ pub fn assert_record_is_view(record: &serde_json::Value, view: &serde_json::Valu
     }
 }
 
-/// A stored record as a restarted node takes it back (and `/v1/calls/{id}` then shows it): the
-/// proxy may have used any CSeq up to what it had reserved towards each party, so its own
-/// numbers resume there and each party's requests are shifted to stay above them.
+/// The numbers a node that takes a stored call back numbers above, towards (callee, caller):
+/// what the dead node had reserved (it may have used any of it), and the last number each
+/// party saw from the other side plus the margin for requests the record may have missed
+/// (`anchorage_proxy::dialog::UNSEEN_CSEQ_MARGIN`).
+pub fn floors(record: &serde_json::Value, to_callee: u32, to_caller: u32) -> (u32, u32) {
+    let d = &record["dialogs"][0];
+    let floor = |direction: &str, reserved: u32, sender: &str| {
+        let number = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as u32;
+        let seen = (number(&d[sender]["last_cseq"])
+            + number(&d["renumber"][format!("to_{direction}")]))
+        .max(number(&d["renumber"][format!("own_to_{direction}")]));
+        reserved.max(seen + anchorage_proxy::dialog::UNSEEN_CSEQ_MARGIN)
+    };
+    (
+        floor("callee", to_callee, "caller"),
+        floor("caller", to_caller, "callee"),
+    )
+}
+
+/// A stored record as a node takes it back (and `/v1/calls/{id}` then shows it): its own
+/// numbers resume at the [`floors`] and each party's requests are shifted to stay above them.
 pub fn resumed(record: &serde_json::Value, to_callee: u32, to_caller: u32) -> serde_json::Value {
+    let (floor_callee, floor_caller) = floors(record, to_callee, to_caller);
     let mut out = record.clone();
     let d = &mut out["dialogs"][0];
     for (direction, reserved, sender) in [
-        ("callee", to_callee, "caller"),
-        ("caller", to_caller, "callee"),
+        ("callee", floor_callee, "caller"),
+        ("caller", floor_caller, "callee"),
     ] {
         let own = d["renumber"][format!("own_to_{direction}")]
             .as_u64()

@@ -71,7 +71,7 @@ pub struct Dialog {
     pub renumber: Renumber,
 }
 
-pub use renumber::Renumber;
+pub use renumber::{Renumber, UNSEEN_CSEQ_MARGIN};
 
 /// The dialogs of one call (one while it is confirmed, several while an INVITE forks): the
 /// dialog part of the call's aggregate (`node::calls`). Every update touches one call's few

@@ -32,6 +32,11 @@ pub struct Renumber {
     pub reserved_to_caller: u32,
 }
 
+/// How many requests a party may have sent in the last moments of a node that died, beyond
+/// what its record says (its changes gather for `[cluster] write_delay_ms` before they are
+/// written): the node that takes the call over numbers its own requests above that many.
+pub const UNSEEN_CSEQ_MARGIN: u32 = 32;
+
 impl Dialog {
     /// The CSeq for a request the proxy sends to the callee as the caller: one more than the
     /// callee has seen from the caller's side. Records it, and shifts the caller's later
@@ -123,12 +128,32 @@ impl Dialog {
         true
     }
 
-    /// Taken back after a restart: the proxy may have used any number up to its reservations
-    /// without the record saying so, so its own numbers start above them and each party's
-    /// requests are shifted enough to stay above them (a gap in CSeq is allowed, a repeat is
-    /// not: RFC 3261 §12.2.2).
+    /// Taken back after a restart or by another node: the proxy may have used any number up
+    /// to its reservations without the record saying so, and the parties' last requests —
+    /// forwarded within the write delay before the crash — may be missing from the record,
+    /// so its own numbers start above both (the reservations, and each side's last number
+    /// seen plus [`UNSEEN_CSEQ_MARGIN`]) and each party's requests are shifted enough to stay
+    /// above them (a gap in CSeq is allowed, a repeat is not: RFC 3261 §12.2.2).
     pub fn resume_above_reservations(&mut self) {
+        let seen_by_callee = self
+            .caller
+            .last_cseq
+            .unwrap_or(0)
+            .saturating_add(self.renumber.to_callee)
+            .max(self.renumber.own_to_callee);
+        let seen_by_caller = self
+            .callee
+            .last_cseq
+            .unwrap_or(0)
+            .saturating_add(self.renumber.to_caller)
+            .max(self.renumber.own_to_caller);
         let r = &mut self.renumber;
+        r.reserved_to_callee = r
+            .reserved_to_callee
+            .max(seen_by_callee.saturating_add(UNSEEN_CSEQ_MARGIN));
+        r.reserved_to_caller = r
+            .reserved_to_caller
+            .max(seen_by_caller.saturating_add(UNSEEN_CSEQ_MARGIN));
         if r.reserved_to_callee > r.own_to_callee {
             r.own_to_callee = r.reserved_to_callee;
             let floor = r

@@ -128,6 +128,9 @@ pub struct Calls {
     tracking: bool,
     /// The calls the current event changed (for their records).
     changed: Vec<CallId>,
+    /// Changed calls whose record must not wait for the write delay: a dialog confirmed (the
+    /// call is up) or ended — what another node taking over must not miss.
+    urgent: Vec<CallId>,
     dialogs: usize,
     moves: usize,
     waiting: usize,
@@ -252,9 +255,18 @@ impl Calls {
         changed
     }
 
+    /// The changed calls whose record must go out now (see `urgent`), each once.
+    pub(in crate::node) fn drain_urgent(&mut self) -> Vec<CallId> {
+        let mut urgent = std::mem::take(&mut self.urgent);
+        urgent.sort();
+        urgent.dedup();
+        urgent
+    }
+
     /// Forgets that `call_id` changed (its record is what the store has).
     pub(in crate::node) fn take_changed(&mut self, call_id: &str) {
         self.changed.retain(|id| id.as_str() != call_id);
+        self.urgent.retain(|id| id.as_str() != call_id);
         if let Some(call) = self.slab.get_by_mut(call_id) {
             call.changed = false;
         }
@@ -488,9 +500,14 @@ impl Calls {
         self.mark(call_id);
         let dialogs = &mut self.entry(call_id).dialogs;
         let before = dialogs.len();
+        let was_up = dialogs.confirmed().is_some();
         let result = change(dialogs);
         let after = dialogs.len();
+        let is_up = dialogs.confirmed().is_some();
         self.dialogs = self.dialogs + after - before;
+        if self.tracking && was_up != is_up {
+            self.urgent.push(CallId::from(call_id));
+        }
         self.release_if_empty(call_id);
         result
     }

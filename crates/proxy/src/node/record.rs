@@ -306,6 +306,12 @@ impl Proxy {
         }
         let delay = self.config.record_delay;
         if !delay.is_zero() {
+            // A call that came up or ended does not wait: a node taking over must know it.
+            for call_id in self.calls.drain_urgent() {
+                self.calls.take_changed(call_id.as_str());
+                let output = self.record_output(call_id.as_str());
+                self.records_out.push_back(output);
+            }
             if self.record_flush.is_none() && self.calls.has_changed() {
                 let at = now + delay;
                 self.record_flush = Some(at);
@@ -342,12 +348,18 @@ impl Proxy {
     }
 
     fn write_changed_records(&mut self) {
+        self.calls.drain_urgent();
         for call_id in self.calls.drain_changed() {
-            let output = match self.export_call(call_id.as_str()) {
-                Some(record) => Output::CallChanged(Box::new(record)),
-                None => Output::CallEnded(call_id.as_str().to_string()),
-            };
+            let output = self.record_output(call_id.as_str());
             self.records_out.push_back(output);
+        }
+    }
+
+    /// The call's record as it is now, or its end.
+    fn record_output(&self, call_id: &str) -> Output {
+        match self.export_call(call_id) {
+            Some(record) => Output::CallChanged(Box::new(record)),
+            None => Output::CallEnded(call_id.to_string()),
         }
     }
 }
