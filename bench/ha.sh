@@ -443,7 +443,8 @@ for c in rep["call_list"]:
             tail = max(tail, gap)
         elif at is not None and at - gap <= began + 50:
             # Silence from the answer to the first packet: the 200 OK (or its ACK) of a call
-            # set up across the kill was retransmitted; not a gap in flowing media.
+            # set up across the kill was retransmitted, or callgen itself was late at set-up;
+            # not a gap in flowing media.
             late_start.append(gap)
         else:
             worst = max(worst, m["longest_gap_ms"])
@@ -467,7 +468,7 @@ print("   calls lost (failed or dropped): %d of %d%s" % (c["failed"] + c["droppe
 print("   longest media gap per call within the call: p50 %s / p99 %s / max %s ms (n=%d)"
       % (pct(gaps, 50), pct(gaps, 99), pct(gaps, 100), len(gaps)))
 if late_start:
-    print("   media started late (answer or ACK retransmitted across the kill): %d sides, the longest %s ms"
+    print("   silence from the answer to the first packet (set-up: a 200 or ACK retransmitted across the kill, or the generator late): %d sides, the longest %s ms"
           % (len(late_start), pct(late_start, 100)))
 if tails:
     print("   calls whose longest silence is the wait for a BYE sent during the outage: %d (p50 %s / max %s ms)"
