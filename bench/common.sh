@@ -26,7 +26,12 @@ stop_all() {
 
 # A proxy configuration with two relay nodes relay-a and relay-b in set "main":
 # two_relay_config FILE SIP_PORT API_PORT NG_A NG_B [EXTRA_TOML]
+# With RELAY_ENGINE=rtpproxy the two nodes are RTPProxy nodes at udp:127.0.0.1:NG_A and NG_B.
 two_relay_config() {
+  local a="ng = \"127.0.0.1:$4\"" b="ng = \"127.0.0.1:$5\""
+  if [ "${RELAY_ENGINE:-ng}" = rtpproxy ]; then
+    a="rtpproxy = \"udp:127.0.0.1:$4\""; b="rtpproxy = \"udp:127.0.0.1:$5\""
+  fi
   cat > "$1" <<CONF
 [[proxy.listen]]
 transport = "udp"
@@ -38,8 +43,8 @@ listen = "127.0.0.1:$3"
 [[proxy.relay_set]]
 name = "main"
 nodes = [
-  { name = "relay-a", ng = "127.0.0.1:$4" },
-  { name = "relay-b", ng = "127.0.0.1:$5" },
+  { name = "relay-a", $a },
+  { name = "relay-b", $b },
 ]
 
 [proxy.media]
@@ -48,6 +53,31 @@ caller_flags = "replace-origin"
 callee_flags = "replace-origin"
 ${6:-}
 CONF
+}
+
+# A real RTPProxy: sippy's, embedded in the PyPI package rtp.io, from the .venv scripts/test
+# makes (or $RTPP_PYTHON), started with its normal command line; its media on 127.0.0.1.
+# start_rtpproxy CONTROL_PORT PORT_MIN PORT_MAX LOG [LAUNCHER ...] -> sets RTPP_PID (LAUNCHER:
+# e.g. setsid, or taskset -c 1, put before the Python process). Waits until it runs.
+start_rtpproxy() {
+  local control=$1 min=$2 max=$3 log=$4; shift 4
+  local python=${RTPP_PYTHON:-$PWD/.venv/bin/python}
+  "$python" -c 'import rtp.io' 2>/dev/null || {
+    echo "RTPProxy needs the PyPI package rtp.io in $python (scripts/test makes .venv with it)"; return 1; }
+  "$@" "$python" -u -c "import time
+from rtp.io import rtpproxy
+r = rtpproxy(extra_args=['-F', '-s', 'udp:127.0.0.1:$control', '-l', '127.0.0.1', '-m', '$min', '-M', '$max', '-d', 'WARN'])
+print('rtpproxy ready', flush=True)
+while True:
+    time.sleep(3600)" >"$log" 2>&1 </dev/null &
+  RTPP_PID=$!
+  local _i
+  for _i in $(seq 1 150); do
+    grep -q "rtpproxy ready" "$log" 2>/dev/null && return 0
+    kill -0 "$RTPP_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "RTPProxy did not start on udp:127.0.0.1:$control:"; tail -20 "$log"; return 1
 }
 
 # The management API of the proxy at ${API_HOST:-127.0.0.1}:$API: GET a path. With API_NS set,

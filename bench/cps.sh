@@ -10,10 +10,15 @@
 # and the achieved rate is at least 95 % of the target (the criterion of ../shared/peers).
 # CPU is the proxy's own process tree (utime+stime from /proc) over the step.
 #
-# Usage: bench/cps.sh [--quick] [--steps SECONDS] [--media] [--redis] [--overload] [--old BIN] [RATE ...]
+# Usage: bench/cps.sh [--quick] [--steps SECONDS] [--media] [--rtpproxy] [--redis] [--overload] [--old BIN] [RATE ...]
 #   --quick   5 s steps instead of 20 s
 #   --steps   step length in seconds (the issues ask for 30)
 #   --media   anchor every call on a relay (offer, answer, delete per call)
+#   --rtpproxy with --media (implied), also run our proxy with a real RTPProxy node as its media
+#             engine (sippy's RTPProxy from the PyPI package rtp.io in .venv, started with its
+#             normal command line; U, L and D per call, the proxy rewriting the SDP), in the
+#             same run, between our proxy + relay and Kamailio + rtpengine; its relay CPU is
+#             the RTPProxy process's
 #   --redis   also run our proxy with its calls in Redis ([cluster] store on a redis-server this
 #             script starts), in the same run: its CPU per call counts the proxy's and Redis's,
 #             and the ratio to the memory store is printed per rate both passed
@@ -30,6 +35,7 @@ cd "$(dirname "$0")/.."
 
 STEP=20
 MEDIA=0
+RTPPROXY=0
 OVERLOAD=0
 REDIS=0
 while [ $# -gt 0 ]; do
@@ -37,6 +43,7 @@ while [ $# -gt 0 ]; do
     --quick) STEP=5; shift;;
     --steps) STEP=$2; shift 2;;
     --media) MEDIA=1; shift;;
+    --rtpproxy) MEDIA=1; RTPPROXY=1; shift;;
     --overload) OVERLOAD=1; shift;;
     --redis) REDIS=1; shift;;
     --old) OLD_BIN=$2; shift 2;;
@@ -53,13 +60,9 @@ for tool in "${TOOLS[@]}"; do
   command -v "$tool" >/dev/null || { echo "missing tool: $tool (run scripts/test to install it)"; exit 1; }
 done
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-if [ -n "${ANCHORAGE_BIN:-}" ]; then
-  BIN=$ANCHORAGE_BIN
-else
-  cargo build --release --quiet
-  BIN="$CARGO_TARGET_DIR/release/anchorage"
-fi
+# The binary (this tree's release build, or $ANCHORAGE_BIN) and start_rtpproxy.
+. bench/common.sh
+anchorage_bin
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -73,6 +76,7 @@ PROXY_PORT=25060
 UAS_PORT=25080
 UAC_PORT=25070
 NG_PORT=25223
+RTPP_PORT=25224
 REDIS_PORT=25379
 
 # Kamailio: the peers' configuration in its no-media profile, moved to our ports.
@@ -94,6 +98,23 @@ nodes = [{ name = "relay", ng = "127.0.0.1:$NG_PORT" }]
 set = "main"
 caller_flags = "replace-origin ICE=remove"
 callee_flags = "replace-origin ICE=remove"
+EOF
+
+# With a real RTPProxy node as the engine (--rtpproxy): OpenSIPS' `o` letter, RTPProxy's
+# counterpart of replace-origin (the proxy writes the SDP itself).
+cat > "$WORK/anchorage-rtpproxy.toml" <<EOF
+[[proxy.listen]]
+transport = "udp"
+address = "127.0.0.1:$PROXY_PORT"
+
+[[proxy.relay_set]]
+name = "main"
+nodes = [{ name = "rtpp", rtpproxy = "udp:127.0.0.1:$RTPP_PORT" }]
+
+[proxy.media]
+set = "main"
+caller = { rtpproxy_flags = "o" }
+callee = { rtpproxy_flags = "o" }
 EOF
 
 # The same with every call in Redis (--redis).
@@ -118,6 +139,9 @@ start_redis() {
 
 start_relay() { # name -> sets RELAY_PID
   case "$1" in
+    anchorage-rtpproxy)
+      start_rtpproxy "$RTPP_PORT" 30000 49999 "$WORK/relay.log" setsid || exit 1
+      RELAY_PID=$RTPP_PID;;
     anchorage|anchorage-old|anchorage-redis)
       setsid "$(bin_of "$1")" relay --listen-ng "127.0.0.1:$NG_PORT" --interface 127.0.0.1 \
         --port-min 30000 --port-max 49999 --delete-delay 0 >"$WORK/relay.log" 2>&1 &
@@ -135,7 +159,7 @@ start_relay() { # name -> sets RELAY_PID
 
 start_system() { # name -> sets SYS_PID
   case "$1" in
-    anchorage|anchorage-old|anchorage-redis)
+    anchorage|anchorage-old|anchorage-redis|anchorage-rtpproxy)
       if [ "$1" = anchorage-redis ]; then
         start_redis
         local config="$WORK/anchorage-redis.toml"
@@ -145,6 +169,8 @@ start_system() { # name -> sets SYS_PID
           config="$WORK/anchorage-redis-sig.toml"
         fi
         setsid "$BIN" proxy -c "$config" >"$WORK/anchorage.log" 2>&1 &
+      elif [ "$1" = anchorage-rtpproxy ]; then
+        setsid "$BIN" proxy -c "$WORK/anchorage-rtpproxy.toml" >"$WORK/anchorage.log" 2>&1 &
       elif [ "$MEDIA" = 1 ]; then
         setsid "$(bin_of "$1")" proxy -c "$WORK/anchorage.toml" >"$WORK/anchorage.log" 2>&1 &
       else
@@ -278,6 +304,7 @@ overload_steps() { # system best
 declare -A BEST CPUK
 SYSTEMS=(anchorage)
 [ "$REDIS" = 1 ] && SYSTEMS+=(anchorage-redis)
+[ "$RTPPROXY" = 1 ] && SYSTEMS+=(anchorage-rtpproxy)
 [ -n "${OLD_BIN:-}" ] && SYSTEMS+=(anchorage-old)
 SYSTEMS+=(kamailio)
 for sys in "${SYSTEMS[@]}"; do
@@ -304,6 +331,16 @@ if [ -n "${OLD_BIN:-}" ]; then
   echo "older build ($OLD_BIN): ${BEST[anchorage-old]}/s"
   if [ "${BEST[anchorage-old]}" -gt 0 ]; then
     echo "ratio anchorage/older build: $(echo "scale=2; ${BEST[anchorage]} / ${BEST[anchorage-old]}" | bc)"
+  fi
+fi
+if [ "$RTPPROXY" = 1 ]; then
+  echo "with a real RTPProxy node as the engine: ${BEST[anchorage-rtpproxy]}/s; CPU per 1,000 calls (proxy):"
+  for rate in "${RATES[@]}"; do
+    m=${CPUK[anchorage,$rate]:-}; r=${CPUK[anchorage-rtpproxy,$rate]:-}; k=${CPUK[kamailio,$rate]:-}
+    [ -n "$r" ] && echo "  rate $rate/s: with our relay ${m:--}s, with RTPProxy ${r}s, Kamailio ${k:--}s"
+  done
+  if [ "${BEST[kamailio]}" -gt 0 ]; then
+    echo "ratio anchorage-rtpproxy/kamailio: $(echo "scale=2; ${BEST[anchorage-rtpproxy]} / ${BEST[kamailio]}" | bc)"
   fi
 fi
 if [ "$REDIS" = 1 ]; then

@@ -12,8 +12,11 @@
 #
 # Usage: bench/failover.sh [--calls N] [--rate R] [--hold SECONDS]
 #                          [--phase kill|stop|drain|both|all] [--health-ms MS] [--no-media]
+#                          [--rtpproxy]
 #   defaults: 1000 calls set up at 200/s, held 25 s, phases kill and drain ("both"; "all" adds
 #   stop), health pings every 100 ms (the proxy's default).
+#   --rtpproxy: the two relay nodes are real RTPProxy processes (sippy's RTPProxy from the PyPI
+#   package rtp.io in .venv) driven by the proxy as RTPProxy nodes, instead of `anchorage relay`.
 #   ANCHORAGE_BIN=path runs another build (e.g. the previous one, for a side-by-side run).
 # Needs: the release build (made here), python3. Results in bench/results/failover-<date>/.
 set -euo pipefail
@@ -25,6 +28,7 @@ HOLD=25
 PHASE=both
 HEALTH_MS=100
 MEDIA_ARG=()
+RELAY_ENGINE=ng
 while [ $# -gt 0 ]; do
   case "$1" in
     --calls) CALLS=$2; shift 2;;
@@ -33,6 +37,7 @@ while [ $# -gt 0 ]; do
     --phase) PHASE=$2; shift 2;;
     --health-ms) HEALTH_MS=$2; shift 2;;
     --no-media) MEDIA_ARG=(--no-media); shift;;
+    --rtpproxy) RELAY_ENGINE=rtpproxy; shift;;
     *) echo "unknown option $1"; exit 2;;
   esac
 done
@@ -51,12 +56,19 @@ two_relay_config "$OUT/proxy.toml" "$SIP" "$API" "$NG_A" "$NG_B" "[proxy.relay_h
 interval_ms = $HEALTH_MS"
 
 start_system() { # phase
-  "$BIN" relay --listen-ng "127.0.0.1:$NG_A" --interface 127.0.0.1 --port-min 30000 \
-    --port-max 39999 --delete-delay 0 >"$OUT/$1-relay-a.log" 2>&1 &
-  PIDS+=($!); RELAY_A=$!
-  "$BIN" relay --listen-ng "127.0.0.1:$NG_B" --interface 127.0.0.1 --port-min 40000 \
-    --port-max 49999 --delete-delay 0 >"$OUT/$1-relay-b.log" 2>&1 &
-  PIDS+=($!); RELAY_B=$!
+  if [ "$RELAY_ENGINE" = rtpproxy ]; then
+    start_rtpproxy "$NG_A" 30000 39999 "$OUT/$1-relay-a.log" || exit 1
+    PIDS+=("$RTPP_PID"); RELAY_A=$RTPP_PID
+    start_rtpproxy "$NG_B" 40000 49999 "$OUT/$1-relay-b.log" || exit 1
+    PIDS+=("$RTPP_PID"); RELAY_B=$RTPP_PID
+  else
+    "$BIN" relay --listen-ng "127.0.0.1:$NG_A" --interface 127.0.0.1 --port-min 30000 \
+      --port-max 39999 --delete-delay 0 >"$OUT/$1-relay-a.log" 2>&1 &
+    PIDS+=($!); RELAY_A=$!
+    "$BIN" relay --listen-ng "127.0.0.1:$NG_B" --interface 127.0.0.1 --port-min 40000 \
+      --port-max 49999 --delete-delay 0 >"$OUT/$1-relay-b.log" 2>&1 &
+    PIDS+=($!); RELAY_B=$!
+  fi
   "$BIN" proxy -c "$OUT/proxy.toml" >"$OUT/$1-proxy.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 50); do
@@ -89,7 +101,7 @@ start_calls() { # phase
 # A relay failure: signal 9 (kill) or STOP (hang) to the relay holding more calls.
 fail_phase() { # phase signal
   local phase=$1 sig=$2
-  echo "== $phase ($sig): $CALLS calls at $RATE/s, held ${HOLD}s, health pings every ${HEALTH_MS} ms"
+  echo "== $phase ($sig): $CALLS calls at $RATE/s, held ${HOLD}s, health pings every ${HEALTH_MS} ms, relay nodes: $RELAY_ENGINE"
   start_system "$phase"
   start_calls "$phase"
   sleep 2

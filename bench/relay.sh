@@ -30,10 +30,19 @@
 # the generator's), so each relay decrypts one direction and encrypts the other of every call.
 # A step also fails if a packet B received did not authenticate with the relay's key.
 #
-# Usage: bench/relay.sh [-d SECONDS] [--only rtpengine|anchorage] [--srtp] [N ...]
+# With --rtpp, the same under RTPProxy's control protocol: rtpload sets each call up with `U`
+# and `L` and ends it with `D` (no SDP), against a real RTPProxy (sippy's, from the PyPI package
+# rtp.io in .venv, pinned to core 1 like the others: its CPU is the whole Python process's,
+# RTPProxy's threads and an idle interpreter) and our relay answering RTPProxy's protocol
+# (`anchorage relay --listen-rtpp`, named anchorage-rtpp in the table), in the same run.
+#
+# Usage: bench/relay.sh [-d SECONDS] [--only rtpengine|anchorage|rtpproxy|anchorage-rtpp]
+#                       [--srtp | --rtpp] [N ...]
 #   -d SECONDS   blast duration per step (default 20; env DUR)
 #   --only X     run one relay only
 #   --srtp       one leg SDES-SRTP, the other plain (default: plain RTP on both)
+#   --rtpp       RTPProxy's protocol: RTPProxy against anchorage-rtpp instead of rtpengine
+#                against anchorage
 #   N ...        calls per step (default: 250 500 1000 1500 2000; env NS)
 # Needs: rtpengine (Debian package rtpengine-daemon), taskset, ss; builds bench/rtpload
 # (release, own target dir bench/rtpload/target). Uses target/release/anchorage if it has the
@@ -47,19 +56,30 @@ DUR=${DUR:-20}
 TRIES=${TRIES:-3}
 ONLY=
 SRTP=()
+RTPP=()
 NS_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -d) DUR=$2; shift 2;;
     --only) ONLY=$2; shift 2;;
     --srtp) SRTP=(--srtp); shift;;
+    --rtpp) RTPP=(--rtpp); shift;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0;;
     *) NS_ARGS+=("$1"); shift;;
   esac
 done
 if [ ${#NS_ARGS[@]} -gt 0 ]; then NS=("${NS_ARGS[@]}"); else read -r -a NS <<< "${NS:-250 500 1000 1500 2000}"; fi
 
-command -v rtpengine >/dev/null || { echo "rtpengine not found: install the Debian package rtpengine-daemon (apt-get install --no-install-recommends rtpengine-daemon)"; exit 1; }
+# The two relays compared: theirs and ours, under ng or RTPProxy's protocol.
+if [ ${#RTPP[@]} -gt 0 ]; then
+  [ ${#SRTP[@]} -eq 0 ] || { echo "--srtp and --rtpp do not go together (RTPProxy does not do SRTP)"; exit 2; }
+  THEM=rtpproxy; US=anchorage-rtpp
+  # start_rtpproxy (the real RTPProxy from rtp.io)
+  . bench/common.sh
+else
+  THEM=rtpengine; US=anchorage
+  command -v rtpengine >/dev/null || { echo "rtpengine not found: install the Debian package rtpengine-daemon (apt-get install --no-install-recommends rtpengine-daemon)"; exit 1; }
+fi
 for tool in taskset ss; do command -v "$tool" >/dev/null || { echo "missing tool: $tool"; exit 1; }; done
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 cores (relay on core 1, load generator on core 0)"; exit 1; }
 
@@ -69,17 +89,17 @@ RTPLOAD=$ROOT/bench/rtpload/target/release/rtpload
 
 BIN=${ANCHORAGE_BIN:-$ROOT/target/release/anchorage}
 RELAYS=()
-if [ "$ONLY" != anchorage ]; then RELAYS+=(rtpengine); fi
-if [ "$ONLY" != rtpengine ]; then
+if [ "$ONLY" != "$US" ]; then RELAYS+=("$THEM"); fi
+if [ "$ONLY" != "$THEM" ]; then
   if [ -x "$BIN" ] && help=$("$BIN" relay --help 2>&1) && ! grep -qi "not built yet" <<< "$help"; then
-    RELAYS+=(anchorage)
+    RELAYS+=("$US")
   else
     echo "anchorage relay not available: build it with cargo build --release"
   fi
 fi
 [ ${#RELAYS[@]} -gt 0 ] || { echo "no relay to measure"; exit 1; }
 
-OUT=$ROOT/bench/results/relay${SRTP:+-srtp}-$(date +%Y%m%d-%H%M%S)
+OUT=$ROOT/bench/results/relay${SRTP:+-srtp}${RTPP:+-rtpp}-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 PIDS=()
 cleanup() {
@@ -101,6 +121,8 @@ free_udp_port() { # first port from $1 up that nothing listens on (any address)
 }
 NG_RTPE=$(free_udp_port 42223)
 NG_OURS=$(free_udp_port $((NG_RTPE + 1)))
+RTPP_THEIRS=$(free_udp_port $((NG_OURS + 1)))
+RTPP_OURS=$(free_udp_port $((RTPP_THEIRS + 1)))
 
 busy_pct() { # machine busy over 1 s, % of one core (the machine has 200 %)
   local a b
@@ -135,13 +157,24 @@ start_relay() { # name -> sets RELAY_PID, NG
       taskset -c 1 "$BIN" relay --listen-ng "$NG" --interface 127.0.0.1 --port-min 30000 \
         --port-max 39999 --num-threads 1 --delete-delay 0 >>"$OUT/anchorage.log" 2>&1 </dev/null &
       ;;
+    anchorage-rtpp)
+      # Controlled over its RTPProxy socket ($NG is where rtpload sends); its ng socket idles.
+      NG=127.0.0.1:$RTPP_OURS
+      taskset -c 1 "$BIN" relay --listen-ng "127.0.0.1:$NG_OURS" --listen-rtpp "udp:$NG" \
+        --interface 127.0.0.1 --port-min 30000 --port-max 39999 --num-threads 1 \
+        --delete-delay 0 >>"$OUT/anchorage-rtpp.log" 2>&1 </dev/null &
+      ;;
+    rtpproxy)
+      NG=127.0.0.1:$RTPP_THEIRS
+      start_rtpproxy "$RTPP_THEIRS" 20000 29999 "$OUT/rtpproxy.log" taskset -c 1 || return 1
+      ;;
   esac
   RELAY_PID=$!
   PIDS+=("$RELAY_PID")
   local i
   for i in $(seq 1 100); do
     kill -0 "$RELAY_PID" 2>/dev/null || { echo "$name exited at start:"; tail -20 "$OUT/$name.log"; return 1; }
-    "$RTPLOAD" --ng "$NG" --ping --timeout-ms 100 2>/dev/null && return 0
+    "$RTPLOAD" --ng "$NG" --ping --timeout-ms 100 "${RTPP[@]}" 2>/dev/null && return 0
   done
   echo "$name does not answer ng ping on $NG:"; tail -20 "$OUT/$name.log"; return 1
 }
@@ -157,7 +190,7 @@ stop_relay() {
 
 get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" "$2"; }
 
-ROW_FMT='%-9s %6s %7s %8s %8s %6s %17s %7s %10s %7s %6s %8s  %s\n'
+ROW_FMT='%-14s %6s %7s %8s %8s %6s %17s %7s %10s %7s %6s %8s  %s\n'
 header() {
   printf "$ROW_FMT" relay calls streams "pkt/s in" "loss %" "lossy" "delay p50/p99/max" "CPU %" "CPU %/1000" "gen %" "other" "asym" "result"
   printf "$ROW_FMT" "" "" "" "" "" streams "µs" "1 core" streams "CPU" "load" "pkts" ""
@@ -177,7 +210,7 @@ run_step() { # relay N try
   echo "-- N=$n $name: pid $RELAY_PID, ng $NG; $((2 * n)) streams for $DUR s"
   set +e
   timeout $((DUR + 120 + n / 10)) taskset -c 0 "$RTPLOAD" --ng "$NG" --calls "$n" --duration "$DUR" \
-    --watch-pid "$RELAY_PID" --json "$json" --label "$name" "${SRTP[@]}" >"$res" 2>"$log"
+    --watch-pid "$RELAY_PID" --json "$json" --label "$name" "${SRTP[@]}" "${RTPP[@]}" >"$res" 2>"$log"
   local rc=$?
   set -e
   kill -0 "$RELAY_PID" 2>/dev/null || echo "   $name died during the step (see $OUT/$name.log)"
@@ -231,9 +264,16 @@ run_step() { # relay N try
 
 {
   echo "relay benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, ${DUR} s per step, N: ${NS[*]}${SRTP:+, one leg SDES-SRTP (AES_CM_128_HMAC_SHA1_80) and the other plain}"
-  echo "versions: rtpengine $(dpkg-query -W -f '${Version}' rtpengine-daemon 2>/dev/null || echo '?') (--table=-1 --num-threads=1), ng $NG_RTPE; relays on core 1, rtpload on core 0"
-  if [[ " ${RELAYS[*]} " == *" anchorage "* ]]; then
-    echo "anchorage: $BIN ($(stat -c %y "$BIN" | cut -d. -f1)), ng $NG_OURS; relay CPU = all its threads"
+  if [ "$THEM" = rtpengine ]; then
+    echo "versions: rtpengine $(dpkg-query -W -f '${Version}' rtpengine-daemon 2>/dev/null || echo '?') (--table=-1 --num-threads=1), ng $NG_RTPE; relays on core 1, rtpload on core 0"
+  else
+    echo "relays on core 1, rtpload on core 0 (over RTPProxy's protocol)"
+  fi
+  if [[ " ${RELAYS[*]} " == *" $US "* ]]; then
+    echo "$US: $BIN ($(stat -c %y "$BIN" | cut -d. -f1)), ${RTPP:+RTPProxy protocol on udp:127.0.0.1:$RTPP_OURS, }ng $NG_OURS; relay CPU = all its threads"
+  fi
+  if [ "$THEM" = rtpproxy ]; then
+    echo "rtpproxy: sippy's RTPProxy from rtp.io $("${RTPP_PYTHON:-$ROOT/.venv/bin/python}" -c 'import importlib.metadata as m; print(m.version("rtp.io"))' 2>/dev/null || echo '?') (-l 127.0.0.1 -d WARN), control udp:127.0.0.1:$RTPP_THEIRS; CPU = its whole Python process"
   fi
   echo "socket buffers: kernel defaults (rmem_default $(cat /proc/sys/net/core/rmem_default), rmem_max $(cat /proc/sys/net/core/rmem_max)); sysctls not changed"
   header
@@ -255,23 +295,23 @@ done
 {
   echo
   header
-  grep -E '^(rtpengine|anchorage) +[0-9]' "$OUT/table.txt"
+  grep -E '^(rtpengine|anchorage|rtpproxy|anchorage-rtpp) +[0-9]' "$OUT/table.txt"
   echo
   for r in "${RELAYS[@]}"; do
     echo "largest N with loss < 0.1 %: $r ${BEST[$r]:-none} calls ($((2 * ${BEST[$r]:-0})) streams)"
     echo "largest N with loss < 0.1 % and p99 delay < 20 ms: $r ${BEST20[$r]:-none} calls ($((2 * ${BEST20[$r]:-0})) streams)"
   done
   if [ ${#RELAYS[@]} -eq 2 ]; then
-    if [ "${BEST[rtpengine]:-0}" -gt 0 ]; then
-      echo "ratio anchorage/rtpengine (largest N, loss < 0.1 %): $(awk -v a="${BEST[anchorage]:-0}" -v b="${BEST[rtpengine]}" 'BEGIN{printf "%.2f", a / b}')"
+    if [ "${BEST[$THEM]:-0}" -gt 0 ]; then
+      echo "ratio $US/$THEM (largest N, loss < 0.1 %): $(awk -v a="${BEST[$US]:-0}" -v b="${BEST[$THEM]}" 'BEGIN{printf "%.2f", a / b}')"
     fi
-    if [ "${BEST20[rtpengine]:-0}" -gt 0 ]; then
-      echo "ratio anchorage/rtpengine (largest N, loss < 0.1 % and p99 < 20 ms): $(awk -v a="${BEST20[anchorage]:-0}" -v b="${BEST20[rtpengine]}" 'BEGIN{printf "%.2f", a / b}')"
+    if [ "${BEST20[$THEM]:-0}" -gt 0 ]; then
+      echo "ratio $US/$THEM (largest N, loss < 0.1 % and p99 < 20 ms): $(awk -v a="${BEST20[$US]:-0}" -v b="${BEST20[$THEM]}" 'BEGIN{printf "%.2f", a / b}')"
     fi
     for n in "${NS[@]}"; do
-      a=${CPUK[anchorage-$n]:-}; b=${CPUK[rtpengine-$n]:-}
+      a=${CPUK[$US-$n]:-}; b=${CPUK[$THEM-$n]:-}
       if [ -n "$a" ] && [ -n "$b" ] && [ "$a" != null ] && [ "$b" != null ]; then
-        echo "N=$n CPU per 1000 streams: rtpengine $b %, anchorage $a % -> rtpengine/anchorage $(awk -v a="$a" -v b="$b" 'BEGIN{ if (a > 0) printf "%.2f", b / a; else print "-" }')"
+        echo "N=$n CPU per 1000 streams: $THEM $b %, $US $a % -> $THEM/$US $(awk -v a="$a" -v b="$b" 'BEGIN{ if (a > 0) printf "%.2f", b / a; else print "-" }')"
       fi
     done
   fi

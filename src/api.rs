@@ -124,6 +124,12 @@ pub struct RelayView {
     pub weight: u32,
     /// Calls anchored on it by this proxy.
     pub calls: usize,
+    /// The sessions the node itself last reported (an RTPProxy node's `active sessions`, read
+    /// with `Ib` once a second); `null` for ng nodes.
+    pub reported_sessions: Option<u64>,
+    /// Its load for the choice of a node for new calls: `calls`, plus the sessions it reported
+    /// beyond this proxy's calls at that moment (another controller's, or left over).
+    pub load: u64,
     /// `up` or `down` (health checks).
     pub state: &'static str,
     /// Drained: it gets no new calls.

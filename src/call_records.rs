@@ -6,9 +6,10 @@
 use std::time::Instant;
 
 use anchorage_proxy::dialog::{Dialog, DialogId, DialogState, Leg, Renumber};
+use anchorage_proxy::media::RtppLeg;
 use anchorage_proxy::node::{
     CallRecord as CoreRecord, DialogRecord as CoreDialog, InviteBranch, LegMedia,
-    MediaRecord as CoreMedia, MoveRecord as CoreMove,
+    MediaRecord as CoreMedia, MoveRecord as CoreMove, OpenInvite,
 };
 use anchorage_proxy::Transport;
 use anchorage_store as store;
@@ -61,6 +62,16 @@ pub fn to_store(
             })
             .collect()
     });
+    out.open_invite_request = r.open_invite_request.as_ref().and_then(|i| {
+        Some(store::OpenInviteRecord {
+            // A request that is not UTF-8 is not kept: a response reaching another node is
+            // then forwarded without making the dialog, as before.
+            request: String::from_utf8(i.request.to_vec()).ok()?,
+            source: i.source,
+            transport: transport_to_store(i.transport),
+            local: i.local,
+        })
+    });
     // The reservations of the confirmed dialog are the call's.
     if let Some(d) = r
         .dialogs
@@ -110,12 +121,19 @@ pub fn from_store(r: store::CallRecord, now: Instant) -> Result<CoreRecord, Conv
             transport: transport_from_store(b.transport),
         })
         .collect();
+    let open_invite_request = r.open_invite_request.map(|i| OpenInvite {
+        request: Bytes::from(i.request),
+        source: i.source,
+        transport: transport_from_store(i.transport),
+        local: i.local,
+    });
     Ok(CoreRecord {
         call_id,
         dialogs,
         media: r.media.map(media_from_store),
         moving,
         open_invite,
+        open_invite_request,
     })
 }
 
@@ -249,12 +267,29 @@ fn leg_media_from_store(l: store::LegMediaRecord) -> LegMedia {
     }
 }
 
+fn rtpp_to_store(l: &RtppLeg) -> store::RtppLegRecord {
+    store::RtppLegRecord {
+        letters: l.letters.clone(),
+        ip: l.ip,
+    }
+}
+
+fn rtpp_from_store(l: store::RtppLegRecord) -> RtppLeg {
+    RtppLeg {
+        letters: l.letters,
+        ip: l.ip,
+    }
+}
+
 fn media_to_store(m: &CoreMedia) -> Result<store::MediaRecord, ConvertError> {
     Ok(store::MediaRecord {
         node: m.node.clone(),
         set: m.set.clone(),
         caller_flags: m.caller_flags.clone(),
         callee_flags: m.callee_flags.clone(),
+        caller_rtpproxy: rtpp_to_store(&m.caller_rtpproxy),
+        callee_rtpproxy: rtpp_to_store(&m.callee_rtpproxy),
+        rtpproxy_unfit: m.rtpproxy_unfit.clone(),
         caller_tag: m.caller_tag.clone(),
         caller: leg_media_to_store(&m.caller, "the caller's SDP")?,
         callee: leg_media_to_store(&m.callee, "the callee's SDP")?,
@@ -269,6 +304,9 @@ fn media_from_store(m: store::MediaRecord) -> CoreMedia {
         set: m.set,
         caller_flags: m.caller_flags,
         callee_flags: m.callee_flags,
+        caller_rtpproxy: rtpp_from_store(m.caller_rtpproxy),
+        callee_rtpproxy: rtpp_from_store(m.callee_rtpproxy),
+        rtpproxy_unfit: m.rtpproxy_unfit,
         caller_tag: m.caller_tag,
         caller: leg_media_from_store(m.caller),
         callee: leg_media_from_store(m.callee),
@@ -329,6 +367,12 @@ mod tests {
                 set: "m".into(),
                 caller_flags: "replace-origin".into(),
                 callee_flags: "RTP/SAVP".into(),
+                caller_rtpproxy: "r".into(),
+                callee_rtpproxy: RtppLeg {
+                    letters: "coei".into(),
+                    ip: Some("198.51.100.250".parse().unwrap()),
+                },
+                rtpproxy_unfit: Some("the callee leg's type RTP/SAVP needs an ng relay".into()),
                 caller_tag: "a".into(),
                 caller: LegMedia {
                     received: Some(Bytes::from_static(b"v=0\r\n")),
@@ -349,6 +393,12 @@ mod tests {
                 destination: "192.0.2.7:5080".parse().unwrap(),
                 transport: Transport::Tcp,
             }],
+            open_invite_request: Some(OpenInvite {
+                request: Bytes::from_static(b"INVITE sip:b@x SIP/2.0\r\nCall-ID: c1\r\n\r\n"),
+                source: "192.0.2.1:5070".parse().unwrap(),
+                transport: Transport::Udp,
+                local: "127.0.0.1:5060".parse().unwrap(),
+            }),
         }
     }
 

@@ -118,6 +118,11 @@ impl VipWatch {
         &self.state
     }
 
+    /// The role it keeps, shared (for a task that must stop when the role goes).
+    pub fn shared(&self) -> Arc<ClusterState> {
+        self.state.clone()
+    }
+
     /// Reads whether the host has the virtual IP if the last reading is [`CHECK_EVERY`] old
     /// or more, and returns the change of role, if any.
     pub fn check(&mut self, now: Instant) -> Option<RoleChange> {

@@ -193,8 +193,17 @@ fn execute(args: &CtlArgs) -> anyhow::Result<ExitCode> {
                 show(&value);
             } else {
                 println!(
-                    "{:<16} {:<22} {:>6} {:<5} {:>8} {:>7} {:>8} {:>9}  WHY DOWN",
-                    "RELAY", "NG", "WEIGHT", "STATE", "DRAINING", "CALLS", "RTT_MS", "WINDOW_MS"
+                    "{:<16} {:<22} {:>6} {:<5} {:>8} {:>7} {:>8} {:>6} {:>8} {:>9}  WHY DOWN",
+                    "RELAY",
+                    "NG",
+                    "WEIGHT",
+                    "STATE",
+                    "DRAINING",
+                    "CALLS",
+                    "SESSIONS",
+                    "LOAD",
+                    "RTT_MS",
+                    "WINDOW_MS"
                 );
                 for r in value["relays"].as_array().into_iter().flatten() {
                     let why = match (r["state"].as_str(), r["down_reason"].as_str()) {
@@ -205,13 +214,18 @@ fn execute(args: &CtlArgs) -> anyhow::Result<ExitCode> {
                         _ => "-".to_string(),
                     };
                     println!(
-                        "{:<16} {:<22} {:>6} {:<5} {:>8} {:>7} {:>8} {:>9}  {why}",
+                        "{:<16} {:<22} {:>6} {:<5} {:>8} {:>7} {:>8} {:>6} {:>8} {:>9}  {why}",
                         r["name"].as_str().unwrap_or(""),
                         r["ng"].as_str().unwrap_or(""),
                         r["weight"],
                         r["state"].as_str().unwrap_or(""),
                         if r["draining"] == true { "yes" } else { "no" },
                         r["calls"],
+                        // The node's own count of its sessions (RTPProxy nodes report one).
+                        r["reported_sessions"]
+                            .as_u64()
+                            .map_or("-".to_string(), |n| n.to_string()),
+                        r["load"],
                         r["rtt_ms"]
                             .as_f64()
                             .map_or("-".to_string(), |v| format!("{v:.1}")),

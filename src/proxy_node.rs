@@ -415,6 +415,12 @@ fn import_records(proxy: &mut Proxy, records: Vec<StoreRecord>) -> (usize, usize
     (loaded, refused)
 }
 
+/// How long a takeover waits before it asks a store that failed again.
+const CLAIM_RETRY: Duration = Duration::from_millis(500);
+
+/// Calls imported per turn of the event loop in a takeover.
+const IMPORT_BATCH: usize = 256;
+
 /// What the store gives a node that takes over.
 enum Takeover {
     /// One node's calls, claimed.
@@ -451,7 +457,8 @@ fn take_role(
     match vip.check(Instant::now()) {
         Some(RoleChange::Gained) => {
             let (store, claimed) = (store.clone(), claimed.clone());
-            tokio::spawn(async move { claim_every_node(&store, &claimed).await });
+            let cluster = vip.shared();
+            tokio::spawn(async move { claim_every_node(&store, &claimed, &cluster).await });
         }
         Some(RoleChange::Lost) => {
             let released = proxy.release_all_calls(Instant::now());
@@ -461,38 +468,65 @@ fn take_role(
     }
 }
 
-/// Claims the calls of every node the store knows (this one's previous starts included).
+/// Claims the calls of every node the store knows (this one's previous starts included). While
+/// the store cannot answer, it tries again every [`CLAIM_RETRY`] as long as this node stays
+/// active: calls with no message coming (waiting for a relay, say) must still get an owner.
 async fn claim_every_node(
     store: &anchorage_store::Store,
     claimed: &mpsc::UnboundedSender<Takeover>,
+    cluster: &ClusterState,
 ) {
     let started = Instant::now();
-    let nodes = match store.nodes().await {
-        Ok(nodes) => nodes,
-        Err(error) => {
-            tracing::error!(%error, "could not list the cluster's nodes: calls are taken over as their messages arrive");
-            return;
-        }
-    };
     let mut total = 0;
-    for node in nodes {
-        match store.claim_of(&node.id).await {
-            Ok(records) => {
-                total += records.len();
-                if claimed.send(Takeover::Calls(records)).is_err() {
-                    return;
+    let mut pending: Option<Vec<String>> = None;
+    let mut drained_done = false;
+    while cluster.is_active() {
+        let nodes = match pending.take() {
+            Some(nodes) => nodes,
+            None => match store.nodes().await {
+                Ok(nodes) => nodes.into_iter().map(|n| n.id).collect(),
+                Err(error) => {
+                    tracing::error!(%error, "could not list the cluster's nodes: trying again (meanwhile calls are taken over as their messages arrive)");
+                    tokio::time::sleep(CLAIM_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        let mut failed = Vec::new();
+        for node in nodes {
+            match store.claim_of(&node).await {
+                Ok(records) => {
+                    total += records.len();
+                    // A few hundred at a time: the event loop takes one batch per turn, so
+                    // messages and timers go on between the batches of a large takeover.
+                    for batch in records.chunks(IMPORT_BATCH) {
+                        if claimed.send(Takeover::Calls(batch.to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%node, %error, "could not claim a node's calls: trying again");
+                    failed.push(node);
                 }
             }
-            Err(error) => {
-                tracing::error!(node = %node.id, %error, "could not claim a node's calls: they are taken over as their messages arrive")
+        }
+        if !drained_done {
+            match store.drained().await {
+                Ok(relays) => {
+                    drained_done = true;
+                    let _ = claimed.send(Takeover::Drained(relays));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not read which relays are drained: trying again")
+                }
             }
         }
-    }
-    match store.drained().await {
-        Ok(relays) => {
-            let _ = claimed.send(Takeover::Drained(relays));
+        if failed.is_empty() && drained_done {
+            break;
         }
-        Err(error) => tracing::warn!(%error, "could not read which relays are drained"),
+        pending = Some(failed);
+        tokio::time::sleep(CLAIM_RETRY).await;
     }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::warn!(calls = total, ms, "calls claimed from the store");
@@ -728,6 +762,8 @@ fn relay_views(proxy: &Proxy) -> Vec<crate::api::RelayView> {
             engine: n.engine_name(),
             weight: n.weight,
             calls: n.calls,
+            reported_sessions: n.reported.map(|(sessions, _)| sessions),
+            load: n.load(),
             state: if n.up { "up" } else { "down" },
             draining: n.draining,
             state_age_s: Instant::now()

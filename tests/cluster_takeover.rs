@@ -6,21 +6,23 @@
 //!   frozen node, resumed (`SIGCONT`), finds the VIP gone, releases the call and sends nothing;
 //! * a relay and the active proxy killed together, in both orders: the new owner, which never
 //!   saw the call, moves it off the dead relay (or completes the move the dead node began),
-//!   again with one re-INVITE per party.
+//!   again with one re-INVITE per party;
+//! * a call the active proxy moved (CSeqs renumbered), then that proxy killed: the new owner
+//!   carries the renumbering on;
+//! * a drain cut short, Redis and the backup dead, and the transactions that straddle the
+//!   failover (a late 200, a CANCEL).
 //!
 //! After each: the re-INVITEs of both parties and the BYE go through the new owner with 200s
 //! (the SIPp scenarios check every response), on the relay the call moved to; the relay
 //! session and the stored record are gone.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 mod cluster_support;
 mod restart_support;
-use anchorage_testkit::sipp::{Sipp, SippProcess};
 use anchorage_testkit::{http, AnchorageProxy};
 use cluster_support::*;
-use restart_support::{count_received, eventually, nth_received, scenario};
+use restart_support::{count_received, eventually, nth_received};
 
 /// What fails, and in which order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,9 @@ enum Failure {
     RelayThenProxy,
     /// `kill -9` of the active proxy, then of the call's relay.
     ProxyThenRelay,
+    /// The call moved by the active proxy (its relay drained: CSeqs renumbered), then
+    /// `kill -9` of that proxy; no relay dies.
+    MovedThenProxy,
 }
 
 /// The SIP messages a proxy sent, from its `/metrics`.
@@ -49,21 +54,25 @@ fn sip_sent(cluster: &Cluster, p: &AnchorageProxy) -> u64 {
 
 fn takeover(failure: Failure) {
     let mut cluster = Cluster::start();
-    let phones = cluster.lan.host("phones");
-    let callee_addr = SocketAddr::new(phones.addr(), 5070);
-    let caller_addr = SocketAddr::new(phones.addr(), 5080);
-    let mut callee: SippProcess =
-        Sipp::in_lan(phones, "uas", &scenario("uas_restart.xml"), callee_addr)
-            .args(["-m", "1", "-key", "rtp_port", "6000"])
-            .spawn();
-    std::thread::sleep(Duration::from_millis(300));
     // The caller takes the move's re-INVITE, pauses (-d), then re-INVITEs; the callee then
     // re-INVITEs and hangs up.
-    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_restart.xml"), caller_addr)
-        .args(["-m", "1", "-d", "2000", "-timeout", "60s", "-timeout_error"])
-        .args(["-key", "rtp_port", "6002", "-rsa", &sip().to_string()])
-        .args([callee_addr.to_string()])
-        .spawn();
+    let (mut callee, mut caller) = cluster.call(
+        "uas_restart.xml",
+        &["-m", "1", "-key", "rtp_port", "6000"],
+        "uac_restart.xml",
+        &[
+            "-m",
+            "1",
+            "-d",
+            "2000",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-key",
+            "rtp_port",
+            "6002",
+        ],
+    );
     let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
     nth_received(&callee, "ACK ", 1, Duration::from_secs(10));
     let (_, port) = media_of(&invite);
@@ -98,6 +107,13 @@ fn takeover(failure: Failure) {
             cluster.kill_proxy("p1");
             cluster.relays[dead].daemon.signal(9);
             cluster.wait_vip_on("p2", Duration::from_secs(5));
+        }
+        Failure::MovedThenProxy => {
+            let (status, body) = cluster.post("p1", &format!("/v1/relays/{relay}/drain"));
+            assert_eq!(status, 200, "{body}");
+            nth_received(&callee, "INVITE ", 2, Duration::from_secs(10));
+            nth_received(&caller, "INVITE ", 1, Duration::from_secs(10));
+            cluster.fail_over(Duration::from_secs(5));
         }
     }
 
@@ -142,15 +158,11 @@ fn takeover(failure: Failure) {
             "p1 sent SIP after its freeze"
         );
     }
-    eventually(Duration::from_secs(5), "the relay session deleted", || {
-        !cluster.relay_calls(1 - dead).contains(&call_id)
-    });
-    eventually(Duration::from_secs(5), "the record deleted", || {
-        cluster
-            .redis
-            .cli(&["EXISTS", &format!("anc:call:{{{call_id}}}")])
-            == "0"
-    });
+    let live: Vec<usize> = match failure {
+        Failure::MovedThenProxy => vec![0, 1],
+        _ => vec![1 - dead],
+    };
+    cluster.assert_call_gone(&call_id, &live);
 }
 
 #[test]
@@ -168,6 +180,13 @@ fn the_active_proxy_then_a_relay_killed_the_new_owner_moves_the_call_once() {
     takeover(Failure::ProxyThenRelay);
 }
 
+/// The renumbered CSeqs of a call the dead node moved go on at the new owner: the SIPp
+/// scenarios check each party gets its own CSeq back in every response.
+#[test]
+fn a_call_moved_before_kill_9_of_the_active_proxy_goes_on_with_its_renumbered_cseqs() {
+    takeover(Failure::MovedThenProxy);
+}
+
 /// A relay drained with calls on it and the active proxy killed half way through the drain:
 /// the node that takes the VIP knows the relay is drained (the store keeps it) and moves the
 /// calls the dead node had not moved, each exactly once (the SIPp scenarios take one move's
@@ -179,16 +198,12 @@ fn a_drain_cut_short_by_kill_9_of_the_active_proxy_is_finished_by_the_new_owner(
     // Every call on relay-a: relay-b is drained while they are set up.
     let (status, body) = cluster.post("p1", "/v1/relays/relay-b/drain");
     assert_eq!(status, 200, "{body}");
-    let phones = cluster.lan.host("phones");
-    let callee_addr = SocketAddr::new(phones.addr(), 5070);
-    let caller_addr = SocketAddr::new(phones.addr(), 5080);
     let n = CALLS.to_string();
-    let mut callee = Sipp::in_lan(phones, "uas", &scenario("uas_restart.xml"), callee_addr)
-        .args(["-m", &n, "-key", "rtp_port", "6000"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_restart.xml"), caller_addr)
-        .args([
+    let (mut callee, mut caller) = cluster.call(
+        "uas_restart.xml",
+        &["-m", &n, "-key", "rtp_port", "6000"],
+        "uac_restart.xml",
+        &[
             "-m",
             &n,
             "-r",
@@ -198,10 +213,11 @@ fn a_drain_cut_short_by_kill_9_of_the_active_proxy_is_finished_by_the_new_owner(
             "-timeout",
             "90s",
             "-timeout_error",
-        ])
-        .args(["-key", "rtp_port", "6002", "-rsa", &sip().to_string()])
-        .args([callee_addr.to_string()])
-        .spawn();
+            "-key",
+            "rtp_port",
+            "6002",
+        ],
+    );
     nth_received(&callee, "ACK ", CALLS, Duration::from_secs(15));
     let calls = api_get(&cluster.lan, cluster.proxy("p1"), "/v1/calls");
     let on_a = calls["calls"]
@@ -265,18 +281,12 @@ fn a_drain_cut_short_by_kill_9_of_the_active_proxy_is_finished_by_the_new_owner(
 #[test]
 fn with_redis_and_the_backup_dead_the_active_node_keeps_its_call() {
     let mut cluster = Cluster::start();
-    let phones = cluster.lan.host("phones");
-    let callee_addr = SocketAddr::new(phones.addr(), 5070);
-    let caller_addr = SocketAddr::new(phones.addr(), 5080);
-    let mut callee = Sipp::in_lan(phones, "uas", &scenario("uas_reinvite.xml"), callee_addr)
-        .args(["-m", "1"])
-        .spawn();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_vip.xml"), caller_addr)
-        .args(["-m", "1", "-d", "3000", "-timeout", "40s", "-timeout_error"])
-        .args(["-rsa", &sip().to_string()])
-        .args([callee_addr.to_string()])
-        .spawn();
+    let (mut callee, mut caller) = cluster.call(
+        "uas_reinvite.xml",
+        &["-m", "1"],
+        "uac_vip.xml",
+        &["-m", "1", "-d", "3000", "-timeout", "40s", "-timeout_error"],
+    );
     nth_received(&callee, "ACK ", 1, Duration::from_secs(10));
     cluster.redis.kill();
     cluster.kill_proxy("p2");
@@ -297,5 +307,114 @@ fn with_redis_and_the_backup_dead_the_active_node_keeps_its_call() {
         (view["role"].as_str(), &view["dialogs"]),
         (Some("active"), &0.into()),
         "{view}"
+    );
+}
+
+/// The active proxy forwards an INVITE, the callee rings, and the proxy dies before the
+/// callee answers: the 200 reaches the node that took the VIP, which holds no transaction for
+/// it. It makes the dialog from the INVITE stored with the call and anchors the answer on the
+/// call's relay — the caller gets the relay's address — and the ACK and the BYE go through.
+#[test]
+fn a_200_long_after_the_180_reaches_the_new_owner_and_is_anchored_on_the_calls_relay() {
+    let mut cluster = Cluster::start();
+    let (mut callee, mut caller) = cluster.call(
+        "uas_late_answer.xml",
+        &["-m", "1", "-d", "2500"],
+        "uac.xml",
+        &["-m", "1", "-d", "500", "-timeout", "30s", "-timeout_error"],
+    );
+    let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
+    let (relay_ip, port) = media_of(&invite);
+    let relay = relay_of_port(port);
+    nth_received(&caller, "SIP/2.0 180", 1, Duration::from_secs(5));
+    cluster.fail_over(Duration::from_secs(2));
+
+    let ok = nth_received(&caller, "SIP/2.0 200", 1, Duration::from_secs(10));
+    let (ip, port) = media_of(&ok);
+    assert_eq!(
+        (ip.as_str(), relay_of_port(port)),
+        (relay_ip.as_str(), relay),
+        "{ok}"
+    );
+    caller.finish(Duration::from_secs(15)).assert_success();
+    callee.finish(Duration::from_secs(15)).assert_success();
+    assert_eq!(count_received(&callee, "ACK "), 1);
+    let p2 = cluster.proxy("p2");
+    assert!(
+        p2.daemon
+            .log()
+            .contains("a response to an INVITE another node forwarded"),
+        "{}",
+        p2.daemon.log()
+    );
+    cluster.assert_call_gone(&call_id_of(&ok), &[0, 1]);
+}
+
+/// The active proxy forwards an INVITE, the callee rings, the proxy dies, and the caller gives
+/// up: its CANCEL reaches the node that took the VIP, which has no transaction for the INVITE
+/// but the branches stored with the call — the CANCEL reaches the ringing callee, the 487
+/// comes back, its ACK follows, and no relay session or record is left.
+#[test]
+fn a_cancel_for_an_invite_the_dead_node_forwarded_reaches_the_ringing_callee() {
+    let mut cluster = Cluster::start();
+    let (mut callee, mut caller) = cluster.call(
+        "uas_cancel.xml",
+        &["-m", "1"],
+        "uac_cancel_late.xml",
+        &["-m", "1", "-d", "2500", "-timeout", "30s", "-timeout_error"],
+    );
+    let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
+    nth_received(&caller, "SIP/2.0 180", 1, Duration::from_secs(5));
+    cluster.fail_over(Duration::from_secs(2));
+
+    caller.finish(Duration::from_secs(15)).assert_success();
+    callee.finish(Duration::from_secs(15)).assert_success();
+    assert_eq!(count_received(&callee, "CANCEL "), 1);
+    assert_eq!(count_received(&callee, "ACK "), 1);
+    cluster.assert_call_gone(&call_id_of(&invite), &[0, 1]);
+}
+
+/// Redis frozen when the VIP moves: the new owner cannot claim the calls yet, and tries again
+/// until Redis answers — then it holds the call without any message of the call having come,
+/// and carries it to its end.
+#[test]
+fn a_takeover_while_redis_is_frozen_claims_the_calls_once_redis_answers() {
+    let mut cluster = Cluster::start();
+    let (mut callee, mut caller) = cluster.call(
+        "uas_reinvite.xml",
+        &["-m", "1"],
+        "uac_vip.xml",
+        &["-m", "1", "-d", "9000", "-timeout", "40s", "-timeout_error"],
+    );
+    nth_received(&callee, "ACK ", 1, Duration::from_secs(10));
+    cluster.store_caught_up("p1");
+    cluster.redis.signal(SIGSTOP);
+    cluster.kill_proxy("p1");
+    cluster.wait_vip_on("p2", Duration::from_secs(5));
+    let p2 = cluster.proxy("p2");
+    std::thread::sleep(Duration::from_millis(1500));
+    let view = api_get(&cluster.lan, p2, "/v1/cluster");
+    assert_eq!(
+        (view["role"].as_str(), &view["dialogs"]),
+        (Some("active"), &0.into()),
+        "{view}"
+    );
+    cluster.redis.signal(SIGCONT);
+    // Before the caller's re-INVITE (9 s after its ACK): the claim, not a message, brought it.
+    eventually(Duration::from_secs(4), "p2 holding the call", || {
+        api_get(&cluster.lan, p2, "/v1/cluster")["dialogs"] == 1
+    });
+    caller.finish(Duration::from_secs(30)).assert_success();
+    callee.finish(Duration::from_secs(15)).assert_success();
+    assert!(
+        p2.daemon
+            .log()
+            .contains("could not list the cluster's nodes: trying again")
+            || p2
+                .daemon
+                .log()
+                .contains("could not claim a node's calls: trying again"),
+        "{}",
+        p2.daemon.log()
     );
 }

@@ -20,13 +20,12 @@ use std::time::{Duration, Instant};
 
 use anchorage_testkit::lan::LanHost;
 use anchorage_testkit::redis::RedisServer;
-use anchorage_testkit::sipp::{Sipp, SippProcess};
 use anchorage_testkit::{http, AnchorageProxy};
 
 mod cluster_support;
 mod restart_support;
 use cluster_support::*;
-use restart_support::{bin, cseq_number, eventually, nth_received, scenario};
+use restart_support::{bin, cseq_number, eventually, nth_received};
 
 /// `anchorage ctl --api http://API health …` run on `host` (any host of the LAN when `None`:
 /// on this machine); its success, stdout and stderr, and how long it took.
@@ -190,20 +189,13 @@ fn sigstop_of_the_active_proxy_moves_the_vip_and_sigcont_does_not_move_it_back()
 #[test]
 fn a_call_through_the_vip_goes_on_through_the_other_node_after_kill_9_on_the_same_relay() {
     let mut cluster = Cluster::start();
-    let phones = cluster.lan.host("phones");
-    let callee_addr = SocketAddr::new(phones.addr(), 5070);
-    let caller_addr = SocketAddr::new(phones.addr(), 5080);
-    let mut callee: SippProcess =
-        Sipp::in_lan(phones, "uas", &scenario("uas_reinvite.xml"), callee_addr)
-            .args(["-m", "1"])
-            .spawn();
-    std::thread::sleep(Duration::from_millis(300));
     // The caller pauses after its ACK (-d) while the test kills the active node.
-    let mut caller = Sipp::in_lan(phones, "uac", &scenario("uac_vip.xml"), caller_addr)
-        .args(["-m", "1", "-d", "3000", "-timeout", "40s", "-timeout_error"])
-        .args(["-rsa", &sip().to_string()])
-        .args([callee_addr.to_string()])
-        .spawn();
+    let (mut callee, mut caller) = cluster.call(
+        "uas_reinvite.xml",
+        &["-m", "1"],
+        "uac_vip.xml",
+        &["-m", "1", "-d", "3000", "-timeout", "40s", "-timeout_error"],
+    );
     let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
     nth_received(&callee, "ACK ", 1, Duration::from_secs(10));
     // Through the VIP, on a relay.
@@ -275,15 +267,7 @@ fn a_call_through_the_vip_goes_on_through_the_other_node_after_kill_9_on_the_sam
         "{metrics}"
     );
     // No relay session, no call in p2, no record in Redis.
-    eventually(Duration::from_secs(5), "the relay sessions deleted", || {
-        (0..RELAYS.len()).all(|i| !cluster.relay_calls(i).contains(&call_id))
-    });
-    eventually(Duration::from_secs(5), "the record deleted", || {
-        cluster
-            .redis
-            .cli(&["EXISTS", &format!("anc:call:{{{call_id}}}")])
-            == "0"
-    });
+    cluster.assert_call_gone(&call_id, &[0, 1]);
     let calls = api_get(&cluster.lan, p2, "/v1/calls");
     assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
 }

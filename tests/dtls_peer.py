@@ -9,11 +9,13 @@ One command per line on stdin, one answer per line on stdout:
 
     (at start)                 -> offer BASE64_SDP
     answer BASE64_SDP          -> connected | failed STATE
-    restart BASE64_SDP         -> offer BASE64_SDP, then connected | failed STATE
+    restart BASE64_SDP [ROLE]  -> offer BASE64_SDP, then connected | failed STATE
                                   (a re-INVITE from a relay the call moved to: new ICE and
                                   DTLS transports, the same certificate, the SDP's ICE
                                   credentials, candidates, setup and fingerprint; the new
-                                  SDP is what the party answers the re-INVITE with)
+                                  SDP is what the party answers the re-INVITE with. When the
+                                  re-INVITE offers `a=setup:actpass`, the party answers
+                                  ROLE, `active` unless `passive` is given, and takes it)
     send HEX                   -> ok            (an RTP packet, SRTP-protected by aiortc)
     recv MILLISECONDS          -> rtp HEX | none (the next RTP packet, as decrypted)
     quit
@@ -75,7 +77,7 @@ async def main():
 
     gatherer, ice, dtls = await transports()
 
-    def local_offer(gatherer, dtls):
+    def local_offer(gatherer, dtls, setup="actpass"):
         ice_params = gatherer.getLocalParameters()
         candidates = gatherer.getLocalCandidates()
         default = candidates[0]
@@ -98,7 +100,7 @@ async def main():
             + [
                 "a=end-of-candidates",
                 f"a=fingerprint:sha-256 {fingerprint.value}",
-                "a=setup:actpass",
+                f"a=setup:{setup}",
                 "",
             ]
         )
@@ -112,13 +114,19 @@ async def main():
         if not command or command == "quit":
             break
         verb, _, argument = command.partition(" ")
+        chosen = None
         if verb == "restart":
+            argument, _, chosen = argument.partition(" ")
+            moved = base64.b64decode(argument).decode()
+            chosen = chosen or "active"
+            if attributes(moved, "setup")[0] != "actpass":
+                chosen = None
             # aiortc's RTCPeerConnection has no ICE restart and keeps one DTLS transport per
             # connection; a moved call needs both anew, as a WebRTC endpoint makes them.
             await dtls.stop()
             await ice.stop()
             gatherer, ice, dtls = await transports()
-            offer = local_offer(gatherer, dtls)
+            offer = local_offer(gatherer, dtls, chosen or "actpass")
             print("offer " + base64.b64encode(offer.encode()).decode(), flush=True)
             verb = "answer"
         if verb == "answer":
@@ -135,7 +143,11 @@ async def main():
             await ice.addRemoteCandidate(None)
             setup = attributes(answer, "setup")[0]
             # The relay answered active: this party is the DTLS server; passive: the client.
-            dtls._set_role("server" if setup == "active" else "client")
+            # The relay offered actpass (a move): the role this party chose.
+            if setup == "actpass":
+                dtls._set_role("client" if chosen == "active" else "server")
+            else:
+                dtls._set_role("server" if setup == "active" else "client")
             fingerprints = [
                 RTCDtlsFingerprint(algorithm=v.split()[0], value=v.split()[1])
                 for v in attributes(answer, "fingerprint")

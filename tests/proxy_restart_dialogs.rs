@@ -112,8 +112,10 @@ fn a_callee_that_changed_its_contact_before_kill_9_of_the_proxy_is_reached_there
     let resumed = resumed(&record, reserved_to_callee, reserved_to_caller);
     assert_record_is_view(&resumed, &call_view(&platform.p, &call_id));
 
-    // A move back: the proxy's own re-INVITE to the callee goes to its new Contact, numbered
-    // above what the dead node had reserved.
+    // A move back (the first relay, drained before the crash and still drained after it, is
+    // given calls again): the proxy's own re-INVITE to the callee goes to its new Contact,
+    // numbered above what the dead node had reserved.
+    platform.undrain(first);
     platform.drain(moved_to);
     let (invite, from) = new_contact.request("INVITE ", Duration::from_secs(10));
     assert_eq!(request_uri(&invite), new_target);

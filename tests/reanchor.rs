@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anchorage_testkit::media::{rtp_flows, rtpengine, sdp_media};
 use anchorage_testkit::sipp::{Sipp, SippProcess};
-use anchorage_testkit::{free_udp_port, http, ng_list, AnchorageProxy, AnchorageRelay, LOCALHOST};
+use anchorage_testkit::{
+    free_udp_port, http, ng_list, AnchorageProxy, AnchorageRelay, Daemon, LOCALHOST,
+};
 
 fn scenario(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -489,43 +491,83 @@ fn relay_action(p: &Proxy, name: &str, action: &str) -> String {
     body
 }
 
+/// Our relays a and b (relay set `main`), rtpengine as the proxy's relay set `srtp`, and a
+/// call through the proxy between `uac_reanchor_loop.xml` and a callee scenario. Dropped,
+/// rtpengine stops first, then the call's phones, the proxy and the relays.
+struct WithRtpengine {
+    _engine: Daemon,
+    c: Call,
+    p: Proxy,
+    b: Relay,
+    a: Relay,
+    engine_ng: u16,
+    call_id: String,
+}
+
+impl WithRtpengine {
+    fn start(uas: &str) -> WithRtpengine {
+        let a = relay();
+        let b = relay();
+        let (engine, engine_ng) = rtpengine();
+        let extra = format!(
+            "\n[[proxy.relay_set]]\nname = \"srtp\"\nnodes = [{{ name = \"rtpengine\", ng = \"127.0.0.1:{engine_ng}\" }}]\n"
+        );
+        let p = proxy(&a, &b, &extra);
+        let c = call_with(&p, 0, "uac_reanchor_loop.xml", uas);
+        let call_id = header(&c.invite_at_callee, "Call-ID").to_string();
+        WithRtpengine {
+            _engine: engine,
+            c,
+            p,
+            b,
+            a,
+            engine_ng,
+            call_id,
+        }
+    }
+
+    /// Whether `port` is a media port of our relays.
+    fn ours(&self, port: u16) -> bool {
+        self.a.ports.contains(&port) || self.b.ports.contains(&port)
+    }
+
+    /// Moves the call with `body` for the `nth` time (from 1); returns the re-INVITEs it
+    /// sent, the callee's (its `nth` + 1st INVITE) and the caller's (its `nth`).
+    fn move_nth(&self, body: &str, nth: usize) -> (String, String) {
+        move_call(&self.p, &self.call_id, body);
+        let at_callee = nth_received(&self.c.callee, "INVITE ", nth + 1, Duration::from_secs(5));
+        let at_caller = nth_received(&self.c.caller, "INVITE ", nth, Duration::from_secs(5));
+        (at_callee, at_caller)
+    }
+
+    /// Waits up to 3 s for the call's session on rtpengine to be deleted.
+    fn assert_left_rtpengine(&self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while ng_list(self.engine_ng).contains(&self.call_id) {
+            assert!(Instant::now() < deadline, "session left on rtpengine");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 #[test]
 fn one_call_moves_to_rtpengine_with_srtp_towards_the_callee_and_back() {
-    let a = relay();
-    let b = relay();
-    let (engine, engine_ng) = rtpengine();
-    let extra = format!(
-        "\n[[proxy.relay_set]]\nname = \"srtp\"\nnodes = [{{ name = \"rtpengine\", ng = \"127.0.0.1:{engine_ng}\" }}]\n"
-    );
-    let p = proxy(&a, &b, &extra);
-    let c = call_with(&p, 0, "uac_reanchor_loop.xml", "uas_reanchor_loop.xml");
-    let call_id = header(&c.invite_at_callee, "Call-ID").to_string();
-    let ours = |port: u16| a.ports.contains(&port) || b.ports.contains(&port);
+    let t = WithRtpengine::start("uas_reanchor_loop.xml");
+    let (a, b, p, c, call_id) = (&t.a, &t.b, &t.p, &t.c, &t.call_id);
     // To rtpengine, SRTP towards the callee only.
-    move_call(
-        &p,
-        &call_id,
-        r#"{"set": "srtp", "callee": {"type": "RTP/SAVP"}}"#,
-    );
-    let at_callee = nth_received(&c.callee, "INVITE ", 2, Duration::from_secs(5));
-    let at_caller = nth_received(&c.caller, "INVITE ", 1, Duration::from_secs(5));
+    let (at_callee, at_caller) =
+        t.move_nth(r#"{"set": "srtp", "callee": {"type": "RTP/SAVP"}}"#, 1);
     assert!(at_callee.contains("RTP/SAVP"), "{at_callee}");
     assert!(at_callee.contains("a=crypto:"), "{at_callee}");
-    assert!(!ours(sdp_media(&at_callee).port()), "{at_callee}");
+    assert!(!t.ours(sdp_media(&at_callee).port()), "{at_callee}");
     assert!(
         at_caller.contains("RTP/AVP") && !at_caller.contains("a=crypto"),
         "{at_caller}"
     );
-    assert!(!ours(sdp_media(&at_caller).port()));
-    assert!(!ng_list(a.ng).contains(&call_id) && !ng_list(b.ng).contains(&call_id));
+    assert!(!t.ours(sdp_media(&at_caller).port()));
+    assert!(!ng_list(a.ng).contains(call_id) && !ng_list(b.ng).contains(call_id));
     // And back to our relays, plain RTP again; media flows through them.
-    move_call(
-        &p,
-        &call_id,
-        r#"{"set": "main", "callee": {"type": "RTP/AVP"}}"#,
-    );
-    let at_callee = nth_received(&c.callee, "INVITE ", 3, Duration::from_secs(5));
-    let at_caller = nth_received(&c.caller, "INVITE ", 2, Duration::from_secs(5));
+    let (at_callee, at_caller) = t.move_nth(r#"{"set": "main", "callee": {"type": "RTP/AVP"}}"#, 2);
     assert!(
         at_callee.contains("RTP/AVP") && !at_callee.contains("a=crypto"),
         "{at_callee}"
@@ -537,15 +579,14 @@ fn one_call_moves_to_rtpengine_with_srtp_towards_the_callee_and_back() {
     );
     assert_eq!(header(&at_caller, "CSeq"), "2 INVITE");
     let moved = (sdp_media(&at_caller), sdp_media(&at_callee));
-    assert!(ours(moved.0.port()) && ours(moved.1.port()), "{moved:?}");
+    assert!(
+        t.ours(moved.0.port()) && t.ours(moved.1.port()),
+        "{moved:?}"
+    );
     rtp_flows(&c.caller_rtp, moved.0, &c.callee_rtp, moved.1, 0x7777);
     rtp_flows(&c.callee_rtp, moved.1, &c.caller_rtp, moved.0, 0x8888);
     // rtpengine's session was deleted when the call left it.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while ng_list(engine_ng).contains(&call_id) {
-        assert!(Instant::now() < deadline, "session left on rtpengine");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    t.assert_left_rtpengine();
     // Bad per-leg options are refused with a JSON message and change nothing.
     let (status, body) = http(
         p.api,
@@ -557,7 +598,6 @@ fn one_call_moves_to_rtpengine_with_srtp_towards_the_callee_and_back() {
     assert!(body.contains("is not one of"), "{body}");
     let (status, _) = http(p.api, "POST", "/v1/calls/no-such-call/reanchor", "");
     assert_eq!(status, 404);
-    drop(engine);
 }
 
 #[test]
@@ -608,6 +648,7 @@ fn crypto_lines(message: &str) -> Vec<(u32, String)> {
                 "AEAD_AES_256_GCM" => 59,
                 "AEAD_AES_128_GCM" => 38,
                 "AES_256_CM_HMAC_SHA1_80" | "AES_256_CM_HMAC_SHA1_32" => 62,
+                "AES_192_CM_HMAC_SHA1_80" | "AES_192_CM_HMAC_SHA1_32" => 51,
                 _ => 40,
             };
             assert_eq!(key.trim_end_matches('=').len(), expected, "{line}");
@@ -668,9 +709,20 @@ fn invite_naming(p: &SippProcess, relay: &Relay, seen: usize) -> String {
     }
 }
 
+/// The tag of the `AES_CM_128_HMAC_SHA1_80` line of an SDP (5 in our relay's offers, 7 in
+/// rtpengine's): the suite the SRTP callees of these tests answer with.
+fn aes_cm_80_tag(sdp: &str) -> u32 {
+    crypto_lines(sdp)
+        .into_iter()
+        .find(|(_, suite)| suite == "AES_CM_128_HMAC_SHA1_80")
+        .map(|(tag, _)| tag)
+        .unwrap_or_else(|| panic!("no AES_CM_128_HMAC_SHA1_80 offered in\n{sdp}"))
+}
+
 /// A callee on SDES through `relay`: checks that RTP flows both ways with exact payloads, the
 /// callee's side SRTP made and checked by libsrtp (its sessions `recv` keyed with the relay's
-/// key advertised under tag 5 in `at_callee`, `send` with [`CALLEE_SRTP_KEY`]), the caller's
+/// `AES_CM_128_HMAC_SHA1_80` key advertised in `at_callee`, `send` with [`CALLEE_SRTP_KEY`],
+/// which the callee answered with), the caller's
 /// side plain; every packet through `relay`'s ports (`moved`: caller's, callee's). `first`
 /// is the first sequence number used.
 fn srtp_flows_to_the_callee(
@@ -681,7 +733,8 @@ fn srtp_flows_to_the_callee(
     first: u16,
 ) {
     use anchorage_testkit::media::rtp;
-    let (suite, relay_key) = anchorage_testkit::srtp::crypto_key(at_callee, 5);
+    let (suite, relay_key) =
+        anchorage_testkit::srtp::crypto_key(at_callee, aes_cm_80_tag(at_callee));
     srtp.session("recv", "inbound", &suite, &relay_key);
     srtp.session("send", "outbound", &suite, CALLEE_SRTP_KEY);
     // Callee → caller: libsrtp's SRTP arrives at the caller as exactly the RTP protected (its
@@ -802,4 +855,42 @@ fn one_call_moves_to_srtp_towards_the_callee_on_our_relays_is_drained_with_new_k
         "SRTP session deleted"
     );
     assert!(!p.daemon.log().contains("panicked"));
+}
+
+/// A call moved to Debian's rtpengine with SRTP towards the callee, then back to our relays
+/// still with SRTP towards the callee: both times libsrtp checks the media with the keys of
+/// the re-INVITE the callee got — rtpengine's, then our relay's — and the callee's own key,
+/// exact RTP payloads both ways. rtpengine's session is deleted when the call comes back.
+#[test]
+fn a_call_moved_to_rtpengine_with_srtp_comes_back_to_our_relay_with_srtp_checked_by_libsrtp() {
+    let mut srtp =
+        anchorage_testkit::srtp::Libsrtp::start(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
+    let t = WithRtpengine::start("uas_reanchor_srtp_any_tag.xml");
+    let c = &t.c;
+    // To rtpengine, SRTP towards the callee only.
+    let (at_callee, at_caller) =
+        t.move_nth(r#"{"set": "srtp", "callee": {"type": "RTP/SAVP"}}"#, 1);
+    assert!(at_callee.contains(" RTP/SAVP "), "{at_callee}");
+    assert!(
+        at_caller.contains(" RTP/AVP ") && !at_caller.contains("a=crypto"),
+        "{at_caller}"
+    );
+    let on_engine = (sdp_media(&at_caller), sdp_media(&at_callee));
+    assert!(!t.ours(on_engine.0.port()) && !t.ours(on_engine.1.port()));
+    srtp_flows_to_the_callee(c, &mut srtp, &at_callee, on_engine, 0);
+
+    // Back to our relays, SRTP towards the callee kept: our relay's own keys.
+    let (at_callee, at_caller) =
+        t.move_nth(r#"{"set": "main", "callee": {"type": "RTP/SAVP"}}"#, 2);
+    assert!(at_callee.contains(" RTP/SAVP 0 101"), "{at_callee}");
+    assert_eq!(aes_cm_80_tag(&at_callee), 5, "{at_callee}");
+    assert!(
+        at_caller.contains(" RTP/AVP 0 101") && !at_caller.contains("a=crypto"),
+        "{at_caller}"
+    );
+    let back = (sdp_media(&at_caller), sdp_media(&at_callee));
+    assert!(t.ours(back.0.port()) && t.ours(back.1.port()), "{back:?}");
+    srtp_flows_to_the_callee(c, &mut srtp, &at_callee, back, 2000);
+    t.assert_left_rtpengine();
+    assert!(!t.p.daemon.log().contains("panicked"));
 }

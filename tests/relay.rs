@@ -468,16 +468,18 @@ fn offer_and_answer_sdp_match_the_expected_text() {
                  a=candidate:1 1 UDP 2130706431 198.51.100.1 2000 typ host\n";
     let to_b = relay.offer(&call, offer, &options);
     let port_a = media_port(&to_b);
-    // rtpengine's order: c= in the media section (none at session level), rtpmap, unknown
-    // attributes, the direction, a=rtcp (RTP + 1). The output keeps the input's line endings.
-    let expected_to_b = "v=0\no=- 1545997027 1 IN IP4 127.0.0.1\ns=tester\nt=0 0\n\
-                         m=audio PORT RTP/AVP 0\nc=IN IP4 127.0.0.1\na=rtpmap:0 PCMU/8000\n\
+    // rtpengine's order: the session-level c= stays there (as Debian's rtpengine 10.5 keeps
+    // it), rtpmap, unknown attributes, the direction, a=rtcp (RTP + 1). The output keeps the
+    // input's line endings.
+    let expected_to_b = "v=0\no=- 1545997027 1 IN IP4 127.0.0.1\ns=tester\nc=IN IP4 127.0.0.1\n\
+                         t=0 0\nm=audio PORT RTP/AVP 0\na=rtpmap:0 PCMU/8000\n\
                          a=foo:bar\na=sendrecv\na=rtcp:RTCP\n"
         .replace("PORT", &port_a.to_string())
         .replace("RTCP", &(port_a + 1).to_string());
     assert_eq!(to_b, expected_to_b, "offer SDP sent to B");
     assert!(relay.in_range(port_a) && port_a % 2 == 0, "{port_a}");
 
+    // The answer's c= is in its media section: it stays there.
     let answer = "v=0\no=- 1545997028 1 IN IP4 198.51.100.3\ns=tester\nt=0 0\n\
                   m=audio 2002 RTP/AVP 0\nc=IN IP4 198.51.100.3\na=sendrecv\n";
     let to_a = relay.answer(&call, answer, &options);

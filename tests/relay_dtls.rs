@@ -10,9 +10,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, ChildStdin, ChildStdout};
 use std::time::Duration;
 
-use anchorage_ng::{decode_reply, encode_document, Dict, Encoding, Outcome, Reply, Value};
+use anchorage_ng::{Reply, Value};
 use anchorage_testkit::media::{hex, unhex};
-use anchorage_testkit::{free_udp_port, http, AnchorageRelay, LOCALHOST};
+use anchorage_testkit::{
+    free_udp_port, http, ng_request, ng_sdp as sdp_of, AnchorageRelay, LOCALHOST,
+};
 
 /// The DTLS peer (`tests/dtls_peer.py`), stopped on drop.
 struct Peer {
@@ -88,28 +90,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 
 /// One ng request to the relay, answered within 2 s.
 fn ng(relay: &AnchorageRelay, entries: &[(&str, &str)]) -> Reply {
-    let client = UdpSocket::bind((LOCALHOST, 0)).unwrap();
-    let dict: Dict = entries
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), Value::text(*v)))
-        .collect();
-    let (_, document) = encode_document(&dict, Encoding::Bencode);
-    let mut datagram = b"dtls1 ".to_vec();
-    datagram.extend_from_slice(&document);
-    client
-        .send_to(&datagram, (LOCALHOST, relay.ng))
-        .expect("send ng");
-    client
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut buf = vec![0u8; 65_536];
-    let (n, _) = client.recv_from(&mut buf).expect("an ng reply");
-    decode_reply(&buf[..n]).expect("a reply").2
-}
-
-fn sdp_of(reply: &Reply) -> String {
-    assert_eq!(reply.outcome, Outcome::Ok, "{reply:?}");
-    String::from_utf8(reply.sdp.clone().expect("an SDP").to_vec()).unwrap()
+    ng_request(relay.ng, entries)
 }
 
 fn media_port(sdp: &str) -> u16 {
@@ -164,9 +145,10 @@ fn metric(metrics: SocketAddr, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{body}"))
 }
 
-/// A relay with `/metrics`, the peer's offer made plain for B, B's plain answer; returns the
-/// relay, its metrics address, B's socket, the relay's port for B, and the SDP for the peer.
-fn call(peer_offer: &str) -> (AnchorageRelay, SocketAddr, UdpSocket, u16, String) {
+/// A relay with `/metrics`, the peer's offer made plain for B, B's plain answer (with
+/// `reanchor` when it is a move's replay); returns the relay, its metrics address, B's socket,
+/// the relay's port for B, and the SDP for the peer.
+fn call(peer_offer: &str, reanchor: bool) -> (AnchorageRelay, SocketAddr, UdpSocket, u16, String) {
     let metrics = SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST));
     let relay = AnchorageRelay::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_anchorage")),
@@ -191,19 +173,26 @@ fn call(peer_offer: &str) -> (AnchorageRelay, SocketAddr, UdpSocket, u16, String
         "v=0\r\no=plain 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
          m=audio {b_port} RTP/AVP 0\r\na=sendrecv\r\n"
     );
-    let to_peer = sdp_of(&ng(
-        &relay,
-        &[
-            ("command", "answer"),
-            ("call-id", "dtls-call"),
-            ("from-tag", "webrtc"),
-            ("to-tag", "plain"),
-            ("sdp", &b_sdp),
-            ("ICE", "force"),
-        ],
-    ));
+    let mut answer = vec![
+        ("command", "answer"),
+        ("call-id", "dtls-call"),
+        ("from-tag", "webrtc"),
+        ("to-tag", "plain"),
+        ("sdp", b_sdp.as_str()),
+        ("ICE", "force"),
+    ];
+    if reanchor {
+        answer.push(("flags", "reanchor"));
+    }
+    let to_peer = sdp_of(&ng(&relay, &answer));
+    // The relay answers the peer's offer as the client; a move's replay makes it a new offer.
+    let setup = if reanchor {
+        "a=setup:actpass"
+    } else {
+        "a=setup:active"
+    };
     for line in [
-        "a=setup:active",
+        setup,
         "a=fingerprint:sha-256 ",
         "a=ice-ufrag:",
         "a=ice-lite",
@@ -223,7 +212,7 @@ fn relay_to_b(b: &UdpSocket) -> Option<Vec<u8>> {
 fn a_webrtc_peer_completes_ice_and_dtls_and_exchanges_exact_rtp_with_a_plain_party() {
     let mut peer = Peer::start();
     let offer = peer.offer.clone();
-    let (relay, metrics, b, for_b, to_peer) = call(&offer);
+    let (relay, metrics, b, for_b, to_peer) = call(&offer, false);
     let connected = peer.answer(&to_peer);
     assert_eq!(connected, "connected", "relay log:\n{}", relay.daemon.log());
     // Peer → plain party: decrypted by the relay, the RTP bytes exactly as the peer made them.
@@ -317,7 +306,7 @@ fn a_wrong_fingerprint_fails_the_handshake_and_is_counted() {
     let mut wrong = offer.clone();
     let first = if &offer[at..at + 1] == "0" { "1" } else { "0" };
     wrong.replace_range(at..at + 1, first);
-    let (relay, metrics, b, for_b, to_peer) = call(&wrong);
+    let (relay, metrics, b, for_b, to_peer) = call(&wrong, false);
     let outcome = peer.answer(&to_peer);
     assert!(outcome.starts_with("failed"), "{outcome}");
     b.send_to(&rtp(1, b"x"), (LOCALHOST, for_b)).unwrap();
@@ -341,15 +330,18 @@ fn peer_to(peer: &mut Peer, b: &UdpSocket, packet: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-#[test]
-fn a_dtls_leg_moved_to_another_relay_gets_its_fingerprint_and_media_goes_on() {
-    // What a move does to a DTLS leg (the proxy replays the party's last offer on the new
-    // relay and re-INVITEs it with the new relay's SDP): the new relay has its own certificate,
-    // so the party is given a new fingerprint, runs ICE and DTLS again with it, and media
-    // flows. The party is aiortc's transports made anew (aiortc has no ICE restart).
+/// What a move does to a DTLS leg, as the proxy drives it: the party's last SDP replayed on
+/// the new relay as the offer, the plain party's as the answer with `reanchor`, and the
+/// party re-INVITEd with the new relay's SDP, which offers a new association
+/// (`a=setup:actpass`, RFC 5763 §5) with the new relay's own fingerprint. The party answers
+/// `role`; its answer goes to the new relay as an ng `answer` with the tags the other way
+/// round (the proxy's commit), the relay takes the other role, ICE and DTLS run again, and
+/// media flows both ways. The party is aiortc's transports made anew (aiortc has no ICE
+/// restart).
+fn a_dtls_leg_moved_to_another_relay(role: &str) {
     let mut peer = Peer::start();
     let offer = peer.offer.clone();
-    let (first, _, b, for_b, to_peer) = call(&offer);
+    let (first, _, b, _, to_peer) = call(&offer, false);
     assert_eq!(peer.answer(&to_peer), "connected", "{}", first.daemon.log());
     let packet = rtp(1, &[1; 160]);
     assert_eq!(
@@ -363,19 +355,17 @@ fn a_dtls_leg_moved_to_another_relay_gets_its_fingerprint_and_media_goes_on() {
             .map(str::to_owned)
             .unwrap_or_else(|| panic!("no fingerprint in {sdp}"))
     };
-    // The move: the party's offer replayed on the second relay, the plain party's answer.
-    let (second, metrics, b2, for_b2, moved) = call(&offer);
+    let (second, metrics, b2, for_b2, moved) = call(&offer, true);
     assert_ne!(
         fingerprint(&moved),
         fingerprint(&to_peer),
         "the new relay's own fingerprint"
     );
-    assert!(moved.contains("a=setup:active"), "{moved}");
     drop(first);
-    // The party takes the re-INVITE: new transports, and its answer (new ICE credentials and
-    // port, the same fingerprint) goes to the new relay as its re-offer, as the proxy sends it
-    // when the move commits.
-    let line = peer.ask(&format!("restart {}", base64_encode(moved.as_bytes())));
+    let line = peer.ask(&format!(
+        "restart {} {role}",
+        base64_encode(moved.as_bytes())
+    ));
     let answer = line
         .strip_prefix("offer ")
         .map(|b| String::from_utf8(base64_decode(b)).expect("SDP text"))
@@ -385,19 +375,19 @@ fn a_dtls_leg_moved_to_another_relay_gets_its_fingerprint_and_media_goes_on() {
         fingerprint(&offer),
         "same certificate"
     );
+    assert!(answer.contains(&format!("a=setup:{role}\r\n")), "{answer}");
     let to_b2 = sdp_of(&ng(
         &second,
         &[
-            ("command", "offer"),
+            ("command", "answer"),
             ("call-id", "dtls-call"),
-            ("from-tag", "webrtc"),
-            ("to-tag", "plain"),
+            ("from-tag", "plain"),
+            ("to-tag", "webrtc"),
             ("sdp", &answer),
-            ("ICE", "force"),
-            ("transport-protocol", "RTP/AVP"),
         ],
     ));
     assert_eq!(media_port(&to_b2), for_b2, "the plain party's port stays");
+    assert!(!to_b2.contains("a=setup"), "{to_b2}");
     assert_eq!(peer.read(), "connected", "{}", second.daemon.log());
     for seq in 2..=6u16 {
         let packet = rtp(seq, &[seq as u8; 160]);
@@ -410,11 +400,20 @@ fn a_dtls_leg_moved_to_another_relay_gets_its_fingerprint_and_media_goes_on() {
         b2.send_to(&back, (LOCALHOST, for_b2)).unwrap();
         assert_eq!(peer.recv(2000), Some(back), "plain party -> peer");
     }
-    let _ = for_b;
     // One handshake on the new relay (its /metrics are refreshed once a second).
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while metric(metrics, "anchorage_relay_dtls_handshakes_total") != 1 {
         assert!(std::time::Instant::now() < deadline, "no handshake counted");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_dtls_leg_moved_to_another_relay_answering_active_makes_it_the_server_and_media_goes_on() {
+    a_dtls_leg_moved_to_another_relay("active");
+}
+
+#[test]
+fn a_dtls_leg_moved_to_another_relay_answering_passive_makes_it_the_client_and_media_goes_on() {
+    a_dtls_leg_moved_to_another_relay("passive");
 }

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use anchorage_testkit::rtpproxy::RtpProxy;
 use anchorage_testkit::{free_udp_block_below_ephemeral, free_udp_port, Daemon, LOCALHOST};
 
 const A_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -29,6 +30,11 @@ struct Relay {
 
 impl Relay {
     fn start(extra: &[&str]) -> Relay {
+        Self::start_on(&["127.0.0.1"], extra)
+    }
+
+    /// A relay with these `--interface`s.
+    fn start_on(interfaces: &[&str], extra: &[&str]) -> Relay {
         let client = UdpSocket::bind((LOCALHOST, 0)).unwrap();
         let port_min = free_udp_block_below_ephemeral(40);
         for _ in 0..5 {
@@ -39,7 +45,7 @@ impl Relay {
                 .arg("relay")
                 .args(["--listen-ng", &ng.to_string()])
                 .args(["--listen-rtpp", &format!("udp:{rtpp}")])
-                .args(["--interface", "127.0.0.1"])
+                .args(interfaces.iter().flat_map(|i| ["--interface", i]))
                 .args(["--port-min", &port_min.to_string()])
                 .args(["--port-max", &(port_min + 39).to_string()])
                 .args(["--num-threads", "1", "--delete-delay", "0"])
@@ -260,7 +266,8 @@ fn malformed_commands_get_errors_and_disturb_nothing() {
         ("UZ0 c 127.0.0.2 4000 ft", "E13\n"),        // bad ptime
         ("Uq c 127.0.0.2 4000 ft", "E35\n"),         // unknown modifier
         ("UZ20 c 127.0.0.2 4000 ft", "E35\n"),       // re-packetisation: not done
-        ("UE c 127.0.0.2 4000 ft", "E11\n"),         // no external interface
+        ("UEIE c 127.0.0.2 4000 ft", "E11\n"),       // a third bridging letter
+        ("UIEI c 127.0.0.2 4000 ft", "E12\n"),       // a third bridging letter
         ("R c ft", "E0\n"),                          // recording: not done
         ("D nosuchcall ft", "E50\n"),
         ("Q nosuchcall ft tt", "E50\n"),
@@ -340,4 +347,135 @@ fn an_rtpproxy_socket_off_loopback_needs_an_allow_list() {
             && log.contains("relay.control_allow"),
         "{log}"
     );
+}
+
+/// The `PORT ADDRESS` of a `U`/`L` reply (RTPProxy's or ours), or the error as it is.
+fn port_address(reply: &str) -> Result<(u16, IpAddr), String> {
+    let words: Vec<&str> = reply.split_whitespace().collect();
+    match words[..] {
+        [port, address] => Ok((
+            port.parse().map_err(|_| reply.to_string())?,
+            address.parse().map_err(|_| reply.to_string())?,
+        )),
+        _ => Err(reply.trim_end().to_string()),
+    }
+}
+
+/// Sends RTP from `from` to `to`, which `party` must receive from `source`.
+fn relayed_between(
+    from: &UdpSocket,
+    to: (IpAddr, u16),
+    party: &UdpSocket,
+    source: (IpAddr, u16),
+    seq: u16,
+) {
+    from.send_to(&rtp(seq), to).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, came_from) = party
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("packet {seq} to {to:?} not relayed: {e}"));
+    assert_eq!(&buf[..n], &rtp(seq)[..]);
+    assert_eq!(came_from, SocketAddr::new(source.0, source.1));
+}
+
+/// RTPProxy's bridging letters: the first names the interface facing the command's sender,
+/// the second the one facing the other party, a side not named is on the internal interface,
+/// and a third letter is an error. Our relay with interfaces `internal` (127.0.0.1) and
+/// `external` (127.0.0.4) answers every `U`/`L` pair with the addresses a real RTPProxy in
+/// bridge mode (`-l 127.0.0.1/127.0.0.4`: internal first) answers, and relays RTP between
+/// the two.
+#[test]
+fn bridging_letters_pick_the_internal_and_external_interface_as_rtpproxy_in_bridge_mode() {
+    const INTERNAL: &str = "127.0.0.1";
+    const EXTERNAL: &str = "127.0.0.4";
+    let relay = Relay::start_on(
+        &[
+            &format!("internal/{INTERNAL}"),
+            &format!("external/{EXTERNAL}"),
+        ],
+        &[],
+    );
+    let rtpproxy = RtpProxy::start_with(&["-l", &format!("{INTERNAL}/{EXTERNAL}")]);
+    // (U's letters, L's letters, the U's address (given to the callee), the L's (given to
+    // the caller)).
+    let cases = [
+        ("", "", INTERNAL, INTERNAL),
+        ("E", "", INTERNAL, EXTERNAL),
+        ("I", "", INTERNAL, INTERNAL),
+        ("EI", "EI", INTERNAL, EXTERNAL),
+        ("IE", "IE", EXTERNAL, INTERNAL),
+        ("EE", "", EXTERNAL, EXTERNAL),
+        // An `L` finds the sockets its `U` made: its own letters change nothing.
+        ("II", "EE", INTERNAL, INTERNAL),
+    ];
+    for (n, (u, l, to_callee, to_caller)) in cases.into_iter().enumerate() {
+        let (a, b) = (party(A_IP), party(B_IP));
+        let call = format!("bridge-{n}-{}", unique());
+        let offer = format!("U{u} {call} {A_IP} {} ft;1", a.local_addr().unwrap().port());
+        let answer = format!(
+            "L{l} {call} {B_IP} {} ft;1 tt;1",
+            b.local_addr().unwrap().port()
+        );
+        let theirs = (
+            port_address(&rtpproxy.command(&offer).unwrap_or_default()),
+            port_address(&rtpproxy.command(&answer).unwrap_or_default()),
+        );
+        let ours = (
+            port_address(&relay.command(&offer)),
+            port_address(&relay.command(&answer)),
+        );
+        let expected = (to_callee.parse().unwrap(), to_caller.parse().unwrap());
+        for (who, (u_reply, l_reply)) in [("RTPProxy", &theirs), ("our relay", &ours)] {
+            let addresses = (u_reply.clone().map(|r| r.1), l_reply.clone().map(|r| r.1));
+            assert_eq!(
+                addresses,
+                (Ok(expected.0), Ok(expected.1)),
+                "{who}: {offer} / {answer}"
+            );
+        }
+        // RTP both ways between the two interfaces of our relay.
+        let ((to_b, _), (to_a, _)) = (ours.0.unwrap(), ours.1.unwrap());
+        relayed_between(&a, (expected.1, to_a), &b, (expected.0, to_b), 1);
+        relayed_between(&b, (expected.0, to_b), &a, (expected.1, to_a), 2);
+        assert_eq!(relay.command(&format!("D {call} ft")), "0\n");
+        assert_eq!(
+            rtpproxy.command(&format!("D {call} ft")).as_deref(),
+            Some("0")
+        );
+    }
+    for (command, code) in [
+        ("UEIE c 127.0.0.2 4000 ft;1", "E11"),
+        ("UIEI c 127.0.0.2 4000 ft;1", "E12"),
+    ] {
+        assert_eq!(
+            rtpproxy.command(command).as_deref(),
+            Some(code),
+            "RTPProxy: {command}"
+        );
+        assert_eq!(relay.command(command), format!("{code}\n"), "{command}");
+    }
+}
+
+/// A relay with one interface takes the bridging letters too (a real RTPProxy started with
+/// one address refuses them with `E11`/`E12`): both sides get its one address.
+#[test]
+fn a_relay_with_one_interface_takes_bridging_letters_and_uses_its_address() {
+    let relay = Relay::start(&[]);
+    let (a, b) = (party(A_IP), party(B_IP));
+    let call = format!("one-{}", unique());
+    let to_b = relay.port(&format!(
+        "UEI {call} 127.0.0.2 {} ft;1",
+        a.local_addr().unwrap().port()
+    ));
+    let to_a = relay.port(&format!(
+        "LIE {call} 127.0.0.3 {} ft;1 tt;1",
+        b.local_addr().unwrap().port()
+    ));
+    relayed(&a, to_a, &b, to_b, 1);
+    relayed(&b, to_b, &a, to_a, 2);
+    for u in ["E", "I", "EE", "II", "IE"] {
+        let other = format!("one-{u}-{}", unique());
+        relay.port(&format!("U{u} {other} 127.0.0.2 4000 x;1"));
+    }
+    assert_eq!(relay.command("UEEE c 127.0.0.2 4000 ft;1"), "E11\n");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anchorage_testkit::calls::call_through;
 use anchorage_testkit::rtpproxy::{proxy_config, RtpProxy};
-use anchorage_testkit::{free_udp_port, AnchorageProxy, LOCALHOST};
+use anchorage_testkit::{free_udp_port, http, AnchorageProxy, LOCALHOST};
 
 fn scenarios() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sipp")
@@ -85,6 +85,59 @@ fn a_new_call_goes_to_the_rtpproxy_node_reporting_fewer_sessions() {
     foreign_sessions(&busy, 3, "elsewhere");
     assert_eq!(busy.active_sessions(), Some(3));
     std::thread::sleep(Duration::from_secs(3));
+    // What each node reported is shown: by the API and by `anchorage ctl relays`.
+    let (_, relays) = http(proxy.api, "GET", "/v1/relays", "");
+    let relays: serde_json::Value = serde_json::from_str(&relays).expect("JSON");
+    let shown: Vec<(&str, &str, u64, u64)> = relays["relays"]
+        .as_array()
+        .expect("relays")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or(""),
+                r["engine"].as_str().unwrap_or(""),
+                r["reported_sessions"].as_u64().unwrap_or(99),
+                r["load"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [("rtpp1", "rtpproxy", 3, 3), ("rtpp2", "rtpproxy", 0, 0)],
+        "{relays}"
+    );
+    let ctl = std::process::Command::new(env!("CARGO_BIN_EXE_anchorage"))
+        .args(["ctl", "--api", &proxy.api.to_string(), "relays"])
+        .output()
+        .expect("anchorage ctl runs");
+    let table = String::from_utf8_lossy(&ctl.stdout).to_string();
+    let columns = |name: &str| -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{table}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let at = |column: &str| {
+        header
+            .iter()
+            .position(|h| *h == column)
+            .unwrap_or_else(|| panic!("no {column} column in\n{table}"))
+    };
+    for (name, sessions) in [("rtpp1", "3"), ("rtpp2", "0")] {
+        let row = columns(name);
+        assert_eq!(row[at("CALLS")], "0", "{table}");
+        assert_eq!(row[at("SESSIONS")], sessions, "{table}");
+        assert_eq!(row[at("LOAD")], sessions, "{table}");
+    }
     let (a, b) = call_through(&scenarios(), proxy.sip.port(), free_udp_port(LOCALHOST));
     assert!(
         idle.owns(a) && idle.owns(b),

@@ -35,9 +35,13 @@ use super::{clock, Begin, Cookie, RelayNode, ReplyCache, SocketBinder};
 /// The capabilities (`VF`) this relay implements: the base protocol, several streams per
 /// call (`tag;medianum`), `VF` itself, `Q` statistics, and payload types in `U`/`L` (`c…`,
 /// accepted and used as the offered formats). Not: re-packetisation (`Z`), copying,
-/// recording, playback, timeout notification, bridging (`E`/`I`), `Un`/`Ln`, sub-commands.
+/// recording, playback, timeout notification, `Un`/`Ln`, sub-commands. Bridging (`E`/`I`)
+/// needs no capability: it picks the relay's interfaces named `internal` and `external`.
 pub(super) const CAPABILITIES: &[&str] =
     &["20040107", "20050322", "20060704", "20080403", "20081102"];
+
+/// The interface names RTPProxy's bridging letters `I` and `E` pick.
+const INTERNAL_EXTERNAL: [&str; 2] = ["internal", "external"];
 
 /// The RTPProxy control socket's state.
 pub(super) struct RtppControl {
@@ -226,6 +230,9 @@ impl RelayNode {
     ) -> Reply {
         let mut asymmetric = false;
         let mut formats: Vec<u8> = Vec::new();
+        // Bridging, as RTPProxy: the first `E`/`I` names the interface facing the command's
+        // sender, the second the one facing the other party; a third is an error.
+        let mut sides: Vec<&'static str> = Vec::new();
         for modifier in &command.modifiers.0 {
             match modifier {
                 Modifier::Asymmetric => asymmetric = true,
@@ -233,9 +240,15 @@ impl RelayNode {
                 // No weak/strong distinction: a `D` deletes the session either way.
                 Modifier::Weak | Modifier::Ipv6 => {}
                 Modifier::Codecs(types) => formats = types.clone(),
-                // RTPProxy's own answer when it is not in bridge mode.
-                Modifier::External => return Reply::Error(ErrorCode::NO_EXTERNAL),
-                Modifier::Internal => return Reply::Error(ErrorCode::NO_INTERNAL),
+                Modifier::External | Modifier::Internal if sides.len() == 2 => {
+                    return Reply::Error(if *modifier == Modifier::External {
+                        ErrorCode::NO_EXTERNAL
+                    } else {
+                        ErrorCode::NO_INTERNAL
+                    });
+                }
+                Modifier::External => sides.push(INTERNAL_EXTERNAL[1]),
+                Modifier::Internal => sides.push(INTERNAL_EXTERNAL[0]),
                 other => {
                     tracing::warn!(call_id = session.call_id.as_str(), modifier = %other, "rtpproxy modifier not supported by this relay");
                     return Reply::Error(ErrorCode::UNSUPPORTED_MODIFIER);
@@ -256,6 +269,15 @@ impl RelayNode {
             RequestKind::Answer(oa)
         });
         request.flags.asymmetric = asymmetric;
+        // As the ng `direction` pair (offerer's side first), on the offer that makes the
+        // sockets: a side not named is on the internal interface, RTPProxy's first `-l`
+        // address. A relay without interfaces named so keeps its usual choice (its first
+        // interface of the address family): the one address is used for both sides. An `L`
+        // finds the sockets the `U` made, as RTPProxy's does.
+        if offer && !sides.is_empty() {
+            let other = sides.get(1).copied().unwrap_or(INTERNAL_EXTERNAL[0]);
+            request.flags.direction = vec![sides[0].to_owned(), other.to_owned()];
+        }
         let mut binder = SocketBinder::default();
         let handled = self.controller.handle(&request, now, &mut binder);
         self.apply(handled.actions, &mut binder).await;

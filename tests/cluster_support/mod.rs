@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use anchorage_testkit::keepalived::{wait_vip, Keepalived, VrrpNode};
 use anchorage_testkit::lan::Lan;
 use anchorage_testkit::redis::RedisServer;
+use anchorage_testkit::sipp::{Sipp, SippProcess};
 use anchorage_testkit::{http, AnchorageProxy, AnchorageRelay};
 
-use crate::restart_support::{bin, eventually};
+use crate::restart_support::{bin, eventually, scenario};
 
 /// Signals (Linux numbers; the test crate has no libc).
 pub const SIGCONT: i32 = 18;
@@ -223,6 +224,14 @@ impl Cluster {
             .push_str(&format!("--- proxy on {name}:\n{}", p.daemon.log()));
     }
 
+    /// `p1` (the active node) writes everything, is killed (`kill -9`), and the VIP reaches
+    /// `p2` within `within`.
+    pub fn fail_over(&mut self, within: Duration) {
+        self.store_caught_up("p1");
+        self.kill_proxy("p1");
+        self.wait_vip_on("p2", within);
+    }
+
     /// Waits until the proxy on `name` has written every change of its calls to Redis.
     pub fn store_caught_up(&self, name: &str) {
         eventually(Duration::from_secs(5), "the store caught up", || {
@@ -243,6 +252,45 @@ impl Cluster {
             status,
             serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    /// A SIPp callee (scenario `uas` with `uas_args`) on `phones:5070` and, once it listens, a
+    /// SIPp caller (`uac` with `uac_args`) on `phones:5080` calling it through the VIP:
+    /// (callee, caller).
+    pub fn call(
+        &self,
+        uas: &str,
+        uas_args: &[&str],
+        uac: &str,
+        uac_args: &[&str],
+    ) -> (SippProcess, SippProcess) {
+        let phones = self.lan.host("phones");
+        let callee_addr = SocketAddr::new(phones.addr(), 5070);
+        let caller_addr = SocketAddr::new(phones.addr(), 5080);
+        let callee = Sipp::in_lan(phones, "uas", &scenario(uas), callee_addr)
+            .args(uas_args)
+            .spawn();
+        std::thread::sleep(Duration::from_millis(300));
+        let caller = Sipp::in_lan(phones, "uac", &scenario(uac), caller_addr)
+            .args(uac_args)
+            .args(["-rsa", &sip().to_string()])
+            .args([callee_addr.to_string()])
+            .spawn();
+        (callee, caller)
+    }
+
+    /// Waits until none of the relays `live` (by index) holds a session of `call_id` and
+    /// Redis has no record of it.
+    pub fn assert_call_gone(&self, call_id: &str, live: &[usize]) {
+        eventually(Duration::from_secs(5), "the relay sessions deleted", || {
+            live.iter()
+                .all(|i| !self.relay_calls(*i).contains(&call_id.to_string()))
+        });
+        eventually(Duration::from_secs(5), "the record deleted", || {
+            self.redis
+                .cli(&["EXISTS", &format!("anc:call:{{{call_id}}}")])
+                == "0"
+        });
     }
 
     /// The Call-IDs a relay (by index) holds.
@@ -305,4 +353,14 @@ pub fn media_of(message: &str) -> (String, u16) {
         .and_then(|m| m.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no m=audio in {message}"));
     (c.trim().to_string(), port)
+}
+
+/// The Call-ID of a SIP message (as SIPp logged it).
+pub fn call_id_of(message: &str) -> String {
+    message
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Call-ID: "))
+        .unwrap_or_else(|| panic!("no Call-ID in {message}"))
+        .trim()
+        .to_string()
 }

@@ -207,6 +207,17 @@ impl Platform {
         assert_eq!(status, 200, "{body}");
     }
 
+    /// Gives drained `relay` new calls again (a drain outlives a restart: the store keeps it).
+    pub fn undrain(&self, relay: &str) {
+        let (status, body) = http(
+            self.p.api,
+            "POST",
+            &format!("/v1/relays/{relay}/undrain"),
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// Waits until `call_id` is on relay `to`.
     pub fn wait_relay(&self, call_id: &str, to: &str) {
         eventually(

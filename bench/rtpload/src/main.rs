@@ -25,6 +25,11 @@
 //! Prints progress on stderr and one `RESULT key=value ...` line on stdout (also as JSON with
 //! `--json FILE`). Loopback addresses only.
 //!
+//! With `--rtpp`, the `--ng` address speaks RTPProxy's control protocol instead (a real RTPProxy,
+//! or `anchorage relay --listen-rtpp`): `U call-id A-ip A-port a<i>;1` for the offer (its
+//! `PORT ADDRESS` reply is where B sends), `L call-id B-ip B-port a<i>;1 b<i>;1` for the answer
+//! (where A sends), `D call-id a<i>;1` for the delete, `V` for `--ping`; no `--srtp`.
+//!
 //! With `--srtp`, side B is an SDES-SRTP party (RFC 4568) and side A stays plain: the offer
 //! asks for `transport-protocol RTP/SAVP`, B answers the relay's `AES_CM_128_HMAC_SHA1_80`
 //! line with a key of its own, B's packets are SRTP-protected before they are sent and what B
@@ -194,11 +199,33 @@ impl Ng {
     }
 
     fn request(&mut self, msg: &B) -> Result<B, String> {
+        let mut body = Vec::new();
+        enc(msg, &mut body);
+        let reply = self.request_raw(&body)?;
+        let mut pos = 0;
+        dec(&reply, &mut pos, 0)
+    }
+
+    /// An RTPProxy command (`U ...`): its reply after the cookie, or the error it answered
+    /// (`E<n>`).
+    fn rtpp(&mut self, command: &str) -> Result<String, String> {
+        let reply = self.request_raw(command.as_bytes())?;
+        let text = String::from_utf8_lossy(&reply).trim().to_string();
+        match text.strip_prefix('E') {
+            Some(code) if !code.is_empty() && code.bytes().all(|b| b.is_ascii_digit()) => {
+                Err(format!("RTPProxy error {text}"))
+            }
+            _ => Ok(text),
+        }
+    }
+
+    /// Sends `<cookie> body`, resending on the timeout; the reply after the cookie.
+    fn request_raw(&mut self, body: &[u8]) -> Result<Vec<u8>, String> {
         self.seq += 1;
         let cookie = format!("{}_{}", self.prefix, self.seq);
         let mut out = cookie.clone().into_bytes();
         out.push(b' ');
-        enc(msg, &mut out);
+        out.extend_from_slice(body);
         let mut buf = vec![0u8; 65536];
         for attempt in 0..self.tries {
             if attempt > 0 {
@@ -220,8 +247,7 @@ impl Ng {
                             && r.starts_with(cookie.as_bytes())
                             && r[cookie.len()] == b' '
                         {
-                            let mut pos = cookie.len() + 1;
-                            return dec(r, &mut pos, 0);
+                            return Ok(r[cookie.len() + 1..].to_vec());
                         }
                     }
                     Err(e)
@@ -344,6 +370,17 @@ fn srtp_session(key_and_salt: &[u8]) -> Option<SrtpSession> {
 
 /// The media address of the first audio stream: its m= port and the c= address that applies to
 /// it (media level, else session level).
+/// An RTPProxy `U`/`L` reply, `PORT ADDRESS`, as the address to send to.
+fn rtpp_port_address(reply: &str) -> Result<SocketAddrV4, String> {
+    let mut words = reply.split_whitespace();
+    let port = words.next().and_then(|p| p.parse::<u16>().ok());
+    let ip = words.next().and_then(|a| a.parse::<Ipv4Addr>().ok());
+    match (port, ip) {
+        (Some(port), Some(ip)) if port != 0 => Ok(SocketAddrV4::new(ip, port)),
+        _ => Err(format!("RTPProxy reply {reply:?} is not PORT ADDRESS")),
+    }
+}
+
 fn sdp_media_addr(sdp: &str) -> Option<SocketAddrV4> {
     let mut sess_c: Option<Ipv4Addr> = None;
     let mut media_c: Option<Ipv4Addr> = None;
@@ -506,6 +543,8 @@ struct Args {
     ping: bool,
     timeout_ms: u64,
     srtp: bool,
+    /// The control address speaks RTPProxy's protocol, not ng.
+    rtpp: bool,
 }
 
 fn usage() -> ! {
@@ -513,7 +552,7 @@ fn usage() -> ! {
         "usage: rtpload --ng IP:PORT --calls N --duration SECONDS [--a-ip 127.0.0.2] [--b-ip 127.0.0.3]\n\
          \x20              [--port-base 50000] [--ptime-ms 20] [--payload 160] [--drain-ms 1000]\n\
          \x20              [--warmup 1] [--watch-pid PID] [--json FILE] [--label NAME] [--timeout-ms 1000]\n\
-         \x20              [--srtp]\n\
+         \x20              [--srtp | --rtpp]\n\
          \x20      rtpload --ng IP:PORT --ping [--timeout-ms 200]"
     );
     std::process::exit(2)
@@ -537,6 +576,7 @@ fn parse_args() -> Args {
         ping: false,
         timeout_ms: 1000,
         srtp: false,
+        rtpp: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -546,6 +586,10 @@ fn parse_args() -> Args {
         }
         if k == "--srtp" {
             a.srtp = true;
+            continue;
+        }
+        if k == "--rtpp" {
+            a.rtpp = true;
             continue;
         }
         if k == "-h" || k == "--help" {
@@ -581,6 +625,10 @@ fn parse_args() -> Args {
         }
     }
     a.warmup_s = a.warmup_s.min(a.duration / 4.0);
+    if a.rtpp && a.srtp {
+        eprintln!("rtpload: --srtp needs ng (RTPProxy does not do SRTP)");
+        std::process::exit(2)
+    }
     if !a.ping && (a.calls == 0 || a.duration <= 0.0 || a.ptime_ms == 0 || a.payload < 16) {
         usage();
     }
@@ -721,6 +769,15 @@ fn main() {
         eprintln!("rtpload: ng socket: {e}");
         std::process::exit(1)
     });
+    if args.ping && args.rtpp {
+        match ng.rtpp("V") {
+            Ok(v) if v == "20040107" => std::process::exit(0),
+            other => {
+                eprintln!("rtpload: V to {}: {other:?}", args.ng);
+                std::process::exit(1)
+            }
+        }
+    }
     if args.ping {
         match ng.command(&dict(vec![("command", s("ping"))])) {
             Ok(_) => std::process::exit(0),
@@ -777,7 +834,8 @@ fn main() {
                                       // srtp_in[2i+1] unprotects what B receives (the relay's key). A's stay None.
     let mut srtp_out: Vec<Option<SrtpSession>> = (0..2 * n).map(|_| None).collect();
     let mut srtp_in: Vec<Option<SrtpSession>> = (0..2 * n).map(|_| None).collect();
-    eprintln!("[{label}] setting up {n} calls over ng {}", args.ng);
+    let protocol = if args.rtpp { "RTPProxy" } else { "ng" };
+    eprintln!("[{label}] setting up {n} calls over {protocol} {}", args.ng);
     for i in 0..n {
         if consecutive_failures >= 3 {
             // the relay stopped answering: do not wait 4 s for each of the remaining calls
@@ -797,16 +855,26 @@ fn main() {
             offer.push(("transport-protocol", s("RTP/SAVP")));
         }
         let mut relay_line = None;
-        let r = ng.command(&dict(offer)).and_then(|r| {
-            let sdp = get_str(&r, "sdp").unwrap_or_default();
-            if args.srtp {
-                relay_line = sdes_line(&sdp);
-                if relay_line.is_none() {
-                    return Err(format!("offer reply without an {SDES_SUITE} a=crypto line"));
+        let r = if args.rtpp {
+            ng.rtpp(&format!(
+                "U {} {} {} a{i};1",
+                call_id(i),
+                la.ip(),
+                la.port()
+            ))
+            .and_then(|reply| rtpp_port_address(&reply))
+        } else {
+            ng.command(&dict(offer)).and_then(|r| {
+                let sdp = get_str(&r, "sdp").unwrap_or_default();
+                if args.srtp {
+                    relay_line = sdes_line(&sdp);
+                    if relay_line.is_none() {
+                        return Err(format!("offer reply without an {SDES_SUITE} a=crypto line"));
+                    }
                 }
-            }
-            sdp_media_addr(&sdp).ok_or_else(|| "offer reply without usable SDP".to_string())
-        });
+                sdp_media_addr(&sdp).ok_or_else(|| "offer reply without usable SDP".to_string())
+            })
+        };
         let b_dst = match r {
             Ok(x) => x,
             Err(e) => {
@@ -842,11 +910,21 @@ fn main() {
             ("replace", B::L(vec![s("origin"), s("session-connection")])),
             ("ICE", s("remove")),
         ]);
-        let r = ng.command(&answer).and_then(|r| {
-            get_str(&r, "sdp")
-                .and_then(|x| sdp_media_addr(&x))
-                .ok_or_else(|| "answer reply without usable SDP".to_string())
-        });
+        let r = if args.rtpp {
+            ng.rtpp(&format!(
+                "L {} {} {} a{i};1 b{i};1",
+                call_id(i),
+                lb.ip(),
+                lb.port()
+            ))
+            .and_then(|reply| rtpp_port_address(&reply))
+        } else {
+            ng.command(&answer).and_then(|r| {
+                get_str(&r, "sdp")
+                    .and_then(|x| sdp_media_addr(&x))
+                    .ok_or_else(|| "answer reply without usable SDP".to_string())
+            })
+        };
         match r {
             Ok(a_dst) => {
                 dest[2 * i] = Some(a_dst);
@@ -1144,7 +1222,12 @@ fn main() {
             ("call-id", s(&call_id(i))),
             ("from-tag", s(&format!("a{i}"))),
         ]);
-        if let Err(e) = ng.command(&del) {
+        let result = if args.rtpp {
+            ng.rtpp(&format!("D {} a{i};1", call_id(i))).map(|_| ())
+        } else {
+            ng.command(&del).map(|_| ())
+        };
+        if let Err(e) = result {
             // after 10 failures the rest are not tried (counted as failed below)
             delete_failed += 1;
             if delete_failed == 1 {

@@ -85,6 +85,11 @@ pub struct Flags {
     pub fragment: bool,
     /// `debug`: verbose logging for this call.
     pub debug: bool,
+    /// `reanchor` (ours; rtpengine ignores it): this `answer` replays the answerer's last SDP
+    /// for a call moved to this relay, and the SDPs the relay returns go to both parties as
+    /// new offers (the move's re-INVITEs). A DTLS-SRTP party is offered `a=setup:actpass`
+    /// (RFC 5763 §5) and the relay's role towards it waits for the party's real answer.
+    pub reanchor: bool,
     /// `replace` options (`replace: [...]` or `replace-X` words).
     pub replace: Replace,
     /// `rtcp-mux` options.
@@ -294,6 +299,7 @@ const BOOLEAN_FLAGS: &[BoolFlag] = &[
     ("discard-recording", |f| &mut f.discard_recording),
     ("fragment", |f| &mut f.fragment),
     ("debug", |f| &mut f.debug),
+    ("reanchor", |f| &mut f.reanchor),
 ];
 
 type ReplaceFlag = (&'static str, fn(&mut Replace) -> &mut bool);

@@ -146,6 +146,13 @@ impl CallDialogs {
         }
     }
 
+    /// Ends every early dialog (the initial INVITE failed); whether there was one.
+    pub fn drop_early(&mut self) -> bool {
+        let before = self.list.len();
+        self.list.retain(|d| d.state != DialogState::Early);
+        self.list.len() < before
+    }
+
     /// Forgets every dialog (another node carries the call on).
     pub fn clear(&mut self) {
         self.list.clear();

@@ -244,6 +244,36 @@ pub fn answer_in_offer_profile(answer: &Bytes, offer: &Bytes) -> Bytes {
     }
 }
 
+/// Whether a move's call has a DTLS-SRTP party or gives one a DTLS leg: a stored SDP with
+/// `a=fingerprint`, or a leg's options asking for `UDP/TLS/RTP/SAVP(F)`. Then the move's
+/// `answer` to an ng node carries `reanchor`, so that each DTLS party is offered a new
+/// association with `a=setup:actpass` (RFC 5763 §5).
+pub fn move_has_dtls(sdps: [&Bytes; 2], flags: [&str; 2]) -> bool {
+    sdps.iter()
+        .any(|s| contains_ignore_case(s, b"a=fingerprint:"))
+        || flags
+            .iter()
+            .any(|f| contains_ignore_case(f.as_bytes(), b"UDP/TLS/"))
+}
+
+/// Whether a move's SDP for a party offers it a new DTLS association (`a=setup:actpass`):
+/// the party's answer then sets the relay's role, so it goes to the relay even when its
+/// media did not change.
+pub fn offers_new_dtls(sdp: &Bytes) -> bool {
+    contains_ignore_case(sdp, b"a=setup:actpass")
+}
+
+/// Whether an SDP carries an `a=fingerprint` (DTLS-SRTP).
+pub fn has_fingerprint(sdp: &Bytes) -> bool {
+    contains_ignore_case(sdp, b"a=fingerprint:")
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// Whether an answer changed what the relay must know (addresses, ports, codecs, crypto),
 /// ignoring `o=` version noise (real clients bump it on every SDP).
 pub fn media_changed(stored: Option<&Bytes>, answer: &Bytes) -> bool {
@@ -263,6 +293,17 @@ pub fn media_changed(stored: Option<&Bytes>, answer: &Bytes) -> bool {
 /// direction or media sections (an address or port change stays between the party and the
 /// relay). Then the other party needs a follow-up offer.
 pub fn other_party_must_know(stored: Option<&Bytes>, answer: &Bytes) -> bool {
+    other_party_must_know_of(stored, answer, true)
+}
+
+/// [`other_party_must_know`] for a party whose encryption the relay terminates (it answered
+/// a move's new DTLS offer from the relay): its profile, keys and DTLS setup stay between it
+/// and the relay, only its formats, codecs, direction and media sections reach the other.
+pub fn other_party_must_know_when_terminated(stored: Option<&Bytes>, answer: &Bytes) -> bool {
+    other_party_must_know_of(stored, answer, false)
+}
+
+fn other_party_must_know_of(stored: Option<&Bytes>, answer: &Bytes, keying: bool) -> bool {
     use anchorage_sdp::offer_answer::{compare_media, MediaAspect};
     let Some(stored) = stored else {
         return false;
@@ -279,13 +320,14 @@ pub fn other_party_must_know(stored: Option<&Bytes>, answer: &Bytes) -> bool {
             MediaAspect::Added
                 | MediaAspect::Removed
                 | MediaAspect::Kind
-                | MediaAspect::Proto
                 | MediaAspect::Formats
                 | MediaAspect::Codecs
-                | MediaAspect::Crypto
-                | MediaAspect::Dtls
                 | MediaAspect::Direction
-        )
+        ) || (keying
+            && matches!(
+                c.aspect,
+                MediaAspect::Proto | MediaAspect::Crypto | MediaAspect::Dtls
+            ))
     })
 }
 

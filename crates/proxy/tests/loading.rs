@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use anchorage_proxy::node::{Output, Proxy, Transmit, MAX_PARKED_PER_CALL};
+use anchorage_proxy::node::{CallRecord, Output, Proxy, Transmit, MAX_PARKED_PER_CALL};
 use anchorage_sip::Method;
 
 use support::scenario::*;
@@ -278,4 +278,129 @@ fn the_ack_of_a_failure_never_waits_for_a_call_only_the_ack_of_a_2xx_does() {
         .route("<sip:127.0.0.1:5060;lr>");
     q.handle_datagram(dialog_ack.datagram("127.0.0.1:5070"), now);
     assert_eq!(loads_and_sip(&mut q).0, vec!["c1".to_string()]);
+}
+
+/// Call c1's INVITE anchored on r1 and forwarded to the callee by a node that then died: its
+/// record (with the INVITE as it arrived and its branch) and the INVITE the callee got.
+fn invite_forwarded_by_a_node_that_died() -> (CallRecord, Transmit) {
+    let now = epoch();
+    let mut p = node_with_store();
+    p.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
+    drain(&mut p);
+    let r1_offer = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
+    relay_at_replies(&mut p, "127.0.0.1:2223", r1_offer, now);
+    let to_callee = drain(&mut p)
+        .into_iter()
+        .find(|t| t.data.starts_with(b"INVITE "))
+        .expect("the INVITE forwarded");
+    let record = p.export_call("c1").expect("the call's record");
+    assert!(record.open_invite_request.is_some() && !record.open_invite.is_empty());
+    (record, to_callee)
+}
+
+/// The node that forwarded an INVITE dies before its 200 comes: the 200 reaches a node that
+/// holds the call (loaded from the store, with the INVITE as it arrived) but no transaction.
+/// It makes the dialog and sends the callee's answer through the call's relay, so the caller
+/// gets the relay's SDP, never the callee's; the caller's ACK then follows the dialog.
+#[test]
+fn a_200_to_an_invite_another_node_forwarded_is_anchored_on_the_calls_relay_and_confirms_the_dialog(
+) {
+    let now = epoch();
+    let (record, to_callee) = invite_forwarded_by_a_node_that_died();
+
+    // Another node gets the callee's 200 before it holds the call: it waits while the call
+    // is loaded, then is handled as below.
+    let mut q = node_with_store();
+    ok_to(&mut q, &to_callee, Some("b1"), ANSWER_SDP, now);
+    let (loads, sip) = loads_and_sip(&mut q);
+    assert_eq!((loads, sip.len()), (vec!["c1".to_string()], 0));
+    q.handle_loaded("c1", Some(record), now);
+    assert!(drain(&mut q).is_empty(), "the 200 waits for the relay");
+    // The caller's INVITE, retransmitted to this node meanwhile: a 100, no second anchoring,
+    // nothing forwarded.
+    q.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
+    let out = drain(&mut q);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].data.starts_with(b"SIP/2.0 100 "));
+    assert_eq!(out[0].destination.to_string(), "127.0.0.1:5070");
+    let r1_answer = "v=0\r\no=relay 6 3 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30002 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
+    let answer = relay_at_replies(&mut q, "127.0.0.1:2223", r1_answer, now);
+    match &answer.kind {
+        anchorage_ng::RequestKind::Answer(leg) => {
+            assert_eq!(
+                (
+                    leg.from_tag.as_str(),
+                    leg.to_tag.as_ref().map(|t| t.as_str())
+                ),
+                ("a1", Some("b1"))
+            );
+        }
+        other => panic!("not an answer: {other:?}"),
+    }
+    let out = drain(&mut q);
+    let ok = out
+        .iter()
+        .find(|t| t.data.starts_with(b"SIP/2.0 200"))
+        .expect("the 200 forwarded");
+    assert_eq!(ok.destination.to_string(), "127.0.0.1:5070");
+    let ok = text(ok);
+    assert!(ok.contains("m=audio 30002 "), "the relay's SDP: {ok}");
+    assert!(!ok.contains("192.0.2.2"), "never the callee's: {ok}");
+    assert!(
+        q.dialogs().confirmed("c1").is_some(),
+        "the dialog confirmed"
+    );
+    // The caller's ACK goes to the callee's Contact, through the dialog.
+    let ack = Req::invite()
+        .method(Method::Ack)
+        .to("<sip:bob@example.com>;tag=b1")
+        .branch("z9hG4bK-ack")
+        .route("<sip:127.0.0.1:5060;lr>");
+    q.handle_datagram(ack.datagram("127.0.0.1:5070"), now);
+    let acks: Vec<Transmit> = drain(&mut q)
+        .into_iter()
+        .filter(|t| t.data.starts_with(b"ACK "))
+        .collect();
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].destination.port(), 9, "to bob's Contact");
+}
+
+/// The same, with a failure: a 486 to the INVITE another node forwarded goes to the caller,
+/// and the call's relay session and early dialog go with it (the record is deleted).
+#[test]
+fn a_failure_to_an_invite_another_node_forwarded_deletes_the_calls_relay_session() {
+    let now = epoch();
+    let (record, to_callee) = invite_forwarded_by_a_node_that_died();
+    let mut q = node_with_store();
+    q.import_call(record, now).expect("imported");
+    let invite = anchorage_sip::Message::parse(to_callee.data.clone()).unwrap();
+    let busy = invite
+        .response(486, "Busy Here")
+        .to_tag("b1")
+        .build()
+        .unwrap();
+    q.handle_datagram(
+        anchorage_proxy::node::Datagram {
+            data: busy.bytes(),
+            source: to_callee.destination,
+            local: "127.0.0.1:5060".parse().unwrap(),
+            transport: anchorage_proxy::Transport::Udp,
+        },
+        now,
+    );
+    let out = drain(&mut q);
+    assert!(
+        out.iter()
+            .any(|t| t.data.starts_with(b"SIP/2.0 486") && t.destination.port() == 5070),
+        "{out:?}"
+    );
+    let ng = ng_requests(&mut q);
+    assert!(
+        ng.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
+        "{ng:?}"
+    );
+    assert_eq!(q.calls().len(), 0);
+    let ended = std::iter::from_fn(|| q.poll_output())
+        .any(|o| matches!(o, Output::CallEnded(ref c) if c == "c1"));
+    assert!(ended, "the record is deleted");
 }

@@ -66,27 +66,22 @@ fn a_call_released_mid_move_sends_nothing_more_ever() {
     assert_eq!(released, 1);
 }
 
+/// The calls this proxy counts on relay r1.
+fn calls_on_r1(p: &anchorage_proxy::node::Proxy) -> Option<usize> {
+    p.relays()
+        .nodes()
+        .iter()
+        .find(|n| n.name == "r1")
+        .map(|n| n.calls)
+}
+
 #[test]
 fn release_all_calls_forgets_every_call_and_its_relay_count() {
     let now = epoch();
     let mut p = call_on_r1(now);
-    assert_eq!(
-        p.relays()
-            .nodes()
-            .iter()
-            .find(|n| n.name == "r1")
-            .map(|n| n.calls),
-        Some(1)
-    );
+    assert_eq!(calls_on_r1(&p), Some(1));
     assert_eq!(p.release_all_calls(now), 1);
     assert_eq!(p.calls().len(), 0);
-    assert_eq!(
-        p.relays()
-            .nodes()
-            .iter()
-            .find(|n| n.name == "r1")
-            .map(|n| n.calls),
-        Some(0)
-    );
+    assert_eq!(calls_on_r1(&p), Some(0));
     assert_eq!(p.release_all_calls(now), 0);
 }

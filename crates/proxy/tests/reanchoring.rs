@@ -48,13 +48,7 @@ fn move_r1_calls(
     let anchorage_ng::RequestKind::Offer(o) = &offer.kind else {
         panic!("{offer:?}")
     };
-    assert_eq!(
-        (
-            o.from_tag.0.as_str(),
-            o.to_tag.as_ref().map(|t| t.0.as_str())
-        ),
-        ("a1", Some("b1"))
-    );
+    assert_eq!(tags(o), ("a1", Some("b1")));
     assert_eq!(
         &o.sdp[..],
         OFFER_SDP.as_bytes(),
@@ -75,18 +69,27 @@ fn move_r1_calls(
         "the callee's stored answer"
     );
     // Both re-INVITEs leave together.
-    let out = drain(p);
-    let to_callee = out
-        .iter()
-        .find(|t| t.destination.port() == 9)
-        .expect("re-INVITE to the callee")
-        .clone();
-    let to_caller = out
-        .iter()
-        .find(|t| t.destination.port() == 5070)
-        .expect("re-INVITE to the caller")
-        .clone();
+    let (to_callee, to_caller) = reinvites(&drain(p));
     (job, to_callee, to_caller)
+}
+
+/// The move's re-INVITEs in `out`: to the callee (port 9), to the caller (port 5070).
+fn reinvites(out: &[Transmit]) -> (Transmit, Transmit) {
+    let to = |port: u16, whom: &str| {
+        out.iter()
+            .find(|t| t.destination.port() == port)
+            .unwrap_or_else(|| panic!("re-INVITE to the {whom}"))
+            .clone()
+    };
+    (to(9, "callee"), to(5070, "caller"))
+}
+
+/// The `(from-tag, to-tag)` of an ng offer or answer.
+fn tags(o: &anchorage_ng::OfferAnswer) -> (&str, Option<&str>) {
+    (
+        o.from_tag.0.as_str(),
+        o.to_tag.as_ref().map(|t| t.0.as_str()),
+    )
 }
 
 /// A final response with `status` (no body) from the party a request went to.
@@ -493,5 +496,66 @@ fn a_move_never_puts_an_srtp_leg_on_an_rtpproxy_node() {
     assert!(
         !drain(&mut p).iter().any(|t| t.data.starts_with(b"INVITE ")),
         "no re-INVITE naming p1"
+    );
+}
+
+/// A DTLS-SRTP caller moved to another ng relay: the move's `answer` asks the relay for new
+/// offers (`reanchor`), so the caller's re-INVITE offers a new association with
+/// `a=setup:actpass` (RFC 5763 §5); the caller's answer (`passive`, its media otherwise
+/// unchanged) goes to the new relay as an ng `answer` with the tags the other way round, from
+/// which the relay takes its role, and the plain callee is not re-INVITEd again for it.
+#[test]
+fn a_dtls_callers_answer_to_the_moves_actpass_offer_reaches_the_new_relay_as_an_answer() {
+    let now = epoch();
+    let dtls = |setup: &str| {
+        format!(
+            "v=0\r\no=alice 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+             m=audio 4000 UDP/TLS/RTP/SAVPF 0\r\na=setup:{setup}\r\n\
+             a=fingerprint:sha-256 AA:BB\r\n"
+        )
+    };
+    let mut p = call_on_r1_with(now, &dtls("actpass"), ANSWER_SDP);
+    move_r1(&mut p, now);
+    let offer = relay_at_replies(&mut p, "127.0.0.1:2224", R2_SDP, now);
+    assert!(
+        !offer.flags.reanchor,
+        "the offer is the caller's, as before"
+    );
+    let for_caller = "v=0\r\no=r2 78 1 IN IP4 203.0.113.2\r\ns=-\r\nt=0 0\r\n\
+                      m=audio 40002 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 203.0.113.2\r\n\
+                      a=setup:actpass\r\na=fingerprint:sha-256 CC:DD\r\n";
+    let answer = relay_at_replies(&mut p, "127.0.0.1:2224", for_caller, now);
+    let anchorage_ng::RequestKind::Answer(a) = &answer.kind else {
+        panic!("{answer:?}")
+    };
+    assert!(answer.flags.reanchor, "{:?}", answer.flags);
+    assert_eq!(&a.sdp[..], ANSWER_SDP.as_bytes());
+    let (to_callee, to_caller) = reinvites(&drain(&mut p));
+    assert!(
+        text(&to_caller).contains("a=setup:actpass\r\na=fingerprint:sha-256 CC:DD\r\n"),
+        "{}",
+        text(&to_caller)
+    );
+    ok_to(&mut p, &to_callee, None, ANSWER_SDP, now);
+    let passive = dtls("passive");
+    ok_to(&mut p, &to_caller, None, &passive, now);
+    drain(&mut p);
+    let sent: Vec<_> = ng_requests(&mut p)
+        .into_iter()
+        .filter(|(port, r)| *port == 2224 && !is_delete(r))
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let anchorage_ng::RequestKind::Answer(a) = &sent[0].1.kind else {
+        panic!("the caller's answer as an ng answer: {sent:?}")
+    };
+    assert_eq!(tags(a), ("b1", Some("a1")), "tags the other way round");
+    assert_eq!(&a.sdp[..], passive.as_bytes());
+    assert!(!sent[0].1.flags.reanchor);
+    assert_eq!(p.anchored_call("c1").unwrap().node, "r2");
+    assert!(
+        !drain(&mut p)
+            .iter()
+            .any(|t| t.destination.port() == 9 && t.data.starts_with(b"INVITE ")),
+        "no follow-up offer to the plain callee for the caller's DTLS role"
     );
 }

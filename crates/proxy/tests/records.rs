@@ -187,6 +187,50 @@ fn a_restarted_node_carries_on_an_imported_call_with_its_relay_and_renumbering()
 }
 
 #[test]
+fn a_calls_rtpproxy_letters_travel_in_its_record_and_outlive_a_restart_with_other_settings() {
+    let now = epoch();
+    let p = call_on_r1_in(
+        "caller = { rtpproxy_flags = \"r\" }\ncallee = { rtpproxy_flags = \"co\", ip = \"198.51.100.250\", iface = \"internal\" }\n",
+        now,
+        OFFER_SDP,
+        ANSWER_SDP,
+    );
+    let record = p.export_call("c1").expect("the record");
+    let media = record.media.as_ref().expect("anchored");
+    // The callee is internal, the caller external: the callee's SDP is made with `ei`.
+    assert_eq!(media.caller_rtpproxy.letters, "rie");
+    assert_eq!(media.callee_rtpproxy.letters, "coei");
+    assert_eq!(
+        media.callee_rtpproxy.ip,
+        Some("198.51.100.250".parse().unwrap())
+    );
+    assert_eq!(media.caller_rtpproxy.ip, None);
+    assert_eq!(media.rtpproxy_unfit, None);
+    // The node restarts with a configuration without letters: the call keeps its own.
+    let mut q = proxy(TWO_RELAYS);
+    q.import_call(record.clone(), now + Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(q.export_call("c1").map(|r| r.media), Some(record.media));
+
+    // A call whose legs RTPProxy cannot give keeps the reason too.
+    let p = call_on_r1_in(
+        "callee = { type = \"RTP/SAVP\" }\n",
+        now,
+        OFFER_SDP,
+        ANSWER_SDP,
+    );
+    let record = p.export_call("c1").expect("the record");
+    let unfit = record.media.as_ref().and_then(|m| m.rtpproxy_unfit.clone());
+    assert!(
+        unfit.as_deref().is_some_and(|u| u.contains("RTP/SAVP")),
+        "{unfit:?}"
+    );
+    let mut q = proxy(TWO_RELAYS);
+    q.import_call(record.clone(), now).unwrap();
+    assert_eq!(q.export_call("c1").map(|r| r.media), Some(record.media));
+}
+
+#[test]
 fn an_imported_call_whose_move_was_under_way_loses_the_session_the_move_made() {
     let now = epoch();
     let mut p = call_on_r1(now);

@@ -14,7 +14,9 @@
 //! | `passive` | `active` | client |
 //!
 //! When the relay offers DTLS it writes `actpass` (`active`/`passive` with `DTLS=active`/
-//! `passive`) and takes the role the answer leaves it. A party's role is *settled* once it has the
+//! `passive`) and takes the role the answer leaves it. A move to this relay (ng `answer` with
+//! `reanchor`) offers DTLS to both parties afresh, the offerer included: `actpass` to each, the
+//! stored SDPs' `a=setup` ignored, each role taken from that party's real answer. A party's role is *settled* once it has the
 //! relay's `a=setup` in an answer (or answered the relay's offer): until then the relay only
 //! waits for a ClientHello, so it never sends one to a party that does not yet know it is the
 //! server.
@@ -71,6 +73,11 @@ pub struct DtlsParty {
     pub setup_out: Option<Setup>,
     /// The party knows the relay's role (see the module documentation).
     pub settled: bool,
+    /// The relay's offer is a move's re-offer to the party that had offered: an `actpass`
+    /// answer to it is taken as the offer it repeats (the relay is the client). baresip (to
+    /// 1.0.0 at least) writes the `a=setup` of its first SDP into every later one, so as a
+    /// caller it answers a re-INVITE `actpass`.
+    pub reoffered: bool,
 }
 
 impl DtlsParty {
@@ -96,6 +103,7 @@ impl DtlsParty {
             DtlsRole::Server => Setup::Passive,
         });
         self.settled = unchanged && self.settled;
+        self.reoffered = false;
         Ok(())
     }
 
@@ -107,6 +115,31 @@ impl DtlsParty {
             Some(DtlsOption::Passive) => Setup::Passive,
             _ => Setup::ActPass,
         });
+    }
+
+    /// A move re-offers DTLS to the party whose SDP was the offer (the `answer` has
+    /// `reanchor`): `actpass`, or the role `DTLS=` asks for; the party's fingerprint stays, and
+    /// the relay's role waits for the party's answer (until then it only waits for a
+    /// ClientHello, which an `active` party sends at once).
+    pub fn reoffer_to_party(&mut self, option: Option<DtlsOption>) {
+        self.offer_to_party(option);
+        self.role = None;
+        self.settled = false;
+        self.reoffered = true;
+    }
+
+    /// A move replays the party's last SDP as the answer to the relay's offer (`reanchor`):
+    /// its fingerprint is expected, but its `a=setup` answered another relay's offer (or was
+    /// an offer itself), so the relay's role waits for the party's real answer.
+    pub fn replayed_by_party(
+        &mut self,
+        sdp: &Session,
+        section: &MediaSection,
+    ) -> Result<(), String> {
+        self.peer = Some(fingerprint(sdp, section)?);
+        self.role = None;
+        self.settled = false;
+        Ok(())
     }
 
     /// The party answered the relay's DTLS offer.
@@ -122,6 +155,7 @@ impl DtlsParty {
             (Some(Setup::Passive), _) => DtlsRole::Server,
             (_, Setup::Active) => DtlsRole::Server,
             (_, Setup::Passive) => DtlsRole::Client,
+            (_, Setup::ActPass) if self.reoffered => DtlsRole::Client,
             (_, Setup::ActPass) => {
                 return Err("a=setup:actpass in an answer (RFC 5763 §5)".into());
             }
@@ -129,6 +163,7 @@ impl DtlsParty {
         self.peer = Some(peer);
         self.role = Some(role);
         self.settled = true;
+        self.reoffered = false;
         Ok(())
     }
 

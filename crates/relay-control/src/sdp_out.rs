@@ -2,9 +2,12 @@
 //! §2.1) but as edits of the sender's SDP, so that whatever the relay does not understand
 //! passes byte for byte:
 //!
-//! * no session-level `c=`; every `m=` gets the relay's address in its own `c=` and the relay's
-//!   port, a hold address (`0.0.0.0`/`::`) stays a hold address of the output family unless
-//!   `replace zero-address`;
+//! * `c=` lines where the sender wrote them, as rtpengine 10.5 writes them: a session-level
+//!   `c=` stays at session level with the relay's address and covers every section without a
+//!   `c=` of its own (all of them share the relay's address); a section's own `c=` gets the
+//!   relay's address too; a sender with no session-level `c=` gets one in every section. A
+//!   hold address (`0.0.0.0`/`::`) stays a hold address of the output family unless
+//!   `replace zero-address`. Every `m=` gets the relay's port;
 //! * an explicit direction attribute in every section (RFC 2543 hold without one becomes
 //!   `sendonly`), `a=rtpmap` for static payload types the sender left implicit;
 //! * the sender's `a=rtcp`/`a=rtcp-mux` are consumed and ours written (`no rtcp attribute`,
@@ -142,9 +145,20 @@ pub fn rewrite_with_notes(
     out.remove_ice();
     lower_session_keying(&mut out, rewrite.streams)?;
     let session_direction = out.session_level().direction();
+    // A session-level c= stays there (rtpengine keeps each c= where the sender wrote it).
+    let session_connection = sdp.session_level().connection().ok().flatten();
+    let session_hold = session_connection.is_some_and(|c| c.is_unspecified());
     {
         let session = out.session_level_mut();
-        session.remove_connection();
+        match session_connection {
+            Some(_) if session_hold && !flags.replace.zero_address => {
+                session.set_connection(zero_of(rewrite.address))
+            }
+            Some(_) => session.set_connection(rewrite.address),
+            None => {
+                session.remove_connection();
+            }
+        }
         session.remove_direction();
         session.remove_attribute(LOOP_ATTRIBUTE);
         if flags.loop_protect {
@@ -165,6 +179,12 @@ pub fn rewrite_with_notes(
             .get(index)
             .and_then(|m| m.section().direction())
             .or(session_direction);
+        // A section without its own c= keeps inheriting the session-level one.
+        let own_connection = session_connection.is_none()
+            || sdp
+                .media()
+                .get(index)
+                .is_some_and(|m| m.section().connection().ok().flatten().is_some());
         let Some(media) = out.media_mut().get_mut(index) else {
             continue;
         };
@@ -173,16 +193,20 @@ pub fn rewrite_with_notes(
         media.remove_attribute("rtcp-mux");
         let Some(stream) = stream.filter(|_| !media.is_rejected()) else {
             media.set_port(0);
-            media.set_connection(zero_of(rewrite.address));
+            if own_connection {
+                media.set_connection(zero_of(rewrite.address));
+            }
             continue;
         };
         media.set_port(stream.rtp_port);
         let hold = zero_in && !flags.replace.zero_address;
-        media.set_connection(if hold {
-            zero_of(rewrite.address)
-        } else {
-            rewrite.address
-        });
+        if own_connection {
+            media.set_connection(if hold {
+                zero_of(rewrite.address)
+            } else {
+                rewrite.address
+            });
+        }
         if let Some(proto) = stream.profile {
             if !media.media().proto().eq_ignore_ascii_case(proto) {
                 media.set_proto(proto)?;

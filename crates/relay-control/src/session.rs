@@ -59,6 +59,11 @@ pub struct Stream {
     /// SRTP, and a later answer of the same side (a proxy that replayed the side's previous
     /// SDP while it re-INVITEs it, then sends its real answer) may still take the SRTP offered.
     pub offered: [Transport; 2],
+    /// The relay's last SDP to each side was a move's new offer to the party that had
+    /// offered (an `answer` with `reanchor`, DTLS towards that party): its answer comes as an
+    /// ng `answer` with the tags the other way round, and leaves the other side's rtcp-mux as
+    /// it is (the last offer's rtcp-mux was not that side's).
+    pub reoffered: [bool; 2],
     /// The SDES keys per side (used when that side's transport is SDES).
     pub sdes: [SdesParty; 2],
     /// The DTLS roles and fingerprints per side (used when that side's transport is DTLS).

@@ -122,9 +122,9 @@ fn offer_and_answer_sdps_are_rebuilt_as_rtpengine_does() {
             "v=0\r\n\
              o=alice 2890844526 2890844526 IN IP4 192.0.2.10\r\n\
              s=-\r\n\
+             c=IN IP4 203.0.113.1\r\n\
              t=0 0\r\n\
              m=audio {b_port} RTP/AVP 0 101\r\n\
-             c=IN IP4 203.0.113.1\r\n\
              a=rtpmap:0 PCMU/8000\r\n\
              a=rtpmap:101 telephone-event/8000\r\n\
              a=foo:bar\r\n\
@@ -166,9 +166,9 @@ fn offer_and_answer_sdps_are_rebuilt_as_rtpengine_does() {
             "v=0\r\n\
              o=bob 2808844564 2808844564 IN IP4 198.51.100.20\r\n\
              s=-\r\n\
+             c=IN IP4 203.0.113.1\r\n\
              t=0 0\r\n\
              m=audio {a_port} RTP/AVP 0\r\n\
-             c=IN IP4 203.0.113.1\r\n\
              a=rtpmap:0 PCMU/8000\r\n\
              a=sendrecv\r\n\
              a=rtcp:{}\r\n",
@@ -236,7 +236,7 @@ fn lf_only_input_and_hold_addresses_are_kept() {
     assert_eq!(
         out,
         format!(
-            "v=0\no=- 1 1 IN IP4 192.0.2.10\ns=-\nt=0 0\nm=audio {p} RTP/AVP 8\nc=IN IP4 0.0.0.0\n\
+            "v=0\no=- 1 1 IN IP4 192.0.2.10\ns=-\nc=IN IP4 0.0.0.0\nt=0 0\nm=audio {p} RTP/AVP 8\n\
              a=rtpmap:8 PCMA/8000\na=sendonly\na=rtcp:{}\n",
             p + 1
         )

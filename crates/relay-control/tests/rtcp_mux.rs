@@ -193,8 +193,8 @@ fn bob(mux: bool) -> String {
 /// The relay's SDP for a party: `a=rtcp:` and `a=rtcp-mux` as rtpengine writes them.
 fn relay_sdp(owner: &str, ip: &str, port: u16, rtcp: u16, mux: bool) -> String {
     format!(
-        "v=0\r\no={owner} 1 1 IN IP4 {ip}\r\ns=-\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n\
-         c=IN IP4 203.0.113.1\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\na=rtcp:{rtcp}\r\n{}",
+        "v=0\r\no={owner} 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 203.0.113.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\na=rtcp:{rtcp}\r\n{}",
         if mux { "a=rtcp-mux\r\n" } else { "" }
     )
 }

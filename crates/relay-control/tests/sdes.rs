@@ -156,9 +156,9 @@ fn plain_offerer_and_sdes_answerer_with_the_protocol_in_the_offer() {
             "v=0\r\n\
              o=alice 2890844526 2890844526 IN IP4 192.0.2.10\r\n\
              s=-\r\n\
+             c=IN IP4 203.0.113.1\r\n\
              t=0 0\r\n\
              m=audio {p} RTP/SAVP 0 101\r\n\
-             c=IN IP4 203.0.113.1\r\n\
              a=rtpmap:0 PCMU/8000\r\n\
              a=rtpmap:101 telephone-event/8000\r\n\
              a=sendrecv\r\n\
@@ -194,9 +194,9 @@ fn plain_offerer_and_sdes_answerer_with_the_protocol_in_the_offer() {
             "v=0\r\n\
              o=bob 2808844564 2808844564 IN IP4 198.51.100.20\r\n\
              s=-\r\n\
+             c=IN IP4 203.0.113.1\r\n\
              t=0 0\r\n\
              m=audio {p} RTP/AVP 0\r\n\
-             c=IN IP4 203.0.113.1\r\n\
              a=rtpmap:0 PCMU/8000\r\n\
              a=sendrecv\r\n\
              a=rtcp:{}\r\n",
@@ -239,9 +239,9 @@ fn sdes_offerer_and_plain_answerer_with_the_protocol_in_the_offer() {
             "v=0\r\n\
              o=alice 2890844526 2890844527 IN IP4 192.0.2.10\r\n\
              s=-\r\n\
+             c=IN IP4 203.0.113.1\r\n\
              t=0 0\r\n\
              m=audio {p} RTP/AVP 0\r\n\
-             c=IN IP4 203.0.113.1\r\n\
              a=rtpmap:0 PCMU/8000\r\n\
              a=sendrecv\r\n\
              a=rtcp:{}\r\n",
@@ -266,9 +266,9 @@ fn sdes_offerer_and_plain_answerer_with_the_protocol_in_the_offer() {
             "v=0\r\n\
              o=bob 2808844564 2808844564 IN IP4 198.51.100.20\r\n\
              s=-\r\n\
+             c=IN IP4 203.0.113.1\r\n\
              t=0 0\r\n\
              m=audio {p} RTP/SAVP 0\r\n\
-             c=IN IP4 203.0.113.1\r\n\
              a=rtpmap:0 PCMU/8000\r\n\
              a=sendrecv\r\n\
              a=rtcp:{}\r\n\
@@ -300,9 +300,9 @@ fn sdes_on_both_sides_gets_the_relays_keys_on_each() {
             "v=0\r\n\
              o=alice 2890844526 2890844527 IN IP4 192.0.2.10\r\n\
              s=-\r\n\
+             c=IN IP4 203.0.113.1\r\n\
              t=0 0\r\n\
              m=audio {p} RTP/SAVP 0\r\n\
-             c=IN IP4 203.0.113.1\r\n\
              a=rtpmap:0 PCMU/8000\r\n\
              a=sendrecv\r\n\
              a=rtcp:{}\r\n\
@@ -392,9 +392,9 @@ fn the_protocol_change_in_the_answer_gives_the_offerer_an_encrypted_leg() {
             "v=0\r\n\
              o=bob 2808844564 2808844564 IN IP4 198.51.100.20\r\n\
              s=-\r\n\
+             c=IN IP4 203.0.113.1\r\n\
              t=0 0\r\n\
              m=audio {p} RTP/SAVP 0\r\n\
-             c=IN IP4 203.0.113.1\r\n\
              a=rtpmap:0 PCMU/8000\r\n\
              a=sendrecv\r\n\
              a=rtcp:{}\r\n\

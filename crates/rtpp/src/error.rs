@@ -16,9 +16,11 @@ impl ErrorCode {
     pub const MODIFIERS_NOT_ALLOWED: ErrorCode = ErrorCode(2);
     /// `E3`: a `&&` sub-command, which this implementation does not support.
     pub const SUBCOMMAND: ErrorCode = ErrorCode(3);
-    /// `E11`: `E` (external interface) asked of a relay without a second interface.
+    /// `E11`: `E` (external interface) that cannot be given: RTPProxy without a second
+    /// interface, or a third bridging letter.
     pub const NO_EXTERNAL: ErrorCode = ErrorCode(11);
-    /// `E12`: `I` (internal interface) asked of a relay without a second interface.
+    /// `E12`: `I` (internal interface) that cannot be given: RTPProxy without a second
+    /// interface, or a third bridging letter.
     pub const NO_INTERNAL: ErrorCode = ErrorCode(12);
     /// `E13`: a malformed `Z` (repacketisation) modifier.
     pub const BAD_PTIME: ErrorCode = ErrorCode(13);

@@ -41,8 +41,8 @@ pub use backend::ownership::NodeState;
 pub use error::StoreError;
 pub use record::{
     CallRecord, CseqReserved, DialogRecord, DialogState, InviteDestination, LegMediaRecord,
-    LegRecord, MediaRecord, MoveRecord, MoveStage, OriginRecord, RecordError, RenumberRecord,
-    Transport, RECORD_VERSION,
+    LegRecord, MediaRecord, MoveRecord, MoveStage, OpenInviteRecord, OriginRecord, RecordError,
+    RenumberRecord, RtppLegRecord, Transport, RECORD_VERSION,
 };
 pub use status::StoreStatus;
 
@@ -149,6 +149,7 @@ impl Store {
             status: Mutex::new(status),
             fenced: Mutex::new(Vec::new()),
             fenced_wake: tokio::sync::Notify::new(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
         let (requests, receiver) = mpsc::channel(REQUEST_QUEUE);
         let task = Task {
@@ -312,7 +313,12 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        status.dirty_calls = self.shared.pending.lock().len();
+        // Written once on the wire and back: the batch in flight is not written yet.
+        status.dirty_calls = self.shared.pending.lock().len()
+            + self
+                .shared
+                .in_flight
+                .load(std::sync::atomic::Ordering::Relaxed);
         status
     }
 

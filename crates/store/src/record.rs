@@ -7,8 +7,11 @@
 //! [`RecordError::UnknownVersion`], so a node never acts on a record it half understands. Fields
 //! added later without a new version are ignored by older readers; an incompatible change
 //! bumps `v`, and the reader of the new version keeps reading `tests/fixtures/record_v1.json`.
+//! The media anchor's RTPProxy letters (`caller_rtpproxy`, `callee_rtpproxy`, `rtpproxy_unfit`)
+//! are such later fields of v1: records written without them read as calls without letters,
+//! and a build that predates them reads the rest of the record.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +59,10 @@ pub struct CallRecord {
     /// failure can follow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_invite: Option<Vec<InviteDestination>>,
+    /// The initial INVITE as it arrived, while it is open: a node that did not forward it
+    /// makes the dialog from it when the callee's response reaches that node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_invite_request: Option<OpenInviteRecord>,
     /// A media move in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moving: Option<MoveRecord>,
@@ -157,6 +164,16 @@ pub struct MediaRecord {
     pub caller_flags: String,
     /// Flags for the SDP sent to the callee.
     pub callee_flags: String,
+    /// What an RTPProxy node is told for the SDP sent to the caller. Absent when empty, and in
+    /// records written before it existed (read as empty).
+    #[serde(default, skip_serializing_if = "RtppLegRecord::is_empty")]
+    pub caller_rtpproxy: RtppLegRecord,
+    /// What an RTPProxy node is told for the SDP sent to the callee (absent when empty).
+    #[serde(default, skip_serializing_if = "RtppLegRecord::is_empty")]
+    pub callee_rtpproxy: RtppLegRecord,
+    /// Why RTPProxy nodes cannot carry the call, if so (absent: they can).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtpproxy_unfit: Option<String>,
     /// The tag of the leg whose offer anchored the call.
     pub caller_tag: String,
     /// The caller's media.
@@ -167,6 +184,25 @@ pub struct MediaRecord {
     pub answer_in_ack: bool,
     /// An offer in a reliable provisional response waits for its answer in the PRACK.
     pub answer_in_prack: bool,
+}
+
+/// One leg's options for an RTPProxy node: OpenSIPS flag letters, and the address written into
+/// that leg's SDP instead of the node's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtppLegRecord {
+    /// The letters (e.g. `co`, `ei`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub letters: String,
+    /// The address, if one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+}
+
+impl RtppLegRecord {
+    /// No letters and no address.
+    pub fn is_empty(&self) -> bool {
+        self.letters.is_empty() && self.ip.is_none()
+    }
 }
 
 /// One leg's SDPs.
@@ -200,6 +236,19 @@ pub struct InviteDestination {
     pub destination: SocketAddr,
     /// Over which transport.
     pub transport: Transport,
+}
+
+/// The open initial INVITE as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenInviteRecord {
+    /// The request, as text.
+    pub request: String,
+    /// Where it came from.
+    pub source: SocketAddr,
+    /// Over which transport.
+    pub transport: Transport,
+    /// Our address it arrived at.
+    pub local: SocketAddr,
 }
 
 /// A media move in progress.
@@ -267,6 +316,7 @@ impl CallRecord {
             dialogs: Vec::new(),
             media: None,
             open_invite: None,
+            open_invite_request: None,
             moving: None,
             cseq_reserved: CseqReserved::default(),
         }

@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     pub status: Mutex<StoreStatus>,
     /// Calls whose writes the store refused since the last look: another node owns them.
     pub fenced: Mutex<Vec<String>>,
+    /// Calls of the batch on the wire now (taken from `pending`, not yet written).
+    pub in_flight: std::sync::atomic::AtomicUsize,
     /// Wakes whoever waits for fenced calls.
     pub fenced_wake: Notify,
 }
@@ -397,6 +399,9 @@ impl Task {
             return Ok(());
         }
         let seq_at_take = self.shared.pending.lock().seq();
+        // Still unwritten while on the wire: `status()` counts them as dirty.
+        let in_flight = &self.shared.in_flight;
+        in_flight.store(batch.len(), std::sync::atomic::Ordering::Relaxed);
         let owners: Vec<(&str, Option<&str>)> = batch
             .iter()
             .map(|(call_id, entry)| {
@@ -423,6 +428,11 @@ impl Task {
         let result = self.backend.write(&writes).await;
         drop(writes);
         drop(owners);
+        let clear_in_flight = |shared: &Shared| {
+            shared
+                .in_flight
+                .store(0, std::sync::atomic::Ordering::Relaxed)
+        };
         match result {
             Ok(done) => {
                 let count = batch.len() as u64;
@@ -447,12 +457,14 @@ impl Task {
                     }
                     self.fence(fenced);
                 }
+                clear_in_flight(&self.shared);
                 self.succeeded();
                 self.update_status(|s| s.records_written += count);
                 Ok(())
             }
             Err(error) => {
                 self.shared.pending.lock().restore(batch);
+                clear_in_flight(&self.shared);
                 self.failed(&error);
                 Err(error)
             }

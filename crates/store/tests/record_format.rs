@@ -4,9 +4,25 @@
 mod support;
 
 use anchorage_store::record::sdp_text;
-use anchorage_store::{CallRecord, RecordError};
+use anchorage_store::{CallRecord, RecordError, RtppLegRecord};
 
 const FIXTURE: &str = include_str!("fixtures/record_v1.json");
+/// The same call anchored with RTPProxy letters per leg (fields added to v1 later).
+const FIXTURE_RTPPROXY: &str = include_str!("fixtures/record_v1_rtpproxy.json");
+
+/// The typical call with the RTPProxy letters of `record_v1_rtpproxy.json`.
+fn with_letters(mut record: CallRecord) -> CallRecord {
+    let media = record.media.as_mut().expect("the sample has media");
+    media.caller_rtpproxy = RtppLegRecord {
+        letters: "r".into(),
+        ip: None,
+    };
+    media.callee_rtpproxy = RtppLegRecord {
+        letters: "coei".into(),
+        ip: Some("198.51.100.250".parse().unwrap()),
+    };
+    record
+}
 
 #[test]
 fn the_v1_fixture_reads_as_the_typical_call_with_every_optional_part() {
@@ -18,11 +34,50 @@ fn the_v1_fixture_reads_as_the_typical_call_with_every_optional_part() {
 }
 
 #[test]
+fn a_record_written_without_rtpproxy_letters_reads_with_none_and_is_written_without_them() {
+    let record = CallRecord::decode(FIXTURE.as_bytes()).unwrap();
+    let media = record.media.as_ref().unwrap();
+    assert_eq!(
+        (
+            &media.caller_rtpproxy,
+            &media.callee_rtpproxy,
+            &media.rtpproxy_unfit
+        ),
+        (&RtppLegRecord::default(), &RtppLegRecord::default(), &None)
+    );
+    let text = String::from_utf8(record.encode()).unwrap();
+    assert!(!text.contains("rtpproxy"), "{text}");
+}
+
+#[test]
+fn the_rtpproxy_fixture_reads_with_each_legs_letters_and_address() {
+    let record = CallRecord::decode(FIXTURE_RTPPROXY.as_bytes()).expect("it reads");
+    assert_eq!(
+        record,
+        with_letters(support::sample::full(
+            "a84b4c76e66710@pc33.example.com",
+            "node1"
+        ))
+    );
+    let text = String::from_utf8(record.encode()).unwrap();
+    assert!(
+        text.contains(r#""caller_rtpproxy":{"letters":"r"},"callee_rtpproxy":{"letters":"coei","ip":"198.51.100.250"}"#),
+        "{text}"
+    );
+}
+
+#[test]
 fn records_round_trip() {
+    let mut unfit = with_letters(support::sample::call("c4", "n4"));
+    if let Some(m) = unfit.media.as_mut() {
+        m.rtpproxy_unfit = Some("the callee leg's type RTP/SAVP needs an ng relay".into());
+    }
     for record in [
         support::sample::call("c1", "n1"),
         support::sample::full("c2", "n2"),
         CallRecord::new("c3", "n3", 5),
+        with_letters(support::sample::full("c5", "n5")),
+        unfit,
     ] {
         let bytes = record.encode();
         assert_eq!(CallRecord::decode(&bytes).unwrap(), record);

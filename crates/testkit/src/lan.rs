@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::netns::{delete_netns, run_ip};
 use crate::require_tool;
 
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
@@ -105,7 +106,7 @@ impl LanHost {
 
     /// The IPv4 addresses on the host's LAN interface now (`ip -n NS -o addr show dev eth0`).
     pub fn addresses(&self) -> Vec<Ipv4Addr> {
-        let out = ip_output(
+        let out = run_ip(
             &self.exec.ip,
             &["-n", &self.exec.ns, "-o", "-4", "addr", "show", "dev", DEV],
         );
@@ -258,45 +259,10 @@ impl Lan {
 impl Drop for Lan {
     fn drop(&mut self) {
         for host in &self.hosts {
-            let _ = Command::new(&self.ip)
-                .args(["netns", "del", &host.exec.ns])
-                .output();
+            delete_netns(&self.ip, &host.exec.ns);
         }
-        let _ = Command::new(&self.ip)
-            .args(["netns", "del", &self.bridge])
-            .output();
+        delete_netns(&self.ip, &self.bridge);
     }
-}
-
-fn run_ip(ip: &PathBuf, args: &[&str]) {
-    let mut command = Command::new(ip);
-    command.args(args);
-    check(&mut command, &format!("ip {}", args.join(" ")));
-}
-
-fn ip_output(ip: &PathBuf, args: &[&str]) -> String {
-    let out = Command::new(ip)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run ip {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn check(command: &mut Command, what: &str) {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[cfg(test)]

@@ -370,6 +370,38 @@ impl AnchorageRelay {
     }
 }
 
+/// One ng request of `entries` (every value a string, bencoded) to the ng relay (`anchorage
+/// relay` or rtpengine) on 127.0.0.1:`port`, with a cookie of its own; its reply, waited for
+/// up to 2 s.
+pub fn ng_request(port: u16, entries: &[(&str, &str)]) -> anchorage_ng::Reply {
+    use anchorage_ng::{Dict, Encoding, Value};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let client = UdpSocket::bind((LOCALHOST, 0)).expect("a UDP socket");
+    let dict: Dict = entries
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::text(*v)))
+        .collect();
+    let (_, document) = anchorage_ng::encode_document(&dict, Encoding::Bencode);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut datagram = format!("ng-{}-{n} ", std::process::id()).into_bytes();
+    datagram.extend_from_slice(&document);
+    client
+        .send_to(&datagram, (LOCALHOST, port))
+        .expect("send ng");
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("a read timeout");
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = client.recv_from(&mut buf).expect("an ng reply");
+    anchorage_ng::decode_reply(&buf[..n]).expect("a reply").2
+}
+
+/// The SDP of an ng reply, which must be a success.
+pub fn ng_sdp(reply: &anchorage_ng::Reply) -> String {
+    assert_eq!(reply.outcome, anchorage_ng::Outcome::Ok, "{reply:?}");
+    String::from_utf8(reply.sdp.clone().expect("an SDP").to_vec()).expect("SDP text")
+}
+
 /// The Call-IDs an ng relay (`anchorage relay` or rtpengine) on 127.0.0.1:`port` holds, by
 /// its `list` command.
 /// A relay starved of CPU on a loaded machine may take seconds: the command is sent again
@@ -474,8 +506,8 @@ impl AnchorageProxy {
     }
 
     /// Starts `bin proxy` on a host of a test LAN with `config` as its whole configuration,
-    /// SIP on UDP `sip` (a virtual IP the host need not hold: the LAN's hosts bind addresses
-    /// they do not have) and the API on `api`; waits until its API serves. Restarts
+    /// SIP on UDP and TCP `sip` (a virtual IP the host need not hold: the LAN's hosts bind
+    /// addresses they do not have) and the API on `api`; waits until its API serves. Restarts
     /// ([`AnchorageProxy::start_again`]) run it on the same host.
     pub fn in_lan(
         host: &lan::LanHost,
@@ -520,9 +552,12 @@ impl AnchorageProxy {
             Some(exec) => exec.command(bin),
             None => std::process::Command::new(bin),
         };
-        cmd.args(["proxy", "--listen", &format!("udp:{sip}")])
-            .args(["--api", &api.to_string(), "-c"])
-            .arg(config);
+        cmd.args(["proxy", "--listen", &format!("udp:{sip}")]);
+        if exec.is_some() {
+            // On a test LAN the address is the test's own: TCP on it too (a TCP party).
+            cmd.args(["--listen", &format!("tcp:{sip}")]);
+        }
+        cmd.args(["--api", &api.to_string(), "-c"]).arg(config);
         let mut daemon = Daemon::spawn("anchorage-proxy", &mut cmd);
         daemon.ready_within(Duration::from_secs(10), |d| d.log().contains("/metrics on"))?;
         Ok(daemon)

@@ -6,7 +6,7 @@
 
 use std::ffi::OsStr;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -51,16 +51,7 @@ impl Netns {
     }
 
     fn ip(&self, args: &[&str]) {
-        let out = Command::new(&self.ip)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run ip {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ip(&self.ip, args);
     }
 
     /// The namespace's name.
@@ -81,6 +72,22 @@ impl Netns {
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         run_in(&self.name, f)
     }
+}
+
+/// Runs `ip` (the program at `ip`) with `args`; its standard output. Fails the test with
+/// `ip`'s error if it cannot run or does not succeed.
+pub(crate) fn run_ip(ip: &Path, args: &[&str]) -> String {
+    let out = Command::new(ip)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ip {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `f` on a thread that joined the network namespace `name` (`/run/netns/NAME`): the
@@ -111,10 +118,14 @@ pub(crate) fn run_in<R: Send>(name: &str, f: impl FnOnce() -> R + Send) -> R {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new(&self.ip)
-            .args(["netns", "del", &self.name])
-            .output();
+        delete_netns(&self.ip, &self.name);
     }
+}
+
+/// Deletes the network namespace `name` with `ip` (the program at `ip`), whatever comes of it
+/// (for `Drop`: it may be gone already).
+pub(crate) fn delete_netns(ip: &Path, name: &str) {
+    let _ = Command::new(ip).args(["netns", "del", name]).output();
 }
 
 #[cfg(test)]

@@ -91,7 +91,14 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// `kill -9`.
+    /// Sends `signal` to the server (`SIGSTOP` freezes it with its data, `SIGCONT` resumes).
+    pub fn signal(&self, signal: i32) {
+        if let Some(daemon) = self.daemon.as_ref() {
+            daemon.signal(signal);
+        }
+    }
+
+    /// `kill -9` of the server (its data is gone: it keeps none on disk).
     pub fn kill(&mut self) {
         if let Some(daemon) = self.daemon.as_mut() {
             daemon.signal(9);

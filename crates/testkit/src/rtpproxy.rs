@@ -41,9 +41,21 @@ impl RtpProxy {
     /// are picked free, but on a crowded host another process may take one before RTPProxy
     /// binds it: then it is started again on new ports (three tries).
     pub fn start() -> RtpProxy {
+        Self::start_with(&[])
+    }
+
+    /// [`RtpProxy::start`] with RTPProxy's debug log (`-d DBUG`): it then logs every command
+    /// it receives, which [`RtpProxy::commands_about`] reads.
+    pub fn start_logging_commands() -> RtpProxy {
+        Self::start_with(&["-d", "DBUG"])
+    }
+
+    /// [`RtpProxy::start`] with `extra` command-line arguments (an `-l` among them replaces
+    /// the media address 127.0.0.1).
+    pub fn start_with(extra: &[&str]) -> RtpProxy {
         let mut last_log = String::new();
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(extra) {
                 Ok(node) => return node,
                 Err(log) => last_log = log,
             }
@@ -52,18 +64,25 @@ impl RtpProxy {
     }
 
     /// One start: the node, or its log when it exited because a port was taken meanwhile.
-    fn try_start() -> Result<RtpProxy, String> {
+    fn try_start(extra: &[&str]) -> Result<RtpProxy, String> {
         let python = python();
         let control = free_udp_port(LOCALHOST);
         let base = free_udp_block(LOCALHOST, 100);
         let ports = base..=base + 99;
+        // Its media on 127.0.0.1, unless `extra` gives its own `-l` (bridging: `-l A/B`).
+        let listen = if extra.contains(&"-l") {
+            ""
+        } else {
+            ", '-l', '127.0.0.1'"
+        };
         let script = format!(
             "import time\nfrom rtp.io import rtpproxy\n\
-             r = rtpproxy(extra_args=['-F', '-s', 'udp:127.0.0.1:{control}', '-l', '127.0.0.1', \
-             '-m', '{}', '-M', '{}'])\nprint('rtpproxy ready', flush=True)\n\
+             r = rtpproxy(extra_args=['-F', '-s', 'udp:127.0.0.1:{control}'{listen}, \
+             '-m', '{}', '-M', '{}'{}])\nprint('rtpproxy ready', flush=True)\n\
              while True:\n    time.sleep(3600)\n",
             ports.start(),
-            ports.end()
+            ports.end(),
+            extra.iter().map(|a| format!(", '{a}'")).collect::<String>()
         );
         let mut cmd = Command::new(python);
         // RTPProxy writes an accounting file in its working directory: not in the tree.
@@ -123,6 +142,19 @@ impl RtpProxy {
         let text = String::from_utf8_lossy(&buf[..n]).to_string();
         text.strip_prefix(&format!("{cookie} "))
             .map(|r| r.trim_end().to_string())
+    }
+
+    /// The commands it received (without their cookies) that name `word` (a Call-ID), in
+    /// order, as its debug log shows them (started with [`RtpProxy::start_logging_commands`]).
+    pub fn commands_about(&self, word: &str) -> Vec<String> {
+        self.daemon
+            .log()
+            .lines()
+            .filter_map(|l| l.split_once("received command \"").map(|(_, c)| c))
+            .map(|c| c.trim_end_matches('"'))
+            .filter(|c| c.split_whitespace().any(|w| w == word))
+            .map(|c| c.split_once(' ').map_or(c, |(_, rest)| rest).to_string())
+            .collect()
     }
 
     /// `active sessions` from its `I` statistics.

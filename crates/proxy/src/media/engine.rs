@@ -122,6 +122,15 @@ impl Engine {
     }
 
     /// Sends a health ping; its id comes back from [`Engine::poll_ping`].
+    /// A call imported from its record is on this node with `offerer_tag`'s session: an RTPProxy
+    /// engine, which deletes only the sessions it knows, takes it on (an ng node deletes by
+    /// Call-ID: nothing to do).
+    pub(super) fn adopt(&mut self, call_id: &str, offerer_tag: &str) {
+        if let Engine::Rtpproxy(e) = self {
+            e.adopt(call_id, offerer_tag);
+        }
+    }
+
     pub(super) fn send_ping(&mut self, now: Instant) -> u64 {
         match self {
             Engine::Ng { pinger, .. } => pinger.send(&Request::new(RequestKind::Ping), now).0,

@@ -285,6 +285,13 @@ impl Relays {
         })
     }
 
+    /// A call imported from its record has its session on `node` (see `Engine::adopt`).
+    pub fn adopt(&mut self, node: NodeId, call_id: &str, offerer_tag: &str) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.engine.adopt(call_id, offerer_tag);
+        }
+    }
+
     /// The next control datagram to send, with its destination.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Bytes)> {
         self.nodes

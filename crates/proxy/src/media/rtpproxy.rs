@@ -235,6 +235,15 @@ impl RtppEngine {
         Ok(())
     }
 
+    /// Takes on the session of a call this engine did not open (a call imported from its record
+    /// after a restart): `offerer_tag`'s session under the Call-ID itself, so the call's delete
+    /// reaches the node. Nothing when sessions of the call are known already.
+    pub(super) fn adopt(&mut self, call_id: &str, offerer_tag: &str) {
+        self.sessions
+            .entry(call_id.to_string())
+            .or_insert_with(|| BTreeSet::from([(call_id.to_string(), offerer_tag.to_string())]));
+    }
+
     /// One `D` per session of the call (or of its fork branch `via_branch`).
     fn send_deletes(
         &mut self,

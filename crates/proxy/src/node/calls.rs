@@ -13,6 +13,8 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use crate::dialog::{CallDialogs, Dialog};
 use crate::node::anchoring::CallMedia;
 use crate::node::moves::CallMove;
@@ -28,6 +30,20 @@ pub struct InviteBranch {
     pub destination: std::net::SocketAddr,
     /// Over which transport.
     pub transport: Transport,
+}
+
+/// The call's initial INVITE as it arrived, while it has no final response: what a node that
+/// did not forward it needs to make the dialog from a response that reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenInvite {
+    /// The INVITE as received from the caller.
+    pub request: Bytes,
+    /// Where it came from.
+    pub source: std::net::SocketAddr,
+    /// Over which transport.
+    pub transport: Transport,
+    /// Our address it arrived at.
+    pub local: std::net::SocketAddr,
 }
 
 /// A call's Call-ID.
@@ -86,6 +102,8 @@ pub(in crate::node) struct Call {
     /// tried): what a CANCEL, or the ACK of a failure, follows on a node without its
     /// transaction.
     invite_out: Vec<InviteBranch>,
+    /// The initial INVITE itself while it is open (with `invite_out`).
+    invite_in: Option<OpenInvite>,
     /// Already among the calls changed by the current event.
     changed: bool,
 }
@@ -98,6 +116,7 @@ impl Call {
             && self.wait.is_none()
             && self.open_offers == 0
             && self.invite_out.is_empty()
+            && self.invite_in.is_none()
     }
 }
 
@@ -392,13 +411,27 @@ impl Calls {
         self.mark(call_id);
     }
 
+    /// The initial INVITE as it arrived (kept until it has its final response).
+    pub(in crate::node) fn invite_received(&mut self, call_id: &str, invite: OpenInvite) {
+        let call = self.entry(call_id);
+        if call.invite_in.is_none() {
+            call.invite_in = Some(invite);
+            self.mark(call_id);
+        }
+    }
+
+    /// The open initial INVITE as it arrived, if any.
+    pub(in crate::node) fn open_invite(&self, call_id: &str) -> Option<&OpenInvite> {
+        self.get(call_id)?.invite_in.as_ref()
+    }
+
     /// The initial INVITE's branches are of no more use (it got a final response, or the
     /// wait for one ended).
     pub(in crate::node) fn invite_done(&mut self, call_id: &str) {
         let had = self
             .get_mut(call_id)
-            .map(|c| std::mem::take(&mut c.invite_out))
-            .is_some_and(|b| !b.is_empty());
+            .map(|c| (std::mem::take(&mut c.invite_out), c.invite_in.take()))
+            .is_some_and(|(b, i)| !b.is_empty() || i.is_some());
         if had {
             self.mark(call_id);
         }

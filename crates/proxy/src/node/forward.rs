@@ -13,7 +13,7 @@ use crate::transaction::{ClientInvite, ClientNonInvite};
 use crate::via;
 use crate::Transport;
 
-use crate::node::calls::InviteBranch;
+use crate::node::calls::{InviteBranch, OpenInvite};
 use crate::node::io::{Listener, ResolveQuery};
 use crate::node::transactions::{ClientMachine, ClientTx, ServerId};
 use crate::node::Proxy;
@@ -93,6 +93,13 @@ impl Proxy {
                             && tx.request.to().ok().is_some_and(|t| t.tag().is_none());
                         if let (true, Ok(call_id)) = (initial_invite, tx.request.call_id()) {
                             let call_id = call_id.to_string();
+                            let received = OpenInvite {
+                                request: tx.request.bytes(),
+                                source: tx.source,
+                                transport: tx.transport,
+                                local: tx.local,
+                            };
+                            self.calls.invite_received(&call_id, received);
                             self.calls.invite_forwarded(
                                 &call_id,
                                 InviteBranch {

@@ -137,6 +137,9 @@ impl Proxy {
             self.on_cancel(req, key, d, now);
             return;
         }
+        if method == Method::Invite && self.absorb_forwarded_invite(&req, d) {
+            return;
+        }
         // §16.3 request validation.
         if let Some((status, reason)) = self.check_request(&req) {
             self.reject(&req, d, status, reason, &[]);

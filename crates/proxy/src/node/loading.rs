@@ -133,7 +133,16 @@ impl Proxy {
         } else {
             let top = msg.top_via().ok()?;
             let branch = top.branch().unwrap_or("");
-            branch.starts_with(OWN_BRANCH_PREFIX) && self.own.find(branch).is_none()
+            if branch.starts_with(OWN_BRANCH_PREFIX) {
+                self.own.find(branch).is_none()
+            } else {
+                // A response to the initial INVITE another node forwarded: the call holds the
+                // INVITE, to make the dialog and anchor the answer here.
+                self.clients.find(branch).is_none()
+                    && msg.cseq().is_ok_and(|c| c.method == Method::Invite)
+                    && msg.status().is_some_and(|s| (101..300).contains(&s))
+                    && crate::via::is_ours(&self.ours, &top.host, top.port)
+            }
         };
         wanted.then(|| call_id.to_string())
     }

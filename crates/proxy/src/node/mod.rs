@@ -59,7 +59,9 @@ pub use calls::{CallId, Calls, Dialogs};
 pub use io::{CoreConfig, Counters, Datagram, Listener, Now, Output, ResolveQuery, Transmit};
 pub use loading::{MAX_PARKED, MAX_PARKED_PER_CALL, MAX_UNKNOWN, UNKNOWN_FOR};
 pub use moves::ReanchorMetrics;
-pub use record::{CallRecord, DialogRecord, ImportError, InviteBranch, MediaRecord, MoveRecord};
+pub use record::{
+    CallRecord, DialogRecord, ImportError, InviteBranch, MediaRecord, MoveRecord, OpenInvite,
+};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

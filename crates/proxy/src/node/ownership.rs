@@ -40,33 +40,10 @@ impl Proxy {
         }
         let of_released =
             |msg: &anchorage_sip::Message| msg.call_id().ok().is_some_and(|c| set.contains(c));
-        let clients: Vec<String> = self
-            .clients
-            .iter()
-            .filter(|(_, tx)| of_released(&tx.request))
-            .map(|(branch, _)| branch.clone())
-            .collect();
-        for branch in clients {
-            self.clients.remove_by(&branch);
-        }
-        let servers: Vec<_> = self
-            .servers
-            .iter()
-            .filter(|(_, tx)| of_released(&tx.request))
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in servers {
-            self.servers.remove_by(&key);
-        }
-        let own: Vec<String> = self
-            .own
-            .iter()
-            .filter(|(_, tx)| set.contains(tx.call_id.as_str()))
-            .map(|(branch, _)| branch.clone())
-            .collect();
-        for branch in own {
-            self.own.remove_by(&branch);
-        }
+        self.clients.remove_where(|_, tx| of_released(&tx.request));
+        self.servers.remove_where(|_, tx| of_released(&tx.request));
+        self.own
+            .remove_where(|_, tx| set.contains(tx.call_id.as_str()));
         for call_id in call_ids {
             // The new owner writes them from now on.
             self.calls.take_changed(call_id);

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::dialog::Dialog;
-use crate::media::Policy;
+use crate::media::{Policy, RtppLeg};
 use crate::node::anchoring::{CallMedia, LegMedia};
-pub use crate::node::calls::InviteBranch;
+pub use crate::node::calls::{InviteBranch, OpenInvite};
 use crate::node::io::Output;
 use crate::node::timers::TimerRef;
 use crate::node::Proxy;
@@ -36,6 +36,9 @@ pub struct CallRecord {
     /// Where the initial INVITE was forwarded while it has no final response: a CANCEL or
     /// the ACK of a failure reaching another start of the node follows these.
     pub open_invite: Vec<InviteBranch>,
+    /// The initial INVITE as it arrived, while it is open: a node that did not forward it
+    /// makes the dialog from it when the callee's response reaches that node.
+    pub open_invite_request: Option<OpenInvite>,
 }
 
 /// A move in progress, as a restarted node needs it.
@@ -70,6 +73,12 @@ pub struct MediaRecord {
     pub caller_flags: String,
     /// ng flags for the SDP the callee gets.
     pub callee_flags: String,
+    /// RTPProxy letters (and address) for the SDP the caller gets.
+    pub caller_rtpproxy: RtppLeg,
+    /// RTPProxy letters (and address) for the SDP the callee gets.
+    pub callee_rtpproxy: RtppLeg,
+    /// Why RTPProxy nodes cannot carry the call, if so (a leg option only an ng node gives).
+    pub rtpproxy_unfit: Option<String>,
     /// The caller's tag (which leg an SDP comes from).
     pub caller_tag: String,
     /// The caller's media.
@@ -122,6 +131,9 @@ impl Proxy {
                 set: m.policy.set.clone(),
                 caller_flags: m.policy.caller_flags.clone(),
                 callee_flags: m.policy.callee_flags.clone(),
+                caller_rtpproxy: m.policy.caller_rtpproxy.clone(),
+                callee_rtpproxy: m.policy.callee_rtpproxy.clone(),
+                rtpproxy_unfit: m.policy.rtpproxy_unfit.clone(),
                 caller_tag: m.caller_tag.clone(),
                 caller: m.caller.clone(),
                 callee: m.callee.clone(),
@@ -130,7 +142,12 @@ impl Proxy {
             })
         });
         let open_invite = self.calls.invite_branches(call_id).to_vec();
-        if dialogs.is_empty() && media.is_none() && open_invite.is_empty() {
+        let open_invite_request = self.calls.open_invite(call_id).cloned();
+        if dialogs.is_empty()
+            && media.is_none()
+            && open_invite.is_empty()
+            && open_invite_request.is_none()
+        {
             return None;
         }
         let moving = self.calls.moving(call_id).and_then(|m| {
@@ -149,6 +166,7 @@ impl Proxy {
             media,
             moving,
             open_invite,
+            open_invite_request,
         })
     }
 
@@ -177,11 +195,9 @@ impl Proxy {
                         set: m.set.clone(),
                         caller_flags: m.caller_flags.clone(),
                         callee_flags: m.callee_flags.clone(),
-                        // CallRecord v1 has no RTPProxy letters: a call taken over from
-                        // another node goes on without them.
-                        caller_rtpproxy: Default::default(),
-                        callee_rtpproxy: Default::default(),
-                        rtpproxy_unfit: None,
+                        caller_rtpproxy: m.caller_rtpproxy.clone(),
+                        callee_rtpproxy: m.callee_rtpproxy.clone(),
+                        rtpproxy_unfit: m.rtpproxy_unfit.clone(),
                     },
                     caller_tag: m.caller_tag.clone(),
                     caller: m.caller.clone(),
@@ -219,22 +235,29 @@ impl Proxy {
                     if let Some(sdp) = &m.sdp_for[1] {
                         media.callee.record_sent(sdp);
                     }
+                    self.relays.adopt(node, call_id, &media.caller_tag);
                     self.delete_or_orphan(node, call_id, now);
                     node = new_node;
                     media.node = new_node;
                 }
                 Some((new_node, m)) if new_node != node => {
                     tracing::info!(%call_id, relay = m.to.as_str(), "an imported call was being moved: the session of the move is deleted");
+                    self.relays.adopt(new_node, call_id, &media.caller_tag);
                     self.delete_or_orphan(new_node, call_id, now);
                 }
                 _ => {}
             }
             self.relays.count_call(node, 1);
+            // An RTPProxy node's engine deletes only the sessions it knows of.
+            self.relays.adopt(node, call_id, &media.caller_tag);
             self.calls.set_media(call_id, media);
             if !self.relays.is_up(node) {
                 // Its relay is down here: the call waits for one like any other.
                 self.start_waiting(call_id, now);
             }
+        }
+        if let Some(invite) = record.open_invite_request {
+            self.calls.invite_received(call_id, invite);
         }
         if !record.open_invite.is_empty() {
             for branch in record.open_invite {

@@ -33,7 +33,7 @@ pub(super) fn better_response(new: u16, best: u16) -> bool {
 
 /// Where responses to `req` go: over the connection for streams, else by its top Via with
 /// `received`/`rport` taken from the packet (§18.2.2, RFC 3581).
-pub(super) fn upstream_destination(
+pub(in crate::node) fn upstream_destination(
     req: &Message,
     source: SocketAddr,
     transport: Transport,
@@ -98,8 +98,11 @@ impl Proxy {
                 }
                 return;
             }
+            if self.answer_stateless(&resp, status, &branch, now) {
+                return;
+            }
             tracing::debug!(call_id = ?resp.call_id().ok(), %branch, status, "response without a client transaction: forwarded by its Via");
-            self.forward_response_stateless(&resp);
+            self.forward_response_stateless(&resp, now);
             return;
         };
         let is_cancel_response = resp.cseq().is_ok_and(|c| c.method == Method::Cancel);
@@ -131,15 +134,24 @@ impl Proxy {
         }
     }
 
-    /// Forwards a response with no client transaction by its next Via (§16.7 is skipped).
-    pub(super) fn forward_response_stateless(&mut self, resp: &Message) {
+    /// Forwards a response with no client transaction by its next Via (§16.7 is skipped). A
+    /// failure that ends the initial INVITE of a call held here (the INVITE another node
+    /// forwarded) deletes the call's relay session, as the transaction would have.
+    pub(in crate::node) fn forward_response_stateless(&mut self, resp: &Message, now: Instant) {
         self.counters.stateless_responses += 1;
         let final_to_invite = resp.status().is_some_and(|s| s >= 200)
             && resp.cseq().is_ok_and(|c| c.method == Method::Invite);
         if let (true, Ok(call_id)) = (final_to_invite, resp.call_id()) {
             // The INVITE another start of the node forwarded has its answer.
+            let initial = !self.calls.invite_branches(call_id).is_empty();
             if !self.calls.has_open_offer(call_id) {
                 self.calls.invite_done(call_id);
+            }
+            let failed = resp.status().is_some_and(|s| s >= 300);
+            if initial && failed && self.calls.confirmed(call_id).is_none() {
+                let call_id = call_id.to_string();
+                self.calls.update_dialogs(&call_id, |d| d.drop_early());
+                self.delete_media(&call_id, now);
             }
         }
         let popped = resp.edit().pop_via().finish_message();
@@ -210,7 +222,7 @@ impl Proxy {
                     // §16.7 step 10: the other branches of a fork are cancelled.
                     self.cancel_other_branches(key, branch, now);
                 } else {
-                    self.forward_response_stateless(&resp);
+                    self.forward_response_stateless(&resp, now);
                 }
             }
             _ => {

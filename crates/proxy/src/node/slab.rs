@@ -208,6 +208,24 @@ impl<K: Hash + Eq + Clone, V> Slab<K, V> {
         self.remove(id)
     }
 
+    /// Removes every value `drop` says to, and returns how many (a walk over the slab: never
+    /// per message). Their ids find nothing from now on.
+    pub(in crate::node) fn remove_where(&mut self, mut drop: impl FnMut(&K, &V) -> bool) -> usize {
+        let mut removed = 0;
+        for (slot, s) in self.slots.iter_mut().enumerate() {
+            if !s.entry.as_ref().is_some_and(|(k, v)| drop(k, v)) {
+                continue;
+            }
+            if let Some((key, _)) = s.entry.take() {
+                s.generation = s.generation.wrapping_add(1);
+                self.index.remove(&key);
+                self.free.push(slot as u32);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Every value with its key (a walk over the slab: never per message).
     pub(in crate::node) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.slots
@@ -249,5 +267,22 @@ mod tests {
             }
         }
         assert_eq!((s.len(), s.slots.len()), (0, 1_000));
+    }
+
+    #[test]
+    fn remove_where_removes_exactly_the_chosen_values_and_kills_their_ids() {
+        let mut s: Slab<u32, u32> = Slab::default();
+        let ids: Vec<_> = (0..10).map(|k| s.insert(k, k * 10)).collect();
+        assert_eq!(s.remove_where(|k, _| k % 2 == 0), 5);
+        assert_eq!(s.len(), 5);
+        assert_eq!((s.get(ids[2]), s.find(&2)), (None, None));
+        assert_eq!((s.get(ids[3]), s.find(&3)), (Some(&30), Some(ids[3])));
+        let reused = s.insert(42, 1);
+        assert_eq!(
+            s.get(ids[0]),
+            None,
+            "a freed slot reused: the old id finds nothing"
+        );
+        assert_eq!(s.get(reused), Some(&1));
     }
 }

@@ -305,10 +305,20 @@ pub fn ok_to(p: &mut Proxy, request: &Transmit, to_tag: Option<&str>, sdp: &str,
 /// A proxy with relays r1 and r2 and a confirmed call c1 anchored on r1 (caller a1 at
 /// 127.0.0.1:5070, callee b1 at 127.0.0.1:9).
 pub fn call_on_r1(now: Instant) -> Proxy {
-    let mut p = proxy(
-        "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{ name = \"r1\", ng = \"127.0.0.1:2223\" }, { name = \"r2\", ng = \"127.0.0.1:2224\" }]\n\n[proxy.media]\nset = \"m\"\n",
-    );
-    p.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
+    call_on_r1_with(now, OFFER_SDP, ANSWER_SDP)
+}
+
+/// [`call_on_r1`] with the caller's `offer` and the callee's `answer`.
+pub fn call_on_r1_with(now: Instant, offer: &str, answer: &str) -> Proxy {
+    call_on_r1_in("", now, offer, answer)
+}
+
+/// [`call_on_r1_with`] with `more` added to the proxy's configuration (after `[proxy.media]`).
+pub fn call_on_r1_in(more: &str, now: Instant, offer: &str, answer: &str) -> Proxy {
+    let mut p = proxy(&format!(
+        "[[proxy.relay_set]]\nname = \"m\"\nnodes = [{{ name = \"r1\", ng = \"127.0.0.1:2223\" }}, {{ name = \"r2\", ng = \"127.0.0.1:2224\" }}]\n\n[proxy.media]\nset = \"m\"\n{more}",
+    ));
+    p.handle_datagram(Req::invite().sdp(offer).datagram("127.0.0.1:5070"), now);
     drain(&mut p);
     let r1_offer = "v=0\r\no=relay 5 7 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
     relay_at_replies(&mut p, "127.0.0.1:2223", r1_offer, now);
@@ -318,7 +328,7 @@ pub fn call_on_r1(now: Instant) -> Proxy {
         .find(|t| t.data.starts_with(b"INVITE "))
         .unwrap()
         .clone();
-    ok_to(&mut p, &forwarded, Some("b1"), ANSWER_SDP, now);
+    ok_to(&mut p, &forwarded, Some("b1"), answer, now);
     let r1_answer = "v=0\r\no=relay 6 3 IN IP4 203.0.113.1\r\ns=-\r\nt=0 0\r\nm=audio 30002 RTP/AVP 0\r\nc=IN IP4 203.0.113.1\r\n";
     relay_at_replies(&mut p, "127.0.0.1:2223", r1_answer, now);
     drain(&mut p);

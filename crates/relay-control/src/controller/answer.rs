@@ -46,6 +46,14 @@ impl Controller {
             .get_mut(index)
             .ok_or_else(|| fail(ErrorReason::InvalidDialogueAssociation))?;
         let offerer = answerer.other();
+        // Answers to a move's new offer to the party that had offered: the other side's
+        // rtcp-mux stays as it is.
+        let reverse: Vec<bool> = dialog
+            .streams
+            .iter()
+            .map(|s| s.reoffered[at(answerer)])
+            .collect();
+        let reversed = |media: usize| reverse.get(media).copied().unwrap_or(false);
         // Encryption first, on copies, so that a refusal changes nothing.
         let mut renegotiated: Vec<Stream> = dialog
             .streams
@@ -65,7 +73,12 @@ impl Controller {
             if !stream.rtcp_open[at(answerer)] && !s_in.rtcp_mux {
                 reopen.push((media, answerer));
             }
-            if !stream.rtcp_open[at(offerer)] && !offerer_mux(stream, s_in.rtcp_mux, offerer, mux) {
+            let offerer_muxed = if reversed(media) {
+                stream.mux[at(offerer)]
+            } else {
+                offerer_mux(stream, s_in.rtcp_mux, offerer, mux)
+            };
+            if !stream.rtcp_open[at(offerer)] && !offerer_muxed {
                 reopen.push((media, offerer));
             }
         }
@@ -97,7 +110,9 @@ impl Controller {
         for (media, (stream, s_in)) in dialog.streams.iter_mut().zip(&streams_in).enumerate() {
             stream.peer[at(answerer)] = s_in.peer;
             stream.mux[at(answerer)] = s_in.rtcp_mux;
-            stream.mux[at(offerer)] = offerer_mux(stream, s_in.rtcp_mux, offerer, mux);
+            if !reversed(media) {
+                stream.mux[at(offerer)] = offerer_mux(stream, s_in.rtcp_mux, offerer, mux);
+            }
             for side in [answerer, offerer] {
                 actions.push(MediaAction::Update {
                     key,

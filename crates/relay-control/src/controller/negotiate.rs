@@ -68,6 +68,7 @@ pub(super) fn negotiate_offer(
         return Ok(());
     }
     let receiver = offerer.other();
+    stream.reoffered = [false; 2];
     let sender = signal.transport_of(section);
     let requested = requested_transport(signal, section, index)?;
     let current = stream.transport[at(receiver)];
@@ -148,6 +149,7 @@ pub(super) fn negotiate_answer(
     };
     let offerer = answerer.other();
     let offered = stream.offered[at(answerer)];
+    stream.reoffered[at(answerer)] = false;
     if section.is_rejected() || offered == Transport::Opaque {
         return Ok(());
     }
@@ -197,7 +199,12 @@ pub(super) fn negotiate_answer(
         None => current,
     };
     if target == current {
-        if current.is_dtls() {
+        if current.is_dtls() && flags.reanchor {
+            // A move: the offerer gets this SDP as a new offer, and answers it.
+            stream.dtls[at(offerer)].reoffer_to_party(flags.dtls);
+            stream.offered[at(offerer)] = current;
+            stream.reoffered[at(offerer)] = true;
+        } else if current.is_dtls() {
             stream.dtls[at(offerer)].settle();
         }
         return Ok(());
@@ -329,7 +336,9 @@ fn take_party_dtls(
         dtls.clear();
         return Ok(());
     };
-    let taken = if answer {
+    let taken = if answer && signal.flags.reanchor {
+        dtls.replayed_by_party(signal.sdp, section)
+    } else if answer {
         dtls.answered_by_party(signal.sdp, section)
     } else {
         dtls.offered_by_party(signal.sdp, section, signal.flags.dtls)

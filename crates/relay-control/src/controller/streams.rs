@@ -90,6 +90,7 @@ impl Controller {
             mux_accepted: false,
             transport: [Transport::default(); 2],
             offered: [Transport::default(); 2],
+            reoffered: [false; 2],
             sdes: [SdesParty::default(), SdesParty::default()],
             dtls: [DtlsParty::default(); 2],
         })

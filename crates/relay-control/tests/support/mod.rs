@@ -118,11 +118,16 @@ pub fn text(s: &str) -> Value {
 
 /// Bob's `answer` (to-tag `bob`) in call `call-1` from Alice (from-tag `alice`).
 pub fn answer(sdp: &str) -> Vec<(&'static str, Value)> {
+    answer_from("bob", "alice", sdp)
+}
+
+/// `answerer`'s `answer` (its to-tag) in call `call-1` to an offer from `offerer` (from-tag).
+pub fn answer_from(answerer: &str, offerer: &str, sdp: &str) -> Vec<(&'static str, Value)> {
     vec![
         ("command", text("answer")),
         ("call-id", text("call-1")),
-        ("from-tag", text("alice")),
-        ("to-tag", text("bob")),
+        ("from-tag", text(offerer)),
+        ("to-tag", text(answerer)),
         ("sdp", text(sdp)),
     ]
 }

@@ -66,6 +66,9 @@ pub fn call(call_id: &str, owner: &str) -> CallRecord {
         set: "main".into(),
         caller_flags: "replace-origin".into(),
         callee_flags: "replace-origin".into(),
+        caller_rtpproxy: Default::default(),
+        callee_rtpproxy: Default::default(),
+        rtpproxy_unfit: None,
         caller_tag: "a73kszlfl".into(),
         caller: LegMediaRecord {
             received: Some(sdp("203.0.113.7", 40000, 1)),

@@ -342,3 +342,23 @@ fn what_rtpproxy_cannot_give_makes_its_nodes_ineligible_and_names_why() {
         assert_eq!(relays.pick("main", &[]), Some(0), "the set's plain choice");
     }
 }
+
+#[test]
+fn a_call_imported_from_its_record_is_deleted_by_its_offerers_tag() {
+    let now = t0();
+    let mut e = engine(now);
+    // Nothing known of c9 (another start of the proxy opened it): its delete sends nothing.
+    e.send(&super::super::delete("c9"), now);
+    assert!(sent(&mut e).is_empty());
+    // Taken on from its record: the delete reaches the node, once.
+    e.adopt("c9", "a73");
+    e.adopt("c9", "other");
+    e.send(&super::super::delete("c9"), now);
+    assert_eq!(sent(&mut e), vec!["n1-1-c0_1 D c9 a73"]);
+    // A call this engine opened keeps its own sessions.
+    e.send(&offer("c1"), now);
+    sent(&mut e);
+    e.adopt("c1", "someone-else");
+    e.send(&super::super::delete("c1"), now);
+    assert_eq!(sent(&mut e), vec!["n1-1-c0_4 D c1 ft"]);
+}

@@ -10,6 +10,7 @@
 pub(super) mod forks;
 pub(super) mod offer_answer;
 pub(super) mod relay_replies;
+pub(super) mod stateless;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -177,6 +178,8 @@ pub(in crate::node) enum MediaWait {
         local: SocketAddr,
         transport: Transport,
     },
+    /// The answer in a response to an INVITE another node forwarded (no transaction here).
+    StatelessAnswer { response: Box<Message> },
     /// A delete (or a relay update); nothing waits for it.
     Delete,
     /// The new node's offer for a call being re-anchored.

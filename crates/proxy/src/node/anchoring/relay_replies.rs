@@ -233,6 +233,9 @@ impl Proxy {
                         self.forward_response_upstream(key, status, rewritten.bytes(), now);
                     }
                 }
+                (MediaWait::StatelessAnswer { response }, sdp) => {
+                    self.on_stateless_answer(&response, sdp, now);
+                }
                 (MediaWait::Answer { key, status, .. }, None) => {
                     tracing::warn!("relay refused or did not answer an answer; the response is not relayed unanchored");
                     if status >= 200 {

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use crate::media::{self};
 use crate::node::moves::IDLE_POLL;
 use crate::reanchor::{
-    answer_in_offer_profile, glare_backoff, restricted_offer, sdp_for_leg, MoveResult, Party,
+    answer_in_offer_profile, glare_backoff, move_has_dtls, restricted_offer, sdp_for_leg,
+    MoveResult, Party,
 };
 
 use crate::node::anchoring::MediaWait;
@@ -239,7 +240,26 @@ impl Proxy {
                 (Some(offer), true) => answer_in_offer_profile(&callee_sdp, offer),
                 _ => callee_sdp,
             };
-            let caller_flags = m.target.caller.applied_to(&call.policy.caller_flags);
+            let mut caller_flags = m.target.caller.applied_to(&call.policy.caller_flags);
+            let callee_flags = m.target.callee.applied_to(&call.policy.callee_flags);
+            let is_ng = self
+                .relays
+                .nodes()
+                .get(node)
+                .is_some_and(|n| n.engine_kind() == media::EngineKind::Ng);
+            if is_ng
+                && move_has_dtls(
+                    [
+                        &callee_sdp,
+                        call.caller.received.as_ref().unwrap_or(&callee_sdp),
+                    ],
+                    [&caller_flags, &callee_flags],
+                )
+            {
+                // The SDPs the relay returns are the parties' new offers: a DTLS party gets
+                // `actpass`, and the relay's role waits for its answer.
+                caller_flags.push_str(" reanchor");
+            }
             let request = media::offer_answer(
                 true,
                 call_id,

@@ -9,7 +9,10 @@ use anchorage_sip::Method;
 use bytes::Bytes;
 
 use crate::media::{self, NodeId};
-use crate::reanchor::{media_changed, other_party_must_know, sdp_for_leg, MoveResult, Party};
+use crate::reanchor::{
+    has_fingerprint, media_changed, offers_new_dtls, other_party_must_know,
+    other_party_must_know_when_terminated, sdp_for_leg, MoveResult, Party,
+};
 
 use crate::node::anchoring::MediaWait;
 use crate::node::moves::{carries_body, CallMove, DURATION_BOUNDS, MAX_ATTEMPTS, RETRY_PAUSE};
@@ -100,6 +103,23 @@ impl Proxy {
         callee_answer: &Bytes,
         now: Instant,
     ) {
+        // A party the move offered a new DTLS association (`actpass`) with the relay's own
+        // certificate must have its answer reach the relay, which takes its DTLS role from it.
+        // (DTLS on both sides passes through the relay: the other party's SDP then carries a
+        // fingerprint too, and the `actpass` is the other party's own.)
+        let is_ng = self
+            .relays
+            .nodes()
+            .get(new_node)
+            .is_some_and(|n| n.engine_kind() == media::EngineKind::Ng);
+        let new_dtls = |party: Party, answer: &Bytes| {
+            is_ng
+                && carries_body(answer)
+                && m.sdp_for(party).is_some_and(offers_new_dtls)
+                && !m.sdp_for(party.other()).is_some_and(has_fingerprint)
+        };
+        let caller_dtls = new_dtls(Party::Caller, caller_answer);
+        let callee_dtls = new_dtls(Party::Callee, callee_answer);
         let dialog_tags = self
             .calls
             .confirmed(call_id)
@@ -125,10 +145,17 @@ impl Proxy {
         let callee_changed = carries_body(callee_answer)
             && media_changed(call.callee.received.as_ref(), callee_answer);
         // A codec-like change must reach the other party too (a follow-up offer).
-        let tell_caller = carries_body(callee_answer)
-            && other_party_must_know(call.callee.received.as_ref(), callee_answer);
-        let tell_callee = carries_body(caller_answer)
-            && other_party_must_know(call.caller.received.as_ref(), caller_answer);
+        // A party that answered the relay's own DTLS offer keeps its keying to itself.
+        let must_know = |dtls: bool, stored: Option<&Bytes>, answer: &Bytes| {
+            carries_body(answer)
+                && if dtls {
+                    other_party_must_know_when_terminated(stored, answer)
+                } else {
+                    other_party_must_know(stored, answer)
+                }
+        };
+        let tell_caller = must_know(callee_dtls, call.callee.received.as_ref(), callee_answer);
+        let tell_callee = must_know(caller_dtls, call.caller.received.as_ref(), caller_answer);
         if carries_body(caller_answer) {
             call.caller.received = Some(caller_answer.clone());
         }
@@ -141,7 +168,7 @@ impl Proxy {
         self.relays.count_call(new_node, 1);
         // An answer that moved a party's media: tell the new relay where it now is.
         if let Some((caller_tag, callee_tag)) = dialog_tags {
-            if callee_changed {
+            if callee_changed || callee_dtls {
                 // The callee's new SDP, as an answer: the relay's rewrite is for the caller.
                 let r = media::offer_answer(
                     true,
@@ -152,19 +179,23 @@ impl Proxy {
                     &policy.caller_flags,
                 )
                 .rtpproxy(&policy.caller_rtpproxy);
-                if let Some(id) = self.relays.send(new_node, &r, now) {
-                    let wait = if tell_caller {
-                        MediaWait::FollowUp {
-                            call_id: call_id.to_string(),
-                            party: Party::Caller,
-                        }
-                    } else {
-                        MediaWait::Delete
-                    };
-                    self.media_waits.insert((new_node, id), wait);
-                }
+                let follow_up = tell_caller.then_some(Party::Caller);
+                self.send_moved_sdp(new_node, &r, call_id, follow_up, now);
             }
-            if caller_changed {
+            if caller_dtls {
+                // The caller answered the relay's new offer: an answer with the tags the other
+                // way round; the relay's rewrite is for the callee.
+                let r = media::offer_answer(
+                    true,
+                    call_id,
+                    &callee_tag,
+                    Some(&caller_tag),
+                    caller_answer.clone(),
+                    &policy.callee_flags,
+                );
+                let follow_up = tell_callee.then_some(Party::Callee);
+                self.send_moved_sdp(new_node, &r, call_id, follow_up, now);
+            } else if caller_changed {
                 // The caller's new SDP, as a re-offer: the relay's rewrite is for the callee.
                 let r = media::offer_answer(
                     false,
@@ -175,17 +206,8 @@ impl Proxy {
                     &policy.callee_flags,
                 )
                 .rtpproxy(&policy.callee_rtpproxy);
-                if let Some(id) = self.relays.send(new_node, &r, now) {
-                    let wait = if tell_callee {
-                        MediaWait::FollowUp {
-                            call_id: call_id.to_string(),
-                            party: Party::Callee,
-                        }
-                    } else {
-                        MediaWait::Delete
-                    };
-                    self.media_waits.insert((new_node, id), wait);
-                }
+                let follow_up = tell_callee.then_some(Party::Callee);
+                self.send_moved_sdp(new_node, &r, call_id, follow_up, now);
             }
         }
         // The old session goes, unless its node is dead (a delete is never sent elsewhere);
@@ -202,6 +224,29 @@ impl Proxy {
                 .unwrap_or_default()
         };
         tracing::info!(%call_id, from = %names(old_node), to = %names(new_node), ms = now.saturating_duration_since(m.started).as_millis() as u64, "call re-anchored");
+    }
+
+    /// Sends `request` (a party's SDP from its answer to the move) to the call's new relay
+    /// `node`; the relay's rewrite goes to `follow_up` as a follow-up offer, if any (else
+    /// nobody waits for the reply).
+    fn send_moved_sdp(
+        &mut self,
+        node: NodeId,
+        request: &media::MediaRequest,
+        call_id: &str,
+        follow_up: Option<Party>,
+        now: Instant,
+    ) {
+        let wait = match follow_up {
+            Some(party) => MediaWait::FollowUp {
+                call_id: call_id.to_string(),
+                party,
+            },
+            None => MediaWait::Delete,
+        };
+        if let Some(id) = self.relays.send(node, request, now) {
+            self.media_waits.insert((node, id), wait);
+        }
     }
 
     /// Ends a call the proxy can no longer carry: BYE to both parties, relay sessions deleted.
