@@ -80,12 +80,23 @@ while True:
   echo "RTPProxy did not start on udp:127.0.0.1:$control:"; tail -20 "$log"; return 1
 }
 
-# The management API of the proxy at 127.0.0.1:$API: GET a path.
-json() { curl -sf "http://127.0.0.1:$API$1"; }
+# The management API of the proxy at ${API_HOST:-127.0.0.1}:$API: GET a path. With API_NS set,
+# curl runs in that network namespace (a proxy on a LAN of namespaces, bench/ha.sh).
+json() {
+  ${API_NS:+ip netns exec "$API_NS"} curl -sf "http://${API_HOST:-127.0.0.1}:$API$1"
+}
 
 # Calls anchored on every relay, as the proxy counts them.
 anchored_calls() {
   json /v1/relays | python3 -c 'import json,sys; print(sum(r["calls"] for r in json.load(sys.stdin)["relays"]))'
+}
+
+# The relay holding more calls, as the proxy counts them: "name calls".
+busiest() {
+  json /v1/relays | python3 -c '
+import json,sys
+r=max(json.load(sys.stdin)["relays"], key=lambda r: r["calls"])
+print(r["name"], r["calls"])'
 }
 
 # Waits until re-anchoring job $1 has finished; prints its JSON.
@@ -117,4 +128,69 @@ print("   re-INVITE to media:        ", q("reinvite_to_media_ms"))
 print("   packets:", r["packets"])
 print("   callgen's own max send lateness: %s ms" % r["max_send_late_ms"])
 PY
+}
+
+# Exits naming the first missing tool: require_tools TOOL[:DEBIAN-PACKAGE] ...
+require_tools() {
+  local t tool pkg
+  for t in "$@"; do
+    tool=${t%%:*}; pkg=${t#*:}
+    command -v "$tool" >/dev/null && continue
+    if [ "$pkg" != "$t" ]; then
+      echo "missing tool: $tool (Debian package $pkg)"
+    else
+      echo "missing tool: $tool"
+    fi
+    exit 1
+  done
+}
+
+# A LAN of network namespaces, as crates/testkit/src/lan.rs builds for the tests: one namespace
+# holds only a bridge; each host is a namespace joined to it by a veth pair made in the bridge's
+# namespace with its host end (eth0) moved straight into the host's, so nothing appears on the
+# machine's own links. Host i (from 1, in the order named) gets 10.88.0.(10+i)/24, lo up and
+# net.ipv4.ip_nonlocal_bind=1 (a proxy binds a virtual IP it does not hold yet).
+#   lan_create PREFIX HOST...   namespaces PREFIX-br and PREFIX-HOST (PREFIX unique: pid)
+#   lan_ns HOST / lan_addr HOST the namespace and address of a host
+#   lan_delete                  deletes every namespace lan_create made
+LAN_PREFIX=
+LAN_HOSTS=()
+LAN_NETNS=()
+lan_create() {
+  LAN_PREFIX=$1; shift
+  local br="$LAN_PREFIX-br" i=0 host ns
+  ip netns add "$br"; LAN_NETNS+=("$br")
+  ip -n "$br" link set lo up
+  ip -n "$br" link add br0 type bridge
+  ip -n "$br" link set br0 up
+  for host in "$@"; do
+    i=$((i + 1)); ns="$LAN_PREFIX-$host"
+    ip netns add "$ns"; LAN_NETNS+=("$ns"); LAN_HOSTS+=("$host")
+    ip -n "$br" link add "h$i" type veth peer name eth0 netns "$ns"
+    ip -n "$br" link set "h$i" master br0
+    ip -n "$br" link set "h$i" up
+    ip -n "$ns" addr add "10.88.0.$((10 + i))/24" dev eth0
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_nonlocal_bind=1
+  done
+}
+lan_ns() { echo "$LAN_PREFIX-$1"; }
+lan_addr() {
+  local i
+  for i in "${!LAN_HOSTS[@]}"; do
+    [ "${LAN_HOSTS[$i]}" = "$1" ] && { echo "10.88.0.$((11 + i))"; return; }
+  done
+  echo "no host $1 on the LAN" >&2; return 1
+}
+lan_delete() {
+  local ns
+  for ns in "${LAN_NETNS[@]:-}"; do
+    [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null || true
+  done
+  LAN_NETNS=(); LAN_HOSTS=()
+}
+# Whether host $1's eth0 has address $2 now (ip -n NS -o addr).
+lan_holds() {
+  ip -n "$(lan_ns "$1")" -o -4 addr show dev eth0 | grep -q "inet $2/"
 }

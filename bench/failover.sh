@@ -95,13 +95,6 @@ start_calls() { # phase
   echo; echo "   not every call was set up in time (see $OUT/$1-callgen.log)"
 }
 
-# The relay holding more calls: "name pid".
-busiest() {
-  json /v1/relays | python3 -c '
-import json,sys
-r=max(json.load(sys.stdin)["relays"], key=lambda r: r["calls"])
-print(r["name"], r["calls"])'
-}
 
 
 
