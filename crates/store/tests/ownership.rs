@@ -219,3 +219,31 @@ async fn a_drained_relay_is_drained_for_every_node_until_undrained() {
     memory.set_drained("x", true).await.unwrap();
     assert_eq!(memory.drained().await.unwrap(), ["x"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_when_redis_forgot_the_scripts() {
+    let server = RedisServer::start(None);
+    let a = open(&server, "node-a").await;
+    a.put(sample::call("s1", "node-a"));
+    a.flush().await.unwrap();
+    // A Redis that lost its script cache (restarted, failed over, SCRIPT FLUSH): the write
+    // that meets NOSCRIPT is retried with the script's text, and the scripts are loaded again.
+    let mut c = support::redis_server::connection(&server);
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut c).unwrap();
+    let mut changed = sample::call("s1", "node-a");
+    changed.updated_unix_ms += 7;
+    a.put(changed.clone());
+    a.put(sample::call("s2", "node-a"));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if a.flush().await.is_ok() && a.load("s2").await.ok().flatten().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("written within 5 s");
+    assert_eq!(a.load("s1").await.unwrap(), Some(changed));
+    assert!(a.status().up, "{:?}", a.status());
+}

@@ -255,6 +255,11 @@ impl Calls {
         changed
     }
 
+    /// Whether a changed call's record must not wait the whole write delay.
+    pub(in crate::node) fn has_urgent(&self) -> bool {
+        !self.urgent.is_empty()
+    }
+
     /// The changed calls whose record must go out now (see `urgent`), each once.
     pub(in crate::node) fn drain_urgent(&mut self) -> Vec<CallId> {
         let mut urgent = std::mem::take(&mut self.urgent);
@@ -264,12 +269,15 @@ impl Calls {
     }
 
     /// Forgets that `call_id` changed (its record is what the store has).
-    pub(in crate::node) fn take_changed(&mut self, call_id: &str) {
+    /// Whether it had changed.
+    pub(in crate::node) fn take_changed(&mut self, call_id: &str) -> bool {
+        let before = self.changed.len();
         self.changed.retain(|id| id.as_str() != call_id);
         self.urgent.retain(|id| id.as_str() != call_id);
         if let Some(call) = self.slab.get_by_mut(call_id) {
             call.changed = false;
         }
+        self.changed.len() < before
     }
 
     /// Forgets every change.

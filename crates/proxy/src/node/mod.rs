@@ -61,6 +61,7 @@ pub use loading::{MAX_PARKED, MAX_PARKED_PER_CALL, MAX_UNKNOWN, UNKNOWN_FOR};
 pub use moves::ReanchorMetrics;
 pub use record::{
     CallRecord, DialogRecord, ImportError, InviteBranch, MediaRecord, MoveRecord, OpenInvite,
+    URGENT_DELAY,
 };
 
 use std::collections::{HashMap, VecDeque};
@@ -146,6 +147,8 @@ pub struct Proxy {
     parking: loading::Parking,
     /// The record-delay timer set, if any (one at a time).
     record_flush: Option<Instant>,
+    /// The urgent-records timer set, if any (one at a time).
+    urgent_flush: Option<Instant>,
 }
 
 /// xorshift64*: a small deterministic generator for weighted choice (seeded by the caller).
@@ -221,6 +224,7 @@ impl Proxy {
             records_out: VecDeque::new(),
             parking: loading::Parking::default(),
             record_flush: None,
+            urgent_flush: None,
         }
     }
 
@@ -438,6 +442,7 @@ impl Proxy {
                 TimerRef::WaitingRetry => self.on_waiting_retry(now),
                 TimerRef::Parking => self.on_parking_timeout(now),
                 TimerRef::RecordFlush => self.on_record_flush(),
+                TimerRef::UrgentFlush => self.on_urgent_flush(),
                 TimerRef::InviteBranches(key) => {
                     if let Some(call_id) = self.calls.id_of(key).cloned() {
                         if !self.calls.has_open_offer(call_id.as_str()) {

@@ -22,6 +22,10 @@ use crate::node::timers::TimerRef;
 use crate::node::Proxy;
 use crate::reanchor::Party;
 
+/// How long the record of a call that came up or ended waits at most, whatever the write
+/// delay: what a node dying after it could lose of such a call.
+pub const URGENT_DELAY: Duration = Duration::from_millis(10);
+
 /// One call, exportable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRecord {
@@ -306,11 +310,13 @@ impl Proxy {
         }
         let delay = self.config.record_delay;
         if !delay.is_zero() {
-            // A call that came up or ended does not wait: a node taking over must know it.
-            for call_id in self.calls.drain_urgent() {
-                self.calls.take_changed(call_id.as_str());
-                let output = self.record_output(call_id.as_str());
-                self.records_out.push_back(output);
+            // A call that came up or ended does not wait the whole delay: a node taking over
+            // must know it. It waits URGENT_DELAY, so the rest of the same exchange (the
+            // relay's answer that a 200 waits for) is in the same record.
+            if self.urgent_flush.is_none() && self.calls.has_urgent() {
+                let at = now + delay.min(URGENT_DELAY);
+                self.urgent_flush = Some(at);
+                self.timers.push(at, TimerRef::UrgentFlush);
             }
             if self.record_flush.is_none() && self.calls.has_changed() {
                 let at = now + delay;
@@ -336,6 +342,21 @@ impl Proxy {
             self.calls.changed_count()
         } else {
             0
+        }
+    }
+
+    /// The urgent timer fired: the records of the calls that came up or ended go out (those
+    /// the record-delay timer has not written meanwhile); the other changed calls wait on.
+    pub(in crate::node) fn on_urgent_flush(&mut self) {
+        self.urgent_flush = None;
+        if !self.records {
+            return;
+        }
+        for call_id in self.calls.drain_urgent() {
+            if self.calls.take_changed(call_id.as_str()) {
+                let output = self.record_output(call_id.as_str());
+                self.records_out.push_back(output);
+            }
         }
     }
 

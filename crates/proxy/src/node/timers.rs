@@ -32,6 +32,9 @@ pub(super) enum TimerRef {
     Parking,
     /// The changed calls' records go out (`record_delay`).
     RecordFlush,
+    /// The records of calls that came up or ended go out (shortly: what else the same
+    /// exchange changes — the relay's answer after a 200 — joins them).
+    UrgentFlush,
     /// The branches of an imported call's initial INVITE are kept no longer.
     InviteBranches(super::calls::CallKey),
 }

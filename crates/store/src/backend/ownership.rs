@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::redis::{eval, record_of, RedisBackend};
+use super::redis::{record_of, RedisBackend};
 use crate::error::StoreError;
 use crate::record::CallRecord;
 
@@ -128,7 +128,7 @@ impl RedisBackend {
     /// The claim script for one call; `leave_mine`: a call this start owns already is left
     /// (answered with an empty hash).
     fn claim_cmd(&self, call_id: &str, from_prefix: &str, leave_mine: bool) -> redis::Cmd {
-        eval(super::ownership::CLAIM_LUA, &self.call_key(call_id))
+        self.script(CLAIM_LUA, &[&self.call_key(call_id)])
             .arg(self.token())
             .arg(from_prefix)
             .arg(self.ttl_ms)

@@ -86,6 +86,12 @@ pub(crate) struct RedisBackend {
     marker: String,
     pub(super) ttl_ms: u64,
     timeout: Duration,
+    /// The SHA1 of each script, for EVALSHA.
+    shas: [(&'static str, String); 4],
+    /// Whether the server has the scripts (`SCRIPT LOAD`): writes then send their hash
+    /// (EVALSHA), not their text. Cleared by a NOSCRIPT answer (a restarted or failed-over
+    /// Redis); the next heartbeat loads them again, and EVAL serves meanwhile.
+    scripts_loaded: bool,
 }
 
 impl RedisBackend {
@@ -107,6 +113,14 @@ impl RedisBackend {
             marker,
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             timeout: target.timeout,
+            shas: [
+                PUT_LUA,
+                DELETE_LUA,
+                RESERVE_LUA,
+                super::ownership::CLAIM_LUA,
+            ]
+            .map(|code| (code, redis::Script::new(code).get_hash().to_string())),
+            scripts_loaded: false,
         })
     }
 
@@ -148,6 +162,9 @@ impl RedisBackend {
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
+                if error.code() == Some("NOSCRIPT") || error.to_string().contains("NOSCRIPT") {
+                    self.scripts_loaded = false;
+                }
                 self.link.after_error(&error);
                 Err(self.redactor.error(error))
             }
@@ -234,7 +251,9 @@ impl RedisBackend {
             let last = pipes.len() - 1;
             match write.op {
                 Op::Put(record) => {
-                    let put = eval2(PUT_LUA, &key, &self.gone_key(write.call_id))
+                    let gone = self.gone_key(write.call_id);
+                    let put = self
+                        .script(PUT_LUA, &[&key, &gone])
                         .arg(&token)
                         .arg(record.encode())
                         .arg(self.ttl_ms)
@@ -254,7 +273,9 @@ impl RedisBackend {
                     }
                 }
                 Op::Delete => {
-                    let delete = eval2(DELETE_LUA, &key, &self.gone_key(write.call_id))
+                    let gone = self.gone_key(write.call_id);
+                    let delete = self
+                        .script(DELETE_LUA, &[&key, &gone])
                         .arg(&token)
                         .arg(TOMBSTONE_MS)
                         .clone();
@@ -284,7 +305,8 @@ impl RedisBackend {
 
     /// Raises the call's reservations; false when another node owns the call (fenced).
     pub async fn reserve(&mut self, call_id: &str, upto: CseqReserved) -> Result<bool, StoreError> {
-        let reserve = eval(RESERVE_LUA, &self.call_key(call_id))
+        let reserve = self
+            .script(RESERVE_LUA, &[&self.call_key(call_id)])
             .arg(upto.to_callee)
             .arg(upto.to_caller)
             .arg(self.ttl_ms)
@@ -346,20 +368,55 @@ impl RedisBackend {
         let found: Option<String> = self
             .query(redis::cmd("GET").arg(self.marker_key()).clone())
             .await?;
-        if found.is_some() {
-            return Ok(true);
+        if found.is_none() {
+            self.set_marker().await?;
         }
-        self.set_marker().await?;
-        Ok(false)
+        if !self.scripts_loaded {
+            self.load_scripts().await?;
+        }
+        Ok(found.is_some())
     }
 
-    /// Sets this node's marker (at start: what Redis holds now is the baseline).
+    /// Loads the scripts into the server, so writes can name them by hash. Over a Redis
+    /// Cluster they stay sent in full (EVAL): every primary would need them.
+    async fn load_scripts(&mut self) -> Result<(), StoreError> {
+        if self.link.is_cluster() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (code, _) in &self.shas {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(*code).ignore();
+        }
+        self.query_pipe::<()>(pipe).await?;
+        self.scripts_loaded = true;
+        Ok(())
+    }
+
+    /// The script `code` with its keys, for the caller to add its arguments: by hash once the
+    /// server has the scripts, else in full.
+    pub(super) fn script(&self, code: &'static str, keys: &[&str]) -> redis::Cmd {
+        let sha = self
+            .shas
+            .iter()
+            .find(|(c, _)| std::ptr::eq(*c, code))
+            .map(|(_, sha)| sha.as_str());
+        let mut cmd = match sha {
+            Some(sha) if self.scripts_loaded => redis::cmd("EVALSHA").arg(sha).clone(),
+            _ => redis::cmd("EVAL").arg(code).clone(),
+        };
+        cmd.arg(keys.len()).arg(keys);
+        cmd
+    }
+
+    /// Sets this node's marker (at start: what Redis holds now is the baseline) and loads
+    /// the scripts.
     pub async fn set_marker(&mut self) -> Result<(), StoreError> {
         let set = redis::cmd("SET")
             .arg(self.marker_key())
             .arg(&self.marker)
             .clone();
-        self.query::<()>(set).await
+        self.query::<()>(set).await?;
+        self.load_scripts().await
     }
 }
 
@@ -372,22 +429,6 @@ fn is_refused_credentials(error: &RedisError, detail: &str) -> bool {
     matches!(error.kind(), redis::ErrorKind::AuthenticationFailed)
         || matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
         || REFUSALS.iter().any(|word| detail.contains(word))
-}
-
-/// `EVAL code 1 key`, for the caller to add the script's arguments. EVAL (not EVALSHA) so a
-/// Redis that restarted or failed over needs no reloading: it caches the script by its hash.
-pub(super) fn eval(code: &str, key: &str) -> redis::Cmd {
-    redis::cmd("EVAL").arg(code).arg(1).arg(key).clone()
-}
-
-/// `EVAL code 2 key1 key2` (two keys of one hash slot).
-fn eval2(code: &str, key1: &str, key2: &str) -> redis::Cmd {
-    redis::cmd("EVAL")
-        .arg(code)
-        .arg(2)
-        .arg(key1)
-        .arg(key2)
-        .clone()
 }
 
 pub(super) fn hgetall(key: String) -> redis::Cmd {
