@@ -95,6 +95,7 @@ impl Store {
             node,
             new_marker(),
             Duration::from_secs(config.record_ttl_s),
+            config.mode != anchorage_config::ClusterMode::Single,
         )?;
         let started = match redis.connect().await {
             Ok(()) => redis.set_marker().await,

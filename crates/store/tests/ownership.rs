@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use anchorage_config::{ClusterConfig, StoreSpec};
+use anchorage_config::{ClusterConfig, ClusterMode, StoreSpec};
 use anchorage_store::{CseqReserved, Store, StoreError};
 use support::redis_server::RedisServer;
 use support::sample;
@@ -19,6 +19,9 @@ async fn open(server: &RedisServer, node: &str) -> Store {
         retry_ms: 50,
         heartbeat_ms: 50,
         lease_ms: 300,
+        // Several nodes: writes are fenced.
+        mode: ClusterMode::Vip,
+        vip: Some("10.0.0.100".parse().unwrap()),
         ..ClusterConfig::default()
     };
     Store::open(&config, node).await.expect("the store opens")
@@ -147,6 +150,12 @@ async fn a_fenced_node_cannot_bring_back_a_call_the_new_owner_ended() {
     b.delete("ended");
     b.flush().await.unwrap();
     assert_eq!(b.status().write_errors, 0);
+    // What is left is a tombstone with the owner's token, for a minute at most.
+    let mut c = support::redis_server::connection(&server);
+    let token: String = redis::Commands::get(&mut c, "anc:gone:{ended}").unwrap();
+    assert!(token.starts_with("node-b/"), "{token}");
+    let ttl: i64 = redis::Commands::pttl(&mut c, "anc:gone:{ended}").unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
     a.put(sample::call("ended", "node-a"));
     a.flush().await.unwrap();
     assert_eq!(a.take_fenced(), vec!["ended".to_string()]);

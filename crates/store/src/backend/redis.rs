@@ -88,6 +88,10 @@ pub(crate) struct RedisBackend {
     timeout: Duration,
     /// The SHA1 of each script, for EVALSHA.
     shas: [(&'static str, String); 4],
+    /// Whether writes are fenced (checked against the owner's token by a script): with several
+    /// nodes (`cluster.mode` other than `single`). One node writes plainly — a restart of it is
+    /// the only other writer, and it claims before it writes.
+    fencing: bool,
     /// Whether the server has the scripts (`SCRIPT LOAD`): writes then send their hash
     /// (EVALSHA), not their text. Cleared by a NOSCRIPT answer (a restarted or failed-over
     /// Redis); the next heartbeat loads them again, and EVAL serves meanwhile.
@@ -102,6 +106,7 @@ impl RedisBackend {
         node: &str,
         marker: String,
         ttl: Duration,
+        fencing: bool,
     ) -> Result<RedisBackend, StoreError> {
         let redactor = Redactor::new(target);
         let link = Link::new(target).map_err(|e| redactor.error(e))?;
@@ -120,6 +125,7 @@ impl RedisBackend {
                 super::ownership::CLAIM_LUA,
             ]
             .map(|code| (code, redis::Script::new(code).get_hash().to_string())),
+            fencing,
             scripts_loaded: false,
         })
     }
@@ -234,6 +240,28 @@ impl RedisBackend {
         .await
     }
 
+    /// The index changes of a put: the call in its owner's index (and out of its old owner's),
+    /// each in a pipeline of its own over a Redis Cluster.
+    fn index_put(&self, pipes: &mut Vec<redis::Pipeline>, write: &Write<'_>) {
+        let split = self.link.is_cluster();
+        let next = |pipes: &mut Vec<redis::Pipeline>| {
+            if split && !pipes.last().is_some_and(|p| p.is_empty()) {
+                pipes.push(redis::pipe());
+            }
+            pipes.len() - 1
+        };
+        let last = next(pipes);
+        pipes[last]
+            .sadd(self.owner_key(write.owner), write.call_id)
+            .ignore();
+        if let Some(old) = write.old_owner {
+            let last = next(pipes);
+            pipes[last]
+                .srem(self.owner_key(old), write.call_id)
+                .ignore();
+        }
+    }
+
     /// The pipelines that write `batch`: one, or over a Redis Cluster one per key. Each write's
     /// script is the one command of its pipeline whose answer is kept (1 written, 0 fenced).
     fn write_pipes(&self, batch: &[Write<'_>]) -> Vec<redis::Pipeline> {
@@ -250,6 +278,25 @@ impl RedisBackend {
             next(&mut pipes);
             let last = pipes.len() - 1;
             match write.op {
+                Op::Put(record) if !self.fencing => {
+                    pipes[last]
+                        .hset_multiple(
+                            &key,
+                            &[("rec", record.encode()), ("own", token.as_bytes().to_vec())],
+                        )
+                        .ignore()
+                        .pexpire(&key, self.ttl_ms as i64)
+                        .ignore();
+                    self.index_put(&mut pipes, write);
+                }
+                Op::Delete if !self.fencing => {
+                    pipes[last].del(&key).ignore();
+                    next(&mut pipes);
+                    let last = pipes.len() - 1;
+                    pipes[last]
+                        .srem(self.owner_key(write.owner), write.call_id)
+                        .ignore();
+                }
                 Op::Put(record) => {
                     let gone = self.gone_key(write.call_id);
                     let put = self
@@ -259,18 +306,7 @@ impl RedisBackend {
                         .arg(self.ttl_ms)
                         .clone();
                     pipes[last].add_command(put);
-                    next(&mut pipes);
-                    let last = pipes.len() - 1;
-                    pipes[last]
-                        .sadd(self.owner_key(write.owner), write.call_id)
-                        .ignore();
-                    if let Some(old) = write.old_owner {
-                        next(&mut pipes);
-                        let last = pipes.len() - 1;
-                        pipes[last]
-                            .srem(self.owner_key(old), write.call_id)
-                            .ignore();
-                    }
+                    self.index_put(&mut pipes, write);
                 }
                 Op::Delete => {
                     let gone = self.gone_key(write.call_id);
@@ -295,6 +331,10 @@ impl RedisBackend {
     /// call now, and the write was refused).
     pub async fn write(&mut self, batch: &[Write<'_>]) -> Result<Vec<bool>, StoreError> {
         let pipes = self.write_pipes(batch);
+        if !self.fencing {
+            self.query_pipes::<()>(pipes).await?;
+            return Ok(vec![true; batch.len()]);
+        }
         let answers: Vec<Vec<i64>> = self.query_pipes(pipes).await?;
         Ok(answers
             .into_iter()
