@@ -24,7 +24,7 @@ use crate::reanchor::Party;
 
 /// How long the record of a call that came up or ended waits at most, whatever the write
 /// delay: what a node dying after it could lose of such a call.
-pub const URGENT_DELAY: Duration = Duration::from_millis(10);
+pub const URGENT_DELAY: Duration = Duration::from_millis(30);
 
 /// One call, exportable.
 #[derive(Debug, Clone, PartialEq, Eq)]
