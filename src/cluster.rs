@@ -37,6 +37,8 @@ pub struct ClusterState {
     active_since_ms: AtomicU64,
     takeovers: AtomicU64,
     released: AtomicU64,
+    /// A takeover's claims are on their way (from getting the VIP to the drained relays).
+    takeover: AtomicBool,
 }
 
 impl ClusterState {
@@ -51,6 +53,7 @@ impl ClusterState {
             active_since_ms: AtomicU64::new(if single { unix_ms() } else { 0 }),
             takeovers: AtomicU64::new(0),
             released: AtomicU64::new(0),
+            takeover: AtomicBool::new(false),
         }
     }
 
@@ -80,8 +83,19 @@ impl ClusterState {
         self.released.fetch_add(calls as u64, Ordering::Relaxed);
     }
 
+    /// Whether a takeover's claims are still on their way to the event loop.
+    pub fn takeover_running(&self) -> bool {
+        self.takeover.load(Ordering::Relaxed)
+    }
+
+    /// The takeover's last batch has been taken.
+    pub fn takeover_done(&self) {
+        self.takeover.store(false, Ordering::Relaxed);
+    }
+
     fn set_active(&self, active: bool) {
         self.active.store(active, Ordering::Relaxed);
+        self.takeover.store(active, Ordering::Relaxed);
         if active {
             self.active_since_ms.store(unix_ms(), Ordering::Relaxed);
             self.takeovers.fetch_add(1, Ordering::Relaxed);

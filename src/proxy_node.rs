@@ -158,6 +158,8 @@ pub async fn run(
     // What the store gives a node taking over: calls (one batch per node), then the relays
     // drained cluster-wide.
     let (claimed_tx, mut claimed) = mpsc::unbounded_channel::<Takeover>();
+    // Calls ended while a takeover's batches are on their way.
+    let mut ended_in_takeover: std::collections::HashSet<String> = Default::default();
     let resolver =
         std::sync::Arc::new(crate::resolve::resolver(&p.dns.servers).context("setting up DNS")?);
     let (resolved_tx, mut resolved) = mpsc::unbounded_channel();
@@ -204,9 +206,20 @@ pub async fn run(
                 // that has it now claims those calls in its turn.
                 _ if !cluster.is_active() => {}
                 Takeover::Calls(records) => {
+                    // A call that ended here since the takeover began (its message brought
+                    // it here first) is not brought back by the batch's older record.
+                    let records = records
+                        .into_iter()
+                        .filter(|r| !ended_in_takeover.contains(&r.call_id))
+                        .collect();
                     import_records(&mut proxy, records);
                 }
-                Takeover::Drained(relays) => drain_again(&mut proxy, &relays),
+                Takeover::Drained(relays) => {
+                    drain_again(&mut proxy, &relays);
+                    // The last message of a takeover.
+                    cluster.takeover_done();
+                    ended_in_takeover.clear();
+                }
             },
             () = store.fenced() => {
                 let calls = store.take_fenced();
@@ -286,7 +299,13 @@ pub async fn run(
                         }
                     }
                 }
-                Output::CallEnded(call_id) => store.delete(&call_id),
+                Output::CallEnded(call_id) => {
+                    if cluster.takeover_running() && ended_in_takeover.len() < MAX_ENDED_IN_TAKEOVER
+                    {
+                        ended_in_takeover.insert(call_id.clone());
+                    }
+                    store.delete(&call_id)
+                }
                 Output::SaveDurable(record) => {
                     let call_id = record.call_id.clone();
                     match crate::call_records::to_store(&record, &node_id, unix_ms()) {
@@ -416,6 +435,10 @@ fn import_records(proxy: &mut Proxy, records: Vec<StoreRecord>) -> (usize, usize
     }
     (loaded, refused)
 }
+
+/// Most calls remembered as ended during one takeover (a bound; past it, an ended call's older
+/// record may come back as a dialog that ends at its maximum age).
+const MAX_ENDED_IN_TAKEOVER: usize = 100_000;
 
 /// How long a takeover waits before it asks a store that failed again.
 const CLAIM_RETRY: Duration = Duration::from_millis(500);
