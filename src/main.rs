@@ -17,6 +17,7 @@ mod relay_node;
 mod resolve;
 mod security;
 mod store_view;
+mod takeover;
 mod up;
 
 /// Command line of the `anchorage` binary.
