@@ -49,6 +49,8 @@ pub fn to_store(
                 started_unix_ms: now_unix_ms,
                 sdp_for_caller: sdp(&m.sdp_for[0], "the caller's SDP of a move")?,
                 sdp_for_callee: sdp(&m.sdp_for[1], "the callee's SDP of a move")?,
+                sent_to_caller: m.sent[0],
+                sent_to_callee: m.sent[1],
             })
         })
         .transpose()?;
@@ -109,6 +111,7 @@ pub fn from_store(r: store::CallRecord, now: Instant) -> Result<CoreRecord, Conv
                 m.sdp_for_caller.map(Bytes::from),
                 m.sdp_for_callee.map(Bytes::from),
             ],
+            sent: [m.sent_to_caller, m.sent_to_callee],
         })
     });
     let open_invite = r
@@ -387,6 +390,7 @@ mod tests {
                 to: "r3".into(),
                 invites_out: true,
                 sdp_for: [Some(Bytes::from_static(b"v=0\r\n")), None],
+                sent: [true, false],
             }),
             open_invite: vec![InviteBranch {
                 branch: "z9hG4bK-anc-x".into(),

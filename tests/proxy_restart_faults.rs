@@ -36,6 +36,15 @@ fn kill_9_of_the_proxy_right_after_a_moves_re_invite_completes_the_move_on_one_r
     assert!(ng_list(old).contains(&call_id));
     platform.drain(from);
     let move_at_callee = nth_received(&parties.callee, "INVITE ", 2, Duration::from_secs(10));
+    // The record says both re-INVITEs went out (written at once after them).
+    eventually(
+        Duration::from_secs(2),
+        "the move's re-INVITEs marked sent in the store",
+        || {
+            let (record, _, _) = platform.stored(&call_id);
+            record["moving"]["sent_to_caller"] == true && record["moving"]["sent_to_callee"] == true
+        },
+    );
     // The proxy dies before the callee's 200 (it has both re-INVITEs out and a session on
     // each relay).
     platform.kill_proxy();

@@ -364,6 +364,9 @@ pub enum Trigger {
     Rebalance,
     /// A relay node became available to calls that were waiting for one.
     RelayAvailable,
+    /// A move whose re-INVITEs a node that died (or restarted) had sent, or was about to:
+    /// finished by the node that took its calls over.
+    Takeover,
 }
 
 impl Trigger {
@@ -375,6 +378,7 @@ impl Trigger {
             Trigger::Drain => "drain",
             Trigger::Rebalance => "rebalance",
             Trigger::RelayAvailable => "relay_available",
+            Trigger::Takeover => "takeover",
         }
     }
 }

@@ -62,12 +62,12 @@ fn a_response_to_a_dead_nodes_reinvite_waits_for_the_call_then_is_acked_and_numb
     // Its retransmission waits with it, without a second lookup.
     ok_to(&mut q, &to_callee, None, ANSWER_SDP, now);
     assert_eq!(loads_and_sip(&mut q), (vec![], vec![]));
-    // The record arrives: the call is r2's (its re-INVITEs were out), r1's session goes, and
-    // both 2xx are ACKed with the re-INVITE's CSeq.
+    // The record arrives: the move is taken over (its re-INVITEs were out; it ends on r2 once
+    // the caller answers too), and both 2xx are ACKed with the re-INVITE's CSeq.
     let later = now + Duration::from_millis(20);
     q.handle_loaded("c1", Some(record), later);
     assert_eq!(q.parked_messages(), 0);
-    assert_eq!(q.anchored_call("c1").map(|c| c.node), Some("r2".into()));
+    assert_eq!(q.anchored_call("c1").map(|c| c.node), Some("r1".into()));
     let (loads, sip) = loads_and_sip(&mut q);
     assert!(loads.is_empty());
     let acks: Vec<String> = sip

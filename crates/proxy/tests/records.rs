@@ -285,48 +285,145 @@ fn a_record_naming_an_unknown_relay_is_refused_with_the_reason() {
     assert!(q.export_call("c1").is_none(), "nothing half taken");
 }
 
+/// The re-INVITEs the core sends, each with its destination port.
+fn reinvites(out: &[anchorage_proxy::node::Transmit]) -> Vec<(u16, String)> {
+    out.iter()
+        .filter(|t| t.data.starts_with(b"INVITE "))
+        .map(|t| (t.destination.port(), text(t)))
+        .collect()
+}
+
+fn cseq_number(message: &str) -> u32 {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix("CSeq: "))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
-fn a_node_that_died_right_after_a_moves_re_invites_completes_the_move_from_the_record() {
+fn a_node_that_died_right_after_a_moves_re_invites_finishes_the_move_from_the_record() {
     let now = epoch();
     let (record, to_callee) = died_after_reinvites();
     assert!(text(&to_callee).contains("CSeq: 2 INVITE"));
-    // The node dies here. Its successor takes the saved record: the parties may already use
-    // r2, so the move is completed there and r1's session deleted.
+    // The node dies here, before the mark that its re-INVITEs went out was written. Its
+    // successor takes the saved record and waits for the parties' answers: both sessions
+    // stay until the move is over.
     let mut q = proxy(TWO_RELAYS);
     q.import_call(record, now).unwrap();
     assert_eq!(
         q.anchored_call("c1").map(|c| c.node),
-        Some("r2".to_string())
+        Some("r1".to_string())
     );
-    let sent = ng_requests(&mut q);
-    assert!(
-        sent.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
-        "{sent:?}"
-    );
-    assert!(
-        !sent.iter().any(|(port, _)| *port == 2224),
-        "r2 keeps the call"
-    );
-    // The callee's 2xx to the dead node's re-INVITE is ACKed by the successor.
+    assert_eq!(ng_requests(&mut q), vec![], "no session deleted yet");
+    // The callee had its re-INVITE: its 2xx is ACKed by the successor.
     ok_to(&mut q, &to_callee, None, ANSWER_SDP, now);
-    let acks: Vec<String> = drain(&mut q)
+    let out = drain(&mut q);
+    let acks: Vec<String> = out
         .iter()
         .filter(|t| t.data.starts_with(b"ACK "))
         .map(text)
         .collect();
     assert_eq!(acks.len(), 1, "{acks:?}");
     assert!(acks[0].contains("CSeq: 2 ACK"), "{}", acks[0]);
+    assert_eq!(reinvites(&out), vec![]);
+    // The caller never answers: it may never have had its re-INVITE. After the wait, the
+    // successor sends it the move's SDP itself, numbered above the dead node's reservation;
+    // the callee gets nothing more.
+    let later = now + Duration::from_millis(1_000);
+    q.handle_timeout(later);
+    let out = drain(&mut q);
+    let sent = reinvites(&out);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (port, to_caller) = &sent[0];
+    assert_eq!(*port, 5070, "to the caller: {to_caller}");
+    assert!(to_caller.contains("m=audio 40000"), "r2's SDP: {to_caller}");
+    assert!(cseq_number(to_caller) > 17, "{to_caller}");
+    assert_eq!(
+        q.anchored_call("c1").map(|c| c.node),
+        Some("r1".to_string())
+    );
+    // Its 2xx ends the move on r2, and r1's session goes.
+    let to_caller = out
+        .iter()
+        .find(|t| t.data.starts_with(b"INVITE "))
+        .cloned()
+        .unwrap();
+    ok_to(&mut q, &to_caller, None, OFFER_SDP, later);
+    assert_eq!(
+        q.anchored_call("c1").map(|c| c.node),
+        Some("r2".to_string())
+    );
+    let ng = ng_requests(&mut q);
+    assert!(
+        ng.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
+        "{ng:?}"
+    );
+    assert!(
+        !ng.iter().any(|(port, r)| *port == 2224 && is_delete(r)),
+        "r2 keeps the call"
+    );
     // Its own numbers resume above what was reserved: the caller's next request (CSeq 2)
     // reaches the callee above the reservation, never at a number the dead node may have used.
     let info = caller_in_dialog(Method::Info, 2, "z9hG4bK-info");
-    let out = forwarded(&mut q, &info, "127.0.0.1:5070", now);
-    let cseq: u32 = text(&out)
-        .lines()
-        .find_map(|l| l.strip_prefix("CSeq: "))
-        .and_then(|v| v.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
-    assert!(cseq > 2 + 16, "CSeq {cseq}");
+    let out = forwarded(&mut q, &info, "127.0.0.1:5070", later);
+    assert!(cseq_number(&text(&out)) > 2 + 16, "{}", text(&out));
+}
+
+#[test]
+fn a_successor_that_knows_both_re_invites_went_out_completes_the_move_and_sends_none() {
+    let now = epoch();
+    let mut p = call_on_r1(now);
+    p.enable_call_records();
+    ng_requests(&mut p);
+    move_c1_to_r2(&mut p, now);
+    saved_then_reinvites(&mut p, now);
+    let out = drain(&mut p);
+    let sent = reinvites(&out);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    // The mark that both went out is written at once, without the write delay.
+    let (changed, _) = outputs(&mut p);
+    let record = changed
+        .into_iter()
+        .last()
+        .expect("the record after the re-INVITEs");
+    let m = record.moving.clone().expect("the move");
+    assert_eq!(m.sent, [true, true], "{m:?}");
+    // The node dies. Its successor completes the move at once (a party may have answered the
+    // dead node, which ACKed it: nothing more would come), and sends no re-INVITE.
+    let mut q = proxy(TWO_RELAYS);
+    q.import_call(record, now).unwrap();
+    assert_eq!(
+        q.anchored_call("c1").map(|c| c.node),
+        Some("r2".to_string())
+    );
+    q.handle_timeout(now + Duration::from_secs(2));
+    assert_eq!(reinvites(&drain(&mut q)), vec![]);
+    // The parties' 2xx to the dead node's re-INVITEs are ACKed.
+    let later = now + Duration::from_secs(3);
+    for t in out.iter().filter(|t| t.data.starts_with(b"INVITE ")) {
+        let sdp = if t.destination.port() == 9 {
+            ANSWER_SDP
+        } else {
+            OFFER_SDP
+        };
+        ok_to(&mut q, t, None, sdp, later);
+    }
+    let acks = drain(&mut q)
+        .iter()
+        .filter(|t| t.data.starts_with(b"ACK "))
+        .count();
+    assert_eq!(acks, 2);
+    assert_eq!(
+        q.anchored_call("c1").map(|c| c.node),
+        Some("r2".to_string())
+    );
+    let ng = ng_requests(&mut q);
+    assert!(
+        ng.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
+        "{ng:?}"
+    );
 }
 
 /// With a write delay, a call's changes gather — but the moments another node taking over must

@@ -270,6 +270,12 @@ pub struct MoveRecord {
     pub sdp_for_caller: Option<String>,
     /// The new relay's SDP for the callee's re-INVITE.
     pub sdp_for_callee: Option<String>,
+    /// The caller's re-INVITE is known to have gone out (absent in older records: not known).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sent_to_caller: bool,
+    /// The callee's re-INVITE is known to have gone out (absent in older records: not known).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sent_to_callee: bool,
 }
 
 /// The stage of a move.

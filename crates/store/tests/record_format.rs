@@ -66,6 +66,23 @@ fn the_rtpproxy_fixture_reads_with_each_legs_letters_and_address() {
     );
 }
 
+/// A move whose re-INVITE to the callee is known to have gone out.
+fn sent_marks(mut record: CallRecord) -> CallRecord {
+    if let Some(m) = record.moving.as_mut() {
+        m.sent_to_callee = true;
+    }
+    record
+}
+
+#[test]
+fn a_moves_sent_marks_are_written_only_when_set() {
+    let plain = String::from_utf8(support::sample::full("c1", "n1").encode()).unwrap();
+    assert!(!plain.contains("sent_to_"), "{plain}");
+    let marked = String::from_utf8(sent_marks(support::sample::full("c1", "n1")).encode()).unwrap();
+    assert!(marked.contains(r#""sent_to_callee":true"#), "{marked}");
+    assert!(!marked.contains("sent_to_caller"), "{marked}");
+}
+
 #[test]
 fn records_round_trip() {
     let mut unfit = with_letters(support::sample::call("c4", "n4"));
@@ -78,6 +95,7 @@ fn records_round_trip() {
         CallRecord::new("c3", "n3", 5),
         with_letters(support::sample::full("c5", "n5")),
         unfit,
+        sent_marks(support::sample::full("c6", "n6")),
     ] {
         let bytes = record.encode();
         assert_eq!(CallRecord::decode(&bytes).unwrap(), record);

@@ -55,6 +55,10 @@ pub struct MoveRecord {
     pub invites_out: bool,
     /// The SDP each party's re-INVITE carries (caller, callee), once made.
     pub sdp_for: [Option<Bytes>; 2],
+    /// Whether each party's re-INVITE (caller, callee) is known to have gone out: a node
+    /// taking the move over waits for that party's answer; it sends the others' itself
+    /// unless their answer comes first.
+    pub sent: [bool; 2],
 }
 
 /// A dialog and when it was created.
@@ -162,6 +166,7 @@ impl Proxy {
                     m.sdp_for(Party::Caller).cloned(),
                     m.sdp_for(Party::Callee).cloned(),
                 ],
+                sent: m.legs_sent(),
             })
         });
         Some(CallRecord {
@@ -176,9 +181,10 @@ impl Proxy {
 
     /// Takes a call back from its record (at start, or when another node's call comes here):
     /// its dialogs, with their age on the wall clock and their own CSeq numbers above what was
-    /// reserved, and its media on the named node. A move that was in progress is completed if
-    /// its re-INVITEs may have gone out (the old session is deleted), else rolled back (the
-    /// session it was making is deleted).
+    /// reserved, and its media on the named node. A move that was in progress is taken over
+    /// if its re-INVITEs may have gone out (the parties' answers awaited, a re-INVITE not
+    /// known to have gone sent again; then committed or rolled back as any move), else
+    /// rolled back (the session it was making is deleted).
     pub fn import_call(&mut self, record: CallRecord, now: Instant) -> Result<(), ImportError> {
         let call_id = record.call_id.as_str();
         if self.calls.confirmed(call_id).is_some() || self.calls.media(call_id).is_some() {
@@ -224,6 +230,7 @@ impl Proxy {
             self.calls
                 .update_dialogs(call_id, |list| list.insert(dialog));
         }
+        let mut taken_over = None;
         if let Some(mut media) = media {
             let mut node = media.node;
             let moved_to = record
@@ -231,18 +238,45 @@ impl Proxy {
                 .as_ref()
                 .and_then(|m| Some((self.relays.by_name(&m.to)?, m)));
             match moved_to {
-                Some((new_node, m)) if new_node != node && m.invites_out => {
-                    tracing::info!(%call_id, relay = m.to.as_str(), "an imported call's re-INVITEs may have gone out: its move is completed");
-                    if let Some(sdp) = &m.sdp_for[0] {
-                        media.caller.record_sent(sdp);
-                    }
-                    if let Some(sdp) = &m.sdp_for[1] {
-                        media.callee.record_sent(sdp);
+                Some((new_node, m))
+                    if new_node != node && m.invites_out && !self.relays.is_up(new_node) =>
+                {
+                    // The parties may have the new relay, which is down here: the call is
+                    // on it, and waits for a relay like any call of a dead one.
+                    tracing::info!(%call_id, relay = m.to.as_str(), "an imported call's re-INVITEs may have gone out to a relay that is down here: the call waits on it");
+                    for (leg, sdp) in [&mut media.caller, &mut media.callee]
+                        .into_iter()
+                        .zip(&m.sdp_for)
+                    {
+                        if let Some(sdp) = sdp {
+                            leg.record_sent(sdp);
+                        }
                     }
                     self.relays.adopt(node, call_id, &media.caller_tag);
                     self.delete_or_orphan(node, call_id, now);
                     node = new_node;
                     media.node = new_node;
+                }
+                Some((new_node, m)) if new_node != node && m.invites_out => {
+                    if let [Some(for_caller), Some(for_callee)] = &m.sdp_for {
+                        if m.sent == [true, true] {
+                            tracing::info!(%call_id, relay = m.to.as_str(), "an imported call's re-INVITEs had gone out: its move is completed");
+                        } else {
+                            tracing::info!(%call_id, relay = m.to.as_str(), sent_to_caller = m.sent[0], sent_to_callee = m.sent[1], "an imported call's re-INVITEs may not all have gone out: its move is taken over, a party that does not answer gets its re-INVITE again");
+                        }
+                        let deadline =
+                            now + Duration::from_secs(self.config.reanchor.invite_timeout_s);
+                        taken_over = Some(crate::node::moves::CallMove::taken_over(
+                            node,
+                            new_node,
+                            [for_caller.clone(), for_callee.clone()],
+                            m.sent,
+                            now,
+                            deadline,
+                        ));
+                        // Either session may be the one to delete.
+                        self.relays.adopt(new_node, call_id, &media.caller_tag);
+                    }
                 }
                 Some((new_node, m)) if new_node != node => {
                     tracing::info!(%call_id, relay = m.to.as_str(), "an imported call was being moved: the session of the move is deleted");
@@ -255,7 +289,18 @@ impl Proxy {
             // An RTPProxy node's engine deletes only the sessions it knows of.
             self.relays.adopt(node, call_id, &media.caller_tag);
             self.calls.set_media(call_id, media);
-            if !self.relays.is_up(node) {
+            if let Some(m) = taken_over {
+                let (wakes, outcomes) = (m.wake_times(), m.outcomes());
+                self.calls.start_move(call_id, m);
+                match outcomes {
+                    Some(outcomes) => self.conclude_move(call_id, outcomes, now),
+                    None => {
+                        for at in wakes {
+                            self.wake_move(call_id, at);
+                        }
+                    }
+                }
+            } else if !self.relays.is_up(node) {
                 // Its relay is down here: the call waits for one like any other.
                 self.start_waiting(call_id, now);
             }
@@ -288,6 +333,20 @@ impl Proxy {
             self.send_both_reinvites(call_id, now);
         }
         self.settle(now);
+    }
+
+    /// Writes the call's record now, without the write delay and without waiting for the
+    /// store: after a move's re-INVITEs went out, so that a node taking the call over knows
+    /// the parties have them (a window of one store round trip instead of the delay).
+    pub(in crate::node) fn write_record_now(&mut self, call_id: &str) {
+        if !self.records {
+            return;
+        }
+        if let Some(record) = self.export_call(call_id) {
+            self.calls.take_changed(call_id);
+            self.records_out
+                .push_back(Output::CallChanged(Box::new(record)));
+        }
     }
 
     /// Asks the driver to write the call's record durably now.

@@ -94,7 +94,7 @@ impl Proxy {
                 // A response to a request of ours this node no longer holds: never forwarded
                 // (the Via below ours is the party's own); a 2xx to a re-INVITE is ACKed.
                 if (200..300).contains(&status) {
-                    self.ack_own_2xx_from_dialog(&resp);
+                    self.ack_own_2xx_from_dialog(&resp, now);
                 }
                 return;
             }

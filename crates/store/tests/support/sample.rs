@@ -107,6 +107,9 @@ pub fn full(call_id: &str, owner: &str) -> CallRecord {
         started_unix_ms: 1_790_000_000_500,
         sdp_for_caller: Some(sdp("10.0.0.22", 31000, 3)),
         sdp_for_callee: Some(sdp("10.0.0.22", 31002, 3)),
+        // As a record written before these fields read (the fixture has none).
+        sent_to_caller: false,
+        sent_to_callee: false,
     });
     record
 }

@@ -44,8 +44,11 @@ impl Proxy {
                     .moving_mut(call_id)
                     .map(|m| m.due_retries(now))
                     .unwrap_or_default();
-                for party in retries {
-                    self.send_reinvite(call_id, party, now);
+                if !retries.is_empty() {
+                    for party in retries {
+                        self.send_reinvite(call_id, party, now);
+                    }
+                    self.write_record_now(call_id);
                 }
                 // A party that does not answer within the move's time is treated as gone.
                 let overdue = self
@@ -308,6 +311,7 @@ impl Proxy {
     pub(in crate::node) fn send_both_reinvites(&mut self, call_id: &str, now: Instant) {
         self.send_reinvite(call_id, Party::Callee, now);
         self.send_reinvite(call_id, Party::Caller, now);
+        self.write_record_now(call_id);
     }
 
     fn move_deadline_passed(&self, call_id: &str, now: Instant) -> bool {

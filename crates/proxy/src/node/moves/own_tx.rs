@@ -58,6 +58,10 @@ impl Proxy {
             .is_none()
         {
             self.leg_finished(call_id, party, Err(481), now);
+            return;
+        }
+        if let Some(m) = self.calls.moving_mut(call_id) {
+            m.leg_sent(party);
         }
     }
 
@@ -161,7 +165,7 @@ impl Proxy {
     /// or the transaction ended and the party retransmits): ACKed from the call's dialog
     /// (RFC 3261 §13.2.2.4: the 2xx's CSeq number, the party's route set, its Contact as the
     /// Request-URI), so the party does not retransmit for 32 s and hang up.
-    pub(in crate::node) fn ack_own_2xx_from_dialog(&mut self, resp: &Message) {
+    pub(in crate::node) fn ack_own_2xx_from_dialog(&mut self, resp: &Message, now: Instant) {
         let (Ok(call_id), Ok(cseq)) = (resp.call_id(), resp.cseq()) else {
             return;
         };
@@ -232,6 +236,16 @@ impl Proxy {
             transport: target.transport,
             local: Some(listener.local),
         });
+        // A move taken over from a node that died: this is the party's answer to its
+        // re-INVITE (the one this node may have sent since has its own transaction).
+        let awaited = self
+            .calls
+            .moving(call_id)
+            .is_some_and(|m| m.is_taken_over() && m.awaits_leg(party));
+        if awaited {
+            let call_id = call_id.to_string();
+            self.leg_finished(&call_id, party, Ok(resp.body_bytes()), now);
+        }
     }
 
     /// A response to one of our own requests (its Via branch is in `own`).

@@ -44,6 +44,12 @@ pub(in crate::node) enum Awaiting {
     Legs(Inviting),
 }
 
+/// How long a node that took over a move waits for a party's answer to a re-INVITE the dead
+/// node may or may not have sent (its record was saved, the mark that it went out was not)
+/// before it sends that re-INVITE itself: a party that had it answers within this (its 2xx
+/// is retransmitted after 500 ms until ACKed), and one that did not would wait for ever.
+pub(in crate::node) const UNSURE_LEG_WAIT: Duration = Duration::from_secs(1);
+
 /// The re-INVITEs of a move, out to both parties at once.
 #[derive(Debug, Clone)]
 pub(in crate::node) struct Inviting {
@@ -62,8 +68,12 @@ pub(in crate::node) struct Inviting {
 pub(in crate::node) struct LegMove {
     /// Its final outcome: the answer SDP, or the failure status.
     pub(in crate::node) done: Option<Result<Bytes, u16>>,
-    /// A 491 asked us to try again at this time.
+    /// When it goes (again): after a 491's back-off, or, for a move taken over from a node
+    /// that died, when a re-INVITE that node may not have sent is sent by this one.
     pub(in crate::node) retry_at: Option<Instant>,
+    /// It went out (the record says so once written: a node taking over knows the party has
+    /// it, and waits for its answer instead of sending it again).
+    pub(in crate::node) sent: bool,
 }
 
 /// What a leg's final answer leads to.
@@ -171,6 +181,102 @@ impl CallMove {
         true
     }
 
+    /// A move taken over from a record whose re-INVITEs may be out (the node that started it
+    /// died), to `node`. A leg whose re-INVITE is known to have gone out (`sent`: caller,
+    /// callee) counts as accepted: its party may have answered the dead node, which ACKed
+    /// it, and nothing more would ever come. A leg not known to have gone out is sent by this
+    /// node after [`UNSURE_LEG_WAIT`], unless its party answers the first one before; the
+    /// move then ends as any other, by `deadline`.
+    pub(in crate::node) fn taken_over(
+        old_node: NodeId,
+        node: NodeId,
+        sdp_for: [Bytes; 2],
+        sent: [bool; 2],
+        now: Instant,
+        deadline: Instant,
+    ) -> CallMove {
+        let leg = |sent: bool| LegMove {
+            done: sent.then(|| Ok(Bytes::new())),
+            retry_at: (!sent).then_some(now + UNSURE_LEG_WAIT),
+            sent,
+        };
+        CallMove {
+            job: JobId(0),
+            trigger: Trigger::Takeover,
+            old_node,
+            target: MoveTarget::default(),
+            tried: vec![old_node, node],
+            started: now,
+            attempts: 0,
+            awaiting: Awaiting::Legs(Inviting {
+                node,
+                sdp_for,
+                legs: [leg(sent[0]), leg(sent[1])],
+                deadline: deadline.max(now + UNSURE_LEG_WAIT + Duration::from_secs(4)),
+            }),
+        }
+    }
+
+    /// When the move must be looked at again while its legs are out: each leg's retry time
+    /// and the deadline.
+    pub(in crate::node) fn wake_times(&self) -> Vec<Instant> {
+        let Awaiting::Legs(i) = &self.awaiting else {
+            return Vec::new();
+        };
+        i.legs
+            .iter()
+            .filter_map(|l| l.retry_at)
+            .chain([i.deadline])
+            .collect()
+    }
+
+    /// Whether the move was taken over from a node that died (a party's 2xx that no
+    /// transaction here awaits is then its answer to the dead node's re-INVITE).
+    pub(in crate::node) fn is_taken_over(&self) -> bool {
+        self.trigger == Trigger::Takeover
+    }
+
+    /// `party`'s re-INVITE went out.
+    pub(in crate::node) fn leg_sent(&mut self, party: Party) {
+        if let Awaiting::Legs(i) = &mut self.awaiting {
+            if let Some(leg) = i.legs.get_mut(party.index()) {
+                leg.sent = true;
+            }
+        }
+    }
+
+    /// Both legs' outcomes (caller, callee), once both are in.
+    pub(in crate::node) fn outcomes(&self) -> Option<[Result<Bytes, u16>; 2]> {
+        match &self.awaiting {
+            Awaiting::Legs(Inviting {
+                legs:
+                    [LegMove {
+                        done: Some(caller), ..
+                    }, LegMove {
+                        done: Some(callee), ..
+                    }],
+                ..
+            }) => Some([caller.clone(), callee.clone()]),
+            _ => None,
+        }
+    }
+
+    /// Whether each leg's re-INVITE (caller, callee) went out.
+    pub(in crate::node) fn legs_sent(&self) -> [bool; 2] {
+        match &self.awaiting {
+            Awaiting::Legs(i) => [i.legs[0].sent, i.legs[1].sent],
+            _ => [false, false],
+        }
+    }
+
+    /// Whether `party`'s answer is still awaited.
+    pub(in crate::node) fn awaits_leg(&self, party: Party) -> bool {
+        match &self.awaiting {
+            Awaiting::Legs(i) => i.legs.get(party.index()).is_some_and(|l| l.done.is_none()),
+            _ => false,
+        }
+    }
+
     /// The move's record is saved (or could not be: the move goes on from memory): the
     /// re-INVITEs go out now. False if nothing was being saved.
     pub(in crate::node) fn saved(&mut self) -> bool {
@@ -226,6 +332,7 @@ impl CallMove {
             return LegStep::RetryAt(at);
         }
         leg.done = Some(outcome);
+        leg.retry_at = None;
         match &i.legs {
             [LegMove {
                 done: Some(caller), ..
@@ -376,6 +483,44 @@ mod tests {
         assert_eq!(
             m.leg_answered(Party::Caller, Ok(sdp("a")), now, Duration::ZERO),
             LegStep::Waiting
+        );
+    }
+
+    #[test]
+    fn a_move_taken_over_counts_sent_legs_as_accepted_and_sends_the_others_after_the_wait() {
+        let now = t0();
+        let deadline = now + Duration::from_secs(30);
+        let sdps = [sdp("caller"), sdp("callee")];
+        let both = CallMove::taken_over(0, 1, sdps.clone(), [true, true], now, deadline);
+        assert!(both.is_taken_over());
+        assert_eq!(both.outcomes(), Some([Ok(Bytes::new()), Ok(Bytes::new())]));
+        let mut m = CallMove::taken_over(0, 1, sdps, [false, true], now, deadline);
+        assert_eq!(m.outcomes(), None);
+        assert_eq!((m.old_node, m.new_node()), (0, Some(1)));
+        assert!(m.awaits_leg(Party::Caller) && !m.awaits_leg(Party::Callee));
+        assert_eq!(m.wake_times(), vec![now + UNSURE_LEG_WAIT, deadline]);
+        assert_eq!(m.due_retries(now), vec![]);
+        assert_eq!(
+            m.due_retries(now + UNSURE_LEG_WAIT),
+            vec![Party::Caller],
+            "the caller's re-INVITE goes again"
+        );
+        m.leg_sent(Party::Caller);
+        assert_eq!(m.legs_sent(), [true, true]);
+        assert_eq!(
+            m.leg_answered(Party::Caller, Ok(sdp("a")), now, Duration::ZERO),
+            LegStep::BothAnswered([Ok(sdp("a")), Ok(Bytes::new())])
+        );
+        // A leg answered before its wait is over is not sent again.
+        let mut m = CallMove::taken_over(0, 1, [sdp("x"), sdp("y")], [false, false], now, now);
+        m.leg_answered(Party::Callee, Ok(sdp("b")), now, Duration::ZERO);
+        assert_eq!(m.due_retries(now + UNSURE_LEG_WAIT), vec![Party::Caller]);
+        let Awaiting::Legs(i) = &m.awaiting else {
+            panic!("{:?}", m.awaiting)
+        };
+        assert!(
+            i.deadline >= now + UNSURE_LEG_WAIT,
+            "the deadline covers the wait"
         );
     }
 
