@@ -44,7 +44,7 @@ pub struct ClusterState {
 impl ClusterState {
     /// The state of node `node` under `config`: active from the start unless in `vip` mode.
     pub fn new(node: &str, config: &ClusterConfig) -> ClusterState {
-        let single = config.mode == ClusterMode::Single;
+        let single = config.mode != ClusterMode::Vip;
         ClusterState {
             node: node.to_string(),
             mode: config.mode,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod active_active;
 mod api;
 mod call_records;
 mod callgen;

@@ -116,6 +116,14 @@ pub async fn run(
             transport.via_token().to_ascii_lowercase()
         );
     }
+    // Where other nodes of an active-active cluster forward this node's calls' messages.
+    let forward_to = listeners
+        .iter()
+        .find(|l| l.transport == Transport::Udp)
+        .and_then(|l| {
+            let ip = l.advertise_host.trim_matches(['[', ']']).parse().ok()?;
+            Some(std::net::SocketAddr::new(ip, l.advertise_port))
+        });
     let core_config = CoreConfig::from_config(&config, listeners);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -159,6 +167,25 @@ pub async fn run(
     // What the store gives a node taking over: calls (one batch per node), then the relays
     // drained cluster-wide.
     let (claimed_tx, mut claimed) = mpsc::unbounded_channel::<Takeover>();
+    // Active-active: the other nodes' addresses, and the calls found to be another live
+    // node's (their messages go there).
+    let active_active = config.cluster.mode == anchorage_config::ClusterMode::ActiveActive;
+    let view = crate::active_active::View::default();
+    let (peers_tx, mut peers) = mpsc::unbounded_channel::<Vec<(String, std::net::SocketAddr)>>();
+    let (owned_tx, mut owned) = mpsc::unbounded_channel::<(String, std::net::SocketAddr)>();
+    if active_active {
+        if let Some(sip) = forward_to {
+            store.set_sip_address(sip);
+        }
+        tokio::spawn(crate::active_active::watch(
+            store.clone(),
+            view.clone(),
+            node_id.clone(),
+            Duration::from_millis(config.cluster.heartbeat_ms),
+            peers_tx,
+            claimed_tx.clone(),
+        ));
+    }
     // Calls ended while a takeover's batches are on their way.
     let mut ended_in_takeover: std::collections::HashSet<String> = Default::default();
     let resolver =
@@ -260,6 +287,8 @@ pub async fn run(
             Some((id, result)) = resolved.recv() => proxy.handle_resolved(id, result, Instant::now()),
             Some(call_id) = saved.recv() => proxy.handle_saved(&call_id, Instant::now()),
             Some((call_id, record)) = loaded.recv() => proxy.handle_loaded(&call_id, record, Instant::now()),
+            Some((call_id, owner)) = owned.recv() => proxy.handle_owned_elsewhere(&call_id, owner, Instant::now()),
+            Some(addresses) = peers.recv() => proxy.set_cluster_peers(addresses),
             Some(query) = queries.recv() => answer(&mut proxy, &transports, &store, query),
             Some(input) = ng_inputs.recv() => {
                 take_role(&mut vip, &mut proxy, &store, &claimed_tx);
@@ -336,6 +365,20 @@ pub async fn run(
                     if !cluster.is_active() {
                         // A passive node takes no call: the message goes on from what it has.
                         let _ = done.send((call_id, None));
+                        continue;
+                    }
+                    if active_active {
+                        let (view, me, owned) = (view.clone(), node_id.clone(), owned_tx.clone());
+                        tokio::spawn(async move {
+                            match crate::active_active::locate(&store, &view, &me, &call_id).await {
+                                crate::active_active::Located::Here(record) => {
+                                    let _ = done.send((call_id, record.map(|r| *r)));
+                                }
+                                crate::active_active::Located::Owner(sip) => {
+                                    let _ = owned.send((call_id, sip));
+                                }
+                            }
+                        });
                         continue;
                     }
                     tokio::spawn(async move {

@@ -101,7 +101,7 @@ impl prometheus_client::encoding::EncodeMetric for HistogramSnapshot {
 impl Collector for ProxySnapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.counters;
-        let counters: [(&str, &str, u64); 19] = [
+        let counters: [(&str, &str, u64); 20] = [
             (
                 "anchorage_sip_overload_rejected",
                 "New INVITEs answered 503 because the proxy was over a [proxy.overload] bound",
@@ -141,6 +141,11 @@ impl Collector for ProxySnapshot {
                 "anchorage_sip_stateless_responses",
                 "Responses forwarded without a transaction",
                 c.stateless_responses,
+            ),
+            (
+                "anchorage_sip_forwarded_to_owner",
+                "Requests forwarded to the cluster node that owns their call (active-active)",
+                c.forwarded_to_owner,
             ),
             (
                 "anchorage_sip_flood_dropped",

@@ -47,11 +47,16 @@ pub struct ClusterConfig {
     /// crash loses at most that much of a call's latest changes (a move's record and the CSeq
     /// numbers the node reserves are written at once, whatever this says).
     pub write_delay_ms: u64,
-    /// How the nodes that share the store decide which one acts for a call (`single` or `vip`).
+    /// How the nodes that share the store decide which one acts for a call (`single`, `vip`
+    /// or `active-active`).
     pub mode: ClusterMode,
     /// `mode = "vip"`: the virtual IP (moved between the nodes by keepalived). The node that
     /// holds it claims every call from the store and acts for them; the others act for none.
     pub vip: Option<IpAddr>,
+    /// `mode = "active-active"`: the name every node puts in Record-Route (`HOST` or
+    /// `HOST:PORT`, a DNS name or address that reaches any node, e.g. through DNS or a load
+    /// balancer), so that any node receives a call's in-dialog requests.
+    pub name: Option<String>,
     /// How often a node writes its heartbeat (its per-start epoch) to the store.
     pub heartbeat_ms: u64,
     /// A node whose heartbeat is older than this is shown dead in `/v1/cluster`.
@@ -69,6 +74,10 @@ pub enum ClusterMode {
     /// Nodes behind a virtual IP: the node that holds `vip` acts for every call (it claims
     /// them from the store when the address arrives); a node without it acts for none.
     Vip,
+    /// Nodes reached through DNS or a load balancer, all active: each acts for the calls it
+    /// set up, forwards what reaches it for a live node's call to that node, and takes its
+    /// share of a node's calls when that node's heartbeat expires.
+    ActiveActive,
 }
 
 impl ClusterMode {
@@ -77,6 +86,7 @@ impl ClusterMode {
         match self {
             ClusterMode::Single => "single",
             ClusterMode::Vip => "vip",
+            ClusterMode::ActiveActive => "active-active",
         }
     }
 }
@@ -97,6 +107,7 @@ impl Default for ClusterConfig {
             write_delay_ms: 100,
             mode: ClusterMode::Single,
             vip: None,
+            name: None,
             heartbeat_ms: 200,
             lease_ms: 1_000,
         }
@@ -118,6 +129,7 @@ impl fmt::Debug for ClusterConfig {
             .field("write_delay_ms", &self.write_delay_ms)
             .field("mode", &self.mode)
             .field("vip", &self.vip)
+            .field("name", &self.name)
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("lease_ms", &self.lease_ms)
             .finish()
@@ -234,6 +246,22 @@ impl fmt::Debug for StoreLocation {
 }
 
 impl ClusterConfig {
+    /// `name` as host and port (5060 when none is given), if it is well-formed.
+    pub fn name_parts(&self) -> Option<(String, u16)> {
+        let name = self.name.as_deref()?.trim();
+        let (host, port) = match name.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') || host.starts_with('[') => {
+                (host, port.parse().ok().filter(|p| *p != 0)?)
+            }
+            _ => (name, 5060),
+        };
+        let ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+        ok.then(|| (host.to_string(), port))
+    }
+
     /// The parsed `store`, or none for the memory store. The error is one line that never
     /// contains the password.
     pub fn location(&self) -> Result<Option<StoreLocation>, String> {
@@ -330,16 +358,35 @@ impl ClusterConfig {
                 format!("{path}.vip"),
                 "mode = \"vip\" needs the virtual IP address",
             )),
-            (ClusterMode::Single, Some(_)) => errors.push(ConfigError::new(
-                format!("{path}.vip"),
-                "is only used with mode = \"vip\"",
+            (ClusterMode::Single | ClusterMode::ActiveActive, Some(_)) => errors.push(
+                ConfigError::new(format!("{path}.vip"), "is only used with mode = \"vip\""),
+            ),
+            _ => {}
+        }
+        match (self.mode, &self.name) {
+            (ClusterMode::ActiveActive, None) => errors.push(ConfigError::new(
+                format!("{path}.name"),
+                "mode = \"active-active\" needs the cluster's name for Record-Route (HOST or HOST:PORT)",
+            )),
+            (ClusterMode::ActiveActive, Some(name)) if self.name_parts().is_none() => {
+                errors.push(ConfigError::new(
+                    format!("{path}.name"),
+                    format!("{name:?} is not HOST or HOST:PORT"),
+                ))
+            }
+            (ClusterMode::Single | ClusterMode::Vip, Some(_)) => errors.push(ConfigError::new(
+                format!("{path}.name"),
+                "is only used with mode = \"active-active\"",
             )),
             _ => {}
         }
-        if self.mode == ClusterMode::Vip && self.store.is_none() {
+        if self.mode != ClusterMode::Single && self.store.is_none() {
             errors.push(ConfigError::new(
                 format!("{path}.mode"),
-                "\"vip\" needs a shared store (cluster.store): the calls move between nodes through it",
+                format!(
+                    "{:?} needs a shared store (cluster.store): the calls move between nodes through it",
+                    self.mode.name()
+                ),
             ));
         }
     }
@@ -590,6 +637,53 @@ mod tests {
         ] {
             let err = crate::parse(&format!("[cluster]\nstore = \"{url}\"\n")).unwrap_err();
             assert!(!err.to_string().contains("secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn active_active_needs_a_store_and_a_well_formed_name() {
+        let store = "store = \"redis://127.0.0.1:6379/0\"\n";
+        let ok = crate::parse(&format!(
+            "[cluster]\n{store}mode = \"active-active\"\nname = \"sip.example.net\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.cluster.mode, ClusterMode::ActiveActive);
+        assert_eq!(
+            ok.cluster.name_parts(),
+            Some(("sip.example.net".to_string(), 5060))
+        );
+        let with_port = crate::parse(&format!(
+            "[cluster]\n{store}mode = \"active-active\"\nname = \"198.51.100.7:5080\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            with_port.cluster.name_parts(),
+            Some(("198.51.100.7".to_string(), 5080))
+        );
+        for (text, key) in [
+            (
+                format!("[cluster]\n{store}mode = \"active-active\"\n"),
+                "cluster.name",
+            ),
+            (
+                format!("[cluster]\n{store}mode = \"active-active\"\nname = \"a b\"\n"),
+                "cluster.name",
+            ),
+            (
+                format!("[cluster]\n{store}mode = \"active-active\"\nname = \"h:0\"\n"),
+                "cluster.name",
+            ),
+            (
+                format!("[cluster]\n{store}name = \"sip.example.net\"\n"),
+                "cluster.name",
+            ),
+            (
+                "[cluster]\nmode = \"active-active\"\nname = \"n\"\n".to_string(),
+                "cluster.mode",
+            ),
+        ] {
+            let err = crate::parse(&text).unwrap_err();
+            assert_eq!(err.0[0].path, key, "{text}: {err}");
         }
     }
 

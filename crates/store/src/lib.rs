@@ -148,6 +148,7 @@ impl Store {
             pending: SharedPending::default(),
             wake: tokio::sync::Notify::new(),
             status: Mutex::new(status),
+            sip: Mutex::new(None),
             fenced: Mutex::new(Vec::new()),
             fenced_wake: tokio::sync::Notify::new(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
@@ -269,9 +270,41 @@ impl Store {
     pub async fn claim_of(&self, node: &str) -> Result<Vec<CallRecord>, StoreError> {
         self.ask(|reply| Request::ClaimOf {
             node: node.to_string(),
+            share: None,
             reply,
         })
         .await
+    }
+
+    /// Takes for this node its share of the calls `node` (a dead node) owns: the calls for
+    /// which [`share_of`] among the live nodes `live` names this node. Each live node takes
+    /// its own share; the others stay listed under `node` for them.
+    pub async fn claim_share_of(
+        &self,
+        node: &str,
+        live: Vec<String>,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        self.ask(|reply| Request::ClaimOf {
+            node: node.to_string(),
+            share: Some(live),
+            reply,
+        })
+        .await
+    }
+
+    /// The token (`NODE/EPOCH`) of the node start that owns `call_id`, if it has a record.
+    pub async fn owner(&self, call_id: &str) -> Result<Option<String>, StoreError> {
+        self.ask(|reply| Request::Owner {
+            call_id: call_id.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// Gives this node's SIP address to the other nodes with its heartbeats (they forward
+    /// the messages of its calls there).
+    pub fn set_sip_address(&self, address: std::net::SocketAddr) {
+        *self.shared.sip.lock().unwrap_or_else(|p| p.into_inner()) = Some(address.to_string());
     }
 
     /// Records, for every node sharing the store, that an operator drained relay `relay` (or
@@ -395,4 +428,22 @@ fn new_marker() -> String {
         .unwrap_or(0);
     hasher.write_u128(now);
     format!("{:016x}", hasher.finish())
+}
+
+/// Which of `nodes` takes `call_id` when its owner died: the node with the highest hash of
+/// the pair (rendezvous hashing), so every survivor computes the same answer from the same
+/// list and the calls spread evenly; `None` for an empty list.
+pub fn share_of<'a>(call_id: &str, nodes: &'a [String]) -> Option<&'a str> {
+    nodes
+        .iter()
+        .max_by_key(|node| {
+            // FNV-1a over the call, a separator and the node: stable across processes.
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in call_id.bytes().chain([0xff]).chain(node.bytes()) {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+            (hash, node.as_str())
+        })
+        .map(String::as_str)
 }

@@ -54,7 +54,14 @@ pub(crate) enum Request {
     /// Take every call a node owns.
     ClaimOf {
         node: String,
+        /// Only this node's share among these live nodes (rendezvous), if given.
+        share: Option<Vec<String>>,
         reply: oneshot::Sender<Result<Vec<CallRecord>, StoreError>>,
+    },
+    /// Which node start owns a call.
+    Owner {
+        call_id: String,
+        reply: oneshot::Sender<Result<Option<String>, StoreError>>,
     },
     /// Record a relay drained or undrained.
     SetDrained {
@@ -80,6 +87,8 @@ pub(crate) struct Shared {
     pub wake: Notify,
     /// What `status()` returns, but for `dirty_calls`.
     pub status: Mutex<StoreStatus>,
+    /// This node's SIP address, written with its heartbeat (other nodes forward to it).
+    pub sip: Mutex<Option<String>>,
     /// Calls whose writes the store refused since the last look: another node owns them.
     pub fenced: Mutex<Vec<String>>,
     /// Calls of the batch on the wire now (taken from `pending`, not yet written).
@@ -170,7 +179,16 @@ impl Task {
                 // marker (else the live calls are written again first).
                 next_beat = now + self.timing.heartbeat;
                 if self.check_marker().await {
-                    let result = self.backend.heartbeat(self.timing.lease).await;
+                    let sip = self
+                        .shared
+                        .sip
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    let result = self
+                        .backend
+                        .heartbeat(self.timing.lease, sip.as_deref())
+                        .await;
                     self.outcome(&result);
                 } else {
                     was_down = true;
@@ -284,9 +302,12 @@ impl Task {
                 }
                 let _ = reply.send(result);
             }
-            Request::ClaimOf { node, reply } => {
+            Request::ClaimOf { node, share, reply } => {
                 let started = Instant::now();
-                let result = self.backend.claim_of(&node, &self.node).await;
+                let result = self
+                    .backend
+                    .claim_of(&node, &self.node, share.as_deref())
+                    .await;
                 self.loaded(started, &result);
                 if let Ok(records) = &result {
                     self.claimed(records);
@@ -304,6 +325,11 @@ impl Task {
             }
             Request::Drained { reply } => {
                 let result = self.backend.drained().await;
+                self.outcome(&result);
+                let _ = reply.send(result);
+            }
+            Request::Owner { call_id, reply } => {
+                let result = self.backend.owner(&call_id).await;
                 self.outcome(&result);
                 let _ = reply.send(result);
             }

@@ -41,6 +41,7 @@ impl Proxy {
                 source: d.source,
                 local: d.local,
                 transport: d.transport,
+                origin: None,
                 last_response: Some(ok),
                 final_status: Some(200),
                 branches: Vec::new(),

@@ -59,12 +59,8 @@ impl Proxy {
         let Ok(call_id) = server.request.call_id() else {
             return;
         };
-        let (request, source, transport, local) = (
-            &server.request,
-            server.source,
-            server.transport,
-            server.local,
-        );
+        let (source, transport) = server.origin.unwrap_or((server.source, server.transport));
+        let (request, local) = (&server.request, server.local);
         let changed = self.calls.update_dialogs(call_id, |d| {
             d.on_response(request, source, transport, local, response, now)
         });

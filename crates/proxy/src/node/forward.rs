@@ -18,15 +18,30 @@ use crate::node::io::{Listener, ResolveQuery};
 use crate::node::transactions::{ClientMachine, ClientTx, ServerId};
 use crate::node::Proxy;
 
-pub(super) fn rr_value(l: &Listener) -> String {
+/// Our Record-Route entry for listener `l`: its address, or the cluster's name (host, port)
+/// in an active-active cluster.
+/// In a cluster, the entry also names the node that set the call up (`anc-node`): another
+/// node forwards the call's requests there without asking the store, while it lives.
+pub(super) fn rr_value(
+    l: &Listener,
+    cluster_name: Option<&(String, u16)>,
+    node_id: &str,
+) -> String {
     let transport = match l.transport {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
     };
-    format!(
-        "<sip:{}:{}{};lr>",
-        l.advertise_host, l.advertise_port, transport
-    )
+    match cluster_name {
+        Some((host, port)) => format!(
+            "<sip:{host}:{port}{transport};{}={};lr>",
+            crate::node::peers::NODE_PARAM,
+            crate::node::peers::node_param(node_id)
+        ),
+        None => format!(
+            "<sip:{}:{}{transport};lr>",
+            l.advertise_host, l.advertise_port
+        ),
+    }
 }
 
 /// Where a request came in: the previous hop's address, the transport, and our socket.
@@ -266,12 +281,19 @@ impl Proxy {
                 .find(|l| l.local == in_local && l.transport == in_transport);
             // Two entries when the request leaves on another interface or transport (RFC 5658).
             if let Some(inb) = inbound.filter(|inb| *inb != out) {
-                e.prepend_record_route(rr_value(inb).as_bytes())
-                    .map_err(|err| err.to_string())?;
-            }
-            e.prepend_record_route(rr_value(out).as_bytes())
+                e.prepend_record_route(
+                    rr_value(inb, self.config.cluster_name.as_ref(), &self.config.node_id)
+                        .as_bytes(),
+                )
                 .map_err(|err| err.to_string())?;
+            }
+            e.prepend_record_route(
+                rr_value(out, self.config.cluster_name.as_ref(), &self.config.node_id).as_bytes(),
+            )
+            .map_err(|err| err.to_string())?;
         }
+        // What another node said of the request's source is for us alone.
+        crate::node::peers::strip_source_header(req, &mut e);
         let via_value = format!(
             "SIP/2.0/{} {}:{};branch={branch};nid={}",
             out.transport.via_token(),

@@ -46,6 +46,13 @@ impl Proxy {
                 return;
             }
         }
+        // About a call another live node owns (active-active): the request goes there.
+        if let Some(owner) = self.owner_elsewhere(&msg, now) {
+            if !self.is_forwarded_by_peer(&msg, &d) {
+                self.forward_to_owner(&msg, &d, owner);
+                return;
+            }
+        }
         // About a call another start of this node (or another node) held: load it first.
         if let Some(call_id) = self.call_to_load(&msg, now) {
             self.park(call_id, msg, d, now);
@@ -191,6 +198,11 @@ impl Proxy {
             key,
             Box::new(ServerTx {
                 machine,
+                origin: if self.peers.trusts(d.source.ip()) {
+                    crate::node::peers::forwarded_source(&req)
+                } else {
+                    None
+                },
                 request: req,
                 source: d.source,
                 local: d.local,

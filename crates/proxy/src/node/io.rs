@@ -60,6 +60,9 @@ pub struct CoreConfig {
     /// [`Proxy::poll_output`](crate::node::Proxy::poll_output) (`[cluster] write_delay_ms`;
     /// zero: after every event).
     pub record_delay: Duration,
+    /// `[cluster] mode = "active-active"`: the cluster's name (host, port), written in
+    /// Record-Route instead of the listener's address so any node gets in-dialog requests.
+    pub cluster_name: Option<(String, u16)>,
 }
 
 impl CoreConfig {
@@ -94,6 +97,9 @@ impl CoreConfig {
             overload: p.overload.clone(),
             load_timeout: Duration::from_millis(config.cluster.timeout_ms.saturating_mul(2)),
             record_delay: Duration::from_millis(config.cluster.write_delay_ms),
+            cluster_name: (config.cluster.mode == anchorage_config::ClusterMode::ActiveActive)
+                .then(|| config.cluster.name_parts())
+                .flatten(),
         }
     }
 }
@@ -194,6 +200,8 @@ pub struct Counters {
     pub stateless_requests: u64,
     /// Responses forwarded statelessly (no client transaction).
     pub stateless_responses: u64,
+    /// Requests forwarded to the node that owns their call (active-active).
+    pub forwarded_to_owner: u64,
     /// Requests dropped because their source went over the rate limit (`[proxy.flood]`).
     pub flood_dropped: u64,
     /// Times a source was blocked by the rate limit.

@@ -135,6 +135,9 @@ impl Proxy {
             let branch = top.branch().unwrap_or("");
             if branch.starts_with(OWN_BRANCH_PREFIX) {
                 self.own.find(branch).is_none()
+            } else if branch.starts_with(crate::node::FORWARD_BRANCH_PREFIX) {
+                // The owner's response to a request this node forwarded: back by its Via.
+                false
             } else {
                 // A response to the initial INVITE another node forwarded: the call holds the
                 // INVITE, to make the dialog and anchor the answer here.
@@ -209,6 +212,15 @@ impl Proxy {
         }
         self.release_parked(call_id, now);
         self.settle(now);
+    }
+
+    /// Takes the parked messages of a call, in their order of arrival.
+    pub(in crate::node) fn parking_take(&mut self, call_id: &str) -> Vec<(Message, Datagram)> {
+        self.parking
+            .take(call_id)
+            .into_iter()
+            .map(|m| (m.msg, m.datagram))
+            .collect()
     }
 
     /// Handles the parked messages of a call, in their order of arrival.

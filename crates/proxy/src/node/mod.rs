@@ -44,6 +44,7 @@ mod io;
 mod loading;
 mod moves;
 mod ownership;
+mod peers;
 mod record;
 mod renumber;
 mod response;
@@ -59,6 +60,7 @@ pub use calls::{CallId, Calls, Dialogs};
 pub use io::{CoreConfig, Counters, Datagram, Listener, Now, Output, ResolveQuery, Transmit};
 pub use loading::{MAX_PARKED, MAX_PARKED_PER_CALL, MAX_UNKNOWN, UNKNOWN_FOR};
 pub use moves::ReanchorMetrics;
+pub use peers::{FORWARD_BRANCH_PREFIX, MAX_OWNERS, OWNER_FOR, SOURCE_HEADER};
 pub use record::{
     CallRecord, DialogRecord, ImportError, InviteBranch, MediaRecord, MoveRecord, OpenInvite,
     URGENT_DELAY,
@@ -145,6 +147,7 @@ pub struct Proxy {
     records_out: VecDeque<Output>,
     /// Messages waiting for their call to be loaded from the store.
     parking: loading::Parking,
+    peers: peers::Peers,
     /// The record-delay timer set, if any (one at a time).
     record_flush: Option<Instant>,
     /// The urgent-records timer set, if any (one at a time).
@@ -175,6 +178,7 @@ impl Proxy {
             .listeners
             .iter()
             .map(|l| (l.advertise_host.clone(), l.advertise_port))
+            .chain(config.cluster_name.clone())
             .collect();
         let flood = FloodGuard::new(config.flood.clone());
         let relays = Relays::new(
@@ -223,6 +227,7 @@ impl Proxy {
             records: false,
             records_out: VecDeque::new(),
             parking: loading::Parking::default(),
+            peers: peers::Peers::default(),
             record_flush: None,
             urgent_flush: None,
         }

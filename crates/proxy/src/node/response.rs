@@ -58,6 +58,12 @@ impl Proxy {
             return;
         };
         if !via::is_ours(&self.ours, &top.host, top.port) {
+            // A party that answers the cluster's address rather than the Via of the node that
+            // sent the request: that node gets it, as it is.
+            if let Some(node) = self.peer_of_via(&top) {
+                self.relay_to_peer(&resp, node);
+                return;
+            }
             // §18.1.2: a response whose top Via is not ours is discarded.
             self.counters.dropped += 1;
             return;

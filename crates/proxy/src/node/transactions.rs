@@ -67,6 +67,9 @@ pub(super) struct ServerTx {
     pub(super) source: SocketAddr,
     pub(super) local: SocketAddr,
     pub(super) transport: Transport,
+    /// Where the request really came from, when another node of the cluster forwarded it
+    /// (`source` is that node): the party's address and transport, for its dialog.
+    pub(super) origin: Option<(SocketAddr, Transport)>,
     /// Last response sent upstream, for retransmission.
     pub(super) last_response: Option<Bytes>,
     /// Status of the final response sent, if any.

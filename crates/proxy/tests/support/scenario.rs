@@ -71,6 +71,7 @@ pub fn core_config(config: &str) -> CoreConfig {
             load_timeout: Duration::from_secs(1),
             // Records after every event, so a test sees what each one changed.
             record_delay: Duration::ZERO,
+            cluster_name: None,
         }
     }
 }

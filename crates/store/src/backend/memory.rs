@@ -56,17 +56,28 @@ impl MemoryBackend {
         self.load(call_id)
     }
 
-    pub fn claim_of(&mut self, node: &str, me: &str) -> Vec<CallRecord> {
+    pub fn claim_of(
+        &mut self,
+        node: &str,
+        me: &str,
+        mine: impl Fn(&str) -> bool,
+    ) -> Vec<CallRecord> {
         let call_ids: Vec<String> = self
             .records
             .iter()
             .filter(|(_, (record, _))| record.as_ref().is_some_and(|r| r.owner == node))
             .map(|(call_id, _)| call_id.clone())
+            .filter(|call_id| mine(call_id))
             .collect();
         call_ids
             .iter()
             .filter_map(|call_id| self.claim(call_id, me))
             .collect()
+    }
+
+    pub fn owner(&self, call_id: &str) -> Option<String> {
+        let (record, _) = self.records.get(call_id)?;
+        record.as_ref().map(|r| r.owner.clone())
     }
 
     pub fn set_drained(&mut self, relay: &str, drained: bool) {

@@ -72,19 +72,39 @@ impl Backend {
         }
     }
 
-    /// Takes for `me` every call `node` owns (`node` may be `me`: its previous start's).
-    pub async fn claim_of(&mut self, node: &str, me: &str) -> Result<Vec<CallRecord>, StoreError> {
+    /// Takes for `me` every call `node` owns (`node` may be `me`: its previous start's), or
+    /// only `me`'s share of them among the live nodes `share`.
+    pub async fn claim_of(
+        &mut self,
+        node: &str,
+        me: &str,
+        share: Option<&[String]>,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let mine =
+            |call_id: &str| share.is_none_or(|nodes| crate::share_of(call_id, nodes) == Some(me));
         match self {
-            Backend::Memory(m) => Ok(m.claim_of(node, me)),
-            Backend::Redis(r) => r.claim_of(node).await,
+            Backend::Memory(m) => Ok(m.claim_of(node, me, mine)),
+            Backend::Redis(r) => r.claim_of(node, mine).await,
         }
     }
 
-    /// Writes this node's heartbeat, alive for `lease`.
-    pub async fn heartbeat(&mut self, lease: Duration) -> Result<(), StoreError> {
+    /// The token of the node start that owns `call_id`, if any.
+    pub async fn owner(&mut self, call_id: &str) -> Result<Option<String>, StoreError> {
+        match self {
+            Backend::Memory(m) => Ok(m.owner(call_id)),
+            Backend::Redis(r) => r.owner(call_id).await,
+        }
+    }
+
+    /// Writes this node's heartbeat (and its SIP address, if known), alive for `lease`.
+    pub async fn heartbeat(
+        &mut self,
+        lease: Duration,
+        sip: Option<&str>,
+    ) -> Result<(), StoreError> {
         match self {
             Backend::Memory(_) => Ok(()),
-            Backend::Redis(r) => r.heartbeat(lease).await,
+            Backend::Redis(r) => r.heartbeat(lease, sip).await,
         }
     }
 

@@ -94,6 +94,12 @@ pub struct NodeState {
     /// Calls its index lists (a hint: calls claimed away may still be counted until the
     /// index is repaired).
     pub calls: u64,
+    /// Its token (`NODE/EPOCH`) while its heartbeat is fresh.
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// The SIP address it gave with its heartbeat (where other nodes forward its calls'
+    /// messages), while fresh.
+    pub sip: Option<std::net::SocketAddr>,
 }
 
 impl RedisBackend {
@@ -103,6 +109,10 @@ impl RedisBackend {
 
     fn alive_key(&self, node: &str) -> String {
         format!("{}:node:{node}:alive", self.prefix)
+    }
+
+    fn sip_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:sip", self.prefix)
     }
 
     /// Takes one call whoever owns it; its record, or none if the store has none.
@@ -139,11 +149,17 @@ impl RedisBackend {
     /// Takes every call that `node`'s index lists and that `node` (any start of it) still
     /// owns, and moves them to this node's index. `node` may be this node itself: the calls
     /// of its previous start.
-    pub async fn claim_of(&mut self, node: &str) -> Result<Vec<CallRecord>, StoreError> {
+    pub async fn claim_of(
+        &mut self,
+        node: &str,
+        mine: impl Fn(&str) -> bool,
+    ) -> Result<Vec<CallRecord>, StoreError> {
         let index = self.owner_key(node);
-        let call_ids: Vec<String> = self
+        let listed: Vec<String> = self
             .query(redis::cmd("SMEMBERS").arg(&index).clone())
             .await?;
+        // The calls left to other nodes stay in the index for them.
+        let call_ids: Vec<String> = listed.into_iter().filter(|c| mine(c)).collect();
         let prefix = format!("{node}/");
         let mut records = Vec::with_capacity(call_ids.len());
         let mut stale = Vec::new();
@@ -203,8 +219,24 @@ impl RedisBackend {
         Ok(records)
     }
 
-    /// Writes this node's heartbeat: its token, alive for `lease`.
-    pub async fn heartbeat(&mut self, lease: Duration) -> Result<(), StoreError> {
+    /// The token of the node start that owns `call_id`, if the call has a record.
+    pub async fn owner(&mut self, call_id: &str) -> Result<Option<String>, StoreError> {
+        self.query(
+            redis::cmd("HGET")
+                .arg(self.call_key(call_id))
+                .arg("own")
+                .clone(),
+        )
+        .await
+    }
+
+    /// Writes this node's heartbeat: its token (and SIP address, for the nodes that forward
+    /// to it), alive for `lease`.
+    pub async fn heartbeat(
+        &mut self,
+        lease: Duration,
+        sip: Option<&str>,
+    ) -> Result<(), StoreError> {
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         let beat = redis::cmd("SET")
             .arg(self.alive_key(&self.node))
@@ -213,6 +245,15 @@ impl RedisBackend {
             .arg(lease_ms)
             .clone();
         self.query::<()>(beat).await?;
+        if let Some(sip) = sip {
+            let address = redis::cmd("SET")
+                .arg(self.sip_key(&self.node))
+                .arg(sip)
+                .arg("PX")
+                .arg(lease_ms)
+                .clone();
+            self.query::<()>(address).await?;
+        }
         let join = redis::cmd("SADD")
             .arg(self.nodes_key())
             .arg(&self.node)
@@ -253,12 +294,17 @@ impl RedisBackend {
             let calls: u64 = self
                 .query(redis::cmd("SCARD").arg(self.owner_key(&id)).clone())
                 .await?;
+            let sip: Option<String> = self
+                .query(redis::cmd("GET").arg(self.sip_key(&id)).clone())
+                .await?;
             let epoch = token
                 .as_deref()
                 .and_then(|t| t.rsplit_once('/'))
                 .map(|(_, epoch)| epoch.to_string());
             nodes.push(NodeState {
                 alive: epoch.is_some(),
+                token,
+                sip: sip.and_then(|s| s.parse().ok()),
                 id,
                 epoch,
                 calls,

@@ -1,0 +1,127 @@
+//! The driver's part of `[cluster] mode = "active-active"`: every node acts for the calls it
+//! set up; a message about another node's call is forwarded to that node while it lives
+//! (the core does the forwarding, `anchorage_proxy::node::peers`); a node whose heartbeat
+//! expired has its calls taken by the survivors, each its share (rendezvous hashing over the
+//! live nodes, `anchorage_store::share_of`), so every call gets exactly one new owner without
+//! the survivors talking to each other.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anchorage_proxy::node::CallRecord as CoreRecord;
+use anchorage_store::{NodeState, Store};
+use tokio::sync::mpsc;
+
+use crate::takeover::{claim_call, Takeover};
+
+/// The cluster's nodes as the last look at the store saw them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct View {
+    nodes: Arc<Mutex<Vec<NodeState>>>,
+}
+
+impl View {
+    fn set(&self, nodes: Vec<NodeState>) {
+        *self.nodes.lock().unwrap_or_else(|p| p.into_inner()) = nodes;
+    }
+
+    fn live_owner(&self, token: &str) -> Option<(String, Option<SocketAddr>)> {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes
+            .iter()
+            .find(|n| n.alive && n.token.as_deref() == Some(token))
+            .map(|n| (n.id.clone(), n.sip))
+    }
+}
+
+/// Where the messages of a call this node does not hold go.
+pub(crate) enum Located {
+    /// Here: the call's record, claimed for this node (its owner is dead, or it is this
+    /// node's own from a previous start), or none when the store has none.
+    Here(Option<Box<CoreRecord>>),
+    /// To the live node that owns it, at this SIP address.
+    Owner(SocketAddr),
+}
+
+/// Where a message about `call_id` goes: to its owner if another live node owns it, else
+/// here (claimed from a dead owner, or unknown).
+pub(crate) async fn locate(store: &Store, view: &View, me: &str, call_id: &str) -> Located {
+    match store.owner(call_id).await {
+        Ok(Some(token)) => match view.live_owner(&token) {
+            Some((node, Some(sip))) if node != me => return Located::Owner(sip),
+            _ => {}
+        },
+        Ok(None) => return Located::Here(None),
+        Err(error) => {
+            tracing::warn!(%call_id, %error, "the store could not say who owns a call");
+            return Located::Here(None);
+        }
+    }
+    Located::Here(claim_call(store, call_id).await.map(Box::new))
+}
+
+/// Looks at the cluster every `every`: the nodes' addresses (trusted to forward, sent on
+/// `peers`), and the share of each dead node's calls that falls to this node, claimed and
+/// sent on `claimed`. Runs until the receivers are gone.
+pub(crate) async fn watch(
+    store: Store,
+    view: View,
+    me: String,
+    every: Duration,
+    peers: mpsc::UnboundedSender<Vec<(String, SocketAddr)>>,
+    claimed: mpsc::UnboundedSender<Takeover>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut known: Vec<(String, SocketAddr)> = Vec::new();
+    loop {
+        ticks.tick().await;
+        let nodes = match store.nodes().await {
+            Ok(nodes) => nodes,
+            // Redis is away: nothing is claimed, and messages go on as they are.
+            Err(_) => continue,
+        };
+        let mut addresses: Vec<(String, SocketAddr)> = nodes
+            .iter()
+            .filter(|n| n.alive && n.id != me)
+            .filter_map(|n| Some((n.id.clone(), n.sip?)))
+            .collect();
+        addresses.sort();
+        if addresses != known {
+            known = addresses.clone();
+            if peers.send(addresses).is_err() {
+                return;
+            }
+        }
+        let live: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| n.id.clone())
+            .collect();
+        let dead: Vec<String> = nodes
+            .iter()
+            .filter(|n| !n.alive && n.calls > 0 && n.id != me)
+            .map(|n| n.id.clone())
+            .collect();
+        view.set(nodes);
+        if !live.contains(&me) {
+            // This node's own heartbeat is not in yet: it takes no share before it is.
+            continue;
+        }
+        for node in dead {
+            match store.claim_share_of(&node, live.clone()).await {
+                Ok(records) if !records.is_empty() => {
+                    tracing::info!(dead = %node, calls = records.len(), "a dead node's share of calls taken over");
+                    if claimed.send(Takeover::Calls(records)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(dead = %node, %error, "could not take a dead node's calls")
+                }
+            }
+        }
+    }
+}
