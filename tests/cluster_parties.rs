@@ -10,11 +10,12 @@
 //! Each call is moved to the other relay (the relay drained) before the kill, so the new
 //! owner carries renumbered CSeqs; after the VIP moved, both parties' re-INVITEs and the BYE
 //! go through the new owner on the relay the call moved to. After each: the BYE answered 200
-//! on both sides, the CSeqs each party received strictly increasing, every 2xx ACKed, no relay
-//! session and no stored record left.
+//! on both sides, the CSeqs each party received strictly increasing, every 2xx ACKed, the `o=`
+//! each party received with one username and session id and its version up by one per SDP,
+//! no relay session and no media port held a second after the BYE, no stored record left.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod cluster_support;
 mod restart_support;
@@ -149,11 +150,38 @@ fn assert_bye_ended(
     );
 }
 
-/// No session on either relay, no call record in Redis, no call on `p2`.
-fn assert_nothing_left(cluster: &Cluster) {
-    restart_support::eventually(Duration::from_secs(5), "no relay session left", || {
-        cluster.relay_calls(0).is_empty() && cluster.relay_calls(1).is_empty()
-    });
+/// Whether every media port of both relays is free again (bindable on `svc`: a relay holds a
+/// session's ports open until the session is deleted).
+fn relay_ports_free(cluster: &Cluster) -> bool {
+    let svc = cluster.lan.host("svc");
+    let ip = svc.addr();
+    svc.run(|| {
+        RELAYS.iter().all(|(_, _, base)| {
+            (*base..base + 100).all(|port| std::net::UdpSocket::bind((ip, port)).is_ok())
+        })
+    })
+}
+
+/// Within a second of `bye` (when the BYE reached its recipient) neither relay holds a
+/// session or a port.
+fn assert_relays_free_a_second_after(cluster: &Cluster, bye: Instant) {
+    let deadline = bye + Duration::from_secs(1);
+    loop {
+        let sessions = [cluster.relay_calls(0), cluster.relay_calls(1)];
+        if sessions.iter().all(Vec::is_empty) && relay_ports_free(cluster) {
+            println!("the relays free {:?} after the BYE", bye.elapsed());
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay sessions or ports left a second after the BYE: {sessions:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// No call record left in Redis, no call on `p2`.
+fn assert_no_call_left(cluster: &Cluster) {
     restart_support::eventually(Duration::from_secs(5), "no record left", || {
         cluster
             .redis
@@ -262,6 +290,7 @@ fn a_caller_behind_nat_is_reached_at_its_public_address_by_the_new_owner_after_k
     let call_id = call_id_of(&invite);
     let relay = relay_of_port(media_of(&invite).1);
     let moved_to = other_relay(relay);
+    assert!(!relay_ports_free(&cluster), "the call's ports look free");
     let leg = caller_leg(&cluster, "p1", &call_id);
     assert_eq!(leg["source"], public.to_string(), "{leg}");
     let contact = leg["remote_target"].as_str().unwrap_or("").to_string();
@@ -305,6 +334,7 @@ fn a_caller_behind_nat_is_reached_at_its_public_address_by_the_new_owner_after_k
         "{caller_reinvite}"
     );
     let bye = nth_received(&caller, "BYE ", 1, Duration::from_secs(15));
+    assert_relays_free_a_second_after(&cluster, Instant::now());
     assert_eq!(request_uri(&bye), contact, "{bye}");
     let caller_run = caller.finish(Duration::from_secs(15));
     caller_run.assert_success();
@@ -320,7 +350,7 @@ fn a_caller_behind_nat_is_reached_at_its_public_address_by_the_new_owner_after_k
         ("caller", &caller_run.received, &caller_run.sent),
     );
     assert_p2_took_over(&cluster);
-    assert_nothing_left(&cluster);
+    assert_no_call_left(&cluster);
 }
 
 /// A phone on UDP calls a baresip on SIP over TCP through the VIP. The call moves to the other
@@ -380,6 +410,7 @@ fn a_callee_on_tcp_is_reached_over_a_new_connection_from_the_new_owner_after_kil
     let call_id = call_id_of(&invite.message);
     let relay = relay_of_port(media_of(&invite.message).1);
     let moved_to = other_relay(relay);
+    assert!(!relay_ports_free(&cluster), "the call's ports look free");
 
     drain(&cluster, relay);
     let move_at_bob = bob.wait_received("INVITE ", 2, Duration::from_secs(10));
@@ -429,6 +460,7 @@ fn a_callee_on_tcp_is_reached_over_a_new_connection_from_the_new_owner_after_kil
         "{sent_hold:?}"
     );
     let bye = bob.wait_received("BYE ", 1, Duration::from_secs(15));
+    assert_relays_free_a_second_after(&cluster, Instant::now());
     assert_eq!(call_id_of(&bye), call_id);
     bob.wait_event("CALL_CLOSED", 1, Duration::from_secs(10));
     let caller_run = caller.finish(Duration::from_secs(15));
@@ -457,6 +489,6 @@ fn a_callee_on_tcp_is_reached_over_a_new_connection_from_the_new_owner_after_kil
         ("callee", &bob_received, &bob_sent),
     );
     assert_p2_took_over(&cluster);
-    assert_nothing_left(&cluster);
+    assert_no_call_left(&cluster);
     bob.quit();
 }
