@@ -126,7 +126,18 @@ impl Cluster {
     /// [`Cluster::start`] with `extra` configuration for both proxies (TOML appended to
     /// [`cluster_proxy_config`]'s).
     pub fn start_with(extra: &str) -> Cluster {
-        let lan = Lan::create(&["p1", "p2", "svc", "phones"]);
+        Cluster::start_with_hosts(&[], extra)
+    }
+
+    /// [`Cluster::start_with`] on a LAN with hosts `more` besides `p1`, `p2`, `svc` and
+    /// `phones` (after them: `10.88.0.15` on).
+    pub fn start_with_hosts(more: &[&str], extra: &str) -> Cluster {
+        let names: Vec<&str> = ["p1", "p2", "svc", "phones"]
+            .iter()
+            .chain(more)
+            .copied()
+            .collect();
+        let lan = Lan::create(&names);
         let svc = lan.host("svc");
         let redis = RedisServer::start_in(svc);
         let relays: Vec<AnchorageRelay> = RELAYS
@@ -264,14 +275,28 @@ impl Cluster {
         uac: &str,
         uac_args: &[&str],
     ) -> (SippProcess, SippProcess) {
-        let phones = self.lan.host("phones");
-        let callee_addr = SocketAddr::new(phones.addr(), 5070);
-        let caller_addr = SocketAddr::new(phones.addr(), 5080);
-        let callee = Sipp::in_lan(phones, "uas", &scenario(uas), callee_addr)
+        self.call_between("phones", uas, uas_args, "phones", uac, uac_args)
+    }
+
+    /// [`Cluster::call`] with the callee on `callee_host:5070` and the caller on
+    /// `caller_host:5080` (any hosts of the LAN, one behind a NAT too).
+    pub fn call_between(
+        &self,
+        callee_host: &str,
+        uas: &str,
+        uas_args: &[&str],
+        caller_host: &str,
+        uac: &str,
+        uac_args: &[&str],
+    ) -> (SippProcess, SippProcess) {
+        let (callee_host, caller_host) = (self.lan.host(callee_host), self.lan.host(caller_host));
+        let callee_addr = SocketAddr::new(callee_host.addr(), 5070);
+        let caller_addr = SocketAddr::new(caller_host.addr(), 5080);
+        let callee = Sipp::in_lan(callee_host, "uas", &scenario(uas), callee_addr)
             .args(uas_args)
             .spawn();
         std::thread::sleep(Duration::from_millis(300));
-        let caller = Sipp::in_lan(phones, "uac", &scenario(uac), caller_addr)
+        let caller = Sipp::in_lan(caller_host, "uac", &scenario(uac), caller_addr)
             .args(uac_args)
             .args(["-rsa", &sip().to_string()])
             .args([callee_addr.to_string()])

@@ -94,6 +94,30 @@ impl Baresip {
     /// Starts baresip for `phone` and waits until it is ready and its control socket
     /// answers. Fails naming `baresip` (package `baresip-core`) when it is not installed.
     pub fn start(name: &str, phone: &Phone) -> Baresip {
+        Self::start_at(name, phone, None, "")
+    }
+
+    /// [`Baresip::start`] on a host of a test LAN: SIP, media and the control socket on the
+    /// host's address, its account `<sip:USER@ADDR;transport=TRANSPORT>` (`"udp"` or `"tcp"`:
+    /// baresip listens on both, and writes this transport in the Contact of what it sends),
+    /// and `outbound` with `;transport=TRANSPORT` too.
+    pub fn start_in_lan(
+        name: &str,
+        phone: &Phone,
+        host: &crate::lan::LanHost,
+        transport: &str,
+    ) -> Baresip {
+        Self::start_at(name, phone, Some(host), transport)
+    }
+
+    /// [`Baresip::start`] on `host` (this machine's loopback when `None`), with a transport
+    /// parameter for the account (none when empty).
+    fn start_at(
+        name: &str,
+        phone: &Phone,
+        host: Option<&crate::lan::LanHost>,
+        transport: &str,
+    ) -> Baresip {
         let binary = require_tool("baresip", "baresip-core");
         for module in MODULES {
             let path = Path::new(MODULE_DIR).join(module);
@@ -108,13 +132,23 @@ impl Baresip {
         // A port chosen free can be taken before baresip binds it: a few tries.
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("a temporary directory");
-            let sip = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-            let ctrl = SocketAddr::new(LOCALHOST, free_port(LOCALHOST));
-            let rtp = free_udp_block(LOCALHOST, 20);
+            let ip = host.map_or(LOCALHOST, |h| h.addr());
+            let in_host = |f: &(dyn Fn() -> u16 + Sync)| match host {
+                Some(h) => h.run(f),
+                None => f(),
+            };
+            let sip = SocketAddr::new(ip, in_host(&|| free_port(ip)));
+            let ctrl = SocketAddr::new(ip, in_host(&|| free_port(ip)));
+            let rtp = in_host(&|| free_udp_block(ip, 20));
             let tone = dir.path().join("tone.wav");
             // Two minutes of tone at about -12 dBFS; aufile loads it whole and stops at its end.
             write_tone(&tone, phone.tone_hz, 8000, 120, 8000).expect("the tone file written");
-            let aor = format!("sip:{}@127.0.0.1", phone.user);
+            let transport_param = if transport.is_empty() {
+                String::new()
+            } else {
+                format!(";transport={transport}")
+            };
+            let aor = format!("sip:{}@{ip}{transport_param}", phone.user);
             std::fs::write(
                 dir.path().join("config"),
                 config(dir.path(), sip, ctrl, rtp, &tone),
@@ -122,7 +156,7 @@ impl Baresip {
             .expect("the config written");
             let outbound = phone
                 .outbound
-                .map(|p| format!(";outbound=\"sip:{p};lr\""))
+                .map(|p| format!(";outbound=\"sip:{p}{transport_param};lr\""))
                 .unwrap_or_default();
             std::fs::write(
                 dir.path().join("accounts"),
@@ -132,7 +166,10 @@ impl Baresip {
                 ),
             )
             .expect("the accounts written");
-            let mut command = Command::new(&binary);
+            let mut command = match host {
+                Some(h) => h.command(&binary),
+                None => Command::new(&binary),
+            };
             command.arg("-f").arg(dir.path()).arg("-s");
             let mut daemon =
                 Daemon::spawn_logged(name, &mut command, &dir.path().join("baresip.log"));
@@ -144,7 +181,11 @@ impl Baresip {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let connected = if daemon.is_running() && daemon.log().contains("baresip is ready.") {
-                TcpStream::connect_timeout(&ctrl, Duration::from_secs(2)).ok()
+                let connect = || TcpStream::connect_timeout(&ctrl, Duration::from_secs(2)).ok();
+                match host {
+                    Some(h) => h.run(connect),
+                    None => connect(),
+                }
             } else {
                 None
             };
@@ -277,6 +318,13 @@ impl Baresip {
         trace_messages(&self.log(), self.sip, false)
     }
 
+    /// Every SIP message of its trace so far, sent or received, with its transport and
+    /// addresses: also those of the TCP connections baresip opens itself (from a port other
+    /// than its SIP port, which [`Baresip::sent`] and [`Baresip::received`] leave out).
+    pub fn trace(&self) -> Vec<Traced> {
+        trace_entries(&self.log())
+    }
+
     /// The received messages whose start line begins with `start` (`"INVITE "`, `"SIP/2.0 200"`).
     pub fn received_starting(&self, start: &str) -> Vec<String> {
         self.received()
@@ -371,7 +419,7 @@ fn config(dir: &Path, sip: SocketAddr, ctrl: SocketAddr, rtp: u16, tone: &Path) 
         "# written by anchorage-testkit\n\
          poll_method\t\tepoll\n\
          sip_listen\t\t{sip}\n\
-         net_interface\t\t127.0.0.1\n\
+         net_interface\t\t{}\n\
          call_local_timeout\t120\n\
          call_max_calls\t\t4\n\
          audio_source\t\taufile,{}\n\
@@ -388,6 +436,7 @@ fn config(dir: &Path, sip: SocketAddr, ctrl: SocketAddr, rtp: u16, tone: &Path) 
          module_app\t\tctrl_tcp.so\n\
          ctrl_tcp_listen\t\t{ctrl}\n\
          snd_path\t\t{}\n",
+        sip.ip(),
         tone.display(),
         rtp + 19,
         dir.display(),
@@ -435,16 +484,37 @@ fn next_netstring(buffer: &[u8]) -> Option<(&[u8], usize)> {
     (buffer.len() > end && buffer[end] == b',').then(|| (&buffer[colon + 1..end], end + 1))
 }
 
+/// One SIP message of baresip's `-s` trace: how it went and what it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traced {
+    /// `UDP` or `TCP`.
+    pub transport: String,
+    /// Where it came from.
+    pub from: SocketAddr,
+    /// Where it went.
+    pub to: SocketAddr,
+    /// The message.
+    pub message: String,
+}
+
 /// The SIP messages of a baresip `-s` trace that `own` received (`received`) or sent. The
 /// trace prints each as a line `UDP FROM -> TO` followed by the message, inside colour codes.
 fn trace_messages(log: &str, own: SocketAddr, received: bool) -> Vec<String> {
+    trace_entries(log)
+        .into_iter()
+        .filter(|t| if received { t.to == own } else { t.from == own })
+        .map(|t| t.message)
+        .collect()
+}
+
+/// Every SIP message of a baresip `-s` trace, in order.
+fn trace_entries(log: &str) -> Vec<Traced> {
     let mut out = Vec::new();
     let mut lines = log.lines().peekable();
     while let Some(line) = lines.next() {
         let Some((from, to)) = trace_header(line) else {
             continue;
         };
-        let mine = if received { to == own } else { from == own };
         let mut message = Vec::new();
         while let Some(next) = lines.peek() {
             if next.starts_with("\u{1b}[;m") || trace_header(next).is_some() {
@@ -453,9 +523,12 @@ fn trace_messages(log: &str, own: SocketAddr, received: bool) -> Vec<String> {
             message.push(*next);
             lines.next();
         }
-        if mine {
-            out.push(message.join("\n").trim_end().to_string());
-        }
+        out.push(Traced {
+            transport: line[..3].to_string(),
+            from,
+            to,
+            message: message.join("\n").trim_end().to_string(),
+        });
     }
     out
 }

@@ -26,6 +26,7 @@ use crate::require_tool;
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 
 const NONLOCAL_BIND: &str = "/proc/sys/net/ipv4/ip_nonlocal_bind";
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 /// The host end of each veth pair, inside its host's namespace.
 pub const DEV: &str = "eth0";
@@ -217,6 +218,119 @@ impl Lan {
         lan
     }
 
+    /// The private network behind a NAT host ([`Lan::add_behind_nat`]): the router's side
+    /// is `.1`, the host behind it `.2`.
+    pub const NAT_PRIVATE: &'static str = "192.168.77.0/24";
+    /// The ports the NAT maps the private host's UDP and TCP flows to on the router's LAN
+    /// address (never the private port itself: a party reached at its Contact's port would
+    /// not show the NAT).
+    pub const NAT_PORTS: std::ops::RangeInclusive<u16> = 40000..=40999;
+
+    /// Adds a host `name` behind a NAT: a namespace of its own with the private address
+    /// `192.168.77.2/24`, joined by a veth pair to the LAN host `router` (`192.168.77.1`
+    /// there), its default route through `router`, which forwards and masquerades what it
+    /// sends onto the LAN (`iptables -t nat … MASQUERADE --to-ports 40000-40999`): on the LAN
+    /// its packets come from `router`'s address and a port of [`Lan::NAT_PORTS`], and only
+    /// the answers to what it sent get back to it (conntrack). Fails the test naming
+    /// `iptables` (Debian `iptables`) if it is missing, or with the command's error. The
+    /// host is deleted with the LAN.
+    pub fn add_behind_nat(&mut self, name: &str, router: &str) -> &LanHost {
+        assert!(
+            self.hosts.iter().all(|h| h.name != name),
+            "host {name:?} named twice"
+        );
+        let iptables = require_tool("iptables", "iptables");
+        let router_ns = self.host(router).exec.ns.clone();
+        let ns = format!(
+            "{}-nat{}",
+            self.bridge.trim_end_matches("-br"),
+            self.hosts.len()
+        );
+        run_ip(&self.ip, &["netns", "add", &ns]);
+        let addr = Ipv4Addr::new(192, 168, 77, 2);
+        self.hosts.push(LanHost {
+            name: name.to_string(),
+            addr,
+            exec: NsExec {
+                ip: self.ip.clone(),
+                ns: ns.clone(),
+            },
+        });
+        let ip = &self.ip;
+        // Made in the router's namespace, the private end moved at once into the host's.
+        run_ip(
+            ip,
+            &[
+                "-n", &router_ns, "link", "add", "nat0", "type", "veth", "peer", "name", DEV,
+                "netns", &ns,
+            ],
+        );
+        run_ip(
+            ip,
+            &[
+                "-n",
+                &router_ns,
+                "addr",
+                "add",
+                "192.168.77.1/24",
+                "dev",
+                "nat0",
+            ],
+        );
+        run_ip(ip, &["-n", &router_ns, "link", "set", "nat0", "up"]);
+        run_ip(
+            ip,
+            &["-n", &ns, "addr", "add", "192.168.77.2/24", "dev", DEV],
+        );
+        run_ip(ip, &["-n", &ns, "link", "set", "lo", "up"]);
+        run_ip(ip, &["-n", &ns, "link", "set", DEV, "up"]);
+        run_ip(
+            ip,
+            &["-n", &ns, "route", "add", "default", "via", "192.168.77.1"],
+        );
+        let forwarding = crate::netns::run_in(&router_ns, || {
+            std::fs::write(IP_FORWARD, "1")?;
+            std::fs::read_to_string(IP_FORWARD)
+        });
+        assert_eq!(
+            forwarding.as_ref().map(|v| v.trim()).ok(),
+            Some("1"),
+            "net.ipv4.ip_forward=1 in {router_ns}: {forwarding:?}"
+        );
+        let ports = format!("{}-{}", Self::NAT_PORTS.start(), Self::NAT_PORTS.end());
+        for proto in ["udp", "tcp"] {
+            let rule = [
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-s",
+                Self::NAT_PRIVATE,
+                "-o",
+                DEV,
+                "-p",
+                proto,
+                "-j",
+                "MASQUERADE",
+                "--to-ports",
+                &ports,
+            ];
+            let out = self
+                .host(router)
+                .command(&iptables)
+                .args(rule)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run iptables: {e}"));
+            assert!(
+                out.status.success(),
+                "iptables {} in {router_ns} failed: {}",
+                rule.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.host(name)
+    }
+
     /// The host named `name`; panics if there is none.
     pub fn host(&self, name: &str) -> &LanHost {
         self.hosts
@@ -317,5 +431,42 @@ mod tests {
                 "{name} left behind"
             );
         }
+    }
+
+    #[test]
+    fn a_host_behind_nat_reaches_the_lan_from_the_routers_address_and_only_answers_come_back() {
+        let mut lan = Lan::create(&["router", "server"]);
+        lan.add_behind_nat("phone", "router");
+        let (router, server, phone) = (
+            lan.host("router").ipv4(),
+            lan.host("server"),
+            lan.host("phone"),
+        );
+        assert_eq!(phone.ipv4(), Ipv4Addr::new(192, 168, 77, 2));
+        let listener = server.run(|| std::net::UdpSocket::bind((server.ipv4(), 5060)).unwrap());
+        let private = phone.run(|| std::net::UdpSocket::bind((phone.ipv4(), 5080)).unwrap());
+        private
+            .send_to(b"ping", listener.local_addr().unwrap())
+            .unwrap();
+        listener
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let (n, public) = listener.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        assert_eq!(public.ip(), IpAddr::V4(router));
+        assert!(Lan::NAT_PORTS.contains(&public.port()), "{public}");
+        listener.send_to(b"pong", public).unwrap();
+        private
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let (n, from) = private.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"pong"[..], listener.local_addr().unwrap())
+        );
+        // The private address is not reachable from the LAN.
+        let unreachable = listener.send_to(b"x", (phone.ipv4(), 5080));
+        assert!(unreachable.is_err(), "{unreachable:?}");
     }
 }
