@@ -119,7 +119,20 @@ pub(crate) async fn watch(
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(dead = %node, %error, "could not take a dead node's calls")
+                    tracing::warn!(dead = %node, %error, "could not take a dead node's calls");
+                    continue;
+                }
+            }
+            // Its sessions to delete go with their calls, by the same share.
+            match store.take_orphans_of(&node, Some(live.clone())).await {
+                Ok(orphans) if !orphans.is_empty() => {
+                    if claimed.send(Takeover::Orphans(orphans)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(dead = %node, %error, "could not take a dead node's relay sessions to delete")
                 }
             }
         }

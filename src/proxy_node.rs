@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anchorage_config::Config;
 use anchorage_proxy::node::{
-    CallRecord as CoreRecord, CoreConfig, Datagram, Listener, Now, Output, Proxy,
+    CallRecord as CoreRecord, CoreConfig, Datagram, Listener, Now, OrphanChange, Output, Proxy,
 };
 use anchorage_sip_transport::{Limits, ListenerSpec, Outbound, Transport, Transports};
 use anyhow::{bail, Context};
@@ -242,6 +242,9 @@ pub async fn run(
                         .collect();
                     import_records(&mut proxy, records);
                 }
+                Takeover::Orphans(orphans) => {
+                    proxy.adopt_orphans(orphans, Instant::now());
+                }
                 Takeover::Drained(relays) => {
                     drain_again(&mut proxy, &relays);
                     // The last message of a takeover.
@@ -359,6 +362,20 @@ pub async fn run(
                             let _ = saved_tx.send(call_id);
                         }
                     }
+                }
+                Output::Orphan(change) => {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let result = match &change {
+                            OrphanChange::Added { relay, call_id } => {
+                                store.add_orphan(relay, call_id).await
+                            }
+                            OrphanChange::Cleared { relay } => store.clear_orphans(relay).await,
+                        };
+                        if let Err(error) = result {
+                            tracing::warn!(?change, %error, "a relay session to delete not written to the store");
+                        }
+                    });
                 }
                 Output::LoadCall(call_id) => {
                     let (store, done) = (store.clone(), loaded_tx.clone());

@@ -51,6 +51,14 @@ pub(crate) async fn claim_own_calls(
         }
     };
     let (loaded, refused) = import_records(proxy, records);
+    match store.take_orphans_of(node_id, None).await {
+        Ok(orphans) => {
+            proxy.adopt_orphans(orphans, Instant::now());
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the relay sessions this node had left to delete")
+        }
+    }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(loaded, refused, ms, "calls loaded from the store");
     println!("anchorage proxy: {loaded} calls loaded from the store in {ms:.0} ms");
@@ -91,6 +99,8 @@ pub(crate) const IMPORT_BATCH: usize = 256;
 pub(crate) enum Takeover {
     /// One node's calls, claimed.
     Calls(Vec<StoreRecord>),
+    /// Relay sessions a node left to delete when their relay comes back, as (relay, call).
+    Orphans(Vec<(String, String)>),
     /// The relays drained cluster-wide (after every node's calls).
     Drained(Vec<String>),
 }
@@ -185,6 +195,19 @@ pub(crate) async fn claim_every_node(
                     for batch in records.chunks(IMPORT_BATCH) {
                         if claimed.send(Takeover::Calls(batch.to_vec())).is_err() {
                             return;
+                        }
+                    }
+                    // Its sessions to delete come after its calls (a call moved back onto
+                    // a relay keeps its session there).
+                    match store.take_orphans_of(&node, None).await {
+                        Ok(orphans) if !orphans.is_empty() => {
+                            if claimed.send(Takeover::Orphans(orphans)).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(%node, %error, "could not take a node's relay sessions to delete")
                         }
                     }
                 }

@@ -37,6 +37,10 @@ enum Failure {
     /// The call moved by the active proxy (its relay drained: CSeqs renumbered), then
     /// `kill -9` of that proxy; no relay dies.
     MovedThenProxy,
+    /// The call's relay frozen (`SIGSTOP`): the active proxy moves the call and leaves its
+    /// session there to delete; `kill -9` of that proxy; the relay resumed (`SIGCONT`): the
+    /// new owner deletes the session the dead node left.
+    RelayFrozenThenProxy,
 }
 
 /// The SIP messages a proxy sent, from its `/metrics`.
@@ -108,6 +112,40 @@ fn takeover(failure: Failure) {
             cluster.relays[dead].daemon.signal(9);
             cluster.wait_vip_on("p2", Duration::from_secs(5));
         }
+        Failure::RelayFrozenThenProxy => {
+            cluster.relays[dead].daemon.signal(SIGSTOP);
+            nth_received(&callee, "INVITE ", 2, Duration::from_secs(10));
+            nth_received(&caller, "INVITE ", 1, Duration::from_secs(10));
+            // p1 listed the session left on the frozen relay in the store.
+            eventually(
+                Duration::from_secs(5),
+                "the session to delete in the store",
+                || {
+                    cluster
+                        .redis
+                        .cli(&["SMEMBERS", "anc:node:p1:orphans"])
+                        .contains(&call_id)
+                },
+            );
+            cluster.kill_proxy("p1");
+            cluster.wait_vip_on("p2", Duration::from_secs(5));
+            eventually(
+                Duration::from_secs(5),
+                "p2 took the session to delete",
+                || {
+                    cluster
+                        .redis
+                        .cli(&["SMEMBERS", "anc:node:p1:orphans"])
+                        .is_empty()
+                },
+            );
+            cluster.relays[dead].daemon.signal(SIGCONT);
+            eventually(
+                Duration::from_secs(5),
+                "the new owner deleted the dead node's session on the resumed relay",
+                || !cluster.relay_calls(dead).contains(&call_id),
+            );
+        }
         Failure::MovedThenProxy => {
             let (status, body) = cluster.post("p1", &format!("/v1/relays/{relay}/drain"));
             assert_eq!(status, 200, "{body}");
@@ -159,10 +197,15 @@ fn takeover(failure: Failure) {
         );
     }
     let live: Vec<usize> = match failure {
-        Failure::MovedThenProxy => vec![0, 1],
+        Failure::MovedThenProxy | Failure::RelayFrozenThenProxy => vec![0, 1],
         _ => vec![1 - dead],
     };
     cluster.assert_call_gone(&call_id, &live);
+}
+
+#[test]
+fn a_session_the_dead_node_left_on_a_frozen_relay_is_deleted_by_the_new_owner_when_it_resumes() {
+    takeover(Failure::RelayFrozenThenProxy);
 }
 
 #[test]

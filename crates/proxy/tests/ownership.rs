@@ -85,3 +85,48 @@ fn release_all_calls_forgets_every_call_and_its_relay_count() {
     assert_eq!(calls_on_r1(&p), Some(0));
     assert_eq!(p.release_all_calls(now), 0);
 }
+
+/// Sessions another node left to delete: deleted at once on a relay that is up, listed (and
+/// written for the store) on one that is down, kept for a call anchored on that relay here.
+#[test]
+fn sessions_a_dead_node_left_to_delete_are_taken_over() {
+    let now = epoch();
+    let mut p = call_on_r1(now);
+    p.enable_call_records();
+    ng_requests(&mut p);
+    while p.poll_output().is_some() {}
+    let taken = p.adopt_orphans(
+        vec![
+            ("r2".into(), "ended-call".into()),
+            ("r1".into(), "c1".into()),
+            ("r9".into(), "elsewhere".into()),
+        ],
+        now,
+    );
+    assert_eq!(taken, 1, "c1 is on r1 here; r9 is unknown");
+    let ng = ng_requests(&mut p);
+    assert_eq!(ng.len(), 1, "{ng:?}");
+    assert_eq!(ng[0].0, 2224);
+    assert!(is_delete(&ng[0].1));
+    assert_eq!(p.orphan_count(), 0);
+
+    // r2 dead (its port refuses): the session waits for it, and the store is told.
+    let r2: std::net::SocketAddr = "127.0.0.1:2224".parse().unwrap();
+    p.handle_relay_refused(r2, now);
+    p.handle_relay_refused(r2, now + Duration::from_millis(10));
+    assert!(!p.relays().is_up(1));
+    while p.poll_output().is_some() {}
+    assert_eq!(p.adopt_orphans(vec![("r2".into(), "gone".into())], now), 1);
+    assert_eq!(ng_requests(&mut p), vec![]);
+    assert_eq!(p.orphan_count(), 1);
+    let told: Vec<Output> = std::iter::from_fn(|| p.poll_output())
+        .filter(|o| matches!(o, Output::Orphan(_)))
+        .collect();
+    assert_eq!(
+        told,
+        vec![Output::Orphan(anchorage_proxy::node::OrphanChange::Added {
+            relay: "r2".into(),
+            call_id: "gone".into()
+        })]
+    );
+}

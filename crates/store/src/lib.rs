@@ -292,6 +292,42 @@ impl Store {
         .await
     }
 
+    /// Notes, on this node's list, that call `call_id`'s session on relay `relay` is to be
+    /// deleted when the relay comes back (it is down now): a node that takes this node's calls
+    /// over deletes it then.
+    pub async fn add_orphan(&self, relay: &str, call_id: &str) -> Result<(), StoreError> {
+        self.ask(|reply| Request::AddOrphan {
+            relay: relay.to_string(),
+            call_id: call_id.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// Relay `relay` came back and this node deleted its sessions: off this node's list.
+    pub async fn clear_orphans(&self, relay: &str) -> Result<(), StoreError> {
+        self.ask(|reply| Request::ClearOrphans {
+            relay: relay.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// Takes node `node`'s list of sessions to delete (every entry, or with `live` only this
+    /// node's [`share_of`] them by call among the live nodes), as (relay, call).
+    pub async fn take_orphans_of(
+        &self,
+        node: &str,
+        live: Option<Vec<String>>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.ask(|reply| Request::TakeOrphans {
+            node: node.to_string(),
+            share: live,
+            reply,
+        })
+        .await
+    }
+
     /// The token (`NODE/EPOCH`) of the node start that owns `call_id`, if it has a record.
     pub async fn owner(&self, call_id: &str) -> Result<Option<String>, StoreError> {
         self.ask(|reply| Request::Owner {
@@ -437,13 +473,54 @@ pub fn share_of<'a>(call_id: &str, nodes: &'a [String]) -> Option<&'a str> {
     nodes
         .iter()
         .max_by_key(|node| {
-            // FNV-1a over the call, a separator and the node: stable across processes.
+            // FNV-1a over the call, a separator and the node (stable across processes and
+            // builds, unlike std's hasher), then a 64-bit finaliser so that node ids that
+            // differ in their last byte still compare by well-mixed high bits.
             let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
             for b in call_id.bytes().chain([0xff]).chain(node.bytes()) {
                 hash ^= u64::from(b);
                 hash = hash.wrapping_mul(0x0100_0000_01b3);
             }
+            hash ^= hash >> 33;
+            hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            hash ^= hash >> 33;
+            hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+            hash ^= hash >> 33;
             (hash, node.as_str())
         })
         .map(String::as_str)
+}
+
+#[cfg(test)]
+mod share_tests {
+    use super::share_of;
+
+    #[test]
+    fn every_survivor_computes_the_same_owner_and_the_calls_spread_evenly() {
+        let nodes: Vec<String> = ["p1", "p2", "p3"].iter().map(|s| s.to_string()).collect();
+        let mut reversed = nodes.clone();
+        reversed.reverse();
+        let mut counts = [0usize; 3];
+        for i in 0..3000 {
+            let call = format!("{i}-call@198.51.100.1");
+            let owner = share_of(&call, &nodes).unwrap();
+            assert_eq!(
+                share_of(&call, &reversed),
+                Some(owner),
+                "order does not matter"
+            );
+            counts[nodes.iter().position(|n| n == owner).unwrap()] += 1;
+        }
+        assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
+        assert_eq!(share_of("c", &[]), None);
+        // A node leaving moves only its own calls.
+        let two = &nodes[..2];
+        for i in 0..300 {
+            let call = format!("{i}");
+            let before = share_of(&call, &nodes).unwrap();
+            if before != "p3" {
+                assert_eq!(share_of(&call, two), Some(before));
+            }
+        }
+    }
 }

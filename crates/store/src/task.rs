@@ -58,6 +58,23 @@ pub(crate) enum Request {
         share: Option<Vec<String>>,
         reply: oneshot::Sender<Result<Vec<CallRecord>, StoreError>>,
     },
+    /// A session to delete when its relay comes back.
+    AddOrphan {
+        relay: String,
+        call_id: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A relay's sessions to delete were deleted.
+    ClearOrphans {
+        relay: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Take a node's sessions to delete.
+    TakeOrphans {
+        node: String,
+        share: Option<Vec<String>>,
+        reply: oneshot::Sender<Result<Vec<(String, String)>, StoreError>>,
+    },
     /// Which node start owns a call.
     Owner {
         call_id: String,
@@ -325,6 +342,28 @@ impl Task {
             }
             Request::Drained { reply } => {
                 let result = self.backend.drained().await;
+                self.outcome(&result);
+                let _ = reply.send(result);
+            }
+            Request::AddOrphan {
+                relay,
+                call_id,
+                reply,
+            } => {
+                let result = self.backend.add_orphan(&relay, &call_id).await;
+                self.outcome(&result);
+                let _ = reply.send(result);
+            }
+            Request::ClearOrphans { relay, reply } => {
+                let result = self.backend.clear_orphans(&relay).await;
+                self.outcome(&result);
+                let _ = reply.send(result);
+            }
+            Request::TakeOrphans { node, share, reply } => {
+                let result = self
+                    .backend
+                    .take_orphans_of(&node, &self.node, share.as_deref())
+                    .await;
                 self.outcome(&result);
                 let _ = reply.send(result);
             }

@@ -256,3 +256,41 @@ async fn writes_go_on_when_redis_forgot_the_scripts() {
     assert_eq!(a.load("s1").await.unwrap(), Some(changed));
     assert!(a.status().up, "{:?}", a.status());
 }
+
+/// A node's relay sessions to delete are its own list; a node that takes its calls takes the
+/// list too, all of it or, among several survivors, its share by call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_to_delete_go_with_the_calls_to_the_node_that_takes_them() {
+    let server = RedisServer::start(None);
+    let a = open(&server, "node-a").await;
+    let b = open(&server, "node-b").await;
+    for i in 0..20 {
+        a.add_orphan("relay-x", &format!("c{i}")).await.unwrap();
+    }
+    a.add_orphan("relay-y", "cy").await.unwrap();
+    a.clear_orphans("relay-y").await.unwrap();
+    let live = vec!["node-b".to_string(), "node-c".to_string()];
+    let mut share = b
+        .take_orphans_of("node-a", Some(live.clone()))
+        .await
+        .unwrap();
+    share.sort();
+    let mut expected: Vec<(String, String)> = (0..20)
+        .map(|i| format!("c{i}"))
+        .filter(|c| anchorage_store::share_of(c, &live) == Some("node-b"))
+        .map(|c| ("relay-x".to_string(), c))
+        .collect();
+    expected.sort();
+    assert_eq!(share, expected);
+    assert!(
+        !share.is_empty() && share.len() < 20,
+        "a share: {}",
+        share.len()
+    );
+    // The rest, to a node that takes everything (the VIP holder); nothing is left, and the
+    // cleared relay's entry is not among them.
+    let rest = b.take_orphans_of("node-a", None).await.unwrap();
+    assert_eq!(rest.len() + share.len(), 20);
+    assert!(rest.iter().all(|(relay, _)| relay == "relay-x"));
+    assert_eq!(b.take_orphans_of("node-a", None).await.unwrap(), vec![]);
+}

@@ -169,6 +169,27 @@ pub enum Output {
     /// and hand it to [`Proxy::handle_loaded`](crate::node::Proxy::handle_loaded) (`None`
     /// when the store has none or cannot be read) — the messages wait for it.
     LoadCall(String),
+    /// A relay session to delete when its relay comes back (the relay is down now), or the
+    /// relay's list done with: for the store, so a node that takes this node's calls over
+    /// deletes them too (only with record keeping on).
+    Orphan(OrphanChange),
+}
+
+/// A change of the sessions waiting for their relay to come back to be deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrphanChange {
+    /// Call `call_id`'s session on relay `relay` is to be deleted when the relay is back.
+    Added {
+        /// The relay node, by name.
+        relay: String,
+        /// The call.
+        call_id: String,
+    },
+    /// Relay `relay` is back: its sessions to delete were deleted.
+    Cleared {
+        /// The relay node, by name.
+        relay: String,
+    },
 }
 
 /// A host name the core needs resolved (RFC 3263): answer with [`Proxy::handle_resolved`](crate::node::Proxy::handle_resolved).

@@ -43,6 +43,7 @@ mod inbound;
 mod io;
 mod loading;
 mod moves;
+mod orphans;
 mod ownership;
 mod peers;
 mod record;
@@ -57,7 +58,9 @@ mod waiting;
 
 pub use anchoring::{AnchoredCall, LegMedia};
 pub use calls::{CallId, Calls, Dialogs};
-pub use io::{CoreConfig, Counters, Datagram, Listener, Now, Output, ResolveQuery, Transmit};
+pub use io::{
+    CoreConfig, Counters, Datagram, Listener, Now, OrphanChange, Output, ResolveQuery, Transmit,
+};
 pub use loading::{MAX_PARKED, MAX_PARKED_PER_CALL, MAX_UNKNOWN, UNKNOWN_FOR};
 pub use moves::ReanchorMetrics;
 pub use peers::{FORWARD_BRANCH_PREFIX, MAX_OWNERS, OWNER_FOR, SOURCE_HEADER};

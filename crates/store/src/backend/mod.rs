@@ -88,6 +88,37 @@ impl Backend {
         }
     }
 
+    /// Notes a session to delete when its relay comes back (this node's list).
+    pub async fn add_orphan(&mut self, relay: &str, call_id: &str) -> Result<(), StoreError> {
+        match self {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(r) => r.add_orphan(relay, call_id).await,
+        }
+    }
+
+    /// Relay `relay`'s sessions to delete were deleted (this node's list).
+    pub async fn clear_orphans(&mut self, relay: &str) -> Result<(), StoreError> {
+        match self {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(r) => r.clear_orphans(relay).await,
+        }
+    }
+
+    /// Takes `node`'s sessions to delete (only `me`'s share among `share`, if given).
+    pub async fn take_orphans_of(
+        &mut self,
+        node: &str,
+        me: &str,
+        share: Option<&[String]>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mine =
+            |call_id: &str| share.is_none_or(|nodes| crate::share_of(call_id, nodes) == Some(me));
+        match self {
+            Backend::Memory(_) => Ok(Vec::new()),
+            Backend::Redis(r) => r.take_orphans_of(node, mine).await,
+        }
+    }
+
     /// The token of the node start that owns `call_id`, if any.
     pub async fn owner(&mut self, call_id: &str) -> Result<Option<String>, StoreError> {
         match self {

@@ -13,7 +13,11 @@
 //! * `P:nodes`: the set of node ids that ever beat;
 //! * `P:relays:drained`: the relay nodes an operator drained (cluster-wide: the node that takes
 //!   over goes on draining them);
-//! * `P:node:NODE:alive`: NODE's token, expiring `cluster.lease_ms` after its last heartbeat.
+//! * `P:node:NODE:alive`: NODE's token, expiring `cluster.lease_ms` after its last heartbeat;
+//! * `P:node:NODE:sip`: the SIP address other nodes forward NODE's calls' messages to
+//!   (active-active), with the same life;
+//! * `P:node:NODE:orphans`: relay sessions NODE is to delete when their relay comes back
+//!   (`RELAY \x1f CALL-ID`), taken with its calls by a node that takes them over.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -82,6 +86,19 @@ return redis.call('HGETALL', KEYS[1])
 /// A call's hash as Redis returns it.
 type Fields = HashMap<String, Vec<u8>>;
 
+/// How long a node's list of sessions to delete lives after its last change (s).
+const ORPHANS_TTL_S: u64 = 3_600;
+
+/// One entry of a node's list of sessions to delete: the relay, a unit separator, the call.
+fn orphan_entry(relay: &str, call_id: &str) -> String {
+    format!("{relay}\u{1f}{call_id}")
+}
+
+/// (relay, call) of an [`orphan_entry`].
+fn split_orphan(entry: &str) -> Option<(&str, &str)> {
+    entry.split_once('\u{1f}')
+}
+
 /// One node as the store sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeState {
@@ -109,6 +126,66 @@ impl RedisBackend {
 
     fn alive_key(&self, node: &str) -> String {
         format!("{}:node:{node}:alive", self.prefix)
+    }
+
+    fn orphans_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:orphans", self.prefix)
+    }
+
+    /// Notes that call `call_id`'s session on relay `relay` is to be deleted when the relay
+    /// comes back (this node's list; kept an hour past its last change, the longest a relay
+    /// keeps an idle session).
+    pub async fn add_orphan(&mut self, relay: &str, call_id: &str) -> Result<(), StoreError> {
+        let key = self.orphans_key(&self.node);
+        self.query::<()>(
+            redis::cmd("SADD")
+                .arg(&key)
+                .arg(orphan_entry(relay, call_id))
+                .clone(),
+        )
+        .await?;
+        self.query::<()>(redis::cmd("EXPIRE").arg(&key).arg(ORPHANS_TTL_S).clone())
+            .await
+    }
+
+    /// Relay `relay` is back and its sessions to delete were deleted: off this node's list.
+    pub async fn clear_orphans(&mut self, relay: &str) -> Result<(), StoreError> {
+        let key = self.orphans_key(&self.node);
+        let entries: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(&key).clone()).await?;
+        let done: Vec<&String> = entries
+            .iter()
+            .filter(|e| split_orphan(e).is_some_and(|(r, _)| r == relay))
+            .collect();
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.query::<()>(redis::cmd("SREM").arg(&key).arg(done).clone())
+            .await
+    }
+
+    /// Takes off `node`'s list the sessions to delete that `mine` accepts (by call), and
+    /// returns them as (relay, call): the taker deletes them (or lists them as its own).
+    pub async fn take_orphans_of(
+        &mut self,
+        node: &str,
+        mine: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let key = self.orphans_key(node);
+        let entries: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(&key).clone()).await?;
+        let taken: Vec<&String> = entries
+            .iter()
+            .filter(|e| split_orphan(e).is_some_and(|(_, call)| mine(call)))
+            .collect();
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.query::<()>(redis::cmd("SREM").arg(&key).arg(&taken).clone())
+            .await?;
+        Ok(taken
+            .into_iter()
+            .filter_map(|e| split_orphan(e))
+            .map(|(r, c)| (r.to_string(), c.to_string()))
+            .collect())
     }
 
     fn sip_key(&self, node: &str) -> String {

@@ -277,10 +277,7 @@ impl Proxy {
         if self.relays.is_up(node) {
             self.delete_on(node, call_id, now);
         } else {
-            self.orphans
-                .entry(node)
-                .or_default()
-                .push(call_id.to_string());
+            self.add_orphan(node, call_id);
         }
     }
 

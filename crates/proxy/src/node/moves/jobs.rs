@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::media::{self, NodeId};
 use crate::reanchor::{CommandError, JobId, JobStatus, MoveResult, MoveTarget, Trigger};
 
+use crate::node::io::{OrphanChange, Output};
 use crate::node::moves::{CallMove, Job, ReanchorMetrics, DURATION_BOUNDS};
 use crate::node::timers::TimerRef;
 use crate::node::Proxy;
@@ -253,8 +254,15 @@ impl Proxy {
             let orphans = self.orphans.remove(&change.node).unwrap_or_default();
             tracing::info!(relay = %name, stale_sessions = orphans.len(), "relay node is up");
             // Sessions of calls moved away while it was down: deleted now, not left to time out.
+            let had_orphans = !orphans.is_empty();
             for call_id in orphans {
                 self.delete_on(change.node, &call_id, now);
+            }
+            if had_orphans && self.records {
+                self.records_out
+                    .push_back(Output::Orphan(OrphanChange::Cleared {
+                        relay: name.clone(),
+                    }));
             }
             self.resume_waiting(now);
             return;
