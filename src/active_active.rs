@@ -5,6 +5,7 @@
 //! live nodes, `anchorage_store::share_of`), so every call gets exactly one new owner without
 //! the survivors talking to each other.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,15 +16,44 @@ use tokio::sync::mpsc;
 
 use crate::takeover::{claim_call, Takeover};
 
-/// The cluster's nodes as the last look at the store saw them.
+/// The cluster's nodes as the last look at the store saw them, and this node's calls per
+/// relay as the event loop last gave them (published at the next look).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct View {
     nodes: Arc<Mutex<Vec<NodeState>>>,
+    own_relay_calls: Arc<Mutex<Vec<(String, u64)>>>,
+}
+
+/// What a look at the store tells the event loop.
+pub(crate) enum News {
+    /// The other live nodes, by id with their SIP address.
+    Peers(Vec<(String, SocketAddr)>),
+    /// The calls the other live nodes anchored per relay.
+    RelayCalls(HashMap<String, u64>),
+    /// Relays another node drained (cluster-wide): drained here too.
+    Drain(Vec<String>),
+    /// Relays another node undrained.
+    Undrain(Vec<String>),
 }
 
 impl View {
     fn set(&self, nodes: Vec<NodeState>) {
         *self.nodes.lock().unwrap_or_else(|p| p.into_inner()) = nodes;
+    }
+
+    /// This node's calls per relay, for the next publication.
+    pub(crate) fn set_own_relay_calls(&self, calls: Vec<(String, u64)>) {
+        *self
+            .own_relay_calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = calls;
+    }
+
+    fn own_relay_calls(&self) -> Vec<(String, u64)> {
+        self.own_relay_calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn live_owner(&self, token: &str) -> Option<(String, Option<SocketAddr>)> {
@@ -61,20 +91,24 @@ pub(crate) async fn locate(store: &Store, view: &View, me: &str, call_id: &str) 
     Located::Here(claim_call(store, call_id).await.map(Box::new))
 }
 
-/// Looks at the cluster every `every`: the nodes' addresses (trusted to forward, sent on
-/// `peers`), and the share of each dead node's calls that falls to this node, claimed and
-/// sent on `claimed`. Runs until the receivers are gone.
+/// Looks at the cluster every `every`: the other nodes' addresses (trusted to forward), the
+/// calls they anchored per relay, the relays drained or undrained cluster-wide (each sent on
+/// `news`; this node's own calls per relay are published), and the share of each dead node's
+/// calls that falls to this node, claimed and sent on `claimed`. Runs until the receivers are
+/// gone.
 pub(crate) async fn watch(
     store: Store,
     view: View,
     me: String,
     every: Duration,
-    peers: mpsc::UnboundedSender<Vec<(String, SocketAddr)>>,
+    news: mpsc::UnboundedSender<News>,
     claimed: mpsc::UnboundedSender<Takeover>,
 ) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut known: Vec<(String, SocketAddr)> = Vec::new();
+    // The drained relays as last read (this node drained them at its start).
+    let mut drained: Option<BTreeSet<String>> = None;
     loop {
         ticks.tick().await;
         let nodes = match store.nodes().await {
@@ -90,9 +124,36 @@ pub(crate) async fn watch(
         addresses.sort();
         if addresses != known {
             known = addresses.clone();
-            if peers.send(addresses).is_err() {
+            if news.send(News::Peers(addresses)).is_err() {
                 return;
             }
+        }
+        let others: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.alive && n.id != me)
+            .map(|n| n.id.clone())
+            .collect();
+        if let Err(error) = store.publish_relay_calls(view.own_relay_calls()).await {
+            tracing::debug!(%error, "this node's calls per relay not published");
+        }
+        if let Ok(calls) = store.relay_calls_of(others).await {
+            if news.send(News::RelayCalls(calls)).is_err() {
+                return;
+            }
+        }
+        if let Ok(now) = store.drained().await {
+            let now: BTreeSet<String> = now.into_iter().collect();
+            if let Some(before) = &drained {
+                let added: Vec<String> = now.difference(before).cloned().collect();
+                let removed: Vec<String> = before.difference(&now).cloned().collect();
+                if !added.is_empty() && news.send(News::Drain(added)).is_err() {
+                    return;
+                }
+                if !removed.is_empty() && news.send(News::Undrain(removed)).is_err() {
+                    return;
+                }
+            }
+            drained = Some(now);
         }
         let live: Vec<String> = nodes
             .iter()

@@ -4,7 +4,9 @@
 //! different nodes; the two that do not own the call forward to the one that does. Then the
 //! owner is killed: the two survivors take its calls, each exactly the share rendezvous
 //! hashing gives it, and when the relay of the calls dies each call is moved once — one
-//! re-INVITE to each party, from its new owner — and hung up through yet another node.
+//! re-INVITE to each party, from its new owner — and hung up through yet another node. On
+//! the way: a relay drained and undrained through one node is drained and undrained on the
+//! others, and a node counts the other nodes' calls when it picks the least loaded relay.
 
 use std::time::Duration;
 
@@ -110,10 +112,39 @@ fn three_nodes_active_active_forward_to_the_owner_and_share_a_dead_nodes_calls()
     let calls = call_ids(&p1);
     assert_eq!(calls.len(), CALLS, "p1 owns every call");
     assert!(call_ids(&p2).is_empty() && call_ids(&p3).is_empty());
+    // p1 drained relay-b for the whole cluster, then undrains it: p2 follows both.
+    let p2_draining_b = || {
+        get(&p2, "/v1/relays")["relays"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "relay-b").cloned())
+            .is_some_and(|r| r["draining"] == true)
+    };
+    assert!(p2_draining_b(), "the drain reached p2");
     post(&p1, "/v1/relays/relay-b/undrain");
+    eventually(Duration::from_secs(5), "the undrain reached p2", || {
+        !p2_draining_b()
+    });
     eventually(Duration::from_secs(5), "p1's store caught up", || {
         get(&p1, "/v1/health")["store"]["dirty_calls"] == 0
     });
+    // p1's eight calls count on relay-a for p2 too: a call set up through p2 goes to relay-b.
+    std::thread::sleep(Duration::from_millis(600));
+    let other_callee = std::net::SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST));
+    let mut uas = Sipp::new("uas", &scenario("uas.xml"), other_callee)
+        .args(["-m", "1"])
+        .spawn();
+    std::thread::sleep(Duration::from_millis(300));
+    let other_caller = std::net::SocketAddr::new(LOCALHOST, free_udp_port(LOCALHOST));
+    let mut uac = Sipp::new("uac", &scenario("uac.xml"), other_caller)
+        .args(["-m", "1", "-d", "300", "-timeout", "20s", "-timeout_error"])
+        .args(["-rsa", &p2.sip.to_string()])
+        .args([other_callee.to_string()])
+        .spawn();
+    let invite = nth_received(&uas, "INVITE ", 1, Duration::from_secs(10));
+    let port = anchorage_testkit::media::sdp_media(&invite).port();
+    assert!(b.ports.contains(&port), "on relay-b: {port}\n{invite}");
+    uac.finish(Duration::from_secs(15)).assert_success();
+    uas.finish(Duration::from_secs(15)).assert_success();
 
     // p1 dies: once its heartbeat expires, p2 and p3 take exactly their shares.
     p1.kill_9();

@@ -328,6 +328,23 @@ impl Store {
         .await
     }
 
+    /// Publishes the calls this node anchored on each relay (by name), alive for the lease:
+    /// the other nodes of an active-active cluster add them to theirs when they pick the
+    /// least loaded relay.
+    pub async fn publish_relay_calls(&self, calls: Vec<(String, u64)>) -> Result<(), StoreError> {
+        self.ask(|reply| Request::PublishRelayCalls { calls, reply })
+            .await
+    }
+
+    /// The calls `nodes` published per relay, summed by relay.
+    pub async fn relay_calls_of(
+        &self,
+        nodes: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        self.ask(|reply| Request::RelayCallsOf { nodes, reply })
+            .await
+    }
+
     /// The token (`NODE/EPOCH`) of the node start that owns `call_id`, if it has a record.
     pub async fn owner(&self, call_id: &str) -> Result<Option<String>, StoreError> {
         self.ask(|reply| Request::Owner {

@@ -75,6 +75,16 @@ pub(crate) enum Request {
         share: Option<Vec<String>>,
         reply: oneshot::Sender<Result<Vec<(String, String)>, StoreError>>,
     },
+    /// Publish this node's calls per relay.
+    PublishRelayCalls {
+        calls: Vec<(String, u64)>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// The calls other nodes published per relay, summed.
+    RelayCallsOf {
+        nodes: Vec<String>,
+        reply: oneshot::Sender<Result<std::collections::HashMap<String, u64>, StoreError>>,
+    },
     /// Which node start owns a call.
     Owner {
         call_id: String,
@@ -364,6 +374,19 @@ impl Task {
                     .backend
                     .take_orphans_of(&node, &self.node, share.as_deref())
                     .await;
+                self.outcome(&result);
+                let _ = reply.send(result);
+            }
+            Request::PublishRelayCalls { calls, reply } => {
+                let result = self
+                    .backend
+                    .publish_relay_calls(&calls, self.timing.lease)
+                    .await;
+                self.outcome(&result);
+                let _ = reply.send(result);
+            }
+            Request::RelayCallsOf { nodes, reply } => {
+                let result = self.backend.relay_calls_of(&nodes).await;
                 self.outcome(&result);
                 let _ = reply.send(result);
             }

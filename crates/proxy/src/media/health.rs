@@ -25,6 +25,9 @@ pub struct RelayNode {
     /// The sessions the node itself last reported (RTPProxy's `active sessions`), with this
     /// proxy's `calls` at that moment; none for ng nodes.
     pub reported: Option<(u64, usize)>,
+    /// Calls the other proxy nodes of an active-active cluster anchored on it, as they last
+    /// published them (an ng node reports no sessions of its own).
+    pub cluster_calls: u64,
     /// Whether its health checks pass.
     pub up: bool,
     /// Drained by the operator: no new calls.
@@ -82,7 +85,8 @@ impl RelayNode {
     /// Its load for the choice of a node: the calls this proxy anchored on it, plus, when
     /// the node reports its sessions (RTPProxy), those it held beyond this proxy's calls at
     /// its last report (another controller's, or left over) — so a node busy with others'
-    /// sessions gets fewer new calls, and calls counted since the report count at once.
+    /// sessions gets fewer new calls, and calls counted since the report count at once —
+    /// else the calls the cluster's other proxy nodes published for it.
     pub fn load(&self) -> u64 {
         let calls = u64::try_from(self.calls).unwrap_or(u64::MAX);
         match self.reported {
@@ -90,7 +94,7 @@ impl RelayNode {
                 let ours_then = u64::try_from(calls_then).unwrap_or(u64::MAX);
                 calls.saturating_add(sessions.saturating_sub(ours_then))
             }
-            None => calls,
+            None => calls.saturating_add(self.cluster_calls),
         }
     }
 

@@ -116,6 +116,7 @@ impl Relays {
                             weight: node.weight.max(1),
                             calls: 0,
                             reported: None,
+                            cluster_calls: 0,
                             up: true,
                             draining: false,
                             changed_at: now,
@@ -190,6 +191,14 @@ impl Relays {
     /// Whether `node` is up (health checks pass).
     pub fn is_up(&self, node: NodeId) -> bool {
         self.nodes.get(node).is_some_and(|n| n.up)
+    }
+
+    /// The calls the cluster's other proxy nodes anchored on each relay (by name; a relay
+    /// not named has none), from what they publish in the store.
+    pub fn set_cluster_calls(&mut self, calls: &std::collections::HashMap<String, u64>) {
+        for n in &mut self.nodes {
+            n.cluster_calls = calls.get(&n.name).copied().unwrap_or(0);
+        }
     }
 
     /// Marks a node drained (no new calls) or not.

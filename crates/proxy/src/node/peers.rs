@@ -127,6 +127,22 @@ impl Proxy {
             .collect();
     }
 
+    /// The calls the cluster's other nodes anchored on each relay (by name), as they
+    /// published them: counted in the choice of the least loaded relay.
+    pub fn set_cluster_relay_calls(&mut self, calls: &HashMap<String, u64>) {
+        self.relays.set_cluster_calls(calls);
+    }
+
+    /// The calls this node anchored on each relay, by name (what it publishes for the
+    /// others).
+    pub fn own_relay_calls(&self) -> Vec<(String, u64)> {
+        self.relays
+            .nodes()
+            .iter()
+            .map(|n| (n.name.clone(), n.calls as u64))
+            .collect()
+    }
+
     /// Whether `d` came from another node of the cluster speaking for a party.
     pub(in crate::node) fn is_forwarded_by_peer(&self, msg: &Message, d: &Datagram) -> bool {
         self.peers.trusts(d.source.ip()) && forwarded_source(msg).is_some()

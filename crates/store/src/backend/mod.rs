@@ -119,6 +119,29 @@ impl Backend {
         }
     }
 
+    /// Publishes this node's calls per relay, alive for `lease`.
+    pub async fn publish_relay_calls(
+        &mut self,
+        calls: &[(String, u64)],
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(r) => r.publish_relay_calls(calls, lease).await,
+        }
+    }
+
+    /// The calls `nodes` published per relay, summed.
+    pub async fn relay_calls_of(
+        &mut self,
+        nodes: &[String],
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        match self {
+            Backend::Memory(_) => Ok(Default::default()),
+            Backend::Redis(r) => r.relay_calls_of(nodes).await,
+        }
+    }
+
     /// The token of the node start that owns `call_id`, if any.
     pub async fn owner(&mut self, call_id: &str) -> Result<Option<String>, StoreError> {
         match self {

@@ -188,6 +188,50 @@ impl RedisBackend {
             .collect())
     }
 
+    fn relays_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:relays", self.prefix)
+    }
+
+    /// Publishes the calls this node anchored on each relay, alive for `lease` (other nodes
+    /// add them to their own in the choice of the least loaded relay).
+    pub async fn publish_relay_calls(
+        &mut self,
+        calls: &[(String, u64)],
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.relays_key(&self.node);
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(&key).ignore();
+        if !calls.is_empty() {
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&key);
+            for (relay, n) in calls {
+                hset.arg(relay).arg(n);
+            }
+            pipe.add_command(hset).ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(lease_ms).ignore();
+        }
+        self.query_pipes::<()>(vec![pipe]).await.map(|_| ())
+    }
+
+    /// The calls each of `nodes` published per relay, summed by relay.
+    pub async fn relay_calls_of(
+        &mut self,
+        nodes: &[String],
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let mut sum: HashMap<String, u64> = HashMap::new();
+        for node in nodes {
+            let calls: HashMap<String, u64> = self
+                .query(redis::cmd("HGETALL").arg(self.relays_key(node)).clone())
+                .await?;
+            for (relay, n) in calls {
+                *sum.entry(relay).or_default() += n;
+            }
+        }
+        Ok(sum)
+    }
+
     fn sip_key(&self, node: &str) -> String {
         format!("{}:node:{node}:sip", self.prefix)
     }
