@@ -193,17 +193,6 @@ fn assert_no_call_left(cluster: &Cluster) {
     assert_eq!(calls["calls"].as_array().map(Vec::len), Some(0), "{calls}");
 }
 
-/// `p2` took the calls over once and serves as the active node.
-fn assert_p2_took_over(cluster: &Cluster) {
-    let p2 = cluster.proxy("p2");
-    let view = api_get(&cluster.lan, p2, "/v1/cluster");
-    assert_eq!(
-        (view["role"].as_str(), &view["takeovers"]),
-        (Some("active"), &1.into()),
-        "{view}"
-    );
-}
-
 /// The caller's leg as a node shows it (`/v1/calls/{id}`).
 fn caller_leg(cluster: &Cluster, node: &str, call_id: &str) -> serde_json::Value {
     let view = api_get(
@@ -349,7 +338,7 @@ fn a_caller_behind_nat_is_reached_at_its_public_address_by_the_new_owner_after_k
         ("callee", &callee_run.received, &callee_run.sent),
         ("caller", &caller_run.received, &caller_run.sent),
     );
-    assert_p2_took_over(&cluster);
+    cluster.assert_p2_took_over();
     assert_no_call_left(&cluster);
 }
 
@@ -488,7 +477,7 @@ fn a_callee_on_tcp_is_reached_over_a_new_connection_from_the_new_owner_after_kil
         ("caller", &caller_run.received, &caller_run.sent),
         ("callee", &bob_received, &bob_sent),
     );
-    assert_p2_took_over(&cluster);
+    cluster.assert_p2_took_over();
     assert_no_call_left(&cluster);
     bob.quit();
 }

@@ -175,13 +175,7 @@ fn takeover(failure: Failure) {
     let reinvite = nth_received(&callee, "INVITE ", 3, Duration::from_secs(1));
     assert_eq!(relay_of_port(media_of(&reinvite).1), other, "{reinvite}");
 
-    let p2 = cluster.proxy("p2");
-    let view = api_get(&cluster.lan, p2, "/v1/cluster");
-    assert_eq!(
-        (view["role"].as_str(), &view["takeovers"]),
-        (Some("active"), &1.into()),
-        "{view}"
-    );
+    cluster.assert_p2_took_over();
     if failure == Failure::FrozenThenRelay {
         // The frozen node found the VIP gone before anything else, released the call, and
         // sent nothing since it was frozen.

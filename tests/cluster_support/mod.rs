@@ -318,6 +318,16 @@ impl Cluster {
         });
     }
 
+    /// `p2` took the calls over once and serves as the active node.
+    pub fn assert_p2_took_over(&self) {
+        let view = api_get(&self.lan, self.proxy("p2"), "/v1/cluster");
+        assert_eq!(
+            (view["role"].as_str(), &view["takeovers"]),
+            (Some("active"), &1.into()),
+            "{view}"
+        );
+    }
+
     /// The Call-IDs a relay (by index) holds.
     pub fn relay_calls(&self, i: usize) -> Vec<String> {
         let ng = SocketAddr::new(self.lan.host("svc").addr(), self.relays[i].ng);

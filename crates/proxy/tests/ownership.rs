@@ -12,12 +12,7 @@ use support::scenario::*;
 #[test]
 fn a_call_released_mid_move_sends_nothing_more_ever() {
     let now = epoch();
-    let mut p = call_on_r1(now);
-    p.enable_call_records();
-    ng_requests(&mut p);
-    move_c1_to_r2(&mut p, now);
-    saved_then_reinvites(&mut p, now);
-    let reinvites = drain(&mut p);
+    let (mut p, reinvites) = reinvites_out(now);
     assert_eq!(
         reinvites
             .iter()

@@ -29,12 +29,7 @@ fn outputs(p: &mut Proxy) -> (Vec<CallRecord>, Vec<String>) {
 /// Call c1 on r1, then moved to r2 (both parties accepted): the proxy re-INVITEd the callee
 /// as the caller with CSeq 2, so the caller's later requests go up by one.
 fn moved_call(now: Instant) -> Proxy {
-    let mut p = call_on_r1(now);
-    p.enable_call_records();
-    ng_requests(&mut p);
-    move_c1_to_r2(&mut p, now);
-    saved_then_reinvites(&mut p, now);
-    let out = drain(&mut p);
+    let (mut p, out) = reinvites_out(now);
     for t in &out {
         let sdp = if t.destination.port() == 9 {
             ANSWER_SDP
@@ -285,6 +280,19 @@ fn a_record_naming_an_unknown_relay_is_refused_with_the_reason() {
     assert!(q.export_call("c1").is_none(), "nothing half taken");
 }
 
+/// The call is on r2 now, and r1's session was deleted.
+fn assert_on_r2_and_r1_deleted(q: &mut Proxy) {
+    assert_eq!(
+        q.anchored_call("c1").map(|c| c.node),
+        Some("r2".to_string())
+    );
+    let ng = ng_requests(q);
+    assert!(
+        ng.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
+        "{ng:?}"
+    );
+}
+
 /// The re-INVITEs the core sends, each with its destination port.
 fn reinvites(out: &[anchorage_proxy::node::Transmit]) -> Vec<(u16, String)> {
     out.iter()
@@ -351,19 +359,7 @@ fn a_node_that_died_right_after_a_moves_re_invites_finishes_the_move_from_the_re
         .cloned()
         .unwrap();
     ok_to(&mut q, &to_caller, None, OFFER_SDP, later);
-    assert_eq!(
-        q.anchored_call("c1").map(|c| c.node),
-        Some("r2".to_string())
-    );
-    let ng = ng_requests(&mut q);
-    assert!(
-        ng.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
-        "{ng:?}"
-    );
-    assert!(
-        !ng.iter().any(|(port, r)| *port == 2224 && is_delete(r)),
-        "r2 keeps the call"
-    );
+    assert_on_r2_and_r1_deleted(&mut q);
     // Its own numbers resume above what was reserved: the caller's next request (CSeq 2)
     // reaches the callee above the reservation, never at a number the dead node may have used.
     let info = caller_in_dialog(Method::Info, 2, "z9hG4bK-info");
@@ -374,12 +370,7 @@ fn a_node_that_died_right_after_a_moves_re_invites_finishes_the_move_from_the_re
 #[test]
 fn a_successor_that_knows_both_re_invites_went_out_completes_the_move_and_sends_none() {
     let now = epoch();
-    let mut p = call_on_r1(now);
-    p.enable_call_records();
-    ng_requests(&mut p);
-    move_c1_to_r2(&mut p, now);
-    saved_then_reinvites(&mut p, now);
-    let out = drain(&mut p);
+    let (mut p, out) = reinvites_out(now);
     let sent = reinvites(&out);
     assert_eq!(sent.len(), 2, "{sent:?}");
     // The mark that both went out is written at once, without the write delay.
@@ -415,15 +406,7 @@ fn a_successor_that_knows_both_re_invites_went_out_completes_the_move_and_sends_
         .filter(|t| t.data.starts_with(b"ACK "))
         .count();
     assert_eq!(acks, 2);
-    assert_eq!(
-        q.anchored_call("c1").map(|c| c.node),
-        Some("r2".to_string())
-    );
-    let ng = ng_requests(&mut q);
-    assert!(
-        ng.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
-        "{ng:?}"
-    );
+    assert_on_r2_and_r1_deleted(&mut q);
 }
 
 /// With a write delay, a call's changes gather — but the moments another node taking over must

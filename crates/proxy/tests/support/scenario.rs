@@ -412,6 +412,18 @@ pub fn saved_then_reinvites(p: &mut Proxy, now: Instant) -> CallRecord {
     record
 }
 
+/// Call c1 on r1 with records kept, moved to r2 up to its re-INVITEs (saved, then sent):
+/// the proxy and what it sent.
+pub fn reinvites_out(now: Instant) -> (Proxy, Vec<Transmit>) {
+    let mut p = call_on_r1(now);
+    p.enable_call_records();
+    ng_requests(&mut p);
+    move_c1_to_r2(&mut p, now);
+    saved_then_reinvites(&mut p, now);
+    let out = drain(&mut p);
+    (p, out)
+}
+
 /// Call c1 moved from r1 to r2 by a node that died right after sending the move's
 /// re-INVITEs: the record it saved, and the re-INVITE it sent the callee.
 pub fn died_after_reinvites() -> (CallRecord, Transmit) {
