@@ -12,6 +12,7 @@ mod call_records;
 mod callgen;
 mod cluster;
 mod ctl;
+mod memory;
 mod ng_link;
 mod proxy_node;
 mod relay_node;

@@ -58,6 +58,7 @@ pub async fn run(
     if let Some(listen) = api.or(config.api.listen) {
         crate::security::check_api_exposure(listen, &config.api)?;
     }
+    crate::memory::spawn_trim();
     let p = &config.proxy;
     let mut specs = Vec::new();
     let mut advertise = Vec::new();

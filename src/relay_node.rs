@@ -629,6 +629,7 @@ pub async fn spawn_with_rtpp(
 
 /// Runs a relay node until Ctrl-C or SIGTERM.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    crate::memory::spawn_trim();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let (ng, rtpp) = spawn_with_rtpp(settings).await?;
