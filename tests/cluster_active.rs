@@ -16,7 +16,8 @@ use anchorage_testkit::{free_udp_port, http, ng_list, AnchorageProxy, AnchorageR
 
 mod restart_support;
 use restart_support::{
-    bin, call_ids, count_received, cseq, eventually, get, nth_received, scenario,
+    assert_origin_rules, assert_party_rules, bin, call_ids, count_received, cseq, eventually, get,
+    nth_received, scenario,
 };
 
 const CALLS: usize = 8;
@@ -210,7 +211,22 @@ fn three_nodes_active_active_forward_to_the_owner_and_share_a_dead_nodes_calls()
         "the BYE renumbered above the move: {:?}",
         byes.iter().map(|b| cseq(b).to_string()).collect::<Vec<_>>()
     );
-    eventually(Duration::from_secs(5), "no session left on relay-b", || {
+    // Each call, each party: CSeqs strictly increase, every 2xx ACKed, and the o= it saw kept
+    // its username and session id with one version more per change.
+    for call in &calls {
+        let of_call = |list: &[String]| -> Vec<String> {
+            list.iter()
+                .filter(|m| restart_support::header(m, "Call-ID") == call.as_str())
+                .cloned()
+                .collect()
+        };
+        for (who, run) in [("caller", &caller_run), ("callee", &callee_run)] {
+            let (received, sent) = (of_call(&run.received), of_call(&run.sent));
+            assert_party_rules(&format!("{who} of {call}"), &received, &sent);
+            assert_origin_rules(&format!("{who} of {call}"), &received);
+        }
+    }
+    eventually(Duration::from_secs(1), "no session left on relay-b", || {
         ng_list(b.ng).is_empty()
     });
     eventually(Duration::from_secs(5), "no record left", || {

@@ -591,3 +591,99 @@ pub fn resumed(record: &serde_json::Value, to_callee: u32, to_caller: u32) -> se
     }
     out
 }
+
+// --- What issue 15 asks of every party after every scenario ---
+
+/// `(number, method)` of a message's CSeq.
+pub fn cseq_of(message: &str) -> (u32, String) {
+    let value = cseq(message);
+    let mut words = value.split_whitespace();
+    let number = words
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no CSeq in {message}"));
+    (number, words.next().unwrap_or("").to_string())
+}
+
+/// Whether a message is a request (not a response).
+pub fn is_request(message: &str) -> bool {
+    !message.starts_with("SIP/2.0 ")
+}
+
+/// What the issue asks of every party after every scenario, from what it `received` and
+/// `sent`: the CSeqs of the requests it received (ACKs aside) strictly increase; each INVITE
+/// it answered 2xx got its ACK, and it ACKed each 2xx to an INVITE of its own.
+pub fn assert_party_rules(who: &str, received: &[String], sent: &[String]) {
+    let requests: Vec<(u32, String)> = received
+        .iter()
+        .filter(|m| is_request(m) && !m.starts_with("ACK "))
+        .map(|m| cseq_of(m))
+        .collect();
+    assert!(
+        requests.windows(2).all(|w| w[0].0 < w[1].0),
+        "{who}: the CSeqs it received do not increase: {requests:?}"
+    );
+    let acks = |list: &[String], n: u32| {
+        list.iter()
+            .filter(|m| m.starts_with("ACK ") && cseq_of(m) == (n, "ACK".to_string()))
+            .count()
+    };
+    // The 2xx it sent to INVITEs: each ACKed (retransmitted 2xx share their CSeq).
+    for answered in sent
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 2") && cseq_of(m).1 == "INVITE")
+    {
+        let (n, _) = cseq_of(answered);
+        assert!(
+            acks(received, n) >= 1,
+            "{who}: its 2xx to INVITE {n} got no ACK; received {received:#?}"
+        );
+    }
+    // The 2xx it received to its INVITEs: each ACKed.
+    for ok in received
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 2") && cseq_of(m).1 == "INVITE")
+    {
+        let (n, _) = cseq_of(ok);
+        assert!(
+            acks(sent, n) >= 1,
+            "{who}: it did not ACK the 2xx to its INVITE {n}; sent {sent:#?}"
+        );
+    }
+}
+
+/// The `o=` of the SDPs a party received (each message once: a retransmission is no change)
+/// keeps its username and session id, and its version goes up by one from each to the next:
+/// every SDP it received here is a change (a move, a hold, an answer).
+pub fn assert_origin_rules(who: &str, received: &[String]) {
+    let mut seen = Vec::new();
+    let mut origins: Vec<(String, String, u64)> = Vec::new();
+    for m in received {
+        let key = (
+            m.lines().next().unwrap_or("").to_string(),
+            cseq(m).to_string(),
+        );
+        let Some(o) = m.lines().find_map(|l| l.trim().strip_prefix("o=")) else {
+            continue;
+        };
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let words: Vec<&str> = o.split_whitespace().collect();
+        let version = words
+            .get(2)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{who}: no version in o={o}"));
+        origins.push((words[0].to_string(), words[1].to_string(), version));
+    }
+    assert!(origins.len() >= 3, "{who}: {origins:?}");
+    for pair in origins.windows(2) {
+        let ((user, session, version), (next_user, next_session, next_version)) =
+            (&pair[0], &pair[1]);
+        assert!(
+            user == next_user && session == next_session && *next_version == version + 1,
+            "{who}: the o= lines it received: {origins:?}"
+        );
+    }
+}
