@@ -416,6 +416,30 @@ impl SrtpSession {
 
     /// Authenticates and decrypts an SRTP (`rtcp` false) or SRTCP packet.
     pub fn unprotect(&mut self, packet: &[u8], rtcp: bool) -> Result<Vec<u8>, SrtpError> {
+        let mut plain = Vec::new();
+        self.unprotect_into(packet, rtcp, &mut plain)?;
+        Ok(plain)
+    }
+
+    /// Encrypts and authenticates an RTP (`rtcp` false) or RTCP packet.
+    pub fn protect(&mut self, packet: &[u8], rtcp: bool) -> Result<Vec<u8>, SrtpError> {
+        let mut secured = Vec::new();
+        self.protect_into(packet, rtcp, &mut secured)?;
+        Ok(secured)
+    }
+
+    /// [`SrtpSession::unprotect`] for the data plane: on success `out` holds the plain packet
+    /// (whatever it held before is dropped); on failure `out` is left as it was.
+    ///
+    /// `rtc-srtp` writes every packet into a buffer of its own (it has no in-place API); `out`
+    /// takes that buffer over rather than copying out of it, so the relay's cost per packet is
+    /// the crate's one allocation and nothing more.
+    pub fn unprotect_into(
+        &mut self,
+        packet: &[u8],
+        rtcp: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SrtpError> {
         let context = self.context()?;
         let plain = if rtcp {
             context.decrypt_rtcp(packet)
@@ -424,11 +448,18 @@ impl SrtpSession {
         }
         .map_err(classify)?;
         self.used += 1;
-        Ok(plain.to_vec())
+        *out = Vec::from(plain);
+        Ok(())
     }
 
-    /// Encrypts and authenticates an RTP (`rtcp` false) or RTCP packet.
-    pub fn protect(&mut self, packet: &[u8], rtcp: bool) -> Result<Vec<u8>, SrtpError> {
+    /// [`SrtpSession::protect`] for the data plane, writing into `out` as
+    /// [`SrtpSession::unprotect_into`] does.
+    pub fn protect_into(
+        &mut self,
+        packet: &[u8],
+        rtcp: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SrtpError> {
         let context = self.context()?;
         let secured = if rtcp {
             context.encrypt_rtcp(packet)
@@ -440,7 +471,8 @@ impl SrtpSession {
             _ => SrtpError::Crypto,
         })?;
         self.used += 1;
-        Ok(secured.to_vec())
+        *out = Vec::from(secured);
+        Ok(())
     }
 }
 

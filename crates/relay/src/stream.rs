@@ -538,17 +538,18 @@ impl MediaPair {
             return Relayed::plain(self.on_packet(on, source, packet, now));
         }
         let rtcp = on.kind == SocketKind::Rtcp || packet::is_rtcp(packet);
-        let plain = if ingress_srtp {
+        // The plain packet of an encrypted ingress leg goes straight into `out`.
+        let decrypted = if ingress_srtp {
             let leg = self.leg_mut(on.side);
             let result = match leg.srtp_in.as_mut() {
-                Some(session) => session.unprotect(packet, rtcp),
+                Some(session) => session.unprotect_into(packet, rtcp, out),
                 None => Err(SrtpError::NoKey),
             };
             match result {
-                Ok(plain) => {
+                Ok(()) => {
                     leg.stats.srtp.decrypted_packets += 1;
                     leg.stats.srtp.decrypted_bytes += packet.len() as u64;
-                    Some(plain)
+                    Some(packet.len())
                 }
                 Err(error) => {
                     leg.stats.srtp.record_failure(error);
@@ -562,7 +563,6 @@ impl MediaPair {
         } else {
             None
         };
-        let decrypted = plain.as_ref().map(|_| packet.len());
         let forward = match self.on_packet(on, source, packet, now) {
             Decision::Forward(forward) => forward,
             drop @ Decision::Drop(_) => {
@@ -573,11 +573,9 @@ impl MediaPair {
             }
         };
         if !egress_srtp {
-            let Some(plain) = plain else {
+            if decrypted.is_none() {
                 return Relayed::plain(Decision::Forward(forward));
-            };
-            out.clear();
-            out.extend_from_slice(&plain);
+            }
             return Relayed {
                 decision: Decision::Forward(forward),
                 payload: Payload::Rewritten,
@@ -586,18 +584,24 @@ impl MediaPair {
                 srtp_failed_on: None,
             };
         }
-        let clear = plain.as_deref().unwrap_or(packet);
+        // Both legs encrypted: the plain packet moves out of `out` so that `out` can take the
+        // encrypted one.
+        let plain;
+        let clear = if decrypted.is_some() {
+            plain = std::mem::take(out);
+            &plain[..]
+        } else {
+            packet
+        };
         let egress = self.leg_mut(forward.via.side);
         let result = match egress.srtp_out.as_mut() {
-            Some(session) => session.protect(clear, forward.rtcp),
+            Some(session) => session.protect_into(clear, forward.rtcp, out),
             None => Err(SrtpError::NoKey),
         };
         match result {
-            Ok(secured) => {
+            Ok(()) => {
                 egress.stats.srtp.encrypted_packets += 1;
-                egress.stats.srtp.encrypted_bytes += secured.len() as u64;
-                out.clear();
-                out.extend_from_slice(&secured);
+                egress.stats.srtp.encrypted_bytes += out.len() as u64;
                 Relayed {
                     decision: Decision::Forward(forward),
                     payload: Payload::Rewritten,
