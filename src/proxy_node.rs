@@ -264,6 +264,9 @@ pub async fn run(
                 // a passive node that gets a message has just got the address.
                 let passive = !vip.state().is_active();
                 take_role_if(&mut vip, &mut proxy, &store, &claimed_tx, passive);
+                // Until the takeover's claims are in, a new INVITE is looked up first (it may
+                // be the dead node's INVITE, retransmitted).
+                proxy.set_taking_over(cluster.takeover_running());
                 let now = Instant::now();
                 // How far behind the proxy is: new calls are shed while it is too far.
                 proxy.set_input_delay(now.saturating_duration_since(first.received));

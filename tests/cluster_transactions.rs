@@ -82,7 +82,10 @@ fn an_error_response_after_the_failover_reaches_the_caller_and_its_ack_the_calle
         "the relay session deleted after the 486",
         || (0..RELAYS.len()).all(|i| cluster.relay_calls(i).is_empty()),
     );
-    println!("relay session deleted {:?} after the 486", refused.elapsed());
+    println!(
+        "relay session deleted {:?} after the 486",
+        refused.elapsed()
+    );
     caller.finish(Duration::from_secs(15)).assert_success();
     callee.finish(Duration::from_secs(15)).assert_success();
 
@@ -206,9 +209,11 @@ fn record_routes(message: &str) -> Vec<String> {
         .lines()
         .filter_map(|l| {
             let (n, v) = l.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case("Record-Route")
-                .then(|| v.split(',').map(|r| r.trim().to_string()).collect::<Vec<_>>())
+            n.trim().eq_ignore_ascii_case("Record-Route").then(|| {
+                v.split(',')
+                    .map(|r| r.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
         })
         .flatten()
         .collect()
@@ -232,6 +237,21 @@ fn contact_uri(message: &str) -> String {
 /// go through; at the end no relay session and no record are left.
 #[test]
 fn an_invite_retransmitted_to_the_new_node_is_absorbed_not_anchored_again() {
+    retransmitted_invite(false);
+}
+
+/// The same, with the first retransmission reaching `p2` before the calls it claims when it
+/// gets the VIP are in (Redis frozen across the failover, as a takeover of many calls takes a
+/// while): `p2` holds the INVITE — no 100, nothing forwarded — until the store answers for
+/// its call, then absorbs it.
+#[test]
+fn an_invite_retransmitted_before_the_takeovers_claims_are_in_waits_for_its_call() {
+    retransmitted_invite(true);
+}
+
+/// The INVITE retransmitted to `p2` (see the tests above); with `claims_delayed`, Redis is
+/// frozen from before `p1`'s death until 150 ms after the first retransmission.
+fn retransmitted_invite(claims_delayed: bool) {
     let mut cluster = Cluster::start();
     let caller = Phone::bind(&cluster, 5080);
     let callee = Phone::bind(&cluster, 5070);
@@ -269,11 +289,25 @@ fn an_invite_retransmitted_to_the_new_node_is_absorbed_not_anchored_again() {
     eventually(Duration::from_secs(2), "the INVITE anchored", || {
         sessions_of(&cluster, &call_id) == 1
     });
-    cluster.fail_over(Duration::from_secs(2));
+    cluster.store_caught_up("p1");
+    if claims_delayed {
+        cluster.redis.signal(SIGSTOP);
+    }
+    cluster.kill_proxy("p1");
+    cluster.wait_vip_on("p2", Duration::from_secs(2));
 
     // Timer A: the same bytes again, at once and a second later.
-    for _ in 0..2 {
+    for n in 0..2 {
         caller.send(&invite, sip());
+        if claims_delayed && n == 0 {
+            // Held until the store answers for the call (well within the store's timeout).
+            let early = caller.try_expect("SIP/2.0 100", Duration::from_millis(150));
+            assert!(
+                early.is_none(),
+                "answered before its call was in: {early:?}"
+            );
+            cluster.redis.signal(SIGCONT);
+        }
         let (trying, source) = caller.expect("SIP/2.0 100", Duration::from_secs(2));
         assert_eq!(source, sip(), "{trying}");
         assert_eq!(header(&trying, "Call-ID"), call_id, "{trying}");
@@ -298,13 +332,17 @@ fn an_invite_retransmitted_to_the_new_node_is_absorbed_not_anchored_again() {
     );
     assert_eq!(sessions_of(&cluster, &call_id), 1, "anchored a second time");
     let p2 = cluster.proxy("p2");
+    let log = p2.daemon.log();
     assert!(
-        p2.daemon
-            .log()
-            .contains("the INVITE another node forwarded, retransmitted here"),
-        "{}",
-        p2.daemon.log()
+        log.contains("the INVITE another node forwarded, retransmitted here"),
+        "{log}"
     );
+    if claims_delayed {
+        assert!(
+            log.contains("call loaded from the store on demand"),
+            "{log}"
+        );
+    }
 
     // The callee answers (retransmitting its 200 until the caller has it, as Timer G would).
     let answer_sdp = format!(
@@ -375,7 +413,12 @@ fn an_invite_retransmitted_to_the_new_node_is_absorbed_not_anchored_again() {
     let (bye_ok, _) = caller.expect("SIP/2.0 200", Duration::from_secs(5));
     assert_eq!(cseq(&bye_ok), "2 BYE", "{bye_ok}");
 
-    assert_eq!(callee.count("INVITE "), 1, "{:#?}", callee.received.borrow());
+    assert_eq!(
+        callee.count("INVITE "),
+        1,
+        "{:#?}",
+        callee.received.borrow()
+    );
     assert_eq!(callee.count("ACK "), 1);
     cluster.assert_call_gone(&call_id, &[0, 1]);
     eventually(Duration::from_secs(2), "no call record left", || {

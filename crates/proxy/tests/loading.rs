@@ -417,3 +417,35 @@ fn a_failure_to_an_invite_another_node_forwarded_deletes_the_calls_relay_session
         .any(|o| matches!(o, Output::CallEnded(ref c) if c == "c1"));
     assert!(ended, "the record is deleted");
 }
+
+/// A node that took the virtual IP and is still claiming the calls (`set_taking_over`) gets
+/// the caller's INVITE, retransmitted, before the call it belongs to: the INVITE waits while
+/// the call is loaded — nothing sent, nothing anchored — and is then absorbed with a 100. A
+/// new INVITE once the takeover is over is not looked up.
+#[test]
+fn an_invite_retransmitted_during_a_takeover_waits_for_its_call_and_is_absorbed() {
+    let now = epoch();
+    let (record, _) = invite_forwarded_by_a_node_that_died();
+    let mut q = node_with_store();
+    q.set_taking_over(true);
+    q.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
+    let (loads, sip) = loads_and_sip(&mut q);
+    assert_eq!(loads, vec!["c1".to_string()]);
+    assert!(sip.is_empty(), "nothing before the record: {sip:?}");
+    assert!(ng_requests(&mut q).is_empty(), "not anchored");
+    q.handle_loaded("c1", Some(record), now);
+    let (loads, sip) = loads_and_sip(&mut q);
+    assert!(loads.is_empty());
+    assert_eq!(sip.len(), 1, "{sip:?}");
+    assert!(sip[0].data.starts_with(b"SIP/2.0 100 "), "{sip:?}");
+    assert_eq!(sip[0].destination.to_string(), "127.0.0.1:5070");
+    assert!(ng_requests(&mut q).is_empty(), "not anchored a second time");
+
+    // The takeover over: a new call's INVITE goes straight on.
+    let mut r = node_with_store();
+    r.set_taking_over(false);
+    r.handle_datagram(Req::invite().sdp(OFFER_SDP).datagram("127.0.0.1:5070"), now);
+    let (loads, _) = loads_and_sip(&mut r);
+    assert!(loads.is_empty(), "{loads:?}");
+    assert_eq!(r.parked_messages(), 0);
+}

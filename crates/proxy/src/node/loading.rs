@@ -102,7 +102,7 @@ impl Parking {
 impl Proxy {
     /// The Call-ID to load before `msg` can be handled, if it is about a call this node does
     /// not hold and the store may know: an in-dialog request or a CANCEL/ACK matching no
-    /// transaction, or a response to one of the proxies' own requests that no transaction here
+    /// transaction, a new INVITE while a takeover is under way, or a response to one of the proxies' own requests that no transaction here
     /// waits for. Only with a store ([`Proxy::enable_call_records`]).
     pub(in crate::node) fn call_to_load(&self, msg: &Message, now: Instant) -> Option<String> {
         if !self.records {
@@ -117,6 +117,12 @@ impl Proxy {
             let key = server_key(msg, method_key(&method))?;
             let in_dialog = msg.to().ok().is_some_and(|t| t.tag().is_some());
             match method {
+                // A new INVITE while a takeover's calls are on their way may be the
+                // retransmission of one the dead node forwarded: its call first, so it is
+                // absorbed rather than forwarded and anchored a second time.
+                Method::Invite if !in_dialog => {
+                    self.taking_over && self.servers.find(&key).is_none()
+                }
                 // Its INVITE's transaction is handled here already.
                 Method::Cancel => self.servers.find(&key.invite()).is_none(),
                 // The ACK of a 2xx travels the dialog's route set, through us; the ACK of a
@@ -148,6 +154,14 @@ impl Proxy {
             }
         };
         wanted.then(|| call_id.to_string())
+    }
+
+    /// Whether the driver is still claiming the calls of a takeover (it got the virtual IP
+    /// and the claimed records are not all in yet). Meanwhile a new INVITE is held until its
+    /// call is looked up in the store, like any message about a call not held here: it may
+    /// be a retransmission of an INVITE the dead node forwarded, whose record has not come in.
+    pub fn set_taking_over(&mut self, taking_over: bool) {
+        self.taking_over = taking_over;
     }
 
     /// Parks `msg` until its call is loaded (asking the store for it, once per call), or

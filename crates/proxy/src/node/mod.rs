@@ -146,6 +146,9 @@ pub struct Proxy {
     clock: Now,
     /// Whether changed calls come out as records (a store is configured).
     records: bool,
+    /// Whether the driver is still claiming the calls of a takeover (see
+    /// [`Proxy::set_taking_over`]).
+    taking_over: bool,
     /// Records of changed calls, waiting for `poll_output`.
     records_out: VecDeque<Output>,
     /// Messages waiting for their call to be loaded from the store.
@@ -228,6 +231,7 @@ impl Proxy {
             input_delay: Duration::ZERO,
             clock,
             records: false,
+            taking_over: false,
             records_out: VecDeque::new(),
             parking: loading::Parking::default(),
             peers: peers::Peers::default(),
