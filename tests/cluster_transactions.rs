@@ -61,7 +61,23 @@ fn stored_calls(cluster: &Cluster) -> Vec<String> {
 /// INVITE made is deleted within a second or so, and no record is left in Redis.
 #[test]
 fn an_error_response_after_the_failover_reaches_the_caller_and_its_ack_the_callee() {
+    error_response(false);
+}
+
+/// The same, with the 486 reaching `p2` before the calls it claims when it gets the VIP are
+/// in (Redis frozen across the failover until just after the 486, as a takeover of many
+/// calls takes a while): the 486 waits for its call, so the relay session and the record
+/// still go with it.
+#[test]
+fn an_error_response_before_the_takeovers_claims_are_in_still_ends_the_call() {
+    error_response(true);
+}
+
+/// The 486 after the failover (see the tests above); with `claims_delayed`, Redis is frozen
+/// from before `p1`'s death until 150 ms after the callee sends its 486.
+fn error_response(claims_delayed: bool) {
     let mut cluster = Cluster::start();
+    // The callee refuses 2.5 s after its 180.
     let (mut callee, mut caller) = cluster.call(
         "uas_ring_then_busy.xml",
         &["-m", "1", "-d", "2500"],
@@ -71,8 +87,19 @@ fn an_error_response_after_the_failover_reaches_the_caller_and_its_ack_the_calle
     let invite = nth_received(&callee, "INVITE ", 1, Duration::from_secs(10));
     let call_id = call_id_of(&invite);
     nth_received(&caller, "SIP/2.0 180", 1, Duration::from_secs(5));
+    let ringing = Instant::now();
     assert_eq!(sessions_of(&cluster, &call_id), 1, "the INVITE anchored");
-    cluster.fail_over(Duration::from_secs(2));
+    cluster.store_caught_up("p1");
+    if claims_delayed {
+        cluster.redis.signal(SIGSTOP);
+    }
+    cluster.kill_proxy("p1");
+    cluster.wait_vip_on("p2", Duration::from_secs(2));
+    if claims_delayed {
+        let resume = ringing + Duration::from_millis(2650);
+        std::thread::sleep(resume.saturating_duration_since(Instant::now()));
+        cluster.redis.signal(SIGCONT);
+    }
 
     let busy = nth_received(&caller, "SIP/2.0 486", 1, Duration::from_secs(10));
     assert_eq!(call_id_of(&busy), call_id);
@@ -100,12 +127,20 @@ fn an_error_response_after_the_failover_reaches_the_caller_and_its_ack_the_calle
     eventually(Duration::from_secs(2), "no call record left", || {
         stored_calls(&cluster).is_empty()
     });
-    let view = api_get(&cluster.lan, cluster.proxy("p2"), "/v1/cluster");
+    let p2 = cluster.proxy("p2");
+    let view = api_get(&cluster.lan, p2, "/v1/cluster");
     assert_eq!(
         (view["role"].as_str(), &view["dialogs"]),
         (Some("active"), &0.into()),
         "{view}"
     );
+    if claims_delayed {
+        let log = p2.daemon.log();
+        assert!(
+            log.contains("call loaded from the store on demand"),
+            "{log}"
+        );
+    }
 }
 
 /// A bare UDP SIP party on the `phones` host (a socket made in its namespace), keeping every

@@ -449,3 +449,45 @@ fn an_invite_retransmitted_during_a_takeover_waits_for_its_call_and_is_absorbed(
     assert!(loads.is_empty(), "{loads:?}");
     assert_eq!(r.parked_messages(), 0);
 }
+
+/// A failure to the INVITE another node forwarded, reaching a node that does not hold the call
+/// yet (its takeover's claims not in): it waits while the call is loaded, then goes to the
+/// caller, and the call's relay session and record go with it — not left behind for the claim
+/// to bring back.
+#[test]
+fn a_failure_to_an_invite_another_node_forwarded_waits_for_the_call_then_deletes_its_session() {
+    let now = epoch();
+    let (record, to_callee) = invite_forwarded_by_a_node_that_died();
+    let mut q = node_with_store();
+    let invite = anchorage_sip::Message::parse(to_callee.data.clone()).unwrap();
+    let busy = invite
+        .response(486, "Busy Here")
+        .to_tag("b1")
+        .build()
+        .unwrap();
+    q.handle_datagram(
+        anchorage_proxy::node::Datagram {
+            data: busy.bytes(),
+            source: to_callee.destination,
+            local: "127.0.0.1:5060".parse().unwrap(),
+            transport: anchorage_proxy::Transport::Udp,
+        },
+        now,
+    );
+    let (loads, sip) = loads_and_sip(&mut q);
+    assert_eq!(loads, vec!["c1".to_string()]);
+    assert!(sip.is_empty(), "nothing before the record: {sip:?}");
+    q.handle_loaded("c1", Some(record), now);
+    let out = drain(&mut q);
+    assert!(
+        out.iter()
+            .any(|t| t.data.starts_with(b"SIP/2.0 486") && t.destination.port() == 5070),
+        "{out:?}"
+    );
+    let ng = ng_requests(&mut q);
+    assert!(
+        ng.iter().any(|(port, r)| *port == 2223 && is_delete(r)),
+        "{ng:?}"
+    );
+    assert_eq!(q.calls().len(), 0);
+}

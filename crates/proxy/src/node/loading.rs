@@ -146,10 +146,11 @@ impl Proxy {
                 false
             } else {
                 // A response to the initial INVITE another node forwarded: the call holds the
-                // INVITE, to make the dialog and anchor the answer here.
+                // INVITE, to make the dialog and anchor the answer here — or, for a failure,
+                // to delete the call's relay session and record with it.
                 self.clients.find(branch).is_none()
                     && msg.cseq().is_ok_and(|c| c.method == Method::Invite)
-                    && msg.status().is_some_and(|s| (101..300).contains(&s))
+                    && msg.status().is_some_and(|s| s > 100)
                     && crate::via::is_ours(&self.ours, &top.host, top.port)
             }
         };
