@@ -102,8 +102,9 @@ impl Parking {
 impl Proxy {
     /// The Call-ID to load before `msg` can be handled, if it is about a call this node does
     /// not hold and the store may know: an in-dialog request or a CANCEL/ACK matching no
-    /// transaction, a new INVITE while a takeover is under way, or a response to one of the proxies' own requests that no transaction here
-    /// waits for. Only with a store ([`Proxy::enable_call_records`]).
+    /// transaction, a new INVITE while a takeover is under way, or a response to one of the
+    /// proxies' own requests that no transaction here waits for. Only with a store
+    /// ([`Proxy::enable_call_records`]).
     pub(in crate::node) fn call_to_load(&self, msg: &Message, now: Instant) -> Option<String> {
         if !self.records {
             return None;
