@@ -8,9 +8,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anchorage_proxy::node::CallRecord as CoreRecord;
+use anchorage_proxy::node::{CallRecord as CoreRecord, Proxy};
 use anchorage_store::{NodeState, Store};
 use tokio::sync::mpsc;
 
@@ -194,6 +194,44 @@ pub(crate) async fn watch(
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(dead = %node, %error, "could not take a dead node's relay sessions to delete")
+                }
+            }
+        }
+    }
+}
+
+/// What the active-active watch learnt from the store, into the core.
+pub(crate) fn apply_news(proxy: &mut Proxy, view: &View, news: News) {
+    let now = Instant::now();
+    let draining = |proxy: &Proxy, relay: &str| {
+        proxy
+            .relays()
+            .nodes()
+            .iter()
+            .any(|n| n.name == relay && n.draining)
+    };
+    match news {
+        News::Peers(peers) => proxy.set_cluster_peers(peers),
+        News::RelayCalls(calls) => {
+            proxy.set_cluster_relay_calls(&calls);
+            // Ours, for the watch to publish at its next look.
+            view.set_own_relay_calls(proxy.own_relay_calls());
+        }
+        News::Drain(relays) => {
+            // One this node drained itself (its own API) needs nothing more.
+            let relays: Vec<String> = relays.into_iter().filter(|r| !draining(proxy, r)).collect();
+            crate::takeover::drain_again(proxy, &relays);
+        }
+        News::Undrain(relays) => {
+            let relays: Vec<String> = relays.into_iter().filter(|r| draining(proxy, r)).collect();
+            for relay in &relays {
+                match proxy.undrain_relay(relay, now) {
+                    Ok(()) => {
+                        tracing::info!(%relay, "relay undrained cluster-wide: undrained here too")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%relay, %error, "a relay undrained cluster-wide is unknown here")
+                    }
                 }
             }
         }

@@ -295,7 +295,7 @@ pub async fn run(
             Some(call_id) = saved.recv() => proxy.handle_saved(&call_id, Instant::now()),
             Some((call_id, record)) = loaded.recv() => proxy.handle_loaded(&call_id, record, Instant::now()),
             Some((call_id, owner)) = owned.recv() => proxy.handle_owned_elsewhere(&call_id, owner, Instant::now()),
-            Some(news) = news.recv() => cluster_news(&mut proxy, &view, news),
+            Some(news) = news.recv() => crate::active_active::apply_news(&mut proxy, &view, news),
             Some(query) = queries.recv() => answer(&mut proxy, &transports, &store, query),
             Some(input) = ng_inputs.recv() => {
                 take_role(&mut vip, &mut proxy, &store, &claimed_tx);
@@ -649,49 +649,6 @@ fn ng_input(proxy: &mut Proxy, input: NgInput, now: Instant) {
     match input {
         NgInput::Datagram(relay, data) => proxy.handle_ng_datagram(relay, &data, now),
         NgInput::Refused(relay) => proxy.handle_relay_refused(relay, now),
-    }
-}
-
-/// What the active-active watch learnt from the store, into the core.
-fn cluster_news(
-    proxy: &mut Proxy,
-    view: &crate::active_active::View,
-    news: crate::active_active::News,
-) {
-    use crate::active_active::News;
-    let now = Instant::now();
-    let draining = |proxy: &Proxy, relay: &str| {
-        proxy
-            .relays()
-            .nodes()
-            .iter()
-            .any(|n| n.name == relay && n.draining)
-    };
-    match news {
-        News::Peers(peers) => proxy.set_cluster_peers(peers),
-        News::RelayCalls(calls) => {
-            proxy.set_cluster_relay_calls(&calls);
-            // Ours, for the watch to publish at its next look.
-            view.set_own_relay_calls(proxy.own_relay_calls());
-        }
-        News::Drain(relays) => {
-            // One this node drained itself (its own API) needs nothing more.
-            let relays: Vec<String> = relays.into_iter().filter(|r| !draining(proxy, r)).collect();
-            drain_again(proxy, &relays);
-        }
-        News::Undrain(relays) => {
-            let relays: Vec<String> = relays.into_iter().filter(|r| draining(proxy, r)).collect();
-            for relay in &relays {
-                match proxy.undrain_relay(relay, now) {
-                    Ok(()) => {
-                        tracing::info!(%relay, "relay undrained cluster-wide: undrained here too")
-                    }
-                    Err(error) => {
-                        tracing::warn!(%relay, %error, "a relay undrained cluster-wide is unknown here")
-                    }
-                }
-            }
-        }
     }
 }
 

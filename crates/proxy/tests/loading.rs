@@ -378,14 +378,8 @@ fn a_200_to_an_invite_another_node_forwarded_is_anchored_on_the_calls_relay_and_
     assert_eq!(acks[0].destination.port(), 9, "to bob's Contact");
 }
 
-/// The same, with a failure: a 486 to the INVITE another node forwarded goes to the caller,
-/// and the call's relay session and early dialog go with it (the record is deleted).
-#[test]
-fn a_failure_to_an_invite_another_node_forwarded_deletes_the_calls_relay_session() {
-    let now = epoch();
-    let (record, to_callee) = invite_forwarded_by_a_node_that_died();
-    let mut q = node_with_store();
-    q.import_call(record, now).expect("imported");
+/// The callee answers the INVITE another node forwarded (`to_callee`) with 486.
+fn busy_from_callee(q: &mut Proxy, to_callee: &Transmit, now: std::time::Instant) {
     let invite = anchorage_sip::Message::parse(to_callee.data.clone()).unwrap();
     let busy = invite
         .response(486, "Busy Here")
@@ -401,6 +395,17 @@ fn a_failure_to_an_invite_another_node_forwarded_deletes_the_calls_relay_session
         },
         now,
     );
+}
+
+/// The same, with a failure: a 486 to the INVITE another node forwarded goes to the caller,
+/// and the call's relay session and early dialog go with it (the record is deleted).
+#[test]
+fn a_failure_to_an_invite_another_node_forwarded_deletes_the_calls_relay_session() {
+    let now = epoch();
+    let (record, to_callee) = invite_forwarded_by_a_node_that_died();
+    let mut q = node_with_store();
+    q.import_call(record, now).expect("imported");
+    busy_from_callee(&mut q, &to_callee, now);
     let out = drain(&mut q);
     assert!(
         out.iter()
@@ -459,21 +464,7 @@ fn a_failure_to_an_invite_another_node_forwarded_waits_for_the_call_then_deletes
     let now = epoch();
     let (record, to_callee) = invite_forwarded_by_a_node_that_died();
     let mut q = node_with_store();
-    let invite = anchorage_sip::Message::parse(to_callee.data.clone()).unwrap();
-    let busy = invite
-        .response(486, "Busy Here")
-        .to_tag("b1")
-        .build()
-        .unwrap();
-    q.handle_datagram(
-        anchorage_proxy::node::Datagram {
-            data: busy.bytes(),
-            source: to_callee.destination,
-            local: "127.0.0.1:5060".parse().unwrap(),
-            transport: anchorage_proxy::Transport::Udp,
-        },
-        now,
-    );
+    busy_from_callee(&mut q, &to_callee, now);
     let (loads, sip) = loads_and_sip(&mut q);
     assert_eq!(loads, vec!["c1".to_string()]);
     assert!(sip.is_empty(), "nothing before the record: {sip:?}");
